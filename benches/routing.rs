@@ -1,0 +1,2 @@
+//! Routing bench: written with the router.
+fn main() {}

@@ -1,0 +1,426 @@
+//! TOML config -> validated [`Config`]. Every error names the key it is about.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+mod duration;
+mod raw;
+
+pub use duration::{format_duration, parse_duration};
+
+/// A config problem: which key, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Syntax(String),
+    #[error("{key}: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+/// What brings a flow back to its home backend after that backend recovers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Failback {
+    Never,
+    #[default]
+    OnRegister,
+    Immediate,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Backend {
+    pub name: String,
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    pub sip: Vec<SocketAddr>,
+    pub relay: IpAddr,
+    pub relay_ports: RangeInclusive<u16>,
+    /// Forward CRLF keepalives to the backend instead of absorbing them.
+    pub forward_keepalives: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub max_flows: usize,
+    pub max_dialogs: usize,
+    /// New flows per second per source IP (token bucket refill rate).
+    pub new_flows_per_ip: u32,
+    /// Token bucket depth.
+    pub new_flows_burst: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timeouts {
+    /// A flow without traffic (and without a live registration) expires after this.
+    pub flow_idle: Duration,
+    /// Added to the expiry a 2xx to REGISTER grants.
+    pub register_grace: Duration,
+    /// Idle lifetime of a dialog (Call-ID -> backend) entry.
+    pub dialog_idle: Duration,
+    /// Lifetime of a pin for a non-dialog transaction (OPTIONS, MESSAGE, ...) and
+    /// of a dialog after the final response to its BYE: long enough for retransmissions.
+    pub transaction: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    pub listen: SocketAddr,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub listen: Listen,
+    pub backends: Vec<Backend>,
+    pub failback: Failback,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
+    pub admin: Admin,
+}
+
+/// The kernel's ephemeral port settings, read from /proc; a parameter so tests can vary it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EphemeralPorts {
+    pub range: RangeInclusive<u16>,
+    pub reserved: Vec<RangeInclusive<u16>>,
+}
+
+impl EphemeralPorts {
+    /// Reads `net.ipv4.ip_local_port_range` and `ip_local_reserved_ports`.
+    pub fn from_system() -> Self {
+        let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|s| {
+                let mut it = s.split_whitespace().map(|p| p.parse::<u16>());
+                match (it.next(), it.next()) {
+                    (Some(Ok(a)), Some(Ok(b))) => Some(a..=b),
+                    _ => None,
+                }
+            })
+            .unwrap_or(32768..=60999);
+        let reserved = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_reserved_ports")
+            .map(|s| parse_port_list(s.trim()))
+            .unwrap_or_default();
+        EphemeralPorts { range, reserved }
+    }
+
+    /// Ports of `r` that an ephemeral bind could take.
+    fn first_conflict(&self, r: &RangeInclusive<u16>) -> Option<u16> {
+        (*r.start()..=*r.end()).find(|p| {
+            self.range.contains(p) && !self.reserved.iter().any(|res| res.contains(p))
+        })
+    }
+}
+
+fn parse_port_list(s: &str) -> Vec<RangeInclusive<u16>> {
+    s.split(',')
+        .filter_map(|part| parse_port_range(part.trim()).ok())
+        .collect()
+}
+
+fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>, String> {
+    let (a, b) = match s.split_once('-') {
+        Some((a, b)) => (a.trim(), b.trim()),
+        None => (s.trim(), s.trim()),
+    };
+    let a: u16 = a.parse().map_err(|_| format!("`{a}` is not a port"))?;
+    let b: u16 = b.parse().map_err(|_| format!("`{b}` is not a port"))?;
+    if a == 0 {
+        return Err("port 0 is not a usable relay port".into());
+    }
+    if a > b {
+        return Err(format!("range {a}-{b} is empty (start above end)"));
+    }
+    Ok(a..=b)
+}
+
+impl Config {
+    /// Reads and validates a config file against the running kernel's port settings.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text, &EphemeralPorts::from_system())
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str, eph: &EphemeralPorts) -> Result<Config, ConfigError> {
+        let raw: raw::Raw = toml::from_str(text).map_err(|e| {
+            // toml's message names the key and carries line/column; keep it on one line.
+            ConfigError::Syntax(e.to_string().trim().replace('\n', " | "))
+        })?;
+        raw.validate(eph)
+    }
+
+    /// Number of relay ports, which also bounds the number of flows.
+    pub fn relay_port_count(&self) -> usize {
+        (*self.listen.relay_ports.end() as usize) - (*self.listen.relay_ports.start() as usize) + 1
+    }
+}
+
+impl raw::Raw {
+    fn validate(self, eph: &EphemeralPorts) -> Result<Config, ConfigError> {
+        let listen = self.listen.ok_or_else(|| invalid("listen", "section is required"))?;
+        if listen.sip.is_empty() {
+            return Err(invalid("listen.sip", "needs at least one address"));
+        }
+        let mut sip = Vec::new();
+        for (i, s) in listen.sip.iter().enumerate() {
+            let key = format!("listen.sip[{i}]");
+            let a: SocketAddr = s
+                .parse()
+                .map_err(|_| invalid(&key, format!("`{s}` is not an IP:port address")))?;
+            if a.port() == 0 {
+                return Err(invalid(&key, "port 0 is not allowed"));
+            }
+            if sip.contains(&a) {
+                return Err(invalid(&key, format!("`{a}` is listed twice")));
+            }
+            sip.push(a);
+        }
+        let relay: IpAddr = match &listen.relay {
+            Some(s) => s
+                .parse()
+                .map_err(|_| invalid("listen.relay", format!("`{s}` is not an IP address")))?,
+            None => sip[0].ip(),
+        };
+        if relay.is_unspecified() {
+            return Err(invalid(
+                "listen.relay",
+                "must be a concrete address (backends store it as the phone's path back)",
+            ));
+        }
+        let rp_text = listen.relay_ports.as_deref().unwrap_or("16384-32767");
+        let relay_ports =
+            parse_port_range(rp_text).map_err(|r| invalid("listen.relay_ports", r))?;
+        for a in &sip {
+            if relay_ports.contains(&a.port()) && (a.ip() == relay || a.ip().is_unspecified()) {
+                return Err(invalid(
+                    "listen.relay_ports",
+                    format!("range {rp_text} contains the listen port {}", a.port()),
+                ));
+            }
+        }
+        if let Some(p) = eph.first_conflict(&relay_ports) {
+            return Err(invalid(
+                "listen.relay_ports",
+                format!(
+                    "range {rp_text} overlaps the kernel's ephemeral range {}-{} (first: {p}); \
+                     any socket could take a relay port a flow needs. Move the range below {} \
+                     or reserve it in net.ipv4.ip_local_reserved_ports",
+                    eph.range.start(),
+                    eph.range.end(),
+                    eph.range.start()
+                ),
+            ));
+        }
+
+        if self.backend.is_empty() {
+            return Err(invalid("backend", "at least one [[backend]] is required"));
+        }
+        let mut names = HashSet::new();
+        let mut addrs = HashSet::new();
+        let mut backends = Vec::new();
+        for (i, b) in self.backend.iter().enumerate() {
+            let name_key = format!("backend[{i}].name");
+            if b.name.is_empty()
+                || !b
+                    .name
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c))
+            {
+                return Err(invalid(
+                    name_key,
+                    format!("`{}` must be non-empty letters, digits, `-`, `_` or `.`", b.name),
+                ));
+            }
+            if !names.insert(b.name.clone()) {
+                return Err(invalid(name_key, format!("`{}` is used twice", b.name)));
+            }
+            let addr_key = format!("backend[{i}].addr");
+            let addr: SocketAddr = b
+                .addr
+                .parse()
+                .map_err(|_| invalid(&addr_key, format!("`{}` is not an IP:port address", b.addr)))?;
+            if addr.ip().is_unspecified() || addr.port() == 0 {
+                return Err(invalid(&addr_key, "needs a concrete IP and a non-zero port"));
+            }
+            if !addrs.insert(addr) {
+                return Err(invalid(addr_key, format!("`{addr}` is used by two backends")));
+            }
+            if sip.contains(&addr) {
+                return Err(invalid(addr_key, "is one of sipfront's own listen addresses"));
+            }
+            backends.push(Backend {
+                name: b.name.clone(),
+                addr,
+            });
+        }
+        if backends.len() > u16::MAX as usize {
+            return Err(invalid("backend", "too many backends"));
+        }
+
+        let port_count = (*relay_ports.end() as usize) - (*relay_ports.start() as usize) + 1;
+        let l = self.limits.unwrap_or_default();
+        let max_flows = l.max_flows.unwrap_or(port_count.min(65536));
+        if max_flows == 0 {
+            return Err(invalid("limits.max_flows", "must be at least 1"));
+        }
+        if max_flows > port_count {
+            return Err(invalid(
+                "limits.max_flows",
+                format!("{max_flows} is more than the {port_count} ports in listen.relay_ports"),
+            ));
+        }
+        let max_dialogs = l.max_dialogs.unwrap_or(100_000);
+        if max_dialogs == 0 || max_dialogs > 10_000_000 {
+            return Err(invalid("limits.max_dialogs", "must be between 1 and 10000000"));
+        }
+        let new_flows_per_ip = l.new_flows_per_ip.unwrap_or(100);
+        if new_flows_per_ip == 0 {
+            return Err(invalid("limits.new_flows_per_ip", "must be at least 1"));
+        }
+        let new_flows_burst = l.new_flows_burst.unwrap_or(new_flows_per_ip.saturating_mul(2));
+        if new_flows_burst < new_flows_per_ip {
+            return Err(invalid(
+                "limits.new_flows_burst",
+                "must be at least limits.new_flows_per_ip",
+            ));
+        }
+
+        let t = self.timeouts.unwrap_or_default();
+        let dur = |key: &str, v: &Option<String>, default: Duration, min: Duration| {
+            let d = match v {
+                Some(s) => parse_duration(s).map_err(|r| invalid(key, r))?,
+                None => default,
+            };
+            if d < min {
+                return Err(invalid(key, format!("must be at least {}", format_duration(min))));
+            }
+            Ok(d)
+        };
+        let timeouts = Timeouts {
+            flow_idle: dur(
+                "timeouts.flow_idle",
+                &t.flow_idle,
+                Duration::from_secs(90),
+                Duration::from_secs(1),
+            )?,
+            register_grace: dur(
+                "timeouts.register_grace",
+                &t.register_grace,
+                Duration::from_secs(32),
+                Duration::ZERO,
+            )?,
+            dialog_idle: dur(
+                "timeouts.dialog_idle",
+                &t.dialog_idle,
+                Duration::from_secs(3600),
+                Duration::from_secs(1),
+            )?,
+            transaction: dur(
+                "timeouts.transaction",
+                &t.transaction,
+                Duration::from_secs(32),
+                Duration::from_millis(100),
+            )?,
+        };
+
+        let failback = self.affinity.and_then(|a| a.failback).unwrap_or_default();
+        let admin_listen = match self.admin.and_then(|a| a.listen) {
+            Some(s) => s
+                .parse()
+                .map_err(|_| invalid("admin.listen", format!("`{s}` is not an IP:port address")))?,
+            None => SocketAddr::from(([127, 0, 0, 1], 9090)),
+        };
+
+        Ok(Config {
+            listen: Listen {
+                sip,
+                relay,
+                relay_ports,
+                forward_keepalives: listen.forward_keepalives.unwrap_or(false),
+            },
+            backends,
+            failback,
+            limits: Limits {
+                max_flows,
+                max_dialogs,
+                new_flows_per_ip,
+                new_flows_burst,
+            },
+            timeouts,
+            admin: Admin {
+                listen: admin_listen,
+            },
+        })
+    }
+}
+
+/// The effective config as TOML, defaults filled in (what `check-config` prints).
+impl fmt::Display for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let l = &self.listen;
+        let sip: Vec<String> = l.sip.iter().map(|a| format!("\"{a}\"")).collect();
+        writeln!(f, "[listen]")?;
+        writeln!(f, "sip = [{}]", sip.join(", "))?;
+        writeln!(f, "relay = \"{}\"", l.relay)?;
+        writeln!(
+            f,
+            "relay_ports = \"{}-{}\"",
+            l.relay_ports.start(),
+            l.relay_ports.end()
+        )?;
+        writeln!(f, "forward_keepalives = {}", l.forward_keepalives)?;
+        for b in &self.backends {
+            writeln!(f, "\n[[backend]]\nname = \"{}\"\naddr = \"{}\"", b.name, b.addr)?;
+        }
+        let fb = match self.failback {
+            Failback::Never => "never",
+            Failback::OnRegister => "on-register",
+            Failback::Immediate => "immediate",
+        };
+        writeln!(f, "\n[affinity]\nfailback = \"{fb}\"")?;
+        let m = &self.limits;
+        writeln!(
+            f,
+            "\n[limits]\nmax_flows = {}\nmax_dialogs = {}\nnew_flows_per_ip = {}\nnew_flows_burst = {}",
+            m.max_flows, m.max_dialogs, m.new_flows_per_ip, m.new_flows_burst
+        )?;
+        let t = &self.timeouts;
+        writeln!(
+            f,
+            "\n[timeouts]\nflow_idle = \"{}\"\nregister_grace = \"{}\"\ndialog_idle = \"{}\"\ntransaction = \"{}\"",
+            format_duration(t.flow_idle),
+            format_duration(t.register_grace),
+            format_duration(t.dialog_idle),
+            format_duration(t.transaction)
+        )?;
+        write!(f, "\n[admin]\nlisten = \"{}\"", self.admin.listen)
+    }
+}
+
+#[cfg(test)]
+mod tests;

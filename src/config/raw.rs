@@ -1,0 +1,64 @@
+//! The TOML shape, as written by operators. Unknown keys are errors.
+
+use serde::Deserialize;
+
+use super::Failback;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Raw {
+    pub listen: Option<RawListen>,
+    #[serde(default)]
+    pub backend: Vec<RawBackend>,
+    pub affinity: Option<RawAffinity>,
+    pub limits: Option<RawLimits>,
+    pub timeouts: Option<RawTimeouts>,
+    pub admin: Option<RawAdmin>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawListen {
+    #[serde(default)]
+    pub sip: Vec<String>,
+    pub relay: Option<String>,
+    pub relay_ports: Option<String>,
+    pub forward_keepalives: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBackend {
+    pub name: String,
+    pub addr: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAffinity {
+    pub failback: Option<Failback>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimits {
+    pub max_flows: Option<usize>,
+    pub max_dialogs: Option<usize>,
+    pub new_flows_per_ip: Option<u32>,
+    pub new_flows_burst: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTimeouts {
+    pub flow_idle: Option<String>,
+    pub register_grace: Option<String>,
+    pub dialog_idle: Option<String>,
+    pub transaction: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdmin {
+    pub listen: Option<String>,
+}

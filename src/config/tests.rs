@@ -1,0 +1,87 @@
+use super::*;
+
+fn eph() -> EphemeralPorts {
+    EphemeralPorts {
+        range: 32768..=60999,
+        reserved: vec![],
+    }
+}
+
+const GOOD: &str = r#"
+[listen]
+sip = ["127.0.0.1:5060"]
+relay_ports = "20000-20999"
+
+[[backend]]
+name = "a"
+addr = "127.0.0.1:5070"
+
+[[backend]]
+name = "b"
+addr = "127.0.0.1:5071"
+"#;
+
+fn err(text: &str) -> String {
+    Config::parse(text, &eph()).unwrap_err().to_string()
+}
+
+#[test]
+fn good_config_gets_defaults() {
+    let c = Config::parse(GOOD, &eph()).unwrap();
+    assert_eq!(c.listen.relay, "127.0.0.1".parse::<IpAddr>().unwrap());
+    assert_eq!(c.backends.len(), 2);
+    assert_eq!(c.failback, Failback::OnRegister);
+    assert_eq!(c.limits.max_flows, 1000);
+    assert_eq!(c.admin.listen, "127.0.0.1:9090".parse().unwrap());
+    assert_eq!(c.relay_port_count(), 1000);
+}
+
+#[test]
+fn display_round_trips() {
+    let c = Config::parse(GOOD, &eph()).unwrap();
+    let again = Config::parse(&c.to_string(), &eph()).unwrap();
+    assert_eq!(c, again);
+}
+
+#[test]
+fn errors_name_the_key() {
+    let cases: &[(&str, &str)] = &[
+        ("[listen]\nsip=[]\n", "listen.sip"),
+        ("[listen]\nsip=[\"nonsense\"]\n", "listen.sip[0]"),
+        (&GOOD.replace("20000-20999", "20999-20000"), "listen.relay_ports"),
+        (&GOOD.replace("20000-20999", "5000-6000"), "listen.relay_ports: range 5000-6000 contains the listen port 5060"),
+        (&GOOD.replace("20000-20999", "30000-40000"), "ephemeral"),
+        (&GOOD.replace("name = \"b\"", "name = \"a\""), "backend[1].name"),
+        (&GOOD.replace("5071", "5070"), "backend[1].addr"),
+        (&GOOD.replace("127.0.0.1:5071", "10.0.0.300:5060"), "backend[1].addr"),
+        ("[listen]\nsip=[\"127.0.0.1:5060\"]\nrelay_ports=\"20000-20010\"\n", "backend: at least one"),
+        (&format!("{GOOD}\n[limits]\nmax_flows = 5000\n"), "limits.max_flows"),
+        (&format!("{GOOD}\n[timeouts]\nflow_idle = \"5 parsecs\"\n"), "timeouts.flow_idle"),
+        (&format!("{GOOD}\n[affinity]\nfailback = \"sometimes\"\n"), "failback"),
+        (&format!("{GOOD}\n[admin]\nlisten = \"localhost\"\n"), "admin.listen"),
+        (&GOOD.replace("relay_ports", "relay_portz"), "relay_portz"),
+    ];
+    for (text, want) in cases {
+        let e = err(text);
+        assert!(e.contains(want), "error `{e}` should mention `{want}`");
+    }
+}
+
+#[test]
+fn reserved_ports_lift_the_ephemeral_conflict() {
+    let text = GOOD.replace("20000-20999", "40000-40999");
+    let mut e = eph();
+    assert!(Config::parse(&text, &e).is_err());
+    e.reserved = parse_port_list("39000-41000,50000");
+    assert!(Config::parse(&text, &e).is_ok());
+}
+
+#[test]
+fn durations() {
+    assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+    assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+    assert!(parse_duration("10").is_err());
+    assert!(parse_duration("s").is_err());
+    assert!(parse_duration("99999999999999999h").is_err());
+    assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+}

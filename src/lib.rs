@@ -1,0 +1,12 @@
+//! sipfront: a SIP-aware UDP front proxy.
+//!
+//! The protocol logic lives in plain modules without sockets or clocks of their own
+//! (`sip::scan`, `relay::router`, ...); thin tokio shells (`relay::dataplane`, `admin`)
+//! drive them with real I/O.
+
+pub mod admin;
+pub mod config;
+pub mod demo;
+pub mod relay;
+pub mod server;
+pub mod sip;

@@ -1,0 +1,127 @@
+//! The `sipfront` binary: parses the command line, loads config, runs. `anyhow` lives
+//! here only; the library reports typed errors.
+
+mod cli;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use sipfront::config::Config;
+use sipfront::{admin, demo, server};
+use tokio::net::UdpSocket;
+
+use cli::{Cli, Command};
+
+/// Exit status for configuration errors (distinct from runtime failures).
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::CheckConfig { file } => match Config::load(&file) {
+            Ok(cfg) => {
+                println!("# {}: valid\n{cfg}", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sipfront: invalid config {}: {e}", file.display());
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::Run { config } => {
+            let cfg = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("sipfront: invalid config {}: {e}", config.display());
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            report(runtime().and_then(|rt| rt.block_on(run(cfg, None))))
+        }
+        Command::Demo {
+            sip,
+            admin,
+            duration,
+        } => report(runtime().and_then(|rt| rt.block_on(run_demo(sip, admin, duration)))),
+    }
+}
+
+fn report(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sipfront: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")
+}
+
+/// Runs until SIGINT/SIGTERM (or `limit` elapses).
+async fn run(cfg: Config, limit: Option<Duration>) -> anyhow::Result<()> {
+    let prom = admin::install_recorder().map_err(anyhow::Error::msg)?;
+    let running = server::start(cfg, prom).await?;
+    wait_for_stop(limit).await?;
+    tracing::info!("stopping");
+    running.stop()?;
+    Ok(())
+}
+
+async fn wait_for_stop(limit: Option<Duration>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let sleep = async {
+        match limit {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        _ = sleep => {}
+    }
+    Ok(())
+}
+
+async fn run_demo(
+    sip: std::net::SocketAddr,
+    admin_addr: std::net::SocketAddr,
+    duration: Option<u64>,
+) -> anyhow::Result<()> {
+    let cfg = demo::demo_config(sip, admin_addr).context("demo config")?;
+    for b in &cfg.backends {
+        let sock = UdpSocket::bind(b.addr)
+            .await
+            .with_context(|| format!("binding demo backend {} on {}", b.name, b.addr))?;
+        tokio::spawn(demo::demo_backend(sock, b.name.clone()));
+    }
+    let prom = admin::install_recorder().map_err(anyhow::Error::msg)?;
+    let running = server::start(cfg.clone(), prom).await?;
+    println!(
+        "sipfront demo: SIP on udp:{sip}, backends {} and {}, metrics on http://{}/metrics",
+        cfg.backends[0].addr, cfg.backends[1].addr, running.admin_addr
+    );
+    println!("try:  sipp -sn uac {sip} -r 100 -m 5000      (Ctrl-C stops the demo)");
+    let printer = tokio::spawn(demo::print_status(running.status.clone()));
+    wait_for_stop(duration.map(Duration::from_secs)).await?;
+    printer.abort();
+    running.stop()?;
+    Ok(())
+}

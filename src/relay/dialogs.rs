@@ -1,0 +1,140 @@
+//! The dialog table: Call-ID -> backend that owns the transaction or dialog.
+//!
+//! Keys are 128-bit keyed hashes of the Call-ID, so an entry has a fixed size, inserts
+//! never allocate for the key, and an attacker cannot aim collisions (the hash keys are
+//! random per process). A collision between two honest Call-IDs (about 2^-128) would
+//! only route one message to a backend that drops it.
+
+use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::time::Instant;
+
+use super::router::BackendId;
+
+pub type DialogKey = u128;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dialog {
+    pub backend: BackendId,
+    pub expires: Instant,
+    /// A dialog (INVITE, SUBSCRIBE, REFER) rather than a lone transaction: lives
+    /// for the dialog idle time, refreshed by its messages.
+    pub long: bool,
+}
+
+/// The keys are already uniform random bits: hashing them again would only cost time.
+#[derive(Default)]
+pub struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u128(&mut self, i: u128) {
+        self.0 = i as u64;
+    }
+}
+
+pub struct DialogTable {
+    map: HashMap<DialogKey, Dialog, BuildHasherDefault<PassThrough>>,
+    k1: RandomState,
+    k2: RandomState,
+    max: usize,
+}
+
+impl DialogTable {
+    pub fn new(max: usize) -> Self {
+        DialogTable {
+            map: HashMap::with_capacity_and_hasher(max.min(1 << 16), Default::default()),
+            k1: RandomState::new(),
+            k2: RandomState::new(),
+            max,
+        }
+    }
+
+    /// Hashes a Call-ID, ignoring whitespace (a folded Call-ID line is the same ID).
+    pub fn key(&self, call_id: &[u8]) -> DialogKey {
+        let mut h1 = self.k1.build_hasher();
+        let mut h2 = self.k2.build_hasher();
+        for piece in call_id
+            .split(|b| b.is_ascii_whitespace())
+            .filter(|p| !p.is_empty())
+        {
+            h1.write(piece);
+            h2.write(piece);
+        }
+        (u128::from(h1.finish()) << 64) | u128::from(h2.finish())
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn get_mut(&mut self, key: DialogKey) -> Option<&mut Dialog> {
+        self.map.get_mut(&key)
+    }
+
+    /// Pins `key` to `backend` until `expires`; refuses a new entry when full.
+    pub fn pin(
+        &mut self,
+        key: DialogKey,
+        backend: BackendId,
+        expires: Instant,
+        long: bool,
+    ) -> Result<(), ()> {
+        if let Some(d) = self.map.get_mut(&key) {
+            d.backend = backend;
+            d.expires = expires;
+            d.long = long;
+            return Ok(());
+        }
+        if self.map.len() >= self.max {
+            return Err(());
+        }
+        self.map.insert(
+            key,
+            Dialog {
+                backend,
+                expires,
+                long,
+            },
+        );
+        Ok(())
+    }
+
+    /// Drops entries that expired; returns how many.
+    pub fn expire(&mut self, now: Instant) -> usize {
+        let before = self.map.len();
+        self.map.retain(|_, d| d.expires > now);
+        before - self.map.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn pin_refresh_expire_and_cap() {
+        let now = Instant::now();
+        let mut t = DialogTable::new(2);
+        let a = t.key(b"abc@host");
+        assert_eq!(a, t.key(b"abc@host"));
+        assert_eq!(a, t.key(b"abc@\r\n host"), "folding is ignored");
+        assert_ne!(a, t.key(b"abd@host"));
+        t.pin(a, 1, now + Duration::from_secs(1), false).unwrap();
+        t.pin(t.key(b"x"), 0, now + Duration::from_secs(5), false).unwrap();
+        assert!(t.pin(t.key(b"y"), 0, now, false).is_err(), "full table refuses");
+        t.pin(a, 0, now + Duration::from_secs(10), true).unwrap();
+        assert_eq!(t.get_mut(a).unwrap().backend, 0);
+        assert_eq!(t.expire(now + Duration::from_secs(6)), 1);
+        assert_eq!(t.len(), 1);
+    }
+}

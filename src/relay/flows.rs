@@ -1,0 +1,211 @@
+//! The flow table: one entry per client transport address, each owning a relay port.
+//! Storage is a slab sized once at start; lookups by client address go through a
+//! hash map, lookups by relay port index a plain array.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::time::{Duration, Instant};
+
+use super::router::BackendId;
+
+const NO_FLOW: u32 = u32::MAX;
+
+#[derive(Debug, Clone)]
+pub struct Flow {
+    pub client: SocketAddr,
+    pub relay_port: u16,
+    /// Index of the public socket the client talks to (replies leave from it).
+    pub ingress: u16,
+    pub home: BackendId,
+    pub last_seen: Instant,
+    /// Set by a 2xx to REGISTER: the flow outlives idle timeouts until then.
+    pub registered_until: Option<Instant>,
+    pub created: Instant,
+}
+
+impl Flow {
+    pub fn expiry(&self, idle: Duration) -> Instant {
+        let idle_end = self.last_seen + idle;
+        match self.registered_until {
+            Some(r) if r > idle_end => r,
+            _ => idle_end,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowId(pub u32);
+
+#[derive(Debug)]
+pub enum InsertError {
+    Full,
+    NoPort,
+}
+
+pub struct FlowTable {
+    slots: Vec<Option<Flow>>,
+    free_slots: Vec<u32>,
+    by_client: HashMap<SocketAddr, u32>,
+    by_port: Vec<u32>,
+    /// FIFO so a just-freed port is reused last: late datagrams for the old flow
+    /// then find no flow rather than a stranger's.
+    free_ports: VecDeque<u16>,
+    port_base: u16,
+    max: usize,
+}
+
+impl FlowTable {
+    pub fn new(ports: RangeInclusive<u16>, max: usize) -> Self {
+        let n_ports = ports.clone().count();
+        let max = max.min(n_ports);
+        // Pre-size the client index up to a bound so the table never rehashes under
+        // load for typical sizes; beyond that it grows during warm-up.
+        let mut by_client = HashMap::new();
+        by_client.reserve(max.min(1 << 17));
+        FlowTable {
+            slots: Vec::with_capacity(max.min(1 << 17)),
+            free_slots: Vec::new(),
+            by_client,
+            by_port: vec![NO_FLOW; n_ports],
+            free_ports: ports.clone().collect(),
+            port_base: *ports.start(),
+            max,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_client.len()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.max
+    }
+
+    pub fn lookup_client(&self, client: &SocketAddr) -> Option<FlowId> {
+        self.by_client.get(client).map(|&i| FlowId(i))
+    }
+
+    pub fn lookup_port(&self, port: u16) -> Option<FlowId> {
+        let idx = port.checked_sub(self.port_base)? as usize;
+        match self.by_port.get(idx) {
+            Some(&i) if i != NO_FLOW => Some(FlowId(i)),
+            _ => None,
+        }
+    }
+
+    pub fn get(&self, id: FlowId) -> Option<&Flow> {
+        self.slots.get(id.0 as usize).and_then(|s| s.as_ref())
+    }
+
+    pub fn get_mut(&mut self, id: FlowId) -> Option<&mut Flow> {
+        self.slots.get_mut(id.0 as usize).and_then(|s| s.as_mut())
+    }
+
+    pub fn insert(
+        &mut self,
+        client: SocketAddr,
+        ingress: u16,
+        home: BackendId,
+        now: Instant,
+    ) -> Result<FlowId, InsertError> {
+        if self.len() >= self.max {
+            return Err(InsertError::Full);
+        }
+        let port = self.free_ports.pop_front().ok_or(InsertError::NoPort)?;
+        let flow = Flow {
+            client,
+            relay_port: port,
+            ingress,
+            home,
+            last_seen: now,
+            registered_until: None,
+            created: now,
+        };
+        let idx = match self.free_slots.pop() {
+            Some(i) => {
+                self.slots[i as usize] = Some(flow);
+                i
+            }
+            None => {
+                self.slots.push(Some(flow));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.by_client.insert(client, idx);
+        self.by_port[(port - self.port_base) as usize] = idx;
+        Ok(FlowId(idx))
+    }
+
+    pub fn remove(&mut self, id: FlowId) -> Option<Flow> {
+        let flow = self.slots.get_mut(id.0 as usize)?.take()?;
+        self.by_client.remove(&flow.client);
+        self.by_port[(flow.relay_port - self.port_base) as usize] = NO_FLOW;
+        self.free_ports.push_back(flow.relay_port);
+        self.free_slots.push(id.0);
+        Some(flow)
+    }
+
+    /// Ids of flows whose expiry is at or before `now`, appended to `out`.
+    pub fn expired(&self, now: Instant, idle: Duration, out: &mut Vec<FlowId>) {
+        for (i, s) in self.slots.iter().enumerate() {
+            if let Some(f) = s
+                && f.expiry(idle) <= now
+            {
+                out.push(FlowId(i as u32));
+            }
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Flow> {
+        self.slots.iter().filter_map(|s| s.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(p: u16) -> SocketAddr {
+        SocketAddr::from(([192, 0, 2, 1], p))
+    }
+
+    #[test]
+    fn insert_lookup_remove_reuses_ports_last() {
+        let now = Instant::now();
+        let mut t = FlowTable::new(100..=102, 10);
+        assert_eq!(t.capacity(), 3);
+        let a = t.insert(addr(1), 0, 0, now).unwrap();
+        let b = t.insert(addr(2), 0, 0, now).unwrap();
+        assert_eq!(t.get(a).unwrap().relay_port, 100);
+        assert_eq!(t.lookup_port(101), Some(b));
+        assert_eq!(t.lookup_client(&addr(1)), Some(a));
+        assert_eq!(t.lookup_port(99), None);
+        assert_eq!(t.lookup_port(103), None);
+        t.remove(a).unwrap();
+        assert_eq!(t.lookup_port(100), None);
+        let c = t.insert(addr(3), 0, 0, now).unwrap();
+        assert_eq!(t.get(c).unwrap().relay_port, 102, "freed port goes to the back");
+        let d = t.insert(addr(4), 0, 0, now).unwrap();
+        assert_eq!(t.get(d).unwrap().relay_port, 100);
+        assert!(matches!(
+            t.insert(addr(5), 0, 0, now),
+            Err(InsertError::Full)
+        ));
+    }
+
+    #[test]
+    fn registration_extends_expiry() {
+        let now = Instant::now();
+        let mut t = FlowTable::new(100..=200, 10);
+        let a = t.insert(addr(1), 0, 0, now).unwrap();
+        let idle = Duration::from_secs(30);
+        let mut out = vec![];
+        t.expired(now + idle, idle, &mut out);
+        assert_eq!(out, vec![a]);
+        t.get_mut(a).unwrap().registered_until = Some(now + Duration::from_secs(3600));
+        out.clear();
+        t.expired(now + Duration::from_secs(3599), idle, &mut out);
+        assert!(out.is_empty());
+    }
+}

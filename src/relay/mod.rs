@@ -1,0 +1,13 @@
+//! The relay: flows, dialogs, rendezvous hashing and the routing decision (pure code),
+//! plus the tokio shell that drives it with sockets (`dataplane`).
+
+pub mod dataplane;
+mod dialogs;
+mod flows;
+mod hrw;
+mod ratelimit;
+pub mod router;
+pub mod stats;
+
+pub use router::{BackendAction, BackendId, ClientAction, Router, RouterEvent};
+pub use stats::{Counters, Direction, DropReason};

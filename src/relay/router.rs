@@ -1,0 +1,469 @@
+//! The routing decision, as pure code: datagrams and the time come in, a decision
+//! (forward where, or drop why) goes out. No sockets, no clock, no allocation on the
+//! forwarding path once the tables are warm.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::dialogs::{Dialog, DialogTable};
+use super::flows::{Flow, FlowId, FlowTable, InsertError};
+use super::hrw;
+use super::ratelimit::NewFlowLimiter;
+use super::stats::{Counters, Direction, DropReason};
+use crate::config::{Config, Failback};
+use crate::sip::{Scan, SipView, scan};
+
+pub type BackendId = u16;
+
+/// How often expired flows and dialogs are swept.
+const SWEEP_EVERY: Duration = Duration::from_millis(500);
+
+/// What to do with a datagram a client sent to a public address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAction {
+    /// Send it, unchanged, from `relay_port` to `to`. `new_flow`: the relay socket
+    /// for that port must be opened first (then confirm with [`Router::abort_flow`]
+    /// on failure).
+    Forward {
+        flow: FlowId,
+        relay_port: u16,
+        backend: BackendId,
+        to: SocketAddr,
+        new_flow: bool,
+    },
+    /// A keepalive: it refreshed the flow and goes no further.
+    Absorbed,
+    Drop(DropReason),
+}
+
+/// What to do with a datagram a backend sent to a relay port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendAction {
+    /// Send it, unchanged, from public socket `ingress` to the client `to`.
+    Forward {
+        to: SocketAddr,
+        ingress: u16,
+        backend: BackendId,
+    },
+    Drop(DropReason),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouterEvent {
+    /// The flow is gone: close its relay socket.
+    FlowRemoved { relay_port: u16 },
+}
+
+#[derive(Debug, Clone)]
+struct BackendSlot {
+    addr: SocketAddr,
+    seed: u64,
+    /// Health and admin state, combined: may new and moved flows go here?
+    usable: bool,
+}
+
+/// Settings the router needs, taken from [`Config`].
+#[derive(Debug, Clone)]
+pub struct RouterSettings {
+    pub flow_idle: Duration,
+    pub register_grace: Duration,
+    pub dialog_idle: Duration,
+    pub transaction: Duration,
+    pub forward_keepalives: bool,
+    pub failback: Failback,
+}
+
+impl From<&Config> for RouterSettings {
+    fn from(c: &Config) -> Self {
+        RouterSettings {
+            flow_idle: c.timeouts.flow_idle,
+            register_grace: c.timeouts.register_grace,
+            dialog_idle: c.timeouts.dialog_idle,
+            transaction: c.timeouts.transaction,
+            forward_keepalives: c.listen.forward_keepalives,
+            failback: c.failback,
+        }
+    }
+}
+
+pub struct Router {
+    settings: RouterSettings,
+    backends: Vec<BackendSlot>,
+    flows: FlowTable,
+    dialogs: DialogTable,
+    limiter: NewFlowLimiter,
+    counters: Counters,
+    events: VecDeque<RouterEvent>,
+    next_sweep: Option<Instant>,
+    expired_scratch: Vec<FlowId>,
+}
+
+/// Methods that open a dialog: its later requests and responses stay on one backend.
+fn opens_dialog(method: &[u8]) -> bool {
+    matches!(method, b"INVITE" | b"SUBSCRIBE" | b"REFER")
+}
+
+impl Router {
+    pub fn new(cfg: &Config) -> Self {
+        let backends = cfg
+            .backends
+            .iter()
+            .map(|b| BackendSlot {
+                addr: b.addr,
+                seed: hrw::seed(&b.name),
+                usable: true,
+            })
+            .collect::<Vec<_>>();
+        Router {
+            settings: RouterSettings::from(cfg),
+            counters: Counters::new(backends.len()),
+            backends,
+            flows: FlowTable::new(cfg.listen.relay_ports.clone(), cfg.limits.max_flows),
+            dialogs: DialogTable::new(cfg.limits.max_dialogs),
+            limiter: NewFlowLimiter::new(
+                cfg.limits.new_flows_per_ip,
+                cfg.limits.new_flows_burst,
+                cfg.limits.max_flows,
+            ),
+            events: VecDeque::with_capacity(1024),
+            next_sweep: None,
+            expired_scratch: Vec::with_capacity(1024),
+        }
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub fn flow_count(&self) -> usize {
+        self.flows.len()
+    }
+
+    pub fn dialog_count(&self) -> usize {
+        self.dialogs.len()
+    }
+
+    pub fn flows(&self) -> impl Iterator<Item = &Flow> {
+        self.flows.iter()
+    }
+
+    /// Marks a backend usable (up and enabled) or not.
+    pub fn set_backend_usable(&mut self, id: BackendId, usable: bool) {
+        if let Some(b) = self.backends.get_mut(id as usize) {
+            b.usable = usable;
+        }
+    }
+
+    fn backend_by_addr(&self, a: &SocketAddr) -> Option<BackendId> {
+        self.backends
+            .iter()
+            .position(|b| b.addr == *a)
+            .map(|i| i as BackendId)
+    }
+
+    /// Highest-random-weight choice among usable backends.
+    fn choose(&self, client: &SocketAddr) -> Option<BackendId> {
+        let key = hrw::client_key(client);
+        self.backends
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.usable)
+            .max_by_key(|(_, b)| hrw::score(key, b.seed))
+            .map(|(i, _)| i as BackendId)
+    }
+
+    /// The backend a flow's traffic goes to now: its home, or the next choice when
+    /// the home is unusable (the home moves then; failback policy may move it back).
+    fn current_home(&mut self, id: FlowId, is_register: bool) -> Option<BackendId> {
+        let flow = self.flows.get(id)?;
+        let home = flow.home;
+        let home_ok = self.backends.get(home as usize).is_some_and(|b| b.usable);
+        let back_home = match self.settings.failback {
+            Failback::Never => false,
+            Failback::OnRegister => is_register,
+            Failback::Immediate => true,
+        };
+        if home_ok && !back_home {
+            return Some(home);
+        }
+        let best = self.choose(&flow.client)?;
+        if best != home
+            && let Some(f) = self.flows.get_mut(id)
+        {
+            f.home = best;
+        }
+        Some(best)
+    }
+
+    /// A datagram from `client` arrived on public socket `ingress`.
+    pub fn from_client(
+        &mut self,
+        now: Instant,
+        client: SocketAddr,
+        ingress: u16,
+        data: &[u8],
+    ) -> ClientAction {
+        let msg = match scan(data) {
+            Scan::Sip(v) => v,
+            Scan::Keepalive => return self.client_keepalive(now, client),
+            Scan::Invalid(e) => return self.dropped(e.into()),
+        };
+        let (id, new_flow) = match self.flows.lookup_client(&client) {
+            Some(id) => (id, false),
+            None => match self.new_flow(now, client, ingress) {
+                Ok(id) => (id, true),
+                Err(r) => return self.dropped(r),
+            },
+        };
+        let Some(home) = self.current_home(id, msg.is_method(b"REGISTER")) else {
+            return self.dropped(DropReason::NoBackend);
+        };
+        let key = self.dialogs.key(msg.call_id);
+        let backend = match self.dialogs.get_mut(key) {
+            Some(d) if self.backends.get(d.backend as usize).is_some_and(|b| b.usable) => {
+                refresh(d, &msg, now, &self.settings);
+                d.backend
+            }
+            Some(d) => {
+                // Its backend is gone: the dialog follows the flow.
+                d.backend = home;
+                refresh(d, &msg, now, &self.settings);
+                home
+            }
+            None => {
+                if msg.method().is_some_and(opens_dialog) {
+                    let exp = now + self.settings.dialog_idle;
+                    if self.dialogs.pin(key, home, exp, true).is_err() {
+                        if new_flow {
+                            self.abort_flow(id);
+                        }
+                        return self.dropped(DropReason::DialogTableFull);
+                    }
+                }
+                home
+            }
+        };
+        let Some(flow) = self.flows.get_mut(id) else {
+            return self.dropped(DropReason::NoFlow);
+        };
+        flow.last_seen = now;
+        let relay_port = flow.relay_port;
+        self.counters
+            .forwarded(backend as usize, Direction::ToBackend, data.len());
+        ClientAction::Forward {
+            flow: id,
+            relay_port,
+            backend,
+            to: self.backends[backend as usize].addr,
+            new_flow,
+        }
+    }
+
+    fn new_flow(
+        &mut self,
+        now: Instant,
+        client: SocketAddr,
+        ingress: u16,
+    ) -> Result<FlowId, DropReason> {
+        if self.flows.len() >= self.flows.capacity() {
+            return Err(DropReason::FlowTableFull);
+        }
+        let home = self.choose(&client).ok_or(DropReason::NoBackend)?;
+        if !self.limiter.allow(client.ip(), now) {
+            return Err(DropReason::RateLimited);
+        }
+        let id = self
+            .flows
+            .insert(client, ingress, home, now)
+            .map_err(|e| match e {
+                InsertError::Full => DropReason::FlowTableFull,
+                InsertError::NoPort => DropReason::NoRelayPort,
+            })?;
+        self.counters.flows_created += 1;
+        Ok(id)
+    }
+
+    fn client_keepalive(&mut self, now: Instant, client: SocketAddr) -> ClientAction {
+        self.counters.keepalives[0] += 1;
+        let Some(id) = self.flows.lookup_client(&client) else {
+            // No flow, no port: a keepalive alone never allocates one.
+            return ClientAction::Absorbed;
+        };
+        let Some(flow) = self.flows.get_mut(id) else {
+            return ClientAction::Absorbed;
+        };
+        flow.last_seen = now;
+        if !self.settings.forward_keepalives {
+            return ClientAction::Absorbed;
+        }
+        let relay_port = flow.relay_port;
+        match self.current_home(id, false) {
+            Some(backend) => ClientAction::Forward {
+                flow: id,
+                relay_port,
+                backend,
+                to: self.backends[backend as usize].addr,
+                new_flow: false,
+            },
+            None => ClientAction::Absorbed,
+        }
+    }
+
+    /// A datagram from `src` arrived on relay port `relay_port`.
+    pub fn from_backend(
+        &mut self,
+        now: Instant,
+        relay_port: u16,
+        src: SocketAddr,
+        data: &[u8],
+    ) -> BackendAction {
+        let Some(backend) = self.backend_by_addr(&src) else {
+            return self.dropped_b(DropReason::UnknownSource);
+        };
+        let Some(id) = self.flows.lookup_port(relay_port) else {
+            return self.dropped_b(DropReason::NoFlow);
+        };
+        match scan(data) {
+            // Backends' NAT pings (nathelper) must reach the phone.
+            Scan::Keepalive => self.counters.keepalives[1] += 1,
+            Scan::Invalid(e) => return self.dropped_b(e.into()),
+            Scan::Sip(msg) => {
+                if let Err(r) = self.learn_from_backend(now, id, backend, &msg) {
+                    return self.dropped_b(r);
+                }
+            }
+        }
+        let Some(flow) = self.flows.get_mut(id) else {
+            return self.dropped_b(DropReason::NoFlow);
+        };
+        flow.last_seen = now;
+        let (to, ingress) = (flow.client, flow.ingress);
+        self.counters
+            .forwarded(backend as usize, Direction::ToClient, data.len());
+        BackendAction::Forward {
+            to,
+            ingress,
+            backend,
+        }
+    }
+
+    fn learn_from_backend(
+        &mut self,
+        now: Instant,
+        id: FlowId,
+        backend: BackendId,
+        msg: &SipView<'_>,
+    ) -> Result<(), DropReason> {
+        let key = self.dialogs.key(msg.call_id);
+        if let Some(d) = self.dialogs.get_mut(key) {
+            if msg.is_request() {
+                // A backend's request owns the transaction: its answers go back there.
+                d.backend = backend;
+            }
+            refresh(d, msg, now, &self.settings);
+        } else if let Some(method) = msg.method() {
+            let long = opens_dialog(method);
+            let ttl = if long {
+                self.settings.dialog_idle
+            } else {
+                self.settings.transaction
+            };
+            self.dialogs
+                .pin(key, backend, now + ttl, long)
+                .map_err(|()| DropReason::DialogTableFull)?;
+        }
+        if msg.cseq_is(b"REGISTER") && msg.status().is_some_and(|s| (200..300).contains(&s)) {
+            let until = match msg.granted_expiry() {
+                Some(0) | None => None,
+                Some(s) => Some(now + Duration::from_secs(u64::from(s)) + self.settings.register_grace),
+            };
+            if let Some(f) = self.flows.get_mut(id) {
+                f.registered_until = until;
+            }
+        }
+        Ok(())
+    }
+
+    /// Undo a flow whose relay socket could not be opened.
+    pub fn abort_flow(&mut self, id: FlowId) {
+        if self.flows.remove(id).is_some() {
+            self.counters.flows_created = self.counters.flows_created.saturating_sub(1);
+        }
+    }
+
+    /// Count a datagram the shell could not send (full socket buffer, error).
+    pub fn send_failed(&mut self) {
+        self.counters.drop(DropReason::SendFailed);
+    }
+
+    /// Count a relay socket that could not be opened for a new flow.
+    pub fn bind_failed(&mut self, id: FlowId) {
+        self.abort_flow(id);
+        self.counters.drop(DropReason::BindFailed);
+    }
+
+    fn dropped(&mut self, r: DropReason) -> ClientAction {
+        self.counters.drop(r);
+        ClientAction::Drop(r)
+    }
+
+    fn dropped_b(&mut self, r: DropReason) -> BackendAction {
+        self.counters.drop(r);
+        BackendAction::Drop(r)
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_sweep
+    }
+
+    /// Expires idle flows and dialogs. Call at [`Router::poll_timeout`] (or any time).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.next_sweep {
+            Some(t) if now < t => return,
+            _ => {}
+        }
+        self.next_sweep = Some(now + SWEEP_EVERY);
+        let mut expired = std::mem::take(&mut self.expired_scratch);
+        expired.clear();
+        self.flows.expired(now, self.settings.flow_idle, &mut expired);
+        for &id in &expired {
+            if let Some(f) = self.flows.remove(id) {
+                self.counters.flows_expired += 1;
+                self.events.push_back(RouterEvent::FlowRemoved {
+                    relay_port: f.relay_port,
+                });
+            }
+        }
+        self.expired_scratch = expired;
+        self.dialogs.expire(now);
+        self.limiter.prune(now);
+    }
+
+    pub fn poll_event(&mut self) -> Option<RouterEvent> {
+        self.events.pop_front()
+    }
+}
+
+/// Keeps a dialog entry alive while its messages flow, and shortens it once the
+/// dialog or transaction is over (only retransmissions are left to route).
+fn refresh(d: &mut Dialog, msg: &SipView<'_>, now: Instant, s: &RouterSettings) {
+    let final_status = msg.status().filter(|&c| c >= 200);
+    let ending = msg.is_method(b"BYE")
+        || (msg.cseq_is(b"BYE") && final_status.is_some())
+        || (msg.cseq_is(b"INVITE") && final_status.is_some_and(|c| c >= 300));
+    if ending {
+        d.long = false;
+        d.expires = now + s.transaction;
+    } else if d.long {
+        d.expires = now + s.dialog_idle;
+    } else if msg.method().is_some_and(opens_dialog) {
+        d.long = true;
+        d.expires = now + s.dialog_idle;
+    } else {
+        d.expires = d.expires.max(now + s.transaction);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,143 @@
+//! Counters the routing logic keeps as plain integers. The shell publishes their
+//! deltas to the metrics registry a few times a second, so the forwarding path
+//! touches no atomics shared with other threads and never looks up a metric by name.
+
+use crate::sip::ScanError;
+
+/// Why a datagram was not forwarded. The `as_str` values are metric label values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    NotSip,
+    BadStartLine,
+    Truncated,
+    MissingCallId,
+    BadHeader,
+    UnknownSource,
+    NoFlow,
+    FlowTableFull,
+    DialogTableFull,
+    RateLimited,
+    NoRelayPort,
+    BindFailed,
+    SendFailed,
+    NoBackend,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 14] = [
+        DropReason::NotSip,
+        DropReason::BadStartLine,
+        DropReason::Truncated,
+        DropReason::MissingCallId,
+        DropReason::BadHeader,
+        DropReason::UnknownSource,
+        DropReason::NoFlow,
+        DropReason::FlowTableFull,
+        DropReason::DialogTableFull,
+        DropReason::RateLimited,
+        DropReason::NoRelayPort,
+        DropReason::BindFailed,
+        DropReason::SendFailed,
+        DropReason::NoBackend,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::NotSip => "not_sip",
+            DropReason::BadStartLine => "bad_start_line",
+            DropReason::Truncated => "truncated",
+            DropReason::MissingCallId => "missing_call_id",
+            DropReason::BadHeader => "bad_header",
+            DropReason::UnknownSource => "unknown_source",
+            DropReason::NoFlow => "no_flow",
+            DropReason::FlowTableFull => "flow_table_full",
+            DropReason::DialogTableFull => "dialog_table_full",
+            DropReason::RateLimited => "rate_limited",
+            DropReason::NoRelayPort => "no_relay_port",
+            DropReason::BindFailed => "bind_failed",
+            DropReason::SendFailed => "send_failed",
+            DropReason::NoBackend => "no_backend",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl From<ScanError> for DropReason {
+    fn from(e: ScanError) -> Self {
+        match e {
+            ScanError::NotSip => DropReason::NotSip,
+            ScanError::BadStartLine => DropReason::BadStartLine,
+            ScanError::Truncated => DropReason::Truncated,
+            ScanError::MissingCallId => DropReason::MissingCallId,
+            ScanError::BadHeader => DropReason::BadHeader,
+        }
+    }
+}
+
+/// Which way a datagram went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    ToBackend = 0,
+    ToClient = 1,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::ToBackend => "to_backend",
+            Direction::ToClient => "to_client",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackendCounters {
+    /// Indexed by `Direction`.
+    pub datagrams: [u64; 2],
+    pub bytes: [u64; 2],
+}
+
+/// Monotonic counters; a snapshot minus an older snapshot gives the deltas to publish.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub drops: [u64; DropReason::ALL.len()],
+    pub backends: Vec<BackendCounters>,
+    /// Keepalives absorbed or relayed: [from client, from backend].
+    pub keepalives: [u64; 2],
+    pub flows_created: u64,
+    pub flows_expired: u64,
+}
+
+impl Counters {
+    pub fn new(backends: usize) -> Self {
+        Counters {
+            backends: vec![BackendCounters::default(); backends],
+            ..Default::default()
+        }
+    }
+
+    #[inline]
+    pub fn drop(&mut self, r: DropReason) {
+        self.drops[r.index()] += 1;
+    }
+
+    pub fn dropped(&self, r: DropReason) -> u64 {
+        self.drops[r.index()]
+    }
+
+    #[inline]
+    pub fn forwarded(&mut self, backend: usize, dir: Direction, len: usize) {
+        if let Some(b) = self.backends.get_mut(backend) {
+            b.datagrams[dir as usize] += 1;
+            b.bytes[dir as usize] += len as u64;
+        }
+    }
+
+    /// Keeps the per-backend vector in step with a changed backend list.
+    pub fn resize_backends(&mut self, n: usize) {
+        self.backends.resize(n, BackendCounters::default());
+    }
+}

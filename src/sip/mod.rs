@@ -1,0 +1,6 @@
+//! SIP awareness: the zero-allocation hot-path scanner and (rsip-based) message builders.
+
+pub mod response;
+pub mod scan;
+
+pub use scan::{Kind, Scan, ScanError, SipView, scan};
