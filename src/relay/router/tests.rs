@@ -1,0 +1,318 @@
+//! Table-driven tests of the routing decision, with virtual time.
+
+use super::*;
+use crate::config::EphemeralPorts;
+
+const A: &str = "10.0.0.21:5060";
+const B: &str = "10.0.0.22:5060";
+
+fn config(extra: &str) -> Config {
+    let text = format!(
+        r#"
+[listen]
+sip = ["192.0.2.10:5060"]
+relay = "10.0.0.10"
+relay_ports = "20000-20003"
+
+[[backend]]
+name = "a"
+addr = "{A}"
+
+[[backend]]
+name = "b"
+addr = "{B}"
+
+[timeouts]
+flow_idle = "30s"
+register_grace = "10s"
+dialog_idle = "600s"
+transaction = "32s"
+{extra}
+"#
+    );
+    Config::parse(
+        &text,
+        &EphemeralPorts {
+            range: 32768..=60999,
+            reserved: vec![],
+        },
+    )
+    .unwrap()
+}
+
+fn req(method: &str, call_id: &str) -> Vec<u8> {
+    format!(
+        "{method} sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@y>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: {call_id}\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+fn resp(code: u16, call_id: &str, method: &str, extra: &str) -> Vec<u8> {
+    format!(
+        "SIP/2.0 {code} X\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@y>;tag=1\r\nTo: <sip:x@y>;tag=2\r\nCall-ID: {call_id}\r\nCSeq: 1 {method}\r\n{extra}Content-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn addr_of(id: BackendId) -> SocketAddr {
+    sa(if id == 0 { A } else { B })
+}
+
+/// Sends from a client; returns (relay_port, backend) of the forward.
+fn client(r: &mut Router, now: Instant, from: &str, msg: &[u8]) -> (u16, BackendId) {
+    match r.from_client(now, sa(from), 0, msg) {
+        ClientAction::Forward {
+            relay_port,
+            backend,
+            to,
+            ..
+        } => {
+            assert_eq!(to, addr_of(backend));
+            (relay_port, backend)
+        }
+        other => panic!("expected forward, got {other:?}"),
+    }
+}
+
+#[test]
+fn new_client_gets_a_flow_and_keeps_its_home() {
+    let t0 = Instant::now();
+    let mut r = Router::new(&config(""));
+    let first = r.from_client(t0, sa("198.51.100.7:40000"), 0, &req("REGISTER", "r1"));
+    let ClientAction::Forward {
+        relay_port,
+        backend,
+        new_flow: true,
+        ..
+    } = first
+    else {
+        panic!("{first:?}")
+    };
+    for i in 0..10 {
+        let (p, b) = client(&mut r, t0, "198.51.100.7:40000", &req("OPTIONS", &format!("o{i}")));
+        assert_eq!((p, b), (relay_port, backend));
+    }
+    assert_eq!(r.flow_count(), 1);
+    assert_eq!(r.counters().flows_created, 1);
+}
+
+#[test]
+fn a_backend_request_pins_the_dialog_to_that_backend() {
+    let t0 = Instant::now();
+    let mut r = Router::new(&config(""));
+    let phone = "198.51.100.7:40000";
+    let (port, home) = client(&mut r, t0, phone, &req("REGISTER", "reg"));
+    let other = 1 - home;
+    // The other backend sends an INVITE to the phone through the phone's relay port.
+    let a = r.from_backend(t0, port, addr_of(other), &req("INVITE", "call-1"));
+    assert_eq!(
+        a,
+        BackendAction::Forward {
+            to: sa(phone),
+            ingress: 0,
+            backend: other
+        }
+    );
+    // The phone's answers and its in-dialog requests go to the INVITE's sender.
+    for msg in [
+        resp(180, "call-1", "INVITE", ""),
+        resp(200, "call-1", "INVITE", ""),
+        req("ACK", "call-1"),
+        req("BYE", "call-1"),
+    ] {
+        assert_eq!(client(&mut r, t0, phone, &msg), (port, other));
+    }
+    // Anything else still goes home.
+    assert_eq!(client(&mut r, t0, phone, &req("OPTIONS", "x")), (port, home));
+}
+
+#[test]
+fn drops_are_counted_by_reason() {
+    let t0 = Instant::now();
+    let mut r = Router::new(&config(""));
+    let (port, _) = client(&mut r, t0, "198.51.100.7:1", &req("REGISTER", "r"));
+    let cases: Vec<(ClientOrBackend, Vec<u8>, DropReason)> = vec![
+        (Cl, b"\x16\x03\x01\x00\xa5binary".to_vec(), DropReason::NotSip),
+        (Cl, b"INVITE sip:x SIP/2.0\r\nCall-ID: x\r\n".to_vec(), DropReason::Truncated),
+        (Cl, b"INVITE sip:x SIP/2.0\r\nCSeq: 1 INVITE\r\n\r\n".to_vec(), DropReason::MissingCallId),
+        (Bk("10.9.9.9:5060"), req("INVITE", "c"), DropReason::UnknownSource),
+        (Bk(A), b"garbage garbage".to_vec(), DropReason::NotSip),
+    ];
+    for (from, msg, reason) in cases {
+        let got = match from {
+            Cl => match r.from_client(t0, sa("198.51.100.7:1"), 0, &msg) {
+                ClientAction::Drop(d) => d,
+                o => panic!("{o:?}"),
+            },
+            Bk(src) => match r.from_backend(t0, port, sa(src), &msg) {
+                BackendAction::Drop(d) => d,
+                o => panic!("{o:?}"),
+            },
+        };
+        assert_eq!(got, reason);
+        assert_eq!(r.counters().dropped(reason) >= 1, true);
+    }
+    assert!(matches!(
+        r.from_backend(t0, 20003, sa(A), &req("INVITE", "c")),
+        BackendAction::Drop(DropReason::NoFlow)
+    ));
+}
+
+enum ClientOrBackend {
+    Cl,
+    Bk(&'static str),
+}
+use ClientOrBackend::*;
+
+#[test]
+fn keepalives_refresh_but_never_create_flows() {
+    let t0 = Instant::now();
+    let mut r = Router::new(&config(""));
+    assert_eq!(r.from_client(t0, sa("198.51.100.9:9"), 0, b"\r\n\r\n"), ClientAction::Absorbed);
+    assert_eq!(r.flow_count(), 0);
+    let (port, _) = client(&mut r, t0, "198.51.100.9:9", &req("OPTIONS", "o"));
+    // Keepalives every 20 s keep a 30 s idle flow alive for two minutes.
+    for s in (20..=120).step_by(20) {
+        let now = t0 + Duration::from_secs(s);
+        assert_eq!(r.from_client(now, sa("198.51.100.9:9"), 0, b"\r\n"), ClientAction::Absorbed);
+        r.handle_timeout(now);
+    }
+    assert_eq!(r.flow_count(), 1);
+    // A backend's NAT ping reaches the phone.
+    assert!(matches!(r.from_backend(t0, port, sa(A), b"\r\n\r\n"), BackendAction::Forward { .. }));
+    assert_eq!(r.counters().keepalives, [7, 1]);
+}
+
+#[test]
+fn registration_keeps_a_flow_past_idle_and_expiry_frees_the_port() {
+    let t0 = Instant::now();
+    let mut r = Router::new(&config(""));
+    let (p1, h1) = client(&mut r, t0, "198.51.100.1:1", &req("REGISTER", "r1"));
+    let (p2, _) = client(&mut r, t0, "198.51.100.2:2", &req("OPTIONS", "o2"));
+    let ok = resp(200, "r1", "REGISTER", "Contact: <sip:u@198.51.100.1:1>;expires=120\r\n");
+    assert!(matches!(r.from_backend(t0, p1, addr_of(h1), &ok), BackendAction::Forward { .. }));
+    let t = t0 + Duration::from_secs(31);
+    r.handle_timeout(t);
+    assert_eq!(r.poll_event(), Some(RouterEvent::FlowRemoved { relay_port: p2 }));
+    assert_eq!(r.poll_event(), None);
+    assert_eq!(r.flow_count(), 1, "registered flow outlives idle");
+    // 120 s granted + 10 s grace.
+    r.handle_timeout(t0 + Duration::from_secs(129));
+    assert_eq!(r.flow_count(), 1);
+    r.handle_timeout(t0 + Duration::from_secs(131));
+    assert_eq!(r.poll_event(), Some(RouterEvent::FlowRemoved { relay_port: p1 }));
+    assert_eq!(r.counters().flows_expired, 2);
+    // Un-REGISTER (expires=0) returns a flow to idle expiry.
+    let t = t0 + Duration::from_secs(200);
+    let (p3, h3) = client(&mut r, t, "198.51.100.3:3", &req("REGISTER", "r3"));
+    let ok = resp(200, "r3", "REGISTER", "Expires: 3600\r\n");
+    r.from_backend(t, p3, addr_of(h3), &ok);
+    let bye = resp(200, "r3", "REGISTER", "Expires: 0\r\n");
+    r.from_backend(t, p3, addr_of(h3), &bye);
+    r.handle_timeout(t + Duration::from_secs(31));
+    assert_eq!(r.flow_count(), 0);
+}
+
+#[test]
+fn a_full_flow_table_refuses_new_clients_and_keeps_old_ones() {
+    let t0 = Instant::now();
+    let mut r = Router::new(&config("[limits]\nmax_flows = 2\n"));
+    let (p, h) = client(&mut r, t0, "198.51.100.1:1", &req("REGISTER", "r"));
+    client(&mut r, t0, "198.51.100.2:1", &req("REGISTER", "r"));
+    assert_eq!(
+        r.from_client(t0, sa("198.51.100.3:1"), 0, &req("REGISTER", "r")),
+        ClientAction::Drop(DropReason::FlowTableFull)
+    );
+    assert_eq!(client(&mut r, t0, "198.51.100.1:1", &req("OPTIONS", "o")), (p, h));
+    assert_eq!(r.counters().dropped(DropReason::FlowTableFull), 1);
+}
+
+#[test]
+fn new_flows_are_rate_limited_per_source_ip() {
+    let t0 = Instant::now();
+    let mut r = Router::new(&config("[limits]\nnew_flows_per_ip = 1\nnew_flows_burst = 2\n"));
+    client(&mut r, t0, "198.51.100.1:1", &req("OPTIONS", "a"));
+    client(&mut r, t0, "198.51.100.1:2", &req("OPTIONS", "b"));
+    assert_eq!(
+        r.from_client(t0, sa("198.51.100.1:3"), 0, &req("OPTIONS", "c")),
+        ClientAction::Drop(DropReason::RateLimited)
+    );
+    // Another address is not affected, and the bucket refills.
+    client(&mut r, t0, "198.51.100.2:1", &req("OPTIONS", "d"));
+    client(&mut r, t0 + Duration::from_secs(1), "198.51.100.1:3", &req("OPTIONS", "c"));
+}
+
+#[test]
+fn a_full_dialog_table_refuses_new_dialogs() {
+    let t0 = Instant::now();
+    let mut r = Router::new(&config("[limits]\nmax_dialogs = 1\n"));
+    let (port, h) = client(&mut r, t0, "198.51.100.1:1", &req("INVITE", "c1"));
+    assert_eq!(
+        r.from_client(t0, sa("198.51.100.1:1"), 0, &req("INVITE", "c2")),
+        ClientAction::Drop(DropReason::DialogTableFull)
+    );
+    assert_eq!(
+        r.from_backend(t0, port, addr_of(h), &req("NOTIFY", "c3")),
+        BackendAction::Drop(DropReason::DialogTableFull)
+    );
+    // Non-dialog traffic still flows; the old dialog is still routed.
+    client(&mut r, t0, "198.51.100.1:1", &req("OPTIONS", "o"));
+    assert_eq!(client(&mut r, t0, "198.51.100.1:1", &req("BYE", "c1")), (port, h));
+    assert_eq!(r.dialog_count(), 1);
+    // BYE shortened the dialog to the transaction time.
+    r.handle_timeout(t0 + Duration::from_secs(33));
+    assert_eq!(r.dialog_count(), 0);
+}
+
+#[test]
+fn failover_moves_only_the_dead_backends_flows_and_failback_follows_policy() {
+    // (policy, REGISTER after recovery moves back?, any message moves back?)
+    let table = [
+        ("never", false, false),
+        ("on-register", true, false),
+        ("immediate", true, true),
+    ];
+    for (policy, on_register, on_any) in table {
+        let t0 = Instant::now();
+        let mut r = Router::new(&config(&format!("[affinity]\nfailback = \"{policy}\"\n")));
+        let phones = ["198.51.100.1:1", "198.51.100.2:2", "198.51.100.3:3", "198.51.100.4:4"];
+        let homes: Vec<BackendId> = phones
+            .iter()
+            .map(|p| client(&mut r, t0, p, &req("REGISTER", p)).1)
+            .collect();
+        assert!(homes.contains(&0) && homes.contains(&1), "{homes:?}");
+        r.set_backend_usable(0, false);
+        for (p, &h) in phones.iter().zip(&homes) {
+            assert_eq!(client(&mut r, t0, p, &req("OPTIONS", "o")).1, 1, "{policy}: {p} home {h}");
+        }
+        r.set_backend_usable(0, true);
+        for (p, &h) in phones.iter().zip(&homes) {
+            let b = client(&mut r, t0, p, &req("OPTIONS", "o")).1;
+            assert_eq!(b, if on_any { h } else { 1 }, "{policy}: OPTIONS {p}");
+            let b = client(&mut r, t0, p, &req("REGISTER", p)).1;
+            assert_eq!(b, if on_register { h } else { 1 }, "{policy}: REGISTER {p}");
+        }
+        r.set_backend_usable(0, false);
+        r.set_backend_usable(1, false);
+        assert_eq!(
+            r.from_client(t0, sa(phones[0]), 0, &req("OPTIONS", "o")),
+            ClientAction::Drop(DropReason::NoBackend)
+        );
+    }
+}
+
+#[test]
+fn dialogs_pinned_to_a_dead_backend_follow_the_flow() {
+    let t0 = Instant::now();
+    let mut r = Router::new(&config(""));
+    let phone = "198.51.100.7:40000";
+    let (port, home) = client(&mut r, t0, phone, &req("REGISTER", "reg"));
+    let other = 1 - home;
+    r.from_backend(t0, port, addr_of(other), &req("INVITE", "c"));
+    r.set_backend_usable(other, false);
+    assert_eq!(client(&mut r, t0, phone, &req("BYE", "c")).1, home);
+}
