@@ -127,9 +127,8 @@ impl EphemeralPorts {
 
     /// Ports of `r` that an ephemeral bind could take.
     fn first_conflict(&self, r: &RangeInclusive<u16>) -> Option<u16> {
-        (*r.start()..=*r.end()).find(|p| {
-            self.range.contains(p) && !self.reserved.iter().any(|res| res.contains(p))
-        })
+        (*r.start()..=*r.end())
+            .find(|p| self.range.contains(p) && !self.reserved.iter().any(|res| res.contains(p)))
     }
 }
 
@@ -182,7 +181,9 @@ impl Config {
 
 impl raw::Raw {
     fn validate(self, eph: &EphemeralPorts) -> Result<Config, ConfigError> {
-        let listen = self.listen.ok_or_else(|| invalid("listen", "section is required"))?;
+        let listen = self
+            .listen
+            .ok_or_else(|| invalid("listen", "section is required"))?;
         if listen.sip.is_empty() {
             return Err(invalid("listen.sip", "needs at least one address"));
         }
@@ -253,25 +254,36 @@ impl raw::Raw {
             {
                 return Err(invalid(
                     name_key,
-                    format!("`{}` must be non-empty letters, digits, `-`, `_` or `.`", b.name),
+                    format!(
+                        "`{}` must be non-empty letters, digits, `-`, `_` or `.`",
+                        b.name
+                    ),
                 ));
             }
             if !names.insert(b.name.clone()) {
                 return Err(invalid(name_key, format!("`{}` is used twice", b.name)));
             }
             let addr_key = format!("backend[{i}].addr");
-            let addr: SocketAddr = b
-                .addr
-                .parse()
-                .map_err(|_| invalid(&addr_key, format!("`{}` is not an IP:port address", b.addr)))?;
+            let addr: SocketAddr = b.addr.parse().map_err(|_| {
+                invalid(&addr_key, format!("`{}` is not an IP:port address", b.addr))
+            })?;
             if addr.ip().is_unspecified() || addr.port() == 0 {
-                return Err(invalid(&addr_key, "needs a concrete IP and a non-zero port"));
+                return Err(invalid(
+                    &addr_key,
+                    "needs a concrete IP and a non-zero port",
+                ));
             }
             if !addrs.insert(addr) {
-                return Err(invalid(addr_key, format!("`{addr}` is used by two backends")));
+                return Err(invalid(
+                    addr_key,
+                    format!("`{addr}` is used by two backends"),
+                ));
             }
             if sip.contains(&addr) {
-                return Err(invalid(addr_key, "is one of sipfront's own listen addresses"));
+                return Err(invalid(
+                    addr_key,
+                    "is one of sipfront's own listen addresses",
+                ));
             }
             backends.push(Backend {
                 name: b.name.clone(),
@@ -296,13 +308,18 @@ impl raw::Raw {
         }
         let max_dialogs = l.max_dialogs.unwrap_or(100_000);
         if max_dialogs == 0 || max_dialogs > 10_000_000 {
-            return Err(invalid("limits.max_dialogs", "must be between 1 and 10000000"));
+            return Err(invalid(
+                "limits.max_dialogs",
+                "must be between 1 and 10000000",
+            ));
         }
         let new_flows_per_ip = l.new_flows_per_ip.unwrap_or(100);
         if new_flows_per_ip == 0 {
             return Err(invalid("limits.new_flows_per_ip", "must be at least 1"));
         }
-        let new_flows_burst = l.new_flows_burst.unwrap_or(new_flows_per_ip.saturating_mul(2));
+        let new_flows_burst = l
+            .new_flows_burst
+            .unwrap_or(new_flows_per_ip.saturating_mul(2));
         if new_flows_burst < new_flows_per_ip {
             return Err(invalid(
                 "limits.new_flows_burst",
@@ -317,7 +334,10 @@ impl raw::Raw {
                 None => default,
             };
             if d < min {
-                return Err(invalid(key, format!("must be at least {}", format_duration(min))));
+                return Err(invalid(
+                    key,
+                    format!("must be at least {}", format_duration(min)),
+                ));
             }
             Ok(d)
         };
@@ -395,7 +415,11 @@ impl fmt::Display for Config {
         )?;
         writeln!(f, "forward_keepalives = {}", l.forward_keepalives)?;
         for b in &self.backends {
-            writeln!(f, "\n[[backend]]\nname = \"{}\"\naddr = \"{}\"", b.name, b.addr)?;
+            writeln!(
+                f,
+                "\n[[backend]]\nname = \"{}\"\naddr = \"{}\"",
+                b.name, b.addr
+            )?;
         }
         let fb = match self.failback {
             Failback::Never => "never",

@@ -36,7 +36,10 @@ listen = "{admin}"
 "#;
 
 /// The demo's config for a SIP and admin address; backends on the next two ports.
-pub fn demo_config(sip: SocketAddr, admin: SocketAddr) -> Result<Config, crate::config::ConfigError> {
+pub fn demo_config(
+    sip: SocketAddr,
+    admin: SocketAddr,
+) -> Result<Config, crate::config::ConfigError> {
     let a = SocketAddr::new(sip.ip(), sip.port().wrapping_add(10));
     let b = SocketAddr::new(sip.ip(), sip.port().wrapping_add(11));
     let text = DEMO_CONFIG
@@ -67,7 +70,14 @@ pub async fn demo_backend(sock: UdpSocket, name: String) {
             b"ACK" => {}
             b"INVITE" => {
                 replies.extend(build_response(req, 100, "Trying", None, &[], None));
-                replies.extend(build_response(req, 180, "Ringing", Some(&tag), &[("Contact", &contact)], None));
+                replies.extend(build_response(
+                    req,
+                    180,
+                    "Ringing",
+                    Some(&tag),
+                    &[("Contact", &contact)],
+                    None,
+                ));
                 let sdp = format!(
                     "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n",
                     ip = from.ip()
@@ -83,7 +93,14 @@ pub async fn demo_backend(sock: UdpSocket, name: String) {
             }
             b"REGISTER" => {
                 let granted = msg.granted_expiry().unwrap_or(3600).min(3600).to_string();
-                replies.extend(build_response(req, 200, "OK", Some(&tag), &[("Expires", &granted)], None));
+                replies.extend(build_response(
+                    req,
+                    200,
+                    "OK",
+                    Some(&tag),
+                    &[("Expires", &granted)],
+                    None,
+                ));
             }
             _ => replies.extend(build_response(req, 200, "OK", Some(&tag), &[], None)),
         }
@@ -99,7 +116,8 @@ pub fn status_line(now: &Status, prev: &Status, secs: f64) -> String {
     for (i, name) in now.backend_names.iter().enumerate() {
         let dg = |s: &Status| {
             s.counters.backends.get(i).map_or(0, |b| {
-                b.datagrams[Direction::ToBackend as usize] + b.datagrams[Direction::ToClient as usize]
+                b.datagrams[Direction::ToBackend as usize]
+                    + b.datagrams[Direction::ToClient as usize]
             })
         };
         let rate = (dg(now).saturating_sub(dg(prev))) as f64 / secs.max(0.001);
@@ -120,7 +138,9 @@ pub async fn print_status(status: Arc<Mutex<Status>>) {
     tick.tick().await;
     loop {
         tick.tick().await;
-        let Ok(now) = status.lock().map(|s| s.clone()) else { return };
+        let Ok(now) = status.lock().map(|s| s.clone()) else {
+            return;
+        };
         if let Some(p) = &prev {
             println!("{}", status_line(&now, p, 1.0));
         }

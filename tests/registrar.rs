@@ -22,8 +22,23 @@ fn start_phone(dir: &TestDir, user: &str, port: u16, sip: &str, hold_ms: u32) ->
         dir,
         "phone",
         &[
-            "-sf", &register, "-oocsf", &answer, "-s", user, "-t", "u1", "-i", "127.0.0.1", "-p",
-            &p, "-m", "1", "-d", &d, sip,
+            "-sf",
+            &register,
+            "-oocsf",
+            &answer,
+            "-s",
+            user,
+            "-t",
+            "u1",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &p,
+            "-m",
+            "1",
+            "-d",
+            &d,
+            sip,
         ],
     );
     phone.wait_bound(port);
@@ -81,7 +96,10 @@ fn wait_registered(k: &Kamailio, aor: &str, relay_ports: std::ops::RangeInclusiv
         .rsplit_once(':')
         .unwrap_or_else(|| panic!("received {received}"));
     let port: u16 = port.parse().expect("received port");
-    assert_eq!(ip, "127.0.0.1", "received address is sipfront's relay address");
+    assert_eq!(
+        ip, "127.0.0.1",
+        "received address is sipfront's relay address"
+    );
     assert!(
         relay_ports.contains(&port),
         "received port {port} should be sipfront's relay port for the phone's flow ({relay_ports:?})"
@@ -132,7 +150,10 @@ fn registered_phone_is_called_through_its_relay_port() {
         msgs.contains("INVITE sip:alice@"),
         "phone got no INVITE; its trace:\n{msgs}"
     );
-    assert!(msgs.contains("BYE sip:"), "phone got no BYE; trace:\n{msgs}");
+    assert!(
+        msgs.contains("BYE sip:"),
+        "phone got no BYE; trace:\n{msgs}"
+    );
     phone.proc.assert_running();
 
     let after = front.settled_metrics(Duration::from_millis(400), Duration::from_secs(5));
@@ -142,8 +163,15 @@ fn registered_phone_is_called_through_its_relay_port() {
     let from_phone =
         datagrams(&after, "to_backend", "kam") - datagrams(&before, "to_backend", "kam");
     assert!(to_phone >= 3.0, "datagrams kamailio -> phone: {to_phone}");
-    assert!(from_phone >= 3.0, "datagrams phone -> kamailio: {from_phone}");
-    assert!(nonzero_drops(&after).is_empty(), "{:?}", nonzero_drops(&after));
+    assert!(
+        from_phone >= 3.0,
+        "datagrams phone -> kamailio: {from_phone}"
+    );
+    assert!(
+        nonzero_drops(&after).is_empty(),
+        "{:?}",
+        nonzero_drops(&after)
+    );
     assert_eq!(
         metric(&after, "sipfront_flows_created_total", &[]),
         1.0,
@@ -233,7 +261,11 @@ fn call_via_other_registrar_with_dmq_replication() {
     let before = front.settled_metrics(Duration::from_millis(400), Duration::from_secs(5));
     let other_addr = format!("127.0.0.1:{}", other.port);
     let (caller, r) = call(&dir, "caller", "bob", 26181, &other_addr);
-    assert!(r.ok(), "call via {other_name} failed: {}", caller.describe(&r));
+    assert!(
+        r.ok(),
+        "call via {other_name} failed: {}",
+        caller.describe(&r)
+    );
     assert_eq!(r.stats.successful(), 1);
 
     let msgs = phone.messages();
@@ -263,7 +295,11 @@ fn call_via_other_registrar_with_dmq_replication() {
         "phone -> {home_name} (home) during a call owned by {other_name}"
     );
     assert_eq!(delta("to_client", home_name), 0.0, "{home_name} -> phone");
-    assert!(nonzero_drops(&after).is_empty(), "{:?}", nonzero_drops(&after));
+    assert!(
+        nonzero_drops(&after).is_empty(),
+        "{:?}",
+        nonzero_drops(&after)
+    );
 
     // Independently of sipfront's counters: every datagram from the phone's relay port during
     // the call went to the other registrar.

@@ -162,8 +162,14 @@ fn multi_socket_uac_flows_each_stick_to_one_backend() {
             assert_eq!(p.src.ip().to_string(), "127.0.0.1", "relay source address");
         }
     }
-    let ports_to_a = by_relay_port.values().filter(|b| b.contains(&25070)).count();
-    let ports_to_b = by_relay_port.values().filter(|b| b.contains(&25071)).count();
+    let ports_to_a = by_relay_port
+        .values()
+        .filter(|b| b.contains(&25070))
+        .count();
+    let ports_to_b = by_relay_port
+        .values()
+        .filter(|b| b.contains(&25071))
+        .count();
     assert!(
         ports_to_a > 0 && ports_to_b > 0,
         "flows per backend: a={ports_to_a} b={ports_to_b}"
@@ -267,7 +273,11 @@ fn mono_socket_uac_goes_to_one_backend() {
     );
     assert!(to_a + to_b >= 3.0 * CALLS as f64, "to_backend total");
     assert_eq!(metric(&text, "sipfront_flows_created_total", &[]), 1.0);
-    assert!(nonzero_drops(&text).is_empty(), "{:?}", nonzero_drops(&text));
+    assert!(
+        nonzero_drops(&text).is_empty(),
+        "{:?}",
+        nonzero_drops(&text)
+    );
     front.assert_running();
 
     let packets = capture.stop();
@@ -280,6 +290,10 @@ fn mono_socket_uac_goes_to_one_backend() {
     let (port, backends) = by_relay_port.iter().next().unwrap();
     assert!((20500..=20999).contains(port), "relay port {port}");
     assert_eq!(backends.len(), 1, "one backend: {backends:?}");
-    assert!(packets.len() as u64 >= 3 * CALLS, "captured {}", packets.len());
+    assert!(
+        packets.len() as u64 >= 3 * CALLS,
+        "captured {}",
+        packets.len()
+    );
     eprintln!("{CALLS} calls over one flow in {:?}", t0.elapsed());
 }

@@ -75,35 +75,196 @@ const DISPATCHER_CID: &str = "1f2a3b4c5d6e7f80-12345@10.0.0.5";
 
 const EXPECTED: &[Expect] = &[
     // sipp -sn uac / -sn uas call flow
-    req("sipp_uac_invite.sip", "INVITE", SIPP_CID, (1, "INVITE"), None, None),
-    resp("sipp_uas_100_trying.sip", 100, SIPP_CID, (1, "INVITE"), None, None),
-    resp("sipp_uas_180_ringing.sip", 180, SIPP_CID, (1, "INVITE"), None, None),
-    resp("sipp_uas_200_invite.sip", 200, SIPP_CID, (1, "INVITE"), None, None),
+    req(
+        "sipp_uac_invite.sip",
+        "INVITE",
+        SIPP_CID,
+        (1, "INVITE"),
+        None,
+        None,
+    ),
+    resp(
+        "sipp_uas_100_trying.sip",
+        100,
+        SIPP_CID,
+        (1, "INVITE"),
+        None,
+        None,
+    ),
+    resp(
+        "sipp_uas_180_ringing.sip",
+        180,
+        SIPP_CID,
+        (1, "INVITE"),
+        None,
+        None,
+    ),
+    resp(
+        "sipp_uas_200_invite.sip",
+        200,
+        SIPP_CID,
+        (1, "INVITE"),
+        None,
+        None,
+    ),
     req("sipp_uac_ack.sip", "ACK", SIPP_CID, (1, "ACK"), None, None),
     req("sipp_uac_bye.sip", "BYE", SIPP_CID, (2, "BYE"), None, None),
-    resp("sipp_uas_200_bye.sip", 200, SIPP_CID, (2, "BYE"), None, None),
+    resp(
+        "sipp_uas_200_bye.sip",
+        200,
+        SIPP_CID,
+        (2, "BYE"),
+        None,
+        None,
+    ),
     // registration
-    req("register.sip", "REGISTER", LINPHONE_CID, (20, "REGISTER"), Some(3600), None),
-    req("register_contact_expires.sip", "REGISTER", ZOIPER_CID, (1, "REGISTER"), Some(3600), Some(600)),
-    req("register_unregister_star.sip", "REGISTER", LINPHONE_CID, (22, "REGISTER"), Some(0), None),
-    resp("kamailio_200_register.sip", 200, LINPHONE_CID, (20, "REGISTER"), Some(3600), Some(3600)),
-    resp("kamailio_200_register_multi.sip", 200, ZOIPER_CID, (1, "REGISTER"), None, Some(1200)),
-    resp("mixedcase_200_register.sip", 200, "mc-1@192.0.2.30", (7, "REGISTER"), Some(3600), Some(300)),
+    req(
+        "register.sip",
+        "REGISTER",
+        LINPHONE_CID,
+        (20, "REGISTER"),
+        Some(3600),
+        None,
+    ),
+    req(
+        "register_contact_expires.sip",
+        "REGISTER",
+        ZOIPER_CID,
+        (1, "REGISTER"),
+        Some(3600),
+        Some(600),
+    ),
+    req(
+        "register_unregister_star.sip",
+        "REGISTER",
+        LINPHONE_CID,
+        (22, "REGISTER"),
+        Some(0),
+        None,
+    ),
+    resp(
+        "kamailio_200_register.sip",
+        200,
+        LINPHONE_CID,
+        (20, "REGISTER"),
+        Some(3600),
+        Some(3600),
+    ),
+    resp(
+        "kamailio_200_register_multi.sip",
+        200,
+        ZOIPER_CID,
+        (1, "REGISTER"),
+        None,
+        Some(1200),
+    ),
+    resp(
+        "mixedcase_200_register.sip",
+        200,
+        "mc-1@192.0.2.30",
+        (7, "REGISTER"),
+        Some(3600),
+        Some(300),
+    ),
     // Kamailio replies and pings
-    resp("kamailio_100_trying.sip", 100, "7bD1c3c2e@192.0.2.10", (102, "INVITE"), None, None),
-    resp("kamailio_404.sip", 404, "8cE2d4d3f@192.0.2.10", (103, "INVITE"), None, None),
-    resp("kamailio_503.sip", 503, "9dF3e5e4a@192.0.2.10", (104, "INVITE"), None, None),
-    req("kamailio_options_ping.sip", "OPTIONS", DISPATCHER_CID, (10, "OPTIONS"), None, None),
-    resp("options_200.sip", 200, DISPATCHER_CID, (10, "OPTIONS"), None, None),
+    resp(
+        "kamailio_100_trying.sip",
+        100,
+        "7bD1c3c2e@192.0.2.10",
+        (102, "INVITE"),
+        None,
+        None,
+    ),
+    resp(
+        "kamailio_404.sip",
+        404,
+        "8cE2d4d3f@192.0.2.10",
+        (103, "INVITE"),
+        None,
+        None,
+    ),
+    resp(
+        "kamailio_503.sip",
+        503,
+        "9dF3e5e4a@192.0.2.10",
+        (104, "INVITE"),
+        None,
+        None,
+    ),
+    req(
+        "kamailio_options_ping.sip",
+        "OPTIONS",
+        DISPATCHER_CID,
+        (10, "OPTIONS"),
+        None,
+        None,
+    ),
+    resp(
+        "options_200.sip",
+        200,
+        DISPATCHER_CID,
+        (10, "OPTIONS"),
+        None,
+        None,
+    ),
     // compact / mixed case / large
-    req("compact_mixedcase_invite.sip", "INVITE", "a84b4c76e66710@pc33.example.org", (314159, "INVITE"), None, None),
-    req("pbx_invite_large.sip", "INVITE", "5b1c9f2e-7d3a-4e8b-a6c4-0f9e8d7c6b5a", (26534, "INVITE"), None, None),
+    req(
+        "compact_mixedcase_invite.sip",
+        "INVITE",
+        "a84b4c76e66710@pc33.example.org",
+        (314159, "INVITE"),
+        None,
+        None,
+    ),
+    req(
+        "pbx_invite_large.sip",
+        "INVITE",
+        "5b1c9f2e-7d3a-4e8b-a6c4-0f9e8d7c6b5a",
+        (26534, "INVITE"),
+        None,
+        None,
+    ),
     // lenient: scan only
-    resp("folded_headers.lenient.sip", 200, "folded-1@192.0.2.10", (5, "REGISTER"), Some(3600), Some(900)),
-    req("bare_lf.lenient.sip", "REGISTER", "bare-lf-1@192.0.2.50", (3, "REGISTER"), Some(3600), Some(1800)),
-    req("leading_crlf.lenient.sip", "OPTIONS", "leading-crlf-1", (1, "OPTIONS"), None, None),
-    req("space_before_colon.lenient.sip", "BYE", "space-colon-1@192.0.2.71", (4711, "BYE"), None, None),
-    resp("contact_quoted_params.lenient.sip", 200, "quoted-1@192.0.2.80", (9, "REGISTER"), Some(3600), Some(240)),
+    resp(
+        "folded_headers.lenient.sip",
+        200,
+        "folded-1@192.0.2.10",
+        (5, "REGISTER"),
+        Some(3600),
+        Some(900),
+    ),
+    req(
+        "bare_lf.lenient.sip",
+        "REGISTER",
+        "bare-lf-1@192.0.2.50",
+        (3, "REGISTER"),
+        Some(3600),
+        Some(1800),
+    ),
+    req(
+        "leading_crlf.lenient.sip",
+        "OPTIONS",
+        "leading-crlf-1",
+        (1, "OPTIONS"),
+        None,
+        None,
+    ),
+    req(
+        "space_before_colon.lenient.sip",
+        "BYE",
+        "space-colon-1@192.0.2.71",
+        (4711, "BYE"),
+        None,
+        None,
+    ),
+    resp(
+        "contact_quoted_params.lenient.sip",
+        200,
+        "quoted-1@192.0.2.80",
+        (9, "REGISTER"),
+        Some(3600),
+        Some(240),
+    ),
 ];
 
 fn corpus() -> Vec<(String, Vec<u8>)> {
@@ -141,7 +302,10 @@ fn check_expected(e: &Expect, v: &SipView<'_>) {
         "{name}: CSeq"
     );
     assert_eq!(v.expires, e.expires, "{name}: Expires");
-    assert_eq!(v.contact_expires, e.contact_expires, "{name}: contact expires");
+    assert_eq!(
+        v.contact_expires, e.contact_expires,
+        "{name}: contact expires"
+    );
 }
 
 /// Split a Contact value on commas outside quoted strings and `<...>`.
@@ -176,7 +340,12 @@ fn split_contacts(v: &str) -> Vec<&str> {
 
 /// First line of an rsip error, at most 100 characters (rsip quotes the whole input).
 fn short(s: &str) -> String {
-    s.lines().next().unwrap_or_default().chars().take(100).collect()
+    s.lines()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(100)
+        .collect()
 }
 
 /// What rsip says about one message.
@@ -230,7 +399,9 @@ fn rsip_facts(msg: &SipMessage) -> RsipFacts {
                         *best = Some(best.map_or(e, |b: u32| b.max(e)));
                     }
                 }
-                Err(err) => contact_expires = Err(format!("{piece:?}: {}", short(&err.to_string()))),
+                Err(err) => {
+                    contact_expires = Err(format!("{piece:?}: {}", short(&err.to_string())))
+                }
             }
         }
     }
@@ -312,7 +483,8 @@ fn scan_agrees_with_rsip() {
             "{name}: Call-ID"
         );
         assert_eq!(
-            v.cseq.map(|(n, m)| (n, String::from_utf8_lossy(m).into_owned())),
+            v.cseq
+                .map(|(n, m)| (n, String::from_utf8_lossy(m).into_owned())),
             r.cseq,
             "{name}: CSeq"
         );

@@ -92,7 +92,7 @@ impl MetricsHandles {
         if dropped_now > 0 {
             self.log_drops(c);
         }
-        self.last.clone_from(c);
+        self.last.copy_from(c);
     }
 
     /// At most one line per 10 s, with totals by reason: visible, never a flood.
@@ -139,7 +139,7 @@ impl Status {
 
     /// Copies the router's numbers in; reuses this snapshot's buffers.
     pub fn update(&mut self, r: &Router, ports_in_use: usize) {
-        self.counters.clone_from(r.counters());
+        self.counters.copy_from(r.counters());
         self.flows = r.flow_count();
         self.dialogs = r.dialog_count();
         self.ports_in_use = ports_in_use;

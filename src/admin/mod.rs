@@ -81,7 +81,9 @@ struct StatusBody {
 async fn status(State(s): State<AdminState>) -> impl IntoResponse {
     let st = match s.status.lock() {
         Ok(g) => g.clone(),
-        Err(_) => return (StatusCode::INTERNAL_SERVER_ERROR, "status lock poisoned").into_response(),
+        Err(_) => {
+            return (StatusCode::INTERNAL_SERVER_ERROR, "status lock poisoned").into_response();
+        }
     };
     let backends = st
         .backend_names

@@ -48,17 +48,44 @@ fn errors_name_the_key() {
     let cases: &[(&str, &str)] = &[
         ("[listen]\nsip=[]\n", "listen.sip"),
         ("[listen]\nsip=[\"nonsense\"]\n", "listen.sip[0]"),
-        (&GOOD.replace("20000-20999", "20999-20000"), "listen.relay_ports"),
-        (&GOOD.replace("20000-20999", "5000-6000"), "listen.relay_ports: range 5000-6000 contains the listen port 5060"),
+        (
+            &GOOD.replace("20000-20999", "20999-20000"),
+            "listen.relay_ports",
+        ),
+        (
+            &GOOD.replace("20000-20999", "5000-6000"),
+            "listen.relay_ports: range 5000-6000 contains the listen port 5060",
+        ),
         (&GOOD.replace("20000-20999", "30000-40000"), "ephemeral"),
-        (&GOOD.replace("name = \"b\"", "name = \"a\""), "backend[1].name"),
+        (
+            &GOOD.replace("name = \"b\"", "name = \"a\""),
+            "backend[1].name",
+        ),
         (&GOOD.replace("5071", "5070"), "backend[1].addr"),
-        (&GOOD.replace("127.0.0.1:5071", "10.0.0.300:5060"), "backend[1].addr"),
-        ("[listen]\nsip=[\"127.0.0.1:5060\"]\nrelay_ports=\"20000-20010\"\n", "backend: at least one"),
-        (&format!("{GOOD}\n[limits]\nmax_flows = 5000\n"), "limits.max_flows"),
-        (&format!("{GOOD}\n[timeouts]\nflow_idle = \"5 parsecs\"\n"), "timeouts.flow_idle"),
-        (&format!("{GOOD}\n[affinity]\nfailback = \"sometimes\"\n"), "failback"),
-        (&format!("{GOOD}\n[admin]\nlisten = \"localhost\"\n"), "admin.listen"),
+        (
+            &GOOD.replace("127.0.0.1:5071", "10.0.0.300:5060"),
+            "backend[1].addr",
+        ),
+        (
+            "[listen]\nsip=[\"127.0.0.1:5060\"]\nrelay_ports=\"20000-20010\"\n",
+            "backend: at least one",
+        ),
+        (
+            &format!("{GOOD}\n[limits]\nmax_flows = 5000\n"),
+            "limits.max_flows",
+        ),
+        (
+            &format!("{GOOD}\n[timeouts]\nflow_idle = \"5 parsecs\"\n"),
+            "timeouts.flow_idle",
+        ),
+        (
+            &format!("{GOOD}\n[affinity]\nfailback = \"sometimes\"\n"),
+            "failback",
+        ),
+        (
+            &format!("{GOOD}\n[admin]\nlisten = \"localhost\"\n"),
+            "admin.listen",
+        ),
         (&GOOD.replace("relay_ports", "relay_portz"), "relay_portz"),
     ];
     for (text, want) in cases {

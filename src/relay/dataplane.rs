@@ -61,7 +61,8 @@ pub fn bind_public(cfg: &Config) -> Result<Vec<StdUdpSocket>, DataplaneError> {
         .sip
         .iter()
         .map(|&addr| {
-            bind_udp(addr, Some(PUBLIC_RCVBUF)).map_err(|source| DataplaneError::Bind { addr, source })
+            bind_udp(addr, Some(PUBLIC_RCVBUF))
+                .map_err(|source| DataplaneError::Bind { addr, source })
         })
         .collect()
 }
@@ -192,7 +193,14 @@ fn send_now(sock: &UdpSocket, data: &[u8], to: SocketAddr) -> io::Result<usize> 
 }
 
 impl Shell {
-    fn on_client(&mut self, shell: &Shared, now: Instant, ingress: u16, from: SocketAddr, n: usize) {
+    fn on_client(
+        &mut self,
+        shell: &Shared,
+        now: Instant,
+        ingress: u16,
+        from: SocketAddr,
+        n: usize,
+    ) {
         let data = &self.buf[..n];
         let ClientAction::Forward {
             flow,
@@ -211,9 +219,12 @@ impl Shell {
             {
                 Ok(sock) => {
                     let sock = Rc::new(sock);
-                    let task =
-                        tokio::task::spawn_local(relay_loop(shell.clone(), relay_port, sock.clone()))
-                            .abort_handle();
+                    let task = tokio::task::spawn_local(relay_loop(
+                        shell.clone(),
+                        relay_port,
+                        sock.clone(),
+                    ))
+                    .abort_handle();
                     if let Some(old) = self.relays[idx].replace(RelaySock { sock, task }) {
                         old.task.abort();
                     }

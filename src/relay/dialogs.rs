@@ -130,8 +130,12 @@ mod tests {
         assert_eq!(a, t.key(b"abc@\r\n host"), "folding is ignored");
         assert_ne!(a, t.key(b"abd@host"));
         t.pin(a, 1, now + Duration::from_secs(1), false).unwrap();
-        t.pin(t.key(b"x"), 0, now + Duration::from_secs(5), false).unwrap();
-        assert!(t.pin(t.key(b"y"), 0, now, false).is_err(), "full table refuses");
+        t.pin(t.key(b"x"), 0, now + Duration::from_secs(5), false)
+            .unwrap();
+        assert!(
+            t.pin(t.key(b"y"), 0, now, false).is_err(),
+            "full table refuses"
+        );
         t.pin(a, 0, now + Duration::from_secs(10), true).unwrap();
         assert_eq!(t.get_mut(a).unwrap().backend, 0);
         assert_eq!(t.expire(now + Duration::from_secs(6)), 1);

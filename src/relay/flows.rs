@@ -185,7 +185,11 @@ mod tests {
         t.remove(a).unwrap();
         assert_eq!(t.lookup_port(100), None);
         let c = t.insert(addr(3), 0, 0, now).unwrap();
-        assert_eq!(t.get(c).unwrap().relay_port, 102, "freed port goes to the back");
+        assert_eq!(
+            t.get(c).unwrap().relay_port,
+            102,
+            "freed port goes to the back"
+        );
         let d = t.insert(addr(4), 0, 0, now).unwrap();
         assert_eq!(t.get(d).unwrap().relay_port, 100);
         assert!(matches!(

@@ -136,6 +136,17 @@ impl Counters {
         }
     }
 
+    /// Copies `other` into `self`, reusing this vector's storage: the derived
+    /// `clone_from` would allocate a new one every time.
+    pub fn copy_from(&mut self, other: &Counters) {
+        self.drops = other.drops;
+        self.backends.clear();
+        self.backends.extend_from_slice(&other.backends);
+        self.keepalives = other.keepalives;
+        self.flows_created = other.flows_created;
+        self.flows_expired = other.flows_expired;
+    }
+
     /// Keeps the per-backend vector in step with a changed backend list.
     pub fn resize_backends(&mut self, n: usize) {
         self.backends.resize(n, BackendCounters::default());

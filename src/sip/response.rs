@@ -73,7 +73,11 @@ pub fn build_response(
     match body {
         Some((ctype, b)) => {
             out.extend_from_slice(
-                format!("Content-Type: {ctype}\r\nContent-Length: {}\r\n\r\n", b.len()).as_bytes(),
+                format!(
+                    "Content-Type: {ctype}\r\nContent-Length: {}\r\n\r\n",
+                    b.len()
+                )
+                .as_bytes(),
             );
             out.extend_from_slice(b);
         }
@@ -90,13 +94,25 @@ mod tests {
     #[test]
     fn copies_the_transaction_headers() {
         let req = b"INVITE sip:bob@b SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nv: SIP/2.0/UDP p;branch=z9hG4bK2\r\nf: <sip:a@a>;tag=1\r\nTo: <sip:bob@b>\r\ni: abc\r\nCSeq: 1 INVITE\r\nSubject: x\r\n folded\r\nContent-Length: 0\r\n\r\n";
-        let r = build_response(req, 200, "OK", Some("t9"), &[("Contact", "<sip:b@b>")], None).unwrap();
+        let r = build_response(
+            req,
+            200,
+            "OK",
+            Some("t9"),
+            &[("Contact", "<sip:b@b>")],
+            None,
+        )
+        .unwrap();
         let text = String::from_utf8(r.clone()).unwrap();
         assert!(text.starts_with("SIP/2.0 200 OK\r\n"));
-        assert!(text.contains("Via: SIP/2.0/UDP a;branch=z9hG4bK1\r\nVia: SIP/2.0/UDP p;branch=z9hG4bK2\r\n"));
+        assert!(text.contains(
+            "Via: SIP/2.0/UDP a;branch=z9hG4bK1\r\nVia: SIP/2.0/UDP p;branch=z9hG4bK2\r\n"
+        ));
         assert!(text.contains("To: <sip:bob@b>;tag=t9\r\n"));
         assert!(!text.contains("Subject"));
-        let Scan::Sip(v) = scan(&r) else { panic!("{text}") };
+        let Scan::Sip(v) = scan(&r) else {
+            panic!("{text}")
+        };
         assert_eq!(v.status(), Some(200));
         assert_eq!(v.call_id, b"abc");
         assert_eq!(v.cseq, Some((1, &b"INVITE"[..])));

@@ -615,7 +615,10 @@ mod tests {
 
     /// A minimal valid request with the given extra header lines (CRLF).
     fn req_with(extra: &[&str]) -> Vec<u8> {
-        let mut lines = vec!["OPTIONS sip:a@b SIP/2.0", "Via: SIP/2.0/UDP h;branch=z9hG4bK1"];
+        let mut lines = vec![
+            "OPTIONS sip:a@b SIP/2.0",
+            "Via: SIP/2.0/UDP h;branch=z9hG4bK1",
+        ];
         lines.extend_from_slice(extra);
         crlf(&lines)
     }
@@ -623,14 +626,20 @@ mod tests {
     fn view(buf: &[u8]) -> SipView<'_> {
         match scan(buf) {
             Scan::Sip(v) => v,
-            other => panic!("expected Sip for {:?}, got {other:?}", String::from_utf8_lossy(buf)),
+            other => panic!(
+                "expected Sip for {:?}, got {other:?}",
+                String::from_utf8_lossy(buf)
+            ),
         }
     }
 
     fn err(buf: &[u8]) -> ScanError {
         match scan(buf) {
             Scan::Invalid(e) => e,
-            other => panic!("expected Invalid for {:?}, got {other:?}", String::from_utf8_lossy(buf)),
+            other => panic!(
+                "expected Invalid for {:?}, got {other:?}",
+                String::from_utf8_lossy(buf)
+            ),
         }
     }
 
@@ -702,7 +711,12 @@ mod tests {
             (b"ping", Scan::Invalid(ScanError::NotSip)),
         ];
         for (i, (input, want)) in cases.iter().enumerate() {
-            assert_eq!(scan(input), *want, "case {i}: {:?}", String::from_utf8_lossy(input));
+            assert_eq!(
+                scan(input),
+                *want,
+                "case {i}: {:?}",
+                String::from_utf8_lossy(input)
+            );
         }
     }
 
@@ -710,17 +724,32 @@ mod tests {
     fn start_lines() {
         let hdrs = "\r\nCall-ID: c\r\n\r\n";
         let req = |m: &'static str, u: &'static str| {
-            Ok(Kind::Request { method: m.as_bytes(), uri: u.as_bytes() })
+            Ok(Kind::Request {
+                method: m.as_bytes(),
+                uri: u.as_bytes(),
+            })
         };
         let resp = |code| Ok(Kind::Response { code });
         let cases: &[(&str, Result<Kind<'static>, ScanError>)] = &[
-            ("INVITE sip:bob@example.com SIP/2.0", req("INVITE", "sip:bob@example.com")),
-            ("REGISTER sip:example.com SIP/2.0", req("REGISTER", "sip:example.com")),
-            ("FOO-BAR.x sips:h:5061;transport=tls SIP/2.0", req("FOO-BAR.x", "sips:h:5061;transport=tls")),
+            (
+                "INVITE sip:bob@example.com SIP/2.0",
+                req("INVITE", "sip:bob@example.com"),
+            ),
+            (
+                "REGISTER sip:example.com SIP/2.0",
+                req("REGISTER", "sip:example.com"),
+            ),
+            (
+                "FOO-BAR.x sips:h:5061;transport=tls SIP/2.0",
+                req("FOO-BAR.x", "sips:h:5061;transport=tls"),
+            ),
             ("OPTIONS sip:h sip/2.0", req("OPTIONS", "sip:h")),
             ("OPTIONS sip:h SIP/2.0  \t", req("OPTIONS", "sip:h")),
             ("SIP/2.0 200 OK", resp(200)),
-            ("SIP/2.0 100 trying -- your call is important to us", resp(100)),
+            (
+                "SIP/2.0 100 trying -- your call is important to us",
+                resp(100),
+            ),
             ("SIP/2.0 699 Whatever", resp(699)),
             ("sip/2.0 486 Busy Here", resp(486)),
             ("SIP/2.0 183", resp(183)),
@@ -763,10 +792,15 @@ mod tests {
     fn binary_junk_is_not_sip() {
         let junk: Vec<u8> = (0u8..=255).rev().cycle().take(600).collect();
         assert_eq!(scan(&junk), Scan::Invalid(ScanError::NotSip));
-        assert_eq!(scan(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]), Scan::Invalid(ScanError::NotSip));
+        assert_eq!(
+            scan(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]),
+            Scan::Invalid(ScanError::NotSip)
+        );
         // STUN binding request header
         assert_eq!(
-            scan(&[0, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]),
+            scan(&[
+                0, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12
+            ]),
             Scan::Invalid(ScanError::NotSip)
         );
     }
@@ -828,13 +862,19 @@ mod tests {
             (&["CSeq: 5", "\tREGISTER"], Ok(Some((5, b"REGISTER")))),
             (&["CSeq: 0 OPTIONS"], Ok(Some((0, b"OPTIONS")))),
             (&["CSeq: 4294967295 INFO"], Ok(Some((u32::MAX, b"INFO")))),
-            (&["CSeq: 00000000000000000009 PRACK"], Ok(Some((9, b"PRACK")))),
+            (
+                &["CSeq: 00000000000000000009 PRACK"],
+                Ok(Some((9, b"PRACK"))),
+            ),
             (&["CSeq: 1 invite"], Ok(Some((1, b"invite")))),
             (&["CSeq: 1 INVITE", "CSeq: 2 BYE"], Ok(Some((1, b"INVITE")))),
             (&[], Ok(None)),
             (&["X-CSeq: nonsense"], Ok(None)),
             (&["CSeq: 4294967296 INVITE"], Err(ScanError::BadHeader)),
-            (&["CSeq: 99999999999999999999999 INVITE"], Err(ScanError::BadHeader)),
+            (
+                &["CSeq: 99999999999999999999999 INVITE"],
+                Err(ScanError::BadHeader),
+            ),
             (&["CSeq: INVITE"], Err(ScanError::BadHeader)),
             (&["CSeq: 1"], Err(ScanError::BadHeader)),
             (&["CSeq: 1INVITE"], Err(ScanError::BadHeader)),
@@ -899,19 +939,40 @@ mod tests {
             (&["Contact: <sip:a@b>;q=0.5;expires=65;reg-id=1"], Some(65)),
             (&["Contact: <sip:a@b>;expires = 66 ;q=1"], Some(66)),
             (&["Contact: <sip:a@b> ; expires\t=\t67"], Some(67)),
-            (&["Contact: <sip:a@b>;expires=5, <sip:c@d>;expires=10"], Some(10)),
-            (&["Contact: <sip:a@b>;expires=50,<sip:c@d>;expires=10"], Some(50)),
-            (&["Contact: <sip:a@b>;expires=5", "Contact: <sip:c@d>;expires=10"], Some(10)),
-            (&["Contact: <sip:a@b>;expires=15", "m: <sip:c@d>;expires=10"], Some(15)),
+            (
+                &["Contact: <sip:a@b>;expires=5, <sip:c@d>;expires=10"],
+                Some(10),
+            ),
+            (
+                &["Contact: <sip:a@b>;expires=50,<sip:c@d>;expires=10"],
+                Some(50),
+            ),
+            (
+                &[
+                    "Contact: <sip:a@b>;expires=5",
+                    "Contact: <sip:c@d>;expires=10",
+                ],
+                Some(10),
+            ),
+            (
+                &["Contact: <sip:a@b>;expires=15", "m: <sip:c@d>;expires=10"],
+                Some(15),
+            ),
             (&["Contact: <sip:a@b>, <sip:c@d>;expires=7"], Some(7)),
             (&["Contact: <sip:a@b>;expires=0"], Some(0)),
             (&["Contact: <sip:a@b;expires=5>"], None),
             (&["Contact: <sip:a@b;expires=5>;expires=6"], Some(6)),
             (&["Contact: \"x;expires=5\" <sip:a@b>"], None),
             (&["Contact: \"x;expires=5\" <sip:a@b>;expires=9"], Some(9)),
-            (&["Contact: \"x\\\";expires=5\" <sip:a@b>;expires=9"], Some(9)),
+            (
+                &["Contact: \"x\\\";expires=5\" <sip:a@b>;expires=9"],
+                Some(9),
+            ),
             (&["Contact: \"a, b <c>\" <sip:a@b>;expires=8"], Some(8)),
-            (&["Contact: <sip:a@b>;+sip.instance=\"<urn:x;expires=5>\";expires=11"], Some(11)),
+            (
+                &["Contact: <sip:a@b>;+sip.instance=\"<urn:x;expires=5>\";expires=11"],
+                Some(11),
+            ),
             (&["Contact: <sip:a@b>;x=\"expires=5\""], None),
             (&["Contact: <sip:a@b>;expires=\"5\""], None),
             (&["Contact: <sip:a@b>;expires=12abc"], None),
@@ -922,7 +983,14 @@ mod tests {
             (&["Contact: <sip:a@b>;expires=99999999999"], Some(u32::MAX)),
             (&["Contact: *"], None),
             (&["Contact: <sip:a@b>"], None),
-            (&["Contact: <sip:a@b>;expires=30,", " <sip:c@d>", "\t;expires=900"], Some(900)),
+            (
+                &[
+                    "Contact: <sip:a@b>;expires=30,",
+                    " <sip:c@d>",
+                    "\t;expires=900",
+                ],
+                Some(900),
+            ),
             (&["Contact: <sip:a@b>;expires=", " 31"], Some(31)),
             (&["Contact: <sip:a@b", " ;expires=5"], None),
             (&["Contact: \"unterminated;expires=5"], None),
@@ -942,19 +1010,31 @@ mod tests {
         let buf = b"SIP/2.0 200 OK\r\nCall-ID: b\r\nCSeq: 1 REGISTER\r\nContent-Length: 60\r\n\r\n\
 Contact: <sip:a@b>;expires=999\r\nExpires: 999\r\nCall-ID: other\r\n";
         let v = view(buf);
-        assert_eq!((v.call_id, v.expires, v.contact_expires), (&b"b"[..], None, None));
+        assert_eq!(
+            (v.call_id, v.expires, v.contact_expires),
+            (&b"b"[..], None, None)
+        );
         // Body without a Call-ID in the header section does not help.
-        assert_eq!(err(b"SIP/2.0 200 OK\r\nCSeq: 1 X\r\n\r\nCall-ID: x\r\n"), ScanError::MissingCallId);
+        assert_eq!(
+            err(b"SIP/2.0 200 OK\r\nCSeq: 1 X\r\n\r\nCall-ID: x\r\n"),
+            ScanError::MissingCallId
+        );
     }
 
     #[test]
     fn line_endings() {
         let lf = b"REGISTER sip:h SIP/2.0\nCall-ID: lf\nCSeq: 3 REGISTER\nContact: <sip:a@b>;expires=5\nExpires: 9\n\n";
         let v = view(lf);
-        assert_eq!((v.call_id, v.cseq, v.expires, v.contact_expires), (&b"lf"[..], Some((3, &b"REGISTER"[..])), Some(9), Some(5)));
+        assert_eq!(
+            (v.call_id, v.cseq, v.expires, v.contact_expires),
+            (&b"lf"[..], Some((3, &b"REGISTER"[..])), Some(9), Some(5))
+        );
         let mixed = b"REGISTER sip:h SIP/2.0\r\nCall-ID: mx\nCSeq: 4 REGISTER\r\nExpires: 9\n\r\n";
         let v = view(mixed);
-        assert_eq!((v.call_id, v.cseq, v.expires), (&b"mx"[..], Some((4, &b"REGISTER"[..])), Some(9)));
+        assert_eq!(
+            (v.call_id, v.cseq, v.expires),
+            (&b"mx"[..], Some((4, &b"REGISTER"[..])), Some(9))
+        );
         let mixed2 = b"SIP/2.0 200 OK\nCall-ID: mx2\r\n\n";
         assert_eq!(view(mixed2).call_id, b"mx2");
     }
@@ -962,38 +1042,100 @@ Contact: <sip:a@b>;expires=999\r\nExpires: 999\r\nCall-ID: other\r\n";
     #[test]
     fn header_errors() {
         let cases: &[(&[u8], ScanError)] = &[
-            (b"OPTIONS sip:h SIP/2.0\r\nCall-ID: c\r\nNoColonHere\r\n\r\n", ScanError::BadHeader),
-            (b"OPTIONS sip:h SIP/2.0\r\nBad Name: x\r\nCall-ID: c\r\n\r\n", ScanError::BadHeader),
-            (b"OPTIONS sip:h SIP/2.0\r\n: novalue\r\nCall-ID: c\r\n\r\n", ScanError::BadHeader),
-            (b"OPTIONS sip:h SIP/2.0\r\n Call-ID: c\r\n\r\n", ScanError::BadHeader),
-            (b"OPTIONS sip:h SIP/2.0\r\n\tCall-ID: c\r\n\r\n", ScanError::BadHeader),
-            (b"OPTIONS sip:h SIP/2.0\r\nCall-ID: c\r\n\rX: y\r\n\r\n", ScanError::BadHeader),
-            (b"OPTIONS sip:h SIP/2.0\r\nCall-ID: c\r\nX\x00Y: y\r\n\r\n", ScanError::BadHeader),
-            (b"OPTIONS sip:h SIP/2.0\r\nCall-ID: c\r\n\xff: y\r\n\r\n", ScanError::BadHeader),
-            (b"OPTIONS sip:h SIP/2.0\r\nCall-ID: c\r\nCSeq: x\r\n\r\n", ScanError::BadHeader),
-            (b"OPTIONS sip:h SIP/2.0\r\nCall-ID: c\r\nX-Y\r\n", ScanError::BadHeader),
+            (
+                b"OPTIONS sip:h SIP/2.0\r\nCall-ID: c\r\nNoColonHere\r\n\r\n",
+                ScanError::BadHeader,
+            ),
+            (
+                b"OPTIONS sip:h SIP/2.0\r\nBad Name: x\r\nCall-ID: c\r\n\r\n",
+                ScanError::BadHeader,
+            ),
+            (
+                b"OPTIONS sip:h SIP/2.0\r\n: novalue\r\nCall-ID: c\r\n\r\n",
+                ScanError::BadHeader,
+            ),
+            (
+                b"OPTIONS sip:h SIP/2.0\r\n Call-ID: c\r\n\r\n",
+                ScanError::BadHeader,
+            ),
+            (
+                b"OPTIONS sip:h SIP/2.0\r\n\tCall-ID: c\r\n\r\n",
+                ScanError::BadHeader,
+            ),
+            (
+                b"OPTIONS sip:h SIP/2.0\r\nCall-ID: c\r\n\rX: y\r\n\r\n",
+                ScanError::BadHeader,
+            ),
+            (
+                b"OPTIONS sip:h SIP/2.0\r\nCall-ID: c\r\nX\x00Y: y\r\n\r\n",
+                ScanError::BadHeader,
+            ),
+            (
+                b"OPTIONS sip:h SIP/2.0\r\nCall-ID: c\r\n\xff: y\r\n\r\n",
+                ScanError::BadHeader,
+            ),
+            (
+                b"OPTIONS sip:h SIP/2.0\r\nCall-ID: c\r\nCSeq: x\r\n\r\n",
+                ScanError::BadHeader,
+            ),
+            (
+                b"OPTIONS sip:h SIP/2.0\r\nCall-ID: c\r\nX-Y\r\n",
+                ScanError::BadHeader,
+            ),
             // Truncation.
             (b"OPTIONS sip:h SIP/2.0", ScanError::Truncated),
             (b"OPTIONS sip:h SIP/2.0\r", ScanError::Truncated),
             (b"SIP/2.0 200 OK", ScanError::Truncated),
             (b"OPTIONS sip:h SIP/2.0\r\n", ScanError::Truncated),
-            (b"OPTIONS sip:h SIP/2.0\r\nCall-ID: c\r\n", ScanError::Truncated),
+            (
+                b"OPTIONS sip:h SIP/2.0\r\nCall-ID: c\r\n",
+                ScanError::Truncated,
+            ),
             (b"OPTIONS sip:h SIP/2.0\nCall-ID: c\n", ScanError::Truncated),
             (b"OPTIONS sip:h SIP/2.0\r\nCall-ID: c", ScanError::Truncated),
-            (b"OPTIONS sip:h SIP/2.0\r\nCall-ID: c\r\nCSeq: 1 OPT", ScanError::Truncated),
-            (b"OPTIONS sip:h SIP/2.0\r\nCall-ID: c\r\nCSe", ScanError::Truncated),
-            (b"OPTIONS sip:h SIP/2.0\r\nCall-ID: c\r\nCSeq  ", ScanError::Truncated),
-            (b"OPTIONS sip:h SIP/2.0\r\nCall-ID: c\r\n\r", ScanError::Truncated),
-            (b"OPTIONS sip:h SIP/2.0\r\nCall-ID: c\r\n  folded\r\n", ScanError::Truncated),
-            (b"OPTIONS sip:h SIP/2.0\r\nCall-ID: c\r\nX: y\r\n ", ScanError::Truncated),
+            (
+                b"OPTIONS sip:h SIP/2.0\r\nCall-ID: c\r\nCSeq: 1 OPT",
+                ScanError::Truncated,
+            ),
+            (
+                b"OPTIONS sip:h SIP/2.0\r\nCall-ID: c\r\nCSe",
+                ScanError::Truncated,
+            ),
+            (
+                b"OPTIONS sip:h SIP/2.0\r\nCall-ID: c\r\nCSeq  ",
+                ScanError::Truncated,
+            ),
+            (
+                b"OPTIONS sip:h SIP/2.0\r\nCall-ID: c\r\n\r",
+                ScanError::Truncated,
+            ),
+            (
+                b"OPTIONS sip:h SIP/2.0\r\nCall-ID: c\r\n  folded\r\n",
+                ScanError::Truncated,
+            ),
+            (
+                b"OPTIONS sip:h SIP/2.0\r\nCall-ID: c\r\nX: y\r\n ",
+                ScanError::Truncated,
+            ),
             // Whitespace-only line is a fold, not the end of headers.
-            (b"OPTIONS sip:h SIP/2.0\r\nCall-ID: c\r\n \r\n", ScanError::Truncated),
+            (
+                b"OPTIONS sip:h SIP/2.0\r\nCall-ID: c\r\n \r\n",
+                ScanError::Truncated,
+            ),
             // Missing Call-ID only once the header section is complete.
-            (b"OPTIONS sip:h SIP/2.0\r\nCSeq: 1 OPTIONS\r\n\r\n", ScanError::MissingCallId),
+            (
+                b"OPTIONS sip:h SIP/2.0\r\nCSeq: 1 OPTIONS\r\n\r\n",
+                ScanError::MissingCallId,
+            ),
             (b"SIP/2.0 200 OK\r\n\r\n", ScanError::MissingCallId),
         ];
         for (i, (input, want)) in cases.iter().enumerate() {
-            assert_eq!(err(input), *want, "case {i}: {:?}", String::from_utf8_lossy(input));
+            assert_eq!(
+                err(input),
+                *want,
+                "case {i}: {:?}",
+                String::from_utf8_lossy(input)
+            );
         }
     }
 
@@ -1014,12 +1156,20 @@ Contact: <sip:a@b>;expires=999\r\nExpires: 999\r\nCall-ID: other\r\n";
             "i: compact-id",
         ]);
         let v = view(&buf);
-        assert_eq!((v.call_id, v.cseq, v.expires, v.contact_expires), (&b"compact-id"[..], None, None, None));
+        assert_eq!(
+            (v.call_id, v.cseq, v.expires, v.contact_expires),
+            (&b"compact-id"[..], None, None, None)
+        );
     }
 
     #[test]
     fn view_accessors() {
-        let buf = crlf(&["REGISTER sip:example.com SIP/2.0", "Call-ID: acc", "CSeq: 2 REGISTER", "Expires: 300"]);
+        let buf = crlf(&[
+            "REGISTER sip:example.com SIP/2.0",
+            "Call-ID: acc",
+            "CSeq: 2 REGISTER",
+            "Expires: 300",
+        ]);
         let v = view(&buf);
         assert!(v.is_request());
         assert_eq!(v.method(), Some(&b"REGISTER"[..]));
@@ -1032,7 +1182,13 @@ Contact: <sip:a@b>;expires=999\r\nExpires: 999\r\nCall-ID: other\r\n";
         assert_eq!(v.cseq_method(), Some(&b"REGISTER"[..]));
         assert_eq!(v.granted_expiry(), Some(300));
 
-        let buf = crlf(&["SIP/2.0 200 OK", "Call-ID: acc", "CSeq: 2 REGISTER", "Contact: <sip:a@b>;expires=60", "Expires: 300"]);
+        let buf = crlf(&[
+            "SIP/2.0 200 OK",
+            "Call-ID: acc",
+            "CSeq: 2 REGISTER",
+            "Contact: <sip:a@b>;expires=60",
+            "Expires: 300",
+        ]);
         let v = view(&buf);
         assert!(!v.is_request());
         assert_eq!(v.method(), None);
@@ -1072,7 +1228,11 @@ Contact: <sip:a@b>;expires=999\r\nExpires: 999\r\nCall-ID: other\r\n";
                     .get(from..)
                     .and_then(|s| s.iter().position(|&b| b == needle))
                     .map(|p| p + from);
-                assert_eq!(find_byte(&hay, from, needle), naive, "needle {needle} from {from}");
+                assert_eq!(
+                    find_byte(&hay, from, needle),
+                    naive,
+                    "needle {needle} from {from}"
+                );
             }
         }
         // High bytes next to the needle must not produce false positives.
@@ -1158,7 +1318,10 @@ Contact: <sip:a@b>;expires=999\r\nExpires: 999\r\nCall-ID: other\r\n";
             (any::<usize>(), 1u8..=255).prop_map(|(i, x)| Mutation::Flip(i, x)),
             (any::<usize>(), interesting).prop_map(|(i, b)| Mutation::Set(i, b)),
             any::<usize>().prop_map(Mutation::Truncate),
-            (any::<usize>(), proptest::collection::vec(any::<u8>(), 1..16))
+            (
+                any::<usize>(),
+                proptest::collection::vec(any::<u8>(), 1..16)
+            )
                 .prop_map(|(i, v)| Mutation::Insert(i, v)),
             (any::<usize>(), 1usize..32).prop_map(|(i, n)| Mutation::Remove(i, n)),
         ]
@@ -1199,7 +1362,13 @@ Contact: <sip:a@b>;expires=999\r\nExpires: 999\r\nCall-ID: other\r\n";
     fn random_case(name: &str, mask: u64) -> String {
         name.chars()
             .enumerate()
-            .map(|(i, c)| if mask >> (i % 64) & 1 == 1 { c.to_ascii_uppercase() } else { c.to_ascii_lowercase() })
+            .map(|(i, c)| {
+                if mask >> (i % 64) & 1 == 1 {
+                    c.to_ascii_uppercase()
+                } else {
+                    c.to_ascii_lowercase()
+                }
+            })
             .collect()
     }
 
@@ -1212,10 +1381,10 @@ Contact: <sip:a@b>;expires=999\r\nExpires: 999\r\nCall-ID: other\r\n";
         (
             token(12),
             prop::option::of(any::<u32>()),
-            0u8..4,   // form
+            0u8..4,        // form
             any::<bool>(), // uri param expires decoy
             any::<bool>(), // extra params
-            0u8..3,   // spacing around '='
+            0u8..3,        // spacing around '='
         )
             .prop_map(|(user, exp, form, decoy, extra, sp)| {
                 let uri = if decoy {
@@ -1250,82 +1419,132 @@ Contact: <sip:a@b>;expires=999\r\nExpires: 999\r\nCall-ID: other\r\n";
     }
 
     fn generated() -> impl Strategy<Value = Generated> {
-        let methods = prop::sample::select(vec!["INVITE", "REGISTER", "ACK", "BYE", "OPTIONS", "CANCEL", "SUBSCRIBE", "NOTIFY", "X-CUSTOM"]);
-        let extra_header = (proptest::string::string_regex("X-[A-Za-z0-9-]{1,10}").unwrap(), proptest::string::string_regex("[ -~]{0,40}").unwrap())
+        let methods = prop::sample::select(vec![
+            "INVITE",
+            "REGISTER",
+            "ACK",
+            "BYE",
+            "OPTIONS",
+            "CANCEL",
+            "SUBSCRIBE",
+            "NOTIFY",
+            "X-CUSTOM",
+        ]);
+        let extra_header = (
+            proptest::string::string_regex("X-[A-Za-z0-9-]{1,10}").unwrap(),
+            proptest::string::string_regex("[ -~]{0,40}").unwrap(),
+        )
             .prop_map(|(n, v)| format!("{n}: {v}"));
         (
             (prop::option::of((methods.clone(), token(20))), 100u16..700),
-            (token(30), prop::option::of(proptest::string::string_regex("[a-z0-9.]{1,20}").unwrap())),
+            (
+                token(30),
+                prop::option::of(proptest::string::string_regex("[a-z0-9.]{1,20}").unwrap()),
+            ),
             prop::option::of((any::<u32>(), methods)),
             prop::option::of(any::<u32>()),
             proptest::collection::vec(contact(), 0..4),
-            (any::<bool>(), any::<bool>(), any::<bool>(), any::<u64>(), 0usize..3),
+            (
+                any::<bool>(),
+                any::<bool>(),
+                any::<bool>(),
+                any::<u64>(),
+                0usize..3,
+            ),
             proptest::collection::vec(extra_header, 0..6),
             any::<u64>(),
         )
-            .prop_map(|((req, code), (cid, cid_host), cseq, expires, contacts, (lf, compact, fold, case_mask, ws), extra, order_seed)| {
-                let eol = if lf { "\n" } else { "\r\n" };
-                let sp = ["", " ", "  \t"][ws];
-                let call_id = match cid_host {
-                    Some(h) => format!("{cid}@{h}"),
-                    None => cid,
-                };
-                let mut headers: Vec<String> = vec![
-                    format!("Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK{order_seed}"),
-                    "From: <sip:a@example.com>;tag=1".to_string(),
-                    "To: <sip:b@example.com>".to_string(),
-                ];
-                let cid_name = if compact { "i".to_string() } else { random_case("Call-ID", case_mask) };
-                headers.push(format!("{cid_name}{sp}:{sp}{call_id}"));
-                if let Some((n, m)) = &cseq {
-                    let name = random_case("CSeq", case_mask.rotate_left(7));
-                    if fold {
-                        headers.push(format!("{name}: {n}{eol}\t{m}"));
-                    } else {
-                        headers.push(format!("{name}:{sp}{n} {m}"));
-                    }
-                }
-                if let Some(e) = expires {
-                    headers.push(format!("{}: {e}", random_case("Expires", case_mask.rotate_left(13))));
-                }
-                // Contacts: split into headers of 1-2 contacts each.
-                let cname = if compact { "m".to_string() } else { random_case("Contact", case_mask.rotate_left(21)) };
-                for (i, chunk) in contacts.chunks(2).enumerate() {
-                    let sep = if fold && i == 0 { format!(",{eol} ") } else { ", ".to_string() };
-                    let vals: Vec<&str> = chunk.iter().map(|(s, _)| s.as_str()).collect();
-                    headers.push(format!("{cname}: {}", vals.join(&sep)));
-                }
-                headers.extend(extra);
-                // Deterministic shuffle of everything but the first header.
-                let mut seed = order_seed | 1;
-                for i in (2..headers.len()).rev() {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    headers.swap(i, 1 + (seed as usize) % i);
-                }
-                let start = match &req {
-                    Some((m, u)) => format!("{m} sip:{u}@example.com SIP/2.0"),
-                    None => format!("SIP/2.0 {code} Reason Phrase"),
-                };
-                let mut text = start;
-                for h in &headers {
-                    text.push_str(eol);
-                    text.push_str(h);
-                }
-                text.push_str(eol);
-                text.push_str(eol);
-                text.push_str("v=0\r\na=x;expires=4000000003\r\nContact: <sip:z>;expires=4000000004\r\n");
-                Generated {
-                    bytes: text.into_bytes(),
-                    request: req.map(|(m, u)| (m.to_string(), format!("sip:{u}@example.com"))),
-                    status: Some(code),
-                    call_id,
-                    cseq: cseq.map(|(n, m)| (n, m.to_string())),
+            .prop_map(
+                |(
+                    (req, code),
+                    (cid, cid_host),
+                    cseq,
                     expires,
-                    contact_expires: contacts.iter().filter_map(|(_, e)| *e).max(),
-                }
-            })
+                    contacts,
+                    (lf, compact, fold, case_mask, ws),
+                    extra,
+                    order_seed,
+                )| {
+                    let eol = if lf { "\n" } else { "\r\n" };
+                    let sp = ["", " ", "  \t"][ws];
+                    let call_id = match cid_host {
+                        Some(h) => format!("{cid}@{h}"),
+                        None => cid,
+                    };
+                    let mut headers: Vec<String> = vec![
+                        format!("Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK{order_seed}"),
+                        "From: <sip:a@example.com>;tag=1".to_string(),
+                        "To: <sip:b@example.com>".to_string(),
+                    ];
+                    let cid_name = if compact {
+                        "i".to_string()
+                    } else {
+                        random_case("Call-ID", case_mask)
+                    };
+                    headers.push(format!("{cid_name}{sp}:{sp}{call_id}"));
+                    if let Some((n, m)) = &cseq {
+                        let name = random_case("CSeq", case_mask.rotate_left(7));
+                        if fold {
+                            headers.push(format!("{name}: {n}{eol}\t{m}"));
+                        } else {
+                            headers.push(format!("{name}:{sp}{n} {m}"));
+                        }
+                    }
+                    if let Some(e) = expires {
+                        headers.push(format!(
+                            "{}: {e}",
+                            random_case("Expires", case_mask.rotate_left(13))
+                        ));
+                    }
+                    // Contacts: split into headers of 1-2 contacts each.
+                    let cname = if compact {
+                        "m".to_string()
+                    } else {
+                        random_case("Contact", case_mask.rotate_left(21))
+                    };
+                    for (i, chunk) in contacts.chunks(2).enumerate() {
+                        let sep = if fold && i == 0 {
+                            format!(",{eol} ")
+                        } else {
+                            ", ".to_string()
+                        };
+                        let vals: Vec<&str> = chunk.iter().map(|(s, _)| s.as_str()).collect();
+                        headers.push(format!("{cname}: {}", vals.join(&sep)));
+                    }
+                    headers.extend(extra);
+                    // Deterministic shuffle of everything but the first header.
+                    let mut seed = order_seed | 1;
+                    for i in (2..headers.len()).rev() {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        headers.swap(i, 1 + (seed as usize) % i);
+                    }
+                    let start = match &req {
+                        Some((m, u)) => format!("{m} sip:{u}@example.com SIP/2.0"),
+                        None => format!("SIP/2.0 {code} Reason Phrase"),
+                    };
+                    let mut text = start;
+                    for h in &headers {
+                        text.push_str(eol);
+                        text.push_str(h);
+                    }
+                    text.push_str(eol);
+                    text.push_str(eol);
+                    text.push_str(
+                        "v=0\r\na=x;expires=4000000003\r\nContact: <sip:z>;expires=4000000004\r\n",
+                    );
+                    Generated {
+                        bytes: text.into_bytes(),
+                        request: req.map(|(m, u)| (m.to_string(), format!("sip:{u}@example.com"))),
+                        status: Some(code),
+                        call_id,
+                        cseq: cseq.map(|(n, m)| (n, m.to_string())),
+                        expires,
+                        contact_expires: contacts.iter().filter_map(|(_, e)| *e).max(),
+                    }
+                },
+            )
     }
 
     proptest! {

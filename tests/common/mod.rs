@@ -32,7 +32,10 @@ pub fn scenario(name: &str) -> String {
 
 /// The Kamailio backend config shipped in deploy/.
 pub fn kamailio_cfg() -> String {
-    format!("{}/deploy/kamailio/kamailio.cfg", env!("CARGO_MANIFEST_DIR"))
+    format!(
+        "{}/deploy/kamailio/kamailio.cfg",
+        env!("CARGO_MANIFEST_DIR")
+    )
 }
 
 /// Debian package that provides a program, for the failure message when it is missing.
@@ -92,7 +95,10 @@ impl TestDir {
             .tempdir()
             .expect("create temp dir");
         let path = dir.path().to_path_buf();
-        TestDir { dir: Some(dir), path }
+        TestDir {
+            dir: Some(dir),
+            path,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -333,7 +339,10 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> 
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     s.set_write_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
     let text = String::from_utf8_lossy(&buf).into_owned();
@@ -734,8 +743,7 @@ impl Sipp {
             .args(["-trace_err", "-error_file"])
             .arg(&error_file);
         if trace_msg {
-            cmd.args(["-trace_msg", "-message_file"])
-                .arg(&message_file);
+            cmd.args(["-trace_msg", "-message_file"]).arg(&message_file);
         }
         let mut proc = Proc::spawn(name, &mut cmd, &dir.join("sipp.log"));
         proc.add_log(&error_file);
@@ -888,8 +896,7 @@ impl Kamailio {
             .stdin(Stdio::null())
             .output()
             .unwrap_or_else(|e| spawn_error("kamcmd", e));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr)
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
     }
 
     /// The `Received:` addresses (`sip:IP:PORT`) stored for `aor`, from `ul.dump`.

@@ -221,7 +221,12 @@ impl Router {
         };
         let key = self.dialogs.key(msg.call_id);
         let backend = match self.dialogs.get_mut(key) {
-            Some(d) if self.backends.get(d.backend as usize).is_some_and(|b| b.usable) => {
+            Some(d)
+                if self
+                    .backends
+                    .get(d.backend as usize)
+                    .is_some_and(|b| b.usable) =>
+            {
                 refresh(d, &msg, now, &self.settings);
                 d.backend
             }
@@ -376,7 +381,9 @@ impl Router {
         if msg.cseq_is(b"REGISTER") && msg.status().is_some_and(|s| (200..300).contains(&s)) {
             let until = match msg.granted_expiry() {
                 Some(0) | None => None,
-                Some(s) => Some(now + Duration::from_secs(u64::from(s)) + self.settings.register_grace),
+                Some(s) => {
+                    Some(now + Duration::from_secs(u64::from(s)) + self.settings.register_grace)
+                }
             };
             if let Some(f) = self.flows.get_mut(id) {
                 f.registered_until = until;
@@ -426,7 +433,8 @@ impl Router {
         self.next_sweep = Some(now + SWEEP_EVERY);
         let mut expired = std::mem::take(&mut self.expired_scratch);
         expired.clear();
-        self.flows.expired(now, self.settings.flow_idle, &mut expired);
+        self.flows
+            .expired(now, self.settings.flow_idle, &mut expired);
         for &id in &expired {
             if let Some(f) = self.flows.remove(id) {
                 self.counters.flows_expired += 1;

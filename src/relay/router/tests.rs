@@ -93,7 +93,12 @@ fn new_client_gets_a_flow_and_keeps_its_home() {
         panic!("{first:?}")
     };
     for i in 0..10 {
-        let (p, b) = client(&mut r, t0, "198.51.100.7:40000", &req("OPTIONS", &format!("o{i}")));
+        let (p, b) = client(
+            &mut r,
+            t0,
+            "198.51.100.7:40000",
+            &req("OPTIONS", &format!("o{i}")),
+        );
         assert_eq!((p, b), (relay_port, backend));
     }
     assert_eq!(r.flow_count(), 1);
@@ -127,7 +132,10 @@ fn a_backend_request_pins_the_dialog_to_that_backend() {
         assert_eq!(client(&mut r, t0, phone, &msg), (port, other));
     }
     // Anything else still goes home.
-    assert_eq!(client(&mut r, t0, phone, &req("OPTIONS", "x")), (port, home));
+    assert_eq!(
+        client(&mut r, t0, phone, &req("OPTIONS", "x")),
+        (port, home)
+    );
 }
 
 #[test]
@@ -136,10 +144,26 @@ fn drops_are_counted_by_reason() {
     let mut r = Router::new(&config(""));
     let (port, _) = client(&mut r, t0, "198.51.100.7:1", &req("REGISTER", "r"));
     let cases: Vec<(ClientOrBackend, Vec<u8>, DropReason)> = vec![
-        (Cl, b"\x16\x03\x01\x00\xa5binary".to_vec(), DropReason::NotSip),
-        (Cl, b"INVITE sip:x SIP/2.0\r\nCall-ID: x\r\n".to_vec(), DropReason::Truncated),
-        (Cl, b"INVITE sip:x SIP/2.0\r\nCSeq: 1 INVITE\r\n\r\n".to_vec(), DropReason::MissingCallId),
-        (Bk("10.9.9.9:5060"), req("INVITE", "c"), DropReason::UnknownSource),
+        (
+            Cl,
+            b"\x16\x03\x01\x00\xa5binary".to_vec(),
+            DropReason::NotSip,
+        ),
+        (
+            Cl,
+            b"INVITE sip:x SIP/2.0\r\nCall-ID: x\r\n".to_vec(),
+            DropReason::Truncated,
+        ),
+        (
+            Cl,
+            b"INVITE sip:x SIP/2.0\r\nCSeq: 1 INVITE\r\n\r\n".to_vec(),
+            DropReason::MissingCallId,
+        ),
+        (
+            Bk("10.9.9.9:5060"),
+            req("INVITE", "c"),
+            DropReason::UnknownSource,
+        ),
         (Bk(A), b"garbage garbage".to_vec(), DropReason::NotSip),
     ];
     for (from, msg, reason) in cases {
@@ -154,7 +178,7 @@ fn drops_are_counted_by_reason() {
             },
         };
         assert_eq!(got, reason);
-        assert_eq!(r.counters().dropped(reason) >= 1, true);
+        assert!(r.counters().dropped(reason) >= 1);
     }
     assert!(matches!(
         r.from_backend(t0, 20003, sa(A), &req("INVITE", "c")),
@@ -172,18 +196,27 @@ use ClientOrBackend::*;
 fn keepalives_refresh_but_never_create_flows() {
     let t0 = Instant::now();
     let mut r = Router::new(&config(""));
-    assert_eq!(r.from_client(t0, sa("198.51.100.9:9"), 0, b"\r\n\r\n"), ClientAction::Absorbed);
+    assert_eq!(
+        r.from_client(t0, sa("198.51.100.9:9"), 0, b"\r\n\r\n"),
+        ClientAction::Absorbed
+    );
     assert_eq!(r.flow_count(), 0);
     let (port, _) = client(&mut r, t0, "198.51.100.9:9", &req("OPTIONS", "o"));
     // Keepalives every 20 s keep a 30 s idle flow alive for two minutes.
     for s in (20..=120).step_by(20) {
         let now = t0 + Duration::from_secs(s);
-        assert_eq!(r.from_client(now, sa("198.51.100.9:9"), 0, b"\r\n"), ClientAction::Absorbed);
+        assert_eq!(
+            r.from_client(now, sa("198.51.100.9:9"), 0, b"\r\n"),
+            ClientAction::Absorbed
+        );
         r.handle_timeout(now);
     }
     assert_eq!(r.flow_count(), 1);
     // A backend's NAT ping reaches the phone.
-    assert!(matches!(r.from_backend(t0, port, sa(A), b"\r\n\r\n"), BackendAction::Forward { .. }));
+    assert!(matches!(
+        r.from_backend(t0, port, sa(A), b"\r\n\r\n"),
+        BackendAction::Forward { .. }
+    ));
     assert_eq!(r.counters().keepalives, [7, 1]);
 }
 
@@ -193,18 +226,32 @@ fn registration_keeps_a_flow_past_idle_and_expiry_frees_the_port() {
     let mut r = Router::new(&config(""));
     let (p1, h1) = client(&mut r, t0, "198.51.100.1:1", &req("REGISTER", "r1"));
     let (p2, _) = client(&mut r, t0, "198.51.100.2:2", &req("OPTIONS", "o2"));
-    let ok = resp(200, "r1", "REGISTER", "Contact: <sip:u@198.51.100.1:1>;expires=120\r\n");
-    assert!(matches!(r.from_backend(t0, p1, addr_of(h1), &ok), BackendAction::Forward { .. }));
+    let ok = resp(
+        200,
+        "r1",
+        "REGISTER",
+        "Contact: <sip:u@198.51.100.1:1>;expires=120\r\n",
+    );
+    assert!(matches!(
+        r.from_backend(t0, p1, addr_of(h1), &ok),
+        BackendAction::Forward { .. }
+    ));
     let t = t0 + Duration::from_secs(31);
     r.handle_timeout(t);
-    assert_eq!(r.poll_event(), Some(RouterEvent::FlowRemoved { relay_port: p2 }));
+    assert_eq!(
+        r.poll_event(),
+        Some(RouterEvent::FlowRemoved { relay_port: p2 })
+    );
     assert_eq!(r.poll_event(), None);
     assert_eq!(r.flow_count(), 1, "registered flow outlives idle");
     // 120 s granted + 10 s grace.
     r.handle_timeout(t0 + Duration::from_secs(129));
     assert_eq!(r.flow_count(), 1);
     r.handle_timeout(t0 + Duration::from_secs(131));
-    assert_eq!(r.poll_event(), Some(RouterEvent::FlowRemoved { relay_port: p1 }));
+    assert_eq!(
+        r.poll_event(),
+        Some(RouterEvent::FlowRemoved { relay_port: p1 })
+    );
     assert_eq!(r.counters().flows_expired, 2);
     // Un-REGISTER (expires=0) returns a flow to idle expiry.
     let t = t0 + Duration::from_secs(200);
@@ -227,14 +274,19 @@ fn a_full_flow_table_refuses_new_clients_and_keeps_old_ones() {
         r.from_client(t0, sa("198.51.100.3:1"), 0, &req("REGISTER", "r")),
         ClientAction::Drop(DropReason::FlowTableFull)
     );
-    assert_eq!(client(&mut r, t0, "198.51.100.1:1", &req("OPTIONS", "o")), (p, h));
+    assert_eq!(
+        client(&mut r, t0, "198.51.100.1:1", &req("OPTIONS", "o")),
+        (p, h)
+    );
     assert_eq!(r.counters().dropped(DropReason::FlowTableFull), 1);
 }
 
 #[test]
 fn new_flows_are_rate_limited_per_source_ip() {
     let t0 = Instant::now();
-    let mut r = Router::new(&config("[limits]\nnew_flows_per_ip = 1\nnew_flows_burst = 2\n"));
+    let mut r = Router::new(&config(
+        "[limits]\nnew_flows_per_ip = 1\nnew_flows_burst = 2\n",
+    ));
     client(&mut r, t0, "198.51.100.1:1", &req("OPTIONS", "a"));
     client(&mut r, t0, "198.51.100.1:2", &req("OPTIONS", "b"));
     assert_eq!(
@@ -243,7 +295,12 @@ fn new_flows_are_rate_limited_per_source_ip() {
     );
     // Another address is not affected, and the bucket refills.
     client(&mut r, t0, "198.51.100.2:1", &req("OPTIONS", "d"));
-    client(&mut r, t0 + Duration::from_secs(1), "198.51.100.1:3", &req("OPTIONS", "c"));
+    client(
+        &mut r,
+        t0 + Duration::from_secs(1),
+        "198.51.100.1:3",
+        &req("OPTIONS", "c"),
+    );
 }
 
 #[test]
@@ -261,7 +318,10 @@ fn a_full_dialog_table_refuses_new_dialogs() {
     );
     // Non-dialog traffic still flows; the old dialog is still routed.
     client(&mut r, t0, "198.51.100.1:1", &req("OPTIONS", "o"));
-    assert_eq!(client(&mut r, t0, "198.51.100.1:1", &req("BYE", "c1")), (port, h));
+    assert_eq!(
+        client(&mut r, t0, "198.51.100.1:1", &req("BYE", "c1")),
+        (port, h)
+    );
     assert_eq!(r.dialog_count(), 1);
     // BYE shortened the dialog to the transaction time.
     r.handle_timeout(t0 + Duration::from_secs(33));
@@ -279,7 +339,12 @@ fn failover_moves_only_the_dead_backends_flows_and_failback_follows_policy() {
     for (policy, on_register, on_any) in table {
         let t0 = Instant::now();
         let mut r = Router::new(&config(&format!("[affinity]\nfailback = \"{policy}\"\n")));
-        let phones = ["198.51.100.1:1", "198.51.100.2:2", "198.51.100.3:3", "198.51.100.4:4"];
+        let phones = [
+            "198.51.100.1:1",
+            "198.51.100.2:2",
+            "198.51.100.3:3",
+            "198.51.100.4:4",
+        ];
         let homes: Vec<BackendId> = phones
             .iter()
             .map(|p| client(&mut r, t0, p, &req("REGISTER", p)).1)
@@ -287,7 +352,11 @@ fn failover_moves_only_the_dead_backends_flows_and_failback_follows_policy() {
         assert!(homes.contains(&0) && homes.contains(&1), "{homes:?}");
         r.set_backend_usable(0, false);
         for (p, &h) in phones.iter().zip(&homes) {
-            assert_eq!(client(&mut r, t0, p, &req("OPTIONS", "o")).1, 1, "{policy}: {p} home {h}");
+            assert_eq!(
+                client(&mut r, t0, p, &req("OPTIONS", "o")).1,
+                1,
+                "{policy}: {p} home {h}"
+            );
         }
         r.set_backend_usable(0, true);
         for (p, &h) in phones.iter().zip(&homes) {

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The whole test suite, from a bare Debian 12 with Rust: installs the real programs
+# the integration tests and benches drive, then fmt, clippy and every test.
+# Run as root (apt, network namespaces).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have sipp       || missing+=(sip-tester)
+have kamailio   || missing+=(kamailio)
+have nginx      || missing+=(nginx)
+[ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || missing+=(libnginx-mod-stream)
+have keepalived || missing+=(keepalived)
+have nft        || missing+=(nftables)
+have ip         || missing+=(iproute2)
+have tcpdump    || missing+=(tcpdump)
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "== installing: ${missing[*]}"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    # policy-rc.d keeps the packages' services (kamailio, nginx) from starting and
+    # taking ports: the tests start their own instances.
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+        $SUDO chmod +x /usr/sbin/policy-rc.d
+        trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+for c in rustfmt clippy; do
+    rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c" || true
+done
+
+echo "== cargo fmt --check"
+cargo fmt --check
+echo "== cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+echo "== cargo test"
+cargo test -- --test-threads="${SIPFRONT_TEST_THREADS:-4}"
+echo "== all tests passed"

@@ -1,0 +1,127 @@
+//! After warm-up, forwarding allocates nothing: a counting global allocator watches
+//! every thread of the process while tens of thousands of datagrams cross the real
+//! dataplane (real sockets on 127.0.0.1).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::net::UdpSocket;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use sipfront::config::{Config, EphemeralPorts};
+
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn msg(first_line: &str, call_id: &str, cseq: &str, out: &mut [u8]) -> usize {
+    use std::io::Write;
+    let mut c = std::io::Cursor::new(out);
+    write!(
+        c,
+        "{first_line}\r\nVia: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bK-{call_id}\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>\r\nCall-ID: {call_id}\r\nCSeq: {cseq}\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    c.position() as usize
+}
+
+#[test]
+fn forwarding_allocates_nothing_after_warm_up() {
+    let backend = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for s in [&backend, &client] {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    }
+    let text = format!(
+        "[listen]\nsip = [\"127.0.0.1:28060\"]\nrelay_ports = \"23000-23099\"\n\
+         [[backend]]\nname = \"only\"\naddr = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        backend.local_addr().unwrap()
+    );
+    let cfg = Config::parse(&text, &EphemeralPorts::from_system()).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let prom = sipfront::admin::install_recorder().unwrap();
+    let running = rt.block_on(sipfront::server::start(cfg, prom)).unwrap();
+    // A parsed address: `send_to(&str)` would allocate a Vec in the resolver.
+    let proxy: std::net::SocketAddr = "127.0.0.1:28060".parse().unwrap();
+
+    // Pre-built messages: the test's own loop must not allocate either.
+    let mut bufs = vec![[0u8; 512]; 4];
+    let mut lens = [0usize; 4];
+    let mut ids: Vec<String> = (0..30_000).map(|i| format!("new-{i}@test")).collect();
+    lens[0] = msg(
+        "REGISTER sip:x SIP/2.0",
+        "reg@test",
+        "1 REGISTER",
+        &mut bufs[0],
+    );
+    lens[1] = msg("SIP/2.0 200 OK", "reg@test", "1 REGISTER", &mut bufs[1]);
+    lens[2] = msg(
+        "OPTIONS sip:x SIP/2.0",
+        "opt@test",
+        "2 OPTIONS",
+        &mut bufs[2],
+    );
+    let mut rx = [0u8; 2048];
+    let mut scratch = [0u8; 512];
+
+    let round = |i: usize, scratch: &mut [u8; 512], rx: &mut [u8; 2048], ids: &mut Vec<String>| {
+        // client -> proxy -> backend
+        client
+            .send_to(&bufs[i % 3 / 2 * 2][..lens[i % 3 / 2 * 2]], proxy)
+            .unwrap();
+        let (n, relay) = backend.recv_from(rx).unwrap();
+        assert!(n > 0);
+        // backend -> relay port -> client: alternately a response and a new request
+        // from the backend (which pins a new Call-ID in the dialog table).
+        if i % 2 == 0 {
+            backend.send_to(&bufs[1][..lens[1]], relay).unwrap();
+        } else {
+            let id = &ids[i / 2 % ids.len()];
+            let l = msg("OPTIONS sip:phone SIP/2.0", id, "1 OPTIONS", scratch);
+            backend.send_to(&scratch[..l], relay).unwrap();
+        }
+        let (m, _) = client.recv_from(rx).unwrap();
+        assert!(m > 0);
+        let _ = ids;
+    };
+
+    for i in 0..2_000 {
+        round(i, &mut scratch, &mut rx, &mut ids);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let before = ALLOCS.load(Ordering::SeqCst);
+    for i in 2_000..22_000 {
+        round(i, &mut scratch, &mut rx, &mut ids);
+    }
+    let after = ALLOCS.load(Ordering::SeqCst);
+    let st = running.status.lock().unwrap().clone();
+    let forwarded: u64 = st.counters.backends[0].datagrams.iter().sum();
+    drop(running);
+    assert!(forwarded >= 40_000, "forwarded {forwarded}");
+    assert_eq!(
+        after - before,
+        0,
+        "{} allocations while forwarding 40,000 datagrams",
+        after - before
+    );
+}
