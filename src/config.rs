@@ -166,10 +166,7 @@ impl Config {
 
     /// Parses and validates config text.
     pub fn parse(text: &str, eph: &EphemeralPorts) -> Result<Config, ConfigError> {
-        let raw: raw::Raw = toml::from_str(text).map_err(|e| {
-            // toml's message names the key and carries line/column; keep it on one line.
-            ConfigError::Syntax(e.to_string().trim().replace('\n', " | "))
-        })?;
+        let raw: raw::Raw = parse_toml(text)?;
         raw.validate(eph)
     }
 
@@ -177,6 +174,24 @@ impl Config {
     pub fn relay_port_count(&self) -> usize {
         (*self.listen.relay_ports.end() as usize) - (*self.listen.relay_ports.start() as usize) + 1
     }
+}
+
+/// Deserializes with the key path kept, so errors read `listen.foo: unknown field`.
+fn parse_toml(text: &str) -> Result<raw::Raw, ConfigError> {
+    let line_of = |span: Option<std::ops::Range<usize>>| {
+        span.map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+    };
+    let de = toml::Deserializer::parse(text).map_err(|e| {
+        let at = line_of(e.span()).map(|l| format!(" (line {l})")).unwrap_or_default();
+        ConfigError::Syntax(format!("TOML syntax{at}: {}", e.message().trim()))
+    })?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let at = line_of(inner.span()).map(|l| format!(" (line {l})")).unwrap_or_default();
+        let key = if path == "." { "config".to_string() } else { path };
+        invalid(key, format!("{}{at}", inner.message().trim()))
+    })
 }
 
 impl raw::Raw {

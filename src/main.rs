@@ -6,6 +6,8 @@ mod cli;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::io::Write;
+
 use anyhow::Context;
 use clap::Parser;
 use sipfront::config::Config;
@@ -29,7 +31,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(cfg) => {
-                println!("# {}: valid\n{cfg}", file.display());
+                // Ignore a closed pipe (`check-config f | head`).
+                let _ = writeln!(std::io::stdout(), "# {}: valid\n{cfg}", file.display());
                 ExitCode::SUCCESS
             }
             Err(e) => {

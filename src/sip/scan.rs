@@ -817,7 +817,8 @@ mod tests {
 
     #[test]
     fn call_id_variants() {
-        let cases: &[(&[&str], Result<&[u8], ScanError>)] = &[
+        type Want = Result<&'static [u8], ScanError>;
+        let cases: &[(&[&str], Want)] = &[
             (&["Call-ID: abc@host"], Ok(b"abc@host")),
             (&["call-id: abc"], Ok(b"abc")),
             (&["CALL-ID: abc"], Ok(b"abc")),
