@@ -83,9 +83,45 @@ pub struct Timeouts {
     pub transaction: Duration,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Admin {
     pub listen: SocketAddr,
+    /// Bearer token for changing API calls, read from `token_file`.
+    pub token: Option<String>,
+    pub token_file: Option<String>,
+}
+
+// The token never appears in logs or `check-config` output.
+impl fmt::Debug for Admin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Admin")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// OPTIONS health probing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive successes that bring a down backend up.
+    pub rise: u32,
+    /// Consecutive failures that take an up backend down.
+    pub fall: u32,
+    /// Final response codes that count as alive.
+    pub alive_codes: Vec<RangeInclusive<u16>>,
+    /// Answer requests with a stateless 503 when no backend is up.
+    pub reply_503: bool,
+    /// Retry-After (seconds) in those 503s.
+    pub retry_after: u32,
+}
+
+impl Health {
+    pub fn is_alive_code(&self, code: u16) -> bool {
+        self.alive_codes.iter().any(|r| r.contains(&code))
+    }
 }
 
 /// A validated configuration.
@@ -97,6 +133,7 @@ pub struct Config {
     pub limits: Limits,
     pub timeouts: Timeouts,
     pub admin: Admin,
+    pub health: Health,
 }
 
 /// The kernel's ephemeral port settings, read from /proc; a parameter so tests can vary it.
@@ -384,12 +421,36 @@ impl raw::Raw {
         };
 
         let failback = self.affinity.and_then(|a| a.failback).unwrap_or_default();
-        let admin_listen = match self.admin.and_then(|a| a.listen) {
+        let admin_raw = self.admin;
+        let admin_listen = match admin_raw.as_ref().and_then(|a| a.listen.as_ref()) {
             Some(s) => s
                 .parse()
                 .map_err(|_| invalid("admin.listen", format!("`{s}` is not an IP:port address")))?,
             None => SocketAddr::from(([127, 0, 0, 1], 9090)),
         };
+        let token_file = admin_raw.and_then(|a| a.token_file);
+        let token = match &token_file {
+            Some(path) => {
+                let t = std::fs::read_to_string(path)
+                    .map_err(|e| invalid("admin.token_file", format!("cannot read `{path}`: {e}")))?;
+                let t = t.trim().to_string();
+                if t.len() < 16 {
+                    return Err(invalid(
+                        "admin.token_file",
+                        format!("`{path}` must hold a token of at least 16 characters"),
+                    ));
+                }
+                Some(t)
+            }
+            None => None,
+        };
+        if token.is_none() && !admin_listen.ip().is_loopback() {
+            return Err(invalid(
+                "admin.token_file",
+                format!("required when admin.listen ({admin_listen}) is not a loopback address"),
+            ));
+        }
+        let health = validate_health(self.health.unwrap_or_default(), &dur)?;
 
         Ok(Config {
             listen: Listen {
@@ -409,9 +470,70 @@ impl raw::Raw {
             timeouts,
             admin: Admin {
                 listen: admin_listen,
+                token,
+                token_file,
             },
+            health,
         })
     }
+}
+
+type DurFn<'a> = dyn Fn(&str, &Option<String>, Duration, Duration) -> Result<Duration, ConfigError> + 'a;
+
+fn validate_health(h: raw::RawHealth, dur: &DurFn<'_>) -> Result<Health, ConfigError> {
+    let interval = dur(
+        "health.interval",
+        &h.interval,
+        Duration::from_millis(500),
+        Duration::from_millis(10),
+    )?;
+    let timeout = dur(
+        "health.timeout",
+        &h.timeout,
+        interval.min(Duration::from_millis(400)),
+        Duration::from_millis(5),
+    )?;
+    if timeout > interval {
+        return Err(invalid(
+            "health.timeout",
+            format!(
+                "{} is longer than health.interval ({}): one probe at a time",
+                format_duration(timeout),
+                format_duration(interval)
+            ),
+        ));
+    }
+    let count = |key: &str, v: Option<u32>| match v {
+        None => Ok(2),
+        Some(n) if (1..=100).contains(&n) => Ok(n),
+        Some(n) => Err(invalid(key, format!("{n} is not between 1 and 100"))),
+    };
+    let mut alive_codes = Vec::new();
+    for (i, c) in h
+        .alive_codes
+        .unwrap_or_else(|| vec!["200-699".into()])
+        .iter()
+        .enumerate()
+    {
+        let key = format!("health.alive_codes[{i}]");
+        let r = parse_port_range(c).map_err(|r| invalid(&key, r))?;
+        if *r.start() < 100 || *r.end() > 699 {
+            return Err(invalid(key, format!("`{c}` is outside the SIP codes 100-699")));
+        }
+        alive_codes.push(r);
+    }
+    if alive_codes.is_empty() {
+        return Err(invalid("health.alive_codes", "needs at least one code or range"));
+    }
+    Ok(Health {
+        interval,
+        timeout,
+        rise: count("health.rise", h.rise)?,
+        fall: count("health.fall", h.fall)?,
+        alive_codes,
+        reply_503: h.reply_503.unwrap_or(true),
+        retry_after: h.retry_after.unwrap_or(30),
+    })
 }
 
 /// The effective config as TOML, defaults filled in (what `check-config` prints).
@@ -457,7 +579,28 @@ impl fmt::Display for Config {
             format_duration(t.dialog_idle),
             format_duration(t.transaction)
         )?;
-        write!(f, "\n[admin]\nlisten = \"{}\"", self.admin.listen)
+        let h = &self.health;
+        let codes: Vec<String> = h
+            .alive_codes
+            .iter()
+            .map(|r| format!("\"{}-{}\"", r.start(), r.end()))
+            .collect();
+        writeln!(
+            f,
+            "\n[health]\ninterval = \"{}\"\ntimeout = \"{}\"\nrise = {}\nfall = {}\nalive_codes = [{}]\nreply_503 = {}\nretry_after = {}",
+            format_duration(h.interval),
+            format_duration(h.timeout),
+            h.rise,
+            h.fall,
+            codes.join(", "),
+            h.reply_503,
+            h.retry_after
+        )?;
+        write!(f, "\n[admin]\nlisten = \"{}\"", self.admin.listen)?;
+        if let Some(tf) = &self.admin.token_file {
+            write!(f, "\ntoken_file = \"{tf}\"")?;
+        }
+        Ok(())
     }
 }
 

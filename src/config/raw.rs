@@ -14,6 +14,7 @@ pub(super) struct Raw {
     pub limits: Option<RawLimits>,
     pub timeouts: Option<RawTimeouts>,
     pub admin: Option<RawAdmin>,
+    pub health: Option<RawHealth>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -61,4 +62,17 @@ pub(super) struct RawTimeouts {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAdmin {
     pub listen: Option<String>,
+    pub token_file: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHealth {
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub rise: Option<u32>,
+    pub fall: Option<u32>,
+    pub alive_codes: Option<Vec<String>>,
+    pub reply_503: Option<bool>,
+    pub retry_after: Option<u32>,
 }

@@ -112,3 +112,37 @@ fn durations() {
     assert!(parse_duration("99999999999999999h").is_err());
     assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
 }
+
+#[test]
+fn health_and_admin_keys() {
+    let c = Config::parse(GOOD, &eph()).unwrap();
+    assert_eq!(c.health.interval, Duration::from_millis(500));
+    assert!(c.health.is_alive_code(404) && c.health.is_alive_code(503));
+    assert!(!c.health.is_alive_code(180));
+    let text = format!("{GOOD}\n[health]\nalive_codes = [\"200-499\", \"600-699\"]\nfall = 3\n");
+    let c = Config::parse(&text, &eph()).unwrap();
+    assert!(!c.health.is_alive_code(503) && c.health.is_alive_code(603));
+    assert_eq!(c.health.fall, 3);
+    let cases: &[(&str, &str)] = &[
+        ("[health]\ninterval = \"100ms\"\ntimeout = \"200ms\"\n", "health.timeout"),
+        ("[health]\nrise = 0\n", "health.rise"),
+        ("[health]\nalive_codes = [\"99-200\"]\n", "health.alive_codes[0]"),
+        ("[health]\nalive_codes = []\n", "health.alive_codes"),
+        ("[admin]\nlisten = \"0.0.0.0:9090\"\n", "admin.token_file: required"),
+        ("[admin]\ntoken_file = \"/nonexistent/token\"\n", "admin.token_file: cannot read"),
+    ];
+    for (extra, want) in cases {
+        let e = err(&format!("{GOOD}\n{extra}"));
+        assert!(e.contains(want), "error `{e}` should mention `{want}`");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tf = dir.path().join("token");
+    std::fs::write(&tf, "s3cret-s3cret-s3cret\n").unwrap();
+    let text = format!(
+        "{GOOD}\n[admin]\nlisten = \"0.0.0.0:9090\"\ntoken_file = \"{}\"\n",
+        tf.display()
+    );
+    let c = Config::parse(&text, &eph()).unwrap();
+    assert_eq!(c.admin.token.as_deref(), Some("s3cret-s3cret-s3cret"));
+    assert!(!format!("{c:?} {c}").contains("s3cret"), "token leaks");
+}
