@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod config;
 pub mod demo;
+pub mod health;
 pub mod relay;
 pub mod server;
 pub mod sip;

@@ -1,0 +1,296 @@
+//! The health checker: one OPTIONS probe at a time per backend, `rise` successes to
+//! come up, `fall` failures to go down, and an ICMP fast path. Pure code: replies,
+//! ICMP errors and the time come in; probes to send and state changes come out.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::config;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Not probed yet: usable, so a (re)started proxy forwards at once; the first
+    /// probe result decides without waiting for rise/fall.
+    Unknown,
+    Up,
+    Down,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Unknown => "unknown",
+            Health::Up => "up",
+            Health::Down => "down",
+        }
+    }
+}
+
+/// Why a backend changed state. `as_str` values are metric labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// Probe replies with an alive code.
+    Probe,
+    /// Probes went unanswered.
+    Timeout,
+    /// ICMP port or host unreachable.
+    Icmp,
+    /// A final reply whose code is not in `alive_codes`.
+    ReplyCode(u16),
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Probe => "probe",
+            Reason::Timeout => "timeout",
+            Reason::Icmp => "icmp",
+            Reason::ReplyCode(_) => "reply_code",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    Up { backend: usize, reason: Reason },
+    Down { backend: usize, reason: Reason },
+}
+
+/// A probe the shell must send: an OPTIONS to `backend` whose Call-ID carries `seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeTx {
+    pub backend: usize,
+    pub seq: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    pub alive: Vec<std::ops::RangeInclusive<u16>>,
+}
+
+impl From<&config::Health> for Settings {
+    fn from(h: &config::Health) -> Self {
+        Settings {
+            interval: h.interval,
+            timeout: h.timeout,
+            rise: h.rise,
+            fall: h.fall,
+            alive: h.alive_codes.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Outstanding {
+    seq: u32,
+    sent: Instant,
+}
+
+#[derive(Debug, Clone)]
+struct Backend {
+    state: Health,
+    next_probe: Instant,
+    outstanding: Option<Outstanding>,
+    successes: u32,
+    failures: u32,
+    /// An ICMP error was seen on relayed traffic: the next failure is decisive.
+    suspect: bool,
+    last_rtt: Option<Duration>,
+}
+
+impl Backend {
+    fn new(now: Instant) -> Self {
+        Backend {
+            state: Health::Unknown,
+            next_probe: now,
+            outstanding: None,
+            successes: 0,
+            failures: 0,
+            suspect: false,
+            last_rtt: None,
+        }
+    }
+}
+
+pub struct Checker {
+    settings: Settings,
+    backends: Vec<Backend>,
+    seq: u32,
+    transmits: VecDeque<ProbeTx>,
+    events: VecDeque<Event>,
+    /// Replies that matched no outstanding probe (late, stray, duplicated).
+    pub stale_replies: u64,
+}
+
+impl Checker {
+    pub fn new(settings: Settings, backends: usize, now: Instant) -> Self {
+        Checker {
+            settings,
+            backends: (0..backends).map(|_| Backend::new(now)).collect(),
+            seq: 0,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stale_replies: 0,
+        }
+    }
+
+    /// New settings (config reload); probes in flight keep their old deadline.
+    pub fn set_settings(&mut self, s: Settings) {
+        self.settings = s;
+    }
+
+    /// Grows or shrinks the backend list (indices are stable; new ones start Unknown).
+    pub fn resize(&mut self, n: usize, now: Instant) {
+        self.backends.resize_with(n, || Backend::new(now));
+    }
+
+    /// Forgets a backend's history (its address changed or it was re-added).
+    pub fn reset(&mut self, backend: usize, now: Instant) {
+        if let Some(b) = self.backends.get_mut(backend) {
+            *b = Backend::new(now);
+        }
+    }
+
+    pub fn state(&self, backend: usize) -> Health {
+        self.backends.get(backend).map_or(Health::Down, |b| b.state)
+    }
+
+    pub fn last_rtt(&self, backend: usize) -> Option<Duration> {
+        self.backends.get(backend).and_then(|b| b.last_rtt)
+    }
+
+    /// A reply to probe `seq` of `backend` with status `code`. Returns the RTT when it
+    /// answered the outstanding probe.
+    pub fn handle_reply(&mut self, now: Instant, backend: usize, seq: u32, code: u16) -> Option<Duration> {
+        let Some(b) = self.backends.get_mut(backend) else {
+            self.stale_replies += 1;
+            return None;
+        };
+        match b.outstanding {
+            Some(o) if o.seq == seq => {
+                if code < 200 {
+                    return None; // provisional: wait for the final response
+                }
+                b.outstanding = None;
+                let rtt = now.saturating_duration_since(o.sent);
+                b.last_rtt = Some(rtt);
+                if self.settings.alive.iter().any(|r| r.contains(&code)) {
+                    self.success(backend);
+                } else {
+                    self.failure(backend, Reason::ReplyCode(code));
+                }
+                Some(rtt)
+            }
+            _ => {
+                self.stale_replies += 1;
+                None
+            }
+        }
+    }
+
+    /// An ICMP unreachable from `backend`. `on_probe`: it answered a probe (the port
+    /// is closed: decisive at once); otherwise relayed traffic hit it, which makes the
+    /// backend suspect and sends a probe now.
+    pub fn handle_icmp(&mut self, now: Instant, backend: usize, on_probe: bool) {
+        let Some(b) = self.backends.get_mut(backend) else {
+            return;
+        };
+        if on_probe && b.outstanding.is_some() {
+            b.outstanding = None;
+            b.suspect = true;
+            self.failure(backend, Reason::Icmp);
+        } else if b.state != Health::Down {
+            b.suspect = true;
+            if b.outstanding.is_none() {
+                b.next_probe = now;
+            }
+        }
+    }
+
+    fn success(&mut self, i: usize) {
+        let rise = self.settings.rise;
+        let b = &mut self.backends[i];
+        b.failures = 0;
+        b.suspect = false;
+        b.successes = b.successes.saturating_add(1);
+        let up = match b.state {
+            Health::Unknown => true,
+            Health::Down => b.successes >= rise,
+            Health::Up => false,
+        };
+        if up {
+            b.state = Health::Up;
+            self.events.push_back(Event::Up {
+                backend: i,
+                reason: Reason::Probe,
+            });
+        }
+    }
+
+    fn failure(&mut self, i: usize, reason: Reason) {
+        let fall = self.settings.fall;
+        let b = &mut self.backends[i];
+        b.successes = 0;
+        b.failures = b.failures.saturating_add(1);
+        let down = match b.state {
+            Health::Unknown => true,
+            Health::Up => b.failures >= fall || b.suspect,
+            Health::Down => false,
+        };
+        b.suspect = false;
+        if down {
+            b.state = Health::Down;
+            self.events.push_back(Event::Down { backend: i, reason });
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for i in 0..self.backends.len() {
+            let timeout = self.settings.timeout;
+            if let Some(o) = self.backends[i].outstanding
+                && now >= o.sent + timeout
+            {
+                self.backends[i].outstanding = None;
+                self.failure(i, Reason::Timeout);
+            }
+            let b = &mut self.backends[i];
+            if b.outstanding.is_none() && now >= b.next_probe {
+                self.seq = self.seq.wrapping_add(1);
+                b.outstanding = Some(Outstanding {
+                    seq: self.seq,
+                    sent: now,
+                });
+                b.next_probe = now + self.settings.interval;
+                self.transmits.push_back(ProbeTx {
+                    backend: i,
+                    seq: self.seq,
+                });
+            }
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.backends
+            .iter()
+            .map(|b| match b.outstanding {
+                Some(o) => o.sent + self.settings.timeout,
+                None => b.next_probe,
+            })
+            .min()
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<ProbeTx> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests;

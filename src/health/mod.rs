@@ -1,0 +1,7 @@
+//! Backend health: the OPTIONS probe state machine (pure, time passed in) and the
+//! prober that drives it with a socket.
+
+pub mod checker;
+
+
+pub use checker::{Checker, Event, Health, ProbeTx, Reason};
