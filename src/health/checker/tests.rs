@@ -99,7 +99,7 @@ fn scripted_backends() {
             "late replies are failures, and do not count when they arrive",
             2,
             2,
-            &[Reply(200, 1), Reply(200, 70)],
+            &[Reply(200, 1), Reply(200, 70), Reply(200, 70)],
             1000,
             &[(1, up(Reason::Probe)), (250, down(Reason::Timeout))],
         ),
