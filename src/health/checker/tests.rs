@@ -52,7 +52,7 @@ fn run(s: Settings, script: &[B], ms: u64) -> (Vec<(u64, Event)>, Checker) {
                     pending.push((now + d, p.seq, 200));
                 }
                 B::Silent => {}
-                B::Icmp => icmp.push(now),
+                B::Icmp => icmp.push(now + 1),
             }
             probes += 1;
         }
@@ -117,7 +117,7 @@ fn scripted_backends() {
             2,
             &[Reply(200, 1), Icmp, Reply(200, 1), Reply(200, 1)],
             350,
-            &[(1, up(Reason::Probe)), (100, down(Reason::Icmp)), (301, up(Reason::Probe))],
+            &[(1, up(Reason::Probe)), (101, down(Reason::Icmp)), (301, up(Reason::Probe))],
         ),
     ];
     for (name, fall, rise, script, ms, want) in table {
