@@ -219,14 +219,22 @@ fn parse_toml(text: &str) -> Result<raw::Raw, ConfigError> {
         span.map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
     };
     let de = toml::Deserializer::parse(text).map_err(|e| {
-        let at = line_of(e.span()).map(|l| format!(" (line {l})")).unwrap_or_default();
+        let at = line_of(e.span())
+            .map(|l| format!(" (line {l})"))
+            .unwrap_or_default();
         ConfigError::Syntax(format!("TOML syntax{at}: {}", e.message().trim()))
     })?;
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let at = line_of(inner.span()).map(|l| format!(" (line {l})")).unwrap_or_default();
-        let key = if path == "." { "config".to_string() } else { path };
+        let at = line_of(inner.span())
+            .map(|l| format!(" (line {l})"))
+            .unwrap_or_default();
+        let key = if path == "." {
+            "config".to_string()
+        } else {
+            path
+        };
         invalid(key, format!("{}{at}", inner.message().trim()))
     })
 }
@@ -431,8 +439,9 @@ impl raw::Raw {
         let token_file = admin_raw.and_then(|a| a.token_file);
         let token = match &token_file {
             Some(path) => {
-                let t = std::fs::read_to_string(path)
-                    .map_err(|e| invalid("admin.token_file", format!("cannot read `{path}`: {e}")))?;
+                let t = std::fs::read_to_string(path).map_err(|e| {
+                    invalid("admin.token_file", format!("cannot read `{path}`: {e}"))
+                })?;
                 let t = t.trim().to_string();
                 if t.len() < 16 {
                     return Err(invalid(
@@ -478,7 +487,8 @@ impl raw::Raw {
     }
 }
 
-type DurFn<'a> = dyn Fn(&str, &Option<String>, Duration, Duration) -> Result<Duration, ConfigError> + 'a;
+type DurFn<'a> =
+    dyn Fn(&str, &Option<String>, Duration, Duration) -> Result<Duration, ConfigError> + 'a;
 
 fn validate_health(h: raw::RawHealth, dur: &DurFn<'_>) -> Result<Health, ConfigError> {
     let interval = dur(
@@ -518,12 +528,18 @@ fn validate_health(h: raw::RawHealth, dur: &DurFn<'_>) -> Result<Health, ConfigE
         let key = format!("health.alive_codes[{i}]");
         let r = parse_port_range(c).map_err(|r| invalid(&key, r))?;
         if *r.start() < 100 || *r.end() > 699 {
-            return Err(invalid(key, format!("`{c}` is outside the SIP codes 100-699")));
+            return Err(invalid(
+                key,
+                format!("`{c}` is outside the SIP codes 100-699"),
+            ));
         }
         alive_codes.push(r);
     }
     if alive_codes.is_empty() {
-        return Err(invalid("health.alive_codes", "needs at least one code or range"));
+        return Err(invalid(
+            "health.alive_codes",
+            "needs at least one code or range",
+        ));
     }
     Ok(Health {
         interval,

@@ -9,7 +9,6 @@ use tokio::net::UdpSocket;
 
 use crate::admin::Status;
 use crate::config::{Config, EphemeralPorts};
-use crate::relay::Direction;
 use crate::sip::response::build_response;
 use crate::sip::{Scan, scan};
 
@@ -113,15 +112,15 @@ pub async fn demo_backend(sock: UdpSocket, name: String) {
 /// One status line: datagrams per second per backend since `prev`, tables, drops.
 pub fn status_line(now: &Status, prev: &Status, secs: f64) -> String {
     let mut line = String::new();
-    for (i, name) in now.backend_names.iter().enumerate() {
-        let dg = |s: &Status| {
-            s.counters.backends.get(i).map_or(0, |b| {
-                b.datagrams[Direction::ToBackend as usize]
-                    + b.datagrams[Direction::ToClient as usize]
-            })
+    for b in &now.backends {
+        let total = |s: &Status| -> u64 {
+            s.backends
+                .iter()
+                .find(|x| x.name == b.name)
+                .map_or(0, |x| x.datagrams_to_backend + x.datagrams_to_client)
         };
-        let rate = (dg(now).saturating_sub(dg(prev))) as f64 / secs.max(0.001);
-        line.push_str(&format!("{name}: {rate:>7.0} dgram/s  "));
+        let rate = total(now).saturating_sub(total(prev)) as f64 / secs.max(0.001);
+        line.push_str(&format!("{} ({}): {rate:>7.0} dgram/s  ", b.name, b.state));
     }
     let drops: u64 = now.counters.drops.iter().sum();
     line.push_str(&format!(

@@ -2,16 +2,16 @@
 //! errors stop startup), then the dataplane thread, then the admin endpoint.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::admin::{self, AdminState, MetricsHandles, Status};
 use crate::config::Config;
-use crate::relay::dataplane::{self, DataplaneError};
+use crate::relay::Control;
+use crate::relay::dataplane::{self, DataplaneError, Handles};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -24,11 +24,14 @@ pub enum ServerError {
     },
     #[error("cannot start the dataplane thread: {0}")]
     Thread(std::io::Error),
+    #[error("the dataplane is not running")]
+    Stopped,
 }
 
 pub struct Running {
     pub admin_addr: SocketAddr,
     pub status: Arc<Mutex<Status>>,
+    control: mpsc::Sender<Control>,
     shutdown: watch::Sender<bool>,
     dataplane: Option<JoinHandle<Result<(), DataplaneError>>>,
 }
@@ -55,6 +58,20 @@ impl Running {
     pub fn is_running(&self) -> bool {
         self.dataplane.as_ref().is_some_and(|h| !h.is_finished())
     }
+
+    /// Applies a new config (backends, health, timeouts, failback); flows and
+    /// dialogs stay. Returns notes on what changed or was kept.
+    pub async fn reload(&self, cfg: Config) -> Result<Vec<String>, ServerError> {
+        let (reply, rx) = oneshot::channel();
+        self.control
+            .send(Control::Reload {
+                config: Box::new(cfg),
+                reply,
+            })
+            .await
+            .map_err(|_| ServerError::Stopped)?;
+        rx.await.map_err(|_| ServerError::Stopped)
+    }
 }
 
 impl Drop for Running {
@@ -78,30 +95,43 @@ pub async fn start(cfg: Config, prom: PrometheusHandle) -> Result<Running, Serve
         source,
     })?;
     let names: Vec<String> = cfg.backends.iter().map(|b| b.name.clone()).collect();
-    let status = Arc::new(Mutex::new(Status::new(names.clone())));
+    let status = Arc::new(Mutex::new(Status::new()));
     let metrics = MetricsHandles::register(&names);
     let (tx, rx) = watch::channel(false);
+    let (ctl_tx, ctl_rx) = mpsc::channel(64);
     let dp_status = status.clone();
+    let token = cfg.admin.token.clone();
     let handle = std::thread::Builder::new()
         .name("sipfront-dataplane".into())
-        .spawn(move || dataplane::run(&cfg, public, metrics, dp_status, rx))
+        .spawn(move || {
+            dataplane::run(
+                cfg,
+                public,
+                metrics,
+                dp_status,
+                Handles {
+                    shutdown: rx,
+                    control: ctl_rx,
+                },
+            )
+        })
         .map_err(ServerError::Thread)?;
-    let ready = Arc::new(AtomicBool::new(true));
     let state = AdminState {
         prom,
         status: status.clone(),
-        ready: ready.clone(),
+        control: ctl_tx.clone(),
+        token: token.map(Arc::from),
     };
     tokio::spawn(async move {
         if let Err(e) = admin::serve(listener, state).await {
             tracing::error!(error = %e, "admin endpoint failed");
         }
     });
-    ready.store(true, Ordering::Release);
     tracing::info!(admin = %admin_addr, "admin endpoint listening");
     Ok(Running {
         admin_addr,
         status,
+        control: ctl_tx,
         shutdown: tx,
         dataplane: Some(handle),
     })

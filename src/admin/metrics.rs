@@ -3,13 +3,33 @@
 
 use std::time::Instant;
 
-use metrics::{Counter, Gauge, counter, gauge};
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 
-use crate::relay::{Counters, Direction, DropReason, Router};
+use crate::health::Reason;
+use crate::relay::{Counters, Direction, DropReason};
 
 struct BackendHandles {
     datagrams: [Counter; 2],
     bytes: [Counter; 2],
+    up: Gauge,
+    probe_rtt: Histogram,
+}
+
+impl BackendHandles {
+    fn new(name: &str) -> Self {
+        let name = name.to_string();
+        let dir = [Direction::ToBackend, Direction::ToClient];
+        BackendHandles {
+            datagrams: dir.map(|d| {
+                counter!("sipfront_datagrams_total", "direction" => d.as_str(), "backend" => name.clone())
+            }),
+            bytes: dir.map(|d| {
+                counter!("sipfront_bytes_total", "direction" => d.as_str(), "backend" => name.clone())
+            }),
+            up: gauge!("sipfront_backend_up", "backend" => name.clone()),
+            probe_rtt: histogram!("sipfront_probe_rtt_seconds", "backend" => name),
+        }
+    }
 }
 
 /// Handles for every series the dataplane exports.
@@ -22,6 +42,7 @@ pub struct MetricsHandles {
     flows: Gauge,
     dialogs: Gauge,
     ports_in_use: Gauge,
+    replies_503: Counter,
     last: Counters,
     last_drop_log: Option<Instant>,
 }
@@ -33,17 +54,9 @@ impl MetricsHandles {
             .iter()
             .map(|r| counter!("sipfront_drops_total", "reason" => r.as_str()))
             .collect();
-        let dir = [Direction::ToBackend, Direction::ToClient];
         let backends = backend_names
             .iter()
-            .map(|name| BackendHandles {
-                datagrams: dir.map(|d| {
-                    counter!("sipfront_datagrams_total", "direction" => d.as_str(), "backend" => name.clone())
-                }),
-                bytes: dir.map(|d| {
-                    counter!("sipfront_bytes_total", "direction" => d.as_str(), "backend" => name.clone())
-                }),
-            })
+            .map(|n| BackendHandles::new(n))
             .collect();
         MetricsHandles {
             drops,
@@ -55,9 +68,43 @@ impl MetricsHandles {
             flows: gauge!("sipfront_flows"),
             dialogs: gauge!("sipfront_dialogs"),
             ports_in_use: gauge!("sipfront_relay_ports_in_use"),
+            replies_503: counter!("sipfront_local_replies_total", "code" => "503"),
             last: Counters::new(backend_names.len()),
             last_drop_log: None,
         }
+    }
+
+    /// Registers series for backends added by a reload (slot `i` named `name`).
+    pub fn set_backend(&mut self, i: usize, name: &str) {
+        if i >= self.backends.len() {
+            self.backends
+                .resize_with(i + 1, || BackendHandles::new(name));
+            self.last.resize_backends(i + 1);
+        }
+        self.backends[i] = BackendHandles::new(name);
+    }
+
+    /// Health state of backend `i` (1 = up).
+    pub fn backend_up(&self, i: usize, up: bool) {
+        if let Some(h) = self.backends.get(i) {
+            h.up.set(if up { 1.0 } else { 0.0 });
+        }
+    }
+
+    pub fn probe_rtt(&self, i: usize, secs: f64) {
+        if let Some(h) = self.backends.get(i) {
+            h.probe_rtt.record(secs);
+        }
+    }
+
+    /// One state change (rare: looked up by name here).
+    pub fn transition(&self, backend: &str, to: &'static str, reason: &'static str) {
+        counter!("sipfront_backend_transitions_total", "backend" => backend.to_string(), "to" => to, "reason" => reason)
+            .increment(1);
+    }
+
+    pub fn health_transition(&self, backend: &str, up: bool, reason: Reason) {
+        self.transition(backend, if up { "up" } else { "down" }, reason.as_str());
     }
 
     /// Adds what changed since the last call. Allocation-free.
@@ -82,6 +129,8 @@ impl MetricsHandles {
         for d in 0..2 {
             self.keepalives[d].increment(c.keepalives[d].saturating_sub(self.last.keepalives[d]));
         }
+        self.replies_503
+            .increment(c.replies_503.saturating_sub(self.last.replies_503));
         self.flows_created
             .increment(c.flows_created.saturating_sub(self.last.flows_created));
         self.flows_expired
@@ -111,38 +160,5 @@ impl MetricsHandles {
                 tracing::warn!(reason = r.as_str(), total = n, "datagrams dropped");
             }
         }
-    }
-}
-
-/// A snapshot of the dataplane for the admin API and the demo's status line.
-#[derive(Debug, Clone)]
-pub struct Status {
-    pub backend_names: Vec<String>,
-    pub counters: Counters,
-    pub flows: usize,
-    pub dialogs: usize,
-    pub ports_in_use: usize,
-    pub updated: Option<Instant>,
-}
-
-impl Status {
-    pub fn new(backend_names: Vec<String>) -> Self {
-        Status {
-            counters: Counters::new(backend_names.len()),
-            backend_names,
-            flows: 0,
-            dialogs: 0,
-            ports_in_use: 0,
-            updated: None,
-        }
-    }
-
-    /// Copies the router's numbers in; reuses this snapshot's buffers.
-    pub fn update(&mut self, r: &Router, ports_in_use: usize) {
-        self.counters.copy_from(r.counters());
-        self.flows = r.flow_count();
-        self.dialogs = r.dialog_count();
-        self.ports_in_use = ports_in_use;
-        self.updated = Some(Instant::now());
     }
 }

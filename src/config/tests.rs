@@ -124,12 +124,24 @@ fn health_and_admin_keys() {
     assert!(!c.health.is_alive_code(503) && c.health.is_alive_code(603));
     assert_eq!(c.health.fall, 3);
     let cases: &[(&str, &str)] = &[
-        ("[health]\ninterval = \"100ms\"\ntimeout = \"200ms\"\n", "health.timeout"),
+        (
+            "[health]\ninterval = \"100ms\"\ntimeout = \"200ms\"\n",
+            "health.timeout",
+        ),
         ("[health]\nrise = 0\n", "health.rise"),
-        ("[health]\nalive_codes = [\"99-200\"]\n", "health.alive_codes[0]"),
+        (
+            "[health]\nalive_codes = [\"99-200\"]\n",
+            "health.alive_codes[0]",
+        ),
         ("[health]\nalive_codes = []\n", "health.alive_codes"),
-        ("[admin]\nlisten = \"0.0.0.0:9090\"\n", "admin.token_file: required"),
-        ("[admin]\ntoken_file = \"/nonexistent/token\"\n", "admin.token_file: cannot read"),
+        (
+            "[admin]\nlisten = \"0.0.0.0:9090\"\n",
+            "admin.token_file: required",
+        ),
+        (
+            "[admin]\ntoken_file = \"/nonexistent/token\"\n",
+            "admin.token_file: cannot read",
+        ),
     ];
     for (extra, want) in cases {
         let e = err(&format!("{GOOD}\n{extra}"));

@@ -165,7 +165,13 @@ impl Checker {
 
     /// A reply to probe `seq` of `backend` with status `code`. Returns the RTT when it
     /// answered the outstanding probe.
-    pub fn handle_reply(&mut self, now: Instant, backend: usize, seq: u32, code: u16) -> Option<Duration> {
+    pub fn handle_reply(
+        &mut self,
+        now: Instant,
+        backend: usize,
+        seq: u32,
+        code: u16,
+    ) -> Option<Duration> {
         let Some(b) = self.backends.get_mut(backend) else {
             self.stale_replies += 1;
             return None;

@@ -2,6 +2,6 @@
 //! prober that drives it with a socket.
 
 pub mod checker;
-
+pub mod prober;
 
 pub use checker::{Checker, Event, Health, ProbeTx, Reason};

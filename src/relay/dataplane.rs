@@ -1,5 +1,5 @@
-//! The thin tokio shell around [`Router`]: it owns the public and relay sockets and
-//! the clock, feeds datagrams in, and sends what the router decides.
+//! The thin tokio shell around [`Router`] and the health [`Prober`]: it owns the
+//! sockets and the clock, feeds datagrams in, and sends what the router decides.
 //!
 //! Everything runs on one thread (a current-thread runtime with a `LocalSet`): the
 //! router needs no lock, and a datagram is received, routed and sent without a
@@ -15,12 +15,20 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
-use tokio::sync::watch;
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::{AbortHandle, LocalSet};
 
+use super::control::{self, Control};
+use super::errqueue;
 use super::router::{BackendAction, ClientAction, Router, RouterEvent};
-use crate::admin::metrics::{MetricsHandles, Status};
+use super::stats::DropReason;
+use crate::admin::{MetricsHandles, Status};
 use crate::config::Config;
+use crate::health::checker::Settings;
+use crate::health::prober::Prober;
+use crate::health::{Event, Health};
+use crate::sip::response::build_response;
+use crate::sip::{Scan, scan};
 
 /// Large enough for any UDP datagram (65,507 bytes over IPv4, 65,527 over IPv6).
 const BUF_LEN: usize = 65536;
@@ -33,6 +41,8 @@ const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(200);
 pub enum DataplaneError {
     #[error("cannot bind SIP socket {addr}: {source}")]
     Bind { addr: SocketAddr, source: io::Error },
+    #[error("cannot open the health probe socket: {0}")]
+    Probe(io::Error),
     #[error("cannot start the dataplane runtime: {0}")]
     Runtime(io::Error),
 }
@@ -67,45 +77,75 @@ pub fn bind_public(cfg: &Config) -> Result<Vec<StdUdpSocket>, DataplaneError> {
         .collect()
 }
 
+/// Opens a flow's relay socket, with ICMP error reporting for the fast path.
+fn bind_relay(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let s = bind_udp(addr, None)?;
+    errqueue::enable(&s, addr.is_ipv6())?;
+    UdpSocket::from_std(s)
+}
+
 struct RelaySock {
     sock: Rc<UdpSocket>,
     task: AbortHandle,
 }
 
-struct Shell {
-    router: Router,
+pub(super) struct Shell {
+    pub(super) router: Router,
+    pub(super) prober: Prober,
+    pub(super) metrics: MetricsHandles,
+    pub(super) cfg: Config,
     relay_ip: IpAddr,
     port_base: u16,
     public: Vec<Rc<UdpSocket>>,
     relays: Vec<Option<RelaySock>>,
+    relays_open: usize,
     buf: Box<[u8]>,
+    /// Wakes the probe task when the ICMP fast path wants a probe now.
+    probe_wake: Rc<Notify>,
 }
 
 type Shared = Rc<RefCell<Shell>>;
 
-/// Runs the dataplane on the current thread until `shutdown` turns true.
+/// Channels into a running dataplane.
+pub struct Handles {
+    pub shutdown: watch::Receiver<bool>,
+    pub control: mpsc::Receiver<Control>,
+}
+
+/// Runs the dataplane on the current thread until shutdown.
 pub fn run(
-    cfg: &Config,
+    cfg: Config,
     public: Vec<StdUdpSocket>,
     metrics: MetricsHandles,
     status: Arc<Mutex<Status>>,
-    shutdown: watch::Receiver<bool>,
+    handles: Handles,
 ) -> Result<(), DataplaneError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(DataplaneError::Runtime)?;
     let local = LocalSet::new();
-    local.block_on(&rt, serve(cfg, public, metrics, status, shutdown))
+    local.block_on(&rt, serve(cfg, public, metrics, status, handles))
+}
+
+fn backend_addrs(r: &Router) -> Vec<Option<SocketAddr>> {
+    r.backends()
+        .iter()
+        .map(|(_, b)| (!b.vacant).then_some(b.addr))
+        .collect()
 }
 
 async fn serve(
-    cfg: &Config,
+    cfg: Config,
     public: Vec<StdUdpSocket>,
     metrics: MetricsHandles,
     status: Arc<Mutex<Status>>,
-    mut shutdown: watch::Receiver<bool>,
+    handles: Handles,
 ) -> Result<(), DataplaneError> {
+    let Handles {
+        mut shutdown,
+        control,
+    } = handles;
     let public = public
         .into_iter()
         .zip(&cfg.listen.sip)
@@ -115,26 +155,48 @@ async fn serve(
                 .map_err(|source| DataplaneError::Bind { addr, source })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let router = Router::new(&cfg);
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+        ^ u64::from(std::process::id()) << 32;
+    let prober = Prober::new(
+        Settings::from(&cfg.health),
+        backend_addrs(&router),
+        Instant::now(),
+        nonce,
+    )
+    .map_err(DataplaneError::Probe)?;
     let ports = cfg.listen.relay_ports.clone();
     let shell: Shared = Rc::new(RefCell::new(Shell {
-        router: Router::new(cfg),
+        router,
+        prober,
+        metrics,
         relay_ip: cfg.listen.relay,
         port_base: *ports.start(),
         public: public.clone(),
         relays: (0..ports.count()).map(|_| None).collect(),
+        relays_open: 0,
         buf: vec![0u8; BUF_LEN].into_boxed_slice(),
+        probe_wake: Rc::new(Notify::new()),
+        cfg,
     }));
     for (i, sock) in public.into_iter().enumerate() {
         tokio::task::spawn_local(public_loop(shell.clone(), i as u16, sock));
     }
-    tokio::task::spawn_local(housekeeping(shell.clone(), metrics, status));
-    tracing::info!(
-        sip = ?cfg.listen.sip,
-        relay = %cfg.listen.relay,
-        relay_ports = ?cfg.listen.relay_ports,
-        backends = cfg.backends.len(),
-        "dataplane running"
-    );
+    tokio::task::spawn_local(probe_loop(shell.clone()));
+    tokio::task::spawn_local(housekeeping(shell.clone(), status));
+    tokio::task::spawn_local(control::serve(shell.clone(), control));
+    {
+        let s = shell.borrow();
+        tracing::info!(
+            sip = ?s.cfg.listen.sip,
+            relay = %s.cfg.listen.relay,
+            relay_ports = ?s.cfg.listen.relay_ports,
+            backends = s.cfg.backends.len(),
+            "dataplane running"
+        );
+    }
     while !*shutdown.borrow() {
         if shutdown.changed().await.is_err() {
             break;
@@ -179,7 +241,7 @@ async fn relay_loop(shell: Shared, port: u16, sock: Rc<UdpSocket>) {
             match sock.try_recv_from(&mut s.buf) {
                 Ok((n, from)) => s.on_backend(now, port, from, n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => continue,
+                Err(_) => s.on_relay_error(now, &sock),
             }
         }
     }
@@ -202,21 +264,24 @@ impl Shell {
         n: usize,
     ) {
         let data = &self.buf[..n];
-        let ClientAction::Forward {
-            flow,
-            relay_port,
-            to,
-            new_flow,
-            ..
-        } = self.router.from_client(now, from, ingress, data)
-        else {
-            return;
-        };
+        let (flow, relay_port, to, new_flow) =
+            match self.router.from_client(now, from, ingress, data) {
+                ClientAction::Forward {
+                    flow,
+                    relay_port,
+                    to,
+                    new_flow,
+                    ..
+                } => (flow, relay_port, to, new_flow),
+                ClientAction::Drop(DropReason::NoBackend) => {
+                    self.reply_503(ingress, from, n);
+                    return;
+                }
+                _ => return,
+            };
         let idx = usize::from(relay_port - self.port_base);
         if new_flow {
-            match bind_udp(SocketAddr::new(self.relay_ip, relay_port), None)
-                .and_then(UdpSocket::from_std)
-            {
+            match bind_relay(SocketAddr::new(self.relay_ip, relay_port)) {
                 Ok(sock) => {
                     let sock = Rc::new(sock);
                     let task = tokio::task::spawn_local(relay_loop(
@@ -225,8 +290,9 @@ impl Shell {
                         sock.clone(),
                     ))
                     .abort_handle();
-                    if let Some(old) = self.relays[idx].replace(RelaySock { sock, task }) {
-                        old.task.abort();
+                    match self.relays[idx].replace(RelaySock { sock, task }) {
+                        Some(old) => old.task.abort(),
+                        None => self.relays_open += 1,
                     }
                 }
                 Err(e) => {
@@ -240,8 +306,45 @@ impl Shell {
             self.router.send_failed();
             return;
         };
-        if send_now(&relay.sock, &self.buf[..n], to).is_err() {
-            self.router.send_failed();
+        match send_now(&relay.sock, &self.buf[..n], to) {
+            Ok(_) => {}
+            Err(e) => {
+                self.router.send_failed();
+                if e.raw_os_error() == Some(libc::ECONNREFUSED) {
+                    // The socket's pending ICMP error surfaced on this send.
+                    let sock = relay.sock.clone();
+                    self.on_relay_error(now, &sock);
+                }
+            }
+        }
+    }
+
+    /// No backend is up: a request (not ACK) gets a stateless 503 with Retry-After,
+    /// so phones and carriers fail over instead of retransmitting into a void.
+    fn reply_503(&mut self, ingress: u16, to: SocketAddr, n: usize) {
+        if !self.cfg.health.reply_503 {
+            return;
+        }
+        let data = &self.buf[..n];
+        let Scan::Sip(msg) = scan(data) else { return };
+        if !msg.is_request() || msg.is_method(b"ACK") {
+            return;
+        }
+        let retry = self.cfg.health.retry_after.to_string();
+        let Some(resp) = build_response(
+            data,
+            503,
+            "Service Unavailable",
+            Some("sipfront-503"),
+            &[("Retry-After", &retry)],
+            None,
+        ) else {
+            return;
+        };
+        if let Some(p) = self.public.get(usize::from(ingress))
+            && send_now(p, &resp, to).is_ok()
+        {
+            self.router.replied_503();
         }
     }
 
@@ -260,15 +363,100 @@ impl Shell {
         }
     }
 
+    /// An ICMP error on a relay socket: which backend bounced? Probe it now.
+    fn on_relay_error(&mut self, now: Instant, sock: &UdpSocket) {
+        let prober = &mut self.prober;
+        let mut woke = false;
+        errqueue::drain(sock, |u| {
+            woke |= prober.relay_icmp(now, &u.dest);
+        });
+        if woke {
+            self.probe_wake.notify_one();
+        }
+    }
+
     fn close_relay(&mut self, port: u16) {
         let idx = usize::from(port - self.port_base);
         if let Some(r) = self.relays.get_mut(idx).and_then(Option::take) {
             r.task.abort();
+            self.relays_open -= 1;
+        }
+    }
+
+    /// Applies health verdicts to routing, with one log line per change.
+    fn apply_health_events(&mut self) {
+        while let Some(ev) = self.prober.poll_event() {
+            let (b, up, reason) = match ev {
+                Event::Up { backend, reason } => (backend, true, reason),
+                Event::Down { backend, reason } => (backend, false, reason),
+            };
+            let id = b as super::BackendId;
+            self.router.set_backend_up(id, up);
+            self.metrics.backend_up(b, up);
+            let Some(slot) = self.router.backends().get(id) else {
+                continue;
+            };
+            let name = slot.name.clone();
+            self.metrics.health_transition(&name, up, reason);
+            let rtt_ms = self
+                .prober
+                .checker
+                .last_rtt(b)
+                .map(|d| d.as_secs_f64() * 1e3);
+            if up {
+                tracing::info!(backend = %name, addr = %slot.addr, reason = reason.as_str(), ?rtt_ms, "backend up");
+            } else if let crate::health::Reason::ReplyCode(code) = reason {
+                tracing::warn!(backend = %name, addr = %slot.addr, reason = reason.as_str(), code, "backend down");
+            } else {
+                tracing::warn!(backend = %name, addr = %slot.addr, reason = reason.as_str(), "backend down");
+            }
         }
     }
 }
 
-async fn housekeeping(shell: Shared, mut metrics: MetricsHandles, status: Arc<Mutex<Status>>) {
+async fn probe_loop(shell: Shared) {
+    let wake = shell.borrow().probe_wake.clone();
+    let mut buf = vec![0u8; BUF_LEN];
+    loop {
+        // Never hold the shell across an await: the other tasks need it.
+        let (deadline, v4, v6) = {
+            let s = shell.borrow();
+            (
+                s.prober.poll_timeout(),
+                s.prober.v4.clone(),
+                s.prober.v6.clone(),
+            )
+        };
+        let sleep = async {
+            match deadline {
+                Some(t) => tokio::time::sleep_until(t.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        let v6_readable = async {
+            match &v6 {
+                Some(x) => x.readable().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = sleep => {}
+            _ = v4.readable() => {}
+            _ = v6_readable => {}
+            _ = wake.notified() => {}
+        }
+        let now = Instant::now();
+        let mut guard = shell.borrow_mut();
+        let s = &mut *guard;
+        let metrics = &s.metrics;
+        s.prober
+            .receive(now, &mut buf, |b, rtt| metrics.probe_rtt(b, rtt));
+        s.prober.tick(now);
+        s.apply_health_events();
+    }
+}
+
+async fn housekeeping(shell: Shared, status: Arc<Mutex<Status>>) {
     let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -280,17 +468,71 @@ async fn housekeeping(shell: Shared, mut metrics: MetricsHandles, status: Arc<Mu
         while let Some(ev) = s.router.poll_event() {
             match ev {
                 RouterEvent::FlowRemoved { relay_port } => s.close_relay(relay_port),
+                RouterEvent::BackendVacated { backend } => {
+                    tracing::info!(backend, "removed backend drained; slot freed");
+                    let addrs = backend_addrs(&s.router);
+                    s.prober.set_addrs(addrs, &[], now);
+                }
             }
         }
-        let ports_in_use = s.relays.iter().filter(|r| r.is_some()).count();
-        metrics.publish(
+        s.metrics.publish(
             s.router.counters(),
             s.router.flow_count(),
             s.router.dialog_count(),
-            ports_in_use,
+            s.relays_open,
         );
         if let Ok(mut st) = status.lock() {
-            st.update(&s.router, ports_in_use);
+            st.update(&s.router, &s.prober.checker, s.relays_open);
         }
+    }
+}
+
+impl Shell {
+    /// For the control task: the router's health view after a reload.
+    pub(super) fn reload(&mut self, cfg: Config) -> Vec<String> {
+        let mut notes = Vec::new();
+        if cfg.listen != self.cfg.listen {
+            notes.push("listen changes need a restart; kept the running [listen]".to_string());
+        }
+        if cfg.limits != self.cfg.limits {
+            notes.push("limits changes need a restart; kept the running [limits]".to_string());
+        }
+        let now = Instant::now();
+        let changes = self.router.reconfigure(&cfg);
+        let mut reset = Vec::new();
+        for ch in &changes {
+            let (id, what) = match *ch {
+                super::Change::Added(id) => (id, "added"),
+                super::Change::Readded(id) => (id, "re-added"),
+                super::Change::AddressChanged(id) => (id, "address changed"),
+                super::Change::Removed(id) => (id, "removed (draining)"),
+            };
+            let Some(b) = self.router.backends().get(id) else {
+                continue;
+            };
+            notes.push(format!("backend {} {what}", b.name));
+            if !matches!(ch, super::Change::Removed(_)) {
+                reset.push(id as usize);
+                let name = b.name.clone();
+                self.metrics.set_backend(id as usize, &name);
+            }
+        }
+        self.prober
+            .set_addrs(backend_addrs(&self.router), &reset, now);
+        self.prober
+            .checker
+            .set_settings(Settings::from(&cfg.health));
+        for &i in &reset {
+            // A new or moved backend is assumed up until its first probe says otherwise.
+            let up = self.prober.checker.state(i) != Health::Down;
+            self.router.set_backend_up(i as super::BackendId, up);
+        }
+        self.probe_wake.notify_one();
+        let keep_listen = self.cfg.listen.clone();
+        let keep_limits = self.cfg.limits.clone();
+        self.cfg = cfg;
+        self.cfg.listen = keep_listen;
+        self.cfg.limits = keep_limits;
+        notes
     }
 }

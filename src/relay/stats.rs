@@ -109,6 +109,8 @@ pub struct Counters {
     pub keepalives: [u64; 2],
     pub flows_created: u64,
     pub flows_expired: u64,
+    /// Stateless 503s sent because no backend was up.
+    pub replies_503: u64,
 }
 
 impl Counters {
@@ -145,6 +147,7 @@ impl Counters {
         self.keepalives = other.keepalives;
         self.flows_created = other.flows_created;
         self.flows_expired = other.flows_expired;
+        self.replies_503 = other.replies_503;
     }
 
     /// Keeps the per-backend vector in step with a changed backend list.

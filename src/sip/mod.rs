@@ -1,5 +1,6 @@
 //! SIP awareness: the zero-allocation hot-path scanner and (rsip-based) message builders.
 
+pub mod probe;
 pub mod response;
 pub mod scan;
 

@@ -164,7 +164,9 @@ impl std::error::Error for ScanError {}
 /// Result of scanning one datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scan<'a> {
-    /// CRLF / CRLFCRLF / empty datagram / short whitespace-only payload (RFC 5626 keepalive), or any datagram of <= 4 bytes that is all whitespace or zero bytes
+    /// CRLF / CRLFCRLF / empty datagram / whitespace-only payload (RFC 5626 keepalive; any
+    /// length of SP, HT, CR, LF), or any datagram of <= 4 bytes that is all whitespace or zero
+    /// bytes.
     Keepalive,
     Sip(SipView<'a>),
     Invalid(ScanError),

@@ -33,7 +33,7 @@ fn run(s: Settings, script: &[B], ms: u64) -> (Vec<(u64, Event)>, Checker) {
     let mut probes = 0usize;
     let mut out = vec![];
     for now in 0..=ms {
-        for &(due, seq, code) in pending.iter().filter(|p| p.0 == now) {
+        for &(_, seq, code) in pending.iter().filter(|p| p.0 == now) {
             c.handle_reply(at(now), 0, seq, code);
         }
         pending.retain(|p| p.0 != now);
@@ -64,10 +64,16 @@ fn run(s: Settings, script: &[B], ms: u64) -> (Vec<(u64, Event)>, Checker) {
 }
 
 fn up(r: Reason) -> Event {
-    Event::Up { backend: 0, reason: r }
+    Event::Up {
+        backend: 0,
+        reason: r,
+    }
 }
 fn down(r: Reason) -> Event {
-    Event::Down { backend: 0, reason: r }
+    Event::Down {
+        backend: 0,
+        reason: r,
+    }
 }
 
 #[test]
@@ -75,17 +81,49 @@ fn scripted_backends() {
     use B::*;
     #[allow(clippy::type_complexity)]
     let table: &[(&str, u32, u32, &[B], u64, &[(u64, Event)])] = &[
-        ("first reply decides at once", 2, 2, &[Reply(200, 3)], 1000, &[(3, up(Reason::Probe))]),
-        ("404 counts as alive", 2, 2, &[Reply(404, 1)], 300, &[(1, up(Reason::Probe))]),
-        ("provisional then final", 2, 2, &[Trying(10)], 300, &[(10, up(Reason::Probe))]),
-        ("silent from the start: down at first timeout", 2, 2, &[Silent], 300, &[(50, down(Reason::Timeout))]),
+        (
+            "first reply decides at once",
+            2,
+            2,
+            &[Reply(200, 3)],
+            1000,
+            &[(3, up(Reason::Probe))],
+        ),
+        (
+            "404 counts as alive",
+            2,
+            2,
+            &[Reply(404, 1)],
+            300,
+            &[(1, up(Reason::Probe))],
+        ),
+        (
+            "provisional then final",
+            2,
+            2,
+            &[Trying(10)],
+            300,
+            &[(10, up(Reason::Probe))],
+        ),
+        (
+            "silent from the start: down at first timeout",
+            2,
+            2,
+            &[Silent],
+            300,
+            &[(50, down(Reason::Timeout))],
+        ),
         (
             "goes silent: down after fall timeouts; rise 1 returns it",
             3,
             1,
             &[Reply(200, 1), Silent, Silent, Silent, Silent],
             800,
-            &[(1, up(Reason::Probe)), (350, down(Reason::Timeout)), (501, up(Reason::Probe))],
+            &[
+                (1, up(Reason::Probe)),
+                (350, down(Reason::Timeout)),
+                (501, up(Reason::Probe)),
+            ],
         ),
         (
             "answers every other probe: never goes down",
@@ -107,9 +145,19 @@ fn scripted_backends() {
             "503 is down when 5xx is not alive; rise needs two",
             2,
             2,
-            &[Reply(200, 1), Reply(503, 1), Reply(503, 1), Reply(200, 1), Reply(200, 1)],
+            &[
+                Reply(200, 1),
+                Reply(503, 1),
+                Reply(503, 1),
+                Reply(200, 1),
+                Reply(200, 1),
+            ],
             450,
-            &[(1, up(Reason::Probe)), (201, down(Reason::ReplyCode(503))), (401, up(Reason::Probe))],
+            &[
+                (1, up(Reason::Probe)),
+                (201, down(Reason::ReplyCode(503))),
+                (401, up(Reason::Probe)),
+            ],
         ),
         (
             "ICMP on a probe is decisive",
@@ -117,7 +165,11 @@ fn scripted_backends() {
             2,
             &[Reply(200, 1), Icmp, Reply(200, 1), Reply(200, 1)],
             350,
-            &[(1, up(Reason::Probe)), (101, down(Reason::Icmp)), (301, up(Reason::Probe))],
+            &[
+                (1, up(Reason::Probe)),
+                (101, down(Reason::Icmp)),
+                (301, up(Reason::Probe)),
+            ],
         ),
     ];
     for (name, fall, rise, script, ms, want) in table {

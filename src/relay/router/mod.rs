@@ -6,9 +6,9 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use super::backends::{AdminState, BackendSet, Change};
 use super::dialogs::{Dialog, DialogTable};
 use super::flows::{Flow, FlowId, FlowTable, InsertError};
-use super::hrw;
 use super::ratelimit::NewFlowLimiter;
 use super::stats::{Counters, Direction, DropReason};
 use crate::config::{Config, Failback};
@@ -53,14 +53,8 @@ pub enum BackendAction {
 pub enum RouterEvent {
     /// The flow is gone: close its relay socket.
     FlowRemoved { relay_port: u16 },
-}
-
-#[derive(Debug, Clone)]
-struct BackendSlot {
-    addr: SocketAddr,
-    seed: u64,
-    /// Health and admin state, combined: may new and moved flows go here?
-    usable: bool,
+    /// A removed backend has no flows left; its slot may be reused.
+    BackendVacated { backend: BackendId },
 }
 
 /// Settings the router needs, taken from [`Config`].
@@ -89,7 +83,7 @@ impl From<&Config> for RouterSettings {
 
 pub struct Router {
     settings: RouterSettings,
-    backends: Vec<BackendSlot>,
+    backends: BackendSet,
     flows: FlowTable,
     dialogs: DialogTable,
     limiter: NewFlowLimiter,
@@ -97,6 +91,7 @@ pub struct Router {
     events: VecDeque<RouterEvent>,
     next_sweep: Option<Instant>,
     expired_scratch: Vec<FlowId>,
+    flows_per_backend: Vec<usize>,
 }
 
 /// Methods that open a dialog: its later requests and responses stay on one backend.
@@ -106,15 +101,7 @@ fn opens_dialog(method: &[u8]) -> bool {
 
 impl Router {
     pub fn new(cfg: &Config) -> Self {
-        let backends = cfg
-            .backends
-            .iter()
-            .map(|b| BackendSlot {
-                addr: b.addr,
-                seed: hrw::seed(&b.name),
-                usable: true,
-            })
-            .collect::<Vec<_>>();
+        let backends = BackendSet::new(&cfg.backends);
         Router {
             settings: RouterSettings::from(cfg),
             counters: Counters::new(backends.len()),
@@ -129,6 +116,7 @@ impl Router {
             events: VecDeque::with_capacity(1024),
             next_sweep: None,
             expired_scratch: Vec::with_capacity(1024),
+            flows_per_backend: vec![0; cfg.backends.len()],
         }
     }
 
@@ -148,29 +136,41 @@ impl Router {
         self.flows.iter()
     }
 
-    /// Marks a backend usable (up and enabled) or not.
-    pub fn set_backend_usable(&mut self, id: BackendId, usable: bool) {
-        if let Some(b) = self.backends.get_mut(id as usize) {
-            b.usable = usable;
+    pub fn backends(&self) -> &BackendSet {
+        &self.backends
+    }
+
+    /// Health verdict for a backend.
+    pub fn set_backend_up(&mut self, id: BackendId, up: bool) {
+        if let Some(b) = self.backends.get_mut(id) {
+            b.up = up;
         }
     }
 
-    fn backend_by_addr(&self, a: &SocketAddr) -> Option<BackendId> {
-        self.backends
-            .iter()
-            .position(|b| b.addr == *a)
-            .map(|i| i as BackendId)
+    /// Operator's verdict for a backend, by name. False if there is no such backend.
+    pub fn set_admin(&mut self, name: &str, state: AdminState) -> bool {
+        let Some(id) = self.backends.by_name(name) else {
+            return false;
+        };
+        if let Some(b) = self.backends.get_mut(id) {
+            b.admin = state;
+        }
+        true
     }
 
-    /// Highest-random-weight choice among usable backends.
-    fn choose(&self, client: &SocketAddr) -> Option<BackendId> {
-        let key = hrw::client_key(client);
-        self.backends
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| b.usable)
-            .max_by_key(|(_, b)| hrw::score(key, b.seed))
-            .map(|(i, _)| i as BackendId)
+    /// Applies a reloaded config: backends, timeouts and failback policy. Flows and
+    /// dialogs stay; listen addresses and table limits need a restart.
+    pub fn reconfigure(&mut self, cfg: &Config) -> Vec<Change> {
+        self.settings = RouterSettings::from(cfg);
+        let changes = self.backends.update(&cfg.backends);
+        self.counters.resize_backends(self.backends.len());
+        self.flows_per_backend.resize(self.backends.len(), 0);
+        changes
+    }
+
+    /// Flows per backend (by home), as of the last sweep.
+    pub fn flows_per_backend(&self) -> &[usize] {
+        &self.flows_per_backend
     }
 
     /// The backend a flow's traffic goes to now: its home, or the next choice when
@@ -178,7 +178,7 @@ impl Router {
     fn current_home(&mut self, id: FlowId, is_register: bool) -> Option<BackendId> {
         let flow = self.flows.get(id)?;
         let home = flow.home;
-        let home_ok = self.backends.get(home as usize).is_some_and(|b| b.usable);
+        let home_ok = self.backends.serves(home);
         let back_home = match self.settings.failback {
             Failback::Never => false,
             Failback::OnRegister => is_register,
@@ -187,7 +187,7 @@ impl Router {
         if home_ok && !back_home {
             return Some(home);
         }
-        let best = self.choose(&flow.client)?;
+        let best = self.backends.choose(&flow.client)?;
         if best != home
             && let Some(f) = self.flows.get_mut(id)
         {
@@ -221,12 +221,7 @@ impl Router {
         };
         let key = self.dialogs.key(msg.call_id);
         let backend = match self.dialogs.get_mut(key) {
-            Some(d)
-                if self
-                    .backends
-                    .get(d.backend as usize)
-                    .is_some_and(|b| b.usable) =>
-            {
+            Some(d) if self.backends.serves(d.backend) => {
                 refresh(d, &msg, now, &self.settings);
                 d.backend
             }
@@ -260,9 +255,16 @@ impl Router {
             flow: id,
             relay_port,
             backend,
-            to: self.backends[backend as usize].addr,
+            to: self.backend_addr(backend),
             new_flow,
         }
+    }
+
+    #[inline]
+    fn backend_addr(&self, id: BackendId) -> SocketAddr {
+        self.backends
+            .get(id)
+            .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |b| b.addr)
     }
 
     fn new_flow(
@@ -274,7 +276,7 @@ impl Router {
         if self.flows.len() >= self.flows.capacity() {
             return Err(DropReason::FlowTableFull);
         }
-        let home = self.choose(&client).ok_or(DropReason::NoBackend)?;
+        let home = self.backends.choose(&client).ok_or(DropReason::NoBackend)?;
         if !self.limiter.allow(client.ip(), now) {
             return Err(DropReason::RateLimited);
         }
@@ -308,7 +310,7 @@ impl Router {
                 flow: id,
                 relay_port,
                 backend,
-                to: self.backends[backend as usize].addr,
+                to: self.backend_addr(backend),
                 new_flow: false,
             },
             None => ClientAction::Absorbed,
@@ -323,7 +325,7 @@ impl Router {
         src: SocketAddr,
         data: &[u8],
     ) -> BackendAction {
-        let Some(backend) = self.backend_by_addr(&src) else {
+        let Some(backend) = self.backends.by_addr(&src) else {
             return self.dropped_b(DropReason::UnknownSource);
         };
         let Some(id) = self.flows.lookup_port(relay_port) else {
@@ -404,6 +406,11 @@ impl Router {
         self.counters.drop(DropReason::SendFailed);
     }
 
+    /// Count a stateless 503 sent because no backend was up.
+    pub fn replied_503(&mut self) {
+        self.counters.replies_503 += 1;
+    }
+
     /// Count a relay socket that could not be opened for a new flow.
     pub fn bind_failed(&mut self, id: FlowId) {
         self.abort_flow(id);
@@ -446,6 +453,16 @@ impl Router {
         self.expired_scratch = expired;
         self.dialogs.expire(now);
         self.limiter.prune(now);
+        self.flows_per_backend.iter_mut().for_each(|n| *n = 0);
+        for f in self.flows.iter() {
+            if let Some(n) = self.flows_per_backend.get_mut(f.home as usize) {
+                *n += 1;
+            }
+        }
+        for id in self.backends.vacate_unused(&self.flows_per_backend) {
+            self.events
+                .push_back(RouterEvent::BackendVacated { backend: id });
+        }
     }
 
     pub fn poll_event(&mut self) -> Option<RouterEvent> {

@@ -350,7 +350,7 @@ fn failover_moves_only_the_dead_backends_flows_and_failback_follows_policy() {
             .map(|p| client(&mut r, t0, p, &req("REGISTER", p)).1)
             .collect();
         assert!(homes.contains(&0) && homes.contains(&1), "{homes:?}");
-        r.set_backend_usable(0, false);
+        r.set_backend_up(0, false);
         for (p, &h) in phones.iter().zip(&homes) {
             assert_eq!(
                 client(&mut r, t0, p, &req("OPTIONS", "o")).1,
@@ -358,15 +358,15 @@ fn failover_moves_only_the_dead_backends_flows_and_failback_follows_policy() {
                 "{policy}: {p} home {h}"
             );
         }
-        r.set_backend_usable(0, true);
+        r.set_backend_up(0, true);
         for (p, &h) in phones.iter().zip(&homes) {
             let b = client(&mut r, t0, p, &req("OPTIONS", "o")).1;
             assert_eq!(b, if on_any { h } else { 1 }, "{policy}: OPTIONS {p}");
             let b = client(&mut r, t0, p, &req("REGISTER", p)).1;
             assert_eq!(b, if on_register { h } else { 1 }, "{policy}: REGISTER {p}");
         }
-        r.set_backend_usable(0, false);
-        r.set_backend_usable(1, false);
+        r.set_backend_up(0, false);
+        r.set_backend_up(1, false);
         assert_eq!(
             r.from_client(t0, sa(phones[0]), 0, &req("OPTIONS", "o")),
             ClientAction::Drop(DropReason::NoBackend)
@@ -382,6 +382,6 @@ fn dialogs_pinned_to_a_dead_backend_follow_the_flow() {
     let (port, home) = client(&mut r, t0, phone, &req("REGISTER", "reg"));
     let other = 1 - home;
     r.from_backend(t0, port, addr_of(other), &req("INVITE", "c"));
-    r.set_backend_usable(other, false);
+    r.set_backend_up(other, false);
     assert_eq!(client(&mut r, t0, phone, &req("BYE", "c")).1, home);
 }

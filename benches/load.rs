@@ -1,0 +1,398 @@
+//! Side-by-side SIP load bench: sipp UAC → PROXY → two sipp UAS, for PROXY in turn
+//! sipfront (the real binary), nginx stream UDP, a Kamailio stateless dispatcher and a bare
+//! recv/send forwarder (the floor). For each it reports the proxy's CPU time per forwarded
+//! datagram and the calls that failed.
+//!
+//! ```text
+//! cargo bench --bench load
+//! cargo bench --bench load -- --rate 500 --seconds 10 --modes u1,un --proxies sipfront,bare
+//! ```
+//!
+//! Options: `--rate N` calls/s (500), `--seconds N` (10), `--calls N` (rate × seconds),
+//! `--modes u1,un` (both): `u1` is one client socket (one flow), `un` one socket per call
+//! up to `--max-socket N` (500) client flows; `--proxies LIST` (all four).
+//!
+//! CPU is what the proxy used (utime + stime from `/proc/PID/stat`, all threads; for
+//! Kamailio its main process and every worker), read just before and after the UAC run,
+//! so the other programs on a busy machine do not count. A call through sipp's built-in
+//! scenarios is 6 datagrams through the proxy: INVITE, 180, 200, ACK, BYE, 200. The
+//! table goes to stdout and to `target/load-bench.txt`.
+//!
+//! Run without `--bench` (as `cargo test --benches` does) it only prints a note.
+//! Ports: proxies and UAS on 127.0.0.1:310xx, sipp media 312xx, sipfront relay ports
+//! 24000-24999 and admin 31090.
+
+mod bare;
+mod procs;
+mod proxies;
+mod sipp;
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use procs::{Cpu, assert_udp_free};
+use proxies::{Kind, Ports, Proxy};
+use sipp::Sipp;
+
+const PORTS: Ports = Ports {
+    listen: 31060,
+    uas: [31070, 31071],
+    admin: 31090,
+    relay_ports: "24000-24999",
+};
+const UAC_PORT: u16 = 31080;
+const UAC_MEDIA: u16 = 31200;
+const UAS_MEDIA: [u16; 2] = [31210, 31220];
+/// Datagrams through the proxy per call of sipp's built-in uac/uas scenarios.
+const DGRAMS_PER_CALL: u64 = 6;
+const IDLE: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone)]
+struct Args {
+    rate: u64,
+    calls: u64,
+    modes: Vec<String>,
+    max_socket: u64,
+    proxies: Vec<Kind>,
+}
+
+impl Args {
+    fn parse(argv: &[String]) -> Result<Args, String> {
+        let mut rate = 500;
+        let mut seconds = 10;
+        let mut calls = None;
+        let mut modes = vec!["u1".to_string(), "un".to_string()];
+        let mut max_socket = 500;
+        let mut proxies = Kind::ALL.to_vec();
+        let mut it = argv.iter();
+        while let Some(a) = it.next() {
+            let mut value = || {
+                it.next()
+                    .cloned()
+                    .ok_or_else(|| format!("{a} needs a value"))
+            };
+            let num = |v: String| v.parse::<u64>().map_err(|_| format!("{a}: `{v}`"));
+            match a.as_str() {
+                "--bench" => {}
+                "--rate" => rate = num(value()?)?,
+                "--seconds" => seconds = num(value()?)?,
+                "--calls" => calls = Some(num(value()?)?),
+                "--max-socket" => max_socket = num(value()?)?,
+                "--modes" => {
+                    modes = value()?.split(',').map(str::to_string).collect();
+                    if let Some(m) = modes.iter().find(|m| *m != "u1" && *m != "un") {
+                        return Err(format!("--modes: `{m}` (u1 or un)"));
+                    }
+                }
+                "--proxies" => {
+                    proxies = value()?
+                        .split(',')
+                        .map(|p| Kind::parse(p).ok_or_else(|| format!("--proxies: `{p}`")))
+                        .collect::<Result<_, _>>()?;
+                }
+                other => return Err(format!("unknown argument `{other}`")),
+            }
+        }
+        if rate == 0 || max_socket == 0 {
+            return Err("--rate and --max-socket must be > 0".into());
+        }
+        Ok(Args {
+            rate,
+            calls: calls.unwrap_or(rate * seconds),
+            modes,
+            max_socket,
+            proxies,
+        })
+    }
+}
+
+/// What one proxy did under one load run.
+struct Outcome {
+    kind: Kind,
+    mode: String,
+    rate: u64,
+    calls: u64,
+    successful: u64,
+    /// sipp's exit code (0: every call succeeded), `None` if it had to be killed.
+    exit: Option<i32>,
+    cpu: Cpu,
+    idle: Cpu,
+    wall: Duration,
+    rss_kb: u64,
+    pss_kb: u64,
+    proxy_alive: bool,
+    uac_retrans: u64,
+    uas_calls: [u64; 2],
+    uas_retrans: u64,
+    /// sipfront's own count: (sum of sipfront_datagrams_total, sum of drops).
+    sipfront: Option<(f64, f64)>,
+}
+
+impl Outcome {
+    fn failed(&self) -> u64 {
+        self.calls.saturating_sub(self.successful)
+    }
+    fn datagrams(&self) -> u64 {
+        self.successful * DGRAMS_PER_CALL
+    }
+    fn us_per_dgram(&self) -> Option<f64> {
+        (self.datagrams() > 0).then(|| self.cpu.ms() * 1000.0 / self.datagrams() as f64)
+    }
+    fn sched_us_per_dgram(&self) -> Option<f64> {
+        (self.datagrams() > 0).then(|| self.cpu.sched_ms() * 1000.0 / self.datagrams() as f64)
+    }
+}
+
+fn run_one(kind: Kind, mode: &str, args: &Args, root: &std::path::Path) -> Outcome {
+    let dir = root.join(format!("{}-{mode}", kind.name()));
+    std::fs::create_dir_all(&dir).expect("create run dir");
+    for p in [PORTS.listen, PORTS.uas[0], PORTS.uas[1], UAC_PORT] {
+        assert_udp_free(p);
+    }
+    // Declared in this order so the proxy is dropped (killed) first, then the UAS.
+    let mut uas_a = Sipp::uas(&dir, "uas-a", PORTS.uas[0], UAS_MEDIA[0]);
+    let mut uas_b = Sipp::uas(&dir, "uas-b", PORTS.uas[1], UAS_MEDIA[1]);
+    let mut proxy = Proxy::start(kind, &dir, &PORTS);
+
+    let c0 = proxy.proc.cpu();
+    sleep(IDLE);
+    let idle = proxy.proc.cpu() - c0;
+
+    let secs = args.calls.div_ceil(args.rate);
+    let mut uac_args: Vec<String> = vec![
+        "-sn".into(),
+        "uac".into(),
+        format!("127.0.0.1:{}", PORTS.listen),
+        "-i".into(),
+        "127.0.0.1".into(),
+        "-p".into(),
+        UAC_PORT.to_string(),
+        "-mp".into(),
+        UAC_MEDIA.to_string(),
+        "-r".into(),
+        args.rate.to_string(),
+        "-m".into(),
+        args.calls.to_string(),
+        "-t".into(),
+        mode.into(),
+        "-recv_timeout".into(),
+        "5000".into(),
+        "-timeout".into(),
+        format!("{}s", secs + 30),
+        "-timeout_error".into(),
+    ];
+    if mode == "un" {
+        uac_args.extend(["-max_socket".into(), args.max_socket.to_string()]);
+    }
+    let before = proxy.proc.cpu();
+    let t0 = Instant::now();
+    let mut uac = Sipp::start(&dir, "uac", &uac_args);
+    let status = uac.wait(Duration::from_secs(secs + 45));
+    let after = proxy.proc.cpu();
+    let wall = t0.elapsed();
+    let proxy_alive = proxy.proc.try_wait().is_none();
+    let (rss_kb, pss_kb) = proxy.memory_kb();
+    let stats = uac.stats();
+    let sipfront = proxy.sipfront_counters();
+    let sa = uas_a.stop();
+    let sb = uas_b.stop();
+    let o = Outcome {
+        kind,
+        mode: mode.to_string(),
+        rate: args.rate,
+        calls: args.calls,
+        successful: stats.successful(),
+        exit: status.and_then(|s| s.code()),
+        cpu: after - before,
+        idle,
+        wall,
+        rss_kb,
+        pss_kb,
+        proxy_alive,
+        uac_retrans: stats.retransmissions(),
+        uas_calls: [sa.incoming(), sb.incoming()],
+        uas_retrans: sa.retransmissions() + sb.retransmissions(),
+        sipfront,
+    };
+    eprintln!(
+        "  {:<9} {mode}: {}/{} calls ok, sipp exit {:?}, cpu {:.0} ms (sched {:.1} ms), \
+         UAS a/b {}/{}, {:.1} s{}",
+        kind.name(),
+        o.successful,
+        o.calls,
+        o.exit,
+        o.cpu.ms(),
+        o.cpu.sched_ms(),
+        o.uas_calls[0],
+        o.uas_calls[1],
+        wall.as_secs_f64(),
+        if proxy_alive { "" } else { ", PROXY EXITED" }
+    );
+    if o.failed() > 0 || o.exit != Some(0) || stats.failed() > 0 {
+        eprintln!(
+            "  {} {mode}: sipp FailedCall(C)={} — evidence:\n{}",
+            kind.name(),
+            stats.failed(),
+            uac.evidence()
+        );
+    }
+    drop(proxy);
+    o
+}
+
+fn table(results: &[Outcome]) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "{:<9} {:<4} {:>5} {:>6} {:>6} {:>8} {:>8} {:>6} {:>7}",
+        "proxy", "mode", "rate", "calls", "failed", "cpu_ms", "us/dgram", "x_bare", "rss_kb"
+    );
+    for o in results {
+        let bare = results
+            .iter()
+            .find(|b| b.kind == Kind::Bare && b.mode == o.mode)
+            .and_then(Outcome::us_per_dgram);
+        let us = o.us_per_dgram();
+        let x = match (us, bare) {
+            (Some(u), Some(b)) if b > 0.0 => format!("{:.1}", u / b),
+            _ => "-".into(),
+        };
+        let _ = writeln!(
+            t,
+            "{:<9} {:<4} {:>5} {:>6} {:>6} {:>8.0} {:>8} {:>6} {:>7}",
+            o.kind.name(),
+            o.mode,
+            o.rate,
+            o.calls,
+            o.failed(),
+            o.cpu.ms(),
+            us.map_or("-".into(), |u| format!("{u:.2}")),
+            x,
+            o.rss_kb
+        );
+    }
+    let _ = writeln!(
+        t,
+        "\n{:<9} {:<4} {:>8} {:>9} {:>8} {:>7} {:>11} {:>7} {:>7} {:>6} {:>5}",
+        "proxy",
+        "mode",
+        "dgrams",
+        "sched_ms",
+        "sched_us",
+        "idle_ms",
+        "uas_a/b",
+        "retr",
+        "pss_kb",
+        "exit",
+        "wall"
+    );
+    for o in results {
+        let _ = writeln!(
+            t,
+            "{:<9} {:<4} {:>8} {:>9.1} {:>8} {:>7.1} {:>11} {:>7} {:>7} {:>6} {:>5.1}{}",
+            o.kind.name(),
+            o.mode,
+            o.datagrams(),
+            o.cpu.sched_ms(),
+            o.sched_us_per_dgram()
+                .map_or("-".into(), |u| format!("{u:.2}")),
+            o.idle.sched_ms() / IDLE.as_secs_f64(),
+            format!("{}/{}", o.uas_calls[0], o.uas_calls[1]),
+            o.uac_retrans + o.uas_retrans,
+            o.pss_kb,
+            o.exit.map_or("killed".into(), |c| c.to_string()),
+            o.wall.as_secs_f64(),
+            if o.proxy_alive { "" } else { "  proxy died" }
+        );
+    }
+    for o in results {
+        if let Some((dgrams, drops)) = o.sipfront {
+            let per = if dgrams > 0.0 {
+                format!("{:.2}", o.cpu.ms() * 1000.0 / dgrams)
+            } else {
+                "-".into()
+            };
+            let _ = writeln!(
+                t,
+                "sipfront {}: /metrics sipfront_datagrams_total = {dgrams:.0} \
+                 (sipp: {} successful calls × {DGRAMS_PER_CALL} = {}), drops {drops:.0}, \
+                 us/dgram by /metrics {per}",
+                o.mode,
+                o.successful,
+                o.datagrams()
+            );
+        }
+    }
+    t.push_str(
+        "\ncpu_ms: utime+stime of the proxy (all threads; Kamailio: all its processes) \
+         during the UAC run, in clock ticks.\n\
+         us/dgram = cpu / (successful calls × 6); x_bare = us/dgram ÷ bare's in the same mode.\n\
+         sched_*: the same from /proc/*/task/*/schedstat (ns). idle_ms: CPU per second \
+         before the load.\n\
+         uas_a/b: calls each UAS received; retr: sipp retransmissions (UAC + UAS); \
+         rss_kb/pss_kb: after the run, summed over processes.\n",
+    );
+    t
+}
+
+fn target_dir() -> PathBuf {
+    // .../target/release/deps/load-HASH
+    std::env::current_exe()
+        .ok()
+        .and_then(|e| Some(e.parent()?.parent()?.parent()?.to_path_buf()))
+        .filter(|t| t.is_dir())
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var(bare::ENV) {
+        bare::run(&spec);
+    }
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if !argv.iter().any(|a| a == "--bench") {
+        println!(
+            "load bench: not run (needs `cargo bench --bench load`; it drives sipp, nginx \
+             and kamailio for about two minutes)"
+        );
+        return;
+    }
+    let args = match Args::parse(&argv) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("load bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    let root = tempfile::Builder::new()
+        .prefix("sipfront-load-")
+        .tempdir()
+        .expect("create temp dir");
+    eprintln!(
+        "load bench: {} calls at {}/s per proxy, modes {:?} (un: up to {} client sockets), \
+         work dir {}",
+        args.calls,
+        args.rate,
+        args.modes,
+        args.max_socket,
+        root.path().display()
+    );
+    let mut results = Vec::new();
+    for mode in &args.modes {
+        for &kind in &args.proxies {
+            results.push(run_one(kind, mode, &args, root.path()));
+        }
+    }
+    let t = table(&results);
+    println!("\n{t}");
+    let out = target_dir().join("load-bench.txt");
+    let header = format!(
+        "sipfront load bench: {} calls at {}/s, modes {:?}, max_socket {}\n\n",
+        args.calls, args.rate, args.modes, args.max_socket
+    );
+    match std::fs::write(&out, header + &t) {
+        Ok(()) => eprintln!("written to {}", out.display()),
+        Err(e) => eprintln!("cannot write {}: {e}", out.display()),
+    }
+}

@@ -1,0 +1,124 @@
+//! The floor: a bare recv/send UDP forwarder with no SIP parsing, run as a child process
+//! (the bench binary re-executed with [`ENV`] set).
+//!
+//! One socket for clients; per client ip:port a new upstream socket bound to
+//! 127.0.0.1:0 and connected to a backend picked by hashing the client address; replies
+//! on that socket go back to the client from the client socket. One thread, blocking in
+//! `epoll_wait` (level-triggered), each ready socket drained until it would block.
+//! epoll rather than poll(2): with `-t un` there are hundreds of upstream sockets and a
+//! poll over all of them on every wake-up would cost more than the forwarding itself,
+//! which is not what a floor should measure.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::io::{self, ErrorKind};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+
+/// `listen,upstream1,upstream2,...`
+pub const ENV: &str = "SIPFRONT_BARE_FORWARDER";
+
+const CLIENT_KEY: u64 = u64::MAX;
+
+/// Runs the forwarder described by `spec` until killed.
+pub fn run(spec: &str) -> ! {
+    let addrs: Vec<SocketAddr> = spec
+        .split(',')
+        .map(|a| {
+            a.trim()
+                .parse()
+                .unwrap_or_else(|e| panic!("{ENV}: bad address `{a}`: {e}"))
+        })
+        .collect();
+    assert!(
+        addrs.len() >= 2,
+        "{ENV}: need listen,upstream[,upstream...]"
+    );
+    match forward(addrs[0], &addrs[1..]) {
+        Ok(never) => match never {},
+        Err(e) => {
+            eprintln!("bare forwarder: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn forward(listen: SocketAddr, backends: &[SocketAddr]) -> io::Result<Infallible> {
+    let client = UdpSocket::bind(listen)?;
+    client.set_nonblocking(true)?;
+    // SAFETY: epoll_create1 has no memory preconditions.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if ep < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    watch(ep, &client, CLIENT_KEY)?;
+    let hasher = BuildHasherDefault::<DefaultHasher>::default();
+    let mut flows: HashMap<SocketAddr, usize> = HashMap::new();
+    let mut upstreams: Vec<(UdpSocket, SocketAddr)> = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    let mut events = [libc::epoll_event { events: 0, u64: 0 }; 64];
+    loop {
+        // SAFETY: `events` is a valid buffer of the length passed.
+        let n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), events.len() as i32, -1) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        for ev in &events[..n as usize] {
+            let key = ev.u64;
+            if key == CLIENT_KEY {
+                loop {
+                    let (len, from) = match client.recv_from(&mut buf) {
+                        Ok(r) => r,
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(_) => continue,
+                    };
+                    let idx = match flows.get(&from) {
+                        Some(&i) => i,
+                        None => {
+                            let backend =
+                                backends[(hasher.hash_one(from) % backends.len() as u64) as usize];
+                            let up = UdpSocket::bind("127.0.0.1:0")?;
+                            up.connect(backend)?;
+                            up.set_nonblocking(true)?;
+                            watch(ep, &up, upstreams.len() as u64)?;
+                            upstreams.push((up, from));
+                            flows.insert(from, upstreams.len() - 1);
+                            upstreams.len() - 1
+                        }
+                    };
+                    let _ = upstreams[idx].0.send(&buf[..len]);
+                }
+            } else {
+                let (up, to) = &upstreams[key as usize];
+                loop {
+                    match up.recv(&mut buf) {
+                        Ok(len) => {
+                            let _ = client.send_to(&buf[..len], to);
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        // An ICMP error queued for an earlier send: consumed, go on.
+                        Err(_) => continue,
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn watch(ep: libc::c_int, sock: &UdpSocket, key: u64) -> io::Result<()> {
+    let mut ev = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: key,
+    };
+    // SAFETY: a valid epoll fd, an open socket fd and an initialised event.
+    let r = unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, sock.as_raw_fd(), &mut ev) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

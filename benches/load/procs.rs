@@ -1,0 +1,347 @@
+//! Child processes of the load bench and what `/proc` says about them: a guard that kills
+//! what it started (by pid, also on panic), CPU time and memory of a process and its
+//! descendants, and readiness checks that do not disturb the program being watched.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+/// A started program. Dropping it kills it (and, with `family`, the processes it forked).
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    /// Count and kill the descendants too (Kamailio's workers).
+    family: bool,
+    exited: Option<ExitStatus>,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Starts `cmd` with stdin closed and stdout+stderr in `log`. The child gets SIGTERM if
+    /// the bench dies without running its destructors (`PR_SET_PDEATHSIG`).
+    pub fn spawn(name: &str, cmd: &mut Command, log: &Path, family: bool) -> Proc {
+        let out = File::create(log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
+        let err = out.try_clone().expect("clone log file");
+        let program = cmd.get_program().to_string_lossy().into_owned();
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start `{program}`: {e} (the load bench needs sipp from sip-tester, \
+                     kamailio, nginx with libnginx-mod-stream)"
+                )
+            });
+        Proc {
+            name: name.to_string(),
+            child,
+            family,
+            exited: None,
+            log: log.to_path_buf(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        if self.exited.is_none() {
+            self.exited = self.child.try_wait().expect("try_wait");
+        }
+        self.exited
+    }
+
+    /// Waits up to `timeout` for the process to end.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.try_wait() {
+                return Some(st);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends `sig` to this process only, if it still runs.
+    pub fn signal(&mut self, sig: libc::c_int) {
+        if self.try_wait().is_none() {
+            // SAFETY: plain kill(2) on the pid of our own unreaped child.
+            unsafe { libc::kill(self.pid() as libc::pid_t, sig) };
+        }
+    }
+
+    /// Panics with the log tail if the process has exited.
+    pub fn assert_running(&mut self) {
+        if let Some(st) = self.try_wait() {
+            panic!(
+                "{} exited unexpectedly ({st}); log tail:\n{}",
+                self.name,
+                tail(&self.log, 30)
+            );
+        }
+    }
+
+    /// The process, and its descendants when `family` is set.
+    pub fn pids(&self) -> Vec<u32> {
+        let mut pids = vec![self.pid()];
+        if self.family {
+            pids.extend(descendants(self.pid()));
+        }
+        pids
+    }
+
+    /// CPU time used so far by the process(es), all threads.
+    pub fn cpu(&self) -> Cpu {
+        self.pids()
+            .into_iter()
+            .map(Cpu::of_pid)
+            .fold(Cpu::default(), |a, b| a + b)
+    }
+
+    /// Resident memory now, summed over the process(es): (VmRSS kB, Pss kB). Kamailio's
+    /// workers share its memory pools, so their VmRSS sum counts shared pages several
+    /// times; Pss splits shared pages between the processes that map them.
+    pub fn memory_kb(&self) -> (u64, u64) {
+        self.pids().into_iter().fold((0, 0), |(rss, pss), pid| {
+            let rss_kb = proc_kb(&format!("/proc/{pid}/status"), "VmRSS:");
+            let pss_kb = proc_kb(&format!("/proc/{pid}/smaps_rollup"), "Pss:");
+            (rss + rss_kb, pss + pss_kb)
+        })
+    }
+
+    fn kill_now(&mut self) {
+        if self.try_wait().is_some() {
+            return;
+        }
+        let pid = self.pid();
+        if self.family {
+            // Kamailio's main process stops its workers on SIGTERM; any that outlive it are
+            // killed by pid (only pids that were our descendants a moment ago).
+            let kids = descendants(pid);
+            self.signal(libc::SIGTERM);
+            if self.wait_timeout(Duration::from_secs(3)).is_none() {
+                let _ = self.child.kill();
+            }
+            for k in kids {
+                if parent_of(k).is_some_and(|pp| pp == pid || pp == 1) {
+                    // SAFETY: kill(2) on a pid that was a descendant of our child.
+                    unsafe { libc::kill(k as libc::pid_t, libc::SIGKILL) };
+                }
+            }
+        }
+        let _ = self.child.kill();
+        self.exited = self.child.wait().ok();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill_now();
+        if std::thread::panicking() {
+            eprintln!(
+                "----- {} ({}) last lines -----\n{}",
+                self.name,
+                self.log.display(),
+                tail(&self.log, 30)
+            );
+        }
+    }
+}
+
+/// CPU time of a set of processes: `utime + stime` in clock ticks from `/proc/PID/stat`
+/// (all threads of a process), and for a finer cross-check the scheduler's run time in
+/// nanoseconds from `/proc/PID/task/*/schedstat`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cpu {
+    pub ticks: u64,
+    pub sched_ns: u64,
+}
+
+impl std::ops::Add for Cpu {
+    type Output = Cpu;
+    fn add(self, o: Cpu) -> Cpu {
+        Cpu {
+            ticks: self.ticks + o.ticks,
+            sched_ns: self.sched_ns + o.sched_ns,
+        }
+    }
+}
+
+impl std::ops::Sub for Cpu {
+    type Output = Cpu;
+    fn sub(self, o: Cpu) -> Cpu {
+        Cpu {
+            ticks: self.ticks.saturating_sub(o.ticks),
+            sched_ns: self.sched_ns.saturating_sub(o.sched_ns),
+        }
+    }
+}
+
+impl Cpu {
+    fn of_pid(pid: u32) -> Cpu {
+        let ticks = stat_fields(pid)
+            .map(|f| field(&f, 14) + field(&f, 15))
+            .unwrap_or(0);
+        let sched_ns = fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|dir| {
+                dir.flatten()
+                    .filter_map(|t| fs::read_to_string(t.path().join("schedstat")).ok())
+                    .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+                    .sum()
+            })
+            .unwrap_or(0);
+        Cpu { ticks, sched_ns }
+    }
+
+    /// Milliseconds, from the clock ticks.
+    pub fn ms(&self) -> f64 {
+        self.ticks as f64 * 1000.0 / clk_tck()
+    }
+
+    /// Milliseconds, from the scheduler's nanoseconds.
+    pub fn sched_ms(&self) -> f64 {
+        self.sched_ns as f64 / 1e6
+    }
+}
+
+fn clk_tck() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as f64 } else { 100.0 }
+}
+
+/// Fields of `/proc/PID/stat` from field 3 (state) on; the command name, which may hold
+/// spaces and parentheses, is skipped.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 1..];
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+/// Field `n` (1-based, as in proc(5)) of [`stat_fields`].
+fn field(fields: &[String], n: usize) -> u64 {
+    fields.get(n - 3).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    stat_fields(pid).map(|f| field(&f, 4) as u32)
+}
+
+/// Every process whose chain of parents leads to `root`.
+fn descendants(root: u32) -> Vec<u32> {
+    let all: Vec<(u32, u32)> = fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                .filter_map(|pid| Some((pid, parent_of(pid)?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut found: BTreeSet<u32> = BTreeSet::new();
+    let mut frontier = vec![root];
+    while let Some(p) = frontier.pop() {
+        for &(pid, ppid) in &all {
+            if ppid == p && found.insert(pid) {
+                frontier.push(pid);
+            }
+        }
+    }
+    found.into_iter().collect()
+}
+
+/// A `Name:   123 kB` line of a /proc file, in kB; 0 if absent.
+fn proc_kb(path: &str, key: &str) -> u64 {
+    fs::read_to_string(path)
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Last `lines` lines of a text file, lossy UTF-8.
+pub fn tail(path: &Path, lines: usize) -> String {
+    match fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(e) => format!("(cannot read {}: {e})", path.display()),
+    }
+}
+
+/// True if a socket is bound to UDP `port` on 127.0.0.1 or a wildcard address (from
+/// `/proc/net/udp`, so checking never takes the port from the program that is starting).
+pub fn udp_port_bound(port: u16) -> bool {
+    let want = format!(":{port:04X}");
+    ["/proc/net/udp", "/proc/net/udp6"].iter().any(|f| {
+        fs::read_to_string(f).is_ok_and(|t| {
+            t.lines().skip(1).any(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .is_some_and(|local| local.ends_with(&want))
+            })
+        })
+    })
+}
+
+/// Waits until `proc` has bound UDP `port`; panics with its log if it exits or is slow.
+pub fn wait_udp_bound(proc: &mut Proc, port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !udp_port_bound(port) {
+        proc.assert_running();
+        if Instant::now() >= deadline {
+            panic!(
+                "{} did not bind udp port {port}; log tail:\n{}",
+                proc.name,
+                tail(&proc.log, 30)
+            );
+        }
+        sleep(Duration::from_millis(20));
+    }
+}
+
+/// Panics if something already holds UDP `port`: a leftover from another run would
+/// receive part of the traffic and spoil the numbers.
+pub fn assert_udp_free(port: u16) {
+    assert!(
+        !udp_port_bound(port),
+        "udp port {port} is already in use; another load bench running?"
+    );
+}
+
+/// `GET path` over HTTP/1.0; returns the body if the status is 200.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.")
+        .then(|| head.split_whitespace().nth(1) == Some("200"))
+        .filter(|ok| *ok)
+        .map(|_| body.to_string())
+}

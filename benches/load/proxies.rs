@@ -1,0 +1,222 @@
+//! The four proxies under test, each started in the foreground in its own directory and
+//! ready (its SIP port bound) when `start` returns.
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use crate::bare;
+use crate::procs::{Proc, http_get, wait_udp_bound};
+
+const NGINX_CONF: &str = include_str!("nginx.conf");
+const KAMAILIO_CFG: &str = include_str!("kamailio.cfg");
+const NGINX_STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Sipfront,
+    Nginx,
+    Kamailio,
+    Bare,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [Kind::Sipfront, Kind::Nginx, Kind::Kamailio, Kind::Bare];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Sipfront => "sipfront",
+            Kind::Nginx => "nginx",
+            Kind::Kamailio => "kamailio",
+            Kind::Bare => "bare",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == s)
+    }
+}
+
+/// Addresses of one run.
+pub struct Ports {
+    pub listen: u16,
+    pub uas: [u16; 2],
+    pub admin: u16,
+    pub relay_ports: &'static str,
+}
+
+pub struct Proxy {
+    pub kind: Kind,
+    pub proc: Proc,
+    /// sipfront's admin endpoint.
+    pub admin: Option<SocketAddr>,
+}
+
+impl Proxy {
+    pub fn start(kind: Kind, dir: &Path, p: &Ports) -> Proxy {
+        let dir = dir.join(kind.name());
+        fs::create_dir_all(&dir).expect("create proxy dir");
+        let log = dir.join("proxy.log");
+        let (mut proc, admin) = match kind {
+            Kind::Sipfront => {
+                let cfg = dir.join("sipfront.toml");
+                fs::write(&cfg, sipfront_toml(p)).expect("write sipfront.toml");
+                let mut cmd = Command::new(env!("CARGO_BIN_EXE_sipfront"));
+                cmd.arg("run").arg("-c").arg(&cfg).env("RUST_LOG", "warn");
+                let admin = SocketAddr::from(([127, 0, 0, 1], p.admin));
+                (Proc::spawn("sipfront", &mut cmd, &log, false), Some(admin))
+            }
+            Kind::Nginx => {
+                let conf = dir.join("nginx.conf");
+                let text = NGINX_CONF
+                    .replace("@DIR@", &dir.display().to_string())
+                    .replace("@PORT@", &p.listen.to_string())
+                    .replace("@UAS1@", &p.uas[0].to_string())
+                    .replace("@UAS2@", &p.uas[1].to_string());
+                fs::write(&conf, text).expect("write nginx.conf");
+                assert!(
+                    Path::new(NGINX_STREAM_MODULE).exists(),
+                    "{NGINX_STREAM_MODULE} missing: apt-get install libnginx-mod-stream"
+                );
+                let mut cmd = Command::new("nginx");
+                cmd.arg("-e")
+                    .arg(dir.join("error.log"))
+                    .arg("-c")
+                    .arg(&conf)
+                    .arg("-p")
+                    .arg(&dir);
+                (Proc::spawn("nginx", &mut cmd, &log, false), None)
+            }
+            Kind::Kamailio => {
+                let cfg = dir.join("kamailio.cfg");
+                let list = dir.join("dispatcher.list");
+                fs::write(
+                    &list,
+                    format!(
+                        "1 sip:127.0.0.1:{}\n1 sip:127.0.0.1:{}\n",
+                        p.uas[0], p.uas[1]
+                    ),
+                )
+                .expect("write dispatcher.list");
+                let text = KAMAILIO_CFG
+                    .replace("@PORT@", &p.listen.to_string())
+                    .replace("@LIST@", &list.display().to_string());
+                fs::write(&cfg, text).expect("write kamailio.cfg");
+                check_kamailio_cfg(&cfg);
+                let mut cmd = Command::new("kamailio");
+                cmd.args(["-DD", "-E", "-m", "64", "-M", "8", "-f"])
+                    .arg(&cfg)
+                    .arg("-P")
+                    .arg(dir.join("kamailio.pid"))
+                    .arg("-Y")
+                    .arg(&dir);
+                (Proc::spawn("kamailio", &mut cmd, &log, true), None)
+            }
+            Kind::Bare => {
+                let spec = format!(
+                    "127.0.0.1:{},127.0.0.1:{},127.0.0.1:{}",
+                    p.listen, p.uas[0], p.uas[1]
+                );
+                let exe = std::env::current_exe().expect("current_exe");
+                let mut cmd = Command::new(exe);
+                cmd.env(bare::ENV, spec);
+                (Proc::spawn("bare", &mut cmd, &log, false), None)
+            }
+        };
+        wait_udp_bound(&mut proc, p.listen);
+        if let Some(addr) = admin {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while http_get(addr, "/metrics").is_none() {
+                proc.assert_running();
+                assert!(Instant::now() < deadline, "sipfront admin not answering");
+                sleep(Duration::from_millis(20));
+            }
+        }
+        if kind == Kind::Kamailio {
+            // The workers fork after the main process binds; let them all come up.
+            sleep(Duration::from_millis(700));
+        }
+        Proxy { kind, proc, admin }
+    }
+
+    /// sipfront's datagram counters (sum of `sipfront_datagrams_total` over all
+    /// labels) and the sum of `sipfront_drops_total`, once the counters stop moving
+    /// (they are published every 200 ms).
+    pub fn sipfront_counters(&self) -> Option<(f64, f64)> {
+        let addr = self.admin?;
+        let mut last: Option<(f64, f64)> = None;
+        for _ in 0..20 {
+            sleep(Duration::from_millis(300));
+            let text = http_get(addr, "/metrics")?;
+            let now = (
+                metric_sum(&text, "sipfront_datagrams_total"),
+                metric_sum(&text, "sipfront_drops_total"),
+            );
+            if last == Some(now) {
+                return last;
+            }
+            last = Some(now);
+        }
+        last
+    }
+}
+
+fn sipfront_toml(p: &Ports) -> String {
+    format!(
+        r#"[listen]
+sip = ["127.0.0.1:{listen}"]
+relay_ports = "{relay}"
+
+[[backend]]
+name = "a"
+addr = "127.0.0.1:{a}"
+
+[[backend]]
+name = "b"
+addr = "127.0.0.1:{b}"
+
+[limits]
+new_flows_per_ip = 100000
+new_flows_burst = 100000
+
+[admin]
+listen = "127.0.0.1:{admin}"
+"#,
+        listen = p.listen,
+        relay = p.relay_ports,
+        a = p.uas[0],
+        b = p.uas[1],
+        admin = p.admin,
+    )
+}
+
+fn check_kamailio_cfg(cfg: &Path) {
+    let out = Command::new("kamailio")
+        .arg("-c")
+        .arg("-f")
+        .arg(cfg)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run kamailio (package kamailio): {e}"));
+    assert!(
+        out.status.success(),
+        "kamailio -c -f {} failed:\n{}{}",
+        cfg.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Sum of every sample of metric `name` in Prometheus text format.
+fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

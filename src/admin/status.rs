@@ -1,0 +1,108 @@
+//! A snapshot of the dataplane, refreshed a few times a second, for the admin API,
+//! `/ready` and the demo's status line. Refreshing reuses its buffers (no allocation
+//! in steady state).
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::health::Checker;
+use crate::relay::{Counters, Router};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendInfo {
+    pub name: String,
+    pub addr: SocketAddr,
+    /// Health: unknown, up or down.
+    pub state: &'static str,
+    /// Admin: enabled, draining or disabled.
+    pub admin: &'static str,
+    /// Still configured (false: removed by a reload, draining out).
+    pub configured: bool,
+    pub last_rtt_ms: Option<f64>,
+    pub flows: usize,
+    pub datagrams_to_backend: u64,
+    pub datagrams_to_client: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub backends: Vec<BackendInfo>,
+    pub counters: Counters,
+    pub flows: usize,
+    pub dialogs: usize,
+    pub ports_in_use: usize,
+    /// At least one backend takes traffic.
+    pub ready: bool,
+    pub updated: Option<Instant>,
+}
+
+impl Status {
+    pub fn new() -> Self {
+        Status {
+            backends: Vec::new(),
+            counters: Counters::default(),
+            flows: 0,
+            dialogs: 0,
+            ports_in_use: 0,
+            ready: false,
+            updated: None,
+        }
+    }
+
+    pub fn update(&mut self, r: &Router, checker: &Checker, ports_in_use: usize) {
+        self.counters.copy_from(r.counters());
+        self.flows = r.flow_count();
+        self.dialogs = r.dialog_count();
+        self.ports_in_use = ports_in_use;
+        self.updated = Some(Instant::now());
+        let set = r.backends();
+        let live = set.iter().filter(|(_, b)| !b.vacant).count();
+        if self.backends.len() != live {
+            self.backends.clear();
+        }
+        let mut k = 0;
+        let mut ready = false;
+        for (id, b) in set.iter().filter(|(_, b)| !b.vacant) {
+            let c = self
+                .counters
+                .backends
+                .get(id as usize)
+                .cloned()
+                .unwrap_or_default();
+            let info = BackendInfo {
+                name: String::new(),
+                addr: b.addr,
+                state: checker.state(id as usize).as_str(),
+                admin: b.admin.as_str(),
+                configured: b.present,
+                last_rtt_ms: checker.last_rtt(id as usize).map(|d| d.as_secs_f64() * 1e3),
+                flows: r.flows_per_backend().get(id as usize).copied().unwrap_or(0),
+                datagrams_to_backend: c.datagrams[0],
+                datagrams_to_client: c.datagrams[1],
+            };
+            ready |= b.serves();
+            if k == self.backends.len() {
+                self.backends.push(info);
+                self.backends[k].name = b.name.clone();
+            } else {
+                let slot = &mut self.backends[k];
+                let name = std::mem::take(&mut slot.name);
+                *slot = info;
+                slot.name = name;
+                if slot.name != b.name {
+                    slot.name.clone_from(&b.name);
+                }
+            }
+            k += 1;
+        }
+        self.ready = ready;
+    }
+}
+
+impl Default for Status {
+    fn default() -> Self {
+        Status::new()
+    }
+}

@@ -1,0 +1,157 @@
+//! The prober: the health checker's I/O. It owns the probe sockets (bound to the
+//! host's own address, not the floating one, so a standby's view of backend health is
+//! already current when it takes over), builds OPTIONS with rsip, matches replies and
+//! ICMP errors to backends, and hands state changes to the dataplane.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::rc::Rc;
+use std::time::Instant;
+
+use tokio::net::UdpSocket;
+
+use super::checker::{Checker, Event, Settings};
+use crate::relay::errqueue;
+use crate::sip::probe::ProbeIds;
+
+pub struct Prober {
+    pub checker: Checker,
+    ids: ProbeIds,
+    pub v4: Rc<UdpSocket>,
+    pub v6: Option<Rc<UdpSocket>>,
+    /// Backend addresses by backend id (the router's slot index).
+    addrs: Vec<Option<SocketAddr>>,
+    /// Datagrams that were not a reply to one of our probes.
+    pub stray: u64,
+}
+
+fn bind(ip: IpAddr) -> io::Result<Rc<UdpSocket>> {
+    let s = std::net::UdpSocket::bind(SocketAddr::new(ip, 0))?;
+    s.set_nonblocking(true)?;
+    errqueue::enable(&s, ip.is_ipv6())?;
+    UdpSocket::from_std(s).map(Rc::new)
+}
+
+impl Prober {
+    /// Binds the probe sockets; must run inside a tokio runtime.
+    pub fn new(
+        settings: Settings,
+        addrs: Vec<Option<SocketAddr>>,
+        now: Instant,
+        nonce: u64,
+    ) -> io::Result<Self> {
+        let v6 = if addrs.iter().flatten().any(SocketAddr::is_ipv6) {
+            Some(bind(IpAddr::V6(Ipv6Addr::UNSPECIFIED))?)
+        } else {
+            None
+        };
+        Ok(Prober {
+            checker: Checker::new(settings, addrs.len(), now),
+            ids: ProbeIds::new(nonce),
+            v4: bind(IpAddr::V4(Ipv4Addr::UNSPECIFIED))?,
+            v6,
+            addrs,
+            stray: 0,
+        })
+    }
+
+    pub fn backend_of(&self, a: &SocketAddr) -> Option<usize> {
+        self.addrs.iter().position(|x| x.as_ref() == Some(a))
+    }
+
+    /// Replaces the address list (config reload); `reset` backends start over.
+    pub fn set_addrs(&mut self, addrs: Vec<Option<SocketAddr>>, reset: &[usize], now: Instant) {
+        self.checker.resize(addrs.len(), now);
+        for &i in reset {
+            self.checker.reset(i, now);
+        }
+        if self.v6.is_none() && addrs.iter().flatten().any(SocketAddr::is_ipv6) {
+            match bind(IpAddr::V6(Ipv6Addr::UNSPECIFIED)) {
+                Ok(s) => self.v6 = Some(s),
+                Err(e) => tracing::error!(error = %e, "cannot open IPv6 probe socket"),
+            }
+        }
+        self.addrs = addrs;
+    }
+
+    /// Reads replies and ICMP errors from both sockets. Returns RTTs of answered
+    /// probes through `rtt`.
+    pub fn receive(&mut self, now: Instant, buf: &mut [u8], mut rtt: impl FnMut(usize, f64)) {
+        for v6 in [false, true] {
+            loop {
+                let sock = if v6 {
+                    match &self.v6 {
+                        Some(s) => s.clone(),
+                        None => break,
+                    }
+                } else {
+                    self.v4.clone()
+                };
+                match sock.try_recv_from(buf) {
+                    Ok((n, from)) => match self.ids.parse_reply(&buf[..n]) {
+                        Some((b, seq, code))
+                            if self.addrs.get(b).copied().flatten() == Some(from) =>
+                        {
+                            if let Some(d) = self.checker.handle_reply(now, b, seq, code) {
+                                rtt(b, d.as_secs_f64());
+                            }
+                        }
+                        _ => self.stray += 1,
+                    },
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        let mut hits = Vec::new();
+                        errqueue::drain(&*sock, |u| hits.push(u.dest));
+                        for dest in hits {
+                            if let Some(b) = self.backend_of(&dest) {
+                                self.checker.handle_icmp(now, b, true);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Relayed traffic to `dest` bounced: probe that backend now.
+    pub fn relay_icmp(&mut self, now: Instant, dest: &SocketAddr) -> bool {
+        match self.backend_of(dest) {
+            Some(b) => {
+                self.checker.handle_icmp(now, b, false);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Runs timers and sends due probes.
+    pub fn tick(&mut self, now: Instant) {
+        self.checker.handle_timeout(now);
+        while let Some(tx) = self.checker.poll_transmit() {
+            let Some(target) = self.addrs.get(tx.backend).copied().flatten() else {
+                continue;
+            };
+            let sock = match (target.is_ipv6(), &self.v6) {
+                (true, Some(s)) => s.clone(),
+                _ => self.v4.clone(),
+            };
+            let local = sock
+                .local_addr()
+                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+            let msg = self.ids.build(tx.backend, tx.seq, target, local);
+            if let Err(e) = socket2::SockRef::from(&*sock).send_to(&msg, &target.into()) {
+                // A send that fails at once (e.g. ECONNREFUSED from a queued ICMP
+                // error) is a failed probe the next receive or timeout will count.
+                tracing::debug!(backend = tx.backend, error = %e, "probe send failed");
+            }
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.checker.poll_timeout()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.checker.poll_event()
+    }
+}

@@ -1,0 +1,241 @@
+//! The backend set as the router sees it: address, rendezvous seed, health, admin
+//! state. Slots keep their index for life, so flows and dialogs can refer to a
+//! backend by a small integer across config reloads.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::hrw;
+use super::router::BackendId;
+use crate::config::Backend;
+
+/// Operator's say over a backend, independent of its health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdminState {
+    /// Takes new flows.
+    Enabled,
+    /// No new flows; existing ones stay until they move by failback or expire.
+    Draining,
+    /// No traffic: its flows move to the next choice at once.
+    Disabled,
+}
+
+impl AdminState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminState::Enabled => "enabled",
+            AdminState::Draining => "draining",
+            AdminState::Disabled => "disabled",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BackendSlot {
+    pub name: String,
+    pub addr: SocketAddr,
+    seed: u64,
+    /// From health checks (or assumed at start).
+    pub up: bool,
+    pub admin: AdminState,
+    /// Still in the config. A removed backend drains, then its slot is vacated.
+    pub present: bool,
+    /// Free for reuse: matches no address, takes no traffic.
+    pub vacant: bool,
+}
+
+impl BackendSlot {
+    fn new(b: &Backend) -> Self {
+        BackendSlot {
+            name: b.name.clone(),
+            addr: b.addr,
+            seed: hrw::seed(&b.name),
+            up: true,
+            admin: AdminState::Enabled,
+            present: true,
+            vacant: false,
+        }
+    }
+
+    /// May new flows (and flows leaving a dead home) come here?
+    pub fn accepts_new(&self) -> bool {
+        self.present && !self.vacant && self.up && self.admin == AdminState::Enabled
+    }
+
+    /// May flows that already live here stay?
+    pub fn serves(&self) -> bool {
+        !self.vacant && self.up && self.admin != AdminState::Disabled
+    }
+}
+
+/// What a config reload changed, for the health checker and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Added(BackendId),
+    Readded(BackendId),
+    AddressChanged(BackendId),
+    Removed(BackendId),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct BackendSet {
+    slots: Vec<BackendSlot>,
+}
+
+impl BackendSet {
+    pub fn new(backends: &[Backend]) -> Self {
+        BackendSet {
+            slots: backends.iter().map(BackendSlot::new).collect(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    pub fn get(&self, id: BackendId) -> Option<&BackendSlot> {
+        self.slots.get(id as usize)
+    }
+
+    pub fn get_mut(&mut self, id: BackendId) -> Option<&mut BackendSlot> {
+        self.slots.get_mut(id as usize)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (BackendId, &BackendSlot)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i as BackendId, s))
+    }
+
+    /// Linear: there are few backends, and a scan of a few addresses beats hashing.
+    #[inline]
+    pub fn by_addr(&self, a: &SocketAddr) -> Option<BackendId> {
+        self.slots
+            .iter()
+            .position(|b| b.addr == *a && !b.vacant)
+            .map(|i| i as BackendId)
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<BackendId> {
+        self.slots
+            .iter()
+            .position(|b| b.name == name && b.present && !b.vacant)
+            .map(|i| i as BackendId)
+    }
+
+    pub fn serves(&self, id: BackendId) -> bool {
+        self.get(id).is_some_and(BackendSlot::serves)
+    }
+
+    /// Highest-random-weight choice among backends that accept new flows.
+    pub fn choose(&self, client: &SocketAddr) -> Option<BackendId> {
+        let key = hrw::client_key(client);
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.accepts_new())
+            .max_by_key(|(_, b)| hrw::score(key, b.seed))
+            .map(|(i, _)| i as BackendId)
+    }
+
+    /// Applies a new backend list (by name). Admin state survives; a removed backend
+    /// drains; a re-added one comes back enabled.
+    pub fn update(&mut self, new: &[Backend]) -> Vec<Change> {
+        let mut changes = Vec::new();
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if slot.present && !slot.vacant && !new.iter().any(|b| b.name == slot.name) {
+                slot.present = false;
+                slot.admin = AdminState::Draining;
+                changes.push(Change::Removed(i as BackendId));
+            }
+        }
+        for b in new {
+            let existing = self
+                .slots
+                .iter()
+                .position(|s| s.name == b.name && !s.vacant);
+            match existing {
+                Some(i) => {
+                    let s = &mut self.slots[i];
+                    if !s.present {
+                        s.present = true;
+                        s.admin = AdminState::Enabled;
+                        changes.push(Change::Readded(i as BackendId));
+                    }
+                    if s.addr != b.addr {
+                        s.addr = b.addr;
+                        s.up = true;
+                        changes.push(Change::AddressChanged(i as BackendId));
+                    }
+                }
+                None => {
+                    let slot = BackendSlot::new(b);
+                    let i = match self.slots.iter().position(|s| s.vacant) {
+                        Some(i) => {
+                            self.slots[i] = slot;
+                            i
+                        }
+                        None => {
+                            self.slots.push(slot);
+                            self.slots.len() - 1
+                        }
+                    };
+                    changes.push(Change::Added(i as BackendId));
+                }
+            }
+        }
+        changes
+    }
+
+    /// Frees removed backends that no flow calls home any more.
+    pub fn vacate_unused(&mut self, flows_per_backend: &[usize]) -> Vec<BackendId> {
+        let mut freed = Vec::new();
+        for (i, s) in self.slots.iter_mut().enumerate() {
+            if !s.present && !s.vacant && flows_per_backend.get(i).copied().unwrap_or(0) == 0 {
+                s.vacant = true;
+                freed.push(i as BackendId);
+            }
+        }
+        freed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(name: &str, port: u16) -> Backend {
+        Backend {
+            name: name.into(),
+            addr: SocketAddr::from(([10, 0, 0, 1], port)),
+        }
+    }
+
+    #[test]
+    fn reload_keeps_indices_drains_removed_and_reuses_vacant_slots() {
+        let mut s = BackendSet::new(&[b("a", 1), b("b", 2)]);
+        s.get_mut(0).unwrap().admin = AdminState::Draining;
+        let ch = s.update(&[b("a", 1), b("c", 3)]);
+        assert_eq!(ch, vec![Change::Removed(1), Change::Added(2)]);
+        assert_eq!(
+            s.get(0).unwrap().admin,
+            AdminState::Draining,
+            "admin state kept"
+        );
+        assert!(s.serves(1) && !s.get(1).unwrap().accepts_new());
+        assert_eq!(s.vacate_unused(&[5, 3, 0]), Vec::<BackendId>::new());
+        assert_eq!(s.vacate_unused(&[5, 0, 0]), vec![1]);
+        assert_eq!(s.by_addr(&SocketAddr::from(([10, 0, 0, 1], 2))), None);
+        let ch = s.update(&[b("a", 9), b("c", 3), b("d", 4)]);
+        assert_eq!(ch, vec![Change::AddressChanged(0), Change::Added(1)]);
+        assert_eq!(s.get(1).unwrap().name, "d");
+        assert_eq!(s.by_name("a"), Some(0));
+    }
+}
