@@ -22,9 +22,13 @@
 //! Ports: proxies and UAS on 127.0.0.1:310xx, sipp media 312xx, sipfront relay ports
 //! 24000-24999 and admin 31090.
 
+#[path = "load/bare.rs"]
 mod bare;
+#[path = "load/procs.rs"]
 mod procs;
+#[path = "load/proxies.rs"]
 mod proxies;
+#[path = "load/sipp.rs"]
 mod sipp;
 
 use std::fmt::Write as _;
@@ -193,7 +197,7 @@ fn run_one(kind: Kind, mode: &str, args: &Args, root: &std::path::Path) -> Outco
     let after = proxy.proc.cpu();
     let wall = t0.elapsed();
     let proxy_alive = proxy.proc.try_wait().is_none();
-    let (rss_kb, pss_kb) = proxy.memory_kb();
+    let (rss_kb, pss_kb) = proxy.proc.memory_kb();
     let stats = uac.stats();
     let sipfront = proxy.sipfront_counters();
     let sa = uas_a.stop();

@@ -32,6 +32,20 @@ pub enum Command {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// Talk to a running sipfront's admin API.
+    Ctl {
+        /// Admin API address (default: from -c, else 127.0.0.1:9090).
+        #[arg(long, global = true)]
+        admin: Option<SocketAddr>,
+        /// File holding the admin bearer token (default: from -c).
+        #[arg(long, global = true, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        /// Read the admin address and token file from this config.
+        #[arg(short, long, global = true, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: CtlAction,
+    },
     /// Run a self-contained demo: sipfront on 127.0.0.1:5060 in front of two built-in
     /// backends, /metrics on 127.0.0.1:9090, a status line per second.
     /// Drive it with: sipp -sn uac 127.0.0.1:5060 -r 100 -m 5000
@@ -45,5 +59,26 @@ pub enum Command {
         /// Stop after this many seconds (default: run until Ctrl-C).
         #[arg(long, value_name = "SECS")]
         duration: Option<u64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CtlAction {
+    /// Backends with health, admin state, RTT, flows; totals and drops.
+    Status,
+    /// Stop sending new flows to a backend; its flows stay until they expire or move.
+    Drain { name: String },
+    /// Let a backend take new flows again.
+    Enable { name: String },
+    /// Take a backend out now: its flows move to the next choice.
+    Disable { name: String },
+    /// List flows (client, relay port, home backend, idle and registration time).
+    Flows {
+        /// Only this client (ip:port as sipfront sees it).
+        #[arg(long)]
+        client: Option<SocketAddr>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
     },
 }

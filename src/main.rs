@@ -2,6 +2,7 @@
 //! here only; the library reports typed errors.
 
 mod cli;
+mod ctl;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -14,7 +15,7 @@ use sipfront::config::Config;
 use sipfront::{admin, demo, server};
 use tokio::net::UdpSocket;
 
-use cli::{Cli, Command};
+use cli::{Cli, Command, CtlAction};
 
 /// Exit status for configuration errors (distinct from runtime failures).
 const EXIT_CONFIG: u8 = 2;
@@ -48,7 +49,35 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            report(runtime().and_then(|rt| rt.block_on(run(cfg, None))))
+            report(runtime().and_then(|rt| rt.block_on(run(cfg, Some(config)))))
+        }
+        Command::Ctl {
+            admin,
+            token_file,
+            config,
+            action,
+        } => {
+            let target = match ctl_target(admin, token_file, config) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("sipfront ctl: {e:#}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            let r = match action {
+                CtlAction::Status => ctl::status(&target),
+                CtlAction::Drain { name } => ctl::set_admin(&target, &name, "drain"),
+                CtlAction::Enable { name } => ctl::set_admin(&target, &name, "enable"),
+                CtlAction::Disable { name } => ctl::set_admin(&target, &name, "disable"),
+                CtlAction::Flows { client, limit } => ctl::flows(&target, client, limit),
+            };
+            match r {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sipfront ctl: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Demo {
             sip,
@@ -76,11 +105,51 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the tokio runtime")
 }
 
-/// Runs until SIGINT/SIGTERM (or `limit` elapses).
-async fn run(cfg: Config, limit: Option<Duration>) -> anyhow::Result<()> {
+fn ctl_target(
+    admin: Option<std::net::SocketAddr>,
+    token_file: Option<std::path::PathBuf>,
+    config: Option<std::path::PathBuf>,
+) -> anyhow::Result<ctl::Target> {
+    let cfg = match &config {
+        Some(p) => Some(Config::load(p).with_context(|| format!("reading {}", p.display()))?),
+        None => None,
+    };
+    let token = match token_file {
+        Some(p) => Some(
+            std::fs::read_to_string(&p)
+                .with_context(|| format!("reading token file {}", p.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => cfg.as_ref().and_then(|c| c.admin.token.clone()),
+    };
+    let admin = admin
+        .or(cfg.as_ref().map(|c| c.admin.listen))
+        .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 9090)));
+    Ok(ctl::Target { admin, token })
+}
+
+/// Runs until SIGINT/SIGTERM; SIGHUP re-reads `path` and applies it.
+async fn run(cfg: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
     let prom = admin::install_recorder().map_err(anyhow::Error::msg)?;
     let running = server::start(cfg, prom).await?;
-    wait_for_stop(limit).await?;
+    let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            r = wait_for_stop(None) => { r?; break; }
+            _ = hup.recv() => {
+                let Some(p) = &path else { continue };
+                match Config::load(p) {
+                    Ok(cfg) => match running.reload(cfg).await {
+                        Ok(notes) => tracing::info!(file = %p.display(), changes = ?notes, "config reloaded"),
+                        Err(e) => tracing::error!(error = %e, "reload failed"),
+                    },
+                    Err(e) => tracing::error!(file = %p.display(), error = %e, "reload rejected: invalid config; keeping the running one"),
+                }
+            }
+        }
+    }
     tracing::info!("stopping");
     running.stop()?;
     Ok(())

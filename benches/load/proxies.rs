@@ -49,7 +49,6 @@ pub struct Ports {
 }
 
 pub struct Proxy {
-    pub kind: Kind,
     pub proc: Proc,
     /// sipfront's admin endpoint.
     pub admin: Option<SocketAddr>,
@@ -139,7 +138,7 @@ impl Proxy {
             // The workers fork after the main process binds; let them all come up.
             sleep(Duration::from_millis(700));
         }
-        Proxy { kind, proc, admin }
+        Proxy { proc, admin }
     }
 
     /// sipfront's datagram counters (sum of `sipfront_datagrams_total` over all
