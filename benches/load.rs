@@ -10,7 +10,8 @@
 //!
 //! Options: `--rate N` calls/s (500), `--seconds N` (10), `--calls N` (rate × seconds),
 //! `--modes u1,un` (both): `u1` is one client socket (one flow), `un` one socket per call
-//! up to `--max-socket N` (500) client flows; `--proxies LIST` (all four).
+//! up to `--max-socket N` (500) client flows; `--proxies LIST` (all four); `--keep` keeps
+//! the work directory (configs, logs, sipp statistics; also kept when a call failed).
 //!
 //! CPU is what the proxy used (utime + stime from `/proc/PID/stat`, all threads; for
 //! Kamailio its main process and every worker), read just before and after the UAC run,
@@ -32,7 +33,7 @@ mod proxies;
 mod sipp;
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -60,9 +61,13 @@ struct Args {
     modes: Vec<String>,
     max_socket: u64,
     proxies: Vec<Kind>,
+    keep: bool,
 }
 
 impl Args {
+    /// Parses the options. Positional arguments are name filters, as `cargo bench -- NAME`
+    /// passes them to every bench: `load` or a proxy name (`sipfront`, `nginx`...) selects,
+    /// anything else leaves nothing to run. Unknown `--flags` are for other benches.
     fn parse(argv: &[String]) -> Result<Args, String> {
         let mut rate = 500;
         let mut seconds = 10;
@@ -70,6 +75,8 @@ impl Args {
         let mut modes = vec!["u1".to_string(), "un".to_string()];
         let mut max_socket = 500;
         let mut proxies = Kind::ALL.to_vec();
+        let mut filters: Vec<String> = Vec::new();
+        let mut keep = false;
         let mut it = argv.iter();
         while let Some(a) = it.next() {
             let mut value = || {
@@ -80,6 +87,7 @@ impl Args {
             let num = |v: String| v.parse::<u64>().map_err(|_| format!("{a}: `{v}`"));
             match a.as_str() {
                 "--bench" => {}
+                "--keep" => keep = true,
                 "--rate" => rate = num(value()?)?,
                 "--seconds" => seconds = num(value()?)?,
                 "--calls" => calls = Some(num(value()?)?),
@@ -96,11 +104,17 @@ impl Args {
                         .map(|p| Kind::parse(p).ok_or_else(|| format!("--proxies: `{p}`")))
                         .collect::<Result<_, _>>()?;
                 }
-                other => return Err(format!("unknown argument `{other}`")),
+                flag if flag.starts_with('-') => {
+                    eprintln!("load bench: ignoring `{flag}` (not an option of this bench)");
+                }
+                filter => filters.push(filter.to_string()),
             }
         }
         if rate == 0 || max_socket == 0 {
             return Err("--rate and --max-socket must be > 0".into());
+        }
+        if !filters.is_empty() && !filters.iter().any(|f| "load".contains(f.as_str())) {
+            proxies.retain(|k| filters.iter().any(|f| k.name().contains(f.as_str())));
         }
         Ok(Args {
             rate,
@@ -108,7 +122,31 @@ impl Args {
             modes,
             max_socket,
             proxies,
+            keep,
         })
+    }
+}
+
+/// The bench's working directory (configs, logs, sipp statistics). Removed at the end
+/// unless asked to keep it, some call failed, or the bench panics.
+struct WorkDir {
+    dir: Option<tempfile::TempDir>,
+    keep: bool,
+}
+
+impl WorkDir {
+    fn path(&self) -> &Path {
+        self.dir.as_ref().expect("work dir").path()
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if let Some(d) = self.dir.take() {
+            if self.keep || std::thread::panicking() {
+                eprintln!("load bench: work dir kept at {}", d.keep().display());
+            }
+        }
     }
 }
 
@@ -149,7 +187,7 @@ impl Outcome {
     }
 }
 
-fn run_one(kind: Kind, mode: &str, args: &Args, root: &std::path::Path) -> Outcome {
+fn run_one(kind: Kind, mode: &str, args: &Args, root: &Path) -> Outcome {
     let dir = root.join(format!("{}-{mode}", kind.name()));
     std::fs::create_dir_all(&dir).expect("create run dir");
     for p in [PORTS.listen, PORTS.uas[0], PORTS.uas[1], UAC_PORT] {
@@ -369,10 +407,19 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let root = tempfile::Builder::new()
-        .prefix("sipfront-load-")
-        .tempdir()
-        .expect("create temp dir");
+    if args.proxies.is_empty() || args.modes.is_empty() {
+        println!("load bench: no proxy matches the filter; nothing to run");
+        return;
+    }
+    let mut root = WorkDir {
+        dir: Some(
+            tempfile::Builder::new()
+                .prefix("sipfront-load-")
+                .tempdir()
+                .expect("create temp dir"),
+        ),
+        keep: args.keep,
+    };
     eprintln!(
         "load bench: {} calls at {}/s per proxy, modes {:?} (un: up to {} client sockets), \
          work dir {}",
@@ -387,6 +434,9 @@ fn main() {
         for &kind in &args.proxies {
             results.push(run_one(kind, mode, &args, root.path()));
         }
+    }
+    if results.iter().any(|o| o.failed() > 0 || o.exit != Some(0)) {
+        root.keep = true;
     }
     let t = table(&results);
     println!("\n{t}");

@@ -1,2 +1,76 @@
-//! Routing bench: written with the router.
-fn main() {}
+//! The routing decision per datagram, without sockets: client -> backend and
+//! backend -> client for an existing flow, with 10,000 flows in the table.
+//!
+//! `cargo bench --bench routing`
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use sipfront::config::{Config, EphemeralPorts};
+use sipfront::relay::{BackendAction, ClientAction, Router};
+
+const CONFIG: &str = r#"
+[listen]
+sip = ["192.0.2.10:5060"]
+relay_ports = "10000-29999"
+[[backend]]
+name = "a"
+addr = "10.0.0.21:5060"
+[[backend]]
+name = "b"
+addr = "10.0.0.22:5060"
+[[backend]]
+name = "c"
+addr = "10.0.0.23:5060"
+[limits]
+new_flows_per_ip = 1000000
+new_flows_burst = 1000000
+"#;
+
+const INVITE: &[u8] = include_bytes!("../tests/corpus/sip/sipp_uac_invite.sip");
+const OK_REGISTER: &[u8] = include_bytes!("../tests/corpus/sip/kamailio_200_register.sip");
+
+fn bench_routing(c: &mut Criterion) {
+    let cfg = Config::parse(
+        CONFIG,
+        &EphemeralPorts {
+            range: 32768..=60999,
+            reserved: vec![],
+        },
+    )
+    .unwrap();
+    let mut r = Router::new(&cfg);
+    let now = Instant::now();
+    let client = |i: u32| SocketAddr::from(([198, 51, (i >> 8) as u8, i as u8], 5060));
+    let mut ports = Vec::new();
+    for i in 0..10_000 {
+        match r.from_client(now, client(i), 0, INVITE) {
+            ClientAction::Forward { relay_port, to, .. } => ports.push((relay_port, to)),
+            other => panic!("{other:?}"),
+        }
+    }
+    let mut g = c.benchmark_group("route");
+    let mut i = 0u32;
+    g.bench_function("client_to_backend/invite", |b| {
+        b.iter(|| {
+            i = (i + 1) % 10_000;
+            black_box(r.from_client(now, client(i), 0, black_box(INVITE)))
+        })
+    });
+    let mut j = 0usize;
+    g.bench_function("backend_to_client/200_register", |b| {
+        b.iter(|| {
+            j = (j + 1) % ports.len();
+            let (port, src) = ports[j];
+            let a = r.from_backend(now, port, src, black_box(OK_REGISTER));
+            debug_assert!(matches!(a, BackendAction::Forward { .. }));
+            black_box(a)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_routing);
+criterion_main!(benches);
