@@ -9,9 +9,16 @@
 //! ```
 //!
 //! Options: `--rate N` calls/s (500), `--seconds N` (10), `--calls N` (rate × seconds),
-//! `--modes u1,un` (both): `u1` is one client socket (one flow), `un` one socket per call
-//! up to `--max-socket N` (500) client flows; `--proxies LIST` (all four); `--keep` keeps
-//! the work directory (configs, logs, sipp statistics; also kept when a call failed).
+//! `--modes u1,un` (both), `--max-socket N` (200), `--proxies LIST` (all four),
+//! `--repeat N` (1: rounds over all proxies, then a median/min/max summary), `--keep` (keep
+//! the work directory with configs, logs and sipp statistics; it is also kept when a call
+//! failed).
+//!
+//! - `u1`: one UAC socket, so one client flow; calls end right after the ACK.
+//! - `un`: `-t un -max_socket N`, calls held for `-d` ≥ 1 s so that more calls are up
+//!   than sockets and sipp shares its N sockets between them: N client flows, each
+//!   carrying many calls. (With short calls sipp would open a new socket, a new flow,
+//!   for nearly every call.)
 //!
 //! CPU is what the proxy used (utime + stime from `/proc/PID/stat`, all threads; for
 //! Kamailio its main process and every worker), read just before and after the UAC run,
@@ -37,7 +44,7 @@ use std::path::{Path, PathBuf};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use procs::{Cpu, assert_udp_free};
+use procs::{Cpu, assert_udp_free, udp_rcvbuf_errors};
 use proxies::{Kind, Ports, Proxy};
 use sipp::Sipp;
 
@@ -47,6 +54,8 @@ const PORTS: Ports = Ports {
     admin: 31090,
     relay_ports: "24000-24999",
 };
+/// Size of `PORTS.relay_ports`.
+const RELAY_PORT_COUNT: u64 = 1000;
 const UAC_PORT: u16 = 31080;
 const UAC_MEDIA: u16 = 31200;
 const UAS_MEDIA: [u16; 2] = [31210, 31220];
@@ -61,6 +70,7 @@ struct Args {
     modes: Vec<String>,
     max_socket: u64,
     proxies: Vec<Kind>,
+    repeat: u64,
     keep: bool,
 }
 
@@ -73,10 +83,11 @@ impl Args {
         let mut seconds = 10;
         let mut calls = None;
         let mut modes = vec!["u1".to_string(), "un".to_string()];
-        let mut max_socket = 500;
+        let mut max_socket = 200;
         let mut proxies = Kind::ALL.to_vec();
         let mut filters: Vec<String> = Vec::new();
         let mut keep = false;
+        let mut repeat = 1;
         let mut it = argv.iter();
         while let Some(a) = it.next() {
             let mut value = || {
@@ -92,6 +103,7 @@ impl Args {
                 "--seconds" => seconds = num(value()?)?,
                 "--calls" => calls = Some(num(value()?)?),
                 "--max-socket" => max_socket = num(value()?)?,
+                "--repeat" => repeat = num(value()?)?.max(1),
                 "--modes" => {
                     modes = value()?.split(',').map(str::to_string).collect();
                     if let Some(m) = modes.iter().find(|m| *m != "u1" && *m != "un") {
@@ -113,6 +125,13 @@ impl Args {
         if rate == 0 || max_socket == 0 {
             return Err("--rate and --max-socket must be > 0".into());
         }
+        if max_socket > RELAY_PORT_COUNT {
+            return Err(format!(
+                "--max-socket {max_socket}: sipfront has {RELAY_PORT_COUNT} relay ports ({}), \
+                 one per client flow",
+                PORTS.relay_ports
+            ));
+        }
         if !filters.is_empty() && !filters.iter().any(|f| "load".contains(f.as_str())) {
             proxies.retain(|k| filters.iter().any(|f| k.name().contains(f.as_str())));
         }
@@ -122,6 +141,7 @@ impl Args {
             modes,
             max_socket,
             proxies,
+            repeat,
             keep,
         })
     }
@@ -153,6 +173,7 @@ impl Drop for WorkDir {
 /// What one proxy did under one load run.
 struct Outcome {
     kind: Kind,
+    round: u64,
     mode: String,
     rate: u64,
     calls: u64,
@@ -166,10 +187,15 @@ struct Outcome {
     pss_kb: u64,
     proxy_alive: bool,
     uac_retrans: u64,
+    /// INVITEs each UAS received.
     uas_calls: [u64; 2],
     uas_retrans: u64,
-    /// sipfront's own count: (sum of sipfront_datagrams_total, sum of drops).
-    sipfront: Option<(f64, f64)>,
+    /// OPTIONS (sipfront's health probes) the UAS answered, during the whole run.
+    probes: u64,
+    /// UDP datagrams dropped on full receive buffers during the UAC run (all sockets).
+    rcvbuf_errors: u64,
+    /// sipfront's own counts: datagrams, drops, flows created.
+    sipfront: Option<[f64; 3]>,
 }
 
 impl Outcome {
@@ -187,8 +213,8 @@ impl Outcome {
     }
 }
 
-fn run_one(kind: Kind, mode: &str, args: &Args, root: &Path) -> Outcome {
-    let dir = root.join(format!("{}-{mode}", kind.name()));
+fn run_one(kind: Kind, mode: &str, round: u64, args: &Args, root: &Path) -> Outcome {
+    let dir = root.join(format!("{}-{mode}-{round}", kind.name()));
     std::fs::create_dir_all(&dir).expect("create run dir");
     for p in [PORTS.listen, PORTS.uas[0], PORTS.uas[1], UAC_PORT] {
         assert_udp_free(p);
@@ -225,23 +251,36 @@ fn run_one(kind: Kind, mode: &str, args: &Args, root: &Path) -> Outcome {
         format!("{}s", secs + 30),
         "-timeout_error".into(),
     ];
+    let mut hold_ms = 0;
     if mode == "un" {
-        uac_args.extend(["-max_socket".into(), args.max_socket.to_string()]);
+        // Twice as many calls up as sockets: sockets stay shared, flows stay few.
+        hold_ms = (2000 * args.max_socket / args.rate).max(1000);
+        uac_args.extend([
+            "-max_socket".into(),
+            args.max_socket.to_string(),
+            "-d".into(),
+            hold_ms.to_string(),
+        ]);
     }
+    let rcvbuf0 = udp_rcvbuf_errors();
     let before = proxy.proc.cpu();
     let t0 = Instant::now();
     let mut uac = Sipp::start(&dir, "uac", &uac_args);
-    let status = uac.wait(Duration::from_secs(secs + 45));
+    let status = uac.wait(Duration::from_secs(secs + 45) + Duration::from_millis(hold_ms));
     let after = proxy.proc.cpu();
     let wall = t0.elapsed();
+    let rcvbuf_errors = udp_rcvbuf_errors().saturating_sub(rcvbuf0);
     let proxy_alive = proxy.proc.try_wait().is_none();
     let (rss_kb, pss_kb) = proxy.proc.memory_kb();
     let stats = uac.stats();
     let sipfront = proxy.sipfront_counters();
-    let sa = uas_a.stop();
-    let sb = uas_b.stop();
+    // The UAS dump their counters every second.
+    sleep(Duration::from_millis(1200).saturating_sub(t0.elapsed().saturating_sub(wall)));
+    let sa = uas_a.kill();
+    let sb = uas_b.kill();
     let o = Outcome {
         kind,
+        round,
         mode: mode.to_string(),
         rate: args.rate,
         calls: args.calls,
@@ -254,8 +293,10 @@ fn run_one(kind: Kind, mode: &str, args: &Args, root: &Path) -> Outcome {
         pss_kb,
         proxy_alive,
         uac_retrans: stats.retransmissions(),
-        uas_calls: [sa.incoming(), sb.incoming()],
+        uas_calls: [uas_a.received("INVITE"), uas_b.received("INVITE")],
         uas_retrans: sa.retransmissions() + sb.retransmissions(),
+        probes: uas_a.received("OPTIONS") + uas_b.received("OPTIONS"),
+        rcvbuf_errors,
         sipfront,
     };
     eprintln!(
@@ -284,17 +325,39 @@ fn run_one(kind: Kind, mode: &str, args: &Args, root: &Path) -> Outcome {
     o
 }
 
-fn table(results: &[Outcome]) -> String {
+/// Median of `v` (sorted in place); `None` if empty.
+fn median(v: &mut [f64]) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(v[n / 2]),
+        n => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
+fn fmt_us(u: Option<f64>) -> String {
+    u.map_or("-".into(), |u| format!("{u:.2}"))
+}
+
+fn table(results: &[Outcome], repeat: u64) -> String {
     let mut t = String::new();
+    let round_col = |o: &Outcome| {
+        if repeat > 1 {
+            format!(" {:>5}", o.round)
+        } else {
+            String::new()
+        }
+    };
+    let round_head = if repeat > 1 { "  round" } else { "" };
     let _ = writeln!(
         t,
-        "{:<9} {:<4} {:>5} {:>6} {:>6} {:>8} {:>8} {:>6} {:>7}",
+        "{:<9} {:<4} {:>5} {:>6} {:>6} {:>8} {:>8} {:>6} {:>7}{round_head}",
         "proxy", "mode", "rate", "calls", "failed", "cpu_ms", "us/dgram", "x_bare", "rss_kb"
     );
     for o in results {
         let bare = results
             .iter()
-            .find(|b| b.kind == Kind::Bare && b.mode == o.mode)
+            .find(|b| b.kind == Kind::Bare && b.mode == o.mode && b.round == o.round)
             .and_then(Outcome::us_per_dgram);
         let us = o.us_per_dgram();
         let x = match (us, bare) {
@@ -303,21 +366,67 @@ fn table(results: &[Outcome]) -> String {
         };
         let _ = writeln!(
             t,
-            "{:<9} {:<4} {:>5} {:>6} {:>6} {:>8.0} {:>8} {:>6} {:>7}",
+            "{:<9} {:<4} {:>5} {:>6} {:>6} {:>8.0} {:>8} {:>6} {:>7}{}",
             o.kind.name(),
             o.mode,
             o.rate,
             o.calls,
             o.failed(),
             o.cpu.ms(),
-            us.map_or("-".into(), |u| format!("{u:.2}")),
+            fmt_us(us),
             x,
-            o.rss_kb
+            o.rss_kb,
+            round_col(o)
         );
+    }
+    if repeat > 1 {
+        let _ = writeln!(
+            t,
+            "\nover {repeat} rounds (us/dgram from clock ticks):\n{:<9} {:<4} {:>8} {:>8} {:>8} {:>6} {:>6}",
+            "proxy", "mode", "median", "min", "max", "x_bare", "failed"
+        );
+        let mut groups: Vec<(Kind, &str)> = Vec::new();
+        for o in results {
+            if !groups.contains(&(o.kind, o.mode.as_str())) {
+                groups.push((o.kind, o.mode.as_str()));
+            }
+        }
+        let per = |kind: Kind, mode: &str| -> Vec<f64> {
+            results
+                .iter()
+                .filter(|o| o.kind == kind && o.mode == mode)
+                .filter_map(Outcome::us_per_dgram)
+                .collect()
+        };
+        for (kind, mode) in groups {
+            let mut v = per(kind, mode);
+            let med = median(&mut v);
+            let bare = median(&mut per(Kind::Bare, mode));
+            let x = match (med, bare) {
+                (Some(m), Some(b)) if b > 0.0 => format!("{:.1}", m / b),
+                _ => "-".into(),
+            };
+            let failed: u64 = results
+                .iter()
+                .filter(|o| o.kind == kind && o.mode == mode)
+                .map(Outcome::failed)
+                .sum();
+            let _ = writeln!(
+                t,
+                "{:<9} {:<4} {:>8} {:>8} {:>8} {:>6} {:>6}",
+                kind.name(),
+                mode,
+                fmt_us(med),
+                fmt_us(v.first().copied()),
+                fmt_us(v.last().copied()),
+                x,
+                failed
+            );
+        }
     }
     let _ = writeln!(
         t,
-        "\n{:<9} {:<4} {:>8} {:>9} {:>8} {:>7} {:>11} {:>7} {:>7} {:>6} {:>5}",
+        "\n{:<9} {:<4} {:>8} {:>9} {:>8} {:>7} {:>11} {:>5} {:>6} {:>7} {:>6} {:>5}{round_head}",
         "proxy",
         "mode",
         "dgrams",
@@ -326,6 +435,7 @@ fn table(results: &[Outcome]) -> String {
         "idle_ms",
         "uas_a/b",
         "retr",
+        "rcvbuf",
         "pss_kb",
         "exit",
         "wall"
@@ -333,24 +443,25 @@ fn table(results: &[Outcome]) -> String {
     for o in results {
         let _ = writeln!(
             t,
-            "{:<9} {:<4} {:>8} {:>9.1} {:>8} {:>7.1} {:>11} {:>7} {:>7} {:>6} {:>5.1}{}",
+            "{:<9} {:<4} {:>8} {:>9.1} {:>8} {:>7.1} {:>11} {:>5} {:>6} {:>7} {:>6} {:>5.1}{}{}",
             o.kind.name(),
             o.mode,
             o.datagrams(),
             o.cpu.sched_ms(),
-            o.sched_us_per_dgram()
-                .map_or("-".into(), |u| format!("{u:.2}")),
+            fmt_us(o.sched_us_per_dgram()),
             o.idle.sched_ms() / IDLE.as_secs_f64(),
             format!("{}/{}", o.uas_calls[0], o.uas_calls[1]),
             o.uac_retrans + o.uas_retrans,
+            o.rcvbuf_errors,
             o.pss_kb,
             o.exit.map_or("killed".into(), |c| c.to_string()),
             o.wall.as_secs_f64(),
+            round_col(o),
             if o.proxy_alive { "" } else { "  proxy died" }
         );
     }
     for o in results {
-        if let Some((dgrams, drops)) = o.sipfront {
+        if let Some([dgrams, drops, flows]) = o.sipfront {
             let per = if dgrams > 0.0 {
                 format!("{:.2}", o.cpu.ms() * 1000.0 / dgrams)
             } else {
@@ -358,12 +469,18 @@ fn table(results: &[Outcome]) -> String {
             };
             let _ = writeln!(
                 t,
-                "sipfront {}: /metrics sipfront_datagrams_total = {dgrams:.0} \
+                "sipfront {}{}: /metrics sipfront_datagrams_total = {dgrams:.0} \
                  (sipp: {} successful calls × {DGRAMS_PER_CALL} = {}), drops {drops:.0}, \
-                 us/dgram by /metrics {per}",
+                 flows {flows:.0}, us/dgram by /metrics {per}; health probes answered: {}",
                 o.mode,
+                if repeat > 1 {
+                    format!(" round {}", o.round)
+                } else {
+                    String::new()
+                },
                 o.successful,
-                o.datagrams()
+                o.datagrams(),
+                o.probes
             );
         }
     }
@@ -373,7 +490,9 @@ fn table(results: &[Outcome]) -> String {
          us/dgram = cpu / (successful calls × 6); x_bare = us/dgram ÷ bare's in the same mode.\n\
          sched_*: the same from /proc/*/task/*/schedstat (ns). idle_ms: CPU per second \
          before the load.\n\
-         uas_a/b: calls each UAS received; retr: sipp retransmissions (UAC + UAS); \
+         uas_a/b: INVITEs each UAS received; retr: sipp retransmissions (UAC + UAS); \
+         rcvbuf: UDP datagrams dropped on a full socket receive buffer during the run \
+         (Udp RcvbufErrors, any socket on the host).\n\
          rss_kb/pss_kb: after the run, summed over processes.\n",
     );
     t
@@ -430,20 +549,22 @@ fn main() {
         root.path().display()
     );
     let mut results = Vec::new();
-    for mode in &args.modes {
-        for &kind in &args.proxies {
-            results.push(run_one(kind, mode, &args, root.path()));
+    for round in 1..=args.repeat {
+        for mode in &args.modes {
+            for &kind in &args.proxies {
+                results.push(run_one(kind, mode, round, &args, root.path()));
+            }
         }
     }
     if results.iter().any(|o| o.failed() > 0 || o.exit != Some(0)) {
         root.keep = true;
     }
-    let t = table(&results);
+    let t = table(&results, args.repeat);
     println!("\n{t}");
     let out = target_dir().join("load-bench.txt");
     let header = format!(
-        "sipfront load bench: {} calls at {}/s, modes {:?}, max_socket {}\n\n",
-        args.calls, args.rate, args.modes, args.max_socket
+        "sipfront load bench: {} calls at {}/s, modes {:?}, max_socket {}, rounds {}\n\n",
+        args.calls, args.rate, args.modes, args.max_socket, args.repeat
     );
     match std::fs::write(&out, header + &t) {
         Ok(()) => eprintln!("written to {}", out.display()),

@@ -11,3 +11,4 @@ pub mod health;
 pub mod relay;
 pub mod server;
 pub mod sip;
+pub mod vrrp;

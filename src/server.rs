@@ -17,7 +17,7 @@ use crate::relay::dataplane::{self, DataplaneError, Handles};
 pub enum ServerError {
     #[error(transparent)]
     Dataplane(#[from] DataplaneError),
-    #[error("cannot listen on admin address {addr}: {source}")]
+    #[error("cannot listen on admin address {addr}")]
     Admin {
         addr: SocketAddr,
         source: std::io::Error,

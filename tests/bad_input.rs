@@ -71,9 +71,11 @@ fn sip_response_of_size(call_id: &str, total: usize) -> Vec<u8> {
 
 /// Sends `msg` from `client` to sipfront and expects the backend socket to receive exactly
 /// these bytes, from the relay address; returns that address.
-fn relayed(client: &UdpSocket, sip: SocketAddr, backend: &UdpSocket, msg: &[u8]) -> SocketAddr {
+fn relayed(client: &UdpSocket, sip: SocketAddr, backend: &FakeBackend, msg: &[u8]) -> SocketAddr {
     client.send_to(msg, sip).expect("send to sipfront");
-    let (got, from) = recv(backend).expect("backend received nothing from sipfront");
+    let (got, from) = backend
+        .recv(Duration::from_secs(3))
+        .expect("backend received nothing from sipfront");
     assert_eq!(
         got.len(),
         msg.len(),
@@ -90,7 +92,7 @@ fn malformed_burst_is_dropped_by_reason_and_calls_still_complete() {
     let t0 = Instant::now();
     let sip: SocketAddr = "127.0.0.1:27060".parse().unwrap();
 
-    let backend = udp(27070, Duration::from_secs(3));
+    let backend = FakeBackend::start(27070, 22000..=22499);
     let mut front = Sipfront::start(
         &dir,
         SipfrontConfig::new("127.0.0.1:27060", "22000-22499", "127.0.0.1:27090")
@@ -192,7 +194,7 @@ fn malformed_burst_is_dropped_by_reason_and_calls_still_complete() {
     assert_eq!(from, relay, "same flow, same relay port");
     // ... and the largest response comes back intact, from sipfront's SIP address.
     let big_reply = sip_response_of_size("big-1", MAX_UDP);
-    backend.send_to(&big_reply, relay).unwrap();
+    backend.send_to(&big_reply, relay);
     let (got, from) = recv(&client).expect("client got no reply");
     assert_eq!(from, sip, "replies come from the SIP address");
     assert_eq!(got.len(), MAX_UDP);
@@ -213,19 +215,14 @@ fn malformed_burst_is_dropped_by_reason_and_calls_still_complete() {
         .unwrap();
     *expected.entry("unknown_source").or_default() += 1.0;
     // Marker: the next thing the client sees must be this backend reply, not the spoof.
-    backend
-        .send_to(&sip_response_of_size("marker-1", 600), relay)
-        .unwrap();
+    backend.send_to(&sip_response_of_size("marker-1", 600), relay);
     let (got, _) = recv(&client).expect("client got no marker reply");
     assert!(
         String::from_utf8_lossy(&got).contains("Call-ID: marker-1"),
         "client received something else than the marker: {:?}",
         String::from_utf8_lossy(&got[..got.len().min(200)])
     );
-    backend
-        .set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
-    if let Some((d, from)) = recv(&backend) {
+    if let Some((d, from)) = backend.recv(Duration::from_millis(300)) {
         panic!(
             "backend got an unexpected datagram from {from}: {:?}",
             String::from_utf8_lossy(&d[..d.len().min(200)])
@@ -274,6 +271,10 @@ fn malformed_burst_is_dropped_by_reason_and_calls_still_complete() {
     // sipfront still carries calls: sipp UAC -> sipfront -> sipp UAS on the backend address.
     drop(backend);
     let _uas = sipp_uas(&dir, "uas", 27070);
+    // A health probe may have hit the port while it was closed (ICMP: down at once); give the
+    // checker time to see the UAS answer, then wait for "up".
+    std::thread::sleep(Duration::from_millis(1500));
+    front.wait_backends_up(Duration::from_secs(10));
     let mut uac = Sipp::start(
         &dir,
         "uac",
@@ -310,11 +311,11 @@ fn malformed_burst_is_dropped_by_reason_and_calls_still_complete() {
 }
 
 #[test]
-fn crlf_keepalives_are_counted_and_not_forwarded() {
+fn client_keepalives_are_counted_and_not_forwarded() {
     let dir = TestDir::new("keepalive");
     let sip: SocketAddr = "127.0.0.1:27160".parse().unwrap();
 
-    let backend = udp(27170, Duration::from_secs(3));
+    let backend = FakeBackend::start(27170, 22500..=22999);
     let mut front = Sipfront::start(
         &dir,
         SipfrontConfig::new("127.0.0.1:27160", "22500-22999", "127.0.0.1:27190")
@@ -334,28 +335,33 @@ fn crlf_keepalives_are_counted_and_not_forwarded() {
     let marker = sip_request("OPTIONS", "ka-marker", port, b"");
     assert_eq!(relayed(&client, sip, &backend, &marker), relay);
 
-    // Backend keepalives to the relay port: CRLFCRLF and nathelper's 4 zero bytes.
+    // Backend keepalives to the relay port: CRLFCRLF and nathelper's 4 zero bytes. These are
+    // counted too, but go on to the client: a registrar's NAT pings must reach the phone to
+    // keep its NAT binding towards sipfront open.
     let from_backend: [&[u8]; 3] = [b"\r\n\r\n", b"\r\n\r\n", b"\0\0\0\0"];
     for k in from_backend {
-        backend.send_to(k, relay).unwrap();
+        backend.send_to(k, relay);
     }
     let reply = sip_response_of_size("ka-marker", 400);
-    backend.send_to(&reply, relay).unwrap();
-    let (got, from) = recv(&client).expect("client got no reply");
-    assert_eq!(from, sip);
-    assert!(
-        got == reply,
-        "client must get the reply, not a keepalive: {:?}",
-        String::from_utf8_lossy(&got)
-    );
+    backend.send_to(&reply, relay);
+    for k in from_backend.iter().copied().chain([reply.as_slice()]) {
+        let (got, from) = recv(&client).expect("client got nothing from sipfront");
+        assert_eq!(from, sip, "to the client from the SIP address");
+        assert!(
+            got == k,
+            "client got {:?}, expected {:?}",
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(k)
+        );
+    }
     client
         .set_read_timeout(Some(Duration::from_millis(300)))
         .unwrap();
     assert!(recv(&client).is_none(), "nothing else reaches the client");
-    backend
-        .set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
-    assert!(recv(&backend).is_none(), "nothing else reaches the backend");
+    assert!(
+        backend.recv(Duration::from_millis(300)).is_none(),
+        "nothing else reaches the backend"
+    );
 
     let ka = |front: &mut Sipfront, d: &str, want: f64| {
         front.wait_metric(
@@ -384,7 +390,7 @@ fn crlf_keepalives_are_counted_and_not_forwarded() {
         )
     };
     assert_eq!(dg("to_backend"), 2.0, "datagrams to the backend");
-    assert_eq!(dg("to_client"), 1.0, "datagrams to the client");
+    assert!(dg("to_client") >= 1.0, "datagrams to the client");
     assert!(
         nonzero_drops(&text).is_empty(),
         "{:?}",

@@ -323,3 +323,44 @@ fn call_via_other_registrar_with_dmq_replication() {
         t0.elapsed()
     );
 }
+
+/// The shipped Kamailio config passes `kamailio -c` with the defines the tests use, with and
+/// without DMQ replication.
+#[test]
+fn kamailio_config_is_valid() {
+    let dir = TestDir::new("kamailio-check");
+    let ctl = format!("CTL_SOCK=\"unix:{}\"", dir.join("ctl").display());
+    let variants: [&[&str]; 2] = [
+        &["SIP_PORT=26270", "VIP_PORT=26260", "RELAY_IP=127.0.0.1"],
+        &[
+            "SIP_PORT=26270",
+            "VIP_PORT=26260",
+            "WITH_DMQ",
+            "DMQ_PORT=26272",
+            "DMQ_SERVER=\"sip:127.0.0.1:26272\"",
+            "DMQ_PEER=\"sip:127.0.0.1:26273\"",
+        ],
+    ];
+    for defines in variants {
+        let mut cmd = std::process::Command::new("kamailio");
+        cmd.args(["-c", "-f"]).arg(kamailio_cfg());
+        cmd.args(["-A", &ctl]);
+        for d in defines {
+            cmd.args(["-A", d]);
+        }
+        let out = match cmd.output() {
+            Ok(o) => o,
+            Err(e) => panic!("cannot run kamailio (Debian package `kamailio`): {e}"),
+        };
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "kamailio -c failed with {defines:?}:\n{text}"
+        );
+        assert!(
+            text.contains("]:26270 advertise 127.0.0.1:26260"),
+            "listen socket with the advertised VIP, {defines:?}:\n{text}"
+        );
+    }
+}

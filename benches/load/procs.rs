@@ -280,6 +280,21 @@ fn proc_kb(path: &str, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// `Udp: RcvbufErrors` from `/proc/net/snmp`: datagrams dropped because a socket's
+/// receive buffer was full, in this network namespace (every program in it counts).
+pub fn udp_rcvbuf_errors() -> u64 {
+    let text = fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let mut udp = text.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(head), Some(vals)) = (udp.next(), udp.next()) else {
+        return 0;
+    };
+    head.split_whitespace()
+        .zip(vals.split_whitespace())
+        .find(|(h, _)| *h == "RcvbufErrors")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Last `lines` lines of a text file, lossy UTF-8.
 pub fn tail(path: &Path, lines: usize) -> String {
     match fs::read(path) {

@@ -141,19 +141,20 @@ impl Proxy {
         Proxy { proc, admin }
     }
 
-    /// sipfront's datagram counters (sum of `sipfront_datagrams_total` over all
-    /// labels) and the sum of `sipfront_drops_total`, once the counters stop moving
-    /// (they are published every 200 ms).
-    pub fn sipfront_counters(&self) -> Option<(f64, f64)> {
+    /// sipfront's own counts, once they stop moving (they are published every 200 ms):
+    /// `sipfront_datagrams_total`, `sipfront_drops_total` (each summed over its labels)
+    /// and `sipfront_flows_created_total`.
+    pub fn sipfront_counters(&self) -> Option<[f64; 3]> {
         let addr = self.admin?;
-        let mut last: Option<(f64, f64)> = None;
+        let mut last: Option<[f64; 3]> = None;
         for _ in 0..20 {
             sleep(Duration::from_millis(300));
             let text = http_get(addr, "/metrics")?;
-            let now = (
+            let now = [
                 metric_sum(&text, "sipfront_datagrams_total"),
                 metric_sum(&text, "sipfront_drops_total"),
-            );
+                metric_sum(&text, "sipfront_flows_created_total"),
+            ];
             if last == Some(now) {
                 return last;
             }

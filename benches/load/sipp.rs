@@ -1,5 +1,6 @@
-//! sipp as load generator (`-sn uac`) and as the two backends (`-sn uas`), in the
-//! foreground under a [`Proc`] guard, with statistics in a CSV file (`-trace_stat`).
+//! sipp as load generator (`-sn uac`) and as the two backends (sipp's built-in UAS that
+//! also answers OPTIONS, `uas.xml`), in the foreground under a [`Proc`] guard, with
+//! statistics in CSV files (`-trace_stat`, `-trace_counts`).
 
 use std::collections::HashMap;
 use std::fs;
@@ -8,6 +9,9 @@ use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
 use crate::procs::{Proc, tail, wait_udp_bound};
+
+/// sipp's built-in UAS plus an answer to OPTIONS (sipfront's health probes).
+const UAS_XML: &str = include_str!("uas.xml");
 
 /// The last row of a sipp `-trace_stat` CSV (`;`-separated, header in the first line).
 #[derive(Debug, Clone, Default)]
@@ -20,7 +24,7 @@ impl Stats {
         let Some(header) = lines.next() else {
             return Stats::default();
         };
-        let Some(last) = lines.last() else {
+        let Some(last) = lines.next_back() else {
             return Stats::default();
         };
         Stats(
@@ -43,9 +47,6 @@ impl Stats {
     pub fn failed(&self) -> u64 {
         self.get("FailedCall(C)")
     }
-    pub fn incoming(&self) -> u64 {
-        self.get("IncomingCall(C)")
-    }
     pub fn retransmissions(&self) -> u64 {
         self.get("Retransmissions(C)")
     }
@@ -53,6 +54,7 @@ impl Stats {
 
 pub struct Sipp {
     pub proc: Proc,
+    dir: PathBuf,
     stat_file: PathBuf,
     error_file: PathBuf,
     screen_file: PathBuf,
@@ -79,17 +81,22 @@ impl Sipp {
         let proc = Proc::spawn(name, &mut cmd, &dir.join("sipp.log"), false);
         Sipp {
             proc,
+            dir,
             stat_file,
             error_file,
             screen_file,
         }
     }
 
-    /// A built-in UAS on 127.0.0.1:`port`, one socket, media port `mp`; returns once bound.
+    /// A UAS on 127.0.0.1:`port`, one socket, media port `mp`, counting messages by type
+    /// (`-trace_counts`); returns once bound.
     pub fn uas(dir: &Path, name: &str, port: u16, mp: u16) -> Sipp {
+        let xml = dir.join("uas.xml");
+        fs::write(&xml, UAS_XML).expect("write uas.xml");
         let args: Vec<String> = [
-            "-sn",
-            "uas",
+            "-sf",
+            &xml.display().to_string(),
+            "-trace_counts",
             "-i",
             "127.0.0.1",
             "-p",
@@ -110,6 +117,26 @@ impl Sipp {
         Stats::read(&self.stat_file)
     }
 
+    /// Message counts (`-trace_counts`, a file sipp names `SCENARIO_PID_counts.csv`).
+    /// `received("INVITE")` is the number of INVITEs the scenario took in.
+    pub fn received(&self, method: &str) -> u64 {
+        let suffix = format!("_{method}_Recv");
+        let Some(file) = fs::read_dir(&self.dir).ok().and_then(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .find(|p| p.to_string_lossy().ends_with("_counts.csv"))
+        }) else {
+            return 0;
+        };
+        let counts = Stats::read(&file);
+        counts
+            .0
+            .iter()
+            .filter(|(k, _)| k.ends_with(&suffix))
+            .filter_map(|(_, v)| v.parse::<u64>().ok())
+            .sum()
+    }
+
     /// Waits for sipp to end by itself; `None` (and sipp killed) after `timeout`.
     pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let st = self.proc.wait_timeout(timeout);
@@ -120,11 +147,13 @@ impl Sipp {
         st
     }
 
-    /// Asks sipp to stop (SIGUSR1: no new calls, exit when the current ones end) and
-    /// returns its final statistics.
-    pub fn stop(&mut self) -> Stats {
-        self.proc.signal(libc::SIGUSR1);
-        if self.proc.wait_timeout(Duration::from_secs(5)).is_none() {
+    /// Stops sipp (SIGTERM, then SIGKILL) and returns its statistics as last dumped. sipp
+    /// dumps them every second (`-fd 1`): wait a second after the traffic before calling
+    /// this. (SIGUSR1 would let it end its calls, and the UAS holds each call 4 s after
+    /// the BYE in case it is retransmitted.)
+    pub fn kill(&mut self) -> Stats {
+        self.proc.signal(libc::SIGTERM);
+        if self.proc.wait_timeout(Duration::from_secs(1)).is_none() {
             self.proc.signal(libc::SIGKILL);
             let _ = self.proc.wait_timeout(Duration::from_secs(2));
         }
@@ -133,32 +162,63 @@ impl Sipp {
 
     /// Errors and the final screen, for a report when calls failed.
     pub fn evidence(&self) -> String {
-        let errors = fs::read_to_string(&self.error_file).unwrap_or_default();
+        let errors = split_entries(&fs::read_to_string(&self.error_file).unwrap_or_default());
         let kinds = error_kinds(&errors);
+        let first: Vec<String> = errors
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .take(6)
+            .map(|l| l.chars().take(200).collect())
+            .collect();
         format!(
-            "  {} error lines; kinds: {kinds:?}\n  first errors:\n{}\n  final screen:\n{}",
-            errors.lines().count(),
-            indent(&errors.lines().take(8).collect::<Vec<_>>().join("\n")),
-            indent(&tail(&self.screen_file, 45)),
+            "  {} errors; most common: {kinds:?}\n  first errors:\n{}\n  final screen (tail):\n{}",
+            errors.lines().filter(|l| !l.trim().is_empty()).count(),
+            indent(&first.join("\n")),
+            indent(&tail(&self.screen_file, 30)),
         )
     }
+}
+
+/// sipp writes its error entries (`2026-01-01<TAB>10:00:00.123456<TAB>...: text`) without
+/// line breaks between them: put each on a line of its own.
+fn split_entries(text: &str) -> String {
+    let b = text.as_bytes();
+    let is_date = |i: usize| {
+        b.len() >= i + 11
+            && b[i..i + 10].iter().enumerate().all(|(k, c)| {
+                if k == 4 || k == 7 {
+                    *c == b'-'
+                } else {
+                    c.is_ascii_digit()
+                }
+            })
+            && b[i + 10] == b'\t'
+    };
+    let mut out = String::with_capacity(text.len() + 64);
+    for (i, c) in text.char_indices() {
+        if i > 0 && is_date(i) && !text[..i].ends_with('\n') {
+            out.push('\n');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Counts sipp error lines by their text with numbers blanked out.
 fn error_kinds(errors: &str) -> Vec<(String, usize)> {
     let mut kinds: HashMap<String, usize> = HashMap::new();
     for l in errors.lines().filter(|l| !l.trim().is_empty()) {
-        // "2026-01-01 10:00:00.123456 1767261600.123456: Aborting call on ..."
-        let msg = l.splitn(2, ": ").nth(1).unwrap_or(l);
+        // "2026-01-01<TAB>10:00:00.123456<TAB>1767261600.123456: Aborting call on ..."
+        let msg = l.split_once(": ").map_or(l, |(_, m)| m);
         let key: String = msg
             .chars()
             .map(|c| if c.is_ascii_digit() { '#' } else { c })
-            .take(90)
+            .take(120)
             .collect();
         *kinds.entry(key).or_default() += 1;
     }
     let mut v: Vec<_> = kinds.into_iter().collect();
-    v.sort_by(|a, b| b.1.cmp(&a.1));
+    v.sort_by_key(|k| std::cmp::Reverse(k.1));
     v.truncate(5);
     v
 }

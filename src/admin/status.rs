@@ -62,9 +62,8 @@ impl Status {
         if self.backends.len() != live {
             self.backends.clear();
         }
-        let mut k = 0;
         let mut ready = false;
-        for (id, b) in set.iter().filter(|(_, b)| !b.vacant) {
+        for (k, (id, b)) in set.iter().filter(|(_, b)| !b.vacant).enumerate() {
             let c = self
                 .counters
                 .backends
@@ -95,7 +94,6 @@ impl Status {
                     slot.name.clone_from(&b.name);
                 }
             }
-            k += 1;
         }
         self.ready = ready;
     }

@@ -39,7 +39,7 @@ const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(200);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
-    #[error("cannot bind SIP socket {addr}: {source}")]
+    #[error("cannot bind SIP socket {addr}")]
     Bind { addr: SocketAddr, source: io::Error },
     #[error("cannot open the health probe socket: {0}")]
     Probe(io::Error),

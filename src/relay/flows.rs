@@ -78,6 +78,10 @@ impl FlowTable {
         self.by_client.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.by_client.is_empty()
+    }
+
     pub fn capacity(&self) -> usize {
         self.max
     }

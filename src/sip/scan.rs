@@ -292,11 +292,11 @@ fn saturate_u32(n: u64) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty()
-        && hay
-            .windows(needle.len())
-            .any(|w| w.eq_ignore_ascii_case(needle))
+/// Whether `line` contains `SIP/2.0` (case-insensitive). Only used on the error path; linear
+/// with a small constant for any input (the `/` test rejects almost every window at once).
+fn mentions_sip20(line: &[u8]) -> bool {
+    line.windows(7)
+        .any(|w| w.get(3) == Some(&b'/') && w.eq_ignore_ascii_case(b"SIP/2.0"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -310,7 +310,7 @@ fn parse_start_line(line: &[u8]) -> Result<Kind<'_>, ScanError> {
         }
     }
     parse_request_line(line).ok_or_else(|| {
-        if contains_ignore_case(line, b"SIP/2.0") {
+        if mentions_sip20(line) {
             ScanError::BadStartLine
         } else {
             ScanError::NotSip
@@ -332,24 +332,23 @@ fn parse_status(rest: &[u8]) -> Option<Kind<'static>> {
     Some(Kind::Response { code })
 }
 
-/// `Method SP Request-URI SP SIP/2.0` (trailing SP/HT tolerated).
+/// `Method SP Request-URI SP SIP/2.0` (trailing SP/HT tolerated). One pass, stops at the first
+/// byte that cannot belong to a request line.
 fn parse_request_line(line: &[u8]) -> Option<Kind<'_>> {
-    let end = line
+    let method_len = line.iter().position(|&b| !is_token(b))?;
+    let (method, rest) = line.split_at_checked(method_len)?;
+    let rest = rest.strip_prefix(b" ")?;
+    let uri_len = rest.iter().position(|&b| b <= b' ' || b == 0x7f)?;
+    let (uri, rest) = rest.split_at_checked(uri_len)?;
+    let version = rest.strip_prefix(b" ")?;
+    let version_len = version
         .iter()
         .rposition(|&b| b != b' ' && b != b'\t')
         .map_or(0, |p| p + 1);
-    let line = line.get(..end)?;
-    let sp1 = line.iter().position(|&b| b == b' ')?;
-    let (method, rest) = (line.get(..sp1)?, line.get(sp1 + 1..)?);
-    if method.is_empty() || !method.iter().all(|&b| is_token(b)) {
+    if method.is_empty() || uri.is_empty() {
         return None;
     }
-    let sp2 = rest.iter().position(|&b| b == b' ')?;
-    let (uri, version) = (rest.get(..sp2)?, rest.get(sp2 + 1..)?);
-    if uri.is_empty() || !uri.iter().all(|&b| b > b' ' && b != 0x7f) {
-        return None;
-    }
-    if !version.eq_ignore_ascii_case(b"SIP/2.0") {
+    if !version.get(..version_len)?.eq_ignore_ascii_case(b"SIP/2.0") {
         return None;
     }
     Some(Kind::Request { method, uri })
@@ -1223,6 +1222,29 @@ Contact: <sip:a@b>;expires=999\r\nExpires: 999\r\nCall-ID: other\r\n";
     }
 
     #[test]
+    fn mentions_sip20_cases() {
+        let cases: &[(&[u8], bool)] = &[
+            (b"SIP/2.0", true),
+            (b"xx sip/2.0 yy", true),
+            (b"//SIP/2.0//", true),
+            (b"SIP/2.", false),
+            (b"IP/2.0", false),
+            (b"/SIP/2.0", true),
+            (b"SIP/3.0 SIP/2.1", false),
+            (b"", false),
+            (b"////////////////", false),
+        ];
+        for (line, want) in cases {
+            assert_eq!(
+                mentions_sip20(line),
+                *want,
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+    }
+
+    #[test]
     fn find_byte_matches_naive() {
         let hay: Vec<u8> = (0..200u32).map(|i| (i * 37 % 251) as u8).collect();
         for needle in [0u8, 10, 13, 58, 200, 255] {
@@ -1563,6 +1585,12 @@ Contact: <sip:a@b>;expires=999\r\nExpires: 999\r\nCall-ID: other\r\n";
         fn prop_sipish_bytes_never_panic(buf in sipish_bytes()) {
             let r = scan(&buf);
             check_slices(&buf, &r)?;
+        }
+
+        #[test]
+        fn prop_mentions_sip20_matches_naive(line in sipish_bytes()) {
+            let naive = line.windows(7).any(|w| w.eq_ignore_ascii_case(b"SIP/2.0"));
+            prop_assert_eq!(mentions_sip20(&line), naive);
         }
 
         #[test]

@@ -232,25 +232,49 @@ impl Proc {
     }
 
     fn kill_now(&mut self) {
-        if self.exited.is_some() {
-            return;
-        }
         let pid = self.child.id() as i64;
+        if self.exited.is_none() {
+            if self.group {
+                // Kamailio's main process stops and reaps its workers on SIGTERM; if that
+                // takes too long, SIGKILL the whole group while its leader (not yet reaped)
+                // still holds the group id.
+                send_signal(pid, "TERM");
+                if self.wait_timeout(Duration::from_secs(3)).is_none() {
+                    send_signal(-pid, "KILL");
+                }
+            }
+            let _ = self.child.kill();
+            self.exited = self.child.wait().ok();
+        }
         if self.group {
-            // Kamailio's main process stops and reaps its workers on SIGTERM; if that takes
-            // too long, kill the whole group (the workers do not die with the main process).
-            send_signal(pid, "TERM");
-            if self.wait_timeout(Duration::from_secs(3)).is_none() {
-                send_signal(-pid, "KILL");
+            // Workers that outlived their main process (it crashed, or was killed): they
+            // keep the group id; kill them one by one.
+            for member in group_members(self.child.id()) {
+                send_signal(member as i64, "KILL");
             }
         }
-        let _ = self.child.kill();
-        self.exited = self.child.wait().ok();
-        if self.group {
-            // Workers that outlived the main process (SIGTERM path raced): group SIGKILL.
-            send_signal(-pid, "KILL");
-        }
     }
+}
+
+/// Live (non-zombie) processes whose process group is `pgid`, from `/proc/*/stat`.
+fn group_members(pgid: u32) -> Vec<u32> {
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // "pid (comm) state ppid pgrp ...": comm may contain spaces and parentheses.
+            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+                return false;
+            };
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            f.len() > 2 && f[0] != "Z" && f[2].parse::<u32>().ok() == Some(pgid)
+        })
+        .collect()
 }
 
 impl Drop for Proc {
@@ -565,10 +589,36 @@ impl Sipfront {
             );
         }
         wait_udp_bound(&mut proc, cfg.sip.port(), Duration::from_secs(5));
-        Sipfront {
+        let mut front = Sipfront {
             proc,
             cfg,
             config_path,
+        };
+        front.wait_backends_up(Duration::from_secs(10));
+        front
+    }
+
+    /// Waits until the health checker reports every configured backend up
+    /// (`sipfront_backend_up{backend=NAME} == 1`); panics with the metrics otherwise.
+    pub fn wait_backends_up(&mut self, timeout: Duration) {
+        let names: Vec<String> = self.cfg.backends.iter().map(|(n, _)| n.clone()).collect();
+        let mut text = String::new();
+        let ok = wait_until(timeout, || {
+            text = self.metrics();
+            names
+                .iter()
+                .all(|n| metric(&text, "sipfront_backend_up", &[("backend", n)]) == 1.0)
+        });
+        if !ok {
+            let up: Vec<String> = text
+                .lines()
+                .filter(|l| l.starts_with("sipfront_backend_up"))
+                .map(str::to_string)
+                .collect();
+            panic!(
+                "backends not all up within {timeout:?}: {up:?}; sipfront log tail:\n{}",
+                self.proc.log_tail(30)
+            );
         }
     }
 
@@ -608,26 +658,31 @@ impl Sipfront {
         }
     }
 
-    /// Waits until the metrics text stops changing for `quiet` (counters fully published).
+    /// Waits until the counters (`*_total`) stop changing for `quiet` (fully published), or
+    /// `timeout` passes; returns the last metrics text.
     pub fn settled_metrics(&mut self, quiet: Duration, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
-        let strip = |t: &str| -> String {
-            // Gauges that move on their own do not count as activity.
-            t.lines()
-                .filter(|l| l.starts_with("sipfront_") && l.contains("_total"))
-                .collect::<Vec<_>>()
-                .join("\n")
+        // Series order varies between scrapes: compare sorted counter samples.
+        let counters = |t: &str| -> Vec<(String, String, u64)> {
+            let mut v: Vec<_> = parse_metrics(t)
+                .into_iter()
+                .filter(|s| s.name.ends_with("_total"))
+                .map(|s| (s.name, format!("{:?}", s.labels), s.value.to_bits()))
+                .collect();
+            v.sort();
+            v
         };
         let mut last = self.metrics();
         let mut since = Instant::now();
         loop {
             sleep(Duration::from_millis(100));
             let now = self.metrics();
-            if strip(&now) != strip(&last) {
-                last = now;
+            if counters(&now) != counters(&last) {
                 since = Instant::now();
-            } else if since.elapsed() >= quiet || Instant::now() >= deadline {
-                return now;
+            }
+            last = now;
+            if since.elapsed() >= quiet || Instant::now() >= deadline {
+                return last;
             }
         }
     }
@@ -653,7 +708,7 @@ impl SippStats {
         let text = fs::read_to_string(path).ok()?;
         let mut lines = text.lines().filter(|l| !l.trim().is_empty());
         let header: Vec<&str> = lines.next()?.split(';').collect();
-        let last: Vec<&str> = lines.last()?.split(';').collect();
+        let last: Vec<&str> = lines.next_back()?.split(';').collect();
         let fields = header
             .iter()
             .zip(last.iter())
@@ -766,6 +821,31 @@ impl Sipp {
         SippStats::read(&self.stat_file).unwrap_or_default()
     }
 
+    /// Per-message counters so far (only when started with `-trace_counts`).
+    pub fn counts(&self) -> SippCounts {
+        let Ok(rd) = fs::read_dir(&self.dir) else {
+            return SippCounts::default();
+        };
+        let Some(path) = rd
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .find(|p| p.to_string_lossy().ends_with("_counts.csv"))
+        else {
+            return SippCounts::default();
+        };
+        let text = fs::read_to_string(path).unwrap_or_default();
+        let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+        let (Some(header), Some(last)) = (lines.next(), lines.next_back()) else {
+            return SippCounts::default();
+        };
+        let fields = header
+            .split(';')
+            .zip(last.split(';'))
+            .filter_map(|(h, v)| Some((h.trim().to_string(), v.trim().parse().ok()?)))
+            .collect();
+        SippCounts { fields }
+    }
+
     /// Messages traced so far (only with [`Sipp::start_traced`]).
     pub fn messages(&self) -> String {
         fs::read_to_string(&self.message_file).unwrap_or_default()
@@ -822,17 +902,57 @@ impl Sipp {
     }
 }
 
-/// Starts a sipp built-in UAS (`-sn uas`) on `127.0.0.1:port`, mono socket, and waits until it
-/// is bound.
+/// Starts a UAS backend on `127.0.0.1:port` (mono socket): `tests/sipp/uas.xml`, sipp's
+/// built-in UAS that also answers sipfront's OPTIONS health probes. Probes are calls too, so
+/// count INVITE calls with [`Sipp::counts`] (`-trace_counts`), e.g. `counts.recv("INVITE")`.
+/// Waits until it is bound.
 pub fn sipp_uas(test: &TestDir, name: &str, port: u16) -> Sipp {
     let p = port.to_string();
+    let sf = scenario("uas.xml");
     let mut s = Sipp::start(
         test,
         name,
-        &["-sn", "uas", "-i", "127.0.0.1", "-p", &p, "-t", "u1"],
+        &[
+            "-sf",
+            &sf,
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &p,
+            "-t",
+            "u1",
+            "-trace_counts",
+        ],
     );
     s.wait_bound(port);
     s
+}
+
+/// Per-message counters of a sipp scenario (the last row of its `-trace_counts` CSV), with
+/// columns like `1_INVITE_Recv`, `3_200_Sent`, `5_BYE_Recv`.
+#[derive(Debug, Clone, Default)]
+pub struct SippCounts {
+    pub fields: Vec<(String, u64)>,
+}
+
+impl SippCounts {
+    /// Sum of the `N_<what>_Recv` columns (e.g. `recv("INVITE")`).
+    pub fn recv(&self, what: &str) -> u64 {
+        self.sum(&format!("_{what}_Recv"))
+    }
+
+    /// Sum of the `N_<what>_Sent` columns (e.g. `sent("200")`).
+    pub fn sent(&self, what: &str) -> u64 {
+        self.sum(&format!("_{what}_Sent"))
+    }
+
+    fn sum(&self, suffix: &str) -> u64 {
+        self.fields
+            .iter()
+            .filter(|(k, _)| k.ends_with(suffix))
+            .map(|(_, v)| v)
+            .sum()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1022,6 +1142,26 @@ fn dotted_addr(s: &str) -> Option<SocketAddr> {
     format!("{ip}:{port}").parse().ok()
 }
 
+/// Splits datagrams sent to backends into those from sipfront's relay ports and the rest,
+/// asserting that the rest come from at most `max_probe_sockets` source ports (sipfront's
+/// OPTIONS health-probe socket(s), the only other sender to a backend in these tests).
+pub fn split_relay_traffic(
+    packets: &[Packet],
+    relay_ports: std::ops::RangeInclusive<u16>,
+    max_probe_sockets: usize,
+) -> (Vec<Packet>, Vec<Packet>) {
+    let (relayed, other): (Vec<Packet>, Vec<Packet>) = packets
+        .iter()
+        .partition(|p| relay_ports.contains(&p.src.port()));
+    let probe_ports: BTreeSet<u16> = other.iter().map(|p| p.src.port()).collect();
+    assert!(
+        probe_ports.len() <= max_probe_sockets,
+        "datagrams to backends from outside relay_ports {relay_ports:?} other than the health \
+         probe socket: source ports {probe_ports:?}"
+    );
+    (relayed, other)
+}
+
 /// For each source port, the set of destination ports it sent to.
 pub fn destinations_by_source_port(packets: &[Packet]) -> BTreeMap<u16, BTreeSet<u16>> {
     let mut m: BTreeMap<u16, BTreeSet<u16>> = BTreeMap::new();
@@ -1029,6 +1169,112 @@ pub fn destinations_by_source_port(packets: &[Packet]) -> BTreeMap<u16, BTreeSet
         m.entry(p.src.port()).or_default().insert(p.dst.port());
     }
     m
+}
+
+// ---------------------------------------------------------------------------------------------
+// A plain UDP backend that answers health probes
+// ---------------------------------------------------------------------------------------------
+
+/// A backend made of a plain UDP socket, for byte-level tests. A thread answers sipfront's
+/// OPTIONS health probes (OPTIONS requests that do not come from a relay port) with 200, as a
+/// real SIP server would, and hands every other datagram to the test through [`recv`].
+pub struct FakeBackend {
+    sock: UdpSocket,
+    rx: std::sync::mpsc::Receiver<(Vec<u8>, SocketAddr)>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    pub probes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl FakeBackend {
+    /// Binds `127.0.0.1:port`; `relay_ports` is sipfront's relay port range.
+    pub fn start(port: u16, relay_ports: std::ops::RangeInclusive<u16>) -> FakeBackend {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use std::sync::{Arc, mpsc};
+        let sock = udp(port, Duration::from_millis(50));
+        let rsock = sock.try_clone().expect("clone socket");
+        let (tx, rx) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let probes = Arc::new(AtomicU64::new(0));
+        let (stop2, probes2) = (stop.clone(), probes.clone());
+        let thread = std::thread::spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                let Some((d, from)) = recv(&rsock) else {
+                    continue;
+                };
+                if d.starts_with(b"OPTIONS ") && !relay_ports.contains(&from.port()) {
+                    probes2.fetch_add(1, Ordering::Relaxed);
+                    let _ = rsock.send_to(&sip_reply_to(&d, "200 OK"), from);
+                    continue;
+                }
+                if tx.send((d, from)).is_err() {
+                    break;
+                }
+            }
+        });
+        FakeBackend {
+            sock,
+            rx,
+            stop,
+            thread: Some(thread),
+            probes,
+        }
+    }
+
+    /// The next datagram that is not a health probe, or `None` after `timeout`.
+    pub fn recv(&self, timeout: Duration) -> Option<(Vec<u8>, SocketAddr)> {
+        self.rx.recv_timeout(timeout).ok()
+    }
+
+    pub fn send_to(&self, d: &[u8], to: SocketAddr) {
+        self.sock.send_to(d, to).expect("backend send_to");
+    }
+
+    /// Health probes answered so far.
+    pub fn probes(&self) -> u64 {
+        self.probes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for FakeBackend {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A response with `status` ("200 OK") to the request `req`, copying Via, From, To, Call-ID
+/// and CSeq (a To tag is added).
+pub fn sip_reply_to(req: &[u8], status: &str) -> Vec<u8> {
+    let text = String::from_utf8_lossy(req);
+    let head = text.split("\r\n\r\n").next().unwrap_or("");
+    let mut out = format!("SIP/2.0 {status}\r\n");
+    for line in head.lines().skip(1) {
+        let name = line
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        match name.as_str() {
+            "via" | "v" | "from" | "f" | "call-id" | "i" | "cseq" => {
+                out.push_str(line.trim_end());
+                out.push_str("\r\n");
+            }
+            "to" | "t" => {
+                out.push_str(line.trim_end());
+                if !line.contains(";tag=") {
+                    out.push_str(";tag=fake-backend");
+                }
+                out.push_str("\r\n");
+            }
+            _ => {}
+        }
+    }
+    out.push_str("Content-Length: 0\r\n\r\n");
+    out.into_bytes()
 }
 
 // ---------------------------------------------------------------------------------------------
