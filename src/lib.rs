@@ -8,6 +8,7 @@ pub mod admin;
 pub mod config;
 pub mod demo;
 pub mod health;
+pub mod notify;
 pub mod relay;
 pub mod server;
 pub mod sip;

@@ -134,13 +134,17 @@ async fn run(cfg: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<()
     use tokio::signal::unix::{SignalKind, signal};
     let prom = admin::install_recorder().map_err(anyhow::Error::msg)?;
     let running = server::start(cfg, prom).await?;
+    sipfront::notify::notify("READY=1");
     let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     loop {
         tokio::select! {
             r = wait_for_stop(None) => { r?; break; }
             _ = hup.recv() => {
                 let Some(p) = &path else { continue };
-                match Config::load(p) {
+                sipfront::notify::notify("RELOADING=1");
+                let result = Config::load(p);
+                sipfront::notify::notify("READY=1");
+                match result {
                     Ok(cfg) => match running.reload(cfg).await {
                         Ok(notes) => tracing::info!(file = %p.display(), changes = ?notes, "config reloaded"),
                         Err(e) => tracing::error!(error = %e, "reload failed"),
@@ -151,6 +155,7 @@ async fn run(cfg: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<()
         }
     }
     tracing::info!("stopping");
+    sipfront::notify::notify("STOPPING=1");
     running.stop()?;
     Ok(())
 }
