@@ -11,8 +11,10 @@ use serde::{Deserialize, Serialize};
 
 mod duration;
 mod raw;
+mod vrrp;
 
 pub use duration::{format_duration, parse_duration};
+pub use vrrp::{Vip, Vrrp};
 
 /// A config problem: which key, and why.
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +136,8 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub admin: Admin,
     pub health: Health,
+    /// Built-in VRRPv3; None = external mode.
+    pub vrrp: Option<Vrrp>,
 }
 
 /// The kernel's ephemeral port settings, read from /proc; a parameter so tests can vary it.
@@ -460,6 +464,7 @@ impl raw::Raw {
             ));
         }
         let health = validate_health(self.health.unwrap_or_default(), &dur)?;
+        let vrrp = self.vrrp.map(vrrp::RawVrrp::validate).transpose()?;
 
         Ok(Config {
             listen: Listen {
@@ -483,6 +488,7 @@ impl raw::Raw {
                 token_file,
             },
             health,
+            vrrp,
         })
     }
 }
@@ -615,6 +621,10 @@ impl fmt::Display for Config {
         write!(f, "\n[admin]\nlisten = \"{}\"", self.admin.listen)?;
         if let Some(tf) = &self.admin.token_file {
             write!(f, "\ntoken_file = \"{tf}\"")?;
+        }
+        if let Some(v) = &self.vrrp {
+            writeln!(f)?;
+            v.write_toml(f)?;
         }
         Ok(())
     }

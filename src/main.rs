@@ -156,7 +156,7 @@ async fn run(cfg: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<()
     }
     tracing::info!("stopping");
     sipfront::notify::notify("STOPPING=1");
-    running.stop()?;
+    running.shutdown().await?;
     Ok(())
 }
 

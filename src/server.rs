@@ -12,6 +12,7 @@ use crate::admin::{self, AdminState, MetricsHandles, Status};
 use crate::config::Config;
 use crate::relay::Control;
 use crate::relay::dataplane::{self, DataplaneError, Handles};
+use crate::vrrp::shell::VrrpHandle;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -26,6 +27,8 @@ pub enum ServerError {
     Thread(std::io::Error),
     #[error("the dataplane is not running")]
     Stopped,
+    #[error(transparent)]
+    Vrrp(#[from] crate::vrrp::shell::VrrpError),
 }
 
 pub struct Running {
@@ -34,11 +37,21 @@ pub struct Running {
     control: mpsc::Sender<Control>,
     shutdown: watch::Sender<bool>,
     dataplane: Option<JoinHandle<Result<(), DataplaneError>>>,
+    vrrp: Option<VrrpHandle>,
 }
 
 impl Running {
     /// Stops the dataplane and waits for its thread.
     pub fn stop(mut self) -> Result<(), DataplaneError> {
+        self.halt()
+    }
+
+    /// Graceful stop: the VRRP speaker hands the address over first (priority 0,
+    /// VIPs removed) while the dataplane still forwards, then the dataplane stops.
+    pub async fn shutdown(mut self) -> Result<(), DataplaneError> {
+        if let Some(v) = self.vrrp.take() {
+            v.stop().await;
+        }
         self.halt()
     }
 
@@ -101,6 +114,7 @@ pub async fn start(cfg: Config, prom: PrometheusHandle) -> Result<Running, Serve
     let (ctl_tx, ctl_rx) = mpsc::channel(64);
     let dp_status = status.clone();
     let token = cfg.admin.token.clone();
+    let vrrp_cfg = cfg.vrrp.clone();
     let handle = std::thread::Builder::new()
         .name("sipfront-dataplane".into())
         .spawn(move || {
@@ -128,11 +142,19 @@ pub async fn start(cfg: Config, prom: PrometheusHandle) -> Result<Running, Serve
         }
     });
     tracing::info!(admin = %admin_addr, "admin endpoint listening");
-    Ok(Running {
+    let mut running = Running {
         admin_addr,
-        status,
+        status: status.clone(),
         control: ctl_tx,
         shutdown: tx,
         dataplane: Some(handle),
-    })
+        vrrp: None,
+    };
+    match vrrp_cfg {
+        // Sockets are already bound (IP_FREEBIND): forwarding works the moment the
+        // speaker adds the VIP.
+        Some(v) => running.vrrp = Some(crate::vrrp::shell::start(v, status).await?),
+        None => tracing::info!("no [vrrp]: external mode, /ready is the health check"),
+    }
+    Ok(running)
 }

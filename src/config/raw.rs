@@ -15,6 +15,7 @@ pub(super) struct Raw {
     pub timeouts: Option<RawTimeouts>,
     pub admin: Option<RawAdmin>,
     pub health: Option<RawHealth>,
+    pub vrrp: Option<super::vrrp::RawVrrp>,
 }
 
 #[derive(Debug, Deserialize)]

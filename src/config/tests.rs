@@ -158,3 +158,54 @@ fn health_and_admin_keys() {
     assert_eq!(c.admin.token.as_deref(), Some("s3cret-s3cret-s3cret"));
     assert!(!format!("{c:?} {c}").contains("s3cret"), "token leaks");
 }
+
+#[test]
+fn vrrp_section() {
+    let text = format!(
+        "{GOOD}\n[vrrp]\ninterface = \"eth0\"\nvrid = 51\npriority = 150\nadvert_interval = \"30ms\"\nvips = [\"203.0.113.10/24\", \"10.1.0.10/24 dev eth1\"]\npeers = [\"10.0.0.2\"]\n"
+    );
+    let c = Config::parse(&text, &eph()).unwrap();
+    let v = c.vrrp.as_ref().unwrap();
+    assert_eq!((v.vrid, v.priority, v.track_backends), (51, 150, 50));
+    assert_eq!(v.advert_interval, Duration::from_millis(30));
+    assert_eq!(v.vips[1].dev.as_deref(), Some("eth1"));
+    assert_eq!(Config::parse(&c.to_string(), &eph()).unwrap(), c);
+    let cases: &[(&str, &str)] = &[
+        (
+            "[vrrp]\nvrid = 1\nvips = [\"10.0.0.1/24\"]\n",
+            "vrrp.interface",
+        ),
+        (
+            "[vrrp]\ninterface = \"e\"\nvips = [\"10.0.0.1/24\"]\n",
+            "vrrp.vrid",
+        ),
+        (
+            "[vrrp]\ninterface = \"e\"\nvrid = 0\nvips = [\"10.0.0.1/24\"]\n",
+            "vrrp.vrid",
+        ),
+        (
+            "[vrrp]\ninterface = \"e\"\nvrid = 1\nvips = []\n",
+            "vrrp.vips",
+        ),
+        (
+            "[vrrp]\ninterface = \"e\"\nvrid = 1\nvips = [\"10.0.0.1\"]\n",
+            "vrrp.vips[0]",
+        ),
+        (
+            "[vrrp]\ninterface = \"e\"\nvrid = 1\nvips = [\"10.0.0.1/24\"]\nadvert_interval = \"15ms\"\n",
+            "vrrp.advert_interval",
+        ),
+        (
+            "[vrrp]\ninterface = \"e\"\nvrid = 1\nvips = [\"10.0.0.1/24\"]\npeers = [\"x\"]\n",
+            "vrrp.peers[0]",
+        ),
+        (
+            "[vrrp]\ninterface = \"e\"\nvrid = 1\nvips = [\"10.0.0.1/24\"]\nprio = 3\n",
+            "vrrp.prio",
+        ),
+    ];
+    for (extra, want) in cases {
+        let e = err(&format!("{GOOD}\n{extra}"));
+        assert!(e.contains(want), "error `{e}` should mention `{want}`");
+    }
+}

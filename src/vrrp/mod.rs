@@ -16,8 +16,13 @@
 //! are the shell's.
 
 pub mod check;
+pub mod garp;
+pub mod iface;
 pub mod machine;
 pub mod packet;
+pub mod shell;
+pub mod speaker;
+pub mod vip;
 
 pub use check::{Discard, check_advert};
 pub use machine::{Cause, Event, Input, Machine, PRIORITY_OWNER, Settings, SettingsError, State};

@@ -1,0 +1,227 @@
+//! `[vrrp]`: the built-in VRRPv3 speaker. Absent = external mode (keepalived or
+//! Pacemaker moves the address; `/ready` is their health check).
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{ConfigError, format_duration, invalid, parse_duration};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawVrrp {
+    pub interface: Option<String>,
+    pub vrid: Option<u8>,
+    pub priority: Option<u8>,
+    pub advert_interval: Option<String>,
+    #[serde(default)]
+    pub vips: Vec<String>,
+    #[serde(default)]
+    pub peers: Vec<String>,
+    pub preempt: Option<bool>,
+    pub preempt_delay: Option<String>,
+    pub track_backends: Option<u8>,
+    pub garp_repeat: Option<u32>,
+    pub garp_delay: Option<String>,
+    pub garp_refresh: Option<String>,
+}
+
+/// A virtual address: `ADDR/PREFIX [dev IFACE]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vip {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+    /// Interface to put it on; default: `vrrp.interface`.
+    pub dev: Option<String>,
+}
+
+impl std::fmt::Display for Vip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)?;
+        if let Some(d) = &self.dev {
+            write!(f, " dev {d}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vrrp {
+    pub interface: String,
+    pub vrid: u8,
+    pub priority: u8,
+    pub advert_interval: Duration,
+    pub vips: Vec<Vip>,
+    /// Unicast peers; empty = multicast to 224.0.0.18.
+    pub peers: Vec<Ipv4Addr>,
+    pub preempt: bool,
+    pub preempt_delay: Duration,
+    /// Priority drop while no backend is up (0 = no tracking).
+    pub track_backends: u8,
+    /// Gratuitous ARPs per burst, and the delay of the second burst after takeover.
+    pub garp_repeat: u32,
+    pub garp_delay: Duration,
+    /// Re-announce the VIPs this often while master (switches that forget).
+    pub garp_refresh: Option<Duration>,
+}
+
+fn parse_vip(s: &str) -> Result<Vip, String> {
+    let mut words = s.split_whitespace();
+    let cidr = words.next().ok_or("empty address")?;
+    let (a, p) = cidr
+        .split_once('/')
+        .ok_or_else(|| format!("`{cidr}` needs a prefix length, e.g. {cidr}/24"))?;
+    let addr: Ipv4Addr = a
+        .parse()
+        .map_err(|_| format!("`{a}` is not an IPv4 address"))?;
+    let prefix: u8 = p
+        .parse()
+        .ok()
+        .filter(|p| (1..=32).contains(p))
+        .ok_or_else(|| format!("`{p}` is not a prefix length 1-32"))?;
+    let dev = match (words.next(), words.next(), words.next()) {
+        (None, _, _) => None,
+        (Some("dev"), Some(d), None) => Some(d.to_string()),
+        _ => return Err(format!("`{s}`: expected `ADDR/PREFIX [dev IFACE]`")),
+    };
+    Ok(Vip { addr, prefix, dev })
+}
+
+impl RawVrrp {
+    pub(super) fn validate(self) -> Result<Vrrp, ConfigError> {
+        let interface = self
+            .interface
+            .filter(|i| !i.is_empty())
+            .ok_or_else(|| invalid("vrrp.interface", "is required (e.g. \"eth0\")"))?;
+        let vrid = match self.vrid {
+            Some(v @ 1..=255) => v,
+            Some(_) => return Err(invalid("vrrp.vrid", "must be 1-255")),
+            None => {
+                return Err(invalid(
+                    "vrrp.vrid",
+                    "is required (1-255, the same on both peers)",
+                ));
+            }
+        };
+        let priority = match self.priority.unwrap_or(100) {
+            0 => {
+                return Err(invalid(
+                    "vrrp.priority",
+                    "must be 1-255 (255: address owner)",
+                ));
+            }
+            p => p,
+        };
+        let d = |key: &str, v: &Option<String>, default: Duration| match v {
+            Some(s) => parse_duration(s).map_err(|r| invalid(key, r)),
+            None => Ok(default),
+        };
+        let advert_interval = d(
+            "vrrp.advert_interval",
+            &self.advert_interval,
+            Duration::from_secs(1),
+        )?;
+        let ms = advert_interval.as_millis();
+        if !(10..=40_950).contains(&ms) || ms % 10 != 0 {
+            return Err(invalid(
+                "vrrp.advert_interval",
+                format!(
+                    "{} must be a whole number of centiseconds from 10ms to 40950ms",
+                    format_duration(advert_interval)
+                ),
+            ));
+        }
+        if self.vips.is_empty() {
+            return Err(invalid("vrrp.vips", "needs at least one address"));
+        }
+        let mut vips = Vec::new();
+        for (i, s) in self.vips.iter().enumerate() {
+            let v = parse_vip(s).map_err(|r| invalid(format!("vrrp.vips[{i}]"), r))?;
+            if vips.iter().any(|x: &Vip| x.addr == v.addr) {
+                return Err(invalid(
+                    format!("vrrp.vips[{i}]"),
+                    format!("{} is listed twice", v.addr),
+                ));
+            }
+            vips.push(v);
+        }
+        let mut peers = Vec::new();
+        for (i, s) in self.peers.iter().enumerate() {
+            let p: Ipv4Addr = s.parse().map_err(|_| {
+                invalid(
+                    format!("vrrp.peers[{i}]"),
+                    format!("`{s}` is not an IPv4 address"),
+                )
+            })?;
+            peers.push(p);
+        }
+        let garp_refresh = match &self.garp_refresh {
+            Some(s) => {
+                let r = parse_duration(s).map_err(|e| invalid("vrrp.garp_refresh", e))?;
+                (r > Duration::ZERO).then_some(r)
+            }
+            None => None,
+        };
+        Ok(Vrrp {
+            interface,
+            vrid,
+            priority,
+            advert_interval,
+            vips,
+            peers,
+            preempt: self.preempt.unwrap_or(true),
+            preempt_delay: d("vrrp.preempt_delay", &self.preempt_delay, Duration::ZERO)?,
+            track_backends: self.track_backends.unwrap_or(50),
+            garp_repeat: self.garp_repeat.unwrap_or(5).clamp(1, 100),
+            garp_delay: d("vrrp.garp_delay", &self.garp_delay, Duration::from_secs(5))?,
+            garp_refresh,
+        })
+    }
+}
+
+impl Vrrp {
+    pub(super) fn write_toml(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let vips: Vec<String> = self.vips.iter().map(|v| format!("\"{v}\"")).collect();
+        let peers: Vec<String> = self.peers.iter().map(|p| format!("\"{p}\"")).collect();
+        writeln!(
+            f,
+            "\n[vrrp]\ninterface = \"{}\"\nvrid = {}\npriority = {}\nadvert_interval = \"{}\"\nvips = [{}]\npeers = [{}]\npreempt = {}\npreempt_delay = \"{}\"\ntrack_backends = {}\ngarp_repeat = {}\ngarp_delay = \"{}\"",
+            self.interface,
+            self.vrid,
+            self.priority,
+            format_duration(self.advert_interval),
+            vips.join(", "),
+            peers.join(", "),
+            self.preempt,
+            format_duration(self.preempt_delay),
+            self.track_backends,
+            self.garp_repeat,
+            format_duration(self.garp_delay),
+        )?;
+        if let Some(r) = self.garp_refresh {
+            writeln!(f, "garp_refresh = \"{}\"", format_duration(r))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vips_parse() {
+        assert_eq!(
+            parse_vip("10.1.0.10/24 dev eth1").unwrap(),
+            Vip {
+                addr: "10.1.0.10".parse().unwrap(),
+                prefix: 24,
+                dev: Some("eth1".into())
+            }
+        );
+        assert!(parse_vip("10.1.0.10").unwrap_err().contains("prefix"));
+        assert!(parse_vip("10.1.0.10/33").is_err());
+        assert!(parse_vip("10.1.0.10/24 via x").is_err());
+    }
+}

@@ -1,0 +1,87 @@
+//! Adding and removing the virtual addresses through rtnetlink (never by running
+//! `ip`): idempotent, so a restart or a repeated event does no harm.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use futures_util::TryStreamExt;
+use rtnetlink::Handle;
+
+use super::iface;
+use crate::config::Vip;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VipError {
+    #[error("netlink: {0}")]
+    Netlink(#[from] rtnetlink::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub struct Vips {
+    handle: Handle,
+    default_dev: String,
+}
+
+impl Vips {
+    /// Opens a netlink connection; its driver runs as a tokio task.
+    pub fn open(default_dev: &str) -> Result<Vips, VipError> {
+        let (conn, handle, _) = rtnetlink::new_connection()?;
+        tokio::spawn(conn);
+        Ok(Vips {
+            handle,
+            default_dev: default_dev.to_string(),
+        })
+    }
+
+    fn dev<'a>(&'a self, v: &'a Vip) -> &'a str {
+        v.dev.as_deref().unwrap_or(&self.default_dev)
+    }
+
+    pub async fn add(&self, v: &Vip) -> Result<(), VipError> {
+        let index = iface::index(self.dev(v))?;
+        self.handle
+            .address()
+            .add(index, IpAddr::V4(v.addr), v.prefix)
+            .replace()
+            .execute()
+            .await?;
+        Ok(())
+    }
+
+    /// Removes `v` if present.
+    pub async fn remove(&self, v: &Vip) -> Result<(), VipError> {
+        let index = iface::index(self.dev(v))?;
+        let mut found = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .set_address_filter(IpAddr::V4(v.addr))
+            .execute();
+        while let Some(msg) = found.try_next().await? {
+            self.handle.address().del(msg).execute().await?;
+        }
+        Ok(())
+    }
+
+    /// Addresses of `vips` present on their interfaces now.
+    pub async fn present(&self, vips: &[Vip]) -> Vec<Ipv4Addr> {
+        let mut out = Vec::new();
+        for v in vips {
+            let Ok(index) = iface::index(self.dev(v)) else {
+                continue;
+            };
+            let mut s = self
+                .handle
+                .address()
+                .get()
+                .set_link_index_filter(index)
+                .set_address_filter(IpAddr::V4(v.addr))
+                .execute();
+            if let Ok(Some(_)) = s.try_next().await {
+                out.push(v.addr);
+            }
+        }
+        out
+    }
+}
