@@ -138,6 +138,53 @@ pub struct Config {
     pub health: Health,
     /// Built-in VRRPv3; None = external mode.
     pub vrrp: Option<Vrrp>,
+    /// State sync with the peer; None = no sync.
+    pub sync: Option<Sync>,
+}
+
+/// `[sync]`: the peer link that mirrors flows and dialogs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sync {
+    pub listen: SocketAddr,
+    pub peer: SocketAddr,
+    pub key: crate::sync::Key,
+    pub key_file: String,
+}
+
+fn validate_sync(r: raw::RawSync) -> Result<Sync, ConfigError> {
+    let addr = |key: &str, v: Option<String>| -> Result<SocketAddr, ConfigError> {
+        let s = v.ok_or_else(|| invalid(key, "is required in [sync]"))?;
+        let a: SocketAddr = s
+            .parse()
+            .map_err(|_| invalid(key, format!("`{s}` is not an IP:port address")))?;
+        if a.ip().is_unspecified() || a.port() == 0 {
+            return Err(invalid(key, "needs a concrete IP and a non-zero port"));
+        }
+        Ok(a)
+    };
+    let listen = addr("sync.listen", r.listen)?;
+    let peer = addr("sync.peer", r.peer)?;
+    let key_file = r.key_file.ok_or_else(|| {
+        invalid(
+            "sync.key_file",
+            "is required: sync messages are authenticated",
+        )
+    })?;
+    let bytes = std::fs::read(&key_file)
+        .map_err(|e| invalid("sync.key_file", format!("cannot read `{key_file}`: {e}")))?;
+    let trimmed = bytes.trim_ascii();
+    if trimmed.len() < 16 {
+        return Err(invalid(
+            "sync.key_file",
+            format!("`{key_file}` must hold a key of at least 16 bytes"),
+        ));
+    }
+    Ok(Sync {
+        listen,
+        peer,
+        key: crate::sync::Key::new(trimmed),
+        key_file,
+    })
 }
 
 /// The kernel's ephemeral port settings, read from /proc; a parameter so tests can vary it.
@@ -465,6 +512,7 @@ impl raw::Raw {
         }
         let health = validate_health(self.health.unwrap_or_default(), &dur)?;
         let vrrp = self.vrrp.map(vrrp::RawVrrp::validate).transpose()?;
+        let sync = self.sync.map(validate_sync).transpose()?;
 
         Ok(Config {
             listen: Listen {
@@ -489,6 +537,7 @@ impl raw::Raw {
             },
             health,
             vrrp,
+            sync,
         })
     }
 }
@@ -625,6 +674,13 @@ impl fmt::Display for Config {
         if let Some(v) = &self.vrrp {
             writeln!(f)?;
             v.write_toml(f)?;
+        }
+        if let Some(s) = &self.sync {
+            write!(
+                f,
+                "\n[sync]\nlisten = \"{}\"\npeer = \"{}\"\nkey_file = \"{}\"",
+                s.listen, s.peer, s.key_file
+            )?;
         }
         Ok(())
     }

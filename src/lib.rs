@@ -12,4 +12,5 @@ pub mod notify;
 pub mod relay;
 pub mod server;
 pub mod sip;
+pub mod sync;
 pub mod vrrp;

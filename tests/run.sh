@@ -15,6 +15,8 @@ have keepalived || missing+=(keepalived)
 have nft        || missing+=(nftables)
 have ip         || missing+=(iproute2)
 have tcpdump    || missing+=(tcpdump)
+[ -x /usr/bin/kill ] || missing+=(procps)
+have curl       || missing+=(curl)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "== installing: ${missing[*]}"
     SUDO=""

@@ -35,6 +35,8 @@ pub struct Status {
     pub ports_in_use: usize,
     /// At least one backend takes traffic.
     pub ready: bool,
+    /// Holds a full table from the sync peer (always true without `[sync]`).
+    pub synced: bool,
     pub updated: Option<Instant>,
 }
 
@@ -47,6 +49,7 @@ impl Status {
             dialogs: 0,
             ports_in_use: 0,
             ready: false,
+            synced: true,
             updated: None,
         }
     }

@@ -16,6 +16,7 @@ pub(super) struct Raw {
     pub admin: Option<RawAdmin>,
     pub health: Option<RawHealth>,
     pub vrrp: Option<super::vrrp::RawVrrp>,
+    pub sync: Option<RawSync>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,4 +77,12 @@ pub(super) struct RawHealth {
     pub alive_codes: Option<Vec<String>>,
     pub reply_503: Option<bool>,
     pub retry_after: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSync {
+    pub listen: Option<String>,
+    pub peer: Option<String>,
+    pub key_file: Option<String>,
 }

@@ -209,3 +209,52 @@ fn vrrp_section() {
         assert!(e.contains(want), "error `{e}` should mention `{want}`");
     }
 }
+
+#[test]
+fn sync_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let kf = dir.path().join("key");
+    std::fs::write(&kf, "a-shared-secret-of-32-bytes-long\n").unwrap();
+    let text = format!(
+        "{GOOD}\n[sync]\nlisten = \"10.0.0.1:7400\"\npeer = \"10.0.0.2:7400\"\nkey_file = \"{}\"\n",
+        kf.display()
+    );
+    let c = Config::parse(&text, &eph()).unwrap();
+    let s = c.sync.as_ref().unwrap();
+    assert_eq!(s.peer, "10.0.0.2:7400".parse().unwrap());
+    assert!(
+        !format!("{c:?} {c}").contains("a-shared-secret"),
+        "key leaks"
+    );
+    assert_eq!(Config::parse(&c.to_string(), &eph()).unwrap(), c);
+    let short = dir.path().join("short");
+    std::fs::write(&short, "tiny").unwrap();
+    let cases = [
+        (
+            "[sync]\nlisten = \"10.0.0.1:7400\"\npeer = \"10.0.0.2:7400\"\n".to_string(),
+            "sync.key_file: is required",
+        ),
+        (
+            format!(
+                "[sync]\nlisten = \"10.0.0.1:7400\"\npeer = \"10.0.0.2:7400\"\nkey_file = \"{}\"\n",
+                short.display()
+            ),
+            "at least 16 bytes",
+        ),
+        (
+            format!(
+                "[sync]\nlisten = \"10.0.0.1:7400\"\nkey_file = \"{}\"\n",
+                kf.display()
+            ),
+            "sync.peer",
+        ),
+        (
+            "[sync]\nlisten = \"0.0.0.0:7400\"\npeer = \"10.0.0.2:7400\"\n".to_string(),
+            "sync.listen",
+        ),
+    ];
+    for (extra, want) in cases {
+        let e = err(&format!("{GOOD}\n{extra}"));
+        assert!(e.contains(want), "error `{e}` should mention `{want}`");
+    }
+}

@@ -43,6 +43,8 @@ pub enum DataplaneError {
     Bind { addr: SocketAddr, source: io::Error },
     #[error("cannot open the health probe socket: {0}")]
     Probe(io::Error),
+    #[error("cannot open the sync socket: {0}")]
+    Sync(io::Error),
     #[error("cannot start the dataplane runtime: {0}")]
     Runtime(io::Error),
 }
@@ -156,6 +158,10 @@ async fn serve(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let router = Router::new(&cfg);
+    let sync_link = match &cfg.sync {
+        Some(sc) => Some(super::sync_task::open(sc, &cfg).map_err(DataplaneError::Sync)?),
+        None => None,
+    };
     let nonce = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
@@ -185,8 +191,14 @@ async fn serve(
         tokio::task::spawn_local(public_loop(shell.clone(), i as u16, sock));
     }
     tokio::task::spawn_local(probe_loop(shell.clone()));
-    tokio::task::spawn_local(housekeeping(shell.clone(), status));
+    tokio::task::spawn_local(housekeeping(shell.clone(), status.clone()));
     tokio::task::spawn_local(control::serve(shell.clone(), control));
+    if let Some(link) = sync_link {
+        if let Ok(mut st) = status.lock() {
+            st.synced = false;
+        }
+        tokio::task::spawn_local(super::sync_task::run(shell.clone(), link, status.clone()));
+    }
     {
         let s = shell.borrow();
         tracing::info!(
@@ -280,27 +292,10 @@ impl Shell {
                 _ => return,
             };
         let idx = usize::from(relay_port - self.port_base);
-        if new_flow {
-            match bind_relay(SocketAddr::new(self.relay_ip, relay_port)) {
-                Ok(sock) => {
-                    let sock = Rc::new(sock);
-                    let task = tokio::task::spawn_local(relay_loop(
-                        shell.clone(),
-                        relay_port,
-                        sock.clone(),
-                    ))
-                    .abort_handle();
-                    match self.relays[idx].replace(RelaySock { sock, task }) {
-                        Some(old) => old.task.abort(),
-                        None => self.relays_open += 1,
-                    }
-                }
-                Err(e) => {
-                    tracing::debug!(port = relay_port, error = %e, "relay bind failed");
-                    self.router.bind_failed(flow);
-                    return;
-                }
-            }
+        if new_flow && let Err(e) = self.open_relay(shell, relay_port) {
+            tracing::debug!(port = relay_port, error = %e, "relay bind failed");
+            self.router.bind_failed(flow);
+            return;
         }
         let Some(relay) = &self.relays[idx] else {
             self.router.send_failed();
@@ -375,7 +370,22 @@ impl Shell {
         }
     }
 
-    fn close_relay(&mut self, port: u16) {
+    /// Binds a relay port (IP_FREEBIND: the relay address may be a VIP that is on
+    /// the peer right now) and starts its receive task. A port already open stays.
+    pub(super) fn open_relay(&mut self, shell: &Shared, port: u16) -> io::Result<()> {
+        let idx = usize::from(port - self.port_base);
+        if self.relays.get(idx).is_some_and(Option::is_some) {
+            return Ok(());
+        }
+        let sock = Rc::new(bind_relay(SocketAddr::new(self.relay_ip, port))?);
+        let task =
+            tokio::task::spawn_local(relay_loop(shell.clone(), port, sock.clone())).abort_handle();
+        self.relays[idx] = Some(RelaySock { sock, task });
+        self.relays_open += 1;
+        Ok(())
+    }
+
+    pub(super) fn close_relay(&mut self, port: u16) {
         let idx = usize::from(port - self.port_base);
         if let Some(r) = self.relays.get_mut(idx).and_then(Option::take) {
             r.task.abort();

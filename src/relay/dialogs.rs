@@ -7,6 +7,8 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
+#[allow(deprecated)]
+use std::hash::SipHasher;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::time::Instant;
 
@@ -43,25 +45,49 @@ impl Hasher for PassThrough {
 
 pub struct DialogTable {
     map: HashMap<DialogKey, Dialog, BuildHasherDefault<PassThrough>>,
-    k1: RandomState,
-    k2: RandomState,
+    keys: Keys,
     max: usize,
 }
 
+/// Hash keys for Call-IDs: random per process, or shared with the sync peer so both
+/// compute the same dialog keys.
+enum Keys {
+    Random(RandomState, RandomState),
+    Shared([u64; 4]),
+}
+
 impl DialogTable {
-    pub fn new(max: usize) -> Self {
+    pub fn new(max: usize, shared: Option<[u64; 4]>) -> Self {
         DialogTable {
             map: HashMap::with_capacity_and_hasher(max.min(1 << 16), Default::default()),
-            k1: RandomState::new(),
-            k2: RandomState::new(),
+            keys: match shared {
+                Some(k) => Keys::Shared(k),
+                None => Keys::Random(RandomState::new(), RandomState::new()),
+            },
             max,
         }
     }
 
     /// Hashes a Call-ID, ignoring whitespace (a folded Call-ID line is the same ID).
     pub fn key(&self, call_id: &[u8]) -> DialogKey {
-        let mut h1 = self.k1.build_hasher();
-        let mut h2 = self.k2.build_hasher();
+        match &self.keys {
+            Keys::Random(a, b) => hash2(a.build_hasher(), b.build_hasher(), call_id),
+            #[allow(deprecated)]
+            Keys::Shared(k) => hash2(
+                SipHasher::new_with_keys(k[0], k[1]),
+                SipHasher::new_with_keys(k[2], k[3]),
+                call_id,
+            ),
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&DialogKey, &Dialog)> {
+        self.map.iter()
+    }
+}
+
+fn hash2(mut h1: impl Hasher, mut h2: impl Hasher, call_id: &[u8]) -> DialogKey {
+    {
         for piece in call_id
             .split(|b| b.is_ascii_whitespace())
             .filter(|p| !p.is_empty())
@@ -71,7 +97,9 @@ impl DialogTable {
         }
         (u128::from(h1.finish()) << 64) | u128::from(h2.finish())
     }
+}
 
+impl DialogTable {
     pub fn len(&self) -> usize {
         self.map.len()
     }
@@ -122,9 +150,18 @@ mod tests {
     use std::time::Duration;
 
     #[test]
+    fn shared_keys_agree_across_tables() {
+        let a = DialogTable::new(10, Some([1, 2, 3, 4]));
+        let b = DialogTable::new(10, Some([1, 2, 3, 4]));
+        let c = DialogTable::new(10, Some([1, 2, 3, 5]));
+        assert_eq!(a.key(b"x@y"), b.key(b"x@y"));
+        assert_ne!(a.key(b"x@y"), c.key(b"x@y"));
+    }
+
+    #[test]
     fn pin_refresh_expire_and_cap() {
         let now = Instant::now();
-        let mut t = DialogTable::new(2);
+        let mut t = DialogTable::new(2, None);
         let a = t.key(b"abc@host");
         assert_eq!(a, t.key(b"abc@host"));
         assert_eq!(a, t.key(b"abc@\r\n host"), "folding is ignored");

@@ -22,6 +22,8 @@ pub struct Flow {
     /// Set by a 2xx to REGISTER: the flow outlives idle timeouts until then.
     pub registered_until: Option<Instant>,
     pub created: Instant,
+    /// Copied from the peer by state sync: the peer serves it; we hold its port ready.
+    pub mirrored: bool,
 }
 
 impl Flow {
@@ -116,7 +118,7 @@ impl FlowTable {
         if self.len() >= self.max {
             return Err(InsertError::Full);
         }
-        let port = self.free_ports.pop_front().ok_or(InsertError::NoPort)?;
+        let port = self.pop_free_port().ok_or(InsertError::NoPort)?;
         let flow = Flow {
             client,
             relay_port: port,
@@ -125,7 +127,62 @@ impl FlowTable {
             last_seen: now,
             registered_until: None,
             created: now,
+            mirrored: false,
         };
+        Ok(self.place(flow))
+    }
+
+    /// Takes the next free port. The deque may hold ports that state sync took
+    /// directly (`insert_at`); those are skipped.
+    fn pop_free_port(&mut self) -> Option<u16> {
+        while let Some(p) = self.free_ports.pop_front() {
+            if self.by_port[(p - self.port_base) as usize] == NO_FLOW {
+                return Some(p);
+            }
+        }
+        None
+    }
+
+    /// Inserts a flow on a given port (state sync). A flow that held the port or the
+    /// client before is replaced; returns the replaced flows' ports.
+    pub fn insert_at(&mut self, mut flow: Flow) -> Result<(FlowId, Vec<u16>), InsertError> {
+        let idx = flow
+            .relay_port
+            .checked_sub(self.port_base)
+            .map(usize::from)
+            .filter(|&i| i < self.by_port.len())
+            .ok_or(InsertError::NoPort)?;
+        let mut replaced = Vec::new();
+        let old_port = self.by_port[idx];
+        if old_port != NO_FLOW {
+            if let Some(f) = self.remove(FlowId(old_port)) {
+                replaced.push(f.relay_port);
+            }
+        }
+        if let Some(id) = self.lookup_client(&flow.client)
+            && let Some(f) = self.remove(id)
+        {
+            replaced.push(f.relay_port);
+        }
+        if self.len() >= self.max {
+            return Err(InsertError::Full);
+        }
+        flow.mirrored = true;
+        let id = self.place(flow);
+        // Stale copies of ports in the deque are skipped by pop_free_port; keep the
+        // deque from growing without bound when many ports change hands.
+        if self.free_ports.len() > 2 * self.by_port.len() {
+            let base = self.port_base;
+            let by_port = &self.by_port;
+            self.free_ports
+                .retain(|p| by_port[(p - base) as usize] == NO_FLOW);
+        }
+        Ok((id, replaced))
+    }
+
+    fn place(&mut self, flow: Flow) -> FlowId {
+        let port = flow.relay_port;
+        let client = flow.client;
         let idx = match self.free_slots.pop() {
             Some(i) => {
                 self.slots[i as usize] = Some(flow);
@@ -138,7 +195,7 @@ impl FlowTable {
         };
         self.by_client.insert(client, idx);
         self.by_port[(port - self.port_base) as usize] = idx;
-        Ok(FlowId(idx))
+        FlowId(idx)
     }
 
     pub fn remove(&mut self, id: FlowId) -> Option<Flow> {
@@ -150,10 +207,18 @@ impl FlowTable {
         Some(flow)
     }
 
-    /// Ids of flows whose expiry is at or before `now`, appended to `out`.
-    pub fn expired(&self, now: Instant, idle: Duration, out: &mut Vec<FlowId>) {
+    /// Ids of flows whose expiry is at or before `now`, appended to `out`. Mirrored
+    /// flows are the peer's to expire while it is alive.
+    pub fn expired(
+        &self,
+        now: Instant,
+        idle: Duration,
+        keep_mirrored: bool,
+        out: &mut Vec<FlowId>,
+    ) {
         for (i, s) in self.slots.iter().enumerate() {
             if let Some(f) = s
+                && !(keep_mirrored && f.mirrored)
                 && f.expiry(idle) <= now
             {
                 out.push(FlowId(i as u32));
@@ -163,6 +228,17 @@ impl FlowTable {
 
     pub fn iter(&self) -> impl Iterator<Item = &Flow> {
         self.slots.iter().filter_map(|s| s.as_ref())
+    }
+
+    /// The peer went away: its flows become ours, idle from now.
+    pub fn adopt_mirrored(&mut self, now: Instant) -> usize {
+        let mut n = 0;
+        for f in self.slots.iter_mut().flatten().filter(|f| f.mirrored) {
+            f.mirrored = false;
+            f.last_seen = now;
+            n += 1;
+        }
+        n
     }
 }
 
@@ -203,17 +279,50 @@ mod tests {
     }
 
     #[test]
+    fn insert_at_takes_a_given_port_and_replaces_holders() {
+        let now = Instant::now();
+        let mut t = FlowTable::new(100..=103, 10);
+        let a = t.insert(addr(1), 0, 0, now).unwrap();
+        let mut f = t.get(a).unwrap().clone();
+        f.client = addr(9);
+        f.relay_port = 102;
+        let (b, replaced) = t.insert_at(f.clone()).unwrap();
+        assert!(replaced.is_empty());
+        assert!(t.get(b).unwrap().mirrored);
+        // New local flows skip the port sync took.
+        let c = t.insert(addr(2), 0, 0, now).unwrap();
+        assert_eq!(t.get(c).unwrap().relay_port, 101);
+        let d = t.insert(addr(3), 0, 0, now).unwrap();
+        assert_eq!(t.get(d).unwrap().relay_port, 103);
+        // The peer's view wins on a conflict: port 100 goes to client 1 of the peer.
+        f.relay_port = 100;
+        f.client = addr(7);
+        let (_, replaced) = t.insert_at(f).unwrap();
+        assert_eq!(replaced, vec![100]);
+        assert_eq!(t.lookup_client(&addr(1)), None);
+        let mut out = vec![];
+        t.expired(
+            now + Duration::from_secs(100),
+            Duration::from_secs(1),
+            true,
+            &mut out,
+        );
+        assert_eq!(out.len(), 2, "mirrored flows are kept while the peer lives");
+        assert_eq!(t.adopt_mirrored(now), 2);
+    }
+
+    #[test]
     fn registration_extends_expiry() {
         let now = Instant::now();
         let mut t = FlowTable::new(100..=200, 10);
         let a = t.insert(addr(1), 0, 0, now).unwrap();
         let idle = Duration::from_secs(30);
         let mut out = vec![];
-        t.expired(now + idle, idle, &mut out);
+        t.expired(now + idle, idle, false, &mut out);
         assert_eq!(out, vec![a]);
         t.get_mut(a).unwrap().registered_until = Some(now + Duration::from_secs(3600));
         out.clear();
-        t.expired(now + Duration::from_secs(3599), idle, &mut out);
+        t.expired(now + Duration::from_secs(3599), idle, false, &mut out);
         assert!(out.is_empty());
     }
 }

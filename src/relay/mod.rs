@@ -11,6 +11,7 @@ mod hrw;
 mod ratelimit;
 pub mod router;
 pub mod stats;
+mod sync_task;
 
 pub use backends::{AdminState, BackendSet, Change};
 pub use control::{Control, FlowInfo};

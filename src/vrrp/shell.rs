@@ -110,6 +110,7 @@ pub async fn start(cfg: Vrrp, status: Arc<Mutex<Status>>) -> Result<VrrpHandle, 
         garp_due: Vec::new(),
         next_refresh: None,
         last_priority: 0,
+        synced: true,
     };
     tracing::info!(
         interface = %shell.iface.name,
@@ -138,6 +139,7 @@ struct Shell {
     garp_due: Vec<Instant>,
     next_refresh: Option<Instant>,
     last_priority: u8,
+    synced: bool,
 }
 
 fn state_value(s: State) -> f64 {
@@ -246,13 +248,31 @@ impl Shell {
     /// Priority tracking: no backend up, or a dataplane that stopped reporting, costs
     /// `track_backends` points.
     fn track(&mut self) {
+        let (healthy, synced) = self
+            .status
+            .lock()
+            .map(|s| {
+                (
+                    s.ready && s.updated.is_some_and(|t| t.elapsed() < STALE),
+                    s.synced,
+                )
+            })
+            .unwrap_or((false, false));
+        if synced != self.synced {
+            // A node without the peer's table must not take the address from a
+            // master that has it (it still takes over if the master dies).
+            self.synced = synced;
+            self.machine
+                .handle_input(Instant::now(), Input::HoldPreempt(!synced));
+            if synced {
+                tracing::info!("sync complete: vrrp preemption allowed");
+            } else {
+                tracing::info!("no full table from the sync peer yet: vrrp preemption held");
+            }
+        }
         if self.cfg.track_backends == 0 || self.cfg.priority == PRIORITY_OWNER {
             return;
         }
-        let healthy = self
-            .status
-            .lock()
-            .is_ok_and(|s| s.ready && s.updated.is_some_and(|t| t.elapsed() < STALE));
         let p = if healthy {
             self.cfg.priority
         } else {

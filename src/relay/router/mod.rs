@@ -13,8 +13,17 @@ use super::ratelimit::NewFlowLimiter;
 use super::stats::{Counters, Direction, DropReason};
 use crate::config::{Config, Failback};
 use crate::sip::{Scan, SipView, scan};
+use crate::sync::Item;
+
+mod sync;
+
+pub use sync::SyncEffect;
+use sync::flow_item;
 
 pub type BackendId = u16;
+
+/// Sync items queued between two flushes of the peer link at most.
+const SYNC_QUEUE: usize = 8192;
 
 /// How often expired flows and dialogs are swept.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
@@ -92,6 +101,14 @@ pub struct Router {
     next_sweep: Option<Instant>,
     expired_scratch: Vec<FlowId>,
     flows_per_backend: Vec<usize>,
+    /// Table changes for the sync peer (None without `[sync]`). Pre-sized: queueing
+    /// never allocates; on overflow the peer gets a full table instead.
+    sync_out: Option<Vec<Item>>,
+    sync_overflow: bool,
+    /// The sync peer is heard: its (mirrored) flows are its to expire.
+    peer_alive: bool,
+    /// Peer items that did not fit (full tables).
+    pub sync_rejected: u64,
 }
 
 /// Methods that open a dialog: its later requests and responses stay on one backend.
@@ -107,7 +124,16 @@ impl Router {
             counters: Counters::new(backends.len()),
             backends,
             flows: FlowTable::new(cfg.listen.relay_ports.clone(), cfg.limits.max_flows),
-            dialogs: DialogTable::new(cfg.limits.max_dialogs),
+            dialogs: DialogTable::new(
+                cfg.limits.max_dialogs,
+                cfg.sync.as_ref().map(|s| {
+                    ["dialog-k0", "dialog-k1", "dialog-k2", "dialog-k3"].map(|l| s.key.derive(l))
+                }),
+            ),
+            sync_out: cfg.sync.as_ref().map(|_| Vec::with_capacity(SYNC_QUEUE)),
+            sync_overflow: false,
+            peer_alive: false,
+            sync_rejected: 0,
             limiter: NewFlowLimiter::new(
                 cfg.limits.new_flows_per_ip,
                 cfg.limits.new_flows_burst,
@@ -229,6 +255,12 @@ impl Router {
                 // Its backend is gone: the dialog follows the flow.
                 d.backend = home;
                 refresh(d, &msg, now, &self.settings);
+                let long = d.long;
+                self.emit(Item::Dialog {
+                    key,
+                    backend: home,
+                    long,
+                });
                 home
             }
             None => {
@@ -240,6 +272,11 @@ impl Router {
                         }
                         return self.dropped(DropReason::DialogTableFull);
                     }
+                    self.emit(Item::Dialog {
+                        key,
+                        backend: home,
+                        long: true,
+                    });
                 }
                 home
             }
@@ -249,6 +286,12 @@ impl Router {
         };
         flow.last_seen = now;
         let relay_port = flow.relay_port;
+        if flow.mirrored {
+            // We serve the peer's flow now (the address moved): it is ours.
+            flow.mirrored = false;
+            let item = flow_item(flow, now);
+            self.emit(item);
+        }
         self.counters
             .forwarded(backend as usize, Direction::ToBackend, data.len());
         ClientAction::Forward {
@@ -288,6 +331,10 @@ impl Router {
                 InsertError::NoPort => DropReason::NoRelayPort,
             })?;
         self.counters.flows_created += 1;
+        if let Some(f) = self.flows.get(id) {
+            let item = flow_item(f, now);
+            self.emit(item);
+        }
         Ok(id)
     }
 
@@ -346,6 +393,11 @@ impl Router {
         };
         flow.last_seen = now;
         let (to, ingress) = (flow.client, flow.ingress);
+        if flow.mirrored {
+            flow.mirrored = false;
+            let item = flow_item(flow, now);
+            self.emit(item);
+        }
         self.counters
             .forwarded(backend as usize, Direction::ToClient, data.len());
         BackendAction::Forward {
@@ -364,11 +416,20 @@ impl Router {
     ) -> Result<(), DropReason> {
         let key = self.dialogs.key(msg.call_id);
         if let Some(d) = self.dialogs.get_mut(key) {
+            let before = (d.backend, d.long);
             if msg.is_request() {
                 // A backend's request owns the transaction: its answers go back there.
                 d.backend = backend;
             }
             refresh(d, msg, now, &self.settings);
+            let after = (d.backend, d.long);
+            if before != after {
+                self.emit(Item::Dialog {
+                    key,
+                    backend: after.0,
+                    long: after.1,
+                });
+            }
         } else if let Some(method) = msg.method() {
             let long = opens_dialog(method);
             let ttl = if long {
@@ -379,6 +440,10 @@ impl Router {
             self.dialogs
                 .pin(key, backend, now + ttl, long)
                 .map_err(|()| DropReason::DialogTableFull)?;
+            // Lone transactions (NAT pings, MESSAGE) are too short-lived to sync.
+            if long {
+                self.emit(Item::Dialog { key, backend, long });
+            }
         }
         if msg.cseq_is(b"REGISTER") && msg.status().is_some_and(|s| (200..300).contains(&s)) {
             let until = match msg.granted_expiry() {
@@ -387,8 +452,12 @@ impl Router {
                     Some(now + Duration::from_secs(u64::from(s)) + self.settings.register_grace)
                 }
             };
-            if let Some(f) = self.flows.get_mut(id) {
+            if let Some(f) = self.flows.get_mut(id)
+                && f.registered_until != until
+            {
                 f.registered_until = until;
+                let item = flow_item(f, now);
+                self.emit(item);
             }
         }
         Ok(())
@@ -396,8 +465,11 @@ impl Router {
 
     /// Undo a flow whose relay socket could not be opened.
     pub fn abort_flow(&mut self, id: FlowId) {
-        if self.flows.remove(id).is_some() {
+        if let Some(f) = self.flows.remove(id) {
             self.counters.flows_created = self.counters.flows_created.saturating_sub(1);
+            self.emit(Item::FlowGone {
+                relay_port: f.relay_port,
+            });
         }
     }
 
@@ -441,10 +513,13 @@ impl Router {
         let mut expired = std::mem::take(&mut self.expired_scratch);
         expired.clear();
         self.flows
-            .expired(now, self.settings.flow_idle, &mut expired);
+            .expired(now, self.settings.flow_idle, self.peer_alive, &mut expired);
         for &id in &expired {
             if let Some(f) = self.flows.remove(id) {
                 self.counters.flows_expired += 1;
+                self.emit(Item::FlowGone {
+                    relay_port: f.relay_port,
+                });
                 self.events.push_back(RouterEvent::FlowRemoved {
                     relay_port: f.relay_port,
                 });

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::config::EphemeralPorts;
+use crate::sync::Item;
 
 const A: &str = "10.0.0.21:5060";
 const B: &str = "10.0.0.22:5060";
@@ -384,4 +385,67 @@ fn dialogs_pinned_to_a_dead_backend_follow_the_flow() {
     r.from_backend(t0, port, addr_of(other), &req("INVITE", "c"));
     r.set_backend_up(other, false);
     assert_eq!(client(&mut r, t0, phone, &req("BYE", "c")).1, home);
+}
+
+#[test]
+fn sync_items_mirror_a_table_and_the_mirror_keeps_its_ports() {
+    let dir = tempfile::tempdir().unwrap();
+    let kf = dir.path().join("key");
+    std::fs::write(&kf, "0123456789abcdef0123").unwrap();
+    let extra = format!(
+        "[sync]\nlisten = \"10.0.0.10:7400\"\npeer = \"10.0.0.11:7400\"\nkey_file = \"{}\"\n",
+        kf.display()
+    );
+    let t0 = Instant::now();
+    let mut master = Router::new(&config(&extra));
+    let mut backup = Router::new(&config(&extra));
+    let phone = "198.51.100.7:40000";
+    let (port, home) = client(&mut master, t0, phone, &req("REGISTER", "reg"));
+    let ok = resp(200, "reg", "REGISTER", "Expires: 600\r\n");
+    master.from_backend(t0, port, addr_of(home), &ok);
+    let other = 1 - home;
+    master.from_backend(t0, port, addr_of(other), &req("INVITE", "call"));
+    let mut items = vec![];
+    assert!(!master.take_sync(&mut items));
+    assert_eq!(items.len(), 3, "flow, registration, dialog: {items:?}");
+    backup.set_peer_alive(t0, true);
+    let mut bound = vec![];
+    for it in items.drain(..) {
+        bound.extend(backup.apply_sync(t0, it).bind);
+    }
+    assert_eq!(bound, vec![port], "the mirrored port is pre-bound");
+    // The backup's copy routes exactly like the master: same port, same home, and
+    // the dialog pinned to the backend that sent the INVITE (shared dialog keys).
+    assert_eq!(
+        client(&mut backup, t0, phone, &req("OPTIONS", "o")),
+        (port, home)
+    );
+    assert_eq!(
+        client(&mut backup, t0, phone, &resp(200, "call", "INVITE", "")),
+        (port, other)
+    );
+    // Serving it made the flow the backup's own: the change goes back to the peer.
+    backup.take_sync(&mut items);
+    assert!(matches!(items[0], Item::Flow { relay_port, .. } if relay_port == port));
+    // A full table for a rejoining peer holds the flow and the dialog.
+    let mut full = vec![];
+    master.sync_full(t0, &mut full);
+    assert_eq!(full.len(), 2);
+    // Mirrored flows do not expire on the backup while the peer lives...
+    let mut mirror = Router::new(&config(&extra));
+    mirror.set_peer_alive(t0, true);
+    for it in full.iter().copied() {
+        mirror.apply_sync(t0, it);
+    }
+    mirror.handle_timeout(t0 + Duration::from_secs(3600));
+    assert_eq!(mirror.flow_count(), 1);
+    // ...and once it is gone they are ours: idle from then on.
+    let t1 = t0 + Duration::from_secs(3601);
+    mirror.set_peer_alive(t1, false);
+    mirror.handle_timeout(t1 + Duration::from_secs(31));
+    assert_eq!(mirror.flow_count(), 0);
+    // The master's expiry removes the mirror's copy.
+    master.handle_timeout(t0 + Duration::from_secs(700));
+    master.take_sync(&mut items);
+    assert!(items.contains(&Item::FlowGone { relay_port: port }));
 }

@@ -1,0 +1,150 @@
+//! The router's side of state sync: queueing local changes for the peer, applying
+//! the peer's, and the full table for a (re)joining peer.
+
+use std::time::{Duration, Instant};
+
+use super::{BackendId, Router};
+use crate::relay::flows::Flow;
+use crate::sync::Item;
+
+/// The sync item describing a flow now.
+pub(super) fn flow_item(f: &Flow, now: Instant) -> Item {
+    Item::Flow {
+        client: f.client,
+        relay_port: f.relay_port,
+        ingress: f.ingress,
+        home: f.home,
+        registered_secs: f.registered_until.map(|t| {
+            t.saturating_duration_since(now)
+                .as_secs()
+                .min(u64::from(u32::MAX)) as u32
+        }),
+    }
+}
+
+/// What the shell must do with sockets after applying a peer's item.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SyncEffect {
+    /// Pre-bind this relay port (IP_FREEBIND): the peer's flow lives there.
+    pub bind: Option<u16>,
+    /// Close these relay ports.
+    pub close: Vec<u16>,
+}
+
+impl Router {
+    #[inline]
+    pub(super) fn emit(&mut self, item: Item) {
+        if let Some(q) = &mut self.sync_out {
+            if q.len() < q.capacity() {
+                q.push(item);
+            } else {
+                self.sync_overflow = true;
+            }
+        }
+    }
+
+    /// Moves queued changes into `out` (which keeps its own storage). Returns true if
+    /// the queue overflowed since the last call: the peer needs a full table.
+    pub fn take_sync(&mut self, out: &mut Vec<Item>) -> bool {
+        if let Some(q) = &mut self.sync_out {
+            out.extend_from_slice(q);
+            q.clear();
+        }
+        std::mem::take(&mut self.sync_overflow)
+    }
+
+    /// Every flow we serve and every dialog, for a peer that asked for a full table.
+    pub fn sync_full(&self, now: Instant, out: &mut Vec<Item>) {
+        out.extend(
+            self.flows
+                .iter()
+                .filter(|f| !f.mirrored)
+                .map(|f| flow_item(f, now)),
+        );
+        out.extend(self.dialogs.iter().map(|(&key, d)| Item::Dialog {
+            key,
+            backend: d.backend,
+            long: d.long,
+        }));
+    }
+
+    /// Whether the peer is heard. When it falls silent its flows become ours (idle
+    /// from now), so they expire normally unless traffic keeps them.
+    pub fn set_peer_alive(&mut self, now: Instant, alive: bool) -> usize {
+        let was = std::mem::replace(&mut self.peer_alive, alive);
+        if was && !alive {
+            self.flows.adopt_mirrored(now)
+        } else {
+            0
+        }
+    }
+
+    /// Applies one change from the peer.
+    pub fn apply_sync(&mut self, now: Instant, item: Item) -> SyncEffect {
+        let mut effect = SyncEffect::default();
+        match item {
+            Item::Flow {
+                client,
+                relay_port,
+                ingress,
+                home,
+                registered_secs,
+            } => {
+                let home: BackendId = if self.backends.get(home).is_some() {
+                    home
+                } else {
+                    0
+                };
+                let registered_until =
+                    registered_secs.map(|s| now + Duration::from_secs(u64::from(s)));
+                // An update of a flow we already mirror on the same port: no socket work.
+                if let Some(id) = self.flows.lookup_port(relay_port)
+                    && let Some(f) = self.flows.get_mut(id)
+                    && f.client == client
+                {
+                    f.home = home;
+                    f.ingress = ingress;
+                    f.registered_until = registered_until;
+                    f.mirrored = true;
+                    return effect;
+                }
+                let flow = Flow {
+                    client,
+                    relay_port,
+                    ingress,
+                    home,
+                    last_seen: now,
+                    registered_until,
+                    created: now,
+                    mirrored: true,
+                };
+                match self.flows.insert_at(flow) {
+                    Ok((_, replaced)) => {
+                        effect.close = replaced.into_iter().filter(|&p| p != relay_port).collect();
+                        effect.bind = Some(relay_port);
+                    }
+                    Err(_) => self.sync_rejected += 1,
+                }
+            }
+            Item::FlowGone { relay_port } => {
+                if let Some(id) = self.flows.lookup_port(relay_port)
+                    && self.flows.get(id).is_some_and(|f| f.mirrored)
+                    && self.flows.remove(id).is_some()
+                {
+                    effect.close.push(relay_port);
+                }
+            }
+            Item::Dialog { key, backend, long } => {
+                let ttl = if long {
+                    self.settings.dialog_idle
+                } else {
+                    self.settings.transaction
+                };
+                if self.dialogs.pin(key, backend, now + ttl, long).is_err() {
+                    self.sync_rejected += 1;
+                }
+            }
+        }
+        effect
+    }
+}

@@ -1,0 +1,162 @@
+//! The state-sync peer link inside the dataplane thread: it sends our table
+//! changes, applies the peer's (pre-binding mirrored relay ports), answers full-table
+//! requests and heartbeats once a second.
+
+use std::cell::RefCell;
+use std::io;
+use std::net::UdpSocket as StdUdpSocket;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use metrics::{counter, gauge};
+use tokio::net::UdpSocket;
+
+use super::dataplane::Shell;
+use crate::admin::Status;
+use crate::config::{Config, Sync};
+use crate::sync::link::{Link, backends_hash};
+use crate::sync::{Item, SyncDrop};
+
+const FLUSH_EVERY: Duration = Duration::from_millis(20);
+const HELLO_EVERY: Duration = Duration::from_secs(1);
+
+pub struct Opened {
+    sock: UdpSocket,
+    link: Link,
+}
+
+/// Binds the sync socket; called inside the dataplane runtime.
+pub fn open(sc: &Sync, cfg: &Config) -> io::Result<Opened> {
+    let std = StdUdpSocket::bind(sc.listen)?;
+    std.set_nonblocking(true)?;
+    let names: Vec<String> = cfg.backends.iter().map(|b| b.name.clone()).collect();
+    let epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        ^ (u64::from(std::process::id()) << 40);
+    Ok(Opened {
+        sock: UdpSocket::from_std(std)?,
+        link: Link::new(sc.key.clone(), sc.peer, epoch, backends_hash(&names)),
+    })
+}
+
+fn send_all(sock: &UdpSocket, link: &Link, dgrams: Vec<Vec<u8>>) {
+    for d in dgrams {
+        if sock.try_send_to(&d, link.peer).is_ok() {
+            counter!("sipfront_sync_messages_total", "dir" => "sent").increment(1);
+        } else {
+            counter!("sipfront_sync_dropped_total", "reason" => "send_failed").increment(1);
+        }
+    }
+}
+
+pub(super) async fn run(shell: Rc<RefCell<Shell>>, opened: Opened, status: Arc<Mutex<Status>>) {
+    let Opened { sock, mut link } = opened;
+    tracing::info!(listen = ?sock.local_addr().ok(), peer = %link.peer, "state sync link up");
+    let mut flush = tokio::time::interval(FLUSH_EVERY);
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_hello: Option<Instant> = None;
+    let mut pending: Vec<Item> = Vec::with_capacity(8192);
+    let mut buf = vec![0u8; 65536];
+    let mut was_alive = false;
+    let mut mismatch_logged = false;
+    loop {
+        tokio::select! {
+            r = sock.readable() => { if r.is_err() { return; } }
+            _ = flush.tick() => {}
+        }
+        let now = Instant::now();
+        let mut guard = shell.borrow_mut();
+        let s = &mut *guard;
+        // Receive.
+        loop {
+            let (n, from) = match sock.try_recv_from(&mut buf) {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => continue,
+            };
+            let r = match link.receive(now, from, &buf[..n]) {
+                Ok(r) => r,
+                Err(e) => {
+                    counter!("sipfront_sync_dropped_total", "reason" => e.as_str()).increment(1);
+                    if e == SyncDrop::BackendMismatch && !mismatch_logged {
+                        mismatch_logged = true;
+                        tracing::error!(peer = %from, "sync peer lists different backends (names and order must match); not syncing");
+                    }
+                    continue;
+                }
+            };
+            counter!("sipfront_sync_messages_total", "dir" => "received").increment(1);
+            for item in r.items {
+                let eff = s.router.apply_sync(now, item);
+                for p in eff.close {
+                    s.close_relay(p);
+                }
+                if let Some(p) = eff.bind
+                    && let Err(e) = s.open_relay(&shell, p)
+                {
+                    tracing::warn!(port = p, error = %e, "cannot pre-bind a mirrored relay port");
+                }
+            }
+            if r.full_done {
+                gauge!("sipfront_sync_last_full_timestamp_seconds").set(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0.0, |d| d.as_secs_f64()),
+                );
+                tracing::info!(
+                    flows = s.router.flow_count(),
+                    "full table received from the sync peer"
+                );
+            }
+            if r.send_full {
+                let mut all = Vec::new();
+                s.router.sync_full(now, &mut all);
+                // Changes queued so far are part of the full table.
+                pending.clear();
+                s.router.take_sync(&mut pending);
+                pending.clear();
+                let d = link.full(&all);
+                send_all(&sock, &link, d);
+            }
+        }
+        // Send our changes.
+        let overflow = s.router.take_sync(&mut pending);
+        if overflow {
+            // Some changes were not queued: the peer gets the whole table instead.
+            let mut all = Vec::new();
+            s.router.sync_full(now, &mut all);
+            let d = link.full(&all);
+            send_all(&sock, &link, d);
+        } else if !pending.is_empty() {
+            let d = link.items(&pending);
+            send_all(&sock, &link, d);
+        }
+        pending.clear();
+        // Heartbeat; peer liveness.
+        if last_hello.is_none_or(|t| now.duration_since(t) >= HELLO_EVERY) {
+            last_hello = Some(now);
+            if let Some(h) = link.hello(s.router.flow_count(), s.router.dialog_count()) {
+                send_all(&sock, &link, vec![h]);
+            }
+            gauge!("sipfront_sync_lag").set(link.lag() as f64);
+            gauge!("sipfront_sync_peer_flows").set(f64::from(link.peer_flows));
+            gauge!("sipfront_sync_peer_dialogs").set(f64::from(link.peer_dialogs));
+        }
+        let alive = link.alive(now);
+        if alive != was_alive {
+            was_alive = alive;
+            let adopted = s.router.set_peer_alive(now, alive);
+            gauge!("sipfront_sync_peer_up").set(if alive { 1.0 } else { 0.0 });
+            if alive {
+                tracing::info!(peer = %link.peer, "sync peer up");
+            } else {
+                tracing::warn!(peer = %link.peer, adopted, "sync peer silent; its flows are ours now");
+            }
+        }
+        if let Ok(mut st) = status.lock() {
+            st.synced = link.synced;
+        }
+    }
+}

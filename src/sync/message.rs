@@ -1,0 +1,312 @@
+//! Sync messages on the wire: a postcard-encoded envelope (version, sender epoch,
+//! sequence number, body) followed by an HMAC-SHA256 tag over it. Items carry no
+//! heap data, so the dataplane can queue them without allocating.
+
+use std::net::SocketAddr;
+
+use hmac::{Hmac, KeyInit, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+pub const VERSION: u8 = 1;
+pub const TAG_LEN: usize = 32;
+/// Keeps every datagram under a typical 1500-byte MTU.
+pub const MAX_DATAGRAM: usize = 1400;
+
+/// One table change. Backends are referred to by index: both peers must list the
+/// same backends in the same order (checked through `Hello::backends_hash`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Item {
+    Flow {
+        client: SocketAddr,
+        relay_port: u16,
+        ingress: u16,
+        home: u16,
+        /// Seconds of registration left (granted expiry plus grace), if registered.
+        registered_secs: Option<u32>,
+    },
+    FlowGone {
+        relay_port: u16,
+    },
+    Dialog {
+        key: u128,
+        backend: u16,
+        long: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Body {
+    /// Heartbeat, once a second: who we are, what we have, what we got.
+    Hello {
+        backends_hash: u64,
+        flows: u32,
+        dialogs: u32,
+        /// Highest sequence number received from the peer (for lag).
+        acked: u64,
+        /// True until we hold a full table from the peer.
+        want_full: bool,
+    },
+    Items(Vec<Item>),
+    /// One chunk of a full table; `last` ends it.
+    Full {
+        chunk: u32,
+        last: bool,
+        items: Vec<Item>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub version: u8,
+    /// Random per process start: a restarted peer is a new sequence space.
+    pub epoch: u64,
+    pub seq: u64,
+    pub body: Body,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SyncDrop {
+    #[error("too short")]
+    Short,
+    #[error("bad MAC")]
+    BadMac,
+    #[error("undecodable")]
+    Decode,
+    #[error("unknown version")]
+    Version,
+    #[error("replayed or stale sequence number")]
+    Replay,
+    #[error("not from the configured peer")]
+    NotPeer,
+    #[error("peer has a different backend list")]
+    BackendMismatch,
+}
+
+impl SyncDrop {
+    pub const ALL: [SyncDrop; 7] = [
+        SyncDrop::Short,
+        SyncDrop::BadMac,
+        SyncDrop::Decode,
+        SyncDrop::Version,
+        SyncDrop::Replay,
+        SyncDrop::NotPeer,
+        SyncDrop::BackendMismatch,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncDrop::Short => "short",
+            SyncDrop::BadMac => "bad_mac",
+            SyncDrop::Decode => "decode",
+            SyncDrop::Version => "version",
+            SyncDrop::Replay => "replay",
+            SyncDrop::NotPeer => "not_peer",
+            SyncDrop::BackendMismatch => "backend_mismatch",
+        }
+    }
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The shared key; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Key(Vec<u8>);
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Key(<redacted>)")
+    }
+}
+
+impl Key {
+    pub fn new(bytes: &[u8]) -> Key {
+        Key(bytes.to_vec())
+    }
+
+    fn mac(&self) -> HmacSha256 {
+        // HMAC takes keys of any length.
+        <HmacSha256 as KeyInit>::new_from_slice(&self.0).expect("HMAC accepts any key length")
+    }
+
+    /// A 64-bit value derived from the key for `label` (e.g. the dialog table's
+    /// hash keys, which both peers must share).
+    pub fn derive(&self, label: &str) -> u64 {
+        let mut m = self.mac();
+        m.update(label.as_bytes());
+        let out = m.finalize().into_bytes();
+        u64::from_le_bytes(out[..8].try_into().unwrap_or([0; 8]))
+    }
+}
+
+/// Encodes and authenticates `env` into `out`; returns the datagram length.
+pub fn seal(key: &Key, env: &Envelope, out: &mut [u8]) -> Result<usize, postcard::Error> {
+    let body_len = postcard::to_slice(env, out)?.len();
+    let tag_end = body_len + TAG_LEN;
+    if out.len() < tag_end {
+        return Err(postcard::Error::SerializeBufferFull);
+    }
+    let mut m = key.mac();
+    m.update(&out[..body_len]);
+    out[body_len..tag_end].copy_from_slice(&m.finalize().into_bytes());
+    Ok(tag_end)
+}
+
+/// Checks the tag (in constant time) and decodes.
+pub fn open(key: &Key, datagram: &[u8]) -> Result<Envelope, SyncDrop> {
+    if datagram.len() < TAG_LEN + 3 {
+        return Err(SyncDrop::Short);
+    }
+    let (body, tag) = datagram.split_at(datagram.len() - TAG_LEN);
+    let mut m = key.mac();
+    m.update(body);
+    m.verify_slice(tag).map_err(|_| SyncDrop::BadMac)?;
+    let env: Envelope = postcard::from_bytes(body).map_err(|_| SyncDrop::Decode)?;
+    if env.version != VERSION {
+        return Err(SyncDrop::Version);
+    }
+    Ok(env)
+}
+
+/// Replay protection for one peer: sequence numbers must increase within an epoch.
+#[derive(Debug, Default, Clone)]
+pub struct ReplayGuard {
+    epoch: Option<u64>,
+    last: u64,
+}
+
+/// What a fresh envelope means for the receiver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    InOrder,
+    /// A new peer incarnation (restart): ask for its full table.
+    NewEpoch,
+    /// Messages were lost: the mirrored table may be incomplete.
+    Gap,
+}
+
+impl ReplayGuard {
+    pub fn check(&mut self, epoch: u64, seq: u64) -> Result<Accepted, SyncDrop> {
+        match self.epoch {
+            Some(e) if e == epoch => {
+                if seq <= self.last {
+                    return Err(SyncDrop::Replay);
+                }
+                let gap = seq > self.last + 1;
+                self.last = seq;
+                Ok(if gap {
+                    Accepted::Gap
+                } else {
+                    Accepted::InOrder
+                })
+            }
+            _ => {
+                self.epoch = Some(epoch);
+                self.last = seq;
+                Ok(Accepted::NewEpoch)
+            }
+        }
+    }
+
+    pub fn last(&self) -> u64 {
+        self.last
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn key() -> Key {
+        Key::new(b"0123456789abcdef0123456789abcdef")
+    }
+
+    fn item() -> impl Strategy<Value = Item> {
+        prop_oneof![
+            (
+                any::<[u8; 4]>(),
+                any::<u16>(),
+                any::<u16>(),
+                any::<u16>(),
+                any::<u16>(),
+                any::<Option<u32>>()
+            )
+                .prop_map(|(ip, port, relay_port, ingress, home, registered_secs)| {
+                    Item::Flow {
+                        client: SocketAddr::from((ip, port)),
+                        relay_port,
+                        ingress,
+                        home,
+                        registered_secs,
+                    }
+                }),
+            any::<u16>().prop_map(|relay_port| Item::FlowGone { relay_port }),
+            (any::<u128>(), any::<u16>(), any::<bool>())
+                .prop_map(|(key, backend, long)| Item::Dialog { key, backend, long }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip(epoch: u64, seq: u64, items in proptest::collection::vec(item(), 0..30)) {
+            let env = Envelope { version: VERSION, epoch, seq, body: Body::Items(items) };
+            let mut buf = [0u8; 4096];
+            let n = seal(&key(), &env, &mut buf).unwrap();
+            prop_assert_eq!(open(&key(), &buf[..n]).unwrap(), env);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = open(&key(), &data);
+        }
+    }
+
+    #[test]
+    fn tampering_wrong_key_and_replay_are_rejected() {
+        let env = Envelope {
+            version: VERSION,
+            epoch: 7,
+            seq: 1,
+            body: Body::Items(vec![Item::FlowGone { relay_port: 20000 }]),
+        };
+        let mut buf = [0u8; 512];
+        let n = seal(&key(), &env, &mut buf).unwrap();
+        for i in 0..n {
+            let mut t = buf;
+            t[i] ^= 0x01;
+            assert_eq!(open(&key(), &t[..n]), Err(SyncDrop::BadMac), "flip at {i}");
+        }
+        assert_eq!(
+            open(&Key::new(b"another key"), &buf[..n]),
+            Err(SyncDrop::BadMac)
+        );
+        assert_eq!(open(&key(), &buf[..10]), Err(SyncDrop::Short));
+        let bad = Envelope {
+            version: 9,
+            ..env.clone()
+        };
+        let m = seal(&key(), &bad, &mut buf).unwrap();
+        assert_eq!(open(&key(), &buf[..m]), Err(SyncDrop::Version));
+
+        let mut g = ReplayGuard::default();
+        assert_eq!(g.check(7, 1), Ok(Accepted::NewEpoch));
+        assert_eq!(g.check(7, 2), Ok(Accepted::InOrder));
+        assert_eq!(g.check(7, 2), Err(SyncDrop::Replay));
+        assert_eq!(
+            g.check(7, 1),
+            Err(SyncDrop::Replay),
+            "reordered old message"
+        );
+        assert_eq!(g.check(7, 5), Ok(Accepted::Gap));
+        assert_eq!(g.check(8, 1), Ok(Accepted::NewEpoch), "peer restarted");
+    }
+
+    #[test]
+    fn derived_values_depend_on_key_and_label() {
+        assert_eq!(key().derive("a"), key().derive("a"));
+        assert_ne!(key().derive("a"), key().derive("b"));
+        assert_ne!(key().derive("a"), Key::new(b"x").derive("a"));
+        assert_eq!(format!("{:?}", key()), "Key(<redacted>)");
+    }
+}
