@@ -15,11 +15,15 @@ use tokio::net::UdpSocket;
 use super::dataplane::Shell;
 use crate::admin::Status;
 use crate::config::{Config, Sync};
-use crate::sync::link::{Link, backends_hash};
-use crate::sync::{Item, SyncDrop};
+use crate::sync::link::{Link, backends_hash, full_bodies, item_bodies};
+use crate::sync::{Body, Item, SyncDrop};
 
 const FLUSH_EVERY: Duration = Duration::from_millis(20);
 const HELLO_EVERY: Duration = Duration::from_secs(1);
+/// Datagrams sent per flush (20 ms): a full table of 100k flows takes ~0.35 s and
+/// never floods the peer's socket buffer.
+const SEND_PER_FLUSH: usize = 256;
+const SYNC_RCVBUF: usize = 4 << 20;
 
 pub struct Opened {
     sock: UdpSocket,
@@ -30,6 +34,7 @@ pub struct Opened {
 pub fn open(sc: &Sync, cfg: &Config) -> io::Result<Opened> {
     let std = StdUdpSocket::bind(sc.listen)?;
     std.set_nonblocking(true)?;
+    let _ = socket2::SockRef::from(&std).set_recv_buffer_size(SYNC_RCVBUF);
     let names: Vec<String> = cfg.backends.iter().map(|b| b.name.clone()).collect();
     let epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -61,6 +66,9 @@ pub(super) async fn run(shell: Rc<RefCell<Shell>>, opened: Opened, status: Arc<M
     let mut buf = vec![0u8; 65536];
     let mut was_alive = false;
     let mut mismatch_logged = false;
+    // Everything for the peer goes through one queue, sealed as it leaves, so
+    // sequence numbers stay in order and a big full table is paced.
+    let mut out: std::collections::VecDeque<Body> = Default::default();
     loop {
         tokio::select! {
             r = sock.readable() => { if r.is_err() { return; } }
@@ -117,8 +125,8 @@ pub(super) async fn run(shell: Rc<RefCell<Shell>>, opened: Opened, status: Arc<M
                 pending.clear();
                 s.router.take_sync(&mut pending);
                 pending.clear();
-                let d = link.full(&all);
-                send_all(&sock, &link, d);
+                out.clear();
+                out.extend(full_bodies(&all));
             }
         }
         // Send our changes.
@@ -127,13 +135,15 @@ pub(super) async fn run(shell: Rc<RefCell<Shell>>, opened: Opened, status: Arc<M
             // Some changes were not queued: the peer gets the whole table instead.
             let mut all = Vec::new();
             s.router.sync_full(now, &mut all);
-            let d = link.full(&all);
-            send_all(&sock, &link, d);
+            out.clear();
+            out.extend(full_bodies(&all));
         } else if !pending.is_empty() {
-            let d = link.items(&pending);
-            send_all(&sock, &link, d);
+            out.extend(item_bodies(&pending));
         }
         pending.clear();
+        let n = out.len().min(SEND_PER_FLUSH);
+        let batch: Vec<Vec<u8>> = out.drain(..n).filter_map(|b| link.seal_body(b)).collect();
+        send_all(&sock, &link, batch);
         // Heartbeat; peer liveness.
         if last_hello.is_none_or(|t| now.duration_since(t) >= HELLO_EVERY) {
             last_hello = Some(now);

@@ -63,7 +63,9 @@ impl Link {
         }
     }
 
-    fn seal_body(&mut self, body: Body) -> Option<Vec<u8>> {
+    /// Seals a body with the next sequence number. Sequence numbers are taken at
+    /// send time, so queued bodies must be sealed in the order they go out.
+    pub fn seal_body(&mut self, body: Body) -> Option<Vec<u8>> {
         self.seq += 1;
         let env = Envelope {
             version: VERSION,
@@ -88,31 +90,17 @@ impl Link {
 
     /// Datagrams carrying `items` as incremental changes.
     pub fn items(&mut self, items: &[Item]) -> Vec<Vec<u8>> {
-        items
-            .chunks(ITEMS_PER_DATAGRAM)
-            .filter_map(|c| self.seal_body(Body::Items(c.to_vec())))
+        item_bodies(items)
+            .into_iter()
+            .filter_map(|b| self.seal_body(b))
             .collect()
     }
 
-    /// Datagrams carrying a full table, in bounded chunks; always at least one (an
-    /// empty table still completes the peer's full sync).
+    /// Datagrams carrying a full table (see [`full_bodies`]).
     pub fn full(&mut self, items: &[Item]) -> Vec<Vec<u8>> {
-        let chunks: Vec<&[Item]> = if items.is_empty() {
-            vec![&[]]
-        } else {
-            items.chunks(ITEMS_PER_DATAGRAM).collect()
-        };
-        let last = chunks.len() - 1;
-        chunks
+        full_bodies(items)
             .into_iter()
-            .enumerate()
-            .filter_map(|(i, c)| {
-                self.seal_body(Body::Full {
-                    chunk: i as u32,
-                    last: i == last,
-                    items: c.to_vec(),
-                })
-            })
+            .filter_map(|b| self.seal_body(b))
             .collect()
     }
 
@@ -176,6 +164,34 @@ impl Link {
     pub fn lag(&self) -> u64 {
         self.seq.saturating_sub(self.peer_acked)
     }
+}
+
+/// Bodies carrying `items` as incremental changes, in datagram-sized chunks.
+pub fn item_bodies(items: &[Item]) -> Vec<Body> {
+    items
+        .chunks(ITEMS_PER_DATAGRAM)
+        .map(|c| Body::Items(c.to_vec()))
+        .collect()
+}
+
+/// Bodies carrying a full table in bounded chunks; always at least one (an empty
+/// table still completes the peer's full sync).
+pub fn full_bodies(items: &[Item]) -> Vec<Body> {
+    let chunks: Vec<&[Item]> = if items.is_empty() {
+        vec![&[]]
+    } else {
+        items.chunks(ITEMS_PER_DATAGRAM).collect()
+    };
+    let last = chunks.len() - 1;
+    chunks
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| Body::Full {
+            chunk: i as u32,
+            last: i == last,
+            items: c.to_vec(),
+        })
+        .collect()
 }
 
 /// A hash of the backend names in order: both peers must agree on it.
