@@ -17,6 +17,8 @@ have ip         || missing+=(iproute2)
 have tcpdump    || missing+=(tcpdump)
 [ -x /usr/bin/kill ] || missing+=(procps)
 have curl       || missing+=(curl)
+have systemd-analyze || missing+=(systemd)
+have promtool   || missing+=(prometheus)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "== installing: ${missing[*]}"
     SUDO=""
@@ -31,6 +33,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
     fi
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+# cargo-deb builds the .deb that tests/deploy.rs inspects (~1.5 min to install).
+command -v cargo-deb >/dev/null 2>&1 || cargo install cargo-deb --locked --version 3.8.0
 for c in rustfmt clippy; do
     rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c" || true
 done

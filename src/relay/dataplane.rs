@@ -221,10 +221,18 @@ async fn serve(
     Ok(())
 }
 
-async fn public_loop(shell: Shared, ingress: u16, sock: Rc<UdpSocket>) {
+/// Receives on `sock` until it fails, handing each datagram (and each socket
+/// error, e.g. a queued ICMP) to `on_datagram` / `on_error` with the shell borrowed.
+/// A batch shares one `now`; after a batch other sockets get a turn.
+async fn recv_loop(
+    shell: Shared,
+    sock: Rc<UdpSocket>,
+    on_datagram: impl Fn(&mut Shell, &Shared, Instant, SocketAddr, usize),
+    on_error: impl Fn(&mut Shell, Instant, &UdpSocket),
+) {
     loop {
         if let Err(e) = sock.readable().await {
-            tracing::error!(error = %e, "public socket failed");
+            tracing::error!(error = %e, "socket failed");
             return;
         }
         let mut guard = shell.borrow_mut();
@@ -232,31 +240,33 @@ async fn public_loop(shell: Shared, ingress: u16, sock: Rc<UdpSocket>) {
         let now = Instant::now();
         for _ in 0..BATCH {
             match sock.try_recv_from(&mut s.buf) {
-                Ok((n, from)) => s.on_client(&shell, now, ingress, from, n),
+                Ok((n, from)) => on_datagram(s, &shell, now, from, n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                // Errors queued by ICMP for earlier sends; nothing to do for this socket.
-                Err(_) => continue,
+                Err(_) => on_error(s, now, &sock),
             }
         }
     }
 }
 
+async fn public_loop(shell: Shared, ingress: u16, sock: Rc<UdpSocket>) {
+    recv_loop(
+        shell,
+        sock,
+        |s, sh, now, from, n| s.on_client(sh, now, ingress, from, n),
+        // Errors queued by ICMP for replies to clients: nothing to learn from them.
+        |_, _, _| {},
+    )
+    .await
+}
+
 async fn relay_loop(shell: Shared, port: u16, sock: Rc<UdpSocket>) {
-    loop {
-        if sock.readable().await.is_err() {
-            return;
-        }
-        let mut guard = shell.borrow_mut();
-        let s = &mut *guard;
-        let now = Instant::now();
-        for _ in 0..BATCH {
-            match sock.try_recv_from(&mut s.buf) {
-                Ok((n, from)) => s.on_backend(now, port, from, n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => s.on_relay_error(now, &sock),
-            }
-        }
-    }
+    recv_loop(
+        shell,
+        sock,
+        |s, _, now, from, n| s.on_backend(now, port, from, n),
+        |s, now, sock| s.on_relay_error(now, sock),
+    )
+    .await
 }
 
 /// Sends without waiting for tokio's write readiness: a UDP send either fits the

@@ -48,16 +48,21 @@ impl Vips {
         Ok(())
     }
 
-    /// Removes `v` if present.
-    pub async fn remove(&self, v: &Vip) -> Result<(), VipError> {
+    /// The netlink messages for `v` on its interface (zero or one).
+    fn find(&self, v: &Vip) -> Result<impl futures_util::Stream<Item = Result<rtnetlink::packet_route::address::AddressMessage, rtnetlink::Error>> + use<>, VipError> {
         let index = iface::index(self.dev(v))?;
-        let mut found = self
+        Ok(self
             .handle
             .address()
             .get()
             .set_link_index_filter(index)
             .set_address_filter(IpAddr::V4(v.addr))
-            .execute();
+            .execute())
+    }
+
+    /// Removes `v` if present.
+    pub async fn remove(&self, v: &Vip) -> Result<(), VipError> {
+        let mut found = std::pin::pin!(self.find(v)?);
         while let Some(msg) = found.try_next().await? {
             self.handle.address().del(msg).execute().await?;
         }
