@@ -77,6 +77,9 @@ impl Prober {
     /// Reads replies and ICMP errors from both sockets. Returns RTTs of answered
     /// probes through `rtt`.
     pub fn receive(&mut self, now: Instant, buf: &mut [u8], mut rtt: impl FnMut(usize, f64)) {
+        // ICMP errors first: an error alone does not make a socket readable, and
+        // reading the queue also clears the pending error that would fail our next send.
+        self.drain_errors(now);
         for v6 in [false, true] {
             loop {
                 let sock = if v6 {
@@ -99,16 +102,25 @@ impl Prober {
                         _ => self.stray += 1,
                     },
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(_) => {
-                        let mut hits = Vec::new();
-                        errqueue::drain(&*sock, |u| hits.push(u.dest));
-                        for dest in hits {
-                            if let Some(b) = self.backend_of(&dest) {
-                                self.checker.handle_icmp(now, b, true);
-                            }
-                        }
-                    }
+                    Err(_) => self.drain_errors(now),
                 }
+            }
+        }
+    }
+
+    /// Reads both sockets' ICMP error queues: an unreachable backend fails its probe.
+    fn drain_errors(&mut self, now: Instant) {
+        let mut hits = Vec::new();
+        for sock in std::iter::once(&self.v4).chain(self.v6.as_ref()) {
+            errqueue::drain(&**sock, |u| hits.push(u.dest));
+            // The queue is empty now: let tokio wait for the next error event.
+            let _ = sock.try_io(tokio::io::Interest::ERROR, || {
+                Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock))
+            });
+        }
+        for dest in hits {
+            if let Some(b) = self.backend_of(&dest) {
+                self.checker.handle_icmp(now, b, true);
             }
         }
     }
@@ -126,6 +138,7 @@ impl Prober {
 
     /// Runs timers and sends due probes.
     pub fn tick(&mut self, now: Instant) {
+        self.drain_errors(now);
         self.checker.handle_timeout(now);
         while let Some(tx) = self.checker.poll_transmit() {
             let Some(target) = self.addrs.get(tx.backend).copied().flatten() else {
@@ -139,7 +152,20 @@ impl Prober {
                 .local_addr()
                 .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
             let msg = self.ids.build(tx.backend, tx.seq, target, local);
-            if let Err(e) = socket2::SockRef::from(&*sock).send_to(&msg, &target.into()) {
+            let send = || socket2::SockRef::from(&*sock).send_to(&msg, &target.into());
+            // A pending ICMP error for another backend fails one send on a shared
+            // socket (IP_RECVERR): read the queue, then try once more.
+            let r = send().or_else(|_| {
+                let mut hits = Vec::new();
+                errqueue::drain(&*sock, |u| hits.push(u.dest));
+                for dest in hits {
+                    if let Some(b) = self.backend_of(&dest) {
+                        self.checker.handle_icmp(now, b, true);
+                    }
+                }
+                send()
+            });
+            if let Err(e) = r {
                 // A send that fails at once (e.g. ECONNREFUSED from a queued ICMP
                 // error) is a failed probe the next receive or timeout will count.
                 tracing::debug!(backend = tx.backend, error = %e, "probe send failed");

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::{AbortHandle, LocalSet};
@@ -231,13 +232,23 @@ async fn recv_loop(
     on_error: impl Fn(&mut Shell, Instant, &UdpSocket),
 ) {
     loop {
-        if let Err(e) = sock.readable().await {
-            tracing::error!(error = %e, "socket failed");
-            return;
-        }
+        // An ICMP error alone does not make a socket readable: wait for both.
+        let ready = match sock.ready(Interest::READABLE | Interest::ERROR).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "socket failed");
+                return;
+            }
+        };
         let mut guard = shell.borrow_mut();
         let s = &mut *guard;
         let now = Instant::now();
+        if ready.is_error() {
+            on_error(s, now, &sock);
+            let _ = sock.try_io(Interest::ERROR, || {
+                Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock))
+            });
+        }
         for _ in 0..BATCH {
             match sock.try_recv_from(&mut s.buf) {
                 Ok((n, from)) => on_datagram(s, &shell, now, from, n),
@@ -311,15 +322,13 @@ impl Shell {
             self.router.send_failed();
             return;
         };
-        match send_now(&relay.sock, &self.buf[..n], to) {
-            Ok(_) => {}
-            Err(e) => {
+        if send_now(&relay.sock, &self.buf[..n], to).is_err() {
+            // A pending ICMP error (IP_RECVERR) fails one send: learn from it, then
+            // send once more.
+            let sock = relay.sock.clone();
+            self.on_relay_error(now, &sock);
+            if send_now(&sock, &self.buf[..n], to).is_err() {
                 self.router.send_failed();
-                if e.raw_os_error() == Some(libc::ECONNREFUSED) {
-                    // The socket's pending ICMP error surfaced on this send.
-                    let sock = relay.sock.clone();
-                    self.on_relay_error(now, &sock);
-                }
             }
         }
     }
@@ -455,13 +464,13 @@ async fn probe_loop(shell: Shared) {
         };
         let v6_readable = async {
             match &v6 {
-                Some(x) => x.readable().await,
+                Some(x) => x.ready(Interest::READABLE | Interest::ERROR).await.map(|_| ()),
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
             _ = sleep => {}
-            _ = v4.readable() => {}
+            _ = v4.ready(Interest::READABLE | Interest::ERROR) => {}
             _ = v6_readable => {}
             _ = wake.notified() => {}
         }
