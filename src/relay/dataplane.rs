@@ -464,7 +464,10 @@ async fn probe_loop(shell: Shared) {
         };
         let v6_readable = async {
             match &v6 {
-                Some(x) => x.ready(Interest::READABLE | Interest::ERROR).await.map(|_| ()),
+                Some(x) => x
+                    .ready(Interest::READABLE | Interest::ERROR)
+                    .await
+                    .map(|_| ()),
                 None => std::future::pending().await,
             }
         };

@@ -49,7 +49,15 @@ impl Vips {
     }
 
     /// The netlink messages for `v` on its interface (zero or one).
-    fn find(&self, v: &Vip) -> Result<impl futures_util::Stream<Item = Result<rtnetlink::packet_route::address::AddressMessage, rtnetlink::Error>> + use<>, VipError> {
+    fn find(
+        &self,
+        v: &Vip,
+    ) -> Result<
+        impl futures_util::Stream<
+            Item = Result<rtnetlink::packet_route::address::AddressMessage, rtnetlink::Error>,
+        > + use<>,
+        VipError,
+    > {
         let index = iface::index(self.dev(v))?;
         Ok(self
             .handle
