@@ -1326,3 +1326,350 @@ pub fn sip_request(method: &str, call_id: &str, from_port: u16, body: &[u8]) -> 
     m.extend_from_slice(body);
     m
 }
+
+// ---------------------------------------------------------------------------------------------
+// Health, failover and admin helpers (tests/health.rs, tests/admin_ctl.rs, tests/spread.rs)
+// ---------------------------------------------------------------------------------------------
+
+/// An HTTP/1.0 request with an empty body and extra headers (e.g. `Authorization`).
+/// Returns (status code, body).
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n"
+    );
+    for (k, v) in headers {
+        let _ = write!(req, "{k}: {v}\r\n");
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("no HTTP header end in {text:?}")))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line in {head:?}")))?;
+    Ok((status, body.to_string()))
+}
+
+/// `GET path` of the admin API as JSON; panics if it does not answer 200 with JSON.
+pub fn get_json(admin: SocketAddr, path: &str) -> serde_json::Value {
+    match http_get(admin, path) {
+        Ok((200, body)) => serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {body}")),
+        Ok((code, body)) => panic!("GET http://{admin}{path} answered {code}: {body}"),
+        Err(e) => panic!("GET http://{admin}{path} failed: {e}"),
+    }
+}
+
+/// The entry of backend `name` in `GET /api/v1/status`, if listed.
+pub fn backend_status(admin: SocketAddr, name: &str) -> Option<serde_json::Value> {
+    get_json(admin, "/api/v1/status")["backends"]
+        .as_array()?
+        .iter()
+        .find(|b| b["name"] == name)
+        .cloned()
+}
+
+/// The backend sipfront routes `client`'s flow to, from `GET /api/v1/flows?client=`;
+/// `None` when there is no flow for that client.
+pub fn flow_backend(admin: SocketAddr, client: SocketAddr) -> Option<String> {
+    let v = get_json(admin, &format!("/api/v1/flows?client={client}&limit=10"));
+    let flows = v["flows"].as_array()?;
+    assert!(flows.len() <= 1, "several flows for one client: {v}");
+    flows
+        .first()
+        .and_then(|f| f["backend"].as_str())
+        .map(str::to_string)
+}
+
+/// `text` without ANSI escape sequences (tracing colours its log lines).
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                // parameters and intermediates, then one final byte in '@'..='~'
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Lines of a process's log (colours removed) that contain every one of `needles`.
+pub fn log_lines(proc: &Proc, needles: &[&str]) -> Vec<String> {
+    strip_ansi(&proc.log_text())
+        .lines()
+        .filter(|l| needles.iter().all(|n| l.contains(n)))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Sends a signal to the whole process group of a process started with
+/// [`Proc::spawn_group`] (Kamailio and its workers).
+pub fn signal_group(proc: &Proc, sig: &str) {
+    send_signal(-(proc.pid() as i64), sig);
+}
+
+/// Output of a finished `sipfront` command (`ctl ...`, `check-config ...`).
+#[derive(Debug)]
+pub struct CmdOutput {
+    /// Exit code (-1 if killed by a signal).
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `sipfront ARGS` to completion (e.g. `["ctl", "--admin", ADDR, "status"]`).
+pub fn run_sipfront(args: &[&str]) -> CmdOutput {
+    let out = Command::new(SIPFRONT)
+        .args(args)
+        .stdin(Stdio::null())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {SIPFRONT}: {e}"));
+    CmdOutput {
+        code: out.status.code().unwrap_or(-1),
+        stdout: strip_ansi(&String::from_utf8_lossy(&out.stdout)),
+        stderr: strip_ansi(&String::from_utf8_lossy(&out.stderr)),
+    }
+}
+
+/// A SIP user agent on a plain UDP socket with a chosen address (a "phone" whose flow
+/// at sipfront is exactly that address): builds requests, retransmits them like a UAC
+/// (every 500 ms) and waits for the final response with the same Call-ID and CSeq.
+pub struct SipClient {
+    pub sock: UdpSocket,
+    pub local: SocketAddr,
+    /// Where requests go (sipfront's public address).
+    pub server: SocketAddr,
+    pub user: String,
+}
+
+impl SipClient {
+    pub fn bind(local: SocketAddr, server: SocketAddr, user: &str) -> SipClient {
+        let sock = UdpSocket::bind(local).unwrap_or_else(|e| panic!("bind udp {local}: {e}"));
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        SipClient {
+            local: sock.local_addr().unwrap(),
+            sock,
+            server,
+            user: user.to_string(),
+        }
+    }
+
+    /// A request to sipfront's address (no user part, so a SIP server answers OPTIONS
+    /// itself and takes REGISTER for `user`); `extra` headers end in `\r\n`.
+    pub fn request(&self, method: &str, call_id: &str, cseq: u32, extra: &str) -> Vec<u8> {
+        let (srv, local, user) = (self.server, self.local, &self.user);
+        format!(
+            "{method} sip:{srv} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {local};branch=z9hG4bK-{call_id}-{cseq};rport\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:{user}@{srv}>;tag=from-{call_id}\r\n\
+             To: <sip:{user}@{srv}>\r\n\
+             Call-ID: {call_id}\r\n\
+             CSeq: {cseq} {method}\r\n\
+             Contact: <sip:{user}@{local}>\r\n\
+             {extra}\
+             User-Agent: sipfront-test\r\n\
+             Content-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    pub fn send(&self, msg: &[u8]) {
+        self.sock
+            .send_to(msg, self.server)
+            .unwrap_or_else(|e| panic!("send from {} to {}: {e}", self.local, self.server));
+    }
+
+    /// Sends `msg` and waits up to `timeout` for its final response (status >= 200,
+    /// same Call-ID and CSeq), retransmitting every 500 ms. Other datagrams are skipped.
+    pub fn transact(&self, msg: &[u8], timeout: Duration) -> Option<(Vec<u8>, SocketAddr)> {
+        let text = String::from_utf8_lossy(msg).into_owned();
+        let call_id = sip_header(&text, "Call-ID").expect("request has a Call-ID");
+        let cseq = sip_header(&text, "CSeq").expect("request has a CSeq");
+        let deadline = Instant::now() + timeout;
+        let mut next_send = Instant::now();
+        while Instant::now() < deadline {
+            if Instant::now() >= next_send {
+                self.send(msg);
+                next_send = Instant::now() + Duration::from_millis(500);
+            }
+            let Some((d, from)) = recv(&self.sock) else {
+                continue;
+            };
+            let r = String::from_utf8_lossy(&d);
+            if sip_status(&r).is_some_and(|c| c >= 200)
+                && sip_header(&r, "Call-ID").as_deref() == Some(call_id.as_str())
+                && sip_header(&r, "CSeq").as_deref() == Some(cseq.as_str())
+            {
+                return Some((d, from));
+            }
+        }
+        None
+    }
+
+    /// Like [`SipClient::transact`], panicking unless the final response is `code`.
+    pub fn expect(&self, msg: &[u8], code: u16, timeout: Duration) -> String {
+        let what = String::from_utf8_lossy(msg)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string();
+        let Some((d, from)) = self.transact(msg, timeout) else {
+            panic!(
+                "{}: no final response to `{what}` within {timeout:?}",
+                self.local
+            );
+        };
+        let r = String::from_utf8_lossy(&d).into_owned();
+        assert_eq!(
+            sip_status(&r),
+            Some(code),
+            "{}: response to `{what}` from {from}:\n{r}",
+            self.local
+        );
+        r
+    }
+}
+
+/// Status code of a SIP response (`None` for a request).
+pub fn sip_status(msg: &str) -> Option<u16> {
+    msg.strip_prefix("SIP/2.0 ")?.get(..3)?.parse().ok()
+}
+
+/// Value of the first header `name` (case-insensitive; compact forms of Via, From, To,
+/// Call-ID accepted), trimmed.
+pub fn sip_header(msg: &str, name: &str) -> Option<String> {
+    let compact = match name.to_ascii_lowercase().as_str() {
+        "via" => "v",
+        "from" => "f",
+        "to" => "t",
+        "call-id" => "i",
+        "contact" => "m",
+        "content-length" => "l",
+        _ => "",
+    };
+    let head = msg.split("\r\n\r\n").next().unwrap_or("");
+    head.lines().skip(1).find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        let n = n.trim();
+        (n.eq_ignore_ascii_case(name) || (!compact.is_empty() && n.eq_ignore_ascii_case(compact)))
+            .then(|| v.trim().to_string())
+    })
+}
+
+/// A network namespace (`ip netns add`) with its loopback up, deleted on drop. Programs
+/// run in it through [`NetNs::command`]; test code runs in it through [`NetNs::run`]
+/// (sockets created there stay in the namespace when used from other threads).
+pub struct NetNs {
+    pub name: String,
+}
+
+impl NetNs {
+    /// A namespace with a unique name `sf-TAG-PID-N`. Needs root.
+    pub fn new(tag: &str) -> NetNs {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "sf-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let ip = |args: &[&str]| {
+            let out = Command::new("ip")
+                .args(args)
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run `ip` (package iproute2): {e}"));
+            assert!(
+                out.status.success(),
+                "ip {args:?} failed (root needed): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        ip(&["netns", "add", &name]);
+        let ns = NetNs { name };
+        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip netns exec NAME program`: add the program's arguments to it.
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+
+    /// Runs `f` on a thread that has entered the namespace.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        use std::os::fd::AsRawFd;
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let ns = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+                // SAFETY: a valid namespace fd; setns affects only this thread.
+                let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+                f()
+            })
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e))
+        })
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// `/api/v1/status` is a snapshot refreshed a few times a second: polls until backend
+/// `name`'s `key` equals `want` (a JSON string, bool or number) and returns its entry;
+/// panics with the last entry after 10 s.
+pub fn wait_backend_status(
+    admin: SocketAddr,
+    name: &str,
+    key: &str,
+    want: impl Into<serde_json::Value>,
+) -> serde_json::Value {
+    let want = want.into();
+    let mut last = None;
+    let ok = wait_until(Duration::from_secs(10), || {
+        last = backend_status(admin, name);
+        last.as_ref().is_some_and(|b| b[key] == want)
+    });
+    assert!(
+        ok,
+        "status of backend {name}: {key} should be {want}, last seen: {last:?}"
+    );
+    last.unwrap()
+}
