@@ -1,0 +1,85 @@
+//! The effective config as TOML, defaults filled in (what `check-config` prints).
+//! Secrets are never printed: only the files that hold them.
+
+use std::fmt;
+
+use super::{Config, Failback, format_duration};
+
+/// The effective config as TOML, defaults filled in (what `check-config` prints).
+impl fmt::Display for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let l = &self.listen;
+        let sip: Vec<String> = l.sip.iter().map(|a| format!("\"{a}\"")).collect();
+        writeln!(f, "[listen]")?;
+        writeln!(f, "sip = [{}]", sip.join(", "))?;
+        writeln!(f, "relay = \"{}\"", l.relay)?;
+        writeln!(
+            f,
+            "relay_ports = \"{}-{}\"",
+            l.relay_ports.start(),
+            l.relay_ports.end()
+        )?;
+        writeln!(f, "forward_keepalives = {}", l.forward_keepalives)?;
+        for b in &self.backends {
+            writeln!(
+                f,
+                "\n[[backend]]\nname = \"{}\"\naddr = \"{}\"",
+                b.name, b.addr
+            )?;
+        }
+        let fb = match self.failback {
+            Failback::Never => "never",
+            Failback::OnRegister => "on-register",
+            Failback::Immediate => "immediate",
+        };
+        writeln!(f, "\n[affinity]\nfailback = \"{fb}\"")?;
+        let m = &self.limits;
+        writeln!(
+            f,
+            "\n[limits]\nmax_flows = {}\nmax_dialogs = {}\nnew_flows_per_ip = {}\nnew_flows_burst = {}",
+            m.max_flows, m.max_dialogs, m.new_flows_per_ip, m.new_flows_burst
+        )?;
+        let t = &self.timeouts;
+        writeln!(
+            f,
+            "\n[timeouts]\nflow_idle = \"{}\"\nregister_grace = \"{}\"\ndialog_idle = \"{}\"\ntransaction = \"{}\"",
+            format_duration(t.flow_idle),
+            format_duration(t.register_grace),
+            format_duration(t.dialog_idle),
+            format_duration(t.transaction)
+        )?;
+        let h = &self.health;
+        let codes: Vec<String> = h
+            .alive_codes
+            .iter()
+            .map(|r| format!("\"{}-{}\"", r.start(), r.end()))
+            .collect();
+        writeln!(
+            f,
+            "\n[health]\ninterval = \"{}\"\ntimeout = \"{}\"\nrise = {}\nfall = {}\nalive_codes = [{}]\nreply_503 = {}\nretry_after = {}",
+            format_duration(h.interval),
+            format_duration(h.timeout),
+            h.rise,
+            h.fall,
+            codes.join(", "),
+            h.reply_503,
+            h.retry_after
+        )?;
+        write!(f, "\n[admin]\nlisten = \"{}\"", self.admin.listen)?;
+        if let Some(tf) = &self.admin.token_file {
+            write!(f, "\ntoken_file = \"{tf}\"")?;
+        }
+        if let Some(v) = &self.vrrp {
+            writeln!(f)?;
+            v.write_toml(f)?;
+        }
+        if let Some(s) = &self.sync {
+            write!(
+                f,
+                "\n[sync]\nlisten = \"{}\"\npeer = \"{}\"\nkey_file = \"{}\"",
+                s.listen, s.peer, s.key_file
+            )?;
+        }
+        Ok(())
+    }
+}
