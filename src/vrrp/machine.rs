@@ -467,6 +467,10 @@ impl Machine {
         let higher = repr.priority > self.priority;
         let tie_lost = repr.priority == self.priority && src > self.settings.primary_ip;
         if higher || tie_lost {
+            // One last advert as we yield (keepalived's higher_prio_send_advert): after a
+            // healed split the winner may not have heard us yet, and this makes it
+            // re-assert with gratuitous ARP so neighbours stop pointing at us.
+            self.transmits.push_back(self.advert(self.priority));
             self.adver_timer = None;
             self.master_adver_cs = repr.max_advert_int_cs.clamp(1, MAX_ADVERT_INT_CS);
             self.master_ip = Some(src);

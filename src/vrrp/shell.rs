@@ -27,6 +27,10 @@ use crate::config::Vrrp;
 const TRACK_EVERY: Duration = Duration::from_millis(100);
 /// A dataplane status older than this counts as a hung dataplane.
 const STALE: Duration = Duration::from_secs(1);
+/// VIPs are added with this lifetime and renewed every [`VIP_RENEW`] while master:
+/// a master that dies without cleaning up loses them within seconds.
+const VIP_LIFETIME_SECS: u32 = 3;
+const VIP_RENEW: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum VrrpError {
@@ -109,6 +113,7 @@ pub async fn start(cfg: Vrrp, status: Arc<Mutex<Status>>) -> Result<VrrpHandle, 
         status,
         garp_due: Vec::new(),
         next_refresh: None,
+        next_renew: None,
         last_priority: 0,
         synced: true,
     };
@@ -138,6 +143,8 @@ struct Shell {
     /// Pending gratuitous ARP bursts.
     garp_due: Vec<Instant>,
     next_refresh: Option<Instant>,
+    /// When to renew the VIPs' lifetime (while master).
+    next_renew: Option<Instant>,
     last_priority: u8,
     synced: bool,
 }
@@ -163,6 +170,7 @@ impl Shell {
                 self.machine.poll_timeout(),
                 self.garp_due.iter().min().copied(),
                 self.next_refresh,
+                self.next_renew,
             ]
             .into_iter()
             .flatten()
@@ -188,6 +196,10 @@ impl Shell {
             let now = Instant::now();
             self.machine.handle_timeout(now);
             self.garp_timers(now);
+            if self.next_renew.is_some_and(|t| t <= now) {
+                self.next_renew = Some(now + VIP_RENEW);
+                self.add_vips().await;
+            }
             self.flush().await;
         }
         // Hand over: priority 0 tells the backup to take over after Skew_Time only.
@@ -345,6 +357,14 @@ impl Shell {
         }
     }
 
+    async fn add_vips(&self) {
+        for v in &self.cfg.vips {
+            if let Err(e) = self.vips.add(v, VIP_LIFETIME_SECS).await {
+                tracing::error!(vip = %v, error = %e, "cannot add VIP");
+            }
+        }
+    }
+
     async fn apply(&mut self, ev: Event) {
         if let Some((state, cause)) = ev.transition() {
             gauge!("sipfront_vrrp_state").set(state_value(state));
@@ -360,11 +380,8 @@ impl Shell {
         }
         match ev {
             Event::AddVips => {
-                for v in &self.cfg.vips {
-                    if let Err(e) = self.vips.add(v).await {
-                        tracing::error!(vip = %v, error = %e, "cannot add VIP");
-                    }
-                }
+                self.add_vips().await;
+                self.next_renew = Some(Instant::now() + VIP_RENEW);
             }
             Event::RemoveVips => {
                 for v in &self.cfg.vips {
@@ -374,6 +391,7 @@ impl Shell {
                 }
                 self.garp_due.clear();
                 self.next_refresh = None;
+                self.next_renew = None;
             }
             Event::SendGarp => {
                 self.send_garp();

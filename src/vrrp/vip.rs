@@ -37,14 +37,24 @@ impl Vips {
         v.dev.as_deref().unwrap_or(&self.default_dev)
     }
 
-    pub async fn add(&self, v: &Vip) -> Result<(), VipError> {
+    /// Adds (or refreshes) `v` with a valid lifetime of `lifetime_secs`: the master
+    /// renews it every second, so if the process dies the kernel drops the address
+    /// by itself and the dead host stops answering ARP for it.
+    pub async fn add(&self, v: &Vip, lifetime_secs: u32) -> Result<(), VipError> {
+        use rtnetlink::packet_route::address::{AddressAttribute, CacheInfo};
         let index = iface::index(self.dev(v))?;
-        self.handle
+        let mut req = self
+            .handle
             .address()
             .add(index, IpAddr::V4(v.addr), v.prefix)
-            .replace()
-            .execute()
-            .await?;
+            .replace();
+        let mut ci = CacheInfo::default();
+        ci.ifa_preferred = lifetime_secs;
+        ci.ifa_valid = lifetime_secs;
+        req.message_mut()
+            .attributes
+            .push(AddressAttribute::CacheInfo(ci));
+        req.execute().await?;
         Ok(())
     }
 
