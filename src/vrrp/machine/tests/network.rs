@@ -272,10 +272,7 @@ fn split_then_heal_table() {
         };
         // A re-asserts on B's adverts, including the one B sends as it yields.
         assert!(!ea.is_empty(), "A must re-assert after the heal");
-        assert!(
-            ea.chunks(2).all(|c| c == [seen, Event::SendGarp]),
-            "{ea:?}"
-        );
+        assert!(ea.chunks(2).all(|c| c == [seen, Event::SendGarp]), "{ea:?}");
     }
 }
 
