@@ -36,10 +36,11 @@ pub fn open(sc: &Sync, cfg: &Config) -> io::Result<Opened> {
     std.set_nonblocking(true)?;
     let _ = socket2::SockRef::from(&std).set_recv_buffer_size(SYNC_RCVBUF);
     let names: Vec<String> = cfg.backends.iter().map(|b| b.name.clone()).collect();
+    // The start time: a restarted host has a larger epoch, so the peer can tell its
+    // new messages from replays of the old run.
     let epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| d.as_nanos() as u64)
-        ^ (u64::from(std::process::id()) << 40);
+        .map_or(1, |d| d.as_nanos() as u64);
     Ok(Opened {
         sock: UdpSocket::from_std(std)?,
         link: Link::new(sc.key.clone(), sc.peer, epoch, backends_hash(&names)),
@@ -96,6 +97,15 @@ pub(super) async fn run(shell: Rc<RefCell<Shell>>, opened: Opened, status: Arc<M
                 }
             };
             counter!("sipfront_sync_messages_total", "dir" => "received").increment(1);
+            if r.peer_restarted {
+                let n = s.router.adopt_peer_flows(now);
+                if n > 0 {
+                    tracing::warn!(
+                        adopted = n,
+                        "sync peer restarted; its flows are ours until it has them back"
+                    );
+                }
+            }
             for item in r.items {
                 let eff = s.router.apply_sync(now, item);
                 for p in eff.close {

@@ -24,6 +24,9 @@ pub struct Received {
     pub send_full: bool,
     /// This completed a full table from the peer.
     pub full_done: bool,
+    /// The peer started anew (new epoch): it lost its table, so the flows we mirror
+    /// for it are ours to serve now (and go back to it in our full table).
+    pub peer_restarted: bool,
 }
 
 pub struct Link {
@@ -123,7 +126,12 @@ impl Link {
         }
         match self.guard.check(env.epoch, env.seq)? {
             Accepted::InOrder => {}
-            Accepted::NewEpoch | Accepted::Gap => {
+            Accepted::NewEpoch => {
+                self.want_full = true;
+                self.synced = false;
+                out.peer_restarted = true;
+            }
+            Accepted::Gap => {
                 self.want_full = true;
                 self.synced = false;
             }
@@ -236,6 +244,7 @@ mod tests {
         let hello = b.hello(0, 0).unwrap();
         let r = a.receive(now, b_addr, &hello).unwrap();
         assert!(r.send_full);
+        assert!(r.peer_restarted, "a new epoch: b lost its table");
         let table: Vec<Item> = (0..100).map(|i| flow(20000 + i)).collect();
         let dgrams = a.full(&table);
         assert_eq!(dgrams.len(), 100usize.div_ceil(ITEMS_PER_DATAGRAM));
@@ -255,8 +264,9 @@ mod tests {
         // A lost message (gap) makes b ask again.
         let _lost = a.items(&[flow(1)]);
         let d = a.items(&[flow(2)]);
-        b.receive(now, a_addr, &d[0]).unwrap();
+        let r = b.receive(now, a_addr, &d[0]).unwrap();
         assert!(b.want_full && !b.synced);
+        assert!(!r.peer_restarted, "a gap is not a restart");
         // Replays and strangers are dropped.
         assert_eq!(b.receive(now, a_addr, &d[0]), Err(SyncDrop::Replay));
         assert_eq!(

@@ -186,8 +186,11 @@ pub enum Accepted {
 }
 
 impl ReplayGuard {
+    /// Epochs are the peer's start time (ns since the Unix epoch), so a later run has
+    /// a larger one: anything from an older run is a replay.
     pub fn check(&mut self, epoch: u64, seq: u64) -> Result<Accepted, SyncDrop> {
         match self.epoch {
+            Some(e) if epoch < e => Err(SyncDrop::Replay),
             Some(e) if e == epoch => {
                 if seq <= self.last {
                     return Err(SyncDrop::Replay);
@@ -300,6 +303,11 @@ mod tests {
         );
         assert_eq!(g.check(7, 5), Ok(Accepted::Gap));
         assert_eq!(g.check(8, 1), Ok(Accepted::NewEpoch), "peer restarted");
+        assert_eq!(
+            g.check(7, 9),
+            Err(SyncDrop::Replay),
+            "from the peer's previous run"
+        );
     }
 
     #[test]

@@ -79,6 +79,12 @@ impl Router {
         }
     }
 
+    /// The peer restarted and lost its table: the flows mirrored for it are ours now
+    /// (idle from now), and our full table gives them back to it.
+    pub fn adopt_peer_flows(&mut self, now: Instant) -> usize {
+        self.flows.adopt_mirrored(now)
+    }
+
     /// Applies one change from the peer.
     pub fn apply_sync(&mut self, now: Instant, item: Item) -> SyncEffect {
         let mut effect = SyncEffect::default();

@@ -1,0 +1,255 @@
+//! The bench's network namespace, child processes, the admin endpoint and Prometheus text,
+//! and the two sipfront hosts.
+
+#![allow(dead_code)]
+
+use super::*;
+
+pub fn ip(args: &[&str]) -> Result<String, String> {
+    let o = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run ip: {e}"))?;
+    if o.status.success() {
+        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    } else {
+        Err(format!(
+            "`ip {}`: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr).trim()
+        ))
+    }
+}
+
+/// The bench's namespace. The main thread joins it (so do the threads and programs it starts
+/// later); dropping the guard kills what still runs inside (only our own programs) and
+/// deletes it.
+pub struct Ns {
+    pub name: String,
+}
+
+impl Ns {
+    pub fn create_and_enter(name: &str) -> Ns {
+        ip(&["netns", "add", name])
+            .unwrap_or_else(|e| panic!("{e} (the sync bench needs root for a network namespace)"));
+        let ns = Ns {
+            name: name.to_string(),
+        };
+        ip(&["-n", name, "link", "set", "lo", "up"]).expect("lo up");
+        let path = format!("/run/netns/{name}");
+        let f = File::open(&path).expect("open netns");
+        // SAFETY: a valid namespace fd; only this (main) thread changes namespace.
+        let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        ns
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let pids = ip(&["netns", "pids", &self.name]).unwrap_or_default();
+        let me = std::process::id().to_string();
+        for p in pids.split_whitespace().filter(|p| *p != me) {
+            let _ = Command::new("kill")
+                .args(["-KILL", p])
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = ip(&["netns", "del", &self.name]);
+    }
+}
+
+/// A child process killed (SIGKILL) on drop.
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(cmd: &mut Command, log: &Path) -> Proc {
+        let out = File::create(log).expect("create log");
+        let err = out.try_clone().expect("clone log");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", cmd.get_program()));
+        Proc {
+            child,
+            log: log.to_path_buf(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().ok().flatten().is_none()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status();
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn http_get(addr: &str, path: &str) -> Option<String> {
+    let addr: SocketAddr = addr.parse().ok()?;
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let (head, body) = buf.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200")
+        .then(|| body.to_string())
+        .or_else(|| head.starts_with("HTTP/1.0 200").then(|| body.to_string()))
+}
+
+/// Sum of the samples `name{...labels}` in a Prometheus text (None if there is none).
+pub fn metric(text: &str, name: &str, label: Option<&str>) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        if !(rest.starts_with(' ') || rest.starts_with('{')) {
+            continue;
+        }
+        if label.is_some_and(|l| !rest.contains(l)) {
+            continue;
+        }
+        let v: f64 = rest.rsplit(' ').next()?.parse().ok()?;
+        found = Some(found.unwrap_or(0.0) + v);
+    }
+    found
+}
+
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        sleep(Duration::from_millis(5));
+    }
+}
+
+/// utime + stime of a process, in milliseconds.
+pub fn cpu_ms(pid: u32) -> f64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks * 1000.0 / hz
+}
+
+/// Seconds of the day of a tracing log line's RFC 3339 timestamp (`...T14:42:44.571322Z`).
+pub fn log_secs(line: &str) -> Option<f64> {
+    let t = line.split_whitespace().next()?.split_once('T')?.1;
+    let t = t.trim_end_matches('Z');
+    let mut it = t.split(':');
+    let h: f64 = it.next()?.parse().ok()?;
+    let m: f64 = it.next()?.parse().ok()?;
+    let s: f64 = it.next()?.parse().ok()?;
+    Some(h * 3600.0 + m * 60.0 + s)
+}
+
+/// Milliseconds between the first log lines containing `from` and `to`.
+pub fn log_span_ms(log: &str, from: &str, to: &str) -> Option<f64> {
+    let find = |n: &str| log.lines().find(|l| l.contains(n)).and_then(log_secs);
+    let (a, b) = (find(from)?, find(to)?);
+    let mut d = b - a;
+    if d < 0.0 {
+        d += 86400.0;
+    }
+    Some(d * 1000.0)
+}
+
+pub fn write_config(dir: &Path, own: &str, peer: &str, n_ports: usize) -> PathBuf {
+    let key_file = dir.join("sync.key");
+    fs::write(&key_file, format!("{KEY}\n")).expect("write key");
+    let last = PORT_BASE as usize + n_ports - 1;
+    let toml = format!(
+        "[listen]\nsip = [\"{own}:5060\"]\nrelay = \"{own}\"\nrelay_ports = \"{PORT_BASE}-{last}\"\n\n\
+         [[backend]]\nname = \"be\"\naddr = \"{BACKEND}\"\n\n\
+         [limits]\nnew_flows_per_ip = 100000000\n\n\
+         [health]\ninterval = \"1s\"\n\n\
+         [admin]\nlisten = \"{own}:9090\"\n\n\
+         [sync]\nlisten = \"{own}:{SYNC_PORT}\"\npeer = \"{peer}:{SYNC_PORT}\"\nkey_file = \"{}\"\n",
+        key_file.display()
+    );
+    let path = dir.join(format!("sipfront-{own}.toml"));
+    fs::write(&path, toml).expect("write config");
+    path
+}
+
+pub struct Host {
+    pub proc: Proc,
+    pub admin: String,
+}
+
+impl Host {
+    pub fn start(dir: &Path, own: &str, config: &Path, log_name: &str) -> Host {
+        let mut cmd = Command::new(SIPFRONT);
+        cmd.args(["run", "-c"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1");
+        Host {
+            proc: Proc::spawn(&mut cmd, &dir.join(log_name)),
+            admin: format!("{own}:9090"),
+        }
+    }
+
+    pub fn metrics(&mut self) -> Option<String> {
+        assert!(
+            self.proc.running(),
+            "sipfront {} exited; log:\n{}",
+            self.admin,
+            self.proc.log_text()
+        );
+        http_get(&self.admin, "/metrics")
+    }
+
+    pub fn metric(&mut self, name: &str, label: Option<&str>) -> Option<f64> {
+        self.metrics().and_then(|t| metric(&t, name, label))
+    }
+
+    pub fn wait_metric(
+        &mut self,
+        name: &str,
+        timeout: Duration,
+        pred: impl Fn(f64) -> bool,
+    ) -> bool {
+        wait_until(timeout, || self.metric(name, None).is_some_and(&pred))
+    }
+}
