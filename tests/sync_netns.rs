@@ -14,14 +14,16 @@
 //! the synced dialog; thousands of flows while the backup restarts, tables equal afterwards;
 //! the sync port dropping strangers, forgeries and replays; a master restarted within the
 //! peer timeout getting its flows back; a replay from the peer's previous incarnation.
-//! Helpers (namespaces, programs, the pair, the end-to-end setup, sipp scenarios of their
-//! own) are in tests/netns_sync/.
+//! Helpers (programs, the pair, the end-to-end setup, sipp scenarios of their own) are in
+//! tests/netns_sync/, on top of the namespace helpers of tests/netns/ (shared with
+//! tests/vrrp_netns.rs).
 //!
 //! Addresses (LAN 10.88.0.0/24, VIP 10.88.0.100): NAT router .2 (phone 192.168.77.2
 //! behind it), load client .10, sfA .11 (priority 150), sfB .12 (priority 100),
 //! backends / registrars .21 and .22, caller .30, intruder .40.
 
 mod common;
+mod netns;
 mod netns_sync;
 
 use common::*;
@@ -153,7 +155,7 @@ fn phone_behind_nat_is_reachable_after_master_kill_without_reregistering() {
 
     // Failback: A starts again, rejoins as backup, holds preemption until it has B's full
     // table (with the phone's flow, now B's own), then preempts.
-    e.a = NsSipfront::start(
+    e.a = NsSipfront::start_spec(
         &dir,
         e.net.host("sfA"),
         "sfA-2",
@@ -322,7 +324,7 @@ fn thousands_of_flows_while_backup_restarts_tables_converge() {
     require(&["tcpdump"]);
     let t0 = Instant::now();
     let dir = TestDir::new("sync-load");
-    let net = Net::new(&[
+    let net = sync_net(&[
         ("client", 10),
         ("sfA", 11),
         ("sfB", 12),
@@ -379,7 +381,7 @@ fn thousands_of_flows_while_backup_restarts_tables_converge() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let restart_at = sent.load(Ordering::Relaxed);
-    let mut b = NsSipfront::start(&dir, net.host("sfB"), "sfB-2", &spec_b);
+    let mut b = NsSipfront::start_spec(&dir, net.host("sfB"), "sfB-2", &spec_b);
     eprintln!("[{} ms] sfB started again after {restart_at} flows", ms(t0));
     sender.join().unwrap();
     eprintln!("[{} ms] all {N} first requests sent", ms(t0));
@@ -557,7 +559,7 @@ fn sync_port_drops_strangers_forgeries_and_replays() {
     require(&["tcpdump"]);
     let t0 = Instant::now();
     let dir = TestDir::new("sync-security");
-    let net = Net::new(&[
+    let net = sync_net(&[
         ("client", 10),
         ("sfA", 11),
         ("sfB", 12),
@@ -717,7 +719,7 @@ fn master_restarted_within_peer_timeout_gets_its_flows_back() {
     require(&[]);
     let t0 = Instant::now();
     let dir = TestDir::new("sync-quick-restart");
-    let net = Net::new(&[("client", 10), ("sfA", 11), ("sfB", 12), ("beA", 21)]);
+    let net = sync_net(&[("client", 10), ("sfA", 11), ("sfB", 12), ("beA", 21)]);
     let _be = UdpBackend::start(net.host("beA"), 5060);
     let backends = [("beA", "10.88.0.21:5060")];
     let extra = "[limits]\nnew_flows_per_ip = 1000000\n";
@@ -736,7 +738,7 @@ fn master_restarted_within_peer_timeout_gets_its_flows_back() {
     let killed = Instant::now();
     a.kill9();
     drop(a);
-    let mut a2 = NsSipfront::start(&dir, net.host("sfA"), "sfA-2", &spec_a);
+    let mut a2 = NsSipfront::start_spec(&dir, net.host("sfA"), "sfA-2", &spec_a);
     eprintln!(
         "[{} ms] sfA killed and started again in {:?}",
         ms(t0),
@@ -802,7 +804,7 @@ fn datagram_replayed_from_previous_peer_incarnation_is_dropped() {
     require(&["tcpdump"]);
     let t0 = Instant::now();
     let dir = TestDir::new("sync-old-epoch");
-    let net = Net::new(&[
+    let net = sync_net(&[
         ("client", 10),
         ("sfA", 11),
         ("sfB", 12),
@@ -839,7 +841,7 @@ fn datagram_replayed_from_previous_peer_incarnation_is_dropped() {
     drop(a);
     std::thread::sleep(Duration::from_secs(4));
     let full_before = b.log_lines("full table received").len();
-    let mut a2 = NsSipfront::start(&dir, net.host("sfA"), "sfA-2", &spec_a);
+    let mut a2 = NsSipfront::start_spec(&dir, net.host("sfA"), "sfA-2", &spec_a);
     a2.wait_synced(Duration::from_secs(15));
     a2.expect_state(2.0, Duration::from_secs(15));
     assert!(

@@ -81,7 +81,8 @@ impl Prober {
         // reading the queue also clears the pending error that would fail our next send.
         self.drain_errors(now);
         for v6 in [false, true] {
-            loop {
+            // Bounded: junk sent to the probe port must not hold the dataplane.
+            for _ in 0..256 {
                 let sock = if v6 {
                     match &self.v6 {
                         Some(s) => s.clone(),

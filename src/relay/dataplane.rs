@@ -318,6 +318,15 @@ impl Shell {
             self.router.bind_failed(flow);
             return;
         }
+        if self.relays[idx].is_none() {
+            // The socket could not be opened before (a mirrored flow's pre-bind, or a
+            // port that was still closing): try again rather than black-hole the flow.
+            if let Err(e) = self.open_relay(shell, relay_port) {
+                tracing::debug!(port = relay_port, error = %e, "relay reopen failed");
+                self.router.send_failed();
+                return;
+            }
+        }
         let Some(relay) = &self.relays[idx] else {
             self.router.send_failed();
             return;

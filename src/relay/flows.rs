@@ -24,6 +24,8 @@ pub struct Flow {
     pub created: Instant,
     /// Copied from the peer by state sync: the peer serves it; we hold its port ready.
     pub mirrored: bool,
+    /// The peer's full-table generation that last confirmed this mirrored flow.
+    pub sync_gen: u32,
 }
 
 impl Flow {
@@ -128,6 +130,7 @@ impl FlowTable {
             registered_until: None,
             created: now,
             mirrored: false,
+            sync_gen: 0,
         };
         Ok(self.place(flow))
     }
@@ -228,6 +231,19 @@ impl FlowTable {
 
     pub fn iter(&self) -> impl Iterator<Item = &Flow> {
         self.slots.iter().filter_map(|s| s.as_ref())
+    }
+
+    /// Mirrored flows not confirmed by generation `gen`: the peer no longer has them.
+    pub fn stale_mirrored(&self, gen_: u32) -> Vec<FlowId> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                s.as_ref()
+                    .filter(|f| f.mirrored && f.sync_gen != gen_)
+                    .map(|_| FlowId(i as u32))
+            })
+            .collect()
     }
 
     /// The peer went away: its flows become ours, idle from now.

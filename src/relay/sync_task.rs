@@ -24,6 +24,7 @@ const HELLO_EVERY: Duration = Duration::from_secs(1);
 /// never floods the peer's socket buffer.
 const SEND_PER_FLUSH: usize = 256;
 const SYNC_RCVBUF: usize = 4 << 20;
+const RECV_PER_WAKE: usize = 256;
 
 pub struct Opened {
     sock: UdpSocket,
@@ -78,8 +79,8 @@ pub(super) async fn run(shell: Rc<RefCell<Shell>>, opened: Opened, status: Arc<M
         let now = Instant::now();
         let mut guard = shell.borrow_mut();
         let s = &mut *guard;
-        // Receive.
-        loop {
+        // Receive (bounded per wake-up: the shell is borrowed, forwarding waits).
+        for _ in 0..RECV_PER_WAKE {
             let (n, from) = match sock.try_recv_from(&mut buf) {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -106,6 +107,9 @@ pub(super) async fn run(shell: Rc<RefCell<Shell>>, opened: Opened, status: Arc<M
                     );
                 }
             }
+            if r.full_started {
+                s.router.begin_full();
+            }
             for item in r.items {
                 let eff = s.router.apply_sync(now, item);
                 for p in eff.close {
@@ -118,6 +122,9 @@ pub(super) async fn run(shell: Rc<RefCell<Shell>>, opened: Opened, status: Arc<M
                 }
             }
             if r.full_done {
+                for p in s.router.end_full() {
+                    s.close_relay(p);
+                }
                 gauge!("sipfront_sync_last_full_timestamp_seconds").set(
                     std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
@@ -128,7 +135,10 @@ pub(super) async fn run(shell: Rc<RefCell<Shell>>, opened: Opened, status: Arc<M
                     "full table received from the sync peer"
                 );
             }
-            if r.send_full {
+            // A peer repeats its request every second until the last chunk arrives:
+            // a transfer already under way is not restarted.
+            let in_progress = out.iter().any(|b| matches!(b, Body::Full { .. }));
+            if r.send_full && !in_progress {
                 let mut all = Vec::new();
                 s.router.sync_full(now, &mut all);
                 // Changes queued so far are part of the full table.

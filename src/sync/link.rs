@@ -27,6 +27,8 @@ pub struct Received {
     /// The peer started anew (new epoch): it lost its table, so the flows we mirror
     /// for it are ours to serve now (and go back to it in our full table).
     pub peer_restarted: bool,
+    /// This is the first chunk of a full table.
+    pub full_started: bool,
 }
 
 pub struct Link {
@@ -151,12 +153,13 @@ impl Link {
                 out.send_full = want_full;
             }
             Body::Items(items) => out.items = items,
-            Body::Full { last, items, .. } => {
+            Body::Full { chunk, last, items } => {
+                out.full_started = chunk == 0;
                 out.items = items;
-                if last && self.want_full {
+                if last {
+                    out.full_done = true;
                     self.want_full = false;
                     self.synced = true;
-                    out.full_done = true;
                 }
             }
         }

@@ -1,4 +1,5 @@
-//! Network namespaces for the HA-tier tests: a "lan" namespace holding a bridge, and one
+//! Network namespaces for the HA-tier tests (tests/vrrp_netns.rs; the state-sync tests in
+//! tests/netns_sync/ build on these too): a "lan" namespace holding a bridge, and one
 //! namespace per host joined to that bridge by a veth pair. The veth pairs are created
 //! directly inside the namespaces (`ip -n LAN link add pX type veth peer name eth0 netns
 //! HOST`), so nothing ever appears in, or is changed in, the host's own namespace.
@@ -17,7 +18,7 @@
 
 use crate::common::*;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -43,42 +44,39 @@ pub fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Fails (never skips) unless we are root and `ip netns` works.
+/// Fails (never skips) unless we are root, `ip netns` works and sipp, tcpdump and
+/// keepalived are installed.
 pub fn require_netns() {
+    require(&["sipp", "tcpdump", "keepalived"]);
+}
+
+/// Fails (never skips) unless we are root, `ip netns` works and `programs` are installed.
+pub fn require(programs: &[&str]) {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    if euid != 0 {
-        panic!(
-            "these tests create network namespaces and must run as root (euid is {euid}); \
-             run `cargo test --test vrrp_netns` as root"
-        );
+    assert_eq!(
+        euid, 0,
+        "these tests create network namespaces and must run as root (euid is {euid})"
+    );
+    if let Err(e) = try_ip(&["netns", "list"]) {
+        panic!("network namespaces are required ({e}); install iproute2 and run as root");
     }
-    match Command::new("ip").args(["netns", "list"]).output() {
-        Err(e) => panic!(
-            "`ip` (iproute2) cannot run: {e}; install the Debian package `iproute2` \
-             (network namespaces are required, these tests are not skipped)"
-        ),
-        Ok(o) if !o.status.success() => panic!(
-            "`ip netns list` failed ({}): {}; network namespaces are required",
-            o.status,
-            String::from_utf8_lossy(&o.stderr)
-        ),
-        Ok(_) => {}
-    }
-    for program in ["sipp", "tcpdump", "keepalived"] {
-        if Command::new("sh")
+    for program in programs {
+        let found = Command::new("sh")
             .args(["-c", &format!("command -v {program}")])
             .stdout(Stdio::null())
             .status()
-            .map(|s| !s.success())
-            .unwrap_or(true)
-        {
-            let pkg = match program {
-                "sipp" => "sip-tester",
-                p => p,
-            };
-            panic!("program `{program}` not found: install the Debian package `{pkg}`");
-        }
+            .is_ok_and(|s| s.success());
+        let pkg = match *program {
+            "sipp" => "sip-tester",
+            "kamcmd" => "kamailio",
+            "nft" => "nftables",
+            p => p,
+        };
+        assert!(
+            found,
+            "program `{program}` not found: install the Debian package `{pkg}`"
+        );
     }
 }
 
@@ -106,7 +104,8 @@ pub fn ip(args: &[&str]) -> String {
     try_ip(args).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Runs `f` on a thread that has joined network namespace `ns` (`/run/netns/NS`).
+/// Runs `f` on a thread that has joined network namespace `ns` (`/run/netns/NS`). Sockets
+/// created there stay in that namespace when used later from any thread.
 pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
     let path = format!("/run/netns/{ns}");
     std::thread::scope(|s| {
@@ -130,35 +129,42 @@ pub fn epoch_now() -> f64 {
         .as_secs_f64()
 }
 
-/// True if some socket of the process `pid` (hence in its namespace) is bound to UDP `port`.
-pub fn udp_bound_in(pid: u32, port: u16) -> bool {
-    let want = format!(":{port:04X}");
-    fs::read_to_string(format!("/proc/{pid}/net/udp")).is_ok_and(|t| {
-        t.lines().skip(1).any(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .is_some_and(|local| local.ends_with(&want))
+/// Local UDP ports bound by sockets of process `pid` (hence in its namespace) on `addr`
+/// (any address if `None`), from `/proc/PID/net/udp`.
+pub fn udp_ports_bound(pid: u32, addr: Option<Ipv4Addr>) -> BTreeSet<u16> {
+    let want_ip = addr.map(|a| format!("{:08X}", u32::from_le_bytes(a.octets())));
+    let text = fs::read_to_string(format!("/proc/{pid}/net/udp")).unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let local = l.split_whitespace().nth(1)?;
+            let (ip, port) = local.split_once(':')?;
+            if want_ip.as_deref().is_some_and(|w| w != ip) {
+                return None;
+            }
+            u16::from_str_radix(port, 16).ok()
         })
-    })
+        .collect()
 }
 
-/// Removes ANSI colour sequences (ESC [ ... letter).
-pub fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' && chars.peek() == Some(&'[') {
-            chars.next();
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
+/// True if some socket of the process `pid` (hence in its namespace) is bound to UDP `port`.
+pub fn udp_bound_in(pid: u32, port: u16) -> bool {
+    udp_ports_bound(pid, None).contains(&port)
+}
+
+/// Waits until the sipp (or other program) `proc` has bound UDP `port`.
+pub fn wait_bound(proc: &mut Proc, port: u16) {
+    let pid = proc.pid();
+    let ok = wait_until(Duration::from_secs(10), || {
+        proc.assert_running();
+        udp_bound_in(pid, port)
+    });
+    assert!(
+        ok,
+        "{} did not bind udp {port}: {}",
+        proc.name,
+        proc.log_tail(20)
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -198,15 +204,30 @@ impl Netns {
         c
     }
 
-    /// Runs `PROGRAM ARGS` in the namespace to completion; returns stdout+stderr.
-    pub fn run(&self, program: &str, args: &[&str]) -> String {
+    /// Runs `PROGRAM ARGS` in the namespace to completion: (success, stdout+stderr).
+    pub fn run_status(&self, program: &str, args: &[&str]) -> (bool, String) {
         let o = self
             .command(program)
             .args(args)
             .stdin(Stdio::null())
             .output()
             .unwrap_or_else(|e| panic!("run {program} in {}: {e}", self.name));
-        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
+        )
+    }
+
+    /// Runs `PROGRAM ARGS` in the namespace to completion; returns stdout+stderr.
+    pub fn run(&self, program: &str, args: &[&str]) -> String {
+        self.run_status(program, args).1
+    }
+
+    /// Runs `PROGRAM ARGS` in the namespace; panics unless it succeeds.
+    pub fn must(&self, program: &str, args: &[&str]) -> String {
+        let (ok, out) = self.run_status(program, args);
+        assert!(ok, "{program} {args:?} in {} failed: {out}", self.name);
+        out
     }
 
     /// Pids of the processes in this namespace.
@@ -239,13 +260,14 @@ impl Drop for Netns {
     }
 }
 
-/// A host: a namespace with `eth0` (a fixed MAC `02:77:00:00:00:<octet>`) on the LAN.
+/// A host: a namespace with `eth0` (a fixed MAC `<LAN MAC prefix>:<octet>`) on the LAN.
 pub struct Host {
     pub role: String,
     pub ns: Netns,
     pub addr: Ipv4Addr,
+    /// Empty for a host that is not on the LAN itself (e.g. behind a router).
     pub mac: String,
-    /// The bridge port (the veth peer) in the LAN namespace.
+    /// The bridge port (the veth peer) in the LAN namespace; empty if not on the LAN.
     pub port: String,
 }
 
@@ -260,10 +282,10 @@ impl Host {
         for line in out.lines() {
             let mut it = line.split_whitespace();
             while let Some(t) = it.next() {
-                if t == "inet" {
-                    if let Some(a) = it.next() {
-                        v.push(a.split('/').next().unwrap_or(a).to_string());
-                    }
+                if t == "inet"
+                    && let Some(a) = it.next()
+                {
+                    v.push(a.split('/').next().unwrap_or(a).to_string());
                 }
             }
         }
@@ -343,7 +365,7 @@ impl Host {
             self.addr,
             self.mac,
             self.ns
-                .try_ip(&["-4", "addr", "show", "dev", "eth0"])
+                .try_ip(&["-4", "addr", "show"])
                 .unwrap_or_else(|e| e),
             self.ns.try_ip(&["neigh", "show"]).unwrap_or_else(|e| e)
         )
@@ -356,6 +378,9 @@ pub struct Lan {
     pub hosts: Vec<Host>,
     pub lan: Netns,
     pub prefix: String,
+    /// Hosts get `<net>.<octet>/24` and MAC `<mac_prefix>:<octet>`.
+    pub net: String,
+    pub mac_prefix: String,
 }
 
 impl Lan {
@@ -363,8 +388,24 @@ impl Lan {
     /// `10.77.0.<octet>/24` and MAC `02:77:00:00:00:<octet>`.
     pub fn new(hosts: &[(&str, u8)]) -> Lan {
         require_netns();
+        let me = Lan::create("sfvrrp", NET, "02:77:00:00:00", hosts);
+        for h in &me.hosts {
+            let link = h.ns.ip(&["-o", "link", "show", "dev", "eth0"]);
+            assert!(
+                link.contains(&format!("link/ether {} ", h.mac)),
+                "{}: eth0 does not have the MAC {}: {link}",
+                h.role,
+                h.mac
+            );
+        }
+        me
+    }
+
+    /// Creates the LAN (namespaces `<tag><PID>x<N>-lan`, `...-<role>`) and one host per
+    /// `(role, last octet)`: `eth0` with `<net>.<octet>/24` and MAC `<mac_prefix>:<octet>`.
+    pub fn create(tag: &str, net: &str, mac_prefix: &str, hosts: &[(&str, u8)]) -> Lan {
         let prefix = format!(
-            "sfvrrp{}x{}",
+            "{tag}{}x{}",
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::SeqCst)
         );
@@ -374,35 +415,37 @@ impl Lan {
         let mut me = Lan {
             hosts: Vec::new(),
             lan,
-            prefix: prefix.clone(),
+            prefix,
+            net: net.to_string(),
+            mac_prefix: mac_prefix.to_string(),
         };
         for (role, octet) in hosts {
-            let ns = Netns::create(format!("{prefix}-{role}"));
-            let mac = format!("02:77:00:00:00:{octet:02x}");
-            let port = format!("p{octet}");
-            me.lan.ip(&[
-                "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
-                "address", &mac,
-            ]);
-            me.lan.ip(&["link", "set", &port, "master", "br0"]);
-            me.lan.ip(&["link", "set", &port, "up"]);
-            let addr: Ipv4Addr = format!("{NET}.{octet}").parse().unwrap();
-            ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
-            ns.ip(&["link", "set", "eth0", "up"]);
-            let link = ns.ip(&["-o", "link", "show", "dev", "eth0"]);
-            assert!(
-                link.contains(&format!("link/ether {mac} ")),
-                "{role}: eth0 does not have the MAC {mac}: {link}"
-            );
-            me.hosts.push(Host {
-                role: role.to_string(),
-                ns,
-                addr,
-                mac,
-                port,
-            });
+            me.add_host(role, *octet);
         }
         me
+    }
+
+    /// Adds host `role` with `eth0` (`<net>.<octet>/24`) on the bridge.
+    pub fn add_host(&mut self, role: &str, octet: u8) {
+        let ns = Netns::create(format!("{}-{role}", self.prefix));
+        let mac = format!("{}:{octet:02x}", self.mac_prefix);
+        let port = format!("p{octet}");
+        self.lan.ip(&[
+            "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
+            "address", &mac,
+        ]);
+        self.lan.ip(&["link", "set", &port, "master", "br0"]);
+        self.lan.ip(&["link", "set", &port, "up"]);
+        let addr: Ipv4Addr = format!("{}.{octet}", self.net).parse().unwrap();
+        ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
+        ns.ip(&["link", "set", "eth0", "up"]);
+        self.hosts.push(Host {
+            role: role.to_string(),
+            ns,
+            addr,
+            mac,
+            port,
+        });
     }
 
     pub fn host(&self, role: &str) -> &Host {
@@ -435,6 +478,7 @@ impl Lan {
             .collect()
     }
 
+    /// Every host's addresses and neighbour table (printed when a test fails).
     pub fn describe(&self) -> String {
         self.hosts
             .iter()
@@ -489,8 +533,31 @@ pub const ADMIN: &str = "127.0.0.1:9090";
 
 impl NsSipfront {
     /// Writes `toml` to `NAME.toml`, starts sipfront in `host`'s namespace (log `NAME.log`)
-    /// and waits until its admin endpoint answers and its SIP port is bound.
+    /// and waits until its admin endpoint answers with VRRP metrics and its SIP port is bound.
     pub fn start(dir: &TestDir, host: &Host, name: &str, toml: &str) -> NsSipfront {
+        Self::launch(
+            dir,
+            host,
+            name,
+            toml,
+            Duration::from_secs(15),
+            " with VRRP metrics",
+            |m| m.contains("sipfront_vrrp_state"),
+        )
+    }
+
+    /// Writes `toml` to `NAME.toml`, starts sipfront in `host`'s namespace (log `NAME.log`),
+    /// waits up to `timeout` until its admin endpoint answers with metrics for which `ready`
+    /// holds (`what` describes that in the failure message), then until its SIP port is bound.
+    pub fn launch(
+        dir: &TestDir,
+        host: &Host,
+        name: &str,
+        toml: &str,
+        timeout: Duration,
+        what: &str,
+        ready: impl Fn(&str) -> bool,
+    ) -> NsSipfront {
         let config = dir.join(&format!("{name}.toml"));
         fs::write(&config, toml).expect("write sipfront config");
         let log = dir.join(&format!("{name}.log"));
@@ -508,14 +575,14 @@ impl NsSipfront {
             log,
             config,
         };
-        let ok = wait_until(Duration::from_secs(15), || {
+        let ok = wait_until(timeout, || {
             sf.proc.assert_running();
-            sf.try_metrics()
-                .is_some_and(|m| m.contains("sipfront_vrrp_state"))
+            sf.try_metrics().is_some_and(|m| ready(&m))
         });
         assert!(
             ok,
-            "{name}: admin endpoint did not answer with VRRP metrics within 15 s; log:\n{}",
+            "{name}: admin endpoint did not answer{what} within {timeout:?}; config:\n{toml}\n\
+             log:\n{}",
             sf.log_tail(40)
         );
         let pid = sf.proc.pid();
@@ -528,10 +595,20 @@ impl NsSipfront {
         sf
     }
 
-    pub fn try_metrics(&self) -> Option<String> {
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    /// `GET PATH` at the admin endpoint (inside the namespace): (status, body).
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
         let addr: SocketAddr = ADMIN.parse().unwrap();
-        match in_netns(&self.ns, || http_get(addr, "/metrics")) {
-            Ok((200, body)) => Some(body),
+        let path = path.to_string();
+        in_netns(&self.ns, move || http_get(addr, &path).ok())
+    }
+
+    pub fn try_metrics(&self) -> Option<String> {
+        match self.get("/metrics") {
+            Some((200, body)) => Some(body),
             _ => None,
         }
     }
@@ -650,26 +727,50 @@ pub struct NsSipp {
     pub error_file: PathBuf,
 }
 
+/// Starts sipp in `host`'s namespace with `args`, in its own subdirectory `name` of the test
+/// directory (statistics every second in `stats.csv`, errors in `errors.log` and, with
+/// `trace`, every message in `messages.log`).
+pub fn start_sipp(dir: &TestDir, host: &Host, name: &str, args: &[&str], trace: bool) -> Sipp {
+    let sdir = dir.join(name);
+    fs::create_dir_all(&sdir).expect("create sipp dir");
+    let stat_file = sdir.join("stats.csv");
+    let error_file = sdir.join("errors.log");
+    let message_file = sdir.join("messages.log");
+    let mut cmd = host.ns.command("sipp");
+    cmd.current_dir(&sdir)
+        .args(args)
+        .args(["-nostdin", "-trace_stat", "-fd", "1", "-stf"])
+        .arg(&stat_file)
+        .args(["-trace_err", "-error_file"])
+        .arg(&error_file);
+    if trace {
+        cmd.args(["-trace_msg", "-message_file"]).arg(&message_file);
+    }
+    let mut proc = Proc::spawn(name, &mut cmd, &sdir.join("sipp.log"));
+    proc.add_log(&error_file);
+    Sipp {
+        proc,
+        dir: sdir,
+        stat_file,
+        error_file,
+        message_file,
+    }
+}
+
 impl NsSipp {
     /// Starts sipp in `host`'s namespace with `args`, in its own subdirectory `name` of the
     /// test directory (statistics every second in `stats.csv`, errors in `errors.log`).
     pub fn start(dir: &TestDir, host: &Host, name: &str, args: &[&str]) -> NsSipp {
-        let sdir = dir.join(name);
-        fs::create_dir_all(&sdir).expect("create sipp dir");
-        let stat_file = sdir.join("stats.csv");
-        let error_file = sdir.join("errors.log");
-        let mut cmd = host.ns.command("sipp");
-        cmd.current_dir(&sdir)
-            .args(args)
-            .args(["-nostdin", "-trace_stat", "-fd", "1", "-stf"])
-            .arg(&stat_file)
-            .args(["-trace_err", "-error_file"])
-            .arg(&error_file);
-        let mut proc = Proc::spawn(name, &mut cmd, &sdir.join("sipp.log"));
-        proc.add_log(&error_file);
+        let Sipp {
+            proc,
+            dir,
+            stat_file,
+            error_file,
+            ..
+        } = start_sipp(dir, host, name, args, false);
         NsSipp {
             proc,
-            dir: sdir,
+            dir,
             stat_file,
             error_file,
         }
@@ -680,12 +781,7 @@ impl NsSipp {
         let ip = host.addr.to_string();
         let sf = scenario("uas.xml");
         let mut s = NsSipp::start(dir, host, name, &["-sf", &sf, "-i", &ip, "-p", "5060"]);
-        let pid = s.proc.pid();
-        let ok = wait_until(Duration::from_secs(10), || {
-            s.proc.assert_running();
-            udp_bound_in(pid, 5060)
-        });
-        assert!(ok, "{name}: sipp UAS did not bind 5060");
+        wait_bound(&mut s.proc, 5060);
         s
     }
 
@@ -774,12 +870,7 @@ impl NsCapture {
         let mut cmd = host.ns.command("tcpdump");
         cmd.args(["-i", "eth0", "-e", "-nn", "-l", "--immediate-mode", "-vv"])
             .arg(filter);
-        let mut proc = Proc::spawn(&format!("tcpdump {name}"), &mut cmd, &out);
-        let ok = wait_until(Duration::from_secs(10), || {
-            proc.assert_running();
-            fs::read_to_string(&out).is_ok_and(|t| t.contains("listening on"))
-        });
-        assert!(ok, "tcpdump {name} did not start: {}", tail(&out, 5));
+        let proc = spawn_tcpdump(name, &mut cmd, &out);
         NsCapture { proc, out }
     }
 
@@ -803,10 +894,26 @@ impl NsCapture {
     }
 
     pub fn stop(&mut self) {
-        std::thread::sleep(Duration::from_millis(200));
-        self.proc.signal("INT");
-        self.proc.wait_timeout(Duration::from_secs(5));
+        stop_tcpdump(&mut self.proc);
     }
+}
+
+/// Starts the tcpdump command `cmd` (its console output in `log`) and waits until it listens.
+pub fn spawn_tcpdump(name: &str, cmd: &mut Command, log: &Path) -> Proc {
+    let mut proc = Proc::spawn(&format!("tcpdump {name}"), cmd, log);
+    let ok = wait_until(Duration::from_secs(10), || {
+        proc.assert_running();
+        fs::read_to_string(log).is_ok_and(|t| t.contains("listening on"))
+    });
+    assert!(ok, "tcpdump {name} did not start: {}", tail(log, 5));
+    proc
+}
+
+/// Gives tcpdump a moment for the last packets, then stops it (SIGINT: it flushes).
+pub fn stop_tcpdump(proc: &mut Proc) {
+    std::thread::sleep(Duration::from_millis(200));
+    proc.signal("INT");
+    proc.wait_timeout(Duration::from_secs(5));
 }
 
 // ---------------------------------------------------------------------------------------------

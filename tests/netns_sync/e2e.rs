@@ -148,7 +148,7 @@ impl E2e {
 /// waits until A has the phone's registered flow, both registrars store its relay port, and
 /// B mirrors the flow with the port pre-bound.
 pub fn e2e_setup(dir: &TestDir, t0: Instant, answer: &str) -> E2e {
-    let mut net = Net::new(&[
+    let mut net = sync_net(&[
         ("sfA", 11),
         ("sfB", 12),
         ("kamA", 21),

@@ -18,20 +18,13 @@ impl PcapCapture {
         cmd.args(["-i", "eth0", "-nn", "-U", "--immediate-mode", "-w"])
             .arg(&file)
             .arg(filter);
-        let mut proc = Proc::spawn(&format!("tcpdump {name}"), &mut cmd, &log);
-        let ok = wait_until(Duration::from_secs(10), || {
-            proc.assert_running();
-            fs::read_to_string(&log).is_ok_and(|t| t.contains("listening on"))
-        });
-        assert!(ok, "tcpdump {name} did not start: {}", tail(&log, 5));
+        let proc = spawn_tcpdump(name, &mut cmd, &log);
         PcapCapture { proc, file }
     }
 
     /// Stops tcpdump (SIGINT: it flushes) and returns the UDP datagrams captured.
     pub fn stop(mut self) -> Vec<UdpDatagram> {
-        std::thread::sleep(Duration::from_millis(200));
-        self.proc.signal("INT");
-        self.proc.wait_timeout(Duration::from_secs(5));
+        stop_tcpdump(&mut self.proc);
         read_pcap(&self.file)
     }
 }

@@ -40,9 +40,9 @@ pub fn start_pair(
     spec_a: &SfSpec,
     spec_b: &SfSpec,
 ) -> (NsSipfront, NsSipfront) {
-    let mut a = NsSipfront::start(dir, net.host("sfA"), "sfA", spec_a);
+    let mut a = NsSipfront::start_spec(dir, net.host("sfA"), "sfA", spec_a);
     a.expect_state(2.0, Duration::from_secs(15));
-    let mut b = NsSipfront::start(dir, net.host("sfB"), "sfB", spec_b);
+    let mut b = NsSipfront::start_spec(dir, net.host("sfB"), "sfB", spec_b);
     b.expect_state(1.0, Duration::from_secs(15));
     b.wait_synced(Duration::from_secs(15));
     a.wait_synced(Duration::from_secs(15));

@@ -50,50 +50,6 @@ pub fn start_kamailio(dir: &TestDir, host: &Host, name: &str, defines: &[String]
     }
 }
 
-/// Starts sipp in `host`'s namespace (statistics, errors and, with `trace`, every message
-/// in its own subdirectory `name` of the test directory).
-pub fn start_sipp(dir: &TestDir, host: &Host, name: &str, args: &[&str], trace: bool) -> Sipp {
-    let sdir = dir.join(name);
-    fs::create_dir_all(&sdir).expect("create sipp dir");
-    let stat_file = sdir.join("stats.csv");
-    let error_file = sdir.join("errors.log");
-    let message_file = sdir.join("messages.log");
-    let mut cmd = host.ns.command("sipp");
-    cmd.current_dir(&sdir)
-        .args(args)
-        .args(["-nostdin", "-trace_stat", "-fd", "1", "-stf"])
-        .arg(&stat_file)
-        .args(["-trace_err", "-error_file"])
-        .arg(&error_file);
-    if trace {
-        cmd.args(["-trace_msg", "-message_file"]).arg(&message_file);
-    }
-    let mut proc = Proc::spawn(name, &mut cmd, &sdir.join("sipp.log"));
-    proc.add_log(&error_file);
-    Sipp {
-        proc,
-        dir: sdir,
-        stat_file,
-        error_file,
-        message_file,
-    }
-}
-
-/// Waits until the sipp (or other program) `proc` has bound UDP `port`.
-pub fn wait_bound(proc: &mut Proc, port: u16) {
-    let pid = proc.pid();
-    let ok = wait_until(Duration::from_secs(10), || {
-        proc.assert_running();
-        udp_bound_in(pid, port)
-    });
-    assert!(
-        ok,
-        "{} did not bind udp {port}: {}",
-        proc.name,
-        proc.log_tail(20)
-    );
-}
-
 /// The sent SIP requests with `method` in a sipp message trace, as distinct
 /// (Call-ID, CSeq) transactions (retransmissions count once).
 pub fn sent_transactions(trace: &str, method: &str) -> BTreeSet<(String, String)> {

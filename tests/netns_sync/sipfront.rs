@@ -76,86 +76,19 @@ impl FlowRow {
     }
 }
 
-/// A sipfront running in a host's namespace.
-pub struct NsSipfront {
-    pub proc: Proc,
-    pub name: String,
-    pub ns: String,
-    pub log: PathBuf,
-    pub config: PathBuf,
-}
-
 impl NsSipfront {
-    /// Writes `NAME.toml`, starts sipfront in `host`'s namespace (log `NAME.log`) and waits
-    /// until its admin endpoint answers and its SIP port is bound.
-    pub fn start(dir: &TestDir, host: &Host, name: &str, spec: &SfSpec) -> NsSipfront {
-        let toml = spec.toml();
-        let config = dir.join(&format!("{name}.toml"));
-        fs::write(&config, &toml).expect("write sipfront config");
-        let log = dir.join(&format!("{name}.log"));
-        let mut cmd = host.ns.command(SIPFRONT);
-        cmd.args(["run", "-c"])
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .env("RUST_BACKTRACE", "1");
-        let proc = Proc::spawn(name, &mut cmd, &log);
-        let mut sf = NsSipfront {
-            proc,
-            name: name.to_string(),
-            ns: host.ns.name.clone(),
-            log,
-            config,
-        };
-        let ok = wait_until(Duration::from_secs(20), || {
-            sf.proc.assert_running();
-            sf.try_metrics().is_some()
-        });
-        assert!(
-            ok,
-            "{name}: admin endpoint did not answer within 20 s; config:\n{toml}\nlog:\n{}",
-            sf.log_tail(40)
-        );
-        let pid = sf.proc.pid();
-        let ok = wait_until(Duration::from_secs(5), || udp_bound_in(pid, 5060));
-        assert!(ok, "{name}: SIP port not bound; log:\n{}", sf.log_tail(40));
-        sf
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.proc.pid()
-    }
-
-    pub fn get(&self, path: &str) -> Option<(u16, String)> {
-        let addr: SocketAddr = ADMIN.parse().unwrap();
-        let path = path.to_string();
-        in_netns(&self.ns, move || http_get(addr, &path).ok())
-    }
-
-    pub fn try_metrics(&self) -> Option<String> {
-        match self.get("/metrics") {
-            Some((200, body)) => Some(body),
-            _ => None,
-        }
-    }
-
-    /// Current metrics; panics (with the log) if they cannot be fetched.
-    pub fn metrics(&mut self) -> String {
-        match self.try_metrics() {
-            Some(m) => m,
-            None => {
-                self.proc.assert_running();
-                panic!(
-                    "{}: GET /metrics failed; log:\n{}",
-                    self.name,
-                    self.log_tail(30)
-                )
-            }
-        }
-    }
-
-    pub fn metric(&mut self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        metric(&self.metrics(), name, labels)
+    /// Writes `NAME.toml` from `spec`, starts sipfront in `host`'s namespace (log
+    /// `NAME.log`) and waits until its admin endpoint answers and its SIP port is bound.
+    pub fn start_spec(dir: &TestDir, host: &Host, name: &str, spec: &SfSpec) -> NsSipfront {
+        NsSipfront::launch(
+            dir,
+            host,
+            name,
+            &spec.toml(),
+            Duration::from_secs(20),
+            "",
+            |_| true,
+        )
     }
 
     /// Every flow (`/api/v1/flows?limit=1000000`): (total, rows).
@@ -197,25 +130,6 @@ impl NsSipfront {
         (total, rows)
     }
 
-    /// `sipfront_vrrp_state`: 0 initialize, 1 backup, 2 master.
-    pub fn state(&mut self) -> f64 {
-        self.metric("sipfront_vrrp_state", &[])
-    }
-
-    pub fn expect_state(&mut self, want: f64, timeout: Duration) {
-        let mut last = -1.0;
-        let ok = wait_until(timeout, || {
-            last = self.state();
-            last == want
-        });
-        assert!(
-            ok,
-            "{}: sipfront_vrrp_state is {last}, expected {want} within {timeout:?}; log:\n{}",
-            self.name,
-            self.log_tail(30)
-        );
-    }
-
     /// Waits until this host holds a full table from its peer
     /// (`sipfront_sync_last_full_timestamp_seconds` set) and hears it.
     pub fn wait_synced(&mut self, timeout: Duration) {
@@ -243,16 +157,6 @@ impl NsSipfront {
             .collect()
     }
 
-    pub fn log_text(&self) -> String {
-        strip_ansi(&fs::read_to_string(&self.log).unwrap_or_default())
-    }
-
-    pub fn log_tail(&self, lines: usize) -> String {
-        let text = self.log_text();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
-    }
-
     /// Log lines containing `needle`.
     pub fn log_lines(&self, needle: &str) -> Vec<String> {
         self.log_text()
@@ -264,12 +168,6 @@ impl NsSipfront {
 
     pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
         wait_until(timeout, || self.log_text().contains(needle))
-    }
-
-    pub fn kill9(&mut self) {
-        self.proc.signal("KILL");
-        let st = self.proc.wait_timeout(Duration::from_secs(5));
-        assert!(st.is_some(), "{} did not die on SIGKILL", self.name);
     }
 }
 

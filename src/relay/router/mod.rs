@@ -101,6 +101,7 @@ pub struct Router {
     next_sweep: Option<Instant>,
     expired_scratch: Vec<FlowId>,
     flows_per_backend: Vec<usize>,
+    vacate_scratch: Vec<usize>,
     /// Table changes for the sync peer (None without `[sync]`). Pre-sized: queueing
     /// never allocates; on overflow the peer gets a full table instead.
     sync_out: Option<Vec<Item>>,
@@ -109,6 +110,8 @@ pub struct Router {
     peer_alive: bool,
     /// Peer items that did not fit (full tables).
     pub sync_rejected: u64,
+    /// Generation of the peer's full table being received.
+    sync_gen: u32,
 }
 
 /// Methods that open a dialog: its later requests and responses stay on one backend.
@@ -134,6 +137,7 @@ impl Router {
             sync_overflow: false,
             peer_alive: false,
             sync_rejected: 0,
+            sync_gen: 0,
             limiter: NewFlowLimiter::new(
                 cfg.limits.new_flows_per_ip,
                 cfg.limits.new_flows_burst,
@@ -143,6 +147,7 @@ impl Router {
             next_sweep: None,
             expired_scratch: Vec::with_capacity(1024),
             flows_per_backend: vec![0; cfg.backends.len()],
+            vacate_scratch: Vec::with_capacity(cfg.backends.len()),
         }
     }
 
@@ -213,7 +218,12 @@ impl Router {
         if home_ok && !back_home {
             return Some(home);
         }
-        let best = self.backends.choose(&flow.client)?;
+        let best = match self.backends.choose(&flow.client) {
+            Some(b) => b,
+            // Nothing takes new flows (e.g. the only backend drains): stay home.
+            None if home_ok => return Some(home),
+            None => return None,
+        };
         if best != home
             && let Some(f) = self.flows.get_mut(id)
         {
@@ -265,8 +275,11 @@ impl Router {
             }
             None => {
                 if msg.method().is_some_and(opens_dialog) {
-                    let exp = now + self.settings.dialog_idle;
-                    if self.dialogs.pin(key, home, exp, true).is_err() {
+                    // Pinned for a transaction only: the pin becomes a dialog when the
+                    // backend answers (1xx/2xx), so a client cannot fill the table with
+                    // INVITEs nobody answers.
+                    let exp = now + self.settings.transaction;
+                    if self.dialogs.pin(key, home, exp, false).is_err() {
                         if new_flow {
                             self.abort_flow(id);
                         }
@@ -275,7 +288,7 @@ impl Router {
                     self.emit(Item::Dialog {
                         key,
                         backend: home,
-                        long: true,
+                        long: false,
                     });
                 }
                 home
@@ -348,10 +361,16 @@ impl Router {
             return ClientAction::Absorbed;
         };
         flow.last_seen = now;
+        let relay_port = flow.relay_port;
+        if flow.mirrored {
+            // A phone that only sends keepalives is still ours once it reaches us.
+            flow.mirrored = false;
+            let item = flow_item(flow, now);
+            self.emit(item);
+        }
         if !self.settings.forward_keepalives {
             return ClientAction::Absorbed;
         }
-        let relay_port = flow.relay_port;
         match self.current_home(id, false) {
             Some(backend) => ClientAction::Forward {
                 flow: id,
@@ -534,10 +553,24 @@ impl Router {
                 *n += 1;
             }
         }
-        for id in self.backends.vacate_unused(&self.flows_per_backend) {
+        // A removed backend stays until no flow calls it home and no call is pinned
+        // to it (its in-dialog requests must still be accepted).
+        // (A scratch vector: the sweep must not allocate in steady state.)
+        let mut in_use = std::mem::take(&mut self.vacate_scratch);
+        in_use.clear();
+        in_use.extend_from_slice(&self.flows_per_backend);
+        if self.backends.iter().any(|(_, b)| !b.present && !b.vacant) {
+            for (_, d) in self.dialogs.iter() {
+                if let Some(n) = in_use.get_mut(d.backend as usize) {
+                    *n += 1;
+                }
+            }
+        }
+        for id in self.backends.vacate_unused(&in_use) {
             self.events
                 .push_back(RouterEvent::BackendVacated { backend: id });
         }
+        self.vacate_scratch = in_use;
     }
 
     pub fn poll_event(&mut self) -> Option<RouterEvent> {
@@ -557,7 +590,11 @@ fn refresh(d: &mut Dialog, msg: &SipView<'_>, now: Instant, s: &RouterSettings) 
         d.expires = now + s.transaction;
     } else if d.long {
         d.expires = now + s.dialog_idle;
-    } else if msg.method().is_some_and(opens_dialog) {
+    } else if msg.method().is_some_and(opens_dialog)
+        || (msg.status().is_some_and(|c| (101..300).contains(&c))
+            && msg.cseq_method().is_some_and(opens_dialog))
+    {
+        // A dialog-opening request, or an answer to one that creates the dialog.
         d.long = true;
         d.expires = now + s.dialog_idle;
     } else {

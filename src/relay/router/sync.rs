@@ -85,6 +85,21 @@ impl Router {
         self.flows.adopt_mirrored(now)
     }
 
+    /// A full table from the peer begins: flows it confirms get a new generation.
+    pub fn begin_full(&mut self) {
+        self.sync_gen = self.sync_gen.wrapping_add(1);
+    }
+
+    /// The full table is complete: mirrored flows it did not contain are gone on the
+    /// peer (their removal was lost). Returns their relay ports, to close.
+    pub fn end_full(&mut self) -> Vec<u16> {
+        let stale = self.flows.stale_mirrored(self.sync_gen);
+        stale
+            .into_iter()
+            .filter_map(|id| self.flows.remove(id).map(|f| f.relay_port))
+            .collect()
+    }
+
     /// Applies one change from the peer.
     pub fn apply_sync(&mut self, now: Instant, item: Item) -> SyncEffect {
         let mut effect = SyncEffect::default();
@@ -112,6 +127,7 @@ impl Router {
                     f.ingress = ingress;
                     f.registered_until = registered_until;
                     f.mirrored = true;
+                    f.sync_gen = self.sync_gen;
                     return effect;
                 }
                 let flow = Flow {
@@ -123,6 +139,7 @@ impl Router {
                     registered_until,
                     created: now,
                     mirrored: true,
+                    sync_gen: self.sync_gen,
                 };
                 match self.flows.insert_at(flow) {
                     Ok((_, replaced)) => {

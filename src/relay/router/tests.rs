@@ -449,3 +449,92 @@ fn sync_items_mirror_a_table_and_the_mirror_keeps_its_ports() {
     master.take_sync(&mut items);
     assert!(items.contains(&Item::FlowGone { relay_port: port }));
 }
+
+#[test]
+fn a_full_table_drops_mirrored_flows_the_peer_no_longer_has() {
+    let dir = tempfile::tempdir().unwrap();
+    let kf = dir.path().join("key");
+    std::fs::write(&kf, "0123456789abcdef0123").unwrap();
+    let extra = format!(
+        "[sync]\nlisten = \"10.0.0.10:7400\"\npeer = \"10.0.0.11:7400\"\nkey_file = \"{}\"\n",
+        kf.display()
+    );
+    let t0 = Instant::now();
+    let mut master = Router::new(&config(&extra));
+    let mut backup = Router::new(&config(&extra));
+    backup.set_peer_alive(t0, true);
+    let (p1, _) = client(&mut master, t0, "198.51.100.1:1", &req("OPTIONS", "a"));
+    let (p2, _) = client(&mut master, t0, "198.51.100.2:2", &req("OPTIONS", "b"));
+    let mut items = vec![];
+    master.take_sync(&mut items);
+    for it in items.drain(..) {
+        backup.apply_sync(t0, it);
+    }
+    assert_eq!(backup.flow_count(), 2);
+    // The master's flow 1 goes away, but its FlowGone is lost.
+    master.handle_timeout(t0 + Duration::from_secs(31));
+    client(
+        &mut master,
+        t0 + Duration::from_secs(31),
+        "198.51.100.2:2",
+        &req("OPTIONS", "c"),
+    );
+    let mut full = vec![];
+    master.sync_full(t0, &mut full);
+    backup.begin_full();
+    for it in full {
+        backup.apply_sync(t0, it);
+    }
+    assert_eq!(backup.end_full(), vec![p1], "the stale mirror is closed");
+    assert_eq!(backup.flow_count(), 1);
+    let _ = p2;
+}
+
+#[test]
+fn draining_the_only_backend_keeps_its_flows_under_any_failback() {
+    for policy in ["never", "on-register", "immediate"] {
+        let t0 = Instant::now();
+        let mut r = Router::new(&config(&format!("[affinity]\nfailback = \"{policy}\"\n")));
+        let (port, home) = client(&mut r, t0, "198.51.100.1:1", &req("REGISTER", "r"));
+        r.set_admin(
+            if home == 0 { "a" } else { "b" },
+            crate::relay::AdminState::Draining,
+        );
+        r.set_backend_up(1 - home, false);
+        assert_eq!(
+            client(&mut r, t0, "198.51.100.1:1", &req("REGISTER", "r")),
+            (port, home),
+            "{policy}"
+        );
+        assert_eq!(
+            client(&mut r, t0, "198.51.100.1:1", &req("OPTIONS", "o")),
+            (port, home),
+            "{policy}"
+        );
+    }
+}
+
+#[test]
+fn unanswered_client_invites_hold_the_dialog_table_only_for_a_transaction() {
+    let t0 = Instant::now();
+    let mut r = Router::new(&config("[limits]\nmax_dialogs = 10\n"));
+    for i in 0..10 {
+        client(
+            &mut r,
+            t0,
+            "198.51.100.1:1",
+            &req("INVITE", &format!("junk{i}")),
+        );
+    }
+    assert!(matches!(
+        r.from_client(t0, sa("198.51.100.1:1"), 0, &req("INVITE", "real")),
+        ClientAction::Drop(DropReason::DialogTableFull)
+    ));
+    let t1 = t0 + Duration::from_secs(33);
+    r.handle_timeout(t1);
+    let (port, home) = client(&mut r, t1, "198.51.100.1:1", &req("INVITE", "real"));
+    // Answered calls become dialogs that outlive the transaction time.
+    r.from_backend(t1, port, addr_of(home), &resp(180, "real", "INVITE", ""));
+    r.handle_timeout(t1 + Duration::from_secs(300));
+    assert_eq!(r.dialog_count(), 1);
+}
