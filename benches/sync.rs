@@ -174,7 +174,7 @@ fn in_process(n: usize) -> (f64, f64, usize, usize) {
             )),
             relay_port: 1024 + (i % 64000) as u16,
             ingress: 0,
-            home: (i % 2) as u16,
+            home: (i % 2) as u64,
             registered_secs: Some(3600),
         })
         .collect();

@@ -130,6 +130,19 @@ impl BackendSet {
             .map(|i| i as BackendId)
     }
 
+    /// The rendezvous seed (a hash of the name) that names a backend to the sync peer.
+    pub fn seed_of(&self, id: BackendId) -> u64 {
+        self.get(id).map_or(0, |b| b.seed)
+    }
+
+    /// The live slot whose name has this seed.
+    pub fn by_seed(&self, seed: u64) -> Option<BackendId> {
+        self.slots
+            .iter()
+            .position(|b| b.seed == seed && !b.vacant)
+            .map(|i| i as BackendId)
+    }
+
     pub fn serves(&self, id: BackendId) -> bool {
         self.get(id).is_some_and(BackendSlot::serves)
     }

@@ -16,7 +16,7 @@ use super::dataplane::Shell;
 use crate::admin::Status;
 use crate::config::{Config, Sync};
 use crate::sync::link::{Link, backends_hash, full_bodies, item_bodies};
-use crate::sync::{Body, Item, SyncDrop};
+use crate::sync::{Body, Item};
 
 const FLUSH_EVERY: Duration = Duration::from_millis(20);
 const HELLO_EVERY: Duration = Duration::from_secs(1);
@@ -36,7 +36,7 @@ pub fn open(sc: &Sync, cfg: &Config) -> io::Result<Opened> {
     let std = StdUdpSocket::bind(sc.listen)?;
     std.set_nonblocking(true)?;
     let _ = socket2::SockRef::from(&std).set_recv_buffer_size(SYNC_RCVBUF);
-    let names: Vec<String> = cfg.backends.iter().map(|b| b.name.clone()).collect();
+    let names: Vec<&str> = cfg.backends.iter().map(|b| b.name.as_str()).collect();
     // The start time: a restarted host has a larger epoch, so the peer can tell its
     // new messages from replays of the old run.
     let epoch = std::time::SystemTime::now()
@@ -90,14 +90,18 @@ pub(super) async fn run(shell: Rc<RefCell<Shell>>, opened: Opened, status: Arc<M
                 Ok(r) => r,
                 Err(e) => {
                     counter!("sipfront_sync_dropped_total", "reason" => e.as_str()).increment(1);
-                    if e == SyncDrop::BackendMismatch && !mismatch_logged {
-                        mismatch_logged = true;
-                        tracing::error!(peer = %from, "sync peer lists different backends (names and order must match); not syncing");
-                    }
                     continue;
                 }
             };
             counter!("sipfront_sync_messages_total", "dir" => "received").increment(1);
+            if r.backend_mismatch && !mismatch_logged {
+                mismatch_logged = true;
+                counter!("sipfront_sync_dropped_total", "reason" => "backend_mismatch")
+                    .increment(1);
+                tracing::warn!(peer = %from, "sync peer has a different backend list; flows homed on backends one side lacks are not mirrored");
+            } else if !r.backend_mismatch {
+                mismatch_logged = false;
+            }
             if r.peer_restarted {
                 let n = s.router.adopt_peer_flows(now);
                 if n > 0 {
@@ -167,6 +171,14 @@ pub(super) async fn run(shell: Rc<RefCell<Shell>>, opened: Opened, status: Arc<M
         // Heartbeat; peer liveness.
         if last_hello.is_none_or(|t| now.duration_since(t) >= HELLO_EVERY) {
             last_hello = Some(now);
+            let names: Vec<&str> = s
+                .router
+                .backends()
+                .iter()
+                .filter(|(_, b)| b.present && !b.vacant)
+                .map(|(_, b)| b.name.as_str())
+                .collect();
+            link.set_backends_hash(backends_hash(&names));
             if let Some(h) = link.hello(s.router.flow_count(), s.router.dialog_count()) {
                 send_all(&sock, &link, vec![h]);
             }

@@ -29,6 +29,8 @@ pub struct Received {
     pub peer_restarted: bool,
     /// This is the first chunk of a full table.
     pub full_started: bool,
+    /// The peer's hello announced a different set of backends.
+    pub backend_mismatch: bool,
 }
 
 pub struct Link {
@@ -82,6 +84,11 @@ impl Link {
         Some(self.buf[..n].to_vec())
     }
 
+    /// Our backend set changed (config reload).
+    pub fn set_backends_hash(&mut self, h: u64) {
+        self.backends_hash = h;
+    }
+
     pub fn hello(&mut self, flows: usize, dialogs: usize) -> Option<Vec<u8>> {
         let body = Body::Hello {
             backends_hash: self.backends_hash,
@@ -120,11 +127,10 @@ impl Link {
         }
         let env = open(&self.key, data)?;
         let mut out = Received::default();
-        // A backend list mismatch makes every index meaningless: drop before applying.
-        if let Body::Hello { backends_hash, .. } = &env.body
-            && *backends_hash != self.backends_hash
-        {
-            return Err(SyncDrop::BackendMismatch);
+        // Items name backends by seed, so a different backend list is not fatal, but
+        // items for backends one side lacks are skipped: report it.
+        if let Body::Hello { backends_hash, .. } = &env.body {
+            out.backend_mismatch = *backends_hash != self.backends_hash;
         }
         match self.guard.check(env.epoch, env.seq)? {
             Accepted::InOrder => {}
@@ -205,10 +211,13 @@ pub fn full_bodies(items: &[Item]) -> Vec<Body> {
         .collect()
 }
 
-/// A hash of the backend names in order: both peers must agree on it.
-pub fn backends_hash(names: &[String]) -> u64 {
+/// A hash of the set of backend names (order does not matter), compared between
+/// peers to report configs that differ.
+pub fn backends_hash<S: AsRef<str>>(names: &[S]) -> u64 {
+    let mut sorted: Vec<&str> = names.iter().map(AsRef::as_ref).collect();
+    sorted.sort_unstable();
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for n in names {
+    for n in sorted {
         for b in n.bytes().chain(std::iter::once(0)) {
             h ^= u64::from(b);
             h = h.wrapping_mul(0x0100_0000_01b3);
@@ -225,7 +234,7 @@ mod tests {
         let a: SocketAddr = "10.0.0.1:7000".parse().unwrap();
         let b: SocketAddr = "10.0.0.2:7000".parse().unwrap();
         let k = Key::new(b"sixteen byte key!!");
-        let h = backends_hash(&["a".into(), "b".into()]);
+        let h = backends_hash(&["a", "b"]);
         (Link::new(k.clone(), b, 1, h), Link::new(k, a, 2, h), a, b)
     }
 
@@ -288,7 +297,12 @@ mod tests {
         assert!(b.receive(now, a_addr, &d[0]).unwrap().full_done);
         let mut c = Link::new(Key::new(b"sixteen byte key!!"), b.peer, 3, 99);
         let h = c.hello(0, 0).unwrap();
-        assert_eq!(b.receive(now, a_addr, &h), Err(SyncDrop::BackendMismatch));
+        assert!(b.receive(now, a_addr, &h).unwrap().backend_mismatch);
+        assert_eq!(
+            backends_hash(&["a", "b"]),
+            backends_hash(&["b", "a"]),
+            "order does not matter"
+        );
         assert!(a.lag() > 0);
     }
 }

@@ -13,15 +13,16 @@ pub const TAG_LEN: usize = 32;
 /// Keeps every datagram under a typical 1500-byte MTU.
 pub const MAX_DATAGRAM: usize = 1400;
 
-/// One table change. Backends are referred to by index: both peers must list the
-/// same backends in the same order (checked through `Hello::backends_hash`).
+/// One table change. Backends are referred to by their rendezvous seed (a hash of
+/// the name), so the peers need not list them in the same order or reload together;
+/// an item for a backend the receiver does not know is counted and skipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Item {
     Flow {
         client: SocketAddr,
         relay_port: u16,
         ingress: u16,
-        home: u16,
+        home: u64,
         /// Seconds of registration left (granted expiry plus grace), if registered.
         registered_secs: Option<u32>,
     },
@@ -30,7 +31,7 @@ pub enum Item {
     },
     Dialog {
         key: u128,
-        backend: u16,
+        backend: u64,
         long: bool,
     },
 }
@@ -232,7 +233,7 @@ mod tests {
                 any::<u16>(),
                 any::<u16>(),
                 any::<u16>(),
-                any::<u16>(),
+                any::<u64>(),
                 any::<Option<u32>>()
             )
                 .prop_map(|(ip, port, relay_port, ingress, home, registered_secs)| {
@@ -245,7 +246,7 @@ mod tests {
                     }
                 }),
             any::<u16>().prop_map(|relay_port| Item::FlowGone { relay_port }),
-            (any::<u128>(), any::<u16>(), any::<bool>())
+            (any::<u128>(), any::<u64>(), any::<bool>())
                 .prop_map(|(key, backend, long)| Item::Dialog { key, backend, long }),
         ]
     }

@@ -268,7 +268,7 @@ impl Router {
                 let long = d.long;
                 self.emit(Item::Dialog {
                     key,
-                    backend: home,
+                    backend: self.backends.seed_of(home),
                     long,
                 });
                 home
@@ -287,7 +287,7 @@ impl Router {
                     }
                     self.emit(Item::Dialog {
                         key,
-                        backend: home,
+                        backend: self.backends.seed_of(home),
                         long: false,
                     });
                 }
@@ -302,7 +302,7 @@ impl Router {
         if flow.mirrored {
             // We serve the peer's flow now (the address moved): it is ours.
             flow.mirrored = false;
-            let item = flow_item(flow, now);
+            let item = flow_item(flow, now, &self.backends);
             self.emit(item);
         }
         self.counters
@@ -345,7 +345,7 @@ impl Router {
             })?;
         self.counters.flows_created += 1;
         if let Some(f) = self.flows.get(id) {
-            let item = flow_item(f, now);
+            let item = flow_item(f, now, &self.backends);
             self.emit(item);
         }
         Ok(id)
@@ -365,7 +365,7 @@ impl Router {
         if flow.mirrored {
             // A phone that only sends keepalives is still ours once it reaches us.
             flow.mirrored = false;
-            let item = flow_item(flow, now);
+            let item = flow_item(flow, now, &self.backends);
             self.emit(item);
         }
         if !self.settings.forward_keepalives {
@@ -414,7 +414,7 @@ impl Router {
         let (to, ingress) = (flow.client, flow.ingress);
         if flow.mirrored {
             flow.mirrored = false;
-            let item = flow_item(flow, now);
+            let item = flow_item(flow, now, &self.backends);
             self.emit(item);
         }
         self.counters
@@ -445,7 +445,7 @@ impl Router {
             if before != after {
                 self.emit(Item::Dialog {
                     key,
-                    backend: after.0,
+                    backend: self.backends.seed_of(after.0),
                     long: after.1,
                 });
             }
@@ -461,7 +461,11 @@ impl Router {
                 .map_err(|()| DropReason::DialogTableFull)?;
             // Lone transactions (NAT pings, MESSAGE) are too short-lived to sync.
             if long {
-                self.emit(Item::Dialog { key, backend, long });
+                self.emit(Item::Dialog {
+                    key,
+                    backend: self.backends.seed_of(backend),
+                    long,
+                });
             }
         }
         if msg.cseq_is(b"REGISTER") && msg.status().is_some_and(|s| (200..300).contains(&s)) {
@@ -475,7 +479,7 @@ impl Router {
                 && f.registered_until != until
             {
                 f.registered_until = until;
-                let item = flow_item(f, now);
+                let item = flow_item(f, now, &self.backends);
                 self.emit(item);
             }
         }

@@ -4,16 +4,17 @@
 use std::time::{Duration, Instant};
 
 use super::{BackendId, Router};
+use crate::relay::backends::BackendSet;
 use crate::relay::flows::Flow;
 use crate::sync::Item;
 
 /// The sync item describing a flow now.
-pub(super) fn flow_item(f: &Flow, now: Instant) -> Item {
+pub(super) fn flow_item(f: &Flow, now: Instant, backends: &BackendSet) -> Item {
     Item::Flow {
         client: f.client,
         relay_port: f.relay_port,
         ingress: f.ingress,
-        home: f.home,
+        home: backends.seed_of(f.home),
         registered_secs: f.registered_until.map(|t| {
             t.saturating_duration_since(now)
                 .as_secs()
@@ -59,11 +60,11 @@ impl Router {
             self.flows
                 .iter()
                 .filter(|f| !f.mirrored)
-                .map(|f| flow_item(f, now)),
+                .map(|f| flow_item(f, now, &self.backends)),
         );
         out.extend(self.dialogs.iter().map(|(&key, d)| Item::Dialog {
             key,
-            backend: d.backend,
+            backend: self.backends.seed_of(d.backend),
             long: d.long,
         }));
     }
@@ -111,6 +112,10 @@ impl Router {
                 home,
                 registered_secs,
             } => {
+                let Some(home) = self.backends.by_seed(home) else {
+                    self.sync_rejected += 1;
+                    return effect;
+                };
                 let home: BackendId = if self.backends.get(home).is_some() {
                     home
                 } else {
@@ -158,6 +163,10 @@ impl Router {
                 }
             }
             Item::Dialog { key, backend, long } => {
+                let Some(backend) = self.backends.by_seed(backend) else {
+                    self.sync_rejected += 1;
+                    return effect;
+                };
                 let ttl = if long {
                     self.settings.dialog_idle
                 } else {

@@ -538,3 +538,40 @@ fn unanswered_client_invites_hold_the_dialog_table_only_for_a_transaction() {
     r.handle_timeout(t1 + Duration::from_secs(300));
     assert_eq!(r.dialog_count(), 1);
 }
+
+#[test]
+fn sync_names_backends_by_seed_not_by_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let kf = dir.path().join("key");
+    std::fs::write(&kf, "0123456789abcdef0123").unwrap();
+    let sync = format!(
+        "[sync]\nlisten = \"10.0.0.10:7400\"\npeer = \"10.0.0.11:7400\"\nkey_file = \"{}\"\n",
+        kf.display()
+    );
+    let t0 = Instant::now();
+    let mut master = Router::new(&config(&sync));
+    // The backup lists the same two backends in the other order, plus a third.
+    let text = config(&sync)
+        .to_string()
+        .replace("name = \"a\"", "name = \"x\"")
+        .replace("name = \"b\"", "name = \"a\"")
+        .replace("name = \"x\"", "name = \"b\"")
+        .replace("10.0.0.21:5060", "10.0.0.99:5060")
+        .replace("10.0.0.22:5060", "10.0.0.21:5060")
+        .replace("10.0.0.99:5060", "10.0.0.22:5060");
+    let eph = EphemeralPorts {
+        range: 32768..=60999,
+        reserved: vec![],
+    };
+    let mut backup = Router::new(&Config::parse(&text, &eph).unwrap());
+    let (port, home) = client(&mut master, t0, "198.51.100.7:1", &req("OPTIONS", "o"));
+    let home_name = master.backends().get(home).unwrap().name.clone();
+    let mut items = vec![];
+    master.take_sync(&mut items);
+    for it in items {
+        backup.apply_sync(t0, it);
+    }
+    let f = backup.flows().next().unwrap();
+    assert_eq!(f.relay_port, port);
+    assert_eq!(backup.backends().get(f.home).unwrap().name, home_name);
+}
