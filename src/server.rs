@@ -67,11 +67,6 @@ impl Running {
         }
     }
 
-    /// True while the dataplane thread runs.
-    pub fn is_running(&self) -> bool {
-        self.dataplane.as_ref().is_some_and(|h| !h.is_finished())
-    }
-
     /// Applies a new config (backends, health, timeouts, failback); flows and
     /// dialogs stay. Returns notes on what changed or was kept.
     pub async fn reload(&self, cfg: Config) -> Result<Vec<String>, ServerError> {

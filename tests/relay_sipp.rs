@@ -66,10 +66,7 @@ fn multi_socket_uac_flows_each_stick_to_one_backend() {
             "127.0.0.1:25060",
         ],
     );
-    let r = uac.wait(Duration::from_secs(90));
-    assert!(r.ok(), "UAC failed: {}", uac.describe(&r));
-    assert_eq!(r.stats.successful(), CALLS, "{}", uac.describe(&r));
-    assert_eq!(r.stats.failed(), 0, "{}", uac.describe(&r));
+    uac.expect_all_ok(CALLS, Duration::from_secs(90));
 
     // Backends, by their own account (INVITEs counted per message: health probes are calls
     // of their own at the UAS).
@@ -244,10 +241,7 @@ fn mono_socket_uac_goes_to_one_backend() {
             "127.0.0.1:25160",
         ],
     );
-    let r = uac.wait(Duration::from_secs(90));
-    assert!(r.ok(), "UAC failed: {}", uac.describe(&r));
-    assert_eq!(r.stats.successful(), CALLS, "{}", uac.describe(&r));
-    assert_eq!(r.stats.failed(), 0, "{}", uac.describe(&r));
+    uac.expect_all_ok(CALLS, Duration::from_secs(90));
 
     let ra = uas_a.stop(Duration::from_secs(10));
     let rb = uas_b.stop(Duration::from_secs(10));

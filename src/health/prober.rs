@@ -21,8 +21,6 @@ pub struct Prober {
     pub v6: Option<Rc<UdpSocket>>,
     /// Backend addresses by backend id (the router's slot index).
     addrs: Vec<Option<SocketAddr>>,
-    /// Datagrams that were not a reply to one of our probes.
-    pub stray: u64,
 }
 
 fn bind(ip: IpAddr) -> io::Result<Rc<UdpSocket>> {
@@ -51,7 +49,6 @@ impl Prober {
             v4: bind(IpAddr::V4(Ipv4Addr::UNSPECIFIED))?,
             v6,
             addrs,
-            stray: 0,
         })
     }
 
@@ -100,7 +97,8 @@ impl Prober {
                                 rtt(b, d.as_secs_f64());
                             }
                         }
-                        _ => self.stray += 1,
+                        // Not a reply to one of our probes (another process', junk).
+                        _ => {}
                     },
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(_) => self.drain_errors(now),
@@ -157,13 +155,7 @@ impl Prober {
             // A pending ICMP error for another backend fails one send on a shared
             // socket (IP_RECVERR): read the queue, then try once more.
             let r = send().or_else(|_| {
-                let mut hits = Vec::new();
-                errqueue::drain(&*sock, |u| hits.push(u.dest));
-                for dest in hits {
-                    if let Some(b) = self.backend_of(&dest) {
-                        self.checker.handle_icmp(now, b, true);
-                    }
-                }
+                self.drain_errors(now);
                 send()
             });
             if let Err(e) = r {

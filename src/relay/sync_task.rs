@@ -16,7 +16,7 @@ use super::dataplane::Shell;
 use crate::admin::Status;
 use crate::config::{Config, Sync};
 use crate::sync::link::{Link, backends_hash, full_bodies, item_bodies};
-use crate::sync::{Body, Item};
+use crate::sync::{Body, Item, SyncDrop};
 
 const FLUSH_EVERY: Duration = Duration::from_millis(20);
 const HELLO_EVERY: Duration = Duration::from_secs(1);
@@ -68,6 +68,7 @@ pub(super) async fn run(shell: Rc<RefCell<Shell>>, opened: Opened, status: Arc<M
     let mut buf = vec![0u8; 65536];
     let mut was_alive = false;
     let mut mismatch_logged = false;
+    let mut rejected_seen = 0u64;
     // Everything for the peer goes through one queue, sealed as it leaves, so
     // sequence numbers stay in order and a big full table is paced.
     let mut out: std::collections::VecDeque<Body> = Default::default();
@@ -96,7 +97,7 @@ pub(super) async fn run(shell: Rc<RefCell<Shell>>, opened: Opened, status: Arc<M
             counter!("sipfront_sync_messages_total", "dir" => "received").increment(1);
             if r.backend_mismatch && !mismatch_logged {
                 mismatch_logged = true;
-                counter!("sipfront_sync_dropped_total", "reason" => "backend_mismatch")
+                counter!("sipfront_sync_dropped_total", "reason" => SyncDrop::BackendMismatch.as_str())
                     .increment(1);
                 tracing::warn!(peer = %from, "sync peer has a different backend list; flows homed on backends one side lacks are not mirrored");
             } else if !r.backend_mismatch {
@@ -196,6 +197,12 @@ pub(super) async fn run(shell: Rc<RefCell<Shell>>, opened: Opened, status: Arc<M
             } else {
                 tracing::warn!(peer = %link.peer, adopted, "sync peer silent; its flows are ours now");
             }
+        }
+        // Peer items that did not fit (a full table, an unknown backend).
+        let rejected = s.router.sync_rejected;
+        if rejected > rejected_seen {
+            counter!("sipfront_sync_items_rejected_total").increment(rejected - rejected_seen);
+            rejected_seen = rejected;
         }
         if let Ok(mut st) = status.lock() {
             st.synced = link.synced;

@@ -80,21 +80,12 @@ pub enum SyncDrop {
     Replay,
     #[error("not from the configured peer")]
     NotPeer,
+    /// Reported (not dropped) when the peer's hello announces other backends.
     #[error("peer has a different backend list")]
     BackendMismatch,
 }
 
 impl SyncDrop {
-    pub const ALL: [SyncDrop; 7] = [
-        SyncDrop::Short,
-        SyncDrop::BadMac,
-        SyncDrop::Decode,
-        SyncDrop::Version,
-        SyncDrop::Replay,
-        SyncDrop::NotPeer,
-        SyncDrop::BackendMismatch,
-    ];
-
     pub fn as_str(self) -> &'static str {
         match self {
             SyncDrop::Short => "short",

@@ -1,7 +1,7 @@
 //! Adding and removing the virtual addresses through rtnetlink (never by running
 //! `ip`): idempotent, so a restart or a repeated event does no harm.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use futures_util::TryStreamExt;
 use rtnetlink::Handle;
@@ -85,26 +85,5 @@ impl Vips {
             self.handle.address().del(msg).execute().await?;
         }
         Ok(())
-    }
-
-    /// Addresses of `vips` present on their interfaces now.
-    pub async fn present(&self, vips: &[Vip]) -> Vec<Ipv4Addr> {
-        let mut out = Vec::new();
-        for v in vips {
-            let Ok(index) = iface::index(self.dev(v)) else {
-                continue;
-            };
-            let mut s = self
-                .handle
-                .address()
-                .get()
-                .set_link_index_filter(index)
-                .set_address_filter(IpAddr::V4(v.addr))
-                .execute();
-            if let Ok(Some(_)) = s.try_next().await {
-                out.push(v.addr);
-            }
-        }
-        out
     }
 }

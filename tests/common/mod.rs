@@ -852,6 +852,16 @@ impl Sipp {
     }
 
     /// Waits for sipp to exit by itself; panics (killing it) after `timeout`.
+    /// Waits for a UAC run and asserts that it ended well with all `calls` calls
+    /// successful and none failed.
+    pub fn expect_all_ok(&mut self, calls: u64, timeout: Duration) -> SippResult {
+        let r = self.wait(timeout);
+        assert!(r.ok(), "UAC failed: {}", self.describe(&r));
+        assert_eq!(r.stats.successful(), calls, "{}", self.describe(&r));
+        assert_eq!(r.stats.failed(), 0, "{}", self.describe(&r));
+        r
+    }
+
     pub fn wait(&mut self, timeout: Duration) -> SippResult {
         let Some(status) = self.proc.wait_timeout(timeout) else {
             panic!(

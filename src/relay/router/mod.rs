@@ -22,6 +22,13 @@ use sync::flow_item;
 
 pub type BackendId = u16;
 
+/// Where a touched flow's traffic goes.
+struct Touched {
+    relay_port: u16,
+    client: SocketAddr,
+    ingress: u16,
+}
+
 /// Sync items queued between two flushes of the peer link at most.
 const SYNC_QUEUE: usize = 8192;
 
@@ -294,17 +301,9 @@ impl Router {
                 home
             }
         };
-        let Some(flow) = self.flows.get_mut(id) else {
+        let Some(Touched { relay_port, .. }) = self.touch(id, now) else {
             return self.dropped(DropReason::NoFlow);
         };
-        flow.last_seen = now;
-        let relay_port = flow.relay_port;
-        if flow.mirrored {
-            // We serve the peer's flow now (the address moved): it is ours.
-            flow.mirrored = false;
-            let item = flow_item(flow, now, &self.backends);
-            self.emit(item);
-        }
         self.counters
             .forwarded(backend as usize, Direction::ToBackend, data.len());
         ClientAction::Forward {
@@ -314,6 +313,25 @@ impl Router {
             to: self.backend_addr(backend),
             new_flow,
         }
+    }
+
+    /// Traffic for a flow reached us: it is alive, and if the peer served it until
+    /// now (the address moved) it is ours from here on, and the peer hears so.
+    #[inline]
+    fn touch(&mut self, id: FlowId, now: Instant) -> Option<Touched> {
+        let flow = self.flows.get_mut(id)?;
+        flow.last_seen = now;
+        let t = Touched {
+            relay_port: flow.relay_port,
+            client: flow.client,
+            ingress: flow.ingress,
+        };
+        if flow.mirrored {
+            flow.mirrored = false;
+            let item = flow_item(flow, now, &self.backends);
+            self.emit(item);
+        }
+        Some(t)
     }
 
     #[inline]
@@ -357,17 +375,10 @@ impl Router {
             // No flow, no port: a keepalive alone never allocates one.
             return ClientAction::Absorbed;
         };
-        let Some(flow) = self.flows.get_mut(id) else {
+        // A phone that only sends keepalives is still ours once it reaches us.
+        let Some(Touched { relay_port, .. }) = self.touch(id, now) else {
             return ClientAction::Absorbed;
         };
-        flow.last_seen = now;
-        let relay_port = flow.relay_port;
-        if flow.mirrored {
-            // A phone that only sends keepalives is still ours once it reaches us.
-            flow.mirrored = false;
-            let item = flow_item(flow, now, &self.backends);
-            self.emit(item);
-        }
         if !self.settings.forward_keepalives {
             return ClientAction::Absorbed;
         }
@@ -407,16 +418,14 @@ impl Router {
                 }
             }
         }
-        let Some(flow) = self.flows.get_mut(id) else {
+        let Some(Touched {
+            client: to,
+            ingress,
+            ..
+        }) = self.touch(id, now)
+        else {
             return self.dropped_b(DropReason::NoFlow);
         };
-        flow.last_seen = now;
-        let (to, ingress) = (flow.client, flow.ingress);
-        if flow.mirrored {
-            flow.mirrored = false;
-            let item = flow_item(flow, now, &self.backends);
-            self.emit(item);
-        }
         self.counters
             .forwarded(backend as usize, Direction::ToClient, data.len());
         BackendAction::Forward {

@@ -41,6 +41,19 @@ transaction = "32s"
     .unwrap()
 }
 
+/// A `[sync]` section with a key file in a temporary directory (kept alive by the
+/// returned guard), so two routers share dialog keys.
+fn sync_section() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let kf = dir.path().join("key");
+    std::fs::write(&kf, "0123456789abcdef0123").unwrap();
+    let text = format!(
+        "[sync]\nlisten = \"10.0.0.10:7400\"\npeer = \"10.0.0.11:7400\"\nkey_file = \"{}\"\n",
+        kf.display()
+    );
+    (dir, text)
+}
+
 fn req(method: &str, call_id: &str) -> Vec<u8> {
     format!(
         "{method} sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@y>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: {call_id}\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
@@ -389,13 +402,7 @@ fn dialogs_pinned_to_a_dead_backend_follow_the_flow() {
 
 #[test]
 fn sync_items_mirror_a_table_and_the_mirror_keeps_its_ports() {
-    let dir = tempfile::tempdir().unwrap();
-    let kf = dir.path().join("key");
-    std::fs::write(&kf, "0123456789abcdef0123").unwrap();
-    let extra = format!(
-        "[sync]\nlisten = \"10.0.0.10:7400\"\npeer = \"10.0.0.11:7400\"\nkey_file = \"{}\"\n",
-        kf.display()
-    );
+    let (_key_dir, extra) = sync_section();
     let t0 = Instant::now();
     let mut master = Router::new(&config(&extra));
     let mut backup = Router::new(&config(&extra));
@@ -452,13 +459,7 @@ fn sync_items_mirror_a_table_and_the_mirror_keeps_its_ports() {
 
 #[test]
 fn a_full_table_drops_mirrored_flows_the_peer_no_longer_has() {
-    let dir = tempfile::tempdir().unwrap();
-    let kf = dir.path().join("key");
-    std::fs::write(&kf, "0123456789abcdef0123").unwrap();
-    let extra = format!(
-        "[sync]\nlisten = \"10.0.0.10:7400\"\npeer = \"10.0.0.11:7400\"\nkey_file = \"{}\"\n",
-        kf.display()
-    );
+    let (_key_dir, extra) = sync_section();
     let t0 = Instant::now();
     let mut master = Router::new(&config(&extra));
     let mut backup = Router::new(&config(&extra));
@@ -541,13 +542,7 @@ fn unanswered_client_invites_hold_the_dialog_table_only_for_a_transaction() {
 
 #[test]
 fn sync_names_backends_by_seed_not_by_position() {
-    let dir = tempfile::tempdir().unwrap();
-    let kf = dir.path().join("key");
-    std::fs::write(&kf, "0123456789abcdef0123").unwrap();
-    let sync = format!(
-        "[sync]\nlisten = \"10.0.0.10:7400\"\npeer = \"10.0.0.11:7400\"\nkey_file = \"{}\"\n",
-        kf.display()
-    );
+    let (_key_dir, sync) = sync_section();
     let t0 = Instant::now();
     let mut master = Router::new(&config(&sync));
     // The backup lists the same two backends in the other order, plus a third.
