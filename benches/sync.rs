@@ -172,7 +172,7 @@ fn in_process(n: usize) -> (f64, f64, usize, usize) {
                 [100, 64 + (i >> 16) as u8, (i >> 8) as u8, i as u8],
                 1024 + (i % 60000) as u16,
             )),
-            relay_port: 1024 + (i % 64000) as u16,
+            relay_port: sipfront::relay::port::RelayPort::first(1024 + (i % 64000) as u16),
             ingress: 0,
             home: (i % 2) as u64,
             registered_secs: Some(3600),

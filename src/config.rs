@@ -57,7 +57,8 @@ pub struct Backend {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listen {
     pub sip: Vec<SocketAddr>,
-    pub relay: IpAddr,
+    /// Relay addresses: each holds the whole `relay_ports` range.
+    pub relay: Vec<IpAddr>,
     pub relay_ports: RangeInclusive<u16>,
     /// Forward CRLF keepalives to the backend instead of absorbing them.
     pub forward_keepalives: bool,
@@ -221,6 +222,52 @@ impl EphemeralPorts {
     }
 }
 
+/// Relay addresses default to the first SIP address; a flow's endpoint stores the
+/// address's position in one byte.
+fn validate_relay(list: Option<&[String]>, default: IpAddr) -> Result<Vec<IpAddr>, ConfigError> {
+    let Some(list) = list else {
+        return Ok(vec![default]);
+    };
+    if list.is_empty() {
+        return Err(invalid("listen.relay", "needs at least one address"));
+    }
+    if list.len() > usize::from(u8::MAX) + 1 {
+        return Err(invalid("listen.relay", "at most 256 addresses"));
+    }
+    let mut out = Vec::with_capacity(list.len());
+    for (i, s) in list.iter().enumerate() {
+        let key = if list.len() == 1 {
+            "listen.relay".to_string()
+        } else {
+            format!("listen.relay[{i}]")
+        };
+        let ip: IpAddr = s
+            .parse()
+            .map_err(|_| invalid(&key, format!("`{s}` is not an IP address")))?;
+        if ip.is_unspecified() {
+            return Err(invalid(
+                &key,
+                "must be a concrete address (backends store it as the phone's path back)",
+            ));
+        }
+        if out.contains(&ip) {
+            return Err(invalid(&key, format!("`{ip}` is listed twice")));
+        }
+        if out
+            .first()
+            .is_some_and(|f: &IpAddr| f.is_ipv4() != ip.is_ipv4())
+        {
+            // A flow's slot would decide whether it can reach an IPv4 backend.
+            return Err(invalid(
+                &key,
+                "all relay addresses must be of one IP family",
+            ));
+        }
+        out.push(ip);
+    }
+    Ok(out)
+}
+
 fn parse_port_list(s: &str) -> Vec<RangeInclusive<u16>> {
     s.split(',')
         .filter_map(|part| parse_port_range(part.trim()).ok())
@@ -259,9 +306,13 @@ impl Config {
         raw.validate(eph)
     }
 
-    /// Number of relay ports, which also bounds the number of flows.
+    /// Number of relay endpoints (ports × addresses), which bounds the number of flows.
     pub fn relay_port_count(&self) -> usize {
-        (*self.listen.relay_ports.end() as usize) - (*self.listen.relay_ports.start() as usize) + 1
+        self.relay_space().len()
+    }
+
+    pub fn relay_space(&self) -> crate::relay::port::RelaySpace {
+        crate::relay::port::RelaySpace::new(&self.listen.relay_ports, self.listen.relay.len())
     }
 }
 
@@ -313,23 +364,14 @@ impl raw::Raw {
             }
             sip.push(a);
         }
-        let relay: IpAddr = match &listen.relay {
-            Some(s) => s
-                .parse()
-                .map_err(|_| invalid("listen.relay", format!("`{s}` is not an IP address")))?,
-            None => sip[0].ip(),
-        };
-        if relay.is_unspecified() {
-            return Err(invalid(
-                "listen.relay",
-                "must be a concrete address (backends store it as the phone's path back)",
-            ));
-        }
+        let relay = validate_relay(listen.relay.as_deref(), sip[0].ip())?;
         let rp_text = listen.relay_ports.as_deref().unwrap_or("16384-32767");
         let relay_ports =
             parse_port_range(rp_text).map_err(|r| invalid("listen.relay_ports", r))?;
         for a in &sip {
-            if relay_ports.contains(&a.port()) && (a.ip() == relay || a.ip().is_unspecified()) {
+            if relay_ports.contains(&a.port())
+                && (relay.contains(&a.ip()) || a.ip().is_unspecified())
+            {
                 return Err(invalid(
                     "listen.relay_ports",
                     format!("range {rp_text} contains the listen port {}", a.port()),
@@ -406,16 +448,20 @@ impl raw::Raw {
             return Err(invalid("backend", "too many backends"));
         }
 
-        let port_count = (*relay_ports.end() as usize) - (*relay_ports.start() as usize) + 1;
+        let port_count =
+            ((*relay_ports.end() as usize) - (*relay_ports.start() as usize) + 1) * relay.len();
         let l = self.limits.unwrap_or_default();
-        let max_flows = l.max_flows.unwrap_or(port_count.min(65536));
+        let max_flows = l.max_flows.unwrap_or(port_count);
         if max_flows == 0 {
             return Err(invalid("limits.max_flows", "must be at least 1"));
         }
         if max_flows > port_count {
             return Err(invalid(
                 "limits.max_flows",
-                format!("{max_flows} is more than the {port_count} ports in listen.relay_ports"),
+                format!(
+                    "{max_flows} is more than the {port_count} relay ports \
+                     (listen.relay_ports × listen.relay addresses)"
+                ),
             ));
         }
         let max_dialogs = l.max_dialogs.unwrap_or(100_000);

@@ -1,7 +1,8 @@
 //! Load through sipfront with real SIP user agents: a sipp UAC → sipfront → two sipp UAS
 //! backends. Checks that every call completes, that both backends get work when there are
 //! many client flows, and — from a packet capture, independently of sipfront's own counters —
-//! that every client flow (one relay port) talks to exactly one backend.
+//! that every client flow (one relay endpoint) talks to exactly one backend. The many-flow
+//! test spreads its flows over two relay addresses.
 //!
 //! Ports: 25xxx, relay ports 20000-20999 (20000-20499 and 20500-20999 for the two tests).
 
@@ -31,9 +32,12 @@ fn multi_socket_uac_flows_each_stick_to_one_backend() {
     let mut uas_b = sipp_uas(&dir, "uas-b", 25071);
     let mut front = Sipfront::start(
         &dir,
-        SipfrontConfig::new("127.0.0.1:25060", "20000-20499", "127.0.0.1:25090")
-            .backend("a", "127.0.0.1:25070")
-            .backend("b", "127.0.0.1:25071"),
+        SipfrontConfig {
+            relay: "127.0.0.2,127.0.0.3".into(),
+            ..SipfrontConfig::new("127.0.0.1:25060", "20000-20499", "127.0.0.1:25090")
+        }
+        .backend("a", "127.0.0.1:25070")
+        .backend("b", "127.0.0.1:25071"),
     );
 
     let calls = CALLS.to_string();
@@ -153,17 +157,20 @@ fn multi_socket_uac_flows_each_stick_to_one_backend() {
         "captured {} datagrams to the backends",
         to_backends.len()
     );
-    let by_relay_port = destinations_by_source_port(&to_backends);
-    for (relay_port, backends) in &by_relay_port {
+    let by_relay_port = destinations_by_source(&to_backends);
+    for (relay, backends) in &by_relay_port {
         assert_eq!(
             backends.len(),
             1,
-            "relay port {relay_port} (one client flow) sent to several backends: {backends:?}"
+            "relay endpoint {relay} (one client flow) sent to several backends: {backends:?}"
         );
-        for p in &to_backends {
-            assert_eq!(p.src.ip().to_string(), "127.0.0.1", "relay source address");
-        }
     }
+    let relay_ips: BTreeSet<String> = by_relay_port.keys().map(|a| a.ip().to_string()).collect();
+    assert_eq!(
+        relay_ips,
+        BTreeSet::from(["127.0.0.2".to_string(), "127.0.0.3".to_string()]),
+        "flows spread over both relay addresses"
+    );
     let ports_to_a = by_relay_port
         .values()
         .filter(|b| b.contains(&25070))
@@ -285,14 +292,17 @@ fn mono_socket_uac_goes_to_one_backend() {
 
     let packets = capture.stop();
     let (packets, _probes) = split_relay_traffic(&packets, 20500..=20999, 2);
-    let by_relay_port = destinations_by_source_port(&packets);
+    let by_relay_port = destinations_by_source(&packets);
     assert_eq!(
         by_relay_port.len(),
         1,
         "one client flow, one relay port: {by_relay_port:?}"
     );
-    let (port, backends) = by_relay_port.iter().next().unwrap();
-    assert!((20500..=20999).contains(port), "relay port {port}");
+    let (relay, backends) = by_relay_port.iter().next().unwrap();
+    assert!(
+        (20500..=20999).contains(&relay.port()),
+        "relay endpoint {relay}"
+    );
     assert_eq!(backends.len(), 1, "one backend: {backends:?}");
     assert!(
         packets.len() as u64 >= 3 * CALLS,

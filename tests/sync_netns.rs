@@ -527,7 +527,7 @@ use sipfront::sync::message::{Body, Envelope, Item, Key, VERSION, open, seal};
 fn forged_flow() -> Item {
     Item::Flow {
         client: "203.0.113.9:5060".parse().unwrap(),
-        relay_port: 29999,
+        relay_port: sipfront::relay::port::RelayPort::first(29999),
         ingress: 0,
         home: 0,
         registered_secs: Some(3600),

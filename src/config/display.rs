@@ -12,7 +12,8 @@ impl fmt::Display for Config {
         let sip: Vec<String> = l.sip.iter().map(|a| format!("\"{a}\"")).collect();
         writeln!(f, "[listen]")?;
         writeln!(f, "sip = [{}]", sip.join(", "))?;
-        writeln!(f, "relay = \"{}\"", l.relay)?;
+        let relay: Vec<String> = l.relay.iter().map(|a| format!("\"{a}\"")).collect();
+        writeln!(f, "relay = [{}]", relay.join(", "))?;
         writeln!(
             f,
             "relay_ports = \"{}-{}\"",

@@ -24,7 +24,8 @@ pub(super) struct Raw {
 pub(super) struct RawListen {
     #[serde(default)]
     pub sip: Vec<String>,
-    pub relay: Option<String>,
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub relay: Option<Vec<String>>,
     pub relay_ports: Option<String>,
     pub forward_keepalives: Option<bool>,
 }
@@ -85,4 +86,29 @@ pub(super) struct RawSync {
     pub listen: Option<String>,
     pub peer: Option<String>,
     pub key_file: Option<String>,
+}
+
+/// `"a"` or `["a", "b"]`: a single relay address stays as simple as it was.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Option<Vec<String>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an IP address or a list of IP addresses")
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            Ok(Some(vec![s.to_string()]))
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut a: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut v = Vec::new();
+            while let Some(s) = a.next_element::<String>()? {
+                v.push(s);
+            }
+            Ok(Some(v))
+        }
+    }
+    d.deserialize_any(V)
 }

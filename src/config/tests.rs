@@ -28,7 +28,7 @@ fn err(text: &str) -> String {
 #[test]
 fn good_config_gets_defaults() {
     let c = Config::parse(GOOD, &eph()).unwrap();
-    assert_eq!(c.listen.relay, "127.0.0.1".parse::<IpAddr>().unwrap());
+    assert_eq!(c.listen.relay, vec!["127.0.0.1".parse::<IpAddr>().unwrap()]);
     assert_eq!(c.backends.len(), 2);
     assert_eq!(c.failback, Failback::OnRegister);
     assert_eq!(c.limits.max_flows, 1000);
@@ -87,11 +87,65 @@ fn errors_name_the_key() {
             "admin.listen",
         ),
         (&GOOD.replace("relay_ports", "relay_portz"), "relay_portz"),
+        (
+            &GOOD.replace("relay_ports", "relay = [\"127.0.0.2\", \"x\"]\nrelay_ports"),
+            "listen.relay[1]: `x` is not an IP address",
+        ),
+        (
+            &GOOD.replace(
+                "relay_ports",
+                "relay = [\"127.0.0.2\", \"127.0.0.2\"]\nrelay_ports",
+            ),
+            "listen.relay[1]: `127.0.0.2` is listed twice",
+        ),
+        (
+            &GOOD.replace(
+                "relay_ports",
+                "relay = [\"127.0.0.2\", \"::1\"]\nrelay_ports",
+            ),
+            "listen.relay[1]: all relay addresses must be of one IP family",
+        ),
+        (
+            &GOOD.replace("relay_ports", "relay = []\nrelay_ports"),
+            "listen.relay: needs at least one",
+        ),
+        (
+            &GOOD.replace("relay_ports", "relay = 7\nrelay_ports"),
+            "listen.relay: invalid type: integer `7`, expected an IP address or a list",
+        ),
+        (
+            &GOOD.replace("relay_ports", "relay = \"0.0.0.0\"\nrelay_ports"),
+            "listen.relay: must be a concrete address",
+        ),
     ];
     for (text, want) in cases {
         let e = err(text);
         assert!(e.contains(want), "error `{e}` should mention `{want}`");
     }
+}
+
+#[test]
+fn relay_addresses_multiply_the_ports() {
+    let one = Config::parse(
+        &GOOD.replace("relay_ports", "relay = \"127.0.0.2\"\nrelay_ports"),
+        &eph(),
+    )
+    .unwrap();
+    assert_eq!(one.listen.relay, vec![IpAddr::from([127, 0, 0, 2])]);
+    let text = GOOD.replace(
+        "relay_ports",
+        "relay = [\"127.0.0.2\", \"127.0.0.3\", \"127.0.0.4\"]\nrelay_ports",
+    );
+    let c = Config::parse(&text, &eph()).unwrap();
+    assert_eq!(c.listen.relay.len(), 3);
+    assert_eq!(c.relay_port_count(), 3000);
+    assert_eq!(
+        c.limits.max_flows, 3000,
+        "max_flows defaults to every endpoint"
+    );
+    assert_eq!(Config::parse(&c.to_string(), &eph()).unwrap(), c);
+    let too_many = format!("{text}\n[limits]\nmax_flows = 3001\n");
+    assert!(err(&too_many).contains("limits.max_flows"));
 }
 
 #[test]

@@ -18,6 +18,8 @@ use crate::config::Config;
 #[derive(Debug, Clone, Serialize)]
 pub struct FlowInfo {
     pub client: SocketAddr,
+    /// The flow's relay endpoint: where backends reach the client.
+    pub relay: SocketAddr,
     pub relay_port: u16,
     pub backend: String,
     pub idle_secs: f64,
@@ -77,7 +79,9 @@ pub(super) async fn serve(shell: Rc<RefCell<Shell>>, mut rx: mpsc::Receiver<Cont
                     .take(limit)
                     .map(|f| FlowInfo {
                         client: f.client,
-                        relay_port: f.relay_port,
+                        relay: crate::relay::port::socket_addr(&s.cfg.listen.relay, f.relay_port)
+                            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
+                        relay_port: f.relay_port.port,
                         backend: r
                             .backends()
                             .get(f.home)

@@ -21,6 +21,7 @@ use tokio::task::{AbortHandle, LocalSet};
 
 use super::control::{self, Control};
 use super::errqueue;
+use super::port::{RelayPort, RelaySpace};
 use super::router::{BackendAction, ClientAction, Router, RouterEvent};
 use super::stats::DropReason;
 use crate::admin::{MetricsHandles, Status};
@@ -97,8 +98,8 @@ pub(super) struct Shell {
     pub(super) prober: Prober,
     pub(super) metrics: MetricsHandles,
     pub(super) cfg: Config,
-    relay_ip: IpAddr,
-    port_base: u16,
+    relay_ips: Vec<IpAddr>,
+    space: RelaySpace,
     public: Vec<Rc<UdpSocket>>,
     relays: Vec<Option<RelaySock>>,
     relays_open: usize,
@@ -174,15 +175,14 @@ async fn serve(
         nonce,
     )
     .map_err(DataplaneError::Probe)?;
-    let ports = cfg.listen.relay_ports.clone();
     let shell: Shared = Rc::new(RefCell::new(Shell {
         router,
         prober,
         metrics,
-        relay_ip: cfg.listen.relay,
-        port_base: *ports.start(),
+        relay_ips: cfg.listen.relay.clone(),
+        space: cfg.relay_space(),
         public: public.clone(),
-        relays: (0..ports.count()).map(|_| None).collect(),
+        relays: (0..cfg.relay_port_count()).map(|_| None).collect(),
         relays_open: 0,
         buf: vec![0u8; BUF_LEN].into_boxed_slice(),
         probe_wake: Rc::new(Notify::new()),
@@ -204,7 +204,7 @@ async fn serve(
         let s = shell.borrow();
         tracing::info!(
             sip = ?s.cfg.listen.sip,
-            relay = %s.cfg.listen.relay,
+            relay = ?s.cfg.listen.relay,
             relay_ports = ?s.cfg.listen.relay_ports,
             backends = s.cfg.backends.len(),
             "dataplane running"
@@ -270,7 +270,7 @@ async fn public_loop(shell: Shared, ingress: u16, sock: Rc<UdpSocket>) {
     .await
 }
 
-async fn relay_loop(shell: Shared, port: u16, sock: Rc<UdpSocket>) {
+async fn relay_loop(shell: Shared, port: RelayPort, sock: Rc<UdpSocket>) {
     recv_loop(
         shell,
         sock,
@@ -312,9 +312,12 @@ impl Shell {
                 }
                 _ => return,
             };
-        let idx = usize::from(relay_port - self.port_base);
+        let Some(idx) = self.space.index(relay_port) else {
+            self.router.send_failed();
+            return;
+        };
         if new_flow && let Err(e) = self.open_relay(shell, relay_port) {
-            tracing::debug!(port = relay_port, error = %e, "relay bind failed");
+            tracing::debug!(port = relay_port.port, error = %e, "relay bind failed");
             self.router.bind_failed(flow);
             return;
         }
@@ -322,7 +325,7 @@ impl Shell {
             // The socket could not be opened before (a mirrored flow's pre-bind, or a
             // port that was still closing): try again rather than black-hole the flow.
             if let Err(e) = self.open_relay(shell, relay_port) {
-                tracing::debug!(port = relay_port, error = %e, "relay reopen failed");
+                tracing::debug!(port = relay_port.port, error = %e, "relay reopen failed");
                 self.router.send_failed();
                 return;
             }
@@ -371,7 +374,7 @@ impl Shell {
         }
     }
 
-    fn on_backend(&mut self, now: Instant, port: u16, from: SocketAddr, n: usize) {
+    fn on_backend(&mut self, now: Instant, port: RelayPort, from: SocketAddr, n: usize) {
         let data = &self.buf[..n];
         if let BackendAction::Forward { to, ingress, .. } =
             self.router.from_backend(now, port, from, data)
@@ -400,12 +403,20 @@ impl Shell {
 
     /// Binds a relay port (IP_FREEBIND: the relay address may be a VIP that is on
     /// the peer right now) and starts its receive task. A port already open stays.
-    pub(super) fn open_relay(&mut self, shell: &Shared, port: u16) -> io::Result<()> {
-        let idx = usize::from(port - self.port_base);
-        if self.relays.get(idx).is_some_and(Option::is_some) {
+    pub(super) fn open_relay(&mut self, shell: &Shared, port: RelayPort) -> io::Result<()> {
+        let (Some(idx), Some(addr)) = (
+            self.space.index(port),
+            super::port::socket_addr(&self.relay_ips, port),
+        ) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "relay endpoint outside listen.relay / relay_ports",
+            ));
+        };
+        if self.relays[idx].is_some() {
             return Ok(());
         }
-        let sock = Rc::new(bind_relay(SocketAddr::new(self.relay_ip, port))?);
+        let sock = Rc::new(bind_relay(addr)?);
         let task =
             tokio::task::spawn_local(relay_loop(shell.clone(), port, sock.clone())).abort_handle();
         self.relays[idx] = Some(RelaySock { sock, task });
@@ -413,9 +424,9 @@ impl Shell {
         Ok(())
     }
 
-    pub(super) fn close_relay(&mut self, port: u16) {
-        let idx = usize::from(port - self.port_base);
-        if let Some(r) = self.relays.get_mut(idx).and_then(Option::take) {
+    pub(super) fn close_relay(&mut self, port: RelayPort) {
+        let idx = self.space.index(port);
+        if let Some(r) = idx.and_then(|i| self.relays[i].take()) {
             r.task.abort();
             self.relays_open -= 1;
         }

@@ -4,9 +4,9 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
+use super::port::{RelayPort, RelaySpace};
 use super::router::BackendId;
 
 const NO_FLOW: u32 = u32::MAX;
@@ -14,7 +14,7 @@ const NO_FLOW: u32 = u32::MAX;
 #[derive(Debug, Clone)]
 pub struct Flow {
     pub client: SocketAddr,
-    pub relay_port: u16,
+    pub relay_port: RelayPort,
     /// Index of the public socket the client talks to (replies leave from it).
     pub ingress: u16,
     pub home: BackendId,
@@ -51,17 +51,18 @@ pub struct FlowTable {
     slots: Vec<Option<Flow>>,
     free_slots: Vec<u32>,
     by_client: HashMap<SocketAddr, u32>,
+    /// Flow per relay slot (`space.index`).
     by_port: Vec<u32>,
     /// FIFO so a just-freed port is reused last: late datagrams for the old flow
     /// then find no flow rather than a stranger's.
-    free_ports: VecDeque<u16>,
-    port_base: u16,
+    free_ports: VecDeque<RelayPort>,
+    space: RelaySpace,
     max: usize,
 }
 
 impl FlowTable {
-    pub fn new(ports: RangeInclusive<u16>, max: usize) -> Self {
-        let n_ports = ports.clone().count();
+    pub fn new(space: RelaySpace, max: usize) -> Self {
+        let n_ports = space.len();
         let max = max.min(n_ports);
         // Pre-size the client index up to a bound so the table never rehashes under
         // load for typical sizes; beyond that it grows during warm-up.
@@ -72,8 +73,8 @@ impl FlowTable {
             free_slots: Vec::new(),
             by_client,
             by_port: vec![NO_FLOW; n_ports],
-            free_ports: ports.clone().collect(),
-            port_base: *ports.start(),
+            free_ports: space.interleaved().collect(),
+            space,
             max,
         }
     }
@@ -94,9 +95,8 @@ impl FlowTable {
         self.by_client.get(client).map(|&i| FlowId(i))
     }
 
-    pub fn lookup_port(&self, port: u16) -> Option<FlowId> {
-        let idx = port.checked_sub(self.port_base)? as usize;
-        match self.by_port.get(idx) {
+    pub fn lookup_port(&self, port: RelayPort) -> Option<FlowId> {
+        match self.by_port.get(self.space.index(port)?) {
             Some(&i) if i != NO_FLOW => Some(FlowId(i)),
             _ => None,
         }
@@ -137,9 +137,9 @@ impl FlowTable {
 
     /// Takes the next free port. The deque may hold ports that state sync took
     /// directly (`insert_at`); those are skipped.
-    fn pop_free_port(&mut self) -> Option<u16> {
+    fn pop_free_port(&mut self) -> Option<RelayPort> {
         while let Some(p) = self.free_ports.pop_front() {
-            if self.by_port[(p - self.port_base) as usize] == NO_FLOW {
+            if self.lookup_port(p).is_none() {
                 return Some(p);
             }
         }
@@ -148,12 +148,10 @@ impl FlowTable {
 
     /// Inserts a flow on a given port (state sync). A flow that held the port or the
     /// client before is replaced; returns the replaced flows' ports.
-    pub fn insert_at(&mut self, mut flow: Flow) -> Result<(FlowId, Vec<u16>), InsertError> {
-        let idx = flow
-            .relay_port
-            .checked_sub(self.port_base)
-            .map(usize::from)
-            .filter(|&i| i < self.by_port.len())
+    pub fn insert_at(&mut self, mut flow: Flow) -> Result<(FlowId, Vec<RelayPort>), InsertError> {
+        let idx = self
+            .space
+            .index(flow.relay_port)
             .ok_or(InsertError::NoPort)?;
         let mut replaced = Vec::new();
         let old_port = self.by_port[idx];
@@ -175,10 +173,9 @@ impl FlowTable {
         // Stale copies of ports in the deque are skipped by pop_free_port; keep the
         // deque from growing without bound when many ports change hands.
         if self.free_ports.len() > 2 * self.by_port.len() {
-            let base = self.port_base;
-            let by_port = &self.by_port;
+            let (space, by_port) = (&self.space, &self.by_port);
             self.free_ports
-                .retain(|p| by_port[(p - base) as usize] == NO_FLOW);
+                .retain(|&p| space.index(p).is_some_and(|i| by_port[i] == NO_FLOW));
         }
         Ok((id, replaced))
     }
@@ -197,14 +194,18 @@ impl FlowTable {
             }
         };
         self.by_client.insert(client, idx);
-        self.by_port[(port - self.port_base) as usize] = idx;
+        if let Some(i) = self.space.index(port) {
+            self.by_port[i] = idx;
+        }
         FlowId(idx)
     }
 
     pub fn remove(&mut self, id: FlowId) -> Option<Flow> {
         let flow = self.slots.get_mut(id.0 as usize)?.take()?;
         self.by_client.remove(&flow.client);
-        self.by_port[(flow.relay_port - self.port_base) as usize] = NO_FLOW;
+        if let Some(i) = self.space.index(flow.relay_port) {
+            self.by_port[i] = NO_FLOW;
+        }
         self.free_ports.push_back(flow.relay_port);
         self.free_slots.push(id.0);
         Some(flow)
@@ -266,28 +267,36 @@ mod tests {
         SocketAddr::from(([192, 0, 2, 1], p))
     }
 
+    fn table(ports: std::ops::RangeInclusive<u16>, max: usize) -> FlowTable {
+        FlowTable::new(RelaySpace::new(&ports, 1), max)
+    }
+
+    const fn rp(port: u16) -> RelayPort {
+        RelayPort::first(port)
+    }
+
     #[test]
     fn insert_lookup_remove_reuses_ports_last() {
         let now = Instant::now();
-        let mut t = FlowTable::new(100..=102, 10);
+        let mut t = table(100..=102, 10);
         assert_eq!(t.capacity(), 3);
         let a = t.insert(addr(1), 0, 0, now).unwrap();
         let b = t.insert(addr(2), 0, 0, now).unwrap();
-        assert_eq!(t.get(a).unwrap().relay_port, 100);
-        assert_eq!(t.lookup_port(101), Some(b));
+        assert_eq!(t.get(a).unwrap().relay_port, rp(100));
+        assert_eq!(t.lookup_port(rp(101)), Some(b));
         assert_eq!(t.lookup_client(&addr(1)), Some(a));
-        assert_eq!(t.lookup_port(99), None);
-        assert_eq!(t.lookup_port(103), None);
+        assert_eq!(t.lookup_port(rp(99)), None);
+        assert_eq!(t.lookup_port(rp(103)), None);
         t.remove(a).unwrap();
-        assert_eq!(t.lookup_port(100), None);
+        assert_eq!(t.lookup_port(rp(100)), None);
         let c = t.insert(addr(3), 0, 0, now).unwrap();
         assert_eq!(
             t.get(c).unwrap().relay_port,
-            102,
+            rp(102),
             "freed port goes to the back"
         );
         let d = t.insert(addr(4), 0, 0, now).unwrap();
-        assert_eq!(t.get(d).unwrap().relay_port, 100);
+        assert_eq!(t.get(d).unwrap().relay_port, rp(100));
         assert!(matches!(
             t.insert(addr(5), 0, 0, now),
             Err(InsertError::Full)
@@ -297,24 +306,24 @@ mod tests {
     #[test]
     fn insert_at_takes_a_given_port_and_replaces_holders() {
         let now = Instant::now();
-        let mut t = FlowTable::new(100..=103, 10);
+        let mut t = table(100..=103, 10);
         let a = t.insert(addr(1), 0, 0, now).unwrap();
         let mut f = t.get(a).unwrap().clone();
         f.client = addr(9);
-        f.relay_port = 102;
+        f.relay_port = rp(102);
         let (b, replaced) = t.insert_at(f.clone()).unwrap();
         assert!(replaced.is_empty());
         assert!(t.get(b).unwrap().mirrored);
         // New local flows skip the port sync took.
         let c = t.insert(addr(2), 0, 0, now).unwrap();
-        assert_eq!(t.get(c).unwrap().relay_port, 101);
+        assert_eq!(t.get(c).unwrap().relay_port, rp(101));
         let d = t.insert(addr(3), 0, 0, now).unwrap();
-        assert_eq!(t.get(d).unwrap().relay_port, 103);
+        assert_eq!(t.get(d).unwrap().relay_port, rp(103));
         // The peer's view wins on a conflict: port 100 goes to client 1 of the peer.
-        f.relay_port = 100;
+        f.relay_port = rp(100);
         f.client = addr(7);
         let (_, replaced) = t.insert_at(f).unwrap();
-        assert_eq!(replaced, vec![100]);
+        assert_eq!(replaced, vec![rp(100)]);
         assert_eq!(t.lookup_client(&addr(1)), None);
         let mut out = vec![];
         t.expired(
@@ -330,7 +339,7 @@ mod tests {
     #[test]
     fn registration_extends_expiry() {
         let now = Instant::now();
-        let mut t = FlowTable::new(100..=200, 10);
+        let mut t = table(100..=200, 10);
         let a = t.insert(addr(1), 0, 0, now).unwrap();
         let idle = Duration::from_secs(30);
         let mut out = vec![];

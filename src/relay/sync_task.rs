@@ -123,7 +123,7 @@ pub(super) async fn run(shell: Rc<RefCell<Shell>>, opened: Opened, status: Arc<M
                 if let Some(p) = eff.bind
                     && let Err(e) = s.open_relay(&shell, p)
                 {
-                    tracing::warn!(port = p, error = %e, "cannot pre-bind a mirrored relay port");
+                    tracing::warn!(addr = p.addr, port = p.port, error = %e, "cannot pre-bind a mirrored relay port");
                 }
             }
             if r.full_done {

@@ -241,7 +241,7 @@ mod tests {
     fn flow(p: u16) -> Item {
         Item::Flow {
             client: "198.51.100.1:5060".parse().unwrap(),
-            relay_port: p,
+            relay_port: crate::relay::port::RelayPort::first(p),
             ingress: 0,
             home: 1,
             registered_secs: Some(3600),
@@ -270,7 +270,9 @@ mod tests {
         assert_eq!(got, table);
         assert!(b.synced && !b.want_full);
         // Then changes flow one by one.
-        let d = a.items(&[Item::FlowGone { relay_port: 20000 }]);
+        let d = a.items(&[Item::FlowGone {
+            relay_port: crate::relay::port::RelayPort::first(20000),
+        }]);
         assert_eq!(b.receive(now, a_addr, &d[0]).unwrap().items.len(), 1);
         assert!(b.synced);
         // A lost message (gap) makes b ask again.

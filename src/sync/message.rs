@@ -8,7 +8,10 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-pub const VERSION: u8 = 1;
+use crate::relay::port::RelayPort;
+
+/// 2: relay endpoints carry the relay address's position (several relay addresses).
+pub const VERSION: u8 = 2;
 pub const TAG_LEN: usize = 32;
 /// Keeps every datagram under a typical 1500-byte MTU.
 pub const MAX_DATAGRAM: usize = 1400;
@@ -20,14 +23,14 @@ pub const MAX_DATAGRAM: usize = 1400;
 pub enum Item {
     Flow {
         client: SocketAddr,
-        relay_port: u16,
+        relay_port: RelayPort,
         ingress: u16,
         home: u64,
         /// Seconds of registration left (granted expiry plus grace), if registered.
         registered_secs: Option<u32>,
     },
     FlowGone {
-        relay_port: u16,
+        relay_port: RelayPort,
     },
     Dialog {
         key: u128,
@@ -222,7 +225,7 @@ mod tests {
             (
                 any::<[u8; 4]>(),
                 any::<u16>(),
-                any::<u16>(),
+                (any::<u8>(), any::<u16>()).prop_map(|(addr, port)| RelayPort { addr, port }),
                 any::<u16>(),
                 any::<u64>(),
                 any::<Option<u32>>()
@@ -236,7 +239,9 @@ mod tests {
                         registered_secs,
                     }
                 }),
-            any::<u16>().prop_map(|relay_port| Item::FlowGone { relay_port }),
+            any::<u16>().prop_map(|p| Item::FlowGone {
+                relay_port: RelayPort::first(p)
+            }),
             (any::<u128>(), any::<u64>(), any::<bool>())
                 .prop_map(|(key, backend, long)| Item::Dialog { key, backend, long }),
         ]
@@ -263,7 +268,9 @@ mod tests {
             version: VERSION,
             epoch: 7,
             seq: 1,
-            body: Body::Items(vec![Item::FlowGone { relay_port: 20000 }]),
+            body: Body::Items(vec![Item::FlowGone {
+                relay_port: RelayPort::first(20000),
+            }]),
         };
         let mut buf = [0u8; 512];
         let n = seal(&key(), &env, &mut buf).unwrap();

@@ -508,6 +508,7 @@ pub fn nonzero_drops(text: &str) -> BTreeMap<String, f64> {
 #[derive(Debug, Clone)]
 pub struct SipfrontConfig {
     pub sip: SocketAddr,
+    /// Relay addresses, comma-separated.
     pub relay: String,
     pub relay_ports: String,
     pub backends: Vec<(String, SocketAddr)>,
@@ -545,7 +546,12 @@ impl SipfrontConfig {
         let mut s = String::new();
         writeln!(s, "[listen]").unwrap();
         writeln!(s, "sip = [\"{}\"]", self.sip).unwrap();
-        writeln!(s, "relay = \"{}\"", self.relay).unwrap();
+        let relay: Vec<String> = self
+            .relay
+            .split(',')
+            .map(|a| format!("\"{}\"", a.trim()))
+            .collect();
+        writeln!(s, "relay = [{}]", relay.join(", ")).unwrap();
         writeln!(s, "relay_ports = \"{}\"", self.relay_ports).unwrap();
         for (name, addr) in &self.backends {
             writeln!(s, "\n[[backend]]\nname = \"{name}\"\naddr = \"{addr}\"").unwrap();
@@ -1173,10 +1179,11 @@ pub fn split_relay_traffic(
 }
 
 /// For each source port, the set of destination ports it sent to.
-pub fn destinations_by_source_port(packets: &[Packet]) -> BTreeMap<u16, BTreeSet<u16>> {
-    let mut m: BTreeMap<u16, BTreeSet<u16>> = BTreeMap::new();
+/// Backend ports each relay endpoint (source address) sent to.
+pub fn destinations_by_source(packets: &[Packet]) -> BTreeMap<SocketAddr, BTreeSet<u16>> {
+    let mut m: BTreeMap<SocketAddr, BTreeSet<u16>> = BTreeMap::new();
     for p in packets {
-        m.entry(p.src.port()).or_default().insert(p.dst.port());
+        m.entry(p.src).or_default().insert(p.dst.port());
     }
     m
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use super::backends::{AdminState, BackendSet, Change};
 use super::dialogs::{Dialog, DialogTable};
 use super::flows::{Flow, FlowId, FlowTable, InsertError};
+use super::port::RelayPort;
 use super::ratelimit::NewFlowLimiter;
 use super::stats::{Counters, Direction, DropReason};
 use crate::config::{Config, Failback};
@@ -24,7 +25,7 @@ pub type BackendId = u16;
 
 /// Where a touched flow's traffic goes.
 struct Touched {
-    relay_port: u16,
+    relay_port: RelayPort,
     client: SocketAddr,
     ingress: u16,
 }
@@ -43,7 +44,7 @@ pub enum ClientAction {
     /// on failure).
     Forward {
         flow: FlowId,
-        relay_port: u16,
+        relay_port: RelayPort,
         backend: BackendId,
         to: SocketAddr,
         new_flow: bool,
@@ -68,7 +69,7 @@ pub enum BackendAction {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouterEvent {
     /// The flow is gone: close its relay socket.
-    FlowRemoved { relay_port: u16 },
+    FlowRemoved { relay_port: RelayPort },
     /// A removed backend has no flows left; its slot may be reused.
     BackendVacated { backend: BackendId },
 }
@@ -133,7 +134,7 @@ impl Router {
             settings: RouterSettings::from(cfg),
             counters: Counters::new(backends.len()),
             backends,
-            flows: FlowTable::new(cfg.listen.relay_ports.clone(), cfg.limits.max_flows),
+            flows: FlowTable::new(cfg.relay_space(), cfg.limits.max_flows),
             dialogs: DialogTable::new(
                 cfg.limits.max_dialogs,
                 cfg.sync.as_ref().map(|s| {
@@ -398,7 +399,7 @@ impl Router {
     pub fn from_backend(
         &mut self,
         now: Instant,
-        relay_port: u16,
+        relay_port: RelayPort,
         src: SocketAddr,
         data: &[u8],
     ) -> BackendAction {

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use super::{BackendId, Router};
 use crate::relay::backends::BackendSet;
 use crate::relay::flows::Flow;
+use crate::relay::port::RelayPort;
 use crate::sync::Item;
 
 /// The sync item describing a flow now.
@@ -27,9 +28,9 @@ pub(super) fn flow_item(f: &Flow, now: Instant, backends: &BackendSet) -> Item {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SyncEffect {
     /// Pre-bind this relay port (IP_FREEBIND): the peer's flow lives there.
-    pub bind: Option<u16>,
+    pub bind: Option<RelayPort>,
     /// Close these relay ports.
-    pub close: Vec<u16>,
+    pub close: Vec<RelayPort>,
 }
 
 impl Router {
@@ -93,7 +94,7 @@ impl Router {
 
     /// The full table is complete: mirrored flows it did not contain are gone on the
     /// peer (their removal was lost). Returns their relay ports, to close.
-    pub fn end_full(&mut self) -> Vec<u16> {
+    pub fn end_full(&mut self) -> Vec<RelayPort> {
         let stale = self.flows.stale_mirrored(self.sync_gen);
         stale
             .into_iter()

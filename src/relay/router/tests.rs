@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::config::EphemeralPorts;
+use crate::relay::port::RelayPort;
 use crate::sync::Item;
 
 const A: &str = "10.0.0.21:5060";
@@ -77,7 +78,7 @@ fn addr_of(id: BackendId) -> SocketAddr {
 }
 
 /// Sends from a client; returns (relay_port, backend) of the forward.
-fn client(r: &mut Router, now: Instant, from: &str, msg: &[u8]) -> (u16, BackendId) {
+fn client(r: &mut Router, now: Instant, from: &str, msg: &[u8]) -> (RelayPort, BackendId) {
     match r.from_client(now, sa(from), 0, msg) {
         ClientAction::Forward {
             relay_port,
@@ -195,7 +196,7 @@ fn drops_are_counted_by_reason() {
         assert!(r.counters().dropped(reason) >= 1);
     }
     assert!(matches!(
-        r.from_backend(t0, 20003, sa(A), &req("INVITE", "c")),
+        r.from_backend(t0, RelayPort::first(20003), sa(A), &req("INVITE", "c")),
         BackendAction::Drop(DropReason::NoFlow)
     ));
 }
