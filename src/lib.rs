@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod config;
 pub mod demo;
+pub mod fdlimit;
 pub mod health;
 pub mod notify;
 pub mod relay;

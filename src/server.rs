@@ -91,6 +91,7 @@ impl Drop for Running {
 /// Starts sipfront for `cfg`. Must be called inside a tokio runtime (for the admin
 /// endpoint); the dataplane gets a thread of its own.
 pub async fn start(cfg: Config, prom: PrometheusHandle) -> Result<Running, ServerError> {
+    crate::fdlimit::prepare(cfg.limits.max_flows);
     let public = dataplane::bind_public(&cfg)?;
     let listener = tokio::net::TcpListener::bind(cfg.admin.listen)
         .await

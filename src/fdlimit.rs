@@ -1,0 +1,72 @@
+//! One socket per flow: the open-file limit bounds the flow table. The soft limit is
+//! raised to the hard one at start (as nginx's `worker_rlimit_nofile` would), and a
+//! table larger than what fits is reported once, so a full fd table is not a surprise
+//! under load (it shows as `bind_failed` drops).
+
+/// Descriptors kept for everything that is not a relay socket (public, probe, sync,
+/// admin, netlink, logs, tokio).
+const RESERVE: u64 = 64;
+
+/// Raises RLIMIT_NOFILE's soft limit to its hard limit; returns the resulting soft limit.
+pub fn raise() -> std::io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let want = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
+            lim.rlim_cur = lim.rlim_max;
+        }
+    }
+    Ok(lim.rlim_cur)
+}
+
+/// Flows that fit under an open-file limit of `limit`.
+pub fn flows_that_fit(limit: u64) -> u64 {
+    limit.saturating_sub(RESERVE)
+}
+
+/// Raises the limit and warns when `max_flows` relay sockets cannot all be opened.
+pub fn prepare(max_flows: usize) {
+    match raise() {
+        Ok(limit) => {
+            let fit = flows_that_fit(limit);
+            if (max_flows as u64) > fit {
+                tracing::warn!(
+                    max_flows,
+                    open_files_limit = limit,
+                    flows_that_fit = fit,
+                    "limits.max_flows needs more open files than allowed: new flows past the \
+                     limit fail with bind_failed; raise LimitNOFILE (systemd) or lower max_flows"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn raise_reaches_the_hard_limit() {
+        let soft = super::raise().unwrap();
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: reads into the struct.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        assert_eq!(soft, lim.rlim_max);
+        assert_eq!(lim.rlim_cur, lim.rlim_max);
+        assert_eq!(super::flows_that_fit(20_000), 19_936);
+    }
+}
