@@ -3,12 +3,13 @@
 //!
 //! Everything runs on one thread (a current-thread runtime with a `LocalSet`): the
 //! router needs no lock, and a datagram is received, routed and sent without a
-//! hand-off between threads. One receive buffer serves all sockets, so a flow costs
-//! its socket and a small task, not 64 KiB.
+//! hand-off between threads. One batch of receive buffers serves all sockets, so a
+//! flow costs its socket and a small task, not 64 KiB.
 
 use std::cell::RefCell;
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,6 +22,7 @@ use tokio::task::{AbortHandle, LocalSet};
 
 use super::control::{self, Control};
 use super::errqueue;
+use super::mmsg::{self, RecvBatch};
 use super::port::{RelayPort, RelaySpace};
 use super::router::{BackendAction, ClientAction, Router, RouterEvent};
 use super::stats::DropReason;
@@ -32,10 +34,8 @@ use crate::health::{Event, Health};
 use crate::sip::response::build_response;
 use crate::sip::{Scan, scan};
 
-/// Large enough for any UDP datagram (65,507 bytes over IPv4, 65,527 over IPv6).
-const BUF_LEN: usize = 65536;
-/// Datagrams handled per wake-up before other sockets get a turn.
-const BATCH: usize = 64;
+/// `recvmmsg` batches per wake-up before other sockets get a turn.
+const ROUNDS: usize = 4;
 const PUBLIC_RCVBUF: usize = 8 << 20;
 const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(200);
 
@@ -103,7 +103,8 @@ pub(super) struct Shell {
     public: Vec<Rc<UdpSocket>>,
     relays: Vec<Option<RelaySock>>,
     relays_open: usize,
-    buf: Box<[u8]>,
+    /// Taken out while a batch is handled (the handlers borrow the shell mutably).
+    batch: Option<Box<RecvBatch>>,
     /// Wakes the probe task when the ICMP fast path wants a probe now.
     probe_wake: Rc<Notify>,
 }
@@ -184,7 +185,7 @@ async fn serve(
         public: public.clone(),
         relays: (0..cfg.relay_port_count()).map(|_| None).collect(),
         relays_open: 0,
-        buf: vec![0u8; BUF_LEN].into_boxed_slice(),
+        batch: Some(Box::default()),
         probe_wake: Rc::new(Notify::new()),
         cfg,
     }));
@@ -224,13 +225,14 @@ async fn serve(
 
 /// Receives on `sock` until it fails, handing each datagram (and each socket
 /// error, e.g. a queued ICMP) to `on_datagram` / `on_error` with the shell borrowed.
-/// A batch shares one `now`; after a batch other sockets get a turn.
+/// A wake-up shares one `now`; after `ROUNDS` full batches other sockets get a turn.
 async fn recv_loop(
     shell: Shared,
     sock: Rc<UdpSocket>,
-    on_datagram: impl Fn(&mut Shell, &Shared, Instant, SocketAddr, usize),
+    on_datagram: impl Fn(&mut Shell, &Shared, Instant, SocketAddr, &[u8]),
     on_error: impl Fn(&mut Shell, Instant, &UdpSocket),
 ) {
+    let fd = sock.as_raw_fd();
     loop {
         // An ICMP error alone does not make a socket readable: wait for both.
         let ready = match sock.ready(Interest::READABLE | Interest::ERROR).await {
@@ -249,13 +251,32 @@ async fn recv_loop(
                 Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock))
             });
         }
-        for _ in 0..BATCH {
-            match sock.try_recv_from(&mut s.buf) {
-                Ok((n, from)) => on_datagram(s, &shell, now, from, n),
+        // Always put back below; a fresh one only if a panicking handler lost it.
+        let mut batch = s.batch.take().unwrap_or_default();
+        for _ in 0..ROUNDS {
+            let mut got = 0;
+            // A short batch means the queue is empty: clear readiness now (by
+            // reporting WouldBlock to tokio) instead of paying a receive for EAGAIN.
+            let r = sock.try_io(Interest::READABLE, || {
+                got = batch.recv(fd)?;
+                if got < mmsg::BATCH {
+                    Err(io::Error::from(io::ErrorKind::WouldBlock))
+                } else {
+                    Ok(())
+                }
+            });
+            for i in 0..got {
+                if let Some((data, from)) = batch.get(i) {
+                    on_datagram(s, &shell, now, from, data);
+                }
+            }
+            match r {
+                Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(_) => on_error(s, now, &sock),
             }
         }
+        s.batch = Some(batch);
     }
 }
 
@@ -263,7 +284,7 @@ async fn public_loop(shell: Shared, ingress: u16, sock: Rc<UdpSocket>) {
     recv_loop(
         shell,
         sock,
-        |s, sh, now, from, n| s.on_client(sh, now, ingress, from, n),
+        |s, sh, now, from, data| s.on_client(sh, now, ingress, from, data),
         // Errors queued by ICMP for replies to clients: nothing to learn from them.
         |_, _, _| {},
     )
@@ -274,7 +295,7 @@ async fn relay_loop(shell: Shared, port: RelayPort, sock: Rc<UdpSocket>) {
     recv_loop(
         shell,
         sock,
-        |s, _, now, from, n| s.on_backend(now, port, from, n),
+        |s, _, now, from, data| s.on_backend(now, port, from, data),
         |s, now, sock| s.on_relay_error(now, sock),
     )
     .await
@@ -294,9 +315,8 @@ impl Shell {
         now: Instant,
         ingress: u16,
         from: SocketAddr,
-        n: usize,
+        data: &[u8],
     ) {
-        let data = &self.buf[..n];
         let (flow, relay_port, to, new_flow) =
             match self.router.from_client(now, from, ingress, data) {
                 ClientAction::Forward {
@@ -307,7 +327,7 @@ impl Shell {
                     ..
                 } => (flow, relay_port, to, new_flow),
                 ClientAction::Drop(DropReason::NoBackend) => {
-                    self.reply_503(ingress, from, n);
+                    self.reply_503(ingress, from, data);
                     return;
                 }
                 _ => return,
@@ -334,12 +354,12 @@ impl Shell {
             self.router.send_failed();
             return;
         };
-        if send_now(&relay.sock, &self.buf[..n], to).is_err() {
+        if send_now(&relay.sock, data, to).is_err() {
             // A pending ICMP error (IP_RECVERR) fails one send: learn from it, then
             // send once more.
             let sock = relay.sock.clone();
             self.on_relay_error(now, &sock);
-            if send_now(&sock, &self.buf[..n], to).is_err() {
+            if send_now(&sock, data, to).is_err() {
                 self.router.send_failed();
             }
         }
@@ -347,11 +367,10 @@ impl Shell {
 
     /// No backend is up: a request (not ACK) gets a stateless 503 with Retry-After,
     /// so phones and carriers fail over instead of retransmitting into a void.
-    fn reply_503(&mut self, ingress: u16, to: SocketAddr, n: usize) {
+    fn reply_503(&mut self, ingress: u16, to: SocketAddr, data: &[u8]) {
         if !self.cfg.health.reply_503 {
             return;
         }
-        let data = &self.buf[..n];
         let Scan::Sip(msg) = scan(data) else { return };
         if !msg.is_request() || msg.is_method(b"ACK") {
             return;
@@ -374,8 +393,7 @@ impl Shell {
         }
     }
 
-    fn on_backend(&mut self, now: Instant, port: RelayPort, from: SocketAddr, n: usize) {
-        let data = &self.buf[..n];
+    fn on_backend(&mut self, now: Instant, port: RelayPort, from: SocketAddr, data: &[u8]) {
         if let BackendAction::Forward { to, ingress, .. } =
             self.router.from_backend(now, port, from, data)
         {
@@ -465,7 +483,7 @@ impl Shell {
 
 async fn probe_loop(shell: Shared) {
     let wake = shell.borrow().probe_wake.clone();
-    let mut buf = vec![0u8; BUF_LEN];
+    let mut buf = vec![0u8; mmsg::BUF_LEN];
     loop {
         // Never hold the shell across an await: the other tasks need it.
         let (deadline, v4, v6) = {

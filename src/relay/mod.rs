@@ -8,6 +8,7 @@ mod dialogs;
 pub mod errqueue;
 pub mod flows;
 mod hrw;
+pub mod mmsg;
 pub mod port;
 mod ratelimit;
 pub mod router;

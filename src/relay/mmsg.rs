@@ -1,0 +1,159 @@
+//! Batched receive (`recvmmsg`) into buffers allocated once. Besides fewer syscalls
+//! under load, a batch that comes back short proves the socket queue empty, so the
+//! edge-triggered reactor's readiness can be cleared without the extra `EAGAIN`
+//! receive a plain read loop needs: at low rates that is one syscall in four.
+
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::RawFd;
+
+/// Large enough for any UDP datagram (65,507 bytes over IPv4, 65,527 over IPv6).
+pub const BUF_LEN: usize = 65536;
+/// Datagrams per `recvmmsg`.
+pub const BATCH: usize = 16;
+
+/// Receive buffers and the kernel's per-message headers for one batch.
+pub struct RecvBatch {
+    /// `BATCH` buffers of `BUF_LEN`, back to back. Only pages the kernel writes to
+    /// become resident, so unused tail space costs address space, not memory.
+    bufs: Box<[u8]>,
+    addrs: [libc::sockaddr_storage; BATCH],
+    lens: [usize; BATCH],
+    n: usize,
+}
+
+impl Default for RecvBatch {
+    fn default() -> Self {
+        RecvBatch {
+            bufs: vec![0u8; BATCH * BUF_LEN].into_boxed_slice(),
+            // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
+            addrs: unsafe { std::mem::zeroed() },
+            lens: [0; BATCH],
+            n: 0,
+        }
+    }
+}
+
+impl RecvBatch {
+    /// Receives up to `BATCH` datagrams without blocking; returns how many. `Ok(0)`
+    /// never happens: an empty queue is `WouldBlock`.
+    pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        self.n = 0;
+        // SAFETY: iovec/mmsghdr are plain data; zero is a valid starting value.
+        let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+        let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        for (i, (iov, h)) in iovs.iter_mut().zip(hdrs.iter_mut()).enumerate() {
+            iov.iov_base = self.bufs[i * BUF_LEN..].as_mut_ptr().cast();
+            iov.iov_len = BUF_LEN;
+            h.msg_hdr.msg_name = (&raw mut self.addrs[i]).cast();
+            h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_hdr.msg_iov = iov;
+            h.msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: every header points into buffers and addresses owned by `self` (or
+        // the iovecs above), valid for the duration of the call and of the sizes given.
+        let r = unsafe {
+            libc::recvmmsg(
+                fd,
+                hdrs.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = r as usize;
+        for (len, h) in self.lens.iter_mut().zip(&hdrs).take(n) {
+            *len = h.msg_len as usize;
+        }
+        self.n = n;
+        Ok(n)
+    }
+
+    /// Datagram `i` of the last batch: its bytes and sender.
+    pub fn get(&self, i: usize) -> Option<(&[u8], SocketAddr)> {
+        if i >= self.n {
+            return None;
+        }
+        let from = sockaddr_to_std(&self.addrs[i])?;
+        let start = i * BUF_LEN;
+        Some((&self.bufs[start..start + self.lens[i]], from))
+    }
+
+    /// Buffer space for one datagram (for sockets read one at a time).
+    pub fn scratch(&mut self) -> &mut [u8] {
+        &mut self.bufs[..BUF_LEN]
+    }
+}
+
+fn sockaddr_to_std(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match i32::from(s.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let a = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                u16::from_be(a.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let a = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(a.sin6_addr.s6_addr),
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn batches_come_back_short_when_the_queue_empties() {
+        for local in ["127.0.0.1:0", "[::1]:0"] {
+            let rx = UdpSocket::bind(local).unwrap();
+            let tx = UdpSocket::bind(local).unwrap();
+            let to = rx.local_addr().unwrap();
+            for i in 0..BATCH + 3 {
+                tx.send_to(&vec![i as u8; 100 + i], to).unwrap();
+            }
+            // Large datagrams arrive intact in any slot.
+            tx.send_to(&vec![7u8; 65_000], to).unwrap();
+            let mut b = RecvBatch::default();
+            let mut got = Vec::new();
+            loop {
+                match b.recv(rx.as_raw_fd()) {
+                    Ok(n) => {
+                        for i in 0..n {
+                            let (d, from) = b.get(i).unwrap();
+                            assert_eq!(from, tx.local_addr().unwrap());
+                            got.push(d.to_vec());
+                        }
+                        assert!(b.get(n).is_none());
+                        if n < BATCH {
+                            break;
+                        }
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            assert_eq!(got.len(), BATCH + 4);
+            for (i, d) in got.iter().take(BATCH + 3).enumerate() {
+                assert_eq!(d, &vec![i as u8; 100 + i]);
+            }
+            assert_eq!(got.last().unwrap().len(), 65_000);
+            let e = b.recv(rx.as_raw_fd()).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        }
+    }
+}
