@@ -33,7 +33,7 @@ fn multi_socket_uac_flows_each_stick_to_one_backend() {
     let mut front = Sipfront::start(
         &dir,
         SipfrontConfig {
-            relay: "127.0.0.2,127.0.0.3".into(),
+            relay: "127.0.25.2,127.0.25.3".into(),
             ..SipfrontConfig::new("127.0.0.1:25060", "20000-20499", "127.0.0.1:25090")
         }
         .backend("a", "127.0.0.1:25070")
@@ -168,7 +168,7 @@ fn multi_socket_uac_flows_each_stick_to_one_backend() {
     let relay_ips: BTreeSet<String> = by_relay_port.keys().map(|a| a.ip().to_string()).collect();
     assert_eq!(
         relay_ips,
-        BTreeSet::from(["127.0.0.2".to_string(), "127.0.0.3".to_string()]),
+        BTreeSet::from(["127.0.25.2".to_string(), "127.0.25.3".to_string()]),
         "flows spread over both relay addresses"
     );
     let ports_to_a = by_relay_port

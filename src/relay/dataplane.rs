@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::Interest;
-use tokio::net::UdpSocket;
+use tokio::io::unix::AsyncFd;
+use tokio::io::{Interest, Ready};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::{AbortHandle, LocalSet};
 
@@ -81,15 +81,28 @@ pub fn bind_public(cfg: &Config) -> Result<Vec<StdUdpSocket>, DataplaneError> {
         .collect()
 }
 
+/// A socket in the reactor for reading only. tokio's own `UdpSocket` also registers
+/// for writability, and on loopback every send then wakes the reactor once more
+/// (EPOLLOUT as the sent datagram's buffer space is freed): a third more
+/// `epoll_wait` calls for nothing, since sends never wait (see `send_now`).
+type Sock = AsyncFd<StdUdpSocket>;
+
+fn register(s: StdUdpSocket) -> io::Result<Sock> {
+    // SAFETY: the socket owns its descriptor and the AsyncFd owns the socket, so the
+    // descriptor stays open and the same for as long as it is registered.
+    unsafe { AsyncFd::register_with_interest(s, Interest::READABLE | Interest::ERROR) }
+        .map_err(io::Error::from)
+}
+
 /// Opens a flow's relay socket, with ICMP error reporting for the fast path.
-fn bind_relay(addr: SocketAddr) -> io::Result<UdpSocket> {
+fn bind_relay(addr: SocketAddr) -> io::Result<Sock> {
     let s = bind_udp(addr, None)?;
     errqueue::enable(&s, addr.is_ipv6())?;
-    UdpSocket::from_std(s)
+    register(s)
 }
 
 struct RelaySock {
-    sock: Rc<UdpSocket>,
+    sock: Rc<Sock>,
     task: AbortHandle,
 }
 
@@ -100,7 +113,7 @@ pub(super) struct Shell {
     pub(super) cfg: Config,
     relay_ips: Vec<IpAddr>,
     space: RelaySpace,
-    public: Vec<Rc<UdpSocket>>,
+    public: Vec<Rc<Sock>>,
     relays: Vec<Option<RelaySock>>,
     relays_open: usize,
     /// Taken out while a batch is handled (the handlers borrow the shell mutably).
@@ -155,7 +168,7 @@ async fn serve(
         .into_iter()
         .zip(&cfg.listen.sip)
         .map(|(s, &addr)| {
-            UdpSocket::from_std(s)
+            register(s)
                 .map(Rc::new)
                 .map_err(|source| DataplaneError::Bind { addr, source })
         })
@@ -228,14 +241,14 @@ async fn serve(
 /// A wake-up shares one `now`; after `ROUNDS` full batches other sockets get a turn.
 async fn recv_loop(
     shell: Shared,
-    sock: Rc<UdpSocket>,
+    sock: Rc<Sock>,
     on_datagram: impl Fn(&mut Shell, &Shared, Instant, SocketAddr, &[u8]),
-    on_error: impl Fn(&mut Shell, Instant, &UdpSocket),
+    on_error: impl Fn(&mut Shell, Instant, &StdUdpSocket),
 ) {
     let fd = sock.as_raw_fd();
     loop {
         // An ICMP error alone does not make a socket readable: wait for both.
-        let ready = match sock.ready(Interest::READABLE | Interest::ERROR).await {
+        let mut ready = match sock.ready(Interest::READABLE | Interest::ERROR).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "socket failed");
@@ -245,42 +258,39 @@ async fn recv_loop(
         let mut guard = shell.borrow_mut();
         let s = &mut *guard;
         let now = Instant::now();
-        if ready.is_error() {
-            on_error(s, now, &sock);
-            let _ = sock.try_io(Interest::ERROR, || {
-                Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock))
-            });
+        if ready.ready().is_error() {
+            on_error(s, now, sock.get_ref());
+            ready.clear_ready_matching(Ready::ERROR);
         }
         // Always put back below; a fresh one only if a panicking handler lost it.
         let mut batch = s.batch.take().unwrap_or_default();
         for _ in 0..ROUNDS {
-            let mut got = 0;
-            // A short batch means the queue is empty: clear readiness now (by
-            // reporting WouldBlock to tokio) instead of paying a receive for EAGAIN.
-            let r = sock.try_io(Interest::READABLE, || {
-                got = batch.recv(fd)?;
-                if got < mmsg::BATCH {
-                    Err(io::Error::from(io::ErrorKind::WouldBlock))
-                } else {
-                    Ok(())
+            match batch.recv(fd) {
+                Ok(got) => {
+                    for i in 0..got {
+                        if let Some((data, from)) = batch.get(i) {
+                            on_datagram(s, &shell, now, from, data);
+                        }
+                    }
+                    // A short batch means the queue was empty: clear readiness now
+                    // instead of paying a receive for EAGAIN.
+                    if got < mmsg::BATCH {
+                        ready.clear_ready_matching(Ready::READABLE);
+                        break;
+                    }
                 }
-            });
-            for i in 0..got {
-                if let Some((data, from)) = batch.get(i) {
-                    on_datagram(s, &shell, now, from, data);
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    ready.clear_ready_matching(Ready::READABLE);
+                    break;
                 }
-            }
-            match r {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => on_error(s, now, &sock),
+                Err(_) => on_error(s, now, sock.get_ref()),
             }
         }
         s.batch = Some(batch);
     }
 }
 
-async fn public_loop(shell: Shared, ingress: u16, sock: Rc<UdpSocket>) {
+async fn public_loop(shell: Shared, ingress: u16, sock: Rc<Sock>) {
     recv_loop(
         shell,
         sock,
@@ -291,7 +301,7 @@ async fn public_loop(shell: Shared, ingress: u16, sock: Rc<UdpSocket>) {
     .await
 }
 
-async fn relay_loop(shell: Shared, port: RelayPort, sock: Rc<UdpSocket>) {
+async fn relay_loop(shell: Shared, port: RelayPort, sock: Rc<Sock>) {
     recv_loop(
         shell,
         sock,
@@ -304,8 +314,8 @@ async fn relay_loop(shell: Shared, port: RelayPort, sock: Rc<UdpSocket>) {
 /// Sends without waiting for tokio's write readiness: a UDP send either fits the
 /// socket buffer now or is dropped (and counted), and a just-opened relay socket has
 /// no readiness event yet.
-fn send_now(sock: &UdpSocket, data: &[u8], to: SocketAddr) -> io::Result<usize> {
-    socket2::SockRef::from(sock).send_to(data, &to.into())
+fn send_now(sock: &Sock, data: &[u8], to: SocketAddr) -> io::Result<usize> {
+    socket2::SockRef::from(sock.get_ref()).send_to(data, &to.into())
 }
 
 impl Shell {
@@ -358,7 +368,7 @@ impl Shell {
             // A pending ICMP error (IP_RECVERR) fails one send: learn from it, then
             // send once more.
             let sock = relay.sock.clone();
-            self.on_relay_error(now, &sock);
+            self.on_relay_error(now, sock.get_ref());
             if send_now(&sock, data, to).is_err() {
                 self.router.send_failed();
             }
@@ -408,7 +418,7 @@ impl Shell {
     }
 
     /// An ICMP error on a relay socket: which backend bounced? Probe it now.
-    fn on_relay_error(&mut self, now: Instant, sock: &UdpSocket) {
+    fn on_relay_error(&mut self, now: Instant, sock: &StdUdpSocket) {
         let prober = &mut self.prober;
         let mut woke = false;
         errqueue::drain(sock, |u| {
