@@ -1,0 +1,145 @@
+//! What `/proc` says about sipfront and the kernel: CPU time, resident memory, open
+//! files, the slab, and the open-file limit that bounds how many flows fit.
+
+use std::fs;
+use std::net::Ipv4Addr;
+
+/// CPU time of a process, all threads: `utime + stime` in clock ticks from
+/// `/proc/PID/stat`, and the scheduler's run time in ns from `task/*/schedstat`
+/// (finer: a tick is 10 ms).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cpu {
+    pub ticks: u64,
+    pub sched_ns: u64,
+}
+
+impl std::ops::Add for Cpu {
+    type Output = Cpu;
+    fn add(self, o: Cpu) -> Cpu {
+        Cpu {
+            ticks: self.ticks + o.ticks,
+            sched_ns: self.sched_ns + o.sched_ns,
+        }
+    }
+}
+
+impl std::ops::Sub for Cpu {
+    type Output = Cpu;
+    fn sub(self, o: Cpu) -> Cpu {
+        Cpu {
+            ticks: self.ticks.saturating_sub(o.ticks),
+            sched_ns: self.sched_ns.saturating_sub(o.sched_ns),
+        }
+    }
+}
+
+impl Cpu {
+    pub fn of(pid: u32) -> Cpu {
+        let ticks = fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                // Fields after the command name (which may hold spaces): state is
+                // field 3, utime 14, stime 15.
+                let f: Vec<u64> = s[s.rfind(')')? + 1..]
+                    .split_whitespace()
+                    .map(|v| v.parse().unwrap_or(0))
+                    .collect();
+                Some(f.get(11)? + f.get(12)?)
+            })
+            .unwrap_or(0);
+        let sched_ns = fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|dir| {
+                dir.flatten()
+                    .filter_map(|t| fs::read_to_string(t.path().join("schedstat")).ok())
+                    .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+                    .sum()
+            })
+            .unwrap_or(0);
+        Cpu { ticks, sched_ns }
+    }
+
+    pub fn tick_ms(&self) -> f64 {
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        self.ticks as f64 * 1000.0 / if hz > 0 { hz as f64 } else { 100.0 }
+    }
+
+    pub fn sched_ms(&self) -> f64 {
+        self.sched_ns as f64 / 1e6
+    }
+}
+
+/// A `Name:   123 kB` line of a /proc file, in kB; 0 if absent.
+fn kb(path: &str, key: &str) -> u64 {
+    fs::read_to_string(path)
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+pub fn rss_kb(pid: u32) -> u64 {
+    kb(&format!("/proc/{pid}/status"), "VmRSS:")
+}
+
+/// Kernel slab memory of the whole host (sockets, inodes, dentries, epoll items...).
+pub fn slab_kb() -> u64 {
+    kb("/proc/meminfo", "Slab:")
+}
+
+pub fn open_fds(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
+
+/// `Max open files` of a running process: (soft, hard).
+pub fn nofile_of(pid: u32) -> Option<(u64, u64)> {
+    let text = fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    let mut v = line["Max open files".len()..].split_whitespace();
+    let parse = |s: Option<&str>| s.and_then(|s| s.parse().ok()).or(Some(u64::MAX));
+    Some((parse(v.next())?, parse(v.next())?))
+}
+
+/// Raises this process's soft open-file limit to its hard limit (children inherit it,
+/// and sipfront does not raise its own). Returns the hard limit.
+pub fn raise_nofile() -> u64 {
+    // SAFETY: getrlimit/setrlimit on a live local.
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return 1024;
+        }
+        if r.rlim_cur < r.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: r.rlim_max,
+                rlim_max: r.rlim_max,
+            };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &want);
+        }
+        r.rlim_max
+    }
+}
+
+/// UDP ports in `range` that some socket holds on one of `ips` or on 0.0.0.0 (which
+/// blocks the port on every address), from `/proc/net/udp`.
+pub fn udp_ports_taken(ips: &[Ipv4Addr], range: (u16, u16)) -> Vec<(Ipv4Addr, u16)> {
+    let text = fs::read_to_string("/proc/net/udp").unwrap_or_default();
+    let mut out: Vec<(Ipv4Addr, u16)> = text
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let (ip, port) = l.split_whitespace().nth(1)?.split_once(':')?;
+            // The address is printed as the raw network-order word in host order.
+            let ip = Ipv4Addr::from(u32::from_str_radix(ip, 16).ok()?.to_ne_bytes());
+            let port = u16::from_str_radix(port, 16).ok()?;
+            let here = ip.is_unspecified() || ips.contains(&ip);
+            (here && (range.0..=range.1).contains(&port)).then_some((ip, port))
+        })
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
