@@ -12,7 +12,7 @@ struct Bucket {
 }
 
 pub struct NewFlowLimiter {
-    buckets: HashMap<IpAddr, Bucket>,
+    buckets: HashMap<IpAddr, Bucket, foldhash::fast::RandomState>,
     rate: f64,
     burst: f64,
     max_entries: usize,
@@ -21,7 +21,10 @@ pub struct NewFlowLimiter {
 impl NewFlowLimiter {
     pub fn new(rate: u32, burst: u32, max_entries: usize) -> Self {
         NewFlowLimiter {
-            buckets: HashMap::with_capacity(max_entries.min(1 << 14)),
+            buckets: HashMap::with_capacity_and_hasher(
+                max_entries.min(1 << 14),
+                foldhash::fast::RandomState::default(),
+            ),
             rate: f64::from(rate),
             burst: f64::from(burst),
             max_entries: max_entries.max(1),
