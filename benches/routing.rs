@@ -1,11 +1,13 @@
 //! The routing decision per datagram, without sockets: client -> backend and
-//! backend -> client for an existing flow, with 10,000 flows in the table.
+//! backend -> client for an existing flow, with 10,000 flows in the table; and the
+//! periodic sweep (expiry, per-backend counts) over 100,000 flows and dialogs, which
+//! runs on the dataplane thread between datagrams.
 //!
 //! `cargo bench --bench routing`
 
 use std::hint::black_box;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use sipfront::config::{Config, EphemeralPorts};
@@ -72,5 +74,39 @@ fn bench_routing(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_routing);
+/// 100,000 flows over five relay addresses, each with a call in the dialog table.
+fn bench_sweep(c: &mut Criterion) {
+    let text = CONFIG.replace(
+        "relay_ports",
+        "relay = [\"192.0.2.11\", \"192.0.2.12\", \"192.0.2.13\", \"192.0.2.14\", \"192.0.2.15\"]\nrelay_ports",
+    ) + "max_dialogs = 200000\n[timeouts]\nflow_idle = \"1000h\"\ntransaction = \"1000h\"\n";
+    let eph = EphemeralPorts {
+        range: 32768..=60999,
+        reserved: vec![],
+    };
+    let cfg = Config::parse(&text, &eph).unwrap();
+    let mut r = Router::new(&cfg);
+    let t0 = Instant::now();
+    let invite = String::from_utf8_lossy(INVITE).into_owned();
+    for i in 0..100_000u32 {
+        let client =
+            SocketAddr::from(([198, 51, (i >> 8) as u8, i as u8], 5060 + (i >> 16) as u16));
+        let msg = invite.replacen("Call-ID: ", &format!("Call-ID: {i}-"), 1);
+        let a = r.from_client(t0, client, 0, msg.as_bytes());
+        assert!(matches!(a, ClientAction::Forward { .. }), "{a:?}");
+    }
+    assert_eq!(r.flow_count(), 100_000);
+    assert!(r.dialog_count() >= 100_000);
+    let mut now = t0;
+    c.bench_function("sweep/100k_flows_100k_dialogs", |b| {
+        b.iter(|| {
+            // Each call is a due sweep; nothing expires (timeouts of 1000 h).
+            now += Duration::from_secs(1);
+            r.handle_timeout(black_box(now));
+        })
+    });
+    assert_eq!(r.flow_count(), 100_000, "the sweep must not have emptied the table");
+}
+
+criterion_group!(benches, bench_routing, bench_sweep);
 criterion_main!(benches);
