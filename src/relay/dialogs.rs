@@ -43,10 +43,21 @@ impl Hasher for PassThrough {
     }
 }
 
+type Shard = HashMap<DialogKey, Dialog, BuildHasherDefault<PassThrough>>;
+
+/// Shards, chosen by the key's high bits (the map hashes the low ones), so expiry
+/// can sweep a large table one shard at a time instead of stalling on all of it.
+pub const SHARDS: usize = 8;
+
 pub struct DialogTable {
-    map: HashMap<DialogKey, Dialog, BuildHasherDefault<PassThrough>>,
+    shards: [Shard; SHARDS],
+    len: usize,
     keys: Keys,
     max: usize,
+}
+
+fn shard_of(key: DialogKey) -> usize {
+    (key >> 64) as usize % SHARDS
 }
 
 /// Hash keys for Call-IDs: random per process, or shared with the sync peer so both
@@ -59,7 +70,10 @@ enum Keys {
 impl DialogTable {
     pub fn new(max: usize, shared: Option<[u64; 4]>) -> Self {
         DialogTable {
-            map: HashMap::with_capacity_and_hasher(max.min(1 << 16), Default::default()),
+            shards: std::array::from_fn(|_| {
+                HashMap::with_capacity_and_hasher(max.min(1 << 16) / SHARDS, Default::default())
+            }),
+            len: 0,
             keys: match shared {
                 Some(k) => Keys::Shared(k),
                 None => Keys::Random(RandomState::new(), RandomState::new()),
@@ -82,7 +96,7 @@ impl DialogTable {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&DialogKey, &Dialog)> {
-        self.map.iter()
+        self.shards.iter().flat_map(|s| s.iter())
     }
 }
 
@@ -101,11 +115,11 @@ fn hash2(mut h1: impl Hasher, mut h2: impl Hasher, call_id: &[u8]) -> DialogKey 
 
 impl DialogTable {
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.len
     }
 
     pub fn get_mut(&mut self, key: DialogKey) -> Option<&mut Dialog> {
-        self.map.get_mut(&key)
+        self.shards[shard_of(key)].get_mut(&key)
     }
 
     /// Pins `key` to `backend` until `expires`; refuses a new entry when full.
@@ -116,16 +130,18 @@ impl DialogTable {
         expires: Instant,
         long: bool,
     ) -> Result<(), ()> {
-        if let Some(d) = self.map.get_mut(&key) {
+        let shard = &mut self.shards[shard_of(key)];
+        if let Some(d) = shard.get_mut(&key) {
             d.backend = backend;
             d.expires = expires;
             d.long = long;
             return Ok(());
         }
-        if self.map.len() >= self.max {
+        if self.len >= self.max {
             return Err(());
         }
-        self.map.insert(
+        self.len += 1;
+        shard.insert(
             key,
             Dialog {
                 backend,
@@ -138,9 +154,17 @@ impl DialogTable {
 
     /// Drops entries that expired; returns how many.
     pub fn expire(&mut self, now: Instant) -> usize {
-        let before = self.map.len();
-        self.map.retain(|_, d| d.expires > now);
-        before - self.map.len()
+        (0..SHARDS).map(|i| self.expire_shard(i, now)).sum()
+    }
+
+    /// `expire` for one shard (`i < SHARDS`).
+    pub fn expire_shard(&mut self, i: usize, now: Instant) -> usize {
+        let shard = &mut self.shards[i];
+        let before = shard.len();
+        shard.retain(|_, d| d.expires > now);
+        let gone = before - shard.len();
+        self.len -= gone;
+        gone
     }
 }
 

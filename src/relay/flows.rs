@@ -213,6 +213,11 @@ impl FlowTable {
         Some(flow)
     }
 
+    /// Slots in use or used before (sweeps walk them by index).
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
     /// Ids of flows whose expiry is at or before `now`, appended to `out`. Mirrored
     /// flows are the peer's to expire while it is alive.
     pub fn expired(
@@ -222,12 +227,32 @@ impl FlowTable {
         keep_mirrored: bool,
         out: &mut Vec<FlowId>,
     ) {
-        for (i, s) in self.slots.iter().enumerate() {
-            if let Some(f) = s
-                && !(keep_mirrored && f.mirrored)
-                && f.expiry(idle) <= now
-            {
-                out.push(FlowId(i as u32));
+        self.sweep(0..self.slots.len(), now, idle, keep_mirrored, out, &mut []);
+    }
+
+    /// `expired` over the slots `range`; the flows that stay are counted by home
+    /// backend into `homes`.
+    pub fn sweep(
+        &self,
+        range: std::ops::Range<usize>,
+        now: Instant,
+        idle: Duration,
+        keep_mirrored: bool,
+        out: &mut Vec<FlowId>,
+        homes: &mut [usize],
+    ) {
+        // One subtraction instead of an addition per flow: `expiry() <= now`.
+        let idle_cutoff = now.checked_sub(idle);
+        let base = range.start;
+        for (i, s) in self.slots[range].iter().enumerate() {
+            let Some(f) = s else { continue };
+            let expired = !(keep_mirrored && f.mirrored)
+                && idle_cutoff.is_some_and(|c| f.last_seen <= c)
+                && f.registered_until.is_none_or(|r| r <= now);
+            if expired {
+                out.push(FlowId((base + i) as u32));
+            } else if let Some(n) = homes.get_mut(usize::from(f.home)) {
+                *n += 1;
             }
         }
     }

@@ -571,3 +571,54 @@ fn sync_names_backends_by_seed_not_by_position() {
     assert_eq!(f.relay_port, port);
     assert_eq!(backup.backends().get(f.home).unwrap().name, home_name);
 }
+
+#[test]
+fn large_tables_are_swept_in_slices() {
+    // 2 addresses × 20,000 ports; 20,000 flows → slices of 4096 slots (the minimum).
+    let text = config("")
+        .to_string()
+        .replace(
+            "relay = [\"10.0.0.10\"]\nrelay_ports = \"20000-20003\"",
+            "relay = [\"10.0.0.10\", \"10.0.0.11\"]\nrelay_ports = \"10000-29999\"",
+        )
+        .replace("max_flows = 4\n", "max_flows = 40000\n");
+    let eph = EphemeralPorts {
+        range: 32768..=60999,
+        reserved: vec![],
+    };
+    let cfg = Config::parse(&text, &eph).unwrap();
+    assert_eq!(cfg.relay_port_count(), 40_000);
+    let mut r = Router::new(&cfg);
+    let t0 = Instant::now();
+    for i in 0..20_000u32 {
+        let from = format!("198.51.{}.{}:5060", i >> 8, i & 255);
+        client(&mut r, t0, &from, &req("OPTIONS", &format!("o{i}")));
+    }
+    assert_eq!(
+        r.flows_per_backend().iter().sum::<usize>(),
+        0,
+        "no sweep yet"
+    );
+    // Before the idle timeout: one round of five slices counts every flow by home.
+    for k in 0..5 {
+        r.handle_timeout(t0 + Duration::from_secs(1 + k));
+        let counted: usize = r.flows_per_backend().iter().sum();
+        assert_eq!(counted, if k < 4 { 0 } else { 20_000 }, "after slice {k}");
+    }
+    // After it: each slice expires only its own part of the table.
+    let t = t0 + Duration::from_secs(100);
+    r.handle_timeout(t);
+    assert_eq!(r.flow_count(), 20_000 - 4096);
+    for k in 1..5 {
+        r.handle_timeout(t + Duration::from_secs(k));
+    }
+    assert_eq!(r.flow_count(), 0);
+    assert_eq!(r.counters().flows_expired, 20_000);
+    let mut removed = 0;
+    while let Some(ev) = r.poll_event() {
+        assert!(matches!(ev, RouterEvent::FlowRemoved { .. }));
+        removed += 1;
+    }
+    assert_eq!(removed, 20_000);
+    assert_eq!(r.flows_per_backend().iter().sum::<usize>(), 0);
+}
