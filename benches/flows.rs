@@ -1,42 +1,56 @@
 //! Many-flows bench: the real sipfront binary holding thousands of client flows, what
-//! each flow costs (sipfront's resident memory, the kernel's slab) and the latency
-//! sipfront adds per request, against two in-process stub backends.
+//! each flow costs (sipfront's resident memory, the kernel's slab), and the latency
+//! sipfront adds per request side by side with a bare recv/send forwarder and nginx
+//! stream UDP, against two in-process stub backends.
 //!
 //! ```text
 //! cargo bench --bench flows
-//! cargo bench --bench flows -- --flows 5000 --rate 2000 --seconds 5
+//! cargo bench --bench flows -- --flows 5000 --rate 1000,4000 --seconds 5
+//! cargo bench --bench flows -- --proxies sipfront,nginx --latency-flows 5000
 //! cargo bench --bench flows -- --relays 127.0.0.2 --relays 127.0.0.2,127.0.0.3
 //! ```
 //!
-//! Options: `--flows N` (100000, capped as below), `--rate R` requests/s in the latency
-//! phase (2000), `--seconds S` (5), `--relays LIST` relay addresses, comma separated
-//! (127.0.0.2; repeat the option for several runs: one address is written
-//! `relay = "a"`, several `relay = ["a", "b"]`, and a sipfront that rejects the config
-//! has its error printed and that run skipped), `--keep` (keep the work directory).
+//! Options: `--flows N` (100000, capped as below), `--rate R[,R...]` requests/s in the
+//! latency phase, one measurement per rate (2000), `--seconds S` per path and rate (5),
+//! `--proxies LIST` (sipfront,bare,nginx), `--latency-flows N` client flows each proxy
+//! carries in the latency phase (1000 when bare or nginx runs, else every flow sipfront
+//! holds), `--relays LIST` relay addresses, comma separated (127.0.0.2; repeat the
+//! option for several sipfront runs: one address is written `relay = "a"`, several
+//! `relay = ["a", "b"]`, and a sipfront that rejects the config has its error printed
+//! and that run skipped), `--keep` (keep the work directory).
 //!
 //! Clients are impersonated by source address: four sockets on `0.0.0.0:31370-31373`
 //! send with `IP_PKTINFO` as `127.10.x.y` and up, so N flows need no N sockets here
 //! (the container caps open files at 20,000 per process). sipfront has no such trick:
 //! one relay socket per flow, so N is capped at its open-file limit minus a margin,
-//! and at its relay endpoints (ports 16384-23999 × relay addresses).
+//! and at its relay endpoints (ports 16384-23999 × relay addresses). The bare forwarder
+//! and nginx open one upstream socket per client, so `--latency-flows` is capped alike.
 //!
-//! 1. flows: every client REGISTERs once (retransmitting like a UAC) and must get its
-//!    200 back at its own address; sipfront's VmRSS and the host's Slab (/proc/meminfo)
-//!    before and after give memory per flow.
-//! 2. latency: OPTIONS at `--rate` for `--seconds`, round robin over the flows, through
-//!    sipfront and straight to each flow's home backend, in alternating half-second
-//!    slices (a burst of load from elsewhere hits both paths alike); percentiles of
-//!    both and the difference. sipfront's CPU time (utime+stime, and schedstat ns)
-//!    over the via slices, divided by the datagrams it forwarded (a request and its
-//!    reply are two), gives CPU per datagram.
+//! 1. flows (sipfront only): every client REGISTERs once (retransmitting like a UAC)
+//!    and must get its 200 back at its own address; sipfront's VmRSS and the host's
+//!    Slab (/proc/meminfo) before and after give memory per flow.
+//! 2. latency: the bare forwarder and nginx (started before phase 1, idle through it)
+//!    get their client sessions opened the same way, one REGISTER per client, which
+//!    also tells each client's home backend (the proxy's own choice). Then at each
+//!    `--rate`, for `--seconds`: OPTIONS round robin over the same number of flows
+//!    per proxy, through each proxy and straight to each flow's home backend, in turns
+//!    of half-second slices (sipfront via, sipfront direct, bare via, bare direct,
+//!    nginx via, nginx direct, again...; a burst of load from elsewhere hits all paths
+//!    alike); percentiles of via and direct and their difference. Each proxy's CPU
+//!    time (utime+stime, and schedstat ns; all threads, and all processes of nginx)
+//!    over its via slices, divided by the datagrams it forwarded (a request and its
+//!    reply are two), gives CPU per datagram; VmRSS after each rate.
 //!
-//! The table goes to stdout and `target/flows-bench.txt`. Run without `--bench` (as
+//! The tables go to stdout and `target/flows-bench.txt`. Run without `--bench` (as
 //! `cargo test --benches` does) it only prints a note. Ports: sipfront 127.0.0.1:31360,
-//! stub backends 31361-31362, admin 31390, clients 31370-31373, relay ports
-//! 16384-23999 on the relay addresses.
+//! stub backends 31361-31362, bare forwarder 31363, nginx 31364, admin 31390, clients
+//! 31370-31373, relay ports 16384-23999 on the relay addresses; the bare forwarder's
+//! and nginx's upstream sockets take ephemeral ports on 127.0.0.1.
 
 #[path = "flows/backend.rs"]
 mod backend;
+#[path = "load/bare.rs"]
+mod bare;
 #[path = "flows/clients.rs"]
 mod clients;
 #[path = "flows/latency.rs"]
@@ -45,6 +59,8 @@ mod latency;
 mod pktinfo;
 #[path = "flows/procfs.rs"]
 mod procfs;
+#[path = "flows/proxies.rs"]
+mod proxies;
 #[path = "flows/register.rs"]
 mod register;
 #[path = "flows/report.rs"]
@@ -59,9 +75,10 @@ use std::thread::sleep;
 use std::time::Duration;
 
 use backend::Backend;
-use latency::Latency;
+use latency::{Latency, Pair};
 use pktinfo::Sock;
 use procfs::Cpu;
+use proxies::{Kind, Proxy};
 use register::Registered;
 use sipfront::{Setup, Sipfront};
 
@@ -72,6 +89,8 @@ const BACKENDS: [SocketAddrV4; 2] = [
     SocketAddrV4::new(LOCALHOST, 31362),
 ];
 const ADMIN: SocketAddrV4 = SocketAddrV4::new(LOCALHOST, 31390);
+const BARE: SocketAddrV4 = SocketAddrV4::new(LOCALHOST, 31363);
+const NGINX: SocketAddrV4 = SocketAddrV4::new(LOCALHOST, 31364);
 /// Below the load bench's 24000-24999 and this bench's own 313xx (the client sockets
 /// bind 0.0.0.0, which would take their ports from every relay address), and below
 /// the ephemeral range (32768-).
@@ -81,12 +100,22 @@ const DEFAULT_FLOWS: usize = 100_000;
 const FD_MARGIN: u64 = 300;
 /// CPU sampled while idle (flows held, no traffic), for housekeeping's share.
 const IDLE: Duration = Duration::from_secs(1);
+/// Latency flows per proxy when the bare forwarder or nginx runs (one upstream socket
+/// per client each).
+const DEFAULT_LATENCY_FLOWS: usize = 1000;
+/// Open files the bare forwarder and nginx need besides their upstream sockets.
+const PROXY_FD_MARGIN: u64 = 100;
+/// Most requests per path and rate; requests of rate `i` are numbered from
+/// `i × PER_RATE`.
+const PER_RATE: u64 = 10_000_000;
 
 #[derive(Debug)]
 pub struct Args {
     flows: Option<usize>,
-    pub rate: u64,
+    pub rates: Vec<u64>,
     pub seconds: u64,
+    pub proxies: Vec<Kind>,
+    latency_flows: Option<usize>,
     runs: Vec<Vec<Ipv4Addr>>,
     keep: bool,
     /// Positional name filters matched nothing here.
@@ -99,8 +128,10 @@ impl Args {
     fn parse(argv: &[String]) -> Result<Args, String> {
         let mut a = Args {
             flows: None,
-            rate: 2000,
+            rates: Vec::new(),
             seconds: 5,
+            proxies: Kind::ALL.to_vec(),
+            latency_flows: None,
             runs: Vec::new(),
             keep: false,
             skip: false,
@@ -114,8 +145,23 @@ impl Args {
                 "--bench" => {}
                 "--keep" => a.keep = true,
                 "--flows" => a.flows = Some(num(value()?)? as usize),
-                "--rate" => a.rate = num(value()?)?,
+                "--rate" => {
+                    for r in value()?.split(',') {
+                        a.rates.push(num(&r.trim().to_string())?);
+                    }
+                }
                 "--seconds" => a.seconds = num(value()?)?,
+                "--latency-flows" => a.latency_flows = Some(num(value()?)? as usize),
+                "--proxies" => {
+                    let named = value()?
+                        .split(',')
+                        .map(|p| Kind::parse(p.trim()).ok_or(format!("--proxies: `{p}`")))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    a.proxies = Kind::ALL
+                        .into_iter()
+                        .filter(|k| named.contains(k))
+                        .collect();
+                }
                 "--relays" => a.runs.push(
                     value()?
                         .split(',')
@@ -128,11 +174,24 @@ impl Args {
                 f => filters.push(f.to_string()),
             }
         }
-        if a.rate == 0 || a.seconds == 0 || a.flows == Some(0) {
-            return Err("--flows, --rate and --seconds must be > 0".into());
+        if a.rates.is_empty() {
+            a.rates.push(2000);
         }
-        if a.rate * a.seconds > 10_000_000 {
-            return Err("--rate × --seconds: at most 10,000,000 requests".into());
+        if a.rates.contains(&0)
+            || a.seconds == 0
+            || a.flows == Some(0)
+            || a.latency_flows == Some(0)
+            || a.proxies.is_empty()
+        {
+            return Err(
+                "--flows, --latency-flows, --rate, --seconds and --proxies must be > 0".into(),
+            );
+        }
+        if a.rates
+            .iter()
+            .any(|&r| r.saturating_mul(a.seconds) > PER_RATE)
+        {
+            return Err(format!("--rate × --seconds: at most {PER_RATE} requests"));
         }
         if a.runs.is_empty() {
             a.runs.push(vec![Ipv4Addr::new(127, 0, 0, 2)]);
@@ -161,21 +220,192 @@ pub struct Measured {
     pub fds: usize,
     pub rss_kb: (u64, u64),
     pub slab_kb: (u64, u64),
-    pub load: Option<Load>,
+    pub load: Option<Side>,
+}
+
+/// A proxy in the latency phase: where the clients send, its processes, the clients
+/// that hold a flow (session) through it and each client's home backend (an index
+/// into `BACKENDS`, by client).
+#[derive(Clone)]
+pub struct Target {
+    pub kind: Kind,
+    pub addr: SocketAddrV4,
+    pub pids: Vec<u32>,
+    pub clients: Vec<usize>,
+    pub home: Vec<u8>,
+    /// How its flows were opened, for the table.
+    pub opened: String,
+}
+
+/// One latency phase: every proxy at every rate, over the same number of flows.
+pub struct Side {
+    pub flows: usize,
+    /// Per proxy: how its flows were opened, and its CPU over `IDLE` before any load.
+    pub targets: Vec<(Kind, String, Cpu)>,
+    pub rates: Vec<AtRate>,
+}
+
+pub struct AtRate {
+    pub rate: u64,
+    /// In the order of `Side::targets`.
+    pub loads: Vec<Load>,
 }
 
 pub struct Load {
     pub via: Latency,
     pub direct: Latency,
-    /// sipfront's CPU over the via slices, and over `IDLE` before them.
+    /// The proxy's CPU over its via slices.
     pub cpu: Cpu,
-    pub idle: Cpu,
-    /// sipfront_datagrams_total over the latency phase (direct requests skip it).
-    pub forwarded: f64,
+    /// sipfront_datagrams_total over this rate (direct requests skip it); sipfront only.
+    pub forwarded: Option<f64>,
+    /// VmRSS after this rate, summed over the proxy's processes, and their number.
+    pub rss_kb: u64,
+    pub procs: usize,
 }
 
-fn run_one(idx: usize, relays: &[Ipv4Addr], args: &Args, socks: &[Sock], root: &Path) -> Run {
-    let result = measure(idx, relays, args, socks, root);
+impl Load {
+    /// Datagrams the proxy forwarded by the client's count: a request and its 200 are
+    /// two; a lost request counts one (it may have died on either leg).
+    pub fn counted(&self) -> usize {
+        2 * self.via.answered() + self.via.lost()
+    }
+}
+
+/// Measures every target at every rate, in turns of slices. `sf` (when sipfront is
+/// one of the targets) gives its forwarded datagrams.
+fn latency_phase(socks: &[Sock], targets: &[Target], sf: Option<&Sipfront>, args: &Args) -> Side {
+    let flows = targets.iter().map(|t| t.clients.len()).min().unwrap_or(0);
+    let c0: Vec<Cpu> = targets.iter().map(|t| Cpu::of_all(&t.pids)).collect();
+    sleep(IDLE);
+    let idle: Vec<Cpu> = targets
+        .iter()
+        .zip(&c0)
+        .map(|(t, &c)| Cpu::of_all(&t.pids) - c)
+        .collect();
+    let homes: Vec<Box<dyn Fn(usize) -> SocketAddrV4 + '_>> = targets
+        .iter()
+        .map(|t| Box::new(|c: usize| BACKENDS[usize::from(t.home[c])]) as Box<dyn Fn(_) -> _>)
+        .collect();
+    let pairs: Vec<Pair> = targets
+        .iter()
+        .zip(&homes)
+        .map(|(t, home)| Pair {
+            tags: t.kind.tags(),
+            clients: &t.clients[..flows],
+            via: t.addr,
+            direct: home.as_ref(),
+            pids: &t.pids,
+        })
+        .collect();
+    let names: Vec<&str> = targets.iter().map(|t| t.kind.name()).collect();
+    let mut rates = Vec::new();
+    for (i, &rate) in args.rates.iter().enumerate() {
+        let forwarded = || sf.map(|s| s.settled(&["sipfront_datagrams_total"])[0]);
+        let d0 = forwarded();
+        eprintln!(
+            "  latency at {rate}/s: {} requests per path over {flows} flows each, via {} \
+             and straight to the backends, in turns of half-second slices ({:.0} s)",
+            rate * args.seconds,
+            names.join(", "),
+            (2 * targets.len()) as f64 * args.seconds as f64
+        );
+        let paths = latency::rotate(socks, &pairs, rate, args.seconds, i * PER_RATE as usize);
+        let d1 = forwarded();
+        let loads = targets
+            .iter()
+            .zip(paths)
+            .map(|(t, p)| Load {
+                via: p.via,
+                direct: p.direct,
+                cpu: p.via_cpu,
+                forwarded: match (t.kind, d0, d1) {
+                    (Kind::Sipfront, Some(a), Some(b)) => Some(b - a),
+                    _ => None,
+                },
+                rss_kb: t.pids.iter().map(|&p| procfs::rss_kb(p)).sum(),
+                procs: t.pids.len(),
+            })
+            .collect();
+        rates.push(AtRate { rate, loads });
+    }
+    Side {
+        flows,
+        targets: targets
+            .iter()
+            .zip(idle)
+            .map(|(t, c)| (t.kind, t.opened.clone(), c))
+            .collect(),
+        rates,
+    }
+}
+
+/// Flows per proxy in the latency phase, as asked.
+fn latency_flows(args: &Args) -> usize {
+    args.latency_flows
+        .unwrap_or(if args.proxies.iter().any(|&k| k != Kind::Sipfront) {
+            DEFAULT_LATENCY_FLOWS
+        } else {
+            usize::MAX
+        })
+}
+
+/// Starts the bare forwarder or nginx and opens `n` client sessions through it (one
+/// REGISTER each, which also tells the home backend).
+fn start_other(
+    kind: Kind,
+    n: usize,
+    socks: &[Sock],
+    root: &Path,
+) -> Result<(Proxy, Target), String> {
+    let addr = match kind {
+        Kind::Bare => BARE,
+        Kind::Nginx => NGINX,
+        Kind::Sipfront => unreachable!("sipfront runs in measure()"),
+    };
+    let mut p = Proxy::start(kind, addr, BACKENDS, n, root)?;
+    let pids = procfs::family(p.pid());
+    eprintln!(
+        "flows bench: opening {n} client sessions through {} (pid {:?})",
+        kind.label(),
+        pids
+    );
+    let reg = register::register_all(socks, n, addr, Duration::from_secs(30));
+    if !p.running() {
+        return Err(format!("{} exited:\n{}", kind.label(), p.log_tail()));
+    }
+    let opened = format!(
+        "{}/{n}; {} retrans, {} misdeliv",
+        reg.ok, reg.retransmits, reg.misdelivered
+    );
+    eprintln!(
+        "  {opened}, {} failed, in {:.2} s",
+        reg.failed,
+        reg.elapsed.as_secs_f64()
+    );
+    let clients = reg.clients();
+    if clients.is_empty() {
+        return Err(format!("no session opened through {}", kind.label()));
+    }
+    let target = Target {
+        kind,
+        addr,
+        pids,
+        clients,
+        home: reg.home,
+        opened,
+    };
+    Ok((p, target))
+}
+
+fn run_one(
+    idx: usize,
+    relays: &[Ipv4Addr],
+    args: &Args,
+    socks: &[Sock],
+    root: &Path,
+    others: &[Target],
+) -> Run {
+    let result = measure(idx, relays, args, socks, root, others);
     if let Err(e) = &result {
         eprintln!("flows bench: run {idx} (relay {relays:?}) stopped: {e}");
     }
@@ -191,6 +421,7 @@ fn measure(
     args: &Args,
     socks: &[Sock],
     root: &Path,
+    others: &[Target],
 ) -> Result<Measured, String> {
     let dir = root.join(format!("run{idx}"));
     std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
@@ -276,27 +507,16 @@ fn measure(
 
     let held = reg.clients();
     let load = (!held.is_empty()).then(|| {
-        let c0 = Cpu::of(pid);
-        sleep(IDLE);
-        let idle = Cpu::of(pid) - c0;
-        let d0 = sf.settled(&["sipfront_datagrams_total"])[0];
-        eprintln!(
-            "  latency: {} requests at {}/s over {} flows, through sipfront and straight \
-             to the backends in alternating half-second slices",
-            args.rate * args.seconds,
-            args.rate,
-            held.len()
-        );
-        let home = |c: usize| BACKENDS[usize::from(reg.home[c])];
-        let p = latency::alternate(socks, &held, &|_| SIP, &home, args.rate, args.seconds, pid);
-        let forwarded = sf.settled(&["sipfront_datagrams_total"])[0] - d0;
-        Load {
-            via: p.via,
-            direct: p.direct,
-            cpu: p.via_cpu,
-            idle,
-            forwarded,
-        }
+        let mut targets = vec![Target {
+            kind: Kind::Sipfront,
+            addr: SIP,
+            pids: vec![pid],
+            clients: held[..held.len().min(latency_flows(args))].to_vec(),
+            home: reg.home.clone(),
+            opened: format!("{} held (flows phase)", held.len()),
+        }];
+        targets.extend(others.iter().cloned());
+        latency_phase(socks, &targets, Some(&sf), args)
     });
     if !sf.running() {
         return Err(format!("sipfront exited:\n{}", sf.log_tail()));
@@ -346,6 +566,10 @@ fn target_dir() -> PathBuf {
 }
 
 fn main() {
+    // The bare forwarder: this binary re-executed by `Proxy::start`.
+    if let Ok(spec) = std::env::var(bare::ENV) {
+        bare::run(&spec);
+    }
     let argv: Vec<String> = std::env::args().skip(1).collect();
     if !argv.iter().any(|a| a == "--bench") {
         println!(
@@ -365,8 +589,8 @@ fn main() {
         println!("flows bench: the name filter does not match `flows`; nothing to run");
         return;
     }
-    // sipfront inherits the limit; it does not raise its own.
-    procfs::raise_nofile();
+    // sipfront, the bare forwarder and nginx inherit the limit; none raises its own.
+    let nofile = procfs::raise_nofile();
     let dir = tempfile::Builder::new()
         .prefix("sipfront-flows-")
         .tempdir()
@@ -383,24 +607,91 @@ fn main() {
         Backend::start(["a", "b"][i], BACKENDS[i].into())
             .unwrap_or_else(|e| panic!("stub backend {}: {e}", BACKENDS[i]))
     });
-    let runs: Vec<Run> = args
-        .runs
+
+    // The other proxies first: idle while sipfront's flows are registered, and the
+    // same processes beside every sipfront run.
+    let mut notes: Vec<String> = Vec::new();
+    let mut others: Vec<(Proxy, Target)> = Vec::new();
+    let with_sipfront = args.proxies.contains(&Kind::Sipfront);
+    let mut n_other = latency_flows(&args).min(clients::MAX_CLIENTS);
+    if with_sipfront {
+        n_other = n_other.min(args.flows.unwrap_or(DEFAULT_FLOWS));
+    }
+    let fd_cap = nofile.saturating_sub(PROXY_FD_MARGIN) as usize;
+    for &kind in args.proxies.iter().filter(|&&k| k != Kind::Sipfront) {
+        if kind == Kind::Nginx
+            && let Some(why) = proxies::nginx_missing()
+        {
+            notes.push(format!("nginx skipped: {why}"));
+            continue;
+        }
+        let mut n = n_other;
+        if n > fd_cap {
+            n = fd_cap;
+            notes.push(format!(
+                "{}: latency flows capped at {fd_cap}: it may open {nofile} files, one \
+                 upstream socket per client, {PROXY_FD_MARGIN} kept for its other files",
+                kind.label()
+            ));
+        }
+        match start_other(kind, n, &socks, dir.path()) {
+            Ok(o) => others.push(o),
+            Err(e) => notes.push(format!("{} skipped: {e}", kind.label())),
+        }
+    }
+    for n in &notes {
+        eprintln!("flows bench: {n}");
+    }
+    let targets: Vec<Target> = others.iter().map(|(_, t)| t.clone()).collect();
+
+    let (runs, side): (Vec<Run>, Option<Side>) = if with_sipfront {
+        let runs = args
+            .runs
+            .iter()
+            .enumerate()
+            .map(|(i, relays)| run_one(i, relays, &args, &socks, dir.path(), &targets))
+            .collect();
+        (runs, None)
+    } else if targets.is_empty() {
+        (Vec::new(), None)
+    } else {
+        (
+            Vec::new(),
+            Some(latency_phase(&socks, &targets, None, &args)),
+        )
+    };
+    for (p, _) in &mut others {
+        if !p.running() {
+            notes.push(format!(
+                "{} exited during the bench:\n{}",
+                p.kind.label(),
+                p.log_tail()
+            ));
+        }
+    }
+    let sides = runs
         .iter()
-        .enumerate()
-        .map(|(i, relays)| run_one(i, relays, &args, &socks, dir.path()))
-        .collect();
-    let failed = runs.iter().any(|r| match &r.result {
-        Err(_) => true,
-        Ok(m) => m.reg.failed > 0 || m.load.as_ref().is_some_and(|l| l.via.lost() > 0),
-    });
+        .filter_map(|r| r.result.as_ref().ok()?.load.as_ref())
+        .chain(side.as_ref());
+    let lost = sides
+        .flat_map(|s| &s.rates)
+        .flat_map(|r| &r.loads)
+        .any(|l| l.via.lost() > 0);
+    let failed = lost
+        || runs.iter().any(|r| match &r.result {
+            Err(_) => true,
+            Ok(m) => m.reg.failed > 0,
+        });
     let answered = stubs.each_ref().map(|b| b.answered.load(Ordering::Relaxed));
-    let t = report::table(&runs, &args, answered);
+    let t = report::table(&runs, side.as_ref(), &notes, &args, answered);
     println!("\n{t}");
     let out = target_dir().join("flows-bench.txt");
     match std::fs::write(&out, &t) {
         Ok(()) => eprintln!("written to {}", out.display()),
         Err(e) => eprintln!("cannot write {}: {e}", out.display()),
     }
+    // Proxies stopped before the work dir is kept or removed.
+    drop(others);
     if args.keep || failed {
         eprintln!("flows bench: work dir kept at {}", dir.keep().display());
     }

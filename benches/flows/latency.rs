@@ -3,9 +3,10 @@
 //! stamp of its 200 (both `CLOCK_REALTIME`). The loop sleeps (`ppoll`) until the next
 //! send time or a reply, so it neither spins nor delays replies.
 //!
-//! The two paths (through sipfront, straight to the backend) run in alternating
-//! slices of half a second, so a burst of load from other programs on the host hits
-//! both alike instead of one whole run.
+//! The paths (through each proxy, straight to the backend) run in turns of half a
+//! second each, so a burst of load from other programs on the host hits all of them
+//! alike instead of one whole run; each proxy's via slice is followed by its own
+//! direct slice.
 
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
@@ -55,46 +56,71 @@ impl Latency {
     }
 }
 
-/// Both paths, and sipfront's CPU time during the via slices.
+/// One proxy's two paths: via the proxy at `via`, and straight to each client's home
+/// backend, `direct(client)`. Requests carry the proxy's `tags` (via, direct) in their
+/// Call-ID; `pids` are the proxy's processes, whose CPU is summed over its via slices.
+pub struct Pair<'a> {
+    pub tags: (char, char),
+    pub clients: &'a [usize],
+    pub via: SocketAddrV4,
+    pub direct: &'a dyn Fn(usize) -> SocketAddrV4,
+    pub pids: &'a [u32],
+}
+
+/// Both paths of one proxy, and its CPU time during the via slices.
+#[derive(Default)]
 pub struct Paths {
     pub via: Latency,
     pub direct: Latency,
     pub via_cpu: Cpu,
 }
 
-/// Sends `rate × seconds` requests on each path, in alternating slices: request `k`
-/// of a path goes from client `clients[k % len]` to `via(client)` (tag `V`) or
-/// `direct(client)` (tag `D`). `pid` is sipfront's, whose CPU is summed over the via
-/// slices.
-pub fn alternate(
-    socks: &[Sock],
-    clients: &[usize],
-    via: &dyn Fn(usize) -> SocketAddrV4,
-    direct: &dyn Fn(usize) -> SocketAddrV4,
-    rate: u64,
-    seconds: u64,
-    pid: u32,
-) -> Paths {
+/// Sends `rate × seconds` requests on each path of each pair, one slice at a time in
+/// turn (pair 0 via, pair 0 direct, pair 1 via, ...): request `k` of a path goes from
+/// `clients[k % len]`. Requests are numbered from `base` (a distinct range per call,
+/// so a straggler of an earlier call can never pass for an answer of this one).
+pub fn rotate(socks: &[Sock], pairs: &[Pair], rate: u64, seconds: u64, base: usize) -> Vec<Paths> {
     precise_timers();
     let total = (rate * seconds) as usize;
     let per_slice = ((rate as f64 * SLICE.as_secs_f64()) as usize).max(1);
-    let mut p = Paths {
-        via: Latency::default(),
-        direct: Latency::default(),
-        via_cpu: Cpu::default(),
-    };
-    let mut first = 0;
-    while first < total {
-        let n = per_slice.min(total - first);
-        let c0 = Cpu::of(pid);
-        slice(socks, clients, via, 'V', rate, first, n, &mut p.via);
-        p.via_cpu = p.via_cpu + (Cpu::of(pid) - c0);
-        slice(socks, clients, direct, 'D', rate, first, n, &mut p.direct);
-        first += n;
+    let mut out: Vec<Paths> = pairs.iter().map(|_| Paths::default()).collect();
+    let mut done = 0;
+    while done < total {
+        let n = per_slice.min(total - done);
+        let first = base + done;
+        for (pair, p) in pairs.iter().zip(&mut out) {
+            let c0 = Cpu::of_all(pair.pids);
+            let via = |_| pair.via;
+            slice(
+                socks,
+                pair.clients,
+                &via,
+                pair.tags.0,
+                rate,
+                first,
+                n,
+                &mut p.via,
+            );
+            p.via_cpu = p.via_cpu + (Cpu::of_all(pair.pids) - c0);
+            let (tag, direct) = (pair.tags.1, pair.direct);
+            slice(
+                socks,
+                pair.clients,
+                direct,
+                tag,
+                rate,
+                first,
+                n,
+                &mut p.direct,
+            );
+        }
+        done += n;
     }
-    p.via.rtt_ns.sort_unstable();
-    p.direct.rtt_ns.sort_unstable();
-    p
+    for p in &mut out {
+        p.via.rtt_ns.sort_unstable();
+        p.direct.rtt_ns.sort_unstable();
+    }
+    out
 }
 
 /// Requests `first..first + n` of one path, paced at `rate`, added to `l`.

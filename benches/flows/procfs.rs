@@ -1,4 +1,4 @@
-//! What `/proc` says about sipfront and the kernel: CPU time, resident memory, open
+//! What `/proc` says about the proxies and the kernel: CPU time, resident memory, open
 //! files, the slab, and the open-file limit that bounds how many flows fit.
 
 use std::fs;
@@ -58,6 +58,11 @@ impl Cpu {
         Cpu { ticks, sched_ns }
     }
 
+    /// Summed over processes (a proxy and its descendants).
+    pub fn of_all(pids: &[u32]) -> Cpu {
+        pids.iter().fold(Cpu::default(), |c, &p| c + Cpu::of(p))
+    }
+
     pub fn tick_ms(&self) -> f64 {
         // SAFETY: sysconf has no preconditions.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
@@ -83,6 +88,36 @@ fn kb(path: &str, key: &str) -> u64 {
 
 pub fn rss_kb(pid: u32) -> u64 {
     kb(&format!("/proc/{pid}/status"), "VmRSS:")
+}
+
+/// `pid` and its descendants (nginx's master and workers), from `/proc/*/stat`.
+pub fn family(pid: u32) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> = fs::read_dir("/proc")
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                .filter_map(|p| {
+                    let s = fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+                    // After the command name: state, then ppid.
+                    let ppid = s[s.rfind(')')? + 1..].split_whitespace().nth(1)?;
+                    Some((p, ppid.parse().ok()?))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        let parent = out[i];
+        out.extend(
+            parents
+                .iter()
+                .filter(|&&(_, pp)| pp == parent)
+                .map(|&(p, _)| p),
+        );
+        i += 1;
+    }
+    out
 }
 
 /// Kernel slab memory of the whole host (sockets, inodes, dentries, epoll items...).
