@@ -26,10 +26,25 @@
 //! scenarios is 6 datagrams through the proxy: INVITE, 180, 200, ACK, BYE, 200. The
 //! table goes to stdout and to `target/load-bench.txt`.
 //!
+//! `--sweep` instead finds, per proxy and mode, the highest call rate with under 0.1%
+//! failed calls and the UAC on schedule (see `load/sweep.rs`): `--sweep-seconds N` (4) per
+//! step, `--sweep-start R` (1000) doubled up to `--sweep-max R` (32000), then
+//! `--sweep-bisect N` (3) bisection steps; `--sweep-retry N` (1) runs a failed step again
+//! if other programs loaded the CPUs during it. It gives sipp 4 MiB socket buffers
+//! (`--sipp-buff BYTES`, 0 for sipp's default of 64 KiB, which overflows at the UAC from
+//! about 5000 calls/s). Its table is appended to `target/load-bench.txt`.
+//!
+//! ```text
+//! cargo bench --bench load -- --sweep
+//! cargo bench --bench load -- --sweep --proxies bare,sipfront --modes u1 --sweep-seconds 3
+//! ```
+//!
 //! Run without `--bench` (as `cargo test --benches` does) it only prints a note.
 //! Ports: proxies and UAS on 127.0.0.1:310xx, sipp media 312xx, sipfront relay ports
 //! 24000-24999 and admin 31090.
 
+#[path = "load/args.rs"]
+mod args;
 #[path = "load/bare.rs"]
 mod bare;
 #[path = "load/procs.rs"]
@@ -38,15 +53,21 @@ mod procs;
 mod proxies;
 #[path = "load/sipp.rs"]
 mod sipp;
+#[path = "load/sweep.rs"]
+mod sweep;
+#[path = "load/watch.rs"]
+mod watch;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use args::Args;
 use procs::{Cpu, assert_udp_free, udp_rcvbuf_errors};
 use proxies::{Kind, Ports, Proxy};
 use sipp::Sipp;
+use watch::{Drops, HostCpu, SocketDrops, children_cpu_ms};
 
 const PORTS: Ports = Ports {
     listen: 31060,
@@ -62,90 +83,6 @@ const UAS_MEDIA: [u16; 2] = [31210, 31220];
 /// Datagrams through the proxy per call of sipp's built-in uac/uas scenarios.
 const DGRAMS_PER_CALL: u64 = 6;
 const IDLE: Duration = Duration::from_secs(1);
-
-#[derive(Debug, Clone)]
-struct Args {
-    rate: u64,
-    calls: u64,
-    modes: Vec<String>,
-    max_socket: u64,
-    proxies: Vec<Kind>,
-    repeat: u64,
-    keep: bool,
-}
-
-impl Args {
-    /// Parses the options. Positional arguments are name filters, as `cargo bench -- NAME`
-    /// passes them to every bench: `load` or a proxy name (`sipfront`, `nginx`...) selects,
-    /// anything else leaves nothing to run. Unknown `--flags` are for other benches.
-    fn parse(argv: &[String]) -> Result<Args, String> {
-        let mut rate = 500;
-        let mut seconds = 10;
-        let mut calls = None;
-        let mut modes = vec!["u1".to_string(), "un".to_string()];
-        let mut max_socket = 200;
-        let mut proxies = Kind::ALL.to_vec();
-        let mut filters: Vec<String> = Vec::new();
-        let mut keep = false;
-        let mut repeat = 1;
-        let mut it = argv.iter();
-        while let Some(a) = it.next() {
-            let mut value = || {
-                it.next()
-                    .cloned()
-                    .ok_or_else(|| format!("{a} needs a value"))
-            };
-            let num = |v: String| v.parse::<u64>().map_err(|_| format!("{a}: `{v}`"));
-            match a.as_str() {
-                "--bench" => {}
-                "--keep" => keep = true,
-                "--rate" => rate = num(value()?)?,
-                "--seconds" => seconds = num(value()?)?,
-                "--calls" => calls = Some(num(value()?)?),
-                "--max-socket" => max_socket = num(value()?)?,
-                "--repeat" => repeat = num(value()?)?.max(1),
-                "--modes" => {
-                    modes = value()?.split(',').map(str::to_string).collect();
-                    if let Some(m) = modes.iter().find(|m| *m != "u1" && *m != "un") {
-                        return Err(format!("--modes: `{m}` (u1 or un)"));
-                    }
-                }
-                "--proxies" => {
-                    proxies = value()?
-                        .split(',')
-                        .map(|p| Kind::parse(p).ok_or_else(|| format!("--proxies: `{p}`")))
-                        .collect::<Result<_, _>>()?;
-                }
-                flag if flag.starts_with('-') => {
-                    eprintln!("load bench: ignoring `{flag}` (not an option of this bench)");
-                }
-                filter => filters.push(filter.to_string()),
-            }
-        }
-        if rate == 0 || max_socket == 0 {
-            return Err("--rate and --max-socket must be > 0".into());
-        }
-        if max_socket > RELAY_PORT_COUNT {
-            return Err(format!(
-                "--max-socket {max_socket}: sipfront has {RELAY_PORT_COUNT} relay ports ({}), \
-                 one per client flow",
-                PORTS.relay_ports
-            ));
-        }
-        if !filters.is_empty() && !filters.iter().any(|f| "load".contains(f.as_str())) {
-            proxies.retain(|k| filters.iter().any(|f| k.name().contains(f.as_str())));
-        }
-        Ok(Args {
-            rate,
-            calls: calls.unwrap_or(rate * seconds),
-            modes,
-            max_socket,
-            proxies,
-            repeat,
-            keep,
-        })
-    }
-}
 
 /// The bench's working directory (configs, logs, sipp statistics). Removed at the end
 /// unless asked to keep it, some call failed, or the bench panics.
@@ -196,6 +133,19 @@ struct Outcome {
     rcvbuf_errors: u64,
     /// sipfront's own counts: datagrams, drops, flows created.
     sipfront: Option<[f64; 3]>,
+    /// CPU time of the sipp UAC (it has exited: from `getrusage`), in ms.
+    uac_cpu_ms: f64,
+    /// CPU time of each UAS during the UAC run.
+    uas_cpu: [Cpu; 2],
+    /// How busy all the host's CPUs were during the UAC run, 0 to 1, and of that the
+    /// share of niced programs (other builds).
+    host_busy: f64,
+    host_nice: f64,
+    /// Calls per second the UAC started (from its statistics).
+    achieved_rate: Option<f64>,
+    /// Datagrams the sockets of the UAC, the two UAS and the proxy dropped during the UAC
+    /// run (only with `--sweep`, which watches the UAC's sockets while it runs).
+    drops: Option<Drops>,
 }
 
 impl Outcome {
@@ -213,15 +163,24 @@ impl Outcome {
     }
 }
 
+/// Where [`run_one`] keeps a run's configs, logs and sipp statistics.
+fn run_dir(root: &Path, kind: Kind, mode: &str, round: u64) -> PathBuf {
+    root.join(format!("{}-{mode}-{round}", kind.name()))
+}
+
 fn run_one(kind: Kind, mode: &str, round: u64, args: &Args, root: &Path) -> Outcome {
-    let dir = root.join(format!("{}-{mode}-{round}", kind.name()));
+    let dir = run_dir(root, kind, mode, round);
     std::fs::create_dir_all(&dir).expect("create run dir");
     for p in [PORTS.listen, PORTS.uas[0], PORTS.uas[1], UAC_PORT] {
         assert_udp_free(p);
     }
     // Declared in this order so the proxy is dropped (killed) first, then the UAS.
-    let mut uas_a = Sipp::uas(&dir, "uas-a", PORTS.uas[0], UAS_MEDIA[0]);
-    let mut uas_b = Sipp::uas(&dir, "uas-b", PORTS.uas[1], UAS_MEDIA[1]);
+    let buff: Vec<String> = args
+        .sipp_buff
+        .map(|b| vec!["-buff_size".to_string(), b.to_string()])
+        .unwrap_or_default();
+    let mut uas_a = Sipp::uas(&dir, "uas-a", PORTS.uas[0], UAS_MEDIA[0], &buff);
+    let mut uas_b = Sipp::uas(&dir, "uas-b", PORTS.uas[1], UAS_MEDIA[1], &buff);
     let mut proxy = Proxy::start(kind, &dir, &PORTS);
 
     let c0 = proxy.proc.cpu();
@@ -251,6 +210,7 @@ fn run_one(kind: Kind, mode: &str, round: u64, args: &Args, root: &Path) -> Outc
         format!("{}s", secs + 30),
         "-timeout_error".into(),
     ];
+    uac_args.extend(buff.iter().cloned());
     let mut hold_ms = 0;
     if mode == "un" {
         // Twice as many calls up as sockets: sockets stay shared, flows stay few.
@@ -262,14 +222,45 @@ fn run_one(kind: Kind, mode: &str, round: u64, args: &Args, root: &Path) -> Outc
             hold_ms.to_string(),
         ]);
     }
+    let watching = args.sweep.is_some();
+    let uas_pids = [uas_a.proc.pid(), uas_b.proc.pid()];
+    let drops0 = watching.then(|| {
+        [
+            SocketDrops::of(&uas_pids),
+            SocketDrops::of(&proxy.proc.pids()),
+        ]
+    });
+    let mut uac_drops = SocketDrops::default();
+    let uas0 = [uas_a.proc.cpu(), uas_b.proc.cpu()];
+    let children0 = children_cpu_ms();
+    let host0 = HostCpu::now();
     let rcvbuf0 = udp_rcvbuf_errors();
     let before = proxy.proc.cpu();
     let t0 = Instant::now();
     let mut uac = Sipp::start(&dir, "uac", &uac_args);
-    let status = uac.wait(Duration::from_secs(secs + 45) + Duration::from_millis(hold_ms));
+    let timeout = Duration::from_secs(secs + 45) + Duration::from_millis(hold_ms);
+    let status = if watching {
+        uac.wait_looking(timeout, Duration::from_millis(250), |pid| {
+            uac_drops.sample(&[pid])
+        })
+    } else {
+        uac.wait(timeout)
+    };
     let after = proxy.proc.cpu();
     let wall = t0.elapsed();
     let rcvbuf_errors = udp_rcvbuf_errors().saturating_sub(rcvbuf0);
+    let (host_busy, host_nice) = HostCpu::now().since(host0);
+    let uac_cpu_ms = children_cpu_ms() - children0;
+    let uas_cpu = [uas_a.proc.cpu() - uas0[0], uas_b.proc.cpu() - uas0[1]];
+    let drops = drops0.map(|[uas, px]| {
+        let px = SocketDrops::of(&proxy.proc.pids()).since(&px);
+        Drops {
+            uac: uac_drops.total(),
+            uas: SocketDrops::of(&uas_pids).since(&uas).total(),
+            proxy: px.total(),
+            proxy_listen: px.on_port(PORTS.listen),
+        }
+    });
     let proxy_alive = proxy.proc.try_wait().is_none();
     let (rss_kb, pss_kb) = proxy.proc.memory_kb();
     let stats = uac.stats();
@@ -298,6 +289,12 @@ fn run_one(kind: Kind, mode: &str, round: u64, args: &Args, root: &Path) -> Outc
         probes: uas_a.received("OPTIONS") + uas_b.received("OPTIONS"),
         rcvbuf_errors,
         sipfront,
+        uac_cpu_ms,
+        uas_cpu,
+        host_busy,
+        host_nice,
+        achieved_rate: uac.achieved_rate(args.calls),
+        drops,
     };
     eprintln!(
         "  {:<9} {mode}: {}/{} calls ok, sipp exit {:?}, cpu {:.0} ms (sched {:.1} ms), \
@@ -313,7 +310,7 @@ fn run_one(kind: Kind, mode: &str, round: u64, args: &Args, root: &Path) -> Outc
         wall.as_secs_f64(),
         if proxy_alive { "" } else { ", PROXY EXITED" }
     );
-    if o.failed() > 0 || o.exit != Some(0) || stats.failed() > 0 {
+    if !watching && (o.failed() > 0 || o.exit != Some(0) || stats.failed() > 0) {
         eprintln!(
             "  {} {mode}: sipp FailedCall(C)={} — evidence:\n{}",
             kind.name(),
@@ -539,6 +536,22 @@ fn main() {
         ),
         keep: args.keep,
     };
+    if let Some(sw) = &args.sweep {
+        let t = sweep::run(&args, sw, root.path());
+        println!("\n{t}");
+        // Appended: the file keeps the last fixed-rate table above it.
+        let out = target_dir().join("load-bench.txt");
+        let r = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&out)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, format!("\n{t}").as_bytes()));
+        match r {
+            Ok(()) => eprintln!("appended to {}", out.display()),
+            Err(e) => eprintln!("cannot write {}: {e}", out.display()),
+        }
+        return;
+    }
     eprintln!(
         "load bench: {} calls at {}/s per proxy, modes {:?} (un: up to {} client sockets), \
          work dir {}",

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::procs::{Proc, tail, wait_udp_bound};
 
@@ -34,6 +34,38 @@ impl Stats {
                 .map(|(h, v)| (h.trim().to_string(), v.trim().to_string()))
                 .collect(),
         )
+    }
+
+    /// Every row of a `-trace_stat` CSV, oldest first.
+    pub fn rows(path: &Path) -> Vec<Stats> {
+        let text = fs::read_to_string(path).unwrap_or_default();
+        let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+        let Some(header) = lines.next() else {
+            return Vec::new();
+        };
+        let header: Vec<String> = header.split(';').map(|h| h.trim().to_string()).collect();
+        lines
+            .map(|l| {
+                Stats(
+                    header
+                        .iter()
+                        .cloned()
+                        .zip(l.split(';').map(|v| v.trim().to_string()))
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
+    /// A time column (`2026-01-01<TAB>10:00:00.123456<TAB>1767261600.123456`) as Unix
+    /// seconds.
+    pub fn time(&self, column: &str) -> Option<f64> {
+        self.0.get(column)?.split_whitespace().last()?.parse().ok()
+    }
+
+    /// Seconds from sipp's start to this row.
+    pub fn elapsed(&self) -> Option<f64> {
+        Some(self.time("CurrentTime")? - self.time("StartTime")?)
     }
 
     /// A cumulative counter, e.g. `SuccessfulCall(C)`; 0 if absent.
@@ -89,8 +121,8 @@ impl Sipp {
     }
 
     /// A UAS on 127.0.0.1:`port`, one socket, media port `mp`, counting messages by type
-    /// (`-trace_counts`); returns once bound.
-    pub fn uas(dir: &Path, name: &str, port: u16, mp: u16) -> Sipp {
+    /// (`-trace_counts`), with `extra` arguments; returns once bound.
+    pub fn uas(dir: &Path, name: &str, port: u16, mp: u16, extra: &[String]) -> Sipp {
         let xml = dir.join("uas.xml");
         fs::write(&xml, UAS_XML).expect("write uas.xml");
         let args: Vec<String> = [
@@ -107,7 +139,9 @@ impl Sipp {
             "u1",
         ]
         .map(String::from)
-        .to_vec();
+        .into_iter()
+        .chain(extra.iter().cloned())
+        .collect();
         let mut s = Sipp::start(dir, name, &args);
         wait_udp_bound(&mut s.proc, port);
         s
@@ -135,6 +169,31 @@ impl Sipp {
             .filter(|(k, _)| k.ends_with(&suffix))
             .filter_map(|(_, v)| v.parse::<u64>().ok())
             .sum()
+    }
+
+    /// Calls per second the UAC started (see [`achieved_rate`]) on its way to `calls`.
+    pub fn achieved_rate(&self, calls: u64) -> Option<f64> {
+        achieved_rate(&Stats::rows(&self.stat_file), calls)
+    }
+
+    /// Like [`Sipp::wait`], calling `look` with sipp's pid every `every` while it runs.
+    pub fn wait_looking(
+        &mut self,
+        timeout: Duration,
+        every: Duration,
+        mut look: impl FnMut(u32),
+    ) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if let Some(st) = self.proc.wait_timeout(every.min(left)) {
+                return Some(st);
+            }
+            if left.is_zero() {
+                return self.wait(Duration::ZERO);
+            }
+            look(self.proc.pid());
+        }
     }
 
     /// Waits for sipp to end by itself; `None` (and sipp killed) after `timeout`.
@@ -177,6 +236,21 @@ impl Sipp {
             indent(&tail(&self.screen_file, 30)),
         )
     }
+}
+
+/// The rate at which a UAC started calls on its way to `calls`, from its per-second
+/// statistics: calls created ÷ time since the start, at the last dump before all were
+/// created (sipp catches up on its schedule when it falls behind, so this is the rate it
+/// sustained). Runs that created every call within the first dump give a lower bound:
+/// `calls` ÷ the time of that dump. `None` without rows.
+pub fn achieved_rate(rows: &[Stats], calls: u64) -> Option<f64> {
+    let created = |r: &Stats| r.get("TotalCallCreated");
+    let during = rows
+        .iter()
+        .rfind(|r| created(r) < calls && r.elapsed().is_some_and(|e| e >= 0.9));
+    let row = during.or_else(|| rows.iter().find(|r| created(r) >= calls))?;
+    let e = row.elapsed().filter(|e| *e > 0.0)?;
+    Some(created(row) as f64 / e)
 }
 
 /// sipp writes its error entries (`2026-01-01<TAB>10:00:00.123456<TAB>...: text`) without
