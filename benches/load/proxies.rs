@@ -63,7 +63,10 @@ impl Proxy {
             Kind::Sipfront => {
                 let cfg = dir.join("sipfront.toml");
                 fs::write(&cfg, sipfront_toml(p)).expect("write sipfront.toml");
-                let mut cmd = Command::new(env!("CARGO_BIN_EXE_sipfront"));
+                // SIPFRONT_BIN: compare another build (A/B) in the same harness.
+                let bin = std::env::var_os("SIPFRONT_BIN")
+                    .unwrap_or_else(|| env!("CARGO_BIN_EXE_sipfront").into());
+                let mut cmd = Command::new(bin);
                 cmd.arg("run").arg("-c").arg(&cfg).env("RUST_LOG", "warn");
                 let admin = SocketAddr::from(([127, 0, 0, 1], p.admin));
                 (Proc::spawn("sipfront", &mut cmd, &log, false), Some(admin))
