@@ -9,7 +9,7 @@
 use std::cell::RefCell;
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,9 +18,10 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{Interest, Ready};
 use tokio::sync::{Notify, mpsc, watch};
-use tokio::task::{AbortHandle, LocalSet};
+use tokio::task::LocalSet;
 
 use super::control::{self, Control};
+use super::epoll::{self, Epoll};
 use super::errqueue;
 use super::mmsg::{self, RecvBatch};
 use super::port::{RelayPort, RelaySpace};
@@ -91,23 +92,19 @@ pub fn bind_public(cfg: &Config) -> Result<Vec<StdUdpSocket>, DataplaneError> {
 /// `epoll_wait` calls for nothing, since sends never wait (see `send_now`).
 type Sock = AsyncFd<StdUdpSocket>;
 
-fn register(s: StdUdpSocket) -> io::Result<Sock> {
-    // SAFETY: the socket owns its descriptor and the AsyncFd owns the socket, so the
-    // descriptor stays open and the same for as long as it is registered.
+fn register<T: AsRawFd>(s: T) -> io::Result<AsyncFd<T>> {
+    // SAFETY: callers pass types that own their descriptor (sockets, the epoll set),
+    // and the AsyncFd owns them, so the descriptor stays open and the same for as
+    // long as it is registered.
     unsafe { AsyncFd::register_with_interest(s, Interest::READABLE | Interest::ERROR) }
         .map_err(io::Error::from)
 }
 
 /// Opens a flow's relay socket, with ICMP error reporting for the fast path.
-fn bind_relay(addr: SocketAddr) -> io::Result<Sock> {
+fn bind_relay(addr: SocketAddr) -> io::Result<StdUdpSocket> {
     let s = bind_udp(addr, Some(RELAY_RCVBUF))?;
     errqueue::enable(&s, addr.is_ipv6())?;
-    register(s)
-}
-
-struct RelaySock {
-    sock: Rc<Sock>,
-    task: AbortHandle,
+    Ok(s)
 }
 
 pub(super) struct Shell {
@@ -118,7 +115,9 @@ pub(super) struct Shell {
     relay_ips: Vec<IpAddr>,
     space: RelaySpace,
     public: Vec<Rc<Sock>>,
-    relays: Vec<Option<RelaySock>>,
+    /// Relay sockets by slot; all of them in `relay_poll`, drained by one task.
+    relays: Vec<Option<StdUdpSocket>>,
+    relay_poll: Rc<AsyncFd<Epoll>>,
     relays_open: usize,
     /// Taken out while a batch is handled (the handlers borrow the shell mutably).
     batch: Option<Box<RecvBatch>>,
@@ -177,6 +176,11 @@ async fn serve(
                 .map_err(|source| DataplaneError::Bind { addr, source })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let relay_poll = Rc::new(
+        Epoll::new()
+            .and_then(register)
+            .map_err(DataplaneError::Runtime)?,
+    );
     let router = Router::new(&cfg);
     let sync_link = match &cfg.sync {
         Some(sc) => Some(super::sync_task::open(sc, &cfg).map_err(DataplaneError::Sync)?),
@@ -201,6 +205,7 @@ async fn serve(
         space: cfg.relay_space(),
         public: public.clone(),
         relays: (0..cfg.relay_port_count()).map(|_| None).collect(),
+        relay_poll: relay_poll.clone(),
         relays_open: 0,
         batch: Some(Box::default()),
         probe_wake: Rc::new(Notify::new()),
@@ -209,6 +214,7 @@ async fn serve(
     for (i, sock) in public.into_iter().enumerate() {
         tokio::task::spawn_local(public_loop(shell.clone(), i as u16, sock));
     }
+    tokio::task::spawn_local(relay_reactor(shell.clone(), relay_poll));
     tokio::task::spawn_local(probe_loop(shell.clone()));
     tokio::task::spawn_local(housekeeping(shell.clone(), status.clone()));
     tokio::task::spawn_local(control::serve(shell.clone(), control));
@@ -233,10 +239,6 @@ async fn serve(
             break;
         }
     }
-    let s = shell.borrow();
-    for r in s.relays.iter().flatten() {
-        r.task.abort();
-    }
     Ok(())
 }
 
@@ -246,7 +248,7 @@ async fn serve(
 async fn recv_loop(
     shell: Shared,
     sock: Rc<Sock>,
-    on_datagram: impl Fn(&mut Shell, &Shared, Instant, SocketAddr, &[u8]),
+    on_datagram: impl Fn(&mut Shell, Instant, SocketAddr, &[u8]),
     on_error: impl Fn(&mut Shell, Instant, &StdUdpSocket),
 ) {
     let fd = sock.as_raw_fd();
@@ -273,7 +275,7 @@ async fn recv_loop(
                 Ok(got) => {
                     for i in 0..got {
                         if let Some((data, from)) = batch.get(i) {
-                            on_datagram(s, &shell, now, from, data);
+                            on_datagram(s, now, from, data);
                         }
                     }
                     // A short batch means the queue was empty: clear readiness now
@@ -298,39 +300,53 @@ async fn public_loop(shell: Shared, ingress: u16, sock: Rc<Sock>) {
     recv_loop(
         shell,
         sock,
-        |s, sh, now, from, data| s.on_client(sh, now, ingress, from, data),
+        |s, now, from, data| s.on_client(now, ingress, from, data),
         // Errors queued by ICMP for replies to clients: nothing to learn from them.
         |_, _, _| {},
     )
     .await
 }
 
-async fn relay_loop(shell: Shared, port: RelayPort, sock: Rc<Sock>) {
-    recv_loop(
-        shell,
-        sock,
-        |s, _, now, from, data| s.on_backend(now, port, from, data),
-        |s, now, sock| s.on_relay_error(now, sock),
-    )
-    .await
+/// Drains the relay sockets that are ready: one `recvmmsg` batch per socket per
+/// turn (the set is level-triggered, so a socket with more waiting comes back in
+/// the next turn), then other tasks get a turn.
+async fn relay_reactor(shell: Shared, poll: Rc<AsyncFd<Epoll>>) {
+    let mut events = epoll::events();
+    loop {
+        let mut ready = match poll.readable().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "relay socket set failed");
+                return;
+            }
+        };
+        let evs = match poll.get_ref().wait(&mut events) {
+            Ok(evs) => evs,
+            Err(e) => {
+                tracing::error!(error = %e, "epoll_wait on the relay sockets failed");
+                return;
+            }
+        };
+        let again = shell.borrow_mut().drain_relays(Instant::now(), evs);
+        if again || evs.len() == epoll::EVENTS {
+            // More is waiting: keep the readiness, let the public sockets in first.
+            tokio::task::yield_now().await;
+        } else {
+            // Every socket reported was drained; a new datagram wakes the set again.
+            ready.clear_ready();
+        }
+    }
 }
 
 /// Sends without waiting for tokio's write readiness: a UDP send either fits the
 /// socket buffer now or is dropped (and counted), and a just-opened relay socket has
 /// no readiness event yet.
-fn send_now(sock: &Sock, data: &[u8], to: SocketAddr) -> io::Result<usize> {
-    socket2::SockRef::from(sock.get_ref()).send_to(data, &to.into())
+fn send_now(sock: &StdUdpSocket, data: &[u8], to: SocketAddr) -> io::Result<usize> {
+    socket2::SockRef::from(sock).send_to(data, &to.into())
 }
 
 impl Shell {
-    fn on_client(
-        &mut self,
-        shell: &Shared,
-        now: Instant,
-        ingress: u16,
-        from: SocketAddr,
-        data: &[u8],
-    ) {
+    fn on_client(&mut self, now: Instant, ingress: u16, from: SocketAddr, data: &[u8]) {
         let (flow, relay_port, to, new_flow) =
             match self.router.from_client(now, from, ingress, data) {
                 ClientAction::Forward {
@@ -350,7 +366,7 @@ impl Shell {
             self.router.send_failed();
             return;
         };
-        if new_flow && let Err(e) = self.open_relay(shell, relay_port) {
+        if new_flow && let Err(e) = self.open_relay(relay_port) {
             tracing::debug!(port = relay_port.port, error = %e, "relay bind failed");
             self.router.bind_failed(flow);
             return;
@@ -358,7 +374,7 @@ impl Shell {
         if self.relays[idx].is_none() {
             // The socket could not be opened before (a mirrored flow's pre-bind, or a
             // port that was still closing): try again rather than black-hole the flow.
-            if let Err(e) = self.open_relay(shell, relay_port) {
+            if let Err(e) = self.open_relay(relay_port) {
                 tracing::debug!(port = relay_port.port, error = %e, "relay reopen failed");
                 self.router.send_failed();
                 return;
@@ -368,12 +384,15 @@ impl Shell {
             self.router.send_failed();
             return;
         };
-        if send_now(&relay.sock, data, to).is_err() {
+        if send_now(relay, data, to).is_err() {
             // A pending ICMP error (IP_RECVERR) fails one send: learn from it, then
             // send once more.
-            let sock = relay.sock.clone();
-            self.on_relay_error(now, sock.get_ref());
-            if send_now(&sock, data, to).is_err() {
+            let fd = relay.as_raw_fd();
+            // SAFETY: `relays[idx]` is not closed while this datagram is handled.
+            let sock = unsafe { BorrowedFd::borrow_raw(fd) };
+            self.on_relay_error(now, &sock);
+            let resent = self.relays[idx].as_ref().map(|r| send_now(r, data, to));
+            if !matches!(resent, Some(Ok(_))) {
                 self.router.send_failed();
             }
         }
@@ -401,7 +420,7 @@ impl Shell {
             return;
         };
         if let Some(p) = self.public.get(usize::from(ingress))
-            && send_now(p, &resp, to).is_ok()
+            && send_now(p.get_ref(), &resp, to).is_ok()
         {
             self.router.replied_503();
         }
@@ -414,15 +433,58 @@ impl Shell {
             let sent = self
                 .public
                 .get(usize::from(ingress))
-                .map(|p| send_now(p, data, to));
+                .map(|p| send_now(p.get_ref(), data, to));
             if !matches!(sent, Some(Ok(_))) {
                 self.router.send_failed();
             }
         }
     }
 
+    /// One turn over the ready relay sockets; true when one may hold more.
+    fn drain_relays(&mut self, now: Instant, evs: &[libc::epoll_event]) -> bool {
+        let mut again = false;
+        let mut batch = self.batch.take().unwrap_or_default();
+        for ev in evs {
+            let idx = ev.u64 as usize;
+            // Closed sockets leave the set; a slot is only reused by a later turn.
+            let Some(fd) = self
+                .relays
+                .get(idx)
+                .and_then(|r| r.as_ref())
+                .map(|r| r.as_raw_fd())
+            else {
+                continue;
+            };
+            // SAFETY: the socket in `relays[idx]` stays open during this turn: only
+            // the housekeeping and sync tasks close relay sockets.
+            let sock = unsafe { BorrowedFd::borrow_raw(fd) };
+            if ev.events & libc::EPOLLERR as u32 != 0 {
+                self.on_relay_error(now, &sock);
+            }
+            match batch.recv(fd) {
+                Ok(got) => {
+                    let port = self.space.at(idx);
+                    for i in 0..got {
+                        if let Some((data, from)) = batch.get(i) {
+                            self.on_backend(now, port, from, data);
+                        }
+                    }
+                    again |= got == mmsg::BATCH;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => {
+                    // A pending socket error ended this receive; datagrams may wait.
+                    self.on_relay_error(now, &sock);
+                    again = true;
+                }
+            }
+        }
+        self.batch = Some(batch);
+        again
+    }
+
     /// An ICMP error on a relay socket: which backend bounced? Probe it now.
-    fn on_relay_error(&mut self, now: Instant, sock: &StdUdpSocket) {
+    fn on_relay_error(&mut self, now: Instant, sock: &impl AsRawFd) {
         let prober = &mut self.prober;
         let mut woke = false;
         errqueue::drain(sock, |u| {
@@ -434,8 +496,8 @@ impl Shell {
     }
 
     /// Binds a relay port (IP_FREEBIND: the relay address may be a VIP that is on
-    /// the peer right now) and starts its receive task. A port already open stays.
-    pub(super) fn open_relay(&mut self, shell: &Shared, port: RelayPort) -> io::Result<()> {
+    /// the peer right now) and adds it to the relay set. A port already open stays.
+    pub(super) fn open_relay(&mut self, port: RelayPort) -> io::Result<()> {
         let (Some(idx), Some(addr)) = (
             self.space.index(port),
             super::port::socket_addr(&self.relay_ips, port),
@@ -448,18 +510,18 @@ impl Shell {
         if self.relays[idx].is_some() {
             return Ok(());
         }
-        let sock = Rc::new(bind_relay(addr)?);
-        let task =
-            tokio::task::spawn_local(relay_loop(shell.clone(), port, sock.clone())).abort_handle();
-        self.relays[idx] = Some(RelaySock { sock, task });
+        let sock = bind_relay(addr)?;
+        self.relay_poll
+            .get_ref()
+            .add(sock.as_raw_fd(), idx as u64)?;
+        self.relays[idx] = Some(sock);
         self.relays_open += 1;
         Ok(())
     }
 
     pub(super) fn close_relay(&mut self, port: RelayPort) {
         let idx = self.space.index(port);
-        if let Some(r) = idx.and_then(|i| self.relays[i].take()) {
-            r.task.abort();
+        if idx.and_then(|i| self.relays[i].take()).is_some() {
             self.relays_open -= 1;
         }
     }

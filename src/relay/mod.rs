@@ -5,6 +5,7 @@ pub mod backends;
 mod control;
 pub mod dataplane;
 mod dialogs;
+pub mod epoll;
 pub mod errqueue;
 pub mod flows;
 mod hrw;

@@ -121,7 +121,7 @@ pub(super) async fn run(shell: Rc<RefCell<Shell>>, opened: Opened, status: Arc<M
                     s.close_relay(p);
                 }
                 if let Some(p) = eff.bind
-                    && let Err(e) = s.open_relay(&shell, p)
+                    && let Err(e) = s.open_relay(p)
                 {
                     tracing::warn!(addr = p.addr, port = p.port, error = %e, "cannot pre-bind a mirrored relay port");
                 }
