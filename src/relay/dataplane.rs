@@ -4,7 +4,8 @@
 //! Everything runs on one thread (a current-thread runtime with a `LocalSet`): the
 //! router needs no lock, and a datagram is received, routed and sent without a
 //! hand-off between threads. One batch of receive buffers serves all sockets, so a
-//! flow costs its socket and a small task, not 64 KiB.
+//! flow costs its socket and an epoll entry, not a task or 64 KiB. Relay sockets:
+//! `relays.rs`; probes, housekeeping, reload: `tasks.rs`.
 
 use std::cell::RefCell;
 use std::io;
@@ -12,7 +13,7 @@ use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::unix::AsyncFd;
@@ -20,29 +21,28 @@ use tokio::io::{Interest, Ready};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::LocalSet;
 
+mod relays;
+mod tasks;
+
+use relays::relay_reactor;
+use tasks::{backend_addrs, housekeeping, probe_loop};
+
 use super::control::{self, Control};
-use super::epoll::{self, Epoll};
-use super::errqueue;
+use super::epoll::Epoll;
 use super::mmsg::{self, RecvBatch};
 use super::port::{RelayPort, RelaySpace};
-use super::router::{BackendAction, ClientAction, Router, RouterEvent};
+use super::router::{BackendAction, ClientAction, Router};
 use super::stats::DropReason;
 use crate::admin::{MetricsHandles, Status};
 use crate::config::Config;
 use crate::health::checker::Settings;
 use crate::health::prober::Prober;
-use crate::health::{Event, Health};
 use crate::sip::response::build_response;
 use crate::sip::{Scan, scan};
 
 /// `recvmmsg` batches per wake-up before other sockets get a turn.
 const ROUNDS: usize = 4;
 const PUBLIC_RCVBUF: usize = 8 << 20;
-/// A trunk's flow carries as much as a public socket; the default (~208 KB, about
-/// 150 small datagrams with their overhead) overflowed at 8000 calls/s on one flow
-/// during a few milliseconds' stall. Only queued datagrams use it.
-const RELAY_RCVBUF: usize = 2 << 20;
-const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(200);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
@@ -100,13 +100,6 @@ fn register<T: AsRawFd>(s: T) -> io::Result<AsyncFd<T>> {
         .map_err(io::Error::from)
 }
 
-/// Opens a flow's relay socket, with ICMP error reporting for the fast path.
-fn bind_relay(addr: SocketAddr) -> io::Result<StdUdpSocket> {
-    let s = bind_udp(addr, Some(RELAY_RCVBUF))?;
-    errqueue::enable(&s, addr.is_ipv6())?;
-    Ok(s)
-}
-
 pub(super) struct Shell {
     pub(super) router: Router,
     pub(super) prober: Prober,
@@ -147,13 +140,6 @@ pub fn run(
         .map_err(DataplaneError::Runtime)?;
     let local = LocalSet::new();
     local.block_on(&rt, serve(cfg, public, metrics, status, handles))
-}
-
-fn backend_addrs(r: &Router) -> Vec<Option<SocketAddr>> {
-    r.backends()
-        .iter()
-        .map(|(_, b)| (!b.vacant).then_some(b.addr))
-        .collect()
 }
 
 async fn serve(
@@ -307,37 +293,6 @@ async fn public_loop(shell: Shared, ingress: u16, sock: Rc<Sock>) {
     .await
 }
 
-/// Drains the relay sockets that are ready: one `recvmmsg` batch per socket per
-/// turn (the set is level-triggered, so a socket with more waiting comes back in
-/// the next turn), then other tasks get a turn.
-async fn relay_reactor(shell: Shared, poll: Rc<AsyncFd<Epoll>>) {
-    let mut events = epoll::events();
-    loop {
-        let mut ready = match poll.readable().await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(error = %e, "relay socket set failed");
-                return;
-            }
-        };
-        let evs = match poll.get_ref().wait(&mut events) {
-            Ok(evs) => evs,
-            Err(e) => {
-                tracing::error!(error = %e, "epoll_wait on the relay sockets failed");
-                return;
-            }
-        };
-        let again = shell.borrow_mut().drain_relays(Instant::now(), evs);
-        if again || evs.len() == epoll::EVENTS {
-            // More is waiting: keep the readiness, let the public sockets in first.
-            tokio::task::yield_now().await;
-        } else {
-            // Every socket reported was drained; a new datagram wakes the set again.
-            ready.clear_ready();
-        }
-    }
-}
-
 /// Sends without waiting for tokio's write readiness: a UDP send either fits the
 /// socket buffer now or is dropped (and counted), and a just-opened relay socket has
 /// no readiness event yet.
@@ -438,247 +393,5 @@ impl Shell {
                 self.router.send_failed();
             }
         }
-    }
-
-    /// One turn over the ready relay sockets; true when one may hold more.
-    fn drain_relays(&mut self, now: Instant, evs: &[libc::epoll_event]) -> bool {
-        let mut again = false;
-        let mut batch = self.batch.take().unwrap_or_default();
-        for ev in evs {
-            let idx = ev.u64 as usize;
-            // Closed sockets leave the set; a slot is only reused by a later turn.
-            let Some(fd) = self
-                .relays
-                .get(idx)
-                .and_then(|r| r.as_ref())
-                .map(|r| r.as_raw_fd())
-            else {
-                continue;
-            };
-            // SAFETY: the socket in `relays[idx]` stays open during this turn: only
-            // the housekeeping and sync tasks close relay sockets.
-            let sock = unsafe { BorrowedFd::borrow_raw(fd) };
-            if ev.events & libc::EPOLLERR as u32 != 0 {
-                self.on_relay_error(now, &sock);
-            }
-            match batch.recv(fd) {
-                Ok(got) => {
-                    let port = self.space.at(idx);
-                    for i in 0..got {
-                        if let Some((data, from)) = batch.get(i) {
-                            self.on_backend(now, port, from, data);
-                        }
-                    }
-                    again |= got == mmsg::BATCH;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => {
-                    // A pending socket error ended this receive; datagrams may wait.
-                    self.on_relay_error(now, &sock);
-                    again = true;
-                }
-            }
-        }
-        self.batch = Some(batch);
-        again
-    }
-
-    /// An ICMP error on a relay socket: which backend bounced? Probe it now.
-    fn on_relay_error(&mut self, now: Instant, sock: &impl AsRawFd) {
-        let prober = &mut self.prober;
-        let mut woke = false;
-        errqueue::drain(sock, |u| {
-            woke |= prober.relay_icmp(now, &u.dest);
-        });
-        if woke {
-            self.probe_wake.notify_one();
-        }
-    }
-
-    /// Binds a relay port (IP_FREEBIND: the relay address may be a VIP that is on
-    /// the peer right now) and adds it to the relay set. A port already open stays.
-    pub(super) fn open_relay(&mut self, port: RelayPort) -> io::Result<()> {
-        let (Some(idx), Some(addr)) = (
-            self.space.index(port),
-            super::port::socket_addr(&self.relay_ips, port),
-        ) else {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "relay endpoint outside listen.relay / relay_ports",
-            ));
-        };
-        if self.relays[idx].is_some() {
-            return Ok(());
-        }
-        let sock = bind_relay(addr)?;
-        self.relay_poll
-            .get_ref()
-            .add(sock.as_raw_fd(), idx as u64)?;
-        self.relays[idx] = Some(sock);
-        self.relays_open += 1;
-        Ok(())
-    }
-
-    pub(super) fn close_relay(&mut self, port: RelayPort) {
-        let idx = self.space.index(port);
-        if idx.and_then(|i| self.relays[i].take()).is_some() {
-            self.relays_open -= 1;
-        }
-    }
-
-    /// Applies health verdicts to routing, with one log line per change.
-    fn apply_health_events(&mut self) {
-        while let Some(ev) = self.prober.poll_event() {
-            let (b, up, reason) = match ev {
-                Event::Up { backend, reason } => (backend, true, reason),
-                Event::Down { backend, reason } => (backend, false, reason),
-            };
-            let id = b as super::BackendId;
-            self.router.set_backend_up(id, up);
-            self.metrics.backend_up(b, up);
-            let Some(slot) = self.router.backends().get(id) else {
-                continue;
-            };
-            let name = slot.name.clone();
-            self.metrics.health_transition(&name, up, reason);
-            let rtt_ms = self
-                .prober
-                .checker
-                .last_rtt(b)
-                .map(|d| d.as_secs_f64() * 1e3);
-            if up {
-                tracing::info!(backend = %name, addr = %slot.addr, reason = reason.as_str(), ?rtt_ms, "backend up");
-            } else if let crate::health::Reason::ReplyCode(code) = reason {
-                tracing::warn!(backend = %name, addr = %slot.addr, reason = reason.as_str(), code, "backend down");
-            } else {
-                tracing::warn!(backend = %name, addr = %slot.addr, reason = reason.as_str(), "backend down");
-            }
-        }
-    }
-}
-
-async fn probe_loop(shell: Shared) {
-    let wake = shell.borrow().probe_wake.clone();
-    let mut buf = vec![0u8; mmsg::BUF_LEN];
-    loop {
-        // Never hold the shell across an await: the other tasks need it.
-        let (deadline, v4, v6) = {
-            let s = shell.borrow();
-            (
-                s.prober.poll_timeout(),
-                s.prober.v4.clone(),
-                s.prober.v6.clone(),
-            )
-        };
-        let sleep = async {
-            match deadline {
-                Some(t) => tokio::time::sleep_until(t.into()).await,
-                None => std::future::pending().await,
-            }
-        };
-        let v6_readable = async {
-            match &v6 {
-                Some(x) => x
-                    .ready(Interest::READABLE | Interest::ERROR)
-                    .await
-                    .map(|_| ()),
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = sleep => {}
-            _ = v4.ready(Interest::READABLE | Interest::ERROR) => {}
-            _ = v6_readable => {}
-            _ = wake.notified() => {}
-        }
-        let now = Instant::now();
-        let mut guard = shell.borrow_mut();
-        let s = &mut *guard;
-        let metrics = &s.metrics;
-        s.prober
-            .receive(now, &mut buf, |b, rtt| metrics.probe_rtt(b, rtt));
-        s.prober.tick(now);
-        s.apply_health_events();
-    }
-}
-
-async fn housekeeping(shell: Shared, status: Arc<Mutex<Status>>) {
-    let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let now = Instant::now();
-        let mut guard = shell.borrow_mut();
-        let s = &mut *guard;
-        s.router.handle_timeout(now);
-        while let Some(ev) = s.router.poll_event() {
-            match ev {
-                RouterEvent::FlowRemoved { relay_port } => s.close_relay(relay_port),
-                RouterEvent::BackendVacated { backend } => {
-                    tracing::info!(backend, "removed backend drained; slot freed");
-                    let addrs = backend_addrs(&s.router);
-                    s.prober.set_addrs(addrs, &[], now);
-                }
-            }
-        }
-        s.metrics.publish(
-            s.router.counters(),
-            s.router.flow_count(),
-            s.router.dialog_count(),
-            s.relays_open,
-        );
-        if let Ok(mut st) = status.lock() {
-            st.update(&s.router, &s.prober.checker, s.relays_open);
-        }
-    }
-}
-
-impl Shell {
-    /// For the control task: the router's health view after a reload.
-    pub(super) fn reload(&mut self, cfg: Config) -> Vec<String> {
-        let mut notes = Vec::new();
-        if cfg.listen != self.cfg.listen {
-            notes.push("listen changes need a restart; kept the running [listen]".to_string());
-        }
-        if cfg.limits != self.cfg.limits {
-            notes.push("limits changes need a restart; kept the running [limits]".to_string());
-        }
-        let now = Instant::now();
-        let changes = self.router.reconfigure(&cfg);
-        let mut reset = Vec::new();
-        for ch in &changes {
-            let (id, what) = match *ch {
-                super::Change::Added(id) => (id, "added"),
-                super::Change::Readded(id) => (id, "re-added"),
-                super::Change::AddressChanged(id) => (id, "address changed"),
-                super::Change::Removed(id) => (id, "removed (draining)"),
-            };
-            let Some(b) = self.router.backends().get(id) else {
-                continue;
-            };
-            notes.push(format!("backend {} {what}", b.name));
-            if !matches!(ch, super::Change::Removed(_)) {
-                reset.push(id as usize);
-                let name = b.name.clone();
-                self.metrics.set_backend(id as usize, &name);
-            }
-        }
-        self.prober
-            .set_addrs(backend_addrs(&self.router), &reset, now);
-        self.prober
-            .checker
-            .set_settings(Settings::from(&cfg.health));
-        for &i in &reset {
-            // A new or moved backend is assumed up until its first probe says otherwise.
-            let up = self.prober.checker.state(i) != Health::Down;
-            self.router.set_backend_up(i as super::BackendId, up);
-        }
-        self.probe_wake.notify_one();
-        let keep_listen = self.cfg.listen.clone();
-        let keep_limits = self.cfg.limits.clone();
-        self.cfg = cfg;
-        self.cfg.listen = keep_listen;
-        self.cfg.limits = keep_limits;
-        notes
     }
 }

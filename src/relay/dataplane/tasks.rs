@@ -1,0 +1,183 @@
+//! The dataplane's other tasks: health probes, housekeeping (expiry, metrics,
+//! status) and config reloads.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::Interest;
+
+use super::{Shared, Shell};
+use crate::admin::Status;
+use crate::config::Config;
+use crate::health::checker::Settings;
+use crate::health::{Event, Health};
+use crate::relay::mmsg;
+use crate::relay::router::{Router, RouterEvent};
+
+const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(200);
+
+pub(super) fn backend_addrs(r: &Router) -> Vec<Option<SocketAddr>> {
+    r.backends()
+        .iter()
+        .map(|(_, b)| (!b.vacant).then_some(b.addr))
+        .collect()
+}
+
+impl Shell {
+    /// Applies health verdicts to routing, with one log line per change.
+    fn apply_health_events(&mut self) {
+        while let Some(ev) = self.prober.poll_event() {
+            let (b, up, reason) = match ev {
+                Event::Up { backend, reason } => (backend, true, reason),
+                Event::Down { backend, reason } => (backend, false, reason),
+            };
+            let id = b as crate::relay::BackendId;
+            self.router.set_backend_up(id, up);
+            self.metrics.backend_up(b, up);
+            let Some(slot) = self.router.backends().get(id) else {
+                continue;
+            };
+            let name = slot.name.clone();
+            self.metrics.health_transition(&name, up, reason);
+            let rtt_ms = self
+                .prober
+                .checker
+                .last_rtt(b)
+                .map(|d| d.as_secs_f64() * 1e3);
+            if up {
+                tracing::info!(backend = %name, addr = %slot.addr, reason = reason.as_str(), ?rtt_ms, "backend up");
+            } else if let crate::health::Reason::ReplyCode(code) = reason {
+                tracing::warn!(backend = %name, addr = %slot.addr, reason = reason.as_str(), code, "backend down");
+            } else {
+                tracing::warn!(backend = %name, addr = %slot.addr, reason = reason.as_str(), "backend down");
+            }
+        }
+    }
+}
+
+pub(super) async fn probe_loop(shell: Shared) {
+    let wake = shell.borrow().probe_wake.clone();
+    let mut buf = vec![0u8; mmsg::BUF_LEN];
+    loop {
+        // Never hold the shell across an await: the other tasks need it.
+        let (deadline, v4, v6) = {
+            let s = shell.borrow();
+            (
+                s.prober.poll_timeout(),
+                s.prober.v4.clone(),
+                s.prober.v6.clone(),
+            )
+        };
+        let sleep = async {
+            match deadline {
+                Some(t) => tokio::time::sleep_until(t.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        let v6_readable = async {
+            match &v6 {
+                Some(x) => x
+                    .ready(Interest::READABLE | Interest::ERROR)
+                    .await
+                    .map(|_| ()),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = sleep => {}
+            _ = v4.ready(Interest::READABLE | Interest::ERROR) => {}
+            _ = v6_readable => {}
+            _ = wake.notified() => {}
+        }
+        let now = Instant::now();
+        let mut guard = shell.borrow_mut();
+        let s = &mut *guard;
+        let metrics = &s.metrics;
+        s.prober
+            .receive(now, &mut buf, |b, rtt| metrics.probe_rtt(b, rtt));
+        s.prober.tick(now);
+        s.apply_health_events();
+    }
+}
+
+pub(super) async fn housekeeping(shell: Shared, status: Arc<Mutex<Status>>) {
+    let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        let mut guard = shell.borrow_mut();
+        let s = &mut *guard;
+        s.router.handle_timeout(now);
+        while let Some(ev) = s.router.poll_event() {
+            match ev {
+                RouterEvent::FlowRemoved { relay_port } => s.close_relay(relay_port),
+                RouterEvent::BackendVacated { backend } => {
+                    tracing::info!(backend, "removed backend drained; slot freed");
+                    let addrs = backend_addrs(&s.router);
+                    s.prober.set_addrs(addrs, &[], now);
+                }
+            }
+        }
+        s.metrics.publish(
+            s.router.counters(),
+            s.router.flow_count(),
+            s.router.dialog_count(),
+            s.relays_open,
+        );
+        if let Ok(mut st) = status.lock() {
+            st.update(&s.router, &s.prober.checker, s.relays_open);
+        }
+    }
+}
+
+impl Shell {
+    /// For the control task: the router's health view after a reload.
+    pub(in crate::relay) fn reload(&mut self, cfg: Config) -> Vec<String> {
+        let mut notes = Vec::new();
+        if cfg.listen != self.cfg.listen {
+            notes.push("listen changes need a restart; kept the running [listen]".to_string());
+        }
+        if cfg.limits != self.cfg.limits {
+            notes.push("limits changes need a restart; kept the running [limits]".to_string());
+        }
+        let now = Instant::now();
+        let changes = self.router.reconfigure(&cfg);
+        let mut reset = Vec::new();
+        for ch in &changes {
+            let (id, what) = match *ch {
+                crate::relay::Change::Added(id) => (id, "added"),
+                crate::relay::Change::Readded(id) => (id, "re-added"),
+                crate::relay::Change::AddressChanged(id) => (id, "address changed"),
+                crate::relay::Change::Removed(id) => (id, "removed (draining)"),
+            };
+            let Some(b) = self.router.backends().get(id) else {
+                continue;
+            };
+            notes.push(format!("backend {} {what}", b.name));
+            if !matches!(ch, crate::relay::Change::Removed(_)) {
+                reset.push(id as usize);
+                let name = b.name.clone();
+                self.metrics.set_backend(id as usize, &name);
+            }
+        }
+        self.prober
+            .set_addrs(backend_addrs(&self.router), &reset, now);
+        self.prober
+            .checker
+            .set_settings(Settings::from(&cfg.health));
+        for &i in &reset {
+            // A new or moved backend is assumed up until its first probe says otherwise.
+            let up = self.prober.checker.state(i) != Health::Down;
+            self.router.set_backend_up(i as crate::relay::BackendId, up);
+        }
+        self.probe_wake.notify_one();
+        let keep_listen = self.cfg.listen.clone();
+        let keep_limits = self.cfg.limits.clone();
+        self.cfg = cfg;
+        self.cfg.listen = keep_listen;
+        self.cfg.limits = keep_limits;
+        notes
+    }
+}
