@@ -110,7 +110,8 @@ fn read_one(fd: RawFd) -> Option<Option<Unreachable>> {
     }
 }
 
-fn sockaddr_to_std(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
+/// A kernel socket address (IPv4 or IPv6) as a std one.
+pub(super) fn sockaddr_to_std(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match s.ss_family as libc::c_int {
         libc::AF_INET => {
             // SAFETY: the family says this storage holds a sockaddr_in.
