@@ -60,11 +60,7 @@ pub(super) async fn relay_reactor(shell: Shared, poll: Rc<AsyncFd<Epoll>>) {
 
 impl Shell {
     /// One turn over the ready relay sockets; true when one may hold more.
-    fn drain_relays(
-        &mut self,
-        now: Instant,
-        evs: &[libc::epoll_event],
-    ) -> bool {
+    fn drain_relays(&mut self, now: Instant, evs: &[libc::epoll_event]) -> bool {
         let mut again = false;
         let mut batch = self.batch.take().unwrap_or_default();
         for ev in evs {
