@@ -10,7 +10,7 @@
 use std::cell::RefCell;
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -247,38 +247,51 @@ async fn recv_loop(
                 return;
             }
         };
-        let mut guard = shell.borrow_mut();
-        let s = &mut *guard;
-        let now = Instant::now();
-        if ready.ready().is_error() {
-            on_error(s, now, sock.get_ref());
-            ready.clear_ready_matching(Ready::ERROR);
-        }
-        // Always put back below; a fresh one only if a panicking handler lost it.
-        let mut batch = s.batch.take().unwrap_or_default();
-        for _ in 0..ROUNDS {
-            match batch.recv(fd) {
-                Ok(got) => {
-                    for i in 0..got {
-                        if let Some((data, from)) = batch.get(i) {
-                            on_datagram(s, now, from, data);
+        let drained = {
+            let mut guard = shell.borrow_mut();
+            let s = &mut *guard;
+            let now = Instant::now();
+            if ready.ready().is_error() {
+                on_error(s, now, sock.get_ref());
+                ready.clear_ready_matching(Ready::ERROR);
+            }
+            // Always put back below; a fresh one only if a panicking handler lost it.
+            let mut batch = s.batch.take().unwrap_or_default();
+            let mut drained = false;
+            for _ in 0..ROUNDS {
+                match batch.recv(fd) {
+                    Ok(got) => {
+                        for i in 0..got {
+                            if let Some((data, from)) = batch.get(i) {
+                                on_datagram(s, now, from, data);
+                            }
+                        }
+                        // A short batch means the queue was empty: clear readiness now
+                        // instead of paying a receive for EAGAIN.
+                        if got < mmsg::BATCH {
+                            ready.clear_ready_matching(Ready::READABLE);
+                            drained = true;
+                            break;
                         }
                     }
-                    // A short batch means the queue was empty: clear readiness now
-                    // instead of paying a receive for EAGAIN.
-                    if got < mmsg::BATCH {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         ready.clear_ready_matching(Ready::READABLE);
+                        drained = true;
                         break;
                     }
+                    Err(_) => on_error(s, now, sock.get_ref()),
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    ready.clear_ready_matching(Ready::READABLE);
-                    break;
-                }
-                Err(_) => on_error(s, now, sock.get_ref()),
             }
+            s.batch = Some(batch);
+            drained
+        };
+        drop(ready);
+        if !drained {
+            // Still readable: tokio's readiness futures do not count against the
+            // task budget, so without this a flood would never let the relay
+            // reactor, probes, housekeeping or sync run.
+            tokio::task::yield_now().await;
         }
-        s.batch = Some(batch);
     }
 }
 
@@ -343,9 +356,7 @@ impl Shell {
             // A pending ICMP error (IP_RECVERR) fails one send: learn from it, then
             // send once more.
             let fd = relay.as_raw_fd();
-            // SAFETY: `relays[idx]` is not closed while this datagram is handled.
-            let sock = unsafe { BorrowedFd::borrow_raw(fd) };
-            self.on_relay_error(now, &sock);
+            self.on_relay_error(now, &fd);
             let resent = self.relays[idx].as_ref().map(|r| send_now(r, data, to));
             if !matches!(resent, Some(Ok(_))) {
                 self.router.send_failed();

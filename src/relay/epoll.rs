@@ -17,7 +17,7 @@ pub struct Epoll {
 }
 
 /// Events taken per `wait`.
-pub const EVENTS: usize = 256;
+pub const EVENTS: usize = 64;
 
 pub type Events = [libc::epoll_event; EVENTS];
 

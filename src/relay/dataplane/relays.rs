@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -74,11 +74,10 @@ impl Shell {
             else {
                 continue;
             };
-            // SAFETY: the socket in `relays[idx]` stays open during this turn: only
-            // the housekeeping and sync tasks close relay sockets.
-            let sock = unsafe { BorrowedFd::borrow_raw(fd) };
+            // `relays[idx]` stays open during this turn: only the housekeeping and
+            // sync tasks close relay sockets.
             if ev.events & libc::EPOLLERR as u32 != 0 {
-                self.on_relay_error(now, &sock);
+                self.on_relay_error(now, &fd);
             }
             match batch.recv(fd) {
                 Ok(got) => {
@@ -93,7 +92,7 @@ impl Shell {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(_) => {
                     // A pending socket error ended this receive; datagrams may wait.
-                    self.on_relay_error(now, &sock);
+                    self.on_relay_error(now, &fd);
                     again = true;
                 }
             }

@@ -91,13 +91,18 @@ pub(super) async fn probe_loop(shell: Shared) {
             _ = wake.notified() => {}
         }
         let now = Instant::now();
-        let mut guard = shell.borrow_mut();
-        let s = &mut *guard;
-        let metrics = &s.metrics;
-        s.prober
-            .receive(now, &mut buf, |b, rtt| metrics.probe_rtt(b, rtt));
-        s.prober.tick(now);
-        s.apply_health_events();
+        {
+            let mut guard = shell.borrow_mut();
+            let s = &mut *guard;
+            let metrics = &s.metrics;
+            s.prober
+                .receive(now, &mut buf, |b, rtt| metrics.probe_rtt(b, rtt));
+            s.prober.tick(now);
+            s.apply_health_events();
+        }
+        // Readiness does not use up tokio's task budget: after a bounded receive,
+        // let the other tasks run even if junk keeps arriving at the probe port.
+        tokio::task::yield_now().await;
     }
 }
 
