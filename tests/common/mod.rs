@@ -1309,18 +1309,23 @@ pub fn udp(port: u16, timeout: Duration) -> UdpSocket {
 /// Receives one datagram, or `None` on timeout.
 pub fn recv(sock: &UdpSocket) -> Option<(Vec<u8>, SocketAddr)> {
     let mut buf = vec![0u8; 70_000];
-    match sock.recv_from(&mut buf) {
-        Ok((n, from)) => {
-            buf.truncate(n);
-            Some((buf, from))
-        }
-        Err(e)
-            if e.kind() == std::io::ErrorKind::WouldBlock
-                || e.kind() == std::io::ErrorKind::TimedOut =>
-        {
-            None
-        }
-        Err(e) => panic!("recv_from: {e}"),
+    loop {
+        return match sock.recv_from(&mut buf) {
+            Ok((n, from)) => {
+                buf.truncate(n);
+                Some((buf, from))
+            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                None
+            }
+            // A signal to the test process (a child exiting, say) interrupts a
+            // blocking receive: not an error of the thing under test.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => panic!("recv_from: {e}"),
+        };
     }
 }
 
