@@ -39,7 +39,6 @@ mod sipudp;
 #[path = "failover/vrrp.rs"]
 mod vrrp;
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -133,15 +132,6 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
         backend: wants("backend"),
         vrrp: wants("vrrp"),
     })
-}
-
-fn target_dir() -> PathBuf {
-    // .../target/release/deps/failover-HASH
-    std::env::current_exe()
-        .ok()
-        .and_then(|e| Some(e.parent()?.parent()?.parent()?.to_path_buf()))
-        .filter(|t| t.is_dir())
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
 }
 
 /// The work directory; kept with `--keep` or on panic.
@@ -247,7 +237,7 @@ fn main() {
         out += &format!("VRRP failover (issue 5)\n{t}");
         drop(topo);
     }
-    let path = target_dir().join("failover-bench.txt");
+    let path = procs::target_dir().join("failover-bench.txt");
     match std::fs::write(&path, out) {
         Ok(()) => eprintln!("written to {}", path.display()),
         Err(e) => eprintln!("cannot write {}: {e}", path.display()),

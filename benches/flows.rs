@@ -59,6 +59,9 @@ mod latency;
 mod pktinfo;
 #[path = "flows/procfs.rs"]
 mod procfs;
+#[allow(dead_code)]
+#[path = "load/procs.rs"]
+mod procs;
 #[path = "flows/proxies.rs"]
 mod proxies;
 #[path = "flows/register.rs"]
@@ -69,7 +72,7 @@ mod report;
 mod sipfront;
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::thread::sleep;
 use std::time::Duration;
@@ -556,15 +559,6 @@ pub fn port_ranges(v: &[(Ipv4Addr, u16)]) -> String {
         .join(" ")
 }
 
-fn target_dir() -> PathBuf {
-    // .../target/release/deps/flows-HASH
-    std::env::current_exe()
-        .ok()
-        .and_then(|e| Some(e.parent()?.parent()?.parent()?.to_path_buf()))
-        .filter(|t| t.is_dir())
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
-}
-
 fn main() {
     // The bare forwarder: this binary re-executed by `Proxy::start`.
     if let Ok(spec) = std::env::var(bare::ENV) {
@@ -685,7 +679,7 @@ fn main() {
     let answered = stubs.each_ref().map(|b| b.answered.load(Ordering::Relaxed));
     let t = report::table(&runs, side.as_ref(), &notes, &args, answered);
     println!("\n{t}");
-    let out = target_dir().join("flows-bench.txt");
+    let out = procs::target_dir().join("flows-bench.txt");
     match std::fs::write(&out, &t) {
         Ok(()) => eprintln!("written to {}", out.display()),
         Err(e) => eprintln!("cannot write {}: {e}", out.display()),

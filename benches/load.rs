@@ -495,15 +495,6 @@ fn table(results: &[Outcome], repeat: u64) -> String {
     t
 }
 
-fn target_dir() -> PathBuf {
-    // .../target/release/deps/load-HASH
-    std::env::current_exe()
-        .ok()
-        .and_then(|e| Some(e.parent()?.parent()?.parent()?.to_path_buf()))
-        .filter(|t| t.is_dir())
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
-}
-
 fn main() {
     if let Ok(spec) = std::env::var(bare::ENV) {
         bare::run(&spec);
@@ -540,7 +531,7 @@ fn main() {
         let t = sweep::run(&args, sw, root.path());
         println!("\n{t}");
         // Appended: the file keeps the last fixed-rate table above it.
-        let out = target_dir().join("load-bench.txt");
+        let out = procs::target_dir().join("load-bench.txt");
         let r = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -574,7 +565,7 @@ fn main() {
     }
     let t = table(&results, args.repeat);
     println!("\n{t}");
-    let out = target_dir().join("load-bench.txt");
+    let out = procs::target_dir().join("load-bench.txt");
     let header = format!(
         "sipfront load bench: {} calls at {}/s, modes {:?}, max_socket {}, rounds {}\n\n",
         args.calls, args.rate, args.modes, args.max_socket, args.repeat

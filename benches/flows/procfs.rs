@@ -4,75 +4,7 @@
 use std::fs;
 use std::net::Ipv4Addr;
 
-/// CPU time of a process, all threads: `utime + stime` in clock ticks from
-/// `/proc/PID/stat`, and the scheduler's run time in ns from `task/*/schedstat`
-/// (finer: a tick is 10 ms).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Cpu {
-    pub ticks: u64,
-    pub sched_ns: u64,
-}
-
-impl std::ops::Add for Cpu {
-    type Output = Cpu;
-    fn add(self, o: Cpu) -> Cpu {
-        Cpu {
-            ticks: self.ticks + o.ticks,
-            sched_ns: self.sched_ns + o.sched_ns,
-        }
-    }
-}
-
-impl std::ops::Sub for Cpu {
-    type Output = Cpu;
-    fn sub(self, o: Cpu) -> Cpu {
-        Cpu {
-            ticks: self.ticks.saturating_sub(o.ticks),
-            sched_ns: self.sched_ns.saturating_sub(o.sched_ns),
-        }
-    }
-}
-
-impl Cpu {
-    pub fn of(pid: u32) -> Cpu {
-        let ticks = fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| {
-                // Fields after the command name (which may hold spaces): state is
-                // field 3, utime 14, stime 15.
-                let f: Vec<u64> = s[s.rfind(')')? + 1..]
-                    .split_whitespace()
-                    .map(|v| v.parse().unwrap_or(0))
-                    .collect();
-                Some(f.get(11)? + f.get(12)?)
-            })
-            .unwrap_or(0);
-        let sched_ns = fs::read_dir(format!("/proc/{pid}/task"))
-            .map(|dir| {
-                dir.flatten()
-                    .filter_map(|t| fs::read_to_string(t.path().join("schedstat")).ok())
-                    .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-                    .sum()
-            })
-            .unwrap_or(0);
-        Cpu { ticks, sched_ns }
-    }
-
-    /// Summed over processes (a proxy and its descendants).
-    pub fn of_all(pids: &[u32]) -> Cpu {
-        pids.iter().fold(Cpu::default(), |c, &p| c + Cpu::of(p))
-    }
-
-    pub fn tick_ms(&self) -> f64 {
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-        self.ticks as f64 * 1000.0 / if hz > 0 { hz as f64 } else { 100.0 }
-    }
-
-    pub fn sched_ms(&self) -> f64 {
-        self.sched_ns as f64 / 1e6
-    }
-}
+pub use crate::procs::Cpu;
 
 /// A `Name:   123 kB` line of a /proc file, in kB; 0 if absent.
 fn kb(path: &str, key: &str) -> u64 {

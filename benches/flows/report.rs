@@ -144,7 +144,7 @@ fn latency_rows(side: &Side, at: &AtRate) -> (Vec<String>, Vec<Vec<String>>) {
             format!(
                 "{:.1} / {:.0} ms in {secs:.1} s (idle {idle_ms_s:.2} ms/s)",
                 l.cpu.sched_ms(),
-                l.cpu.tick_ms()
+                l.cpu.ms()
             ),
         ));
         let per = |ms: f64| {
@@ -156,7 +156,7 @@ fn latency_rows(side: &Side, at: &AtRate) -> (Vec<String>, Vec<Vec<String>>) {
         };
         v.push((
             "cpu µs/dgram sched / ticks".into(),
-            format!("{} / {}", per(l.cpu.sched_ms()), per(l.cpu.tick_ms())),
+            format!("{} / {}", per(l.cpu.sched_ms()), per(l.cpu.ms())),
         ));
         v.push((
             "cpu µs/dgram net of idle".into(),

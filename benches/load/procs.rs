@@ -111,10 +111,7 @@ impl Proc {
 
     /// CPU time used so far by the process(es), all threads.
     pub fn cpu(&self) -> Cpu {
-        self.pids()
-            .into_iter()
-            .map(Cpu::of_pid)
-            .fold(Cpu::default(), |a, b| a + b)
+        Cpu::of_all(&self.pids())
     }
 
     /// Resident memory now, summed over the process(es): (VmRSS kB, Pss kB). Kamailio's
@@ -197,7 +194,7 @@ impl std::ops::Sub for Cpu {
 }
 
 impl Cpu {
-    fn of_pid(pid: u32) -> Cpu {
+    pub fn of(pid: u32) -> Cpu {
         let ticks = stat_fields(pid)
             .map(|f| field(&f, 14) + field(&f, 15))
             .unwrap_or(0);
@@ -210,6 +207,11 @@ impl Cpu {
             })
             .unwrap_or(0);
         Cpu { ticks, sched_ns }
+    }
+
+    /// Summed over processes (a proxy and its descendants).
+    pub fn of_all(pids: &[u32]) -> Cpu {
+        pids.iter().fold(Cpu::default(), |c, &p| c + Cpu::of(p))
     }
 
     /// Milliseconds, from the clock ticks.
@@ -359,4 +361,14 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
         .then(|| head.split_whitespace().nth(1) == Some("200"))
         .filter(|ok| *ok)
         .map(|_| body.to_string())
+}
+
+/// The cargo target directory of the running bench binary
+/// (`.../target/release/deps/NAME-HASH`), for its result files.
+pub fn target_dir() -> std::path::PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|e| Some(e.parent()?.parent()?.parent()?.to_path_buf()))
+        .filter(|t| t.is_dir())
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
 }

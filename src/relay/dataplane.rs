@@ -228,15 +228,10 @@ async fn serve(
     Ok(())
 }
 
-/// Receives on `sock` until it fails, handing each datagram (and each socket
-/// error, e.g. a queued ICMP) to `on_datagram` / `on_error` with the shell borrowed.
-/// A wake-up shares one `now`; after `ROUNDS` full batches other sockets get a turn.
-async fn recv_loop(
-    shell: Shared,
-    sock: Rc<Sock>,
-    on_datagram: impl Fn(&mut Shell, Instant, SocketAddr, &[u8]),
-    on_error: impl Fn(&mut Shell, Instant, &StdUdpSocket),
-) {
+/// Receives client datagrams on public socket `ingress` until it fails, with the
+/// shell borrowed per wake-up. A wake-up shares one `now`; after `ROUNDS` full
+/// batches other sockets get a turn.
+async fn public_loop(shell: Shared, ingress: u16, sock: Rc<Sock>) {
     let fd = sock.as_raw_fd();
     loop {
         // An ICMP error alone does not make a socket readable: wait for both.
@@ -252,7 +247,7 @@ async fn recv_loop(
             let s = &mut *guard;
             let now = Instant::now();
             if ready.ready().is_error() {
-                on_error(s, now, sock.get_ref());
+                // Errors queued by ICMP for replies to clients: nothing to learn from.
                 ready.clear_ready_matching(Ready::ERROR);
             }
             // Always put back below; a fresh one only if a panicking handler lost it.
@@ -263,7 +258,7 @@ async fn recv_loop(
                     Ok(got) => {
                         for i in 0..got {
                             if let Some((data, from)) = batch.get(i) {
-                                on_datagram(s, now, from, data);
+                                s.on_client(now, ingress, from, data);
                             }
                         }
                         // A short batch means the queue was empty: clear readiness now
@@ -279,7 +274,8 @@ async fn recv_loop(
                         drained = true;
                         break;
                     }
-                    Err(_) => on_error(s, now, sock.get_ref()),
+                    // A pending socket error: nothing to learn, read on.
+                    Err(_) => {}
                 }
             }
             s.batch = Some(batch);
@@ -293,17 +289,6 @@ async fn recv_loop(
             tokio::task::yield_now().await;
         }
     }
-}
-
-async fn public_loop(shell: Shared, ingress: u16, sock: Rc<Sock>) {
-    recv_loop(
-        shell,
-        sock,
-        |s, now, from, data| s.on_client(now, ingress, from, data),
-        // Errors queued by ICMP for replies to clients: nothing to learn from them.
-        |_, _, _| {},
-    )
-    .await
 }
 
 /// Sends without waiting for tokio's write readiness: a UDP send either fits the

@@ -51,7 +51,6 @@ pub const SHARDS: usize = 8;
 
 pub struct DialogTable {
     shards: [Shard; SHARDS],
-    len: usize,
     keys: Keys,
     max: usize,
 }
@@ -73,7 +72,6 @@ impl DialogTable {
             shards: std::array::from_fn(|_| {
                 HashMap::with_capacity_and_hasher(max.min(1 << 16) / SHARDS, Default::default())
             }),
-            len: 0,
             keys: match shared {
                 Some(k) => Keys::Shared(k),
                 None => Keys::Random(RandomState::new(), RandomState::new()),
@@ -115,7 +113,7 @@ fn hash2(mut h1: impl Hasher, mut h2: impl Hasher, call_id: &[u8]) -> DialogKey 
 
 impl DialogTable {
     pub fn len(&self) -> usize {
-        self.len
+        self.shards.iter().map(HashMap::len).sum()
     }
 
     pub fn get_mut(&mut self, key: DialogKey) -> Option<&mut Dialog> {
@@ -137,11 +135,10 @@ impl DialogTable {
             d.long = long;
             return Ok(());
         }
-        if self.len >= self.max {
+        if self.len() >= self.max {
             return Err(());
         }
-        self.len += 1;
-        shard.insert(
+        self.shards[shard_of(key)].insert(
             key,
             Dialog {
                 backend,
@@ -162,9 +159,7 @@ impl DialogTable {
         let shard = &mut self.shards[i];
         let before = shard.len();
         shard.retain(|_, d| d.expires > now);
-        let gone = before - shard.len();
-        self.len -= gone;
-        gone
+        before - shard.len()
     }
 }
 

@@ -87,11 +87,6 @@ impl RecvBatch {
         let start = i * BUF_LEN;
         Some((&self.bufs[start..start + self.lens[i]], from))
     }
-
-    /// Buffer space for one datagram (for sockets read one at a time).
-    pub fn scratch(&mut self) -> &mut [u8] {
-        &mut self.bufs[..BUF_LEN]
-    }
 }
 
 #[cfg(test)]
