@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use tokio::net::UdpSocket;
 
-use crate::admin::Status;
 use crate::config::{Config, EphemeralPorts};
+use crate::dataplane::Status;
 use crate::sip::response::build_response;
 use crate::sip::{Scan, scan};
 

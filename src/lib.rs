@@ -1,17 +1,18 @@
 //! sipfront: a SIP-aware UDP front proxy.
 //!
 //! The protocol logic lives in plain modules without sockets or clocks of their own
-//! (`sip::scan`, `relay::router`, ...); thin tokio shells (`relay::dataplane`, `admin`)
+//! (`sip::scan`, `relay::router`, `sync::link`, ...); thin tokio shells (`dataplane`, `admin`)
 //! drive them with real I/O.
 
 pub mod admin;
 pub mod config;
+pub mod dataplane;
 pub mod demo;
-pub mod fdlimit;
 pub mod health;
 pub mod notify;
 pub mod relay;
 pub mod server;
 pub mod sip;
 pub mod sync;
+pub mod sys;
 pub mod vrrp;

@@ -8,10 +8,9 @@ use std::thread::JoinHandle;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::admin::{self, AdminState, MetricsHandles, Status};
+use crate::admin::{self, AdminState};
 use crate::config::Config;
-use crate::relay::Control;
-use crate::relay::dataplane::{self, DataplaneError, Handles};
+use crate::dataplane::{self, Control, DataplaneError, Handles, MetricsHandles, Status};
 use crate::vrrp::shell::VrrpHandle;
 
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +90,7 @@ impl Drop for Running {
 /// Starts sipfront for `cfg`. Must be called inside a tokio runtime (for the admin
 /// endpoint); the dataplane gets a thread of its own.
 pub async fn start(cfg: Config, prom: PrometheusHandle) -> Result<Running, ServerError> {
-    crate::fdlimit::prepare(cfg.limits.max_flows);
+    crate::sys::fdlimit::prepare(cfg.limits.max_flows);
     let public = dataplane::bind_public(&cfg)?;
     let listener = tokio::net::TcpListener::bind(cfg.admin.listen)
         .await

@@ -2,9 +2,6 @@
 //! Changing calls need `Authorization: Bearer <token>` when `admin.token_file` is set
 //! (it must be, unless the endpoint listens on loopback only).
 
-pub mod metrics;
-pub mod status;
-
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,10 +15,8 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-pub use metrics::MetricsHandles;
-pub use status::{BackendInfo, Status};
-
-use crate::relay::{AdminState as BackendAdmin, Control, FlowInfo};
+use crate::dataplane::{BackendInfo, Control, FlowInfo, Status};
+use crate::relay::AdminState as BackendAdmin;
 
 /// A dataplane that has not refreshed its status for this long is not ready.
 const STALE: Duration = Duration::from_secs(2);

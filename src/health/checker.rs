@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::config;
+use crate::relay::BackendId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Health {
@@ -52,14 +53,14 @@ impl Reason {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
-    Up { backend: usize, reason: Reason },
-    Down { backend: usize, reason: Reason },
+    Up { backend: BackendId, reason: Reason },
+    Down { backend: BackendId, reason: Reason },
 }
 
 /// A probe the shell must send: an OPTIONS to `backend` whose Call-ID carries `seq`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProbeTx {
-    pub backend: usize,
+    pub backend: BackendId,
     pub seq: u32,
 }
 
@@ -149,18 +150,20 @@ impl Checker {
     }
 
     /// Forgets a backend's history (its address changed or it was re-added).
-    pub fn reset(&mut self, backend: usize, now: Instant) {
-        if let Some(b) = self.backends.get_mut(backend) {
+    pub fn reset(&mut self, backend: BackendId, now: Instant) {
+        if let Some(b) = self.backends.get_mut(backend.index()) {
             *b = Backend::new(now);
         }
     }
 
-    pub fn state(&self, backend: usize) -> Health {
-        self.backends.get(backend).map_or(Health::Down, |b| b.state)
+    pub fn state(&self, backend: BackendId) -> Health {
+        self.backends
+            .get(backend.index())
+            .map_or(Health::Down, |b| b.state)
     }
 
-    pub fn last_rtt(&self, backend: usize) -> Option<Duration> {
-        self.backends.get(backend).and_then(|b| b.last_rtt)
+    pub fn last_rtt(&self, backend: BackendId) -> Option<Duration> {
+        self.backends.get(backend.index()).and_then(|b| b.last_rtt)
     }
 
     /// A reply to probe `seq` of `backend` with status `code`. Returns the RTT when it
@@ -168,11 +171,11 @@ impl Checker {
     pub fn handle_reply(
         &mut self,
         now: Instant,
-        backend: usize,
+        backend: BackendId,
         seq: u32,
         code: u16,
     ) -> Option<Duration> {
-        let Some(b) = self.backends.get_mut(backend) else {
+        let Some(b) = self.backends.get_mut(backend.index()) else {
             self.stale_replies += 1;
             return None;
         };
@@ -185,9 +188,9 @@ impl Checker {
                 let rtt = now.saturating_duration_since(o.sent);
                 b.last_rtt = Some(rtt);
                 if self.settings.alive.iter().any(|r| r.contains(&code)) {
-                    self.success(backend);
+                    self.success(backend.index());
                 } else {
-                    self.failure(backend, Reason::ReplyCode(code));
+                    self.failure(backend.index(), Reason::ReplyCode(code));
                 }
                 Some(rtt)
             }
@@ -201,14 +204,14 @@ impl Checker {
     /// An ICMP unreachable from `backend`. `on_probe`: it answered a probe (the port
     /// is closed: decisive at once); otherwise relayed traffic hit it, which makes the
     /// backend suspect and sends a probe now.
-    pub fn handle_icmp(&mut self, now: Instant, backend: usize, on_probe: bool) {
-        let Some(b) = self.backends.get_mut(backend) else {
+    pub fn handle_icmp(&mut self, now: Instant, backend: BackendId, on_probe: bool) {
+        let Some(b) = self.backends.get_mut(backend.index()) else {
             return;
         };
         if on_probe && b.outstanding.is_some() {
             b.outstanding = None;
             b.suspect = true;
-            self.failure(backend, Reason::Icmp);
+            self.failure(backend.index(), Reason::Icmp);
         } else if b.state != Health::Down {
             b.suspect = true;
             if b.outstanding.is_none() {
@@ -231,7 +234,7 @@ impl Checker {
         if up {
             b.state = Health::Up;
             self.events.push_back(Event::Up {
-                backend: i,
+                backend: BackendId::from_index(i),
                 reason: Reason::Probe,
             });
         }
@@ -250,7 +253,10 @@ impl Checker {
         b.suspect = false;
         if down {
             b.state = Health::Down;
-            self.events.push_back(Event::Down { backend: i, reason });
+            self.events.push_back(Event::Down {
+                backend: BackendId::from_index(i),
+                reason,
+            });
         }
     }
 
@@ -272,7 +278,7 @@ impl Checker {
                 });
                 b.next_probe = now + self.settings.interval;
                 self.transmits.push_back(ProbeTx {
-                    backend: i,
+                    backend: BackendId::from_index(i),
                     seq: self.seq,
                 });
             }

@@ -11,8 +11,9 @@ use std::time::Instant;
 use tokio::net::UdpSocket;
 
 use super::checker::{Checker, Event, Settings};
-use crate::relay::errqueue;
+use crate::relay::BackendId;
 use crate::sip::probe::ProbeIds;
+use crate::sys::errqueue;
 
 pub struct Prober {
     pub checker: Checker,
@@ -52,12 +53,15 @@ impl Prober {
         })
     }
 
-    pub fn backend_of(&self, a: &SocketAddr) -> Option<usize> {
-        self.addrs.iter().position(|x| x.as_ref() == Some(a))
+    pub fn backend_of(&self, a: &SocketAddr) -> Option<BackendId> {
+        self.addrs
+            .iter()
+            .position(|x| x.as_ref() == Some(a))
+            .map(BackendId::from_index)
     }
 
     /// Replaces the address list (config reload); `reset` backends start over.
-    pub fn set_addrs(&mut self, addrs: Vec<Option<SocketAddr>>, reset: &[usize], now: Instant) {
+    pub fn set_addrs(&mut self, addrs: Vec<Option<SocketAddr>>, reset: &[BackendId], now: Instant) {
         self.checker.resize(addrs.len(), now);
         for &i in reset {
             self.checker.reset(i, now);
@@ -73,7 +77,7 @@ impl Prober {
 
     /// Reads replies and ICMP errors from both sockets. Returns RTTs of answered
     /// probes through `rtt`.
-    pub fn receive(&mut self, now: Instant, buf: &mut [u8], mut rtt: impl FnMut(usize, f64)) {
+    pub fn receive(&mut self, now: Instant, buf: &mut [u8], mut rtt: impl FnMut(BackendId, f64)) {
         // ICMP errors first: an error alone does not make a socket readable, and
         // reading the queue also clears the pending error that would fail our next send.
         self.drain_errors(now);
@@ -90,9 +94,10 @@ impl Prober {
                 };
                 match sock.try_recv_from(buf) {
                     Ok((n, from)) => match self.ids.parse_reply(&buf[..n]) {
-                        Some((b, seq, code))
-                            if self.addrs.get(b).copied().flatten() == Some(from) =>
+                        Some((i, seq, code))
+                            if self.addrs.get(i).copied().flatten() == Some(from) =>
                         {
+                            let b = BackendId::from_index(i);
                             if let Some(d) = self.checker.handle_reply(now, b, seq, code) {
                                 rtt(b, d.as_secs_f64());
                             }
@@ -140,7 +145,7 @@ impl Prober {
         self.drain_errors(now);
         self.checker.handle_timeout(now);
         while let Some(tx) = self.checker.poll_transmit() {
-            let Some(target) = self.addrs.get(tx.backend).copied().flatten() else {
+            let Some(target) = self.addrs.get(tx.backend.index()).copied().flatten() else {
                 continue;
             };
             let sock = match (target.is_ipv6(), &self.v6) {
@@ -150,7 +155,7 @@ impl Prober {
             let local = sock
                 .local_addr()
                 .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-            let msg = self.ids.build(tx.backend, tx.seq, target, local);
+            let msg = self.ids.build(tx.backend.index(), tx.seq, target, local);
             let send = || socket2::SockRef::from(&*sock).send_to(&msg, &target.into());
             // A pending ICMP error for another backend fails one send on a shared
             // socket (IP_RECVERR): read the queue, then try once more.
@@ -161,7 +166,7 @@ impl Prober {
             if let Err(e) = r {
                 // A send that fails at once (e.g. ECONNREFUSED from a queued ICMP
                 // error) is a failed probe the next receive or timeout will count.
-                tracing::debug!(backend = tx.backend, error = %e, "probe send failed");
+                tracing::debug!(backend = tx.backend.index(), error = %e, "probe send failed");
             }
         }
     }

@@ -7,8 +7,35 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use super::hrw;
-use super::router::BackendId;
 use crate::config::Backend;
+
+/// A backend's slot in the [`BackendSet`]. Slots keep their index for life (a
+/// reload reuses a slot only once it is vacant), so flows, dialogs, health and
+/// metrics refer to a backend by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackendId(u16);
+
+impl BackendId {
+    pub const fn new(slot: u16) -> Self {
+        BackendId(slot)
+    }
+
+    /// Slot `i` of a set; sets hold at most `u16::MAX` backends (config checks).
+    pub fn from_index(i: usize) -> Self {
+        BackendId(u16::try_from(i).unwrap_or(u16::MAX))
+    }
+
+    /// For per-backend arrays.
+    pub const fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl std::fmt::Display for BackendId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// Operator's say over a backend, independent of its health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,10 +67,18 @@ pub struct BackendSlot {
     /// From health checks (or assumed at start).
     pub up: bool,
     pub admin: AdminState,
-    /// Still in the config. A removed backend drains, then its slot is vacated.
-    pub present: bool,
+    pub tenure: Tenure,
+}
+
+/// A slot's place in the config's life: a removed backend drains, then its slot is
+/// vacated and may be reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tenure {
+    Configured,
+    /// Removed by a reload; serves its flows until none is left.
+    Removed,
     /// Free for reuse: matches no address, takes no traffic.
-    pub vacant: bool,
+    Vacant,
 }
 
 impl BackendSlot {
@@ -54,19 +89,26 @@ impl BackendSlot {
             seed: hrw::seed(&b.name),
             up: true,
             admin: AdminState::Enabled,
-            present: true,
-            vacant: false,
+            tenure: Tenure::Configured,
         }
+    }
+
+    pub fn is_configured(&self) -> bool {
+        self.tenure == Tenure::Configured
+    }
+
+    pub fn is_vacant(&self) -> bool {
+        self.tenure == Tenure::Vacant
     }
 
     /// May new flows (and flows leaving a dead home) come here?
     pub fn accepts_new(&self) -> bool {
-        self.present && !self.vacant && self.up && self.admin == AdminState::Enabled
+        self.is_configured() && self.up && self.admin == AdminState::Enabled
     }
 
     /// May flows that already live here stay?
     pub fn serves(&self) -> bool {
-        !self.vacant && self.up && self.admin != AdminState::Disabled
+        !self.is_vacant() && self.up && self.admin != AdminState::Disabled
     }
 }
 
@@ -100,18 +142,18 @@ impl BackendSet {
     }
 
     pub fn get(&self, id: BackendId) -> Option<&BackendSlot> {
-        self.slots.get(id as usize)
+        self.slots.get(id.index())
     }
 
     pub fn get_mut(&mut self, id: BackendId) -> Option<&mut BackendSlot> {
-        self.slots.get_mut(id as usize)
+        self.slots.get_mut(id.index())
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (BackendId, &BackendSlot)> {
         self.slots
             .iter()
             .enumerate()
-            .map(|(i, s)| (i as BackendId, s))
+            .map(|(i, s)| (BackendId::from_index(i), s))
     }
 
     /// Linear: there are few backends, and a scan of a few addresses beats hashing.
@@ -119,15 +161,15 @@ impl BackendSet {
     pub fn by_addr(&self, a: &SocketAddr) -> Option<BackendId> {
         self.slots
             .iter()
-            .position(|b| b.addr == *a && !b.vacant)
-            .map(|i| i as BackendId)
+            .position(|b| b.addr == *a && !b.is_vacant())
+            .map(|i| BackendId::from_index(i))
     }
 
     pub fn by_name(&self, name: &str) -> Option<BackendId> {
         self.slots
             .iter()
-            .position(|b| b.name == name && b.present && !b.vacant)
-            .map(|i| i as BackendId)
+            .position(|b| b.name == name && b.is_configured())
+            .map(|i| BackendId::from_index(i))
     }
 
     /// The rendezvous seed (a hash of the name) that names a backend to the sync peer.
@@ -139,8 +181,8 @@ impl BackendSet {
     pub fn by_seed(&self, seed: u64) -> Option<BackendId> {
         self.slots
             .iter()
-            .position(|b| b.seed == seed && !b.vacant)
-            .map(|i| i as BackendId)
+            .position(|b| b.seed == seed && !b.is_vacant())
+            .map(|i| BackendId::from_index(i))
     }
 
     pub fn serves(&self, id: BackendId) -> bool {
@@ -155,7 +197,7 @@ impl BackendSet {
             .enumerate()
             .filter(|(_, b)| b.accepts_new())
             .max_by_key(|(_, b)| hrw::score(key, b.seed))
-            .map(|(i, _)| i as BackendId)
+            .map(|(i, _)| BackendId::from_index(i))
     }
 
     /// Applies a new backend list (by name). Admin state survives; a removed backend
@@ -163,34 +205,34 @@ impl BackendSet {
     pub fn update(&mut self, new: &[Backend]) -> Vec<Change> {
         let mut changes = Vec::new();
         for (i, slot) in self.slots.iter_mut().enumerate() {
-            if slot.present && !slot.vacant && !new.iter().any(|b| b.name == slot.name) {
-                slot.present = false;
+            if slot.is_configured() && !new.iter().any(|b| b.name == slot.name) {
+                slot.tenure = Tenure::Removed;
                 slot.admin = AdminState::Draining;
-                changes.push(Change::Removed(i as BackendId));
+                changes.push(Change::Removed(BackendId::from_index(i)));
             }
         }
         for b in new {
             let existing = self
                 .slots
                 .iter()
-                .position(|s| s.name == b.name && !s.vacant);
+                .position(|s| s.name == b.name && !s.is_vacant());
             match existing {
                 Some(i) => {
                     let s = &mut self.slots[i];
-                    if !s.present {
-                        s.present = true;
+                    if s.tenure == Tenure::Removed {
+                        s.tenure = Tenure::Configured;
                         s.admin = AdminState::Enabled;
-                        changes.push(Change::Readded(i as BackendId));
+                        changes.push(Change::Readded(BackendId::from_index(i)));
                     }
                     if s.addr != b.addr {
                         s.addr = b.addr;
                         s.up = true;
-                        changes.push(Change::AddressChanged(i as BackendId));
+                        changes.push(Change::AddressChanged(BackendId::from_index(i)));
                     }
                 }
                 None => {
                     let slot = BackendSlot::new(b);
-                    let i = match self.slots.iter().position(|s| s.vacant) {
+                    let i = match self.slots.iter().position(BackendSlot::is_vacant) {
                         Some(i) => {
                             self.slots[i] = slot;
                             i
@@ -200,7 +242,7 @@ impl BackendSet {
                             self.slots.len() - 1
                         }
                     };
-                    changes.push(Change::Added(i as BackendId));
+                    changes.push(Change::Added(BackendId::from_index(i)));
                 }
             }
         }
@@ -211,9 +253,9 @@ impl BackendSet {
     pub fn vacate_unused(&mut self, flows_per_backend: &[usize]) -> Vec<BackendId> {
         let mut freed = Vec::new();
         for (i, s) in self.slots.iter_mut().enumerate() {
-            if !s.present && !s.vacant && flows_per_backend.get(i).copied().unwrap_or(0) == 0 {
-                s.vacant = true;
-                freed.push(i as BackendId);
+            if s.tenure == Tenure::Removed && flows_per_backend.get(i).copied().unwrap_or(0) == 0 {
+                s.tenure = Tenure::Vacant;
+                freed.push(BackendId::from_index(i));
             }
         }
         freed
@@ -223,6 +265,10 @@ impl BackendSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn id(i: u16) -> BackendId {
+        BackendId::new(i)
+    }
 
     fn b(name: &str, port: u16) -> Backend {
         Backend {
@@ -234,21 +280,24 @@ mod tests {
     #[test]
     fn reload_keeps_indices_drains_removed_and_reuses_vacant_slots() {
         let mut s = BackendSet::new(&[b("a", 1), b("b", 2)]);
-        s.get_mut(0).unwrap().admin = AdminState::Draining;
+        s.get_mut(id(0)).unwrap().admin = AdminState::Draining;
         let ch = s.update(&[b("a", 1), b("c", 3)]);
-        assert_eq!(ch, vec![Change::Removed(1), Change::Added(2)]);
+        assert_eq!(ch, vec![Change::Removed(id(1)), Change::Added(id(2))]);
         assert_eq!(
-            s.get(0).unwrap().admin,
+            s.get(id(0)).unwrap().admin,
             AdminState::Draining,
             "admin state kept"
         );
-        assert!(s.serves(1) && !s.get(1).unwrap().accepts_new());
+        assert!(s.serves(id(1)) && !s.get(id(1)).unwrap().accepts_new());
         assert_eq!(s.vacate_unused(&[5, 3, 0]), Vec::<BackendId>::new());
-        assert_eq!(s.vacate_unused(&[5, 0, 0]), vec![1]);
+        assert_eq!(s.vacate_unused(&[5, 0, 0]), vec![id(1)]);
         assert_eq!(s.by_addr(&SocketAddr::from(([10, 0, 0, 1], 2))), None);
         let ch = s.update(&[b("a", 9), b("c", 3), b("d", 4)]);
-        assert_eq!(ch, vec![Change::AddressChanged(0), Change::Added(1)]);
-        assert_eq!(s.get(1).unwrap().name, "d");
-        assert_eq!(s.by_name("a"), Some(0));
+        assert_eq!(
+            ch,
+            vec![Change::AddressChanged(id(0)), Change::Added(id(1))]
+        );
+        assert_eq!(s.get(id(1)).unwrap().name, "d");
+        assert_eq!(s.by_name("a"), Some(id(0)));
     }
 }

@@ -12,7 +12,7 @@ use std::hash::SipHasher;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::time::Instant;
 
-use super::router::BackendId;
+use super::backends::BackendId;
 
 pub type DialogKey = u128;
 
@@ -185,15 +185,22 @@ mod tests {
         assert_eq!(a, t.key(b"abc@host"));
         assert_eq!(a, t.key(b"abc@\r\n host"), "folding is ignored");
         assert_ne!(a, t.key(b"abd@host"));
-        t.pin(a, 1, now + Duration::from_secs(1), false).unwrap();
-        t.pin(t.key(b"x"), 0, now + Duration::from_secs(5), false)
+        t.pin(a, BackendId::new(1), now + Duration::from_secs(1), false)
             .unwrap();
+        t.pin(
+            t.key(b"x"),
+            BackendId::new(0),
+            now + Duration::from_secs(5),
+            false,
+        )
+        .unwrap();
         assert!(
-            t.pin(t.key(b"y"), 0, now, false).is_err(),
+            t.pin(t.key(b"y"), BackendId::new(0), now, false).is_err(),
             "full table refuses"
         );
-        t.pin(a, 0, now + Duration::from_secs(10), true).unwrap();
-        assert_eq!(t.get_mut(a).unwrap().backend, 0);
+        t.pin(a, BackendId::new(0), now + Duration::from_secs(10), true)
+            .unwrap();
+        assert_eq!(t.get_mut(a).unwrap().backend, BackendId::new(0));
         assert_eq!(t.expire(now + Duration::from_secs(6)), 1);
         assert_eq!(t.len(), 1);
     }

@@ -6,8 +6,8 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use super::backends::BackendId;
 use super::port::{RelayPort, RelaySpace};
-use super::router::BackendId;
 
 const NO_FLOW: u32 = u32::MAX;
 
@@ -251,7 +251,7 @@ impl FlowTable {
                 && f.registered_until.is_none_or(|r| r <= now);
             if expired {
                 out.push(FlowId((base + i) as u32));
-            } else if let Some(n) = homes.get_mut(usize::from(f.home)) {
+            } else if let Some(n) = homes.get_mut(f.home.index()) {
                 *n += 1;
             }
         }
@@ -307,8 +307,8 @@ mod tests {
         let now = Instant::now();
         let mut t = table(100..=102, 10);
         assert_eq!(t.capacity(), 3);
-        let a = t.insert(addr(1), 0, 0, now).unwrap();
-        let b = t.insert(addr(2), 0, 0, now).unwrap();
+        let a = t.insert(addr(1), 0, BackendId::new(0), now).unwrap();
+        let b = t.insert(addr(2), 0, BackendId::new(0), now).unwrap();
         assert_eq!(t.get(a).unwrap().relay_port, rp(100));
         assert_eq!(t.lookup_port(rp(101)), Some(b));
         assert_eq!(t.lookup_client(&addr(1)), Some(a));
@@ -316,16 +316,16 @@ mod tests {
         assert_eq!(t.lookup_port(rp(103)), None);
         t.remove(a).unwrap();
         assert_eq!(t.lookup_port(rp(100)), None);
-        let c = t.insert(addr(3), 0, 0, now).unwrap();
+        let c = t.insert(addr(3), 0, BackendId::new(0), now).unwrap();
         assert_eq!(
             t.get(c).unwrap().relay_port,
             rp(102),
             "freed port goes to the back"
         );
-        let d = t.insert(addr(4), 0, 0, now).unwrap();
+        let d = t.insert(addr(4), 0, BackendId::new(0), now).unwrap();
         assert_eq!(t.get(d).unwrap().relay_port, rp(100));
         assert!(matches!(
-            t.insert(addr(5), 0, 0, now),
+            t.insert(addr(5), 0, BackendId::new(0), now),
             Err(InsertError::Full)
         ));
     }
@@ -334,7 +334,7 @@ mod tests {
     fn insert_at_takes_a_given_port_and_replaces_holders() {
         let now = Instant::now();
         let mut t = table(100..=103, 10);
-        let a = t.insert(addr(1), 0, 0, now).unwrap();
+        let a = t.insert(addr(1), 0, BackendId::new(0), now).unwrap();
         let mut f = t.get(a).unwrap().clone();
         f.client = addr(9);
         f.relay_port = rp(102);
@@ -342,9 +342,9 @@ mod tests {
         assert!(replaced.is_empty());
         assert!(t.get(b).unwrap().mirrored);
         // New local flows skip the port sync took.
-        let c = t.insert(addr(2), 0, 0, now).unwrap();
+        let c = t.insert(addr(2), 0, BackendId::new(0), now).unwrap();
         assert_eq!(t.get(c).unwrap().relay_port, rp(101));
-        let d = t.insert(addr(3), 0, 0, now).unwrap();
+        let d = t.insert(addr(3), 0, BackendId::new(0), now).unwrap();
         assert_eq!(t.get(d).unwrap().relay_port, rp(103));
         // The peer's view wins on a conflict: port 100 goes to client 1 of the peer.
         f.relay_port = rp(100);
@@ -367,7 +367,7 @@ mod tests {
     fn registration_extends_expiry() {
         let now = Instant::now();
         let mut t = table(100..=200, 10);
-        let a = t.insert(addr(1), 0, 0, now).unwrap();
+        let a = t.insert(addr(1), 0, BackendId::new(0), now).unwrap();
         let idle = Duration::from_secs(30);
         let mut out = vec![];
         t.expired(now + idle, idle, false, &mut out);

@@ -1,22 +1,19 @@
-//! The relay: flows, dialogs, rendezvous hashing and the routing decision (pure code),
-//! plus the tokio shell that drives it with sockets (`dataplane`).
+//! The relay's pure core: flows, dialogs, the backend set, rendezvous hashing, the
+//! relay endpoint space, per-source rate limits and the routing decision. No
+//! sockets, no tokio, no clock: time is an argument. `crate::dataplane` drives it.
 
 pub mod backends;
-mod control;
-pub mod dataplane;
 mod dialogs;
-pub mod epoll;
-pub mod errqueue;
 pub mod flows;
 mod hrw;
-pub mod mmsg;
+pub mod item;
 pub mod port;
 mod ratelimit;
 pub mod router;
 pub mod stats;
-mod sync_task;
 
-pub use backends::{AdminState, BackendSet, Change};
-pub use control::{Control, FlowInfo};
-pub use router::{BackendAction, BackendId, ClientAction, Router, RouterEvent};
+pub use backends::{AdminState, BackendId, BackendSet, Change};
+pub use item::Item;
+pub use port::{RelayPort, RelaySpace};
+pub use router::{BackendAction, ClientAction, Router, RouterEvent};
 pub use stats::{Counters, Direction, DropReason};

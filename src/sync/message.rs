@@ -2,42 +2,17 @@
 //! sequence number, body) followed by an HMAC-SHA256 tag over it. Items carry no
 //! heap data, so the dataplane can queue them without allocating.
 
-use std::net::SocketAddr;
-
 use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::relay::port::RelayPort;
+pub use crate::relay::Item;
 
 /// 2: relay endpoints carry the relay address's position (several relay addresses).
 pub const VERSION: u8 = 2;
 pub const TAG_LEN: usize = 32;
 /// Keeps every datagram under a typical 1500-byte MTU.
 pub const MAX_DATAGRAM: usize = 1400;
-
-/// One table change. Backends are referred to by their rendezvous seed (a hash of
-/// the name), so the peers need not list them in the same order or reload together;
-/// an item for a backend the receiver does not know is counted and skipped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Item {
-    Flow {
-        client: SocketAddr,
-        relay_port: RelayPort,
-        ingress: u16,
-        home: u64,
-        /// Seconds of registration left (granted expiry plus grace), if registered.
-        registered_secs: Option<u32>,
-    },
-    FlowGone {
-        relay_port: RelayPort,
-    },
-    Dialog {
-        key: u128,
-        backend: u64,
-        long: bool,
-    },
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Body {
@@ -213,7 +188,10 @@ impl ReplayGuard {
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
     use super::*;
+    use crate::relay::RelayPort;
     use proptest::prelude::*;
 
     fn key() -> Key {

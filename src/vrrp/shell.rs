@@ -20,8 +20,8 @@ use super::packet::{Packet, Repr};
 use super::speaker::{Speaker, parse_ipv4};
 use super::vip::{VipError, Vips};
 use super::{PRIORITY_OWNER, check_advert};
-use crate::admin::Status;
 use crate::config::Vrrp;
+use crate::dataplane::Status;
 
 /// How often the dataplane's health is looked at for priority tracking.
 const TRACK_EVERY: Duration = Duration::from_millis(100);

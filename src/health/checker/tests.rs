@@ -34,11 +34,11 @@ fn run(s: Settings, script: &[B], ms: u64) -> (Vec<(u64, Event)>, Checker) {
     let mut out = vec![];
     for now in 0..=ms {
         for &(_, seq, code) in pending.iter().filter(|p| p.0 == now) {
-            c.handle_reply(at(now), 0, seq, code);
+            c.handle_reply(at(now), BackendId::new(0), seq, code);
         }
         pending.retain(|p| p.0 != now);
         if icmp.contains(&now) {
-            c.handle_icmp(at(now), 0, true);
+            c.handle_icmp(at(now), BackendId::new(0), true);
             icmp.retain(|&t| t != now);
         }
         if c.poll_timeout().is_some_and(|t| t <= at(now)) {
@@ -65,13 +65,13 @@ fn run(s: Settings, script: &[B], ms: u64) -> (Vec<(u64, Event)>, Checker) {
 
 fn up(r: Reason) -> Event {
     Event::Up {
-        backend: 0,
+        backend: BackendId::new(0),
         reason: r,
     }
 }
 fn down(r: Reason) -> Event {
     Event::Down {
-        backend: 0,
+        backend: BackendId::new(0),
         reason: r,
     }
 }
@@ -186,14 +186,29 @@ fn late_and_stray_replies_are_counted_not_used() {
     let mut c = Checker::new(settings(2, 2), 1, t0);
     c.handle_timeout(t0);
     let p = c.poll_transmit().unwrap();
-    assert_eq!(c.handle_reply(t0, 0, p.seq + 1, 200), None, "wrong seq");
-    assert_eq!(c.handle_reply(t0, 7, p.seq, 200), None, "no such backend");
+    assert_eq!(
+        c.handle_reply(t0, BackendId::new(0), p.seq + 1, 200),
+        None,
+        "wrong seq"
+    );
+    assert_eq!(
+        c.handle_reply(t0, BackendId::new(7), p.seq, 200),
+        None,
+        "no such backend"
+    );
     assert_eq!(c.stale_replies, 2);
-    assert_eq!(c.state(0), Health::Unknown);
-    let rtt = c.handle_reply(t0 + Duration::from_millis(4), 0, p.seq, 200);
+    assert_eq!(c.state(BackendId::new(0)), Health::Unknown);
+    let rtt = c.handle_reply(t0 + Duration::from_millis(4), BackendId::new(0), p.seq, 200);
     assert_eq!(rtt, Some(Duration::from_millis(4)));
-    assert_eq!(c.last_rtt(0), Some(Duration::from_millis(4)));
-    assert_eq!(c.handle_reply(t0, 0, p.seq, 200), None, "duplicate");
+    assert_eq!(
+        c.last_rtt(BackendId::new(0)),
+        Some(Duration::from_millis(4))
+    );
+    assert_eq!(
+        c.handle_reply(t0, BackendId::new(0), p.seq, 200),
+        None,
+        "duplicate"
+    );
 }
 
 #[test]
@@ -203,27 +218,27 @@ fn icmp_on_relayed_traffic_probes_at_once_and_one_failure_decides() {
     let mut c = Checker::new(settings(3, 2), 1, t0);
     c.handle_timeout(t0);
     let p = c.poll_transmit().unwrap();
-    c.handle_reply(ms(1), 0, p.seq, 200);
+    c.handle_reply(ms(1), BackendId::new(0), p.seq, 200);
     assert_eq!(c.poll_event(), Some(up(Reason::Probe)));
     assert_eq!(c.poll_timeout(), Some(ms(100)));
     // Relayed traffic bounced at 30 ms: a probe goes out now, not at 100 ms.
-    c.handle_icmp(ms(30), 0, false);
+    c.handle_icmp(ms(30), BackendId::new(0), false);
     assert_eq!(c.poll_timeout(), Some(ms(30)));
     c.handle_timeout(ms(30));
     let p = c.poll_transmit().unwrap();
-    c.handle_icmp(ms(31), 0, true);
+    c.handle_icmp(ms(31), BackendId::new(0), true);
     assert_eq!(c.poll_event(), Some(down(Reason::Icmp)));
     let _ = p;
     // A suspect that answers is cleared.
     let mut c = Checker::new(settings(3, 2), 1, t0);
     c.handle_timeout(t0);
     let p = c.poll_transmit().unwrap();
-    c.handle_reply(ms(1), 0, p.seq, 200);
+    c.handle_reply(ms(1), BackendId::new(0), p.seq, 200);
     c.poll_event();
-    c.handle_icmp(ms(30), 0, false);
+    c.handle_icmp(ms(30), BackendId::new(0), false);
     c.handle_timeout(ms(30));
     let p = c.poll_transmit().unwrap();
-    c.handle_reply(ms(31), 0, p.seq, 200);
+    c.handle_reply(ms(31), BackendId::new(0), p.seq, 200);
     assert_eq!(c.poll_event(), None);
-    assert_eq!(c.state(0), Health::Up);
+    assert_eq!(c.state(BackendId::new(0)), Health::Up);
 }

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::backends::{AdminState, BackendSet, Change};
+use super::backends::{AdminState, BackendId, BackendSet, Change, Tenure};
 use super::dialogs::{Dialog, DialogTable};
 use super::flows::{Flow, FlowId, FlowTable, InsertError};
 use super::port::RelayPort;
@@ -20,8 +20,6 @@ mod sync;
 
 pub use sync::SyncEffect;
 use sync::flow_item;
-
-pub type BackendId = u16;
 
 /// Where a touched flow's traffic goes.
 struct Touched {
@@ -322,7 +320,7 @@ impl Router {
             return self.dropped(DropReason::NoFlow);
         };
         self.counters
-            .forwarded(backend as usize, Direction::ToBackend, data.len());
+            .forwarded(backend.index(), Direction::ToBackend, data.len());
         ClientAction::Forward {
             flow: id,
             relay_port,
@@ -444,7 +442,7 @@ impl Router {
             return self.dropped_b(DropReason::NoFlow);
         };
         self.counters
-            .forwarded(backend as usize, Direction::ToClient, data.len());
+            .forwarded(backend.index(), Direction::ToClient, data.len());
         BackendAction::Forward {
             to,
             ingress,
@@ -606,9 +604,13 @@ impl Router {
         let mut in_use = std::mem::take(&mut self.vacate_scratch);
         in_use.clear();
         in_use.extend_from_slice(&self.flows_per_backend);
-        if self.backends.iter().any(|(_, b)| !b.present && !b.vacant) {
+        if self
+            .backends
+            .iter()
+            .any(|(_, b)| b.tenure == Tenure::Removed)
+        {
             for (_, d) in self.dialogs.iter() {
-                if let Some(n) = in_use.get_mut(d.backend as usize) {
+                if let Some(n) = in_use.get_mut(d.backend.index()) {
                     *n += 1;
                 }
             }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{BackendId, Router};
+use super::Router;
 use crate::relay::backends::BackendSet;
 use crate::relay::flows::Flow;
 use crate::relay::port::RelayPort;
@@ -116,11 +116,6 @@ impl Router {
                 let Some(home) = self.backends.by_seed(home) else {
                     self.sync_rejected += 1;
                     return effect;
-                };
-                let home: BackendId = if self.backends.get(home).is_some() {
-                    home
-                } else {
-                    0
                 };
                 let registered_until =
                     registered_secs.map(|s| now + Duration::from_secs(u64::from(s)));

@@ -73,8 +73,13 @@ fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
+/// The other of the two test backends.
+fn other_of(id: BackendId) -> BackendId {
+    BackendId::new(1 - id.index() as u16)
+}
+
 fn addr_of(id: BackendId) -> SocketAddr {
-    sa(if id == 0 { A } else { B })
+    sa(if id == BackendId::new(0) { A } else { B })
 }
 
 /// Sends from a client; returns (relay_port, backend) of the forward.
@@ -126,7 +131,7 @@ fn a_backend_request_pins_the_dialog_to_that_backend() {
     let mut r = Router::new(&config(""));
     let phone = "198.51.100.7:40000";
     let (port, home) = client(&mut r, t0, phone, &req("REGISTER", "reg"));
-    let other = 1 - home;
+    let other = other_of(home);
     // The other backend sends an INVITE to the phone through the phone's relay port.
     let a = r.from_backend(t0, port, addr_of(other), &req("INVITE", "call-1"));
     assert_eq!(
@@ -364,24 +369,35 @@ fn failover_moves_only_the_dead_backends_flows_and_failback_follows_policy() {
             .iter()
             .map(|p| client(&mut r, t0, p, &req("REGISTER", p)).1)
             .collect();
-        assert!(homes.contains(&0) && homes.contains(&1), "{homes:?}");
-        r.set_backend_up(0, false);
+        assert!(
+            homes.contains(&BackendId::new(0)) && homes.contains(&BackendId::new(1)),
+            "{homes:?}"
+        );
+        r.set_backend_up(BackendId::new(0), false);
         for (p, &h) in phones.iter().zip(&homes) {
             assert_eq!(
                 client(&mut r, t0, p, &req("OPTIONS", "o")).1,
-                1,
+                BackendId::new(1),
                 "{policy}: {p} home {h}"
             );
         }
-        r.set_backend_up(0, true);
+        r.set_backend_up(BackendId::new(0), true);
         for (p, &h) in phones.iter().zip(&homes) {
             let b = client(&mut r, t0, p, &req("OPTIONS", "o")).1;
-            assert_eq!(b, if on_any { h } else { 1 }, "{policy}: OPTIONS {p}");
+            assert_eq!(
+                b,
+                if on_any { h } else { BackendId::new(1) },
+                "{policy}: OPTIONS {p}"
+            );
             let b = client(&mut r, t0, p, &req("REGISTER", p)).1;
-            assert_eq!(b, if on_register { h } else { 1 }, "{policy}: REGISTER {p}");
+            assert_eq!(
+                b,
+                if on_register { h } else { BackendId::new(1) },
+                "{policy}: REGISTER {p}"
+            );
         }
-        r.set_backend_up(0, false);
-        r.set_backend_up(1, false);
+        r.set_backend_up(BackendId::new(0), false);
+        r.set_backend_up(BackendId::new(1), false);
         assert_eq!(
             r.from_client(t0, sa(phones[0]), 0, &req("OPTIONS", "o")),
             ClientAction::Drop(DropReason::NoBackend)
@@ -395,7 +411,7 @@ fn dialogs_pinned_to_a_dead_backend_follow_the_flow() {
     let mut r = Router::new(&config(""));
     let phone = "198.51.100.7:40000";
     let (port, home) = client(&mut r, t0, phone, &req("REGISTER", "reg"));
-    let other = 1 - home;
+    let other = other_of(home);
     r.from_backend(t0, port, addr_of(other), &req("INVITE", "c"));
     r.set_backend_up(other, false);
     assert_eq!(client(&mut r, t0, phone, &req("BYE", "c")).1, home);
@@ -411,7 +427,7 @@ fn sync_items_mirror_a_table_and_the_mirror_keeps_its_ports() {
     let (port, home) = client(&mut master, t0, phone, &req("REGISTER", "reg"));
     let ok = resp(200, "reg", "REGISTER", "Expires: 600\r\n");
     master.from_backend(t0, port, addr_of(home), &ok);
-    let other = 1 - home;
+    let other = other_of(home);
     master.from_backend(t0, port, addr_of(other), &req("INVITE", "call"));
     let mut items = vec![];
     assert!(!master.take_sync(&mut items));
@@ -499,10 +515,10 @@ fn draining_the_only_backend_keeps_its_flows_under_any_failback() {
         let mut r = Router::new(&config(&format!("[affinity]\nfailback = \"{policy}\"\n")));
         let (port, home) = client(&mut r, t0, "198.51.100.1:1", &req("REGISTER", "r"));
         r.set_admin(
-            if home == 0 { "a" } else { "b" },
+            if home == BackendId::new(0) { "a" } else { "b" },
             crate::relay::AdminState::Draining,
         );
-        r.set_backend_up(1 - home, false);
+        r.set_backend_up(other_of(home), false);
         assert_eq!(
             client(&mut r, t0, "198.51.100.1:1", &req("REGISTER", "r")),
             (port, home),

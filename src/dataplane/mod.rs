@@ -15,30 +15,34 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{Interest, Ready};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::LocalSet;
 
+mod control;
+mod metrics;
 mod relays;
+mod status;
+mod sync;
 mod tasks;
+
+pub use control::{Control, FlowInfo};
+pub use metrics::MetricsHandles;
+pub use status::{BackendInfo, Status};
 
 use relays::relay_reactor;
 use tasks::{backend_addrs, housekeeping, probe_loop};
 
-use super::control::{self, Control};
-use super::epoll::Epoll;
-use super::mmsg::{self, RecvBatch};
-use super::port::{RelayPort, RelaySpace};
-use super::router::{BackendAction, ClientAction, Router};
-use super::stats::DropReason;
-use crate::admin::{MetricsHandles, Status};
 use crate::config::Config;
 use crate::health::checker::Settings;
 use crate::health::prober::Prober;
+use crate::relay::{BackendAction, ClientAction, DropReason, RelayPort, RelaySpace, Router};
 use crate::sip::response::build_response;
 use crate::sip::{Scan, scan};
+use crate::sys::epoll::Epoll;
+use crate::sys::mmsg::{self, RecvBatch};
+use crate::sys::socket::{bind_udp, send_now};
 
 /// `recvmmsg` batches per wake-up before other sockets get a turn.
 const ROUNDS: usize = 4;
@@ -54,23 +58,6 @@ pub enum DataplaneError {
     Sync(io::Error),
     #[error("cannot start the dataplane runtime: {0}")]
     Runtime(io::Error),
-}
-
-/// Opens a UDP socket with `IP_FREEBIND`, so it can bind an address (a VIP) that is
-/// not on the host yet; traffic flows the moment the address arrives.
-pub fn bind_udp(addr: SocketAddr, rcvbuf: Option<usize>) -> io::Result<StdUdpSocket> {
-    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    match addr.ip() {
-        IpAddr::V4(_) => s.set_freebind_v4(true)?,
-        IpAddr::V6(_) => s.set_freebind_v6(true)?,
-    }
-    if let Some(n) = rcvbuf {
-        // Best effort: capped by net.core.rmem_max.
-        let _ = s.set_recv_buffer_size(n);
-    }
-    s.set_nonblocking(true)?;
-    s.bind(&addr.into())?;
-    Ok(s.into())
 }
 
 /// Binds every `listen.sip` address; done before the dataplane starts so that a
@@ -169,7 +156,7 @@ async fn serve(
     );
     let router = Router::new(&cfg);
     let sync_link = match &cfg.sync {
-        Some(sc) => Some(super::sync_task::open(sc, &cfg).map_err(DataplaneError::Sync)?),
+        Some(sc) => Some(sync::open(sc, &cfg).map_err(DataplaneError::Sync)?),
         None => None,
     };
     let nonce = std::time::SystemTime::now()
@@ -208,7 +195,7 @@ async fn serve(
         if let Ok(mut st) = status.lock() {
             st.synced = false;
         }
-        tokio::task::spawn_local(super::sync_task::run(shell.clone(), link, status.clone()));
+        tokio::task::spawn_local(sync::run(shell.clone(), link, status.clone()));
     }
     {
         let s = shell.borrow();
@@ -289,13 +276,6 @@ async fn public_loop(shell: Shared, ingress: u16, sock: Rc<Sock>) {
             tokio::task::yield_now().await;
         }
     }
-}
-
-/// Sends without waiting for tokio's write readiness: a UDP send either fits the
-/// socket buffer now or is dropped (and counted), and a just-opened relay socket has
-/// no readiness event yet.
-fn send_now(sock: &StdUdpSocket, data: &[u8], to: SocketAddr) -> io::Result<usize> {
-    socket2::SockRef::from(sock).send_to(data, &to.into())
 }
 
 impl Shell {

@@ -6,7 +6,7 @@ use std::time::Instant;
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 
 use crate::health::Reason;
-use crate::relay::{Counters, Direction, DropReason};
+use crate::relay::{BackendId, Counters, Direction, DropReason};
 
 struct BackendHandles {
     datagrams: [Counter; 2],
@@ -74,8 +74,9 @@ impl MetricsHandles {
         }
     }
 
-    /// Registers series for backends added by a reload (slot `i` named `name`).
-    pub fn set_backend(&mut self, i: usize, name: &str) {
+    /// Registers series for a backend added by a reload.
+    pub fn set_backend(&mut self, b: BackendId, name: &str) {
+        let i = b.index();
         if i >= self.backends.len() {
             self.backends
                 .resize_with(i + 1, || BackendHandles::new(name));
@@ -84,15 +85,15 @@ impl MetricsHandles {
         self.backends[i] = BackendHandles::new(name);
     }
 
-    /// Health state of backend `i` (1 = up).
-    pub fn backend_up(&self, i: usize, up: bool) {
-        if let Some(h) = self.backends.get(i) {
+    /// Health state of a backend (1 = up).
+    pub fn backend_up(&self, b: BackendId, up: bool) {
+        if let Some(h) = self.backends.get(b.index()) {
             h.up.set(if up { 1.0 } else { 0.0 });
         }
     }
 
-    pub fn probe_rtt(&self, i: usize, secs: f64) {
-        if let Some(h) = self.backends.get(i) {
+    pub fn probe_rtt(&self, b: BackendId, secs: f64) {
+        if let Some(h) = self.backends.get(b.index()) {
             h.probe_rtt.record(secs);
         }
     }

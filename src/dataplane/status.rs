@@ -61,26 +61,26 @@ impl Status {
         self.ports_in_use = ports_in_use;
         self.updated = Some(Instant::now());
         let set = r.backends();
-        let live = set.iter().filter(|(_, b)| !b.vacant).count();
+        let live = set.iter().filter(|(_, b)| !b.is_vacant()).count();
         if self.backends.len() != live {
             self.backends.clear();
         }
         let mut ready = false;
-        for (k, (id, b)) in set.iter().filter(|(_, b)| !b.vacant).enumerate() {
+        for (k, (id, b)) in set.iter().filter(|(_, b)| !b.is_vacant()).enumerate() {
             let c = self
                 .counters
                 .backends
-                .get(id as usize)
+                .get(id.index())
                 .cloned()
                 .unwrap_or_default();
             let info = BackendInfo {
                 name: String::new(),
                 addr: b.addr,
-                state: checker.state(id as usize).as_str(),
+                state: checker.state(id).as_str(),
                 admin: b.admin.as_str(),
-                configured: b.present,
-                last_rtt_ms: checker.last_rtt(id as usize).map(|d| d.as_secs_f64() * 1e3),
-                flows: r.flows_per_backend().get(id as usize).copied().unwrap_or(0),
+                configured: b.is_configured(),
+                last_rtt_ms: checker.last_rtt(id).map(|d| d.as_secs_f64() * 1e3),
+                flows: r.flows_per_backend().get(id.index()).copied().unwrap_or(0),
                 datagrams_to_backend: c.datagrams[0],
                 datagrams_to_client: c.datagrams[1],
             };

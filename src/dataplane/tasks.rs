@@ -7,20 +7,20 @@ use std::time::{Duration, Instant};
 
 use tokio::io::Interest;
 
+use super::Status;
 use super::{Shared, Shell};
-use crate::admin::Status;
 use crate::config::Config;
 use crate::health::checker::Settings;
 use crate::health::{Event, Health};
-use crate::relay::mmsg;
 use crate::relay::router::{Router, RouterEvent};
+use crate::sys::mmsg;
 
 const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(200);
 
 pub(super) fn backend_addrs(r: &Router) -> Vec<Option<SocketAddr>> {
     r.backends()
         .iter()
-        .map(|(_, b)| (!b.vacant).then_some(b.addr))
+        .map(|(_, b)| (!b.is_vacant()).then_some(b.addr))
         .collect()
 }
 
@@ -28,13 +28,12 @@ impl Shell {
     /// Applies health verdicts to routing, with one log line per change.
     fn apply_health_events(&mut self) {
         while let Some(ev) = self.prober.poll_event() {
-            let (b, up, reason) = match ev {
+            let (id, up, reason) = match ev {
                 Event::Up { backend, reason } => (backend, true, reason),
                 Event::Down { backend, reason } => (backend, false, reason),
             };
-            let id = b as crate::relay::BackendId;
             self.router.set_backend_up(id, up);
-            self.metrics.backend_up(b, up);
+            self.metrics.backend_up(id, up);
             let Some(slot) = self.router.backends().get(id) else {
                 continue;
             };
@@ -43,7 +42,7 @@ impl Shell {
             let rtt_ms = self
                 .prober
                 .checker
-                .last_rtt(b)
+                .last_rtt(id)
                 .map(|d| d.as_secs_f64() * 1e3);
             if up {
                 tracing::info!(backend = %name, addr = %slot.addr, reason = reason.as_str(), ?rtt_ms, "backend up");
@@ -119,7 +118,10 @@ pub(super) async fn housekeeping(shell: Shared, status: Arc<Mutex<Status>>) {
             match ev {
                 RouterEvent::FlowRemoved { relay_port } => s.close_relay(relay_port),
                 RouterEvent::BackendVacated { backend } => {
-                    tracing::info!(backend, "removed backend drained; slot freed");
+                    tracing::info!(
+                        slot = backend.index(),
+                        "removed backend drained; slot freed"
+                    );
                     let addrs = backend_addrs(&s.router);
                     s.prober.set_addrs(addrs, &[], now);
                 }
@@ -139,7 +141,7 @@ pub(super) async fn housekeeping(shell: Shared, status: Arc<Mutex<Status>>) {
 
 impl Shell {
     /// For the control task: the router's health view after a reload.
-    pub(in crate::relay) fn reload(&mut self, cfg: Config) -> Vec<String> {
+    pub(super) fn reload(&mut self, cfg: Config) -> Vec<String> {
         let mut notes = Vec::new();
         if cfg.listen != self.cfg.listen {
             notes.push("listen changes need a restart; kept the running [listen]".to_string());
@@ -162,9 +164,9 @@ impl Shell {
             };
             notes.push(format!("backend {} {what}", b.name));
             if !matches!(ch, crate::relay::Change::Removed(_)) {
-                reset.push(id as usize);
+                reset.push(id);
                 let name = b.name.clone();
-                self.metrics.set_backend(id as usize, &name);
+                self.metrics.set_backend(id, &name);
             }
         }
         self.prober
@@ -175,7 +177,7 @@ impl Shell {
         for &i in &reset {
             // A new or moved backend is assumed up until its first probe says otherwise.
             let up = self.prober.checker.state(i) != Health::Down;
-            self.router.set_backend_up(i as crate::relay::BackendId, up);
+            self.router.set_backend_up(i, up);
         }
         self.probe_wake.notify_one();
         let keep_listen = self.cfg.listen.clone();

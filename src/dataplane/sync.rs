@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 use metrics::{counter, gauge};
 use tokio::net::UdpSocket;
 
-use super::dataplane::Shell;
-use crate::admin::Status;
+use super::{Shell, Status};
 use crate::config::{Config, Sync};
 use crate::sync::link::{Link, backends_hash, full_bodies, item_bodies};
 use crate::sync::{Body, Item, SyncDrop};
@@ -178,7 +177,7 @@ pub(super) async fn run(shell: Rc<RefCell<Shell>>, opened: Opened, status: Arc<M
                     .router
                     .backends()
                     .iter()
-                    .filter(|(_, b)| b.present && !b.vacant)
+                    .filter(|(_, b)| b.is_configured())
                     .map(|(_, b)| b.name.as_str())
                     .collect();
                 link.set_backends_hash(backends_hash(&names));

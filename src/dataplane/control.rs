@@ -10,9 +10,9 @@ use std::time::Instant;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use super::backends::AdminState;
-use super::dataplane::Shell;
+use super::Shell;
 use crate::config::Config;
+use crate::relay::AdminState;
 
 /// One flow, as `/api/v1/flows` and `sipfront ctl flows` show it.
 #[derive(Debug, Clone, Serialize)]

@@ -9,11 +9,12 @@ use std::time::Instant;
 
 use tokio::io::unix::AsyncFd;
 
-use super::{Shared, Shell, bind_udp};
-use crate::relay::epoll::{self, Epoll};
-use crate::relay::errqueue;
-use crate::relay::mmsg;
-use crate::relay::port::RelayPort;
+use super::{Shared, Shell};
+use crate::relay::RelayPort;
+use crate::sys::epoll::{self, Epoll};
+use crate::sys::errqueue;
+use crate::sys::mmsg;
+use crate::sys::socket::bind_udp;
 
 /// A trunk's flow carries as much as a public socket; the default (~208 KB, about
 /// 150 small datagrams with their overhead) overflowed at 8000 calls/s on one flow
@@ -115,7 +116,7 @@ impl Shell {
 
     /// Binds a relay port (IP_FREEBIND: the relay address may be a VIP that is on
     /// the peer right now) and adds it to the relay set. A port already open stays.
-    pub(in crate::relay) fn open_relay(&mut self, port: RelayPort) -> io::Result<()> {
+    pub(super) fn open_relay(&mut self, port: RelayPort) -> io::Result<()> {
         let (Some(idx), Some(addr)) = (
             self.space.index(port),
             crate::relay::port::socket_addr(&self.relay_ips, port),
@@ -137,7 +138,7 @@ impl Shell {
         Ok(())
     }
 
-    pub(in crate::relay) fn close_relay(&mut self, port: RelayPort) {
+    pub(super) fn close_relay(&mut self, port: RelayPort) {
         let idx = self.space.index(port);
         if idx.and_then(|i| self.relays[i].take()).is_some() {
             self.relays_open -= 1;

@@ -1,0 +1,31 @@
+//! UDP sockets the way the dataplane needs them: bound before their address exists
+//! (`IP_FREEBIND`) and sent on without waiting for readiness.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Opens a UDP socket with `IP_FREEBIND`, so it can bind an address (a VIP) that is
+/// not on the host yet; traffic flows the moment the address arrives.
+pub fn bind_udp(addr: SocketAddr, rcvbuf: Option<usize>) -> io::Result<StdUdpSocket> {
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    match addr.ip() {
+        IpAddr::V4(_) => s.set_freebind_v4(true)?,
+        IpAddr::V6(_) => s.set_freebind_v6(true)?,
+    }
+    if let Some(n) = rcvbuf {
+        // Best effort: capped by net.core.rmem_max.
+        let _ = s.set_recv_buffer_size(n);
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+/// Sends without waiting for tokio's write readiness: a UDP send either fits the
+/// socket buffer now or is dropped (and counted), and a just-opened relay socket has
+/// no readiness event yet.
+pub fn send_now(sock: &StdUdpSocket, data: &[u8], to: SocketAddr) -> io::Result<usize> {
+    socket2::SockRef::from(sock).send_to(data, &to.into())
+}
