@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::dataplane::{self, Control, DataplaneError, Handles, MetricsHandles, Status};
-use crate::vrrp::shell::VrrpHandle;
+use crate::vrrp::shell::{Tracked, VrrpHandle};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -148,7 +148,21 @@ pub async fn start(cfg: Config, prom: PrometheusHandle) -> Result<Running, Serve
     match vrrp_cfg {
         // Sockets are already bound (IP_FREEBIND): forwarding works the moment the
         // speaker adds the VIP.
-        Some(v) => running.vrrp = Some(crate::vrrp::shell::start(v, status).await?),
+        Some(v) => {
+            let track = Box::new(move |now| {
+                status.lock().map_or(
+                    Tracked {
+                        healthy: false,
+                        synced: false,
+                    },
+                    |s| Tracked {
+                        healthy: s.is_healthy(now),
+                        synced: s.synced,
+                    },
+                )
+            });
+            running.vrrp = Some(crate::vrrp::shell::start(v, track).await?);
+        }
         None => tracing::info!("no [vrrp]: external mode, /ready is the health check"),
     }
     Ok(running)

@@ -133,7 +133,7 @@ fn forwarding_allocates_nothing_after_warm_up() {
     }
     let after = ALLOCS.load(Ordering::SeqCst);
     let st = running.status.lock().unwrap().clone();
-    let forwarded: u64 = st.counters.backends[0].datagrams.iter().sum();
+    let forwarded: u64 = st.counters.backends[0].datagrams.0.iter().sum();
     drop(running);
     assert!(forwarded >= 40_000, "forwarded {forwarded}");
     assert_eq!(

@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::Router as HttpRouter;
 use axum::extract::{Path, Query, State};
@@ -15,11 +14,8 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::dataplane::{BackendInfo, Control, FlowInfo, Status};
+use crate::dataplane::{BackendInfo, Control, FlowInfo, Readiness, Status};
 use crate::relay::AdminState as BackendAdmin;
-
-/// A dataplane that has not refreshed its status for this long is not ready.
-const STALE: Duration = Duration::from_secs(2);
 
 /// Installs the process-wide Prometheus recorder. Call once, before registering handles.
 pub fn install_recorder() -> Result<PrometheusHandle, String> {
@@ -67,15 +63,15 @@ fn snapshot(s: &AdminState) -> Option<Status> {
 /// Ready: the dataplane is alive (status fresh) and at least one backend takes
 /// traffic. keepalived's `track_script` and load balancers use this.
 async fn ready(State(s): State<AdminState>) -> impl IntoResponse {
-    let st = snapshot(&s);
-    let fresh = st
-        .as_ref()
-        .and_then(|st| st.updated)
-        .is_some_and(|t| t.elapsed() < STALE);
-    match st {
-        Some(st) if fresh && st.ready => (StatusCode::OK, "ready\n"),
-        Some(_) if fresh => (StatusCode::SERVICE_UNAVAILABLE, "no backend up\n"),
-        _ => (StatusCode::SERVICE_UNAVAILABLE, "dataplane not running\n"),
+    let now = std::time::Instant::now();
+    let readiness = s
+        .status
+        .lock()
+        .map_or(Readiness::Stalled, |st| st.readiness(now));
+    match readiness {
+        Readiness::Ready => (StatusCode::OK, "ready\n"),
+        Readiness::NoBackend => (StatusCode::SERVICE_UNAVAILABLE, "no backend up\n"),
+        Readiness::Stalled => (StatusCode::SERVICE_UNAVAILABLE, "dataplane not running\n"),
     }
 }
 

@@ -6,11 +6,11 @@ use std::time::Instant;
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 
 use crate::health::Reason;
-use crate::relay::{BackendId, Counters, Direction, DropReason};
+use crate::relay::{BackendId, Counters, Direction, DropReason, PerDirection};
 
 struct BackendHandles {
-    datagrams: [Counter; 2],
-    bytes: [Counter; 2],
+    datagrams: PerDirection<Counter>,
+    bytes: PerDirection<Counter>,
     up: Gauge,
     probe_rtt: Histogram,
 }
@@ -18,14 +18,13 @@ struct BackendHandles {
 impl BackendHandles {
     fn new(name: &str) -> Self {
         let name = name.to_string();
-        let dir = [Direction::ToBackend, Direction::ToClient];
         BackendHandles {
-            datagrams: dir.map(|d| {
+            datagrams: PerDirection(Direction::ALL.map(|d| {
                 counter!("sipfront_datagrams_total", "direction" => d.as_str(), "backend" => name.clone())
-            }),
-            bytes: dir.map(|d| {
+            })),
+            bytes: PerDirection(Direction::ALL.map(|d| {
                 counter!("sipfront_bytes_total", "direction" => d.as_str(), "backend" => name.clone())
-            }),
+            })),
             up: gauge!("sipfront_backend_up", "backend" => name.clone()),
             probe_rtt: histogram!("sipfront_probe_rtt_seconds", "backend" => name),
         }
@@ -36,7 +35,7 @@ impl BackendHandles {
 pub struct MetricsHandles {
     drops: Vec<Counter>,
     backends: Vec<BackendHandles>,
-    keepalives: [Counter; 2],
+    keepalives: PerDirection<Counter>,
     flows_created: Counter,
     flows_expired: Counter,
     flows: Gauge,
@@ -61,8 +60,11 @@ impl MetricsHandles {
         MetricsHandles {
             drops,
             backends,
-            keepalives: ["from_client", "from_backend"]
-                .map(|d| counter!("sipfront_keepalives_total", "direction" => d)),
+            // Labelled by where the keepalive came from.
+            keepalives: PerDirection(
+                ["from_client", "from_backend"]
+                    .map(|d| counter!("sipfront_keepalives_total", "direction" => d)),
+            ),
             flows_created: counter!("sipfront_flows_created_total"),
             flows_expired: counter!("sipfront_flows_expired_total"),
             flows: gauge!("sipfront_flows"),
@@ -122,12 +124,12 @@ impl MetricsHandles {
             let (Some(now), Some(last)) = (c.backends.get(i), self.last.backends.get(i)) else {
                 continue;
             };
-            for d in 0..2 {
+            for d in Direction::ALL {
                 h.datagrams[d].increment(now.datagrams[d].saturating_sub(last.datagrams[d]));
                 h.bytes[d].increment(now.bytes[d].saturating_sub(last.bytes[d]));
             }
         }
-        for d in 0..2 {
+        for d in Direction::ALL {
             self.keepalives[d].increment(c.keepalives[d].saturating_sub(self.last.keepalives[d]));
         }
         self.replies_503

@@ -29,7 +29,7 @@ mod tasks;
 
 pub use control::{Control, FlowInfo};
 pub use metrics::MetricsHandles;
-pub use status::{BackendInfo, Status};
+pub use status::{BackendInfo, Readiness, STALE, Status};
 
 use relays::relay_reactor;
 use tasks::{backend_addrs, housekeeping, probe_loop};
@@ -37,9 +37,9 @@ use tasks::{backend_addrs, housekeeping, probe_loop};
 use crate::config::Config;
 use crate::health::checker::Settings;
 use crate::health::prober::Prober;
-use crate::relay::{BackendAction, ClientAction, DropReason, RelayPort, RelaySpace, Router};
+use crate::relay::router::RouterConfig;
+use crate::relay::{BackendAction, ClientAction, RelayPort, RelaySpace, Router};
 use crate::sip::response::build_response;
-use crate::sip::{Scan, scan};
 use crate::sys::epoll::Epoll;
 use crate::sys::mmsg::{self, RecvBatch};
 use crate::sys::socket::{bind_udp, send_now};
@@ -154,7 +154,13 @@ async fn serve(
             .and_then(register)
             .map_err(DataplaneError::Runtime)?,
     );
-    let router = Router::new(&cfg);
+    // Both peers derive the dialog keys from the sync key, so a Call-ID maps to the
+    // same entry on both.
+    let dialog_keys = cfg
+        .sync
+        .as_ref()
+        .map(|s| ["dialog-k0", "dialog-k1", "dialog-k2", "dialog-k3"].map(|l| s.key.derive(l)));
+    let router = Router::new(RouterConfig::new(&cfg, dialog_keys), &cfg.backends);
     let sync_link = match &cfg.sync {
         Some(sc) => Some(sync::open(sc, &cfg).map_err(DataplaneError::Sync)?),
         None => None,
@@ -175,7 +181,7 @@ async fn serve(
         prober,
         metrics,
         relay_ips: cfg.listen.relay.clone(),
-        space: cfg.relay_space(),
+        space: RelaySpace::new(&cfg.listen.relay_ports, cfg.listen.relay.len()),
         public: public.clone(),
         relays: (0..cfg.relay_port_count()).map(|_| None).collect(),
         relay_poll: relay_poll.clone(),
@@ -289,7 +295,7 @@ impl Shell {
                     new_flow,
                     ..
                 } => (flow, relay_port, to, new_flow),
-                ClientAction::Drop(DropReason::NoBackend) => {
+                ClientAction::Reject503 => {
                     self.reply_503(ingress, from, data);
                     return;
                 }
@@ -329,16 +335,8 @@ impl Shell {
         }
     }
 
-    /// No backend is up: a request (not ACK) gets a stateless 503 with Retry-After,
-    /// so phones and carriers fail over instead of retransmitting into a void.
+    /// The router's [`ClientAction::Reject503`]: a stateless 503 with Retry-After.
     fn reply_503(&mut self, ingress: u16, to: SocketAddr, data: &[u8]) {
-        if !self.cfg.health.reply_503 {
-            return;
-        }
-        let Scan::Sip(msg) = scan(data) else { return };
-        if !msg.is_request() || msg.is_method(b"ACK") {
-            return;
-        }
         let retry = self.cfg.health.retry_after.to_string();
         let Some(resp) = build_response(
             data,

@@ -3,12 +3,12 @@
 //! in steady state).
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::health::Checker;
-use crate::relay::{Counters, Router};
+use crate::relay::{Counters, Direction, Router};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BackendInfo {
@@ -24,6 +24,19 @@ pub struct BackendInfo {
     pub flows: usize,
     pub datagrams_to_backend: u64,
     pub datagrams_to_client: u64,
+}
+
+/// A dataplane that has not refreshed its status for this long counts as hung: not
+/// ready, and the VRRP speaker lowers its priority. Refreshes come every 200 ms.
+pub const STALE: Duration = Duration::from_secs(1);
+
+/// The one readiness rule, for `/ready` and VRRP priority tracking alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    NoBackend,
+    /// No fresh status: the dataplane is stuck or gone.
+    Stalled,
 }
 
 #[derive(Debug, Clone)]
@@ -54,6 +67,21 @@ impl Status {
         }
     }
 
+    pub fn readiness(&self, now: Instant) -> Readiness {
+        let fresh = self
+            .updated
+            .is_some_and(|t| now.saturating_duration_since(t) < STALE);
+        match (fresh, self.ready) {
+            (false, _) => Readiness::Stalled,
+            (true, true) => Readiness::Ready,
+            (true, false) => Readiness::NoBackend,
+        }
+    }
+
+    pub fn is_healthy(&self, now: Instant) -> bool {
+        self.readiness(now) == Readiness::Ready
+    }
+
     pub fn update(&mut self, r: &Router, checker: &Checker, ports_in_use: usize) {
         self.counters.copy_from(r.counters());
         self.flows = r.flow_count();
@@ -81,8 +109,8 @@ impl Status {
                 configured: b.is_configured(),
                 last_rtt_ms: checker.last_rtt(id).map(|d| d.as_secs_f64() * 1e3),
                 flows: r.flows_per_backend().get(id.index()).copied().unwrap_or(0),
-                datagrams_to_backend: c.datagrams[0],
-                datagrams_to_client: c.datagrams[1],
+                datagrams_to_backend: c.datagrams[Direction::ToBackend],
+                datagrams_to_client: c.datagrams[Direction::ToClient],
             };
             ready |= b.serves();
             if k == self.backends.len() {

@@ -12,7 +12,7 @@ use super::{Shared, Shell};
 use crate::config::Config;
 use crate::health::checker::Settings;
 use crate::health::{Event, Health};
-use crate::relay::router::{Router, RouterEvent};
+use crate::relay::router::{Router, RouterEvent, RouterSettings};
 use crate::sys::mmsg;
 
 const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(200);
@@ -150,7 +150,9 @@ impl Shell {
             notes.push("limits changes need a restart; kept the running [limits]".to_string());
         }
         let now = Instant::now();
-        let changes = self.router.reconfigure(&cfg);
+        let changes = self
+            .router
+            .reconfigure(RouterSettings::from(&cfg), &cfg.backends);
         let mut reset = Vec::new();
         for ch in &changes {
             let (id, what) = match *ch {

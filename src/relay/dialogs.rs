@@ -12,6 +12,8 @@ use std::hash::SipHasher;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::time::Instant;
 
+use serde::{Deserialize, Serialize};
+
 use super::backends::BackendId;
 
 pub type DialogKey = u128;
@@ -20,9 +22,15 @@ pub type DialogKey = u128;
 pub struct Dialog {
     pub backend: BackendId,
     pub expires: Instant,
-    /// A dialog (INVITE, SUBSCRIBE, REFER) rather than a lone transaction: lives
-    /// for the dialog idle time, refreshed by its messages.
-    pub long: bool,
+    pub span: Span,
+}
+
+/// How long a pin lives: a lone transaction, or a dialog (INVITE, SUBSCRIBE,
+/// REFER) that lives for the dialog idle time, refreshed by its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Span {
+    Transaction,
+    Dialog,
 }
 
 /// The keys are already uniform random bits: hashing them again would only cost time.
@@ -126,13 +134,13 @@ impl DialogTable {
         key: DialogKey,
         backend: BackendId,
         expires: Instant,
-        long: bool,
+        span: Span,
     ) -> Result<(), ()> {
         let shard = &mut self.shards[shard_of(key)];
         if let Some(d) = shard.get_mut(&key) {
             d.backend = backend;
             d.expires = expires;
-            d.long = long;
+            d.span = span;
             return Ok(());
         }
         if self.len() >= self.max {
@@ -143,7 +151,7 @@ impl DialogTable {
             Dialog {
                 backend,
                 expires,
-                long,
+                span,
             },
         );
         Ok(())
@@ -185,21 +193,32 @@ mod tests {
         assert_eq!(a, t.key(b"abc@host"));
         assert_eq!(a, t.key(b"abc@\r\n host"), "folding is ignored");
         assert_ne!(a, t.key(b"abd@host"));
-        t.pin(a, BackendId::new(1), now + Duration::from_secs(1), false)
-            .unwrap();
+        t.pin(
+            a,
+            BackendId::new(1),
+            now + Duration::from_secs(1),
+            Span::Transaction,
+        )
+        .unwrap();
         t.pin(
             t.key(b"x"),
             BackendId::new(0),
             now + Duration::from_secs(5),
-            false,
+            Span::Transaction,
         )
         .unwrap();
         assert!(
-            t.pin(t.key(b"y"), BackendId::new(0), now, false).is_err(),
+            t.pin(t.key(b"y"), BackendId::new(0), now, Span::Transaction)
+                .is_err(),
             "full table refuses"
         );
-        t.pin(a, BackendId::new(0), now + Duration::from_secs(10), true)
-            .unwrap();
+        t.pin(
+            a,
+            BackendId::new(0),
+            now + Duration::from_secs(10),
+            Span::Dialog,
+        )
+        .unwrap();
         assert_eq!(t.get_mut(a).unwrap().backend, BackendId::new(0));
         assert_eq!(t.expire(now + Duration::from_secs(6)), 1);
         assert_eq!(t.len(), 1);

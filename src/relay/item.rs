@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use super::dialogs::Span;
 use super::port::RelayPort;
 
 /// One table change. Backends are referred to by their rendezvous seed (a hash of
@@ -26,6 +27,6 @@ pub enum Item {
     Dialog {
         key: u128,
         backend: u64,
-        long: bool,
+        span: Span,
     },
 }

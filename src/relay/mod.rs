@@ -3,7 +3,7 @@
 //! sockets, no tokio, no clock: time is an argument. `crate::dataplane` drives it.
 
 pub mod backends;
-mod dialogs;
+pub mod dialogs;
 pub mod flows;
 mod hrw;
 pub mod item;
@@ -16,4 +16,4 @@ pub use backends::{AdminState, BackendId, BackendSet, Change};
 pub use item::Item;
 pub use port::{RelayPort, RelaySpace};
 pub use router::{BackendAction, ClientAction, Router, RouterEvent};
-pub use stats::{Counters, Direction, DropReason};
+pub use stats::{Counters, Direction, DropReason, PerDirection};

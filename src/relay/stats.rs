@@ -85,6 +85,8 @@ pub enum Direction {
 }
 
 impl Direction {
+    pub const ALL: [Direction; 2] = [Direction::ToBackend, Direction::ToClient];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Direction::ToBackend => "to_backend",
@@ -93,11 +95,27 @@ impl Direction {
     }
 }
 
+/// One value per [`Direction`], indexed by it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PerDirection<T>(pub [T; 2]);
+
+impl<T> std::ops::Index<Direction> for PerDirection<T> {
+    type Output = T;
+    fn index(&self, d: Direction) -> &T {
+        &self.0[d as usize]
+    }
+}
+
+impl<T> std::ops::IndexMut<Direction> for PerDirection<T> {
+    fn index_mut(&mut self, d: Direction) -> &mut T {
+        &mut self.0[d as usize]
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BackendCounters {
-    /// Indexed by `Direction`.
-    pub datagrams: [u64; 2],
-    pub bytes: [u64; 2],
+    pub datagrams: PerDirection<u64>,
+    pub bytes: PerDirection<u64>,
 }
 
 /// Monotonic counters; a snapshot minus an older snapshot gives the deltas to publish.
@@ -105,8 +123,9 @@ pub struct BackendCounters {
 pub struct Counters {
     pub drops: [u64; DropReason::ALL.len()],
     pub backends: Vec<BackendCounters>,
-    /// Keepalives absorbed or relayed: [from client, from backend].
-    pub keepalives: [u64; 2],
+    /// Keepalives absorbed or relayed, by the way they were going (from a client:
+    /// `ToBackend`).
+    pub keepalives: PerDirection<u64>,
     pub flows_created: u64,
     pub flows_expired: u64,
     /// Stateless 503s sent because no backend was up.
@@ -133,8 +152,8 @@ impl Counters {
     #[inline]
     pub fn forwarded(&mut self, backend: usize, dir: Direction, len: usize) {
         if let Some(b) = self.backends.get_mut(backend) {
-            b.datagrams[dir as usize] += 1;
-            b.bytes[dir as usize] += len as u64;
+            b.datagrams[dir] += 1;
+            b.bytes[dir] += len as u64;
         }
     }
 

@@ -192,6 +192,7 @@ mod tests {
 
     use super::*;
     use crate::relay::RelayPort;
+    use crate::relay::dialogs::Span;
     use proptest::prelude::*;
 
     fn key() -> Key {
@@ -220,8 +221,17 @@ mod tests {
             any::<u16>().prop_map(|p| Item::FlowGone {
                 relay_port: RelayPort::first(p)
             }),
-            (any::<u128>(), any::<u64>(), any::<bool>())
-                .prop_map(|(key, backend, long)| Item::Dialog { key, backend, long }),
+            (any::<u128>(), any::<u64>(), any::<bool>()).prop_map(|(key, backend, long)| {
+                Item::Dialog {
+                    key,
+                    backend,
+                    span: if long {
+                        Span::Dialog
+                    } else {
+                        Span::Transaction
+                    },
+                }
+            }),
         ]
     }
 

@@ -7,7 +7,7 @@
 //! `track_backends`, so a peer that can still forward takes the address.
 
 use std::net::Ipv4Addr;
-use std::sync::{Arc, Mutex};
+
 use std::time::{Duration, Instant};
 
 use metrics::{counter, gauge};
@@ -21,12 +21,9 @@ use super::speaker::{Speaker, parse_ipv4};
 use super::vip::{VipError, Vips};
 use super::{PRIORITY_OWNER, check_advert};
 use crate::config::Vrrp;
-use crate::dataplane::Status;
 
 /// How often the dataplane's health is looked at for priority tracking.
 const TRACK_EVERY: Duration = Duration::from_millis(100);
-/// A dataplane status older than this counts as a hung dataplane.
-const STALE: Duration = Duration::from_secs(1);
 /// VIPs are added with this lifetime and renewed every [`VIP_RENEW`] while master:
 /// a master that dies without cleaning up loses them within seconds.
 const VIP_LIFETIME_SECS: u32 = 3;
@@ -81,7 +78,19 @@ fn settings(cfg: &Vrrp, iface: &Iface) -> Settings {
 }
 
 /// Opens the sockets (errors stop startup) and starts the speaker task.
-pub async fn start(cfg: Vrrp, status: Arc<Mutex<Status>>) -> Result<VrrpHandle, VrrpError> {
+/// What priority tracking looks at, read from the dataplane every [`TRACK_EVERY`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tracked {
+    /// The dataplane runs and some backend takes traffic.
+    pub healthy: bool,
+    /// It holds the sync peer's full table (always true without `[sync]`).
+    pub synced: bool,
+}
+
+/// Reads [`Tracked`] at a given time; the server wires it to the dataplane status.
+pub type TrackFn = Box<dyn Fn(Instant) -> Tracked + Send + Sync>;
+
+pub async fn start(cfg: Vrrp, track: TrackFn) -> Result<VrrpHandle, VrrpError> {
     let vip_addrs: Vec<Ipv4Addr> = cfg.vips.iter().map(|v| v.addr).collect();
     let iface =
         iface::lookup(&cfg.interface, &vip_addrs).map_err(|source| VrrpError::Interface {
@@ -110,7 +119,7 @@ pub async fn start(cfg: Vrrp, status: Arc<Mutex<Status>>) -> Result<VrrpHandle, 
         vips,
         cfg,
         iface,
-        status,
+        track,
         garp_due: Vec::new(),
         next_refresh: None,
         next_renew: None,
@@ -139,7 +148,7 @@ struct Shell {
     vips: Vips,
     cfg: Vrrp,
     iface: Iface,
-    status: Arc<Mutex<Status>>,
+    track: TrackFn,
     /// Pending gratuitous ARP bursts.
     garp_due: Vec<Instant>,
     next_refresh: Option<Instant>,
@@ -260,16 +269,7 @@ impl Shell {
     /// Priority tracking: no backend up, or a dataplane that stopped reporting, costs
     /// `track_backends` points.
     fn track(&mut self) {
-        let (healthy, synced) = self
-            .status
-            .lock()
-            .map(|s| {
-                (
-                    s.ready && s.updated.is_some_and(|t| t.elapsed() < STALE),
-                    s.synced,
-                )
-            })
-            .unwrap_or((false, false));
+        let Tracked { healthy, synced } = (self.track)(Instant::now());
         if synced != self.synced {
             // A node without the peer's table must not take the address from a
             // master that has it (it still takes over if the master dies).

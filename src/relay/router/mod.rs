@@ -7,14 +7,15 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::backends::{AdminState, BackendId, BackendSet, Change, Tenure};
-use super::dialogs::{Dialog, DialogTable};
+use super::dialogs::{Dialog, DialogTable, Span};
 use super::flows::{Flow, FlowId, FlowTable, InsertError};
+use super::item::Item;
 use super::port::RelayPort;
+use super::port::RelaySpace;
 use super::ratelimit::NewFlowLimiter;
 use super::stats::{Counters, Direction, DropReason};
-use crate::config::{Config, Failback};
+use crate::config::{Backend, Config, Failback, Limits};
 use crate::sip::{Scan, SipView, scan};
-use crate::sync::Item;
 
 mod sync;
 
@@ -56,6 +57,10 @@ pub enum ClientAction {
     },
     /// A keepalive: it refreshed the flow and goes no further.
     Absorbed,
+    /// No backend takes it, and it is a request that expects an answer: reply with a
+    /// stateless 503 (with Retry-After) so the client fails over instead of
+    /// retransmitting into a void. Counted as a `no_backend` drop.
+    Reject503,
     Drop(DropReason),
 }
 
@@ -88,6 +93,8 @@ pub struct RouterSettings {
     pub transaction: Duration,
     pub forward_keepalives: bool,
     pub failback: Failback,
+    /// Answer requests with a 503 when no backend is up.
+    pub reply_503: bool,
 }
 
 impl From<&Config> for RouterSettings {
@@ -99,6 +106,33 @@ impl From<&Config> for RouterSettings {
             transaction: c.timeouts.transaction,
             forward_keepalives: c.listen.forward_keepalives,
             failback: c.failback,
+            reply_503: c.health.reply_503,
+        }
+    }
+}
+
+/// What a router is built from. The dataplane derives it from the config (and the
+/// dialog keys from the sync key, so both peers hash Call-IDs alike); tests build
+/// it directly.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    pub settings: RouterSettings,
+    pub space: RelaySpace,
+    pub limits: Limits,
+    /// Shared dialog-key secrets (with `[sync]`); random per process without.
+    pub dialog_keys: Option<[u64; 4]>,
+    /// Queue table changes for a sync peer.
+    pub sync: bool,
+}
+
+impl RouterConfig {
+    pub fn new(cfg: &Config, dialog_keys: Option<[u64; 4]>) -> Self {
+        RouterConfig {
+            settings: RouterSettings::from(cfg),
+            space: RelaySpace::new(&cfg.listen.relay_ports, cfg.listen.relay.len()),
+            limits: cfg.limits.clone(),
+            dialog_keys,
+            sync: cfg.sync.is_some(),
         }
     }
 }
@@ -138,37 +172,33 @@ fn opens_dialog(method: &[u8]) -> bool {
 }
 
 impl Router {
-    pub fn new(cfg: &Config) -> Self {
-        let backends = BackendSet::new(&cfg.backends);
+    pub fn new(rc: RouterConfig, backend_list: &[Backend]) -> Self {
+        let backends = BackendSet::new(backend_list);
+        let limits = &rc.limits;
         Router {
-            settings: RouterSettings::from(cfg),
             counters: Counters::new(backends.len()),
             backends,
-            flows: FlowTable::new(cfg.relay_space(), cfg.limits.max_flows),
-            dialogs: DialogTable::new(
-                cfg.limits.max_dialogs,
-                cfg.sync.as_ref().map(|s| {
-                    ["dialog-k0", "dialog-k1", "dialog-k2", "dialog-k3"].map(|l| s.key.derive(l))
-                }),
-            ),
-            sync_out: cfg.sync.as_ref().map(|_| Vec::with_capacity(SYNC_QUEUE)),
+            flows: FlowTable::new(rc.space.clone(), limits.max_flows),
+            dialogs: DialogTable::new(limits.max_dialogs, rc.dialog_keys),
+            sync_out: rc.sync.then(|| Vec::with_capacity(SYNC_QUEUE)),
             sync_overflow: false,
             peer_alive: false,
             sync_rejected: 0,
             sync_gen: 0,
             limiter: NewFlowLimiter::new(
-                cfg.limits.new_flows_per_ip,
-                cfg.limits.new_flows_burst,
-                cfg.limits.max_flows,
+                limits.new_flows_per_ip,
+                limits.new_flows_burst,
+                limits.max_flows,
             ),
             events: VecDeque::with_capacity(1024),
             next_sweep: None,
             expired_scratch: Vec::with_capacity(1024),
             sweep_cursor: 0,
             dialog_shard: 0,
-            sweep_homes: vec![0; cfg.backends.len()],
-            flows_per_backend: vec![0; cfg.backends.len()],
-            vacate_scratch: Vec::with_capacity(cfg.backends.len()),
+            sweep_homes: vec![0; backend_list.len()],
+            flows_per_backend: vec![0; backend_list.len()],
+            vacate_scratch: Vec::with_capacity(backend_list.len()),
+            settings: rc.settings,
         }
     }
 
@@ -212,9 +242,9 @@ impl Router {
 
     /// Applies a reloaded config: backends, timeouts and failback policy. Flows and
     /// dialogs stay; listen addresses and table limits need a restart.
-    pub fn reconfigure(&mut self, cfg: &Config) -> Vec<Change> {
-        self.settings = RouterSettings::from(cfg);
-        let changes = self.backends.update(&cfg.backends);
+    pub fn reconfigure(&mut self, settings: RouterSettings, backends: &[Backend]) -> Vec<Change> {
+        self.settings = settings;
+        let changes = self.backends.update(backends);
         self.counters.resize_backends(self.backends.len());
         self.flows_per_backend.resize(self.backends.len(), 0);
         self.sweep_homes.resize(self.backends.len(), 0);
@@ -265,17 +295,18 @@ impl Router {
         let msg = match scan(data) {
             Scan::Sip(v) => v,
             Scan::Keepalive => return self.client_keepalive(now, client),
-            Scan::Invalid(e) => return self.dropped(e.into()),
+            Scan::Invalid(e) => return self.drop_from_client(e.into()),
         };
         let (id, new_flow) = match self.flows.lookup_client(&client) {
             Some(id) => (id, false),
             None => match self.new_flow(now, client, ingress) {
                 Ok(id) => (id, true),
-                Err(r) => return self.dropped(r),
+                Err(DropReason::NoBackend) => return self.no_backend(&msg),
+                Err(r) => return self.drop_from_client(r),
             },
         };
         let Some(home) = self.current_home(id, msg.is_method(b"REGISTER")) else {
-            return self.dropped(DropReason::NoBackend);
+            return self.no_backend(&msg);
         };
         let key = self.dialogs.key(msg.call_id);
         let backend = match self.dialogs.get_mut(key) {
@@ -287,11 +318,11 @@ impl Router {
                 // Its backend is gone: the dialog follows the flow.
                 d.backend = home;
                 refresh(d, &msg, now, &self.settings);
-                let long = d.long;
+                let span = d.span;
                 self.emit(Item::Dialog {
                     key,
                     backend: self.backends.seed_of(home),
-                    long,
+                    span,
                 });
                 home
             }
@@ -301,23 +332,23 @@ impl Router {
                     // backend answers (1xx/2xx), so a client cannot fill the table with
                     // INVITEs nobody answers.
                     let exp = now + self.settings.transaction;
-                    if self.dialogs.pin(key, home, exp, false).is_err() {
+                    if self.dialogs.pin(key, home, exp, Span::Transaction).is_err() {
                         if new_flow {
                             self.abort_flow(id);
                         }
-                        return self.dropped(DropReason::DialogTableFull);
+                        return self.drop_from_client(DropReason::DialogTableFull);
                     }
                     self.emit(Item::Dialog {
                         key,
                         backend: self.backends.seed_of(home),
-                        long: false,
+                        span: Span::Transaction,
                     });
                 }
                 home
             }
         };
         let Some(Touched { relay_port, .. }) = self.touch(id, now) else {
-            return self.dropped(DropReason::NoFlow);
+            return self.drop_from_client(DropReason::NoFlow);
         };
         self.counters
             .forwarded(backend.index(), Direction::ToBackend, data.len());
@@ -385,7 +416,7 @@ impl Router {
     }
 
     fn client_keepalive(&mut self, now: Instant, client: SocketAddr) -> ClientAction {
-        self.counters.keepalives[0] += 1;
+        self.counters.keepalives[Direction::ToBackend] += 1;
         let Some(id) = self.flows.lookup_client(&client) else {
             // No flow, no port: a keepalive alone never allocates one.
             return ClientAction::Absorbed;
@@ -418,18 +449,18 @@ impl Router {
         data: &[u8],
     ) -> BackendAction {
         let Some(backend) = self.backends.by_addr(&src) else {
-            return self.dropped_b(DropReason::UnknownSource);
+            return self.drop_from_backend(DropReason::UnknownSource);
         };
         let Some(id) = self.flows.lookup_port(relay_port) else {
-            return self.dropped_b(DropReason::NoFlow);
+            return self.drop_from_backend(DropReason::NoFlow);
         };
         match scan(data) {
             // Backends' NAT pings (nathelper) must reach the phone.
-            Scan::Keepalive => self.counters.keepalives[1] += 1,
-            Scan::Invalid(e) => return self.dropped_b(e.into()),
+            Scan::Keepalive => self.counters.keepalives[Direction::ToClient] += 1,
+            Scan::Invalid(e) => return self.drop_from_backend(e.into()),
             Scan::Sip(msg) => {
                 if let Err(r) = self.learn_from_backend(now, id, backend, &msg) {
-                    return self.dropped_b(r);
+                    return self.drop_from_backend(r);
                 }
             }
         }
@@ -439,7 +470,7 @@ impl Router {
             ..
         }) = self.touch(id, now)
         else {
-            return self.dropped_b(DropReason::NoFlow);
+            return self.drop_from_backend(DropReason::NoFlow);
         };
         self.counters
             .forwarded(backend.index(), Direction::ToClient, data.len());
@@ -459,36 +490,35 @@ impl Router {
     ) -> Result<(), DropReason> {
         let key = self.dialogs.key(msg.call_id);
         if let Some(d) = self.dialogs.get_mut(key) {
-            let before = (d.backend, d.long);
+            let before = (d.backend, d.span);
             if msg.is_request() {
                 // A backend's request owns the transaction: its answers go back there.
                 d.backend = backend;
             }
             refresh(d, msg, now, &self.settings);
-            let after = (d.backend, d.long);
+            let after = (d.backend, d.span);
             if before != after {
                 self.emit(Item::Dialog {
                     key,
                     backend: self.backends.seed_of(after.0),
-                    long: after.1,
+                    span: after.1,
                 });
             }
         } else if let Some(method) = msg.method() {
-            let long = opens_dialog(method);
-            let ttl = if long {
-                self.settings.dialog_idle
+            let (span, ttl) = if opens_dialog(method) {
+                (Span::Dialog, self.settings.dialog_idle)
             } else {
-                self.settings.transaction
+                (Span::Transaction, self.settings.transaction)
             };
             self.dialogs
-                .pin(key, backend, now + ttl, long)
+                .pin(key, backend, now + ttl, span)
                 .map_err(|()| DropReason::DialogTableFull)?;
             // Lone transactions (NAT pings, MESSAGE) are too short-lived to sync.
-            if long {
+            if span == Span::Dialog {
                 self.emit(Item::Dialog {
                     key,
                     backend: self.backends.seed_of(backend),
-                    long,
+                    span,
                 });
             }
         }
@@ -536,12 +566,21 @@ impl Router {
         self.counters.drop(DropReason::BindFailed);
     }
 
-    fn dropped(&mut self, r: DropReason) -> ClientAction {
+    fn drop_from_client(&mut self, r: DropReason) -> ClientAction {
         self.counters.drop(r);
         ClientAction::Drop(r)
     }
 
-    fn dropped_b(&mut self, r: DropReason) -> BackendAction {
+    fn no_backend(&mut self, msg: &SipView<'_>) -> ClientAction {
+        self.counters.drop(DropReason::NoBackend);
+        if self.settings.reply_503 && msg.is_request() && !msg.is_method(b"ACK") {
+            ClientAction::Reject503
+        } else {
+            ClientAction::Drop(DropReason::NoBackend)
+        }
+    }
+
+    fn drop_from_backend(&mut self, r: DropReason) -> BackendAction {
         self.counters.drop(r);
         BackendAction::Drop(r)
     }
@@ -635,16 +674,16 @@ fn refresh(d: &mut Dialog, msg: &SipView<'_>, now: Instant, s: &RouterSettings) 
         || (msg.cseq_is(b"BYE") && final_status.is_some())
         || (msg.cseq_is(b"INVITE") && final_status.is_some_and(|c| c >= 300));
     if ending {
-        d.long = false;
+        d.span = Span::Transaction;
         d.expires = now + s.transaction;
-    } else if d.long {
+    } else if d.span == Span::Dialog {
         d.expires = now + s.dialog_idle;
     } else if msg.method().is_some_and(opens_dialog)
         || (msg.status().is_some_and(|c| (101..300).contains(&c))
             && msg.cseq_method().is_some_and(opens_dialog))
     {
         // A dialog-opening request, or an answer to one that creates the dialog.
-        d.long = true;
+        d.span = Span::Dialog;
         d.expires = now + s.dialog_idle;
     } else {
         d.expires = d.expires.max(now + s.transaction);

@@ -4,10 +4,11 @@
 use std::time::{Duration, Instant};
 
 use super::Router;
+use crate::relay::Item;
 use crate::relay::backends::BackendSet;
+use crate::relay::dialogs::Span;
 use crate::relay::flows::Flow;
 use crate::relay::port::RelayPort;
-use crate::sync::Item;
 
 /// The sync item describing a flow now.
 pub(super) fn flow_item(f: &Flow, now: Instant, backends: &BackendSet) -> Item {
@@ -66,7 +67,7 @@ impl Router {
         out.extend(self.dialogs.iter().map(|(&key, d)| Item::Dialog {
             key,
             backend: self.backends.seed_of(d.backend),
-            long: d.long,
+            span: d.span,
         }));
     }
 
@@ -158,17 +159,17 @@ impl Router {
                     effect.close.push(relay_port);
                 }
             }
-            Item::Dialog { key, backend, long } => {
+            Item::Dialog { key, backend, span } => {
                 let Some(backend) = self.backends.by_seed(backend) else {
                     self.sync_rejected += 1;
                     return effect;
                 };
-                let ttl = if long {
+                let ttl = if span == Span::Dialog {
                     self.settings.dialog_idle
                 } else {
                     self.settings.transaction
                 };
-                if self.dialogs.pin(key, backend, now + ttl, long).is_err() {
+                if self.dialogs.pin(key, backend, now + ttl, span).is_err() {
                     self.sync_rejected += 1;
                 }
             }

@@ -2,8 +2,8 @@
 
 use super::*;
 use crate::config::EphemeralPorts;
+use crate::relay::Item;
 use crate::relay::port::RelayPort;
-use crate::sync::Item;
 
 const A: &str = "10.0.0.21:5060";
 const B: &str = "10.0.0.22:5060";
@@ -44,15 +44,18 @@ transaction = "32s"
 
 /// A `[sync]` section with a key file in a temporary directory (kept alive by the
 /// returned guard), so two routers share dialog keys.
-fn sync_section() -> (tempfile::TempDir, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let kf = dir.path().join("key");
-    std::fs::write(&kf, "0123456789abcdef0123").unwrap();
-    let text = format!(
-        "[sync]\nlisten = \"10.0.0.10:7400\"\npeer = \"10.0.0.11:7400\"\nkey_file = \"{}\"\n",
-        kf.display()
-    );
-    (dir, text)
+/// A router built from `cfg`.
+fn router(cfg: &Config) -> Router {
+    Router::new(RouterConfig::new(cfg, None), &cfg.backends)
+}
+
+/// A router with a sync peer: both ends of a pair share the dialog keys.
+fn synced(cfg: &Config) -> Router {
+    let rc = RouterConfig {
+        sync: true,
+        ..RouterConfig::new(cfg, Some([1, 2, 3, 4]))
+    };
+    Router::new(rc, &cfg.backends)
 }
 
 fn req(method: &str, call_id: &str) -> Vec<u8> {
@@ -101,7 +104,7 @@ fn client(r: &mut Router, now: Instant, from: &str, msg: &[u8]) -> (RelayPort, B
 #[test]
 fn new_client_gets_a_flow_and_keeps_its_home() {
     let t0 = Instant::now();
-    let mut r = Router::new(&config(""));
+    let mut r = router(&config(""));
     let first = r.from_client(t0, sa("198.51.100.7:40000"), 0, &req("REGISTER", "r1"));
     let ClientAction::Forward {
         relay_port,
@@ -128,7 +131,7 @@ fn new_client_gets_a_flow_and_keeps_its_home() {
 #[test]
 fn a_backend_request_pins_the_dialog_to_that_backend() {
     let t0 = Instant::now();
-    let mut r = Router::new(&config(""));
+    let mut r = router(&config(""));
     let phone = "198.51.100.7:40000";
     let (port, home) = client(&mut r, t0, phone, &req("REGISTER", "reg"));
     let other = other_of(home);
@@ -161,7 +164,7 @@ fn a_backend_request_pins_the_dialog_to_that_backend() {
 #[test]
 fn drops_are_counted_by_reason() {
     let t0 = Instant::now();
-    let mut r = Router::new(&config(""));
+    let mut r = router(&config(""));
     let (port, _) = client(&mut r, t0, "198.51.100.7:1", &req("REGISTER", "r"));
     let cases: Vec<(ClientOrBackend, Vec<u8>, DropReason)> = vec![
         (
@@ -215,7 +218,7 @@ use ClientOrBackend::*;
 #[test]
 fn keepalives_refresh_but_never_create_flows() {
     let t0 = Instant::now();
-    let mut r = Router::new(&config(""));
+    let mut r = router(&config(""));
     assert_eq!(
         r.from_client(t0, sa("198.51.100.9:9"), 0, b"\r\n\r\n"),
         ClientAction::Absorbed
@@ -237,13 +240,13 @@ fn keepalives_refresh_but_never_create_flows() {
         r.from_backend(t0, port, sa(A), b"\r\n\r\n"),
         BackendAction::Forward { .. }
     ));
-    assert_eq!(r.counters().keepalives, [7, 1]);
+    assert_eq!(r.counters().keepalives, crate::relay::PerDirection([7, 1]));
 }
 
 #[test]
 fn registration_keeps_a_flow_past_idle_and_expiry_frees_the_port() {
     let t0 = Instant::now();
-    let mut r = Router::new(&config(""));
+    let mut r = router(&config(""));
     let (p1, h1) = client(&mut r, t0, "198.51.100.1:1", &req("REGISTER", "r1"));
     let (p2, _) = client(&mut r, t0, "198.51.100.2:2", &req("OPTIONS", "o2"));
     let ok = resp(
@@ -287,7 +290,7 @@ fn registration_keeps_a_flow_past_idle_and_expiry_frees_the_port() {
 #[test]
 fn a_full_flow_table_refuses_new_clients_and_keeps_old_ones() {
     let t0 = Instant::now();
-    let mut r = Router::new(&config("[limits]\nmax_flows = 2\n"));
+    let mut r = router(&config("[limits]\nmax_flows = 2\n"));
     let (p, h) = client(&mut r, t0, "198.51.100.1:1", &req("REGISTER", "r"));
     client(&mut r, t0, "198.51.100.2:1", &req("REGISTER", "r"));
     assert_eq!(
@@ -304,7 +307,7 @@ fn a_full_flow_table_refuses_new_clients_and_keeps_old_ones() {
 #[test]
 fn new_flows_are_rate_limited_per_source_ip() {
     let t0 = Instant::now();
-    let mut r = Router::new(&config(
+    let mut r = router(&config(
         "[limits]\nnew_flows_per_ip = 1\nnew_flows_burst = 2\n",
     ));
     client(&mut r, t0, "198.51.100.1:1", &req("OPTIONS", "a"));
@@ -326,7 +329,7 @@ fn new_flows_are_rate_limited_per_source_ip() {
 #[test]
 fn a_full_dialog_table_refuses_new_dialogs() {
     let t0 = Instant::now();
-    let mut r = Router::new(&config("[limits]\nmax_dialogs = 1\n"));
+    let mut r = router(&config("[limits]\nmax_dialogs = 1\n"));
     let (port, h) = client(&mut r, t0, "198.51.100.1:1", &req("INVITE", "c1"));
     assert_eq!(
         r.from_client(t0, sa("198.51.100.1:1"), 0, &req("INVITE", "c2")),
@@ -358,7 +361,7 @@ fn failover_moves_only_the_dead_backends_flows_and_failback_follows_policy() {
     ];
     for (policy, on_register, on_any) in table {
         let t0 = Instant::now();
-        let mut r = Router::new(&config(&format!("[affinity]\nfailback = \"{policy}\"\n")));
+        let mut r = router(&config(&format!("[affinity]\nfailback = \"{policy}\"\n")));
         let phones = [
             "198.51.100.1:1",
             "198.51.100.2:2",
@@ -398,17 +401,23 @@ fn failover_moves_only_the_dead_backends_flows_and_failback_follows_policy() {
         }
         r.set_backend_up(BackendId::new(0), false);
         r.set_backend_up(BackendId::new(1), false);
+        // No backend: a request is answered with a 503, an ACK only dropped.
         assert_eq!(
             r.from_client(t0, sa(phones[0]), 0, &req("OPTIONS", "o")),
+            ClientAction::Reject503
+        );
+        assert_eq!(
+            r.from_client(t0, sa(phones[0]), 0, &req("ACK", "o")),
             ClientAction::Drop(DropReason::NoBackend)
         );
+        assert_eq!(r.counters().dropped(DropReason::NoBackend), 2);
     }
 }
 
 #[test]
 fn dialogs_pinned_to_a_dead_backend_follow_the_flow() {
     let t0 = Instant::now();
-    let mut r = Router::new(&config(""));
+    let mut r = router(&config(""));
     let phone = "198.51.100.7:40000";
     let (port, home) = client(&mut r, t0, phone, &req("REGISTER", "reg"));
     let other = other_of(home);
@@ -419,10 +428,10 @@ fn dialogs_pinned_to_a_dead_backend_follow_the_flow() {
 
 #[test]
 fn sync_items_mirror_a_table_and_the_mirror_keeps_its_ports() {
-    let (_key_dir, extra) = sync_section();
+    let extra = "";
     let t0 = Instant::now();
-    let mut master = Router::new(&config(&extra));
-    let mut backup = Router::new(&config(&extra));
+    let mut master = synced(&config(&extra));
+    let mut backup = synced(&config(&extra));
     let phone = "198.51.100.7:40000";
     let (port, home) = client(&mut master, t0, phone, &req("REGISTER", "reg"));
     let ok = resp(200, "reg", "REGISTER", "Expires: 600\r\n");
@@ -456,7 +465,7 @@ fn sync_items_mirror_a_table_and_the_mirror_keeps_its_ports() {
     master.sync_full(t0, &mut full);
     assert_eq!(full.len(), 2);
     // Mirrored flows do not expire on the backup while the peer lives...
-    let mut mirror = Router::new(&config(&extra));
+    let mut mirror = synced(&config(&extra));
     mirror.set_peer_alive(t0, true);
     for it in full.iter().copied() {
         mirror.apply_sync(t0, it);
@@ -476,10 +485,10 @@ fn sync_items_mirror_a_table_and_the_mirror_keeps_its_ports() {
 
 #[test]
 fn a_full_table_drops_mirrored_flows_the_peer_no_longer_has() {
-    let (_key_dir, extra) = sync_section();
+    let extra = "";
     let t0 = Instant::now();
-    let mut master = Router::new(&config(&extra));
-    let mut backup = Router::new(&config(&extra));
+    let mut master = synced(&config(&extra));
+    let mut backup = synced(&config(&extra));
     backup.set_peer_alive(t0, true);
     let (p1, _) = client(&mut master, t0, "198.51.100.1:1", &req("OPTIONS", "a"));
     let (p2, _) = client(&mut master, t0, "198.51.100.2:2", &req("OPTIONS", "b"));
@@ -512,7 +521,7 @@ fn a_full_table_drops_mirrored_flows_the_peer_no_longer_has() {
 fn draining_the_only_backend_keeps_its_flows_under_any_failback() {
     for policy in ["never", "on-register", "immediate"] {
         let t0 = Instant::now();
-        let mut r = Router::new(&config(&format!("[affinity]\nfailback = \"{policy}\"\n")));
+        let mut r = router(&config(&format!("[affinity]\nfailback = \"{policy}\"\n")));
         let (port, home) = client(&mut r, t0, "198.51.100.1:1", &req("REGISTER", "r"));
         r.set_admin(
             if home == BackendId::new(0) { "a" } else { "b" },
@@ -535,7 +544,7 @@ fn draining_the_only_backend_keeps_its_flows_under_any_failback() {
 #[test]
 fn unanswered_client_invites_hold_the_dialog_table_only_for_a_transaction() {
     let t0 = Instant::now();
-    let mut r = Router::new(&config("[limits]\nmax_dialogs = 10\n"));
+    let mut r = router(&config("[limits]\nmax_dialogs = 10\n"));
     for i in 0..10 {
         client(
             &mut r,
@@ -559,9 +568,9 @@ fn unanswered_client_invites_hold_the_dialog_table_only_for_a_transaction() {
 
 #[test]
 fn sync_names_backends_by_seed_not_by_position() {
-    let (_key_dir, sync) = sync_section();
+    let sync = "";
     let t0 = Instant::now();
-    let mut master = Router::new(&config(&sync));
+    let mut master = synced(&config(&sync));
     // The backup lists the same two backends in the other order, plus a third.
     let text = config(&sync)
         .to_string()
@@ -575,7 +584,7 @@ fn sync_names_backends_by_seed_not_by_position() {
         range: 32768..=60999,
         reserved: vec![],
     };
-    let mut backup = Router::new(&Config::parse(&text, &eph).unwrap());
+    let mut backup = synced(&Config::parse(&text, &eph).unwrap());
     let (port, home) = client(&mut master, t0, "198.51.100.7:1", &req("OPTIONS", "o"));
     let home_name = master.backends().get(home).unwrap().name.clone();
     let mut items = vec![];
@@ -604,7 +613,7 @@ fn large_tables_are_swept_in_slices() {
     };
     let cfg = Config::parse(&text, &eph).unwrap();
     assert_eq!(cfg.relay_port_count(), 40_000);
-    let mut r = Router::new(&cfg);
+    let mut r = router(&cfg);
     let t0 = Instant::now();
     for i in 0..20_000u32 {
         let from = format!("198.51.{}.{}:5060", i >> 8, i & 255);
