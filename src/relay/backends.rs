@@ -162,14 +162,14 @@ impl BackendSet {
         self.slots
             .iter()
             .position(|b| b.addr == *a && !b.is_vacant())
-            .map(|i| BackendId::from_index(i))
+            .map(BackendId::from_index)
     }
 
     pub fn by_name(&self, name: &str) -> Option<BackendId> {
         self.slots
             .iter()
             .position(|b| b.name == name && b.is_configured())
-            .map(|i| BackendId::from_index(i))
+            .map(BackendId::from_index)
     }
 
     /// The rendezvous seed (a hash of the name) that names a backend to the sync peer.
@@ -182,7 +182,7 @@ impl BackendSet {
         self.slots
             .iter()
             .position(|b| b.seed == seed && !b.is_vacant())
-            .map(|i| BackendId::from_index(i))
+            .map(BackendId::from_index)
     }
 
     pub fn serves(&self, id: BackendId) -> bool {

@@ -3,7 +3,7 @@
 //! sockets, no tokio, no clock: time is an argument. `crate::dataplane` drives it.
 
 pub mod backends;
-pub mod dialogs;
+mod dialogs;
 pub mod flows;
 mod hrw;
 pub mod item;
@@ -13,6 +13,7 @@ pub mod router;
 pub mod stats;
 
 pub use backends::{AdminState, BackendId, BackendSet, Change};
+pub use dialogs::Span;
 pub use item::Item;
 pub use port::{RelayPort, RelaySpace};
 pub use router::{BackendAction, ClientAction, Router, RouterEvent};

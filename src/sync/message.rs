@@ -192,7 +192,7 @@ mod tests {
 
     use super::*;
     use crate::relay::RelayPort;
-    use crate::relay::dialogs::Span;
+    use crate::relay::Span;
     use proptest::prelude::*;
 
     fn key() -> Key {

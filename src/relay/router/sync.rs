@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use super::Router;
 use crate::relay::Item;
+use crate::relay::Span;
 use crate::relay::backends::BackendSet;
-use crate::relay::dialogs::Span;
 use crate::relay::flows::Flow;
 use crate::relay::port::RelayPort;
 

@@ -428,10 +428,9 @@ fn dialogs_pinned_to_a_dead_backend_follow_the_flow() {
 
 #[test]
 fn sync_items_mirror_a_table_and_the_mirror_keeps_its_ports() {
-    let extra = "";
     let t0 = Instant::now();
-    let mut master = synced(&config(&extra));
-    let mut backup = synced(&config(&extra));
+    let mut master = synced(&config(""));
+    let mut backup = synced(&config(""));
     let phone = "198.51.100.7:40000";
     let (port, home) = client(&mut master, t0, phone, &req("REGISTER", "reg"));
     let ok = resp(200, "reg", "REGISTER", "Expires: 600\r\n");
@@ -465,7 +464,7 @@ fn sync_items_mirror_a_table_and_the_mirror_keeps_its_ports() {
     master.sync_full(t0, &mut full);
     assert_eq!(full.len(), 2);
     // Mirrored flows do not expire on the backup while the peer lives...
-    let mut mirror = synced(&config(&extra));
+    let mut mirror = synced(&config(""));
     mirror.set_peer_alive(t0, true);
     for it in full.iter().copied() {
         mirror.apply_sync(t0, it);
@@ -485,10 +484,9 @@ fn sync_items_mirror_a_table_and_the_mirror_keeps_its_ports() {
 
 #[test]
 fn a_full_table_drops_mirrored_flows_the_peer_no_longer_has() {
-    let extra = "";
     let t0 = Instant::now();
-    let mut master = synced(&config(&extra));
-    let mut backup = synced(&config(&extra));
+    let mut master = synced(&config(""));
+    let mut backup = synced(&config(""));
     backup.set_peer_alive(t0, true);
     let (p1, _) = client(&mut master, t0, "198.51.100.1:1", &req("OPTIONS", "a"));
     let (p2, _) = client(&mut master, t0, "198.51.100.2:2", &req("OPTIONS", "b"));
@@ -568,11 +566,10 @@ fn unanswered_client_invites_hold_the_dialog_table_only_for_a_transaction() {
 
 #[test]
 fn sync_names_backends_by_seed_not_by_position() {
-    let sync = "";
     let t0 = Instant::now();
-    let mut master = synced(&config(&sync));
+    let mut master = synced(&config(""));
     // The backup lists the same two backends in the other order, plus a third.
-    let text = config(&sync)
+    let text = config("")
         .to_string()
         .replace("name = \"a\"", "name = \"x\"")
         .replace("name = \"b\"", "name = \"a\"")
