@@ -188,7 +188,7 @@ async fn serve(
         prober,
         metrics,
         relay_ips: cfg.listen.relay.clone(),
-        space: cfg.relay_space(),
+        space: crate::relay::port::RelaySpace::new(&cfg.listen.relay_ports, cfg.listen.relay.len()),
         public: public.clone(),
         relays: (0..cfg.relay_port_count()).map(|_| None).collect(),
         relay_poll: relay_poll.clone(),

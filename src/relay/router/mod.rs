@@ -146,7 +146,13 @@ impl Router {
             settings: RouterSettings::from(cfg),
             counters: Counters::new(backends.len()),
             backends,
-            flows: FlowTable::new(cfg.relay_space(), cfg.limits.max_flows),
+            flows: FlowTable::new(
+                crate::relay::port::RelaySpace::new(
+                    &cfg.listen.relay_ports,
+                    cfg.listen.relay.len(),
+                ),
+                cfg.limits.max_flows,
+            ),
             dialogs: DialogTable::new(
                 cfg.limits.max_dialogs,
                 cfg.sync.as_ref().map(|s| {
