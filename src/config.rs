@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 mod defaults;
 mod display;
 mod duration;
+#[cfg(test)]
+mod keys;
 mod raw;
 mod validate;
 mod vrrp;
