@@ -1,6 +1,5 @@
 //! TOML config -> validated [`Config`]. Every error names the key it is about.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -9,11 +8,16 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod defaults;
 mod display;
 mod duration;
+#[cfg(test)]
+mod keys;
 mod raw;
+mod validate;
 mod vrrp;
 
+pub use defaults::*;
 pub use duration::{format_duration, parse_duration};
 pub use vrrp::{Vip, Vrrp};
 
@@ -141,52 +145,16 @@ pub struct Config {
     /// Built-in VRRPv3; None = external mode.
     pub vrrp: Option<Vrrp>,
     /// State sync with the peer; None = no sync.
-    pub sync: Option<Sync>,
+    pub sync: Option<SyncConfig>,
 }
 
 /// `[sync]`: the peer link that mirrors flows and dialogs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sync {
+pub struct SyncConfig {
     pub listen: SocketAddr,
     pub peer: SocketAddr,
     pub key: crate::sync::Key,
     pub key_file: String,
-}
-
-fn validate_sync(r: raw::RawSync) -> Result<Sync, ConfigError> {
-    let addr = |key: &str, v: Option<String>| -> Result<SocketAddr, ConfigError> {
-        let s = v.ok_or_else(|| invalid(key, "is required in [sync]"))?;
-        let a: SocketAddr = s
-            .parse()
-            .map_err(|_| invalid(key, format!("`{s}` is not an IP:port address")))?;
-        if a.ip().is_unspecified() || a.port() == 0 {
-            return Err(invalid(key, "needs a concrete IP and a non-zero port"));
-        }
-        Ok(a)
-    };
-    let listen = addr("sync.listen", r.listen)?;
-    let peer = addr("sync.peer", r.peer)?;
-    let key_file = r.key_file.ok_or_else(|| {
-        invalid(
-            "sync.key_file",
-            "is required: sync messages are authenticated",
-        )
-    })?;
-    let bytes = std::fs::read(&key_file)
-        .map_err(|e| invalid("sync.key_file", format!("cannot read `{key_file}`: {e}")))?;
-    let trimmed = bytes.trim_ascii();
-    if trimmed.len() < 16 {
-        return Err(invalid(
-            "sync.key_file",
-            format!("`{key_file}` must hold a key of at least 16 bytes"),
-        ));
-    }
-    Ok(Sync {
-        listen,
-        peer,
-        key: crate::sync::Key::new(trimmed),
-        key_file,
-    })
 }
 
 /// The kernel's ephemeral port settings, read from /proc; a parameter so tests can vary it.
@@ -220,52 +188,6 @@ impl EphemeralPorts {
         (*r.start()..=*r.end())
             .find(|p| self.range.contains(p) && !self.reserved.iter().any(|res| res.contains(p)))
     }
-}
-
-/// Relay addresses default to the first SIP address; a flow's endpoint stores the
-/// address's position in one byte.
-fn validate_relay(list: Option<&[String]>, default: IpAddr) -> Result<Vec<IpAddr>, ConfigError> {
-    let Some(list) = list else {
-        return Ok(vec![default]);
-    };
-    if list.is_empty() {
-        return Err(invalid("listen.relay", "needs at least one address"));
-    }
-    if list.len() > usize::from(u8::MAX) + 1 {
-        return Err(invalid("listen.relay", "at most 256 addresses"));
-    }
-    let mut out = Vec::with_capacity(list.len());
-    for (i, s) in list.iter().enumerate() {
-        let key = if list.len() == 1 {
-            "listen.relay".to_string()
-        } else {
-            format!("listen.relay[{i}]")
-        };
-        let ip: IpAddr = s
-            .parse()
-            .map_err(|_| invalid(&key, format!("`{s}` is not an IP address")))?;
-        if ip.is_unspecified() {
-            return Err(invalid(
-                &key,
-                "must be a concrete address (backends store it as the phone's path back)",
-            ));
-        }
-        if out.contains(&ip) {
-            return Err(invalid(&key, format!("`{ip}` is listed twice")));
-        }
-        if out
-            .first()
-            .is_some_and(|f: &IpAddr| f.is_ipv4() != ip.is_ipv4())
-        {
-            // A flow's slot would decide whether it can reach an IPv4 backend.
-            return Err(invalid(
-                &key,
-                "all relay addresses must be of one IP family",
-            ));
-        }
-        out.push(ip);
-    }
-    Ok(out)
 }
 
 fn parse_port_list(s: &str) -> Vec<RangeInclusive<u16>> {
@@ -308,12 +230,13 @@ impl Config {
 
     /// Number of relay endpoints (ports × addresses), which bounds the number of flows.
     pub fn relay_port_count(&self) -> usize {
-        self.relay_space().len()
+        relay_endpoints(&self.listen)
     }
+}
 
-    pub fn relay_space(&self) -> crate::relay::port::RelaySpace {
-        crate::relay::port::RelaySpace::new(&self.listen.relay_ports, self.listen.relay.len())
-    }
+/// Relay endpoints: every relay address holds the whole port range.
+fn relay_endpoints(l: &Listen) -> usize {
+    l.relay_ports.len() * l.relay.len()
 }
 
 /// Deserializes with the key path kept, so errors read `listen.foo: unknown field`.
@@ -339,318 +262,6 @@ fn parse_toml(text: &str) -> Result<raw::Raw, ConfigError> {
             path
         };
         invalid(key, format!("{}{at}", inner.message().trim()))
-    })
-}
-
-impl raw::Raw {
-    fn validate(self, eph: &EphemeralPorts) -> Result<Config, ConfigError> {
-        let listen = self
-            .listen
-            .ok_or_else(|| invalid("listen", "section is required"))?;
-        if listen.sip.is_empty() {
-            return Err(invalid("listen.sip", "needs at least one address"));
-        }
-        let mut sip = Vec::new();
-        for (i, s) in listen.sip.iter().enumerate() {
-            let key = format!("listen.sip[{i}]");
-            let a: SocketAddr = s
-                .parse()
-                .map_err(|_| invalid(&key, format!("`{s}` is not an IP:port address")))?;
-            if a.port() == 0 {
-                return Err(invalid(&key, "port 0 is not allowed"));
-            }
-            if sip.contains(&a) {
-                return Err(invalid(&key, format!("`{a}` is listed twice")));
-            }
-            sip.push(a);
-        }
-        let relay = validate_relay(listen.relay.as_deref(), sip[0].ip())?;
-        let rp_text = listen.relay_ports.as_deref().unwrap_or("16384-32767");
-        let relay_ports =
-            parse_port_range(rp_text).map_err(|r| invalid("listen.relay_ports", r))?;
-        for a in &sip {
-            if relay_ports.contains(&a.port())
-                && (relay.contains(&a.ip()) || a.ip().is_unspecified())
-            {
-                return Err(invalid(
-                    "listen.relay_ports",
-                    format!("range {rp_text} contains the listen port {}", a.port()),
-                ));
-            }
-        }
-        if let Some(p) = eph.first_conflict(&relay_ports) {
-            return Err(invalid(
-                "listen.relay_ports",
-                format!(
-                    "range {rp_text} overlaps the kernel's ephemeral range {}-{} (first: {p}); \
-                     any socket could take a relay port a flow needs. Move the range below {} \
-                     or reserve it in net.ipv4.ip_local_reserved_ports",
-                    eph.range.start(),
-                    eph.range.end(),
-                    eph.range.start()
-                ),
-            ));
-        }
-
-        if self.backend.is_empty() {
-            return Err(invalid("backend", "at least one [[backend]] is required"));
-        }
-        let mut names = HashSet::new();
-        let mut addrs = HashSet::new();
-        let mut backends = Vec::new();
-        for (i, b) in self.backend.iter().enumerate() {
-            let name_key = format!("backend[{i}].name");
-            if b.name.is_empty()
-                || !b
-                    .name
-                    .bytes()
-                    .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c))
-            {
-                return Err(invalid(
-                    name_key,
-                    format!(
-                        "`{}` must be non-empty letters, digits, `-`, `_` or `.`",
-                        b.name
-                    ),
-                ));
-            }
-            if !names.insert(b.name.clone()) {
-                return Err(invalid(name_key, format!("`{}` is used twice", b.name)));
-            }
-            let addr_key = format!("backend[{i}].addr");
-            let addr: SocketAddr = b.addr.parse().map_err(|_| {
-                invalid(&addr_key, format!("`{}` is not an IP:port address", b.addr))
-            })?;
-            if addr.ip().is_unspecified() || addr.port() == 0 {
-                return Err(invalid(
-                    &addr_key,
-                    "needs a concrete IP and a non-zero port",
-                ));
-            }
-            if !addrs.insert(addr) {
-                return Err(invalid(
-                    addr_key,
-                    format!("`{addr}` is used by two backends"),
-                ));
-            }
-            if sip.contains(&addr) {
-                return Err(invalid(
-                    addr_key,
-                    "is one of sipfront's own listen addresses",
-                ));
-            }
-            backends.push(Backend {
-                name: b.name.clone(),
-                addr,
-            });
-        }
-        if backends.len() > u16::MAX as usize {
-            return Err(invalid("backend", "too many backends"));
-        }
-
-        let port_count =
-            ((*relay_ports.end() as usize) - (*relay_ports.start() as usize) + 1) * relay.len();
-        let l = self.limits.unwrap_or_default();
-        let max_flows = l.max_flows.unwrap_or(port_count);
-        if max_flows == 0 {
-            return Err(invalid("limits.max_flows", "must be at least 1"));
-        }
-        if max_flows > port_count {
-            return Err(invalid(
-                "limits.max_flows",
-                format!(
-                    "{max_flows} is more than the {port_count} relay ports \
-                     (listen.relay_ports × listen.relay addresses)"
-                ),
-            ));
-        }
-        let max_dialogs = l.max_dialogs.unwrap_or(100_000);
-        if max_dialogs == 0 || max_dialogs > 10_000_000 {
-            return Err(invalid(
-                "limits.max_dialogs",
-                "must be between 1 and 10000000",
-            ));
-        }
-        let new_flows_per_ip = l.new_flows_per_ip.unwrap_or(100);
-        if new_flows_per_ip == 0 {
-            return Err(invalid("limits.new_flows_per_ip", "must be at least 1"));
-        }
-        let new_flows_burst = l
-            .new_flows_burst
-            .unwrap_or(new_flows_per_ip.saturating_mul(2));
-        if new_flows_burst < new_flows_per_ip {
-            return Err(invalid(
-                "limits.new_flows_burst",
-                "must be at least limits.new_flows_per_ip",
-            ));
-        }
-
-        let t = self.timeouts.unwrap_or_default();
-        let dur = |key: &str, v: &Option<String>, default: Duration, min: Duration| {
-            let d = match v {
-                Some(s) => parse_duration(s).map_err(|r| invalid(key, r))?,
-                None => default,
-            };
-            if d < min {
-                return Err(invalid(
-                    key,
-                    format!("must be at least {}", format_duration(min)),
-                ));
-            }
-            Ok(d)
-        };
-        let timeouts = Timeouts {
-            flow_idle: dur(
-                "timeouts.flow_idle",
-                &t.flow_idle,
-                Duration::from_secs(90),
-                Duration::from_secs(1),
-            )?,
-            register_grace: dur(
-                "timeouts.register_grace",
-                &t.register_grace,
-                Duration::from_secs(32),
-                Duration::ZERO,
-            )?,
-            dialog_idle: dur(
-                "timeouts.dialog_idle",
-                &t.dialog_idle,
-                Duration::from_secs(3600),
-                Duration::from_secs(1),
-            )?,
-            transaction: dur(
-                "timeouts.transaction",
-                &t.transaction,
-                Duration::from_secs(32),
-                Duration::from_millis(100),
-            )?,
-        };
-
-        let failback = self.affinity.and_then(|a| a.failback).unwrap_or_default();
-        let admin_raw = self.admin;
-        let admin_listen = match admin_raw.as_ref().and_then(|a| a.listen.as_ref()) {
-            Some(s) => s
-                .parse()
-                .map_err(|_| invalid("admin.listen", format!("`{s}` is not an IP:port address")))?,
-            None => SocketAddr::from(([127, 0, 0, 1], 9090)),
-        };
-        let token_file = admin_raw.and_then(|a| a.token_file);
-        let token = match &token_file {
-            Some(path) => {
-                let t = std::fs::read_to_string(path).map_err(|e| {
-                    invalid("admin.token_file", format!("cannot read `{path}`: {e}"))
-                })?;
-                let t = t.trim().to_string();
-                if t.len() < 16 {
-                    return Err(invalid(
-                        "admin.token_file",
-                        format!("`{path}` must hold a token of at least 16 characters"),
-                    ));
-                }
-                Some(t)
-            }
-            None => None,
-        };
-        if token.is_none() && !admin_listen.ip().is_loopback() {
-            return Err(invalid(
-                "admin.token_file",
-                format!("required when admin.listen ({admin_listen}) is not a loopback address"),
-            ));
-        }
-        let health = validate_health(self.health.unwrap_or_default(), &dur)?;
-        let vrrp = self.vrrp.map(vrrp::RawVrrp::validate).transpose()?;
-        let sync = self.sync.map(validate_sync).transpose()?;
-
-        Ok(Config {
-            listen: Listen {
-                sip,
-                relay,
-                relay_ports,
-                forward_keepalives: listen.forward_keepalives.unwrap_or(false),
-            },
-            backends,
-            failback,
-            limits: Limits {
-                max_flows,
-                max_dialogs,
-                new_flows_per_ip,
-                new_flows_burst,
-            },
-            timeouts,
-            admin: Admin {
-                listen: admin_listen,
-                token,
-                token_file,
-            },
-            health,
-            vrrp,
-            sync,
-        })
-    }
-}
-
-type DurFn<'a> =
-    dyn Fn(&str, &Option<String>, Duration, Duration) -> Result<Duration, ConfigError> + 'a;
-
-fn validate_health(h: raw::RawHealth, dur: &DurFn<'_>) -> Result<Health, ConfigError> {
-    let interval = dur(
-        "health.interval",
-        &h.interval,
-        Duration::from_millis(500),
-        Duration::from_millis(10),
-    )?;
-    let timeout = dur(
-        "health.timeout",
-        &h.timeout,
-        interval.min(Duration::from_millis(400)),
-        Duration::from_millis(5),
-    )?;
-    if timeout > interval {
-        return Err(invalid(
-            "health.timeout",
-            format!(
-                "{} is longer than health.interval ({}): one probe at a time",
-                format_duration(timeout),
-                format_duration(interval)
-            ),
-        ));
-    }
-    let count = |key: &str, v: Option<u32>| match v {
-        None => Ok(2),
-        Some(n) if (1..=100).contains(&n) => Ok(n),
-        Some(n) => Err(invalid(key, format!("{n} is not between 1 and 100"))),
-    };
-    let mut alive_codes = Vec::new();
-    for (i, c) in h
-        .alive_codes
-        .unwrap_or_else(|| vec!["200-699".into()])
-        .iter()
-        .enumerate()
-    {
-        let key = format!("health.alive_codes[{i}]");
-        let r = parse_port_range(c).map_err(|r| invalid(&key, r))?;
-        if *r.start() < 100 || *r.end() > 699 {
-            return Err(invalid(
-                key,
-                format!("`{c}` is outside the SIP codes 100-699"),
-            ));
-        }
-        alive_codes.push(r);
-    }
-    if alive_codes.is_empty() {
-        return Err(invalid(
-            "health.alive_codes",
-            "needs at least one code or range",
-        ));
-    }
-    Ok(Health {
-        interval,
-        timeout,
-        rise: count("health.rise", h.rise)?,
-        fall: count("health.fall", h.fall)?,
-        alive_codes,
-        reply_503: h.reply_503.unwrap_or(true),
-        retry_after: h.retry_after.unwrap_or(30),
     })
 }
 

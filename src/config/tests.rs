@@ -1,3 +1,5 @@
+use std::collections::BTreeSet;
+
 use super::*;
 
 fn eph() -> EphemeralPorts {
@@ -306,9 +308,131 @@ fn sync_section() {
             "[sync]\nlisten = \"0.0.0.0:7400\"\npeer = \"10.0.0.2:7400\"\n".to_string(),
             "sync.listen",
         ),
+        (
+            "[sync]\nlisten = \"10.0.0.1:7400\"\npeer = \"10.0.0.2:7400\"\nkey_file = \"/nonexistent/key\"\n".to_string(),
+            "sync.key_file: cannot read `/nonexistent/key`",
+        ),
+        (
+            format!(
+                "[sync]\nlisten = \"10.0.0.1:7400\"\npeer = \"10.0.0.2:7400\"\nkey_file = \"{}\"\n",
+                short.display()
+            ),
+            "sync.key_file: ",
+        ),
     ];
     for (extra, want) in cases {
         let e = err(&format!("{GOOD}\n{extra}"));
         assert!(e.contains(want), "error `{e}` should mention `{want}`");
     }
+}
+
+/// Sections and keys that a config file shows, as `section` and `section.key`: every
+/// `[section]` / `[[section]]` header and every `key = value` line under it, whether active
+/// or commented out (`# key = default`). Prose comments do not count: a line counts only if,
+/// after an optional `#`, it is a header or one TOML `key = value` pair.
+fn documented(text: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let (mut tables, mut keys) = (BTreeSet::new(), BTreeSet::new());
+    let mut section = String::new();
+    for line in text.lines() {
+        let l = line.trim_start();
+        let l = l.strip_prefix('#').unwrap_or(l).trim_start();
+        if let Some(h) = l.strip_prefix('[') {
+            let h = h.strip_prefix('[').unwrap_or(h);
+            let Some((name, rest)) = h.split_once(']') else {
+                continue;
+            };
+            let rest = rest.trim_start_matches(']').trim();
+            let is_name = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.');
+            if is_name && (rest.is_empty() || rest.starts_with('#')) {
+                section = name.to_string();
+                tables.insert(section.clone());
+            }
+            continue;
+        }
+        // `key = value` exactly when the line is one TOML key-value pair.
+        let Ok(kv) = l.parse::<toml::Table>() else {
+            continue;
+        };
+        for k in kv.keys() {
+            keys.insert(if section.is_empty() {
+                k.to_string()
+            } else {
+                format!("{section}.{k}")
+            });
+        }
+    }
+    (tables, keys)
+}
+
+/// deploy/sipfront.toml claims to show every key: compare it with the keys the parser
+/// accepts, which keys.rs derives from the serde types (not from a list kept by hand).
+#[test]
+fn example_config_documents_every_key() {
+    let accepted = keys::accepted();
+    // The probe really walks the types: a few keys from each kind of place.
+    for k in [
+        "listen.sip",
+        "listen.relay",
+        "backend.name",
+        "affinity.failback",
+        "vrrp.garp_refresh",
+        "sync.key_file",
+        "admin.token_file",
+    ] {
+        assert!(accepted.keys.contains(k), "probe missed {k}: {accepted:?}");
+    }
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/sipfront.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let (tables, keys) = documented(&text);
+    let missing: Vec<_> = accepted
+        .tables
+        .difference(&tables)
+        .chain(accepted.keys.difference(&keys))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "deploy/sipfront.toml does not show these accepted sections/keys \
+         (add them, as `# key = default` if optional): {missing:?}"
+    );
+    let unknown: Vec<_> = tables
+        .difference(&accepted.tables)
+        .chain(keys.difference(&accepted.keys))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "deploy/sipfront.toml shows sections/keys the parser rejects: {unknown:?}"
+    );
+}
+
+/// The commented-out keys in the active sections of deploy/sipfront.toml show the defaults:
+/// uncommenting them changes nothing. (`admin.token_file` has no default: its value is an
+/// example path.)
+#[test]
+fn example_config_comments_show_the_defaults() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/sipfront.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut active = false;
+    let mut uncommented = String::new();
+    for line in text.lines() {
+        if line.starts_with('[') {
+            active = true;
+        } else if line.starts_with("# [") {
+            active = false;
+        }
+        let kv = line
+            .strip_prefix("# ")
+            .filter(|l| active && !l.starts_with("token_file") && l.parse::<toml::Table>().is_ok());
+        uncommented.push_str(kv.unwrap_or(line));
+        uncommented.push('\n');
+    }
+    assert_ne!(uncommented, text, "no commented-out defaults found");
+    let as_shipped = Config::parse(&text, &eph()).unwrap();
+    let spelled_out = Config::parse(&uncommented, &eph()).unwrap();
+    assert_eq!(
+        as_shipped, spelled_out,
+        "a `# key = value` comment is not the default"
+    );
 }

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::defaults::*;
+use super::validate::{duration, parse_addr};
 use super::{ConfigError, format_duration, invalid, parse_duration};
 
 #[derive(Debug, Default, Deserialize)]
@@ -88,96 +90,92 @@ fn parse_vip(s: &str) -> Result<Vip, String> {
     Ok(Vip { addr, prefix, dev })
 }
 
-impl RawVrrp {
-    pub(super) fn validate(self) -> Result<Vrrp, ConfigError> {
-        let interface = self
-            .interface
-            .filter(|i| !i.is_empty())
-            .ok_or_else(|| invalid("vrrp.interface", "is required (e.g. \"eth0\")"))?;
-        let vrid = match self.vrid {
-            Some(v @ 1..=255) => v,
-            Some(_) => return Err(invalid("vrrp.vrid", "must be 1-255")),
-            None => {
-                return Err(invalid(
-                    "vrrp.vrid",
-                    "is required (1-255, the same on both peers)",
-                ));
-            }
-        };
-        let priority = match self.priority.unwrap_or(100) {
-            0 => {
-                return Err(invalid(
-                    "vrrp.priority",
-                    "must be 1-255 (255: address owner)",
-                ));
-            }
-            p => p,
-        };
-        let d = |key: &str, v: &Option<String>, default: Duration| match v {
-            Some(s) => parse_duration(s).map_err(|r| invalid(key, r)),
-            None => Ok(default),
-        };
-        let advert_interval = d(
-            "vrrp.advert_interval",
-            &self.advert_interval,
-            Duration::from_secs(1),
-        )?;
-        let ms = advert_interval.as_millis();
-        if !(10..=40_950).contains(&ms) || ms % 10 != 0 {
+/// `[vrrp]`.
+pub(super) fn validate_vrrp(r: RawVrrp) -> Result<Vrrp, ConfigError> {
+    let interface = r
+        .interface
+        .filter(|i| !i.is_empty())
+        .ok_or_else(|| invalid("vrrp.interface", "is required (e.g. \"eth0\")"))?;
+    let vrid = match r.vrid {
+        Some(v @ 1..=255) => v,
+        Some(_) => return Err(invalid("vrrp.vrid", "must be 1-255")),
+        None => {
             return Err(invalid(
-                "vrrp.advert_interval",
-                format!(
-                    "{} must be a whole number of centiseconds from 10ms to 40950ms",
-                    format_duration(advert_interval)
-                ),
+                "vrrp.vrid",
+                "is required (1-255, the same on both peers)",
             ));
         }
-        if self.vips.is_empty() {
-            return Err(invalid("vrrp.vips", "needs at least one address"));
+    };
+    let priority = match r.priority.unwrap_or(DEFAULT_VRRP_PRIORITY) {
+        0 => {
+            return Err(invalid(
+                "vrrp.priority",
+                "must be 1-255 (255: address owner)",
+            ));
         }
-        let mut vips = Vec::new();
-        for (i, s) in self.vips.iter().enumerate() {
-            let v = parse_vip(s).map_err(|r| invalid(format!("vrrp.vips[{i}]"), r))?;
-            if vips.iter().any(|x: &Vip| x.addr == v.addr) {
-                return Err(invalid(
-                    format!("vrrp.vips[{i}]"),
-                    format!("{} is listed twice", v.addr),
-                ));
-            }
-            vips.push(v);
-        }
-        let mut peers = Vec::new();
-        for (i, s) in self.peers.iter().enumerate() {
-            let p: Ipv4Addr = s.parse().map_err(|_| {
-                invalid(
-                    format!("vrrp.peers[{i}]"),
-                    format!("`{s}` is not an IPv4 address"),
-                )
-            })?;
-            peers.push(p);
-        }
-        let garp_refresh = match &self.garp_refresh {
-            Some(s) => {
-                let r = parse_duration(s).map_err(|e| invalid("vrrp.garp_refresh", e))?;
-                (r > Duration::ZERO).then_some(r)
-            }
-            None => None,
-        };
-        Ok(Vrrp {
-            interface,
-            vrid,
-            priority,
-            advert_interval,
-            vips,
-            peers,
-            preempt: self.preempt.unwrap_or(true),
-            preempt_delay: d("vrrp.preempt_delay", &self.preempt_delay, Duration::ZERO)?,
-            track_backends: self.track_backends.unwrap_or(50),
-            garp_repeat: self.garp_repeat.unwrap_or(5).clamp(1, 100),
-            garp_delay: d("vrrp.garp_delay", &self.garp_delay, Duration::from_secs(5))?,
-            garp_refresh,
-        })
+        p => p,
+    };
+    let d = |key: &str, v: &Option<String>, default: Duration| {
+        duration(key, v.as_deref(), default, Duration::ZERO)
+    };
+    let advert_interval = d(
+        "vrrp.advert_interval",
+        &r.advert_interval,
+        DEFAULT_ADVERT_INTERVAL,
+    )?;
+    let ms = advert_interval.as_millis();
+    if !(10..=40_950).contains(&ms) || ms % 10 != 0 {
+        return Err(invalid(
+            "vrrp.advert_interval",
+            format!(
+                "{} must be a whole number of centiseconds from 10ms to 40950ms",
+                format_duration(advert_interval)
+            ),
+        ));
     }
+    if r.vips.is_empty() {
+        return Err(invalid("vrrp.vips", "needs at least one address"));
+    }
+    let mut vips = Vec::new();
+    for (i, s) in r.vips.iter().enumerate() {
+        let v = parse_vip(s).map_err(|r| invalid(format!("vrrp.vips[{i}]"), r))?;
+        if vips.iter().any(|x: &Vip| x.addr == v.addr) {
+            return Err(invalid(
+                format!("vrrp.vips[{i}]"),
+                format!("{} is listed twice", v.addr),
+            ));
+        }
+        vips.push(v);
+    }
+    let mut peers = Vec::new();
+    for (i, s) in r.peers.iter().enumerate() {
+        peers.push(parse_addr::<Ipv4Addr>(&format!("vrrp.peers[{i}]"), s)?);
+    }
+    let garp_refresh = match &r.garp_refresh {
+        Some(s) => {
+            let r = parse_duration(s).map_err(|e| invalid("vrrp.garp_refresh", e))?;
+            (r > Duration::ZERO).then_some(r)
+        }
+        None => None,
+    };
+    Ok(Vrrp {
+        interface,
+        vrid,
+        priority,
+        advert_interval,
+        vips,
+        peers,
+        preempt: r.preempt.unwrap_or(DEFAULT_PREEMPT),
+        preempt_delay: d(
+            "vrrp.preempt_delay",
+            &r.preempt_delay,
+            DEFAULT_PREEMPT_DELAY,
+        )?,
+        track_backends: r.track_backends.unwrap_or(DEFAULT_TRACK_BACKENDS),
+        garp_repeat: r.garp_repeat.unwrap_or(DEFAULT_GARP_REPEAT).clamp(1, 100),
+        garp_delay: d("vrrp.garp_delay", &r.garp_delay, DEFAULT_GARP_DELAY)?,
+        garp_refresh,
+    })
 }
 
 impl Vrrp {

@@ -13,7 +13,7 @@ use metrics::{counter, gauge};
 use tokio::net::UdpSocket;
 
 use super::{Shell, Status};
-use crate::config::{Config, Sync};
+use crate::config::{Config, SyncConfig};
 use crate::sync::link::{Link, backends_hash, full_bodies, item_bodies};
 use crate::sync::{Body, Item, SyncDrop};
 
@@ -31,7 +31,7 @@ pub struct Opened {
 }
 
 /// Binds the sync socket; called inside the dataplane runtime.
-pub fn open(sc: &Sync, cfg: &Config) -> io::Result<Opened> {
+pub fn open(sc: &SyncConfig, cfg: &Config) -> io::Result<Opened> {
     let std = StdUdpSocket::bind(sc.listen)?;
     std.set_nonblocking(true)?;
     let _ = socket2::SockRef::from(&std).set_recv_buffer_size(SYNC_RCVBUF);

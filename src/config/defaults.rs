@@ -1,0 +1,48 @@
+//! Every default the parser fills in, in one place. deploy/sipfront.toml documents the same
+//! values; `check-config` prints the effective ones.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+// [listen]
+/// Below the kernel's usual ephemeral range (32768-60999).
+pub const DEFAULT_RELAY_PORTS: &str = "16384-32767";
+pub const DEFAULT_FORWARD_KEEPALIVES: bool = false;
+// (`listen.relay` defaults to the IP of the first `listen.sip` address.)
+
+// [limits]
+// (`limits.max_flows` defaults to the number of relay endpoints: ports × addresses.)
+pub const DEFAULT_MAX_DIALOGS: usize = 100_000;
+pub const DEFAULT_NEW_FLOWS_PER_IP: u32 = 100;
+/// `limits.new_flows_burst` defaults to this many times `new_flows_per_ip`.
+pub const DEFAULT_NEW_FLOWS_BURST_FACTOR: u32 = 2;
+
+// [timeouts]
+pub const DEFAULT_FLOW_IDLE: Duration = Duration::from_secs(90);
+pub const DEFAULT_REGISTER_GRACE: Duration = Duration::from_secs(32);
+pub const DEFAULT_DIALOG_IDLE: Duration = Duration::from_secs(3600);
+pub const DEFAULT_TRANSACTION: Duration = Duration::from_secs(32);
+
+// [admin]
+pub const DEFAULT_ADMIN_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9090);
+
+// [health]
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_millis(500);
+/// `health.timeout` defaults to this, or to `health.interval` when that is shorter.
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_millis(400);
+pub const DEFAULT_HEALTH_RISE: u32 = 2;
+pub const DEFAULT_HEALTH_FALL: u32 = 2;
+/// Any final response means the backend's SIP stack is alive.
+pub const DEFAULT_ALIVE_CODES: &str = "200-699";
+pub const DEFAULT_REPLY_503: bool = true;
+pub const DEFAULT_RETRY_AFTER: u32 = 30;
+
+// [vrrp]
+pub const DEFAULT_VRRP_PRIORITY: u8 = 100;
+pub const DEFAULT_ADVERT_INTERVAL: Duration = Duration::from_secs(1);
+pub const DEFAULT_PREEMPT: bool = true;
+pub const DEFAULT_PREEMPT_DELAY: Duration = Duration::ZERO;
+pub const DEFAULT_TRACK_BACKENDS: u8 = 50;
+pub const DEFAULT_GARP_REPEAT: u32 = 5;
+pub const DEFAULT_GARP_DELAY: Duration = Duration::from_secs(5);
+// (`vrrp.garp_refresh` defaults to off.)

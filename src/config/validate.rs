@@ -1,0 +1,504 @@
+//! [`raw::Raw`] -> [`Config`]: one `validate_*` per section, each error naming its key.
+//! Defaults come from [`super::defaults`].
+
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::str::FromStr;
+use std::time::Duration;
+
+use super::defaults::*;
+use super::raw::{
+    Raw, RawAdmin, RawAffinity, RawBackend, RawHealth, RawLimits, RawListen, RawSync, RawTimeouts,
+};
+use super::{
+    Admin, Backend, Config, ConfigError, EphemeralPorts, Failback, Health, Limits, Listen,
+    SyncConfig, Timeouts, format_duration, invalid, parse_duration, parse_port_range,
+};
+
+impl Raw {
+    pub(super) fn validate(self, eph: &EphemeralPorts) -> Result<Config, ConfigError> {
+        let listen = validate_listen(self.listen, eph)?;
+        let backends = validate_backends(&self.backend, &listen.sip)?;
+        Ok(Config {
+            failback: validate_affinity(self.affinity),
+            limits: validate_limits(self.limits.unwrap_or_default(), &listen)?,
+            timeouts: validate_timeouts(self.timeouts.unwrap_or_default())?,
+            admin: validate_admin(self.admin)?,
+            health: validate_health(self.health.unwrap_or_default())?,
+            vrrp: self.vrrp.map(super::vrrp::validate_vrrp).transpose()?,
+            sync: self.sync.map(validate_sync).transpose()?,
+            listen,
+            backends,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Shared helpers: addresses and durations
+// ---------------------------------------------------------------------------------------
+
+/// An address type a key can hold, and how an error describes it.
+pub(super) trait AddrKind: FromStr {
+    const WHAT: &'static str;
+}
+impl AddrKind for SocketAddr {
+    const WHAT: &'static str = "an IP:port address";
+}
+impl AddrKind for IpAddr {
+    const WHAT: &'static str = "an IP address";
+}
+impl AddrKind for Ipv4Addr {
+    const WHAT: &'static str = "an IPv4 address";
+}
+
+/// Parses the address in `key`: every address key goes through here.
+pub(super) fn parse_addr<T: AddrKind>(key: &str, s: &str) -> Result<T, ConfigError> {
+    s.parse()
+        .map_err(|_| invalid(key, format!("`{s}` is not {}", T::WHAT)))
+}
+
+/// What an IP:port key must be beyond well-formed.
+#[derive(Clone, Copy)]
+enum Need {
+    /// Any address (a listen address that may be a wildcard; port 0 is the caller's risk).
+    Any,
+    /// A bindable listen address: a wildcard IP is fine, port 0 is not.
+    Port,
+    /// Something to send to (or bind for a peer to send to): concrete IP and port.
+    Concrete,
+}
+
+fn socket_addr(key: &str, s: &str, need: Need) -> Result<SocketAddr, ConfigError> {
+    let a: SocketAddr = parse_addr(key, s)?;
+    match need {
+        Need::Any => {}
+        Need::Port if a.port() == 0 => return Err(invalid(key, "port 0 is not allowed")),
+        Need::Port => {}
+        Need::Concrete if a.ip().is_unspecified() || a.port() == 0 => {
+            return Err(invalid(key, "needs a concrete IP and a non-zero port"));
+        }
+        Need::Concrete => {}
+    }
+    Ok(a)
+}
+
+/// The duration in `key`: `default` when absent, and at least `min`.
+pub(super) fn duration(
+    key: &str,
+    v: Option<&str>,
+    default: Duration,
+    min: Duration,
+) -> Result<Duration, ConfigError> {
+    let d = match v {
+        Some(s) => parse_duration(s).map_err(|r| invalid(key, r))?,
+        None => default,
+    };
+    if d < min {
+        return Err(invalid(
+            key,
+            format!("must be at least {}", format_duration(min)),
+        ));
+    }
+    Ok(d)
+}
+
+/// The key of entry `i` of a list: `key[i]`.
+fn indexed(key: &str, i: usize) -> String {
+    format!("{key}[{i}]")
+}
+
+// ---------------------------------------------------------------------------------------
+// [listen]
+// ---------------------------------------------------------------------------------------
+
+fn validate_listen(raw: Option<RawListen>, eph: &EphemeralPorts) -> Result<Listen, ConfigError> {
+    let listen = raw.ok_or_else(|| invalid("listen", "section is required"))?;
+    if listen.sip.is_empty() {
+        return Err(invalid("listen.sip", "needs at least one address"));
+    }
+    let mut sip = Vec::new();
+    for (i, s) in listen.sip.iter().enumerate() {
+        let key = indexed("listen.sip", i);
+        let a = socket_addr(&key, s, Need::Port)?;
+        if sip.contains(&a) {
+            return Err(invalid(&key, format!("`{a}` is listed twice")));
+        }
+        sip.push(a);
+    }
+    let relay = validate_relay(listen.relay.as_deref(), sip[0].ip())?;
+    let relay_ports = validate_relay_ports(listen.relay_ports.as_deref(), &sip, &relay, eph)?;
+    Ok(Listen {
+        sip,
+        relay,
+        relay_ports,
+        forward_keepalives: listen
+            .forward_keepalives
+            .unwrap_or(DEFAULT_FORWARD_KEEPALIVES),
+    })
+}
+
+/// Relay addresses default to the first SIP address; a flow's endpoint stores the
+/// address's position in one byte.
+fn validate_relay(list: Option<&[String]>, default: IpAddr) -> Result<Vec<IpAddr>, ConfigError> {
+    let Some(list) = list else {
+        return Ok(vec![default]);
+    };
+    if list.is_empty() {
+        return Err(invalid("listen.relay", "needs at least one address"));
+    }
+    if list.len() > usize::from(u8::MAX) + 1 {
+        return Err(invalid("listen.relay", "at most 256 addresses"));
+    }
+    let mut out = Vec::with_capacity(list.len());
+    for (i, s) in list.iter().enumerate() {
+        let key = if list.len() == 1 {
+            "listen.relay".to_string()
+        } else {
+            indexed("listen.relay", i)
+        };
+        let ip: IpAddr = parse_addr(&key, s)?;
+        if ip.is_unspecified() {
+            return Err(invalid(
+                &key,
+                "must be a concrete address (backends store it as the phone's path back)",
+            ));
+        }
+        if out.contains(&ip) {
+            return Err(invalid(&key, format!("`{ip}` is listed twice")));
+        }
+        if out
+            .first()
+            .is_some_and(|f: &IpAddr| f.is_ipv4() != ip.is_ipv4())
+        {
+            // A flow's slot would decide whether it can reach an IPv4 backend.
+            return Err(invalid(
+                &key,
+                "all relay addresses must be of one IP family",
+            ));
+        }
+        out.push(ip);
+    }
+    Ok(out)
+}
+
+fn validate_relay_ports(
+    text: Option<&str>,
+    sip: &[SocketAddr],
+    relay: &[IpAddr],
+    eph: &EphemeralPorts,
+) -> Result<RangeInclusive<u16>, ConfigError> {
+    const KEY: &str = "listen.relay_ports";
+    let rp_text = text.unwrap_or(DEFAULT_RELAY_PORTS);
+    let relay_ports = parse_port_range(rp_text).map_err(|r| invalid(KEY, r))?;
+    for a in sip {
+        if relay_ports.contains(&a.port()) && (relay.contains(&a.ip()) || a.ip().is_unspecified()) {
+            return Err(invalid(
+                KEY,
+                format!("range {rp_text} contains the listen port {}", a.port()),
+            ));
+        }
+    }
+    if let Some(p) = eph.first_conflict(&relay_ports) {
+        return Err(invalid(
+            KEY,
+            format!(
+                "range {rp_text} overlaps the kernel's ephemeral range {}-{} (first: {p}); \
+                 any socket could take a relay port a flow needs. Move the range below {} \
+                 or reserve it in net.ipv4.ip_local_reserved_ports",
+                eph.range.start(),
+                eph.range.end(),
+                eph.range.start()
+            ),
+        ));
+    }
+    Ok(relay_ports)
+}
+
+// ---------------------------------------------------------------------------------------
+// [[backend]]
+// ---------------------------------------------------------------------------------------
+
+fn validate_backends(raw: &[RawBackend], sip: &[SocketAddr]) -> Result<Vec<Backend>, ConfigError> {
+    if raw.is_empty() {
+        return Err(invalid("backend", "at least one [[backend]] is required"));
+    }
+    if raw.len() > usize::from(u16::MAX) {
+        return Err(invalid("backend", "too many backends"));
+    }
+    let mut names = HashSet::new();
+    let mut addrs = HashSet::new();
+    let mut backends = Vec::with_capacity(raw.len());
+    for (i, b) in raw.iter().enumerate() {
+        let name_key = format!("backend[{i}].name");
+        let name_ok = !b.name.is_empty()
+            && b.name
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c));
+        if !name_ok {
+            return Err(invalid(
+                name_key,
+                format!(
+                    "`{}` must be non-empty letters, digits, `-`, `_` or `.`",
+                    b.name
+                ),
+            ));
+        }
+        if !names.insert(b.name.as_str()) {
+            return Err(invalid(name_key, format!("`{}` is used twice", b.name)));
+        }
+        let addr_key = format!("backend[{i}].addr");
+        let addr = socket_addr(&addr_key, &b.addr, Need::Concrete)?;
+        if !addrs.insert(addr) {
+            return Err(invalid(
+                addr_key,
+                format!("`{addr}` is used by two backends"),
+            ));
+        }
+        if sip.contains(&addr) {
+            return Err(invalid(
+                addr_key,
+                "is one of sipfront's own listen addresses",
+            ));
+        }
+        backends.push(Backend {
+            name: b.name.clone(),
+            addr,
+        });
+    }
+    Ok(backends)
+}
+
+// ---------------------------------------------------------------------------------------
+// [affinity]
+// ---------------------------------------------------------------------------------------
+
+fn validate_affinity(raw: Option<RawAffinity>) -> Failback {
+    raw.and_then(|a| a.failback).unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------
+// [limits]
+// ---------------------------------------------------------------------------------------
+
+fn validate_limits(l: RawLimits, listen: &Listen) -> Result<Limits, ConfigError> {
+    let port_count = super::relay_endpoints(listen);
+    let max_flows = l.max_flows.unwrap_or(port_count);
+    if max_flows == 0 {
+        return Err(invalid("limits.max_flows", "must be at least 1"));
+    }
+    if max_flows > port_count {
+        return Err(invalid(
+            "limits.max_flows",
+            format!(
+                "{max_flows} is more than the {port_count} relay ports \
+                 (listen.relay_ports × listen.relay addresses)"
+            ),
+        ));
+    }
+    let max_dialogs = l.max_dialogs.unwrap_or(DEFAULT_MAX_DIALOGS);
+    if max_dialogs == 0 || max_dialogs > 10_000_000 {
+        return Err(invalid(
+            "limits.max_dialogs",
+            "must be between 1 and 10000000",
+        ));
+    }
+    let new_flows_per_ip = l.new_flows_per_ip.unwrap_or(DEFAULT_NEW_FLOWS_PER_IP);
+    if new_flows_per_ip == 0 {
+        return Err(invalid("limits.new_flows_per_ip", "must be at least 1"));
+    }
+    let new_flows_burst = l
+        .new_flows_burst
+        .unwrap_or(new_flows_per_ip.saturating_mul(DEFAULT_NEW_FLOWS_BURST_FACTOR));
+    if new_flows_burst < new_flows_per_ip {
+        return Err(invalid(
+            "limits.new_flows_burst",
+            "must be at least limits.new_flows_per_ip",
+        ));
+    }
+    Ok(Limits {
+        max_flows,
+        max_dialogs,
+        new_flows_per_ip,
+        new_flows_burst,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// [timeouts]
+// ---------------------------------------------------------------------------------------
+
+fn validate_timeouts(t: RawTimeouts) -> Result<Timeouts, ConfigError> {
+    Ok(Timeouts {
+        flow_idle: duration(
+            "timeouts.flow_idle",
+            t.flow_idle.as_deref(),
+            DEFAULT_FLOW_IDLE,
+            Duration::from_secs(1),
+        )?,
+        register_grace: duration(
+            "timeouts.register_grace",
+            t.register_grace.as_deref(),
+            DEFAULT_REGISTER_GRACE,
+            Duration::ZERO,
+        )?,
+        dialog_idle: duration(
+            "timeouts.dialog_idle",
+            t.dialog_idle.as_deref(),
+            DEFAULT_DIALOG_IDLE,
+            Duration::from_secs(1),
+        )?,
+        transaction: duration(
+            "timeouts.transaction",
+            t.transaction.as_deref(),
+            DEFAULT_TRANSACTION,
+            Duration::from_millis(100),
+        )?,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// [admin]
+// ---------------------------------------------------------------------------------------
+
+fn validate_admin(raw: Option<RawAdmin>) -> Result<Admin, ConfigError> {
+    let (listen, token_file) = raw.map(|a| (a.listen, a.token_file)).unwrap_or_default();
+    let listen = match listen {
+        Some(s) => socket_addr("admin.listen", &s, Need::Any)?,
+        None => DEFAULT_ADMIN_LISTEN,
+    };
+    let token = match &token_file {
+        Some(path) => {
+            let t = read_secret("admin.token_file", path)?;
+            let t = String::from_utf8(t).map_err(|_| {
+                invalid(
+                    "admin.token_file",
+                    format!("`{path}` does not hold UTF-8 text"),
+                )
+            })?;
+            if t.len() < 16 {
+                return Err(invalid(
+                    "admin.token_file",
+                    format!("`{path}` must hold a token of at least 16 characters"),
+                ));
+            }
+            Some(t)
+        }
+        None => None,
+    };
+    if token.is_none() && !listen.ip().is_loopback() {
+        return Err(invalid(
+            "admin.token_file",
+            format!("required when admin.listen ({listen}) is not a loopback address"),
+        ));
+    }
+    Ok(Admin {
+        listen,
+        token,
+        token_file,
+    })
+}
+
+/// Reads a secret file named by `key`, surrounding whitespace trimmed; read at parse time, so
+/// a missing or unreadable file is a config error that names the key.
+fn read_secret(key: &str, path: &str) -> Result<Vec<u8>, ConfigError> {
+    let bytes =
+        std::fs::read(path).map_err(|e| invalid(key, format!("cannot read `{path}`: {e}")))?;
+    Ok(bytes.trim_ascii().to_vec())
+}
+
+// ---------------------------------------------------------------------------------------
+// [health]
+// ---------------------------------------------------------------------------------------
+
+fn validate_health(h: RawHealth) -> Result<Health, ConfigError> {
+    let interval = duration(
+        "health.interval",
+        h.interval.as_deref(),
+        DEFAULT_HEALTH_INTERVAL,
+        Duration::from_millis(10),
+    )?;
+    let timeout = duration(
+        "health.timeout",
+        h.timeout.as_deref(),
+        interval.min(DEFAULT_HEALTH_TIMEOUT),
+        Duration::from_millis(5),
+    )?;
+    if timeout > interval {
+        return Err(invalid(
+            "health.timeout",
+            format!(
+                "{} is longer than health.interval ({}): one probe at a time",
+                format_duration(timeout),
+                format_duration(interval)
+            ),
+        ));
+    }
+    let count = |key: &str, v: Option<u32>, default: u32| match v {
+        None => Ok(default),
+        Some(n) if (1..=100).contains(&n) => Ok(n),
+        Some(n) => Err(invalid(key, format!("{n} is not between 1 and 100"))),
+    };
+    let codes = h
+        .alive_codes
+        .unwrap_or_else(|| vec![DEFAULT_ALIVE_CODES.into()]);
+    let mut alive_codes = Vec::with_capacity(codes.len());
+    for (i, c) in codes.iter().enumerate() {
+        let key = indexed("health.alive_codes", i);
+        let r = parse_port_range(c).map_err(|r| invalid(&key, r))?;
+        if *r.start() < 100 || *r.end() > 699 {
+            return Err(invalid(
+                key,
+                format!("`{c}` is outside the SIP codes 100-699"),
+            ));
+        }
+        alive_codes.push(r);
+    }
+    if alive_codes.is_empty() {
+        return Err(invalid(
+            "health.alive_codes",
+            "needs at least one code or range",
+        ));
+    }
+    Ok(Health {
+        interval,
+        timeout,
+        rise: count("health.rise", h.rise, DEFAULT_HEALTH_RISE)?,
+        fall: count("health.fall", h.fall, DEFAULT_HEALTH_FALL)?,
+        alive_codes,
+        reply_503: h.reply_503.unwrap_or(DEFAULT_REPLY_503),
+        retry_after: h.retry_after.unwrap_or(DEFAULT_RETRY_AFTER),
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// [sync]
+// ---------------------------------------------------------------------------------------
+
+fn validate_sync(r: RawSync) -> Result<SyncConfig, ConfigError> {
+    let addr = |key: &str, v: Option<String>| {
+        let s = v.ok_or_else(|| invalid(key, "is required in [sync]"))?;
+        socket_addr(key, &s, Need::Concrete)
+    };
+    let listen = addr("sync.listen", r.listen)?;
+    let peer = addr("sync.peer", r.peer)?;
+    let key_file = r.key_file.ok_or_else(|| {
+        invalid(
+            "sync.key_file",
+            "is required: sync messages are authenticated",
+        )
+    })?;
+    let key = read_secret("sync.key_file", &key_file)?;
+    if key.len() < 16 {
+        return Err(invalid(
+            "sync.key_file",
+            format!("`{key_file}` must hold a key of at least 16 bytes"),
+        ));
+    }
+    Ok(SyncConfig {
+        listen,
+        peer,
+        key: crate::sync::Key::new(&key),
+        key_file,
+    })
+}
