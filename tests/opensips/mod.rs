@@ -402,7 +402,7 @@ impl OpenSips {
 
     /// The number of AoRs in the location table (`ul_dump brief`).
     pub fn aor_count(&self) -> usize {
-        self.mi("ul_dump", json!({"brief": "brief"}))
+        self.mi("ul_dump", json!({"brief": 1}))
             .ok()
             .and_then(|v| {
                 v["Domains"].as_array().map(|ds| {
