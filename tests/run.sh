@@ -39,6 +39,39 @@ for c in rustfmt clippy; do
     rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c" || true
 done
 
+# OpenSIPS (not packaged for Debian 12): built from the upstream source in ../shared/opensips
+# (build.sh: ~2 min on 2 cores, a no-op when already built; the build packages it needs are
+# installed here first), or an existing
+# build named by OPENSIPS_PREFIX. The tests/opensips_*.rs tests run it; without it they pass
+# as skipped.
+OPENSIPS_SRC="$(cd .. && pwd)/shared/opensips"
+if [ -n "${OPENSIPS_PREFIX:-}" ] && [ -x "$OPENSIPS_PREFIX/sbin/opensips" ]; then
+    echo "== OpenSIPS: using the build in $OPENSIPS_PREFIX"
+elif [ -f "$OPENSIPS_SRC/build.sh" ]; then
+    OPENSIPS_PREFIX="${OPENSIPS_PREFIX:-/opt/opensips}"
+    echo "== OpenSIPS: building $OPENSIPS_SRC into $OPENSIPS_PREFIX"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    if ! "$OPENSIPS_PREFIX/sbin/opensips" -V >/dev/null 2>&1; then
+        # build.sh itself installs only the compilers; the auth/uac_auth modules need the
+        # OpenSSL headers, `make install` builds osipsconfig against ncurses.
+        need=()
+        for p in build-essential bison flex pkg-config libssl-dev libncurses-dev; do
+            dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
+        done
+        if [ "${#need[@]}" -gt 0 ]; then
+            echo "== installing OpenSIPS build dependencies: ${need[*]}"
+            $SUDO apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
+        fi
+    fi
+    $SUDO bash "$OPENSIPS_SRC/build.sh" "$OPENSIPS_PREFIX"
+else
+    unset OPENSIPS_PREFIX
+    echo "== OpenSIPS tests SKIPPED: no ../shared/opensips (with build.sh) next to the repo and no OPENSIPS_PREFIX build; put the OpenSIPS source + build.sh there or set OPENSIPS_PREFIX=/path/to/build to enable them"
+fi
+if [ -n "${OPENSIPS_PREFIX:-}" ]; then export OPENSIPS_PREFIX; fi
+
 echo "== cargo fmt --check"
 cargo fmt --check
 echo "== cargo clippy --all-targets -- -D warnings"
