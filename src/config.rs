@@ -153,8 +153,28 @@ pub struct Config {
 pub struct SyncConfig {
     pub listen: SocketAddr,
     pub peer: SocketAddr,
-    pub key: crate::sync::Key,
+    pub key: Secret,
     pub key_file: String,
+}
+
+/// Key material read from a file; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    pub fn new(bytes: &[u8]) -> Self {
+        Secret(bytes.to_vec())
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
 }
 
 /// The kernel's ephemeral port settings, read from /proc; a parameter so tests can vary it.

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use tokio::net::UdpSocket;
 
-use crate::config::{Config, EphemeralPorts};
-use crate::dataplane::Status;
-use crate::sip::response::build_response;
-use crate::sip::{Scan, scan};
+use sipfront::config::{Config, EphemeralPorts};
+use sipfront::dataplane::Status;
+use sipfront::sip::response::build_response;
+use sipfront::sip::{Scan, scan};
 
 /// The embedded config; `{sip}`, `{admin}`, `{a}` and `{b}` are filled in.
 pub const DEMO_CONFIG: &str = r#"
@@ -38,7 +38,7 @@ listen = "{admin}"
 pub fn demo_config(
     sip: SocketAddr,
     admin: SocketAddr,
-) -> Result<Config, crate::config::ConfigError> {
+) -> Result<Config, sipfront::config::ConfigError> {
     let a = SocketAddr::new(sip.ip(), sip.port().wrapping_add(10));
     let b = SocketAddr::new(sip.ip(), sip.port().wrapping_add(11));
     let text = DEMO_CONFIG

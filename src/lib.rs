@@ -7,7 +7,6 @@
 pub mod admin;
 pub mod config;
 pub mod dataplane;
-pub mod demo;
 pub mod health;
 pub mod notify;
 pub mod relay;

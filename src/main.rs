@@ -3,6 +3,7 @@
 
 mod cli;
 mod ctl;
+mod demo;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use std::io::Write;
 use anyhow::Context;
 use clap::Parser;
 use sipfront::config::Config;
-use sipfront::{admin, demo, server};
+use sipfront::{admin, server};
 use tokio::net::UdpSocket;
 
 use cli::{Cli, Command, CtlAction};

@@ -12,7 +12,7 @@ use super::raw::{
     Raw, RawAdmin, RawAffinity, RawBackend, RawHealth, RawLimits, RawListen, RawSync, RawTimeouts,
 };
 use super::{
-    Admin, Backend, Config, ConfigError, EphemeralPorts, Failback, Health, Limits, Listen,
+    Admin, Backend, Config, ConfigError, EphemeralPorts, Failback, Health, Limits, Listen, Secret,
     SyncConfig, Timeouts, format_duration, invalid, parse_duration, parse_port_range,
 };
 
@@ -498,7 +498,7 @@ fn validate_sync(r: RawSync) -> Result<SyncConfig, ConfigError> {
     Ok(SyncConfig {
         listen,
         peer,
-        key: crate::sync::Key::new(&key),
+        key: Secret::new(&key),
         key_file,
     })
 }

@@ -40,6 +40,7 @@ use crate::health::prober::Prober;
 use crate::relay::router::RouterConfig;
 use crate::relay::{BackendAction, ClientAction, RelayPort, RelaySpace, Router};
 use crate::sip::response::build_response;
+use crate::sync::Key;
 use crate::sys::epoll::Epoll;
 use crate::sys::mmsg::{self, RecvBatch};
 use crate::sys::socket::{bind_udp, send_now};
@@ -156,10 +157,10 @@ async fn serve(
     );
     // Both peers derive the dialog keys from the sync key, so a Call-ID maps to the
     // same entry on both.
-    let dialog_keys = cfg
-        .sync
-        .as_ref()
-        .map(|s| ["dialog-k0", "dialog-k1", "dialog-k2", "dialog-k3"].map(|l| s.key.derive(l)));
+    let dialog_keys = cfg.sync.as_ref().map(|s| {
+        ["dialog-k0", "dialog-k1", "dialog-k2", "dialog-k3"]
+            .map(|l| Key::new(s.key.as_bytes()).derive(l))
+    });
     let router = Router::new(RouterConfig::new(&cfg, dialog_keys), &cfg.backends);
     let sync_link = match &cfg.sync {
         Some(sc) => Some(sync::open(sc, &cfg).map_err(DataplaneError::Sync)?),

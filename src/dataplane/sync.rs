@@ -15,7 +15,7 @@ use tokio::net::UdpSocket;
 use super::{Shell, Status};
 use crate::config::{Config, SyncConfig};
 use crate::sync::link::{Link, backends_hash, full_bodies, item_bodies};
-use crate::sync::{Body, Item, SyncDrop};
+use crate::sync::{Body, Item, Key, SyncDrop};
 
 const FLUSH_EVERY: Duration = Duration::from_millis(20);
 const HELLO_EVERY: Duration = Duration::from_secs(1);
@@ -43,7 +43,12 @@ pub fn open(sc: &SyncConfig, cfg: &Config) -> io::Result<Opened> {
         .map_or(1, |d| d.as_nanos() as u64);
     Ok(Opened {
         sock: UdpSocket::from_std(std)?,
-        link: Link::new(sc.key.clone(), sc.peer, epoch, backends_hash(&names)),
+        link: Link::new(
+            Key::new(sc.key.as_bytes()),
+            sc.peer,
+            epoch,
+            backends_hash(&names),
+        ),
     })
 }
 

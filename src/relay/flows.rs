@@ -28,16 +28,6 @@ pub struct Flow {
     pub sync_gen: u32,
 }
 
-impl Flow {
-    pub fn expiry(&self, idle: Duration) -> Instant {
-        let idle_end = self.last_seen + idle;
-        match self.registered_until {
-            Some(r) if r > idle_end => r,
-            _ => idle_end,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FlowId(pub u32);
 
@@ -218,20 +208,9 @@ impl FlowTable {
         self.slots.len()
     }
 
-    /// Ids of flows whose expiry is at or before `now`, appended to `out`. Mirrored
-    /// flows are the peer's to expire while it is alive.
-    pub fn expired(
-        &self,
-        now: Instant,
-        idle: Duration,
-        keep_mirrored: bool,
-        out: &mut Vec<FlowId>,
-    ) {
-        self.sweep(0..self.slots.len(), now, idle, keep_mirrored, out, &mut []);
-    }
-
-    /// `expired` over the slots `range`; the flows that stay are counted by home
-    /// backend into `homes`.
+    /// Ids of flows in the slots `range` whose life ended at or before `now`,
+    /// appended to `out`; mirrored flows are the peer's to expire while it is alive
+    /// (`keep_mirrored`). The flows that stay are counted by home backend into `homes`.
     pub fn sweep(
         &self,
         range: std::ops::Range<usize>,
@@ -241,7 +220,7 @@ impl FlowTable {
         out: &mut Vec<FlowId>,
         homes: &mut [usize],
     ) {
-        // One subtraction instead of an addition per flow: `expiry() <= now`.
+        // One subtraction instead of an addition per flow.
         let idle_cutoff = now.checked_sub(idle);
         let base = range.start;
         for (i, s) in self.slots[range].iter().enumerate() {
@@ -288,6 +267,11 @@ impl FlowTable {
 
 #[cfg(test)]
 mod tests {
+    /// Every expired flow of the table.
+    fn expired(t: &FlowTable, now: Instant, idle: Duration, keep: bool, out: &mut Vec<FlowId>) {
+        t.sweep(0..t.slot_count(), now, idle, keep, out, &mut []);
+    }
+
     use super::*;
 
     fn addr(p: u16) -> SocketAddr {
@@ -353,7 +337,8 @@ mod tests {
         assert_eq!(replaced, vec![rp(100)]);
         assert_eq!(t.lookup_client(&addr(1)), None);
         let mut out = vec![];
-        t.expired(
+        expired(
+            &t,
             now + Duration::from_secs(100),
             Duration::from_secs(1),
             true,
@@ -370,11 +355,11 @@ mod tests {
         let a = t.insert(addr(1), 0, BackendId::new(0), now).unwrap();
         let idle = Duration::from_secs(30);
         let mut out = vec![];
-        t.expired(now + idle, idle, false, &mut out);
+        expired(&t, now + idle, idle, false, &mut out);
         assert_eq!(out, vec![a]);
         t.get_mut(a).unwrap().registered_until = Some(now + Duration::from_secs(3600));
         out.clear();
-        t.expired(now + Duration::from_secs(3599), idle, false, &mut out);
+        expired(&t, now + Duration::from_secs(3599), idle, false, &mut out);
         assert!(out.is_empty());
     }
 }
