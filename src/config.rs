@@ -15,6 +15,7 @@ mod duration;
 mod keys;
 mod raw;
 mod validate;
+mod values;
 mod vrrp;
 
 pub use defaults::*;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::defaults::*;
-use super::validate::{duration, parse_addr};
+use super::values::{duration, parse_addr};
 use super::{ConfigError, format_duration, invalid, parse_duration};
 
 #[derive(Debug, Default, Deserialize)]
