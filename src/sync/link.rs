@@ -229,23 +229,23 @@ impl Link {
         }
     }
 
-    fn drop(&mut self, reason: SyncDrop) {
+    fn count_drop(&mut self, reason: SyncDrop) {
         self.stats.dropped[reason as usize] += 1;
     }
 
     /// The socket refused the last transmit.
     pub fn transmit_failed(&mut self) {
         self.stats.sent = self.stats.sent.saturating_sub(1);
-        self.drop(SyncDrop::SendFailed);
+        self.count_drop(SyncDrop::SendFailed);
     }
 
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
         if from != self.peer {
-            return self.drop(SyncDrop::NotPeer);
+            return self.count_drop(SyncDrop::NotPeer);
         }
         let env = match open(&self.key, data) {
             Ok(env) => env,
-            Err(e) => return self.drop(e),
+            Err(e) => return self.count_drop(e),
         };
         let hello = match &env.body {
             Body::Hello {
@@ -263,7 +263,7 @@ impl Link {
         }
         let verdict = match verdict {
             Ok(v) => v,
-            Err(e) => return self.drop(e),
+            Err(e) => return self.count_drop(e),
         };
         self.stats.received += 1;
         match verdict {
@@ -306,7 +306,7 @@ impl Link {
                 // fatal, but items for backends one side lacks are skipped: report it.
                 let mismatch = backends_hash != self.backends_hash;
                 if mismatch && !self.mismatch {
-                    self.drop(SyncDrop::BackendMismatch);
+                    self.count_drop(SyncDrop::BackendMismatch);
                     self.events.push_back(LinkEvent::BackendMismatch);
                 }
                 self.mismatch = mismatch;
