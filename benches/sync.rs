@@ -15,8 +15,9 @@
 //!    equals N and until `sipfront_relay_ports_in_use` equals N (every mirrored port bound),
 //!    plus the span between B's log lines `state sync link up` and `full table received`,
 //!    B's CPU time, and the captured full-table datagrams and bytes from A.
-//! 3. In process, for 100 000 flows (no sockets): sealing a full table with
-//!    `sync::link::Link::full` and opening it with `Link::receive`.
+//! 3. In process, for 100 000 flows (no sockets): a `sync::link::Link` sealing a full
+//!    table (`queue_full`, `poll_transmit`, pacing windows skipped) and another opening
+//!    it (`handle_datagram`).
 //!
 //! One relay address holds at most the ports below the kernel's ephemeral range: the bench
 //! namespace sets `net.ipv4.ip_local_port_range` to 60000-65535 (as an operator would, or
@@ -58,8 +59,8 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use sipfront::sync::link::{ITEMS_PER_DATAGRAM, Link, backends_hash};
-use sipfront::sync::message::{Body, Item, Key, open};
+use sipfront::sync::link::{ITEMS_PER_DATAGRAM, Link, LinkEvent, PACING_INTERVAL, backends_hash};
+use sipfront::sync::message::{Body, Item, Key, MAX_DATAGRAM, open};
 
 const SIPFRONT: &str = env!("CARGO_BIN_EXE_sipfront");
 const KEY: &str = "sync-bench-key-5d1e9a7c3b8f2046";
@@ -178,17 +179,42 @@ fn in_process(n: usize) -> (f64, f64, usize, usize) {
             registered_secs: Some(3600),
         })
         .collect();
-    let mut sender = Link::new(key.clone(), b_addr, 1, hash);
-    let mut receiver = Link::new(key, a_addr, 2, hash);
+    let t0 = Instant::now();
+    let mut sender = Link::new(key.clone(), b_addr, 1, hash, t0);
+    let mut receiver = Link::new(key, a_addr, 2, hash, t0);
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    // The handshake: hellos both ways until the receiver admits the sender's epoch.
+    let mut now = t0;
+    for _ in 0..4 {
+        while let Some(t) = sender.poll_transmit(now, &mut buf) {
+            receiver.handle_datagram(now, a_addr, &buf[..t.len]);
+        }
+        while let Some(t) = receiver.poll_transmit(now, &mut buf) {
+            sender.handle_datagram(now, b_addr, &buf[..t.len]);
+        }
+        now += Duration::from_millis(50);
+    }
+    while receiver.poll_event().is_some() {}
     let t = Instant::now();
-    let dgrams = sender.full(&items);
+    sender.queue_full(items);
+    let mut dgrams = Vec::new();
+    while sender.queued() {
+        while let Some(t) = sender.poll_transmit(now, &mut buf) {
+            dgrams.push(buf[..t.len].to_vec());
+        }
+        now += PACING_INTERVAL;
+    }
     let seal_ms = t.elapsed().as_secs_f64() * 1000.0;
     let bytes = dgrams.iter().map(Vec::len).sum();
-    let now = Instant::now();
     let t = Instant::now();
     let mut got = 0;
     for d in &dgrams {
-        got += receiver.receive(now, a_addr, d).expect("open").items.len();
+        receiver.handle_datagram(now, a_addr, d);
+        while let Some(e) = receiver.poll_event() {
+            if let LinkEvent::Items { items, .. } = e {
+                got += items.len();
+            }
+        }
     }
     let open_ms = t.elapsed().as_secs_f64() * 1000.0;
     assert_eq!(got, n);
@@ -455,9 +481,9 @@ fn main() {
     let _ = writeln!(r);
     let _ = writeln!(
         r,
-        "3. 100 000 flows: in process (no sockets), Link::full seals {k_dgrams} datagrams \
+        "3. 100 000 flows: in process (no sockets), Link::queue_full seals {k_dgrams} datagrams \
          ({k_bytes} B, {:.1} B/flow, {ITEMS_PER_DATAGRAM} items each) in {seal_ms:.1} ms; \
-         Link::receive opens them in {open_ms:.1} ms",
+         Link::handle_datagram opens them in {open_ms:.1} ms",
         k_bytes as f64 / 100_000.0
     );
     let _ = writeln!(

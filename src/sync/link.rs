@@ -1,78 +1,461 @@
-//! The peer link's protocol state, without the socket: sequence numbers, replay
-//! protection, heartbeats, full-table requests and chunking. The dataplane's sync
-//! task feeds it datagrams and the time and sends what it returns.
+//! The peer link as a sans-IO state machine: sequence numbers, epoch admission,
+//! heartbeats, full-table requests, chunking and pacing. No socket and no clock:
+//! the shell (the dataplane's sync task) feeds datagrams, table changes and the time
+//! in, and drains datagrams to send and events out.
+//!
+//! ```text
+//! socket  -> handle_datagram(now, from, bytes)      poll_transmit(now, buf) -> socket
+//! router  -> queue(items) / queue_full(items)       poll_event()            -> router
+//! timer   -> handle_timeout(now)                    poll_timeout()          -> timer
+//! ```
+//!
+//! Sending: everything for the peer leaves through one paced queue (a full table
+//! first, then the changes queued after it was taken), sealed as it leaves so
+//! sequence numbers stay in order. Receiving: a sequence gap means lost changes, so
+//! we ask for a full table; a full table counts only if all its chunks arrived in
+//! order, otherwise we keep asking. Epochs: see [`epoch`].
 
+mod epoch;
+
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::message::{
-    Accepted, Body, Envelope, Item, Key, MAX_DATAGRAM, ReplayGuard, SyncDrop, VERSION, open, seal,
-};
+use super::message::{Body, Envelope, Item, Key, SyncDrop, VERSION, open, seal};
+use epoch::{Epochs, Handshake, Verdict};
 
 /// Items per datagram: postcard encodes an item in at most ~45 bytes, so this
-/// stays under [`MAX_DATAGRAM`].
+/// stays under [`MAX_DATAGRAM`](super::message::MAX_DATAGRAM).
 pub const ITEMS_PER_DATAGRAM: usize = 24;
 /// The peer counts as gone after this long without a message.
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(3);
+pub const HELLO_EVERY: Duration = Duration::from_secs(1);
+/// A handshake answer goes out at once, but no more often than this (replayed
+/// hellos must not turn into a flood of ours).
+pub const PROMPT_GAP: Duration = Duration::from_millis(50);
+/// Pacing: at most [`SEND_PER_INTERVAL`] datagrams per interval, so a full table of
+/// 100k flows takes ~0.35 s and never floods the peer's socket buffer.
+pub const PACING_INTERVAL: Duration = Duration::from_millis(20);
+pub const SEND_PER_INTERVAL: usize = 256;
+/// Changes waiting to be sent. More than this (a burst while a big full table is
+/// paced out) and the peer gets a new full table instead.
+pub const MAX_PENDING: usize = 1 << 16;
 
-/// What a received datagram asks of the dataplane.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Received {
-    /// Changes to apply, in order.
-    pub items: Vec<Item>,
-    /// The peer wants our full table.
-    pub send_full: bool,
-    /// This completed a full table from the peer.
-    pub full_done: bool,
-    /// The peer started anew (new epoch): it lost its table, so the flows we mirror
-    /// for it are ours to serve now (and go back to it in our full table).
-    pub peer_restarted: bool,
-    /// This is the first chunk of a full table.
-    pub full_started: bool,
-    /// The peer's hello announced a different set of backends.
-    pub backend_mismatch: bool,
+/// What the shell must do. Drain after every input; one datagram adds at most
+/// four, so the queue stays small.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkEvent {
+    /// The peer is heard (again).
+    PeerUp,
+    /// Nothing heard for [`PEER_TIMEOUT`]: its flows are ours now.
+    PeerDown,
+    /// A new peer epoch was admitted: it lost its table, so the flows we mirror for
+    /// it are ours to serve (and go back to it in our full table).
+    PeerRestarted,
+    /// The first chunk of a full table from the peer: start marking what it confirms.
+    FullStarted,
+    /// Changes from the peer, to apply in order; `full`: a chunk of a full table
+    /// (which may repeat what came before it).
+    Items { items: Vec<Item>, full: bool },
+    /// A full table arrived whole: mirrored flows it did not confirm are gone.
+    FullTableApplied,
+    /// The peer needs our full table: take it (and drop the router's queued changes,
+    /// which it includes) and pass it to [`Link::queue_full`].
+    SendFullTable,
+    /// The peer's hello announced another backend set (reported once per onset).
+    BackendMismatch,
 }
 
-pub struct Link {
-    key: Key,
-    pub peer: SocketAddr,
-    epoch: u64,
-    seq: u64,
-    guard: ReplayGuard,
-    backends_hash: u64,
-    /// We need the peer's full table (start, peer restart, lost messages).
-    pub want_full: bool,
-    /// We hold a full table from the peer (since the last restart or gap).
-    pub synced: bool,
-    last_heard: Option<Instant>,
-    peer_acked: u64,
+/// Bytes to send, in the buffer given to [`Link::poll_transmit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    pub to: SocketAddr,
+    pub len: usize,
+}
+
+/// Counters and gauges, published by the shell.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Stats {
+    pub sent: u64,
+    pub received: u64,
+    /// Indexed by `SyncDrop as usize` (see [`SyncDrop::ALL`]).
+    pub dropped: [u64; SyncDrop::ALL.len()],
+    /// Messages sent that the peer has not acknowledged yet.
+    pub lag: u64,
     pub peer_flows: u32,
     pub peer_dialogs: u32,
-    buf: Vec<u8>,
+    pub peer_up: bool,
+    pub full_tables_sent: u64,
+    pub full_tables_received: u64,
+}
+
+impl Stats {
+    pub fn dropped(&self, reason: SyncDrop) -> u64 {
+        self.dropped[reason as usize]
+    }
+}
+
+/// A full table under receipt.
+#[derive(Debug, Clone, Copy)]
+struct FullRx {
+    next_chunk: u32,
+    intact: bool,
+}
+
+/// A full table being sent.
+#[derive(Debug)]
+struct FullTx {
+    items: Vec<Item>,
+    next: usize,
+    chunk: u32,
+}
+
+#[derive(Debug)]
+pub struct Link {
+    key: Key,
+    peer: SocketAddr,
+    epoch: u64,
+    seq: u64,
+    epochs: Epochs,
+    backends_hash: u64,
+    flows: u32,
+    dialogs: u32,
+    // Receiving.
+    want_full: bool,
+    synced: bool,
+    full_rx: Option<FullRx>,
+    last_heard: Option<Instant>,
+    mismatch: bool,
+    // The peer's view of us, from its hellos.
+    peer_acked: u64,
+    // Sending.
+    pending: VecDeque<Item>,
+    full_tx: Option<FullTx>,
+    /// Sequence number of the last chunk of our latest full table: a request from a
+    /// peer that has not got that far yet is the same request again.
+    full_end: Option<u64>,
+    /// [`LinkEvent::SendFullTable`] is out, [`Link::queue_full`] not called yet.
+    full_asked: bool,
+    next_hello: Instant,
+    last_hello: Option<Instant>,
+    window_start: Instant,
+    window_sent: usize,
+    events: VecDeque<LinkEvent>,
+    stats: Stats,
 }
 
 impl Link {
-    pub fn new(key: Key, peer: SocketAddr, epoch: u64, backends_hash: u64) -> Link {
+    /// `epoch`: random per process start (non-zero), drawn by the shell.
+    pub fn new(key: Key, peer: SocketAddr, epoch: u64, backends_hash: u64, now: Instant) -> Link {
+        let epoch = epoch.max(1);
         Link {
             key,
             peer,
             epoch,
             seq: 0,
-            guard: ReplayGuard::default(),
+            epochs: Epochs::new(epoch),
             backends_hash,
+            flows: 0,
+            dialogs: 0,
             want_full: true,
             synced: false,
+            full_rx: None,
             last_heard: None,
+            mismatch: false,
             peer_acked: 0,
-            peer_flows: 0,
-            peer_dialogs: 0,
-            buf: vec![0u8; MAX_DATAGRAM + 512],
+            pending: VecDeque::new(),
+            full_tx: None,
+            full_end: None,
+            full_asked: false,
+            next_hello: now,
+            last_hello: None,
+            window_start: now,
+            window_sent: 0,
+            events: VecDeque::new(),
+            stats: Stats::default(),
         }
     }
 
-    /// Seals a body with the next sequence number. Sequence numbers are taken at
-    /// send time, so queued bodies must be sealed in the order they go out.
-    pub fn seal_body(&mut self, body: Body) -> Option<Vec<u8>> {
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// We hold a complete table from the peer (since its last restart or our gap).
+    pub fn synced(&self) -> bool {
+        self.synced
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Our table's size and backend set, for the next hello.
+    pub fn set_local(&mut self, flows: usize, dialogs: usize, backends_hash: u64) {
+        self.flows = flows.min(u32::MAX as usize) as u32;
+        self.dialogs = dialogs.min(u32::MAX as usize) as u32;
+        self.backends_hash = backends_hash;
+    }
+
+    /// Incremental changes of our table, sent after anything queued before.
+    pub fn queue(&mut self, items: &[Item]) {
+        if self.full_asked {
+            // The full table the shell is about to take includes them.
+            return;
+        }
+        if self.pending.len() + items.len() > MAX_PENDING {
+            self.pending.clear();
+            self.ask_full_table();
+            return;
+        }
+        self.pending.extend(items.iter().copied());
+    }
+
+    /// Our whole table, replacing whatever was queued (it is older than this).
+    pub fn queue_full(&mut self, items: Vec<Item>) {
+        self.full_asked = false;
+        self.pending.clear();
+        self.full_tx = Some(FullTx {
+            items,
+            next: 0,
+            chunk: 0,
+        });
+        self.stats.full_tables_sent += 1;
+    }
+
+    fn ask_full_table(&mut self) {
+        if !self.full_asked {
+            self.full_asked = true;
+            self.events.push_back(LinkEvent::SendFullTable);
+        }
+    }
+
+    fn count_drop(&mut self, reason: SyncDrop) {
+        self.stats.dropped[reason as usize] += 1;
+    }
+
+    /// The socket refused the last transmit.
+    pub fn transmit_failed(&mut self) {
+        self.stats.sent = self.stats.sent.saturating_sub(1);
+        self.count_drop(SyncDrop::SendFailed);
+    }
+
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        if from != self.peer {
+            return self.count_drop(SyncDrop::NotPeer);
+        }
+        let env = match open(&self.key, data) {
+            Ok(env) => env,
+            Err(e) => return self.count_drop(e),
+        };
+        let hello = match &env.body {
+            Body::Hello {
+                challenge, echo, ..
+            } => Some(Handshake {
+                challenge: *challenge,
+                echo: *echo,
+            }),
+            _ => None,
+        };
+        let verdict = self.epochs.check(env.epoch, env.seq, hello);
+        if self.epochs.take_prompt() {
+            let at = self.last_hello.map_or(now, |t| (t + PROMPT_GAP).max(now));
+            self.next_hello = self.next_hello.min(at);
+        }
+        let verdict = match verdict {
+            Ok(v) => v,
+            Err(e) => return self.count_drop(e),
+        };
+        self.stats.received += 1;
+        match verdict {
+            // Not admitted: nothing in it is trusted beyond the handshake.
+            Verdict::Candidate => return,
+            Verdict::Admitted => {
+                self.want_full = true;
+                self.synced = false;
+                self.full_rx = None;
+                self.peer_acked = 0;
+                self.events.push_back(LinkEvent::PeerRestarted);
+            }
+            Verdict::Gap => {
+                self.want_full = true;
+                self.synced = false;
+                if let Some(f) = &mut self.full_rx {
+                    f.intact = false;
+                }
+            }
+            Verdict::InOrder => {}
+        }
+        self.last_heard = Some(now);
+        if !self.stats.peer_up {
+            self.stats.peer_up = true;
+            self.events.push_back(LinkEvent::PeerUp);
+        }
+        match env.body {
+            Body::Hello {
+                backends_hash,
+                flows,
+                dialogs,
+                acked_epoch,
+                acked,
+                want_full,
+                ..
+            } => {
+                self.stats.peer_flows = flows;
+                self.stats.peer_dialogs = dialogs;
+                // Items name backends by seed, so a different backend list is not
+                // fatal, but items for backends one side lacks are skipped: report it.
+                let mismatch = backends_hash != self.backends_hash;
+                if mismatch && !self.mismatch {
+                    self.count_drop(SyncDrop::BackendMismatch);
+                    self.events.push_back(LinkEvent::BackendMismatch);
+                }
+                self.mismatch = mismatch;
+                if acked_epoch == self.epoch {
+                    self.peer_acked = acked.max(self.peer_acked).min(self.seq);
+                    self.stats.lag = self.seq - self.peer_acked;
+                    // A request the full table already under way (or not yet seen
+                    // whole by the peer) answers is not restarted.
+                    if want_full
+                        && self.full_tx.is_none()
+                        && self.full_end.is_none_or(|end| acked >= end)
+                    {
+                        self.ask_full_table();
+                    }
+                }
+            }
+            Body::Items(items) => {
+                if !items.is_empty() {
+                    self.events
+                        .push_back(LinkEvent::Items { items, full: false });
+                }
+            }
+            Body::Full { chunk, last, items } => self.receive_full(chunk, last, items),
+        }
+    }
+
+    fn receive_full(&mut self, chunk: u32, last: bool, items: Vec<Item>) {
+        if chunk == 0 {
+            self.full_rx = Some(FullRx {
+                next_chunk: 0,
+                intact: true,
+            });
+            self.events.push_back(LinkEvent::FullStarted);
+        }
+        let rx = self.full_rx.get_or_insert(FullRx {
+            next_chunk: chunk,
+            intact: false,
+        });
+        rx.intact &= rx.next_chunk == chunk;
+        rx.next_chunk = chunk.wrapping_add(1);
+        let intact = rx.intact;
+        // Applied even from a broken table: they are the peer's current state.
+        if !items.is_empty() {
+            self.events
+                .push_back(LinkEvent::Items { items, full: true });
+        }
+        if last {
+            self.full_rx = None;
+            if intact {
+                self.want_full = false;
+                self.synced = true;
+                self.stats.full_tables_received += 1;
+                self.events.push_back(LinkEvent::FullTableApplied);
+            }
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.stats.peer_up
+            && self
+                .last_heard
+                .is_none_or(|t| now.saturating_duration_since(t) >= PEER_TIMEOUT)
+        {
+            self.stats.peer_up = false;
+            self.events.push_back(LinkEvent::PeerDown);
+        }
+        if now.saturating_duration_since(self.window_start) >= PACING_INTERVAL {
+            self.window_start = now;
+            self.window_sent = 0;
+        }
+    }
+
+    /// When to call [`Link::handle_timeout`] next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut t = self.next_hello;
+        if self.stats.peer_up
+            && let Some(h) = self.last_heard
+        {
+            t = t.min(h + PEER_TIMEOUT);
+        }
+        if self.queued() {
+            t = t.min(self.window_start + PACING_INTERVAL);
+        }
+        Some(t)
+    }
+
+    /// Table traffic is waiting (a full table or changes).
+    pub fn queued(&self) -> bool {
+        self.full_tx.is_some() || !self.pending.is_empty()
+    }
+
+    pub fn poll_event(&mut self) -> Option<LinkEvent> {
+        self.events.pop_front()
+    }
+
+    /// The next datagram for the peer, sealed into `buf` (at least
+    /// [`MAX_DATAGRAM`](super::message::MAX_DATAGRAM) bytes). Hellos are not paced;
+    /// table traffic is, [`SEND_PER_INTERVAL`] per [`PACING_INTERVAL`].
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        if now >= self.next_hello {
+            self.last_hello = Some(now);
+            self.next_hello = now + HELLO_EVERY;
+            let (acked_epoch, acked) = self.epochs.acked();
+            let Handshake { challenge, echo } = self.epochs.hello();
+            let body = Body::Hello {
+                backends_hash: self.backends_hash,
+                flows: self.flows,
+                dialogs: self.dialogs,
+                acked_epoch,
+                acked,
+                want_full: self.want_full,
+                challenge,
+                echo,
+            };
+            return self.seal(body, buf);
+        }
+        if now.saturating_duration_since(self.window_start) >= PACING_INTERVAL {
+            self.window_start = now;
+            self.window_sent = 0;
+        }
+        if self.window_sent >= SEND_PER_INTERVAL {
+            return None;
+        }
+        let body = if let Some(f) = &mut self.full_tx {
+            let end = (f.next + ITEMS_PER_DATAGRAM).min(f.items.len());
+            let body = Body::Full {
+                chunk: f.chunk,
+                // An empty table is one empty chunk: it still completes the peer's sync.
+                last: end == f.items.len(),
+                items: f.items[f.next..end].to_vec(),
+            };
+            f.next = end;
+            f.chunk += 1;
+            if end == f.items.len() {
+                self.full_tx = None;
+                self.full_end = Some(self.seq + 1);
+            }
+            body
+        } else if !self.pending.is_empty() {
+            let n = self.pending.len().min(ITEMS_PER_DATAGRAM);
+            Body::Items(self.pending.drain(..n).collect())
+        } else {
+            return None;
+        };
+        self.window_sent += 1;
+        self.seal(body, buf)
+    }
+
+    fn seal(&mut self, body: Body, buf: &mut [u8]) -> Option<Transmit> {
         self.seq += 1;
         let env = Envelope {
             version: VERSION,
@@ -80,135 +463,20 @@ impl Link {
             seq: self.seq,
             body,
         };
-        let n = seal(&self.key, &env, &mut self.buf).ok()?;
-        Some(self.buf[..n].to_vec())
-    }
-
-    /// Our backend set changed (config reload).
-    pub fn set_backends_hash(&mut self, h: u64) {
-        self.backends_hash = h;
-    }
-
-    pub fn hello(&mut self, flows: usize, dialogs: usize) -> Option<Vec<u8>> {
-        let body = Body::Hello {
-            backends_hash: self.backends_hash,
-            flows: flows.min(u32::MAX as usize) as u32,
-            dialogs: dialogs.min(u32::MAX as usize) as u32,
-            acked: self.guard.last(),
-            want_full: self.want_full,
-        };
-        self.seal_body(body)
-    }
-
-    /// Datagrams carrying `items` as incremental changes.
-    pub fn items(&mut self, items: &[Item]) -> Vec<Vec<u8>> {
-        item_bodies(items)
-            .into_iter()
-            .filter_map(|b| self.seal_body(b))
-            .collect()
-    }
-
-    /// Datagrams carrying a full table (see [`full_bodies`]).
-    pub fn full(&mut self, items: &[Item]) -> Vec<Vec<u8>> {
-        full_bodies(items)
-            .into_iter()
-            .filter_map(|b| self.seal_body(b))
-            .collect()
-    }
-
-    pub fn receive(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        data: &[u8],
-    ) -> Result<Received, SyncDrop> {
-        if from != self.peer {
-            return Err(SyncDrop::NotPeer);
-        }
-        let env = open(&self.key, data)?;
-        let mut out = Received::default();
-        // Items name backends by seed, so a different backend list is not fatal, but
-        // items for backends one side lacks are skipped: report it.
-        if let Body::Hello { backends_hash, .. } = &env.body {
-            out.backend_mismatch = *backends_hash != self.backends_hash;
-        }
-        match self.guard.check(env.epoch, env.seq)? {
-            Accepted::InOrder => {}
-            Accepted::NewEpoch => {
-                self.want_full = true;
-                self.synced = false;
-                out.peer_restarted = true;
+        match seal(&self.key, &env, buf) {
+            Ok(len) => {
+                self.stats.sent += 1;
+                self.stats.lag = self.seq.saturating_sub(self.peer_acked);
+                Some(Transmit { to: self.peer, len })
             }
-            Accepted::Gap => {
-                self.want_full = true;
-                self.synced = false;
+            Err(e) => {
+                // Items are bounded in size and buffers are checked by the caller:
+                // this is a bug, not traffic, and the peer sees a gap.
+                tracing::error!(error = %e, "cannot seal a sync message");
+                None
             }
         }
-        self.last_heard = Some(now);
-        match env.body {
-            Body::Hello {
-                flows,
-                dialogs,
-                acked,
-                want_full,
-                ..
-            } => {
-                self.peer_flows = flows;
-                self.peer_dialogs = dialogs;
-                self.peer_acked = acked.max(self.peer_acked).min(self.seq);
-                out.send_full = want_full;
-            }
-            Body::Items(items) => out.items = items,
-            Body::Full { chunk, last, items } => {
-                out.full_started = chunk == 0;
-                out.items = items;
-                if last {
-                    out.full_done = true;
-                    self.want_full = false;
-                    self.synced = true;
-                }
-            }
-        }
-        Ok(out)
     }
-
-    pub fn alive(&self, now: Instant) -> bool {
-        self.last_heard
-            .is_some_and(|t| now.saturating_duration_since(t) < PEER_TIMEOUT)
-    }
-
-    /// Messages sent that the peer has not acknowledged yet.
-    pub fn lag(&self) -> u64 {
-        self.seq.saturating_sub(self.peer_acked)
-    }
-}
-
-/// Bodies carrying `items` as incremental changes, in datagram-sized chunks.
-pub fn item_bodies(items: &[Item]) -> Vec<Body> {
-    items
-        .chunks(ITEMS_PER_DATAGRAM)
-        .map(|c| Body::Items(c.to_vec()))
-        .collect()
-}
-
-/// Bodies carrying a full table in bounded chunks; always at least one (an empty
-/// table still completes the peer's full sync).
-pub fn full_bodies(items: &[Item]) -> Vec<Body> {
-    let chunks: Vec<&[Item]> = if items.is_empty() {
-        vec![&[]]
-    } else {
-        items.chunks(ITEMS_PER_DATAGRAM).collect()
-    };
-    let last = chunks.len() - 1;
-    chunks
-        .into_iter()
-        .enumerate()
-        .map(|(i, c)| Body::Full {
-            chunk: i as u32,
-            last: i == last,
-            items: c.to_vec(),
-        })
-        .collect()
 }
 
 /// A hash of the set of backend names (order does not matter), compared between
@@ -227,84 +495,4 @@ pub fn backends_hash<S: AsRef<str>>(names: &[S]) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pair() -> (Link, Link, SocketAddr, SocketAddr) {
-        let a: SocketAddr = "10.0.0.1:7000".parse().unwrap();
-        let b: SocketAddr = "10.0.0.2:7000".parse().unwrap();
-        let k = Key::new(b"sixteen byte key!!");
-        let h = backends_hash(&["a", "b"]);
-        (Link::new(k.clone(), b, 1, h), Link::new(k, a, 2, h), a, b)
-    }
-
-    fn flow(p: u16) -> Item {
-        Item::Flow {
-            client: "198.51.100.1:5060".parse().unwrap(),
-            relay_port: crate::relay::port::RelayPort::first(p),
-            ingress: 0,
-            home: 1,
-            registered_secs: Some(3600),
-        }
-    }
-
-    #[test]
-    fn join_full_sync_in_chunks_then_incremental() {
-        let now = Instant::now();
-        let (mut a, mut b, a_addr, b_addr) = pair();
-        // b starts and asks for a full table in its hello.
-        let hello = b.hello(0, 0).unwrap();
-        let r = a.receive(now, b_addr, &hello).unwrap();
-        assert!(r.send_full);
-        assert!(r.peer_restarted, "a new epoch: b lost its table");
-        let table: Vec<Item> = (0..100).map(|i| flow(20000 + i)).collect();
-        let dgrams = a.full(&table);
-        assert_eq!(dgrams.len(), 100usize.div_ceil(ITEMS_PER_DATAGRAM));
-        assert!(dgrams.iter().all(|d| d.len() <= MAX_DATAGRAM));
-        let mut got = vec![];
-        for d in &dgrams {
-            let r = b.receive(now, a_addr, d).unwrap();
-            got.extend(r.items);
-            assert_eq!(r.full_done, std::ptr::eq(d, dgrams.last().unwrap()));
-        }
-        assert_eq!(got, table);
-        assert!(b.synced && !b.want_full);
-        // Then changes flow one by one.
-        let d = a.items(&[Item::FlowGone {
-            relay_port: crate::relay::port::RelayPort::first(20000),
-        }]);
-        assert_eq!(b.receive(now, a_addr, &d[0]).unwrap().items.len(), 1);
-        assert!(b.synced);
-        // A lost message (gap) makes b ask again.
-        let _lost = a.items(&[flow(1)]);
-        let d = a.items(&[flow(2)]);
-        let r = b.receive(now, a_addr, &d[0]).unwrap();
-        assert!(b.want_full && !b.synced);
-        assert!(!r.peer_restarted, "a gap is not a restart");
-        // Replays and strangers are dropped.
-        assert_eq!(b.receive(now, a_addr, &d[0]), Err(SyncDrop::Replay));
-        assert_eq!(
-            b.receive(now, "10.9.9.9:7000".parse().unwrap(), &d[0]),
-            Err(SyncDrop::NotPeer)
-        );
-        assert!(b.alive(now) && !b.alive(now + PEER_TIMEOUT));
-    }
-
-    #[test]
-    fn empty_full_table_still_completes_and_mismatched_backends_are_refused() {
-        let now = Instant::now();
-        let (mut a, mut b, a_addr, _) = pair();
-        let d = a.full(&[]);
-        assert_eq!(d.len(), 1);
-        assert!(b.receive(now, a_addr, &d[0]).unwrap().full_done);
-        let mut c = Link::new(Key::new(b"sixteen byte key!!"), b.peer, 3, 99);
-        let h = c.hello(0, 0).unwrap();
-        assert!(b.receive(now, a_addr, &h).unwrap().backend_mismatch);
-        assert_eq!(
-            backends_hash(&["a", "b"]),
-            backends_hash(&["b", "a"]),
-            "order does not matter"
-        );
-        assert!(a.lag() > 0);
-    }
-}
+mod tests;

@@ -1,6 +1,7 @@
 //! Sync messages on the wire: a postcard-encoded envelope (version, sender epoch,
 //! sequence number, body) followed by an HMAC-SHA256 tag over it. Items carry no
-//! heap data, so the dataplane can queue them without allocating.
+//! heap data, so the dataplane can queue them without allocating. Which epochs and
+//! sequence numbers are accepted is the link's business ([`super::link`]).
 
 use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
@@ -9,9 +10,12 @@ use sha2::Sha256;
 pub use crate::relay::Item;
 
 /// 2: relay endpoints carry the relay address's position (several relay addresses).
-pub const VERSION: u8 = 2;
+/// 3: random epochs, admitted by a challenge in the hello (`challenge`, `echo`,
+/// `acked_epoch`).
+pub const VERSION: u8 = 3;
 pub const TAG_LEN: usize = 32;
-/// Keeps every datagram under a typical 1500-byte MTU.
+/// Keeps every datagram under a typical 1500-byte MTU. Larger datagrams are dropped
+/// before their tag is computed, so spoofed junk costs no hashing.
 pub const MAX_DATAGRAM: usize = 1400;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,10 +25,16 @@ pub enum Body {
         backends_hash: u64,
         flows: u32,
         dialogs: u32,
+        /// The peer epoch `acked` counts in (0: none admitted yet).
+        acked_epoch: u64,
         /// Highest sequence number received from the peer (for lag).
         acked: u64,
         /// True until we hold a full table from the peer.
         want_full: bool,
+        /// A fresh value the peer must echo before we accept a new epoch of its (0: none).
+        challenge: u64,
+        /// The latest challenge we got from the peer (0: none).
+        echo: u64,
     },
     Items(Vec<Item>),
     /// One chunk of a full table; `last` ends it.
@@ -38,7 +48,8 @@ pub enum Body {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
     pub version: u8,
-    /// Random per process start: a restarted peer is a new sequence space.
+    /// Random per process start: a restarted peer is a new sequence space. Epochs have
+    /// no order (a clock step cannot lock a peer out).
     pub epoch: u64,
     pub seq: u64,
     pub body: Body,
@@ -54,16 +65,38 @@ pub enum SyncDrop {
     Decode,
     #[error("unknown version")]
     Version,
-    #[error("replayed or stale sequence number")]
+    #[error("replayed or stale sequence number, or a retired epoch")]
     Replay,
     #[error("not from the configured peer")]
     NotPeer,
     /// Reported (not dropped) when the peer's hello announces other backends.
     #[error("peer has a different backend list")]
     BackendMismatch,
+    #[error("larger than a sync datagram can be")]
+    Oversize,
+    /// From a peer epoch not admitted yet (a restarted peer before its handshake, or
+    /// a replay from a run we never admitted).
+    #[error("from an epoch not admitted yet")]
+    UnverifiedEpoch,
+    /// Ours, not sent: the socket refused it.
+    #[error("send failed")]
+    SendFailed,
 }
 
 impl SyncDrop {
+    pub const ALL: [SyncDrop; 10] = [
+        SyncDrop::Short,
+        SyncDrop::BadMac,
+        SyncDrop::Decode,
+        SyncDrop::Version,
+        SyncDrop::Replay,
+        SyncDrop::NotPeer,
+        SyncDrop::BackendMismatch,
+        SyncDrop::Oversize,
+        SyncDrop::UnverifiedEpoch,
+        SyncDrop::SendFailed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             SyncDrop::Short => "short",
@@ -73,6 +106,9 @@ impl SyncDrop {
             SyncDrop::Replay => "replay",
             SyncDrop::NotPeer => "not_peer",
             SyncDrop::BackendMismatch => "backend_mismatch",
+            SyncDrop::Oversize => "oversize",
+            SyncDrop::UnverifiedEpoch => "unverified_epoch",
+            SyncDrop::SendFailed => "send_failed",
         }
     }
 }
@@ -109,8 +145,11 @@ impl Key {
     }
 }
 
-/// Encodes and authenticates `env` into `out`; returns the datagram length.
+/// Encodes and authenticates `env` into `out`; returns the datagram length, at most
+/// [`MAX_DATAGRAM`] (what does not fit is an error: the peer would drop it).
 pub fn seal(key: &Key, env: &Envelope, out: &mut [u8]) -> Result<usize, postcard::Error> {
+    let cap = out.len().min(MAX_DATAGRAM);
+    let out = &mut out[..cap];
     let body_len = postcard::to_slice(env, out)?.len();
     let tag_end = body_len + TAG_LEN;
     if out.len() < tag_end {
@@ -122,8 +161,11 @@ pub fn seal(key: &Key, env: &Envelope, out: &mut [u8]) -> Result<usize, postcard
     Ok(tag_end)
 }
 
-/// Checks the tag (in constant time) and decodes.
+/// Checks the size, then the tag (in constant time), then decodes.
 pub fn open(key: &Key, datagram: &[u8]) -> Result<Envelope, SyncDrop> {
+    if datagram.len() > MAX_DATAGRAM {
+        return Err(SyncDrop::Oversize);
+    }
     if datagram.len() < TAG_LEN + 3 {
         return Err(SyncDrop::Short);
     }
@@ -136,54 +178,6 @@ pub fn open(key: &Key, datagram: &[u8]) -> Result<Envelope, SyncDrop> {
         return Err(SyncDrop::Version);
     }
     Ok(env)
-}
-
-/// Replay protection for one peer: sequence numbers must increase within an epoch.
-#[derive(Debug, Default, Clone)]
-pub struct ReplayGuard {
-    epoch: Option<u64>,
-    last: u64,
-}
-
-/// What a fresh envelope means for the receiver.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Accepted {
-    InOrder,
-    /// A new peer incarnation (restart): ask for its full table.
-    NewEpoch,
-    /// Messages were lost: the mirrored table may be incomplete.
-    Gap,
-}
-
-impl ReplayGuard {
-    /// Epochs are the peer's start time (ns since the Unix epoch), so a later run has
-    /// a larger one: anything from an older run is a replay.
-    pub fn check(&mut self, epoch: u64, seq: u64) -> Result<Accepted, SyncDrop> {
-        match self.epoch {
-            Some(e) if epoch < e => Err(SyncDrop::Replay),
-            Some(e) if e == epoch => {
-                if seq <= self.last {
-                    return Err(SyncDrop::Replay);
-                }
-                let gap = seq > self.last + 1;
-                self.last = seq;
-                Ok(if gap {
-                    Accepted::Gap
-                } else {
-                    Accepted::InOrder
-                })
-            }
-            _ => {
-                self.epoch = Some(epoch);
-                self.last = seq;
-                Ok(Accepted::NewEpoch)
-            }
-        }
-    }
-
-    pub fn last(&self) -> u64 {
-        self.last
-    }
 }
 
 #[cfg(test)]
@@ -278,23 +272,25 @@ mod tests {
         };
         let m = seal(&key(), &bad, &mut buf).unwrap();
         assert_eq!(open(&key(), &buf[..m]), Err(SyncDrop::Version));
-
-        let mut g = ReplayGuard::default();
-        assert_eq!(g.check(7, 1), Ok(Accepted::NewEpoch));
-        assert_eq!(g.check(7, 2), Ok(Accepted::InOrder));
-        assert_eq!(g.check(7, 2), Err(SyncDrop::Replay));
+        // Oversized junk is refused by its size alone, valid tag or not.
         assert_eq!(
-            g.check(7, 1),
-            Err(SyncDrop::Replay),
-            "reordered old message"
+            open(&key(), &[0u8; MAX_DATAGRAM + 1]),
+            Err(SyncDrop::Oversize)
         );
-        assert_eq!(g.check(7, 5), Ok(Accepted::Gap));
-        assert_eq!(g.check(8, 1), Ok(Accepted::NewEpoch), "peer restarted");
-        assert_eq!(
-            g.check(7, 9),
-            Err(SyncDrop::Replay),
-            "from the peer's previous run"
-        );
+        let big = Envelope {
+            body: Body::Items(vec![
+                Item::FlowGone {
+                    relay_port: RelayPort::first(1)
+                };
+                1000
+            ]),
+            ..env
+        };
+        let mut large = vec![0u8; 8192];
+        assert!(seal(&key(), &big, &mut large).is_err(), "too big to send");
+        for (i, d) in SyncDrop::ALL.iter().enumerate() {
+            assert_eq!(*d as usize, i, "ALL is in declaration order");
+        }
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! State sync between the pair: the master streams flow and dialog changes so the
 //! backup owns the same relay ports (pre-bound) when the address moves.
 //!
-//! `message`: encoding, authentication and replay protection (pure). `link`: the
-//! UDP peer link inside the dataplane thread.
+//! `message`: encoding and authentication (pure). `link`: the peer link's state
+//! machine (pure, `handle_*`/`poll_*`); the dataplane's sync task drives it.
 
 pub mod link;
 pub mod message;
+#[cfg(test)]
+mod sim;
 
 pub use message::{Body, Envelope, Item, Key, SyncDrop};

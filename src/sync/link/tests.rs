@@ -1,0 +1,207 @@
+use super::*;
+use crate::relay::port::RelayPort;
+use crate::sync::message::MAX_DATAGRAM;
+
+const A: &str = "10.0.0.1:7000";
+const B: &str = "10.0.0.2:7000";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn key() -> Key {
+    Key::new(b"sixteen byte key!!")
+}
+
+fn pair(now: Instant) -> (Link, Link) {
+    let h = backends_hash(&["a", "b"]);
+    (
+        Link::new(key(), addr(B), 1, h, now),
+        Link::new(key(), addr(A), 2, h, now),
+    )
+}
+
+fn flow(p: u16) -> Item {
+    Item::Flow {
+        client: "198.51.100.1:5060".parse().unwrap(),
+        relay_port: RelayPort::first(p),
+        ingress: 0,
+        home: 1,
+        registered_secs: Some(3600),
+    }
+}
+
+/// Everything `from` sends now, as datagrams.
+fn drain(from: &mut Link, now: Instant) -> Vec<Vec<u8>> {
+    let mut buf = [0u8; MAX_DATAGRAM];
+    let mut out = vec![];
+    while let Some(t) = from.poll_transmit(now, &mut buf) {
+        out.push(buf[..t.len].to_vec());
+    }
+    out
+}
+
+fn events(l: &mut Link) -> Vec<LinkEvent> {
+    std::iter::from_fn(|| l.poll_event()).collect()
+}
+
+fn feed(to: &mut Link, from: &str, now: Instant, dgrams: &[Vec<u8>]) {
+    for d in dgrams {
+        to.handle_datagram(now, addr(from), d);
+    }
+}
+
+/// Hellos both ways until neither has one due: the handshake.
+fn handshake(a: &mut Link, b: &mut Link, mut now: Instant) -> Instant {
+    for _ in 0..4 {
+        let d = drain(a, now);
+        feed(b, A, now, &d);
+        let d = drain(b, now);
+        feed(a, B, now, &d);
+        now += PROMPT_GAP;
+    }
+    now
+}
+
+#[test]
+fn handshake_then_full_table_in_chunks_then_incremental() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = pair(t0);
+    let now = handshake(&mut a, &mut b, t0);
+    let ea = events(&mut a);
+    assert!(ea.contains(&LinkEvent::PeerRestarted) && ea.contains(&LinkEvent::PeerUp));
+    assert!(
+        ea.contains(&LinkEvent::SendFullTable),
+        "b wants our table: {ea:?}"
+    );
+    assert!(events(&mut b).contains(&LinkEvent::SendFullTable));
+    b.queue_full(vec![]);
+    let table: Vec<Item> = (0..100).map(|i| flow(20000 + i)).collect();
+    a.queue_full(table.clone());
+    let dgrams = drain(&mut a, now);
+    assert_eq!(dgrams.len(), 100usize.div_ceil(ITEMS_PER_DATAGRAM));
+    feed(&mut b, A, now, &dgrams);
+    let ev = events(&mut b);
+    assert_eq!(ev.first(), Some(&LinkEvent::FullStarted));
+    assert_eq!(ev.last(), Some(&LinkEvent::FullTableApplied));
+    let got: Vec<Item> = ev
+        .into_iter()
+        .flat_map(|e| match e {
+            LinkEvent::Items { items, full } => {
+                assert!(full);
+                items
+            }
+            _ => vec![],
+        })
+        .collect();
+    assert_eq!(got, table);
+    assert!(b.synced());
+    // Then changes flow in order.
+    a.queue(&[Item::FlowGone {
+        relay_port: RelayPort::first(20000),
+    }]);
+    let d = drain(&mut a, now);
+    feed(&mut b, A, now, &d);
+    assert!(
+        matches!(&events(&mut b)[..], [LinkEvent::Items { items, full: false }] if items.len() == 1)
+    );
+    // A lost message (gap) makes b ask again, without a restart.
+    a.queue(&[flow(1)]);
+    let _lost = drain(&mut a, now);
+    a.queue(&[flow(2)]);
+    let d = drain(&mut a, now);
+    feed(&mut b, A, now, &d);
+    assert!(!b.synced());
+    assert!(!events(&mut b).contains(&LinkEvent::PeerRestarted));
+    // Replays and strangers are dropped.
+    feed(&mut b, A, now, &d);
+    assert_eq!(b.stats().dropped(SyncDrop::Replay), 1);
+    b.handle_datagram(now, addr("10.9.9.9:7000"), &d[0]);
+    assert_eq!(b.stats().dropped(SyncDrop::NotPeer), 1);
+    // b's next hello asks; a sends a new full table.
+    let d = drain(&mut b, now + HELLO_EVERY);
+    feed(&mut a, B, now + HELLO_EVERY, &d);
+    assert!(events(&mut a).contains(&LinkEvent::SendFullTable));
+    // Silence: the peer goes down once.
+    b.handle_timeout(now + PEER_TIMEOUT);
+    assert_eq!(events(&mut b), vec![LinkEvent::PeerDown]);
+    assert!(!b.stats().peer_up);
+}
+
+#[test]
+fn empty_full_table_completes_and_mismatch_is_reported_once() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = pair(t0);
+    let now = handshake(&mut a, &mut b, t0);
+    events(&mut b);
+    a.queue_full(vec![]);
+    let d = drain(&mut a, now);
+    assert_eq!(d.len(), 1);
+    feed(&mut b, A, now, &d);
+    assert!(events(&mut b).contains(&LinkEvent::FullTableApplied));
+    a.set_local(0, 0, 99);
+    for i in 1..4 {
+        let d = drain(&mut a, now + HELLO_EVERY * i);
+        feed(&mut b, A, now + HELLO_EVERY * i, &d);
+    }
+    let ev = events(&mut b);
+    assert_eq!(
+        ev.iter()
+            .filter(|e| **e == LinkEvent::BackendMismatch)
+            .count(),
+        1
+    );
+    assert_eq!(b.stats().dropped(SyncDrop::BackendMismatch), 1);
+    assert_eq!(
+        backends_hash(&["a", "b"]),
+        backends_hash(&["b", "a"]),
+        "order does not matter"
+    );
+}
+
+#[test]
+fn table_traffic_is_paced_hellos_are_not() {
+    let t0 = Instant::now();
+    let (mut a, _) = pair(t0);
+    let _first_hello = drain(&mut a, t0);
+    let items: Vec<Item> = (0..(SEND_PER_INTERVAL * ITEMS_PER_DATAGRAM * 2) as u16)
+        .map(flow)
+        .collect();
+    a.queue_full(items);
+    assert_eq!(drain(&mut a, t0).len(), SEND_PER_INTERVAL);
+    assert_eq!(a.poll_timeout(), Some(t0 + PACING_INTERVAL));
+    let later = t0 + HELLO_EVERY;
+    a.handle_timeout(later);
+    let d = drain(&mut a, later);
+    assert_eq!(d.len(), SEND_PER_INTERVAL + 1, "the hello on top");
+    assert!(d.iter().all(|d| d.len() <= MAX_DATAGRAM));
+    assert_eq!(a.poll_timeout(), Some(later + HELLO_EVERY));
+}
+
+#[test]
+fn pending_overflow_asks_for_a_full_table_once() {
+    let t0 = Instant::now();
+    let (mut a, _) = pair(t0);
+    let chunk = vec![flow(1); MAX_PENDING / 2 + 1];
+    a.queue(&chunk);
+    a.queue(&chunk);
+    a.queue(&chunk);
+    assert!(events(&mut a).contains(&LinkEvent::SendFullTable));
+    a.queue_full(vec![flow(2)]);
+    let d = drain(&mut a, t0);
+    assert_eq!(d.len(), 2, "a hello and the table");
+}
+
+#[test]
+fn oversize_is_dropped_unhashed_and_stranger_epochs_wait_for_the_handshake() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = pair(t0);
+    b.handle_datagram(t0, addr(A), &vec![0u8; 65_000]);
+    assert_eq!(b.stats().dropped(SyncDrop::Oversize), 1);
+    // Before the handshake, items from a are not applied.
+    a.queue(&[flow(1)]);
+    let d = drain(&mut a, t0);
+    feed(&mut b, A, t0, &d[1..]);
+    assert_eq!(b.stats().dropped(SyncDrop::UnverifiedEpoch), 1);
+    assert!(events(&mut b).is_empty());
+}
