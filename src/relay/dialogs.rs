@@ -15,6 +15,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::backends::BackendId;
+use super::port::RelayPort;
 
 pub type DialogKey = u128;
 
@@ -23,6 +24,18 @@ pub struct Dialog {
     pub backend: BackendId,
     pub expires: Instant,
     pub span: Span,
+    /// Who sent the request that opened it: only the other side's answer (1xx/2xx)
+    /// makes it a dialog, so nobody can pin entries by talking to themselves.
+    pub opener: Side,
+    /// The relay endpoint of the flow it uses: a dialog holds its flow.
+    pub flow: RelayPort,
+}
+
+/// Which side of sipfront sent a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Side {
+    Client,
+    Backend,
 }
 
 /// How long a pin lives: a lone transaction, or a dialog (INVITE, SUBSCRIBE,
@@ -128,45 +141,46 @@ impl DialogTable {
         self.shards[shard_of(key)].get_mut(&key)
     }
 
-    /// Pins `key` to `backend` until `expires`; refuses a new entry when full.
-    pub fn pin(
-        &mut self,
-        key: DialogKey,
-        backend: BackendId,
-        expires: Instant,
-        span: Span,
-    ) -> Result<(), ()> {
+    /// Pins `key` as `d` (a new entry, or replacing one: its flow stays); refuses a
+    /// new entry when full. Returns the span it had before, if it existed.
+    pub fn pin(&mut self, key: DialogKey, d: Dialog) -> Result<Option<Span>, ()> {
         let shard = &mut self.shards[shard_of(key)];
-        if let Some(d) = shard.get_mut(&key) {
-            d.backend = backend;
-            d.expires = expires;
-            d.span = span;
-            return Ok(());
+        if let Some(old) = shard.get_mut(&key) {
+            let before = old.span;
+            *old = Dialog {
+                flow: old.flow,
+                ..d
+            };
+            return Ok(Some(before));
         }
         if self.len() >= self.max {
             return Err(());
         }
-        self.shards[shard_of(key)].insert(
-            key,
-            Dialog {
-                backend,
-                expires,
-                span,
-            },
-        );
-        Ok(())
+        self.shards[shard_of(key)].insert(key, d);
+        Ok(None)
     }
 
-    /// Drops entries that expired; returns how many.
-    pub fn expire(&mut self, now: Instant) -> usize {
-        (0..SHARDS).map(|i| self.expire_shard(i, now)).sum()
+    /// Drops entries that expired, each reported to `gone`; returns how many.
+    pub fn expire(&mut self, now: Instant, gone: &mut impl FnMut(&Dialog)) -> usize {
+        (0..SHARDS).map(|i| self.expire_shard(i, now, gone)).sum()
     }
 
     /// `expire` for one shard (`i < SHARDS`).
-    pub fn expire_shard(&mut self, i: usize, now: Instant) -> usize {
+    pub fn expire_shard(
+        &mut self,
+        i: usize,
+        now: Instant,
+        gone: &mut impl FnMut(&Dialog),
+    ) -> usize {
         let shard = &mut self.shards[i];
         let before = shard.len();
-        shard.retain(|_, d| d.expires > now);
+        shard.retain(|_, d| {
+            let keep = d.expires > now;
+            if !keep {
+                gone(d);
+            }
+            keep
+        });
         before - shard.len()
     }
 }
@@ -188,39 +202,37 @@ mod tests {
     #[test]
     fn pin_refresh_expire_and_cap() {
         let now = Instant::now();
+        let d = |b: u16, secs: u64, span: Span, port: u16| Dialog {
+            backend: BackendId::new(b),
+            expires: now + Duration::from_secs(secs),
+            span,
+            opener: Side::Client,
+            flow: RelayPort::first(port),
+        };
         let mut t = DialogTable::new(2, None);
         let a = t.key(b"abc@host");
         assert_eq!(a, t.key(b"abc@host"));
         assert_eq!(a, t.key(b"abc@\r\n host"), "folding is ignored");
         assert_ne!(a, t.key(b"abd@host"));
-        t.pin(
-            a,
-            BackendId::new(1),
-            now + Duration::from_secs(1),
-            Span::Transaction,
-        )
-        .unwrap();
-        t.pin(
-            t.key(b"x"),
-            BackendId::new(0),
-            now + Duration::from_secs(5),
-            Span::Transaction,
-        )
-        .unwrap();
+        assert_eq!(t.pin(a, d(1, 1, Span::Transaction, 7)), Ok(None));
+        t.pin(t.key(b"x"), d(0, 5, Span::Transaction, 8)).unwrap();
         assert!(
-            t.pin(t.key(b"y"), BackendId::new(0), now, Span::Transaction)
-                .is_err(),
+            t.pin(t.key(b"y"), d(0, 0, Span::Transaction, 9)).is_err(),
             "full table refuses"
         );
-        t.pin(
-            a,
-            BackendId::new(0),
-            now + Duration::from_secs(10),
-            Span::Dialog,
-        )
-        .unwrap();
-        assert_eq!(t.get_mut(a).unwrap().backend, BackendId::new(0));
-        assert_eq!(t.expire(now + Duration::from_secs(6)), 1);
+        assert_eq!(
+            t.pin(a, d(0, 10, Span::Dialog, 10)),
+            Ok(Some(Span::Transaction))
+        );
+        let got = *t.get_mut(a).unwrap();
+        assert_eq!(got.backend, BackendId::new(0));
+        assert_eq!(got.flow, RelayPort::first(7), "a dialog keeps its flow");
+        let mut gone = Vec::new();
+        assert_eq!(
+            t.expire(now + Duration::from_secs(6), &mut |d| gone.push(d.flow)),
+            1
+        );
+        assert_eq!(gone, [RelayPort::first(8)]);
         assert_eq!(t.len(), 1);
     }
 }

@@ -26,6 +26,9 @@ pub struct Flow {
     pub mirrored: bool,
     /// The peer's full-table generation that last confirmed this mirrored flow.
     pub sync_gen: u32,
+    /// Dialogs (answered INVITE, SUBSCRIBE, REFER) that use this flow: while any
+    /// lives, the flow does, so a long call keeps its way back.
+    pub dialogs: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -123,6 +126,7 @@ impl FlowTable {
             created: now,
             mirrored: false,
             sync_gen: 0,
+            dialogs: 0,
         };
         Ok(self.place(flow))
     }
@@ -226,6 +230,7 @@ impl FlowTable {
         for (i, s) in self.slots[range].iter().enumerate() {
             let Some(f) = s else { continue };
             let expired = !(keep_mirrored && f.mirrored)
+                && f.dialogs == 0
                 && idle_cutoff.is_some_and(|c| f.last_seen <= c)
                 && f.registered_until.is_none_or(|r| r <= now);
             if expired {

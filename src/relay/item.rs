@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::dialogs::Span;
+use super::dialogs::{Side, Span};
 use super::port::RelayPort;
 
 /// One table change. Backends are referred to by their rendezvous seed (a hash of
@@ -28,5 +28,8 @@ pub enum Item {
         key: u128,
         backend: u64,
         span: Span,
+        opener: Side,
+        /// The flow it uses (and, as a dialog, holds).
+        flow: RelayPort,
     },
 }

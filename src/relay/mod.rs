@@ -13,7 +13,7 @@ pub mod router;
 pub mod stats;
 
 pub use backends::{AdminState, BackendId, BackendSet, Change};
-pub use dialogs::Span;
+pub use dialogs::{Side, Span};
 pub use item::Item;
 pub use port::{RelayPort, RelaySpace};
 pub use router::{BackendAction, ClientAction, Router, RouterEvent};

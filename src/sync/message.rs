@@ -186,7 +186,7 @@ mod tests {
 
     use super::*;
     use crate::relay::RelayPort;
-    use crate::relay::Span;
+    use crate::relay::{Side, Span};
     use proptest::prelude::*;
 
     fn key() -> Key {
@@ -215,8 +215,8 @@ mod tests {
             any::<u16>().prop_map(|p| Item::FlowGone {
                 relay_port: RelayPort::first(p)
             }),
-            (any::<u128>(), any::<u64>(), any::<bool>()).prop_map(|(key, backend, long)| {
-                Item::Dialog {
+            (any::<u128>(), any::<u64>(), any::<bool>(), any::<u16>()).prop_map(
+                |(key, backend, long, port)| Item::Dialog {
                     key,
                     backend,
                     span: if long {
@@ -224,8 +224,10 @@ mod tests {
                     } else {
                         Span::Transaction
                     },
+                    opener: if long { Side::Backend } else { Side::Client },
+                    flow: RelayPort::first(port),
                 }
-            }),
+            ),
         ]
     }
 

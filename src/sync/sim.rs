@@ -226,6 +226,8 @@ impl Sim {
                     key: u128::from(self.rng.next()),
                     backend: 1,
                     span: crate::relay::Span::Dialog,
+                    opener: crate::relay::Side::Client,
+                    flow: port,
                 },
             };
             self.change(i, item);

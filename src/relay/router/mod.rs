@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::backends::{AdminState, BackendId, BackendSet, Change, Tenure};
-use super::dialogs::{Dialog, DialogTable, Span};
+use super::dialogs::{Dialog, DialogTable, Side, Span};
 use super::flows::{Flow, FlowId, FlowTable, InsertError};
 use super::item::Item;
 use super::port::RelayPort;
@@ -310,39 +310,39 @@ impl Router {
         };
         let key = self.dialogs.key(msg.call_id);
         let backend = match self.dialogs.get_mut(key) {
-            Some(d) if self.backends.serves(d.backend) => {
-                refresh(d, &msg, now, &self.settings);
-                d.backend
-            }
             Some(d) => {
-                // Its backend is gone: the dialog follows the flow.
-                d.backend = home;
-                refresh(d, &msg, now, &self.settings);
-                let span = d.span;
-                self.emit(Item::Dialog {
-                    key,
-                    backend: self.backends.seed_of(home),
-                    span,
-                });
-                home
+                let before = *d;
+                if !self.backends.serves(d.backend) {
+                    // Its backend is gone: the dialog follows the flow.
+                    d.backend = home;
+                }
+                refresh(d, &msg, now, &self.settings, Side::Client);
+                let after = *d;
+                self.dialog_changed(key, Some(&before), &after, true);
+                after.backend
             }
             None => {
                 if msg.method().is_some_and(opens_dialog) {
                     // Pinned for a transaction only: the pin becomes a dialog when the
                     // backend answers (1xx/2xx), so a client cannot fill the table with
                     // INVITEs nobody answers.
-                    let exp = now + self.settings.transaction;
-                    if self.dialogs.pin(key, home, exp, Span::Transaction).is_err() {
+                    let Some(relay_port) = self.flows.get(id).map(|f| f.relay_port) else {
+                        return self.drop_from_client(DropReason::NoFlow);
+                    };
+                    let d = Dialog {
+                        backend: home,
+                        expires: now + self.settings.transaction,
+                        span: Span::Transaction,
+                        opener: Side::Client,
+                        flow: relay_port,
+                    };
+                    if self.dialogs.pin(key, d).is_err() {
                         if new_flow {
                             self.abort_flow(id);
                         }
                         return self.drop_from_client(DropReason::DialogTableFull);
                     }
-                    self.emit(Item::Dialog {
-                        key,
-                        backend: self.backends.seed_of(home),
-                        span: Span::Transaction,
-                    });
+                    self.dialog_changed(key, None, &d, true);
                 }
                 home
             }
@@ -490,37 +490,33 @@ impl Router {
     ) -> Result<(), DropReason> {
         let key = self.dialogs.key(msg.call_id);
         if let Some(d) = self.dialogs.get_mut(key) {
-            let before = (d.backend, d.span);
+            let before = *d;
             if msg.is_request() {
                 // A backend's request owns the transaction: its answers go back there.
                 d.backend = backend;
             }
-            refresh(d, msg, now, &self.settings);
-            let after = (d.backend, d.span);
-            if before != after {
-                self.emit(Item::Dialog {
-                    key,
-                    backend: self.backends.seed_of(after.0),
-                    span: after.1,
-                });
-            }
-        } else if let Some(method) = msg.method() {
-            let (span, ttl) = if opens_dialog(method) {
-                (Span::Dialog, self.settings.dialog_idle)
-            } else {
-                (Span::Transaction, self.settings.transaction)
+            refresh(d, msg, now, &self.settings, Side::Backend);
+            let after = *d;
+            self.dialog_changed(key, Some(&before), &after, true);
+        } else if msg.is_request() {
+            let Some(relay_port) = self.flows.get(id).map(|f| f.relay_port) else {
+                return Err(DropReason::NoFlow);
+            };
+            // A backend's request: its answers go back to it. A dialog-opening one
+            // becomes a dialog when the client answers it.
+            let d = Dialog {
+                backend,
+                expires: now + self.settings.transaction,
+                span: Span::Transaction,
+                opener: Side::Backend,
+                flow: relay_port,
             };
             self.dialogs
-                .pin(key, backend, now + ttl, span)
+                .pin(key, d)
                 .map_err(|()| DropReason::DialogTableFull)?;
             // Lone transactions (NAT pings, MESSAGE) are too short-lived to sync.
-            if span == Span::Dialog {
-                self.emit(Item::Dialog {
-                    key,
-                    backend: self.backends.seed_of(backend),
-                    span,
-                });
-            }
+            let opening = msg.method().is_some_and(opens_dialog);
+            self.dialog_changed(key, None, &d, opening);
         }
         if msg.cseq_is(b"REGISTER") && msg.status().is_some_and(|s| (200..300).contains(&s)) {
             let until = match msg.granted_expiry() {
@@ -538,6 +534,37 @@ impl Router {
             }
         }
         Ok(())
+    }
+
+    /// After dialog entry `key` changed from `before` (None: new) to `after`: keeps
+    /// its flow's hold in step, and tells the sync peer what changed (a new entry
+    /// only if `sync_new`).
+    fn dialog_changed(
+        &mut self,
+        key: u128,
+        before: Option<&Dialog>,
+        after: &Dialog,
+        sync_new: bool,
+    ) {
+        hold(
+            &mut self.flows,
+            after.flow,
+            before.map(|d| d.span),
+            Some(after.span),
+        );
+        let changed = match before {
+            Some(b) => b.backend != after.backend || b.span != after.span,
+            None => sync_new,
+        };
+        if changed {
+            self.emit(Item::Dialog {
+                key,
+                backend: self.backends.seed_of(after.backend),
+                span: after.span,
+                opener: after.opener,
+                flow: after.flow,
+            });
+        }
     }
 
     /// Undo a flow whose relay socket could not be opened.
@@ -624,11 +651,16 @@ impl Router {
             }
         }
         self.expired_scratch = expired;
+        // An expired dialog lets go of its flow (the flow itself expires later, when
+        // idle).
+        let flows = &mut self.flows;
+        let mut release = |d: &Dialog| hold(flows, d.flow, Some(d.span), None);
         if self.dialogs.len() > SWEEP_MIN_SLICE {
-            self.dialogs.expire_shard(self.dialog_shard, now);
+            self.dialogs
+                .expire_shard(self.dialog_shard, now, &mut release);
             self.dialog_shard = (self.dialog_shard + 1) % super::dialogs::SHARDS;
         } else {
-            self.dialogs.expire(now);
+            self.dialogs.expire(now, &mut release);
         }
         if end < total {
             self.sweep_cursor = end;
@@ -667,8 +699,9 @@ impl Router {
 }
 
 /// Keeps a dialog entry alive while its messages flow, and shortens it once the
-/// dialog or transaction is over (only retransmissions are left to route).
-fn refresh(d: &mut Dialog, msg: &SipView<'_>, now: Instant, s: &RouterSettings) {
+/// dialog or transaction is over (only retransmissions are left to route). `from`
+/// sent `msg`.
+fn refresh(d: &mut Dialog, msg: &SipView<'_>, now: Instant, s: &RouterSettings, from: Side) {
     let final_status = msg.status().filter(|&c| c >= 200);
     let ending = msg.is_method(b"BYE")
         || (msg.cseq_is(b"BYE") && final_status.is_some())
@@ -677,16 +710,35 @@ fn refresh(d: &mut Dialog, msg: &SipView<'_>, now: Instant, s: &RouterSettings) 
         d.span = Span::Transaction;
         d.expires = now + s.transaction;
     } else if d.span == Span::Dialog {
+        // In-dialog traffic either way keeps the dialog (and its flow).
         d.expires = now + s.dialog_idle;
-    } else if msg.method().is_some_and(opens_dialog)
-        || (msg.status().is_some_and(|c| (101..300).contains(&c))
-            && msg.cseq_method().is_some_and(opens_dialog))
+    } else if from != d.opener
+        && msg.status().is_some_and(|c| (101..300).contains(&c))
+        && msg.cseq_method().is_some_and(opens_dialog)
     {
-        // A dialog-opening request, or an answer to one that creates the dialog.
+        // The other side answered the dialog-opening request: a dialog now. The
+        // opener's own retransmissions or answers never promote it.
         d.span = Span::Dialog;
         d.expires = now + s.dialog_idle;
     } else {
         d.expires = d.expires.max(now + s.transaction);
+    }
+}
+
+/// Keeps a flow's count of dialogs in step with one dialog's span change.
+fn hold(flows: &mut FlowTable, port: RelayPort, before: Option<Span>, after: Option<Span>) {
+    let was = before == Some(Span::Dialog);
+    let is = after == Some(Span::Dialog);
+    if was == is {
+        return;
+    }
+    let Some(f) = flows.lookup_port(port).and_then(|id| flows.get_mut(id)) else {
+        return;
+    };
+    if is {
+        f.dialogs += 1;
+    } else {
+        f.dialogs = f.dialogs.saturating_sub(1);
     }
 }
 

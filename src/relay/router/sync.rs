@@ -3,10 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use super::Router;
+use super::{Router, hold};
 use crate::relay::Item;
 use crate::relay::Span;
 use crate::relay::backends::BackendSet;
+use crate::relay::dialogs::Dialog;
 use crate::relay::flows::Flow;
 use crate::relay::port::RelayPort;
 
@@ -68,6 +69,8 @@ impl Router {
             key,
             backend: self.backends.seed_of(d.backend),
             span: d.span,
+            opener: d.opener,
+            flow: d.flow,
         }));
     }
 
@@ -142,6 +145,7 @@ impl Router {
                     created: now,
                     mirrored: true,
                     sync_gen: self.sync_gen,
+                    dialogs: 0,
                 };
                 match self.flows.insert_at(flow) {
                     Ok((_, replaced)) => {
@@ -159,7 +163,13 @@ impl Router {
                     effect.close.push(relay_port);
                 }
             }
-            Item::Dialog { key, backend, span } => {
+            Item::Dialog {
+                key,
+                backend,
+                span,
+                opener,
+                flow,
+            } => {
                 let Some(backend) = self.backends.by_seed(backend) else {
                     self.sync_rejected += 1;
                     return effect;
@@ -169,8 +179,21 @@ impl Router {
                 } else {
                     self.settings.transaction
                 };
-                if self.dialogs.pin(key, backend, now + ttl, span).is_err() {
-                    self.sync_rejected += 1;
+                let d = Dialog {
+                    backend,
+                    expires: now + ttl,
+                    span,
+                    opener,
+                    flow,
+                };
+                match self.dialogs.pin(key, d) {
+                    // The mirrored flow is held by the peer's dialogs too, so it
+                    // survives a takeover for as long as its calls do.
+                    Ok(before) => {
+                        let flow = self.dialogs.get_mut(key).map_or(flow, |d| d.flow);
+                        hold(&mut self.flows, flow, before, Some(span));
+                    }
+                    Err(()) => self.sync_rejected += 1,
                 }
             }
         }

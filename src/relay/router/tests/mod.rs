@@ -1,5 +1,7 @@
 //! Table-driven tests of the routing decision, with virtual time.
 
+mod lifetime;
+
 use super::*;
 use crate::config::EphemeralPorts;
 use crate::relay::Item;
@@ -42,8 +44,6 @@ transaction = "32s"
     .unwrap()
 }
 
-/// A `[sync]` section with a key file in a temporary directory (kept alive by the
-/// returned guard), so two routers share dialog keys.
 /// A router built from `cfg`.
 fn router(cfg: &Config) -> Router {
     Router::new(RouterConfig::new(cfg, None), &cfg.backends)

@@ -1,0 +1,224 @@
+//! Which events hold a flow and which release it (issue: long calls lose their way
+//! back). Virtual time; `flow_idle` 30 s, `dialog_idle` 600 s, `transaction` 32 s.
+
+use super::*;
+
+const CALLER: &str = "198.51.100.9:5070";
+
+fn backend_req(method: &str, call_id: &str) -> Vec<u8> {
+    req(method, call_id)
+}
+
+fn flow_alive(r: &Router, port: RelayPort) -> bool {
+    r.flows().any(|f| f.relay_port == port)
+}
+
+fn dialogs_on(r: &Router, port: RelayPort) -> u32 {
+    r.flows()
+        .find(|f| f.relay_port == port)
+        .map_or(0, |f| f.dialogs)
+}
+
+/// Sweeps the whole table at `t` (the sweep runs in slices every 500 ms).
+fn sweep(r: &mut Router, t: Instant) {
+    for i in 0..SWEEP_SLICES as u64 + 1 {
+        r.handle_timeout(t + SWEEP_EVERY * i as u32);
+    }
+}
+
+fn from_backend(r: &mut Router, t: Instant, port: RelayPort, b: BackendId, msg: &[u8]) {
+    assert!(
+        matches!(
+            r.from_backend(t, port, addr_of(b), msg),
+            BackendAction::Forward { .. }
+        ),
+        "backend datagram not forwarded"
+    );
+}
+
+/// One step of a table: who sends what, and whether the flow is held after it.
+enum Step {
+    Client(&'static str, u16, &'static str),
+    ClientReq(&'static str),
+    Backend(&'static str, u16, &'static str),
+    BackendReq(&'static str),
+}
+
+#[test]
+fn what_holds_a_flow_and_what_releases_it() {
+    use Step::*;
+    // (name, steps after the client's INVITE, dialogs holding the flow afterwards)
+    let cases: &[(&str, &[Step], u32)] = &[
+        ("unanswered", &[], 0),
+        (
+            "client retransmits and sends itself a 180",
+            &[ClientReq("INVITE"), Client("180", 180, "INVITE")],
+            0,
+        ),
+        ("backend rings", &[Backend("180", 180, "INVITE")], 1),
+        (
+            "answered",
+            &[
+                Backend("180", 180, "INVITE"),
+                Backend("200", 200, "INVITE"),
+                ClientReq("ACK"),
+            ],
+            1,
+        ),
+        (
+            "rejected",
+            &[Backend("180", 180, "INVITE"), Backend("486", 486, "INVITE")],
+            0,
+        ),
+        (
+            "callee hangs up",
+            &[
+                Backend("200", 200, "INVITE"),
+                BackendReq("BYE"),
+                Client("200", 200, "BYE"),
+            ],
+            0,
+        ),
+        (
+            "caller hangs up",
+            &[
+                Backend("200", 200, "INVITE"),
+                ClientReq("BYE"),
+                Backend("200", 200, "BYE"),
+            ],
+            0,
+        ),
+        (
+            "re-INVITE from the backend keeps it",
+            &[
+                Backend("200", 200, "INVITE"),
+                BackendReq("INVITE"),
+                Client("200", 200, "INVITE"),
+            ],
+            1,
+        ),
+    ];
+    for (name, steps, held) in cases {
+        let t0 = Instant::now();
+        let mut r = router(&config(""));
+        let call = format!("call-{name}");
+        let (port, b) = client(&mut r, t0, CALLER, &req("INVITE", &call));
+        for (i, step) in steps.iter().enumerate() {
+            let t = t0 + Duration::from_millis(10 * (i as u64 + 1));
+            match step {
+                Client(_, code, m) => {
+                    client(&mut r, t, CALLER, &resp(*code, &call, m, ""));
+                }
+                ClientReq(m) => {
+                    client(&mut r, t, CALLER, &req(m, &call));
+                }
+                Backend(_, code, m) => from_backend(&mut r, t, port, b, &resp(*code, &call, m, "")),
+                BackendReq(m) => from_backend(&mut r, t, port, b, &backend_req(m, &call)),
+            }
+        }
+        assert_eq!(
+            dialogs_on(&r, port),
+            *held,
+            "{name}: dialogs holding the flow"
+        );
+        // Long after flow_idle with no traffic: only a held flow is still there.
+        sweep(&mut r, t0 + Duration::from_secs(300));
+        assert_eq!(
+            flow_alive(&r, port),
+            *held > 0,
+            "{name}: flow alive at 300 s"
+        );
+    }
+}
+
+#[test]
+fn a_held_flow_carries_the_backends_bye_hours_later_then_expires() {
+    let t0 = Instant::now();
+    let mut r = router(&config(""));
+    let (port, b) = client(&mut r, t0, CALLER, &req("INVITE", "long"));
+    from_backend(&mut r, t0, port, b, &resp(200, "long", "INVITE", ""));
+    // In-dialog traffic (a session refresh every 500 s) keeps the dialog past its
+    // idle time; no datagram from the caller for two hours.
+    let mut t = t0;
+    for _ in 0..14 {
+        t += Duration::from_secs(500);
+        sweep(&mut r, t);
+        from_backend(&mut r, t, port, b, &backend_req("UPDATE", "long"));
+    }
+    assert!(flow_alive(&r, port), "held for the whole call");
+    from_backend(&mut r, t, port, b, &backend_req("BYE", "long"));
+    client(&mut r, t, CALLER, &resp(200, "long", "BYE", ""));
+    assert_eq!(dialogs_on(&r, port), 0);
+    sweep(&mut r, t + Duration::from_secs(20));
+    assert!(
+        flow_alive(&r, port),
+        "flow_idle counts from the last datagram"
+    );
+    sweep(&mut r, t + Duration::from_secs(61));
+    assert!(
+        !flow_alive(&r, port),
+        "released after the BYE and flow_idle"
+    );
+}
+
+#[test]
+fn a_silent_dialog_lets_go_after_dialog_idle() {
+    let t0 = Instant::now();
+    let mut r = router(&config(""));
+    let (port, b) = client(&mut r, t0, CALLER, &req("INVITE", "quiet"));
+    from_backend(&mut r, t0, port, b, &resp(200, "quiet", "INVITE", ""));
+    sweep(&mut r, t0 + Duration::from_secs(590));
+    assert!(flow_alive(&r, port));
+    // dialog_idle (600 s) passes: the dialog expires, then the idle flow.
+    sweep(&mut r, t0 + Duration::from_secs(610));
+    sweep(&mut r, t0 + Duration::from_secs(620));
+    assert!(!flow_alive(&r, port));
+}
+
+#[test]
+fn a_backend_opened_dialog_holds_once_the_client_answers() {
+    let t0 = Instant::now();
+    let mut r = router(&config(""));
+    // The client registers (its flow), the registration lapses, a call comes in.
+    let (port, b) = client(&mut r, t0, CALLER, &req("OPTIONS", "o"));
+    from_backend(&mut r, t0, port, b, &backend_req("INVITE", "in"));
+    assert_eq!(dialogs_on(&r, port), 0, "not before the client answers");
+    client(&mut r, t0, CALLER, &resp(180, "in", "INVITE", ""));
+    client(&mut r, t0, CALLER, &resp(200, "in", "INVITE", ""));
+    assert_eq!(dialogs_on(&r, port), 1);
+    sweep(&mut r, t0 + Duration::from_secs(300));
+    assert!(flow_alive(&r, port));
+}
+
+#[test]
+fn the_standby_holds_mirrored_flows_of_live_calls() {
+    let t0 = Instant::now();
+    let mut master = synced(&config(""));
+    let mut standby = synced(&config(""));
+    let (port, b) = client(&mut master, t0, CALLER, &req("INVITE", "m"));
+    from_backend(&mut master, t0, port, b, &resp(200, "m", "INVITE", ""));
+    let mut items = Vec::new();
+    master.take_sync(&mut items);
+    for it in items {
+        standby.apply_sync(t0, it);
+    }
+    assert_eq!(dialogs_on(&standby, port), 1);
+    // The master is gone: its flows are the standby's and expire by its clock.
+    standby.set_peer_alive(t0, true);
+    standby.set_peer_alive(t0, false);
+    sweep(&mut standby, t0 + Duration::from_secs(300));
+    assert!(
+        flow_alive(&standby, port),
+        "held on the standby after a takeover"
+    );
+    // The callee hangs up through the new master.
+    assert!(matches!(
+        standby.from_backend(
+            t0 + Duration::from_secs(300),
+            port,
+            addr_of(b),
+            &backend_req("BYE", "m")
+        ),
+        BackendAction::Forward { .. }
+    ));
+}
