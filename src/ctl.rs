@@ -1,11 +1,12 @@
 //! `sipfront ctl`: a small client of the admin API, for operators at a shell.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde_json::Value;
+use ureq::Error;
 
 pub struct Target {
     pub admin: SocketAddr,
@@ -14,57 +15,52 @@ pub struct Target {
 
 /// Sends one HTTP/1.1 request; returns (status, body).
 fn http(t: &Target, method: &str, path: &str) -> anyhow::Result<(u16, String)> {
-    let mut s =
-        TcpStream::connect_timeout(&t.admin, Duration::from_secs(3)).with_context(|| {
-            format!(
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_connect(Some(Duration::from_secs(3)))
+        .timeout_per_read(Some(Duration::from_secs(10)))
+        // The status is ours to report (401 and 404 have their own messages).
+        .http_status_as_error(false)
+        // The admin API is local: no $http_proxy detour, no redirects.
+        .proxy(None)
+        .max_redirects(0)
+        .build()
+        .into();
+    let mut req = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("http://{}{path}", t.admin));
+    if let Some(tok) = &t.token {
+        req = req.header("Authorization", format!("Bearer {tok}"));
+    }
+    let mut res = agent.run(req.body(())?).map_err(|e| {
+        let unreachable = match &e {
+            Error::Timeout(ureq::Timeout::Connect) | Error::ConnectionFailed => true,
+            Error::Io(e) => matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionRefused
+                    | io::ErrorKind::HostUnreachable
+                    | io::ErrorKind::NetworkUnreachable
+                    | io::ErrorKind::AddrNotAvailable
+            ),
+            _ => false,
+        };
+        let e = anyhow::Error::new(e);
+        if unreachable {
+            e.context(format!(
                 "cannot reach the admin API at {} (is sipfront running? see --admin / -c)",
                 t.admin
-            )
-        })?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let auth = t
-        .token
-        .as_ref()
-        .map(|tok| format!("Authorization: Bearer {tok}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n",
-        t.admin
-    )?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .context("malformed HTTP response from the admin API")?;
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    Ok((code, body))
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((len, rest)) = s.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(len.trim(), 16) else {
-            break;
-        };
-        if n == 0 || rest.len() < n {
-            break;
+            ))
+        } else {
+            e.context(format!("admin API at {}", t.admin))
         }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
+    })?;
+    let code = res.status().as_u16();
+    let body = res
+        .body_mut()
+        .with_config()
+        .limit(u64::MAX)
+        .read_to_vec()
+        .context("reading the admin API's answer")?;
+    Ok((code, String::from_utf8_lossy(&body).into_owned()))
 }
 
 fn json(t: &Target, method: &str, path: &str) -> anyhow::Result<Value> {

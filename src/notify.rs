@@ -5,9 +5,13 @@ use std::os::unix::net::UnixDatagram;
 
 /// Sends `state` (e.g. `READY=1`, `RELOADING=1`, `STOPPING=1`) to systemd.
 pub fn notify(state: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
+    if let Some(path) = std::env::var_os("NOTIFY_SOCKET") {
+        notify_at(&path, state);
+    }
+}
+
+/// Sends `state` to the notify socket at `path` (`@name`: abstract namespace).
+fn notify_at(path: &std::ffi::OsStr, state: &str) {
     let Ok(sock) = UnixDatagram::unbound() else {
         return;
     };
@@ -18,7 +22,7 @@ pub fn notify(state: &str) {
         std::os::unix::net::SocketAddr::from_abstract_name(abstract_name)
             .and_then(|a| sock.send_to_addr(state.as_bytes(), &a))
     } else {
-        sock.send_to(state.as_bytes(), &path)
+        sock.send_to(state.as_bytes(), path)
     };
     if let Err(e) = r {
         tracing::warn!(error = %e, "sd_notify failed");
@@ -34,10 +38,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("notify");
         let server = UnixDatagram::bind(&path).unwrap();
-        // SAFETY: this test is the only one in the crate that touches NOTIFY_SOCKET.
-        unsafe { std::env::set_var("NOTIFY_SOCKET", &path) };
-        notify("READY=1");
-        unsafe { std::env::remove_var("NOTIFY_SOCKET") };
+        notify_at(path.as_os_str(), "READY=1");
         let mut buf = [0u8; 64];
         let n = server.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"READY=1");

@@ -35,6 +35,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 # cargo-deb builds the .deb that tests/deploy.rs inspects (~1.5 min to install).
 command -v cargo-deb >/dev/null 2>&1 || cargo install cargo-deb --locked --version 3.8.0
+# cargo-machete fails the suite on a dependency that nothing uses (~1 min to install).
+command -v cargo-machete >/dev/null 2>&1 || cargo install cargo-machete --locked --version 0.9.2
 for c in rustfmt clippy; do
     rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c" || true
 done
@@ -76,6 +78,8 @@ echo "== cargo fmt --check"
 cargo fmt --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
+echo "== cargo machete (unused dependencies)"
+cargo machete
 echo "== cargo test"
 cargo test -- --test-threads="${SIPFRONT_TEST_THREADS:-4}"
 echo "== all tests passed"

@@ -61,11 +61,11 @@ pub(super) async fn relay_reactor(shell: Shared, poll: Rc<AsyncFd<Epoll>>) {
 
 impl Shell {
     /// One turn over the ready relay sockets; true when one may hold more.
-    fn drain_relays(&mut self, now: Instant, evs: &[libc::epoll_event]) -> bool {
+    fn drain_relays(&mut self, now: Instant, evs: &[epoll::Event]) -> bool {
         let mut again = false;
         let mut batch = self.batch.take().unwrap_or_default();
         for ev in evs {
-            let idx = ev.u64 as usize;
+            let idx = epoll::token(ev) as usize;
             // Closed sockets leave the set; a slot is only reused by a later turn.
             let Some(fd) = self
                 .relays
@@ -77,7 +77,7 @@ impl Shell {
             };
             // `relays[idx]` stays open during this turn: only the housekeeping and
             // sync tasks close relay sockets.
-            if ev.events & libc::EPOLLERR as u32 != 0 {
+            if epoll::is_error(ev) {
                 self.on_relay_error(now, &fd);
             }
             match batch.recv(fd) {
@@ -130,9 +130,7 @@ impl Shell {
             return Ok(());
         }
         let sock = bind_relay(addr)?;
-        self.relay_poll
-            .get_ref()
-            .add(sock.as_raw_fd(), idx as u64)?;
+        self.relay_poll.get_ref().add(&sock, idx as u64)?;
         self.relays[idx] = Some(sock);
         self.relays_open += 1;
         Ok(())

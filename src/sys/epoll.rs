@@ -10,70 +10,59 @@
 //! drained.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+
+use nix::sys::epoll::{self, EpollCreateFlags, EpollFlags, EpollTimeout};
+
+pub use nix::sys::epoll::EpollEvent as Event;
 
 pub struct Epoll {
-    fd: OwnedFd,
+    ep: epoll::Epoll,
 }
 
 /// Events taken per `wait`.
 pub const EVENTS: usize = 64;
 
-pub type Events = [libc::epoll_event; EVENTS];
+pub type Events = [Event; EVENTS];
 
 pub fn events() -> Box<Events> {
-    Box::new([libc::epoll_event { events: 0, u64: 0 }; EVENTS])
+    Box::new([Event::empty(); EVENTS])
+}
+
+/// The member's token, as given to `add`.
+pub fn token(ev: &Event) -> u64 {
+    ev.data()
+}
+
+/// The member has a pending error (for a UDP socket with `IP_RECVERR`: an ICMP error
+/// waiting in its error queue).
+pub fn is_error(ev: &Event) -> bool {
+    ev.events().contains(EpollFlags::EPOLLERR)
 }
 
 impl Epoll {
     pub fn new() -> io::Result<Epoll> {
-        // SAFETY: plain syscall; the result is checked before use.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
         Ok(Epoll {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            ep: epoll::Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
         })
     }
 
-    /// Watches `fd` for input (errors are always reported) under `token`. Closing
-    /// the socket removes it from the set.
-    pub fn add(&self, fd: RawFd, token: u64) -> io::Result<()> {
-        let mut ev = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: token,
-        };
-        // SAFETY: `ev` is a valid epoll_event for the duration of the call.
-        let r = unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+    /// Watches `fd` for input (errors are always reported) under `token`, level-
+    /// triggered (no `EPOLLET`). Closing the socket removes it from the set.
+    pub fn add(&self, fd: impl AsFd, token: u64) -> io::Result<()> {
+        Ok(self.ep.add(fd, Event::new(EpollFlags::EPOLLIN, token))?)
     }
 
     /// Ready members now, without blocking.
-    pub fn wait<'a>(&self, events: &'a mut Events) -> io::Result<&'a [libc::epoll_event]> {
-        // SAFETY: the kernel writes at most EVENTS entries into `events`.
-        let n = unsafe {
-            libc::epoll_wait(
-                self.fd.as_raw_fd(),
-                events.as_mut_ptr(),
-                EVENTS as libc::c_int,
-                0,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(&events[..n as usize])
+    pub fn wait<'a>(&self, events: &'a mut Events) -> io::Result<&'a [Event]> {
+        let n = self.ep.wait(events, EpollTimeout::ZERO)?;
+        Ok(&events[..n])
     }
 }
 
 impl AsRawFd for Epoll {
     fn as_raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+        self.ep.0.as_raw_fd()
     }
 }
 
@@ -88,14 +77,14 @@ mod tests {
         let a = UdpSocket::bind("127.0.0.1:0").unwrap();
         let b = UdpSocket::bind("127.0.0.1:0").unwrap();
         a.set_nonblocking(true).unwrap();
-        ep.add(a.as_raw_fd(), 7).unwrap();
-        ep.add(b.as_raw_fd(), 9).unwrap();
+        ep.add(&a, 7).unwrap();
+        ep.add(&b, 9).unwrap();
         let mut evs = events();
         assert!(ep.wait(&mut evs).unwrap().is_empty());
         let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
         tx.send_to(b"x", a.local_addr().unwrap()).unwrap();
         tx.send_to(b"y", a.local_addr().unwrap()).unwrap();
-        let got: Vec<u64> = ep.wait(&mut evs).unwrap().iter().map(|e| e.u64).collect();
+        let got: Vec<u64> = ep.wait(&mut evs).unwrap().iter().map(token).collect();
         assert_eq!(got, [7]);
         // Level-triggered: still ready until read empty.
         let mut buf = [0u8; 8];

@@ -5,34 +5,22 @@
 //! destination, so the health checker learns *which* backend bounced within a
 //! millisecond of the send, instead of waiting for probe timeouts.
 
-use std::io;
-use std::mem::{size_of, zeroed};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsRawFd, RawFd};
+use std::io::{self, IoSliceMut};
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsFd, AsRawFd};
+
+use nix::sys::socket::{
+    ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, setsockopt, sockopt,
+};
 
 /// Turns on extended error reporting for a socket.
-pub fn enable(fd: &impl AsRawFd, ipv6: bool) -> io::Result<()> {
-    let one: libc::c_int = 1;
-    let (level, name) = if ipv6 {
-        (libc::IPPROTO_IPV6, libc::IPV6_RECVERR)
+pub fn enable(fd: &impl AsFd, ipv6: bool) -> io::Result<()> {
+    if ipv6 {
+        setsockopt(fd, sockopt::Ipv6RecvErr, &true)?;
     } else {
-        (libc::IPPROTO_IP, libc::IP_RECVERR)
-    };
-    // SAFETY: a valid fd and a c_int option value of the right size.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (&one as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
+        setsockopt(fd, sockopt::Ipv4RecvErr, &true)?;
     }
+    Ok(())
 }
 
 /// An unreachable destination reported by ICMP.
@@ -48,7 +36,7 @@ pub struct Unreachable {
 /// errors were read (of any kind).
 pub fn drain(fd: &impl AsRawFd, mut f: impl FnMut(Unreachable)) -> usize {
     let mut n = 0;
-    while let Some(e) = read_one(fd.as_raw_fd()) {
+    while let Some(e) = read_one(fd) {
         n += 1;
         if let Some(u) = e {
             f(u);
@@ -60,78 +48,60 @@ pub fn drain(fd: &impl AsRawFd, mut f: impl FnMut(Unreachable)) -> usize {
     n
 }
 
+/// Room for one `IP_RECVERR` control message (the extended error and the offender's
+/// address), on the stack and aligned for the `cmsghdr` the kernel writes into it.
+#[repr(C, align(8))]
+struct Control([u8; 256]);
+
 /// One entry of the error queue: None when the queue is empty, Some(None) for an
 /// entry that is not an ICMP unreachable.
-fn read_one(fd: RawFd) -> Option<Option<Unreachable>> {
-    // SAFETY: plain C structs, zero-initialised, with lengths that match the buffers
-    // handed to recvmsg; the kernel writes within those lengths.
-    unsafe {
-        let mut name: libc::sockaddr_storage = zeroed();
-        let mut data = [0u8; 64];
-        let mut iov = libc::iovec {
-            iov_base: data.as_mut_ptr().cast(),
-            iov_len: data.len(),
-        };
-        let mut control = [0u64; 64];
-        let mut msg: libc::msghdr = zeroed();
-        msg.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
-        msg.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = size_of::<[u64; 64]>() as _;
-        let rc = libc::recvmsg(fd, &mut msg, libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT);
-        if rc < 0 {
-            return None;
-        }
-        let dest = sockaddr_to_std(&name)?;
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            let c = &*cmsg;
-            let v4 = c.cmsg_level == libc::IPPROTO_IP && c.cmsg_type == libc::IP_RECVERR;
-            let v6 = c.cmsg_level == libc::IPPROTO_IPV6 && c.cmsg_type == libc::IPV6_RECVERR;
-            if v4 || v6 {
-                let ee = &*(libc::CMSG_DATA(cmsg) as *const libc::sock_extended_err);
-                let icmp = (v4 && ee.ee_origin == libc::SO_EE_ORIGIN_ICMP)
-                    || (v6 && ee.ee_origin == libc::SO_EE_ORIGIN_ICMP6);
-                // ICMP type 3 / ICMPv6 type 1: destination unreachable.
-                let unreachable = (v4 && ee.ee_type == 3) || (v6 && ee.ee_type == 1);
-                if icmp && unreachable {
-                    return Some(Some(Unreachable {
-                        dest,
-                        icmp_type: ee.ee_type,
-                        icmp_code: ee.ee_code,
-                    }));
-                }
+fn read_one(fd: &impl AsRawFd) -> Option<Option<Unreachable>> {
+    let mut data = [0u8; 64];
+    let mut iov = [IoSliceMut::new(&mut data)];
+    let mut control = Control([0; 256]);
+    let msg = recvmsg::<SockaddrStorage>(
+        fd.as_raw_fd(),
+        &mut iov,
+        Some(&mut control.0),
+        MsgFlags::MSG_ERRQUEUE | MsgFlags::MSG_DONTWAIT,
+    )
+    .ok()?;
+    // The queued datagram's destination: the backend that bounced it.
+    let dest = msg.address.as_ref().and_then(storage_to_std)?;
+    let Ok(cmsgs) = msg.cmsgs() else {
+        return Some(None);
+    };
+    for c in cmsgs {
+        // ICMP type 3 / ICMPv6 type 1: destination unreachable.
+        let ee = match c {
+            ControlMessageOwned::Ipv4RecvErr(ee, _)
+                if ee.ee_origin == libc::SO_EE_ORIGIN_ICMP && ee.ee_type == 3 =>
+            {
+                ee
             }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-        }
-        Some(None)
+            ControlMessageOwned::Ipv6RecvErr(ee, _)
+                if ee.ee_origin == libc::SO_EE_ORIGIN_ICMP6 && ee.ee_type == 1 =>
+            {
+                ee
+            }
+            _ => continue,
+        };
+        return Some(Some(Unreachable {
+            dest,
+            icmp_type: ee.ee_type,
+            icmp_code: ee.ee_code,
+        }));
     }
+    Some(None)
 }
 
 /// A kernel socket address (IPv4 or IPv6) as a std one.
-pub(super) fn sockaddr_to_std(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match s.ss_family as libc::c_int {
-        libc::AF_INET => {
-            // SAFETY: the family says this storage holds a sockaddr_in.
-            let a = unsafe { &*(s as *const libc::sockaddr_storage as *const libc::sockaddr_in) };
-            Some(SocketAddr::V4(SocketAddrV4::new(
-                Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
-                u16::from_be(a.sin_port),
-            )))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says this storage holds a sockaddr_in6.
-            let a = unsafe { &*(s as *const libc::sockaddr_storage as *const libc::sockaddr_in6) };
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                Ipv6Addr::from(a.sin6_addr.s6_addr),
-                u16::from_be(a.sin6_port),
-                a.sin6_flowinfo,
-                a.sin6_scope_id,
-            )))
-        }
-        _ => None,
+fn storage_to_std(s: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(a) = s.as_sockaddr_in() {
+        Some(SocketAddr::V4(SocketAddrV4::from(*a)))
+    } else {
+        s.as_sockaddr_in6()
+            .map(|a| SocketAddr::V6(SocketAddrV6::from(*a)))
     }
 }
 

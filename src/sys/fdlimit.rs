@@ -3,31 +3,19 @@
 //! table larger than what fits is reported once, so a full fd table is not a surprise
 //! under load (it shows as `bind_failed` drops).
 
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
+
 /// Descriptors kept for everything that is not a relay socket (public, probe, sync,
 /// admin, netlink, logs, tokio).
 const RESERVE: u64 = 64;
 
 /// Raises RLIMIT_NOFILE's soft limit to its hard limit; returns the resulting soft limit.
 pub fn raise() -> std::io::Result<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(std::io::Error::last_os_error());
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        return Ok(hard);
     }
-    if lim.rlim_cur < lim.rlim_max {
-        let want = libc::rlimit {
-            rlim_cur: lim.rlim_max,
-            rlim_max: lim.rlim_max,
-        };
-        // SAFETY: as above.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
-            lim.rlim_cur = lim.rlim_max;
-        }
-    }
-    Ok(lim.rlim_cur)
+    Ok(soft)
 }
 
 /// Flows that fit under an open-file limit of `limit`.
@@ -56,17 +44,14 @@ pub fn prepare(max_flows: usize) {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn raise_reaches_the_hard_limit() {
-        let soft = super::raise().unwrap();
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: reads into the struct.
-        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
-        assert_eq!(soft, lim.rlim_max);
-        assert_eq!(lim.rlim_cur, lim.rlim_max);
-        assert_eq!(super::flows_that_fit(20_000), 19_936);
+        let soft = raise().unwrap();
+        let (cur, max) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        assert_eq!(soft, max);
+        assert_eq!(cur, max);
+        assert_eq!(flows_that_fit(20_000), 19_936);
     }
 }

@@ -5,11 +5,11 @@
 //! IP_RECVERR an ICMP error arriving mid-batch also ends it short, with data still
 //! queued; that error's arrival wakes the reactor again, so nothing is stranded.)
 
-use std::io;
-use std::net::SocketAddr;
+use std::io::{self, IoSliceMut};
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
 
-use super::errqueue::sockaddr_to_std;
+use nix::sys::socket::SockaddrStorage;
 
 /// Large enough for any UDP datagram (65,507 bytes over IPv4, 65,527 over IPv6).
 pub const BUF_LEN: usize = 65536;
@@ -17,21 +17,30 @@ pub const BUF_LEN: usize = 65536;
 pub const BATCH: usize = 16;
 
 /// Receive buffers and the kernel's per-message headers for one batch.
+///
+/// Why not nix's `recvmmsg` (nix is the crate for the rest of `sys`): it does not
+/// allocate per call with `MultiHeaders::preallocate`, but it sets each header's
+/// `msg_namelen` only once, at preallocation. The kernel overwrites it with the
+/// sender's address length, so after a batch from an IPv4 socket (16 bytes) a batch
+/// from an IPv6 socket gets its senders cut to 16 bytes, and one batch serves every
+/// public and relay socket of both families here
+/// (`one_batch_serves_both_families` below). So the headers are rebuilt on the stack
+/// for each call, as nix's `recvmsg` does for one message.
 pub struct RecvBatch {
     /// `BATCH` buffers of `BUF_LEN`, back to back. Only pages the kernel writes to
     /// become resident, so unused tail space costs address space, not memory.
     bufs: Box<[u8]>,
-    addrs: [libc::sockaddr_storage; BATCH],
+    addrs: [SockaddrStorage; BATCH],
     lens: [usize; BATCH],
     n: usize,
 }
 
 impl Default for RecvBatch {
     fn default() -> Self {
+        let unspecified = SockaddrStorage::from(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0));
         RecvBatch {
             bufs: vec![0u8; BATCH * BUF_LEN].into_boxed_slice(),
-            // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
-            addrs: unsafe { std::mem::zeroed() },
+            addrs: [unspecified; BATCH],
             lens: [0; BATCH],
             n: 0,
         }
@@ -43,21 +52,23 @@ impl RecvBatch {
     /// never happens: an empty queue is `WouldBlock`.
     pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
         self.n = 0;
-        // SAFETY: iovec/mmsghdr are plain data; zero is a valid starting value.
-        let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+        let mut chunks = self.bufs.chunks_exact_mut(BUF_LEN);
+        let mut iovs: [IoSliceMut<'_>; BATCH] =
+            std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
+        // SAFETY: mmsghdr is plain C data (pointers, lengths, flags); all-zero is a
+        // valid value, and every field the kernel reads is set below.
         let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-        let base = self.bufs.as_mut_ptr();
-        for (i, (iov, h)) in iovs.iter_mut().zip(hdrs.iter_mut()).enumerate() {
-            // SAFETY: i < BATCH, so the offset stays inside the BATCH * BUF_LEN buffer.
-            iov.iov_base = unsafe { base.add(i * BUF_LEN) }.cast();
-            iov.iov_len = BUF_LEN;
-            h.msg_hdr.msg_name = (&raw mut self.addrs[i]).cast();
-            h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            h.msg_hdr.msg_iov = iov;
+        for ((iov, addr), h) in iovs.iter_mut().zip(&mut self.addrs).zip(&mut hdrs) {
+            h.msg_hdr.msg_name = (addr as *mut SockaddrStorage).cast();
+            h.msg_hdr.msg_namelen = size_of::<SockaddrStorage>() as libc::socklen_t;
+            // IoSliceMut is ABI-compatible with iovec on Unix (std guarantees it).
+            h.msg_hdr.msg_iov = (iov as *mut IoSliceMut<'_>).cast();
             h.msg_hdr.msg_iovlen = 1;
         }
-        // SAFETY: every header points into buffers and addresses owned by `self` (or
-        // the iovecs above), valid for the duration of the call and of the sizes given.
+        // SAFETY: each header points at one iovec above (a BUF_LEN chunk of
+        // `self.bufs`) and at one `SockaddrStorage` of `self.addrs` (a repr(C) union
+        // the size of sockaddr_storage) with matching lengths; all of them outlive
+        // the call, and the kernel writes only within those lengths.
         let r = unsafe {
             libc::recvmmsg(
                 fd,
@@ -83,7 +94,12 @@ impl RecvBatch {
         if i >= self.n {
             return None;
         }
-        let from = sockaddr_to_std(&self.addrs[i])?;
+        let a = &self.addrs[i];
+        let from = match (a.as_sockaddr_in(), a.as_sockaddr_in6()) {
+            (Some(v4), _) => SocketAddr::V4(SocketAddrV4::from(*v4)),
+            (None, Some(v6)) => SocketAddr::V6(SocketAddrV6::from(*v6)),
+            _ => return None,
+        };
         let start = i * BUF_LEN;
         Some((&self.bufs[start..start + self.lens[i]], from))
     }
@@ -131,6 +147,19 @@ mod tests {
             assert_eq!(got.last().unwrap().len(), 65_000);
             let e = b.recv(rx.as_raw_fd()).unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        }
+    }
+
+    #[test]
+    fn one_batch_serves_both_families() {
+        let mut b = RecvBatch::default();
+        for local in ["127.0.0.1:0", "[::1]:0", "127.0.0.1:0", "[::1]:0"] {
+            let rx = UdpSocket::bind(local).unwrap();
+            let tx = UdpSocket::bind(local).unwrap();
+            tx.send_to(b"x", rx.local_addr().unwrap()).unwrap();
+            assert_eq!(b.recv(rx.as_raw_fd()).unwrap(), 1);
+            let (d, from) = b.get(0).unwrap();
+            assert_eq!((d, from), (&b"x"[..], tx.local_addr().unwrap()));
         }
     }
 }

@@ -4,7 +4,11 @@
 use std::io;
 use std::mem::size_of;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::sys::socket::{
+    AddressFamily, LinkAddr, MsgFlags, SockFlag, SockType, SockaddrLike, sendto, socket,
+};
 
 pub const FRAME_LEN: usize = 42;
 
@@ -29,51 +33,49 @@ pub fn frame(mac: [u8; 6], vip: Ipv4Addr) -> [u8; FRAME_LEN] {
 /// An AF_PACKET socket to send raw frames on one interface.
 pub struct GarpSocket {
     fd: OwnedFd,
-    ifindex: u32,
+    dest: LinkAddr,
 }
 
 impl GarpSocket {
     pub fn open(ifindex: u32) -> io::Result<Self> {
-        // SAFETY: plain socket(2); the fd is owned right away.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                0,
-            )
+        let fd = socket(
+            AddressFamily::Packet,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            None,
+        )?;
+        let ll = libc::sockaddr_ll {
+            sll_family: libc::AF_PACKET as u16,
+            sll_protocol: 0x0806u16.to_be(),
+            sll_ifindex: ifindex as i32,
+            sll_hatype: 0,
+            sll_pkttype: 0,
+            sll_halen: 6,
+            sll_addr: [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0],
         };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
+        // nix reads link-layer addresses (recvfrom, getifaddrs) but has no safe
+        // constructor for one to send to.
+        // SAFETY: `ll` is a complete, initialised sockaddr_ll and the length given is
+        // its size; from_raw copies it.
+        let dest = unsafe {
+            LinkAddr::from_raw(
+                (&raw const ll).cast(),
+                Some(size_of::<libc::sockaddr_ll>() as libc::socklen_t),
+            )
         }
-        // SAFETY: fd is a fresh, valid descriptor we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(GarpSocket { fd, ifindex })
+        .ok_or_else(|| io::Error::other("sockaddr_ll rejected"))?;
+        Ok(GarpSocket { fd, dest })
     }
 
+    /// Broadcasts one gratuitous ARP for `vip` from `mac`.
     pub fn send(&self, mac: [u8; 6], vip: Ipv4Addr) -> io::Result<()> {
-        let f = frame(mac, vip);
-        // SAFETY: a zeroed sockaddr_ll filled with valid values, lengths matching.
-        let rc = unsafe {
-            let mut sa: libc::sockaddr_ll = std::mem::zeroed();
-            sa.sll_family = libc::AF_PACKET as u16;
-            sa.sll_protocol = 0x0806u16.to_be();
-            sa.sll_ifindex = self.ifindex as i32;
-            sa.sll_halen = 6;
-            sa.sll_addr[..6].copy_from_slice(&[0xff; 6]);
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                f.as_ptr().cast(),
-                f.len(),
-                0,
-                (&sa as *const libc::sockaddr_ll).cast(),
-                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
+        sendto(
+            self.fd.as_raw_fd(),
+            &frame(mac, vip),
+            &self.dest,
+            MsgFlags::empty(),
+        )?;
+        Ok(())
     }
 }
 

@@ -2,7 +2,7 @@
 //! 224.0.0.18 (joined on that interface) or unicast to configured peers.
 
 use std::io;
-use std::mem::MaybeUninit;
+use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
@@ -77,7 +77,8 @@ impl Speaker {
             peers.to_vec()
         };
         // SAFETY: the Socket owns its fd and is moved into the AsyncFd, which keeps
-        // it open for as long as it is registered.
+        // it open for as long as it is registered. (This tokio's AsyncFd::register
+        // takes that as the caller's promise; no wrapper crate can make it for us.)
         let sock = unsafe { AsyncFd::register(s) }.map_err(|e| io::Error::other(e.to_string()))?;
         Ok(Speaker { sock, dests })
     }
@@ -107,11 +108,8 @@ impl Speaker {
 
     /// Reads one datagram without waiting; Ok(None) when there is none.
     pub fn try_recv<'b>(&self, buf: &'b mut [u8]) -> io::Result<Option<&'b [u8]>> {
-        // SAFETY: recv_from only writes initialised bytes into the prefix it reports;
-        // u8 and MaybeUninit<u8> have the same layout.
-        let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) };
-        match self.sock.get_ref().recv_from(uninit) {
-            Ok((n, _)) => Ok(Some(&buf[..n])),
+        match (&mut self.sock.get_ref()).read(buf) {
+            Ok(n) => Ok(Some(&buf[..n])),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
             Err(e) => Err(e),
         }
