@@ -44,7 +44,7 @@ fn bench_routing(c: &mut Criterion) {
         },
     )
     .unwrap();
-    let mut r = Router::new(RouterConfig::new(&cfg, None), &cfg.backends);
+    let mut r = Router::new(RouterConfig::new(&cfg, None), &cfg.backends, Instant::now());
     let now = Instant::now();
     let client = |i: u32| SocketAddr::from(([198, 51, (i >> 8) as u8, i as u8], 5060));
     let mut ports = Vec::new();
@@ -86,7 +86,7 @@ fn bench_sweep(c: &mut Criterion) {
         reserved: vec![],
     };
     let cfg = Config::parse(&text, &eph).unwrap();
-    let mut r = Router::new(RouterConfig::new(&cfg, None), &cfg.backends);
+    let mut r = Router::new(RouterConfig::new(&cfg, None), &cfg.backends, Instant::now());
     let t0 = Instant::now();
     let invite = String::from_utf8_lossy(INVITE).into_owned();
     for i in 0..100_000u32 {

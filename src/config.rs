@@ -147,6 +147,22 @@ pub struct Config {
     pub vrrp: Option<Vrrp>,
     /// State sync with the peer; None = no sync.
     pub sync: Option<SyncConfig>,
+    /// Trunks with fixed relay endpoints (`[[peer]]`).
+    pub peers: Vec<StaticPeer>,
+}
+
+/// `[[peer]]`: a carrier or PBX trunk. Its flow exists from start, never expires and
+/// always has the relay endpoint `relay`, so backends can authenticate it by that
+/// address and send to it (sipfront sends on from the public SIP address).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticPeer {
+    pub name: String,
+    /// Where it sends from; the first is where requests to it go.
+    pub addrs: Vec<SocketAddr>,
+    /// Its relay endpoint: one of `listen.relay` with a fixed port.
+    pub relay: SocketAddr,
+    /// Backends that may receive its requests (empty: all).
+    pub backends: Vec<String>,
 }
 
 /// `[sync]`: the peer link that mirrors flows and dialogs.

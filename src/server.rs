@@ -104,7 +104,8 @@ pub async fn start(cfg: Config, prom: PrometheusHandle) -> Result<Running, Serve
     })?;
     let names: Vec<String> = cfg.backends.iter().map(|b| b.name.clone()).collect();
     let status = Arc::new(Mutex::new(Status::new()));
-    let metrics = MetricsHandles::register(&names);
+    let peers: Vec<String> = cfg.peers.iter().map(|p| p.name.clone()).collect();
+    let metrics = MetricsHandles::register(&names, &peers);
     let (tx, rx) = watch::channel(false);
     let (ctl_tx, ctl_rx) = mpsc::channel(64);
     let dp_status = status.clone();

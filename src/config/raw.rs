@@ -17,6 +17,19 @@ pub(super) struct Raw {
     pub health: Option<RawHealth>,
     pub vrrp: Option<super::vrrp::RawVrrp>,
     pub sync: Option<RawSync>,
+    #[serde(default)]
+    pub peer: Vec<RawPeer>,
+}
+
+/// `[[peer]]`: a trunk (carrier, PBX) with a fixed relay endpoint.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPeer {
+    pub name: String,
+    #[serde(default, deserialize_with = "one_or_many_addrs")]
+    pub addr: Option<Vec<String>>,
+    pub relay: String,
+    pub backends: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -90,25 +103,31 @@ pub(super) struct RawSync {
 
 /// `"a"` or `["a", "b"]`: a single relay address stays as simple as it was.
 fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
-    struct V;
-    impl<'de> serde::de::Visitor<'de> for V {
-        type Value = Option<Vec<String>>;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("an IP address or a list of IP addresses")
-        }
-        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
-            Ok(Some(vec![s.to_string()]))
-        }
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(
-            self,
-            mut a: A,
-        ) -> Result<Self::Value, A::Error> {
-            let mut v = Vec::new();
-            while let Some(s) = a.next_element::<String>()? {
-                v.push(s);
-            }
-            Ok(Some(v))
-        }
+    d.deserialize_any(OneOrMany("an IP address or a list of IP addresses"))
+}
+
+fn one_or_many_addrs<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Vec<String>>, D::Error> {
+    d.deserialize_any(OneOrMany("an IP:port address or a list of them"))
+}
+
+/// One string or a list of strings; the text says what the strings are.
+struct OneOrMany(&'static str);
+
+impl<'de> serde::de::Visitor<'de> for OneOrMany {
+    type Value = Option<Vec<String>>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(self.0)
     }
-    d.deserialize_any(V)
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(Some(vec![s.to_string()]))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        let mut v = Vec::new();
+        while let Some(s) = a.next_element::<String>()? {
+            v.push(s);
+        }
+        Ok(Some(v))
+    }
 }

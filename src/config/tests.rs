@@ -436,3 +436,62 @@ fn example_config_comments_show_the_defaults() {
         "a `# key = value` comment is not the default"
     );
 }
+
+#[test]
+fn peers_are_checked_and_errors_name_the_key() {
+    let peer = |body: &str| format!("{GOOD}\n[[peer]]\n{body}\n");
+    let ok = peer(
+        "name = \"c\"\naddr = [\"192.0.2.5:5060\", \"192.0.2.6:5060\"]\nrelay = \"127.0.0.1:5100\"\nbackends = [\"b\"]",
+    );
+    let c = Config::parse(&ok, &eph()).unwrap();
+    assert_eq!(c.peers.len(), 1);
+    assert_eq!(c.peers[0].addrs.len(), 2);
+    assert_eq!(c.peers[0].backends, ["b"]);
+    let two = format!(
+        "{ok}\n[[peer]]\nname = \"d\"\naddr = \"192.0.2.7:5060\"\nrelay = \"127.0.0.1:5100\"\n"
+    );
+    let cases: &[(String, &str)] = &[
+        (
+            peer("name = \"c\"\naddr = \"192.0.2.5:5060\"\nrelay = \"127.0.0.9:5100\""),
+            "peer[0].relay: 127.0.0.9 is not one of the listen.relay addresses",
+        ),
+        (
+            peer("name = \"c\"\naddr = \"192.0.2.5:5060\"\nrelay = \"127.0.0.1:5060\""),
+            "peer[0].relay: 127.0.0.1:5060 is a listen.sip address",
+        ),
+        (
+            two.clone(),
+            "peer[1].relay: 127.0.0.1:5100 is peer `c`'s relay endpoint too",
+        ),
+        (
+            two.replace("name = \"d\"", "name = \"c\""),
+            "peer[1].name: duplicate peer name `c`",
+        ),
+        (
+            two.replace("192.0.2.7:5060", "192.0.2.6:5060"),
+            "peer[1].addr: 192.0.2.6:5060 is listed for more than one peer",
+        ),
+        (
+            peer(
+                "name = \"c\"\naddr = \"192.0.2.5:5060\"\nrelay = \"127.0.0.1:5100\"\nbackends = [\"zz\"]",
+            ),
+            "peer[0].backends[0]: no backend named `zz`",
+        ),
+        (
+            peer("name = \"c\"\naddr = \"0.0.0.0:5060\"\nrelay = \"127.0.0.1:5100\""),
+            "peer[0].addr: needs a concrete IP and a non-zero port",
+        ),
+        (
+            peer("name = \"c\"\naddr = \"[2001:db8::1]:5060\"\nrelay = \"127.0.0.1:5100\""),
+            "peer[0].addr: no listen.sip address of its IP family",
+        ),
+        (
+            peer("name = \"c\"\nrelay = \"127.0.0.1:5100\""),
+            "peer[0].addr: needs at least one",
+        ),
+    ];
+    for (text, want) in cases {
+        let e = err(text);
+        assert!(e.contains(want), "error `{e}` should mention `{want}`");
+    }
+}

@@ -42,13 +42,15 @@ pub struct MetricsHandles {
     dialogs: Gauge,
     ports_in_use: Gauge,
     replies_503: Counter,
+    /// Datagrams per static peer (names come from the config, never from traffic).
+    peers: Vec<PerDirection<Counter>>,
     last: Counters,
     last_drop_log: Option<Instant>,
 }
 
 impl MetricsHandles {
     /// Registers all series with the installed recorder (or a no-op one).
-    pub fn register(backend_names: &[String]) -> Self {
+    pub fn register(backend_names: &[String], peer_names: &[String]) -> Self {
         let drops = DropReason::ALL
             .iter()
             .map(|r| counter!("sipfront_drops_total", "reason" => r.as_str()))
@@ -71,7 +73,15 @@ impl MetricsHandles {
             dialogs: gauge!("sipfront_dialogs"),
             ports_in_use: gauge!("sipfront_relay_ports_in_use"),
             replies_503: counter!("sipfront_local_replies_total", "code" => "503"),
-            last: Counters::new(backend_names.len()),
+            peers: peer_names
+                .iter()
+                .map(|n| {
+                    PerDirection(Direction::ALL.map(|d| {
+                        counter!("sipfront_peer_datagrams_total", "peer" => n.clone(), "direction" => d.as_str())
+                    }))
+                })
+                .collect(),
+            last: Counters::new(backend_names.len(), peer_names.len()),
             last_drop_log: None,
         }
     }
@@ -127,6 +137,11 @@ impl MetricsHandles {
             for d in Direction::ALL {
                 h.datagrams[d].increment(now.datagrams[d].saturating_sub(last.datagrams[d]));
                 h.bytes[d].increment(now.bytes[d].saturating_sub(last.bytes[d]));
+            }
+        }
+        for (h, (now, last)) in self.peers.iter().zip(c.peers.iter().zip(&self.last.peers)) {
+            for d in Direction::ALL {
+                h[d].increment(now[d].saturating_sub(last[d]));
             }
         }
         for d in Direction::ALL {

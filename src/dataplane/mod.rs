@@ -161,7 +161,11 @@ async fn serve(
         ["dialog-k0", "dialog-k1", "dialog-k2", "dialog-k3"]
             .map(|l| Key::new(s.key.as_bytes()).derive(l))
     });
-    let router = Router::new(RouterConfig::new(&cfg, dialog_keys), &cfg.backends);
+    let router = Router::new(
+        RouterConfig::new(&cfg, dialog_keys),
+        &cfg.backends,
+        Instant::now(),
+    );
     let sync_link = match &cfg.sync {
         Some(sc) => Some(sync::open(sc, &cfg).map_err(DataplaneError::Sync)?),
         None => None,
@@ -182,9 +186,11 @@ async fn serve(
         prober,
         metrics,
         relay_ips: cfg.listen.relay.clone(),
-        space: RelaySpace::new(&cfg.listen.relay_ports, cfg.listen.relay.len()),
+        space: RelaySpace::from_config(&cfg),
         public: public.clone(),
-        relays: (0..cfg.relay_port_count()).map(|_| None).collect(),
+        relays: (0..RelaySpace::from_config(&cfg).len())
+            .map(|_| None)
+            .collect(),
         relay_poll: relay_poll.clone(),
         relays_open: 0,
         batch: Some(Box::default()),
@@ -193,6 +199,17 @@ async fn serve(
     }));
     for (i, sock) in public.into_iter().enumerate() {
         tokio::task::spawn_local(public_loop(shell.clone(), i as u16, sock));
+    }
+    {
+        // Static peers' endpoints are bound from the start, on the standby too: a
+        // backend can send to a carrier through either host.
+        let mut s = shell.borrow_mut();
+        let statics: Vec<RelayPort> = s.router.static_endpoints().collect();
+        for p in statics {
+            if let Err(e) = s.open_relay(p) {
+                tracing::error!(addr = p.addr, port = p.port, error = %e, "cannot bind a static peer's relay endpoint");
+            }
+        }
     }
     tokio::task::spawn_local(relay_reactor(shell.clone(), relay_poll));
     tokio::task::spawn_local(probe_loop(shell.clone()));

@@ -191,11 +191,16 @@ impl BackendSet {
 
     /// Highest-random-weight choice among backends that accept new flows.
     pub fn choose(&self, client: &SocketAddr) -> Option<BackendId> {
+        self.choose_among(client, &[])
+    }
+
+    /// `choose` restricted to the backends named by `seeds` (empty: all).
+    pub fn choose_among(&self, client: &SocketAddr, seeds: &[u64]) -> Option<BackendId> {
         let key = hrw::client_key(client);
         self.slots
             .iter()
             .enumerate()
-            .filter(|(_, b)| b.accepts_new())
+            .filter(|(_, b)| b.accepts_new() && (seeds.is_empty() || seeds.contains(&b.seed)))
             .max_by_key(|(_, b)| hrw::score(key, b.seed))
             .map(|(i, _)| BackendId::from_index(i))
     }

@@ -29,6 +29,9 @@ pub struct Flow {
     /// Dialogs (answered INVITE, SUBSCRIBE, REFER) that use this flow: while any
     /// lives, the flow does, so a long call keeps its way back.
     pub dialogs: u32,
+    /// A static peer's flow (its index in the config): exists from start, never
+    /// expires, never synced (both hosts have it from the config).
+    pub peer: Option<u16>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -53,6 +56,8 @@ pub struct FlowTable {
     free_ports: VecDeque<RelayPort>,
     space: RelaySpace,
     max: usize,
+    /// Further source addresses of static peers in `by_client` (not flows).
+    aliases: usize,
 }
 
 impl FlowTable {
@@ -71,15 +76,37 @@ impl FlowTable {
             free_ports: space.interleaved().collect(),
             space,
             max,
+            aliases: 0,
         }
     }
 
     pub fn len(&self) -> usize {
-        self.by_client.len()
+        self.by_client.len() - self.aliases
+    }
+
+    pub fn is_static(&self, port: RelayPort) -> bool {
+        self.space.is_static(port)
+    }
+
+    /// Places a static peer's flow on its fixed endpoint; datagrams from `aliases`
+    /// (the peer's other addresses) belong to it too. None if the endpoint is
+    /// outside the space or taken.
+    pub fn insert_static(&mut self, flow: Flow, aliases: &[SocketAddr]) -> Option<FlowId> {
+        let i = self.space.index(flow.relay_port)?;
+        if self.by_port[i] != NO_FLOW || self.by_client.contains_key(&flow.client) {
+            return None;
+        }
+        let id = self.place(flow);
+        for &a in aliases {
+            if self.by_client.insert(a, id.0).is_none() {
+                self.aliases += 1;
+            }
+        }
+        Some(id)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_client.is_empty()
+        self.len() == 0
     }
 
     pub fn capacity(&self) -> usize {
@@ -127,6 +154,7 @@ impl FlowTable {
             mirrored: false,
             sync_gen: 0,
             dialogs: 0,
+            peer: None,
         };
         Ok(self.place(flow))
     }
@@ -230,6 +258,7 @@ impl FlowTable {
         for (i, s) in self.slots[range].iter().enumerate() {
             let Some(f) = s else { continue };
             let expired = !(keep_mirrored && f.mirrored)
+                && f.peer.is_none()
                 && f.dialogs == 0
                 && idle_cutoff.is_some_and(|c| f.last_seen <= c)
                 && f.registered_until.is_none_or(|r| r <= now);

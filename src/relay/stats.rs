@@ -130,12 +130,15 @@ pub struct Counters {
     pub flows_expired: u64,
     /// Stateless 503s sent because no backend was up.
     pub replies_503: u64,
+    /// Datagrams of each static peer, by config index.
+    pub peers: Vec<PerDirection<u64>>,
 }
 
 impl Counters {
-    pub fn new(backends: usize) -> Self {
+    pub fn new(backends: usize, peers: usize) -> Self {
         Counters {
             backends: vec![BackendCounters::default(); backends],
+            peers: vec![PerDirection::default(); peers],
             ..Default::default()
         }
     }
@@ -157,6 +160,13 @@ impl Counters {
         }
     }
 
+    #[inline]
+    pub fn peer_forwarded(&mut self, peer: u16, dir: Direction) {
+        if let Some(p) = self.peers.get_mut(usize::from(peer)) {
+            p[dir] += 1;
+        }
+    }
+
     /// Copies `other` into `self`, reusing this vector's storage: the derived
     /// `clone_from` would allocate a new one every time.
     pub fn copy_from(&mut self, other: &Counters) {
@@ -167,6 +177,8 @@ impl Counters {
         self.flows_created = other.flows_created;
         self.flows_expired = other.flows_expired;
         self.replies_503 = other.replies_503;
+        self.peers.clear();
+        self.peers.extend_from_slice(&other.peers);
     }
 
     /// Keeps the per-backend vector in step with a changed backend list.

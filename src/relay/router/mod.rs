@@ -14,7 +14,7 @@ use super::port::RelayPort;
 use super::port::RelaySpace;
 use super::ratelimit::NewFlowLimiter;
 use super::stats::{Counters, Direction, DropReason};
-use crate::config::{Backend, Config, Failback, Limits};
+use crate::config::{Backend, Config, Failback, Limits, StaticPeer};
 use crate::sip::{Scan, SipView, scan};
 
 mod sync;
@@ -27,6 +27,13 @@ struct Touched {
     relay_port: RelayPort,
     client: SocketAddr,
     ingress: u16,
+    peer: Option<u16>,
+}
+
+/// A static peer as the router needs it.
+struct Peer {
+    /// Rendezvous seeds of the backends that may receive its requests (empty: all).
+    backends: Vec<u64>,
 }
 
 /// Sync items queued between two flushes of the peer link at most.
@@ -123,22 +130,32 @@ pub struct RouterConfig {
     pub dialog_keys: Option<[u64; 4]>,
     /// Queue table changes for a sync peer.
     pub sync: bool,
+    /// Trunks with fixed relay endpoints.
+    pub peers: Vec<StaticPeer>,
+    /// The public SIP addresses (a peer is reached from the first of its family).
+    pub sip: Vec<SocketAddr>,
+    /// The relay addresses (a peer's endpoint is one of them).
+    pub relay: Vec<std::net::IpAddr>,
 }
 
 impl RouterConfig {
     pub fn new(cfg: &Config, dialog_keys: Option<[u64; 4]>) -> Self {
         RouterConfig {
             settings: RouterSettings::from(cfg),
-            space: RelaySpace::new(&cfg.listen.relay_ports, cfg.listen.relay.len()),
+            space: RelaySpace::from_config(cfg),
             limits: cfg.limits.clone(),
             dialog_keys,
             sync: cfg.sync.is_some(),
+            peers: cfg.peers.clone(),
+            sip: cfg.listen.sip.clone(),
+            relay: cfg.listen.relay.clone(),
         }
     }
 }
 
 pub struct Router {
     settings: RouterSettings,
+    peers: Vec<Peer>,
     backends: BackendSet,
     flows: FlowTable,
     dialogs: DialogTable,
@@ -172,13 +189,21 @@ fn opens_dialog(method: &[u8]) -> bool {
 }
 
 impl Router {
-    pub fn new(rc: RouterConfig, backend_list: &[Backend]) -> Self {
+    pub fn new(rc: RouterConfig, backend_list: &[Backend], now: Instant) -> Self {
         let backends = BackendSet::new(backend_list);
         let limits = &rc.limits;
-        Router {
-            counters: Counters::new(backends.len()),
+        let mut r = Router {
+            counters: Counters::new(backends.len(), rc.peers.len()),
             backends,
-            flows: FlowTable::new(rc.space.clone(), limits.max_flows),
+            // Static peers' flows come on top of `max_flows`.
+            flows: FlowTable::new(rc.space.clone(), limits.max_flows + rc.peers.len()),
+            peers: rc
+                .peers
+                .iter()
+                .map(|p| Peer {
+                    backends: p.backends.iter().map(|n| super::hrw::seed(n)).collect(),
+                })
+                .collect(),
             dialogs: DialogTable::new(limits.max_dialogs, rc.dialog_keys),
             sync_out: rc.sync.then(|| Vec::with_capacity(SYNC_QUEUE)),
             sync_overflow: false,
@@ -198,8 +223,52 @@ impl Router {
             sweep_homes: vec![0; backend_list.len()],
             flows_per_backend: vec![0; backend_list.len()],
             vacate_scratch: Vec::with_capacity(backend_list.len()),
-            settings: rc.settings,
+            settings: rc.settings.clone(),
+        };
+        r.add_peers(&rc, now);
+        r
+    }
+
+    /// Creates the static peers' flows on their fixed endpoints (config checks
+    /// guarantee each endpoint is a relay address and unique).
+    fn add_peers(&mut self, rc: &RouterConfig, now: Instant) {
+        for (i, p) in rc.peers.iter().enumerate() {
+            let Some(relay_port) = super::port::endpoint_of(&rc.relay, p.relay) else {
+                continue;
+            };
+            let client = p.addrs[0];
+            let ingress = rc
+                .sip
+                .iter()
+                .position(|s| s.is_ipv4() == client.is_ipv4())
+                .unwrap_or(0) as u16;
+            let home = self
+                .backends
+                .choose_among(&client, &self.peers[i].backends)
+                .unwrap_or(BackendId::new(0));
+            let flow = Flow {
+                client,
+                relay_port,
+                ingress,
+                home,
+                last_seen: now,
+                registered_until: None,
+                created: now,
+                mirrored: false,
+                sync_gen: 0,
+                dialogs: 0,
+                peer: Some(i as u16),
+            };
+            self.flows.insert_static(flow, &p.addrs[1..]);
         }
+    }
+
+    /// The static peers' relay endpoints: their sockets are opened at start.
+    pub fn static_endpoints(&self) -> impl Iterator<Item = RelayPort> + '_ {
+        self.flows
+            .iter()
+            .filter(|f| f.peer.is_some())
+            .map(|f| f.relay_port)
     }
 
     pub fn counters(&self) -> &Counters {
@@ -270,7 +339,11 @@ impl Router {
         if home_ok && !back_home {
             return Some(home);
         }
-        let best = match self.backends.choose(&flow.client) {
+        let allowed = flow
+            .peer
+            .and_then(|p| self.peers.get(usize::from(p)))
+            .map_or(&[][..], |p| &p.backends[..]);
+        let best = match self.backends.choose_among(&flow.client, allowed) {
             Some(b) => b,
             // Nothing takes new flows (e.g. the only backend drains): stay home.
             None if home_ok => return Some(home),
@@ -347,11 +420,17 @@ impl Router {
                 home
             }
         };
-        let Some(Touched { relay_port, .. }) = self.touch(id, now) else {
+        let Some(Touched {
+            relay_port, peer, ..
+        }) = self.touch(id, now)
+        else {
             return self.drop_from_client(DropReason::NoFlow);
         };
         self.counters
             .forwarded(backend.index(), Direction::ToBackend, data.len());
+        if let Some(p) = peer {
+            self.counters.peer_forwarded(p, Direction::ToBackend);
+        }
         ClientAction::Forward {
             flow: id,
             relay_port,
@@ -371,6 +450,7 @@ impl Router {
             relay_port: flow.relay_port,
             client: flow.client,
             ingress: flow.ingress,
+            peer: flow.peer,
         };
         if flow.mirrored {
             flow.mirrored = false;
@@ -467,6 +547,7 @@ impl Router {
         let Some(Touched {
             client: to,
             ingress,
+            peer,
             ..
         }) = self.touch(id, now)
         else {
@@ -474,6 +555,9 @@ impl Router {
         };
         self.counters
             .forwarded(backend.index(), Direction::ToClient, data.len());
+        if let Some(p) = peer {
+            self.counters.peer_forwarded(p, Direction::ToClient);
+        }
         BackendAction::Forward {
             to,
             ingress,

@@ -38,6 +38,12 @@ pub struct SyncEffect {
 impl Router {
     #[inline]
     pub(super) fn emit(&mut self, item: Item) {
+        // Static peers' flows come from the config on both hosts.
+        if let Item::Flow { relay_port, .. } | Item::FlowGone { relay_port } = item
+            && self.flows.is_static(relay_port)
+        {
+            return;
+        }
         if let Some(q) = &mut self.sync_out {
             if q.len() < q.capacity() {
                 q.push(item);
@@ -62,7 +68,7 @@ impl Router {
         out.extend(
             self.flows
                 .iter()
-                .filter(|f| !f.mirrored)
+                .filter(|f| !f.mirrored && f.peer.is_none())
                 .map(|f| flow_item(f, now, &self.backends)),
         );
         out.extend(self.dialogs.iter().map(|(&key, d)| Item::Dialog {
@@ -109,6 +115,12 @@ impl Router {
     /// Applies one change from the peer.
     pub fn apply_sync(&mut self, now: Instant, item: Item) -> SyncEffect {
         let mut effect = SyncEffect::default();
+        if let Item::Flow { relay_port, .. } | Item::FlowGone { relay_port } = item
+            && self.flows.is_static(relay_port)
+        {
+            // A static peer: ours from the config, whatever the peer says.
+            return effect;
+        }
         match item {
             Item::Flow {
                 client,
@@ -146,6 +158,7 @@ impl Router {
                     mirrored: true,
                     sync_gen: self.sync_gen,
                     dialogs: 0,
+                    peer: None,
                 };
                 match self.flows.insert_at(flow) {
                     Ok((_, replaced)) => {

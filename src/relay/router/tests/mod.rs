@@ -1,6 +1,7 @@
 //! Table-driven tests of the routing decision, with virtual time.
 
 mod lifetime;
+mod peers;
 
 use super::*;
 use crate::config::EphemeralPorts;
@@ -46,7 +47,7 @@ transaction = "32s"
 
 /// A router built from `cfg`.
 fn router(cfg: &Config) -> Router {
-    Router::new(RouterConfig::new(cfg, None), &cfg.backends)
+    Router::new(RouterConfig::new(cfg, None), &cfg.backends, Instant::now())
 }
 
 /// A router with a sync peer: both ends of a pair share the dialog keys.
@@ -55,7 +56,7 @@ fn synced(cfg: &Config) -> Router {
         sync: true,
         ..RouterConfig::new(cfg, Some([1, 2, 3, 4]))
     };
-    Router::new(rc, &cfg.backends)
+    Router::new(rc, &cfg.backends, Instant::now())
 }
 
 fn req(method: &str, call_id: &str) -> Vec<u8> {
