@@ -270,17 +270,17 @@ fn validate_peers(
     for (i, p) in raw.iter().enumerate() {
         let key = |k: &str| format!("{}.{k}", indexed("peer", i));
         if p.name.trim().is_empty() {
-            return Err(invalid(&key("name"), "must not be empty"));
+            return Err(invalid(key("name"), "must not be empty"));
         }
         if out.iter().any(|o| o.name == p.name) {
             return Err(invalid(
-                &key("name"),
+                key("name"),
                 format!("duplicate peer name `{}`", p.name),
             ));
         }
         let list = p.addr.as_deref().unwrap_or_default();
         if list.is_empty() {
-            return Err(invalid(&key("addr"), "needs at least one IP:port"));
+            return Err(invalid(key("addr"), "needs at least one IP:port"));
         }
         let mut addrs = Vec::with_capacity(list.len());
         for (j, a) in list.iter().enumerate() {
@@ -291,7 +291,10 @@ fn validate_peers(
             };
             let a = socket_addr(&k, a, Need::Concrete)?;
             if addrs.contains(&a) || out.iter().any(|o| o.addrs.contains(&a)) {
-                return Err(invalid(&k, format!("{a} is listed for more than one peer")));
+                return Err(invalid(
+                    k.as_str(),
+                    format!("{a} is listed for more than one peer"),
+                ));
             }
             if !listen.sip.iter().any(|s| s.is_ipv4() == a.is_ipv4()) {
                 return Err(invalid(
@@ -304,7 +307,7 @@ fn validate_peers(
         let relay = socket_addr(&key("relay"), &p.relay, Need::Concrete)?;
         if !listen.relay.contains(&relay.ip()) {
             return Err(invalid(
-                &key("relay"),
+                key("relay"),
                 format!("{} is not one of the listen.relay addresses", relay.ip()),
             ));
         }
@@ -314,13 +317,13 @@ fn validate_peers(
             .any(|s| s.port() == relay.port() && (s.ip() == relay.ip() || s.ip().is_unspecified()))
         {
             return Err(invalid(
-                &key("relay"),
+                key("relay"),
                 format!("{relay} is a listen.sip address"),
             ));
         }
         if let Some(o) = out.iter().find(|o| o.relay == relay) {
             return Err(invalid(
-                &key("relay"),
+                key("relay"),
                 format!("{relay} is peer `{}`'s relay endpoint too", o.name),
             ));
         }
@@ -328,7 +331,7 @@ fn validate_peers(
         for (j, n) in names.iter().enumerate() {
             if !backends.iter().any(|b| &b.name == n) {
                 return Err(invalid(
-                    &indexed(&key("backends"), j),
+                    indexed(&key("backends"), j),
                     format!("no backend named `{n}`"),
                 ));
             }
