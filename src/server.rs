@@ -1,5 +1,6 @@
 //! Wires a validated config into a running proxy: SIP sockets bound first (so bind
-//! errors stop startup), then the dataplane thread, then the admin endpoint.
+//! errors stop startup), then the dataplane thread, then the admin endpoint, then the
+//! VRRP speaker on a thread of its own.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -148,19 +149,20 @@ pub async fn start(cfg: Config, prom: PrometheusHandle) -> Result<Running, Serve
     };
     match vrrp_cfg {
         // Sockets are already bound (IP_FREEBIND): forwarding works the moment the
-        // speaker adds the VIP.
+        // speaker adds the VIP. The speaker gets a thread of its own.
         Some(v) => {
-            let track = Box::new(move |now| {
-                status.lock().map_or(
-                    Tracked {
-                        healthy: false,
-                        synced: false,
-                    },
-                    |s| Tracked {
-                        healthy: s.is_healthy(now),
-                        synced: s.synced,
-                    },
-                )
+            // try_lock: the speaker never waits for the dataplane (busy reads are
+            // skipped; a long run of them counts as unhealthy).
+            let track = Box::new(move |now| match status.try_lock() {
+                Ok(s) => Some(Tracked {
+                    healthy: s.is_healthy(now),
+                    synced: s.synced,
+                }),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+                Err(std::sync::TryLockError::Poisoned(_)) => Some(Tracked {
+                    healthy: false,
+                    synced: false,
+                }),
             });
             running.vrrp = Some(crate::vrrp::shell::start(v, track).await?);
         }

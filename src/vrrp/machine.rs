@@ -24,7 +24,12 @@
 //!
 //! - A master hearing a lower priority advertisement (another master: a healed split
 //!   brain) sends an advertisement at once and asks for gratuitous ARP
-//!   ([`Event::OtherMasterSeen`], [`Event::SendGarp`]); RFC 5798 only discards it.
+//!   ([`Event::OtherMasterSeen`], [`Event::SendGarp`]); RFC 5798 only discards it. Such
+//!   an immediate answer (and the one to a priority 0 advert) goes out at most once per
+//!   Advertisement_Interval: adverts are unauthenticated, so anyone on the segment
+//!   could otherwise make the master send an advert and a GARP burst per packet. A reply
+//!   restarts the Adver_Timer like any advert, so at most two adverts go out per
+//!   interval and never less than one.
 //! - `preempt_delay`: after startup, or after first hearing a lower priority master, a
 //!   backup keeps accepting that master's adverts for the delay; afterwards it discards
 //!   them and takes over when its Master_Down_Timer runs out.
@@ -182,8 +187,9 @@ pub enum Event {
     },
     /// Shutdown: now in Initialize.
     Stopped,
-    /// As master, heard another master with lower priority (a healed split brain); we
-    /// re-advertised at once and asked for gratuitous ARP.
+    /// As master, heard another master with lower priority (a healed split brain).
+    /// Followed by [`Event::SendGarp`] when we re-advertised at once, which happens at
+    /// most once per Advertisement_Interval.
     OtherMasterSeen {
         src: Ipv4Addr,
         priority: u8,
@@ -241,6 +247,8 @@ pub struct Machine {
     preempt_held: bool,
     /// The master a backup follows (source of the last accepted advert).
     master_ip: Option<Ipv4Addr>,
+    /// When we last answered a received advert with one of ours (see [`Machine::reply`]).
+    last_reply: Option<Instant>,
     transmits: VecDeque<Repr>,
     events: VecDeque<Event>,
 }
@@ -263,6 +271,7 @@ impl Machine {
             preempt_after: None,
             preempt_held: false,
             master_ip: None,
+            last_reply: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -461,7 +470,7 @@ impl Machine {
     /// a lower priority master.
     fn master_rx(&mut self, now: Instant, src: Ipv4Addr, repr: &Repr) {
         if repr.priority == 0 {
-            self.send_advert(now);
+            self.reply(now);
             return;
         }
         let higher = repr.priority > self.priority;
@@ -486,13 +495,29 @@ impl Machine {
             self.events.push_back(Event::RemoveVips);
             self.events.push_back(Event::BecameBackup { cause });
         } else {
-            self.send_advert(now);
+            let replied = self.reply(now);
             self.events.push_back(Event::OtherMasterSeen {
                 src,
                 priority: repr.priority,
             });
-            self.events.push_back(Event::SendGarp);
+            if replied {
+                self.events.push_back(Event::SendGarp);
+            }
         }
+    }
+
+    /// An advert at once in answer to a received one, unless we already answered one
+    /// less than an Advertisement_Interval ago: the answer only speeds things up (the
+    /// Adver_Timer sends anyway), and adverts are unauthenticated. Returns whether it
+    /// was sent.
+    fn reply(&mut self, now: Instant) -> bool {
+        let interval = cs(u32::from(self.adver_cs));
+        if self.last_reply.is_some_and(|t| now < t + interval) {
+            return false;
+        }
+        self.last_reply = Some(now);
+        self.send_advert(now);
+        true
     }
 
     fn become_master(&mut self, now: Instant, cause: Cause) {

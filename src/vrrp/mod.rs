@@ -22,6 +22,7 @@ pub mod machine;
 pub mod packet;
 pub mod shell;
 pub mod speaker;
+pub mod throttle;
 pub mod vip;
 
 pub use check::{Discard, check_advert};

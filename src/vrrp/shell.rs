@@ -2,6 +2,12 @@
 //! the GARP socket, feeds adverts and the time into the [`Machine`], sends what it
 //! asks for and applies its events (VIPs, gratuitous ARP, logs, metrics).
 //!
+//! It runs on a thread of its own with a current-thread runtime, and nothing else
+//! runs there: adverts go out on time whatever the admin endpoint or the dataplane
+//! are doing. What received packets make it do is bounded by time ([`super::throttle`]):
+//! adverts are not authenticated, and in multicast mode anyone on the segment can
+//! send them.
+//!
 //! It runs in the same process as the dataplane and tracks it: while the dataplane
 //! has not refreshed its status recently, or no backend is up, the priority drops by
 //! `track_backends`, so a peer that can still forward takes the address.
@@ -10,16 +16,17 @@ use std::net::Ipv4Addr;
 
 use std::time::{Duration, Instant};
 
-use metrics::{counter, gauge};
+use metrics::{Counter, Gauge, counter, gauge};
 use tokio::sync::oneshot;
 
 use super::garp::GarpSocket;
 use super::iface::{self, Iface};
-use super::machine::{Event, Input, Machine, Settings, State};
-use super::packet::{Packet, Repr};
+use super::machine::{Cause, Event, Input, Machine, Settings, State};
+use super::packet::{Packet, PacketError, Repr};
 use super::speaker::{Speaker, parse_ipv4};
+use super::throttle::{GarpSchedule, LogThrottle};
 use super::vip::{VipError, Vips};
-use super::{PRIORITY_OWNER, check_advert};
+use super::{Discard, PRIORITY_OWNER, check_advert};
 use crate::config::Vrrp;
 
 /// How often the dataplane's health is looked at for priority tracking.
@@ -47,12 +54,16 @@ pub enum VrrpError {
     Netlink(#[from] VipError),
     #[error("vrrp settings: {0}")]
     Settings(#[from] super::SettingsError),
+    #[error("cannot start the vrrp thread: {0}")]
+    Runtime(std::io::Error),
 }
 
-/// The running speaker: `stop` hands over (priority 0, VIPs removed) and waits.
+/// The running speaker, on a thread of its own: `stop` hands over (priority 0, VIPs
+/// removed) and waits for the thread. Dropped without `stop`, the thread hands over
+/// by itself.
 pub struct VrrpHandle {
     stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl VrrpHandle {
@@ -60,7 +71,12 @@ impl VrrpHandle {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
-        let _ = (&mut self.task).await;
+        if let Some(t) = self.thread.take() {
+            match tokio::task::spawn_blocking(move || t.join()).await {
+                Ok(Ok(())) => {}
+                _ => tracing::error!("vrrp thread panicked"),
+            }
+        }
     }
 }
 
@@ -77,7 +93,6 @@ fn settings(cfg: &Vrrp, iface: &Iface) -> Settings {
     }
 }
 
-/// Opens the sockets (errors stop startup) and starts the speaker task.
 /// What priority tracking looks at, read from the dataplane every [`TRACK_EVERY`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tracked {
@@ -88,60 +103,156 @@ pub struct Tracked {
 }
 
 /// Reads [`Tracked`] at a given time; the server wires it to the dataplane status.
-pub type TrackFn = Box<dyn Fn(Instant) -> Tracked + Send + Sync>;
+/// `None`: not readable right now without waiting (the speaker never blocks on the
+/// dataplane); after [`TRACK_BUSY_LIMIT`] such reads in a row it counts as unhealthy.
+pub type TrackFn = Box<dyn Fn(Instant) -> Option<Tracked> + Send + Sync>;
 
+/// Consecutive unreadable [`TrackFn`] reads (one per [`TRACK_EVERY`]) after which the
+/// dataplane counts as unhealthy.
+const TRACK_BUSY_LIMIT: u32 = 10;
+/// Datagrams read per wake-up before the loop yields (timers first, then more).
+const RX_BATCH: usize = 64;
+/// Gratuitous ARP bursts asked for by received adverts keep this gap.
+const GARP_MIN_GAP: Duration = Duration::from_secs(1);
+/// Warnings that received packets cause are written at most this often (with a count).
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Opens the sockets on a thread of its own (errors stop startup) and runs the speaker
+/// there, on a current-thread runtime where nothing else runs: a slow admin request
+/// or a busy dataplane cannot delay an advert.
 pub async fn start(cfg: Vrrp, track: TrackFn) -> Result<VrrpHandle, VrrpError> {
-    let vip_addrs: Vec<Ipv4Addr> = cfg.vips.iter().map(|v| v.addr).collect();
-    let iface =
-        iface::lookup(&cfg.interface, &vip_addrs).map_err(|source| VrrpError::Interface {
-            name: cfg.interface.clone(),
-            source,
-        })?;
-    let settings = settings(&cfg, &iface);
-    settings.validate()?;
-    let speaker = Speaker::open(&iface, &cfg.peers).map_err(|source| VrrpError::Socket {
-        name: cfg.interface.clone(),
-        source,
-    })?;
-    let garp = GarpSocket::open(iface.index).map_err(VrrpError::Garp)?;
-    let vips = Vips::open(&cfg.interface)?;
-    // A crash as master may have left the VIPs behind: start clean, as a backup.
-    for v in &cfg.vips {
-        if let Err(e) = vips.remove(v).await {
-            tracing::warn!(vip = %v, error = %e, "could not remove a stale VIP");
-        }
+    if cfg.peers.is_empty() {
+        tracing::warn!(
+            interface = %cfg.interface,
+            "vrrp in multicast mode without `peers`: any host on the segment can take part \
+             in the election (VRRP adverts are not authenticated; a priority 254 advert \
+             takes the addresses); set vrrp.peers to accept adverts from the peers only"
+        );
     }
-    let (tx, rx) = oneshot::channel();
-    let shell = Shell {
-        machine: Machine::new(settings, Instant::now()),
-        speaker,
-        garp,
-        vips,
-        cfg,
-        iface,
-        track,
-        garp_due: Vec::new(),
-        next_refresh: None,
-        next_renew: None,
-        last_priority: 0,
-        synced: true,
-    };
-    tracing::info!(
-        interface = %shell.iface.name,
-        primary = %shell.iface.primary,
-        vrid = shell.cfg.vrid,
-        priority = shell.cfg.priority,
-        dests = ?shell.speaker.dests(),
-        "vrrp speaker starting"
-    );
-    let task = tokio::spawn(shell.run(rx));
-    Ok(VrrpHandle {
-        stop: Some(tx),
-        task,
-    })
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let thread = std::thread::Builder::new()
+        .name("sipfront-vrrp".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(VrrpError::Runtime(e)));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                match VrrpInstance::open(cfg, track).await {
+                    Ok(v) => {
+                        if ready_tx.send(Ok(())).is_ok() {
+                            v.run(stop_rx).await;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                }
+            });
+        })
+        .map_err(VrrpError::Runtime)?;
+    match ready_rx.await {
+        Ok(Ok(())) => Ok(VrrpHandle {
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(VrrpError::Runtime(std::io::Error::other(
+            "the vrrp thread ended during startup",
+        ))),
+    }
 }
 
-struct Shell {
+/// The speaker's metrics: handles registered once; names and labels are what the
+/// dashboard, the alerts and the tests use.
+struct Metrics {
+    state: Gauge,
+    sent: Counter,
+    received: Counter,
+    garp: Counter,
+    other_master: Counter,
+    /// By reason; the known reasons are registered at start, others when first seen.
+    dropped: Vec<(&'static str, Counter)>,
+    /// By (to, cause), registered when first taken.
+    transitions: Vec<((State, Cause), Counter)>,
+}
+
+const DROP_REASONS: &[&str] = &["bad_ip", "not_peer"];
+
+impl Metrics {
+    fn register() -> Metrics {
+        let packet = [
+            PacketError::Truncated,
+            PacketError::BadVersion,
+            PacketError::BadType,
+            PacketError::BadLength,
+            PacketError::BadChecksum,
+            PacketError::BadInterval,
+        ]
+        .map(PacketError::as_str);
+        let checks = [
+            Discard::BadTtl,
+            Discard::OtherVrid,
+            Discard::OwnAdvert,
+            Discard::AddrMismatch,
+        ]
+        .map(Discard::as_str);
+        let dropped = DROP_REASONS
+            .iter()
+            .chain(&packet)
+            .chain(&checks)
+            .map(|&r| (r, Self::dropped_counter(r)))
+            .collect();
+        Metrics {
+            state: gauge!("sipfront_vrrp_state"),
+            sent: counter!("sipfront_vrrp_adverts_total", "dir" => "sent"),
+            received: counter!("sipfront_vrrp_adverts_total", "dir" => "received"),
+            garp: counter!("sipfront_vrrp_garp_total"),
+            other_master: counter!("sipfront_vrrp_other_master_total"),
+            dropped,
+            transitions: Vec::new(),
+        }
+    }
+
+    fn dropped_counter(reason: &'static str) -> Counter {
+        counter!("sipfront_vrrp_adverts_dropped_total", "reason" => reason)
+    }
+
+    fn drop(&mut self, reason: &'static str) {
+        match self.dropped.iter().find(|(r, _)| *r == reason) {
+            Some((_, c)) => c.increment(1),
+            None => {
+                let c = Self::dropped_counter(reason);
+                c.increment(1);
+                self.dropped.push((reason, c));
+            }
+        }
+    }
+
+    fn transition(&mut self, state: State, cause: Cause) {
+        self.state.set(state_value(state));
+        match self.transitions.iter().find(|(k, _)| *k == (state, cause)) {
+            Some((_, c)) => c.increment(1),
+            None => {
+                let c = counter!("sipfront_vrrp_transitions_total",
+                    "to" => state.as_str(), "cause" => cause.as_str());
+                c.increment(1);
+                self.transitions.push(((state, cause), c));
+            }
+        }
+    }
+}
+
+/// One virtual router (keepalived's `vrrp_instance`): the [`Machine`] and everything
+/// it acts through. Runs alone on the speaker thread.
+struct VrrpInstance {
     machine: Machine,
     speaker: Speaker,
     garp: GarpSocket,
@@ -149,13 +260,20 @@ struct Shell {
     cfg: Vrrp,
     iface: Iface,
     track: TrackFn,
-    /// Pending gratuitous ARP bursts.
-    garp_due: Vec<Instant>,
+    /// Unreadable [`TrackFn`] reads in a row.
+    track_busy: u32,
+    /// Gratuitous ARP bursts: at most one pending.
+    garp_schedule: GarpSchedule,
+    /// The machine just became master: its next [`Event::SendGarp`] is the takeover's.
+    takeover: bool,
     next_refresh: Option<Instant>,
     /// When to renew the VIPs' lifetime (while master).
     next_renew: Option<Instant>,
     last_priority: u8,
     synced: bool,
+    metrics: Metrics,
+    warn_other_master: LogThrottle,
+    warn_garp_failed: LogThrottle,
 }
 
 fn state_value(s: State) -> f64 {
@@ -166,18 +284,72 @@ fn state_value(s: State) -> f64 {
     }
 }
 
-impl Shell {
+impl VrrpInstance {
+    /// Opens the sockets and removes VIPs a crash may have left behind. Runs on the
+    /// speaker thread's runtime (the sockets register with it).
+    async fn open(cfg: Vrrp, track: TrackFn) -> Result<VrrpInstance, VrrpError> {
+        let vip_addrs: Vec<Ipv4Addr> = cfg.vips.iter().map(|v| v.addr).collect();
+        let iface =
+            iface::lookup(&cfg.interface, &vip_addrs).map_err(|source| VrrpError::Interface {
+                name: cfg.interface.clone(),
+                source,
+            })?;
+        let settings = settings(&cfg, &iface);
+        settings.validate()?;
+        let speaker = Speaker::open(&iface, &cfg.peers).map_err(|source| VrrpError::Socket {
+            name: cfg.interface.clone(),
+            source,
+        })?;
+        let garp = GarpSocket::open(iface.index).map_err(VrrpError::Garp)?;
+        let vips = Vips::open(&cfg.interface)?;
+        // A crash as master may have left the VIPs behind: start clean, as a backup.
+        for v in &cfg.vips {
+            if let Err(e) = vips.remove(v).await {
+                tracing::warn!(vip = %v, error = %e, "could not remove a stale VIP");
+            }
+        }
+        tracing::info!(
+            interface = %iface.name,
+            primary = %iface.primary,
+            vrid = cfg.vrid,
+            priority = cfg.priority,
+            dests = ?speaker.dests(),
+            "vrrp speaker starting"
+        );
+        Ok(VrrpInstance {
+            machine: Machine::new(settings, Instant::now()),
+            speaker,
+            garp,
+            vips,
+            cfg,
+            iface,
+            track,
+            track_busy: 0,
+            garp_schedule: GarpSchedule::new(GARP_MIN_GAP),
+            takeover: false,
+            next_refresh: None,
+            next_renew: None,
+            last_priority: 0,
+            synced: true,
+            metrics: Metrics::register(),
+            warn_other_master: LogThrottle::new(WARN_EVERY),
+            warn_garp_failed: LogThrottle::new(WARN_EVERY),
+        })
+    }
+
     async fn run(mut self, mut stop: oneshot::Receiver<()>) {
-        gauge!("sipfront_vrrp_state").set(0.0);
+        self.metrics.state.set(0.0);
         self.machine.handle_input(Instant::now(), Input::Startup);
         self.flush().await;
         let mut buf = vec![0u8; 2048];
         let mut track = tokio::time::interval(TRACK_EVERY);
         track.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // More datagrams than one batch were waiting: read on after a yield.
+        let mut backlog = false;
         loop {
             let deadline = [
                 self.machine.poll_timeout(),
-                self.garp_due.iter().min().copied(),
+                self.garp_schedule.due(),
                 self.next_refresh,
                 self.next_renew,
             ]
@@ -191,16 +363,21 @@ impl Shell {
                 }
             };
             tokio::select! {
+                // Stop and timers before reading: a flood cannot delay an advert.
+                biased;
                 _ = &mut stop => break,
-                r = self.speaker.readable() => {
+                _ = sleep => {}
+                _ = track.tick() => self.track(),
+                _ = tokio::task::yield_now(), if backlog => {
+                    backlog = self.receive(&mut buf);
+                }
+                r = self.speaker.readable(), if !backlog => {
                     if let Err(e) = r {
                         tracing::error!(error = %e, "vrrp socket failed");
                         break;
                     }
-                    self.receive(&mut buf);
+                    backlog = self.receive(&mut buf);
                 }
-                _ = track.tick() => self.track(),
-                _ = sleep => {}
             }
             let now = Instant::now();
             self.machine.handle_timeout(now);
@@ -214,30 +391,31 @@ impl Shell {
         // Hand over: priority 0 tells the backup to take over after Skew_Time only.
         self.machine.handle_input(Instant::now(), Input::Shutdown);
         self.flush().await;
-        gauge!("sipfront_vrrp_state").set(0.0);
+        self.metrics.state.set(0.0);
         tracing::info!("vrrp speaker stopped");
     }
 
-    fn receive(&mut self, buf: &mut [u8]) {
-        loop {
+    /// Reads up to [`RX_BATCH`] datagrams; true if there may be more.
+    fn receive(&mut self, buf: &mut [u8]) -> bool {
+        for _ in 0..RX_BATCH {
             let data = match self.speaker.try_recv(buf) {
                 Ok(Some(d)) => d,
-                Ok(None) => return,
+                Ok(None) => return false,
                 Err(e) => {
                     tracing::debug!(error = %e, "vrrp recv");
-                    return;
+                    return false;
                 }
             };
             let Some(ip) = parse_ipv4(data) else {
-                counter!("sipfront_vrrp_adverts_dropped_total", "reason" => "bad_ip").increment(1);
+                self.metrics.drop("bad_ip");
                 continue;
             };
             if ip.src == self.iface.primary {
                 continue;
             }
+            // The source filter: with `peers`, nobody else takes part.
             if !self.cfg.peers.is_empty() && !self.cfg.peers.contains(&ip.src) {
-                counter!("sipfront_vrrp_adverts_dropped_total", "reason" => "not_peer")
-                    .increment(1);
+                self.metrics.drop("not_peer");
                 continue;
             }
             let parsed =
@@ -245,17 +423,15 @@ impl Shell {
             let repr = match parsed {
                 Ok((repr, _kind)) => repr,
                 Err(e) => {
-                    counter!("sipfront_vrrp_adverts_dropped_total", "reason" => e.as_str())
-                        .increment(1);
+                    self.metrics.drop(e.as_str());
                     continue;
                 }
             };
             if let Err(d) = check_advert(self.machine.settings(), ip.src, ip.ttl, &repr) {
-                counter!("sipfront_vrrp_adverts_dropped_total", "reason" => d.as_str())
-                    .increment(1);
+                self.metrics.drop(d.as_str());
                 continue;
             }
-            counter!("sipfront_vrrp_adverts_total", "dir" => "received").increment(1);
+            self.metrics.received.increment(1);
             self.machine.handle_input(
                 Instant::now(),
                 Input::Advert {
@@ -264,12 +440,29 @@ impl Shell {
                 },
             );
         }
+        true
     }
 
     /// Priority tracking: no backend up, or a dataplane that stopped reporting, costs
     /// `track_backends` points.
     fn track(&mut self) {
-        let Tracked { healthy, synced } = (self.track)(Instant::now());
+        let read = (self.track)(Instant::now());
+        let Tracked { healthy, synced } = match read {
+            Some(t) => {
+                self.track_busy = 0;
+                t
+            }
+            None => {
+                self.track_busy += 1;
+                if self.track_busy < TRACK_BUSY_LIMIT {
+                    return;
+                }
+                Tracked {
+                    healthy: false,
+                    synced: self.synced,
+                }
+            }
+        };
         if synced != self.synced {
             // A node without the peer's table must not take the address from a
             // master that has it (it still takes over if the master dies).
@@ -308,9 +501,7 @@ impl Shell {
     }
 
     fn garp_timers(&mut self, now: Instant) {
-        let before = self.garp_due.len();
-        self.garp_due.retain(|&t| t > now);
-        let mut fire = before != self.garp_due.len();
+        let mut fire = self.garp_schedule.poll(now);
         if let Some(t) = self.next_refresh
             && t <= now
         {
@@ -322,7 +513,7 @@ impl Shell {
         }
     }
 
-    fn send_garp(&self) {
+    fn send_garp(&mut self) {
         for _ in 0..self.cfg.garp_repeat {
             for v in &self.cfg.vips {
                 // A VIP on another interface is announced from that interface's socket.
@@ -333,8 +524,12 @@ impl Shell {
                     _ => self.garp.send(self.iface.mac, v.addr),
                 };
                 match r {
-                    Ok(()) => counter!("sipfront_vrrp_garp_total").increment(1),
-                    Err(e) => tracing::warn!(vip = %v, error = %e, "gratuitous ARP failed"),
+                    Ok(()) => self.metrics.garp.increment(1),
+                    Err(e) => {
+                        if let Some(more) = self.warn_garp_failed.allow(Instant::now()) {
+                            tracing::warn!(vip = %v, error = %e, suppressed = more, "gratuitous ARP failed");
+                        }
+                    }
                 }
             }
         }
@@ -348,7 +543,7 @@ impl Shell {
             for dst in self.speaker.dests().to_vec() {
                 let n = repr.emit(&mut buf, self.iface.primary, dst);
                 if self.speaker.send(&buf[..n]) > 0 {
-                    counter!("sipfront_vrrp_adverts_total", "dir" => "sent").increment(1);
+                    self.metrics.sent.increment(1);
                 }
             }
         }
@@ -367,9 +562,7 @@ impl Shell {
 
     async fn apply(&mut self, ev: Event) {
         if let Some((state, cause)) = ev.transition() {
-            gauge!("sipfront_vrrp_state").set(state_value(state));
-            counter!("sipfront_vrrp_transitions_total", "to" => state.as_str(), "cause" => cause.as_str())
-                .increment(1);
+            self.metrics.transition(state, cause);
             tracing::warn!(
                 state = state.as_str(),
                 cause = cause.as_str(),
@@ -379,6 +572,7 @@ impl Shell {
             );
         }
         match ev {
+            Event::BecameMaster { .. } => self.takeover = true,
             Event::AddVips => {
                 self.add_vips().await;
                 self.next_renew = Some(Instant::now() + VIP_RENEW);
@@ -389,21 +583,36 @@ impl Shell {
                         tracing::error!(vip = %v, error = %e, "cannot remove VIP");
                     }
                 }
-                self.garp_due.clear();
+                self.garp_schedule.clear();
+                self.takeover = false;
                 self.next_refresh = None;
                 self.next_renew = None;
             }
             Event::SendGarp => {
-                self.send_garp();
                 let now = Instant::now();
-                self.garp_due.push(now + self.cfg.garp_delay);
-                self.next_refresh = self.cfg.garp_refresh.map(|r| now + r);
+                if std::mem::take(&mut self.takeover) {
+                    self.send_garp();
+                    self.garp_schedule.takeover(now, self.cfg.garp_delay);
+                    self.next_refresh = self.cfg.garp_refresh.map(|r| now + r);
+                } else if self.garp_schedule.request(now) {
+                    // Asked for by a received advert: at most one burst per
+                    // GARP_MIN_GAP, the rest folded into one pending burst.
+                    self.send_garp();
+                }
             }
             Event::OtherMasterSeen { src, priority } => {
-                counter!("sipfront_vrrp_other_master_total").increment(1);
-                tracing::warn!(%src, priority, "another master seen (split brain healed); reasserting");
+                self.metrics.other_master.increment(1);
+                if let Some(more) = self.warn_other_master.allow(Instant::now()) {
+                    tracing::warn!(
+                        %src,
+                        priority,
+                        suppressed = more,
+                        "another master with a lower priority seen (a healed split brain, or a \
+                         stray sender); reasserting"
+                    );
+                }
             }
-            Event::BecameMaster { .. } | Event::BecameBackup { .. } | Event::Stopped => {}
+            Event::BecameBackup { .. } | Event::Stopped => {}
         }
     }
 }

@@ -388,3 +388,57 @@ fn own_and_foreign_adverts_are_ignored() {
     assert_eq!(m.state(), State::Master);
     assert_eq!(drain(&mut m), (vec![], vec![]));
 }
+
+/// Anyone on the segment can send adverts: a master answers lower priority and priority
+/// 0 adverts with an immediate advert (and GARP) at most once per interval, and its own
+/// adverts still go out at least once per interval during the flood.
+#[test]
+fn a_flood_of_lower_priority_and_zero_adverts_gets_one_reply_per_interval() {
+    let t = Instant::now();
+    let mut m = master(settings(200, 1), t);
+    let start = t + ms(5000);
+    let mut sent = Vec::new();
+    let mut garps = 0;
+    let mut seen = 0;
+    // 1 advert per ms for 10 s (10 intervals), alternating priority 100 and 0.
+    for i in 0..10_000u64 {
+        let now = start + ms(i);
+        if m.poll_timeout().is_some_and(|d| d <= now) {
+            m.handle_timeout(now);
+        }
+        let repr = advert(if i % 2 == 0 { 100 } else { 0 }, 100);
+        m.handle_input(
+            now,
+            Input::Advert {
+                src: ip(66),
+                repr: &repr,
+            },
+        );
+        let (ev, tx) = drain(&mut m);
+        sent.extend(tx.iter().map(|r| (now, r.priority)));
+        garps += ev.iter().filter(|e| **e == Event::SendGarp).count();
+        seen += ev
+            .iter()
+            .filter(|e| matches!(e, Event::OtherMasterSeen { .. }))
+            .count();
+        assert_eq!(m.state(), State::Master);
+    }
+    assert_eq!(
+        seen, 5000,
+        "every lower priority advert is reported (metric)"
+    );
+    assert!(
+        (10..=11).contains(&garps),
+        "GARP asked for {garps} times in 10 s"
+    );
+    assert!(
+        (10..=21).contains(&sent.len()),
+        "{} adverts in 10 intervals",
+        sent.len()
+    );
+    assert!(sent.iter().all(|(_, p)| *p == 200));
+    assert!(
+        sent.windows(2).all(|w| w[1].0 - w[0].0 <= ms(1000)),
+        "an advert every interval"
+    );
+}

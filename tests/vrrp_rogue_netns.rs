@@ -1,0 +1,239 @@
+//! Stray VRRP adverts on the segment (issue 14): a host that is not a peer floods the
+//! master with adverts. Namespaces as in tests/vrrp_netns.rs (10.77.0.0/24 on a bridge,
+//! unique names, deleted also on failure); the rogue is 10.77.0.13 and crafts adverts
+//! with the library's own `Repr::emit`, sent from a raw socket (protocol 112, TTL 255)
+//! in its namespace, at a fixed rate for a few seconds.
+//!
+//! - With `peers` (unicast): the rogue's adverts, whatever their priority (100, 254,
+//!   255), are dropped as `not_peer`; the master keeps the VIP, nobody changes state.
+//! - Multicast without `peers`: lower priority adverts make the master re-advertise and
+//!   re-announce, but bounded: the GARP count grows by a few bursts, not one per
+//!   advert, and the backup never sees the master's adverts late (it stays backup).
+//!   Priority 254 from anyone would take the address there: that is VRRP (keepalived
+//!   does the same), and `peers` is the mitigation.
+
+mod common;
+mod netns;
+
+use common::*;
+use netns::*;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use sipfront::vrrp::{MCAST_GROUP, Repr};
+use socket2::{Domain, Protocol, Socket, Type};
+
+const BACKEND: (&str, &str) = ("beA", "10.77.0.21:5060");
+const ROGUE: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 13);
+
+/// Sends adverts for VRID 51 / the test VIP from `host` to `dests`, cycling through
+/// `priorities`, `rate` per second for `duration`. Returns how many went out.
+fn flood(host: &Host, dests: &[Ipv4Addr], priorities: &[u8], rate: u32, duration: Duration) -> u64 {
+    let src = host.addr;
+    let dests = dests.to_vec();
+    let priorities = priorities.to_vec();
+    host.ns.enter(move || {
+        let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(112))).unwrap();
+        s.set_ttl_v4(255).unwrap();
+        s.set_multicast_ttl_v4(255).unwrap();
+        s.set_multicast_if_v4(&src).unwrap();
+        s.bind_device(Some(b"eth0")).unwrap();
+        let vip: Ipv4Addr = VIP.parse().unwrap();
+        let mut buf = [0u8; 64];
+        let start = Instant::now();
+        let mut n: u64 = 0;
+        while start.elapsed() < duration {
+            // Pace: n adverts by now.
+            let due = start + Duration::from_secs_f64(n as f64 / f64::from(rate));
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let repr = Repr {
+                vrid: 51,
+                priority: priorities[n as usize % priorities.len()],
+                max_advert_int_cs: 10,
+                addrs: vec![vip],
+            };
+            for d in &dests {
+                let len = repr.emit(&mut buf, src, *d);
+                let to = SocketAddr::V4(SocketAddrV4::new(*d, 0));
+                if s.send_to(&buf[..len], &to.into()).is_ok() {
+                    n += 1;
+                }
+            }
+        }
+        n
+    })
+}
+
+/// A (150) and B (100) with `extra_a` / `extra_b` in their `[vrrp]`; waits until A is
+/// master, B backup, and only A holds the VIP.
+fn start_pair(dir: &TestDir, lan: &Lan, extra_a: &str, extra_b: &str) -> (NsSipfront, NsSipfront) {
+    let mut a = NsSipfront::start(
+        dir,
+        lan.host("sfA"),
+        "sfA",
+        &sipfront_toml(150, &[BACKEND], extra_a),
+    );
+    a.expect_state(2.0, Duration::from_secs(10));
+    let mut b = NsSipfront::start(
+        dir,
+        lan.host("sfB"),
+        "sfB",
+        &sipfront_toml(100, &[BACKEND], extra_b),
+    );
+    let ok = wait_until(Duration::from_secs(10), || {
+        b.metric("sipfront_vrrp_adverts_total", &[("dir", "received")]) >= 5.0
+    });
+    assert!(ok, "B hears no adverts from A; log:\n{}", b.log_tail(20));
+    b.expect_state(1.0, Duration::from_secs(5));
+    assert_eq!(lan.holders(VIP), ["sfA"]);
+    // The takeover's two bursts (5 GARPs each, the second after garp_delay 1 s) are out.
+    let ok = wait_until(Duration::from_secs(5), || {
+        a.metric("sipfront_vrrp_garp_total", &[]) >= 10.0
+    });
+    assert!(ok, "A's takeover GARP bursts; log:\n{}", a.log_tail(20));
+    (a, b)
+}
+
+fn rogue_lan() -> Lan {
+    Lan::new(&[("sfA", 11), ("sfB", 12), ("rogue", 13), ("beA", 21)])
+}
+
+#[test]
+fn with_peers_a_rogue_at_any_priority_is_dropped_and_the_master_keeps_the_vip() {
+    let _serial = serial();
+    let dir = TestDir::new("vrrp-rogue-peers");
+    let lan = rogue_lan();
+    assert_eq!(lan.host("rogue").addr, ROGUE);
+    let _uas = NsSipp::uas(&dir, lan.host("beA"), "uas-a");
+    let (mut a, mut b) = start_pair(
+        &dir,
+        &lan,
+        &format!("peers = [\"{NET}.12\"]"),
+        &format!("peers = [\"{NET}.11\"]"),
+    );
+    let (ta, tb) = (a.transitions(), b.transitions());
+    let not_peer = |sf: &mut NsSipfront| {
+        sf.metric(
+            "sipfront_vrrp_adverts_dropped_total",
+            &[("reason", "not_peer")],
+        )
+    };
+    let (drop_a, drop_b) = (not_peer(&mut a), not_peer(&mut b));
+    let garp_a = a.metric("sipfront_vrrp_garp_total", &[]);
+
+    // 3 s at 1000 adverts/s in all, to A, to B and to the group: 100 (lower), 254, 255.
+    let dests = [lan.host("sfA").addr, lan.host("sfB").addr, MCAST_GROUP];
+    let sent = flood(
+        lan.host("rogue"),
+        &dests,
+        &[100, 254, 255],
+        1000,
+        Duration::from_secs(3),
+    );
+    assert!(sent > 2500, "the rogue sent only {sent} adverts");
+    std::thread::sleep(Duration::from_millis(500));
+
+    a.expect_state(2.0, Duration::from_secs(1));
+    b.expect_state(1.0, Duration::from_secs(1));
+    assert_eq!(lan.holders(VIP), ["sfA"], "the VIP moved");
+    assert_eq!(a.transitions(), ta, "A changed state");
+    assert_eq!(b.transitions(), tb, "B changed state");
+    let (da, db) = (not_peer(&mut a) - drop_a, not_peer(&mut b) - drop_b);
+    eprintln!("sent {sent}; not_peer drops: A {da}, B {db}");
+    // Each of A and B gets its unicast third and the multicast third (the kernel may
+    // drop some from a full socket buffer under the flood).
+    assert!(
+        da > sent as f64 / 3.0,
+        "A dropped {da} of {sent} as not_peer"
+    );
+    assert!(
+        db > sent as f64 / 3.0,
+        "B dropped {db} of {sent} as not_peer"
+    );
+    assert_eq!(
+        a.metric("sipfront_vrrp_garp_total", &[]),
+        garp_a,
+        "A sent GARP for a non-peer"
+    );
+    assert_eq!(a.metric("sipfront_vrrp_other_master_total", &[]), 0.0);
+    assert!(
+        !a.log_text().contains("without `peers`"),
+        "the multicast warning with peers set"
+    );
+}
+
+#[test]
+fn multicast_without_peers_lower_priority_flood_is_bounded_and_adverts_stay_on_time() {
+    let _serial = serial();
+    let dir = TestDir::new("vrrp-rogue-mcast");
+    let lan = rogue_lan();
+    let _uas = NsSipp::uas(&dir, lan.host("beA"), "uas-a");
+    let (mut a, mut b) = start_pair(&dir, &lan, "", "");
+    assert!(
+        a.log_text().contains("without `peers`"),
+        "no startup warning for multicast without peers; log:\n{}",
+        a.log_tail(20)
+    );
+    let (ta, tb) = (a.transitions(), b.transitions());
+    let garp_before = a.metric("sipfront_vrrp_garp_total", &[]);
+    let sent_before = a.metric("sipfront_vrrp_adverts_total", &[("dir", "sent")]);
+    let seen_before = a.metric("sipfront_vrrp_other_master_total", &[]);
+
+    // 3 s at 2000 lower priority adverts/s (priority 50: below both).
+    let t0 = Instant::now();
+    let sent = flood(
+        lan.host("rogue"),
+        &[MCAST_GROUP],
+        &[50],
+        2000,
+        Duration::from_secs(3),
+    );
+    let secs = t0.elapsed().as_secs_f64();
+    assert!(sent > 3000, "the rogue sent only {sent} adverts");
+    std::thread::sleep(Duration::from_millis(300));
+
+    let garps = a.metric("sipfront_vrrp_garp_total", &[]) - garp_before;
+    let adverts = a.metric("sipfront_vrrp_adverts_total", &[("dir", "sent")]) - sent_before;
+    let seen = a.metric("sipfront_vrrp_other_master_total", &[]) - seen_before;
+    eprintln!(
+        "rogue sent {sent} in {secs:.1} s; A: {seen} other-master adverts, {adverts} adverts sent, \
+         {garps} GARPs"
+    );
+    assert!(seen > 100.0, "A saw only {seen} of the rogue's adverts");
+    // garp_repeat 5, one VIP: one burst per second at most, plus the pending one.
+    let max_garps = 5.0 * (secs + 0.3 + 2.0).ceil();
+    assert!(
+        garps <= max_garps,
+        "{garps} GARPs in {secs:.1} s (at most {max_garps})"
+    );
+    assert!(garps >= 5.0, "A never re-announced the VIP");
+    // 100 ms interval: one advert per interval at least, at most one reply more.
+    let span = secs + 0.3;
+    assert!(
+        adverts >= span * 10.0 * 0.8 && adverts <= span * 20.0 + 4.0,
+        "{adverts} adverts in {span:.1} s"
+    );
+    // The warning is rate-limited.
+    let warns = a
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("another master with a lower priority"))
+        .count();
+    assert!(warns <= 2, "{warns} warnings for the flood");
+    // On time: B never missed A for a Master_Down_Interval.
+    a.expect_state(2.0, Duration::from_secs(1));
+    b.expect_state(1.0, Duration::from_secs(1));
+    assert_eq!(a.transitions(), ta, "A changed state");
+    assert_eq!(b.transitions(), tb, "B changed state");
+    assert_eq!(lan.holders(VIP), ["sfA"]);
+    // The speaker still stops cleanly (priority 0 hand-over from its own thread).
+    let st = a.terminate(Duration::from_secs(10));
+    assert!(st.success(), "A exited with {st}; log:\n{}", a.log_tail(20));
+    assert!(
+        b.wait_transition("master", "priority_zero", Duration::from_secs(5)),
+        "B transitions: {:?}",
+        b.transitions()
+    );
+}
