@@ -95,9 +95,16 @@ pub struct Timeouts {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Admin {
     pub listen: SocketAddr,
-    /// Bearer token for changing API calls, read from `token_file`.
+    /// Bearer token every `/api/v1/*` call needs, read from `token_file`. Without one the
+    /// API is read-only.
     pub token: Option<String>,
     pub token_file: Option<String>,
+    /// Set only by [`Config::load_for_reload`]: why `token_file` could not be used (then
+    /// `token` is `None` and the running token stays).
+    pub token_error: Option<String>,
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
 }
 
 // The token never appears in logs or `check-config` output.
@@ -106,6 +113,11 @@ impl fmt::Debug for Admin {
         f.debug_struct("Admin")
             .field("listen", &self.listen)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_file", &self.token_file)
+            .field("token_error", &self.token_error)
+            .field("max_connections", &self.max_connections)
+            .field("header_timeout", &self.header_timeout)
+            .field("idle_timeout", &self.idle_timeout)
             .finish()
     }
 }
@@ -259,16 +271,37 @@ impl Config {
         Config::parse(&text, &EphemeralPorts::from_system())
     }
 
+    /// [`Config::load`] for a SIGHUP reload: an unusable `admin.token_file` (unreadable,
+    /// loose mode, too short) is not an error but lands in `admin.token_error`, so the
+    /// rest of the reload applies and the running token stays.
+    pub fn load_for_reload(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let raw: raw::Raw = parse_toml(&text)?;
+        raw.validate(&EphemeralPorts::from_system(), TokenFile::KeepOnError)
+    }
+
     /// Parses and validates config text.
     pub fn parse(text: &str, eph: &EphemeralPorts) -> Result<Config, ConfigError> {
         let raw: raw::Raw = parse_toml(text)?;
-        raw.validate(eph)
+        raw.validate(eph, TokenFile::Required)
     }
 
     /// Number of relay endpoints (ports × addresses), which bounds the number of flows.
     pub fn relay_port_count(&self) -> usize {
         relay_endpoints(&self.listen)
     }
+}
+
+/// How validation treats an unusable `admin.token_file`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokenFile {
+    /// A config error (load, check-config).
+    Required,
+    /// Recorded in `admin.token_error` (reload: the running token stays).
+    KeepOnError,
 }
 
 /// Relay endpoints: every relay address holds the whole port range.

@@ -143,7 +143,9 @@ async fn run(cfg: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<()
             _ = hup.recv() => {
                 let Some(p) = &path else { continue };
                 sipfront::notify::notify("RELOADING=1");
-                let result = Config::load(p);
+                // An unusable admin token file does not reject the reload: the running
+                // token stays and the reload notes say so.
+                let result = Config::load_for_reload(p);
                 sipfront::notify::notify("READY=1");
                 match result {
                     Ok(cfg) => match running.reload(cfg).await {

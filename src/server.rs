@@ -9,8 +9,8 @@ use std::thread::JoinHandle;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::admin::{self, AdminState};
-use crate::config::Config;
+use crate::admin::{self, AdminState, Token, conn::ConnLimits};
+use crate::config::{Admin, Config};
 use crate::dataplane::{self, Control, DataplaneError, Handles, MetricsHandles, Status};
 use crate::vrrp::shell::{Tracked, VrrpHandle};
 
@@ -38,6 +38,10 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     dataplane: Option<JoinHandle<Result<(), DataplaneError>>>,
     vrrp: Option<VrrpHandle>,
+    /// The admin API token, rotated by [`Running::reload`].
+    admin_token: Token,
+    /// The admin settings the endpoint was started with (listen and limits need a restart).
+    admin_cfg: Admin,
 }
 
 impl Running {
@@ -70,6 +74,7 @@ impl Running {
     /// Applies a new config (backends, health, timeouts, failback); flows and
     /// dialogs stay. Returns notes on what changed or was kept.
     pub async fn reload(&self, cfg: Config) -> Result<Vec<String>, ServerError> {
+        let mut notes = self.reload_admin(&cfg.admin);
         let (reply, rx) = oneshot::channel();
         self.control
             .send(Control::Reload {
@@ -78,7 +83,44 @@ impl Running {
             })
             .await
             .map_err(|_| ServerError::Stopped)?;
-        rx.await.map_err(|_| ServerError::Stopped)
+        notes.extend(rx.await.map_err(|_| ServerError::Stopped)?);
+        Ok(notes)
+    }
+
+    /// The admin part of a reload: the token from the re-read `token_file` applies at once;
+    /// an unusable file keeps the running token (loudly). Listen and limits need a restart.
+    fn reload_admin(&self, new: &Admin) -> Vec<String> {
+        let mut notes = Vec::new();
+        if let Some(why) = &new.token_error {
+            tracing::warn!(
+                error = %why,
+                "reload: admin token file unusable; KEEPING THE PREVIOUS TOKEN"
+            );
+            notes.push(format!(
+                "admin token not rotated, the previous one stays: {why}"
+            ));
+        } else if self.admin_token.set(new.token.as_deref()) {
+            let what = match &new.token {
+                Some(_) => "admin token rotated: the new one applies now, the old one is refused",
+                None => "admin token removed: the API is read-only (changing calls answer 403)",
+            };
+            tracing::info!("{what}");
+            notes.push(what.to_string());
+        }
+        let old = &self.admin_cfg;
+        if new.listen != old.listen {
+            notes.push(format!(
+                "admin.listen changed to {}: restart to apply; still on {}",
+                new.listen, old.listen
+            ));
+        }
+        if ConnLimits::from_config(new) != ConnLimits::from_config(old) {
+            notes.push(
+                "admin.max_connections/header_timeout/idle_timeout changed: restart to apply"
+                    .to_string(),
+            );
+        }
+        notes
     }
 }
 
@@ -110,7 +152,8 @@ pub async fn start(cfg: Config, prom: PrometheusHandle) -> Result<Running, Serve
     let (tx, rx) = watch::channel(false);
     let (ctl_tx, ctl_rx) = mpsc::channel(64);
     let dp_status = status.clone();
-    let token = cfg.admin.token.clone();
+    let admin_token = Token::new(cfg.admin.token.as_deref());
+    let admin_cfg = cfg.admin.clone();
     let vrrp_cfg = cfg.vrrp.clone();
     let handle = std::thread::Builder::new()
         .name("sipfront-dataplane".into())
@@ -131,10 +174,11 @@ pub async fn start(cfg: Config, prom: PrometheusHandle) -> Result<Running, Serve
         prom,
         status: status.clone(),
         control: ctl_tx.clone(),
-        token: token.map(Arc::from),
+        token: admin_token.clone(),
     };
+    let limits = ConnLimits::from_config(&admin_cfg);
     tokio::spawn(async move {
-        if let Err(e) = admin::serve(listener, state).await {
+        if let Err(e) = admin::serve(listener, state, limits).await {
             tracing::error!(error = %e, "admin endpoint failed");
         }
     });
@@ -146,6 +190,8 @@ pub async fn start(cfg: Config, prom: PrometheusHandle) -> Result<Running, Serve
         shutdown: tx,
         dataplane: Some(handle),
         vrrp: None,
+        admin_token,
+        admin_cfg,
     };
     match vrrp_cfg {
         // Sockets are already bound (IP_FREEBIND): forwarding works the moment the

@@ -67,6 +67,77 @@ fn count(landed: &[usize], backend: usize) -> usize {
     landed.iter().filter(|&&b| b == backend).count()
 }
 
+/// Writes a token file as operators must: mode 0600 (sipfront refuses looser ones).
+fn write_private(path: &std::path::Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// `GET path` of the admin API with `auth` headers (every `/api/v1` call needs the token
+/// when one is set), as JSON; panics unless 200 with JSON.
+fn get_json_auth(admin: SocketAddr, auth: &[(&str, &str)], path: &str) -> serde_json::Value {
+    match http_request(admin, "GET", path, auth) {
+        Ok((200, body)) => serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {body}")),
+        Ok((code, body)) => panic!("GET http://{admin}{path} answered {code}: {body}"),
+        Err(e) => panic!("GET http://{admin}{path} failed: {e}"),
+    }
+}
+
+/// [`backend_status`] with `auth` headers.
+fn backend_status_auth(
+    admin: SocketAddr,
+    auth: &[(&str, &str)],
+    name: &str,
+) -> Option<serde_json::Value> {
+    get_json_auth(admin, auth, "/api/v1/status")["backends"]
+        .as_array()?
+        .iter()
+        .find(|b| b["name"] == name)
+        .cloned()
+}
+
+/// [`wait_backend_status`] with `auth` headers.
+fn wait_backend_status_auth(
+    admin: SocketAddr,
+    auth: &[(&str, &str)],
+    name: &str,
+    key: &str,
+    want: impl Into<serde_json::Value>,
+) -> serde_json::Value {
+    let want = want.into();
+    let mut last = None;
+    let ok = wait_until(Duration::from_secs(10), || {
+        last = backend_status_auth(admin, auth, name);
+        last.as_ref().is_some_and(|b| b[key] == want)
+    });
+    assert!(
+        ok,
+        "status of backend {name}: {key} should be {want}, last seen: {last:?}"
+    );
+    last.unwrap()
+}
+
+/// [`flow_backend`] with `auth` headers.
+fn flow_backend_auth(
+    admin: SocketAddr,
+    auth: &[(&str, &str)],
+    client: SocketAddr,
+) -> Option<String> {
+    let v = get_json_auth(
+        admin,
+        auth,
+        &format!("/api/v1/flows?client={client}&limit=10"),
+    );
+    let flows = v["flows"].as_array()?;
+    assert!(flows.len() <= 1, "several flows for one client: {v}");
+    flows
+        .first()
+        .and_then(|f| f["backend"].as_str())
+        .map(str::to_string)
+}
+
 fn transitions(text: &str, backend: &str, to: &str) -> f64 {
     metric(
         text,
@@ -84,9 +155,11 @@ fn drain_enable_disable_through_ctl_with_token() {
     let b = FakeBackend::start(17202, relay.clone());
     let token = "s3cret-token-0123456789abcdef";
     let token_file = dir.join("admin.token");
-    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    write_private(&token_file, &format!("{token}\n"));
     let wrong_file = dir.join("wrong.token");
-    std::fs::write(&wrong_file, "not-the-right-token-at-all\n").unwrap();
+    write_private(&wrong_file, "not-the-right-token-at-all\n");
+    let bearer = format!("Bearer {token}");
+    let auth = [("Authorization", bearer.as_str())];
     let front = Sipfront::start(
         &dir,
         SipfrontConfig::new("127.0.0.1:17200", "18800-18999", "127.0.0.1:17203")
@@ -112,7 +185,7 @@ fn drain_enable_disable_through_ctl_with_token() {
     );
     for (c, &h) in old.iter().zip(&old_home) {
         assert_eq!(
-            flow_backend(admin, c.local).as_deref(),
+            flow_backend_auth(admin, &auth, c.local).as_deref(),
             Some(["a", "b"][h]),
             "flows API vs the backend that received {}'s datagram",
             c.local
@@ -159,19 +232,29 @@ fn drain_enable_disable_through_ctl_with_token() {
     // (The status snapshot may lag by a refresh: let it catch up, then compare.)
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
-        backend_status(admin, "a").unwrap()["admin"],
+        backend_status_auth(admin, &auth, "a").unwrap()["admin"],
         "enabled",
         "refused calls change nothing"
     );
-    // Reading needs no token.
+    // With a token set, reading the API needs it too (the flow list maps clients to relay
+    // ports); /metrics, /live and /ready stay open for Prometheus and keepalived.
     let r = run_sipfront(&["ctl", "--admin", &admin_s, "status"]);
-    assert_eq!(r.code, 0, "ctl status without a token: {r:?}");
+    assert_eq!(r.code, 1, "ctl status without a token: {r:?}");
+    assert!(r.stderr.contains("401"), "{r:?}");
+    for path in ["/api/v1/status", "/api/v1/flows"] {
+        let (code, body) = http_request(admin, "GET", path, &[]).unwrap();
+        assert_eq!(code, 401, "GET {path} without a token: {body}");
+    }
+    for path in ["/metrics", "/live", "/ready"] {
+        let (code, body) = http_get(admin, path).unwrap();
+        assert_eq!(code, 200, "GET {path} needs no token: {body}");
+    }
 
     // Drain `a` with the token from the config file.
     let r = run_sipfront(&["ctl", "-c", &config, "drain", "a"]);
     assert_eq!(r.code, 0, "ctl -c CONFIG drain a: {r:?}");
     assert!(r.stdout.contains("draining"), "{r:?}");
-    let st = wait_backend_status(admin, "a", "admin", "draining");
+    let st = wait_backend_status_auth(admin, &auth, "a", "admin", "draining");
     assert_eq!(st["state"], "up", "draining is not a health state: {st}");
     let r = run_sipfront(&["ctl", "-c", &config, "status"]);
     assert_eq!(r.code, 0, "{r:?}");
@@ -221,7 +304,6 @@ fn drain_enable_disable_through_ctl_with_token() {
     );
 
     // Enable with the bearer token over HTTP: new clients may get `a` again.
-    let bearer = format!("Bearer {token}");
     let (code, body) = http_request(
         admin,
         "POST",
@@ -255,7 +337,7 @@ fn drain_enable_disable_through_ctl_with_token() {
         moved.iter().all(|&h| h == 1),
         "flows of disabled a still sent there: {moved:?}"
     );
-    wait_backend_status(admin, "a", "admin", "disabled");
+    wait_backend_status_auth(admin, &auth, "a", "admin", "disabled");
 
     // Unknown backend: 404 / exit 1. Bad ctl arguments and configs: exit 2.
     let (code, _) = http_request(
@@ -335,8 +417,11 @@ impl Drop for Pinger {
 
 /// The status of every backend as (name, addr, admin, configured), for comparing the
 /// running config before and after a reload.
-fn backends_view(admin: SocketAddr) -> BTreeSet<(String, String, String, bool)> {
-    get_json(admin, "/api/v1/status")["backends"]
+fn backends_view(
+    admin: SocketAddr,
+    auth: &[(&str, &str)],
+) -> BTreeSet<(String, String, String, bool)> {
+    get_json_auth(admin, auth, "/api/v1/status")["backends"]
         .as_array()
         .expect("backends")
         .iter()
@@ -375,8 +460,17 @@ fn sighup_reload_adds_removes_and_moves_backends_and_rejects_invalid_config() {
     let a = FakeBackend::start(17241, relay.clone());
     let b = FakeBackend::start(17242, relay.clone());
     let c = FakeBackend::start(17243, relay.clone());
-    let extra = "[health]\ninterval = \"200ms\"\ntimeout = \"150ms\"\n\n\
-                 [timeouts]\nflow_idle = \"2s\"\n";
+    let token = "reload-token-0123456789abcdef";
+    let token_file = dir.join("admin.token");
+    write_private(&token_file, &format!("{token}\n"));
+    let bearer = format!("Bearer {token}");
+    let auth = [("Authorization", bearer.as_str())];
+    let extra = &format!(
+        "token_file = \"{}\"\n\n\
+         [health]\ninterval = \"200ms\"\ntimeout = \"150ms\"\n\n\
+         [timeouts]\nflow_idle = \"2s\"\n",
+        token_file.display()
+    );
     let base = SipfrontConfig::new("127.0.0.1:17240", "19000-19099", "127.0.0.1:17244");
     let mut front = Sipfront::start(
         &dir,
@@ -404,8 +498,8 @@ fn sighup_reload_adds_removes_and_moves_backends_and_rejects_invalid_config() {
     let b_pinger = Pinger::start(sockets(&first, &|i| first_home[i] == 1), sip);
     let mut other_pinger = Pinger::start(sockets(&first, &|i| first_home[i] != 1), sip);
 
-    // An admin state survives reloads: drain `a` first (no token_file, loopback: allowed).
-    let (code, body) = http_request(admin, "POST", "/api/v1/backends/a/drain", &[]).unwrap();
+    // An admin state survives reloads: drain `a` first.
+    let (code, body) = http_request(admin, "POST", "/api/v1/backends/a/drain", &auth).unwrap();
     assert_eq!(code, 200, "{body}");
 
     // Reload: `b` removed, `c` added.
@@ -424,15 +518,15 @@ fn sighup_reload_adds_removes_and_moves_backends_and_rejects_invalid_config() {
     front.cfg = reloaded.clone();
     front.wait_backends_up(Duration::from_secs(10));
     assert!(c.probes() > 0, "added backend c is probed");
-    let st_c = wait_backend_status(admin, "c", "state", "up");
+    let st_c = wait_backend_status_auth(admin, &auth, "c", "state", "up");
     assert_eq!(st_c["configured"], true, "{st_c}");
     assert!(st_c["last_rtt_ms"].is_number(), "{st_c}");
     // The removed backend stays listed while it has flows.
-    let st_b = wait_backend_status(admin, "b", "configured", false);
+    let st_b = wait_backend_status_auth(admin, &auth, "b", "configured", false);
     assert_eq!(st_b["admin"], "draining", "{st_b}");
     let mut st_b = st_b;
     let has_flows = wait_until(Duration::from_secs(10), || {
-        st_b = backend_status(admin, "b").expect("b listed");
+        st_b = backend_status_auth(admin, &auth, "b").expect("b listed");
         st_b["flows"].as_u64() > Some(0)
     });
     assert!(
@@ -440,7 +534,7 @@ fn sighup_reload_adds_removes_and_moves_backends_and_rejects_invalid_config() {
         "flows per backend (swept twice a second): {st_b}"
     );
     // a's admin state is kept across the reload.
-    wait_backend_status(admin, "a", "admin", "draining");
+    wait_backend_status_auth(admin, &auth, "a", "admin", "draining");
 
     // `b`'s flows stay on it while it drains out; new clients go to `c` only (a drains).
     let still = landing("still", &first, &[&a, &b, &c]);
@@ -462,17 +556,17 @@ fn sighup_reload_adds_removes_and_moves_backends_and_rejects_invalid_config() {
     // Let `b`'s flows idle out: `b` disappears.
     drop(b_pinger);
     let gone = wait_until(Duration::from_secs(20), || {
-        backend_status(admin, "b").is_none()
+        backend_status_auth(admin, &auth, "b").is_none()
     });
     assert!(
         gone,
         "removed backend b still listed after its flows expired: {}",
-        get_json(admin, "/api/v1/status")
+        get_json_auth(admin, &auth, "/api/v1/status")
     );
     wait_log(&mut front, &["removed backend drained"], 1);
 
     // An invalid config is rejected; the running one stays.
-    let before = backends_view(admin);
+    let before = backends_view(admin, &auth);
     let invalid = format!(
         "{}\n[[backend]]\nname = \"d\"\naddr = \"not-an-address\"\n",
         reloaded.toml()
@@ -487,7 +581,7 @@ fn sighup_reload_adds_removes_and_moves_backends_and_rejects_invalid_config() {
     assert!(line.contains("addr"), "the error names the key: {line}");
     front.assert_running();
     assert_eq!(
-        backends_view(admin),
+        backends_view(admin, &auth),
         before,
         "status changed by a rejected reload"
     );
@@ -499,7 +593,7 @@ fn sighup_reload_adds_removes_and_moves_backends_and_rejects_invalid_config() {
         2,
     );
     front.assert_running();
-    assert_eq!(backends_view(admin), before);
+    assert_eq!(backends_view(admin, &auth), before);
     assert_eq!(
         log_lines(&front.proc, &["config reloaded"]).len(),
         1,
@@ -520,7 +614,7 @@ fn sighup_reload_adds_removes_and_moves_backends_and_rejects_invalid_config() {
     front.cfg = moved;
     front.wait_backends_up(Duration::from_secs(10));
     assert!(c2.probes() > 0, "c probed at its new address");
-    wait_backend_status(admin, "c", "addr", "127.0.0.1:17245");
+    wait_backend_status_auth(admin, &auth, "c", "addr", "127.0.0.1:17245");
     // The same flows (kept alive all along), now sent to c's new address.
     let flows_before = metric(&front.metrics(), "sipfront_flows_created_total", &[]);
     let after_move = landing("after-move", &second, &[&a, &c, &c2]);
@@ -558,9 +652,15 @@ fn admin_and_health_config_checks() {
         path.to_string_lossy().into_owned()
     };
     let short = dir.join("short.token");
-    std::fs::write(&short, "short\n").unwrap();
+    write_private(&short, "short\n");
     let good = dir.join("good.token");
-    std::fs::write(&good, "0123456789abcdef0123\n").unwrap();
+    write_private(&good, "0123456789abcdef0123\n");
+    let loose = dir.join("loose.token");
+    write_private(&loose, "0123456789abcdef0123\n");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
 
     let r = run_sipfront(&["check-config", &write("open.toml", "")]);
     assert_eq!(r.code, 2, "non-loopback admin without a token: {r:?}");
@@ -584,6 +684,23 @@ fn admin_and_health_config_checks() {
         "check-config must not print the token: {}",
         r.stdout
     );
+    // A token file other users can read is refused, naming the key and the mode; `run`
+    // refuses it the same way (exit 2, like every config error).
+    let loose_cfg = write(
+        "loose.toml",
+        &format!("token_file = \"{}\"", loose.display()),
+    );
+    for cmd in [
+        &["check-config", loose_cfg.as_str()][..],
+        &["run", "-c", &loose_cfg],
+    ] {
+        let r = run_sipfront(cmd);
+        assert_eq!(r.code, 2, "{cmd:?} with a 0644 token file: {r:?}");
+        assert!(
+            r.stderr.contains("admin.token_file") && r.stderr.contains("mode 0644"),
+            "the error names the key and the mode: {r:?}"
+        );
+    }
     let r = run_sipfront(&[
         "check-config",
         &write(

@@ -683,12 +683,24 @@ fn stopped_kamailio_down_by_timeout_and_back_after_sigcont() {
         ],
     );
     let _other = FakeBackend::start(17082, 18650..=18699);
+    // Draining needs the admin token (a token-less admin is read-only); the file must be 0600.
+    let token_file = dir.join("admin.token");
+    std::fs::write(&token_file, "sigstop-token-0123456789\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let auth = [("Authorization", "Bearer sigstop-token-0123456789")];
     let mut front = Sipfront::start(
         &dir,
         SipfrontConfig::new("127.0.0.1:17080", "18650-18699", "127.0.0.1:17083")
             .backend("kam", "127.0.0.1:17081")
             .backend("o", "127.0.0.1:17082")
-            .extra("[health]\ninterval = \"300ms\"\ntimeout = \"250ms\"\nrise = 2\nfall = 2\n"),
+            .extra(&format!(
+                "token_file = \"{}\"\n\n\
+                 [health]\ninterval = \"300ms\"\ntimeout = \"250ms\"\nrise = 2\nfall = 2\n",
+                token_file.display()
+            )),
     );
     let admin = front.cfg.admin;
     let phone = SipClient::bind(local(17085), front.cfg.sip, "phone");
@@ -747,13 +759,20 @@ fn stopped_kamailio_down_by_timeout_and_back_after_sigcont() {
     );
     // It serves again: a new client whose home is Kamailio registers there. Use the only
     // backend that answers SIP for real: drain `o` so the phone's flow is homed on kam.
-    let (code, body) = http_request(admin, "POST", "/api/v1/backends/o/drain", &[]).unwrap();
-    assert_eq!(
-        code, 200,
-        "drain o without a token on a loopback admin: {body}"
-    );
+    let (code, body) = http_request(admin, "POST", "/api/v1/backends/o/drain", &auth).unwrap();
+    assert_eq!(code, 200, "drain o with the token: {body}");
     register(&phone, 1);
-    assert_eq!(flow_backend(admin, phone.local).as_deref(), Some("kam"));
+    let (code, body) = http_request(
+        admin,
+        "GET",
+        &format!("/api/v1/flows?client={}&limit=10", phone.local),
+        &auth,
+    )
+    .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["flows"][0]["backend"], "kam", "{v}");
+    assert_eq!(v["flows"].as_array().map(Vec::len), Some(1), "{v}");
     assert_eq!(received_at(&kam, "phone").len(), 1);
     front.assert_running();
     eprintln!(

@@ -1,13 +1,24 @@
 //! The admin HTTP endpoint: `/metrics` (Prometheus), `/live`, `/ready` and a JSON API.
-//! Changing calls need `Authorization: Bearer <token>` when `admin.token_file` is set
-//! (it must be, unless the endpoint listens on loopback only).
+//!
+//! - `/metrics`, `/live`, `/ready` are open: Prometheus and keepalived need them.
+//! - With a token (`admin.token_file`, required unless the endpoint listens on loopback),
+//!   every `/api/v1/*` call needs `Authorization: Bearer <token>`, reads too: the flow
+//!   list maps clients to relay ports.
+//! - Without a token the API is read-only: changing calls answer 403, so a browser page
+//!   (CSRF) or another local user cannot drain a backend.
+//!
+//! The token is shared with the SIGHUP reload ([`Token`]): a new one applies at once.
+//! Connections are capped and timed out ([`conn`]).
+
+pub mod conn;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use axum::Router as HttpRouter;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -24,28 +35,80 @@ pub fn install_recorder() -> Result<PrometheusHandle, String> {
         .map_err(|e| e.to_string())
 }
 
+/// The API token, shared between the endpoint and the reload that rotates it.
+#[derive(Clone, Default)]
+pub struct Token(Arc<RwLock<Option<Arc<str>>>>);
+
+impl Token {
+    pub fn new(token: Option<&str>) -> Token {
+        Token(Arc::new(RwLock::new(token.map(Arc::from))))
+    }
+
+    pub fn get(&self) -> Option<Arc<str>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the token; true when it changed.
+    pub fn set(&self, token: Option<&str>) -> bool {
+        let mut t = self.0.write().unwrap_or_else(|e| e.into_inner());
+        if t.as_deref() == token {
+            return false;
+        }
+        *t = token.map(Arc::from);
+        true
+    }
+}
+
 #[derive(Clone)]
 pub struct AdminState {
     pub prom: PrometheusHandle,
     pub status: Arc<Mutex<Status>>,
     pub control: mpsc::Sender<Control>,
-    pub token: Option<Arc<str>>,
+    pub token: Token,
 }
 
 pub fn routes(state: AdminState) -> HttpRouter {
+    let api = HttpRouter::new()
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/flows", get(flows))
+        .route("/api/v1/backends/{name}/{action}", post(backend_action))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     HttpRouter::new()
         .route("/metrics", get(metrics_text))
         .route("/live", get(|| async { "live\n" }))
         .route("/ready", get(ready))
-        .route("/api/v1/status", get(status))
-        .route("/api/v1/flows", get(flows))
-        .route("/api/v1/backends/{name}/{action}", post(backend_action))
+        .merge(api)
         .with_state(state)
 }
 
-/// Serves the admin API until the listener fails.
-pub async fn serve(listener: tokio::net::TcpListener, state: AdminState) -> std::io::Result<()> {
-    axum::serve(listener, routes(state)).await
+/// Serves the admin API until the listener fails, with `limits` on its connections.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AdminState,
+    limits: conn::ConnLimits,
+) -> std::io::Result<()> {
+    conn::serve(listener, routes(state), limits).await
+}
+
+/// The API's access rule (see the module docs).
+async fn authorize(State(s): State<AdminState>, req: Request, next: Next) -> Response {
+    let changing = !matches!(*req.method(), Method::GET | Method::HEAD);
+    match s.token.get() {
+        Some(t) if token_ok(&t, req.headers()) => next.run(req).await,
+        Some(_) => (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            axum::Json(serde_json::json!({ "error": "missing or wrong bearer token" })),
+        )
+            .into_response(),
+        None if changing => error(
+            StatusCode::FORBIDDEN,
+            "the admin API is read-only: no admin.token_file is configured; set one \
+             (and run `sipfront ctl -c CONFIG`, which reads it) to drain, enable or \
+             disable backends",
+        ),
+        None => next.run(req).await,
+    }
 }
 
 async fn metrics_text(State(s): State<AdminState>) -> impl IntoResponse {
@@ -154,25 +217,11 @@ fn token_ok(expected: &str, headers: &HeaderMap) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Changes a backend's admin state; [`authorize`] has checked the token.
 async fn backend_action(
     State(s): State<AdminState>,
     Path((name, action)): Path<(String, String)>,
-    headers: HeaderMap,
 ) -> Response {
-    match &s.token {
-        Some(t) if token_ok(t, &headers) => {}
-        Some(_) => {
-            return (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                axum::Json(serde_json::json!({ "error": "missing or wrong bearer token" })),
-            )
-                .into_response();
-        }
-        // No token: config validation allowed that only on a loopback listener,
-        // which is as trusted as a local control socket.
-        None => {}
-    }
     let state = match action.as_str() {
         "drain" => BackendAdmin::Draining,
         "enable" => BackendAdmin::Enabled,

@@ -25,6 +25,12 @@ pub const DEFAULT_TRANSACTION: Duration = Duration::from_secs(32);
 
 // [admin]
 pub const DEFAULT_ADMIN_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9090);
+/// Open admin connections; above it the oldest idle one is closed (or the new one refused).
+pub const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 64;
+/// From connect (or the first byte after an idle keep-alive) to a complete request header.
+pub const DEFAULT_ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// A keep-alive connection without a request, or a request with no byte moving, this long.
+pub const DEFAULT_ADMIN_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 // [health]
 pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_millis(500);

@@ -70,6 +70,13 @@ impl fmt::Display for Config {
         if let Some(tf) = &self.admin.token_file {
             write!(f, "\ntoken_file = \"{tf}\"")?;
         }
+        write!(
+            f,
+            "\nmax_connections = {}\nheader_timeout = \"{}\"\nidle_timeout = \"{}\"",
+            self.admin.max_connections,
+            format_duration(self.admin.header_timeout),
+            format_duration(self.admin.idle_timeout)
+        )?;
         if let Some(v) = &self.vrrp {
             writeln!(f)?;
             v.write_toml(f)?;

@@ -79,6 +79,9 @@ pub(super) struct RawTimeouts {
 pub(super) struct RawAdmin {
     pub listen: Option<String>,
     pub token_file: Option<String>,
+    pub max_connections: Option<usize>,
+    pub header_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

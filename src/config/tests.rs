@@ -23,6 +23,13 @@ name = "b"
 addr = "127.0.0.1:5071"
 "#;
 
+/// A secret file as operators must write them: mode 0600.
+fn write_secret(path: &std::path::Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 fn err(text: &str) -> String {
     Config::parse(text, &eph()).unwrap_err().to_string()
 }
@@ -35,6 +42,9 @@ fn good_config_gets_defaults() {
     assert_eq!(c.failback, Failback::OnRegister);
     assert_eq!(c.limits.max_flows, 1000);
     assert_eq!(c.admin.listen, "127.0.0.1:9090".parse().unwrap());
+    assert_eq!(c.admin.max_connections, 64);
+    assert_eq!(c.admin.header_timeout, Duration::from_secs(5));
+    assert_eq!(c.admin.idle_timeout, Duration::from_secs(60));
     assert_eq!(c.relay_port_count(), 1000);
 }
 
@@ -198,6 +208,12 @@ fn health_and_admin_keys() {
             "[admin]\ntoken_file = \"/nonexistent/token\"\n",
             "admin.token_file: cannot read",
         ),
+        ("[admin]\nmax_connections = 0\n", "admin.max_connections"),
+        (
+            "[admin]\nheader_timeout = \"10ms\"\n",
+            "admin.header_timeout: must be at least",
+        ),
+        ("[admin]\nidle_timeout = \"5\"\n", "admin.idle_timeout"),
     ];
     for (extra, want) in cases {
         let e = err(&format!("{GOOD}\n{extra}"));
@@ -205,7 +221,7 @@ fn health_and_admin_keys() {
     }
     let dir = tempfile::tempdir().unwrap();
     let tf = dir.path().join("token");
-    std::fs::write(&tf, "s3cret-s3cret-s3cret\n").unwrap();
+    write_secret(&tf, "s3cret-s3cret-s3cret\n");
     let text = format!(
         "{GOOD}\n[admin]\nlisten = \"0.0.0.0:9090\"\ntoken_file = \"{}\"\n",
         tf.display()
@@ -213,6 +229,58 @@ fn health_and_admin_keys() {
     let c = Config::parse(&text, &eph()).unwrap();
     assert_eq!(c.admin.token.as_deref(), Some("s3cret-s3cret-s3cret"));
     assert!(!format!("{c:?} {c}").contains("s3cret"), "token leaks");
+}
+
+/// Token and key files readable or writable by group or others are refused, naming the key
+/// and the mode; a reload keeps going without the token and says why.
+#[test]
+fn secret_files_must_be_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let tf = dir.path().join("token");
+    write_secret(&tf, "s3cret-s3cret-s3cret\n");
+    let admin = format!(
+        "{GOOD}\n[admin]\nlisten = \"0.0.0.0:9090\"\ntoken_file = \"{}\"\n",
+        tf.display()
+    );
+    let kf = dir.path().join("key");
+    write_secret(&kf, "a-shared-secret-of-32-bytes-long\n");
+    let sync = format!(
+        "{GOOD}\n[sync]\nlisten = \"10.0.0.1:7400\"\npeer = \"10.0.0.2:7400\"\nkey_file = \"{}\"\n",
+        kf.display()
+    );
+    Config::parse(&admin, &eph()).unwrap();
+    Config::parse(&sync, &eph()).unwrap();
+    for (file, text, key) in [
+        (&tf, &admin, "admin.token_file"),
+        (&kf, &sync, "sync.key_file"),
+    ] {
+        for mode in [0o644, 0o640, 0o604, 0o620, 0o602, 0o660] {
+            std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = err(text);
+            let want = format!("{key}: `{}` has mode {mode:04o}", file.display());
+            assert!(e.contains(&want), "error `{e}` should contain `{want}`");
+            assert!(e.contains("chmod 600"), "{e}");
+        }
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o400)).unwrap();
+        Config::parse(text, &eph()).unwrap_or_else(|e| panic!("0400 {key}: {e}"));
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    // A reload keeps going: the problem is reported, the token left unset.
+    std::fs::set_permissions(&tf, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let cf = dir.path().join("sipfront.toml");
+    std::fs::write(&cf, &admin).unwrap();
+    assert!(Config::load(&cf).is_err());
+    let c = Config::load_for_reload(&cf).unwrap();
+    assert_eq!(c.admin.token, None);
+    let why = c.admin.token_error.unwrap();
+    assert!(
+        why.contains("admin.token_file") && why.contains("0644"),
+        "{why}"
+    );
+    std::fs::remove_file(&tf).unwrap();
+    let c = Config::load_for_reload(&cf).unwrap();
+    assert!(c.admin.token_error.unwrap().contains("cannot read"));
 }
 
 #[test]
@@ -270,7 +338,7 @@ fn vrrp_section() {
 fn sync_section() {
     let dir = tempfile::tempdir().unwrap();
     let kf = dir.path().join("key");
-    std::fs::write(&kf, "a-shared-secret-of-32-bytes-long\n").unwrap();
+    write_secret(&kf, "a-shared-secret-of-32-bytes-long\n");
     let text = format!(
         "{GOOD}\n[sync]\nlisten = \"10.0.0.1:7400\"\npeer = \"10.0.0.2:7400\"\nkey_file = \"{}\"\n",
         kf.display()
@@ -284,7 +352,7 @@ fn sync_section() {
     );
     assert_eq!(Config::parse(&c.to_string(), &eph()).unwrap(), c);
     let short = dir.path().join("short");
-    std::fs::write(&short, "tiny").unwrap();
+    write_secret(&short, "tiny");
     let cases = [
         (
             "[sync]\nlisten = \"10.0.0.1:7400\"\npeer = \"10.0.0.2:7400\"\n".to_string(),

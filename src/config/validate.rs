@@ -14,18 +14,22 @@ use super::raw::{
 use super::values::{Need, duration, parse_addr, socket_addr};
 use super::{
     Admin, Backend, Config, ConfigError, EphemeralPorts, Failback, Health, Limits, Listen, Secret,
-    StaticPeer, SyncConfig, Timeouts, format_duration, invalid, parse_port_range,
+    StaticPeer, SyncConfig, Timeouts, TokenFile, format_duration, invalid, parse_port_range,
 };
 
 impl Raw {
-    pub(super) fn validate(self, eph: &EphemeralPorts) -> Result<Config, ConfigError> {
+    pub(super) fn validate(
+        self,
+        eph: &EphemeralPorts,
+        token_file: TokenFile,
+    ) -> Result<Config, ConfigError> {
         let listen = validate_listen(self.listen, eph)?;
         let backends = validate_backends(&self.backend, &listen.sip)?;
         Ok(Config {
             failback: validate_affinity(self.affinity),
             limits: validate_limits(self.limits.unwrap_or_default(), &listen)?,
             timeouts: validate_timeouts(self.timeouts.unwrap_or_default())?,
-            admin: validate_admin(self.admin)?,
+            admin: validate_admin(self.admin, token_file)?,
             health: validate_health(self.health.unwrap_or_default())?,
             vrrp: self.vrrp.map(super::vrrp::validate_vrrp).transpose()?,
             sync: self.sync.map(validate_sync).transpose()?,
@@ -383,32 +387,48 @@ fn validate_timeouts(t: RawTimeouts) -> Result<Timeouts, ConfigError> {
 // [admin]
 // ---------------------------------------------------------------------------------------
 
-fn validate_admin(raw: Option<RawAdmin>) -> Result<Admin, ConfigError> {
-    let (listen, token_file) = raw.map(|a| (a.listen, a.token_file)).unwrap_or_default();
-    let listen = match listen {
+fn validate_admin(raw: Option<RawAdmin>, mode: TokenFile) -> Result<Admin, ConfigError> {
+    let a = raw.unwrap_or(RawAdmin {
+        listen: None,
+        token_file: None,
+        max_connections: None,
+        header_timeout: None,
+        idle_timeout: None,
+    });
+    let listen = match a.listen {
         Some(s) => socket_addr("admin.listen", &s, Need::Any)?,
         None => DEFAULT_ADMIN_LISTEN,
     };
-    let token = match &token_file {
-        Some(path) => {
-            let t = read_secret("admin.token_file", path)?;
-            let t = String::from_utf8(t).map_err(|_| {
-                invalid(
-                    "admin.token_file",
-                    format!("`{path}` does not hold UTF-8 text"),
-                )
-            })?;
-            if t.len() < 16 {
-                return Err(invalid(
-                    "admin.token_file",
-                    format!("`{path}` must hold a token of at least 16 characters"),
-                ));
-            }
-            Some(t)
+    let max_connections = match a.max_connections {
+        None => DEFAULT_ADMIN_MAX_CONNECTIONS,
+        Some(n) if (1..=10_000).contains(&n) => n,
+        Some(n) => {
+            return Err(invalid(
+                "admin.max_connections",
+                format!("{n} is not between 1 and 10000"),
+            ));
         }
-        None => None,
     };
-    if token.is_none() && !listen.ip().is_loopback() {
+    let header_timeout = duration(
+        "admin.header_timeout",
+        a.header_timeout.as_deref(),
+        DEFAULT_ADMIN_HEADER_TIMEOUT,
+        Duration::from_millis(100),
+    )?;
+    let idle_timeout = duration(
+        "admin.idle_timeout",
+        a.idle_timeout.as_deref(),
+        DEFAULT_ADMIN_IDLE_TIMEOUT,
+        Duration::from_millis(100),
+    )?;
+    let token_file = a.token_file;
+    let (token, token_error) = match (token_file.as_deref().map(read_token), mode) {
+        (None, _) => (None, None),
+        (Some(Ok(t)), _) => (Some(t), None),
+        (Some(Err(e)), TokenFile::Required) => return Err(e),
+        (Some(Err(e)), TokenFile::KeepOnError) => (None, Some(e.to_string())),
+    };
+    if token_file.is_none() && !listen.ip().is_loopback() {
         return Err(invalid(
             "admin.token_file",
             format!("required when admin.listen ({listen}) is not a loopback address"),
@@ -418,14 +438,53 @@ fn validate_admin(raw: Option<RawAdmin>) -> Result<Admin, ConfigError> {
         listen,
         token,
         token_file,
+        token_error,
+        max_connections,
+        header_timeout,
+        idle_timeout,
     })
 }
 
+/// The admin token in `path`: private, UTF-8, at least 16 characters.
+fn read_token(path: &str) -> Result<String, ConfigError> {
+    let t = read_secret("admin.token_file", path)?;
+    let t = String::from_utf8(t).map_err(|_| {
+        invalid(
+            "admin.token_file",
+            format!("`{path}` does not hold UTF-8 text"),
+        )
+    })?;
+    if t.len() < 16 {
+        return Err(invalid(
+            "admin.token_file",
+            format!("`{path}` must hold a token of at least 16 characters"),
+        ));
+    }
+    Ok(t)
+}
+
 /// Reads a secret file named by `key`, surrounding whitespace trimmed; read at parse time, so
-/// a missing or unreadable file is a config error that names the key.
+/// a missing or unreadable file is a config error that names the key. The file must not be
+/// readable or writable by group or others (mode & 0o077 == 0): a secret other local users
+/// can read is no secret.
 fn read_secret(key: &str, path: &str) -> Result<Vec<u8>, ConfigError> {
-    let bytes =
-        std::fs::read(path).map_err(|e| invalid(key, format!("cannot read `{path}`: {e}")))?;
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let cannot = |e: std::io::Error| invalid(key, format!("cannot read `{path}`: {e}"));
+    let mut f = std::fs::File::open(path).map_err(cannot)?;
+    // The mode of the file opened (fstat), not of whatever the path names a moment later.
+    let mode = f.metadata().map_err(cannot)?.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(invalid(
+            key,
+            format!(
+                "`{path}` has mode {mode:04o}: a secret must not be readable or writable by \
+                 group or others; `chmod 600` it (owned by the user sipfront runs as)"
+            ),
+        ));
+    }
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes).map_err(cannot)?;
     Ok(bytes.trim_ascii().to_vec())
 }
 

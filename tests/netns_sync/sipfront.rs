@@ -56,6 +56,9 @@ impl SfSpec {
 pub fn write_key(dir: &TestDir) -> PathBuf {
     let p = dir.join("sync.key");
     fs::write(&p, format!("{SYNC_KEY}\n")).expect("write key file");
+    // sipfront refuses a key file that group or others can read or write.
+    fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod 600 key file");
     p
 }
 
