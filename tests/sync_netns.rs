@@ -22,17 +22,17 @@
 //! behind it), load client .10, sfA .11 (priority 150), sfB .12 (priority 100),
 //! backends / registrars .21 and .22, caller .30, intruder .40.
 
-mod common;
-mod netns;
 mod netns_sync;
 
-use common::*;
 use netns_sync::*;
+// The sync tests' VIP, not the VRRP tests' one of the same name in testkit.
+use netns_sync::VIP;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddrV4;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use testkit::*;
 
 // ---------------------------------------------------------------------------------------------
 // 1. A NAT'd phone survives the failover without re-registering
@@ -155,7 +155,7 @@ fn phone_behind_nat_is_reachable_after_master_kill_without_reregistering() {
 
     // Failback: A starts again, rejoins as backup, holds preemption until it has B's full
     // table (with the phone's flow, now B's own), then preempts.
-    e.a = NsSipfront::start_spec(
+    e.a = start_spec(
         &dir,
         e.net.host("sfA"),
         "sfA-2",
@@ -381,7 +381,7 @@ fn thousands_of_flows_while_backup_restarts_tables_converge() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let restart_at = sent.load(Ordering::Relaxed);
-    let mut b = NsSipfront::start_spec(&dir, net.host("sfB"), "sfB-2", &spec_b);
+    let mut b = start_spec(&dir, net.host("sfB"), "sfB-2", &spec_b);
     eprintln!("[{} ms] sfB started again after {restart_at} flows", ms(t0));
     sender.join().unwrap();
     eprintln!("[{} ms] all {N} first requests sent", ms(t0));
@@ -738,7 +738,7 @@ fn master_restarted_within_peer_timeout_gets_its_flows_back() {
     let killed = Instant::now();
     a.kill9();
     drop(a);
-    let mut a2 = NsSipfront::start_spec(&dir, net.host("sfA"), "sfA-2", &spec_a);
+    let mut a2 = start_spec(&dir, net.host("sfA"), "sfA-2", &spec_a);
     eprintln!(
         "[{} ms] sfA killed and started again in {:?}",
         ms(t0),
@@ -841,7 +841,7 @@ fn datagram_replayed_from_previous_peer_incarnation_is_dropped() {
     drop(a);
     std::thread::sleep(Duration::from_secs(4));
     let full_before = b.log_lines("full table received").len();
-    let mut a2 = NsSipfront::start_spec(&dir, net.host("sfA"), "sfA-2", &spec_a);
+    let mut a2 = start_spec(&dir, net.host("sfA"), "sfA-2", &spec_a);
     a2.wait_synced(Duration::from_secs(15));
     a2.expect_state(2.0, Duration::from_secs(15));
     assert!(

@@ -21,12 +21,8 @@
 //! - keepalived 2.2 as the peer, both directions, multicast and unicast (also with the
 //!   pre-1.3.6 unicast checksum, `old_unicast_checksum`).
 
-mod common;
-mod netns;
-
-use common::*;
-use netns::*;
 use std::time::{Duration, Instant};
+use testkit::*;
 
 /// The MACs `Lan::new` gives sfA (.11) and sfB (.12), checked there against the interfaces.
 const A_MAC: &str = "02:77:00:00:00:0b";

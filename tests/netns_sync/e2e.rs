@@ -1,8 +1,6 @@
 //! The end-to-end setup: Kamailio registrars sharing registrations (DMQ), the pair, and a
 //! phone behind the NAT router registered through the master and mirrored by the backup.
 
-#![allow(dead_code)]
-
 use super::*;
 
 /// A registrar on `role`'s address advertising the VIP, replicating usrloc with DMQ to `peer`.

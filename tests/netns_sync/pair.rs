@@ -1,7 +1,5 @@
 //! The sipfront pair of the tests: configs, start-up, VIP holders, counters, client flows.
 
-#![allow(dead_code)]
-
 use super::*;
 
 pub const A_IP: &str = "10.88.0.11";
@@ -40,9 +38,9 @@ pub fn start_pair(
     spec_a: &SfSpec,
     spec_b: &SfSpec,
 ) -> (NsSipfront, NsSipfront) {
-    let mut a = NsSipfront::start_spec(dir, net.host("sfA"), "sfA", spec_a);
+    let mut a = start_spec(dir, net.host("sfA"), "sfA", spec_a);
     a.expect_state(2.0, Duration::from_secs(15));
-    let mut b = NsSipfront::start_spec(dir, net.host("sfB"), "sfB", spec_b);
+    let mut b = start_spec(dir, net.host("sfB"), "sfB", spec_b);
     b.expect_state(1.0, Duration::from_secs(15));
     b.wait_synced(Duration::from_secs(15));
     a.wait_synced(Duration::from_secs(15));
