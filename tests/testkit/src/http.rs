@@ -13,6 +13,14 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> 
 }
 // Health, failover and admin helpers (tests/health.rs, tests/admin_ctl.rs, tests/spread.rs)
 
+/// `GET path`: the body if the answer is 200, else `None` (not up yet, or an error).
+pub fn http_body(addr: SocketAddr, path: &str) -> Option<String> {
+    match http_get(addr, path) {
+        Ok((200, body)) => Some(body),
+        _ => None,
+    }
+}
+
 /// An HTTP/1.0 request with an empty body and extra headers (e.g. `Authorization`).
 /// Returns (status code, body).
 pub fn http_request(

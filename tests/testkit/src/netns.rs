@@ -251,6 +251,12 @@ impl Netns {
         }
         (ll, line)
     }
+
+    /// The neighbour entry for `addr` on any device: (MAC, state), if it has a MAC.
+    pub fn neighbour(&self, addr: &str) -> Option<(String, String)> {
+        let (mac, line) = self.neigh(addr, None);
+        Some((mac?, line.split_whitespace().last()?.to_string()))
+    }
 }
 
 impl Drop for Netns {
