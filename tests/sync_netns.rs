@@ -15,8 +15,8 @@
 //! the sync port dropping strangers, forgeries and replays; a master restarted within the
 //! peer timeout getting its flows back; a replay from the peer's previous incarnation.
 //! Helpers (programs, the pair, the end-to-end setup, sipp scenarios of their own) are in
-//! tests/netns_sync/, on top of the namespace helpers of tests/netns/ (shared with
-//! tests/vrrp_netns.rs).
+//! tests/netns_sync/, on top of the namespace helpers of the testkit crate (tests/testkit,
+//! shared with tests/vrrp_netns.rs).
 //!
 //! Addresses (LAN 10.88.0.0/24, VIP 10.88.0.100): NAT router .2 (phone 192.168.77.2
 //! behind it), load client .10, sfA .11 (priority 150), sfB .12 (priority 100),
@@ -161,8 +161,8 @@ fn phone_behind_nat_is_reachable_after_master_kill_without_reregistering() {
         "sfA-2",
         &spec(A_IP, B_IP, 150, &KAM_BACKENDS, &dir),
     );
-    e.a.expect_state(2.0, Duration::from_secs(20));
-    e.b.expect_state(1.0, Duration::from_secs(10));
+    e.a.expect_state(VrrpState::Master, Duration::from_secs(20));
+    e.b.expect_state(VrrpState::Backup, Duration::from_secs(10));
     wait_holders(&e.net, &["sfA"], Duration::from_secs(10));
     let log = e.a.log_text();
     let full = log.find("full table received");
@@ -505,8 +505,8 @@ fn thousands_of_flows_while_backup_restarts_tables_converge() {
     });
     assert!(ok, "sfA's sipfront_sync_lag stays at {lag}");
     // The VRRP roles never moved.
-    assert_eq!(a.state(), 2.0);
-    assert_eq!(b.state(), 1.0);
+    assert_eq!(a.state(), Some(VrrpState::Master));
+    assert_eq!(b.state(), Some(VrrpState::Backup));
     wait_holders(&net, &["sfA"], Duration::from_secs(1));
     eprintln!(
         "[{} ms] done; sfA sync: {:?}; sfA log: {} `sync peer silent`, {} `sync peer up`",
@@ -745,8 +745,8 @@ fn master_restarted_within_peer_timeout_gets_its_flows_back() {
         killed.elapsed()
     );
     a2.wait_synced(Duration::from_secs(15));
-    a2.expect_state(2.0, Duration::from_secs(15));
-    b.expect_state(1.0, Duration::from_secs(10));
+    a2.expect_state(VrrpState::Master, Duration::from_secs(15));
+    b.expect_state(VrrpState::Backup, Duration::from_secs(10));
     let peer_silent = b.log_lines("sync peer silent");
     eprintln!(
         "[{} ms] sfA-2 synced and master; sfB logged {} `sync peer silent`; flows: sfA-2 {}, sfB {}",
@@ -843,7 +843,7 @@ fn datagram_replayed_from_previous_peer_incarnation_is_dropped() {
     let full_before = b.log_lines("full table received").len();
     let mut a2 = start_spec(&dir, net.host("sfA"), "sfA-2", &spec_a);
     a2.wait_synced(Duration::from_secs(15));
-    a2.expect_state(2.0, Duration::from_secs(15));
+    a2.expect_state(VrrpState::Master, Duration::from_secs(15));
     assert!(
         wait_until(Duration::from_secs(10), || b
             .log_lines("full table received")

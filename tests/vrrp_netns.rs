@@ -6,7 +6,7 @@
 //! `tcpdump` and `keepalived`. Every test builds its own namespaces (unique names with the
 //! pid and a counter) and deletes them, also on failure; nothing is configured in the host's
 //! own namespace (the veth pairs are created inside the namespaces). The tests of this file
-//! run one at a time (see `netns::serial`).
+//! run one at a time (see `testkit::serial`).
 //!
 //! Timers: 100 ms adverts on both sides (Master_Down ≈ 3 × 100 ms + skew), so a takeover
 //! takes a few hundred ms; the tests poll with generous timeouts and assert order, states and
@@ -118,12 +118,12 @@ fn kill9_master_backup_takes_vip_garp_moves_client_calls_complete_through_backup
         "sfA",
         &sipfront_toml(150, &BACKENDS, ""),
     );
-    a.expect_state(2.0, Duration::from_secs(10));
+    a.expect_state(VrrpState::Master, Duration::from_secs(10));
     let mut b = NsSipfront::start(&dir, host_b, "sfB", &sipfront_toml(100, &BACKENDS, ""));
     wait_backends_up(&mut a, &["beA", "beB"]);
     wait_backends_up(&mut b, &["beA", "beB"]);
     wait_adverts_received(&mut b, 5.0);
-    b.expect_state(1.0, Duration::from_secs(5));
+    b.expect_state(VrrpState::Backup, Duration::from_secs(5));
     wait_holders(&lan, VIP, &["sfA"], Duration::from_secs(5));
 
     let mut arp = NsCapture::start(&dir, client, "client-arp", "arp");
@@ -187,7 +187,7 @@ fn kill9_master_backup_takes_vip_garp_moves_client_calls_complete_through_backup
     a.kill9();
 
     wait_holders_include(&lan, "sfB", Duration::from_secs(10));
-    b.expect_state(2.0, Duration::from_secs(5));
+    b.expect_state(VrrpState::Master, Duration::from_secs(5));
     wait_neigh(client, VIP, B_MAC, Duration::from_secs(3));
     let t_ready = epoch_now();
     let takeover = kill_at.elapsed();
@@ -330,7 +330,7 @@ fn pair_with(dir: &TestDir, lan: &Lan, vrrp_extra: &str) -> (NsSipp, NsSipfront,
         "sfA",
         &sipfront_toml(150, &backends, vrrp_extra),
     );
-    a.expect_state(2.0, Duration::from_secs(10));
+    a.expect_state(VrrpState::Master, Duration::from_secs(10));
     let mut b = NsSipfront::start(
         dir,
         lan.host("sfB"),
@@ -340,7 +340,7 @@ fn pair_with(dir: &TestDir, lan: &Lan, vrrp_extra: &str) -> (NsSipp, NsSipfront,
     wait_backends_up(&mut a, &["beA"]);
     wait_backends_up(&mut b, &["beA"]);
     wait_adverts_received(&mut b, 5.0);
-    b.expect_state(1.0, Duration::from_secs(5));
+    b.expect_state(VrrpState::Backup, Duration::from_secs(5));
     wait_holders(lan, VIP, &["sfA"], Duration::from_secs(5));
     let mac = lan.host("client").resolve(VIP, Duration::from_secs(5));
     assert_eq!(mac, A_MAC, "client resolved the VIP to A");
@@ -376,7 +376,7 @@ fn sigterm_master_hands_over_with_priority_zero() {
         a.transitions()
     );
 
-    b.expect_state(2.0, Duration::from_secs(5));
+    b.expect_state(VrrpState::Master, Duration::from_secs(5));
     wait_holders(&lan, VIP, &["sfB"], Duration::from_secs(5));
     let tb = b.transitions();
     assert_eq!(
@@ -411,7 +411,7 @@ fn restarted_higher_priority_preempts() {
     let (_uas, mut a, mut b) = pair(&dir, &lan);
 
     a.kill9();
-    b.expect_state(2.0, Duration::from_secs(5));
+    b.expect_state(VrrpState::Master, Duration::from_secs(5));
     assert!(
         b.wait_transition("master", "master_down", Duration::from_secs(2)),
         "B transitions: {:?}",
@@ -438,7 +438,7 @@ fn restarted_higher_priority_preempts() {
         a2.transitions(),
         a2.log_tail(20)
     );
-    b.expect_state(1.0, Duration::from_secs(5));
+    b.expect_state(VrrpState::Backup, Duration::from_secs(5));
     wait_holders(&lan, VIP, &["sfA"], Duration::from_secs(5));
     wait_neigh(lan.host("client"), VIP, A_MAC, Duration::from_secs(3));
 
@@ -457,7 +457,7 @@ fn restarted_higher_priority_preempts() {
         Some(("backup", "higher_priority_seen")),
         "B yields to the higher priority: {tb:?}"
     );
-    a2.expect_state(2.0, Duration::from_secs(1));
+    a2.expect_state(VrrpState::Master, Duration::from_secs(1));
     eprintln!("test took {:?}", t0.elapsed());
 }
 
@@ -501,7 +501,7 @@ fn split_brain(tracking: bool) {
     assert!(ok, "A did not send its two GARP bursts");
 
     lan.unplug("sfA");
-    b.expect_state(2.0, Duration::from_secs(5));
+    b.expect_state(VrrpState::Master, Duration::from_secs(5));
     assert!(
         b.wait_transition("master", "master_down", Duration::from_secs(2)),
         "B transitions: {:?}",
@@ -509,7 +509,7 @@ fn split_brain(tracking: bool) {
     );
     wait_holders(&lan, VIP, &["sfA", "sfB"], Duration::from_secs(5));
     // A hears nobody and stays master.
-    assert_eq!(a.state(), 2.0);
+    assert_eq!(a.state(), Some(VrrpState::Master));
     wait_neigh(client, VIP, B_MAC, Duration::from_secs(3));
     if tracking {
         // Heal only once A has noticed that its backend is unreachable.
@@ -529,8 +529,8 @@ fn split_brain(tracking: bool) {
     let heal = Instant::now();
     lan.plug("sfA");
     wait_holders(&lan, VIP, &["sfA"], Duration::from_secs(10));
-    a.expect_state(2.0, Duration::from_secs(2));
-    b.expect_state(1.0, Duration::from_secs(2));
+    a.expect_state(VrrpState::Master, Duration::from_secs(2));
+    b.expect_state(VrrpState::Backup, Duration::from_secs(2));
     let tb = b.transitions();
     let last = tb.last().map(|(s, c)| (s.clone(), c.clone())).unwrap();
     assert!(
@@ -643,7 +643,7 @@ fn keepalived_backup_follows_sipfront_master_takes_over_on_kill9_and_yields_back
         "sfA",
         &sipfront_toml(150, &[BACKENDS[0]], ""),
     );
-    a.expect_state(2.0, Duration::from_secs(10));
+    a.expect_state(VrrpState::Master, Duration::from_secs(10));
     wait_backends_up(&mut a, &["beA"]);
 
     let mut k = Keepalived::start(&dir, lan.host("sfB"), "keepalived-b", 100);
@@ -656,7 +656,7 @@ fn keepalived_backup_follows_sipfront_master_takes_over_on_kill9_and_yields_back
         k.log_text()
     );
     wait_holders(&lan, VIP, &["sfA"], Duration::from_secs(2));
-    assert_eq!(a.state(), 2.0);
+    assert_eq!(a.state(), Some(VrrpState::Master));
     assert_eq!(
         a.transitions(),
         vec![
@@ -733,7 +733,12 @@ fn keepalived_master_sipfront_backup(dir: &TestDir, lan: &Lan) -> (NsSipp, Keepa
     wait_backends_up(&mut b, &["beA"]);
     // 20 adverts = 2 s: several Master_Down intervals heard and accepted.
     wait_adverts_received(&mut b, 20.0);
-    assert_eq!(b.state(), 1.0, "B transitions: {:?}", b.transitions());
+    assert_eq!(
+        b.state(),
+        Some(VrrpState::Backup),
+        "B transitions: {:?}",
+        b.transitions()
+    );
     assert_eq!(
         b.transitions(),
         vec![("backup".to_string(), "startup".to_string())]
@@ -770,7 +775,7 @@ fn sipfront_backup_follows_keepalived_master_and_takes_over_on_sigterm() {
         "keepalived log:\n{}",
         k.log_text()
     );
-    b.expect_state(2.0, Duration::from_secs(5));
+    b.expect_state(VrrpState::Master, Duration::from_secs(5));
     assert!(
         b.wait_transition("master", "priority_zero", Duration::from_secs(1)),
         "sipfront must take over on keepalived's priority 0 advert: {:?}",
@@ -794,7 +799,7 @@ fn sipfront_backup_takes_over_from_killed_keepalived() {
     let (_uas, mut k, mut b) = keepalived_master_sipfront_backup(&dir, &lan);
 
     k.kill9();
-    b.expect_state(2.0, Duration::from_secs(5));
+    b.expect_state(VrrpState::Master, Duration::from_secs(5));
     assert!(
         b.wait_transition("master", "master_down", Duration::from_secs(1)),
         "B transitions: {:?}",
@@ -822,7 +827,7 @@ fn unicast_keepalived_backup_accepts_sipfront_adverts() {
         "sfA",
         &sipfront_toml(150, &[BACKENDS[0]], "peers = [\"10.77.0.12\"]"),
     );
-    a.expect_state(2.0, Duration::from_secs(10));
+    a.expect_state(VrrpState::Master, Duration::from_secs(10));
     let mut k = Keepalived::start_with(
         &dir,
         lan.host("sfB"),
@@ -880,12 +885,17 @@ fn unicast_sipfront_backup_accepts_old_keepalived_checksum() {
     );
     wait_backends_up(&mut b, &["beA"]);
     wait_adverts_received(&mut b, 20.0);
-    assert_eq!(b.state(), 1.0, "B transitions: {:?}", b.transitions());
+    assert_eq!(
+        b.state(),
+        Some(VrrpState::Backup),
+        "B transitions: {:?}",
+        b.transitions()
+    );
     assert_eq!(b.metric("sipfront_vrrp_adverts_dropped_total", &[]), 0.0);
     wait_holders(&lan, VIP, &["sfA"], Duration::from_secs(1));
 
     assert!(k.terminate(Duration::from_secs(10)).is_some());
-    b.expect_state(2.0, Duration::from_secs(5));
+    b.expect_state(VrrpState::Master, Duration::from_secs(5));
     assert!(
         b.wait_transition("master", "priority_zero", Duration::from_secs(1)),
         "B transitions: {:?}",
@@ -908,7 +918,7 @@ fn master_link_down_and_up_recovers() {
     let lan = small_lan();
     let (_uas, mut a, mut b) = pair_with(&dir, &lan, "track_backends = 0");
     lan.host("sfA").link(false);
-    b.expect_state(2.0, Duration::from_secs(5));
+    b.expect_state(VrrpState::Master, Duration::from_secs(5));
     assert!(
         b.wait_transition("master", "master_down", Duration::from_secs(2)),
         "B transitions: {:?}",
@@ -918,8 +928,8 @@ fn master_link_down_and_up_recovers() {
     a.proc.assert_running();
     lan.host("sfA").link(true);
     wait_holders(&lan, VIP, &["sfA"], Duration::from_secs(10));
-    a.expect_state(2.0, Duration::from_secs(2));
-    b.expect_state(1.0, Duration::from_secs(2));
+    a.expect_state(VrrpState::Master, Duration::from_secs(2));
+    b.expect_state(VrrpState::Backup, Duration::from_secs(2));
     let tb = b.transitions();
     let (s, c) = tb.last().cloned().unwrap();
     assert!(

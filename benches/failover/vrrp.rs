@@ -20,7 +20,7 @@ use crate::capture::{Capture, Frame};
 use crate::procs::{Proc, tail};
 use crate::sipudp::Client;
 use crate::{Stats, rand_ms, sipfront_log};
-use testkit::{Netns, find_metric, wait_until};
+use testkit::{Netns, VrrpState, find_metric, wait_until};
 
 const NET: &str = "10.77.5";
 const VIP: &str = "10.77.5.100";
@@ -244,8 +244,13 @@ impl Run<'_> {
                 return Err(format!("h{}: backend not up", i + 1));
             }
             if self.case == Case::Sipfront {
-                let want = if want_vip { 2.0 } else { 1.0 };
-                let st = find_metric(&m, "sipfront_vrrp_state", &[]);
+                let want = if want_vip {
+                    VrrpState::Master
+                } else {
+                    VrrpState::Backup
+                };
+                let st =
+                    find_metric(&m, "sipfront_vrrp_state", &[]).and_then(VrrpState::from_value);
                 if st != Some(want) {
                     return Err(format!("h{}: sipfront_vrrp_state {st:?}", i + 1));
                 }

@@ -39,9 +39,9 @@ pub fn start_pair(
     spec_b: &SfSpec,
 ) -> (NsSipfront, NsSipfront) {
     let mut a = start_spec(dir, net.host("sfA"), "sfA", spec_a);
-    a.expect_state(2.0, Duration::from_secs(15));
+    a.expect_state(VrrpState::Master, Duration::from_secs(15));
     let mut b = start_spec(dir, net.host("sfB"), "sfB", spec_b);
-    b.expect_state(1.0, Duration::from_secs(15));
+    b.expect_state(VrrpState::Backup, Duration::from_secs(15));
     b.wait_synced(Duration::from_secs(15));
     a.wait_synced(Duration::from_secs(15));
     wait_holders(net, &["sfA"], Duration::from_secs(5));

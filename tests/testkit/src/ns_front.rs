@@ -35,6 +35,33 @@ pub fn sipfront_toml(priority: u8, backends: &[(&str, &str)], vrrp_extra: &str) 
     s
 }
 
+/// VRRP state as sipfront publishes it in the gauge `sipfront_vrrp_state` (the values of
+/// `state_value` in src/vrrp/shell.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VrrpState {
+    Initialize,
+    Backup,
+    Master,
+}
+
+impl VrrpState {
+    /// The gauge value of this state.
+    pub fn value(self) -> f64 {
+        match self {
+            VrrpState::Initialize => 0.0,
+            VrrpState::Backup => 1.0,
+            VrrpState::Master => 2.0,
+        }
+    }
+
+    /// The state a gauge value stands for; `None` for a value that is no state.
+    pub fn from_value(v: f64) -> Option<VrrpState> {
+        [VrrpState::Initialize, VrrpState::Backup, VrrpState::Master]
+            .into_iter()
+            .find(|s| s.value() == v)
+    }
+}
+
 /// A sipfront running in a host's namespace.
 pub struct NsSipfront {
     pub proc: Proc,
@@ -147,9 +174,10 @@ impl NsSipfront {
         metric(&self.metrics(), name, labels)
     }
 
-    /// `sipfront_vrrp_state`: 0 initialize, 1 backup, 2 master.
-    pub fn state(&mut self) -> f64 {
-        self.metric("sipfront_vrrp_state", &[])
+    /// `sipfront_vrrp_state` (0 when not published yet, so `Initialize`); `None` for a value
+    /// that is no state.
+    pub fn state(&mut self) -> Option<VrrpState> {
+        VrrpState::from_value(self.metric("sipfront_vrrp_state", &[]))
     }
 
     /// The log without colour codes.
@@ -181,16 +209,16 @@ impl NsSipfront {
         })
     }
 
-    /// Waits until `sipfront_vrrp_state` equals `want`; panics with the log otherwise.
-    pub fn expect_state(&mut self, want: f64, timeout: Duration) {
-        let mut last = -1.0;
+    /// Waits until `sipfront_vrrp_state` is `want`; panics with the log otherwise.
+    pub fn expect_state(&mut self, want: VrrpState, timeout: Duration) {
+        let mut last = None;
         let ok = wait_until(timeout, || {
             last = self.state();
-            last == want
+            last == Some(want)
         });
         assert!(
             ok,
-            "{}: sipfront_vrrp_state is {last}, expected {want} within {timeout:?}; \
+            "{}: sipfront_vrrp_state is {last:?}, expected {want:?} within {timeout:?}; \
              transitions {:?}; log:\n{}",
             self.name,
             self.transitions(),
