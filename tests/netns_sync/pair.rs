@@ -30,6 +30,15 @@ pub fn spec(
     }
 }
 
+/// The configs of A (150) and B (100), with the same `backends` and `extra` TOML.
+pub fn pair_specs(backends: &[(&str, &str)], extra: &str, dir: &TestDir) -> (SfSpec, SfSpec) {
+    let mut spec_a = spec(A_IP, B_IP, 150, backends, dir);
+    spec_a.extra = extra.into();
+    let mut spec_b = spec(B_IP, A_IP, 100, backends, dir);
+    spec_b.extra = extra.into();
+    (spec_a, spec_b)
+}
+
 /// Starts A (150) and waits until it is master, then B (100) and waits until it is backup
 /// and both hold each other's full table.
 pub fn start_pair(
