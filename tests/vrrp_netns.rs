@@ -314,6 +314,36 @@ fn wait_holders_include(lan: &Lan, role: &str, timeout: Duration) {
     );
 }
 
+/// Waits until `sf` is master, and has logged its transition to master with `cause` within
+/// `within` of that.
+fn expect_takeover(sf: &mut NsSipfront, cause: &str, within: Duration) {
+    sf.expect_state(VrrpState::Master, Duration::from_secs(5));
+    assert!(
+        sf.wait_transition("master", cause, within),
+        "{} must become master by {cause}; transitions: {:?}",
+        sf.name,
+        sf.transitions()
+    );
+}
+
+/// sipfront `name` on host `role` with priority `priority`, backend beA and extra `[vrrp]`
+/// settings `vrrp_extra`.
+fn start_sf(
+    dir: &TestDir,
+    lan: &Lan,
+    role: &str,
+    name: &str,
+    priority: u8,
+    vrrp_extra: &str,
+) -> NsSipfront {
+    NsSipfront::start(
+        dir,
+        lan.host(role),
+        name,
+        &sipfront_toml(priority, &[BACKENDS[0]], vrrp_extra),
+    )
+}
+
 /// Starts the usual pair (A 150, B 100, one backend beA) and a client that has resolved
 /// the VIP to A.
 fn pair(dir: &TestDir, lan: &Lan) -> (NsSipp, NsSipfront, NsSipfront) {
@@ -322,21 +352,10 @@ fn pair(dir: &TestDir, lan: &Lan) -> (NsSipp, NsSipfront, NsSipfront) {
 
 /// [`pair`] with extra `[vrrp]` settings for both.
 fn pair_with(dir: &TestDir, lan: &Lan, vrrp_extra: &str) -> (NsSipp, NsSipfront, NsSipfront) {
-    let backends = [BACKENDS[0]];
     let uas = NsSipp::uas(dir, lan.host("beA"), "uas-a");
-    let mut a = NsSipfront::start(
-        dir,
-        lan.host("sfA"),
-        "sfA",
-        &sipfront_toml(150, &backends, vrrp_extra),
-    );
+    let mut a = start_sf(dir, lan, "sfA", "sfA", 150, vrrp_extra);
     a.expect_state(VrrpState::Master, Duration::from_secs(10));
-    let mut b = NsSipfront::start(
-        dir,
-        lan.host("sfB"),
-        "sfB",
-        &sipfront_toml(100, &backends, vrrp_extra),
-    );
+    let mut b = start_sf(dir, lan, "sfB", "sfB", 100, vrrp_extra);
     wait_backends_up(&mut a, &["beA"]);
     wait_backends_up(&mut b, &["beA"]);
     wait_adverts_received(&mut b, 5.0);
@@ -345,6 +364,11 @@ fn pair_with(dir: &TestDir, lan: &Lan, vrrp_extra: &str) -> (NsSipp, NsSipfront,
     let mac = lan.host("client").resolve(VIP, Duration::from_secs(5));
     assert_eq!(mac, A_MAC, "client resolved the VIP to A");
     (uas, a, b)
+}
+
+/// The LAN of the keepalived tests: the two hosts and backend beA, no client.
+fn keepalived_lan() -> Lan {
+    Lan::new(&[("sfA", 11), ("sfB", 12), ("beA", 21)])
 }
 
 fn small_lan() -> Lan {
@@ -411,12 +435,7 @@ fn restarted_higher_priority_preempts() {
     let (_uas, mut a, mut b) = pair(&dir, &lan);
 
     a.kill9();
-    b.expect_state(VrrpState::Master, Duration::from_secs(5));
-    assert!(
-        b.wait_transition("master", "master_down", Duration::from_secs(2)),
-        "B transitions: {:?}",
-        b.transitions()
-    );
+    expect_takeover(&mut b, "master_down", Duration::from_secs(2));
     wait_holders_include(&lan, "sfB", Duration::from_secs(5));
     wait_neigh(lan.host("client"), VIP, B_MAC, Duration::from_secs(3));
     // The crash left the VIP on A's interface.
@@ -426,12 +445,7 @@ fn restarted_higher_priority_preempts() {
     );
     drop(a);
 
-    let mut a2 = NsSipfront::start(
-        &dir,
-        lan.host("sfA"),
-        "sfA-restarted",
-        &sipfront_toml(150, &[BACKENDS[0]], ""),
-    );
+    let mut a2 = start_sf(&dir, &lan, "sfA", "sfA-restarted", 150, "");
     assert!(
         a2.wait_transition("master", "preempt", Duration::from_secs(10)),
         "restarted A did not preempt: {:?}\n{}",
@@ -501,12 +515,7 @@ fn split_brain(tracking: bool) {
     assert!(ok, "A did not send its two GARP bursts");
 
     lan.unplug("sfA");
-    b.expect_state(VrrpState::Master, Duration::from_secs(5));
-    assert!(
-        b.wait_transition("master", "master_down", Duration::from_secs(2)),
-        "B transitions: {:?}",
-        b.transitions()
-    );
+    expect_takeover(&mut b, "master_down", Duration::from_secs(2));
     wait_holders(&lan, VIP, &["sfA", "sfB"], Duration::from_secs(5));
     // A hears nobody and stays master.
     assert_eq!(a.state(), Some(VrrpState::Master));
@@ -601,6 +610,16 @@ fn split_brain(tracking: bool) {
 // keepalived interop
 // ---------------------------------------------------------------------------------------------
 
+/// keepalived (on sfB's host, the backup) becomes master and gets the VIP.
+fn keepalived_takes_over(k: &Keepalived, lan: &Lan) {
+    assert!(
+        k.wait_log("Entering MASTER STATE", 1, Duration::from_secs(5)),
+        "keepalived did not take over:\n{}",
+        k.log_text()
+    );
+    wait_holders_include(lan, "sfB", Duration::from_secs(5));
+}
+
 fn assert_keepalived_clean(k: &mut Keepalived, min_received: u64) {
     let mut stats = Default::default();
     let ok = wait_until(Duration::from_secs(10), || {
@@ -635,14 +654,9 @@ fn keepalived_backup_follows_sipfront_master_takes_over_on_kill9_and_yields_back
     let _serial = serial();
     let t0 = Instant::now();
     let dir = TestDir::new("vrrp-ka-backup");
-    let lan = Lan::new(&[("sfA", 11), ("sfB", 12), ("beA", 21)]);
+    let lan = keepalived_lan();
     let _uas = NsSipp::uas(&dir, lan.host("beA"), "uas-a");
-    let mut a = NsSipfront::start(
-        &dir,
-        lan.host("sfA"),
-        "sfA",
-        &sipfront_toml(150, &[BACKENDS[0]], ""),
-    );
+    let mut a = start_sf(&dir, &lan, "sfA", "sfA", 150, "");
     a.expect_state(VrrpState::Master, Duration::from_secs(10));
     wait_backends_up(&mut a, &["beA"]);
 
@@ -667,24 +681,14 @@ fn keepalived_backup_follows_sipfront_master_takes_over_on_kill9_and_yields_back
     assert_eq!(a.metric("sipfront_vrrp_adverts_dropped_total", &[]), 0.0);
 
     a.kill9();
-    assert!(
-        k.wait_log("Entering MASTER STATE", 1, Duration::from_secs(5)),
-        "keepalived did not take over:\n{}",
-        k.log_text()
-    );
-    wait_holders_include(&lan, "sfB", Duration::from_secs(5));
+    keepalived_takes_over(&k, &lan);
     let complaints = k.packet_complaints();
     assert!(complaints.is_empty(), "{complaints:?}");
     drop(a);
 
     // And back: sipfront starts again (removing the VIP its crash left), hears
     // keepalived's lower priority adverts, preempts; keepalived yields and removes the VIP.
-    let mut a2 = NsSipfront::start(
-        &dir,
-        lan.host("sfA"),
-        "sfA-restarted",
-        &sipfront_toml(150, &[BACKENDS[0]], ""),
-    );
+    let mut a2 = start_sf(&dir, &lan, "sfA", "sfA-restarted", 150, "");
     assert!(
         a2.wait_transition("master", "preempt", Duration::from_secs(10)),
         "restarted sipfront did not preempt keepalived: {:?}\n{}",
@@ -724,12 +728,7 @@ fn keepalived_master_sipfront_backup(dir: &TestDir, lan: &Lan) -> (NsSipp, Keepa
         k.log_text()
     );
     wait_holders(lan, VIP, &["sfA"], Duration::from_secs(5));
-    let mut b = NsSipfront::start(
-        dir,
-        lan.host("sfB"),
-        "sfB",
-        &sipfront_toml(100, &[BACKENDS[0]], ""),
-    );
+    let mut b = start_sf(dir, lan, "sfB", "sfB", 100, "");
     wait_backends_up(&mut b, &["beA"]);
     // 20 adverts = 2 s: several Master_Down intervals heard and accepted.
     wait_adverts_received(&mut b, 20.0);
@@ -757,55 +756,81 @@ fn keepalived_master_sipfront_backup(dir: &TestDir, lan: &Lan) -> (NsSipp, Keepa
     (uas, k, b)
 }
 
+/// How keepalived, the master, goes away while sipfront is its backup.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum KeepalivedExit {
+    /// SIGTERM: keepalived sends a priority 0 advert and removes the VIP; sipfront takes
+    /// over on that advert.
+    Sigterm,
+    /// SIGKILL, VRRP process first: a crash; sipfront takes over when Master_Down_Interval
+    /// runs out.
+    Kill9,
+}
+
+impl KeepalivedExit {
+    /// The cause sipfront logs for its transition to master.
+    fn cause(self) -> &'static str {
+        match self {
+            KeepalivedExit::Sigterm => "priority_zero",
+            KeepalivedExit::Kill9 => "master_down",
+        }
+    }
+}
+
+/// keepalived (the master) exits as `exit` says; sipfront `b` takes over with the matching
+/// cause and gets the VIP (on SIGTERM keepalived removed it, so sfB holds it alone).
+fn keepalived_exits_sipfront_takes_over(
+    k: &mut Keepalived,
+    b: &mut NsSipfront,
+    lan: &Lan,
+    exit: KeepalivedExit,
+) {
+    match exit {
+        KeepalivedExit::Sigterm => {
+            let st = k.terminate(Duration::from_secs(10));
+            assert!(st.is_some(), "keepalived did not stop on SIGTERM");
+        }
+        KeepalivedExit::Kill9 => k.kill9(),
+    }
+    expect_takeover(b, exit.cause(), Duration::from_secs(1));
+    match exit {
+        KeepalivedExit::Sigterm => wait_holders(lan, VIP, &["sfB"], Duration::from_secs(5)),
+        KeepalivedExit::Kill9 => wait_holders_include(lan, "sfB", Duration::from_secs(5)),
+    }
+}
+
 /// Test 4b. keepalived master + sipfront backup; keepalived stops (SIGTERM: priority 0,
 /// VIP removed): sipfront takes over on the priority 0 advert.
 #[test]
 fn sipfront_backup_follows_keepalived_master_and_takes_over_on_sigterm() {
-    let _serial = serial();
-    let t0 = Instant::now();
-    let dir = TestDir::new("vrrp-ka-master-term");
-    let lan = Lan::new(&[("sfA", 11), ("sfB", 12), ("beA", 21)]);
-    let (_uas, mut k, mut b) = keepalived_master_sipfront_backup(&dir, &lan);
-
-    let before = b.metric("sipfront_vrrp_adverts_total", &[("dir", "received")]);
-    let st = k.terminate(Duration::from_secs(10));
-    assert!(st.is_some(), "keepalived did not stop on SIGTERM");
-    assert!(
-        k.count("sent 0 priority") >= 1,
-        "keepalived log:\n{}",
-        k.log_text()
-    );
-    b.expect_state(VrrpState::Master, Duration::from_secs(5));
-    assert!(
-        b.wait_transition("master", "priority_zero", Duration::from_secs(1)),
-        "sipfront must take over on keepalived's priority 0 advert: {:?}",
-        b.transitions()
-    );
-    assert!(!b.transitions().iter().any(|(_, c)| c == "master_down"));
-    wait_holders(&lan, VIP, &["sfB"], Duration::from_secs(5));
-    assert!(b.metric("sipfront_vrrp_adverts_total", &[("dir", "received")]) > before);
-    assert_eq!(b.metric("sipfront_vrrp_adverts_dropped_total", &[]), 0.0);
-    eprintln!("test took {:?}", t0.elapsed());
+    sipfront_backup_takes_over_from_keepalived("vrrp-ka-master-term", KeepalivedExit::Sigterm);
 }
 
 /// Test 4c. keepalived master + sipfront backup; keepalived crashes (SIGKILL, VRRP process
 /// first): sipfront takes over when Master_Down_Interval runs out.
 #[test]
 fn sipfront_backup_takes_over_from_killed_keepalived() {
+    sipfront_backup_takes_over_from_keepalived("vrrp-ka-master-kill", KeepalivedExit::Kill9);
+}
+
+fn sipfront_backup_takes_over_from_keepalived(tag: &str, exit: KeepalivedExit) {
     let _serial = serial();
     let t0 = Instant::now();
-    let dir = TestDir::new("vrrp-ka-master-kill");
-    let lan = Lan::new(&[("sfA", 11), ("sfB", 12), ("beA", 21)]);
+    let dir = TestDir::new(tag);
+    let lan = keepalived_lan();
     let (_uas, mut k, mut b) = keepalived_master_sipfront_backup(&dir, &lan);
 
-    k.kill9();
-    b.expect_state(VrrpState::Master, Duration::from_secs(5));
-    assert!(
-        b.wait_transition("master", "master_down", Duration::from_secs(1)),
-        "B transitions: {:?}",
-        b.transitions()
-    );
-    wait_holders_include(&lan, "sfB", Duration::from_secs(5));
+    let before = b.metric("sipfront_vrrp_adverts_total", &[("dir", "received")]);
+    keepalived_exits_sipfront_takes_over(&mut k, &mut b, &lan, exit);
+    if exit == KeepalivedExit::Sigterm {
+        assert!(
+            k.count("sent 0 priority") >= 1,
+            "keepalived log:\n{}",
+            k.log_text()
+        );
+        assert!(!b.transitions().iter().any(|(_, c)| c == "master_down"));
+        assert!(b.metric("sipfront_vrrp_adverts_total", &[("dir", "received")]) > before);
+    }
     assert_eq!(b.metric("sipfront_vrrp_adverts_dropped_total", &[]), 0.0);
     eprintln!("test took {:?}", t0.elapsed());
 }
@@ -819,14 +844,9 @@ fn unicast_keepalived_backup_accepts_sipfront_adverts() {
     let _serial = serial();
     let t0 = Instant::now();
     let dir = TestDir::new("vrrp-ka-unicast");
-    let lan = Lan::new(&[("sfA", 11), ("sfB", 12), ("beA", 21)]);
+    let lan = keepalived_lan();
     let _uas = NsSipp::uas(&dir, lan.host("beA"), "uas-a");
-    let mut a = NsSipfront::start(
-        &dir,
-        lan.host("sfA"),
-        "sfA",
-        &sipfront_toml(150, &[BACKENDS[0]], "peers = [\"10.77.0.12\"]"),
-    );
+    let mut a = start_sf(&dir, &lan, "sfA", "sfA", 150, "peers = [\"10.77.0.12\"]");
     a.expect_state(VrrpState::Master, Duration::from_secs(10));
     let mut k = Keepalived::start_with(
         &dir,
@@ -844,12 +864,7 @@ fn unicast_keepalived_backup_accepts_sipfront_adverts() {
     );
     wait_holders(&lan, VIP, &["sfA"], Duration::from_secs(2));
     a.kill9();
-    assert!(
-        k.wait_log("Entering MASTER STATE", 1, Duration::from_secs(5)),
-        "keepalived did not take over:\n{}",
-        k.log_text()
-    );
-    wait_holders_include(&lan, "sfB", Duration::from_secs(5));
+    keepalived_takes_over(&k, &lan);
     eprintln!("test took {:?}", t0.elapsed());
 }
 
@@ -862,7 +877,7 @@ fn unicast_sipfront_backup_accepts_old_keepalived_checksum() {
     let _serial = serial();
     let t0 = Instant::now();
     let dir = TestDir::new("vrrp-ka-unicast-old");
-    let lan = Lan::new(&[("sfA", 11), ("sfB", 12), ("beA", 21)]);
+    let lan = keepalived_lan();
     let _uas = NsSipp::uas(&dir, lan.host("beA"), "uas-a");
     let mut k = Keepalived::start_with(
         &dir,
@@ -877,12 +892,7 @@ fn unicast_sipfront_backup_accepts_old_keepalived_checksum() {
         "{}",
         k.log_text()
     );
-    let mut b = NsSipfront::start(
-        &dir,
-        lan.host("sfB"),
-        "sfB",
-        &sipfront_toml(100, &[BACKENDS[0]], "peers = [\"10.77.0.11\"]"),
-    );
+    let mut b = start_sf(&dir, &lan, "sfB", "sfB", 100, "peers = [\"10.77.0.11\"]");
     wait_backends_up(&mut b, &["beA"]);
     wait_adverts_received(&mut b, 20.0);
     assert_eq!(
@@ -894,14 +904,7 @@ fn unicast_sipfront_backup_accepts_old_keepalived_checksum() {
     assert_eq!(b.metric("sipfront_vrrp_adverts_dropped_total", &[]), 0.0);
     wait_holders(&lan, VIP, &["sfA"], Duration::from_secs(1));
 
-    assert!(k.terminate(Duration::from_secs(10)).is_some());
-    b.expect_state(VrrpState::Master, Duration::from_secs(5));
-    assert!(
-        b.wait_transition("master", "priority_zero", Duration::from_secs(1)),
-        "B transitions: {:?}",
-        b.transitions()
-    );
-    wait_holders(&lan, VIP, &["sfB"], Duration::from_secs(5));
+    keepalived_exits_sipfront_takes_over(&mut k, &mut b, &lan, KeepalivedExit::Sigterm);
     assert_eq!(b.metric("sipfront_vrrp_adverts_dropped_total", &[]), 0.0);
     eprintln!("test took {:?}", t0.elapsed());
 }
@@ -918,12 +921,7 @@ fn master_link_down_and_up_recovers() {
     let lan = small_lan();
     let (_uas, mut a, mut b) = pair_with(&dir, &lan, "track_backends = 0");
     lan.host("sfA").link(false);
-    b.expect_state(VrrpState::Master, Duration::from_secs(5));
-    assert!(
-        b.wait_transition("master", "master_down", Duration::from_secs(2)),
-        "B transitions: {:?}",
-        b.transitions()
-    );
+    expect_takeover(&mut b, "master_down", Duration::from_secs(2));
     wait_holders(&lan, VIP, &["sfA", "sfB"], Duration::from_secs(5));
     a.proc.assert_running();
     lan.host("sfA").link(true);
