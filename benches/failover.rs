@@ -29,8 +29,6 @@
 mod backend;
 #[path = "failover/capture.rs"]
 mod capture;
-#[path = "failover/net.rs"]
-mod net;
 #[allow(dead_code)]
 #[path = "load/procs.rs"]
 mod procs;
@@ -180,7 +178,7 @@ fn main() {
         keep: args.keep,
     };
     let dir = work.dir.as_ref().expect("work dir").path().to_path_buf();
-    net::remove_stale("sffo");
+    testkit::remove_stale("sffo");
     let prefix = format!("sffo{}", std::process::id());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     eprintln!(

@@ -51,9 +51,7 @@ use load::*;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs::{self, File};
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
@@ -284,7 +282,10 @@ fn main() {
         None => DEFAULT_FLOWS.min(fd_max),
     };
 
-    let ns = Ns::create_and_enter(&format!("sfsyncbench{}", std::process::id()));
+    // The main thread joins the bench's namespace (so do the threads and programs it starts
+    // later); dropping the guard kills what still runs inside and deletes it.
+    let ns = testkit::Netns::create(format!("sfsyncbench{}", std::process::id()));
+    ns.enter_this_thread();
     let st = Command::new("sysctl")
         .args(["-q", "-w", "net.ipv4.ip_local_port_range=60000 65535"])
         .status()
@@ -320,7 +321,7 @@ fn main() {
     // 1. Incremental.
     let cap = Capture::start(&dir, "incremental");
     let sent0 = a
-        .metric("sipfront_sync_messages_total", Some("\"sent\""))
+        .metric("sipfront_sync_messages_total", &[("dir", "sent")])
         .unwrap_or(0.0);
     let t = Instant::now();
     let answered = create_flows(n, &format!("{A}:5060"));
@@ -332,12 +333,12 @@ fn main() {
     assert!(
         ok,
         "flows: A {:?}, B {:?}",
-        a.metric("sipfront_flows", None),
-        b.metric("sipfront_flows", None)
+        a.metric("sipfront_flows", &[]),
+        b.metric("sipfront_flows", &[])
     );
     sleep(Duration::from_millis(1500));
     let sent1 = a
-        .metric("sipfront_sync_messages_total", Some("\"sent\""))
+        .metric("sipfront_sync_messages_total", &[("dir", "sent")])
         .unwrap_or(0.0);
     let inc = classify(&cap.stop());
     let a_drops = a

@@ -6,14 +6,12 @@
 //!   drain with ctl and token  17200-17239, relay 18800-18999
 //!   SIGHUP reload             17240-17279, relay 19000-19099
 
-mod common;
-
-use common::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use testkit::*;
 
 /// Client sockets `ip:ports`, each one a flow at sipfront.
 fn clients(ip: [u8; 4], ports: std::ops::Range<u16>, sip: SocketAddr) -> Vec<SipClient> {

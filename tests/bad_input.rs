@@ -5,12 +5,10 @@
 //!
 //! Ports: 27xxx, relay ports 22000-22999 (22000-22499 and 22500-22999 for the two tests).
 
-mod common;
-
-use common::*;
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
+use testkit::*;
 
 /// Largest UDP payload over IPv4.
 const MAX_UDP: usize = 65_507;

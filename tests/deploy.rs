@@ -653,15 +653,6 @@ fn prometheus_rules_and_config_pass_promtool() {
 // keepalived (external mode)
 // ---------------------------------------------------------------------------------------
 
-/// A network namespace, deleted on drop.
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
 #[test]
 fn keepalived_config_passes_config_test() {
     assert!(
@@ -669,12 +660,10 @@ fn keepalived_config_passes_config_test() {
         "this test needs root (network namespace for keepalived's interfaces)"
     );
     // keepalived checks that the configured interfaces exist: give it eth0 and eth1.
-    let ns = Netns(format!("sfdeploy{}", std::process::id()));
-    let out = run(Command::new("ip").args(["netns", "add", &ns.0]), "iproute2");
-    assert!(out.status.success(), "ip netns add:\n{}", text(&out));
+    let ns = testkit::Netns::create(format!("sfdeploy{}", std::process::id()));
     let out = run(
         Command::new("ip").args([
-            "-n", &ns.0, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
+            "-n", &ns.name, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
         ]),
         "iproute2",
     );
@@ -690,8 +679,8 @@ fn keepalived_config_passes_config_test() {
     let path = tmp.path().join("keepalived.conf");
     std::fs::write(&path, conf).unwrap();
     let out = run(
-        Command::new("ip")
-            .args(["netns", "exec", &ns.0, "keepalived", "--config-test", "-f"])
+        ns.command("keepalived")
+            .args(["--config-test", "-f"])
             .arg(&path),
         "the Debian package `keepalived`",
     );

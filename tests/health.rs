@@ -16,15 +16,13 @@
 //!   ICMP on relayed data  17140-17159, relay 19200-19249
 //!   reply-code policy     17160-17179, relay 19250-19299
 
-mod common;
-
-use common::*;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use testkit::*;
 
 fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))

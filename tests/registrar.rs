@@ -6,10 +6,8 @@
 //!
 //! Ports: 26xxx, relay ports 21000-21999 (21000-21499 and 21500-21999 for the two tests).
 
-mod common;
-
-use common::*;
 use std::time::{Duration, Instant};
+use testkit::*;
 
 /// Starts the "phone": REGISTERs `user` through sipfront at `sip`, then stays registered (its
 /// one socket open for `hold_ms`) and answers INVITEs out of call.

@@ -6,11 +6,9 @@
 //!
 //! Ports: 25xxx, relay ports 20000-20999 (20000-20499 and 20500-20999 for the two tests).
 
-mod common;
-
-use common::*;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
+use testkit::*;
 
 const CALLS: u64 = 3000;
 

@@ -12,9 +12,6 @@
 //! five. (With 3,000 flows the same bound would fail 39% of the time; with 6,000, 9%.) The
 //! hash is deterministic, so for a given implementation the outcome is fixed run to run.
 
-mod common;
-
-use common::*;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::ops::RangeInclusive;
@@ -23,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use testkit::*;
 
 const BACKENDS: usize = 6;
 /// Client addresses: 180 loopback IPs x 100 ports.
@@ -146,7 +144,7 @@ fn options(round: u32, flow: usize) -> Vec<u8> {
 /// again, so the test holds few sockets); flows whose datagram no backend saw are sent
 /// again. Returns flow -> (backend index, relay port).
 fn round(
-    ns: &NetNs,
+    ns: &Netns,
     round: u32,
     backends: &[Option<SpreadBackend>],
 ) -> BTreeMap<usize, (usize, u16)> {
@@ -167,7 +165,7 @@ fn round(
     let received = || -> usize { backends.iter().flatten().map(|b| b.count(round)).sum() };
     let mut missing: Vec<usize> = (0..FLOWS).collect();
     for attempt in 0..6 {
-        ns.run(|| {
+        ns.enter(|| {
             for (k, &flow) in missing.iter().enumerate() {
                 let s = UdpSocket::bind(client_addr(flow))
                     .unwrap_or_else(|e| panic!("bind {}: {e}", client_addr(flow)));
@@ -212,8 +210,8 @@ fn round(
     );
 }
 
-fn ns_metrics(ns: &NetNs) -> String {
-    ns.run(|| match http_get(ADMIN, "/metrics") {
+fn ns_metrics(ns: &Netns) -> String {
+    ns.enter(|| match http_get(ADMIN, "/metrics") {
         Ok((200, body)) => body,
         other => panic!("GET /metrics in the namespace: {other:?}"),
     })
@@ -223,9 +221,9 @@ fn ns_metrics(ns: &NetNs) -> String {
 fn one_backend_down_moves_only_its_flows_evenly_to_the_other_five() {
     let dir = TestDir::new("spread");
     let t0 = Instant::now();
-    let ns = NetNs::new("spread");
+    let ns = Netns::unique("spread");
 
-    let mut backends: Vec<Option<SpreadBackend>> = ns.run(|| {
+    let mut backends: Vec<Option<SpreadBackend>> = ns.enter(|| {
         (0..BACKENDS)
             .map(|i| Some(SpreadBackend::start(backend_addr(i))))
             .collect()
@@ -245,7 +243,7 @@ fn one_backend_down_moves_only_its_flows_evenly_to_the_other_five() {
     }
     let config_path = dir.join("sipfront.toml");
     std::fs::write(&config_path, cfg.toml()).unwrap();
-    let mut cmd: Command = ns.command(SIPFRONT);
+    let mut cmd: Command = ns.command(bin());
     cmd.arg("run")
         .arg("-c")
         .arg(&config_path)
@@ -253,7 +251,7 @@ fn one_backend_down_moves_only_its_flows_evenly_to_the_other_five() {
     let mut front = Proc::spawn("sipfront (netns)", &mut cmd, &dir.join("sipfront.log"));
     let up = wait_until(Duration::from_secs(20), || {
         front.assert_running();
-        ns.run(|| http_get(ADMIN, "/metrics"))
+        ns.enter(|| http_get(ADMIN, "/metrics"))
             .is_ok_and(|(code, text)| {
                 code == 200
                     && (0..BACKENDS).all(|i| {
@@ -357,7 +355,7 @@ fn one_backend_down_moves_only_its_flows_evenly_to_the_other_five() {
     }
 
     // sipfront's own view agrees.
-    let flows = ns.run(|| http_get(ADMIN, "/api/v1/flows?limit=100000"));
+    let flows = ns.enter(|| http_get(ADMIN, "/api/v1/flows?limit=100000"));
     let (code, body) = flows.expect("GET /api/v1/flows");
     assert_eq!(code, 200);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();

@@ -15,24 +15,24 @@
 //! the sync port dropping strangers, forgeries and replays; a master restarted within the
 //! peer timeout getting its flows back; a replay from the peer's previous incarnation.
 //! Helpers (programs, the pair, the end-to-end setup, sipp scenarios of their own) are in
-//! tests/netns_sync/, on top of the namespace helpers of tests/netns/ (shared with
-//! tests/vrrp_netns.rs).
+//! tests/netns_sync/, on top of the namespace helpers of the testkit crate (tests/testkit,
+//! shared with tests/vrrp_netns.rs).
 //!
 //! Addresses (LAN 10.88.0.0/24, VIP 10.88.0.100): NAT router .2 (phone 192.168.77.2
 //! behind it), load client .10, sfA .11 (priority 150), sfB .12 (priority 100),
 //! backends / registrars .21 and .22, caller .30, intruder .40.
 
-mod common;
-mod netns;
 mod netns_sync;
 
-use common::*;
 use netns_sync::*;
+// The sync tests' VIP, not the VRRP tests' one of the same name in testkit.
+use netns_sync::VIP;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddrV4;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use testkit::*;
 
 // ---------------------------------------------------------------------------------------------
 // 1. A NAT'd phone survives the failover without re-registering
@@ -155,14 +155,14 @@ fn phone_behind_nat_is_reachable_after_master_kill_without_reregistering() {
 
     // Failback: A starts again, rejoins as backup, holds preemption until it has B's full
     // table (with the phone's flow, now B's own), then preempts.
-    e.a = NsSipfront::start_spec(
+    e.a = start_spec(
         &dir,
         e.net.host("sfA"),
         "sfA-2",
         &spec(A_IP, B_IP, 150, &KAM_BACKENDS, &dir),
     );
-    e.a.expect_state(2.0, Duration::from_secs(20));
-    e.b.expect_state(1.0, Duration::from_secs(10));
+    e.a.expect_state(VrrpState::Master, Duration::from_secs(20));
+    e.b.expect_state(VrrpState::Backup, Duration::from_secs(10));
     wait_holders(&e.net, &["sfA"], Duration::from_secs(10));
     let log = e.a.log_text();
     let full = log.find("full table received");
@@ -335,10 +335,7 @@ fn thousands_of_flows_while_backup_restarts_tables_converge() {
     let be_b = UdpBackend::start(net.host("beB"), 5060);
     let backends = [("beA", "10.88.0.21:5060"), ("beB", "10.88.0.22:5060")];
     let extra = "[limits]\nnew_flows_per_ip = 1000000\n\n[timeouts]\nflow_idle = \"600s\"\n";
-    let mut spec_a = spec(A_IP, B_IP, 150, &backends, &dir);
-    spec_a.extra = extra.into();
-    let mut spec_b = spec(B_IP, A_IP, 100, &backends, &dir);
-    spec_b.extra = extra.into();
+    let (spec_a, spec_b) = pair_specs(&backends, extra, &dir);
     let (mut a, mut b1) = start_pair(&dir, &net, &spec_a, &spec_b);
     eprintln!("[{} ms] pair up and synced", ms(t0));
 
@@ -381,7 +378,7 @@ fn thousands_of_flows_while_backup_restarts_tables_converge() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let restart_at = sent.load(Ordering::Relaxed);
-    let mut b = NsSipfront::start_spec(&dir, net.host("sfB"), "sfB-2", &spec_b);
+    let mut b = start_spec(&dir, net.host("sfB"), "sfB-2", &spec_b);
     eprintln!("[{} ms] sfB started again after {restart_at} flows", ms(t0));
     sender.join().unwrap();
     eprintln!("[{} ms] all {N} first requests sent", ms(t0));
@@ -505,8 +502,8 @@ fn thousands_of_flows_while_backup_restarts_tables_converge() {
     });
     assert!(ok, "sfA's sipfront_sync_lag stays at {lag}");
     // The VRRP roles never moved.
-    assert_eq!(a.state(), 2.0);
-    assert_eq!(b.state(), 1.0);
+    assert_eq!(a.state(), Some(VrrpState::Master));
+    assert_eq!(b.state(), Some(VrrpState::Backup));
     wait_holders(&net, &["sfA"], Duration::from_secs(1));
     eprintln!(
         "[{} ms] done; sfA sync: {:?}; sfA log: {} `sync peer silent`, {} `sync peer up`",
@@ -547,18 +544,9 @@ fn seal_with(key: &[u8], epoch: u64, seq: u64, body: Body) -> Vec<u8> {
     buf
 }
 
-/// Datagrams to the backup's sync port that are not the peer's current messages are dropped
-/// and counted by reason, and change nothing: from another LAN address (`not_peer`), and
-/// with the peer's address forged by an attacker on the LAN — a replayed captured
-/// datagram (`replay`), a tampered one and one sealed with a wrong key (`bad_mac`), a
-/// properly sealed one with a stale sequence number (`replay`), a runt (`short`). The key
-/// never shows in logs or the admin API.
-#[test]
-fn sync_port_drops_strangers_forgeries_and_replays() {
-    let _serial = serial();
-    require(&["tcpdump"]);
-    let t0 = Instant::now();
-    let dir = TestDir::new("sync-security");
+/// The LAN of the sync-port tests (with an intruder at .40), one backend, and the pair up
+/// and synced: (net, backend, A's config, A, B).
+fn intruder_setup(dir: &TestDir) -> (Net, UdpBackend, SfSpec, NsSipfront, NsSipfront) {
     let net = sync_net(&[
         ("client", 10),
         ("sfA", 11),
@@ -566,28 +554,41 @@ fn sync_port_drops_strangers_forgeries_and_replays() {
         ("beA", 21),
         ("intruder", 40),
     ]);
-    let _be = UdpBackend::start(net.host("beA"), 5060);
-    let backends = [("beA", "10.88.0.21:5060")];
-    let (mut a, mut b) = start_pair(
-        &dir,
-        &net,
-        &spec(A_IP, B_IP, 150, &backends, &dir),
-        &spec(B_IP, A_IP, 100, &backends, &dir),
-    );
+    let be = UdpBackend::start(net.host("beA"), 5060);
+    let (spec_a, spec_b) = pair_specs(&[("beA", "10.88.0.21:5060")], "", dir);
+    let (a, b) = start_pair(dir, &net, &spec_a, &spec_b);
+    (net, be, spec_a, a, b)
+}
 
+/// Captures A's sync datagrams to B (capture `name`) while `n` client flows are made (tag
+/// `tag`) and both hosts list them; returns the client sockets (keep them), the captured
+/// datagrams and the first one that carried flow items: its bytes and its opened envelope.
+fn capture_flow_items(
+    dir: &TestDir,
+    net: &Net,
+    a: &mut NsSipfront,
+    b: &mut NsSipfront,
+    name: &str,
+    n: usize,
+    tag: &str,
+) -> (
+    Vec<std::net::UdpSocket>,
+    Vec<UdpDatagram>,
+    Vec<u8>,
+    Envelope,
+) {
     let cap = PcapCapture::start(
-        &dir,
+        dir,
         net.host("sfB"),
-        "sync-a-to-b",
+        name,
         &format!("udp and src host {A_IP} and dst port {SYNC_PORT}"),
     );
-    let _socks = make_flows(&net, 20, "sec");
-    wait_flow_count(&mut a, 20);
-    wait_flow_count(&mut b, 20);
+    let socks = make_flows(net, n, tag);
+    wait_flow_count(a, n);
+    wait_flow_count(b, n);
     let captured = cap.stop();
     let key = Key::new(SYNC_KEY.as_bytes());
-    // A datagram that carried flows to B: sealed by A, accepted by B.
-    let (orig, env) = captured
+    let (payload, env) = captured
         .iter()
         .find_map(|d| {
             let env = open(&key, &d.payload).ok()?;
@@ -600,6 +601,25 @@ fn sync_port_drops_strangers_forgeries_and_replays() {
                 captured.len()
             )
         });
+    (socks, captured, payload, env)
+}
+
+/// Datagrams to the backup's sync port that are not the peer's current messages are dropped
+/// and counted by reason, and change nothing: from another LAN address (`not_peer`), and
+/// with the peer's address forged by an attacker on the LAN — a replayed captured
+/// datagram (`replay`), a tampered one and one sealed with a wrong key (`bad_mac`), a
+/// properly sealed one with a stale sequence number (`replay`), a runt (`short`). The key
+/// never shows in logs or the admin API.
+#[test]
+fn sync_port_drops_strangers_forgeries_and_replays() {
+    let _serial = serial();
+    require(&["tcpdump"]);
+    let t0 = Instant::now();
+    let dir = TestDir::new("sync-security");
+    let (net, _be, _spec_a, mut a, mut b) = intruder_setup(&dir);
+    // A datagram that carried flows to B: sealed by A, accepted by B.
+    let (_socks, captured, orig, env) =
+        capture_flow_items(&dir, &net, &mut a, &mut b, "sync-a-to-b", 20, "sec");
     eprintln!(
         "[{} ms] captured {} sync datagrams A -> B; replaying seq {} of epoch {:#x} ({} bytes)",
         ms(t0),
@@ -723,10 +743,7 @@ fn master_restarted_within_peer_timeout_gets_its_flows_back() {
     let _be = UdpBackend::start(net.host("beA"), 5060);
     let backends = [("beA", "10.88.0.21:5060")];
     let extra = "[limits]\nnew_flows_per_ip = 1000000\n";
-    let mut spec_a = spec(A_IP, B_IP, 150, &backends, &dir);
-    spec_a.extra = extra.into();
-    let mut spec_b = spec(B_IP, A_IP, 100, &backends, &dir);
-    spec_b.extra = extra.into();
+    let (spec_a, spec_b) = pair_specs(&backends, extra, &dir);
     let (mut a, mut b) = start_pair(&dir, &net, &spec_a, &spec_b);
     let _socks = make_flows(&net, N, "quick");
     wait_flow_count(&mut a, N);
@@ -738,15 +755,15 @@ fn master_restarted_within_peer_timeout_gets_its_flows_back() {
     let killed = Instant::now();
     a.kill9();
     drop(a);
-    let mut a2 = NsSipfront::start_spec(&dir, net.host("sfA"), "sfA-2", &spec_a);
+    let mut a2 = start_spec(&dir, net.host("sfA"), "sfA-2", &spec_a);
     eprintln!(
         "[{} ms] sfA killed and started again in {:?}",
         ms(t0),
         killed.elapsed()
     );
     a2.wait_synced(Duration::from_secs(15));
-    a2.expect_state(2.0, Duration::from_secs(15));
-    b.expect_state(1.0, Duration::from_secs(10));
+    a2.expect_state(VrrpState::Master, Duration::from_secs(15));
+    b.expect_state(VrrpState::Backup, Duration::from_secs(10));
     let peer_silent = b.log_lines("sync peer silent");
     eprintln!(
         "[{} ms] sfA-2 synced and master; sfB logged {} `sync peer silent`; flows: sfA-2 {}, sfB {}",
@@ -804,36 +821,9 @@ fn datagram_replayed_from_previous_peer_incarnation_is_dropped() {
     require(&["tcpdump"]);
     let t0 = Instant::now();
     let dir = TestDir::new("sync-old-epoch");
-    let net = sync_net(&[
-        ("client", 10),
-        ("sfA", 11),
-        ("sfB", 12),
-        ("beA", 21),
-        ("intruder", 40),
-    ]);
-    let _be = UdpBackend::start(net.host("beA"), 5060);
-    let backends = [("beA", "10.88.0.21:5060")];
-    let spec_a = spec(A_IP, B_IP, 150, &backends, &dir);
-    let (mut a, mut b) = start_pair(&dir, &net, &spec_a, &spec(B_IP, A_IP, 100, &backends, &dir));
-    let cap = PcapCapture::start(
-        &dir,
-        net.host("sfB"),
-        "sync-epoch1",
-        &format!("udp and src host {A_IP} and dst port {SYNC_PORT}"),
-    );
-    let _socks = make_flows(&net, 10, "epoch1-");
-    wait_flow_count(&mut a, 10);
-    wait_flow_count(&mut b, 10);
-    let captured = cap.stop();
-    let key = Key::new(SYNC_KEY.as_bytes());
-    let (old, env) = captured
-        .iter()
-        .find_map(|d| {
-            let env = open(&key, &d.payload).ok()?;
-            matches!(&env.body, Body::Items(items) if !items.is_empty())
-                .then(|| (d.payload.clone(), env))
-        })
-        .expect("a captured sync datagram with flow items");
+    let (net, _be, spec_a, mut a, mut b) = intruder_setup(&dir);
+    let (_socks, _, old, env) =
+        capture_flow_items(&dir, &net, &mut a, &mut b, "sync-epoch1", 10, "epoch1-");
 
     // A restarts cleanly (SIGTERM: it hands the VIP over), then comes back: a new epoch.
     a.proc.signal("TERM");
@@ -841,9 +831,9 @@ fn datagram_replayed_from_previous_peer_incarnation_is_dropped() {
     drop(a);
     std::thread::sleep(Duration::from_secs(4));
     let full_before = b.log_lines("full table received").len();
-    let mut a2 = NsSipfront::start_spec(&dir, net.host("sfA"), "sfA-2", &spec_a);
+    let mut a2 = start_spec(&dir, net.host("sfA"), "sfA-2", &spec_a);
     a2.wait_synced(Duration::from_secs(15));
-    a2.expect_state(2.0, Duration::from_secs(15));
+    a2.expect_state(VrrpState::Master, Duration::from_secs(15));
     assert!(
         wait_until(Duration::from_secs(10), || b
             .log_lines("full table received")

@@ -6,7 +6,7 @@
 //! `tcpdump` and `keepalived`. Every test builds its own namespaces (unique names with the
 //! pid and a counter) and deletes them, also on failure; nothing is configured in the host's
 //! own namespace (the veth pairs are created inside the namespaces). The tests of this file
-//! run one at a time (see `netns::serial`).
+//! run one at a time (see `testkit::serial`).
 //!
 //! Timers: 100 ms adverts on both sides (Master_Down ≈ 3 × 100 ms + skew), so a takeover
 //! takes a few hundred ms; the tests poll with generous timeouts and assert order, states and
@@ -21,12 +21,8 @@
 //! - keepalived 2.2 as the peer, both directions, multicast and unicast (also with the
 //!   pre-1.3.6 unicast checksum, `old_unicast_checksum`).
 
-mod common;
-mod netns;
-
-use common::*;
-use netns::*;
 use std::time::{Duration, Instant};
+use testkit::*;
 
 /// The MACs `Lan::new` gives sfA (.11) and sfB (.12), checked there against the interfaces.
 const A_MAC: &str = "02:77:00:00:00:0b";
@@ -122,12 +118,12 @@ fn kill9_master_backup_takes_vip_garp_moves_client_calls_complete_through_backup
         "sfA",
         &sipfront_toml(150, &BACKENDS, ""),
     );
-    a.expect_state(2.0, Duration::from_secs(10));
+    a.expect_state(VrrpState::Master, Duration::from_secs(10));
     let mut b = NsSipfront::start(&dir, host_b, "sfB", &sipfront_toml(100, &BACKENDS, ""));
     wait_backends_up(&mut a, &["beA", "beB"]);
     wait_backends_up(&mut b, &["beA", "beB"]);
     wait_adverts_received(&mut b, 5.0);
-    b.expect_state(1.0, Duration::from_secs(5));
+    b.expect_state(VrrpState::Backup, Duration::from_secs(5));
     wait_holders(&lan, VIP, &["sfA"], Duration::from_secs(5));
 
     let mut arp = NsCapture::start(&dir, client, "client-arp", "arp");
@@ -191,7 +187,7 @@ fn kill9_master_backup_takes_vip_garp_moves_client_calls_complete_through_backup
     a.kill9();
 
     wait_holders_include(&lan, "sfB", Duration::from_secs(10));
-    b.expect_state(2.0, Duration::from_secs(5));
+    b.expect_state(VrrpState::Master, Duration::from_secs(5));
     wait_neigh(client, VIP, B_MAC, Duration::from_secs(3));
     let t_ready = epoch_now();
     let takeover = kill_at.elapsed();
@@ -318,6 +314,36 @@ fn wait_holders_include(lan: &Lan, role: &str, timeout: Duration) {
     );
 }
 
+/// Waits until `sf` is master, and has logged its transition to master with `cause` within
+/// `within` of that.
+fn expect_takeover(sf: &mut NsSipfront, cause: &str, within: Duration) {
+    sf.expect_state(VrrpState::Master, Duration::from_secs(5));
+    assert!(
+        sf.wait_transition("master", cause, within),
+        "{} must become master by {cause}; transitions: {:?}",
+        sf.name,
+        sf.transitions()
+    );
+}
+
+/// sipfront `name` on host `role` with priority `priority`, backend beA and extra `[vrrp]`
+/// settings `vrrp_extra`.
+fn start_sf(
+    dir: &TestDir,
+    lan: &Lan,
+    role: &str,
+    name: &str,
+    priority: u8,
+    vrrp_extra: &str,
+) -> NsSipfront {
+    NsSipfront::start(
+        dir,
+        lan.host(role),
+        name,
+        &sipfront_toml(priority, &[BACKENDS[0]], vrrp_extra),
+    )
+}
+
 /// Starts the usual pair (A 150, B 100, one backend beA) and a client that has resolved
 /// the VIP to A.
 fn pair(dir: &TestDir, lan: &Lan) -> (NsSipp, NsSipfront, NsSipfront) {
@@ -326,29 +352,23 @@ fn pair(dir: &TestDir, lan: &Lan) -> (NsSipp, NsSipfront, NsSipfront) {
 
 /// [`pair`] with extra `[vrrp]` settings for both.
 fn pair_with(dir: &TestDir, lan: &Lan, vrrp_extra: &str) -> (NsSipp, NsSipfront, NsSipfront) {
-    let backends = [BACKENDS[0]];
     let uas = NsSipp::uas(dir, lan.host("beA"), "uas-a");
-    let mut a = NsSipfront::start(
-        dir,
-        lan.host("sfA"),
-        "sfA",
-        &sipfront_toml(150, &backends, vrrp_extra),
-    );
-    a.expect_state(2.0, Duration::from_secs(10));
-    let mut b = NsSipfront::start(
-        dir,
-        lan.host("sfB"),
-        "sfB",
-        &sipfront_toml(100, &backends, vrrp_extra),
-    );
+    let mut a = start_sf(dir, lan, "sfA", "sfA", 150, vrrp_extra);
+    a.expect_state(VrrpState::Master, Duration::from_secs(10));
+    let mut b = start_sf(dir, lan, "sfB", "sfB", 100, vrrp_extra);
     wait_backends_up(&mut a, &["beA"]);
     wait_backends_up(&mut b, &["beA"]);
     wait_adverts_received(&mut b, 5.0);
-    b.expect_state(1.0, Duration::from_secs(5));
+    b.expect_state(VrrpState::Backup, Duration::from_secs(5));
     wait_holders(lan, VIP, &["sfA"], Duration::from_secs(5));
     let mac = lan.host("client").resolve(VIP, Duration::from_secs(5));
     assert_eq!(mac, A_MAC, "client resolved the VIP to A");
     (uas, a, b)
+}
+
+/// The LAN of the keepalived tests: the two hosts and backend beA, no client.
+fn keepalived_lan() -> Lan {
+    Lan::new(&[("sfA", 11), ("sfB", 12), ("beA", 21)])
 }
 
 fn small_lan() -> Lan {
@@ -380,7 +400,7 @@ fn sigterm_master_hands_over_with_priority_zero() {
         a.transitions()
     );
 
-    b.expect_state(2.0, Duration::from_secs(5));
+    b.expect_state(VrrpState::Master, Duration::from_secs(5));
     wait_holders(&lan, VIP, &["sfB"], Duration::from_secs(5));
     let tb = b.transitions();
     assert_eq!(
@@ -415,12 +435,7 @@ fn restarted_higher_priority_preempts() {
     let (_uas, mut a, mut b) = pair(&dir, &lan);
 
     a.kill9();
-    b.expect_state(2.0, Duration::from_secs(5));
-    assert!(
-        b.wait_transition("master", "master_down", Duration::from_secs(2)),
-        "B transitions: {:?}",
-        b.transitions()
-    );
+    expect_takeover(&mut b, "master_down", Duration::from_secs(2));
     wait_holders_include(&lan, "sfB", Duration::from_secs(5));
     wait_neigh(lan.host("client"), VIP, B_MAC, Duration::from_secs(3));
     // The crash left the VIP on A's interface.
@@ -430,19 +445,14 @@ fn restarted_higher_priority_preempts() {
     );
     drop(a);
 
-    let mut a2 = NsSipfront::start(
-        &dir,
-        lan.host("sfA"),
-        "sfA-restarted",
-        &sipfront_toml(150, &[BACKENDS[0]], ""),
-    );
+    let mut a2 = start_sf(&dir, &lan, "sfA", "sfA-restarted", 150, "");
     assert!(
         a2.wait_transition("master", "preempt", Duration::from_secs(10)),
         "restarted A did not preempt: {:?}\n{}",
         a2.transitions(),
         a2.log_tail(20)
     );
-    b.expect_state(1.0, Duration::from_secs(5));
+    b.expect_state(VrrpState::Backup, Duration::from_secs(5));
     wait_holders(&lan, VIP, &["sfA"], Duration::from_secs(5));
     wait_neigh(lan.host("client"), VIP, A_MAC, Duration::from_secs(3));
 
@@ -461,7 +471,7 @@ fn restarted_higher_priority_preempts() {
         Some(("backup", "higher_priority_seen")),
         "B yields to the higher priority: {tb:?}"
     );
-    a2.expect_state(2.0, Duration::from_secs(1));
+    a2.expect_state(VrrpState::Master, Duration::from_secs(1));
     eprintln!("test took {:?}", t0.elapsed());
 }
 
@@ -505,15 +515,10 @@ fn split_brain(tracking: bool) {
     assert!(ok, "A did not send its two GARP bursts");
 
     lan.unplug("sfA");
-    b.expect_state(2.0, Duration::from_secs(5));
-    assert!(
-        b.wait_transition("master", "master_down", Duration::from_secs(2)),
-        "B transitions: {:?}",
-        b.transitions()
-    );
+    expect_takeover(&mut b, "master_down", Duration::from_secs(2));
     wait_holders(&lan, VIP, &["sfA", "sfB"], Duration::from_secs(5));
     // A hears nobody and stays master.
-    assert_eq!(a.state(), 2.0);
+    assert_eq!(a.state(), Some(VrrpState::Master));
     wait_neigh(client, VIP, B_MAC, Duration::from_secs(3));
     if tracking {
         // Heal only once A has noticed that its backend is unreachable.
@@ -533,8 +538,8 @@ fn split_brain(tracking: bool) {
     let heal = Instant::now();
     lan.plug("sfA");
     wait_holders(&lan, VIP, &["sfA"], Duration::from_secs(10));
-    a.expect_state(2.0, Duration::from_secs(2));
-    b.expect_state(1.0, Duration::from_secs(2));
+    a.expect_state(VrrpState::Master, Duration::from_secs(2));
+    b.expect_state(VrrpState::Backup, Duration::from_secs(2));
     let tb = b.transitions();
     let last = tb.last().map(|(s, c)| (s.clone(), c.clone())).unwrap();
     assert!(
@@ -605,6 +610,16 @@ fn split_brain(tracking: bool) {
 // keepalived interop
 // ---------------------------------------------------------------------------------------------
 
+/// keepalived (on sfB's host, the backup) becomes master and gets the VIP.
+fn keepalived_takes_over(k: &Keepalived, lan: &Lan) {
+    assert!(
+        k.wait_log("Entering MASTER STATE", 1, Duration::from_secs(5)),
+        "keepalived did not take over:\n{}",
+        k.log_text()
+    );
+    wait_holders_include(lan, "sfB", Duration::from_secs(5));
+}
+
 fn assert_keepalived_clean(k: &mut Keepalived, min_received: u64) {
     let mut stats = Default::default();
     let ok = wait_until(Duration::from_secs(10), || {
@@ -639,15 +654,10 @@ fn keepalived_backup_follows_sipfront_master_takes_over_on_kill9_and_yields_back
     let _serial = serial();
     let t0 = Instant::now();
     let dir = TestDir::new("vrrp-ka-backup");
-    let lan = Lan::new(&[("sfA", 11), ("sfB", 12), ("beA", 21)]);
+    let lan = keepalived_lan();
     let _uas = NsSipp::uas(&dir, lan.host("beA"), "uas-a");
-    let mut a = NsSipfront::start(
-        &dir,
-        lan.host("sfA"),
-        "sfA",
-        &sipfront_toml(150, &[BACKENDS[0]], ""),
-    );
-    a.expect_state(2.0, Duration::from_secs(10));
+    let mut a = start_sf(&dir, &lan, "sfA", "sfA", 150, "");
+    a.expect_state(VrrpState::Master, Duration::from_secs(10));
     wait_backends_up(&mut a, &["beA"]);
 
     let mut k = Keepalived::start(&dir, lan.host("sfB"), "keepalived-b", 100);
@@ -660,7 +670,7 @@ fn keepalived_backup_follows_sipfront_master_takes_over_on_kill9_and_yields_back
         k.log_text()
     );
     wait_holders(&lan, VIP, &["sfA"], Duration::from_secs(2));
-    assert_eq!(a.state(), 2.0);
+    assert_eq!(a.state(), Some(VrrpState::Master));
     assert_eq!(
         a.transitions(),
         vec![
@@ -671,24 +681,14 @@ fn keepalived_backup_follows_sipfront_master_takes_over_on_kill9_and_yields_back
     assert_eq!(a.metric("sipfront_vrrp_adverts_dropped_total", &[]), 0.0);
 
     a.kill9();
-    assert!(
-        k.wait_log("Entering MASTER STATE", 1, Duration::from_secs(5)),
-        "keepalived did not take over:\n{}",
-        k.log_text()
-    );
-    wait_holders_include(&lan, "sfB", Duration::from_secs(5));
+    keepalived_takes_over(&k, &lan);
     let complaints = k.packet_complaints();
     assert!(complaints.is_empty(), "{complaints:?}");
     drop(a);
 
     // And back: sipfront starts again (removing the VIP its crash left), hears
     // keepalived's lower priority adverts, preempts; keepalived yields and removes the VIP.
-    let mut a2 = NsSipfront::start(
-        &dir,
-        lan.host("sfA"),
-        "sfA-restarted",
-        &sipfront_toml(150, &[BACKENDS[0]], ""),
-    );
+    let mut a2 = start_sf(&dir, &lan, "sfA", "sfA-restarted", 150, "");
     assert!(
         a2.wait_transition("master", "preempt", Duration::from_secs(10)),
         "restarted sipfront did not preempt keepalived: {:?}\n{}",
@@ -728,16 +728,16 @@ fn keepalived_master_sipfront_backup(dir: &TestDir, lan: &Lan) -> (NsSipp, Keepa
         k.log_text()
     );
     wait_holders(lan, VIP, &["sfA"], Duration::from_secs(5));
-    let mut b = NsSipfront::start(
-        dir,
-        lan.host("sfB"),
-        "sfB",
-        &sipfront_toml(100, &[BACKENDS[0]], ""),
-    );
+    let mut b = start_sf(dir, lan, "sfB", "sfB", 100, "");
     wait_backends_up(&mut b, &["beA"]);
     // 20 adverts = 2 s: several Master_Down intervals heard and accepted.
     wait_adverts_received(&mut b, 20.0);
-    assert_eq!(b.state(), 1.0, "B transitions: {:?}", b.transitions());
+    assert_eq!(
+        b.state(),
+        Some(VrrpState::Backup),
+        "B transitions: {:?}",
+        b.transitions()
+    );
     assert_eq!(
         b.transitions(),
         vec![("backup".to_string(), "startup".to_string())]
@@ -756,55 +756,81 @@ fn keepalived_master_sipfront_backup(dir: &TestDir, lan: &Lan) -> (NsSipp, Keepa
     (uas, k, b)
 }
 
+/// How keepalived, the master, goes away while sipfront is its backup.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum KeepalivedExit {
+    /// SIGTERM: keepalived sends a priority 0 advert and removes the VIP; sipfront takes
+    /// over on that advert.
+    Sigterm,
+    /// SIGKILL, VRRP process first: a crash; sipfront takes over when Master_Down_Interval
+    /// runs out.
+    Kill9,
+}
+
+impl KeepalivedExit {
+    /// The cause sipfront logs for its transition to master.
+    fn cause(self) -> &'static str {
+        match self {
+            KeepalivedExit::Sigterm => "priority_zero",
+            KeepalivedExit::Kill9 => "master_down",
+        }
+    }
+}
+
+/// keepalived (the master) exits as `exit` says; sipfront `b` takes over with the matching
+/// cause and gets the VIP (on SIGTERM keepalived removed it, so sfB holds it alone).
+fn keepalived_exits_sipfront_takes_over(
+    k: &mut Keepalived,
+    b: &mut NsSipfront,
+    lan: &Lan,
+    exit: KeepalivedExit,
+) {
+    match exit {
+        KeepalivedExit::Sigterm => {
+            let st = k.terminate(Duration::from_secs(10));
+            assert!(st.is_some(), "keepalived did not stop on SIGTERM");
+        }
+        KeepalivedExit::Kill9 => k.kill9(),
+    }
+    expect_takeover(b, exit.cause(), Duration::from_secs(1));
+    match exit {
+        KeepalivedExit::Sigterm => wait_holders(lan, VIP, &["sfB"], Duration::from_secs(5)),
+        KeepalivedExit::Kill9 => wait_holders_include(lan, "sfB", Duration::from_secs(5)),
+    }
+}
+
 /// Test 4b. keepalived master + sipfront backup; keepalived stops (SIGTERM: priority 0,
 /// VIP removed): sipfront takes over on the priority 0 advert.
 #[test]
 fn sipfront_backup_follows_keepalived_master_and_takes_over_on_sigterm() {
-    let _serial = serial();
-    let t0 = Instant::now();
-    let dir = TestDir::new("vrrp-ka-master-term");
-    let lan = Lan::new(&[("sfA", 11), ("sfB", 12), ("beA", 21)]);
-    let (_uas, mut k, mut b) = keepalived_master_sipfront_backup(&dir, &lan);
-
-    let before = b.metric("sipfront_vrrp_adverts_total", &[("dir", "received")]);
-    let st = k.terminate(Duration::from_secs(10));
-    assert!(st.is_some(), "keepalived did not stop on SIGTERM");
-    assert!(
-        k.count("sent 0 priority") >= 1,
-        "keepalived log:\n{}",
-        k.log_text()
-    );
-    b.expect_state(2.0, Duration::from_secs(5));
-    assert!(
-        b.wait_transition("master", "priority_zero", Duration::from_secs(1)),
-        "sipfront must take over on keepalived's priority 0 advert: {:?}",
-        b.transitions()
-    );
-    assert!(!b.transitions().iter().any(|(_, c)| c == "master_down"));
-    wait_holders(&lan, VIP, &["sfB"], Duration::from_secs(5));
-    assert!(b.metric("sipfront_vrrp_adverts_total", &[("dir", "received")]) > before);
-    assert_eq!(b.metric("sipfront_vrrp_adverts_dropped_total", &[]), 0.0);
-    eprintln!("test took {:?}", t0.elapsed());
+    sipfront_backup_takes_over_from_keepalived("vrrp-ka-master-term", KeepalivedExit::Sigterm);
 }
 
 /// Test 4c. keepalived master + sipfront backup; keepalived crashes (SIGKILL, VRRP process
 /// first): sipfront takes over when Master_Down_Interval runs out.
 #[test]
 fn sipfront_backup_takes_over_from_killed_keepalived() {
+    sipfront_backup_takes_over_from_keepalived("vrrp-ka-master-kill", KeepalivedExit::Kill9);
+}
+
+fn sipfront_backup_takes_over_from_keepalived(tag: &str, exit: KeepalivedExit) {
     let _serial = serial();
     let t0 = Instant::now();
-    let dir = TestDir::new("vrrp-ka-master-kill");
-    let lan = Lan::new(&[("sfA", 11), ("sfB", 12), ("beA", 21)]);
+    let dir = TestDir::new(tag);
+    let lan = keepalived_lan();
     let (_uas, mut k, mut b) = keepalived_master_sipfront_backup(&dir, &lan);
 
-    k.kill9();
-    b.expect_state(2.0, Duration::from_secs(5));
-    assert!(
-        b.wait_transition("master", "master_down", Duration::from_secs(1)),
-        "B transitions: {:?}",
-        b.transitions()
-    );
-    wait_holders_include(&lan, "sfB", Duration::from_secs(5));
+    let before = b.metric("sipfront_vrrp_adverts_total", &[("dir", "received")]);
+    keepalived_exits_sipfront_takes_over(&mut k, &mut b, &lan, exit);
+    if exit == KeepalivedExit::Sigterm {
+        assert!(
+            k.count("sent 0 priority") >= 1,
+            "keepalived log:\n{}",
+            k.log_text()
+        );
+        assert!(!b.transitions().iter().any(|(_, c)| c == "master_down"));
+        assert!(b.metric("sipfront_vrrp_adverts_total", &[("dir", "received")]) > before);
+    }
     assert_eq!(b.metric("sipfront_vrrp_adverts_dropped_total", &[]), 0.0);
     eprintln!("test took {:?}", t0.elapsed());
 }
@@ -818,15 +844,10 @@ fn unicast_keepalived_backup_accepts_sipfront_adverts() {
     let _serial = serial();
     let t0 = Instant::now();
     let dir = TestDir::new("vrrp-ka-unicast");
-    let lan = Lan::new(&[("sfA", 11), ("sfB", 12), ("beA", 21)]);
+    let lan = keepalived_lan();
     let _uas = NsSipp::uas(&dir, lan.host("beA"), "uas-a");
-    let mut a = NsSipfront::start(
-        &dir,
-        lan.host("sfA"),
-        "sfA",
-        &sipfront_toml(150, &[BACKENDS[0]], "peers = [\"10.77.0.12\"]"),
-    );
-    a.expect_state(2.0, Duration::from_secs(10));
+    let mut a = start_sf(&dir, &lan, "sfA", "sfA", 150, "peers = [\"10.77.0.12\"]");
+    a.expect_state(VrrpState::Master, Duration::from_secs(10));
     let mut k = Keepalived::start_with(
         &dir,
         lan.host("sfB"),
@@ -843,12 +864,7 @@ fn unicast_keepalived_backup_accepts_sipfront_adverts() {
     );
     wait_holders(&lan, VIP, &["sfA"], Duration::from_secs(2));
     a.kill9();
-    assert!(
-        k.wait_log("Entering MASTER STATE", 1, Duration::from_secs(5)),
-        "keepalived did not take over:\n{}",
-        k.log_text()
-    );
-    wait_holders_include(&lan, "sfB", Duration::from_secs(5));
+    keepalived_takes_over(&k, &lan);
     eprintln!("test took {:?}", t0.elapsed());
 }
 
@@ -861,7 +877,7 @@ fn unicast_sipfront_backup_accepts_old_keepalived_checksum() {
     let _serial = serial();
     let t0 = Instant::now();
     let dir = TestDir::new("vrrp-ka-unicast-old");
-    let lan = Lan::new(&[("sfA", 11), ("sfB", 12), ("beA", 21)]);
+    let lan = keepalived_lan();
     let _uas = NsSipp::uas(&dir, lan.host("beA"), "uas-a");
     let mut k = Keepalived::start_with(
         &dir,
@@ -876,26 +892,19 @@ fn unicast_sipfront_backup_accepts_old_keepalived_checksum() {
         "{}",
         k.log_text()
     );
-    let mut b = NsSipfront::start(
-        &dir,
-        lan.host("sfB"),
-        "sfB",
-        &sipfront_toml(100, &[BACKENDS[0]], "peers = [\"10.77.0.11\"]"),
-    );
+    let mut b = start_sf(&dir, &lan, "sfB", "sfB", 100, "peers = [\"10.77.0.11\"]");
     wait_backends_up(&mut b, &["beA"]);
     wait_adverts_received(&mut b, 20.0);
-    assert_eq!(b.state(), 1.0, "B transitions: {:?}", b.transitions());
-    assert_eq!(b.metric("sipfront_vrrp_adverts_dropped_total", &[]), 0.0);
-    wait_holders(&lan, VIP, &["sfA"], Duration::from_secs(1));
-
-    assert!(k.terminate(Duration::from_secs(10)).is_some());
-    b.expect_state(2.0, Duration::from_secs(5));
-    assert!(
-        b.wait_transition("master", "priority_zero", Duration::from_secs(1)),
+    assert_eq!(
+        b.state(),
+        Some(VrrpState::Backup),
         "B transitions: {:?}",
         b.transitions()
     );
-    wait_holders(&lan, VIP, &["sfB"], Duration::from_secs(5));
+    assert_eq!(b.metric("sipfront_vrrp_adverts_dropped_total", &[]), 0.0);
+    wait_holders(&lan, VIP, &["sfA"], Duration::from_secs(1));
+
+    keepalived_exits_sipfront_takes_over(&mut k, &mut b, &lan, KeepalivedExit::Sigterm);
     assert_eq!(b.metric("sipfront_vrrp_adverts_dropped_total", &[]), 0.0);
     eprintln!("test took {:?}", t0.elapsed());
 }
@@ -912,18 +921,13 @@ fn master_link_down_and_up_recovers() {
     let lan = small_lan();
     let (_uas, mut a, mut b) = pair_with(&dir, &lan, "track_backends = 0");
     lan.host("sfA").link(false);
-    b.expect_state(2.0, Duration::from_secs(5));
-    assert!(
-        b.wait_transition("master", "master_down", Duration::from_secs(2)),
-        "B transitions: {:?}",
-        b.transitions()
-    );
+    expect_takeover(&mut b, "master_down", Duration::from_secs(2));
     wait_holders(&lan, VIP, &["sfA", "sfB"], Duration::from_secs(5));
     a.proc.assert_running();
     lan.host("sfA").link(true);
     wait_holders(&lan, VIP, &["sfA"], Duration::from_secs(10));
-    a.expect_state(2.0, Duration::from_secs(2));
-    b.expect_state(1.0, Duration::from_secs(2));
+    a.expect_state(VrrpState::Master, Duration::from_secs(2));
+    b.expect_state(VrrpState::Backup, Duration::from_secs(2));
     let tb = b.transitions();
     let (s, c) = tb.last().cloned().unwrap();
     assert!(

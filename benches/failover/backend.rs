@@ -13,10 +13,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::net::{Netns, in_ns, metric, wait_until};
-use crate::procs::{Proc, http_get};
+use crate::procs::Proc;
 use crate::sipudp::{Backend, Client, Kill};
 use crate::{Stats, rand_ms, sipfront_log};
+use testkit::{Netns, find_metric, wait_until};
 
 pub const INTERVAL_MS: u64 = 100;
 pub const TIMEOUT_MS: u64 = 80;
@@ -81,14 +81,14 @@ pub fn probe_settings() -> String {
 }
 
 fn metrics(ns: &Netns) -> Option<String> {
-    in_ns(ns, || http_get(addr(ADMIN), "/metrics"))
+    ns.enter(|| testkit::http_body(addr(ADMIN), "/metrics"))
 }
 
 fn down_by_reason(text: &str, backend: &str) -> Vec<(String, f64)> {
     ["icmp", "timeout", "reply_code", "probe"]
         .iter()
         .map(|r| {
-            let v = metric(
+            let v = find_metric(
                 text,
                 "sipfront_backend_transitions_total",
                 &[("backend", backend), ("to", "down"), ("reason", r)],
@@ -103,12 +103,12 @@ fn all_up(ns: &Netns) -> bool {
     metrics(ns).is_some_and(|t| {
         NAMES
             .iter()
-            .all(|b| metric(&t, "sipfront_backend_up", &[("backend", b)]) == Some(1.0))
+            .all(|b| find_metric(&t, "sipfront_backend_up", &[("backend", b)]) == Some(1.0))
     })
 }
 
 pub fn run(prefix: &str, reps: usize, dir: &Path) -> Outcome {
-    let ns = Netns::new(&format!("{prefix}lo"));
+    let ns = Netns::create(format!("{prefix}lo"));
     let cfg = dir.join("backend-failover.toml");
     std::fs::write(&cfg, config()).expect("write config");
     let mut backends: Vec<Option<Backend>> = NAMES
@@ -206,8 +206,8 @@ pub fn run(prefix: &str, reps: usize, dir: &Path) -> Outcome {
             std::thread::sleep(Duration::from_millis(300));
             let later = metrics(&ns).unwrap_or_default();
             let delta = |name: &str, labels: &[(&str, &str)]| {
-                metric(&later, name, labels).unwrap_or(0.0)
-                    - metric(&before, name, labels).unwrap_or(0.0)
+                find_metric(&later, name, labels).unwrap_or(0.0)
+                    - find_metric(&before, name, labels).unwrap_or(0.0)
             };
             let detected = down_logged(&sipfront.log, &home, wall_kill)
                 .and_then(|t| t.duration_since(wall_kill).ok());

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::net::spawn_in_ns;
+use testkit::spawn_in_netns;
 
 #[derive(Debug, Clone)]
 pub enum Frame {
@@ -66,7 +66,7 @@ impl Capture {
         let frames = Arc::new(Mutex::new(Vec::new()));
         let (s, fr) = (stop.clone(), frames.clone());
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let thread = spawn_in_ns(ns_path, move || {
+        let thread = spawn_in_netns(ns_path, move || {
             let proto = (libc::ETH_P_ALL as u16).to_be() as libc::c_int;
             // SAFETY: plain socket(2); the fd is owned right after.
             let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto) };

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::net::spawn_in_ns;
+use testkit::spawn_in_netns;
 
 const RUN: u8 = 0;
 const SILENT: u8 = 1;
@@ -70,7 +70,7 @@ impl Backend {
         let log = Arc::new(Mutex::new(BackendLog::default()));
         let (c, l, n) = (cmd.clone(), log.clone(), name.to_string());
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let thread = spawn_in_ns(ns_path, move || {
+        let thread = spawn_in_netns(ns_path, move || {
             let sock = UdpSocket::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
             sock.set_read_timeout(Some(Duration::from_millis(2)))
                 .expect("timeout");
@@ -220,7 +220,7 @@ impl Client {
     ) -> Client {
         let stop = Arc::new(AtomicBool::new(false));
         let log = Arc::new(Mutex::new(ClientLog::default()));
-        let sock = spawn_in_ns(ns_path, move || {
+        let sock = spawn_in_netns(ns_path, move || {
             UdpSocket::bind(bind).unwrap_or_else(|e| panic!("bind {bind}: {e}"))
         })
         .join()

@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 
 use crate::backend::ms;
 use crate::capture::{Capture, Frame};
-use crate::net::{Netns, in_ns, metric, wait_until};
-use crate::procs::{Proc, http_get, tail};
+use crate::procs::{Proc, tail};
 use crate::sipudp::Client;
 use crate::{Stats, rand_ms, sipfront_log};
+use testkit::{Netns, VrrpState, find_metric, wait_until};
 
 const NET: &str = "10.77.5";
 const VIP: &str = "10.77.5.100";
@@ -82,13 +82,13 @@ pub struct Topo {
 
 impl Topo {
     pub fn new(prefix: &str) -> Topo {
-        let br = Netns::new(&format!("{prefix}br"));
-        let cl = Netns::new(&format!("{prefix}cl"));
+        let br = Netns::create(format!("{prefix}br"));
+        let cl = Netns::create(format!("{prefix}cl"));
         let hosts = [
-            Netns::new(&format!("{prefix}h1")),
-            Netns::new(&format!("{prefix}h2")),
+            Netns::create(format!("{prefix}h1")),
+            Netns::create(format!("{prefix}h2")),
         ];
-        let be = Netns::new(&format!("{prefix}be"));
+        let be = Netns::create(format!("{prefix}be"));
         br.ip(&["link", "add", "br0", "type", "bridge"]);
         br.ip(&["link", "set", "br0", "up"]);
         for (ns, port, host) in [
@@ -173,7 +173,7 @@ struct Run<'a> {
 
 fn metrics(ns: &Netns) -> Option<String> {
     let addr: SocketAddr = ADMIN.parse().expect("admin addr");
-    in_ns(ns, move || http_get(addr, "/metrics"))
+    ns.enter(move || testkit::http_body(addr, "/metrics"))
 }
 
 impl Run<'_> {
@@ -198,7 +198,7 @@ impl Run<'_> {
         let up = wait_until(Duration::from_secs(15), || {
             sf.assert_running();
             metrics(ns).is_some_and(|t| {
-                metric(&t, "sipfront_backend_up", &[("backend", "be")]) == Some(1.0)
+                find_metric(&t, "sipfront_backend_up", &[("backend", "be")]) == Some(1.0)
             })
         });
         assert!(up, "{tag}: sipfront's backend not up in 15 s");
@@ -240,12 +240,17 @@ impl Run<'_> {
                 return Err(format!("h{} VIP held: {}", i + 1, !want_vip));
             }
             let m = metrics(ns).ok_or(format!("h{}: no /metrics", i + 1))?;
-            if metric(&m, "sipfront_backend_up", &[("backend", "be")]) != Some(1.0) {
+            if find_metric(&m, "sipfront_backend_up", &[("backend", "be")]) != Some(1.0) {
                 return Err(format!("h{}: backend not up", i + 1));
             }
             if self.case == Case::Sipfront {
-                let want = if want_vip { 2.0 } else { 1.0 };
-                let st = metric(&m, "sipfront_vrrp_state", &[]);
+                let want = if want_vip {
+                    VrrpState::Master
+                } else {
+                    VrrpState::Backup
+                };
+                let st =
+                    find_metric(&m, "sipfront_vrrp_state", &[]).and_then(VrrpState::from_value);
                 if st != Some(want) {
                     return Err(format!("h{}: sipfront_vrrp_state {st:?}", i + 1));
                 }

@@ -3,8 +3,7 @@
 //! stub backends up) when `start` returns. Dropping it kills it by pid.
 
 use std::fs::{self, File};
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -139,9 +138,9 @@ impl Sipfront {
             }
             let up = s
                 .metrics()
-                .map(|m| metric_sum(&m, "sipfront_backend_up"))
+                .map(|m| testkit::metric(&m, "sipfront_backend_up", &[]))
                 .unwrap_or(0.0);
-            if up >= 2.0 && http_get(admin, "/ready").is_some() {
+            if up >= 2.0 && testkit::http_body(admin, "/ready").is_some() {
                 return Ok(s);
             }
             if Instant::now() >= deadline {
@@ -163,7 +162,7 @@ impl Sipfront {
     }
 
     pub fn metrics(&self) -> Option<String> {
-        http_get(self.admin, "/metrics")
+        testkit::http_body(self.admin, "/metrics")
     }
 
     /// `metric` (summed over its labels) once it stops moving: sipfront publishes
@@ -173,7 +172,10 @@ impl Sipfront {
         for _ in 0..20 {
             sleep(Duration::from_millis(300));
             let Some(text) = self.metrics() else { break };
-            let now: Vec<f64> = names.iter().map(|n| metric_sum(&text, n)).collect();
+            let now: Vec<f64> = names
+                .iter()
+                .map(|n| testkit::metric(&text, n, &[]))
+                .collect();
             if last.as_ref() == Some(&now) {
                 break;
             }
@@ -195,28 +197,4 @@ impl Drop for Sipfront {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// `GET path` over HTTP/1.0; the body if the status is 200.
-fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    (head.starts_with("HTTP/1.") && head.split_whitespace().nth(1) == Some("200"))
-        .then(|| body.to_string())
-}
-
-/// Sum of every sample of metric `name` in Prometheus text format.
-pub fn metric_sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }

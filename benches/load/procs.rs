@@ -4,8 +4,6 @@
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -347,20 +345,6 @@ pub fn assert_udp_free(port: u16) {
         !udp_port_bound(port),
         "udp port {port} is already in use; another load bench running?"
     );
-}
-
-/// `GET path` over HTTP/1.0; returns the body if the status is 200.
-pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.")
-        .then(|| head.split_whitespace().nth(1) == Some("200"))
-        .filter(|ok| *ok)
-        .map(|_| body.to_string())
 }
 
 /// The cargo target directory of the running bench binary

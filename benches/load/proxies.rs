@@ -9,7 +9,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use crate::bare;
-use crate::procs::{Proc, http_get, wait_udp_bound};
+use crate::procs::{Proc, wait_udp_bound};
 
 const NGINX_CONF: &str = include_str!("nginx.conf");
 const KAMAILIO_CFG: &str = include_str!("kamailio.cfg");
@@ -131,7 +131,7 @@ impl Proxy {
         wait_udp_bound(&mut proc, p.listen);
         if let Some(addr) = admin {
             let deadline = Instant::now() + Duration::from_secs(10);
-            while http_get(addr, "/metrics").is_none() {
+            while testkit::http_body(addr, "/metrics").is_none() {
                 proc.assert_running();
                 assert!(Instant::now() < deadline, "sipfront admin not answering");
                 sleep(Duration::from_millis(20));
@@ -152,11 +152,11 @@ impl Proxy {
         let mut last: Option<[f64; 3]> = None;
         for _ in 0..20 {
             sleep(Duration::from_millis(300));
-            let text = http_get(addr, "/metrics")?;
+            let text = testkit::http_body(addr, "/metrics")?;
             let now = [
-                metric_sum(&text, "sipfront_datagrams_total"),
-                metric_sum(&text, "sipfront_drops_total"),
-                metric_sum(&text, "sipfront_flows_created_total"),
+                testkit::metric(&text, "sipfront_datagrams_total", &[]),
+                testkit::metric(&text, "sipfront_drops_total", &[]),
+                testkit::metric(&text, "sipfront_flows_created_total", &[]),
             ];
             if last == Some(now) {
                 return last;
@@ -210,16 +210,4 @@ fn check_kamailio_cfg(cfg: &Path) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// Sum of every sample of metric `name` in Prometheus text format.
-fn metric_sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }

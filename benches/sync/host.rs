@@ -1,64 +1,9 @@
-//! The bench's network namespace, child processes, the admin endpoint and Prometheus text,
-//! and the two sipfront hosts.
+//! Child processes, the admin endpoint and the two sipfront hosts (the namespace and the
+//! Prometheus text parser come from testkit).
 
 #![allow(dead_code)]
 
 use super::*;
-
-pub fn ip(args: &[&str]) -> Result<String, String> {
-    let o = Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run ip: {e}"))?;
-    if o.status.success() {
-        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
-    } else {
-        Err(format!(
-            "`ip {}`: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&o.stderr).trim()
-        ))
-    }
-}
-
-/// The bench's namespace. The main thread joins it (so do the threads and programs it starts
-/// later); dropping the guard kills what still runs inside (only our own programs) and
-/// deletes it.
-pub struct Ns {
-    pub name: String,
-}
-
-impl Ns {
-    pub fn create_and_enter(name: &str) -> Ns {
-        ip(&["netns", "add", name])
-            .unwrap_or_else(|e| panic!("{e} (the sync bench needs root for a network namespace)"));
-        let ns = Ns {
-            name: name.to_string(),
-        };
-        ip(&["-n", name, "link", "set", "lo", "up"]).expect("lo up");
-        let path = format!("/run/netns/{name}");
-        let f = File::open(&path).expect("open netns");
-        // SAFETY: a valid namespace fd; only this (main) thread changes namespace.
-        let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-        ns
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        let pids = ip(&["netns", "pids", &self.name]).unwrap_or_default();
-        let me = std::process::id().to_string();
-        for p in pids.split_whitespace().filter(|p| *p != me) {
-            let _ = Command::new("kill")
-                .args(["-KILL", p])
-                .stderr(Stdio::null())
-                .status();
-        }
-        let _ = ip(&["netns", "del", &self.name]);
-    }
-}
 
 /// A child process killed (SIGKILL) on drop.
 pub struct Proc {
@@ -110,41 +55,6 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-pub fn http_get(addr: &str, path: &str) -> Option<String> {
-    let addr: SocketAddr = addr.parse().ok()?;
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let (head, body) = buf.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200")
-        .then(|| body.to_string())
-        .or_else(|| head.starts_with("HTTP/1.0 200").then(|| body.to_string()))
-}
-
-/// Sum of the samples `name{...labels}` in a Prometheus text (None if there is none).
-pub fn metric(text: &str, name: &str, label: Option<&str>) -> Option<f64> {
-    let mut found = None;
-    for line in text.lines() {
-        if line.starts_with('#') {
-            continue;
-        }
-        let Some(rest) = line.strip_prefix(name) else {
-            continue;
-        };
-        if !(rest.starts_with(' ') || rest.starts_with('{')) {
-            continue;
-        }
-        if label.is_some_and(|l| !rest.contains(l)) {
-            continue;
-        }
-        let v: f64 = rest.rsplit(' ').next()?.parse().ok()?;
-        found = Some(found.unwrap_or(0.0) + v);
-    }
-    found
 }
 
 pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
@@ -243,11 +153,12 @@ impl Host {
             self.admin,
             self.proc.log_text()
         );
-        http_get(&self.admin, "/metrics")
+        testkit::http_body(self.admin.parse().ok()?, "/metrics")
     }
 
-    pub fn metric(&mut self, name: &str, label: Option<&str>) -> Option<f64> {
-        self.metrics().and_then(|t| metric(&t, name, label))
+    pub fn metric(&mut self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.metrics()
+            .and_then(|t| testkit::find_metric(&t, name, labels))
     }
 
     pub fn wait_metric(
@@ -256,6 +167,6 @@ impl Host {
         timeout: Duration,
         pred: impl Fn(f64) -> bool,
     ) -> bool {
-        wait_until(timeout, || self.metric(name, None).is_some_and(&pred))
+        wait_until(timeout, || self.metric(name, &[]).is_some_and(&pred))
     }
 }

@@ -1,8 +1,6 @@
 //! The end-to-end setup: Kamailio registrars sharing registrations (DMQ), the pair, and a
 //! phone behind the NAT router registered through the master and mirrored by the backup.
 
-#![allow(dead_code)]
-
 use super::*;
 
 /// A registrar on `role`'s address advertising the VIP, replicating usrloc with DMQ to `peer`.
@@ -284,7 +282,7 @@ pub fn e2e_setup(dir: &TestDir, t0: Instant, answer: &str) -> E2e {
 pub fn kill_master(e: &mut E2e, t0: Instant) {
     let kill_at = Instant::now();
     e.a.kill9();
-    e.b.expect_state(2.0, Duration::from_secs(10));
+    e.b.expect_state(VrrpState::Master, Duration::from_secs(10));
     let ok = wait_until(Duration::from_secs(10), || e.net.host("sfB").has_addr(VIP));
     assert!(ok, "sfB did not add the VIP");
     eprintln!(

@@ -1,7 +1,5 @@
 //! `tcpdump -w` captures, a pcap reader, and datagrams with a forged source address.
 
-#![allow(dead_code)]
-
 use super::*;
 
 /// `tcpdump -i eth0 -U -w FILE FILTER` in a namespace (the raw datagrams, for replays).
@@ -29,11 +27,9 @@ impl PcapCapture {
     }
 }
 
-/// One UDP datagram from a capture.
+/// One UDP datagram from a capture (its addresses are in the capture filter).
 #[derive(Debug, Clone)]
 pub struct UdpDatagram {
-    pub src: SocketAddrV4,
-    pub dst: SocketAddrV4,
     pub payload: Vec<u8>,
 }
 
@@ -72,18 +68,12 @@ pub fn read_pcap(path: &Path) -> Vec<UdpDatagram> {
         if ip[9] != 17 || ip.len() < ihl + 8 {
             continue;
         }
-        let src_ip = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
-        let dst_ip = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
         let udp = &ip[ihl..];
-        let sport = u16::from_be_bytes([udp[0], udp[1]]);
-        let dport = u16::from_be_bytes([udp[2], udp[3]]);
         let ulen = usize::from(u16::from_be_bytes([udp[4], udp[5]]));
         if ulen < 8 || ulen > udp.len() {
             continue;
         }
         out.push(UdpDatagram {
-            src: SocketAddrV4::new(src_ip, sport),
-            dst: SocketAddrV4::new(dst_ip, dport),
             payload: udp[8..ulen].to_vec(),
         });
     }

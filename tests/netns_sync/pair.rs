@@ -1,7 +1,5 @@
 //! The sipfront pair of the tests: configs, start-up, VIP holders, counters, client flows.
 
-#![allow(dead_code)]
-
 use super::*;
 
 pub const A_IP: &str = "10.88.0.11";
@@ -32,6 +30,15 @@ pub fn spec(
     }
 }
 
+/// The configs of A (150) and B (100), with the same `backends` and `extra` TOML.
+pub fn pair_specs(backends: &[(&str, &str)], extra: &str, dir: &TestDir) -> (SfSpec, SfSpec) {
+    let mut spec_a = spec(A_IP, B_IP, 150, backends, dir);
+    spec_a.extra = extra.into();
+    let mut spec_b = spec(B_IP, A_IP, 100, backends, dir);
+    spec_b.extra = extra.into();
+    (spec_a, spec_b)
+}
+
 /// Starts A (150) and waits until it is master, then B (100) and waits until it is backup
 /// and both hold each other's full table.
 pub fn start_pair(
@@ -40,10 +47,10 @@ pub fn start_pair(
     spec_a: &SfSpec,
     spec_b: &SfSpec,
 ) -> (NsSipfront, NsSipfront) {
-    let mut a = NsSipfront::start_spec(dir, net.host("sfA"), "sfA", spec_a);
-    a.expect_state(2.0, Duration::from_secs(15));
-    let mut b = NsSipfront::start_spec(dir, net.host("sfB"), "sfB", spec_b);
-    b.expect_state(1.0, Duration::from_secs(15));
+    let mut a = start_spec(dir, net.host("sfA"), "sfA", spec_a);
+    a.expect_state(VrrpState::Master, Duration::from_secs(15));
+    let mut b = start_spec(dir, net.host("sfB"), "sfB", spec_b);
+    b.expect_state(VrrpState::Backup, Duration::from_secs(15));
     b.wait_synced(Duration::from_secs(15));
     a.wait_synced(Duration::from_secs(15));
     wait_holders(net, &["sfA"], Duration::from_secs(5));

@@ -1,8 +1,6 @@
 //! Kamailio, sipp (and its message traces), plain UDP backends and load clients in
 //! namespaces.
 
-#![allow(dead_code)]
-
 use super::*;
 
 /// Starts deploy/kamailio/kamailio.cfg in `host`'s namespace on `host.addr:5060` with the
@@ -104,7 +102,6 @@ pub fn received_responses(trace: &str, method: &str) -> Vec<u16> {
 /// A SIP "server" made of one UDP socket in a namespace: a thread answers every request
 /// (health probes included) with 200 and ignores responses.
 pub struct UdpBackend {
-    pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
     pub requests: Arc<AtomicU64>,
@@ -138,7 +135,6 @@ impl UdpBackend {
             }
         });
         UdpBackend {
-            addr,
             stop,
             thread: Some(thread),
             requests,
