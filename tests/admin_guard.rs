@@ -7,13 +7,11 @@
 //!   token rules        17310-17319, relay 19310-19319
 //!   token-less admin   17320-17329, relay 19320-19329
 
-mod common;
-
-use common::*;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
+use testkit::*;
 
 fn write_private(path: &std::path::Path, text: &str) {
     std::fs::write(path, text).unwrap();

@@ -13,13 +13,12 @@
 //!   failback on-register  24100-24119, relay 14500-14699
 //!   failback immediate    24120-24139, relay 14700-14899
 
-mod common;
 mod opensips;
 
-use common::*;
 use opensips::*;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
+use testkit::*;
 
 const LO: Ipv4Addr = Ipv4Addr::LOCALHOST;
 

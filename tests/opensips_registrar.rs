@@ -11,13 +11,12 @@
 //!
 //! Ports: 24060-24099, relay ports 14000-14499.
 
-mod common;
 mod opensips;
 
-use common::*;
 use opensips::*;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
+use testkit::*;
 
 const LO: Ipv4Addr = Ipv4Addr::LOCALHOST;
 

@@ -12,16 +12,17 @@
 //! drop. Addresses: LAN 10.88.0.0/24, VIP 10.88.0.100, NAT .2 (phone 192.168.77.2 behind it),
 //! sfA .11, sfB .12, OpenSIPS .21 / .22 (SIP 5060, BIN 5566), caller .30.
 
-mod common;
-mod netns;
+// Shared with tests/sync_netns.rs, which uses all of it; this test a part.
+#[allow(dead_code)]
 mod netns_sync;
 mod opensips;
 
-use common::*;
+use netns_sync::VIP;
 use netns_sync::*;
 use opensips::*;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
+use testkit::*;
 
 const OS_BACKENDS: [(&str, &str); 2] = [("osA", "10.88.0.21:5060"), ("osB", "10.88.0.22:5060")];
 
@@ -149,7 +150,7 @@ fn opensips_phone_behind_nat_is_reachable_after_master_kill_without_reregisterin
     // Kill the master.
     let kill_at = Instant::now();
     a.kill9();
-    b.expect_state(2.0, Duration::from_secs(10));
+    b.expect_state(VrrpState::Master, Duration::from_secs(10));
     let ok = wait_until(Duration::from_secs(10), || net.host("sfB").has_addr(VIP));
     assert!(ok, "sfB did not add the VIP");
     eprintln!(
@@ -214,14 +215,14 @@ fn opensips_phone_behind_nat_is_reachable_after_master_kill_without_reregisterin
 
     // Failback: A starts again, takes B's full table, preempts; a call reaches the phone
     // through it.
-    a = NsSipfront::start_spec(
+    a = start_spec(
         &dir,
         net.host("sfA"),
         "sfA-2",
         &spec(A_IP, B_IP, 150, &OS_BACKENDS, &dir),
     );
-    a.expect_state(2.0, Duration::from_secs(20));
-    b.expect_state(1.0, Duration::from_secs(10));
+    a.expect_state(VrrpState::Master, Duration::from_secs(20));
+    b.expect_state(VrrpState::Backup, Duration::from_secs(10));
     wait_holders(&net, &["sfA"], Duration::from_secs(10));
     let back = a.flows_of(&client);
     assert_eq!(

@@ -74,10 +74,10 @@ else
 fi
 if [ -n "${OPENSIPS_PREFIX:-}" ]; then export OPENSIPS_PREFIX; fi
 
-echo "== cargo fmt --check"
-cargo fmt --check
-echo "== cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets -- -D warnings
+echo "== cargo fmt --all --check"
+cargo fmt --all --check
+echo "== cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo machete (unused dependencies)"
 cargo machete
 echo "== cargo test"

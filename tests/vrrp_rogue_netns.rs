@@ -12,13 +12,9 @@
 //!   Priority 254 from anyone would take the address there: that is VRRP (keepalived
 //!   does the same), and `peers` is the mitigation.
 
-mod common;
-mod netns;
-
-use common::*;
-use netns::*;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
+use testkit::*;
 
 use sipfront::vrrp::{MCAST_GROUP, Repr};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -75,7 +71,7 @@ fn start_pair(dir: &TestDir, lan: &Lan, extra_a: &str, extra_b: &str) -> (NsSipf
         "sfA",
         &sipfront_toml(150, &[BACKEND], extra_a),
     );
-    a.expect_state(2.0, Duration::from_secs(10));
+    a.expect_state(VrrpState::Master, Duration::from_secs(10));
     let mut b = NsSipfront::start(
         dir,
         lan.host("sfB"),
@@ -86,7 +82,7 @@ fn start_pair(dir: &TestDir, lan: &Lan, extra_a: &str, extra_b: &str) -> (NsSipf
         b.metric("sipfront_vrrp_adverts_total", &[("dir", "received")]) >= 5.0
     });
     assert!(ok, "B hears no adverts from A; log:\n{}", b.log_tail(20));
-    b.expect_state(1.0, Duration::from_secs(5));
+    b.expect_state(VrrpState::Backup, Duration::from_secs(5));
     assert_eq!(lan.holders(VIP), ["sfA"]);
     // The takeover's two bursts (5 GARPs each, the second after garp_delay 1 s) are out.
     let ok = wait_until(Duration::from_secs(5), || {
@@ -135,8 +131,8 @@ fn with_peers_a_rogue_at_any_priority_is_dropped_and_the_master_keeps_the_vip() 
     assert!(sent > 2500, "the rogue sent only {sent} adverts");
     std::thread::sleep(Duration::from_millis(500));
 
-    a.expect_state(2.0, Duration::from_secs(1));
-    b.expect_state(1.0, Duration::from_secs(1));
+    a.expect_state(VrrpState::Master, Duration::from_secs(1));
+    b.expect_state(VrrpState::Backup, Duration::from_secs(1));
     assert_eq!(lan.holders(VIP), ["sfA"], "the VIP moved");
     assert_eq!(a.transitions(), ta, "A changed state");
     assert_eq!(b.transitions(), tb, "B changed state");
@@ -223,8 +219,8 @@ fn multicast_without_peers_lower_priority_flood_is_bounded_and_adverts_stay_on_t
         .count();
     assert!(warns <= 2, "{warns} warnings for the flood");
     // On time: B never missed A for a Master_Down_Interval.
-    a.expect_state(2.0, Duration::from_secs(1));
-    b.expect_state(1.0, Duration::from_secs(1));
+    a.expect_state(VrrpState::Master, Duration::from_secs(1));
+    b.expect_state(VrrpState::Backup, Duration::from_secs(1));
     assert_eq!(a.transitions(), ta, "A changed state");
     assert_eq!(b.transitions(), tb, "B changed state");
     assert_eq!(lan.holders(VIP), ["sfA"]);

@@ -12,7 +12,6 @@
 
 #![allow(dead_code)]
 
-use crate::common::*;
 use serde_json::{Value, json};
 use std::ffi::CString;
 use std::fs;
@@ -24,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+use testkit::*;
 
 /// The shipped OpenSIPS config.
 pub fn opensips_cfg() -> String {
