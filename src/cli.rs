@@ -72,6 +72,8 @@ pub enum CtlAction {
     Enable { name: String },
     /// Take a backend out now: its flows move to the next choice.
     Disable { name: String },
+    /// Static peers (trunks): relay endpoint, backend, datagrams, calls up.
+    Peers,
     /// List flows (client, relay port, home backend, idle and registration time).
     Flows {
         /// Only this client (ip:port as sipfront sees it).

@@ -142,6 +142,37 @@ pub fn set_admin(t: &Target, name: &str, action: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+pub fn peers(t: &Target) -> anyhow::Result<()> {
+    let v = json(t, "GET", "/api/v1/peers")?;
+    let list = v
+        .get("peers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    println!(
+        "{:<16} {:<24} {:<24} {:<16} {:>10} {:>10} {:>6}",
+        "PEER", "ADDR", "RELAY", "BACKEND", "TO BACKEND", "TO PEER", "CALLS"
+    );
+    for p in &list {
+        let s = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or("-").to_string();
+        let n = |k: &str| p.get(k).and_then(Value::as_u64).unwrap_or(0);
+        println!(
+            "{:<16} {:<24} {:<24} {:<16} {:>10} {:>10} {:>6}",
+            s("name"),
+            s("addr"),
+            s("relay"),
+            s("backend"),
+            n("datagrams_to_backend"),
+            n("datagrams_to_client"),
+            n("dialogs")
+        );
+    }
+    if list.is_empty() {
+        println!("(no [[peer]] configured)");
+    }
+    Ok(())
+}
+
 pub fn flows(t: &Target, client: Option<SocketAddr>, limit: usize) -> anyhow::Result<()> {
     let mut path = format!("/api/v1/flows?limit={limit}");
     if let Some(c) = client {

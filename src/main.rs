@@ -71,6 +71,7 @@ fn main() -> ExitCode {
                 CtlAction::Enable { name } => ctl::set_admin(&target, &name, "enable"),
                 CtlAction::Disable { name } => ctl::set_admin(&target, &name, "disable"),
                 CtlAction::Flows { client, limit } => ctl::flows(&target, client, limit),
+                CtlAction::Peers => ctl::peers(&target),
             };
             match r {
                 Ok(()) => ExitCode::SUCCESS,

@@ -25,7 +25,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::dataplane::{BackendInfo, Control, FlowInfo, Readiness, Status};
+use crate::dataplane::{BackendInfo, Control, FlowInfo, PeerInfo, Readiness, Status};
 use crate::relay::AdminState as BackendAdmin;
 
 /// Installs the process-wide Prometheus recorder. Call once, before registering handles.
@@ -71,6 +71,7 @@ pub fn routes(state: AdminState) -> HttpRouter {
     let api = HttpRouter::new()
         .route("/api/v1/status", get(status))
         .route("/api/v1/flows", get(flows))
+        .route("/api/v1/peers", get(peers))
         .route("/api/v1/backends/{name}/{action}", post(backend_action))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     HttpRouter::new()
@@ -170,6 +171,21 @@ async fn status(State(s): State<AdminState>) -> Response {
         backends: st.backends,
     })
     .into_response()
+}
+
+#[derive(Serialize)]
+struct PeersBody {
+    peers: Vec<PeerInfo>,
+}
+
+async fn peers(State(s): State<AdminState>) -> Response {
+    match s.status.lock() {
+        Ok(st) => axum::Json(PeersBody {
+            peers: st.peers.clone(),
+        })
+        .into_response(),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "status unavailable"),
+    }
 }
 
 #[derive(Deserialize)]

@@ -29,7 +29,7 @@ mod tasks;
 
 pub use control::{Control, FlowInfo};
 pub use metrics::MetricsHandles;
-pub use status::{BackendInfo, Readiness, STALE, Status};
+pub use status::{BackendInfo, PeerInfo, Readiness, STALE, Status};
 
 use relays::relay_reactor;
 use tasks::{backend_addrs, housekeeping, probe_loop};

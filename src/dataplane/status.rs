@@ -2,12 +2,13 @@
 //! `/ready` and the demo's status line. Refreshing reuses its buffers (no allocation
 //! in steady state).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::health::Checker;
+use crate::relay::port::socket_addr;
 use crate::relay::{Counters, Direction, Router};
 
 #[derive(Debug, Clone, Serialize)]
@@ -39,9 +40,26 @@ pub enum Readiness {
     Stalled,
 }
 
+/// A static peer (trunk), as `/api/v1/peers` and `sipfront ctl peers` show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerInfo {
+    pub name: String,
+    /// Where requests to it go.
+    pub addr: SocketAddr,
+    /// Its fixed relay endpoint.
+    pub relay: SocketAddr,
+    /// The backend its new requests go to now.
+    pub backend: String,
+    pub datagrams_to_backend: u64,
+    pub datagrams_to_client: u64,
+    /// Calls (dialogs) it has up now.
+    pub dialogs: u32,
+}
+
 #[derive(Debug, Clone)]
 pub struct Status {
     pub backends: Vec<BackendInfo>,
+    pub peers: Vec<PeerInfo>,
     pub counters: Counters,
     pub flows: usize,
     pub dialogs: usize,
@@ -57,6 +75,7 @@ impl Status {
     pub fn new() -> Self {
         Status {
             backends: Vec::new(),
+            peers: Vec::new(),
             counters: Counters::default(),
             flows: 0,
             dialogs: 0,
@@ -82,7 +101,8 @@ impl Status {
         self.readiness(now) == Readiness::Ready
     }
 
-    pub fn update(&mut self, r: &Router, checker: &Checker, ports_in_use: usize) {
+    pub fn update(&mut self, r: &Router, checker: &Checker, ports_in_use: usize, relay: &[IpAddr]) {
+        self.update_peers(r, relay);
         self.counters.copy_from(r.counters());
         self.flows = r.flow_count();
         self.dialogs = r.dialog_count();
@@ -127,6 +147,40 @@ impl Status {
             }
         }
         self.ready = ready;
+    }
+}
+
+impl Status {
+    /// Peers come from the config: the list is built once, then refreshed in place.
+    fn update_peers(&mut self, r: &Router, relay: &[IpAddr]) {
+        let n = r.peer_flows().count();
+        if self.peers.len() != n {
+            self.peers = r
+                .peer_flows()
+                .map(|(name, f)| PeerInfo {
+                    name: name.to_string(),
+                    addr: f.client,
+                    relay: socket_addr(relay, f.relay_port)
+                        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
+                    backend: String::new(),
+                    datagrams_to_backend: 0,
+                    datagrams_to_client: 0,
+                    dialogs: 0,
+                })
+                .collect();
+        }
+        for (info, (_, f)) in self.peers.iter_mut().zip(r.peer_flows()) {
+            let i = usize::from(f.peer.unwrap_or_default());
+            let c = r.counters().peers.get(i).copied().unwrap_or_default();
+            info.datagrams_to_backend = c[Direction::ToBackend];
+            info.datagrams_to_client = c[Direction::ToClient];
+            info.dialogs = f.dialogs;
+            let home = r.backends().get(f.home).map_or("", |b| b.name.as_str());
+            if info.backend != home {
+                info.backend.clear();
+                info.backend.push_str(home);
+            }
+        }
     }
 }
 

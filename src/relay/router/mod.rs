@@ -32,6 +32,7 @@ struct Touched {
 
 /// A static peer as the router needs it.
 struct Peer {
+    name: String,
     /// Rendezvous seeds of the backends that may receive its requests (empty: all).
     backends: Vec<u64>,
 }
@@ -201,6 +202,7 @@ impl Router {
                 .peers
                 .iter()
                 .map(|p| Peer {
+                    name: p.name.clone(),
                     backends: p.backends.iter().map(|n| super::hrw::seed(n)).collect(),
                 })
                 .collect(),
@@ -261,6 +263,14 @@ impl Router {
             };
             self.flows.insert_static(flow, &p.addrs[1..]);
         }
+    }
+
+    /// Each static peer's name and flow, in config order.
+    pub fn peer_flows(&self) -> impl Iterator<Item = (&str, &Flow)> {
+        self.flows.iter().filter_map(|f| {
+            let p = self.peers.get(usize::from(f.peer?))?;
+            Some((p.name.as_str(), f))
+        })
     }
 
     /// The static peers' relay endpoints: their sockets are opened at start.

@@ -1,0 +1,73 @@
+//! A static peer (trunk) through the real binary on loopback: its relay endpoint is
+//! bound from the start, its requests reach the backend from that fixed endpoint, a
+//! backend's request to the endpoint leaves from the public SIP address to the peer, and
+//! the answer goes back to the backend that sent it; `sipfront ctl peers` lists it.
+
+use std::time::Duration;
+
+use testkit::*;
+
+const SIP: &str = "127.0.0.1:17400";
+const ADMIN: &str = "127.0.0.1:17401";
+const BACKEND_A: u16 = 17402;
+const BACKEND_B: u16 = 17403;
+const ENDPOINT: &str = "127.0.0.1:17405";
+const CARRIER: u16 = 17406;
+
+#[test]
+fn a_trunk_is_reached_through_its_fixed_endpoint_in_both_directions() {
+    let dir = TestDir::new("peers");
+    let a = FakeBackend::start(BACKEND_A, 19400..=19409);
+    let b = FakeBackend::start(BACKEND_B, 19400..=19409);
+    let cfg = SipfrontConfig::new(SIP, "19400-19409", ADMIN)
+        .backend("a", &format!("127.0.0.1:{BACKEND_A}"))
+        .backend("b", &format!("127.0.0.1:{BACKEND_B}"))
+        .extra(&format!(
+            "[timeouts]\nflow_idle = \"1s\"\n\n[[peer]]\nname = \"carrier\"\naddr = \"127.0.0.1:{CARRIER}\"\nrelay = \"{ENDPOINT}\"\nbackends = [\"b\"]\n"
+        ));
+    let mut front = Sipfront::start(&dir, cfg);
+    assert!(udp_port_bound(17405), "the endpoint is bound before any traffic");
+    let carrier = udp(CARRIER, Duration::from_millis(100));
+    let sip: std::net::SocketAddr = SIP.parse().unwrap();
+    let endpoint: std::net::SocketAddr = ENDPOINT.parse().unwrap();
+
+    // Inbound, well after flow_idle: from the fixed endpoint, to its only backend.
+    std::thread::sleep(Duration::from_millis(2500));
+    carrier
+        .send_to(&sip_request("INVITE", "in-1", CARRIER, b""), sip)
+        .unwrap();
+    let (got, from) = b.recv(Duration::from_secs(3)).expect("INVITE at backend b");
+    assert!(got.starts_with(b"INVITE "));
+    assert_eq!(from, endpoint, "the backend sees the trunk's fixed relay endpoint");
+    assert!(a.recv(Duration::from_millis(200)).is_none(), "a is not the trunk's backend");
+
+    // Outbound from backend a (any backend may call the trunk): out of the public address.
+    let invite = sip_request("INVITE", "out-1", BACKEND_A, b"");
+    a.send_to(&invite, endpoint);
+    let (got, from) = recv(&carrier).expect("INVITE at the carrier");
+    assert_eq!(got, invite, "relayed unchanged");
+    assert_eq!(from, sip, "the carrier sees the public SIP address");
+    // The carrier's answer goes back to a, the backend that sent the INVITE.
+    carrier.send_to(&sip_reply_to(&invite, "200 OK"), sip).unwrap();
+    let (got, from) = a.recv(Duration::from_secs(3)).expect("200 at backend a");
+    assert!(got.starts_with(b"SIP/2.0 200"));
+    assert_eq!(from, endpoint);
+
+    let out = run_sipfront(&["ctl", "--admin", ADMIN, "peers"]);
+    assert_eq!(out.code, 0, "ctl peers failed: {}", out.stderr);
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("carrier"))
+        .unwrap_or_else(|| panic!("no carrier row in:\n{}", out.stdout));
+    assert!(line.contains(ENDPOINT) && line.contains(" b "), "{line}");
+    let m = front.metrics();
+    assert_eq!(
+        metric(&m, "sipfront_peer_datagrams_total", &[("peer", "carrier"), ("direction", "to_backend")]),
+        2.0
+    );
+    assert_eq!(
+        metric(&m, "sipfront_peer_datagrams_total", &[("peer", "carrier"), ("direction", "to_client")]),
+        1.0
+    );
+}
