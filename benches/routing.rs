@@ -30,6 +30,10 @@ addr = "10.0.0.23:5060"
 [limits]
 new_flows_per_ip = 1000000
 new_flows_burst = 1000000
+# Load from one address on loopback: lift the per-source limits.
+max_flows_per_ip = 10000000
+datagrams_per_ip = 100000000
+datagrams_burst = 100000000
 "#;
 
 const INVITE: &[u8] = include_bytes!("../tests/corpus/sip/sipp_uac_invite.sip");

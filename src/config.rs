@@ -77,6 +77,11 @@ pub struct Limits {
     pub new_flows_per_ip: u32,
     /// Token bucket depth.
     pub new_flows_burst: u32,
+    /// Flows one source (IPv4 address, IPv6 /64) may hold at once.
+    pub max_flows_per_ip: usize,
+    /// Datagrams per second one source may send (token bucket refill), and its depth.
+    pub datagrams_per_ip: u32,
+    pub datagrams_burst: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +95,10 @@ pub struct Timeouts {
     /// Lifetime of a pin for a non-dialog transaction (OPTIONS, MESSAGE, ...) and
     /// of a dialog after the final response to its BYE: long enough for retransmissions.
     pub transaction: Duration,
+    /// Idle life of a flow no backend has answered yet (keepalives do not refresh it).
+    pub unanswered_idle: Duration,
+    /// The longest registration a backend's 2xx can hold a flow for.
+    pub max_registration: Duration,
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -137,6 +146,8 @@ pub struct Health {
     pub reply_503: bool,
     /// Retry-After (seconds) in those 503s.
     pub retry_after: u32,
+    /// 503s per second at most, in all.
+    pub reply_503_rate: u32,
 }
 
 impl Health {

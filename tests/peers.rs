@@ -26,7 +26,10 @@ fn a_trunk_is_reached_through_its_fixed_endpoint_in_both_directions() {
             "[timeouts]\nflow_idle = \"1s\"\n\n[[peer]]\nname = \"carrier\"\naddr = \"127.0.0.1:{CARRIER}\"\nrelay = \"{ENDPOINT}\"\nbackends = [\"b\"]\n"
         ));
     let mut front = Sipfront::start(&dir, cfg);
-    assert!(udp_port_bound(17405), "the endpoint is bound before any traffic");
+    assert!(
+        udp_port_bound(17405),
+        "the endpoint is bound before any traffic"
+    );
     let carrier = udp(CARRIER, Duration::from_millis(100));
     let sip: std::net::SocketAddr = SIP.parse().unwrap();
     let endpoint: std::net::SocketAddr = ENDPOINT.parse().unwrap();
@@ -38,8 +41,14 @@ fn a_trunk_is_reached_through_its_fixed_endpoint_in_both_directions() {
         .unwrap();
     let (got, from) = b.recv(Duration::from_secs(3)).expect("INVITE at backend b");
     assert!(got.starts_with(b"INVITE "));
-    assert_eq!(from, endpoint, "the backend sees the trunk's fixed relay endpoint");
-    assert!(a.recv(Duration::from_millis(200)).is_none(), "a is not the trunk's backend");
+    assert_eq!(
+        from, endpoint,
+        "the backend sees the trunk's fixed relay endpoint"
+    );
+    assert!(
+        a.recv(Duration::from_millis(200)).is_none(),
+        "a is not the trunk's backend"
+    );
 
     // Outbound from backend a (any backend may call the trunk): out of the public address.
     let invite = sip_request("INVITE", "out-1", BACKEND_A, b"");
@@ -48,7 +57,9 @@ fn a_trunk_is_reached_through_its_fixed_endpoint_in_both_directions() {
     assert_eq!(got, invite, "relayed unchanged");
     assert_eq!(from, sip, "the carrier sees the public SIP address");
     // The carrier's answer goes back to a, the backend that sent the INVITE.
-    carrier.send_to(&sip_reply_to(&invite, "200 OK"), sip).unwrap();
+    carrier
+        .send_to(&sip_reply_to(&invite, "200 OK"), sip)
+        .unwrap();
     let (got, from) = a.recv(Duration::from_secs(3)).expect("200 at backend a");
     assert!(got.starts_with(b"SIP/2.0 200"));
     assert_eq!(from, endpoint);
@@ -63,11 +74,19 @@ fn a_trunk_is_reached_through_its_fixed_endpoint_in_both_directions() {
     assert!(line.contains(ENDPOINT) && line.contains(" b "), "{line}");
     let m = front.metrics();
     assert_eq!(
-        metric(&m, "sipfront_peer_datagrams_total", &[("peer", "carrier"), ("direction", "to_backend")]),
+        metric(
+            &m,
+            "sipfront_peer_datagrams_total",
+            &[("peer", "carrier"), ("direction", "to_backend")]
+        ),
         2.0
     );
     assert_eq!(
-        metric(&m, "sipfront_peer_datagrams_total", &[("peer", "carrier"), ("direction", "to_client")]),
+        metric(
+            &m,
+            "sipfront_peer_datagrams_total",
+            &[("peer", "carrier"), ("direction", "to_client")]
+        ),
         1.0
     );
 }

@@ -334,7 +334,7 @@ fn thousands_of_flows_while_backup_restarts_tables_converge() {
     let be_a = UdpBackend::start(net.host("beA"), 5060);
     let be_b = UdpBackend::start(net.host("beB"), 5060);
     let backends = [("beA", "10.88.0.21:5060"), ("beB", "10.88.0.22:5060")];
-    let extra = "[limits]\nnew_flows_per_ip = 1000000\n\n[timeouts]\nflow_idle = \"600s\"\n";
+    let extra = "[limits]\nnew_flows_per_ip = 1000000\nmax_flows_per_ip = 1000000\ndatagrams_per_ip = 1000000\n\n[timeouts]\nflow_idle = \"600s\"\n";
     let (spec_a, spec_b) = pair_specs(&backends, extra, &dir);
     let (mut a, mut b1) = start_pair(&dir, &net, &spec_a, &spec_b);
     eprintln!("[{} ms] pair up and synced", ms(t0));
@@ -742,7 +742,7 @@ fn master_restarted_within_peer_timeout_gets_its_flows_back() {
     let net = sync_net(&[("client", 10), ("sfA", 11), ("sfB", 12), ("beA", 21)]);
     let _be = UdpBackend::start(net.host("beA"), 5060);
     let backends = [("beA", "10.88.0.21:5060")];
-    let extra = "[limits]\nnew_flows_per_ip = 1000000\n";
+    let extra = "[limits]\nnew_flows_per_ip = 1000000\nmax_flows_per_ip = 1000000\ndatagrams_per_ip = 1000000\n";
     let (spec_a, spec_b) = pair_specs(&backends, extra, &dir);
     let (mut a, mut b) = start_pair(&dir, &net, &spec_a, &spec_b);
     let _socks = make_flows(&net, N, "quick");

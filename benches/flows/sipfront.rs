@@ -61,6 +61,10 @@ max_dialogs = 1000000
 # Every client has its own IP, but be generous anyway.
 new_flows_per_ip = 100000
 new_flows_burst = 100000
+# Load from one address on loopback: lift the per-source limits.
+max_flows_per_ip = 10000000
+datagrams_per_ip = 100000000
+datagrams_burst = 100000000
 
 [timeouts]
 flow_idle = "10m"

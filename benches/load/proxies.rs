@@ -184,6 +184,10 @@ addr = "127.0.0.1:{b}"
 [limits]
 new_flows_per_ip = 100000
 new_flows_burst = 100000
+# Load from one address on loopback: lift the per-source limits.
+max_flows_per_ip = 10000000
+datagrams_per_ip = 100000000
+datagrams_burst = 100000000
 
 [admin]
 listen = "127.0.0.1:{admin}"

@@ -117,7 +117,7 @@ pub fn write_config(dir: &Path, own: &str, peer: &str, n_ports: usize) -> PathBu
     let toml = format!(
         "[listen]\nsip = [\"{own}:5060\"]\nrelay = \"{own}\"\nrelay_ports = \"{PORT_BASE}-{last}\"\n\n\
          [[backend]]\nname = \"be\"\naddr = \"{BACKEND}\"\n\n\
-         [limits]\nnew_flows_per_ip = 100000000\n\n\
+         [limits]\nnew_flows_per_ip = 100000000\nmax_flows_per_ip = 10000000\ndatagrams_per_ip = 100000000\ndatagrams_burst = 100000000\n\n\
          [health]\ninterval = \"1s\"\n\n\
          [admin]\nlisten = \"{own}:9090\"\n\n\
          [sync]\nlisten = \"{own}:{SYNC_PORT}\"\npeer = \"{peer}:{SYNC_PORT}\"\nkey_file = \"{}\"\n",

@@ -42,6 +42,13 @@ pub const DEFAULT_HEALTH_FALL: u32 = 2;
 pub const DEFAULT_ALIVE_CODES: &str = "200-699";
 pub const DEFAULT_REPLY_503: bool = true;
 pub const DEFAULT_RETRY_AFTER: u32 = 30;
+/// `limits.max_flows_per_ip` defaults to this share of `max_flows` (a carrier-grade NAT
+/// puts thousands of phones behind one address), and to all of a table of up to 256.
+pub const DEFAULT_MAX_FLOWS_PER_IP_DIVISOR: usize = 4;
+pub const DEFAULT_DATAGRAMS_PER_IP: u32 = 20_000;
+pub const DEFAULT_UNANSWERED_IDLE: Duration = Duration::from_secs(10);
+pub const DEFAULT_MAX_REGISTRATION: Duration = Duration::from_secs(7200);
+pub const DEFAULT_REPLY_503_RATE: u32 = 100;
 
 // [vrrp]
 pub const DEFAULT_VRRP_PRIORITY: u8 = 100;

@@ -37,17 +37,25 @@ impl fmt::Display for Config {
         let m = &self.limits;
         writeln!(
             f,
-            "\n[limits]\nmax_flows = {}\nmax_dialogs = {}\nnew_flows_per_ip = {}\nnew_flows_burst = {}",
-            m.max_flows, m.max_dialogs, m.new_flows_per_ip, m.new_flows_burst
+            "\n[limits]\nmax_flows = {}\nmax_dialogs = {}\nnew_flows_per_ip = {}\nnew_flows_burst = {}\nmax_flows_per_ip = {}\ndatagrams_per_ip = {}\ndatagrams_burst = {}",
+            m.max_flows,
+            m.max_dialogs,
+            m.new_flows_per_ip,
+            m.new_flows_burst,
+            m.max_flows_per_ip,
+            m.datagrams_per_ip,
+            m.datagrams_burst
         )?;
         let t = &self.timeouts;
         writeln!(
             f,
-            "\n[timeouts]\nflow_idle = \"{}\"\nregister_grace = \"{}\"\ndialog_idle = \"{}\"\ntransaction = \"{}\"",
+            "\n[timeouts]\nflow_idle = \"{}\"\nregister_grace = \"{}\"\ndialog_idle = \"{}\"\ntransaction = \"{}\"\nunanswered_idle = \"{}\"\nmax_registration = \"{}\"",
             format_duration(t.flow_idle),
             format_duration(t.register_grace),
             format_duration(t.dialog_idle),
-            format_duration(t.transaction)
+            format_duration(t.transaction),
+            format_duration(t.unanswered_idle),
+            format_duration(t.max_registration)
         )?;
         let h = &self.health;
         let codes: Vec<String> = h
@@ -57,14 +65,15 @@ impl fmt::Display for Config {
             .collect();
         writeln!(
             f,
-            "\n[health]\ninterval = \"{}\"\ntimeout = \"{}\"\nrise = {}\nfall = {}\nalive_codes = [{}]\nreply_503 = {}\nretry_after = {}",
+            "\n[health]\ninterval = \"{}\"\ntimeout = \"{}\"\nrise = {}\nfall = {}\nalive_codes = [{}]\nreply_503 = {}\nretry_after = {}\nreply_503_rate = {}",
             format_duration(h.interval),
             format_duration(h.timeout),
             h.rise,
             h.fall,
             codes.join(", "),
             h.reply_503,
-            h.retry_after
+            h.retry_after,
+            h.reply_503_rate
         )?;
         write!(f, "\n[admin]\nlisten = \"{}\"", self.admin.listen)?;
         if let Some(tf) = &self.admin.token_file {

@@ -63,6 +63,9 @@ pub(super) struct RawLimits {
     pub max_dialogs: Option<usize>,
     pub new_flows_per_ip: Option<u32>,
     pub new_flows_burst: Option<u32>,
+    pub max_flows_per_ip: Option<usize>,
+    pub datagrams_per_ip: Option<u32>,
+    pub datagrams_burst: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -72,6 +75,8 @@ pub(super) struct RawTimeouts {
     pub register_grace: Option<String>,
     pub dialog_idle: Option<String>,
     pub transaction: Option<String>,
+    pub unanswered_idle: Option<String>,
+    pub max_registration: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -94,6 +99,7 @@ pub(super) struct RawHealth {
     pub alive_codes: Option<Vec<String>>,
     pub reply_503: Option<bool>,
     pub retry_after: Option<u32>,
+    pub reply_503_rate: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

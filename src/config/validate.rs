@@ -253,11 +253,33 @@ fn validate_limits(l: RawLimits, listen: &Listen) -> Result<Limits, ConfigError>
             "must be at least limits.new_flows_per_ip",
         ));
     }
+    let max_flows_per_ip = l
+        .max_flows_per_ip
+        .unwrap_or((max_flows / DEFAULT_MAX_FLOWS_PER_IP_DIVISOR).max(max_flows.min(256)));
+    if max_flows_per_ip == 0 {
+        return Err(invalid("limits.max_flows_per_ip", "must be at least 1"));
+    }
+    let datagrams_per_ip = l.datagrams_per_ip.unwrap_or(DEFAULT_DATAGRAMS_PER_IP);
+    if datagrams_per_ip == 0 {
+        return Err(invalid("limits.datagrams_per_ip", "must be at least 1"));
+    }
+    let datagrams_burst = l
+        .datagrams_burst
+        .unwrap_or(datagrams_per_ip.saturating_mul(2));
+    if datagrams_burst < datagrams_per_ip {
+        return Err(invalid(
+            "limits.datagrams_burst",
+            "must be at least limits.datagrams_per_ip",
+        ));
+    }
     Ok(Limits {
         max_flows,
         max_dialogs,
         new_flows_per_ip,
         new_flows_burst,
+        max_flows_per_ip,
+        datagrams_per_ip,
+        datagrams_burst,
     })
 }
 
@@ -379,6 +401,18 @@ fn validate_timeouts(t: RawTimeouts) -> Result<Timeouts, ConfigError> {
             t.transaction.as_deref(),
             DEFAULT_TRANSACTION,
             Duration::from_millis(100),
+        )?,
+        unanswered_idle: duration(
+            "timeouts.unanswered_idle",
+            t.unanswered_idle.as_deref(),
+            DEFAULT_UNANSWERED_IDLE,
+            Duration::from_secs(1),
+        )?,
+        max_registration: duration(
+            "timeouts.max_registration",
+            t.max_registration.as_deref(),
+            DEFAULT_MAX_REGISTRATION,
+            Duration::from_secs(60),
         )?,
     })
 }
@@ -549,6 +583,16 @@ fn validate_health(h: RawHealth) -> Result<Health, ConfigError> {
         alive_codes,
         reply_503: h.reply_503.unwrap_or(DEFAULT_REPLY_503),
         retry_after: h.retry_after.unwrap_or(DEFAULT_RETRY_AFTER),
+        reply_503_rate: match h.reply_503_rate {
+            None => DEFAULT_REPLY_503_RATE,
+            Some(n) if (1..=100_000).contains(&n) => n,
+            Some(n) => {
+                return Err(invalid(
+                    "health.reply_503_rate",
+                    format!("{n} is not between 1 and 100000"),
+                ));
+            }
+        },
     })
 }
 

@@ -42,6 +42,7 @@ pub struct MetricsHandles {
     dialogs: Gauge,
     ports_in_use: Gauge,
     replies_503: Counter,
+    replies_503_suppressed: Counter,
     /// Datagrams per static peer (names come from the config, never from traffic).
     peers: Vec<PerDirection<Counter>>,
     last: Counters,
@@ -73,6 +74,7 @@ impl MetricsHandles {
             dialogs: gauge!("sipfront_dialogs"),
             ports_in_use: gauge!("sipfront_relay_ports_in_use"),
             replies_503: counter!("sipfront_local_replies_total", "code" => "503"),
+            replies_503_suppressed: counter!("sipfront_local_replies_suppressed_total", "code" => "503"),
             peers: peer_names
                 .iter()
                 .map(|n| {
@@ -149,6 +151,10 @@ impl MetricsHandles {
         }
         self.replies_503
             .increment(c.replies_503.saturating_sub(self.last.replies_503));
+        self.replies_503_suppressed.increment(
+            c.replies_503_suppressed
+                .saturating_sub(self.last.replies_503_suppressed),
+        );
         self.flows_created
             .increment(c.flows_created.saturating_sub(self.last.flows_created));
         self.flows_expired

@@ -366,6 +366,11 @@ impl Shell {
         ) else {
             return;
         };
+        // Never an amplifier: a reply larger than the request is not sent.
+        if resp.len() > data.len() {
+            self.router.reply_suppressed();
+            return;
+        }
         if let Some(p) = self.public.get(usize::from(ingress))
             && send_now(p.get_ref(), &resp, to).is_ok()
         {

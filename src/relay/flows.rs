@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::backends::BackendId;
 use super::port::{RelayPort, RelaySpace};
+use super::ratelimit::{SourceKey, source_key};
 
 const NO_FLOW: u32 = u32::MAX;
 
@@ -32,10 +33,20 @@ pub struct Flow {
     /// A static peer's flow (its index in the config): exists from start, never
     /// expires, never synced (both hosts have it from the config).
     pub peer: Option<u16>,
+    /// A backend has sent something on this flow. Until then it lives only
+    /// `unanswered_idle` and keepalives do not refresh it.
+    pub answered: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FlowId(pub u32);
+
+/// How long a flow lives without traffic: once a backend answered it, and before.
+#[derive(Debug, Clone, Copy)]
+pub struct Idle {
+    pub answered: Duration,
+    pub unanswered: Duration,
+}
 
 #[derive(Debug)]
 pub enum InsertError {
@@ -58,6 +69,8 @@ pub struct FlowTable {
     max: usize,
     /// Further source addresses of static peers in `by_client` (not flows).
     aliases: usize,
+    /// Flows per source (IPv4 address, IPv6 /64), for the per-source cap.
+    per_source: HashMap<SourceKey, u32, foldhash::fast::RandomState>,
 }
 
 impl FlowTable {
@@ -77,11 +90,20 @@ impl FlowTable {
             space,
             max,
             aliases: 0,
+            per_source: HashMap::with_capacity_and_hasher(
+                max.min(1 << 17),
+                foldhash::fast::RandomState::default(),
+            ),
         }
     }
 
     pub fn len(&self) -> usize {
         self.by_client.len() - self.aliases
+    }
+
+    /// Flows held by `ip`'s source.
+    pub fn from_source(&self, ip: std::net::IpAddr) -> u32 {
+        self.per_source.get(&source_key(ip)).copied().unwrap_or(0)
     }
 
     pub fn is_static(&self, port: RelayPort) -> bool {
@@ -155,6 +177,7 @@ impl FlowTable {
             sync_gen: 0,
             dialogs: 0,
             peer: None,
+            answered: false,
         };
         Ok(self.place(flow))
     }
@@ -218,6 +241,7 @@ impl FlowTable {
             }
         };
         self.by_client.insert(client, idx);
+        *self.per_source.entry(source_key(client.ip())).or_insert(0) += 1;
         if let Some(i) = self.space.index(port) {
             self.by_port[i] = idx;
         }
@@ -227,6 +251,13 @@ impl FlowTable {
     pub fn remove(&mut self, id: FlowId) -> Option<Flow> {
         let flow = self.slots.get_mut(id.0 as usize)?.take()?;
         self.by_client.remove(&flow.client);
+        let key = source_key(flow.client.ip());
+        if let Some(n) = self.per_source.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_source.remove(&key);
+            }
+        }
         if let Some(i) = self.space.index(flow.relay_port) {
             self.by_port[i] = NO_FLOW;
         }
@@ -247,20 +278,26 @@ impl FlowTable {
         &self,
         range: std::ops::Range<usize>,
         now: Instant,
-        idle: Duration,
+        idle: Idle,
         keep_mirrored: bool,
         out: &mut Vec<FlowId>,
         homes: &mut [usize],
     ) {
         // One subtraction instead of an addition per flow.
-        let idle_cutoff = now.checked_sub(idle);
+        let answered_cutoff = now.checked_sub(idle.answered);
+        let unanswered_cutoff = now.checked_sub(idle.unanswered);
         let base = range.start;
         for (i, s) in self.slots[range].iter().enumerate() {
             let Some(f) = s else { continue };
             let expired = !(keep_mirrored && f.mirrored)
                 && f.peer.is_none()
                 && f.dialogs == 0
-                && idle_cutoff.is_some_and(|c| f.last_seen <= c)
+                && if f.answered {
+                    answered_cutoff
+                } else {
+                    unanswered_cutoff
+                }
+                .is_some_and(|c| f.last_seen <= c)
                 && f.registered_until.is_none_or(|r| r <= now);
             if expired {
                 out.push(FlowId((base + i) as u32));
@@ -301,8 +338,12 @@ impl FlowTable {
 
 #[cfg(test)]
 mod tests {
-    /// Every expired flow of the table.
+    /// Every expired flow of the table (all flows answered, as in tables built here).
     fn expired(t: &FlowTable, now: Instant, idle: Duration, keep: bool, out: &mut Vec<FlowId>) {
+        let idle = Idle {
+            answered: idle,
+            unanswered: idle,
+        };
         t.sweep(0..t.slot_count(), now, idle, keep, out, &mut []);
     }
 

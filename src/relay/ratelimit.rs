@@ -1,9 +1,25 @@
-//! New-flow rate limiting per source IP: a token bucket per address, in a table
-//! bounded in size so a spoofed flood cannot grow memory.
+//! Rate limits. Per source (an IPv4 address, or an IPv6 /64: one subscriber's
+//! prefix, so a host cannot dodge its limit by rotating addresses): a token bucket per
+//! source, in a table bounded in size so a spoofed flood cannot grow memory. And one
+//! global [`Budget`] (e.g. for the 503s sent in all).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Instant;
+
+/// The unit sources are limited and counted in: an IPv4 address, or an IPv6 /64.
+pub type SourceKey = u128;
+
+pub fn source_key(ip: IpAddr) -> SourceKey {
+    match ip {
+        // Tagged so that no IPv4 key equals an IPv6 one.
+        IpAddr::V4(a) => u128::from(u32::from(a)) | (1 << 64),
+        IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(v4) => source_key(IpAddr::V4(v4)),
+            None => u128::from(a) & !u128::from(u64::MAX),
+        },
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
@@ -11,16 +27,16 @@ struct Bucket {
     last: Instant,
 }
 
-pub struct NewFlowLimiter {
-    buckets: HashMap<IpAddr, Bucket, foldhash::fast::RandomState>,
+pub struct SourceLimiter {
+    buckets: HashMap<SourceKey, Bucket, foldhash::fast::RandomState>,
     rate: f64,
     burst: f64,
     max_entries: usize,
 }
 
-impl NewFlowLimiter {
+impl SourceLimiter {
     pub fn new(rate: u32, burst: u32, max_entries: usize) -> Self {
-        NewFlowLimiter {
+        SourceLimiter {
             buckets: HashMap::with_capacity_and_hasher(
                 max_entries.min(1 << 14),
                 foldhash::fast::RandomState::default(),
@@ -31,17 +47,19 @@ impl NewFlowLimiter {
         }
     }
 
-    /// Takes one token for `ip`; false when the address is over its rate (or the
-    /// table of addresses is full of addresses that are all still limited).
+    /// Takes one token for `ip`'s source; false when the source is over its rate (or
+    /// the table of sources is full of sources that are all still limited).
+    #[inline]
     pub fn allow(&mut self, ip: IpAddr, now: Instant) -> bool {
-        if !self.buckets.contains_key(&ip) && self.buckets.len() >= self.max_entries {
+        let key = source_key(ip);
+        if !self.buckets.contains_key(&key) && self.buckets.len() >= self.max_entries {
             self.prune(now);
             if self.buckets.len() >= self.max_entries {
                 return false;
             }
         }
         let (rate, burst) = (self.rate, self.burst);
-        let b = self.buckets.entry(ip).or_insert(Bucket {
+        let b = self.buckets.entry(key).or_insert(Bucket {
             tokens: burst,
             last: now,
         });
@@ -56,7 +74,7 @@ impl NewFlowLimiter {
         }
     }
 
-    /// Forgets addresses whose bucket has refilled: they are indistinguishable from new.
+    /// Forgets sources whose bucket has refilled: they are indistinguishable from new.
     pub fn prune(&mut self, now: Instant) {
         let (rate, burst) = (self.rate, self.burst);
         self.buckets.retain(|_, b| {
@@ -71,6 +89,44 @@ impl NewFlowLimiter {
     }
 }
 
+/// One token bucket for everyone: a budget per second with a burst of one second's
+/// worth.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    per_sec: f64,
+    tokens: f64,
+    last: Option<Instant>,
+}
+
+impl Budget {
+    pub fn new(per_sec: u32) -> Self {
+        Budget {
+            per_sec: f64::from(per_sec),
+            tokens: f64::from(per_sec),
+            last: None,
+        }
+    }
+
+    pub fn set_rate(&mut self, per_sec: u32) {
+        self.per_sec = f64::from(per_sec);
+    }
+
+    /// Takes one token if there is one.
+    pub fn take(&mut self, now: Instant) -> bool {
+        let elapsed = self
+            .last
+            .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64());
+        self.last = Some(now);
+        self.tokens = (self.tokens + elapsed * self.per_sec).min(self.per_sec.max(1.0));
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,7 +136,7 @@ mod tests {
     fn bucket_refills_and_table_is_bounded() {
         let t0 = Instant::now();
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        let mut l = NewFlowLimiter::new(10, 20, 2);
+        let mut l = SourceLimiter::new(10, 20, 2);
         let allowed = (0..30).filter(|_| l.allow(ip, t0)).count();
         assert_eq!(allowed, 20);
         assert!(l.allow(ip, t0 + Duration::from_millis(100)));
@@ -93,5 +149,30 @@ mod tests {
         // Later everything has refilled and is pruned.
         assert!(l.allow(ip3, t0 + Duration::from_secs(10)));
         assert_eq!(l.len(), 1);
+    }
+
+    #[test]
+    fn an_ipv6_64_is_one_source_and_v4_keys_stay_apart() {
+        let k = |s: &str| source_key(s.parse().unwrap());
+        assert_eq!(k("2001:db8:1:2::1"), k("2001:db8:1:2:ffff::9"));
+        assert_ne!(k("2001:db8:1:2::1"), k("2001:db8:1:3::1"));
+        assert_eq!(k("::ffff:192.0.2.1"), k("192.0.2.1"));
+        assert_ne!(k("192.0.2.1"), k("192.0.2.2"));
+        assert_ne!(k("0.0.0.1"), k("::1"));
+        let mut l = SourceLimiter::new(1, 3, 10);
+        let t0 = Instant::now();
+        let spread = (1..=5)
+            .filter(|i| l.allow(format!("2001:db8::{i}").parse().unwrap(), t0))
+            .count();
+        assert_eq!(spread, 3, "rotating addresses in one /64 shares one bucket");
+    }
+
+    #[test]
+    fn the_budget_refills_per_second() {
+        let t0 = Instant::now();
+        let mut b = Budget::new(5);
+        assert_eq!((0..10).filter(|_| b.take(t0)).count(), 5);
+        assert!(b.take(t0 + Duration::from_millis(200)));
+        assert!(!b.take(t0 + Duration::from_millis(200)));
     }
 }

@@ -21,10 +21,14 @@ pub enum DropReason {
     BindFailed,
     SendFailed,
     NoBackend,
+    /// The source holds `limits.max_flows_per_ip` flows already.
+    SourceFlowLimit,
+    /// The source sends more than `limits.datagrams_per_ip`.
+    SourceRateLimited,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 14] = [
+    pub const ALL: [DropReason; 16] = [
         DropReason::NotSip,
         DropReason::BadStartLine,
         DropReason::Truncated,
@@ -39,6 +43,8 @@ impl DropReason {
         DropReason::BindFailed,
         DropReason::SendFailed,
         DropReason::NoBackend,
+        DropReason::SourceFlowLimit,
+        DropReason::SourceRateLimited,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -57,6 +63,8 @@ impl DropReason {
             DropReason::BindFailed => "bind_failed",
             DropReason::SendFailed => "send_failed",
             DropReason::NoBackend => "no_backend",
+            DropReason::SourceFlowLimit => "source_flow_limit",
+            DropReason::SourceRateLimited => "source_rate_limited",
         }
     }
 
@@ -130,6 +138,8 @@ pub struct Counters {
     pub flows_expired: u64,
     /// Stateless 503s sent because no backend was up.
     pub replies_503: u64,
+    /// 503s not sent: over `reply_503_rate`, or larger than the request.
+    pub replies_503_suppressed: u64,
     /// Datagrams of each static peer, by config index.
     pub peers: Vec<PerDirection<u64>>,
 }
@@ -177,6 +187,7 @@ impl Counters {
         self.flows_created = other.flows_created;
         self.flows_expired = other.flows_expired;
         self.replies_503 = other.replies_503;
+        self.replies_503_suppressed = other.replies_503_suppressed;
         self.peers.clear();
         self.peers.extend_from_slice(&other.peers);
     }

@@ -2,7 +2,9 @@
 //! and CSeq copied, a To tag added. Used by the demo backends and for local replies;
 //! never on the forwarding path.
 
-/// The header names (long and compact, lower case) a response copies.
+/// The header names (long and compact, lower case) a response copies. Every Via is
+/// copied; the others once (a request stuffed with `To` headers must not make a
+/// larger answer).
 fn copied(name: &[u8]) -> Option<&'static str> {
     let lower: Vec<u8> = name.iter().map(|b| b.to_ascii_lowercase()).collect();
     match lower.as_slice() {
@@ -34,6 +36,7 @@ pub fn build_response(
         .skip_while(|l| l.is_empty());
     lines.next()?;
     let mut current: Option<&'static str> = None;
+    let mut seen: Vec<&'static str> = Vec::with_capacity(4);
     let mut pending: Vec<u8> = Vec::new();
     let flush = |name: Option<&'static str>, value: &mut Vec<u8>, out: &mut Vec<u8>| {
         if let Some(n) = name {
@@ -62,7 +65,11 @@ pub fn build_response(
         flush(current, &mut pending, &mut out);
         current = None;
         if let Some(colon) = line.iter().position(|&b| b == b':') {
-            current = copied(line[..colon].trim_ascii());
+            current =
+                copied(line[..colon].trim_ascii()).filter(|&n| n == "Via" || !seen.contains(&n));
+            if let Some(n) = current {
+                seen.push(n);
+            }
             pending.extend_from_slice(&line[colon + 1..]);
         }
     }

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use super::backends::{AdminState, BackendId, BackendSet, Change, Tenure};
 use super::dialogs::{Dialog, DialogTable, Side, Span};
-use super::flows::{Flow, FlowId, FlowTable, InsertError};
+use super::flows::{Flow, FlowId, FlowTable, Idle, InsertError};
 use super::item::Item;
 use super::port::RelayPort;
 use super::port::RelaySpace;
-use super::ratelimit::NewFlowLimiter;
+use super::ratelimit::{Budget, SourceLimiter};
 use super::stats::{Counters, Direction, DropReason};
 use crate::config::{Backend, Config, Failback, Limits, StaticPeer};
 use crate::sip::{Scan, SipView, scan};
@@ -96,25 +96,32 @@ pub enum RouterEvent {
 #[derive(Debug, Clone)]
 pub struct RouterSettings {
     pub flow_idle: Duration,
+    pub unanswered_idle: Duration,
+    pub max_registration: Duration,
     pub register_grace: Duration,
     pub dialog_idle: Duration,
     pub transaction: Duration,
     pub forward_keepalives: bool,
     pub failback: Failback,
-    /// Answer requests with a 503 when no backend is up.
+    /// Answer requests with a 503 when no backend is up...
     pub reply_503: bool,
+    /// ...at most this many per second in all.
+    pub reply_503_rate: u32,
 }
 
 impl From<&Config> for RouterSettings {
     fn from(c: &Config) -> Self {
         RouterSettings {
             flow_idle: c.timeouts.flow_idle,
+            unanswered_idle: c.timeouts.unanswered_idle,
+            max_registration: c.timeouts.max_registration,
             register_grace: c.timeouts.register_grace,
             dialog_idle: c.timeouts.dialog_idle,
             transaction: c.timeouts.transaction,
             forward_keepalives: c.listen.forward_keepalives,
             failback: c.failback,
             reply_503: c.health.reply_503,
+            reply_503_rate: c.health.reply_503_rate,
         }
     }
 }
@@ -160,7 +167,11 @@ pub struct Router {
     backends: BackendSet,
     flows: FlowTable,
     dialogs: DialogTable,
-    limiter: NewFlowLimiter,
+    limiter: SourceLimiter,
+    /// Datagrams per second per source.
+    datagram_limiter: SourceLimiter,
+    max_flows_per_ip: usize,
+    reply_budget: Budget,
     counters: Counters,
     events: VecDeque<RouterEvent>,
     next_sweep: Option<Instant>,
@@ -212,7 +223,16 @@ impl Router {
             peer_alive: false,
             sync_rejected: 0,
             sync_gen: 0,
-            limiter: NewFlowLimiter::new(
+            reply_budget: Budget::new(rc.settings.reply_503_rate),
+            // Sources without flows send too: room for many more than the flows. A
+            // spoofed one-datagram source refills at once and is pruned to make room.
+            datagram_limiter: SourceLimiter::new(
+                limits.datagrams_per_ip,
+                limits.datagrams_burst,
+                limits.max_flows.max(1 << 16),
+            ),
+            max_flows_per_ip: limits.max_flows_per_ip,
+            limiter: SourceLimiter::new(
                 limits.new_flows_per_ip,
                 limits.new_flows_burst,
                 limits.max_flows,
@@ -260,6 +280,7 @@ impl Router {
                 sync_gen: 0,
                 dialogs: 0,
                 peer: Some(i as u16),
+                answered: true,
             };
             self.flows.insert_static(flow, &p.addrs[1..]);
         }
@@ -322,6 +343,7 @@ impl Router {
     /// Applies a reloaded config: backends, timeouts and failback policy. Flows and
     /// dialogs stay; listen addresses and table limits need a restart.
     pub fn reconfigure(&mut self, settings: RouterSettings, backends: &[Backend]) -> Vec<Change> {
+        self.reply_budget.set_rate(settings.reply_503_rate);
         self.settings = settings;
         let changes = self.backends.update(backends);
         self.counters.resize_backends(self.backends.len());
@@ -375,6 +397,9 @@ impl Router {
         ingress: u16,
         data: &[u8],
     ) -> ClientAction {
+        if !self.datagram_limiter.allow(client.ip(), now) && !self.is_peer(&client) {
+            return self.drop_from_client(DropReason::SourceRateLimited);
+        }
         let msg = match scan(data) {
             Scan::Sip(v) => v,
             Scan::Keepalive => return self.client_keepalive(now, client),
@@ -384,12 +409,12 @@ impl Router {
             Some(id) => (id, false),
             None => match self.new_flow(now, client, ingress) {
                 Ok(id) => (id, true),
-                Err(DropReason::NoBackend) => return self.no_backend(&msg),
+                Err(DropReason::NoBackend) => return self.no_backend(now, &msg),
                 Err(r) => return self.drop_from_client(r),
             },
         };
         let Some(home) = self.current_home(id, msg.is_method(b"REGISTER")) else {
-            return self.no_backend(&msg);
+            return self.no_backend(now, &msg);
         };
         let key = self.dialogs.key(msg.call_id);
         let backend = match self.dialogs.get_mut(key) {
@@ -487,6 +512,9 @@ impl Router {
             return Err(DropReason::FlowTableFull);
         }
         let home = self.backends.choose(&client).ok_or(DropReason::NoBackend)?;
+        if self.flows.from_source(client.ip()) as usize >= self.max_flows_per_ip {
+            return Err(DropReason::SourceFlowLimit);
+        }
         if !self.limiter.allow(client.ip(), now) {
             return Err(DropReason::RateLimited);
         }
@@ -505,12 +533,25 @@ impl Router {
         Ok(id)
     }
 
+    /// A static peer's address (exempt from per-source limits: a trusted trunk).
+    fn is_peer(&self, client: &SocketAddr) -> bool {
+        self.flows
+            .lookup_client(client)
+            .and_then(|id| self.flows.get(id))
+            .is_some_and(|f| f.peer.is_some())
+    }
+
     fn client_keepalive(&mut self, now: Instant, client: SocketAddr) -> ClientAction {
         self.counters.keepalives[Direction::ToBackend] += 1;
         let Some(id) = self.flows.lookup_client(&client) else {
             // No flow, no port: a keepalive alone never allocates one.
             return ClientAction::Absorbed;
         };
+        // Keepalives alone do not keep a flow no backend has answered: a stranger
+        // cannot hold relay ports with CRLFs.
+        if !self.flows.get(id).is_some_and(|f| f.answered) {
+            return ClientAction::Absorbed;
+        }
         // A phone that only sends keepalives is still ours once it reaches us.
         let Some(Touched { relay_port, .. }) = self.touch(id, now) else {
             return ClientAction::Absorbed;
@@ -544,6 +585,9 @@ impl Router {
         let Some(id) = self.flows.lookup_port(relay_port) else {
             return self.drop_from_backend(DropReason::NoFlow);
         };
+        if let Some(f) = self.flows.get_mut(id) {
+            f.answered = true;
+        }
         match scan(data) {
             // Backends' NAT pings (nathelper) must reach the phone.
             Scan::Keepalive => self.counters.keepalives[Direction::ToClient] += 1,
@@ -616,7 +660,10 @@ impl Router {
             let until = match msg.granted_expiry() {
                 Some(0) | None => None,
                 Some(s) => {
-                    Some(now + Duration::from_secs(u64::from(s)) + self.settings.register_grace)
+                    // A backend's grant is capped: a flow is not held for days.
+                    let granted =
+                        Duration::from_secs(u64::from(s)).min(self.settings.max_registration);
+                    Some(now + granted + self.settings.register_grace)
                 }
             };
             if let Some(f) = self.flows.get_mut(id)
@@ -692,13 +739,21 @@ impl Router {
         ClientAction::Drop(r)
     }
 
-    fn no_backend(&mut self, msg: &SipView<'_>) -> ClientAction {
+    fn no_backend(&mut self, now: Instant, msg: &SipView<'_>) -> ClientAction {
         self.counters.drop(DropReason::NoBackend);
-        if self.settings.reply_503 && msg.is_request() && !msg.is_method(b"ACK") {
-            ClientAction::Reject503
-        } else {
-            ClientAction::Drop(DropReason::NoBackend)
+        if !self.settings.reply_503 || !msg.is_request() || msg.is_method(b"ACK") {
+            return ClientAction::Drop(DropReason::NoBackend);
         }
+        if !self.reply_budget.take(now) {
+            self.counters.replies_503_suppressed += 1;
+            return ClientAction::Drop(DropReason::NoBackend);
+        }
+        ClientAction::Reject503
+    }
+
+    /// A 503 the shell did not send: it would have been larger than the request.
+    pub fn reply_suppressed(&mut self) {
+        self.counters.replies_503_suppressed += 1;
     }
 
     fn drop_from_backend(&mut self, r: DropReason) -> BackendAction {
@@ -725,10 +780,14 @@ impl Router {
         }
         let mut expired = std::mem::take(&mut self.expired_scratch);
         expired.clear();
+        let idle = Idle {
+            answered: self.settings.flow_idle,
+            unanswered: self.settings.unanswered_idle.min(self.settings.flow_idle),
+        };
         self.flows.sweep(
             start..end,
             now,
-            self.settings.flow_idle,
+            idle,
             self.peer_alive,
             &mut expired,
             &mut self.sweep_homes,

@@ -159,6 +159,8 @@ impl Router {
                     sync_gen: self.sync_gen,
                     dialogs: 0,
                     peer: None,
+                    // The peer served it: a backend answered it there.
+                    answered: true,
                 };
                 match self.flows.insert_at(flow) {
                     Ok((_, replaced)) => {

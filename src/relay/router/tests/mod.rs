@@ -225,7 +225,10 @@ fn keepalives_refresh_but_never_create_flows() {
         ClientAction::Absorbed
     );
     assert_eq!(r.flow_count(), 0);
-    let (port, _) = client(&mut r, t0, "198.51.100.9:9", &req("OPTIONS", "o"));
+    let (port, b) = client(&mut r, t0, "198.51.100.9:9", &req("OPTIONS", "o"));
+    // Before a backend answers, keepalives do not hold the flow (see
+    // `keepalives_do_not_hold_a_flow_no_backend_answered`).
+    r.from_backend(t0, port, addr_of(b), &resp(200, "o", "OPTIONS", ""));
     // Keepalives every 20 s keep a 30 s idle flow alive for two minutes.
     for s in (20..=120).step_by(20) {
         let now = t0 + Duration::from_secs(s);
@@ -242,6 +245,99 @@ fn keepalives_refresh_but_never_create_flows() {
         BackendAction::Forward { .. }
     ));
     assert_eq!(r.counters().keepalives, crate::relay::PerDirection([7, 1]));
+}
+
+#[test]
+fn keepalives_do_not_hold_a_flow_no_backend_answered() {
+    let t0 = Instant::now();
+    let mut r = router(&config("unanswered_idle = \"5s\"\n"));
+    client(&mut r, t0, "198.51.100.9:9", &req("INVITE", "x"));
+    for s in 1..=8 {
+        let now = t0 + Duration::from_secs(s);
+        r.from_client(now, sa("198.51.100.9:9"), 0, b"\r\n");
+        r.handle_timeout(now);
+    }
+    assert_eq!(
+        r.flow_count(),
+        0,
+        "gone after unanswered_idle despite keepalives"
+    );
+}
+
+#[test]
+fn a_source_holds_at_most_max_flows_per_ip_and_an_ipv6_64_is_one_source() {
+    let t0 = Instant::now();
+    let mut r = router(&config("[limits]\nmax_flows_per_ip = 2\n"));
+    client(&mut r, t0, "198.51.100.1:1", &req("REGISTER", "a"));
+    client(&mut r, t0, "198.51.100.1:2", &req("REGISTER", "b"));
+    assert_eq!(
+        r.from_client(t0, sa("198.51.100.1:3"), 0, &req("REGISTER", "c")),
+        ClientAction::Drop(DropReason::SourceFlowLimit)
+    );
+    client(&mut r, t0, "198.51.100.2:1", &req("REGISTER", "d"));
+    // One flow expires (never answered): room for one more.
+    r.handle_timeout(t0 + Duration::from_secs(40));
+    client(
+        &mut r,
+        t0 + Duration::from_secs(40),
+        "198.51.100.1:3",
+        &req("REGISTER", "c"),
+    );
+    let mut r = router(&config("[limits]\nmax_flows_per_ip = 1\n"));
+    client(&mut r, t0, "[2001:db8:1:2::1]:5060", &req("REGISTER", "a"));
+    assert_eq!(
+        r.from_client(t0, sa("[2001:db8:1:2::99]:5060"), 0, &req("REGISTER", "b")),
+        ClientAction::Drop(DropReason::SourceFlowLimit)
+    );
+    client(&mut r, t0, "[2001:db8:1:3::1]:5060", &req("REGISTER", "c"));
+}
+
+#[test]
+fn a_source_over_its_datagram_rate_is_dropped_and_others_are_not() {
+    let t0 = Instant::now();
+    let mut r = router(&config(
+        "[limits]\ndatagrams_per_ip = 10\ndatagrams_burst = 20\n",
+    ));
+    let sent = (0..50)
+        .filter(|i| {
+            matches!(
+                r.from_client(
+                    t0,
+                    sa("198.51.100.1:1"),
+                    0,
+                    &req("OPTIONS", &format!("o{i}"))
+                ),
+                ClientAction::Forward { .. }
+            )
+        })
+        .count();
+    assert_eq!(sent, 20);
+    assert_eq!(r.counters().dropped(DropReason::SourceRateLimited), 30);
+    client(&mut r, t0, "198.51.100.2:1", &req("OPTIONS", "other"));
+    client(
+        &mut r,
+        t0 + Duration::from_millis(100),
+        "198.51.100.1:1",
+        &req("OPTIONS", "later"),
+    );
+}
+
+#[test]
+fn a_granted_registration_is_capped() {
+    let t0 = Instant::now();
+    let mut r = router(&config("max_registration = \"60s\"\n"));
+    let (p, h) = client(&mut r, t0, "198.51.100.1:1", &req("REGISTER", "r"));
+    r.from_backend(
+        t0,
+        p,
+        addr_of(h),
+        &resp(200, "r", "REGISTER", "Expires: 86400\r\n"),
+    );
+    // 60 s cap + 10 s grace, not a day.
+    r.handle_timeout(t0 + Duration::from_secs(69));
+    assert_eq!(r.flow_count(), 1);
+    r.handle_timeout(t0 + Duration::from_secs(71));
+    assert_eq!(r.flow_count(), 0);
 }
 
 #[test]
@@ -309,7 +405,7 @@ fn a_full_flow_table_refuses_new_clients_and_keeps_old_ones() {
 fn new_flows_are_rate_limited_per_source_ip() {
     let t0 = Instant::now();
     let mut r = router(&config(
-        "[limits]\nnew_flows_per_ip = 1\nnew_flows_burst = 2\n",
+        "[limits]\nnew_flows_per_ip = 1\nnew_flows_burst = 2\nmax_flows_per_ip = 4\n",
     ));
     client(&mut r, t0, "198.51.100.1:1", &req("OPTIONS", "a"));
     client(&mut r, t0, "198.51.100.1:2", &req("OPTIONS", "b"));
