@@ -72,21 +72,23 @@ fn a_trunk_is_reached_through_its_fixed_endpoint_in_both_directions() {
         .find(|l| l.starts_with("carrier"))
         .unwrap_or_else(|| panic!("no carrier row in:\n{}", out.stdout));
     assert!(line.contains(ENDPOINT) && line.contains(" b "), "{line}");
-    let m = front.metrics();
-    assert_eq!(
+    // Counters reach the metrics with the next status refresh (every 200 ms).
+    let peer = |m: &str, dir: &str| {
         metric(
-            &m,
+            m,
             "sipfront_peer_datagrams_total",
-            &[("peer", "carrier"), ("direction", "to_backend")]
-        ),
-        2.0
-    );
-    assert_eq!(
-        metric(
-            &m,
-            "sipfront_peer_datagrams_total",
-            &[("peer", "carrier"), ("direction", "to_client")]
-        ),
-        1.0
+            &[("peer", "carrier"), ("direction", dir)],
+        )
+    };
+    let mut m = String::new();
+    let settled = wait_until(Duration::from_secs(3), || {
+        m = front.metrics();
+        peer(&m, "to_backend") == 2.0 && peer(&m, "to_client") == 1.0
+    });
+    assert!(
+        settled,
+        "peer counters: {} to backends, {} to the peer",
+        peer(&m, "to_backend"),
+        peer(&m, "to_client")
     );
 }
