@@ -800,6 +800,9 @@ fn debian_package_builds_and_has_the_files() {
         ),
         (
             "usr/share/doc/sipfront/examples/kamailio/kamailio.cfg",
+            "-rw-r--r--",
+        ),
+        (
             "usr/share/doc/sipfront/examples/kamailio/trunks.list",
             "-rw-r--r--",
         ),
