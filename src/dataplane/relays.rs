@@ -102,12 +102,14 @@ impl Shell {
         again
     }
 
-    /// An ICMP error on a relay socket: which backend bounced? Probe it now.
+    /// An ICMP error on a relay socket: which backend bounced? Probe it now. It is
+    /// never a verdict by itself (anyone can forge one, and relay sockets are not
+    /// connected); one for a destination that is no backend is ignored and counted.
     pub(super) fn on_relay_error(&mut self, now: Instant, sock: &impl AsRawFd) {
         let prober = &mut self.prober;
         let mut woke = false;
         errqueue::drain(sock, |u| {
-            woke |= prober.relay_icmp(now, &u.dest);
+            woke |= prober.relay_icmp(now, &u.dest, u.offender);
         });
         if woke {
             self.probe_wake.notify_one();

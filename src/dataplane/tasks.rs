@@ -5,8 +5,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::Interest;
-
 use super::Status;
 use super::{Shared, Shell};
 use crate::config::Config;
@@ -56,51 +54,47 @@ impl Shell {
 }
 
 pub(super) async fn probe_loop(shell: Shared) {
-    let wake = shell.borrow().probe_wake.clone();
+    let (wake, poll) = {
+        let s = shell.borrow();
+        (s.probe_wake.clone(), s.prober.poll())
+    };
     let mut buf = vec![0u8; mmsg::BUF_LEN];
     loop {
         // Never hold the shell across an await: the other tasks need it.
-        let (deadline, v4, v6) = {
-            let s = shell.borrow();
-            (
-                s.prober.poll_timeout(),
-                s.prober.v4.clone(),
-                s.prober.v6.clone(),
-            )
-        };
+        let deadline = shell.borrow().prober.poll_timeout();
         let sleep = async {
             match deadline {
                 Some(t) => tokio::time::sleep_until(t.into()).await,
                 None => std::future::pending().await,
             }
         };
-        let v6_readable = async {
-            match &v6 {
-                Some(x) => x
-                    .ready(Interest::READABLE | Interest::ERROR)
-                    .await
-                    .map(|_| ()),
-                None => std::future::pending().await,
-            }
-        };
+        // The probe sockets' epoll set: a reply or an ICMP error on any of them.
+        let mut ready = None;
         tokio::select! {
             _ = sleep => {}
-            _ = v4.ready(Interest::READABLE | Interest::ERROR) => {}
-            _ = v6_readable => {}
+            r = poll.readable() => ready = r.ok(),
             _ = wake.notified() => {}
         }
         let now = Instant::now();
-        {
+        let more = {
             let mut guard = shell.borrow_mut();
             let s = &mut *guard;
             let metrics = &s.metrics;
-            s.prober
+            let more = s
+                .prober
                 .receive(now, &mut buf, |b, rtt| metrics.probe_rtt(b, rtt));
             s.prober.tick(now);
             s.apply_health_events();
+            more
+        };
+        if let Some(mut r) = ready
+            && !more
+        {
+            // Every ready socket was drained; a new datagram or error wakes the set.
+            r.clear_ready();
         }
         // Readiness does not use up tokio's task budget: after a bounded receive,
-        // let the other tasks run even if junk keeps arriving at the probe port.
+        // let the other tasks run even if junk keeps arriving at the probe ports.
         tokio::task::yield_now().await;
     }
 }

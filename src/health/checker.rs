@@ -162,6 +162,14 @@ impl Checker {
             .map_or(Health::Down, |b| b.state)
     }
 
+    /// The sequence number of the probe awaiting an answer from `backend`.
+    pub fn outstanding(&self, backend: BackendId) -> Option<u32> {
+        self.backends
+            .get(backend.index())
+            .and_then(|b| b.outstanding)
+            .map(|o| o.seq)
+    }
+
     pub fn last_rtt(&self, backend: BackendId) -> Option<Duration> {
         self.backends.get(backend.index()).and_then(|b| b.last_rtt)
     }
@@ -201,9 +209,11 @@ impl Checker {
         }
     }
 
-    /// An ICMP unreachable from `backend`. `on_probe`: it answered a probe (the port
-    /// is closed: decisive at once); otherwise relayed traffic hit it, which makes the
-    /// backend suspect and sends a probe now.
+    /// An ICMP unreachable from `backend`. `on_probe`: it quoted the outstanding probe
+    /// (the shell checked the quote: the port is closed, decisive at once); otherwise
+    /// it is unproven (relayed traffic bounced, or a quote too short to check), which
+    /// makes the backend suspect (the next failure decides) and probes it now if no
+    /// probe is in flight. An unproven error alone never takes a backend down.
     pub fn handle_icmp(&mut self, now: Instant, backend: BackendId, on_probe: bool) {
         let Some(b) = self.backends.get_mut(backend.index()) else {
             return;

@@ -1,56 +1,186 @@
-//! The prober: the health checker's I/O. It owns the probe sockets (bound to the
-//! host's own address, not the floating one, so a standby's view of backend health is
-//! already current when it takes over), builds OPTIONS with rsip, matches replies and
-//! ICMP errors to backends, and hands state changes to the dataplane.
+//! The prober: the health checker's I/O. It owns the probe sockets, builds OPTIONS
+//! with rsip, matches replies and ICMP errors to backends, and hands state changes to
+//! the dataplane.
+//!
+//! One UDP socket per backend, connected to it (bound to the host's own address the
+//! route picks, not the floating one, so a standby's view of backend health is already
+//! current when it takes over). A connected socket only receives from its backend, and
+//! the kernel only queues an ICMP error on it when the quoted datagram went from its
+//! port to that backend. That still lets anyone who learns the port forge one, so an
+//! ICMP error only takes a backend down when its quoted payload is the outstanding
+//! probe through its Call-ID (`ProbeIds::quote_proves`; Linux quotes up to 520 bytes,
+//! see `sys::errqueue::drain`). Anything else is ignored and counted in
+//! `sipfront_icmp_ignored_total{reason}`; an error with no quoted payload to check
+//! (RFC 792's 8 bytes) only makes the backend suspect, so the outstanding probe's
+//! timeout decides at once instead of after `fall` failures.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tokio::net::UdpSocket;
+use metrics::{Counter, counter};
+use tokio::io::unix::AsyncFd;
 
 use super::checker::{Checker, Event, Settings};
 use crate::relay::BackendId;
 use crate::sip::probe::ProbeIds;
+use crate::sys::epoll::{self, Epoll};
 use crate::sys::errqueue;
+
+/// Why an ICMP error did not count against a backend. `as_str` values are labels of
+/// `sipfront_icmp_ignored_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IcmpIgnored {
+    /// Its destination is no configured backend (relay sockets).
+    NotBackend,
+    /// No probe to that backend awaits an answer.
+    NoProbeOutstanding,
+    /// It quoted bytes that are not the outstanding probe (or too few of them).
+    QuoteMismatch,
+    /// It quoted no payload to check: the backend is only made suspect.
+    NoQuote,
+}
+
+impl IcmpIgnored {
+    pub const ALL: [IcmpIgnored; 4] = [
+        IcmpIgnored::NotBackend,
+        IcmpIgnored::NoProbeOutstanding,
+        IcmpIgnored::QuoteMismatch,
+        IcmpIgnored::NoQuote,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IcmpIgnored::NotBackend => "not_backend",
+            IcmpIgnored::NoProbeOutstanding => "no_probe_outstanding",
+            IcmpIgnored::QuoteMismatch => "quote_mismatch",
+            IcmpIgnored::NoQuote => "no_quote",
+        }
+    }
+}
+
+/// What an ICMP error on a probe socket means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// It quoted the outstanding probe: the backend's port is closed.
+    Down,
+    Ignored(IcmpIgnored),
+}
+
+/// The ignored-ICMP counters (registered once) and their rate-limited log line.
+struct IgnoredLog {
+    counters: [Counter; 4],
+    counts: [u64; 4],
+    last_log: Option<Instant>,
+    unlogged: u64,
+}
+
+const IGNORED_LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl IgnoredLog {
+    fn new() -> Self {
+        IgnoredLog {
+            counters: IcmpIgnored::ALL
+                .map(|r| counter!("sipfront_icmp_ignored_total", "reason" => r.as_str())),
+            counts: [0; 4],
+            last_log: None,
+            unlogged: 0,
+        }
+    }
+
+    fn note(&mut self, now: Instant, why: IcmpIgnored, dest: SocketAddr, from: Option<IpAddr>) {
+        let i = why as usize;
+        self.counters[i].increment(1);
+        self.counts[i] += 1;
+        if self
+            .last_log
+            .is_some_and(|t| now.saturating_duration_since(t) < IGNORED_LOG_EVERY)
+        {
+            self.unlogged += 1;
+            return;
+        }
+        tracing::warn!(
+            reason = why.as_str(),
+            %dest,
+            from = ?from,
+            not_logged_before = self.unlogged,
+            "ICMP error ignored (one line per 10 s; see sipfront_icmp_ignored_total)"
+        );
+        self.last_log = Some(now);
+        self.unlogged = 0;
+    }
+}
+
+/// A backend's probe socket and the probe last sent on it.
+struct ProbeSocket {
+    addr: SocketAddr,
+    sock: UdpSocket,
+    /// (seq, bytes) of the last probe sent: what a genuine ICMP error quotes.
+    sent: Option<(u32, Vec<u8>)>,
+}
 
 pub struct Prober {
     pub checker: Checker,
     ids: ProbeIds,
-    pub v4: Rc<UdpSocket>,
-    pub v6: Option<Rc<UdpSocket>>,
-    /// Backend addresses by backend id (the router's slot index).
+    /// The probe sockets' level-triggered epoll set (token: backend index), in tokio's
+    /// reactor; `receive` drains whichever are ready.
+    poll: Rc<AsyncFd<Epoll>>,
+    events: Box<epoll::Events>,
+    /// By backend id (the router's slot index); opened at the first probe.
+    socks: Vec<Option<ProbeSocket>>,
+    /// Backend addresses by backend id.
     addrs: Vec<Option<SocketAddr>>,
+    ignored: IgnoredLog,
 }
 
-fn bind(ip: IpAddr) -> io::Result<Rc<UdpSocket>> {
-    let s = std::net::UdpSocket::bind(SocketAddr::new(ip, 0))?;
+/// A UDP socket connected to `addr`, with ICMP errors queued (`IP_RECVERR`).
+fn open(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let any = match addr {
+        SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    let s = UdpSocket::bind(SocketAddr::new(any, 0))?;
     s.set_nonblocking(true)?;
-    errqueue::enable(&s, ip.is_ipv6())?;
-    UdpSocket::from_std(s).map(Rc::new)
+    errqueue::enable(&s, addr.is_ipv6())?;
+    s.connect(addr)?;
+    Ok(s)
 }
+
+/// The epoll set in tokio's reactor, for reading (a member's error makes it readable).
+fn register(ep: Epoll) -> io::Result<AsyncFd<Epoll>> {
+    // SAFETY: the Epoll owns its descriptor and is moved into the AsyncFd, which keeps
+    // it open and the same for as long as it is registered.
+    unsafe { AsyncFd::register_with_interest(ep, tokio::io::Interest::READABLE) }
+        .map_err(io::Error::from)
+}
+
+/// Datagrams read per ready socket per turn: junk must not hold the dataplane.
+const RECV_PER_TURN: usize = 64;
 
 impl Prober {
-    /// Binds the probe sockets; must run inside a tokio runtime.
+    /// Creates the probe socket set; must run inside a tokio runtime.
     pub fn new(
         settings: Settings,
         addrs: Vec<Option<SocketAddr>>,
         now: Instant,
         nonce: u64,
     ) -> io::Result<Self> {
-        let v6 = if addrs.iter().flatten().any(SocketAddr::is_ipv6) {
-            Some(bind(IpAddr::V6(Ipv6Addr::UNSPECIFIED))?)
-        } else {
-            None
-        };
         Ok(Prober {
             checker: Checker::new(settings, addrs.len(), now),
             ids: ProbeIds::new(nonce),
-            v4: bind(IpAddr::V4(Ipv4Addr::UNSPECIFIED))?,
-            v6,
+            poll: Rc::new(register(Epoll::new()?)?),
+            events: epoll::events(),
+            socks: addrs.iter().map(|_| None).collect(),
             addrs,
+            ignored: IgnoredLog::new(),
         })
+    }
+
+    /// The probe sockets' set: readable when a reply or an ICMP error waits.
+    pub fn poll(&self) -> Rc<AsyncFd<Epoll>> {
+        self.poll.clone()
     }
 
     pub fn backend_of(&self, a: &SocketAddr) -> Option<BackendId> {
@@ -60,43 +190,68 @@ impl Prober {
             .map(BackendId::from_index)
     }
 
-    /// Replaces the address list (config reload); `reset` backends start over.
+    /// Ignored ICMP errors so far, by reason (as in [`IcmpIgnored::ALL`]).
+    pub fn icmp_ignored(&self, why: IcmpIgnored) -> u64 {
+        self.ignored.counts[why as usize]
+    }
+
+    /// Replaces the address list (config reload); `reset` backends start over. A
+    /// backend whose address changed gets a new socket at its next probe.
     pub fn set_addrs(&mut self, addrs: Vec<Option<SocketAddr>>, reset: &[BackendId], now: Instant) {
         self.checker.resize(addrs.len(), now);
         for &i in reset {
             self.checker.reset(i, now);
         }
-        if self.v6.is_none() && addrs.iter().flatten().any(SocketAddr::is_ipv6) {
-            match bind(IpAddr::V6(Ipv6Addr::UNSPECIFIED)) {
-                Ok(s) => self.v6 = Some(s),
-                Err(e) => tracing::error!(error = %e, "cannot open IPv6 probe socket"),
+        self.socks.resize_with(addrs.len(), || None);
+        for (slot, addr) in self.socks.iter_mut().zip(&addrs) {
+            if slot.as_ref().is_some_and(|s| Some(s.addr) != *addr) {
+                // Closing the socket also takes it out of the epoll set.
+                *slot = None;
+            }
+        }
+        for &i in reset {
+            if let Some(s) = self.socks.get_mut(i.index()).and_then(Option::as_mut) {
+                s.sent = None;
             }
         }
         self.addrs = addrs;
     }
 
-    /// Reads replies and ICMP errors from both sockets. Returns RTTs of answered
-    /// probes through `rtt`.
-    pub fn receive(&mut self, now: Instant, buf: &mut [u8], mut rtt: impl FnMut(BackendId, f64)) {
-        // ICMP errors first: an error alone does not make a socket readable, and
-        // reading the queue also clears the pending error that would fail our next send.
-        self.drain_errors(now);
-        for v6 in [false, true] {
-            // Bounded: junk sent to the probe port must not hold the dataplane.
-            for _ in 0..256 {
-                let sock = if v6 {
-                    match &self.v6 {
-                        Some(s) => s.clone(),
-                        None => break,
-                    }
-                } else {
-                    self.v4.clone()
+    /// Reads replies and ICMP errors from the ready probe sockets. Returns RTTs of
+    /// answered probes through `rtt`, and true when a socket may hold more.
+    pub fn receive(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        mut rtt: impl FnMut(BackendId, f64),
+    ) -> bool {
+        let mut events = std::mem::replace(&mut self.events, epoll::events());
+        let evs = match self.poll.get_ref().wait(&mut events) {
+            Ok(evs) => evs,
+            Err(e) => {
+                tracing::error!(error = %e, "epoll_wait on the probe sockets failed");
+                self.events = events;
+                return false;
+            }
+        };
+        let mut more = evs.len() == epoll::EVENTS;
+        for ev in evs {
+            let i = epoll::token(ev) as usize;
+            if epoll::is_error(ev) {
+                self.drain_errors(now, i);
+            }
+            for n in 0.. {
+                let Some(s) = self.socks.get(i).and_then(Option::as_ref) else {
+                    break;
                 };
-                match sock.try_recv_from(buf) {
-                    Ok((n, from)) => match self.ids.parse_reply(&buf[..n]) {
-                        Some((i, seq, code))
-                            if self.addrs.get(i).copied().flatten() == Some(from) =>
-                        {
+                if n == RECV_PER_TURN {
+                    more = true;
+                    break;
+                }
+                match s.sock.recv(buf) {
+                    // Connected: only the backend's own datagrams arrive here.
+                    Ok(len) => match self.ids.parse_reply(&buf[..len]) {
+                        Some((b, seq, code)) if b == i => {
                             let b = BackendId::from_index(i);
                             if let Some(d) = self.checker.handle_reply(now, b, seq, code) {
                                 rtt(b, d.as_secs_f64());
@@ -106,69 +261,127 @@ impl Prober {
                         _ => {}
                     },
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(_) => self.drain_errors(now),
+                    // A pending ICMP error (ECONNREFUSED) ended this receive.
+                    Err(_) => self.drain_errors(now, i),
+                }
+            }
+        }
+        self.events = events;
+        more
+    }
+
+    /// Reads backend `i`'s probe socket's ICMP error queue: only an error that quotes
+    /// the outstanding probe fails it.
+    fn drain_errors(&mut self, now: Instant, i: usize) {
+        let Some(s) = self.socks.get(i).and_then(Option::as_ref) else {
+            return;
+        };
+        let b = BackendId::from_index(i);
+        let outstanding = self.checker.outstanding(b);
+        let mut verdicts = Vec::new();
+        errqueue::drain(&s.sock, |u| {
+            let v = if u.dest != s.addr {
+                // The kernel matched it to this connected socket, so it cannot be.
+                Verdict::Ignored(IcmpIgnored::NotBackend)
+            } else {
+                match (outstanding, &s.sent) {
+                    (Some(seq), Some((sent_seq, sent))) if seq == *sent_seq => {
+                        if self.ids.quote_proves(sent, i, seq, u.quote) {
+                            Verdict::Down
+                        } else if u.quote.is_empty() {
+                            Verdict::Ignored(IcmpIgnored::NoQuote)
+                        } else {
+                            Verdict::Ignored(IcmpIgnored::QuoteMismatch)
+                        }
+                    }
+                    _ => Verdict::Ignored(IcmpIgnored::NoProbeOutstanding),
+                }
+            };
+            verdicts.push((v, u.dest, u.offender));
+        });
+        for (v, dest, from) in verdicts {
+            match v {
+                Verdict::Down => self.checker.handle_icmp(now, b, true),
+                Verdict::Ignored(why) => {
+                    if why == IcmpIgnored::NoQuote {
+                        // Unproven: the probe in flight decides, at its first failure.
+                        self.checker.handle_icmp(now, b, false);
+                    }
+                    self.ignored.note(now, why, dest, from);
                 }
             }
         }
     }
 
-    /// Reads both sockets' ICMP error queues: an unreachable backend fails its probe.
-    fn drain_errors(&mut self, now: Instant) {
-        let mut hits = Vec::new();
-        for sock in std::iter::once(&self.v4).chain(self.v6.as_ref()) {
-            errqueue::drain(&**sock, |u| hits.push(u.dest));
-            // The queue is empty now: let tokio wait for the next error event.
-            let _ = sock.try_io(tokio::io::Interest::ERROR, || {
-                Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock))
-            });
-        }
-        for dest in hits {
-            if let Some(b) = self.backend_of(&dest) {
-                self.checker.handle_icmp(now, b, true);
-            }
-        }
-    }
-
-    /// Relayed traffic to `dest` bounced: probe that backend now.
-    pub fn relay_icmp(&mut self, now: Instant, dest: &SocketAddr) -> bool {
+    /// Relayed traffic to `dest` bounced: probe that backend now (never a verdict by
+    /// itself). Returns whether `dest` is a backend; other destinations are counted.
+    pub fn relay_icmp(&mut self, now: Instant, dest: &SocketAddr, from: Option<IpAddr>) -> bool {
         match self.backend_of(dest) {
             Some(b) => {
                 self.checker.handle_icmp(now, b, false);
                 true
             }
-            None => false,
+            None => {
+                self.ignored.note(now, IcmpIgnored::NotBackend, *dest, from);
+                false
+            }
         }
     }
 
     /// Runs timers and sends due probes.
     pub fn tick(&mut self, now: Instant) {
-        self.drain_errors(now);
         self.checker.handle_timeout(now);
         while let Some(tx) = self.checker.poll_transmit() {
-            let Some(target) = self.addrs.get(tx.backend.index()).copied().flatten() else {
+            let i = tx.backend.index();
+            let Some(target) = self.addrs.get(i).copied().flatten() else {
                 continue;
             };
-            let sock = match (target.is_ipv6(), &self.v6) {
-                (true, Some(s)) => s.clone(),
-                _ => self.v4.clone(),
+            if let Err(e) = self.ensure_socket(i, target) {
+                // No socket (e.g. no route yet): the probe's timeout counts it.
+                tracing::debug!(backend = i, error = %e, "cannot open probe socket");
+                continue;
+            }
+            let Some(s) = self.socks[i].as_mut() else {
+                continue;
             };
-            let local = sock
+            let local = s
+                .sock
                 .local_addr()
                 .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-            let msg = self.ids.build(tx.backend.index(), tx.seq, target, local);
-            let send = || socket2::SockRef::from(&*sock).send_to(&msg, &target.into());
-            // A pending ICMP error for another backend fails one send on a shared
-            // socket (IP_RECVERR): read the queue, then try once more.
-            let r = send().or_else(|_| {
-                self.drain_errors(now);
-                send()
-            });
+            let msg = self.ids.build(i, tx.seq, target, local);
+            // Recorded first: an error read while sending must find it.
+            s.sent = Some((tx.seq, msg.clone()));
+            let mut r = s.sock.send(&msg);
+            if r.is_err() {
+                // A pending ICMP error (IP_RECVERR) fails one send: read the queue,
+                // then try once more.
+                self.drain_errors(now, i);
+                if let Some(s) = self.socks[i].as_ref() {
+                    r = s.sock.send(&msg);
+                }
+            }
             if let Err(e) = r {
-                // A send that fails at once (e.g. ECONNREFUSED from a queued ICMP
-                // error) is a failed probe the next receive or timeout will count.
-                tracing::debug!(backend = tx.backend.index(), error = %e, "probe send failed");
+                // A send that fails at once is a failed probe its timeout will count.
+                tracing::debug!(backend = i, error = %e, "probe send failed");
             }
         }
+    }
+
+    /// Opens backend `i`'s probe socket if it has none.
+    fn ensure_socket(&mut self, i: usize, addr: SocketAddr) -> io::Result<()> {
+        if self.socks[i].as_ref().is_some_and(|s| s.addr == addr) {
+            return Ok(());
+        }
+        self.socks[i] = None;
+        let sock = open(addr)?;
+        self.poll.get_ref().add(&sock, i as u64)?;
+        tracing::debug!(backend = i, fd = sock.as_raw_fd(), %addr, "probe socket opened");
+        self.socks[i] = Some(ProbeSocket {
+            addr,
+            sock,
+            sent: None,
+        });
+        Ok(())
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -177,5 +390,123 @@ impl Prober {
 
     pub fn poll_event(&mut self) -> Option<Event> {
         self.checker.poll_event()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::Reason;
+
+    fn settings() -> Settings {
+        Settings {
+            interval: Duration::from_millis(50),
+            timeout: Duration::from_millis(500),
+            rise: 1,
+            fall: 3,
+            alive: vec![200..=699],
+        }
+    }
+
+    /// Runs the prober for up to `ms` (or until `done`), answering probes at `live`.
+    fn run(
+        p: &mut Prober,
+        live: &[&std::net::UdpSocket],
+        ms: u64,
+        mut done: impl FnMut(&Event) -> bool,
+    ) -> Vec<Event> {
+        let mut buf = vec![0u8; 2048];
+        let mut out = vec![];
+        let end = Instant::now() + Duration::from_millis(ms);
+        while Instant::now() < end {
+            let now = Instant::now();
+            p.receive(now, &mut buf, |_, _| {});
+            p.tick(now);
+            while let Some(e) = p.poll_event() {
+                let stop = done(&e);
+                out.push(e);
+                if stop {
+                    return out;
+                }
+            }
+            let mut req = [0u8; 2048];
+            for live in live {
+                while let Ok((n, from)) = live.recv_from(&mut req) {
+                    let reply = crate::sip::response::build_response(
+                        &req[..n],
+                        200,
+                        "OK",
+                        Some("t"),
+                        &[],
+                        None,
+                    )
+                    .unwrap();
+                    live.send_to(&reply, from).unwrap();
+                }
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        out
+    }
+
+    #[test]
+    fn connected_probe_sockets_see_replies_and_a_real_closed_port_at_once() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let live = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            live.set_nonblocking(true).unwrap();
+            let crash = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let addrs = vec![
+                Some(live.local_addr().unwrap()),
+                Some(crash.local_addr().unwrap()),
+            ];
+            let mut p = Prober::new(settings(), addrs, Instant::now(), 7).unwrap();
+            let b0 = BackendId::from_index(0);
+            let b1 = BackendId::from_index(1);
+            // Both come up.
+            crash.set_nonblocking(true).unwrap();
+            let mut up = 0;
+            let evs = run(&mut p, &[&live, &crash], 2000, |e| {
+                up += usize::from(matches!(e, Event::Up { .. }));
+                up == 2
+            });
+            assert_eq!(evs.len(), 2, "{evs:?}");
+            assert!(evs.contains(&Event::Up {
+                backend: b0,
+                reason: Reason::Probe
+            }));
+            assert!(evs.contains(&Event::Up {
+                backend: b1,
+                reason: Reason::Probe
+            }));
+            // Backend 1 crashes: its port is closed, the kernel's port unreachable
+            // quotes the probe, and one probe decides (fall is 3).
+            drop(crash);
+            let t = Instant::now();
+            let evs = run(&mut p, &[&live], 2000, |e| matches!(e, Event::Down { .. }));
+            assert_eq!(
+                evs,
+                vec![Event::Down {
+                    backend: b1,
+                    reason: Reason::Icmp
+                }]
+            );
+            assert!(
+                t.elapsed() < Duration::from_millis(200),
+                "{:?}",
+                t.elapsed()
+            );
+            for why in IcmpIgnored::ALL {
+                assert_eq!(p.icmp_ignored(why), 0, "{why:?}");
+            }
+            // An error for relayed traffic to somewhere that is no backend is counted.
+            let elsewhere: SocketAddr = "127.0.0.1:9".parse().unwrap();
+            assert!(!p.relay_icmp(Instant::now(), &elsewhere, None));
+            assert_eq!(p.icmp_ignored(IcmpIgnored::NotBackend), 1);
+            assert_eq!(p.checker.state(b0), crate::health::Health::Up);
+        });
     }
 }

@@ -98,6 +98,20 @@ impl ProbeIds {
         .into_bytes()
     }
 
+    /// Whether `quote`, the payload an ICMP error quoted back (see
+    /// `sys::errqueue::drain`), is the start of probe `sent` (probe `seq` of backend
+    /// `backend`) and long enough to prove it: it must run through the first
+    /// occurrence of the probe's Call-ID (the Via branch), whose per-process nonce
+    /// and sequence number an off-path forger does not know. A shorter quote (the
+    /// request line alone, or none) proves nothing.
+    pub fn quote_proves(&self, sent: &[u8], backend: usize, seq: u32, quote: &[u8]) -> bool {
+        let id = self.call_id(backend, seq);
+        let Some(at) = sent.windows(id.len()).position(|w| w == id.as_bytes()) else {
+            return false;
+        };
+        quote.len() >= at + id.len() && sent.starts_with(quote)
+    }
+
     /// (backend, seq, status code) of a reply to one of this process' probes.
     pub fn parse_reply(&self, datagram: &[u8]) -> Option<(usize, u32, u16)> {
         let SipMessage::Response(r) = SipMessage::try_from(datagram).ok()? else {
@@ -143,5 +157,39 @@ mod tests {
         assert_eq!(other.parse_reply(&reply), None);
         assert_eq!(ids.parse_reply(&req), None);
         assert_eq!(ids.parse_reply(b"\x00\x01junk"), None);
+    }
+
+    #[test]
+    fn a_quote_proves_a_probe_only_through_its_call_id() {
+        let ids = ProbeIds::new(0xfeed);
+        let sent = ids.build(
+            1,
+            7,
+            "10.0.0.2:5060".parse().unwrap(),
+            "10.0.0.1:40000".parse().unwrap(),
+        );
+        let id = "sfp-000000000000feed-1-7";
+        let end = sent
+            .windows(id.len())
+            .position(|w| w == id.as_bytes())
+            .unwrap()
+            + id.len();
+        // What Linux quotes back of a bounced probe: all of it (or its first 520 bytes).
+        assert!(ids.quote_proves(&sent, 1, 7, &sent));
+        assert!(ids.quote_proves(&sent, 1, 7, &sent[..end]));
+        // Too short to carry the Call-ID: the request line, the RFC 792 minimum (none).
+        assert!(!ids.quote_proves(&sent, 1, 7, &sent[..end - 1]));
+        assert!(!ids.quote_proves(&sent, 1, 7, b"OPTIONS sip:10.0.0.2:5060 SIP/2.0\r\n"));
+        assert!(!ids.quote_proves(&sent, 1, 7, b""));
+        // Another probe (sequence, backend, process), or altered bytes.
+        assert!(!ids.quote_proves(&sent, 1, 8, &sent));
+        assert!(!ids.quote_proves(&sent, 2, 7, &sent));
+        assert!(!ProbeIds::new(0xbeef).quote_proves(&sent, 1, 7, &sent));
+        let mut forged = sent.clone();
+        forged[end - 1] ^= 1;
+        assert!(!ids.quote_proves(&sent, 1, 7, &forged));
+        let mut longer = sent.clone();
+        longer.push(b'x');
+        assert!(!ids.quote_proves(&sent, 1, 7, &longer));
     }
 }
