@@ -4,7 +4,7 @@ mod lifetime;
 mod peers;
 
 use super::*;
-use crate::config::EphemeralPorts;
+use crate::config::{Config, EphemeralPorts};
 use crate::relay::Item;
 use crate::relay::port::RelayPort;
 
