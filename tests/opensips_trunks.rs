@@ -7,7 +7,8 @@
 //! - inbound: the carrier's INVITE reaches OpenSIPS from the peer's fixed relay endpoint,
 //!   which the `permissions` db_text address table trusts (`check_source_address(1)`, IP and
 //!   port), and goes on to a registered phone; a stranger's INVITE (a normal flow's relay
-//!   port, an unregistered From user) gets 403;
+//!   port, an unregistered From user) gets 403, and so does an impostor (the From user of a
+//!   registered phone, from another flow: `is_ip_registered` with the source port);
 //! - outbound: a registered phone calls a carrier number, OpenSIPS sends it to the peer's
 //!   relay endpoint (`$du`), sipfront sends it on from its public SIP address; in-dialog
 //!   requests follow `loose_route()` both ways (BYE from either side).
@@ -16,7 +17,7 @@
 //!
 //! Loopback ports 32000-32699: SIP 32060, OpenSIPS 32070 (BIN 32072, its absent neighbour
 //! 32073), admin 32090, carrier 32010, the peer's relay endpoint 32100, phones 32081-32083,
-//! stranger 32030, relay ports 32600-32699.
+//! stranger 32030, impostor 32031, relay ports 32600-32699.
 
 mod opensips;
 
@@ -228,6 +229,14 @@ fn opensips_trunk_calls_in_and_out_through_its_relay_endpoint() {
     );
     stranger.expect(
         &invite_to(&stranger, "1001", "stranger-in"),
+        403,
+        Duration::from_secs(5),
+    );
+    // An impostor: From a registered user (1001), but from another flow (relay port) than
+    // the one 1001 registered from -> 403 (`is_ip_registered` with the source port).
+    let impostor = SipClient::bind("127.0.0.1:32031".parse().unwrap(), sip, "1001");
+    impostor.expect(
+        &invite_to(&impostor, "+15550100", "impostor-out"),
         403,
         Duration::from_secs(5),
     );
