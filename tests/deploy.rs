@@ -718,6 +718,11 @@ fn opensips_snippet_has_required_parts() {
         "is_method(\"OPTIONS\") && $rU == NULL",
         "sl_send_reply(200, \"OK\")",
         "force_send_socket(\"udp:10.1.0.21:5060\")",
+        // trunks: by relay endpoint (IP and port), registered phones by their flow
+        "loadmodule \"permissions.so\"",
+        "check_source_address(1, $var(trunk))",
+        "is_ip_registered(\"location\", $fu, $si, $sp)",
+        "$du = \"sip:10.1.0.10:5100\";",
     ] {
         assert!(
             cfg.contains(needle),
@@ -796,6 +801,14 @@ fn debian_package_builds_and_has_the_files() {
         ),
         (
             "usr/share/doc/sipfront/examples/opensips/opensips.cfg",
+            "-rw-r--r--",
+        ),
+        (
+            "usr/share/doc/sipfront/examples/opensips/dbtext/address",
+            "-rw-r--r--",
+        ),
+        (
+            "usr/share/doc/sipfront/examples/opensips/dbtext/version",
             "-rw-r--r--",
         ),
         (
