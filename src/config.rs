@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 mod defaults;
 mod display;
 mod duration;
+mod hep;
 #[cfg(test)]
 mod keys;
 mod raw;
@@ -20,6 +21,7 @@ mod vrrp;
 
 pub use defaults::*;
 pub use duration::{format_duration, parse_duration};
+pub use hep::{Cidr, HepConfig, Legs};
 pub use vrrp::{Vip, Vrrp};
 
 /// A config problem: which key, and why.
@@ -172,6 +174,8 @@ pub struct Config {
     pub sync: Option<SyncConfig>,
     /// Trunks with fixed relay endpoints (`[[peer]]`).
     pub peers: Vec<StaticPeer>,
+    /// HEPv3 capture export; None = off.
+    pub hep: Option<HepConfig>,
 }
 
 /// `[[peer]]`: a carrier or PBX trunk. Its flow exists from start, never expires and

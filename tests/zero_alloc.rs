@@ -60,6 +60,26 @@ fn backend_recv(backend: &UdpSocket, rx: &mut [u8; 2048]) -> (usize, std::net::S
 
 #[test]
 fn forwarding_allocates_nothing_after_warm_up() {
+    // A HEP collector: every relayed datagram is also encoded and sent on both legs
+    // (HEPv3 export on), drained here into a fixed buffer.
+    let collector = UdpSocket::bind("127.0.0.1:0").unwrap();
+    collector
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let collector_addr = collector.local_addr().unwrap();
+    static HEP_SEEN: AtomicU64 = AtomicU64::new(0);
+    static HEP_STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let drain = std::thread::spawn(move || {
+        let mut buf = [0u8; 9000];
+        while !HEP_STOP.load(Ordering::Relaxed) {
+            if let Ok(n) = collector.recv(&mut buf)
+                && n > 4
+                && &buf[..4] == b"HEP3"
+            {
+                HEP_SEEN.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
     let backend = UdpSocket::bind("127.0.0.1:0").unwrap();
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     for s in [&backend, &client] {
@@ -68,7 +88,8 @@ fn forwarding_allocates_nothing_after_warm_up() {
     let text = format!(
         "[listen]\nsip = [\"127.0.0.1:28060\"]\nrelay_ports = \"23000-23099\"\n\
          [[backend]]\nname = \"only\"\naddr = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-         [health]\ninterval = \"1h\"\n",
+         [health]\ninterval = \"1h\"\n\
+         [hep]\ncollector = \"{collector_addr}\"\npassword = \"pw\"\n",
         backend.local_addr().unwrap()
     );
     let cfg = Config::parse(&text, &EphemeralPorts::from_system()).unwrap();
@@ -135,7 +156,15 @@ fn forwarding_allocates_nothing_after_warm_up() {
     let st = running.status.lock().unwrap().clone();
     let forwarded: u64 = st.counters.backends[0].datagrams.0.iter().sum();
     drop(running);
+    std::thread::sleep(Duration::from_millis(300));
+    HEP_STOP.store(true, Ordering::Relaxed);
+    drain.join().unwrap();
+    let hep = HEP_SEEN.load(Ordering::Relaxed);
     assert!(forwarded >= 40_000, "forwarded {forwarded}");
+    assert!(
+        hep >= forwarded,
+        "HEP packets {hep} for {forwarded} datagrams"
+    );
     assert_eq!(
         after - before,
         0,

@@ -97,6 +97,9 @@ impl fmt::Display for Config {
                 s.listen, s.peer, s.key_file
             )?;
         }
+        if let Some(h) = &self.hep {
+            write!(f, "\n{h}")?;
+        }
         Ok(())
     }
 }

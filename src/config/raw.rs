@@ -19,6 +19,7 @@ pub(super) struct Raw {
     pub sync: Option<RawSync>,
     #[serde(default)]
     pub peer: Vec<RawPeer>,
+    pub hep: Option<super::hep::RawHep>,
 }
 
 /// `[[peer]]`: a trunk (carrier, PBX) with a fixed relay endpoint.

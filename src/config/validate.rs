@@ -34,6 +34,7 @@ impl Raw {
             vrrp: self.vrrp.map(super::vrrp::validate_vrrp).transpose()?,
             sync: self.sync.map(validate_sync).transpose()?,
             peers: validate_peers(&self.peer, &listen, &backends)?,
+            hep: self.hep.map(super::hep::validate_hep).transpose()?,
             listen,
             backends,
         })

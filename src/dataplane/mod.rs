@@ -20,6 +20,7 @@ use tokio::io::{Interest, Ready};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::LocalSet;
 
+mod capture;
 mod control;
 mod metrics;
 mod relays;
@@ -31,9 +32,11 @@ pub use control::{Control, FlowInfo};
 pub use metrics::MetricsHandles;
 pub use status::{BackendInfo, PeerInfo, Readiness, STALE, Status};
 
+use capture::Way;
 use relays::relay_reactor;
 use tasks::{backend_addrs, housekeeping, probe_loop};
 
+use crate::capture::HepExporter;
 use crate::config::Config;
 use crate::health::checker::Settings;
 use crate::health::prober::Prober;
@@ -57,6 +60,8 @@ pub enum DataplaneError {
     Probe(io::Error),
     #[error("cannot open the sync socket: {0}")]
     Sync(io::Error),
+    #[error("cannot open the HEP capture socket: {0}")]
+    Hep(io::Error),
     #[error("cannot start the dataplane runtime: {0}")]
     Runtime(io::Error),
 }
@@ -104,6 +109,8 @@ pub(super) struct Shell {
     batch: Option<Box<RecvBatch>>,
     /// Wakes the probe task when the ICMP fast path wants a probe now.
     probe_wake: Rc<Notify>,
+    /// HEP export (`[hep]`).
+    hep: Option<HepExporter>,
 }
 
 type Shared = Rc<RefCell<Shell>>;
@@ -133,10 +140,19 @@ pub fn run(
 async fn serve(
     cfg: Config,
     public: Vec<StdUdpSocket>,
-    metrics: MetricsHandles,
+    mut metrics: MetricsHandles,
     status: Arc<Mutex<Status>>,
     handles: Handles,
 ) -> Result<(), DataplaneError> {
+    let hep = match &cfg.hep {
+        Some(h) => {
+            let (exp, stats) = HepExporter::start(h).map_err(DataplaneError::Hep)?;
+            metrics.set_hep(stats);
+            tracing::info!(collector = %h.collector, capture_id = h.capture_id, "HEP capture export on");
+            Some(exp)
+        }
+        None => None,
+    };
     let Handles {
         mut shutdown,
         control,
@@ -195,6 +211,7 @@ async fn serve(
         relays_open: 0,
         batch: Some(Box::default()),
         probe_wake: Rc::new(Notify::new()),
+        hep,
         cfg,
     }));
     for (i, sock) in public.into_iter().enumerate() {
@@ -349,8 +366,10 @@ impl Shell {
             let resent = self.relays[idx].as_ref().map(|r| send_now(r, data, to));
             if !matches!(resent, Some(Ok(_))) {
                 self.router.send_failed();
+                return;
             }
         }
+        self.tap(Way::ToBackend, ingress, from, relay_port, to, data);
     }
 
     /// The router's [`ClientAction::Reject503`]: a stateless 503 with Retry-After.
@@ -375,6 +394,7 @@ impl Shell {
             && send_now(p.get_ref(), &resp, to).is_ok()
         {
             self.router.replied_503();
+            self.tap_local(ingress, to, &resp);
         }
     }
 
@@ -388,7 +408,9 @@ impl Shell {
                 .map(|p| send_now(p.get_ref(), data, to));
             if !matches!(sent, Some(Ok(_))) {
                 self.router.send_failed();
+                return;
             }
+            self.tap(Way::ToClient, ingress, to, port, from, data);
         }
     }
 }
