@@ -27,7 +27,7 @@ mod status;
 mod sync;
 mod tasks;
 
-pub use control::{Control, FlowInfo};
+pub use control::{BanInfo, Control, FlowInfo, TopInfo};
 pub use metrics::MetricsHandles;
 pub use status::{BackendInfo, PeerInfo, Readiness, STALE, Status};
 

@@ -84,7 +84,7 @@ impl SourceLimiter {
     }
 
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.buckets.len()
     }
 }

@@ -6,17 +6,20 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use super::access::{AccessControl, Refusal};
 use super::backends::{AdminState, BackendId, BackendSet, Change, Tenure};
 use super::dialogs::{Dialog, DialogTable, Side, Span};
 use super::flows::{Flow, FlowId, FlowTable, Idle, InsertError};
 use super::item::Item;
 use super::port::RelayPort;
 use super::port::RelaySpace;
-use super::ratelimit::{Budget, SourceLimiter};
+use super::ratelimit::{Budget, SourceLimiter, source_key};
 use super::stats::{Counters, Direction, DropReason};
-use crate::config::{Backend, Config, Failback, Limits, StaticPeer};
+use super::top::TopSketch;
+use crate::config::{Access, Backend, Config, Failback, Limits, StaticPeer};
 use crate::sip::{Scan, SipView, scan};
 
+mod admission;
 mod sync;
 
 pub use sync::SyncEffect;
@@ -144,6 +147,8 @@ pub struct RouterConfig {
     pub sip: Vec<SocketAddr>,
     /// The relay addresses (a peer's endpoint is one of them).
     pub relay: Vec<std::net::IpAddr>,
+    /// Allow/deny lists, ban table size, scanner User-Agents.
+    pub access: Access,
 }
 
 impl RouterConfig {
@@ -157,6 +162,7 @@ impl RouterConfig {
             peers: cfg.peers.clone(),
             sip: cfg.listen.sip.clone(),
             relay: cfg.listen.relay.clone(),
+            access: cfg.access.clone(),
         }
     }
 }
@@ -171,6 +177,10 @@ pub struct Router {
     /// Datagrams per second per source.
     datagram_limiter: SourceLimiter,
     max_flows_per_ip: usize,
+    max_pins_per_flow: u32,
+    access: AccessControl,
+    /// Sources by datagrams dropped (bounded; `/api/v1/top`).
+    top_drops: TopSketch,
     reply_budget: Budget,
     counters: Counters,
     events: VecDeque<RouterEvent>,
@@ -232,6 +242,9 @@ impl Router {
                 limits.max_flows.max(1 << 16),
             ),
             max_flows_per_ip: limits.max_flows_per_ip,
+            max_pins_per_flow: limits.max_pins_per_flow,
+            access: AccessControl::new(&rc.access),
+            top_drops: TopSketch::new(),
             limiter: SourceLimiter::new(
                 limits.new_flows_per_ip,
                 limits.new_flows_burst,
@@ -279,6 +292,7 @@ impl Router {
                 mirrored: false,
                 sync_gen: 0,
                 dialogs: 0,
+                pins: 0,
                 peer: Some(i as u16),
                 answered: true,
             };
@@ -397,20 +411,38 @@ impl Router {
         ingress: u16,
         data: &[u8],
     ) -> ClientAction {
+        // First, and cheap: a hash lookup per prefix length in the lists.
+        let refused = {
+            let (flows, access) = (&self.flows, &self.access);
+            access.check(client.ip(), now, || is_peer(flows, &client))
+        };
+        if let Err(r) = refused {
+            let reason = match r {
+                Refusal::Denied => DropReason::Denied,
+                Refusal::Banned => DropReason::Banned,
+            };
+            return self.drop_client(client, reason);
+        }
         if !self.datagram_limiter.allow(client.ip(), now) && !self.is_peer(&client) {
-            return self.drop_from_client(DropReason::SourceRateLimited);
+            return self.drop_client(client, DropReason::SourceRateLimited);
         }
         let msg = match scan(data) {
             Scan::Sip(v) => v,
             Scan::Keepalive => return self.client_keepalive(now, client),
-            Scan::Invalid(e) => return self.drop_from_client(e.into()),
+            Scan::Invalid(e) => return self.drop_client(client, e.into()),
         };
+        if let Some(ua) = msg.user_agent
+            && self.access.is_scanner(ua)
+            && !self.is_peer(&client)
+        {
+            return self.drop_client(client, DropReason::Scanner);
+        }
         let (id, new_flow) = match self.flows.lookup_client(&client) {
             Some(id) => (id, false),
             None => match self.new_flow(now, client, ingress) {
                 Ok(id) => (id, true),
                 Err(DropReason::NoBackend) => return self.no_backend(now, &msg),
-                Err(r) => return self.drop_from_client(r),
+                Err(r) => return self.drop_client(client, r),
             },
         };
         let Some(home) = self.current_home(id, msg.is_method(b"REGISTER")) else {
@@ -434,9 +466,14 @@ impl Router {
                     // Pinned for a transaction only: the pin becomes a dialog when the
                     // backend answers (1xx/2xx), so a client cannot fill the table with
                     // INVITEs nobody answers.
-                    let Some(relay_port) = self.flows.get(id).map(|f| f.relay_port) else {
-                        return self.drop_from_client(DropReason::NoFlow);
+                    let Some((relay_port, pins, peer)) =
+                        self.flows.get(id).map(|f| (f.relay_port, f.pins, f.peer))
+                    else {
+                        return self.drop_client(client, DropReason::NoFlow);
                     };
+                    if peer.is_none() && pins >= self.max_pins_per_flow {
+                        return self.drop_client(client, DropReason::PinQuota);
+                    }
                     let d = Dialog {
                         backend: home,
                         expires: now + self.settings.transaction,
@@ -448,7 +485,10 @@ impl Router {
                         if new_flow {
                             self.abort_flow(id);
                         }
-                        return self.drop_from_client(DropReason::DialogTableFull);
+                        return self.drop_client(client, DropReason::DialogTableFull);
+                    }
+                    if let Some(f) = self.flows.get_mut(id) {
+                        f.pins += 1;
                     }
                     self.dialog_changed(key, None, &d, true);
                 }
@@ -459,7 +499,7 @@ impl Router {
             relay_port, peer, ..
         }) = self.touch(id, now)
         else {
-            return self.drop_from_client(DropReason::NoFlow);
+            return self.drop_client(client, DropReason::NoFlow);
         };
         self.counters
             .forwarded(backend.index(), Direction::ToBackend, data.len());
@@ -535,10 +575,7 @@ impl Router {
 
     /// A static peer's address (exempt from per-source limits: a trusted trunk).
     fn is_peer(&self, client: &SocketAddr) -> bool {
-        self.flows
-            .lookup_client(client)
-            .and_then(|id| self.flows.get(id))
-            .is_some_and(|f| f.peer.is_some())
+        is_peer(&self.flows, client)
     }
 
     fn client_keepalive(&mut self, now: Instant, client: SocketAddr) -> ClientAction {
@@ -734,8 +771,9 @@ impl Router {
         self.counters.drop(DropReason::BindFailed);
     }
 
-    fn drop_from_client(&mut self, r: DropReason) -> ClientAction {
+    fn drop_client(&mut self, client: SocketAddr, r: DropReason) -> ClientAction {
         self.counters.drop(r);
+        self.top_drops.add(source_key(client.ip()));
         ClientAction::Drop(r)
     }
 
@@ -807,7 +845,10 @@ impl Router {
         // An expired dialog lets go of its flow (the flow itself expires later, when
         // idle).
         let flows = &mut self.flows;
-        let mut release = |d: &Dialog| hold(flows, d.flow, Some(d.span), None);
+        let mut release = |d: &Dialog| {
+            hold(flows, d.flow, Some(d.span), None);
+            unpin(flows, d);
+        };
         if self.dialogs.len() > SWEEP_MIN_SLICE {
             self.dialogs
                 .expire_shard(self.dialog_shard, now, &mut release);
@@ -821,6 +862,7 @@ impl Router {
         }
         self.sweep_cursor = 0;
         self.limiter.prune(now);
+        self.access.prune(now);
         self.flows_per_backend.copy_from_slice(&self.sweep_homes);
         // A removed backend stays until no flow calls it home and no call is pinned
         // to it (its in-dialog requests must still be accepted).
@@ -875,6 +917,23 @@ fn refresh(d: &mut Dialog, msg: &SipView<'_>, now: Instant, s: &RouterSettings, 
         d.expires = now + s.dialog_idle;
     } else {
         d.expires = d.expires.max(now + s.transaction);
+    }
+}
+
+fn is_peer(flows: &FlowTable, client: &SocketAddr) -> bool {
+    flows
+        .lookup_client(client)
+        .and_then(|id| flows.get(id))
+        .is_some_and(|f| f.peer.is_some())
+}
+
+/// An expired entry the client opened no longer counts against its flow's quota.
+fn unpin(flows: &mut FlowTable, d: &Dialog) {
+    if d.opener != Side::Client {
+        return;
+    }
+    if let Some(f) = flows.lookup_port(d.flow).and_then(|id| flows.get_mut(id)) {
+        f.pins = f.pins.saturating_sub(1);
     }
 }
 
