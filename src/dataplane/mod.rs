@@ -314,7 +314,7 @@ impl Shell {
                     ..
                 } => (flow, relay_port, to, new_flow),
                 ClientAction::Reject503 => {
-                    self.reply_503(ingress, from, data);
+                    self.reply_503(now, ingress, from, data);
                     return;
                 }
                 _ => return,
@@ -354,7 +354,7 @@ impl Shell {
     }
 
     /// The router's [`ClientAction::Reject503`]: a stateless 503 with Retry-After.
-    fn reply_503(&mut self, ingress: u16, to: SocketAddr, data: &[u8]) {
+    fn reply_503(&mut self, now: Instant, ingress: u16, to: SocketAddr, data: &[u8]) {
         let retry = self.cfg.health.retry_after.to_string();
         let Some(resp) = build_response(
             data,
@@ -371,10 +371,13 @@ impl Shell {
             self.router.reply_suppressed();
             return;
         }
+        if !self.router.replied_503(now) {
+            return;
+        }
         if let Some(p) = self.public.get(usize::from(ingress))
-            && send_now(p.get_ref(), &resp, to).is_ok()
+            && send_now(p.get_ref(), &resp, to).is_err()
         {
-            self.router.replied_503();
+            self.router.send_failed();
         }
     }
 

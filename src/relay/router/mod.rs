@@ -760,9 +760,16 @@ impl Router {
         self.counters.drop(DropReason::SendFailed);
     }
 
-    /// Count a stateless 503 sent because no backend was up.
-    pub fn replied_503(&mut self) {
+    /// A stateless 503 for a [`ClientAction::Reject503`] is about to be sent: takes its
+    /// token from the `reply_503_rate` budget (false: none left, do not send) and
+    /// counts it.
+    pub fn replied_503(&mut self, now: Instant) -> bool {
+        if !self.reply_budget.take(now) {
+            self.counters.replies_503_suppressed += 1;
+            return false;
+        }
         self.counters.replies_503 += 1;
+        true
     }
 
     /// Count a relay socket that could not be opened for a new flow.
@@ -782,7 +789,9 @@ impl Router {
         if !self.settings.reply_503 || !msg.is_request() || msg.is_method(b"ACK") {
             return ClientAction::Drop(DropReason::NoBackend);
         }
-        if !self.reply_budget.take(now) {
+        // Only a peek: the shell takes the token when it sends ([`Router::replied_503`]),
+        // so requests whose 503 would be too large to send do not use up the budget.
+        if !self.reply_budget.available(now) {
             self.counters.replies_503_suppressed += 1;
             return ClientAction::Drop(DropReason::NoBackend);
         }

@@ -249,3 +249,36 @@ fn top_sources_by_drops_and_by_flows() {
         .collect();
     assert_eq!(flows[0], ("198.51.100.7".to_string(), 2));
 }
+
+#[test]
+fn the_503_budget_is_spent_only_on_replies_sent() {
+    let t0 = Instant::now();
+    let mut r = router(&config("[health]\nreply_503_rate = 3"));
+    r.set_backend_up(BackendId::new(0), false);
+    r.set_backend_up(BackendId::new(1), false);
+    let phone = "198.51.100.7:5060";
+    // Requests whose 503 the shell does not send (larger than the request): the
+    // budget stays whole.
+    for i in 0..10 {
+        let got = r.from_client(t0, sa(phone), 0, &req("OPTIONS", &format!("t{i}")));
+        assert_eq!(got, ClientAction::Reject503);
+        r.reply_suppressed();
+    }
+    // Sent ones take it: 3 per second.
+    for i in 0..3 {
+        let got = r.from_client(t0, sa(phone), 0, &req("OPTIONS", &format!("s{i}")));
+        assert_eq!(got, ClientAction::Reject503);
+        assert!(r.replied_503(t0));
+    }
+    assert_eq!(
+        r.from_client(t0, sa(phone), 0, &req("OPTIONS", "over")),
+        ClientAction::Drop(DropReason::NoBackend)
+    );
+    assert!(!r.replied_503(t0));
+    let later = t0 + Duration::from_millis(400);
+    assert_eq!(
+        r.from_client(later, sa(phone), 0, &req("OPTIONS", "later")),
+        ClientAction::Reject503
+    );
+    assert_eq!(r.counters().replies_503, 3);
+}
