@@ -443,6 +443,57 @@ fn a_ban_from_ctl_takes_effect_at_once_and_expires() {
         "unbanned",
         Duration::from_secs(2)
     ));
+    // SIGHUP reloads [access]; bans stay.
+    ctl(&["ban", "127.0.9.79", "--seconds", "600"]);
+    let plain = std::fs::read_to_string(&front.config_path).unwrap();
+    std::fs::write(
+        &front.config_path,
+        format!("{plain}\n[access]\ndeny = [\"127.0.9.78\"]\n"),
+    )
+    .unwrap();
+    front.proc.signal("HUP");
+    let denied = wait_until(Duration::from_secs(5), || {
+        !reaches(&good, sip, &backend, "denied", Duration::from_millis(300))
+    });
+    assert!(denied, "the reloaded deny list applies");
+    let out = ctl(&["bans"]);
+    assert!(
+        out.contains("127.0.9.79/32"),
+        "a ban survives the reload: {out}"
+    );
+    std::fs::write(&front.config_path, plain).unwrap();
+    front.proc.signal("HUP");
+    let allowed = wait_until(Duration::from_secs(5), || {
+        reaches(&good, sip, &backend, "allowed", Duration::from_millis(300))
+    });
+    assert!(allowed, "the deny entry is gone after the next reload");
+    let denied_drops = front.wait_metric(
+        "sipfront_drops_total",
+        &[("reason", "denied")],
+        Duration::from_secs(3),
+        |v| v >= 1.0,
+    );
+    assert!(denied_drops >= 1.0, "denied drops: {denied_drops}");
+
+    // A scanner's User-Agent is dropped by the default list, whoever sends it.
+    let scanner = udp_on([127, 0, 9, 80]);
+    let local = scanner.local_addr().unwrap();
+    let probe = String::from_utf8(options("scan-1", local))
+        .unwrap()
+        .replace("edge-test/1.0", "friendly-scanner");
+    scanner.send_to(probe.as_bytes(), sip).unwrap();
+    assert!(
+        backend.recv(Duration::from_millis(400)).is_none(),
+        "the scanner got through"
+    );
+    let n = front.wait_metric(
+        "sipfront_drops_total",
+        &[("reason", "scanner")],
+        Duration::from_secs(3),
+        |v| v >= 1.0,
+    );
+    assert_eq!(n, 1.0, "scanner drops");
+
     // Bad input is refused with a message that says why.
     let r = run_sipfront(&["ctl", "-c", &config, "ban", "127.0.9.1/24"]);
     assert_ne!(r.code, 0);
