@@ -1,5 +1,6 @@
 //! The internet edge under attack, against a live sipfront while honest sipp calls run:
-//! each attack is bounded in rate and time, honest calls must all succeed, tables and
+//! each attack is bounded in rate and time, honest calls and registrations must all
+//! succeed, tables and
 //! open files stay bounded, and the right drop counters move.
 //!
 //! - one IP opening flows at its limit, with CRLF keepalives (`source_flow_limit`);
@@ -50,6 +51,60 @@ fn honest_calls(dir: &TestDir, local_port: u16, sip: SocketAddr, calls: u64, rat
             &target,
         ],
     )
+}
+
+/// Honest registrations: `count` phones (users honestN) REGISTER at `rate`/s from one
+/// socket on 127.0.0.1 (one flow), each held 300 ms.
+fn honest_registrations(
+    dir: &TestDir,
+    local_port: u16,
+    sip: SocketAddr,
+    count: u64,
+    rate: u32,
+) -> Sipp {
+    let sf = scenario("register_load.xml");
+    let (count, rate, port) = (count.to_string(), rate.to_string(), local_port.to_string());
+    let target = sip.to_string();
+    Sipp::start(
+        dir,
+        "registrations",
+        &[
+            "-sf",
+            &sf,
+            "-s",
+            "honest",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-t",
+            "u1",
+            "-d",
+            "300",
+            "-m",
+            &count,
+            "-r",
+            &rate,
+            "-timeout",
+            "60s",
+            "-timeout_error",
+            &target,
+        ],
+    )
+}
+
+/// A sipp backend on 127.0.0.1:`port` that answers INVITE, OPTIONS and REGISTER
+/// (tests/sipp/uas_registrar.xml).
+fn registrar_uas(dir: &TestDir, name: &str, port: u16) -> Sipp {
+    let sf = scenario("uas_registrar.xml");
+    let p = port.to_string();
+    let mut s = Sipp::start(
+        dir,
+        name,
+        &["-sf", &sf, "-i", "127.0.0.1", "-p", &p, "-t", "u1"],
+    );
+    s.wait_bound(port);
+    s
 }
 
 /// Open file descriptors of `pid`.
@@ -110,8 +165,8 @@ fn spawn_attack(
 fn one_ip_at_its_flow_limit_with_crlf_leaves_honest_calls_alone() {
     let dir = TestDir::new("edge-flows");
     let t0 = Instant::now();
-    let _uas_a = sipp_uas(&dir, "uas-a", 29070);
-    let _uas_b = sipp_uas(&dir, "uas-b", 29071);
+    let _uas_a = registrar_uas(&dir, "uas-a", 29070);
+    let _uas_b = registrar_uas(&dir, "uas-b", 29071);
     let mut front = Sipfront::start(
         &dir,
         SipfrontConfig::new("127.0.9.1:29060", "23600-23799", "127.0.0.1:29090")
@@ -145,6 +200,7 @@ fn one_ip_at_its_flow_limit_with_crlf_leaves_honest_calls_alone() {
     });
 
     let mut uac = honest_calls(&dir, 29080, sip, 200, 50);
+    let mut reg = honest_registrations(&dir, 29081, sip, 60, 15);
     // Sample the tables and descriptors while both run.
     let mut peak_flows = 0.0f64;
     let mut peak_fds = 0usize;
@@ -161,6 +217,7 @@ fn one_ip_at_its_flow_limit_with_crlf_leaves_honest_calls_alone() {
     stop.store(true, Ordering::Relaxed);
     attacker.join().unwrap();
     uac.expect_all_ok(200, Duration::from_secs(60));
+    reg.expect_all_ok(60, Duration::from_secs(60));
 
     let limited = front.wait_metric(
         "sipfront_drops_total",
@@ -169,13 +226,13 @@ fn one_ip_at_its_flow_limit_with_crlf_leaves_honest_calls_alone() {
         |v| v > 0.0,
     );
     assert!(limited > 0.0, "the attacker's extra flows were refused");
-    // 30 attacker flows, 1 honest one.
+    // 30 attacker flows, 2 honest ones.
     assert!(
-        peak_flows <= 31.0,
-        "flows peaked at {peak_flows}, more than 30 (attacker) + 1 (honest)"
+        peak_flows <= 32.0,
+        "flows peaked at {peak_flows}, more than 30 (attacker) + 2 (honest)"
     );
     assert!(
-        peak_fds <= fds_before + 35,
+        peak_fds <= fds_before + 36,
         "open files peaked at {peak_fds} (before: {fds_before})"
     );
     let top = top_seen.expect("/api/v1/top answered");
@@ -193,8 +250,8 @@ fn one_ip_at_its_flow_limit_with_crlf_leaves_honest_calls_alone() {
 fn a_pin_flood_with_forged_1xx_hits_the_quota() {
     let dir = TestDir::new("edge-pins");
     let t0 = Instant::now();
-    let _uas_a = sipp_uas(&dir, "uas-a", 29170);
-    let _uas_b = sipp_uas(&dir, "uas-b", 29171);
+    let _uas_a = registrar_uas(&dir, "uas-a", 29170);
+    let _uas_b = registrar_uas(&dir, "uas-b", 29171);
     let mut front = Sipfront::start(
         &dir,
         SipfrontConfig::new("127.0.9.2:29160", "23800-23899", "127.0.0.1:29190")
@@ -206,6 +263,7 @@ fn a_pin_flood_with_forged_1xx_hits_the_quota() {
     // The honest flow has a quota of its own: 80 calls stay under it (a call's entry
     // lives until `transaction` after its BYE).
     let mut uac = honest_calls(&dir, 29180, sip, 80, 20);
+    let mut reg = honest_registrations(&dir, 29181, sip, 40, 10);
 
     // One attacker flow: 400 INVITEs with fresh Call-IDs (100/s), each sent twice
     // (a retransmission) and followed by a forged 180 from the client itself.
@@ -224,6 +282,7 @@ fn a_pin_flood_with_forged_1xx_hits_the_quota() {
         }
     }
     uac.expect_all_ok(80, Duration::from_secs(60));
+    reg.expect_all_ok(40, Duration::from_secs(60));
     let quota = front.wait_metric(
         "sipfront_drops_total",
         &[("reason", "pin_quota")],
