@@ -2,8 +2,9 @@
 //!
 //! [`scan`] looks at one received UDP datagram and returns a borrowed [`SipView`] of the few
 //! things the relay routes on: request or response, method / status code, `Call-ID`, `CSeq`,
-//! `Expires`, the Contact `expires` parameters and `User-Agent`. It never allocates, never panics on any
-//! input and reads each header byte about once. Everything it returns borrows from the input.
+//! `Expires`, the Contact `expires` parameters and `User-Agent`. It never allocates, never
+//! panics on any input and reads each header byte about once. Everything it returns borrows
+//! from the input.
 //!
 //! # What is accepted
 //!
