@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod access;
 mod defaults;
 mod display;
 mod duration;
@@ -19,9 +20,10 @@ mod validate;
 mod values;
 mod vrrp;
 
+pub use access::{Access, Cidr, DEFAULT_DROP_USER_AGENTS, DEFAULT_MAX_BANS, ip_bits};
 pub use defaults::*;
 pub use duration::{format_duration, parse_duration};
-pub use hep::{Cidr, HepConfig, Legs};
+pub use hep::{HepConfig, Legs};
 pub use vrrp::{Vip, Vrrp};
 
 /// A config problem: which key, and why.
@@ -84,6 +86,8 @@ pub struct Limits {
     /// Datagrams per second one source may send (token bucket refill), and its depth.
     pub datagrams_per_ip: u32,
     pub datagrams_burst: u32,
+    /// Dialog-table entries one (non-peer) flow may have opened at once.
+    pub max_pins_per_flow: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,6 +180,8 @@ pub struct Config {
     pub peers: Vec<StaticPeer>,
     /// HEPv3 capture export; None = off.
     pub hep: Option<HepConfig>,
+    /// Allow/deny lists, ban table size, scanner User-Agents.
+    pub access: Access,
 }
 
 /// `[[peer]]`: a carrier or PBX trunk. Its flow exists from start, never expires and

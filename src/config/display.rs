@@ -37,14 +37,15 @@ impl fmt::Display for Config {
         let m = &self.limits;
         writeln!(
             f,
-            "\n[limits]\nmax_flows = {}\nmax_dialogs = {}\nnew_flows_per_ip = {}\nnew_flows_burst = {}\nmax_flows_per_ip = {}\ndatagrams_per_ip = {}\ndatagrams_burst = {}",
+            "\n[limits]\nmax_flows = {}\nmax_dialogs = {}\nnew_flows_per_ip = {}\nnew_flows_burst = {}\nmax_flows_per_ip = {}\ndatagrams_per_ip = {}\ndatagrams_burst = {}\nmax_pins_per_flow = {}",
             m.max_flows,
             m.max_dialogs,
             m.new_flows_per_ip,
             m.new_flows_burst,
             m.max_flows_per_ip,
             m.datagrams_per_ip,
-            m.datagrams_burst
+            m.datagrams_burst,
+            m.max_pins_per_flow
         )?;
         let t = &self.timeouts;
         writeln!(
@@ -85,6 +86,21 @@ impl fmt::Display for Config {
             self.admin.max_connections,
             format_duration(self.admin.header_timeout),
             format_duration(self.admin.idle_timeout)
+        )?;
+        let a = &self.access;
+        let list = |v: Vec<String>| v.join(", ");
+        write!(
+            f,
+            "\n\n[access]\nallow = [{}]\ndeny = [{}]\nmax_bans = {}\ndrop_user_agents = [{}]",
+            list(a.allow.iter().map(|c| format!("\"{c}\"")).collect()),
+            list(a.deny.iter().map(|c| format!("\"{c}\"")).collect()),
+            a.max_bans,
+            list(
+                a.drop_user_agents
+                    .iter()
+                    .map(|u| format!("{u:?}"))
+                    .collect()
+            )
         )?;
         if let Some(v) = &self.vrrp {
             writeln!(f)?;

@@ -1,10 +1,11 @@
 //! `[hep]`: HEPv3 capture export to a Homer (or any HEP) collector. Absent = no export.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use serde::Deserialize;
 
-use super::values::{Need, parse_addr, socket_addr};
+use super::access::Cidr;
+use super::values::{Need, socket_addr};
 use super::{ConfigError, Secret, invalid};
 
 #[derive(Debug, Default, Deserialize)]
@@ -18,43 +19,6 @@ pub(super) struct RawHep {
     pub only: Option<Vec<String>>,
     pub include_local: Option<bool>,
     pub queue: Option<usize>,
-}
-
-/// An address block `ADDR/PREFIX` (a bare address is a /32 or /128).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    pub addr: IpAddr,
-    pub prefix: u8,
-}
-
-impl Cidr {
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        match (self.addr, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(n) & mask == u32::from(a) & mask
-            }
-            (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(n) & mask == u128::from(a) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-impl std::fmt::Display for Cidr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
 }
 
 /// Which legs of a relayed datagram are exported.
@@ -88,21 +52,7 @@ pub const DEFAULT_HEP_CAPTURE_ID: u32 = 2001;
 pub const DEFAULT_HEP_QUEUE: usize = 1024;
 
 fn parse_cidr(key: &str, s: &str) -> Result<Cidr, ConfigError> {
-    let (a, p) = match s.split_once('/') {
-        Some((a, p)) => (a, Some(p)),
-        None => (s, None),
-    };
-    let addr: IpAddr = parse_addr(key, a)?;
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    let prefix = match p {
-        None => max,
-        Some(p) => p
-            .parse::<u8>()
-            .ok()
-            .filter(|p| *p <= max)
-            .ok_or_else(|| invalid(key, format!("`{p}` is not a prefix length 0-{max}")))?,
-    };
-    Ok(Cidr { addr, prefix })
+    s.parse().map_err(|r: String| invalid(key, r))
 }
 
 /// `[hep]`.
@@ -209,7 +159,7 @@ mod tests {
         let all = parse_cidr("k", "0.0.0.0/0").unwrap();
         assert!(all.contains("1.2.3.4".parse().unwrap()));
         let one = parse_cidr("k", "2001:db8::1").unwrap();
-        assert_eq!(one.prefix, 128);
+        assert_eq!(one.bits_len(), 128);
         assert!(one.contains("2001:db8::1".parse().unwrap()));
         assert!(!one.contains("2001:db8::2".parse().unwrap()));
         assert!(parse_cidr("k", "10.0.0.0/33").is_err());

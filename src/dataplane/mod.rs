@@ -28,7 +28,7 @@ mod status;
 mod sync;
 mod tasks;
 
-pub use control::{Control, FlowInfo};
+pub use control::{BanInfo, Control, FlowInfo, TopInfo};
 pub use metrics::MetricsHandles;
 pub use status::{BackendInfo, PeerInfo, Readiness, STALE, Status};
 
@@ -331,7 +331,7 @@ impl Shell {
                     ..
                 } => (flow, relay_port, to, new_flow),
                 ClientAction::Reject503 => {
-                    self.reply_503(ingress, from, data);
+                    self.reply_503(now, ingress, from, data);
                     return;
                 }
                 _ => return,
@@ -373,7 +373,7 @@ impl Shell {
     }
 
     /// The router's [`ClientAction::Reject503`]: a stateless 503 with Retry-After.
-    fn reply_503(&mut self, ingress: u16, to: SocketAddr, data: &[u8]) {
+    fn reply_503(&mut self, now: Instant, ingress: u16, to: SocketAddr, data: &[u8]) {
         let retry = self.cfg.health.retry_after.to_string();
         let Some(resp) = build_response(
             data,
@@ -390,11 +390,14 @@ impl Shell {
             self.router.reply_suppressed();
             return;
         }
-        if let Some(p) = self.public.get(usize::from(ingress))
-            && send_now(p.get_ref(), &resp, to).is_ok()
-        {
-            self.router.replied_503();
-            self.tap_local(ingress, to, &resp);
+        if !self.router.replied_503(now) {
+            return;
+        }
+        match self.public.get(usize::from(ingress)) {
+            Some(p) if send_now(p.get_ref(), &resp, to).is_ok() => {
+                self.tap_local(ingress, to, &resp);
+            }
+            _ => self.router.send_failed(),
         }
     }
 

@@ -152,6 +152,10 @@ impl Shell {
             notes.push("limits changes need a restart; kept the running [limits]".to_string());
         }
         let now = Instant::now();
+        if cfg.access != self.cfg.access {
+            notes.push("access lists reloaded (bans kept)".to_string());
+        }
+        self.router.set_access(&cfg.access);
         let changes = self
             .router
             .reconfigure(RouterSettings::from(&cfg), &cfg.backends);

@@ -102,3 +102,13 @@ impl Router {
         }
     }
 }
+
+/// An expired entry the client opened no longer counts against its flow's quota.
+pub(super) fn unpin(flows: &mut FlowTable, d: &Dialog) {
+    if d.opener != Side::Client {
+        return;
+    }
+    if let Some(f) = flows.lookup_port(d.flow).and_then(|id| flows.get_mut(id)) {
+        f.pins = f.pins.saturating_sub(1);
+    }
+}

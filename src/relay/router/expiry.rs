@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::dialog::unpin;
 use super::{Router, RouterEvent, hold};
 use crate::relay::Item;
 use crate::relay::backends::Tenure;
@@ -68,7 +69,10 @@ impl Router {
         // An expired dialog lets go of its flow (the flow itself expires later, when
         // idle).
         let flows = &mut self.flows;
-        let mut release = |d: &Dialog| hold(flows, d.flow, Some(d.span), None);
+        let mut release = |d: &Dialog| {
+            hold(flows, d.flow, Some(d.span), None);
+            unpin(flows, d);
+        };
         if self.dialogs.len() > SWEEP_MIN_SLICE {
             self.dialogs
                 .expire_shard(self.dialog_shard, now, &mut release);
@@ -82,6 +86,7 @@ impl Router {
         }
         self.sweep_cursor = 0;
         self.limiter.prune(now);
+        self.access.prune(now);
         self.flows_per_backend.copy_from_slice(&self.sweep_homes);
         // A removed backend stays until no flow calls it home and no call is pinned
         // to it (its in-dialog requests must still be accepted).

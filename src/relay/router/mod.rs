@@ -6,16 +6,19 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use super::access::{AccessControl, Refusal};
 use super::backends::{AdminState, BackendId, BackendSet, Change};
 use super::dialogs::{Dialog, DialogTable, Side, Span};
 use super::flows::{Flow, FlowId, FlowTable, InsertError};
 use super::item::Item;
 use super::port::RelayPort;
-use super::ratelimit::{Budget, SourceLimiter};
+use super::ratelimit::{Budget, SourceLimiter, source_key};
 use super::stats::{Counters, Direction, DropReason};
+use super::top::TopSketch;
 use crate::config::{Backend, Failback};
 use crate::sip::{Scan, SipView, scan};
 
+mod admission;
 mod dialog;
 mod expiry;
 mod peers;
@@ -23,7 +26,7 @@ mod settings;
 mod sync;
 
 use dialog::{hold, opens_dialog, refresh};
-use peers::Peer;
+use peers::{Peer, is_peer};
 pub use settings::{RouterConfig, RouterSettings};
 
 pub use sync::SyncEffect;
@@ -92,6 +95,10 @@ pub struct Router {
     /// Datagrams per second per source.
     datagram_limiter: SourceLimiter,
     max_flows_per_ip: usize,
+    max_pins_per_flow: u32,
+    access: AccessControl,
+    /// Sources by datagrams dropped (bounded; `/api/v1/top`).
+    top_drops: TopSketch,
     reply_budget: Budget,
     counters: Counters,
     events: VecDeque<RouterEvent>,
@@ -148,6 +155,9 @@ impl Router {
                 limits.max_flows.max(1 << 16),
             ),
             max_flows_per_ip: limits.max_flows_per_ip,
+            max_pins_per_flow: limits.max_pins_per_flow,
+            access: AccessControl::new(&rc.access),
+            top_drops: TopSketch::new(),
             limiter: SourceLimiter::new(
                 limits.new_flows_per_ip,
                 limits.new_flows_burst,
@@ -262,20 +272,38 @@ impl Router {
         ingress: u16,
         data: &[u8],
     ) -> ClientAction {
+        // First, and cheap: a hash lookup per prefix length in the lists.
+        let refused = {
+            let (flows, access) = (&self.flows, &self.access);
+            access.check(client.ip(), now, || is_peer(flows, &client))
+        };
+        if let Err(r) = refused {
+            let reason = match r {
+                Refusal::Denied => DropReason::Denied,
+                Refusal::Banned => DropReason::Banned,
+            };
+            return self.drop_client(client, reason);
+        }
         if !self.datagram_limiter.allow(client.ip(), now) && !self.is_peer(&client) {
-            return self.drop_from_client(DropReason::SourceRateLimited);
+            return self.drop_client(client, DropReason::SourceRateLimited);
         }
         let msg = match scan(data) {
             Scan::Sip(v) => v,
             Scan::Keepalive => return self.client_keepalive(now, client),
-            Scan::Invalid(e) => return self.drop_from_client(e.into()),
+            Scan::Invalid(e) => return self.drop_client(client, e.into()),
         };
+        if let Some(ua) = msg.user_agent
+            && self.access.is_scanner(ua)
+            && !self.is_peer(&client)
+        {
+            return self.drop_client(client, DropReason::Scanner);
+        }
         let (id, new_flow) = match self.flows.lookup_client(&client) {
             Some(id) => (id, false),
             None => match self.new_flow(now, client, ingress) {
                 Ok(id) => (id, true),
                 Err(DropReason::NoBackend) => return self.no_backend(now, &msg),
-                Err(r) => return self.drop_from_client(r),
+                Err(r) => return self.drop_client(client, r),
             },
         };
         let Some(home) = self.current_home(id, msg.is_method(b"REGISTER")) else {
@@ -299,9 +327,14 @@ impl Router {
                     // Pinned for a transaction only: the pin becomes a dialog when the
                     // backend answers (1xx/2xx), so a client cannot fill the table with
                     // INVITEs nobody answers.
-                    let Some(relay_port) = self.flows.get(id).map(|f| f.relay_port) else {
-                        return self.drop_from_client(DropReason::NoFlow);
+                    let Some((relay_port, pins, peer)) =
+                        self.flows.get(id).map(|f| (f.relay_port, f.pins, f.peer))
+                    else {
+                        return self.drop_client(client, DropReason::NoFlow);
                     };
+                    if peer.is_none() && pins >= self.max_pins_per_flow {
+                        return self.drop_client(client, DropReason::PinQuota);
+                    }
                     let d = Dialog {
                         backend: home,
                         expires: now + self.settings.transaction,
@@ -313,7 +346,10 @@ impl Router {
                         if new_flow {
                             self.abort_flow(id);
                         }
-                        return self.drop_from_client(DropReason::DialogTableFull);
+                        return self.drop_client(client, DropReason::DialogTableFull);
+                    }
+                    if let Some(f) = self.flows.get_mut(id) {
+                        f.pins += 1;
                     }
                     self.dialog_changed(key, None, &d, true);
                 }
@@ -324,7 +360,7 @@ impl Router {
             relay_port, peer, ..
         }) = self.touch(id, now)
         else {
-            return self.drop_from_client(DropReason::NoFlow);
+            return self.drop_client(client, DropReason::NoFlow);
         };
         self.counters
             .forwarded(backend.index(), Direction::ToBackend, data.len());
@@ -549,9 +585,16 @@ impl Router {
         self.counters.drop(DropReason::SendFailed);
     }
 
-    /// Count a stateless 503 sent because no backend was up.
-    pub fn replied_503(&mut self) {
+    /// A stateless 503 for a [`ClientAction::Reject503`] is about to be sent: takes its
+    /// token from the `reply_503_rate` budget (false: none left, do not send) and
+    /// counts it.
+    pub fn replied_503(&mut self, now: Instant) -> bool {
+        if !self.reply_budget.take(now) {
+            self.counters.replies_503_suppressed += 1;
+            return false;
+        }
         self.counters.replies_503 += 1;
+        true
     }
 
     /// Count a relay socket that could not be opened for a new flow.
@@ -560,8 +603,9 @@ impl Router {
         self.counters.drop(DropReason::BindFailed);
     }
 
-    fn drop_from_client(&mut self, r: DropReason) -> ClientAction {
+    fn drop_client(&mut self, client: SocketAddr, r: DropReason) -> ClientAction {
         self.counters.drop(r);
+        self.top_drops.add(source_key(client.ip()));
         ClientAction::Drop(r)
     }
 
@@ -570,7 +614,9 @@ impl Router {
         if !self.settings.reply_503 || !msg.is_request() || msg.is_method(b"ACK") {
             return ClientAction::Drop(DropReason::NoBackend);
         }
-        if !self.reply_budget.take(now) {
+        // Only a peek: the shell takes the token when it sends ([`Router::replied_503`]),
+        // so requests whose 503 would be too large to send do not use up the budget.
+        if !self.reply_budget.available(now) {
             self.counters.replies_503_suppressed += 1;
             return ClientAction::Drop(DropReason::NoBackend);
         }

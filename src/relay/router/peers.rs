@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use super::{Router, RouterConfig};
 use crate::relay::backends::BackendId;
-use crate::relay::flows::Flow;
+use crate::relay::flows::{Flow, FlowTable};
 use crate::relay::port::{RelayPort, endpoint_of};
 
 /// A static peer as the router needs it.
@@ -44,6 +44,7 @@ impl Router {
                 mirrored: false,
                 sync_gen: 0,
                 dialogs: 0,
+                pins: 0,
                 peer: Some(i as u16),
                 answered: true,
             };
@@ -69,9 +70,13 @@ impl Router {
 
     /// A static peer's address (exempt from per-source limits: a trusted trunk).
     pub(super) fn is_peer(&self, client: &SocketAddr) -> bool {
-        self.flows
-            .lookup_client(client)
-            .and_then(|id| self.flows.get(id))
-            .is_some_and(|f| f.peer.is_some())
+        is_peer(&self.flows, client)
     }
+}
+
+pub(super) fn is_peer(flows: &FlowTable, client: &SocketAddr) -> bool {
+    flows
+        .lookup_client(client)
+        .and_then(|id| flows.get(id))
+        .is_some_and(|f| f.peer.is_some())
 }

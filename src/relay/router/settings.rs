@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use crate::config::{Config, Failback, Limits, StaticPeer};
+use crate::config::{Access, Config, Failback, Limits, StaticPeer};
 use crate::relay::port::RelaySpace;
 
 /// Settings the router needs, taken from [`Config`].
@@ -59,6 +59,8 @@ pub struct RouterConfig {
     pub sip: Vec<SocketAddr>,
     /// The relay addresses (a peer's endpoint is one of them).
     pub relay: Vec<IpAddr>,
+    /// Allow/deny lists, ban table size, scanner User-Agents.
+    pub access: Access,
 }
 
 impl RouterConfig {
@@ -72,6 +74,7 @@ impl RouterConfig {
             peers: cfg.peers.clone(),
             sip: cfg.listen.sip.clone(),
             relay: cfg.listen.relay.clone(),
+            access: cfg.access.clone(),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Table-driven tests of the routing decision, with virtual time.
 
+mod admission;
 mod lifetime;
 mod peers;
 
