@@ -28,6 +28,23 @@ impl fmt::Display for Config {
                 b.name, b.addr
             )?;
         }
+        for p in &self.peers {
+            let q = |v: &[String]| {
+                v.iter()
+                    .map(|x| format!("\"{x}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let addrs: Vec<String> = p.addrs.iter().map(|a| a.to_string()).collect();
+            write!(
+                f,
+                "\n[[peer]]\nname = \"{}\"\naddr = [{}]\nrelay = \"{}\"\nbackends = [{}]\n",
+                p.name,
+                q(&addrs),
+                p.relay,
+                q(&p.backends)
+            )?;
+        }
         let fb = match self.failback {
             Failback::Never => "never",
             Failback::OnRegister => "on-register",
