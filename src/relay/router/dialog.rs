@@ -103,9 +103,10 @@ impl Router {
     }
 }
 
-/// An expired entry the client opened no longer counts against its flow's quota.
+/// An expired entry the client opened, that no backend answered, no longer counts
+/// against its flow's quota.
 pub(super) fn unpin(flows: &mut FlowTable, d: &Dialog) {
-    if d.opener != Side::Client {
+    if !d.awaiting {
         return;
     }
     if let Some(f) = flows.lookup_port(d.flow).and_then(|id| flows.get_mut(id)) {

@@ -341,6 +341,7 @@ impl Router {
                         span: Span::Transaction,
                         opener: Side::Client,
                         flow: relay_port,
+                        awaiting: true,
                     };
                     if self.dialogs.pin(key, d).is_err() {
                         if new_flow {
@@ -527,6 +528,13 @@ impl Router {
                 d.backend = backend;
             }
             refresh(d, msg, now, &self.settings, Side::Backend);
+            if d.awaiting && !msg.is_request() {
+                // A backend answered the client's request: no longer a stranger's pin.
+                d.awaiting = false;
+                if let Some(f) = self.flows.get_mut(id) {
+                    f.pins = f.pins.saturating_sub(1);
+                }
+            }
             let after = *d;
             self.dialog_changed(key, Some(&before), &after, true);
         } else if msg.is_request() {
@@ -541,6 +549,7 @@ impl Router {
                 span: Span::Transaction,
                 opener: Side::Backend,
                 flow: relay_port,
+                awaiting: false,
             };
             self.dialogs
                 .pin(key, d)

@@ -201,6 +201,7 @@ impl Router {
                     span,
                     opener,
                     flow,
+                    awaiting: false,
                 };
                 match self.dialogs.pin(key, d) {
                     // The mirrored flow is held by the peer's dialogs too, so it

@@ -202,6 +202,20 @@ fn a_flow_opens_at_most_its_quota_of_pins() {
 }
 
 #[test]
+fn answered_calls_do_not_count_against_the_pin_quota() {
+    // A PBX on one flow places many calls at once: each is answered, none is refused.
+    let t0 = Instant::now();
+    let mut r = router(&config("[limits]\nmax_pins_per_flow = 3"));
+    let pbx = "198.51.100.9:5060";
+    for i in 0..50 {
+        let cid = format!("call{i}");
+        let (port, b) = client(&mut r, t0, pbx, &req("INVITE", &cid));
+        r.from_backend(t0, port, addr_of(b), &resp(100, &cid, "INVITE", ""));
+    }
+    assert_eq!(r.counters().dropped(DropReason::PinQuota), 0);
+}
+
+#[test]
 fn a_peer_is_exempt_from_the_pin_quota() {
     let t0 = Instant::now();
     let mut cfg = with_access("");
