@@ -72,6 +72,24 @@ fn main() -> ExitCode {
                 CtlAction::Disable { name } => ctl::set_admin(&target, &name, "disable"),
                 CtlAction::Flows { client, limit } => ctl::flows(&target, client, limit),
                 CtlAction::Peers => ctl::peers(&target),
+                CtlAction::Capture {
+                    client,
+                    call_id,
+                    backend,
+                    seconds,
+                    max,
+                    pcap,
+                } => ctl::capture(
+                    &target,
+                    &ctl::CaptureArgs {
+                        client,
+                        call_id,
+                        backend,
+                        seconds,
+                        max,
+                    },
+                    pcap.as_deref(),
+                ),
             };
             match r {
                 Ok(()) => ExitCode::SUCCESS,
