@@ -40,6 +40,13 @@ impl Shell {
             Scan::Sip(v) => v.call_id,
             _ => &[],
         };
+        let hep_wants = self
+            .hep
+            .as_ref()
+            .is_some_and(|h| h.selector.wants(call_id, client.ip(), backend.ip()));
+        if !hep_wants && self.live.is_empty() {
+            return;
+        }
         let (Some(&public), Some(relay)) = (
             self.cfg.listen.sip.get(usize::from(ingress)),
             socket_addr(&self.cfg.listen.relay, relay),
@@ -68,12 +75,9 @@ impl Shell {
                 data,
             );
         }
-        let Some(hep) = self.hep.as_mut() else {
+        let Some(hep) = self.hep.as_mut().filter(|_| hep_wants) else {
             return;
         };
-        if !hep.selector.wants(call_id, client.ip(), backend.ip()) {
-            return;
-        }
         let sel = hep.selector.legs;
         for (leg, src, dst) in legs {
             let on = match leg {
@@ -97,7 +101,11 @@ impl Shell {
     /// A reply sipfront sent itself (a stateless 503): client leg only; to HEP with
     /// `include_local`, and to live captures.
     pub(super) fn tap_local(&mut self, ingress: u16, client: SocketAddr, data: &[u8]) {
-        if self.hep.is_none() && self.live.is_empty() {
+        let hep_on = self
+            .hep
+            .as_ref()
+            .is_some_and(|h| h.include_local() && h.selector.legs.client);
+        if !hep_on && self.live.is_empty() {
             return;
         }
         let Some(&public) = self.cfg.listen.sip.get(usize::from(ingress)) else {
@@ -119,12 +127,9 @@ impl Shell {
                 data,
             );
         }
-        let Some(hep) = self.hep.as_mut() else {
+        let Some(hep) = self.hep.as_mut().filter(|_| hep_on) else {
             return;
         };
-        if !hep.include_local() || !hep.selector.legs.client {
-            return;
-        }
         if !hep.selector.wants(call_id, client.ip(), client.ip()) {
             return;
         }
