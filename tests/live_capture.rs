@@ -1,6 +1,7 @@
 //! `sipfront ctl capture` (live capture through the admin API): a call captured by Call-ID
 //! into a pcap file that tshark decodes as SIP on both legs in the order they travelled;
-//! a text capture by client; no token -> 401; a fifth concurrent capture -> 429.
+//! a text capture by client; no token -> 401; a fifth concurrent capture -> 429, and a
+//! reader that goes away frees its place.
 //!
 //! Ports: SIP 127.0.47.1:47060, relay 127.0.47.2 ports 19500-19539, backend
 //! 127.0.0.1:47070, clients 127.0.47.3:47080 and 127.0.47.4:47081, admin 127.0.47.1:47091.
@@ -206,7 +207,7 @@ fn live_capture_pcap_text_token_and_limit() {
                 &dir,
                 &format!("ctl-busy{i}"),
                 &token_file,
-                &["--call-id", "none", "--seconds", "3"],
+                &["--call-id", "none", "--seconds", "6"],
             )
         })
         .collect();
@@ -226,6 +227,33 @@ fn live_capture_pcap_text_token_and_limit() {
     ]);
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stderr.contains("429"), "{r:?}");
+    // A reader that goes away frees its place at once (the next heartbeat fails), long
+    // before its 6 s are up.
+    let killed = std::time::Instant::now();
+    four[0].signal("KILL");
+    let freed = wait_until(Duration::from_secs(3), || {
+        run_sipfront(&[
+            "ctl",
+            "--admin",
+            ADMIN,
+            "--token-file",
+            tok,
+            "capture",
+            "--call-id",
+            "none",
+            "--seconds",
+            "1",
+        ])
+        .code
+            == 0
+    });
+    assert!(freed, "no capture accepted after a reader was killed");
+    assert!(
+        killed.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        killed.elapsed()
+    );
+    four.remove(0);
     for p in &mut four {
         let s = p.wait_timeout(Duration::from_secs(10)).expect("ends");
         assert!(s.success(), "{}", p.log_text());

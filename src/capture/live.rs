@@ -267,7 +267,8 @@ pub fn write_text(w: &mut impl Write, f: &Frame<'_>) -> io::Result<()> {
         f.payload.len()
     )?;
     let text = String::from_utf8_lossy(f.payload);
-    for line in text.split_inclusive('\n') {
+    // One blank line after each message, whatever it ends with.
+    for line in text.trim_end_matches(['\r', '\n']).split_inclusive('\n') {
         let line = line.trim_end_matches(['\r', '\n']);
         writeln!(w, "{line}")?;
     }
