@@ -100,4 +100,28 @@ pub enum CtlAction {
         #[arg(long, default_value_t = 10)]
         limit: usize,
     },
+    /// Stream a live capture of both legs (client <-> public address, relay endpoint <->
+    /// backend) for one client, Call-ID or backend: as text (sngrep's raw view) or, with
+    /// --pcap, to a pcap file for tshark/Wireshark. Criteria given together must all match.
+    #[command(group(clap::ArgGroup::new("filter").required(true).multiple(true)))]
+    Capture {
+        /// The client's address as sipfront sees it: IP or IP:PORT.
+        #[arg(long, value_name = "IP[:PORT]", group = "filter")]
+        client: Option<String>,
+        /// One call's (or registration's) Call-ID.
+        #[arg(long, value_name = "ID", group = "filter")]
+        call_id: Option<String>,
+        /// Everything relayed to and from this backend.
+        #[arg(long, value_name = "NAME", group = "filter")]
+        backend: Option<String>,
+        /// Stop after this many seconds (at most 300).
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Stop after this many datagrams (a datagram counts once per leg; at most 100000).
+        #[arg(long, default_value_t = 1000)]
+        max: u64,
+        /// Write a pcap file (IPv4/IPv6 + UDP headers synthesized) instead of text.
+        #[arg(long, value_name = "FILE")]
+        pcap: Option<PathBuf>,
+    },
 }

@@ -20,8 +20,28 @@ fn http_body(
     path: &str,
     body: Option<&Value>,
 ) -> anyhow::Result<(u16, String)> {
+    let mut res = send(t, method, path, body)?;
+    let code = res.status().as_u16();
+    let body = res
+        .body_mut()
+        .with_config()
+        .limit(u64::MAX)
+        .read_to_vec()
+        .context("reading the admin API's answer")?;
+    Ok((code, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// Sends one HTTP/1.1 request (with an optional JSON body); the response with its body
+/// unread.
+fn send(
+    t: &Target,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> anyhow::Result<ureq::http::Response<ureq::Body>> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_connect(Some(Duration::from_secs(3)))
+        // A capture streams for minutes, with a heartbeat each second.
         .timeout_per_read(Some(Duration::from_secs(10)))
         // The status is ours to report (401 and 404 have their own messages).
         .http_status_as_error(false)
@@ -43,7 +63,7 @@ fn http_body(
         ),
         None => agent.run(req.body(())?),
     };
-    let mut res = sent.map_err(|e| {
+    sent.map_err(|e| {
         let unreachable = match &e {
             Error::Timeout(ureq::Timeout::Connect) | Error::ConnectionFailed => true,
             Error::Io(e) => matches!(
@@ -64,15 +84,7 @@ fn http_body(
         } else {
             e.context(format!("admin API at {}", t.admin))
         }
-    })?;
-    let code = res.status().as_u16();
-    let body = res
-        .body_mut()
-        .with_config()
-        .limit(u64::MAX)
-        .read_to_vec()
-        .context("reading the admin API's answer")?;
-    Ok((code, String::from_utf8_lossy(&body).into_owned()))
+    })
 }
 
 fn json(t: &Target, method: &str, path: &str) -> anyhow::Result<Value> {
@@ -81,6 +93,11 @@ fn json(t: &Target, method: &str, path: &str) -> anyhow::Result<Value> {
 
 fn json_body(t: &Target, method: &str, path: &str, send: Option<&Value>) -> anyhow::Result<Value> {
     let (code, body) = http_body(t, method, path, send)?;
+    check(code, body)
+}
+
+/// The body as JSON when `code` is 2xx; else the API's error as a message.
+fn check(code: u16, body: String) -> anyhow::Result<Value> {
     let v: Value = serde_json::from_str(&body).unwrap_or(Value::String(body.clone()));
     if !(200..300).contains(&code) {
         let msg = v
@@ -297,6 +314,95 @@ pub fn top(t: &Target, limit: usize) -> anyhow::Result<()> {
             r.get("source").and_then(Value::as_str).unwrap_or("-"),
             r.get("flows").and_then(Value::as_u64).unwrap_or(0)
         );
+    }
+    Ok(())
+}
+
+pub struct CaptureArgs {
+    pub client: Option<String>,
+    pub call_id: Option<String>,
+    pub backend: Option<String>,
+    pub seconds: u64,
+    pub max: u64,
+}
+
+/// Percent-encodes a query value (Call-IDs hold `@`, `+`, `%`, `&`...).
+fn query_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `sipfront ctl capture`: streams `/api/v1/capture` to stdout as text, or to a pcap file.
+pub fn capture(t: &Target, a: &CaptureArgs, pcap: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use sipfront::capture::live::{self, Item};
+    use std::io::Write;
+
+    let mut path = format!("/api/v1/capture?seconds={}&max={}", a.seconds, a.max);
+    for (k, v) in [
+        ("client", &a.client),
+        ("call_id", &a.call_id),
+        ("backend", &a.backend),
+    ] {
+        if let Some(v) = v {
+            path.push_str(&format!("&{k}={}", query_value(v)));
+        }
+    }
+    let res = send(t, "GET", &path, None)?;
+    let code = res.status().as_u16();
+    if code != 200 {
+        let body = res.into_body().read_to_string().unwrap_or_default();
+        check(code, body)?;
+        bail!("HTTP {code}");
+    }
+    let mut out: Box<dyn Write> = match pcap {
+        Some(p) => {
+            let mut f = std::fs::File::create(p)
+                .with_context(|| format!("cannot create {}", p.display()))?;
+            f.write_all(&live::pcap_header())?;
+            Box::new(io::BufWriter::new(f))
+        }
+        None => Box::new(io::BufWriter::new(io::stdout().lock())),
+    };
+    let mut reader = res.into_body().into_reader();
+    let mut body = Vec::new();
+    let mut rec = Vec::new();
+    let mut n = 0u64;
+    let mut ended = false;
+    while live::read_frame(&mut reader, &mut body).context("reading the capture stream")? {
+        match live::decode(&body) {
+            Some(Item::Heartbeat) => {}
+            Some(Item::Datagram(f)) => {
+                n += 1;
+                if pcap.is_some() {
+                    rec.clear();
+                    live::pcap_record(&f, &mut rec);
+                    out.write_all(&rec)?;
+                } else {
+                    live::write_text(&mut out, &f)?;
+                }
+                // Each datagram on disk (or screen) at once: Ctrl-C keeps what came.
+                out.flush()?;
+            }
+            Some(Item::Note(text)) => {
+                eprintln!("{text}");
+                ended = true;
+            }
+            None => bail!("the capture stream is malformed (a different sipfront version?)"),
+        }
+    }
+    out.flush()?;
+    if !ended {
+        bail!("the capture stream ended early after {n} datagrams");
+    }
+    if let Some(p) = pcap {
+        eprintln!("{n} datagrams written to {}", p.display());
     }
     Ok(())
 }

@@ -76,6 +76,24 @@ fn main() -> ExitCode {
                 CtlAction::Unban { cidr } => ctl::unban(&target, &cidr),
                 CtlAction::Bans => ctl::bans(&target),
                 CtlAction::Top { limit } => ctl::top(&target, limit),
+                CtlAction::Capture {
+                    client,
+                    call_id,
+                    backend,
+                    seconds,
+                    max,
+                    pcap,
+                } => ctl::capture(
+                    &target,
+                    &ctl::CaptureArgs {
+                        client,
+                        call_id,
+                        backend,
+                        seconds,
+                        max,
+                    },
+                    pcap.as_deref(),
+                ),
             };
             match r {
                 Ok(()) => ExitCode::SUCCESS,

@@ -15,6 +15,7 @@ have keepalived || missing+=(keepalived)
 have nft        || missing+=(nftables)
 have ip         || missing+=(iproute2)
 have tcpdump    || missing+=(tcpdump)
+have tshark     || missing+=(tshark)
 [ -x /usr/bin/kill ] || missing+=(procps)
 have curl       || missing+=(curl)
 have systemd-analyze || missing+=(systemd)
@@ -31,6 +32,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
         $SUDO chmod +x /usr/sbin/policy-rc.d
         trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
     fi
+    # tshark's wireshark-common asks whether non-root users may capture: answer no,
+    # without a prompt.
+    echo "wireshark-common wireshark-common/install-setuid boolean false" \
+        | $SUDO debconf-set-selections 2>/dev/null || true
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 # cargo-deb builds the .deb that tests/deploy.rs inspects (~1.5 min to install).

@@ -7,6 +7,9 @@
 //! - Without a token the API is read-only: changing calls answer 403, so a browser page
 //!   (CSRF) or another local user cannot drain a backend.
 //!
+//! `/api/v1/capture` streams a live capture (see [`crate::capture::live`]): a chunked body
+//! of frames, bounded in time and frames, at most a few at once (429 beyond).
+//!
 //! The token is shared with the SIGHUP reload ([`Token`]): a new one applies at once.
 //! Connections are capped and timed out ([`conn`]).
 
@@ -73,6 +76,7 @@ pub fn routes(state: AdminState) -> HttpRouter {
         .route("/api/v1/status", get(status))
         .route("/api/v1/flows", get(flows))
         .route("/api/v1/peers", get(peers))
+        .route("/api/v1/capture", get(capture))
         .route("/api/v1/backends/{name}/{action}", post(backend_action))
         .route("/api/v1/bans", get(bans::list).post(bans::add))
         .route("/api/v1/bans/{*cidr}", delete(bans::remove))
@@ -268,4 +272,148 @@ async fn backend_action(
         Ok(false) => error(StatusCode::NOT_FOUND, &format!("no backend named `{name}`")),
         Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "dataplane not running"),
     }
+}
+
+#[derive(Deserialize)]
+struct CaptureQuery {
+    client: Option<String>,
+    call_id: Option<String>,
+    backend: Option<String>,
+    seconds: Option<u64>,
+    max: Option<u64>,
+}
+
+/// A live capture: registers a subscription with the dataplane and streams its frames,
+/// a heartbeat each second, and a last note; ends at the time or frame bound, or when
+/// the client goes away (the body is dropped, which closes the subscription's queue).
+async fn capture(State(s): State<AdminState>, Query(q): Query<CaptureQuery>) -> Response {
+    use crate::capture::live::{self, Filter, Refused, Subscription};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    let mut filter = Filter::default();
+    if let Some(c) = q.client.as_deref().filter(|c| !c.is_empty()) {
+        let Some((ip, port)) = Filter::parse_client(c) else {
+            return error(StatusCode::BAD_REQUEST, "client: expected IP or IP:PORT");
+        };
+        filter.client_ip = Some(ip);
+        filter.client_port = port;
+    }
+    filter.call_id = q
+        .call_id
+        .filter(|c| !c.is_empty())
+        .map(|c| c.into_bytes().into_boxed_slice());
+    let backend = q.backend.filter(|b| !b.is_empty());
+    if filter.is_empty() && backend.is_none() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "give client, call_id or backend (a capture of everything is what [hep] is for)",
+        );
+    }
+    let seconds = q.seconds.unwrap_or(live::DEFAULT_SECONDS);
+    if seconds == 0 || seconds > live::MAX_SECONDS {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("seconds: 1 to {}", live::MAX_SECONDS),
+        );
+    }
+    let max = q.max.unwrap_or(live::DEFAULT_MAX);
+    if max == 0 || max > live::MAX_MAX {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("max: 1 to {}", live::MAX_MAX),
+        );
+    }
+    let until = std::time::Instant::now() + Duration::from_secs(seconds);
+    let (tx, rx) = mpsc::channel(live::QUEUE);
+    let dropped = Arc::new(AtomicU64::new(0));
+    let (reply, answer) = oneshot::channel();
+    let msg = Control::Capture {
+        sub: Subscription {
+            filter,
+            until,
+            remaining: max,
+            tx,
+            dropped: dropped.clone(),
+        },
+        backend,
+        reply,
+    };
+    if s.control.send(msg).await.is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "dataplane not running");
+    }
+    match answer.await {
+        Ok(Ok(())) => {}
+        Ok(Err(Refused::Busy)) => {
+            return error(
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!(
+                    "{} captures are running already; try again later",
+                    live::MAX_SUBSCRIPTIONS
+                ),
+            );
+        }
+        Ok(Err(Refused::NoBackend(n))) => {
+            return error(StatusCode::NOT_FOUND, &format!("no backend named `{n}`"));
+        }
+        Err(_) => return error(StatusCode::SERVICE_UNAVAILABLE, "dataplane not running"),
+    }
+    struct St {
+        rx: mpsc::Receiver<Vec<u8>>,
+        tick: tokio::time::Interval,
+        until: tokio::time::Instant,
+        frames: u64,
+        max: u64,
+        dropped: Arc<AtomicU64>,
+    }
+    impl St {
+        fn end(&self, why: &str) -> Vec<u8> {
+            live::note(&format!(
+                "capture ended ({why}): {} datagrams, {} dropped",
+                self.frames,
+                self.dropped.load(Ordering::Relaxed)
+            ))
+        }
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let st = St {
+        rx,
+        tick,
+        until: tokio::time::Instant::from_std(until),
+        frames: 0,
+        max,
+        dropped,
+    };
+    let body = futures_util::stream::unfold(Some(st), |st| async move {
+        let mut st = st?;
+        let chunk = tokio::select! {
+            biased;
+            f = st.rx.recv() => match f {
+                Some(f) => {
+                    st.frames += 1;
+                    f
+                }
+                None => {
+                    let why = if st.frames >= st.max { "max reached" } else { "closed" };
+                    let last = st.end(why);
+                    return Some((Ok::<_, std::convert::Infallible>(last), None));
+                }
+            },
+            () = tokio::time::sleep_until(st.until) => {
+                let last = st.end("time limit");
+                return Some((Ok(last), None));
+            }
+            _ = st.tick.tick() => live::HEARTBEAT.to_vec(),
+        };
+        Some((Ok(chunk), Some(st)))
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "application/vnd.sipfront.capture"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response()
 }

@@ -5,8 +5,11 @@
 //! - [`sender`]: the shell: a fixed ring of preallocated buffers, a bounded queue and a sender
 //!   thread with a connected UDP socket; the dataplane only encodes and hands over, never
 //!   blocks, and counts a drop when no buffer is free.
+//! - [`live`]: `sipfront ctl capture`: a few filtered, bounded live captures streamed by
+//!   the admin endpoint (frames, pcap and text output).
 
 pub mod hep;
+pub mod live;
 pub mod select;
 pub mod sender;
 

@@ -1,11 +1,13 @@
 //! The capture hook: what the dataplane relays (and, optionally, what it answers itself)
 //! goes to the HEP exporter, on the client leg and the backend leg. The router knows
-//! nothing of it. Only with `[hep]`; allocation-free.
+//! nothing of it. HEP only with `[hep]`, allocation-free; live captures
+//! (`sipfront ctl capture`) copy what they match, and cost one check when none runs.
 
 use std::net::SocketAddr;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use super::Shell;
+use crate::capture::live;
 use crate::capture::sender::Leg;
 use crate::relay::RelayPort;
 use crate::relay::port::socket_addr;
@@ -20,7 +22,8 @@ pub(super) enum Way {
 
 impl Shell {
     /// A datagram relayed between `client` (via public socket `ingress`) and `backend`
-    /// (via relay endpoint `relay`): exported on both legs, in the order it travelled.
+    /// (via relay endpoint `relay`): exported on both legs, in the order it travelled,
+    /// and offered to live captures.
     pub(super) fn tap(
         &mut self,
         way: Way,
@@ -30,14 +33,18 @@ impl Shell {
         backend: SocketAddr,
         data: &[u8],
     ) {
-        let Some(hep) = self.hep.as_mut() else {
+        if self.hep.is_none() && self.live.is_empty() {
             return;
-        };
+        }
         let call_id = match scan(data) {
             Scan::Sip(v) => v.call_id,
             _ => &[],
         };
-        if !hep.selector.wants(call_id, client.ip(), backend.ip()) {
+        let hep_wants = self
+            .hep
+            .as_ref()
+            .is_some_and(|h| h.selector.wants(call_id, client.ip(), backend.ip()));
+        if !hep_wants && self.live.is_empty() {
             return;
         }
         let (Some(&public), Some(relay)) = (
@@ -46,55 +53,88 @@ impl Shell {
         ) else {
             return;
         };
-        let legs = hep.selector.legs;
         let now = SystemTime::now();
-        let client_leg = |src, dst| Leg {
-            src,
-            dst,
-            call_id,
-            data,
+        let legs = match way {
+            Way::ToBackend => [
+                (live::Leg::Client, client, public),
+                (live::Leg::Backend, relay, backend),
+            ],
+            Way::ToClient => [
+                (live::Leg::Backend, backend, relay),
+                (live::Leg::Client, public, client),
+            ],
         };
-        match way {
-            Way::ToBackend => {
-                if legs.client {
-                    hep.export(now, &client_leg(client, public));
-                }
-                if legs.backend {
-                    hep.export(now, &client_leg(relay, backend));
-                }
-            }
-            Way::ToClient => {
-                if legs.backend {
-                    hep.export(now, &client_leg(backend, relay));
-                }
-                if legs.client {
-                    hep.export(now, &client_leg(public, client));
-                }
+        if !self.live.is_empty() {
+            self.live.offer(
+                Instant::now(),
+                now,
+                client,
+                Some(backend),
+                call_id,
+                &legs,
+                data,
+            );
+        }
+        let Some(hep) = self.hep.as_mut().filter(|_| hep_wants) else {
+            return;
+        };
+        let sel = hep.selector.legs;
+        for (leg, src, dst) in legs {
+            let on = match leg {
+                live::Leg::Client => sel.client,
+                live::Leg::Backend => sel.backend,
+            };
+            if on {
+                hep.export(
+                    now,
+                    &Leg {
+                        src,
+                        dst,
+                        call_id,
+                        data,
+                    },
+                );
             }
         }
     }
 
-    /// A reply sipfront sent itself (a stateless 503): client leg only, with
-    /// `include_local`.
+    /// A reply sipfront sent itself (a stateless 503): client leg only; to HEP with
+    /// `include_local`, and to live captures.
     pub(super) fn tap_local(&mut self, ingress: u16, client: SocketAddr, data: &[u8]) {
-        let Some(hep) = self.hep.as_mut() else {
-            return;
-        };
-        if !hep.include_local() || !hep.selector.legs.client {
-            return;
-        }
-        let call_id = match scan(data) {
-            Scan::Sip(v) => v.call_id,
-            _ => &[],
-        };
-        if !hep.selector.wants(call_id, client.ip(), client.ip()) {
+        let hep_on = self
+            .hep
+            .as_ref()
+            .is_some_and(|h| h.include_local() && h.selector.legs.client);
+        if !hep_on && self.live.is_empty() {
             return;
         }
         let Some(&public) = self.cfg.listen.sip.get(usize::from(ingress)) else {
             return;
         };
+        let call_id = match scan(data) {
+            Scan::Sip(v) => v.call_id,
+            _ => &[],
+        };
+        let now = SystemTime::now();
+        if !self.live.is_empty() {
+            self.live.offer(
+                Instant::now(),
+                now,
+                client,
+                None,
+                call_id,
+                &[(live::Leg::Client, public, client)],
+                data,
+            );
+        }
+        let Some(hep) = self.hep.as_mut().filter(|_| hep_on) else {
+            return;
+        };
+        if !hep.selector.wants(call_id, client.ip(), client.ip()) {
+            return;
+        }
         hep.export(
-            SystemTime::now(),
+            now,
             &Leg {
                 src: public,
                 dst: client,

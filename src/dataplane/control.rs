@@ -11,6 +11,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use super::Shell;
+use crate::capture::live::{Refused, Subscription};
 use crate::config::{Cidr, Config};
 use crate::relay::AdminState;
 use crate::relay::top::source_name;
@@ -43,6 +44,12 @@ pub enum Control {
         client: Option<SocketAddr>,
         limit: usize,
         reply: oneshot::Sender<(usize, Vec<FlowInfo>)>,
+    },
+    /// Starts a live capture; `backend` (a name) narrows `sub.filter` to its address.
+    Capture {
+        sub: Subscription,
+        backend: Option<String>,
+        reply: oneshot::Sender<Result<(), Refused>>,
     },
     /// Refuse a prefix for a while (`Err`: the ban table is full).
     Ban {
@@ -198,6 +205,24 @@ pub(super) async fn serve(shell: Rc<RefCell<Shell>>, mut rx: mpsc::Receiver<Cont
                         .collect(),
                 };
                 let _ = reply.send(info);
+            }
+            Control::Capture {
+                mut sub,
+                backend,
+                reply,
+            } => {
+                let r = match backend {
+                    Some(name) => match s.router.backends().by_name(&name) {
+                        Some(id) => {
+                            sub.filter.backend = s.router.backends().get(id).map(|b| b.addr);
+                            Ok(())
+                        }
+                        None => Err(Refused::NoBackend(name)),
+                    },
+                    None => Ok(()),
+                };
+                let r = r.and_then(|()| s.live.add(sub, Instant::now()));
+                let _ = reply.send(r);
             }
         }
     }

@@ -37,6 +37,7 @@ use relays::relay_reactor;
 use tasks::{backend_addrs, housekeeping, probe_loop};
 
 use crate::capture::HepExporter;
+use crate::capture::live::Taps;
 use crate::config::Config;
 use crate::health::checker::Settings;
 use crate::health::prober::Prober;
@@ -111,6 +112,8 @@ pub(super) struct Shell {
     probe_wake: Rc<Notify>,
     /// HEP export (`[hep]`).
     hep: Option<HepExporter>,
+    /// Live captures (`sipfront ctl capture`); empty unless one runs.
+    live: Taps,
 }
 
 type Shared = Rc<RefCell<Shell>>;
@@ -212,6 +215,7 @@ async fn serve(
         batch: Some(Box::default()),
         probe_wake: Rc::new(Notify::new()),
         hep,
+        live: Taps::default(),
         cfg,
     }));
     for (i, sock) in public.into_iter().enumerate() {
