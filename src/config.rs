@@ -65,8 +65,95 @@ pub struct Listen {
     /// Relay addresses: each holds the whole `relay_ports` range.
     pub relay: Vec<IpAddr>,
     pub relay_ports: RangeInclusive<u16>,
+    /// Prefix mode (`relay_prefix` + `relay_port`): then `relay` is empty and
+    /// `relay_ports` unused.
+    pub relay_prefix: Option<RelayPrefix>,
     /// Forward CRLF keepalives to the backend instead of absorbing them.
     pub forward_keepalives: bool,
+}
+
+/// Prefix mode: a flow's relay endpoint is an address of `net/len` on one of `ports`.
+/// One wildcard socket per port receives for every address of the prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayPrefix {
+    /// The network address (host bits zero).
+    pub net: IpAddr,
+    pub len: u8,
+    pub ports: Vec<u16>,
+}
+
+impl RelayPrefix {
+    /// At most this many addresses of a prefix are used (an IPv4 /12): endpoint
+    /// tables are arrays over the addresses.
+    pub const MAX_ADDRS: u32 = 1 << 20;
+
+    fn host_bits(&self) -> u32 {
+        let total = if self.net.is_ipv4() { 32 } else { 128 };
+        total - u32::from(self.len)
+    }
+
+    /// Addresses used for flows: the whole prefix, capped at [`Self::MAX_ADDRS`].
+    pub fn addr_count(&self) -> u32 {
+        let bits = self.host_bits();
+        if bits >= 20 {
+            Self::MAX_ADDRS
+        } else {
+            1 << bits
+        }
+    }
+
+    fn base(&self) -> u128 {
+        match self.net {
+            IpAddr::V4(a) => u128::from(u32::from(a)),
+            IpAddr::V6(a) => u128::from(a),
+        }
+    }
+
+    /// Address `i` of the prefix (`i < addr_count()`).
+    pub fn nth(&self, i: u32) -> Option<IpAddr> {
+        if i >= self.addr_count() {
+            return None;
+        }
+        let v = self.base() + u128::from(i);
+        Some(match self.net {
+            IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::from(v as u32)),
+            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::from(v)),
+        })
+    }
+
+    /// Whether `ip` is inside the prefix.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let v = match (ip, self.net) {
+            (IpAddr::V4(a), IpAddr::V4(_)) => u128::from(u32::from(a)),
+            (IpAddr::V6(a), IpAddr::V6(_)) => u128::from(a),
+            _ => return false,
+        };
+        let bits = self.host_bits();
+        if bits >= 128 {
+            return true;
+        }
+        v >> bits == self.base() >> bits
+    }
+
+    /// The index of `ip` within the prefix, if it is one of the used addresses.
+    #[inline]
+    pub fn offset(&self, ip: IpAddr) -> Option<u32> {
+        if !self.contains(ip) {
+            return None;
+        }
+        let v = match ip {
+            IpAddr::V4(a) => u128::from(u32::from(a)),
+            IpAddr::V6(a) => u128::from(a),
+        };
+        let off = v - self.base();
+        u32::try_from(off).ok().filter(|&o| o < self.addr_count())
+    }
+}
+
+impl fmt::Display for RelayPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.net, self.len)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -315,9 +402,13 @@ enum TokenFile {
     KeepOnError,
 }
 
-/// Relay endpoints: every relay address holds the whole port range.
+/// Relay endpoints: every relay address holds the whole port range (port mode), or
+/// every address of the prefix each relay port (prefix mode).
 fn relay_endpoints(l: &Listen) -> usize {
-    l.relay_ports.len() * l.relay.len()
+    match &l.relay_prefix {
+        Some(p) => p.addr_count() as usize * p.ports.len(),
+        None => l.relay_ports.len() * l.relay.len(),
+    }
 }
 
 /// Deserializes with the key path kept, so errors read `listen.foo: unknown field`.
@@ -346,5 +437,7 @@ fn parse_toml(text: &str) -> Result<raw::Raw, ConfigError> {
     })
 }
 
+#[cfg(test)]
+mod prefix_tests;
 #[cfg(test)]
 mod tests;

@@ -13,8 +13,9 @@ use super::raw::{
 };
 use super::values::{Need, duration, parse_addr, socket_addr};
 use super::{
-    Admin, Backend, Config, ConfigError, EphemeralPorts, Failback, Health, Limits, Listen, Secret,
-    StaticPeer, SyncConfig, Timeouts, TokenFile, format_duration, invalid, parse_port_range,
+    Admin, Backend, Config, ConfigError, EphemeralPorts, Failback, Health, Limits, Listen,
+    RelayPrefix, Secret, StaticPeer, SyncConfig, Timeouts, TokenFile, format_duration, invalid,
+    parse_port_range,
 };
 
 impl Raw {
@@ -63,16 +64,137 @@ fn validate_listen(raw: Option<RawListen>, eph: &EphemeralPorts) -> Result<Liste
         }
         sip.push(a);
     }
+    let forward_keepalives = listen
+        .forward_keepalives
+        .unwrap_or(DEFAULT_FORWARD_KEEPALIVES);
+    if let Some(text) = listen.relay_prefix.as_deref() {
+        if listen.relay.is_some() || listen.relay_ports.is_some() {
+            return Err(invalid(
+                "listen.relay_prefix",
+                "set either listen.relay / relay_ports (port mode) or listen.relay_prefix / \
+                 relay_port (prefix mode), not both",
+            ));
+        }
+        let ports = match listen.relay_port.as_ref().map(|p| p.to_vec()) {
+            Some(Err(e)) => return Err(invalid("listen.relay_port", e)),
+            Some(Ok(v)) => Some(v),
+            None => None,
+        };
+        let prefix = validate_relay_prefix(text, ports, &sip, eph)?;
+        return Ok(Listen {
+            sip,
+            relay: Vec::new(),
+            relay_ports: 1..=0,
+            relay_prefix: Some(prefix),
+            forward_keepalives,
+        });
+    }
+    if listen.relay_port.is_some() {
+        return Err(invalid(
+            "listen.relay_port",
+            "only with listen.relay_prefix (prefix mode); port mode uses listen.relay_ports",
+        ));
+    }
     let relay = validate_relay(listen.relay.as_deref(), sip[0].ip())?;
     let relay_ports = validate_relay_ports(listen.relay_ports.as_deref(), &sip, &relay, eph)?;
     Ok(Listen {
         sip,
         relay,
         relay_ports,
-        forward_keepalives: listen
-            .forward_keepalives
-            .unwrap_or(DEFAULT_FORWARD_KEEPALIVES),
+        relay_prefix: None,
+        forward_keepalives,
     })
+}
+
+/// Relay ports per prefix at most: one socket each.
+const MAX_PREFIX_PORTS: usize = 16;
+
+/// `listen.relay_prefix` (an address/length) and `listen.relay_port` (one port or a
+/// short list): the relay sockets bind the wildcard address on those ports.
+fn validate_relay_prefix(
+    text: &str,
+    ports: Option<Vec<u16>>,
+    sip: &[SocketAddr],
+    eph: &EphemeralPorts,
+) -> Result<RelayPrefix, ConfigError> {
+    const KEY: &str = "listen.relay_prefix";
+    let (a, l) = text
+        .split_once('/')
+        .ok_or_else(|| invalid(KEY, format!("`{text}` is not ADDRESS/LENGTH")))?;
+    let net: IpAddr = parse_addr(KEY, a.trim())?;
+    let max_len = if net.is_ipv4() { 32 } else { 128 };
+    let len: u8 = l
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&n| n <= max_len)
+        .ok_or_else(|| invalid(KEY, format!("`{l}` is not a prefix length (0-{max_len})")))?;
+    let prefix = RelayPrefix {
+        net,
+        len,
+        ports: Vec::new(),
+    };
+    let host_bits = u32::from(max_len - len);
+    let v = match net {
+        IpAddr::V4(a) => u128::from(u32::from(a)),
+        IpAddr::V6(a) => u128::from(a),
+    };
+    if host_bits < 128 && v & ((1u128 << host_bits) - 1) != 0 {
+        return Err(invalid(
+            KEY,
+            format!("`{text}` has host bits set (write the network address)"),
+        ));
+    }
+    if net.is_unspecified() || net.is_multicast() || (len < 8 && net.is_ipv4()) {
+        return Err(invalid(
+            KEY,
+            format!("`{text}` is not a usable relay prefix"),
+        ));
+    }
+    if !sip.iter().any(|s| s.is_ipv4() == net.is_ipv4()) {
+        return Err(invalid(
+            KEY,
+            "mixed families: no listen.sip address of the prefix's IP family",
+        ));
+    }
+    if let Some(s) = sip.iter().find(|s| prefix.contains(s.ip())) {
+        return Err(invalid(
+            KEY,
+            format!("overlaps the listen.sip address {}", s.ip()),
+        ));
+    }
+    const PKEY: &str = "listen.relay_port";
+    let ports =
+        ports.ok_or_else(|| invalid(PKEY, "required with listen.relay_prefix (e.g. 5062)"))?;
+    if ports.is_empty() || ports.len() > MAX_PREFIX_PORTS {
+        return Err(invalid(
+            PKEY,
+            format!("needs 1 to {MAX_PREFIX_PORTS} ports"),
+        ));
+    }
+    for (i, &p) in ports.iter().enumerate() {
+        if p == 0 {
+            return Err(invalid(PKEY, "port 0 is not a usable relay port"));
+        }
+        if ports[..i].contains(&p) {
+            return Err(invalid(PKEY, format!("port {p} is listed twice")));
+        }
+        // The relay sockets bind the wildcard address: any SIP socket on the port clashes.
+        if sip.iter().any(|s| s.port() == p) {
+            return Err(invalid(PKEY, format!("port {p} is a listen.sip port")));
+        }
+        if eph.first_conflict(&(p..=p)).is_some() {
+            return Err(invalid(
+                PKEY,
+                format!(
+                    "port {p} is in the kernel's ephemeral range {}-{}; any socket could take it",
+                    eph.range.start(),
+                    eph.range.end()
+                ),
+            ));
+        }
+    }
+    Ok(RelayPrefix { ports, ..prefix })
 }
 
 /// Relay addresses default to the first SIP address; a flow's endpoint stores the
@@ -224,6 +346,18 @@ fn validate_limits(l: RawLimits, listen: &Listen) -> Result<Limits, ConfigError>
     if max_flows == 0 {
         return Err(invalid("limits.max_flows", "must be at least 1"));
     }
+    if max_flows > port_count
+        && let Some(p) = &listen.relay_prefix
+    {
+        return Err(invalid(
+            "listen.relay_prefix",
+            format!(
+                "{p} × {} relay port(s) holds {port_count} flows, fewer than \
+                 limits.max_flows = {max_flows}",
+                p.ports.len()
+            ),
+        ));
+    }
     if max_flows > port_count {
         return Err(invalid(
             "limits.max_flows",
@@ -331,7 +465,23 @@ fn validate_peers(
             addrs.push(a);
         }
         let relay = socket_addr(&key("relay"), &p.relay, Need::Concrete)?;
-        if !listen.relay.contains(&relay.ip()) {
+        if let Some(pre) = &listen.relay_prefix {
+            if pre.offset(relay.ip()).is_none() {
+                return Err(invalid(
+                    key("relay"),
+                    format!(
+                        "{} is not an address of listen.relay_prefix {pre}",
+                        relay.ip()
+                    ),
+                ));
+            }
+            if !pre.ports.contains(&relay.port()) {
+                return Err(invalid(
+                    key("relay"),
+                    format!("port {} is not one of listen.relay_port", relay.port()),
+                ));
+            }
+        } else if !listen.relay.contains(&relay.ip()) {
             return Err(invalid(
                 key("relay"),
                 format!("{} is not one of the listen.relay addresses", relay.ip()),

@@ -143,7 +143,7 @@ pub struct RouterConfig {
     /// The public SIP addresses (a peer is reached from the first of its family).
     pub sip: Vec<SocketAddr>,
     /// The relay addresses (a peer's endpoint is one of them).
-    pub relay: Vec<std::net::IpAddr>,
+    pub relay: super::port::RelayAddrs,
 }
 
 impl RouterConfig {
@@ -156,7 +156,7 @@ impl RouterConfig {
             sync: cfg.sync.is_some(),
             peers: cfg.peers.clone(),
             sip: cfg.listen.sip.clone(),
-            relay: cfg.listen.relay.clone(),
+            relay: super::port::RelayAddrs::from_listen(&cfg.listen),
         }
     }
 }
@@ -255,7 +255,7 @@ impl Router {
     /// guarantee each endpoint is a relay address and unique).
     fn add_peers(&mut self, rc: &RouterConfig, now: Instant) {
         for (i, p) in rc.peers.iter().enumerate() {
-            let Some(relay_port) = super::port::endpoint_of(&rc.relay, p.relay) else {
+            let Some(relay_port) = rc.relay.endpoint_of(p.relay) else {
                 continue;
             };
             let client = p.addrs[0];
