@@ -84,7 +84,8 @@ fn validate_listen(raw: Option<RawListen>, eph: &EphemeralPorts) -> Result<Liste
         return Ok(Listen {
             sip,
             relay: Vec::new(),
-            relay_ports: 1..=0,
+            // Empty: prefix mode has no port range.
+            relay_ports: RangeInclusive::new(1, 0),
             relay_prefix: Some(prefix),
             forward_keepalives,
         });
