@@ -134,3 +134,76 @@ fn thirty_thousand_flows_without_a_socket_each() {
         t0.elapsed().as_secs_f64()
     );
 }
+
+/// The ICMP fast path works on the shared prefix socket as on a per-flow one: a
+/// datagram relayed (from a prefix address) to a dead backend bounces, the port
+/// unreachable marks it down at once (`reason="icmp"`), long before the next periodic
+/// probe, and the client's retransmission reaches the other backend.
+#[test]
+fn icmp_on_the_prefix_socket_finds_a_dead_backend_before_the_next_probe() {
+    let dir = TestDir::new("prefix-icmp");
+    let a = FakeBackend::start(24471, 24475..=24475);
+    let b = FakeBackend::start(24472, 24475..=24475);
+    let mut front = Sipfront::start(
+        &dir,
+        SipfrontConfig::new("127.0.0.1:24470", "1-1", "127.0.0.1:24473")
+            .prefix("127.17.0.0/24", "24475")
+            .backend("a", "127.0.0.1:24471")
+            .backend("b", "127.0.0.1:24472")
+            .extra("[health]\ninterval = \"10s\"\ntimeout = \"1s\"\nrise = 2\nfall = 2\n"),
+    );
+    let started = Instant::now();
+    let admin = front.cfg.admin;
+    let client = (24476..24490)
+        .map(|p| SipClient::bind(SocketAddr::from(([127, 0, 0, 1], p)), front.cfg.sip, "c"))
+        .find(|c| {
+            c.send(&c.request("OPTIONS", &format!("home-{}", c.local.port()), 1, ""));
+            let mut home = None;
+            wait_until(Duration::from_secs(5), || {
+                home = flow_backend(admin, c.local);
+                home.is_some()
+            });
+            home.as_deref() == Some("a")
+        })
+        .expect("one of 14 clients homed on a");
+    drop(a);
+    let req = client.request("OPTIONS", "after-death", 1, "");
+    let mut down = 1.0;
+    for _ in 0..8 {
+        client.send(&req);
+        down = front.wait_metric(
+            "sipfront_backend_up",
+            &[("backend", "a")],
+            Duration::from_millis(500),
+            |v| v == 0.0,
+        );
+        if down == 0.0 {
+            break;
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "too slow to tell; rerun"
+    );
+    assert_eq!(down, 0.0, "dead backend not found out by ICMP");
+    let text = front.metrics();
+    assert_eq!(
+        metric(
+            &text,
+            "sipfront_backend_transitions_total",
+            &[("backend", "a"), ("to", "down"), ("reason", "icmp")]
+        ),
+        1.0
+    );
+    client.send(&req);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut reached = false;
+    while !reached && Instant::now() < deadline {
+        if let Some((d, from)) = b.recv(Duration::from_millis(200)) {
+            reached = from.port() == 24475 && String::from_utf8_lossy(&d).contains("after-death");
+        }
+    }
+    assert!(reached, "the client's retransmission never reached b");
+    assert_eq!(flow_backend(admin, client.local).as_deref(), Some("b"));
+    front.assert_running();
+}

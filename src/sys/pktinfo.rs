@@ -195,4 +195,21 @@ mod tests {
             assert_eq!((&buf[..n], src), (&b"back"[..], dst));
         }
     }
+
+    #[test]
+    fn ipv6_reports_the_destination_and_sends_from_the_given_source() {
+        let rx = bind_wildcard(true, 0, 1 << 16).unwrap();
+        let port = rx.local_addr().unwrap().port();
+        let peer = StdUdpSocket::bind("[::1]:0").unwrap();
+        let dst = SocketAddr::from((Ipv6Addr::LOCALHOST, port));
+        peer.send_to(b"six", dst).unwrap();
+        let mut b = RecvBatch::default();
+        assert_eq!(b.recv(rx.as_raw_fd()).unwrap(), 1);
+        assert_eq!(b.destination(0), Some(dst.ip()));
+        let (_, from) = b.get(0).unwrap();
+        send_from(&rx, b"back", from, dst.ip()).unwrap();
+        let mut buf = [0u8; 16];
+        let (n, src) = peer.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], src), (&b"back"[..], dst));
+    }
 }
