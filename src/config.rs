@@ -13,6 +13,7 @@ mod display;
 mod duration;
 #[cfg(test)]
 mod keys;
+mod prefix;
 mod raw;
 mod validate;
 mod values;
@@ -20,6 +21,7 @@ mod vrrp;
 
 pub use defaults::*;
 pub use duration::{format_duration, parse_duration};
+pub use prefix::RelayPrefix;
 pub use vrrp::{Vip, Vrrp};
 
 /// A config problem: which key, and why.
@@ -70,90 +72,6 @@ pub struct Listen {
     pub relay_prefix: Option<RelayPrefix>,
     /// Forward CRLF keepalives to the backend instead of absorbing them.
     pub forward_keepalives: bool,
-}
-
-/// Prefix mode: a flow's relay endpoint is an address of `net/len` on one of `ports`.
-/// One wildcard socket per port receives for every address of the prefix.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RelayPrefix {
-    /// The network address (host bits zero).
-    pub net: IpAddr,
-    pub len: u8,
-    pub ports: Vec<u16>,
-}
-
-impl RelayPrefix {
-    /// At most this many addresses of a prefix are used (an IPv4 /12): endpoint
-    /// tables are arrays over the addresses.
-    pub const MAX_ADDRS: u32 = 1 << 20;
-
-    fn host_bits(&self) -> u32 {
-        let total = if self.net.is_ipv4() { 32 } else { 128 };
-        total - u32::from(self.len)
-    }
-
-    /// Addresses used for flows: the whole prefix, capped at [`Self::MAX_ADDRS`].
-    pub fn addr_count(&self) -> u32 {
-        let bits = self.host_bits();
-        if bits >= 20 {
-            Self::MAX_ADDRS
-        } else {
-            1 << bits
-        }
-    }
-
-    fn base(&self) -> u128 {
-        match self.net {
-            IpAddr::V4(a) => u128::from(u32::from(a)),
-            IpAddr::V6(a) => u128::from(a),
-        }
-    }
-
-    /// Address `i` of the prefix (`i < addr_count()`).
-    pub fn nth(&self, i: u32) -> Option<IpAddr> {
-        if i >= self.addr_count() {
-            return None;
-        }
-        let v = self.base() + u128::from(i);
-        Some(match self.net {
-            IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::from(v as u32)),
-            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::from(v)),
-        })
-    }
-
-    /// Whether `ip` is inside the prefix.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let v = match (ip, self.net) {
-            (IpAddr::V4(a), IpAddr::V4(_)) => u128::from(u32::from(a)),
-            (IpAddr::V6(a), IpAddr::V6(_)) => u128::from(a),
-            _ => return false,
-        };
-        let bits = self.host_bits();
-        if bits >= 128 {
-            return true;
-        }
-        v >> bits == self.base() >> bits
-    }
-
-    /// The index of `ip` within the prefix, if it is one of the used addresses.
-    #[inline]
-    pub fn offset(&self, ip: IpAddr) -> Option<u32> {
-        if !self.contains(ip) {
-            return None;
-        }
-        let v = match ip {
-            IpAddr::V4(a) => u128::from(u32::from(a)),
-            IpAddr::V6(a) => u128::from(a),
-        };
-        let off = v - self.base();
-        u32::try_from(off).ok().filter(|&o| o < self.addr_count())
-    }
-}
-
-impl fmt::Display for RelayPrefix {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.net, self.len)
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,9 +13,8 @@ use super::raw::{
 };
 use super::values::{Need, duration, parse_addr, socket_addr};
 use super::{
-    Admin, Backend, Config, ConfigError, EphemeralPorts, Failback, Health, Limits, Listen,
-    RelayPrefix, Secret, StaticPeer, SyncConfig, Timeouts, TokenFile, format_duration, invalid,
-    parse_port_range,
+    Admin, Backend, Config, ConfigError, EphemeralPorts, Failback, Health, Limits, Listen, Secret,
+    StaticPeer, SyncConfig, Timeouts, TokenFile, format_duration, invalid, parse_port_range,
 };
 
 impl Raw {
@@ -80,7 +79,7 @@ fn validate_listen(raw: Option<RawListen>, eph: &EphemeralPorts) -> Result<Liste
             Some(Ok(v)) => Some(v),
             None => None,
         };
-        let prefix = validate_relay_prefix(text, ports, &sip, eph)?;
+        let prefix = super::prefix::validate_relay_prefix(text, ports, &sip, eph)?;
         return Ok(Listen {
             sip,
             relay: Vec::new(),
@@ -105,97 +104,6 @@ fn validate_listen(raw: Option<RawListen>, eph: &EphemeralPorts) -> Result<Liste
         relay_prefix: None,
         forward_keepalives,
     })
-}
-
-/// Relay ports per prefix at most: one socket each.
-const MAX_PREFIX_PORTS: usize = 16;
-
-/// `listen.relay_prefix` (an address/length) and `listen.relay_port` (one port or a
-/// short list): the relay sockets bind the wildcard address on those ports.
-fn validate_relay_prefix(
-    text: &str,
-    ports: Option<Vec<u16>>,
-    sip: &[SocketAddr],
-    eph: &EphemeralPorts,
-) -> Result<RelayPrefix, ConfigError> {
-    const KEY: &str = "listen.relay_prefix";
-    let (a, l) = text
-        .split_once('/')
-        .ok_or_else(|| invalid(KEY, format!("`{text}` is not ADDRESS/LENGTH")))?;
-    let net: IpAddr = parse_addr(KEY, a.trim())?;
-    let max_len = if net.is_ipv4() { 32 } else { 128 };
-    let len: u8 = l
-        .trim()
-        .parse()
-        .ok()
-        .filter(|&n| n <= max_len)
-        .ok_or_else(|| invalid(KEY, format!("`{l}` is not a prefix length (0-{max_len})")))?;
-    let prefix = RelayPrefix {
-        net,
-        len,
-        ports: Vec::new(),
-    };
-    let host_bits = u32::from(max_len - len);
-    let v = match net {
-        IpAddr::V4(a) => u128::from(u32::from(a)),
-        IpAddr::V6(a) => u128::from(a),
-    };
-    if host_bits < 128 && v & ((1u128 << host_bits) - 1) != 0 {
-        return Err(invalid(
-            KEY,
-            format!("`{text}` has host bits set (write the network address)"),
-        ));
-    }
-    if net.is_unspecified() || net.is_multicast() || (len < 8 && net.is_ipv4()) {
-        return Err(invalid(
-            KEY,
-            format!("`{text}` is not a usable relay prefix"),
-        ));
-    }
-    if !sip.iter().any(|s| s.is_ipv4() == net.is_ipv4()) {
-        return Err(invalid(
-            KEY,
-            "mixed families: no listen.sip address of the prefix's IP family",
-        ));
-    }
-    if let Some(s) = sip.iter().find(|s| prefix.contains(s.ip())) {
-        return Err(invalid(
-            KEY,
-            format!("overlaps the listen.sip address {}", s.ip()),
-        ));
-    }
-    const PKEY: &str = "listen.relay_port";
-    let ports =
-        ports.ok_or_else(|| invalid(PKEY, "required with listen.relay_prefix (e.g. 5062)"))?;
-    if ports.is_empty() || ports.len() > MAX_PREFIX_PORTS {
-        return Err(invalid(
-            PKEY,
-            format!("needs 1 to {MAX_PREFIX_PORTS} ports"),
-        ));
-    }
-    for (i, &p) in ports.iter().enumerate() {
-        if p == 0 {
-            return Err(invalid(PKEY, "port 0 is not a usable relay port"));
-        }
-        if ports[..i].contains(&p) {
-            return Err(invalid(PKEY, format!("port {p} is listed twice")));
-        }
-        // The relay sockets bind the wildcard address: any SIP socket on the port clashes.
-        if sip.iter().any(|s| s.port() == p) {
-            return Err(invalid(PKEY, format!("port {p} is a listen.sip port")));
-        }
-        if eph.first_conflict(&(p..=p)).is_some() {
-            return Err(invalid(
-                PKEY,
-                format!(
-                    "port {p} is in the kernel's ephemeral range {}-{}; any socket could take it",
-                    eph.range.start(),
-                    eph.range.end()
-                ),
-            ));
-        }
-    }
-    Ok(RelayPrefix { ports, ..prefix })
 }
 
 /// Relay addresses default to the first SIP address; a flow's endpoint stores the
