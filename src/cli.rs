@@ -83,4 +83,21 @@ pub enum CtlAction {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
+    /// Refuse every datagram from a source (IP or CIDR prefix) for a while.
+    Ban {
+        /// e.g. 198.51.100.7, 198.51.100.0/24, 2001:db8:1:2::/64
+        cidr: String,
+        /// How long.
+        #[arg(long, default_value_t = 3600)]
+        seconds: u64,
+    },
+    /// Lift a ban (the exact prefix it was added with).
+    Unban { cidr: String },
+    /// The bans in force and the time each has left.
+    Bans,
+    /// The sources with the most dropped datagrams and the most flows.
+    Top {
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+    },
 }

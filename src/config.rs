@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod access;
 mod defaults;
 mod display;
 mod duration;
+mod hep;
 #[cfg(test)]
 mod keys;
 mod prefix;
@@ -19,8 +21,10 @@ mod validate;
 mod values;
 mod vrrp;
 
+pub use access::{Access, Cidr, DEFAULT_DROP_USER_AGENTS, DEFAULT_MAX_BANS, ip_bits};
 pub use defaults::*;
 pub use duration::{format_duration, parse_duration};
+pub use hep::{HepConfig, Legs};
 pub use prefix::RelayPrefix;
 pub use vrrp::{Vip, Vrrp};
 
@@ -87,6 +91,8 @@ pub struct Limits {
     /// Datagrams per second one source may send (token bucket refill), and its depth.
     pub datagrams_per_ip: u32,
     pub datagrams_burst: u32,
+    /// Dialog-table entries one (non-peer) flow may have opened at once.
+    pub max_pins_per_flow: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,6 +183,10 @@ pub struct Config {
     pub sync: Option<SyncConfig>,
     /// Trunks with fixed relay endpoints (`[[peer]]`).
     pub peers: Vec<StaticPeer>,
+    /// HEPv3 capture export; None = off.
+    pub hep: Option<HepConfig>,
+    /// Allow/deny lists, ban table size, scanner User-Agents.
+    pub access: Access,
 }
 
 /// `[[peer]]`: a carrier or PBX trunk. Its flow exists from start, never expires and

@@ -13,8 +13,13 @@ pub struct Target {
     pub token: Option<String>,
 }
 
-/// Sends one HTTP/1.1 request; returns (status, body).
-fn http(t: &Target, method: &str, path: &str) -> anyhow::Result<(u16, String)> {
+/// Sends one HTTP/1.1 request, with an optional JSON body; returns (status, body).
+fn http_body(
+    t: &Target,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> anyhow::Result<(u16, String)> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_connect(Some(Duration::from_secs(3)))
         .timeout_per_read(Some(Duration::from_secs(10)))
@@ -31,7 +36,14 @@ fn http(t: &Target, method: &str, path: &str) -> anyhow::Result<(u16, String)> {
     if let Some(tok) = &t.token {
         req = req.header("Authorization", format!("Bearer {tok}"));
     }
-    let mut res = agent.run(req.body(())?).map_err(|e| {
+    let sent = match body {
+        Some(b) => agent.run(
+            req.header("Content-Type", "application/json")
+                .body(serde_json::to_vec(b)?)?,
+        ),
+        None => agent.run(req.body(())?),
+    };
+    let mut res = sent.map_err(|e| {
         let unreachable = match &e {
             Error::Timeout(ureq::Timeout::Connect) | Error::ConnectionFailed => true,
             Error::Io(e) => matches!(
@@ -64,7 +76,11 @@ fn http(t: &Target, method: &str, path: &str) -> anyhow::Result<(u16, String)> {
 }
 
 fn json(t: &Target, method: &str, path: &str) -> anyhow::Result<Value> {
-    let (code, body) = http(t, method, path)?;
+    json_body(t, method, path, None)
+}
+
+fn json_body(t: &Target, method: &str, path: &str, send: Option<&Value>) -> anyhow::Result<Value> {
+    let (code, body) = http_body(t, method, path, send)?;
     let v: Value = serde_json::from_str(&body).unwrap_or(Value::String(body.clone()));
     if !(200..300).contains(&code) {
         let msg = v
@@ -207,6 +223,80 @@ pub fn flows(t: &Target, client: Option<SocketAddr>, limit: usize) -> anyhow::Re
     println!("\n{} shown, {total} flows in all", list.len());
     if client.is_some() && list.is_empty() {
         bail!("no flow for that client");
+    }
+    Ok(())
+}
+
+pub fn ban(t: &Target, cidr: &str, seconds: u64) -> anyhow::Result<()> {
+    let body = serde_json::json!({ "cidr": cidr, "seconds": seconds });
+    let v = json_body(t, "POST", "/api/v1/bans", Some(&body))?;
+    println!(
+        "banned {} for {} s",
+        v.get("cidr").and_then(Value::as_str).unwrap_or(cidr),
+        v.get("seconds").and_then(Value::as_u64).unwrap_or(seconds)
+    );
+    Ok(())
+}
+
+pub fn unban(t: &Target, cidr: &str) -> anyhow::Result<()> {
+    // A prefix's `/` goes in the path percent-encoded.
+    let path = format!("/api/v1/bans/{}", cidr.trim().replace('/', "%2F"));
+    let v = json(t, "DELETE", &path)?;
+    println!(
+        "unbanned {}",
+        v.get("cidr").and_then(Value::as_str).unwrap_or(cidr)
+    );
+    Ok(())
+}
+
+pub fn bans(t: &Target) -> anyhow::Result<()> {
+    let v = json(t, "GET", "/api/v1/bans")?;
+    let list = v
+        .get("bans")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    println!("{:<44} {:>12}", "CIDR", "REMAINING s");
+    for b in &list {
+        println!(
+            "{:<44} {:>12.0}",
+            b.get("cidr").and_then(Value::as_str).unwrap_or("-"),
+            b.get("remaining_secs")
+                .and_then(Value::as_f64)
+                .unwrap_or(0.0)
+        );
+    }
+    println!("\n{} bans", list.len());
+    Ok(())
+}
+
+pub fn top(t: &Target, limit: usize) -> anyhow::Result<()> {
+    let v = json(t, "GET", &format!("/api/v1/top?limit={limit}"))?;
+    let rows = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    println!(
+        "{:<44} {:>12} {:>10}",
+        "SOURCE (BY DROPS)", "DROPS", "± ERROR"
+    );
+    for r in rows("by_drops") {
+        println!(
+            "{:<44} {:>12} {:>10}",
+            r.get("source").and_then(Value::as_str).unwrap_or("-"),
+            r.get("drops").and_then(Value::as_u64).unwrap_or(0),
+            r.get("error").and_then(Value::as_u64).unwrap_or(0)
+        );
+    }
+    println!("\n{:<44} {:>12}", "SOURCE (BY FLOWS)", "FLOWS");
+    for r in rows("by_flows") {
+        println!(
+            "{:<44} {:>12}",
+            r.get("source").and_then(Value::as_str).unwrap_or("-"),
+            r.get("flows").and_then(Value::as_u64).unwrap_or(0)
+        );
     }
     Ok(())
 }

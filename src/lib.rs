@@ -5,6 +5,7 @@
 //! drive them with real I/O.
 
 pub mod admin;
+pub mod capture;
 pub mod config;
 pub mod dataplane;
 pub mod health;

@@ -72,6 +72,10 @@ fn main() -> ExitCode {
                 CtlAction::Disable { name } => ctl::set_admin(&target, &name, "disable"),
                 CtlAction::Flows { client, limit } => ctl::flows(&target, client, limit),
                 CtlAction::Peers => ctl::peers(&target),
+                CtlAction::Ban { cidr, seconds } => ctl::ban(&target, &cidr, seconds),
+                CtlAction::Unban { cidr } => ctl::unban(&target, &cidr),
+                CtlAction::Bans => ctl::bans(&target),
+                CtlAction::Top { limit } => ctl::top(&target, limit),
             };
             match r {
                 Ok(()) => ExitCode::SUCCESS,

@@ -4,8 +4,8 @@
 //! ends in `.lenient.sip` use syntax that rsip 0.4 cannot parse (bare LF, folded lines, leading
 //! CRLF, whitespace before the colon, quoted/spaced contact params); for those only the table is
 //! checked. For all other files rsip must parse the message and agree with `scan` on request vs.
-//! response, method, Request-URI, status code, Call-ID, CSeq, Expires and the maximum Contact
-//! `expires` parameter (where rsip can parse every contact of the message).
+//! response, method, Request-URI, status code, Call-ID, CSeq, Expires, User-Agent and the maximum
+//! Contact `expires` parameter (where rsip can parse every contact of the message).
 //!
 //! Harness adaptations (rsip 0.4 limitations, not scanner behaviour):
 //! * rsip does not know compact header names; `Header::Other("i" | "m", ..)` are mapped to
@@ -359,6 +359,8 @@ struct RsipFacts {
     expires: Option<u32>,
     /// Max contact expires; `Err` lists contacts rsip could not parse.
     contact_expires: Result<Option<u32>, String>,
+    /// First non-empty User-Agent, trimmed.
+    user_agent: Option<String>,
 }
 
 fn rsip_facts(msg: &SipMessage) -> RsipFacts {
@@ -370,8 +372,12 @@ fn rsip_facts(msg: &SipMessage) -> RsipFacts {
     let mut cseq = None;
     let mut expires = None;
     let mut contact_values: Vec<String> = Vec::new();
+    let mut user_agent = None;
     for h in msg.headers().iter() {
         match h {
+            Header::UserAgent(u) if user_agent.is_none() && !u.value().trim().is_empty() => {
+                user_agent = Some(u.value().trim().to_string())
+            }
             Header::CallId(c) if call_id.is_none() => call_id = Some(c.value().trim().to_string()),
             Header::Other(n, v) if n.eq_ignore_ascii_case("i") && call_id.is_none() => {
                 call_id = Some(v.trim().to_string())
@@ -413,6 +419,7 @@ fn rsip_facts(msg: &SipMessage) -> RsipFacts {
         cseq,
         expires,
         contact_expires,
+        user_agent,
     }
 }
 
@@ -489,6 +496,12 @@ fn scan_agrees_with_rsip() {
             "{name}: CSeq"
         );
         assert_eq!(v.expires, r.expires, "{name}: Expires");
+        assert_eq!(
+            v.user_agent
+                .map(|u| String::from_utf8_lossy(u).into_owned()),
+            r.user_agent,
+            "{name}: User-Agent"
+        );
         match r.contact_expires {
             Ok(ce) => {
                 assert_eq!(v.contact_expires, ce, "{name}: contact expires");

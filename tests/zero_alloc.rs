@@ -84,6 +84,28 @@ fn prefix_mode_forwarding_allocates_nothing_after_warm_up() {
 }
 
 fn forward_and_count(sip_port: u16, relay_keys: &str, relay: std::ops::RangeInclusive<u16>) {
+    // A HEP collector: every relayed datagram is also encoded and sent on both legs
+    // (HEPv3 export on), drained here into a fixed buffer.
+    let collector = UdpSocket::bind("127.0.0.1:0").unwrap();
+    collector
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let collector_addr = collector.local_addr().unwrap();
+    // Per test (both run in this process, one after the other).
+    let hep_seen = std::sync::Arc::new(AtomicU64::new(0));
+    let hep_stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (seen, stop) = (hep_seen.clone(), hep_stop.clone());
+    let drain = std::thread::spawn(move || {
+        let mut buf = [0u8; 9000];
+        while !stop.load(Ordering::Relaxed) {
+            if let Ok(n) = collector.recv(&mut buf)
+                && n > 4
+                && &buf[..4] == b"HEP3"
+            {
+                seen.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
     let backend = UdpSocket::bind("127.0.0.1:0").unwrap();
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     for s in [&backend, &client] {
@@ -92,7 +114,8 @@ fn forward_and_count(sip_port: u16, relay_keys: &str, relay: std::ops::RangeIncl
     let text = format!(
         "[listen]\nsip = [\"127.0.0.1:{sip_port}\"]\n{relay_keys}\n\
          [[backend]]\nname = \"only\"\naddr = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-         [health]\ninterval = \"1h\"\n",
+         [health]\ninterval = \"1h\"\n\
+         [hep]\ncollector = \"{collector_addr}\"\npassword = \"pw\"\n",
         backend.local_addr().unwrap()
     );
     let cfg = Config::parse(&text, &EphemeralPorts::from_system()).unwrap();
@@ -172,7 +195,15 @@ fn forward_and_count(sip_port: u16, relay_keys: &str, relay: std::ops::RangeIncl
         std::thread::sleep(Duration::from_millis(50));
     };
     drop(running);
+    std::thread::sleep(Duration::from_millis(300));
+    hep_stop.store(true, Ordering::Relaxed);
+    drain.join().unwrap();
+    let hep = hep_seen.load(Ordering::Relaxed);
     assert!(forwarded >= 40_000, "forwarded {forwarded}");
+    assert!(
+        hep >= forwarded,
+        "HEP packets {hep} for {forwarded} datagrams"
+    );
     assert_eq!(
         after - before,
         0,

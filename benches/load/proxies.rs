@@ -18,6 +18,9 @@ const NGINX_STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Sipfront,
+    /// sipfront with HEPv3 capture export of both legs to a local sink (not in `ALL`:
+    /// `--proxies sipfront,sipfront-hep` compares capture off and on in one run).
+    SipfrontHep,
     Nginx,
     Kamailio,
     Bare,
@@ -29,6 +32,7 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::Sipfront => "sipfront",
+            Kind::SipfrontHep => "sipfront-hep",
             Kind::Nginx => "nginx",
             Kind::Kamailio => "kamailio",
             Kind::Bare => "bare",
@@ -36,7 +40,10 @@ impl Kind {
     }
 
     pub fn parse(s: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.name() == s)
+        Kind::ALL
+            .into_iter()
+            .chain([Kind::SipfrontHep])
+            .find(|k| k.name() == s)
     }
 }
 
@@ -60,9 +67,16 @@ impl Proxy {
         fs::create_dir_all(&dir).expect("create proxy dir");
         let log = dir.join("proxy.log");
         let (mut proc, admin) = match kind {
-            Kind::Sipfront => {
+            Kind::Sipfront | Kind::SipfrontHep => {
                 let cfg = dir.join("sipfront.toml");
-                fs::write(&cfg, sipfront_toml(p)).expect("write sipfront.toml");
+                let mut toml = sipfront_toml(p);
+                if kind == Kind::SipfrontHep {
+                    let sink = hep_sink();
+                    toml.push_str(&format!(
+                        "\n[hep]\ncollector = \"{sink}\"\nlegs = [\"client\", \"backend\"]\n"
+                    ));
+                }
+                fs::write(&cfg, toml).expect("write sipfront.toml");
                 // SIPFRONT_BIN: compare another build (A/B) in the same harness.
                 let bin = std::env::var_os("SIPFRONT_BIN")
                     .unwrap_or_else(|| env!("CARGO_BIN_EXE_sipfront").into());
@@ -165,6 +179,17 @@ impl Proxy {
         }
         last
     }
+}
+
+/// A HEP collector that reads and discards: a thread of the bench process.
+fn hep_sink() -> SocketAddr {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind HEP sink");
+    let addr = sock.local_addr().expect("HEP sink address");
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 65536];
+        while sock.recv(&mut buf).is_ok() {}
+    });
+    addr
 }
 
 fn sipfront_toml(p: &Ports) -> String {

@@ -10,6 +10,7 @@
 //! The token is shared with the SIGHUP reload ([`Token`]): a new one applies at once.
 //! Connections are capped and timed out ([`conn`]).
 
+mod bans;
 pub mod conn;
 
 use std::net::SocketAddr;
@@ -20,7 +21,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -73,6 +74,9 @@ pub fn routes(state: AdminState) -> HttpRouter {
         .route("/api/v1/flows", get(flows))
         .route("/api/v1/peers", get(peers))
         .route("/api/v1/backends/{name}/{action}", post(backend_action))
+        .route("/api/v1/bans", get(bans::list).post(bans::add))
+        .route("/api/v1/bans/{*cidr}", delete(bans::remove))
+        .route("/api/v1/top", get(bans::top))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     HttpRouter::new()
         .route("/metrics", get(metrics_text))
@@ -216,7 +220,7 @@ async fn flows(State(s): State<AdminState>, Query(q): Query<FlowQuery>) -> Respo
     }
 }
 
-fn error(code: StatusCode, msg: &str) -> Response {
+pub(crate) fn error(code: StatusCode, msg: &str) -> Response {
     (code, axum::Json(serde_json::json!({ "error": msg }))).into_response()
 }
 

@@ -49,6 +49,9 @@ pub const DEFAULT_DATAGRAMS_PER_IP: u32 = 20_000;
 pub const DEFAULT_UNANSWERED_IDLE: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_REGISTRATION: Duration = Duration::from_secs(7200);
 pub const DEFAULT_REPLY_503_RATE: u32 = 100;
+/// Dialog-table entries a client flow may have opened at once (a phone has a few calls
+/// and subscriptions; a flood of INVITEs with fresh Call-IDs hits this).
+pub const DEFAULT_MAX_PINS_PER_FLOW: u32 = 256;
 
 // [vrrp]
 pub const DEFAULT_VRRP_PRIORITY: u8 = 100;

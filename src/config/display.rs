@@ -34,6 +34,23 @@ impl fmt::Display for Config {
                 b.name, b.addr
             )?;
         }
+        for p in &self.peers {
+            let q = |v: &[String]| {
+                v.iter()
+                    .map(|x| format!("\"{x}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let addrs: Vec<String> = p.addrs.iter().map(|a| a.to_string()).collect();
+            write!(
+                f,
+                "\n[[peer]]\nname = \"{}\"\naddr = [{}]\nrelay = \"{}\"\nbackends = [{}]\n",
+                p.name,
+                q(&addrs),
+                p.relay,
+                q(&p.backends)
+            )?;
+        }
         let fb = match self.failback {
             Failback::Never => "never",
             Failback::OnRegister => "on-register",
@@ -43,14 +60,15 @@ impl fmt::Display for Config {
         let m = &self.limits;
         writeln!(
             f,
-            "\n[limits]\nmax_flows = {}\nmax_dialogs = {}\nnew_flows_per_ip = {}\nnew_flows_burst = {}\nmax_flows_per_ip = {}\ndatagrams_per_ip = {}\ndatagrams_burst = {}",
+            "\n[limits]\nmax_flows = {}\nmax_dialogs = {}\nnew_flows_per_ip = {}\nnew_flows_burst = {}\nmax_flows_per_ip = {}\ndatagrams_per_ip = {}\ndatagrams_burst = {}\nmax_pins_per_flow = {}",
             m.max_flows,
             m.max_dialogs,
             m.new_flows_per_ip,
             m.new_flows_burst,
             m.max_flows_per_ip,
             m.datagrams_per_ip,
-            m.datagrams_burst
+            m.datagrams_burst,
+            m.max_pins_per_flow
         )?;
         let t = &self.timeouts;
         writeln!(
@@ -92,6 +110,21 @@ impl fmt::Display for Config {
             format_duration(self.admin.header_timeout),
             format_duration(self.admin.idle_timeout)
         )?;
+        let a = &self.access;
+        let list = |v: Vec<String>| v.join(", ");
+        write!(
+            f,
+            "\n\n[access]\nallow = [{}]\ndeny = [{}]\nmax_bans = {}\ndrop_user_agents = [{}]",
+            list(a.allow.iter().map(|c| format!("\"{c}\"")).collect()),
+            list(a.deny.iter().map(|c| format!("\"{c}\"")).collect()),
+            a.max_bans,
+            list(
+                a.drop_user_agents
+                    .iter()
+                    .map(|u| format!("{u:?}"))
+                    .collect()
+            )
+        )?;
         if let Some(v) = &self.vrrp {
             writeln!(f)?;
             v.write_toml(f)?;
@@ -102,6 +135,9 @@ impl fmt::Display for Config {
                 "\n[sync]\nlisten = \"{}\"\npeer = \"{}\"\nkey_file = \"{}\"",
                 s.listen, s.peer, s.key_file
             )?;
+        }
+        if let Some(h) = &self.hep {
+            write!(f, "\n{h}")?;
         }
         Ok(())
     }

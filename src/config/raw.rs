@@ -17,8 +17,10 @@ pub(super) struct Raw {
     pub health: Option<RawHealth>,
     pub vrrp: Option<super::vrrp::RawVrrp>,
     pub sync: Option<RawSync>,
+    pub access: Option<super::access::RawAccess>,
     #[serde(default)]
     pub peer: Vec<RawPeer>,
+    pub hep: Option<super::hep::RawHep>,
 }
 
 /// `[[peer]]`: a trunk (carrier, PBX) with a fixed relay endpoint.
@@ -68,6 +70,7 @@ pub(super) struct RawLimits {
     pub max_flows_per_ip: Option<usize>,
     pub datagrams_per_ip: Option<u32>,
     pub datagrams_burst: Option<u32>,
+    pub max_pins_per_flow: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -34,6 +34,8 @@ impl Raw {
             vrrp: self.vrrp.map(super::vrrp::validate_vrrp).transpose()?,
             sync: self.sync.map(validate_sync).transpose()?,
             peers: validate_peers(&self.peer, &listen, &backends)?,
+            hep: self.hep.map(super::hep::validate_hep).transpose()?,
+            access: super::access::validate_access(self.access.unwrap_or_default())?,
             listen,
             backends,
         })
@@ -315,7 +317,12 @@ fn validate_limits(l: RawLimits, listen: &Listen) -> Result<Limits, ConfigError>
             "must be at least limits.datagrams_per_ip",
         ));
     }
+    let max_pins_per_flow = l.max_pins_per_flow.unwrap_or(DEFAULT_MAX_PINS_PER_FLOW);
+    if max_pins_per_flow == 0 {
+        return Err(invalid("limits.max_pins_per_flow", "must be at least 1"));
+    }
     Ok(Limits {
+        max_pins_per_flow,
         max_flows,
         max_dialogs,
         new_flows_per_ip,

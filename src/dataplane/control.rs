@@ -5,14 +5,15 @@
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use super::Shell;
-use crate::config::Config;
+use crate::config::{Cidr, Config};
 use crate::relay::AdminState;
+use crate::relay::top::source_name;
 
 /// One flow, as `/api/v1/flows` and `sipfront ctl flows` show it.
 #[derive(Debug, Clone, Serialize)]
@@ -43,6 +44,55 @@ pub enum Control {
         limit: usize,
         reply: oneshot::Sender<(usize, Vec<FlowInfo>)>,
     },
+    /// Refuse a prefix for a while (`Err`: the ban table is full).
+    Ban {
+        cidr: Cidr,
+        duration: Duration,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// Lift a ban; false if there was none.
+    Unban {
+        cidr: Cidr,
+        reply: oneshot::Sender<bool>,
+    },
+    Bans {
+        reply: oneshot::Sender<Vec<BanInfo>>,
+    },
+    /// The top sources by drops and by flows.
+    Top {
+        limit: usize,
+        reply: oneshot::Sender<TopInfo>,
+    },
+}
+
+/// One ban, as `/api/v1/bans` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BanInfo {
+    pub cidr: Cidr,
+    pub remaining_secs: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TopDrops {
+    /// An IPv4 address or an IPv6 /64.
+    pub source: String,
+    /// Datagrams dropped (over-estimated by at most `error`).
+    pub drops: u64,
+    pub error: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TopFlows {
+    pub source: String,
+    pub flows: u32,
+}
+
+/// `/api/v1/top`: the heaviest sources, by drops since start (a 64-slot
+/// space-saving sketch) and by flows held now (exact).
+#[derive(Debug, Clone, Serialize)]
+pub struct TopInfo {
+    pub by_drops: Vec<TopDrops>,
+    pub by_flows: Vec<TopFlows>,
 }
 
 pub(super) async fn serve(shell: Rc<RefCell<Shell>>, mut rx: mpsc::Receiver<Control>) {
@@ -96,6 +146,60 @@ pub(super) async fn serve(shell: Rc<RefCell<Shell>>, mut rx: mpsc::Receiver<Cont
                     })
                     .collect();
                 let _ = reply.send((total, list));
+            }
+            Control::Ban {
+                cidr,
+                duration,
+                reply,
+            } => {
+                let r = s.router.ban(cidr, duration, Instant::now());
+                match &r {
+                    Ok(()) => tracing::info!(cidr = %cidr, seconds = duration.as_secs(), "banned"),
+                    Err(e) => tracing::warn!(cidr = %cidr, error = %e, "ban refused"),
+                }
+                let _ = reply.send(r.map_err(|e| e.to_string()));
+            }
+            Control::Unban { cidr, reply } => {
+                let ok = s.router.unban(&cidr);
+                if ok {
+                    tracing::info!(cidr = %cidr, "ban lifted");
+                }
+                let _ = reply.send(ok);
+            }
+            Control::Bans { reply } => {
+                let list = s
+                    .router
+                    .bans(Instant::now())
+                    .into_iter()
+                    .map(|(cidr, left)| BanInfo {
+                        cidr,
+                        remaining_secs: left.as_secs_f64(),
+                    })
+                    .collect();
+                let _ = reply.send(list);
+            }
+            Control::Top { limit, reply } => {
+                let r = &s.router;
+                let info = TopInfo {
+                    by_drops: r
+                        .top_drops(limit)
+                        .into_iter()
+                        .map(|e| TopDrops {
+                            source: source_name(e.source),
+                            drops: e.count,
+                            error: e.error,
+                        })
+                        .collect(),
+                    by_flows: r
+                        .top_flows(limit)
+                        .into_iter()
+                        .map(|(k, n)| TopFlows {
+                            source: source_name(k),
+                            flows: n,
+                        })
+                        .collect(),
+                };
+                let _ = reply.send(info);
             }
         }
     }

@@ -1,10 +1,13 @@
 //! Metric handles, registered once at start, and the shared status the admin API and
 //! the demo read. The dataplane publishes counter deltas here a few times a second.
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 
+use crate::capture::{HepDrop, HepStats};
 use crate::health::Reason;
 use crate::relay::{BackendId, Counters, Direction, DropReason, PerDirection};
 
@@ -47,6 +50,16 @@ pub struct MetricsHandles {
     peers: Vec<PerDirection<Counter>>,
     last: Counters,
     last_drop_log: Option<Instant>,
+    hep: Option<HepHandles>,
+}
+
+/// `sipfront_hep_*`, registered only with `[hep]`.
+struct HepHandles {
+    stats: Arc<HepStats>,
+    sent: Counter,
+    bytes: Counter,
+    dropped: [Counter; 4],
+    last: [u64; 6],
 }
 
 impl MetricsHandles {
@@ -85,7 +98,41 @@ impl MetricsHandles {
                 .collect(),
             last: Counters::new(backend_names.len(), peer_names.len()),
             last_drop_log: None,
+            hep: None,
         }
+    }
+
+    /// Exports the HEP sender's totals from now on.
+    pub fn set_hep(&mut self, stats: Arc<HepStats>) {
+        self.hep = Some(HepHandles {
+            stats,
+            sent: counter!("sipfront_hep_sent_total"),
+            bytes: counter!("sipfront_hep_bytes_total"),
+            dropped: HepDrop::ALL
+                .map(|r| counter!("sipfront_hep_dropped_total", "reason" => r.as_str())),
+            last: [0; 6],
+        });
+    }
+
+    fn publish_hep(&mut self) {
+        let Some(h) = &mut self.hep else {
+            return;
+        };
+        let now = [
+            h.stats.sent.load(Ordering::Relaxed),
+            h.stats.bytes.load(Ordering::Relaxed),
+            h.stats.dropped(HepDrop::QueueFull),
+            h.stats.dropped(HepDrop::TooLarge),
+            h.stats.dropped(HepDrop::Unreachable),
+            h.stats.dropped(HepDrop::SendFailed),
+        ];
+        let d = |i: usize| now[i].saturating_sub(h.last[i]);
+        h.sent.increment(d(0));
+        h.bytes.increment(d(1));
+        for (i, c) in h.dropped.iter().enumerate() {
+            c.increment(d(2 + i));
+        }
+        h.last = now;
     }
 
     /// Registers series for a backend added by a reload.
@@ -165,6 +212,7 @@ impl MetricsHandles {
         if dropped_now > 0 {
             self.log_drops(c);
         }
+        self.publish_hep();
         self.last.copy_from(c);
     }
 

@@ -20,6 +20,7 @@ use tokio::io::{Interest, Ready};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::LocalSet;
 
+mod capture;
 mod control;
 mod metrics;
 mod relays;
@@ -27,13 +28,15 @@ mod status;
 mod sync;
 mod tasks;
 
-pub use control::{Control, FlowInfo};
+pub use control::{BanInfo, Control, FlowInfo, TopInfo};
 pub use metrics::MetricsHandles;
 pub use status::{BackendInfo, PeerInfo, Readiness, STALE, Status};
 
+use capture::Way;
 use relays::relay_reactor;
 use tasks::{backend_addrs, housekeeping, probe_loop};
 
+use crate::capture::HepExporter;
 use crate::config::Config;
 use crate::health::checker::Settings;
 use crate::health::prober::Prober;
@@ -60,6 +63,8 @@ pub enum DataplaneError {
     Sync(io::Error),
     #[error("cannot make listen.relay_prefix local (ip route add local ... dev lo): {0}")]
     Route(io::Error),
+    #[error("cannot open the HEP capture socket: {0}")]
+    Hep(io::Error),
     #[error("cannot start the dataplane runtime: {0}")]
     Runtime(io::Error),
 }
@@ -111,6 +116,8 @@ pub(super) struct Shell {
     batch: Option<Box<RecvBatch>>,
     /// Wakes the probe task when the ICMP fast path wants a probe now.
     probe_wake: Rc<Notify>,
+    /// HEP export (`[hep]`).
+    hep: Option<HepExporter>,
 }
 
 type Shared = Rc<RefCell<Shell>>;
@@ -140,10 +147,19 @@ pub fn run(
 async fn serve(
     cfg: Config,
     public: Vec<StdUdpSocket>,
-    metrics: MetricsHandles,
+    mut metrics: MetricsHandles,
     status: Arc<Mutex<Status>>,
     handles: Handles,
 ) -> Result<(), DataplaneError> {
+    let hep = match &cfg.hep {
+        Some(h) => {
+            let (exp, stats) = HepExporter::start(h).map_err(DataplaneError::Hep)?;
+            metrics.set_hep(stats);
+            tracing::info!(collector = %h.collector, capture_id = h.capture_id, "HEP capture export on");
+            Some(exp)
+        }
+        None => None,
+    };
     let Handles {
         mut shutdown,
         control,
@@ -217,6 +233,7 @@ async fn serve(
         prefix: relays::PrefixSockets::open(&cfg, relay_poll.get_ref())?,
         batch: Some(Box::default()),
         probe_wake: Rc::new(Notify::new()),
+        hep,
         cfg,
     }));
     for (i, sock) in public.into_iter().enumerate() {
@@ -341,7 +358,7 @@ impl Shell {
                     ..
                 } => (flow, relay_port, to, new_flow),
                 ClientAction::Reject503 => {
-                    self.reply_503(ingress, from, data);
+                    self.reply_503(now, ingress, from, data);
                     return;
                 }
                 _ => return,
@@ -383,12 +400,14 @@ impl Shell {
             let resent = self.relays[idx].as_ref().map(|r| send_now(r, data, to));
             if !matches!(resent, Some(Ok(_))) {
                 self.router.send_failed();
+                return;
             }
         }
+        self.tap(Way::ToBackend, ingress, from, relay_port, to, data);
     }
 
     /// The router's [`ClientAction::Reject503`]: a stateless 503 with Retry-After.
-    fn reply_503(&mut self, ingress: u16, to: SocketAddr, data: &[u8]) {
+    fn reply_503(&mut self, now: Instant, ingress: u16, to: SocketAddr, data: &[u8]) {
         let retry = self.cfg.health.retry_after.to_string();
         let Some(resp) = build_response(
             data,
@@ -405,10 +424,14 @@ impl Shell {
             self.router.reply_suppressed();
             return;
         }
-        if let Some(p) = self.public.get(usize::from(ingress))
-            && send_now(p.get_ref(), &resp, to).is_ok()
-        {
-            self.router.replied_503();
+        if !self.router.replied_503(now) {
+            return;
+        }
+        match self.public.get(usize::from(ingress)) {
+            Some(p) if send_now(p.get_ref(), &resp, to).is_ok() => {
+                self.tap_local(ingress, to, &resp);
+            }
+            _ => self.router.send_failed(),
         }
     }
 
@@ -422,7 +445,9 @@ impl Shell {
                 .map(|p| send_now(p.get_ref(), data, to));
             if !matches!(sent, Some(Ok(_))) {
                 self.router.send_failed();
+                return;
             }
+            self.tap(Way::ToClient, ingress, to, port, from, data);
         }
     }
 }

@@ -140,10 +140,17 @@ impl Shell {
         if cfg.listen != self.cfg.listen {
             notes.push("listen changes need a restart; kept the running [listen]".to_string());
         }
+        if cfg.hep != self.cfg.hep {
+            notes.push("hep changes need a restart; kept the running [hep]".to_string());
+        }
         if cfg.limits != self.cfg.limits {
             notes.push("limits changes need a restart; kept the running [limits]".to_string());
         }
         let now = Instant::now();
+        if cfg.access != self.cfg.access {
+            notes.push("access lists reloaded (bans kept)".to_string());
+        }
+        self.router.set_access(&cfg.access);
         let changes = self
             .router
             .reconfigure(RouterSettings::from(&cfg), &cfg.backends);
@@ -178,9 +185,11 @@ impl Shell {
         self.probe_wake.notify_one();
         let keep_listen = self.cfg.listen.clone();
         let keep_limits = self.cfg.limits.clone();
+        let keep_hep = self.cfg.hep.take();
         self.cfg = cfg;
         self.cfg.listen = keep_listen;
         self.cfg.limits = keep_limits;
+        self.cfg.hep = keep_hep;
         notes
     }
 }

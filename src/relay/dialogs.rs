@@ -29,6 +29,9 @@ pub struct Dialog {
     pub opener: Side,
     /// The relay endpoint of the flow it uses: a dialog holds its flow.
     pub flow: RelayPort,
+    /// Opened by the client and not answered by a backend yet: counts against the
+    /// flow's pin quota (answered calls do not, however many a PBX places).
+    pub awaiting: bool,
 }
 
 /// Which side of sipfront sent a message.
@@ -149,6 +152,7 @@ impl DialogTable {
             let before = old.span;
             *old = Dialog {
                 flow: old.flow,
+                awaiting: old.awaiting,
                 ..d
             };
             return Ok(Some(before));
@@ -208,6 +212,7 @@ mod tests {
             span,
             opener: Side::Client,
             flow: RelayPort::first(port),
+            awaiting: false,
         };
         let mut t = DialogTable::new(2, None);
         let a = t.key(b"abc@host");

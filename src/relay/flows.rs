@@ -30,6 +30,9 @@ pub struct Flow {
     /// Dialogs (answered INVITE, SUBSCRIBE, REFER) that use this flow: while any
     /// lives, the flow does, so a long call keeps its way back.
     pub dialogs: u32,
+    /// Dialog-table entries this flow's client opened that no backend has answered
+    /// and that have not expired yet (held to `limits.max_pins_per_flow`).
+    pub pins: u32,
     /// A static peer's flow (its index in the config): exists from start, never
     /// expires, never synced (both hosts have it from the config).
     pub peer: Option<u16>,
@@ -106,6 +109,18 @@ impl FlowTable {
         self.per_source.get(&source_key(ip)).copied().unwrap_or(0)
     }
 
+    /// The `n` sources holding the most flows, most first (a pass over the sources:
+    /// for the admin API, not the forwarding path).
+    pub fn top_sources(&self, n: usize) -> Vec<(SourceKey, u32)> {
+        let mut v: Vec<(SourceKey, u32)> = self.per_source.iter().map(|(k, c)| (*k, *c)).collect();
+        if v.len() > n {
+            v.select_nth_unstable_by(n, |a, b| b.1.cmp(&a.1));
+            v.truncate(n);
+        }
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        v
+    }
+
     pub fn is_static(&self, port: RelayPort) -> bool {
         self.space.is_static(port)
     }
@@ -176,6 +191,7 @@ impl FlowTable {
             mirrored: false,
             sync_gen: 0,
             dialogs: 0,
+            pins: 0,
             peer: None,
             answered: false,
         };

@@ -1,16 +1,19 @@
 //! The relay's pure core: flows, dialogs, the backend set, rendezvous hashing, the
-//! relay endpoint space, per-source rate limits and the routing decision. No
+//! relay endpoint space, per-source rate limits, access lists and bans, the top
+//! sources and the routing decision. No
 //! sockets, no tokio, no clock: time is an argument. `crate::dataplane` drives it.
 
+pub mod access;
 pub mod backends;
 mod dialogs;
 pub mod flows;
 mod hrw;
 pub mod item;
 pub mod port;
-mod ratelimit;
+pub mod ratelimit;
 pub mod router;
 pub mod stats;
+pub mod top;
 
 pub use backends::{AdminState, BackendId, BackendSet, Change};
 pub use dialogs::{Side, Span};

@@ -84,7 +84,7 @@ impl SourceLimiter {
     }
 
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.buckets.len()
     }
 }
@@ -111,13 +111,23 @@ impl Budget {
         self.per_sec = f64::from(per_sec);
     }
 
-    /// Takes one token if there is one.
-    pub fn take(&mut self, now: Instant) -> bool {
+    /// Whether a token is there now (none is taken).
+    pub fn available(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.tokens >= 1.0
+    }
+
+    fn refill(&mut self, now: Instant) {
         let elapsed = self
             .last
             .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64());
         self.last = Some(now);
         self.tokens = (self.tokens + elapsed * self.per_sec).min(self.per_sec.max(1.0));
+    }
+
+    /// Takes one token if there is one.
+    pub fn take(&mut self, now: Instant) -> bool {
+        self.refill(now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
@@ -172,7 +182,13 @@ mod tests {
         let t0 = Instant::now();
         let mut b = Budget::new(5);
         assert_eq!((0..10).filter(|_| b.take(t0)).count(), 5);
+        assert!(b.available(t0 + Duration::from_millis(200)));
+        assert!(
+            b.available(t0 + Duration::from_millis(200)),
+            "peeking takes nothing"
+        );
         assert!(b.take(t0 + Duration::from_millis(200)));
+        assert!(!b.available(t0 + Duration::from_millis(200)));
         assert!(!b.take(t0 + Duration::from_millis(200)));
     }
 }

@@ -25,10 +25,18 @@ pub enum DropReason {
     SourceFlowLimit,
     /// The source sends more than `limits.datagrams_per_ip`.
     SourceRateLimited,
+    /// In `access.deny`, or outside a non-empty `access.allow`.
+    Denied,
+    /// On the ban list.
+    Banned,
+    /// A scanner's User-Agent (`access.drop_user_agents`).
+    Scanner,
+    /// The flow has `limits.max_pins_per_flow` dialog entries open already.
+    PinQuota,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 16] = [
+    pub const ALL: [DropReason; 20] = [
         DropReason::NotSip,
         DropReason::BadStartLine,
         DropReason::Truncated,
@@ -45,6 +53,10 @@ impl DropReason {
         DropReason::NoBackend,
         DropReason::SourceFlowLimit,
         DropReason::SourceRateLimited,
+        DropReason::Denied,
+        DropReason::Banned,
+        DropReason::Scanner,
+        DropReason::PinQuota,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -65,6 +77,10 @@ impl DropReason {
             DropReason::NoBackend => "no_backend",
             DropReason::SourceFlowLimit => "source_flow_limit",
             DropReason::SourceRateLimited => "source_rate_limited",
+            DropReason::Denied => "denied",
+            DropReason::Banned => "banned",
+            DropReason::Scanner => "scanner",
+            DropReason::PinQuota => "pin_quota",
         }
     }
 

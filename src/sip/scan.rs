@@ -2,8 +2,9 @@
 //!
 //! [`scan`] looks at one received UDP datagram and returns a borrowed [`SipView`] of the few
 //! things the relay routes on: request or response, method / status code, `Call-ID`, `CSeq`,
-//! `Expires` and the Contact `expires` parameters. It never allocates, never panics on any
-//! input and reads each header byte about once. Everything it returns borrows from the input.
+//! `Expires`, the Contact `expires` parameters and `User-Agent`. It never allocates, never
+//! panics on any input and reads each header byte about once. Everything it returns borrows
+//! from the input.
 //!
 //! # What is accepted
 //!
@@ -30,6 +31,8 @@
 //! * `cseq`: first `CSeq` header, `1*DIGIT LWS token` (the number must fit in a `u32`).
 //! * `expires`: first `Expires` header whose value is all digits (values above `u32::MAX`
 //!   saturate); a non-numeric value (e.g. an RFC 2543 SIP-date) is ignored.
+//! * `user_agent`: value of the first non-empty `User-Agent` header, trimmed like `call_id`
+//!   (used only to drop known scanners).
 //! * `contact_expires`: maximum of every `expires=delta-seconds` *contact* parameter in every
 //!   `Contact` / `m` header (comma-separated or repeated). Text inside quoted strings (display
 //!   names, quoted parameter values) and inside `<...>` (URI parameters) is skipped; parameter
@@ -72,6 +75,8 @@ pub struct SipView<'a> {
     pub expires: Option<u32>,
     /// Maximum of all `;expires=` contact parameters over all `Contact` / `m` headers.
     pub contact_expires: Option<u32>,
+    /// Trimmed value of the first non-empty `User-Agent` header (no compact form).
+    pub user_agent: Option<&'a [u8]>,
 }
 
 impl<'a> SipView<'a> {
@@ -460,6 +465,7 @@ enum Hdr {
     CSeq,
     Contact,
     Expires,
+    UserAgent,
     Other,
 }
 
@@ -476,6 +482,7 @@ fn classify(name: &[u8]) -> Hdr {
         (7, b'c') if name.eq_ignore_ascii_case(b"call-id") => Hdr::CallId,
         (7, b'c') if name.eq_ignore_ascii_case(b"contact") => Hdr::Contact,
         (7, b'e') if name.eq_ignore_ascii_case(b"expires") => Hdr::Expires,
+        (10, b'u') if name.eq_ignore_ascii_case(b"user-agent") => Hdr::UserAgent,
         _ => Hdr::Other,
     }
 }
@@ -503,6 +510,7 @@ fn scan_message(buf: &[u8]) -> Result<SipView<'_>, ScanError> {
     let mut cseq: Option<(u32, &[u8])> = None;
     let mut expires: Option<u32> = None;
     let mut contact_expires: Option<u32> = None;
+    let mut user_agent: Option<&[u8]> = None;
 
     let mut pos = lf + 1;
     loop {
@@ -579,6 +587,14 @@ fn scan_message(buf: &[u8]) -> Result<SipView<'_>, ScanError> {
                     expires = parse_expires(buf.get(value_start..value_end).unwrap_or_default());
                 }
             }
+            Hdr::UserAgent => {
+                if user_agent.is_none() {
+                    let v = trim(buf.get(value_start..value_end).unwrap_or_default());
+                    if !v.is_empty() {
+                        user_agent = Some(v);
+                    }
+                }
+            }
             Hdr::Contact => {
                 let v = buf.get(value_start..value_end).unwrap_or_default();
                 if let Some(e) = contact_max_expires(v) {
@@ -595,6 +611,7 @@ fn scan_message(buf: &[u8]) -> Result<SipView<'_>, ScanError> {
         cseq,
         expires,
         contact_expires,
+        user_agent,
     })
 }
 

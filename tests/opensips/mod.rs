@@ -81,6 +81,10 @@ pub struct Node {
     /// sipfront's public address (advertised in Via / Record-Route) and relay address.
     pub vip: SocketAddrV4,
     pub relay: Ipv4Addr,
+    /// Trunks on (`route(trunks)` enabled): the port of the carrier's `[[peer]]` relay
+    /// endpoint on `relay`, the only entry of the permissions address table (group 1,
+    /// context "carrier"). `None`: trunks off as shipped (anyone may call a registered user).
+    pub trunk: Option<u16>,
 }
 
 impl Node {
@@ -101,6 +105,7 @@ impl Node {
                 peer_bin: b,
                 vip,
                 relay,
+                trunk: None,
             },
             Node {
                 id: 2,
@@ -109,13 +114,14 @@ impl Node {
                 peer_bin: a,
                 vip,
                 relay,
+                trunk: None,
             },
         ]
     }
 }
 
 /// deploy/opensips/opensips.cfg for `node`, logging to stderr, modules from `mpath`, MI FIFO
-/// at `fifo`. Only lines marked `# SITE` or `# NODE B:` change (the test of the file's own
+/// at `fifo`, the db_text directory `dbtext` next to it ([`write_dbtext`]). Only lines marked `# SITE` or `# NODE B:` change (the test of the file's own
 /// promise to users); panics if an example address is left on any other line.
 pub fn render_cfg(node: &Node, mpath: &str, fifo: &Path) -> String {
     let template = fs::read_to_string(opensips_cfg()).expect("read deploy/opensips/opensips.cfg");
@@ -124,6 +130,7 @@ pub fn render_cfg(node: &Node, mpath: &str, fifo: &Path) -> String {
 
 pub fn render(template: &str, node: &Node, mpath: &str, fifo: &Path) -> String {
     let peer_id = 3 - node.id;
+    let dbtext = fifo.with_file_name("dbtext");
     let mut out = String::new();
     for line in template.lines() {
         let marked = line.contains("# SITE") || line.contains("# NODE B:");
@@ -164,12 +171,23 @@ pub fn render(template: &str, node: &Node, mpath: &str, fifo: &Path) -> String {
             ("10.1.0.21:5060".into(), node.sip.to_string()),
             ("203.0.113.10:5060".into(), node.vip.to_string()),
             ("\"10.1.0.10\"".into(), format!("\"{}\"", node.relay)),
+            (
+                "text:///etc/opensips/dbtext".into(),
+                format!("text://{}", dbtext.display()),
+            ),
+            (
+                "10.1.0.10:5100".into(),
+                format!("{}:{}", node.relay, node.trunk.unwrap_or(5100)),
+            ),
         ];
         for (from, to) in &subst {
             l = l.replace(from, to);
         }
         if node.id == 2 {
             l = l.replace(", flags=seed", "");
+        }
+        if node.trunk.is_some() {
+            l = l.replace("#route(trunks);", "route(trunks);");
         }
         let code = l.split('#').next().unwrap_or("");
         assert!(
@@ -180,6 +198,27 @@ pub fn render(template: &str, node: &Node, mpath: &str, fifo: &Path) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The db_text directory of a node whose MI FIFO is `fifo` (`dbtext` next to it): the
+/// permissions `address` table (the carrier's relay endpoint when trunks are on, else empty)
+/// and the `version` table.
+pub fn write_dbtext(node: &Node, fifo: &Path) {
+    let dir = fifo.with_file_name("dbtext");
+    fs::create_dir_all(&dir).expect("create dbtext dir");
+    let mut address = String::from(
+        "id(int,auto) grp(int) ip(string) mask(int) port(int) proto(string) \
+         pattern(string,null) context_info(string,null)\n",
+    );
+    if let Some(port) = node.trunk {
+        address.push_str(&format!("1:1:{}:32:{port}:any:NULL:carrier\n", node.relay));
+    }
+    fs::write(dir.join("address"), address).expect("write dbtext address");
+    fs::write(
+        dir.join("version"),
+        "table_name(string) table_version(int)\naddress:5\n",
+    )
+    .expect("write dbtext version");
 }
 
 /// `opensips -C -f CFG`: (success, output).
@@ -219,6 +258,7 @@ impl OpenSips {
         let _ = fs::remove_file(&fifo);
         let cfg = dir.join("opensips.cfg");
         fs::write(&cfg, render_cfg(node, &module_dir(), &fifo)).expect("write opensips.cfg");
+        write_dbtext(node, &fifo);
         let mut cmd = match ns {
             Some(ns) => {
                 let mut c = Command::new("ip");

@@ -6,18 +6,28 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::backends::{AdminState, BackendId, BackendSet, Change, Tenure};
+use super::access::{AccessControl, Refusal};
+use super::backends::{AdminState, BackendId, BackendSet, Change};
 use super::dialogs::{Dialog, DialogTable, Side, Span};
-use super::flows::{Flow, FlowId, FlowTable, Idle, InsertError};
+use super::flows::{Flow, FlowId, FlowTable, InsertError};
 use super::item::Item;
 use super::port::RelayPort;
-use super::port::RelaySpace;
-use super::ratelimit::{Budget, SourceLimiter};
+use super::ratelimit::{Budget, SourceLimiter, source_key};
 use super::stats::{Counters, Direction, DropReason};
-use crate::config::{Backend, Config, Failback, Limits, StaticPeer};
+use super::top::TopSketch;
+use crate::config::{Backend, Failback};
 use crate::sip::{Scan, SipView, scan};
 
+mod admission;
+mod dialog;
+mod expiry;
+mod peers;
+mod settings;
 mod sync;
+
+use dialog::{hold, opens_dialog, refresh};
+use peers::{Peer, is_peer};
+pub use settings::{RouterConfig, RouterSettings};
 
 pub use sync::SyncEffect;
 use sync::flow_item;
@@ -30,25 +40,8 @@ struct Touched {
     peer: Option<u16>,
 }
 
-/// A static peer as the router needs it.
-struct Peer {
-    name: String,
-    /// Rendezvous seeds of the backends that may receive its requests (empty: all).
-    backends: Vec<u64>,
-}
-
 /// Sync items queued between two flushes of the peer link at most.
 const SYNC_QUEUE: usize = 8192;
-
-/// How often a slice of the flow table is swept for expired flows.
-const SWEEP_EVERY: Duration = Duration::from_millis(500);
-/// A large table is swept in this many slices, one per `SWEEP_EVERY`, so the
-/// dataplane never stalls for a whole-table scan (100k flows and dialogs: ~0.8 ms
-/// at once); a large dialog table loses one shard's expired entries per sweep; rate
-/// buckets and per-backend counts are refreshed when a round completes.
-const SWEEP_SLICES: usize = 8;
-/// Tables up to this many slots are swept whole every time.
-const SWEEP_MIN_SLICE: usize = 4096;
 
 /// What to do with a datagram a client sent to a public address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,75 +85,6 @@ pub enum RouterEvent {
     BackendVacated { backend: BackendId },
 }
 
-/// Settings the router needs, taken from [`Config`].
-#[derive(Debug, Clone)]
-pub struct RouterSettings {
-    pub flow_idle: Duration,
-    pub unanswered_idle: Duration,
-    pub max_registration: Duration,
-    pub register_grace: Duration,
-    pub dialog_idle: Duration,
-    pub transaction: Duration,
-    pub forward_keepalives: bool,
-    pub failback: Failback,
-    /// Answer requests with a 503 when no backend is up...
-    pub reply_503: bool,
-    /// ...at most this many per second in all.
-    pub reply_503_rate: u32,
-}
-
-impl From<&Config> for RouterSettings {
-    fn from(c: &Config) -> Self {
-        RouterSettings {
-            flow_idle: c.timeouts.flow_idle,
-            unanswered_idle: c.timeouts.unanswered_idle,
-            max_registration: c.timeouts.max_registration,
-            register_grace: c.timeouts.register_grace,
-            dialog_idle: c.timeouts.dialog_idle,
-            transaction: c.timeouts.transaction,
-            forward_keepalives: c.listen.forward_keepalives,
-            failback: c.failback,
-            reply_503: c.health.reply_503,
-            reply_503_rate: c.health.reply_503_rate,
-        }
-    }
-}
-
-/// What a router is built from. The dataplane derives it from the config (and the
-/// dialog keys from the sync key, so both peers hash Call-IDs alike); tests build
-/// it directly.
-#[derive(Debug, Clone)]
-pub struct RouterConfig {
-    pub settings: RouterSettings,
-    pub space: RelaySpace,
-    pub limits: Limits,
-    /// Shared dialog-key secrets (with `[sync]`); random per process without.
-    pub dialog_keys: Option<[u64; 4]>,
-    /// Queue table changes for a sync peer.
-    pub sync: bool,
-    /// Trunks with fixed relay endpoints.
-    pub peers: Vec<StaticPeer>,
-    /// The public SIP addresses (a peer is reached from the first of its family).
-    pub sip: Vec<SocketAddr>,
-    /// The relay addresses (a peer's endpoint is one of them).
-    pub relay: super::port::RelayAddrs,
-}
-
-impl RouterConfig {
-    pub fn new(cfg: &Config, dialog_keys: Option<[u64; 4]>) -> Self {
-        RouterConfig {
-            settings: RouterSettings::from(cfg),
-            space: RelaySpace::from_config(cfg),
-            limits: cfg.limits.clone(),
-            dialog_keys,
-            sync: cfg.sync.is_some(),
-            peers: cfg.peers.clone(),
-            sip: cfg.listen.sip.clone(),
-            relay: super::port::RelayAddrs::from_listen(&cfg.listen),
-        }
-    }
-}
-
 pub struct Router {
     settings: RouterSettings,
     peers: Vec<Peer>,
@@ -171,6 +95,10 @@ pub struct Router {
     /// Datagrams per second per source.
     datagram_limiter: SourceLimiter,
     max_flows_per_ip: usize,
+    max_pins_per_flow: u32,
+    access: AccessControl,
+    /// Sources by datagrams dropped (bounded; `/api/v1/top`).
+    top_drops: TopSketch,
     reply_budget: Budget,
     counters: Counters,
     events: VecDeque<RouterEvent>,
@@ -193,11 +121,6 @@ pub struct Router {
     pub sync_rejected: u64,
     /// Generation of the peer's full table being received.
     sync_gen: u32,
-}
-
-/// Methods that open a dialog: its later requests and responses stay on one backend.
-fn opens_dialog(method: &[u8]) -> bool {
-    matches!(method, b"INVITE" | b"SUBSCRIBE" | b"REFER")
 }
 
 impl Router {
@@ -232,6 +155,9 @@ impl Router {
                 limits.max_flows.max(1 << 16),
             ),
             max_flows_per_ip: limits.max_flows_per_ip,
+            max_pins_per_flow: limits.max_pins_per_flow,
+            access: AccessControl::new(&rc.access),
+            top_drops: TopSketch::new(),
             limiter: SourceLimiter::new(
                 limits.new_flows_per_ip,
                 limits.new_flows_burst,
@@ -249,57 +175,6 @@ impl Router {
         };
         r.add_peers(&rc, now);
         r
-    }
-
-    /// Creates the static peers' flows on their fixed endpoints (config checks
-    /// guarantee each endpoint is a relay address and unique).
-    fn add_peers(&mut self, rc: &RouterConfig, now: Instant) {
-        for (i, p) in rc.peers.iter().enumerate() {
-            let Some(relay_port) = rc.relay.endpoint_of(p.relay) else {
-                continue;
-            };
-            let client = p.addrs[0];
-            let ingress = rc
-                .sip
-                .iter()
-                .position(|s| s.is_ipv4() == client.is_ipv4())
-                .unwrap_or(0) as u16;
-            let home = self
-                .backends
-                .choose_among(&client, &self.peers[i].backends)
-                .unwrap_or(BackendId::new(0));
-            let flow = Flow {
-                client,
-                relay_port,
-                ingress,
-                home,
-                last_seen: now,
-                registered_until: None,
-                created: now,
-                mirrored: false,
-                sync_gen: 0,
-                dialogs: 0,
-                peer: Some(i as u16),
-                answered: true,
-            };
-            self.flows.insert_static(flow, &p.addrs[1..]);
-        }
-    }
-
-    /// Each static peer's name and flow, in config order.
-    pub fn peer_flows(&self) -> impl Iterator<Item = (&str, &Flow)> {
-        self.flows.iter().filter_map(|f| {
-            let p = self.peers.get(usize::from(f.peer?))?;
-            Some((p.name.as_str(), f))
-        })
-    }
-
-    /// The static peers' relay endpoints: their sockets are opened at start.
-    pub fn static_endpoints(&self) -> impl Iterator<Item = RelayPort> + '_ {
-        self.flows
-            .iter()
-            .filter(|f| f.peer.is_some())
-            .map(|f| f.relay_port)
     }
 
     pub fn counters(&self) -> &Counters {
@@ -397,20 +272,38 @@ impl Router {
         ingress: u16,
         data: &[u8],
     ) -> ClientAction {
+        // First, and cheap: a hash lookup per prefix length in the lists.
+        let refused = {
+            let (flows, access) = (&self.flows, &self.access);
+            access.check(client.ip(), now, || is_peer(flows, &client))
+        };
+        if let Err(r) = refused {
+            let reason = match r {
+                Refusal::Denied => DropReason::Denied,
+                Refusal::Banned => DropReason::Banned,
+            };
+            return self.drop_client(client, reason);
+        }
         if !self.datagram_limiter.allow(client.ip(), now) && !self.is_peer(&client) {
-            return self.drop_from_client(DropReason::SourceRateLimited);
+            return self.drop_client(client, DropReason::SourceRateLimited);
         }
         let msg = match scan(data) {
             Scan::Sip(v) => v,
             Scan::Keepalive => return self.client_keepalive(now, client),
-            Scan::Invalid(e) => return self.drop_from_client(e.into()),
+            Scan::Invalid(e) => return self.drop_client(client, e.into()),
         };
+        if let Some(ua) = msg.user_agent
+            && self.access.is_scanner(ua)
+            && !self.is_peer(&client)
+        {
+            return self.drop_client(client, DropReason::Scanner);
+        }
         let (id, new_flow) = match self.flows.lookup_client(&client) {
             Some(id) => (id, false),
             None => match self.new_flow(now, client, ingress) {
                 Ok(id) => (id, true),
                 Err(DropReason::NoBackend) => return self.no_backend(now, &msg),
-                Err(r) => return self.drop_from_client(r),
+                Err(r) => return self.drop_client(client, r),
             },
         };
         let Some(home) = self.current_home(id, msg.is_method(b"REGISTER")) else {
@@ -434,21 +327,30 @@ impl Router {
                     // Pinned for a transaction only: the pin becomes a dialog when the
                     // backend answers (1xx/2xx), so a client cannot fill the table with
                     // INVITEs nobody answers.
-                    let Some(relay_port) = self.flows.get(id).map(|f| f.relay_port) else {
-                        return self.drop_from_client(DropReason::NoFlow);
+                    let Some((relay_port, pins, peer)) =
+                        self.flows.get(id).map(|f| (f.relay_port, f.pins, f.peer))
+                    else {
+                        return self.drop_client(client, DropReason::NoFlow);
                     };
+                    if peer.is_none() && pins >= self.max_pins_per_flow {
+                        return self.drop_client(client, DropReason::PinQuota);
+                    }
                     let d = Dialog {
                         backend: home,
                         expires: now + self.settings.transaction,
                         span: Span::Transaction,
                         opener: Side::Client,
                         flow: relay_port,
+                        awaiting: true,
                     };
                     if self.dialogs.pin(key, d).is_err() {
                         if new_flow {
                             self.abort_flow(id);
                         }
-                        return self.drop_from_client(DropReason::DialogTableFull);
+                        return self.drop_client(client, DropReason::DialogTableFull);
+                    }
+                    if let Some(f) = self.flows.get_mut(id) {
+                        f.pins += 1;
                     }
                     self.dialog_changed(key, None, &d, true);
                 }
@@ -459,7 +361,7 @@ impl Router {
             relay_port, peer, ..
         }) = self.touch(id, now)
         else {
-            return self.drop_from_client(DropReason::NoFlow);
+            return self.drop_client(client, DropReason::NoFlow);
         };
         self.counters
             .forwarded(backend.index(), Direction::ToBackend, data.len());
@@ -531,14 +433,6 @@ impl Router {
             self.emit(item);
         }
         Ok(id)
-    }
-
-    /// A static peer's address (exempt from per-source limits: a trusted trunk).
-    fn is_peer(&self, client: &SocketAddr) -> bool {
-        self.flows
-            .lookup_client(client)
-            .and_then(|id| self.flows.get(id))
-            .is_some_and(|f| f.peer.is_some())
     }
 
     fn client_keepalive(&mut self, now: Instant, client: SocketAddr) -> ClientAction {
@@ -634,6 +528,13 @@ impl Router {
                 d.backend = backend;
             }
             refresh(d, msg, now, &self.settings, Side::Backend);
+            if d.awaiting && !msg.is_request() {
+                // A backend answered the client's request: no longer a stranger's pin.
+                d.awaiting = false;
+                if let Some(f) = self.flows.get_mut(id) {
+                    f.pins = f.pins.saturating_sub(1);
+                }
+            }
             let after = *d;
             self.dialog_changed(key, Some(&before), &after, true);
         } else if msg.is_request() {
@@ -648,6 +549,7 @@ impl Router {
                 span: Span::Transaction,
                 opener: Side::Backend,
                 flow: relay_port,
+                awaiting: false,
             };
             self.dialogs
                 .pin(key, d)
@@ -677,37 +579,6 @@ impl Router {
         Ok(())
     }
 
-    /// After dialog entry `key` changed from `before` (None: new) to `after`: keeps
-    /// its flow's hold in step, and tells the sync peer what changed (a new entry
-    /// only if `sync_new`).
-    fn dialog_changed(
-        &mut self,
-        key: u128,
-        before: Option<&Dialog>,
-        after: &Dialog,
-        sync_new: bool,
-    ) {
-        hold(
-            &mut self.flows,
-            after.flow,
-            before.map(|d| d.span),
-            Some(after.span),
-        );
-        let changed = match before {
-            Some(b) => b.backend != after.backend || b.span != after.span,
-            None => sync_new,
-        };
-        if changed {
-            self.emit(Item::Dialog {
-                key,
-                backend: self.backends.seed_of(after.backend),
-                span: after.span,
-                opener: after.opener,
-                flow: after.flow,
-            });
-        }
-    }
-
     /// Undo a flow whose relay socket could not be opened.
     pub fn abort_flow(&mut self, id: FlowId) {
         if let Some(f) = self.flows.remove(id) {
@@ -723,9 +594,16 @@ impl Router {
         self.counters.drop(DropReason::SendFailed);
     }
 
-    /// Count a stateless 503 sent because no backend was up.
-    pub fn replied_503(&mut self) {
+    /// A stateless 503 for a [`ClientAction::Reject503`] is about to be sent: takes its
+    /// token from the `reply_503_rate` budget (false: none left, do not send) and
+    /// counts it.
+    pub fn replied_503(&mut self, now: Instant) -> bool {
+        if !self.reply_budget.take(now) {
+            self.counters.replies_503_suppressed += 1;
+            return false;
+        }
         self.counters.replies_503 += 1;
+        true
     }
 
     /// Count a relay socket that could not be opened for a new flow.
@@ -734,8 +612,9 @@ impl Router {
         self.counters.drop(DropReason::BindFailed);
     }
 
-    fn drop_from_client(&mut self, r: DropReason) -> ClientAction {
+    fn drop_client(&mut self, client: SocketAddr, r: DropReason) -> ClientAction {
         self.counters.drop(r);
+        self.top_drops.add(source_key(client.ip()));
         ClientAction::Drop(r)
     }
 
@@ -744,7 +623,9 @@ impl Router {
         if !self.settings.reply_503 || !msg.is_request() || msg.is_method(b"ACK") {
             return ClientAction::Drop(DropReason::NoBackend);
         }
-        if !self.reply_budget.take(now) {
+        // Only a peek: the shell takes the token when it sends ([`Router::replied_503`]),
+        // so requests whose 503 would be too large to send do not use up the budget.
+        if !self.reply_budget.available(now) {
             self.counters.replies_503_suppressed += 1;
             return ClientAction::Drop(DropReason::NoBackend);
         }
@@ -759,139 +640,6 @@ impl Router {
     fn drop_from_backend(&mut self, r: DropReason) -> BackendAction {
         self.counters.drop(r);
         BackendAction::Drop(r)
-    }
-
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.next_sweep
-    }
-
-    /// Expires idle flows and dialogs. Call at [`Router::poll_timeout`] (or any time).
-    pub fn handle_timeout(&mut self, now: Instant) {
-        match self.next_sweep {
-            Some(t) if now < t => return,
-            _ => {}
-        }
-        self.next_sweep = Some(now + SWEEP_EVERY);
-        let total = self.flows.slot_count();
-        let start = self.sweep_cursor.min(total);
-        let end = (start + total.div_ceil(SWEEP_SLICES).max(SWEEP_MIN_SLICE)).min(total);
-        if start == 0 {
-            self.sweep_homes.iter_mut().for_each(|n| *n = 0);
-        }
-        let mut expired = std::mem::take(&mut self.expired_scratch);
-        expired.clear();
-        let idle = Idle {
-            answered: self.settings.flow_idle,
-            unanswered: self.settings.unanswered_idle.min(self.settings.flow_idle),
-        };
-        self.flows.sweep(
-            start..end,
-            now,
-            idle,
-            self.peer_alive,
-            &mut expired,
-            &mut self.sweep_homes,
-        );
-        for &id in &expired {
-            if let Some(f) = self.flows.remove(id) {
-                self.counters.flows_expired += 1;
-                self.emit(Item::FlowGone {
-                    relay_port: f.relay_port,
-                });
-                self.events.push_back(RouterEvent::FlowRemoved {
-                    relay_port: f.relay_port,
-                });
-            }
-        }
-        self.expired_scratch = expired;
-        // An expired dialog lets go of its flow (the flow itself expires later, when
-        // idle).
-        let flows = &mut self.flows;
-        let mut release = |d: &Dialog| hold(flows, d.flow, Some(d.span), None);
-        if self.dialogs.len() > SWEEP_MIN_SLICE {
-            self.dialogs
-                .expire_shard(self.dialog_shard, now, &mut release);
-            self.dialog_shard = (self.dialog_shard + 1) % super::dialogs::SHARDS;
-        } else {
-            self.dialogs.expire(now, &mut release);
-        }
-        if end < total {
-            self.sweep_cursor = end;
-            return;
-        }
-        self.sweep_cursor = 0;
-        self.limiter.prune(now);
-        self.flows_per_backend.copy_from_slice(&self.sweep_homes);
-        // A removed backend stays until no flow calls it home and no call is pinned
-        // to it (its in-dialog requests must still be accepted).
-        // (A scratch vector: the sweep must not allocate in steady state.)
-        let mut in_use = std::mem::take(&mut self.vacate_scratch);
-        in_use.clear();
-        in_use.extend_from_slice(&self.flows_per_backend);
-        if self
-            .backends
-            .iter()
-            .any(|(_, b)| b.tenure == Tenure::Removed)
-        {
-            for (_, d) in self.dialogs.iter() {
-                if let Some(n) = in_use.get_mut(d.backend.index()) {
-                    *n += 1;
-                }
-            }
-        }
-        for id in self.backends.vacate_unused(&in_use) {
-            self.events
-                .push_back(RouterEvent::BackendVacated { backend: id });
-        }
-        self.vacate_scratch = in_use;
-    }
-
-    pub fn poll_event(&mut self) -> Option<RouterEvent> {
-        self.events.pop_front()
-    }
-}
-
-/// Keeps a dialog entry alive while its messages flow, and shortens it once the
-/// dialog or transaction is over (only retransmissions are left to route). `from`
-/// sent `msg`.
-fn refresh(d: &mut Dialog, msg: &SipView<'_>, now: Instant, s: &RouterSettings, from: Side) {
-    let final_status = msg.status().filter(|&c| c >= 200);
-    let ending = msg.is_method(b"BYE")
-        || (msg.cseq_is(b"BYE") && final_status.is_some())
-        || (msg.cseq_is(b"INVITE") && final_status.is_some_and(|c| c >= 300));
-    if ending {
-        d.span = Span::Transaction;
-        d.expires = now + s.transaction;
-    } else if d.span == Span::Dialog {
-        // In-dialog traffic either way keeps the dialog (and its flow).
-        d.expires = now + s.dialog_idle;
-    } else if from != d.opener
-        && msg.status().is_some_and(|c| (101..300).contains(&c))
-        && msg.cseq_method().is_some_and(opens_dialog)
-    {
-        // The other side answered the dialog-opening request: a dialog now. The
-        // opener's own retransmissions or answers never promote it.
-        d.span = Span::Dialog;
-        d.expires = now + s.dialog_idle;
-    } else {
-        d.expires = d.expires.max(now + s.transaction);
-    }
-}
-
-/// Keeps a flow's count of dialogs in step with one dialog's span change.
-fn hold(flows: &mut FlowTable, port: RelayPort, before: Option<Span>, after: Option<Span>) {
-    let was = before == Some(Span::Dialog);
-    let is = after == Some(Span::Dialog);
-    if was == is {
-        return;
-    }
-    let Some(f) = flows.lookup_port(port).and_then(|id| flows.get_mut(id)) else {
-        return;
-    };
-    if is {
-        f.dialogs += 1;
-    } else {
-        f.dialogs = f.dialogs.saturating_sub(1);
     }
 }
 

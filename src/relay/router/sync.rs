@@ -158,6 +158,7 @@ impl Router {
                     mirrored: true,
                     sync_gen: self.sync_gen,
                     dialogs: 0,
+                    pins: 0,
                     peer: None,
                     // The peer served it: a backend answered it there.
                     answered: true,
@@ -200,6 +201,7 @@ impl Router {
                     span,
                     opener,
                     flow,
+                    awaiting: false,
                 };
                 match self.dialogs.pin(key, d) {
                     // The mirrored flow is held by the peer's dialogs too, so it

@@ -59,6 +59,10 @@ fn check_slices(buf: &[u8], r: &Scan<'_>) -> Result<(), TestCaseError> {
         if let Some((_, m)) = v.cseq {
             prop_assert!(within(buf, m), "cseq method outside input");
         }
+        if let Some(ua) = v.user_agent {
+            prop_assert!(within(buf, ua), "user_agent outside input");
+            prop_assert!(!ua.is_empty(), "empty user_agent");
+        }
     }
     Ok(())
 }
@@ -402,6 +406,34 @@ fn contact_expires_variants() {
         all.extend_from_slice(hdrs);
         let buf = req_with(&all);
         assert_eq!(view(&buf).contact_expires, *want, "headers {hdrs:?}");
+    }
+}
+
+#[test]
+fn user_agent_variants() {
+    let table: &[(&[&str], Option<&str>)] = &[
+        (&[], None),
+        (&["User-Agent: friendly-scanner"], Some("friendly-scanner")),
+        (
+            &["user-agent:   Linphone/5.2 (belle-sip)  "],
+            Some("Linphone/5.2 (belle-sip)"),
+        ),
+        (&["USER-AGENT : x"], Some("x")),
+        (&["User-Agent:", "User-Agent: second"], Some("second")),
+        (&["User-Agent: first", "User-Agent: second"], Some("first")),
+        (&["User-Agent: a", " folded"], Some("a\r\n folded")),
+        (&["X-User-Agent: no", "Server: no"], None),
+        (&["User-Agents: no"], None),
+    ];
+    for (hdrs, want) in table {
+        let mut all = vec!["Call-ID: c"];
+        all.extend_from_slice(hdrs);
+        let buf = req_with(&all);
+        assert_eq!(
+            view(&buf).user_agent,
+            want.map(str::as_bytes),
+            "headers {hdrs:?}"
+        );
     }
 }
 
@@ -780,6 +812,7 @@ struct Generated {
     cseq: Option<(u32, String)>,
     expires: Option<u32>,
     contact_expires: Option<u32>,
+    user_agent: Option<String>,
 }
 
 fn random_case(name: &str, mask: u64) -> String {
@@ -876,6 +909,10 @@ fn generated() -> impl Strategy<Value = Generated> {
         ),
         proptest::collection::vec(extra_header, 0..6),
         any::<u64>(),
+        prop::option::of(
+            proptest::string::string_regex("[A-Za-z0-9.]([A-Za-z0-9./ -]{0,28}[A-Za-z0-9.])?")
+                .unwrap(),
+        ),
     )
         .prop_map(
             |(
@@ -887,6 +924,7 @@ fn generated() -> impl Strategy<Value = Generated> {
                 (lf, compact, fold, case_mask, ws),
                 extra,
                 order_seed,
+                user_agent,
             )| {
                 let eol = if lf { "\n" } else { "\r\n" };
                 let sp = ["", " ", "  \t"][ws];
@@ -934,6 +972,10 @@ fn generated() -> impl Strategy<Value = Generated> {
                     let vals: Vec<&str> = chunk.iter().map(|(s, _)| s.as_str()).collect();
                     headers.push(format!("{cname}: {}", vals.join(&sep)));
                 }
+                if let Some(ua) = &user_agent {
+                    let name = random_case("User-Agent", case_mask.rotate_left(29));
+                    headers.push(format!("{name}:{sp}{ua}{sp}"));
+                }
                 headers.extend(extra);
                 // Deterministic shuffle of everything but the first header.
                 let mut seed = order_seed | 1;
@@ -965,6 +1007,7 @@ fn generated() -> impl Strategy<Value = Generated> {
                     cseq: cseq.map(|(n, m)| (n, m.to_string())),
                     expires,
                     contact_expires: contacts.iter().filter_map(|(_, e)| *e).max(),
+                    user_agent,
                 }
             },
         )
@@ -1025,6 +1068,7 @@ proptest! {
         prop_assert_eq!(v.expires, g.expires);
         prop_assert_eq!(v.contact_expires, g.contact_expires);
         prop_assert_eq!(v.granted_expiry(), g.contact_expires.or(g.expires));
+        prop_assert_eq!(v.user_agent, g.user_agent.as_ref().map(|u| u.as_bytes()));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! back). Virtual time; `flow_idle` 30 s, `dialog_idle` 600 s, `transaction` 32 s.
 
 use super::*;
+use crate::relay::router::expiry::{SWEEP_EVERY, SWEEP_SLICES};
 
 const CALLER: &str = "198.51.100.9:5070";
 

@@ -1,10 +1,11 @@
 //! Table-driven tests of the routing decision, with virtual time.
 
+mod admission;
 mod lifetime;
 mod peers;
 
 use super::*;
-use crate::config::EphemeralPorts;
+use crate::config::{Config, EphemeralPorts};
 use crate::relay::Item;
 use crate::relay::port::RelayPort;
 

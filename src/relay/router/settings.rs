@@ -1,0 +1,80 @@
+//! What a router is built from: its settings (from the config, replaced on reload)
+//! and the table limits, relay space and dialog keys fixed at start.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::config::{Access, Config, Failback, Limits, StaticPeer};
+use crate::relay::port::RelaySpace;
+
+/// Settings the router needs, taken from [`Config`].
+#[derive(Debug, Clone)]
+pub struct RouterSettings {
+    pub flow_idle: Duration,
+    pub unanswered_idle: Duration,
+    pub max_registration: Duration,
+    pub register_grace: Duration,
+    pub dialog_idle: Duration,
+    pub transaction: Duration,
+    pub forward_keepalives: bool,
+    pub failback: Failback,
+    /// Answer requests with a 503 when no backend is up...
+    pub reply_503: bool,
+    /// ...at most this many per second in all.
+    pub reply_503_rate: u32,
+}
+
+impl From<&Config> for RouterSettings {
+    fn from(c: &Config) -> Self {
+        RouterSettings {
+            flow_idle: c.timeouts.flow_idle,
+            unanswered_idle: c.timeouts.unanswered_idle,
+            max_registration: c.timeouts.max_registration,
+            register_grace: c.timeouts.register_grace,
+            dialog_idle: c.timeouts.dialog_idle,
+            transaction: c.timeouts.transaction,
+            forward_keepalives: c.listen.forward_keepalives,
+            failback: c.failback,
+            reply_503: c.health.reply_503,
+            reply_503_rate: c.health.reply_503_rate,
+        }
+    }
+}
+
+/// What a router is built from. The dataplane derives it from the config (and the
+/// dialog keys from the sync key, so both peers hash Call-IDs alike); tests build
+/// it directly.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    pub settings: RouterSettings,
+    pub space: RelaySpace,
+    pub limits: Limits,
+    /// Shared dialog-key secrets (with `[sync]`); random per process without.
+    pub dialog_keys: Option<[u64; 4]>,
+    /// Queue table changes for a sync peer.
+    pub sync: bool,
+    /// Trunks with fixed relay endpoints.
+    pub peers: Vec<StaticPeer>,
+    /// The public SIP addresses (a peer is reached from the first of its family).
+    pub sip: Vec<SocketAddr>,
+    /// The relay addresses (a peer's endpoint is one of them).
+    pub relay: crate::relay::port::RelayAddrs,
+    /// Allow/deny lists, ban table size, scanner User-Agents.
+    pub access: Access,
+}
+
+impl RouterConfig {
+    pub fn new(cfg: &Config, dialog_keys: Option<[u64; 4]>) -> Self {
+        RouterConfig {
+            settings: RouterSettings::from(cfg),
+            space: RelaySpace::from_config(cfg),
+            limits: cfg.limits.clone(),
+            dialog_keys,
+            sync: cfg.sync.is_some(),
+            peers: cfg.peers.clone(),
+            sip: cfg.listen.sip.clone(),
+            relay: crate::relay::port::RelayAddrs::from_listen(&cfg.listen),
+            access: cfg.access.clone(),
+        }
+    }
+}

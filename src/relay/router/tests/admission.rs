@@ -1,0 +1,298 @@
+//! Admission rules, table-driven with virtual time: allow/deny lists, bans, scanner
+//! User-Agents, the pin quota per flow and the top sources.
+
+use super::*;
+use crate::relay::top::source_name;
+
+const CARRIER: &str = "203.0.113.5:5060";
+
+fn with_access(access: &str) -> Config {
+    config(&format!(
+        "[[peer]]\nname = \"carrier\"\naddr = \"{CARRIER}\"\nrelay = \"10.0.0.10:5100\"\n\n[access]\n{access}"
+    ))
+}
+
+fn with_ua(method: &str, call_id: &str, ua: &str) -> Vec<u8> {
+    let plain = String::from_utf8(req(method, call_id)).unwrap();
+    plain
+        .replacen(
+            "Content-Length",
+            &format!("User-Agent: {ua}\r\nContent-Length"),
+            1,
+        )
+        .into_bytes()
+}
+
+fn action(r: &mut Router, now: Instant, from: &str, msg: &[u8]) -> Option<DropReason> {
+    match r.from_client(now, sa(from), 0, msg) {
+        ClientAction::Forward { .. } | ClientAction::Absorbed => None,
+        ClientAction::Drop(d) => Some(d),
+        ClientAction::Reject503 => Some(DropReason::NoBackend),
+    }
+}
+
+#[test]
+fn allow_and_deny_lists() {
+    let t0 = Instant::now();
+    let denied = Some(DropReason::Denied);
+    // (access section, source, expected drop)
+    let table: &[(&str, &str, Option<DropReason>)] = &[
+        ("", "198.51.100.7:5060", None),
+        ("deny = [\"198.51.100.0/24\"]", "198.51.100.7:5060", denied),
+        ("deny = [\"198.51.100.0/24\"]", "198.51.101.7:5060", None),
+        ("deny = [\"203.0.113.5\"]", CARRIER, denied),
+        ("allow = [\"10.0.0.0/8\"]", "198.51.100.7:5060", denied),
+        ("allow = [\"10.0.0.0/8\"]", "10.1.2.3:5060", None),
+        ("allow = [\"10.0.0.0/8\"]", CARRIER, None),
+        (
+            "allow = [\"10.0.0.0/8\"]\ndeny = [\"10.1.0.0/16\"]",
+            "10.1.2.3:5060",
+            denied,
+        ),
+        (
+            "deny = [\"2001:db8:1:2::/64\"]",
+            "[2001:db8:1:2::99]:5060",
+            denied,
+        ),
+        (
+            "deny = [\"2001:db8:1:2::/64\"]",
+            "[2001:db8:1:3::99]:5060",
+            None,
+        ),
+    ];
+    for (access, from, want) in table {
+        let mut r = router(&with_access(access));
+        let got = action(&mut r, t0, from, &req("OPTIONS", "o1"));
+        assert_eq!(got, *want, "[access] {access} from {from}");
+        let counted = r.counters().dropped(DropReason::Denied);
+        assert_eq!(counted, u64::from(want.is_some()), "{access} {from}");
+        // A refused source never gets a flow (only the peer's own one exists).
+        if want.is_some() {
+            assert_eq!(r.flow_count(), 1);
+        }
+    }
+}
+
+#[test]
+fn bans_take_effect_at_once_expire_and_survive_a_reload() {
+    let t0 = Instant::now();
+    let s = Duration::from_secs;
+    let cfg = with_access("");
+    let mut r = router(&cfg);
+    let phone = "198.51.100.7:5060";
+    assert_eq!(action(&mut r, t0, phone, &req("OPTIONS", "o1")), None);
+    r.ban("198.51.100.0/24".parse().unwrap(), s(60), t0)
+        .unwrap();
+    r.ban("203.0.113.5".parse().unwrap(), s(30), t0).unwrap();
+    let banned = Some(DropReason::Banned);
+    // (time, source, expected)
+    let table: &[(u64, &str, Option<DropReason>)] = &[
+        (0, phone, banned),
+        (0, "198.51.100.200:7000", banned),
+        (0, CARRIER, banned),
+        (0, "198.51.101.1:5060", None),
+        (29, CARRIER, banned),
+        (30, CARRIER, None),
+        (59, phone, banned),
+        (60, phone, None),
+    ];
+    for &(at, from, want) in table {
+        if at == 29 {
+            // A reload in the middle keeps the bans.
+            r.set_access(&with_access("deny = [\"192.0.2.0/24\"]").access);
+        }
+        r.handle_timeout(t0 + s(at));
+        assert_eq!(
+            action(&mut r, t0 + s(at), from, &req("OPTIONS", "o2")),
+            want,
+            "t+{at}s {from}"
+        );
+    }
+    assert_eq!(r.counters().dropped(DropReason::Banned), 5);
+    assert!(r.bans(t0 + s(60)).is_empty());
+    // Unban lifts at once; bans are bounded by access.max_bans.
+    let mut small = router(&with_access("max_bans = 1"));
+    small.ban("192.0.2.1".parse().unwrap(), s(60), t0).unwrap();
+    assert!(small.ban("192.0.2.2".parse().unwrap(), s(60), t0).is_err());
+    assert!(small.unban(&"192.0.2.1".parse().unwrap()));
+    assert_eq!(
+        action(&mut small, t0, "192.0.2.1:5060", &req("OPTIONS", "o")),
+        None
+    );
+}
+
+#[test]
+fn scanner_user_agents_are_dropped_but_not_from_peers() {
+    let t0 = Instant::now();
+    let scanner = Some(DropReason::Scanner);
+    // (access section, source, User-Agent, expected)
+    let table: &[(&str, &str, &str, Option<DropReason>)] = &[
+        ("", "198.51.100.7:5060", "friendly-scanner", scanner),
+        ("", "198.51.100.7:5060", "SIPVicious 0.3", scanner),
+        ("", "198.51.100.7:5060", "Linphone/5.2", None),
+        ("", CARRIER, "friendly-scanner", None),
+        (
+            "drop_user_agents = []",
+            "198.51.100.7:5060",
+            "friendly-scanner",
+            None,
+        ),
+        (
+            "drop_user_agents = [\"evil\"]",
+            "198.51.100.7:5060",
+            "x-EVIL-x",
+            scanner,
+        ),
+    ];
+    for (access, from, ua, want) in table {
+        let mut r = router(&with_access(access));
+        let got = action(&mut r, t0, from, &with_ua("REGISTER", "r1", ua));
+        assert_eq!(got, *want, "[access] {access} from {from} UA {ua}");
+        if want.is_some() {
+            assert_eq!(r.flow_count(), 1, "a scanner gets no flow");
+            assert_eq!(r.counters().dropped(DropReason::Scanner), 1);
+        }
+    }
+}
+
+#[test]
+fn a_flow_opens_at_most_its_quota_of_pins() {
+    let t0 = Instant::now();
+    let s = Duration::from_secs;
+    let mut r = router(&config("[limits]\nmax_pins_per_flow = 3"));
+    let phone = "198.51.100.7:5060";
+    for i in 0..3 {
+        client(&mut r, t0, phone, &req("INVITE", &format!("c{i}")));
+    }
+    // The fourth is refused; retransmissions and in-dialog requests of the three pass,
+    // and so do requests that open nothing.
+    let table: &[(&str, &str, Option<DropReason>)] = &[
+        ("INVITE", "c3", Some(DropReason::PinQuota)),
+        ("SUBSCRIBE", "c4", Some(DropReason::PinQuota)),
+        ("INVITE", "c0", None),
+        ("BYE", "c1", None),
+        ("OPTIONS", "o1", None),
+        ("REGISTER", "r1", None),
+    ];
+    for (m, cid, want) in table {
+        assert_eq!(action(&mut r, t0, phone, &req(m, cid)), *want, "{m} {cid}");
+    }
+    assert_eq!(r.counters().dropped(DropReason::PinQuota), 2);
+    // Another flow has its own quota.
+    client(&mut r, t0, "198.51.100.8:5060", &req("INVITE", "d0"));
+    // Forged answers from the client itself do not promote its pins to dialogs,
+    // so they expire with the transaction and free the quota.
+    for i in 0..3 {
+        let cid = format!("c{i}");
+        let _ = r.from_client(t0, sa(phone), 0, &resp(180, &cid, "INVITE", ""));
+    }
+    for k in 1..=40 {
+        r.handle_timeout(t0 + s(k));
+    }
+    let later = t0 + s(40);
+    assert_eq!(action(&mut r, later, phone, &req("INVITE", "c5")), None);
+    // Backend-opened transactions never count against the client's quota.
+    let mut r = router(&config("[limits]\nmax_pins_per_flow = 1"));
+    let (port, b) = client(&mut r, t0, phone, &req("REGISTER", "r1"));
+    for i in 0..5 {
+        let sent = r.from_backend(t0, port, addr_of(b), &req("INVITE", &format!("in{i}")));
+        assert!(matches!(sent, BackendAction::Forward { .. }), "{sent:?}");
+    }
+    assert_eq!(action(&mut r, t0, phone, &req("INVITE", "out")), None);
+}
+
+#[test]
+fn answered_calls_do_not_count_against_the_pin_quota() {
+    // A PBX on one flow places many calls at once: each is answered, none is refused.
+    let t0 = Instant::now();
+    let mut r = router(&config("[limits]\nmax_pins_per_flow = 3"));
+    let pbx = "198.51.100.9:5060";
+    for i in 0..50 {
+        let cid = format!("call{i}");
+        let (port, b) = client(&mut r, t0, pbx, &req("INVITE", &cid));
+        r.from_backend(t0, port, addr_of(b), &resp(100, &cid, "INVITE", ""));
+    }
+    assert_eq!(r.counters().dropped(DropReason::PinQuota), 0);
+}
+
+#[test]
+fn a_peer_is_exempt_from_the_pin_quota() {
+    let t0 = Instant::now();
+    let mut cfg = with_access("");
+    cfg.limits.max_pins_per_flow = 1;
+    let mut r = router(&cfg);
+    for i in 0..10 {
+        client(&mut r, t0, CARRIER, &req("INVITE", &format!("p{i}")));
+    }
+}
+
+#[test]
+fn top_sources_by_drops_and_by_flows() {
+    let t0 = Instant::now();
+    let mut r = router(&with_access("deny = [\"192.0.2.66\"]"));
+    for i in 0..50 {
+        let _ = action(
+            &mut r,
+            t0,
+            "192.0.2.66:5060",
+            &req("OPTIONS", &format!("x{i}")),
+        );
+    }
+    for i in 0..5 {
+        let from = format!("[2001:db8:1:2::{i}]:5060");
+        let _ = action(&mut r, t0, &from, b"junk that is not sip at all");
+    }
+    client(&mut r, t0, "198.51.100.7:5060", &req("REGISTER", "a"));
+    client(&mut r, t0, "198.51.100.7:5061", &req("REGISTER", "b"));
+    let drops = r.top_drops(10);
+    let names: Vec<(String, u64)> = drops
+        .iter()
+        .map(|e| (source_name(e.source), e.count))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("192.0.2.66".to_string(), 50),
+            ("2001:db8:1:2::/64".to_string(), 5)
+        ]
+    );
+    let flows: Vec<(String, u32)> = r
+        .top_flows(10)
+        .into_iter()
+        .map(|(k, n)| (source_name(k), n))
+        .collect();
+    assert_eq!(flows[0], ("198.51.100.7".to_string(), 2));
+}
+
+#[test]
+fn the_503_budget_is_spent_only_on_replies_sent() {
+    let t0 = Instant::now();
+    let mut r = router(&config("[health]\nreply_503_rate = 3"));
+    r.set_backend_up(BackendId::new(0), false);
+    r.set_backend_up(BackendId::new(1), false);
+    let phone = "198.51.100.7:5060";
+    // Requests whose 503 the shell does not send (larger than the request): the
+    // budget stays whole.
+    for i in 0..10 {
+        let got = r.from_client(t0, sa(phone), 0, &req("OPTIONS", &format!("t{i}")));
+        assert_eq!(got, ClientAction::Reject503);
+        r.reply_suppressed();
+    }
+    // Sent ones take it: 3 per second.
+    for i in 0..3 {
+        let got = r.from_client(t0, sa(phone), 0, &req("OPTIONS", &format!("s{i}")));
+        assert_eq!(got, ClientAction::Reject503);
+        assert!(r.replied_503(t0));
+    }
+    assert_eq!(
+        r.from_client(t0, sa(phone), 0, &req("OPTIONS", "over")),
+        ClientAction::Drop(DropReason::NoBackend)
+    );
+    assert!(!r.replied_503(t0));
+    let later = t0 + Duration::from_millis(400);
+    assert_eq!(
+        r.from_client(later, sa(phone), 0, &req("OPTIONS", "later")),
+        ClientAction::Reject503
+    );
+    assert_eq!(r.counters().replies_503, 3);
+}

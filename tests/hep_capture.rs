@@ -1,0 +1,246 @@
+//! HEPv3 capture export against a real collector: Kamailio's `sipcapture` module
+//! (tests/hep/collector.cfg) stores every HEP packet it receives into a db_text table. A
+//! sipp call through sipfront must show up there on both legs: client ↔ public SIP
+//! address with the true client address, relay endpoint ↔ backend, every record with the
+//! Call-ID as correlation id. With the collector gone, relaying is unaffected and the
+//! drops are counted.
+//!
+//! Ports: 127.0.46.1:46060 (SIP), 127.0.46.2 relay ports 15000-15099, 127.0.0.1:46070
+//! (UAS), 127.0.46.3:46080 (UAC), 127.0.46.9:46090 (collector), admin 127.0.46.1:46091;
+//! the collector-down test: 46160/46170/46180/46191, relay ports 15100-15199.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::process::Command;
+use std::time::Duration;
+
+use testkit::*;
+
+const CALLS: u64 = 10;
+
+/// One row of db_text's `sip_capture` table: fields split on unescaped `:`.
+fn fields(line: &str) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut esc = false;
+    for c in line.chars() {
+        match (esc, c) {
+            (true, c) => {
+                out.last_mut().unwrap().push(c);
+                esc = false;
+            }
+            (false, '\\') => esc = true,
+            (false, ':') => out.push(String::new()),
+            (false, c) => out.last_mut().unwrap().push(c),
+        }
+    }
+    out
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Row {
+    call_id: String,
+    cseq: String,
+    what: String,
+    src: String,
+    dst: String,
+    correlation: String,
+}
+
+fn read_rows(table: &std::path::Path) -> Vec<Row> {
+    let text = fs::read_to_string(table).expect("read sip_capture table");
+    let mut lines = text.lines();
+    let header: Vec<String> = lines
+        .next()
+        .expect("table header")
+        .split(' ')
+        .map(|c| c.split('(').next().unwrap().to_string())
+        .collect();
+    let col = |n: &str| header.iter().position(|h| h == n).expect(n);
+    let (method, reason, callid, cseq) = (
+        col("method"),
+        col("reply_reason"),
+        col("callid"),
+        col("cseq"),
+    );
+    let (sip, spt, dip, dpt, corr) = (
+        col("source_ip"),
+        col("source_port"),
+        col("destination_ip"),
+        col("destination_port"),
+        col("correlation_id"),
+    );
+    lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f = fields(l);
+            Row {
+                call_id: f[callid].clone(),
+                cseq: f[cseq].clone(),
+                what: format!("{}{}", f[method], f[reason]),
+                src: format!("{}:{}", f[sip], f[spt]),
+                dst: format!("{}:{}", f[dip], f[dpt]),
+                correlation: f[corr].clone(),
+            }
+        })
+        .collect()
+}
+
+fn start_collector(dir: &TestDir, listen: &str) -> (Proc, std::path::PathBuf) {
+    let db = dir.join("db");
+    fs::create_dir_all(&db).unwrap();
+    for f in ["sip_capture", "version"] {
+        fs::copy(repo_path(&format!("tests/hep/{f}")), db.join(f)).unwrap();
+    }
+    let mut cmd = Command::new("kamailio");
+    cmd.args(["-DD", "-E", "-f"])
+        .arg(repo_path("tests/hep/collector.cfg"))
+        .arg("-Y")
+        .arg(dir.path())
+        .args(["-m", "32", "-M", "4"])
+        .args(["-A", &format!("HEP_LISTEN=udp:{listen}")])
+        .args(["-A", &format!("DB_URL=\"text://{}\"", db.display())]);
+    let mut p = Proc::spawn_group("collector", &mut cmd, &dir.join("collector.log"));
+    let port: u16 = listen.rsplit(':').next().unwrap().parse().unwrap();
+    wait_udp_bound(&mut p, port, Duration::from_secs(15));
+    (p, db.join("sip_capture"))
+}
+
+fn uac(dir: &TestDir, ip: &str, port: &str, target: &str) -> Sipp {
+    let calls = CALLS.to_string();
+    Sipp::start(
+        dir,
+        "uac",
+        &[
+            "-sn",
+            "uac",
+            "-i",
+            ip,
+            "-p",
+            port,
+            "-m",
+            &calls,
+            "-r",
+            "20",
+            "-timeout",
+            "30s",
+            "-timeout_error",
+            target,
+        ],
+    )
+}
+
+#[test]
+fn both_legs_reach_a_kamailio_sipcapture_collector() {
+    let dir = TestDir::new("hep-kamailio");
+    let (mut collector, table) = start_collector(&dir, "127.0.46.9:46090");
+    let mut uas = sipp_uas(&dir, "uas", 46070);
+    let mut front = Sipfront::start(
+        &dir,
+        SipfrontConfig {
+            relay: "127.0.46.2".into(),
+            ..SipfrontConfig::new("127.0.46.1:46060", "15000-15099", "127.0.46.1:46091")
+        }
+        .backend("a", "127.0.0.1:46070")
+        .extra(
+            "[hep]\ncollector = \"127.0.46.9:46090\"\ncapture_id = 46\npassword = \"pw\"\nlegs = [\"client\", \"backend\"]\n",
+        ),
+    );
+    let mut phone = uac(&dir, "127.0.46.3", "46080", "127.0.46.1:46060");
+    phone.expect_all_ok(CALLS, Duration::from_secs(30));
+    uas.stop(Duration::from_secs(5));
+
+    let text = front.settled_metrics(Duration::from_millis(600), Duration::from_secs(5));
+    let sent = metric(&text, "sipfront_hep_sent_total", &[]);
+    let relayed = metric(
+        &text,
+        "sipfront_datagrams_total",
+        &[("direction", "to_backend"), ("backend", "a")],
+    ) + metric(
+        &text,
+        "sipfront_datagrams_total",
+        &[("direction", "to_client"), ("backend", "a")],
+    );
+    assert_eq!(sent, 2.0 * relayed, "two HEP packets per relayed datagram");
+    assert!(metric(&text, "sipfront_hep_bytes_total", &[]) > 0.0);
+
+    // db_text writes on shutdown at the latest.
+    collector.signal("TERM");
+    collector.wait_timeout(Duration::from_secs(10));
+    let rows = read_rows(&table);
+    assert_eq!(rows.len() as f64, sent, "rows stored by sipcapture");
+
+    let client = "127.0.46.3:46080";
+    let public = "127.0.46.1:46060";
+    let backend = "127.0.0.1:46070";
+    let mut relay_ends = BTreeSet::new();
+    // (call, cseq, message) -> legs seen
+    let mut legs: BTreeMap<(String, String, String), Vec<&'static str>> = BTreeMap::new();
+    for r in &rows {
+        assert_eq!(
+            r.correlation, r.call_id,
+            "correlation id is the Call-ID: {r:?}"
+        );
+        let leg = if (r.src == client && r.dst == public) || (r.src == public && r.dst == client) {
+            "client"
+        } else if r.dst == backend && r.src.starts_with("127.0.46.2:") {
+            relay_ends.insert(r.src.clone());
+            "backend"
+        } else if r.src == backend && r.dst.starts_with("127.0.46.2:") {
+            relay_ends.insert(r.dst.clone());
+            "backend"
+        } else {
+            panic!("a record on neither leg: {r:?}");
+        };
+        legs.entry((r.call_id.clone(), r.cseq.clone(), r.what.clone()))
+            .or_default()
+            .push(leg);
+    }
+    assert_eq!(
+        relay_ends.len(),
+        1,
+        "one flow, one relay endpoint: {relay_ends:?}"
+    );
+    let calls: BTreeSet<&String> = legs.keys().map(|k| &k.0).collect();
+    assert_eq!(calls.len() as u64, CALLS, "calls captured");
+    for (k, v) in &legs {
+        let c = v.iter().filter(|l| **l == "client").count();
+        let b = v.len() - c;
+        assert!(c > 0 && c == b, "{k:?}: client leg {c}, backend leg {b}");
+    }
+    let whats: BTreeSet<&str> = legs.keys().map(|k| k.2.as_str()).collect();
+    for w in ["INVITE", "ACK", "BYE", "200OK"] {
+        assert!(whats.contains(w), "{w} captured: {whats:?}");
+    }
+}
+
+#[test]
+fn relaying_goes_on_with_the_collector_gone() {
+    let dir = TestDir::new("hep-down");
+    let mut uas = sipp_uas(&dir, "uas", 46170);
+    let mut front = Sipfront::start(
+        &dir,
+        SipfrontConfig {
+            relay: "127.0.46.2".into(),
+            ..SipfrontConfig::new("127.0.46.1:46160", "15100-15199", "127.0.46.1:46191")
+        }
+        .backend("a", "127.0.0.1:46170")
+        // Nothing listens there: ICMP port unreachable.
+        .extra("[hep]\ncollector = \"127.0.46.9:46195\"\n"),
+    );
+    let mut phone = uac(&dir, "127.0.46.3", "46180", "127.0.46.1:46160");
+    let r = phone.expect_all_ok(CALLS, Duration::from_secs(30));
+    assert_eq!(r.stats.failed(), 0);
+    uas.stop(Duration::from_secs(5));
+    let text = front.settled_metrics(Duration::from_millis(600), Duration::from_secs(5));
+    let unreachable = metric(
+        &text,
+        "sipfront_hep_dropped_total",
+        &[("reason", "unreachable")],
+    );
+    assert!(unreachable > 0.0, "unreachable drops counted");
+    let logged = log_lines(&front.proc, &["HEP collector unreachable"]);
+    assert!(
+        logged.len() == 1,
+        "logged once per interval, not per packet: {logged:?}"
+    );
+}
