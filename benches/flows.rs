@@ -8,6 +8,7 @@
 //! cargo bench --bench flows -- --flows 5000 --rate 1000,4000 --seconds 5
 //! cargo bench --bench flows -- --proxies sipfront,nginx --latency-flows 5000
 //! cargo bench --bench flows -- --relays 127.0.0.2 --relays 127.0.0.2,127.0.0.3
+//! cargo bench --bench flows -- --relays 127.0.0.2 --prefix 127.16.0.0/12
 //! ```
 //!
 //! Options: `--flows N` (100000, capped as below), `--rate R[,R...]` requests/s in the
@@ -17,7 +18,9 @@
 //! holds), `--relays LIST` relay addresses, comma separated (127.0.0.2; repeat the
 //! option for several sipfront runs: one address is written `relay = "a"`, several
 //! `relay = ["a", "b"]`, and a sipfront that rejects the config has its error printed
-//! and that run skipped), `--keep` (keep the work directory).
+//! and that run skipped), `--prefix P` a sipfront run in prefix mode
+//! (`relay_prefix = P`, `relay_port = 16384`: no socket per flow, so no open-file cap;
+//! repeatable, after the `--relays` runs), `--keep` (keep the work directory).
 //!
 //! Clients are impersonated by source address: four sockets on `0.0.0.0:31370-31373`
 //! send with `IP_PKTINFO` as `127.10.x.y` and up, so N flows need no N sockets here
@@ -120,6 +123,8 @@ pub struct Args {
     pub proxies: Vec<Kind>,
     latency_flows: Option<usize>,
     runs: Vec<Vec<Ipv4Addr>>,
+    /// Prefix-mode runs, after `runs`.
+    prefixes: Vec<String>,
     keep: bool,
     /// Positional name filters matched nothing here.
     skip: bool,
@@ -136,6 +141,7 @@ impl Args {
             proxies: Kind::ALL.to_vec(),
             latency_flows: None,
             runs: Vec::new(),
+            prefixes: Vec::new(),
             keep: false,
             skip: false,
         };
@@ -165,6 +171,7 @@ impl Args {
                         .filter(|k| named.contains(k))
                         .collect();
                 }
+                "--prefix" => a.prefixes.push(value()?.clone()),
                 "--relays" => a.runs.push(
                     value()?
                         .split(',')
@@ -196,7 +203,7 @@ impl Args {
         {
             return Err(format!("--rate × --seconds: at most {PER_RATE} requests"));
         }
-        if a.runs.is_empty() {
+        if a.runs.is_empty() && a.prefixes.is_empty() {
             a.runs.push(vec![Ipv4Addr::new(127, 0, 0, 2)]);
         }
         a.skip = !filters.is_empty() && !filters.iter().any(|f| "flows".contains(f.as_str()));
@@ -207,6 +214,8 @@ impl Args {
 /// One sipfront run: its relay addresses, and what it measured or why it stopped.
 pub struct Run {
     pub relays: Vec<Ipv4Addr>,
+    /// Prefix mode: `relay_prefix` (then `relays` is empty).
+    pub prefix: Option<String>,
     pub result: Result<Measured, String>,
 }
 
@@ -402,25 +411,26 @@ fn start_other(
 
 fn run_one(
     idx: usize,
-    relays: &[Ipv4Addr],
+    (relays, prefix): (&[Ipv4Addr], Option<&str>),
     args: &Args,
     socks: &[Sock],
     root: &Path,
     others: &[Target],
 ) -> Run {
-    let result = measure(idx, relays, args, socks, root, others);
+    let result = measure(idx, (relays, prefix), args, socks, root, others);
     if let Err(e) = &result {
-        eprintln!("flows bench: run {idx} (relay {relays:?}) stopped: {e}");
+        eprintln!("flows bench: run {idx} (relay {relays:?} {prefix:?}) stopped: {e}");
     }
     Run {
         relays: relays.to_vec(),
+        prefix: prefix.map(str::to_string),
         result,
     }
 }
 
 fn measure(
     idx: usize,
-    relays: &[Ipv4Addr],
+    (relays, prefix): (&[Ipv4Addr], Option<&str>),
     args: &Args,
     socks: &[Sock],
     root: &Path,
@@ -434,6 +444,7 @@ fn measure(
         backends: BACKENDS.map(SocketAddr::V4),
         relays: relays.to_vec(),
         relay_ports: RELAY_PORTS,
+        prefix: prefix.map(str::to_string),
     };
     let cfg = dir.join("sipfront.toml");
     std::fs::write(&cfg, setup.toml()).map_err(|e| format!("write {}: {e}", cfg.display()))?;
@@ -447,7 +458,7 @@ fn measure(
     let mut n = wanted;
     let mut caps = Vec::new();
     let fd_cap = soft.saturating_sub(FD_MARGIN) as usize;
-    if n > fd_cap {
+    if n > fd_cap && prefix.is_none() {
         n = fd_cap;
         caps.push(format!(
             "{fd_cap}: sipfront may open {soft} files (RLIMIT_NOFILE soft {soft}, hard {hard}), \
@@ -457,7 +468,7 @@ fn measure(
     if n > relay_capacity {
         n = relay_capacity;
         caps.push(format!(
-            "{relay_capacity}: relay endpoints = ports {}-{} × {} relay address(es)",
+            "{relay_capacity}: relay endpoints = ports {}-{} × {} relay address(es) / prefix {prefix:?}",
             RELAY_PORTS.0,
             RELAY_PORTS.1,
             relays.len()
@@ -472,7 +483,12 @@ fn measure(
     for c in &caps {
         eprintln!("flows bench: flows capped at {c}");
     }
-    let taken = procfs::udp_ports_taken(relays, RELAY_PORTS);
+    // Prefix mode binds the wildcard address on one port: nothing per endpoint to check.
+    let taken = if prefix.is_some() {
+        Vec::new()
+    } else {
+        procfs::udp_ports_taken(relays, RELAY_PORTS)
+    };
     if !taken.is_empty() {
         eprintln!(
             "flows bench: {} relay endpoints are held by other sockets (expect bind_failed \
@@ -642,8 +658,10 @@ fn main() {
         let runs = args
             .runs
             .iter()
+            .map(|relays| (relays.as_slice(), None))
+            .chain(args.prefixes.iter().map(|p| (&[][..], Some(p.as_str()))))
             .enumerate()
-            .map(|(i, relays)| run_one(i, relays, &args, &socks, dir.path(), &targets))
+            .map(|(i, spec)| run_one(i, spec, &args, &socks, dir.path(), &targets))
             .collect();
         (runs, None)
     } else if targets.is_empty() {
@@ -688,5 +706,15 @@ fn main() {
     drop(others);
     if args.keep || failed {
         eprintln!("flows bench: work dir kept at {}", dir.keep().display());
+    }
+}
+
+impl Run {
+    /// The relay addresses, or the prefix of a prefix-mode run.
+    pub fn label(&self) -> String {
+        match &self.prefix {
+            Some(p) => format!("prefix {p}"),
+            None => format!("{:?}", self.relays),
+        }
     }
 }

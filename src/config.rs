@@ -15,6 +15,7 @@ mod duration;
 mod hep;
 #[cfg(test)]
 mod keys;
+mod prefix;
 mod raw;
 mod validate;
 mod values;
@@ -24,6 +25,7 @@ pub use access::{Access, Cidr, DEFAULT_DROP_USER_AGENTS, DEFAULT_MAX_BANS, ip_bi
 pub use defaults::*;
 pub use duration::{format_duration, parse_duration};
 pub use hep::{HepConfig, Legs};
+pub use prefix::RelayPrefix;
 pub use vrrp::{Vip, Vrrp};
 
 /// A config problem: which key, and why.
@@ -69,6 +71,9 @@ pub struct Listen {
     /// Relay addresses: each holds the whole `relay_ports` range.
     pub relay: Vec<IpAddr>,
     pub relay_ports: RangeInclusive<u16>,
+    /// Prefix mode (`relay_prefix` + `relay_port`): then `relay` is empty and
+    /// `relay_ports` unused.
+    pub relay_prefix: Option<RelayPrefix>,
     /// Forward CRLF keepalives to the backend instead of absorbing them.
     pub forward_keepalives: bool,
 }
@@ -325,9 +330,13 @@ enum TokenFile {
     KeepOnError,
 }
 
-/// Relay endpoints: every relay address holds the whole port range.
+/// Relay endpoints: every relay address holds the whole port range (port mode), or
+/// every address of the prefix each relay port (prefix mode).
 fn relay_endpoints(l: &Listen) -> usize {
-    l.relay_ports.len() * l.relay.len()
+    match &l.relay_prefix {
+        Some(p) => p.addr_count() as usize * p.ports.len(),
+        None => l.relay_ports.len() * l.relay.len(),
+    }
 }
 
 /// Deserializes with the key path kept, so errors read `listen.foo: unknown field`.
@@ -356,5 +365,7 @@ fn parse_toml(text: &str) -> Result<raw::Raw, ConfigError> {
     })
 }
 
+#[cfg(test)]
+mod prefix_tests;
 #[cfg(test)]
 mod tests;

@@ -133,7 +133,10 @@ impl Drop for Running {
 /// Starts sipfront for `cfg`. Must be called inside a tokio runtime (for the admin
 /// endpoint); the dataplane gets a thread of its own.
 pub async fn start(cfg: Config, prom: PrometheusHandle) -> Result<Running, ServerError> {
-    crate::sys::fdlimit::prepare(cfg.limits.max_flows);
+    // Prefix mode holds no descriptor per flow.
+    if cfg.listen.relay_prefix.is_none() {
+        crate::sys::fdlimit::prepare(cfg.limits.max_flows);
+    }
     let public = dataplane::bind_public(&cfg)?;
     let listener = tokio::net::TcpListener::bind(cfg.admin.listen)
         .await

@@ -45,10 +45,14 @@ fn msg(first_line: &str, call_id: &str, cseq: &str, out: &mut [u8]) -> usize {
 /// health probes (they come from the probe socket, not a relay port) on the way.
 /// Probes build with rsip and allocate; the health interval is set to an hour so
 /// only the first one falls in the warm-up.
-fn backend_recv(backend: &UdpSocket, rx: &mut [u8; 2048]) -> (usize, std::net::SocketAddr) {
+fn backend_recv(
+    backend: &UdpSocket,
+    rx: &mut [u8; 2048],
+    relay: &std::ops::RangeInclusive<u16>,
+) -> (usize, std::net::SocketAddr) {
     loop {
         let (n, from) = backend.recv_from(rx).unwrap();
-        if (23000..=23099).contains(&from.port()) {
+        if relay.contains(&from.port()) {
             return (n, from);
         }
         let reply =
@@ -58,8 +62,28 @@ fn backend_recv(backend: &UdpSocket, rx: &mut [u8; 2048]) -> (usize, std::net::S
     }
 }
 
+/// The counter is process-wide: one test at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn forwarding_allocates_nothing_after_warm_up() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    forward_and_count(28060, "relay_ports = \"23000-23099\"", 23000..=23099);
+}
+
+/// Prefix mode: the relay endpoint is an address of the prefix on one wildcard
+/// socket; receives carry IP_PKTINFO, sends `sendmsg` with the source address.
+#[test]
+fn prefix_mode_forwarding_allocates_nothing_after_warm_up() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    forward_and_count(
+        28061,
+        "relay_prefix = \"127.19.0.0/16\"\nrelay_port = 23150",
+        23150..=23150,
+    );
+}
+
+fn forward_and_count(sip_port: u16, relay_keys: &str, relay: std::ops::RangeInclusive<u16>) {
     // A HEP collector: every relayed datagram is also encoded and sent on both legs
     // (HEPv3 export on), drained here into a fixed buffer.
     let collector = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -67,16 +91,18 @@ fn forwarding_allocates_nothing_after_warm_up() {
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let collector_addr = collector.local_addr().unwrap();
-    static HEP_SEEN: AtomicU64 = AtomicU64::new(0);
-    static HEP_STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    // Per test (both run in this process, one after the other).
+    let hep_seen = std::sync::Arc::new(AtomicU64::new(0));
+    let hep_stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (seen, stop) = (hep_seen.clone(), hep_stop.clone());
     let drain = std::thread::spawn(move || {
         let mut buf = [0u8; 9000];
-        while !HEP_STOP.load(Ordering::Relaxed) {
+        while !stop.load(Ordering::Relaxed) {
             if let Ok(n) = collector.recv(&mut buf)
                 && n > 4
                 && &buf[..4] == b"HEP3"
             {
-                HEP_SEEN.fetch_add(1, Ordering::Relaxed);
+                seen.fetch_add(1, Ordering::Relaxed);
             }
         }
     });
@@ -86,7 +112,7 @@ fn forwarding_allocates_nothing_after_warm_up() {
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     }
     let text = format!(
-        "[listen]\nsip = [\"127.0.0.1:28060\"]\nrelay_ports = \"23000-23099\"\n\
+        "[listen]\nsip = [\"127.0.0.1:{sip_port}\"]\n{relay_keys}\n\
          [[backend]]\nname = \"only\"\naddr = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
          [health]\ninterval = \"1h\"\n\
          [hep]\ncollector = \"{collector_addr}\"\npassword = \"pw\"\n",
@@ -98,10 +124,15 @@ fn forwarding_allocates_nothing_after_warm_up() {
         .enable_all()
         .build()
         .unwrap();
-    let prom = sipfront::admin::install_recorder().unwrap();
+    // The recorder is process-wide too: installed once, shared by both tests.
+    static PROM: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    let prom = PROM
+        .get_or_init(|| sipfront::admin::install_recorder().unwrap())
+        .clone();
     let running = rt.block_on(sipfront::server::start(cfg, prom)).unwrap();
     // A parsed address: `send_to(&str)` would allocate a Vec in the resolver.
-    let proxy: std::net::SocketAddr = "127.0.0.1:28060".parse().unwrap();
+    let proxy = std::net::SocketAddr::from(([127, 0, 0, 1], sip_port));
 
     // Pre-built messages: the test's own loop must not allocate either.
     let mut bufs = vec![[0u8; 512]; 4];
@@ -128,7 +159,7 @@ fn forwarding_allocates_nothing_after_warm_up() {
         client
             .send_to(&bufs[i % 3 / 2 * 2][..lens[i % 3 / 2 * 2]], proxy)
             .unwrap();
-        let (n, relay) = backend_recv(&backend, rx);
+        let (n, relay) = backend_recv(&backend, rx, &relay);
         assert!(n > 0);
         // backend -> relay port -> client: alternately a response and a new request
         // from the backend (which pins a new Call-ID in the dialog table).
@@ -153,13 +184,21 @@ fn forwarding_allocates_nothing_after_warm_up() {
         round(i, &mut scratch, &mut rx, &mut ids);
     }
     let after = ALLOCS.load(Ordering::SeqCst);
-    let st = running.status.lock().unwrap().clone();
-    let forwarded: u64 = st.counters.backends[0].datagrams.0.iter().sum();
+    // The status is published by the housekeeping tick: wait for the last one.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let forwarded = loop {
+        let st = running.status.lock().unwrap().clone();
+        let n: u64 = st.counters.backends[0].datagrams.0.iter().sum();
+        if n >= 40_000 || std::time::Instant::now() > deadline {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     drop(running);
     std::thread::sleep(Duration::from_millis(300));
-    HEP_STOP.store(true, Ordering::Relaxed);
+    hep_stop.store(true, Ordering::Relaxed);
     drain.join().unwrap();
-    let hep = HEP_SEEN.load(Ordering::Relaxed);
+    let hep = hep_seen.load(Ordering::Relaxed);
     assert!(forwarded >= 40_000, "forwarded {forwarded}");
     // Every datagram is encoded (two legs); a sender thread starved on a busy machine
     // drops some (counted, by design), so at least half of them must have arrived.

@@ -299,12 +299,15 @@ pub fn table(
     let mut labels: Vec<String> = vec!["relay".into(), "status".into()];
     let mut cols: Vec<Vec<String>> = Vec::new();
     for run in runs {
-        let relays = run
-            .relays
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(",");
+        let relays = match &run.prefix {
+            Some(p) => format!("prefix {p}"),
+            None => run
+                .relays
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        };
         let status = match &run.result {
             Ok(_) => "ok",
             Err(_) => "STOPPED (see below)",
@@ -351,13 +354,13 @@ pub fn table(
     for run in runs {
         if let Ok(m) = &run.result {
             for c in &m.caps {
-                let _ = writeln!(t, "{:?}: flows capped at {c}", run.relays);
+                let _ = writeln!(t, "{}: flows capped at {c}", run.label());
             }
             if !m.taken.is_empty() {
                 let _ = writeln!(
                     t,
                     "{:?}: relay endpoints held by other sockets before the run: {}",
-                    run.relays,
+                    run.label(),
                     crate::port_ranges(&m.taken)
                 );
             }
@@ -369,13 +372,13 @@ pub fn table(
     }
     for run in runs {
         if let Err(e) = &run.result {
-            let _ = writeln!(t, "\nrelay {:?} stopped: {e}", run.relays);
+            let _ = writeln!(t, "\nrelay {} stopped: {e}", run.label());
         }
     }
     for run in runs {
         if let Ok(Measured { load: Some(s), .. }) = &run.result {
             let what = if runs.len() > 1 {
-                format!(" (sipfront relay {:?})", run.relays)
+                format!(" (sipfront relay {})", run.label())
             } else {
                 String::new()
             };

@@ -19,11 +19,21 @@ pub struct Setup {
     pub backends: [SocketAddr; 2],
     pub relays: Vec<Ipv4Addr>,
     pub relay_ports: (u16, u16),
+    /// Prefix mode: `relay_prefix`, on the first relay port.
+    pub prefix: Option<String>,
 }
 
 impl Setup {
     /// Flows the relay endpoints hold: ports × addresses.
     pub fn relay_capacity(&self) -> usize {
+        if let Some(p) = &self.prefix {
+            let len: u32 = p
+                .rsplit('/')
+                .next()
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(32);
+            return 1usize << (32 - len).min(20);
+        }
         usize::from(self.relay_ports.1 - self.relay_ports.0 + 1) * self.relays.len()
     }
 
@@ -40,12 +50,21 @@ impl Setup {
                     .join(", ")
             ),
         };
+        let relay = match &self.prefix {
+            Some(p) => format!(
+                "relay_prefix = \"{p}\"\nrelay_port = {}",
+                self.relay_ports.0
+            ),
+            None => format!(
+                "relay = {relay}\nrelay_ports = \"{}-{}\"",
+                self.relay_ports.0, self.relay_ports.1
+            ),
+        };
         format!(
             r#"# Written by benches/flows.rs.
 [listen]
 sip = ["{sip}"]
-relay = {relay}
-relay_ports = "{p0}-{p1}"
+{relay}
 
 [[backend]]
 name = "a"
@@ -73,8 +92,6 @@ flow_idle = "10m"
 listen = "{admin}"
 "#,
             sip = self.sip,
-            p0 = self.relay_ports.0,
-            p1 = self.relay_ports.1,
             a = self.backends[0],
             b = self.backends[1],
             max_flows = self.relay_capacity(),

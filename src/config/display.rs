@@ -12,14 +12,20 @@ impl fmt::Display for Config {
         let sip: Vec<String> = l.sip.iter().map(|a| format!("\"{a}\"")).collect();
         writeln!(f, "[listen]")?;
         writeln!(f, "sip = [{}]", sip.join(", "))?;
-        let relay: Vec<String> = l.relay.iter().map(|a| format!("\"{a}\"")).collect();
-        writeln!(f, "relay = [{}]", relay.join(", "))?;
-        writeln!(
-            f,
-            "relay_ports = \"{}-{}\"",
-            l.relay_ports.start(),
-            l.relay_ports.end()
-        )?;
+        if let Some(p) = &l.relay_prefix {
+            let ports: Vec<String> = p.ports.iter().map(u16::to_string).collect();
+            writeln!(f, "relay_prefix = \"{p}\"")?;
+            writeln!(f, "relay_port = [{}]", ports.join(", "))?;
+        } else {
+            let relay: Vec<String> = l.relay.iter().map(|a| format!("\"{a}\"")).collect();
+            writeln!(f, "relay = [{}]", relay.join(", "))?;
+            writeln!(
+                f,
+                "relay_ports = \"{}-{}\"",
+                l.relay_ports.start(),
+                l.relay_ports.end()
+            )?;
+        }
         writeln!(f, "forward_keepalives = {}", l.forward_keepalives)?;
         for b in &self.backends {
             writeln!(

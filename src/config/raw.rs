@@ -42,6 +42,8 @@ pub(super) struct RawListen {
     #[serde(default, deserialize_with = "one_or_many")]
     pub relay: Option<Vec<String>>,
     pub relay_ports: Option<String>,
+    pub relay_prefix: Option<String>,
+    pub relay_port: Option<OneOrManyPorts>,
     pub forward_keepalives: Option<bool>,
 }
 
@@ -111,6 +113,62 @@ pub(super) struct RawSync {
     pub listen: Option<String>,
     pub peer: Option<String>,
     pub key_file: Option<String>,
+}
+
+/// `5062` or `[5062, 5064]` (a string the same: `"5062"`, `"5062,5064"`).
+#[derive(Debug)]
+pub(super) struct OneOrManyPorts(Result<Vec<u16>, String>);
+
+impl OneOrManyPorts {
+    pub fn to_vec(&self) -> Result<Vec<u16>, String> {
+        self.0.clone()
+    }
+}
+
+impl<'de> Deserialize<'de> for OneOrManyPorts {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(PortsVisitor)
+    }
+}
+
+struct PortsVisitor;
+
+fn port_of(v: i64) -> Result<u16, String> {
+    u16::try_from(v).map_err(|_| format!("{v} is not a port"))
+}
+
+impl<'de> serde::de::Visitor<'de> for PortsVisitor {
+    type Value = OneOrManyPorts;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a port or a list of ports")
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(OneOrManyPorts(port_of(v).map(|p| vec![p])))
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        self.visit_i64(i64::try_from(v).unwrap_or(-1))
+    }
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(OneOrManyPorts(
+            s.split(',')
+                .map(|p| {
+                    p.trim()
+                        .parse::<u16>()
+                        .map_err(|_| format!("`{}` is not a port", p.trim()))
+                })
+                .collect(),
+        ))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        let mut v = Vec::new();
+        while let Some(p) = a.next_element::<i64>()? {
+            match port_of(p) {
+                Ok(p) => v.push(p),
+                Err(e) => return Ok(OneOrManyPorts(Err(e))),
+            }
+        }
+        Ok(OneOrManyPorts(Ok(v)))
+    }
 }
 
 /// `"a"` or `["a", "b"]`: a single relay address stays as simple as it was.

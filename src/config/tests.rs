@@ -490,9 +490,15 @@ fn example_config_comments_show_the_defaults() {
         } else if line.starts_with("# [") {
             active = false;
         }
-        let kv = line
-            .strip_prefix("# ")
-            .filter(|l| active && !l.starts_with("token_file") && l.parse::<toml::Table>().is_ok());
+        let kv = line.strip_prefix("# ").filter(|l| {
+            // Not defaults: a file to supply, and prefix mode (the alternative to
+            // relay / relay_ports).
+            active
+                && !["token_file", "relay_prefix", "relay_port "]
+                    .iter()
+                    .any(|k| l.starts_with(k))
+                && l.parse::<toml::Table>().is_ok()
+        });
         uncommented.push_str(kv.unwrap_or(line));
         uncommented.push('\n');
     }

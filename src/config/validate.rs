@@ -65,15 +65,46 @@ fn validate_listen(raw: Option<RawListen>, eph: &EphemeralPorts) -> Result<Liste
         }
         sip.push(a);
     }
+    let forward_keepalives = listen
+        .forward_keepalives
+        .unwrap_or(DEFAULT_FORWARD_KEEPALIVES);
+    if let Some(text) = listen.relay_prefix.as_deref() {
+        if listen.relay.is_some() || listen.relay_ports.is_some() {
+            return Err(invalid(
+                "listen.relay_prefix",
+                "set either listen.relay / relay_ports (port mode) or listen.relay_prefix / \
+                 relay_port (prefix mode), not both",
+            ));
+        }
+        let ports = match listen.relay_port.as_ref().map(|p| p.to_vec()) {
+            Some(Err(e)) => return Err(invalid("listen.relay_port", e)),
+            Some(Ok(v)) => Some(v),
+            None => None,
+        };
+        let prefix = super::prefix::validate_relay_prefix(text, ports, &sip, eph)?;
+        return Ok(Listen {
+            sip,
+            relay: Vec::new(),
+            // Empty: prefix mode has no port range.
+            relay_ports: RangeInclusive::new(1, 0),
+            relay_prefix: Some(prefix),
+            forward_keepalives,
+        });
+    }
+    if listen.relay_port.is_some() {
+        return Err(invalid(
+            "listen.relay_port",
+            "only with listen.relay_prefix (prefix mode); port mode uses listen.relay_ports",
+        ));
+    }
     let relay = validate_relay(listen.relay.as_deref(), sip[0].ip())?;
     let relay_ports = validate_relay_ports(listen.relay_ports.as_deref(), &sip, &relay, eph)?;
     Ok(Listen {
         sip,
         relay,
         relay_ports,
-        forward_keepalives: listen
-            .forward_keepalives
-            .unwrap_or(DEFAULT_FORWARD_KEEPALIVES),
+        relay_prefix: None,
+        forward_keepalives,
     })
 }
 
@@ -226,6 +257,18 @@ fn validate_limits(l: RawLimits, listen: &Listen) -> Result<Limits, ConfigError>
     if max_flows == 0 {
         return Err(invalid("limits.max_flows", "must be at least 1"));
     }
+    if max_flows > port_count
+        && let Some(p) = &listen.relay_prefix
+    {
+        return Err(invalid(
+            "listen.relay_prefix",
+            format!(
+                "{p} × {} relay port(s) holds {port_count} flows, fewer than \
+                 limits.max_flows = {max_flows}",
+                p.ports.len()
+            ),
+        ));
+    }
     if max_flows > port_count {
         return Err(invalid(
             "limits.max_flows",
@@ -338,7 +381,23 @@ fn validate_peers(
             addrs.push(a);
         }
         let relay = socket_addr(&key("relay"), &p.relay, Need::Concrete)?;
-        if !listen.relay.contains(&relay.ip()) {
+        if let Some(pre) = &listen.relay_prefix {
+            if pre.offset(relay.ip()).is_none() {
+                return Err(invalid(
+                    key("relay"),
+                    format!(
+                        "{} is not an address of listen.relay_prefix {pre}",
+                        relay.ip()
+                    ),
+                ));
+            }
+            if !pre.ports.contains(&relay.port()) {
+                return Err(invalid(
+                    key("relay"),
+                    format!("port {} is not one of listen.relay_port", relay.port()),
+                ));
+            }
+        } else if !listen.relay.contains(&relay.ip()) {
             return Err(invalid(
                 key("relay"),
                 format!("{} is not one of the listen.relay addresses", relay.ip()),

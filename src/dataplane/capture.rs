@@ -10,7 +10,6 @@ use super::Shell;
 use crate::capture::live;
 use crate::capture::sender::Leg;
 use crate::relay::RelayPort;
-use crate::relay::port::socket_addr;
 use crate::sip::scan::{Scan, scan};
 
 /// Which way a relayed datagram went.
@@ -49,7 +48,7 @@ impl Shell {
         }
         let (Some(&public), Some(relay)) = (
             self.cfg.listen.sip.get(usize::from(ingress)),
-            socket_addr(&self.cfg.listen.relay, relay),
+            self.relay_addrs.socket_addr(relay),
         ) else {
             return;
         };

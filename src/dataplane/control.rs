@@ -136,7 +136,9 @@ pub(super) async fn serve(shell: Rc<RefCell<Shell>>, mut rx: mpsc::Receiver<Cont
                     .take(limit)
                     .map(|f| FlowInfo {
                         client: f.client,
-                        relay: crate::relay::port::socket_addr(&s.cfg.listen.relay, f.relay_port)
+                        relay: s
+                            .relay_addrs
+                            .socket_addr(f.relay_port)
                             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
                         relay_port: f.relay_port.port,
                         backend: r

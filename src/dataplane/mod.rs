@@ -9,7 +9,7 @@
 
 use std::cell::RefCell;
 use std::io;
-use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
@@ -41,6 +41,7 @@ use crate::capture::live::Taps;
 use crate::config::Config;
 use crate::health::checker::Settings;
 use crate::health::prober::Prober;
+use crate::relay::port::RelayAddrs;
 use crate::relay::router::RouterConfig;
 use crate::relay::{BackendAction, ClientAction, RelayPort, RelaySpace, Router};
 use crate::sip::response::build_response;
@@ -61,6 +62,8 @@ pub enum DataplaneError {
     Probe(io::Error),
     #[error("cannot open the sync socket: {0}")]
     Sync(io::Error),
+    #[error("cannot make listen.relay_prefix local (ip route add local ... dev lo): {0}")]
+    Route(io::Error),
     #[error("cannot open the HEP capture socket: {0}")]
     Hep(io::Error),
     #[error("cannot start the dataplane runtime: {0}")]
@@ -99,13 +102,17 @@ pub(super) struct Shell {
     pub(super) prober: Prober,
     pub(super) metrics: MetricsHandles,
     pub(super) cfg: Config,
-    relay_ips: Vec<IpAddr>,
+    relay_addrs: RelayAddrs,
     space: RelaySpace,
     public: Vec<Rc<Sock>>,
     /// Relay sockets by slot; all of them in `relay_poll`, drained by one task.
     relays: Vec<Option<StdUdpSocket>>,
     relay_poll: Rc<AsyncFd<Epoll>>,
+    /// Endpoints in use: open sockets (port mode), marked slots (prefix mode).
     relays_open: usize,
+    /// Prefix mode: the wildcard sockets, one per `listen.relay_port` (same order;
+    /// their epoll token is that position), and the slots in use. Empty in port mode.
+    prefix: relays::PrefixSockets,
     /// Taken out while a batch is handled (the handlers borrow the shell mutably).
     batch: Option<Box<RecvBatch>>,
     /// Wakes the probe task when the ICMP fast path wants a probe now.
@@ -180,6 +187,16 @@ async fn serve(
         ["dialog-k0", "dialog-k1", "dialog-k2", "dialog-k3"]
             .map(|l| Key::new(s.key.as_bytes()).derive(l))
     });
+    // Prefix mode: the prefix must be local before the wildcard sockets can use it.
+    let route = match &cfg.listen.relay_prefix {
+        Some(p) => crate::sys::localroute::ensure(p.net, p.len, p.nth(0).unwrap_or(p.net))
+            .await
+            .map_err(DataplaneError::Route)?,
+        None => None,
+    };
+    if let Some(p) = &cfg.listen.relay_prefix {
+        tracing::info!(prefix = %p, added = route.is_some(), "relay prefix is local");
+    }
     let router = Router::new(
         RouterConfig::new(&cfg, dialog_keys),
         &cfg.backends,
@@ -204,14 +221,19 @@ async fn serve(
         router,
         prober,
         metrics,
-        relay_ips: cfg.listen.relay.clone(),
+        relay_addrs: RelayAddrs::from_listen(&cfg.listen),
         space: RelaySpace::from_config(&cfg),
         public: public.clone(),
-        relays: (0..RelaySpace::from_config(&cfg).len())
+        relays: (0..if cfg.listen.relay_prefix.is_some() {
+            0
+        } else {
+            RelaySpace::from_config(&cfg).len()
+        })
             .map(|_| None)
             .collect(),
         relay_poll: relay_poll.clone(),
         relays_open: 0,
+        prefix: relays::PrefixSockets::open(&cfg, relay_poll.get_ref())?,
         batch: Some(Box::default()),
         probe_wake: Rc::new(Notify::new()),
         hep,
@@ -246,7 +268,7 @@ async fn serve(
         let s = shell.borrow();
         tracing::info!(
             sip = ?s.cfg.listen.sip,
-            relay = ?s.cfg.listen.relay,
+            relay = ?s.relay_addrs,
             relay_ports = ?s.cfg.listen.relay_ports,
             backends = s.cfg.backends.len(),
             "dataplane running"
@@ -256,6 +278,11 @@ async fn serve(
         if shutdown.changed().await.is_err() {
             break;
         }
+    }
+    if let Some(r) = route
+        && let Err(e) = r.remove().await
+    {
+        tracing::warn!(error = %e, "cannot remove the relay prefix's local route");
     }
     Ok(())
 }
@@ -344,6 +371,13 @@ impl Shell {
             self.router.send_failed();
             return;
         };
+        if self.prefix.is_on() {
+            if new_flow {
+                self.mark_relay(idx, true);
+            }
+            self.send_prefix(now, relay_port, to, data);
+            return;
+        }
         if new_flow && let Err(e) = self.open_relay(relay_port) {
             tracing::debug!(port = relay_port.port, error = %e, "relay bind failed");
             self.router.bind_failed(flow);

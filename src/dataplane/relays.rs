@@ -1,5 +1,8 @@
-//! Relay sockets: one per flow, all in one level-triggered epoll set that a single
-//! task drains (see `epoll.rs` for why level-triggered).
+//! Relay sockets, all in one level-triggered epoll set that a single task drains
+//! (see `epoll.rs` for why level-triggered). Port mode: one socket per flow, the
+//! epoll token is the endpoint's slot. Prefix mode: one wildcard socket per relay
+//! port, the token is the port's position; the destination address of each datagram
+//! (`IP_PKTINFO`) names the endpoint, and sends carry the endpoint as their source.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
@@ -9,12 +12,69 @@ use std::time::Instant;
 
 use tokio::io::unix::AsyncFd;
 
-use super::{Shared, Shell};
+use super::{DataplaneError, Shared, Shell};
+use crate::config::Config;
 use crate::relay::RelayPort;
 use crate::sys::epoll::{self, Epoll};
 use crate::sys::errqueue;
 use crate::sys::mmsg;
+use crate::sys::pktinfo;
 use crate::sys::socket::bind_udp;
+
+/// Prefix mode's sockets (empty in port mode).
+#[derive(Default)]
+pub(super) struct PrefixSockets {
+    /// By position in `listen.relay_port`.
+    socks: Vec<StdUdpSocket>,
+    ports: Vec<u16>,
+    /// Slots in use (flows and mirrored flows hold their endpoint).
+    used: Vec<bool>,
+}
+
+impl PrefixSockets {
+    /// Binds the wildcard socket of every relay port and adds it to `poll`.
+    pub(super) fn open(cfg: &Config, poll: &Epoll) -> Result<Self, DataplaneError> {
+        let Some(p) = &cfg.listen.relay_prefix else {
+            return Ok(PrefixSockets::default());
+        };
+        let mut socks = Vec::new();
+        for (i, &port) in p.ports.iter().enumerate() {
+            let v6 = p.net.is_ipv6();
+            let wild = SocketAddr::new(
+                if v6 {
+                    std::net::Ipv6Addr::UNSPECIFIED.into()
+                } else {
+                    std::net::Ipv4Addr::UNSPECIFIED.into()
+                },
+                port,
+            );
+            let bind = |source| DataplaneError::Bind { addr: wild, source };
+            let s = pktinfo::bind_wildcard(v6, port, PREFIX_RCVBUF).map_err(bind)?;
+            errqueue::enable(&s, v6).map_err(bind)?;
+            poll.add(&s, i as u64).map_err(bind)?;
+            socks.push(s);
+        }
+        Ok(PrefixSockets {
+            socks,
+            ports: p.ports.clone(),
+            used: vec![false; crate::relay::RelaySpace::from_config(cfg).len()],
+        })
+    }
+
+    pub(super) fn is_on(&self) -> bool {
+        !self.socks.is_empty()
+    }
+
+    /// The socket of relay port `port`.
+    #[inline]
+    fn sock(&self, port: u16) -> Option<&StdUdpSocket> {
+        let i = self.ports.iter().position(|&p| p == port)?;
+        self.socks.get(i)
+    }
+}
+
+/// A prefix socket carries every flow of its port: as much as the public sockets.
+const PREFIX_RCVBUF: usize = 8 << 20;
 
 /// A trunk's flow carries as much as a public socket; the default (~208 KB, about
 /// 150 small datagrams with their overhead) overflowed at 8000 calls/s on one flow
@@ -64,6 +124,13 @@ impl Shell {
     fn drain_relays(&mut self, now: Instant, evs: &[epoll::Event]) -> bool {
         let mut again = false;
         let mut batch = self.batch.take().unwrap_or_default();
+        if self.prefix.is_on() {
+            for ev in evs {
+                again |= self.drain_prefix(now, ev, &mut batch);
+            }
+            self.batch = Some(batch);
+            return again;
+        }
         for ev in evs {
             let idx = epoll::token(ev) as usize;
             // Closed sockets leave the set; a slot is only reused by a later turn.
@@ -102,6 +169,80 @@ impl Shell {
         again
     }
 
+    /// One prefix socket's turn: a batch, each datagram's endpoint from its destination.
+    fn drain_prefix(
+        &mut self,
+        now: Instant,
+        ev: &epoll::Event,
+        batch: &mut mmsg::RecvBatch,
+    ) -> bool {
+        let idx = epoll::token(ev) as usize;
+        let (Some(fd), Some(&port)) = (
+            self.prefix.socks.get(idx).map(|s| s.as_raw_fd()),
+            self.prefix.ports.get(idx),
+        ) else {
+            return false;
+        };
+        if epoll::is_error(ev) {
+            self.on_relay_error(now, &fd);
+        }
+        match batch.recv(fd) {
+            Ok(got) => {
+                for i in 0..got {
+                    let dst = batch.destination(i);
+                    if let Some((data, from)) = batch.get(i) {
+                        // An address of the prefix beyond the used ones holds no flow.
+                        let addr = dst
+                            .and_then(|d| self.relay_addrs.index_of(d))
+                            .unwrap_or(u32::MAX);
+                        self.on_backend(now, RelayPort { addr, port }, from, data);
+                    }
+                }
+                got == mmsg::BATCH
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+            Err(_) => {
+                self.on_relay_error(now, &fd);
+                true
+            }
+        }
+    }
+
+    /// Prefix mode: sends from the flow's endpoint address on its port's socket.
+    pub(super) fn send_prefix(&mut self, now: Instant, r: RelayPort, to: SocketAddr, data: &[u8]) {
+        let (Some(src), Some(sock)) = (self.relay_addrs.ip(r.addr), self.prefix.sock(r.port))
+        else {
+            self.router.send_failed();
+            return;
+        };
+        if pktinfo::send_from(sock, data, to, src).is_err() {
+            // A pending ICMP error (IP_RECVERR) fails one send: learn, then resend.
+            let fd = sock.as_raw_fd();
+            self.on_relay_error(now, &fd);
+            let resent = self
+                .prefix
+                .sock(r.port)
+                .map(|s| pktinfo::send_from(s, data, to, src));
+            if !matches!(resent, Some(Ok(_))) {
+                self.router.send_failed();
+            }
+        }
+    }
+
+    /// Prefix mode: an endpoint taken or given back (nothing to bind or close).
+    pub(super) fn mark_relay(&mut self, idx: usize, on: bool) {
+        if let Some(u) = self.prefix.used.get_mut(idx)
+            && *u != on
+        {
+            *u = on;
+            if on {
+                self.relays_open += 1;
+            } else {
+                self.relays_open -= 1;
+            }
+        }
+    }
+
     /// An ICMP error on a relay socket: which backend bounced? Probe it now. It is
     /// never a verdict by itself (anyone can forge one, and relay sockets are not
     /// connected); one for a destination that is no backend is ignored and counted.
@@ -119,10 +260,18 @@ impl Shell {
     /// Binds a relay port (IP_FREEBIND: the relay address may be a VIP that is on
     /// the peer right now) and adds it to the relay set. A port already open stays.
     pub(super) fn open_relay(&mut self, port: RelayPort) -> io::Result<()> {
-        let (Some(idx), Some(addr)) = (
-            self.space.index(port),
-            crate::relay::port::socket_addr(&self.relay_ips, port),
-        ) else {
+        if self.prefix.is_on() {
+            let Some(idx) = self.space.index(port) else {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "relay endpoint outside listen.relay_prefix / relay_port",
+                ));
+            };
+            self.mark_relay(idx, true);
+            return Ok(());
+        }
+        let (Some(idx), Some(addr)) = (self.space.index(port), self.relay_addrs.socket_addr(port))
+        else {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "relay endpoint outside listen.relay / relay_ports",
@@ -140,6 +289,12 @@ impl Shell {
 
     pub(super) fn close_relay(&mut self, port: RelayPort) {
         let idx = self.space.index(port);
+        if self.prefix.is_on() {
+            if let Some(i) = idx {
+                self.mark_relay(i, false);
+            }
+            return;
+        }
         if idx.and_then(|i| self.relays[i].take()).is_some() {
             self.relays_open -= 1;
         }

@@ -2,13 +2,13 @@
 //! `/ready` and the demo's status line. Refreshing reuses its buffers (no allocation
 //! in steady state).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::health::Checker;
-use crate::relay::port::socket_addr;
+use crate::relay::port::RelayAddrs;
 use crate::relay::{Counters, Direction, Router};
 
 #[derive(Debug, Clone, Serialize)]
@@ -101,7 +101,13 @@ impl Status {
         self.readiness(now) == Readiness::Ready
     }
 
-    pub fn update(&mut self, r: &Router, checker: &Checker, ports_in_use: usize, relay: &[IpAddr]) {
+    pub fn update(
+        &mut self,
+        r: &Router,
+        checker: &Checker,
+        ports_in_use: usize,
+        relay: &RelayAddrs,
+    ) {
         self.update_peers(r, relay);
         self.counters.copy_from(r.counters());
         self.flows = r.flow_count();
@@ -152,7 +158,7 @@ impl Status {
 
 impl Status {
     /// Peers come from the config: the list is built once, then refreshed in place.
-    fn update_peers(&mut self, r: &Router, relay: &[IpAddr]) {
+    fn update_peers(&mut self, r: &Router, relay: &RelayAddrs) {
         let n = r.peer_flows().count();
         if self.peers.len() != n {
             self.peers = r
@@ -160,7 +166,8 @@ impl Status {
                 .map(|(name, f)| PeerInfo {
                     name: name.to_string(),
                     addr: f.client,
-                    relay: socket_addr(relay, f.relay_port)
+                    relay: relay
+                        .socket_addr(f.relay_port)
                         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
                     backend: String::new(),
                     datagrams_to_backend: 0,

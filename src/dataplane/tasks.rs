@@ -128,12 +128,7 @@ pub(super) async fn housekeeping(shell: Shared, status: Arc<Mutex<Status>>) {
             s.relays_open,
         );
         if let Ok(mut st) = status.lock() {
-            st.update(
-                &s.router,
-                &s.prober.checker,
-                s.relays_open,
-                &s.cfg.listen.relay,
-            );
+            st.update(&s.router, &s.prober.checker, s.relays_open, &s.relay_addrs);
         }
     }
 }

@@ -1,19 +1,23 @@
-//! Relay endpoints. A flow's relay endpoint is one of the `listen.relay` addresses
-//! plus a port of `listen.relay_ports`; one address holds about 16k ports below the
-//! kernel's ephemeral range, so large deployments list several addresses. Endpoints
-//! map to dense slot indexes (address-major), so per-endpoint tables are plain arrays.
+//! Relay endpoints. Port mode: a flow's relay endpoint is one of the `listen.relay`
+//! addresses plus a port of `listen.relay_ports`; one address holds about 16k ports
+//! below the kernel's ephemeral range, so large deployments list several addresses.
+//! Prefix mode: an address of `listen.relay_prefix` (by its index within the prefix)
+//! plus one of the few `listen.relay_port`s. Either way an endpoint is
+//! (address index, port), and endpoints map to dense slot indexes (address-major), so
+//! per-endpoint tables are plain arrays and the router does not know the mode.
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
+use crate::config::{Config, Listen, RelayPrefix};
 
-/// Which `listen.relay` address (by position) and which port.
+/// Which relay address (position in `listen.relay`, or index within
+/// `listen.relay_prefix`) and which port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RelayPort {
-    pub addr: u8,
+    pub addr: u32,
     pub port: u16,
 }
 
@@ -31,6 +35,8 @@ impl RelayPort {
 pub struct RelaySpace {
     base: u16,
     ports: usize,
+    /// Prefix mode: the relay ports (a short list, not a range).
+    list: Option<Box<[u16]>>,
     addrs: usize,
     statics: Vec<RelayPort>,
 }
@@ -40,6 +46,18 @@ impl RelaySpace {
         RelaySpace {
             base: *ports.start(),
             ports: ports.clone().count(),
+            list: None,
+            addrs,
+            statics: Vec::new(),
+        }
+    }
+
+    /// `addrs` addresses of a prefix × the ports of `list`.
+    pub fn with_port_list(list: &[u16], addrs: usize) -> Self {
+        RelaySpace {
+            base: 0,
+            ports: list.len(),
+            list: Some(list.into()),
             addrs,
             statics: Vec::new(),
         }
@@ -47,13 +65,36 @@ impl RelaySpace {
 
     /// The pool of `listen` plus the relay endpoints of `peers`.
     pub fn from_config(cfg: &Config) -> Self {
-        let mut s = RelaySpace::new(&cfg.listen.relay_ports, cfg.listen.relay.len());
+        let mut s = match &cfg.listen.relay_prefix {
+            Some(p) => RelaySpace::with_port_list(&p.ports, p.addr_count() as usize),
+            None => RelaySpace::new(&cfg.listen.relay_ports, cfg.listen.relay.len()),
+        };
+        let addrs = RelayAddrs::from_listen(&cfg.listen);
         s.statics = cfg
             .peers
             .iter()
-            .filter_map(|p| endpoint_of(&cfg.listen.relay, p.relay))
+            .filter_map(|p| addrs.endpoint_of(p.relay))
             .collect();
         s
+    }
+
+    /// The offset of `port` among the pool's ports.
+    #[inline]
+    fn port_offset(&self, port: u16) -> Option<usize> {
+        match &self.list {
+            Some(l) => l.iter().position(|&p| p == port),
+            None => port
+                .checked_sub(self.base)
+                .map(usize::from)
+                .filter(|&o| o < self.ports),
+        }
+    }
+
+    fn port_at(&self, off: usize) -> u16 {
+        match &self.list {
+            Some(l) => l[off],
+            None => self.base + off as u16,
+        }
     }
 
     /// The static endpoints, in config order.
@@ -82,10 +123,9 @@ impl RelaySpace {
     /// The slot of `r`, or None when it is outside the configured addresses or ports.
     #[inline]
     pub fn index(&self, r: RelayPort) -> Option<usize> {
-        let a = usize::from(r.addr);
-        if let Some(off) = r.port.checked_sub(self.base).map(usize::from)
-            && off < self.ports
-            && a < self.addrs
+        let a = r.addr as usize;
+        if a < self.addrs
+            && let Some(off) = self.port_offset(r.port)
         {
             return Some(a * self.ports + off);
         }
@@ -100,8 +140,8 @@ impl RelaySpace {
             return self.statics[i - self.pool_len()];
         }
         RelayPort {
-            addr: (i / self.ports) as u8,
-            port: self.base + (i % self.ports) as u16,
+            addr: (i / self.ports) as u32,
+            port: self.port_at(i % self.ports),
         }
     }
 
@@ -110,27 +150,60 @@ impl RelaySpace {
     pub fn interleaved(&self) -> impl Iterator<Item = RelayPort> + '_ {
         (0..self.pool_len())
             .map(|i| RelayPort {
-                addr: (i % self.addrs) as u8,
-                port: self.base + (i / self.addrs) as u16,
+                addr: (i % self.addrs) as u32,
+                port: self.port_at(i / self.addrs),
             })
             .filter(|r| !self.statics.contains(r))
     }
 }
 
-/// The endpoint of `addr` if its IP is one of the relay addresses.
-pub fn endpoint_of(relay: &[IpAddr], addr: SocketAddr) -> Option<RelayPort> {
-    let i = relay.iter().position(|&ip| ip == addr.ip())?;
-    Some(RelayPort {
-        addr: u8::try_from(i).ok()?,
-        port: addr.port(),
-    })
+/// The relay addresses of either mode: what a [`RelayPort`]'s `addr` indexes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayAddrs {
+    /// Port mode: `listen.relay`.
+    List(Vec<IpAddr>),
+    /// Prefix mode: the addresses of `listen.relay_prefix`.
+    Prefix(RelayPrefix),
 }
 
-/// The socket address of `r` given the configured relay addresses.
-pub fn socket_addr(addrs: &[IpAddr], r: RelayPort) -> Option<SocketAddr> {
-    addrs
-        .get(usize::from(r.addr))
-        .map(|&ip| SocketAddr::new(ip, r.port))
+impl RelayAddrs {
+    pub fn from_listen(l: &Listen) -> Self {
+        match &l.relay_prefix {
+            Some(p) => RelayAddrs::Prefix(p.clone()),
+            None => RelayAddrs::List(l.relay.clone()),
+        }
+    }
+
+    /// Address `i`.
+    #[inline]
+    pub fn ip(&self, i: u32) -> Option<IpAddr> {
+        match self {
+            RelayAddrs::List(l) => l.get(i as usize).copied(),
+            RelayAddrs::Prefix(p) => p.nth(i),
+        }
+    }
+
+    /// The index of `ip`, if it is a relay address.
+    #[inline]
+    pub fn index_of(&self, ip: IpAddr) -> Option<u32> {
+        match self {
+            RelayAddrs::List(l) => l.iter().position(|&a| a == ip).map(|i| i as u32),
+            RelayAddrs::Prefix(p) => p.offset(ip),
+        }
+    }
+
+    /// The endpoint of `addr` if its IP is one of the relay addresses.
+    pub fn endpoint_of(&self, addr: SocketAddr) -> Option<RelayPort> {
+        Some(RelayPort {
+            addr: self.index_of(addr.ip())?,
+            port: addr.port(),
+        })
+    }
+
+    /// The socket address of `r`.
+    pub fn socket_addr(&self, r: RelayPort) -> Option<SocketAddr> {
+        self.ip(r.addr).map(|ip| SocketAddr::new(ip, r.port))
+    }
 }
 
 #[cfg(test)]
@@ -152,6 +225,71 @@ mod tests {
         assert_eq!(
             order,
             [(0, 100), (1, 100), (0, 101), (1, 101), (0, 102), (1, 102)]
+        );
+    }
+
+    #[test]
+    fn prefix_space_maps_addresses_and_listed_ports() {
+        let s = RelaySpace::with_port_list(&[5062, 5070], 4);
+        assert_eq!(s.len(), 8);
+        for i in 0..s.len() {
+            assert_eq!(s.index(s.at(i)), Some(i));
+        }
+        assert_eq!(
+            s.index(RelayPort {
+                addr: 3,
+                port: 5070
+            }),
+            Some(7)
+        );
+        assert_eq!(
+            s.index(RelayPort {
+                addr: 4,
+                port: 5062
+            }),
+            None
+        );
+        assert_eq!(
+            s.index(RelayPort {
+                addr: 0,
+                port: 5063
+            }),
+            None
+        );
+        let order: Vec<_> = s.interleaved().take(5).map(|r| (r.addr, r.port)).collect();
+        assert_eq!(
+            order,
+            [(0, 5062), (1, 5062), (2, 5062), (3, 5062), (0, 5070)]
+        );
+        let a = RelayAddrs::Prefix(RelayPrefix {
+            net: "10.200.0.0".parse().unwrap(),
+            len: 16,
+            ports: vec![5062],
+        });
+        let r = a.endpoint_of("10.200.1.2:5062".parse().unwrap()).unwrap();
+        assert_eq!(
+            r,
+            RelayPort {
+                addr: 258,
+                port: 5062
+            }
+        );
+        assert_eq!(a.socket_addr(r), Some("10.200.1.2:5062".parse().unwrap()));
+        assert_eq!(a.endpoint_of("10.201.0.0:5062".parse().unwrap()), None);
+        let v6 = RelayAddrs::Prefix(RelayPrefix {
+            net: "fd00:200::".parse().unwrap(),
+            len: 64,
+            ports: vec![5062],
+        });
+        let r = v6
+            .endpoint_of("[fd00:200::f:1]:5062".parse().unwrap())
+            .unwrap();
+        assert_eq!(r.addr, 0xf_0001);
+        assert_eq!(v6.ip(r.addr), Some("fd00:200::f:1".parse().unwrap()));
+        assert_eq!(
+            v6.endpoint_of("[fd00:200::1:0:0:1]:5062".parse().unwrap()),
+            None,
+            "beyond the used addresses"
         );
     }
 

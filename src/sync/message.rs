@@ -198,7 +198,7 @@ mod tests {
             (
                 any::<[u8; 4]>(),
                 any::<u16>(),
-                (any::<u8>(), any::<u16>()).prop_map(|(addr, port)| RelayPort { addr, port }),
+                (any::<u32>(), any::<u16>()).prop_map(|(addr, port)| RelayPort { addr, port }),
                 any::<u16>(),
                 any::<u64>(),
                 any::<Option<u32>>()

@@ -44,7 +44,7 @@ impl Rng {
 }
 
 /// Map key of a relay port (`RelayPort` is not `Ord`).
-type Port = (u8, u16);
+type Port = (u32, u16);
 
 fn pk(p: RelayPort) -> Port {
     (p.addr, p.port)

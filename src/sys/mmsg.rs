@@ -6,10 +6,12 @@
 //! queued; that error's arrival wakes the reactor again, so nothing is stranded.)
 
 use std::io::{self, IoSliceMut};
-use std::net::{Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
 
 use nix::sys::socket::SockaddrStorage;
+
+use super::pktinfo::{self, CMSG_BUF, CmsgBuf};
 
 /// Large enough for any UDP datagram (65,507 bytes over IPv4, 65,527 over IPv6).
 pub const BUF_LEN: usize = 65536;
@@ -32,6 +34,10 @@ pub struct RecvBatch {
     bufs: Box<[u8]>,
     addrs: [SockaddrStorage; BATCH],
     lens: [usize; BATCH],
+    /// Control buffers: the destination address on sockets with `IP_PKTINFO` /
+    /// `IPV6_RECVPKTINFO` (prefix-mode relay sockets); empty on the others.
+    ctrl: [CmsgBuf; BATCH],
+    dsts: [Option<IpAddr>; BATCH],
     n: usize,
 }
 
@@ -42,6 +48,8 @@ impl Default for RecvBatch {
             bufs: vec![0u8; BATCH * BUF_LEN].into_boxed_slice(),
             addrs: [unspecified; BATCH],
             lens: [0; BATCH],
+            ctrl: [CmsgBuf([0; CMSG_BUF]); BATCH],
+            dsts: [None; BATCH],
             n: 0,
         }
     }
@@ -58,7 +66,14 @@ impl RecvBatch {
         // SAFETY: mmsghdr is plain C data (pointers, lengths, flags); all-zero is a
         // valid value, and every field the kernel reads is set below.
         let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-        for ((iov, addr), h) in iovs.iter_mut().zip(&mut self.addrs).zip(&mut hdrs) {
+        for (((iov, addr), h), c) in iovs
+            .iter_mut()
+            .zip(&mut self.addrs)
+            .zip(&mut hdrs)
+            .zip(&mut self.ctrl)
+        {
+            h.msg_hdr.msg_control = c.0.as_mut_ptr().cast();
+            h.msg_hdr.msg_controllen = CMSG_BUF;
             h.msg_hdr.msg_name = (addr as *mut SockaddrStorage).cast();
             h.msg_hdr.msg_namelen = size_of::<SockaddrStorage>() as libc::socklen_t;
             // IoSliceMut is ABI-compatible with iovec on Unix (std guarantees it).
@@ -82,11 +97,23 @@ impl RecvBatch {
             return Err(io::Error::last_os_error());
         }
         let n = r as usize;
-        for (len, h) in self.lens.iter_mut().zip(&hdrs).take(n) {
+        for ((len, dst), h) in self.lens.iter_mut().zip(&mut self.dsts).zip(&hdrs).take(n) {
             *len = h.msg_len as usize;
+            // SAFETY: the kernel filled this header in; its control buffer is
+            // `self.ctrl[i]`, alive and at least `msg_controllen` long.
+            *dst = unsafe { pktinfo::destination(&h.msg_hdr) };
         }
         self.n = n;
         Ok(n)
+    }
+
+    /// The address datagram `i` of the last batch was sent to, on sockets that
+    /// report it (prefix-mode relay sockets).
+    pub fn destination(&self, i: usize) -> Option<IpAddr> {
+        if i >= self.n {
+            return None;
+        }
+        self.dsts[i]
     }
 
     /// Datagram `i` of the last batch: its bytes and sender.

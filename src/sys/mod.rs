@@ -5,5 +5,7 @@
 pub mod epoll;
 pub mod errqueue;
 pub mod fdlimit;
+pub mod localroute;
 pub mod mmsg;
+pub mod pktinfo;
 pub mod socket;

@@ -26,6 +26,7 @@ pub fn spec(
             .collect(),
         key_file: write_key(dir),
         relay_ports: "20000-29999".into(),
+        relay_prefix: None,
         extra: String::new(),
     }
 }

@@ -13,16 +13,23 @@ pub struct SfSpec {
     pub backends: Vec<(String, String)>,
     pub key_file: PathBuf,
     pub relay_ports: String,
+    /// Prefix mode: `relay_prefix` on relay port 5062 (then `relay_ports` is unused).
+    pub relay_prefix: Option<String>,
     /// Extra TOML appended verbatim (`[timeouts]`, `[limits]` ...).
     pub extra: String,
 }
 
 impl SfSpec {
     pub fn toml(&self) -> String {
-        let mut s = format!(
-            "[listen]\nsip = [\"{VIP}:5060\"]\nrelay = \"{VIP}\"\nrelay_ports = \"{}\"\n",
-            self.relay_ports
-        );
+        let mut s = match &self.relay_prefix {
+            Some(p) => format!(
+                "[listen]\nsip = [\"{VIP}:5060\"]\nrelay_prefix = \"{p}\"\nrelay_port = 5062\n"
+            ),
+            None => format!(
+                "[listen]\nsip = [\"{VIP}:5060\"]\nrelay = \"{VIP}\"\nrelay_ports = \"{}\"\n",
+                self.relay_ports
+            ),
+        };
         for (name, addr) in &self.backends {
             s.push_str(&format!(
                 "\n[[backend]]\nname = \"{name}\"\naddr = \"{addr}\"\n"

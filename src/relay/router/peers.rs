@@ -6,7 +6,7 @@ use std::time::Instant;
 use super::{Router, RouterConfig};
 use crate::relay::backends::BackendId;
 use crate::relay::flows::{Flow, FlowTable};
-use crate::relay::port::{RelayPort, endpoint_of};
+use crate::relay::port::RelayPort;
 
 /// A static peer as the router needs it.
 pub(super) struct Peer {
@@ -20,7 +20,7 @@ impl Router {
     /// guarantee each endpoint is a relay address and unique).
     pub(super) fn add_peers(&mut self, rc: &RouterConfig, now: Instant) {
         for (i, p) in rc.peers.iter().enumerate() {
-            let Some(relay_port) = endpoint_of(&rc.relay, p.relay) else {
+            let Some(relay_port) = rc.relay.endpoint_of(p.relay) else {
                 continue;
             };
             let client = p.addrs[0];

@@ -1,7 +1,7 @@
 //! What a router is built from: its settings (from the config, replaced on reload)
 //! and the table limits, relay space and dialog keys fixed at start.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::config::{Access, Config, Failback, Limits, StaticPeer};
@@ -58,7 +58,7 @@ pub struct RouterConfig {
     /// The public SIP addresses (a peer is reached from the first of its family).
     pub sip: Vec<SocketAddr>,
     /// The relay addresses (a peer's endpoint is one of them).
-    pub relay: Vec<IpAddr>,
+    pub relay: crate::relay::port::RelayAddrs,
     /// Allow/deny lists, ban table size, scanner User-Agents.
     pub access: Access,
 }
@@ -73,7 +73,7 @@ impl RouterConfig {
             sync: cfg.sync.is_some(),
             peers: cfg.peers.clone(),
             sip: cfg.listen.sip.clone(),
-            relay: cfg.listen.relay.clone(),
+            relay: crate::relay::port::RelayAddrs::from_listen(&cfg.listen),
             access: cfg.access.clone(),
         }
     }

@@ -129,7 +129,7 @@ fn full_table_of_100k_items_paced_and_applied_once() {
     sim.crash(1);
     for n in 0..100_000u32 {
         let port = RelayPort {
-            addr: (n / 50_000) as u8,
+            addr: n / 50_000,
             port: (n % 50_000) as u16,
         };
         let item = sim.flow(port);

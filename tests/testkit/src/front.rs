@@ -22,6 +22,8 @@ pub struct SipfrontConfig {
     /// Relay addresses, comma-separated.
     pub relay: String,
     pub relay_ports: String,
+    /// Prefix mode: `relay_prefix` and `relay_port` (then `relay`/`relay_ports` are unused).
+    pub relay_prefix: Option<(String, String)>,
     pub backends: Vec<(String, SocketAddr)>,
     pub admin: SocketAddr,
     /// Extra TOML appended verbatim (e.g. `[timeouts]` or `[limits]` sections).
@@ -35,6 +37,7 @@ impl SipfrontConfig {
             sip,
             relay: sip.ip().to_string(),
             relay_ports: relay_ports.to_string(),
+            relay_prefix: None,
             backends: Vec::new(),
             admin: admin.parse().expect("admin addr"),
             extra: String::new(),
@@ -44,6 +47,12 @@ impl SipfrontConfig {
     pub fn backend(mut self, name: &str, addr: &str) -> SipfrontConfig {
         self.backends
             .push((name.to_string(), addr.parse().expect("backend addr")));
+        self
+    }
+
+    /// Prefix mode: `relay_prefix = PREFIX`, `relay_port = PORTS` (TOML: `5062`, `[5062, 5064]`).
+    pub fn prefix(mut self, prefix: &str, ports: &str) -> SipfrontConfig {
+        self.relay_prefix = Some((prefix.to_string(), ports.to_string()));
         self
     }
 
@@ -57,13 +66,17 @@ impl SipfrontConfig {
         let mut s = String::new();
         writeln!(s, "[listen]").unwrap();
         writeln!(s, "sip = [\"{}\"]", self.sip).unwrap();
-        let relay: Vec<String> = self
-            .relay
-            .split(',')
-            .map(|a| format!("\"{}\"", a.trim()))
-            .collect();
-        writeln!(s, "relay = [{}]", relay.join(", ")).unwrap();
-        writeln!(s, "relay_ports = \"{}\"", self.relay_ports).unwrap();
+        if let Some((prefix, ports)) = &self.relay_prefix {
+            writeln!(s, "relay_prefix = \"{prefix}\"\nrelay_port = {ports}").unwrap();
+        } else {
+            let relay: Vec<String> = self
+                .relay
+                .split(',')
+                .map(|a| format!("\"{}\"", a.trim()))
+                .collect();
+            writeln!(s, "relay = [{}]", relay.join(", ")).unwrap();
+            writeln!(s, "relay_ports = \"{}\"", self.relay_ports).unwrap();
+        }
         for (name, addr) in &self.backends {
             writeln!(s, "\n[[backend]]\nname = \"{name}\"\naddr = \"{addr}\"").unwrap();
         }

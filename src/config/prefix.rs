@@ -1,0 +1,183 @@
+//! Prefix mode (`listen.relay_prefix` + `listen.relay_port`): the prefix type, its
+//! address arithmetic, and its validation.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+use super::values::parse_addr;
+use super::{ConfigError, EphemeralPorts, invalid};
+
+/// Prefix mode: a flow's relay endpoint is an address of `net/len` on one of `ports`.
+/// One wildcard socket per port receives for every address of the prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayPrefix {
+    /// The network address (host bits zero).
+    pub net: IpAddr,
+    pub len: u8,
+    pub ports: Vec<u16>,
+}
+
+impl RelayPrefix {
+    /// At most this many addresses of a prefix are used (an IPv4 /12): endpoint
+    /// tables are arrays over the addresses.
+    pub const MAX_ADDRS: u32 = 1 << 20;
+
+    fn host_bits(&self) -> u32 {
+        let total = if self.net.is_ipv4() { 32 } else { 128 };
+        total - u32::from(self.len)
+    }
+
+    /// Addresses used for flows: the whole prefix, capped at [`Self::MAX_ADDRS`].
+    pub fn addr_count(&self) -> u32 {
+        let bits = self.host_bits();
+        if bits >= 20 {
+            Self::MAX_ADDRS
+        } else {
+            1 << bits
+        }
+    }
+
+    fn base(&self) -> u128 {
+        match self.net {
+            IpAddr::V4(a) => u128::from(u32::from(a)),
+            IpAddr::V6(a) => u128::from(a),
+        }
+    }
+
+    /// Address `i` of the prefix (`i < addr_count()`).
+    pub fn nth(&self, i: u32) -> Option<IpAddr> {
+        if i >= self.addr_count() {
+            return None;
+        }
+        let v = self.base() + u128::from(i);
+        Some(match self.net {
+            IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::from(v as u32)),
+            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::from(v)),
+        })
+    }
+
+    /// Whether `ip` is inside the prefix.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let v = match (ip, self.net) {
+            (IpAddr::V4(a), IpAddr::V4(_)) => u128::from(u32::from(a)),
+            (IpAddr::V6(a), IpAddr::V6(_)) => u128::from(a),
+            _ => return false,
+        };
+        let bits = self.host_bits();
+        if bits >= 128 {
+            return true;
+        }
+        v >> bits == self.base() >> bits
+    }
+
+    /// The index of `ip` within the prefix, if it is one of the used addresses.
+    #[inline]
+    pub fn offset(&self, ip: IpAddr) -> Option<u32> {
+        if !self.contains(ip) {
+            return None;
+        }
+        let v = match ip {
+            IpAddr::V4(a) => u128::from(u32::from(a)),
+            IpAddr::V6(a) => u128::from(a),
+        };
+        let off = v - self.base();
+        u32::try_from(off).ok().filter(|&o| o < self.addr_count())
+    }
+}
+
+impl fmt::Display for RelayPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.net, self.len)
+    }
+}
+
+/// Relay ports per prefix at most: one socket each.
+const MAX_PREFIX_PORTS: usize = 16;
+
+/// `listen.relay_prefix` (an address/length) and `listen.relay_port` (one port or a
+/// short list): the relay sockets bind the wildcard address on those ports.
+pub(super) fn validate_relay_prefix(
+    text: &str,
+    ports: Option<Vec<u16>>,
+    sip: &[SocketAddr],
+    eph: &EphemeralPorts,
+) -> Result<RelayPrefix, ConfigError> {
+    const KEY: &str = "listen.relay_prefix";
+    let (a, l) = text
+        .split_once('/')
+        .ok_or_else(|| invalid(KEY, format!("`{text}` is not ADDRESS/LENGTH")))?;
+    let net: IpAddr = parse_addr(KEY, a.trim())?;
+    let max_len = if net.is_ipv4() { 32 } else { 128 };
+    let len: u8 = l
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&n| n <= max_len)
+        .ok_or_else(|| invalid(KEY, format!("`{l}` is not a prefix length (0-{max_len})")))?;
+    let prefix = RelayPrefix {
+        net,
+        len,
+        ports: Vec::new(),
+    };
+    let host_bits = u32::from(max_len - len);
+    let v = match net {
+        IpAddr::V4(a) => u128::from(u32::from(a)),
+        IpAddr::V6(a) => u128::from(a),
+    };
+    if host_bits < 128 && v & ((1u128 << host_bits) - 1) != 0 {
+        return Err(invalid(
+            KEY,
+            format!("`{text}` has host bits set (write the network address)"),
+        ));
+    }
+    if net.is_unspecified() || net.is_multicast() || (len < 8 && net.is_ipv4()) {
+        return Err(invalid(
+            KEY,
+            format!("`{text}` is not a usable relay prefix"),
+        ));
+    }
+    if !sip.iter().any(|s| s.is_ipv4() == net.is_ipv4()) {
+        return Err(invalid(
+            KEY,
+            "mixed families: no listen.sip address of the prefix's IP family",
+        ));
+    }
+    if let Some(s) = sip.iter().find(|s| prefix.contains(s.ip())) {
+        return Err(invalid(
+            KEY,
+            format!("overlaps the listen.sip address {}", s.ip()),
+        ));
+    }
+    const PKEY: &str = "listen.relay_port";
+    let ports =
+        ports.ok_or_else(|| invalid(PKEY, "required with listen.relay_prefix (e.g. 5062)"))?;
+    if ports.is_empty() || ports.len() > MAX_PREFIX_PORTS {
+        return Err(invalid(
+            PKEY,
+            format!("needs 1 to {MAX_PREFIX_PORTS} ports"),
+        ));
+    }
+    for (i, &p) in ports.iter().enumerate() {
+        if p == 0 {
+            return Err(invalid(PKEY, "port 0 is not a usable relay port"));
+        }
+        if ports[..i].contains(&p) {
+            return Err(invalid(PKEY, format!("port {p} is listed twice")));
+        }
+        // The relay sockets bind the wildcard address: any SIP socket on the port clashes.
+        if sip.iter().any(|s| s.port() == p) {
+            return Err(invalid(PKEY, format!("port {p} is a listen.sip port")));
+        }
+        if eph.first_conflict(&(p..=p)).is_some() {
+            return Err(invalid(
+                PKEY,
+                format!(
+                    "port {p} is in the kernel's ephemeral range {}-{}; any socket could take it",
+                    eph.range.start(),
+                    eph.range.end()
+                ),
+            ));
+        }
+    }
+    Ok(RelayPrefix { ports, ..prefix })
+}

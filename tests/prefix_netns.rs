@@ -1,0 +1,351 @@
+//! Prefix mode across namespaces with real registrars: sipfront relays from addresses of
+//! 10.200.0.0/16 (one wildcard socket on port 5062; sipfront installs the AnyIP route
+//! `local 10.200.0.0/16 dev lo` itself and removes it on exit), the Kamailio registrars
+//! route the prefix via sipfront's address, a phone behind a NAT registers through
+//! sipfront, both registrars store its relay endpoint `10.200.x.y:5062` (DMQ), and calls
+//! entered at either registrar reach the phone through that endpoint.
+
+#[allow(dead_code)]
+mod netns_sync;
+
+use netns_sync::VIP;
+use netns_sync::*;
+use std::time::{Duration, Instant};
+use testkit::*;
+
+const SF_IP: &str = "10.88.0.11";
+const PREFIX: &str = "10.200.0.0/16";
+const RELAY_PORT: u16 = 5062;
+
+fn registrar(dir: &TestDir, net: &Net, role: &str, peer: &str) -> Kamailio {
+    registrar_via(dir, net, role, peer, SF_IP)
+}
+
+/// A registrar that routes the relay prefix via `via` and advertises `via` too.
+fn registrar_via(dir: &TestDir, net: &Net, role: &str, peer: &str, via: &str) -> Kamailio {
+    let host = net.host(role);
+    // Replies and requests to relay endpoints go to sipfront.
+    host.ns.ip(&["route", "add", PREFIX, "via", via]);
+    let own = host.addr;
+    start_kamailio(
+        dir,
+        host,
+        role,
+        &[
+            format!("VIP_IP={via}"),
+            "VIP_PORT=5060".into(),
+            // Kamailio compares `src_ip == 10.200.0.0/16` as a subnet.
+            format!("RELAY_IP={PREFIX}"),
+            "WITH_DMQ".into(),
+            "DMQ_PORT=5090".into(),
+            format!("DMQ_SERVER=\"sip:{own}:5090\""),
+            format!("DMQ_PEER=\"sip:{peer}:5090\""),
+        ],
+    )
+}
+
+/// The relay endpoint `k` stores for `aor` (`Received: sip:IP:PORT`).
+fn received(k: &Kamailio, aor: &str) -> String {
+    let mut last = Vec::new();
+    let ok = wait_until(Duration::from_secs(10), || {
+        last = k.received_of(aor);
+        !last.is_empty()
+    });
+    assert!(ok, "{aor} not registered at {}", k.proc.name);
+    assert_eq!(last.len(), 1, "{}: {last:?}", k.proc.name);
+    last[0].trim_start_matches("sip:").to_string()
+}
+
+/// Starts the phone (REGISTER through `to`, then answering INVITEs).
+fn start_phone(dir: &TestDir, net: &Net, to: &str) -> Sipp {
+    let register = scenario("phone_register.xml");
+    let answer = scenario("phone_answer.xml");
+    let target = format!("{to}:5060");
+    let args = [
+        "-sf",
+        &register,
+        "-oocsf",
+        &answer,
+        "-s",
+        "alice",
+        "-t",
+        "u1",
+        "-i",
+        "192.168.77.2",
+        "-p",
+        "5060",
+        "-m",
+        "1",
+        "-d",
+        "300000",
+        &target,
+    ];
+    let mut phone = start_sipp(dir, net.host("phone"), "phone", &args, true);
+    wait_bound(&mut phone.proc, 5060);
+    phone
+}
+
+fn local_routes(host: &Host) -> String {
+    host.ns.ip(&["route", "show", "table", "local", PREFIX])
+}
+
+#[test]
+fn nated_phone_registers_and_is_called_through_a_relay_prefix() {
+    let _serial = serial();
+    require(&["sipp", "kamailio", "kamcmd", "nft"]);
+    let t0 = Instant::now();
+    let dir = TestDir::new("prefix-netns");
+    let mut net = sync_net(&[("sf", 11), ("kamA", 21), ("kamB", 22), ("caller", 30)]);
+    net.add_nat_phone("nat", 2, "phone", 120);
+    let kam_a = registrar(&dir, &net, "kamA", "10.88.0.22");
+    let kam_b = registrar(&dir, &net, "kamB", "10.88.0.21");
+    wait_dmq_peer(&kam_a, "10.88.0.22");
+    wait_dmq_peer(&kam_b, "10.88.0.21");
+    eprintln!("[{} ms] registrars up", ms(t0));
+
+    assert_eq!(
+        local_routes(net.host("sf")).trim(),
+        "",
+        "no AnyIP route before sipfront"
+    );
+    let toml = format!(
+        "[listen]\nsip = [\"{SF_IP}:5060\"]\nrelay_prefix = \"{PREFIX}\"\nrelay_port = {RELAY_PORT}\n\n\
+         [[backend]]\nname = \"kamA\"\naddr = \"10.88.0.21:5060\"\n\n\
+         [[backend]]\nname = \"kamB\"\naddr = \"10.88.0.22:5060\"\n\n\
+         [admin]\nlisten = \"{ADMIN}\"\n\n[health]\ninterval = \"200ms\"\ntimeout = \"150ms\"\n"
+    );
+    let mut sf = NsSipfront::launch(
+        &dir,
+        net.host("sf"),
+        "sf",
+        &toml,
+        Duration::from_secs(20),
+        "",
+        |m| {
+            metric(m, "sipfront_backend_up", &[("backend", "kamA")]) == 1.0
+                && metric(m, "sipfront_backend_up", &[("backend", "kamB")]) == 1.0
+        },
+    );
+    let routes = local_routes(net.host("sf"));
+    assert!(
+        routes.contains("local 10.200.0.0/16 dev lo"),
+        "sipfront did not add the AnyIP route: {routes:?}"
+    );
+    eprintln!("[{} ms] sipfront up, {}", ms(t0), routes.trim());
+
+    let phone_args = [
+        "-sf",
+        &scenario("phone_register.xml"),
+        "-oocsf",
+        &scenario("phone_answer.xml"),
+        "-s",
+        "alice",
+        "-t",
+        "u1",
+        "-i",
+        "192.168.77.2",
+        "-p",
+        "5060",
+        "-m",
+        "1",
+        "-d",
+        "300000",
+        &format!("{SF_IP}:5060"),
+    ];
+    let mut phone = start_sipp(&dir, net.host("phone"), "phone", &phone_args, true);
+    wait_bound(&mut phone.proc, 5060);
+    let mut flow = None;
+    let ok = wait_until(Duration::from_secs(15), || {
+        phone.proc.assert_running();
+        flow = sf
+            .flows()
+            .1
+            .into_iter()
+            .find(|f| f.client.starts_with("10.88.0.2:") && f.registered_secs.is_some());
+        flow.is_some()
+    });
+    assert!(
+        ok,
+        "no registered flow: {:?}\n{}",
+        sf.flows(),
+        phone.messages()
+    );
+    let flow = flow.unwrap();
+    assert_eq!(flow.relay_port, RELAY_PORT);
+    let (home, other) = if flow.backend == "kamA" {
+        (&kam_a, &kam_b)
+    } else {
+        (&kam_b, &kam_a)
+    };
+    let endpoint = received(home, "alice");
+    assert!(
+        endpoint.starts_with("10.200.") && endpoint.ends_with(&format!(":{RELAY_PORT}")),
+        "relay endpoint {endpoint}"
+    );
+    assert_eq!(received(other, "alice"), endpoint, "replicated by DMQ");
+    eprintln!(
+        "[{} ms] phone {} registered via {endpoint} at {}",
+        ms(t0),
+        flow.client,
+        flow.backend
+    );
+
+    for (name, port, registrar) in [
+        (
+            "call-home",
+            5061,
+            if flow.backend == "kamA" {
+                "10.88.0.21"
+            } else {
+                "10.88.0.22"
+            },
+        ),
+        (
+            "call-other",
+            5063,
+            if flow.backend == "kamA" {
+                "10.88.0.22"
+            } else {
+                "10.88.0.21"
+            },
+        ),
+    ] {
+        let invites = phone.messages().matches("INVITE sip:alice@").count();
+        let (caller, r) = call(&dir, &net, name, port, registrar);
+        assert!(
+            r.ok(),
+            "{name} via {registrar} failed: {}\nphone trace tail:\n{}",
+            caller.describe(&r),
+            tail(&phone.message_file, 60)
+        );
+        assert!(phone.messages().matches("INVITE sip:alice@").count() > invites);
+        eprintln!("[{} ms] {name} entered at {registrar}: completed", ms(t0));
+    }
+    let m = sf.metrics();
+    let drops = nonzero_drops(&m);
+    assert!(drops.is_empty(), "sipfront dropped datagrams: {drops:?}");
+    // No socket per flow: one relay socket, in the relay set.
+    assert_eq!(
+        metric(&m, "sipfront_relay_ports_in_use", &[]),
+        metric(&m, "sipfront_flows", &[])
+    );
+
+    drop(phone);
+    let st = sf.terminate(Duration::from_secs(10));
+    assert!(st.success(), "sipfront exit: {st:?}\n{}", sf.log_tail(20));
+    assert_eq!(
+        local_routes(net.host("sf")).trim(),
+        "",
+        "the AnyIP route stays after exit"
+    );
+    eprintln!("[{} ms] sipfront stopped, route removed", ms(t0));
+}
+
+/// A VRRP pair in prefix mode with state sync: the backup mirrors the phone's flow and
+/// binds nothing for it (its one wildcard socket already serves the prefix); after the
+/// master is killed, calls entered at either registrar reach the phone through the
+/// backup via the same relay endpoint, without a re-registration.
+#[test]
+fn prefix_pair_takes_over_a_registered_phone_without_binding_anything() {
+    let _serial = serial();
+    require(&["sipp", "kamailio", "kamcmd", "nft"]);
+    let t0 = Instant::now();
+    let dir = TestDir::new("prefix-pair");
+    let mut net = sync_net(&[
+        ("sfA", 11),
+        ("sfB", 12),
+        ("kamA", 21),
+        ("kamB", 22),
+        ("caller", 30),
+    ]);
+    net.add_nat_phone("nat", 2, "phone", 120);
+    let kam_a = registrar_via(&dir, &net, "kamA", "10.88.0.22", VIP);
+    let kam_b = registrar_via(&dir, &net, "kamB", "10.88.0.21", VIP);
+    wait_dmq_peer(&kam_a, "10.88.0.22");
+    wait_dmq_peer(&kam_b, "10.88.0.21");
+    let (mut spec_a, mut spec_b) = pair_specs(&KAM_BACKENDS, "", &dir);
+    spec_a.relay_prefix = Some(PREFIX.into());
+    spec_b.relay_prefix = Some(PREFIX.into());
+    let (mut a, mut b) = start_pair(&dir, &net, &spec_a, &spec_b);
+    for h in ["sfA", "sfB"] {
+        let r = local_routes(net.host(h));
+        assert!(r.contains("local 10.200.0.0/16 dev lo"), "{h}: {r:?}");
+    }
+    eprintln!("[{} ms] pair up (A master), AnyIP route on both", ms(t0));
+
+    let mut phone = start_phone(&dir, &net, VIP);
+    let mut flow = None;
+    let ok = wait_until(Duration::from_secs(15), || {
+        phone.proc.assert_running();
+        flow = a
+            .flows()
+            .1
+            .into_iter()
+            .find(|f| f.client.starts_with("10.88.0.2:") && f.registered_secs.is_some());
+        flow.is_some()
+    });
+    assert!(
+        ok,
+        "no registered flow on sfA: {:?}\n{}",
+        a.flows(),
+        phone.messages()
+    );
+    let flow = flow.unwrap();
+    let (home_ip, other_ip) = if flow.backend == "kamA" {
+        ("10.88.0.21", "10.88.0.22")
+    } else {
+        ("10.88.0.22", "10.88.0.21")
+    };
+    let endpoint = received(&kam_a, "alice");
+    assert_eq!(received(&kam_b, "alice"), endpoint);
+    assert!(endpoint.starts_with("10.200."), "{endpoint}");
+    let mut mirrored = Vec::new();
+    let ok = wait_until(Duration::from_secs(10), || {
+        mirrored = b.flows_of(&flow.client);
+        mirrored.len() == 1 && mirrored[0].key() == flow.key()
+    });
+    assert!(ok, "sfB does not mirror {flow:?}: {mirrored:?}");
+    let fds_b = std::fs::read_dir(format!("/proc/{}/fd", b.pid()))
+        .unwrap()
+        .count();
+    assert!(fds_b < 64, "sfB holds {fds_b} descriptors");
+    // The mirrored flow holds its endpoint (published by the next housekeeping tick).
+    let ok = wait_until(Duration::from_secs(5), || {
+        b.metric("sipfront_relay_ports_in_use", &[]) == 1.0
+    });
+    assert!(
+        ok,
+        "sfB: relay endpoints in use {}",
+        b.metric("sipfront_relay_ports_in_use", &[])
+    );
+    eprintln!(
+        "[{} ms] phone registered via {endpoint}; sfB mirrors it ({fds_b} fds)",
+        ms(t0)
+    );
+
+    a.kill9();
+    b.expect_state(VrrpState::Master, Duration::from_secs(10));
+    assert!(wait_until(Duration::from_secs(10), || net
+        .host("sfB")
+        .has_addr(VIP)));
+    eprintln!("[{} ms] sfA killed, sfB master", ms(t0));
+    for (name, port, registrar) in [("call-home", 5061, home_ip), ("call-other", 5063, other_ip)] {
+        let (caller, r) = call(&dir, &net, name, port, registrar);
+        assert!(
+            r.ok(),
+            "{name} via {registrar} failed: {}\nphone trace tail:\n{}",
+            caller.describe(&r),
+            tail(&phone.message_file, 60)
+        );
+        eprintln!(
+            "[{} ms] {name} via {registrar} completed through sfB",
+            ms(t0)
+        );
+    }
+    let registers = sent_transactions(&phone.messages(), "REGISTER");
+    assert_eq!(registers.len(), 1, "the phone re-registered: {registers:?}");
+    let m = b.metrics();
+    assert_eq!(metric(&m, "sipfront_flows_created_total", &[]), 0.0);
+    let drops = nonzero_drops(&m);
+    assert!(drops.is_empty(), "sfB dropped: {drops:?}");
+}
