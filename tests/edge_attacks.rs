@@ -123,20 +123,22 @@ fn options(call_id: &str, local: SocketAddr) -> Vec<u8> {
     .into_bytes()
 }
 
-fn invite(call_id: &str, local: SocketAddr) -> Vec<u8> {
+/// A 1xx the client forges for its own `method` request.
+fn ringing_to(method: &str, call_id: &str, local: SocketAddr) -> Vec<u8> {
     format!(
-        "INVITE sip:service@127.0.9.2 SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-{call_id}\r\n\
-         From: <sip:x@{local}>;tag=x\r\nTo: <sip:service@127.0.9.2>\r\nCall-ID: {call_id}\r\n\
-         CSeq: 1 INVITE\r\nContact: <sip:x@{local}>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        "SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-{call_id}\r\n\
+         From: <sip:x@{local}>;tag=x\r\nTo: <sip:service@127.0.9.2>;tag=forged\r\nCall-ID: {call_id}\r\n\
+         CSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
     )
     .into_bytes()
 }
 
-fn ringing(call_id: &str, local: SocketAddr) -> Vec<u8> {
+/// A SUBSCRIBE (it opens a dialog) that the test backends never answer.
+fn subscribe(call_id: &str, local: SocketAddr) -> Vec<u8> {
     format!(
-        "SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-{call_id}\r\n\
-         From: <sip:x@{local}>;tag=x\r\nTo: <sip:service@127.0.9.2>;tag=forged\r\nCall-ID: {call_id}\r\n\
-         CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        "SUBSCRIBE sip:service@127.0.9.2 SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-{call_id}\r\n\
+         From: <sip:x@{local}>;tag=x\r\nTo: <sip:service@127.0.9.2>\r\nCall-ID: {call_id}\r\n\
+         CSeq: 1 SUBSCRIBE\r\nEvent: presence\r\nContact: <sip:x@{local}>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
     )
     .into_bytes()
 }
@@ -265,16 +267,19 @@ fn a_pin_flood_with_forged_1xx_hits_the_quota() {
     let mut uac = honest_calls(&dir, 29180, sip, 80, 20);
     let mut reg = honest_registrations(&dir, 29181, sip, 40, 10);
 
-    // One attacker flow: 400 INVITEs with fresh Call-IDs (100/s), each sent twice
-    // (a retransmission) and followed by a forged 180 from the client itself.
+    // One attacker flow: 400 dialog-opening requests with fresh Call-IDs (100/s) that
+    // no backend answers (what a stranger's flood is to a backend that rejects or
+    // ignores it; the test backends accept every INVITE, and calls a backend answers
+    // do not count against the quota), each sent twice (a retransmission) and
+    // followed by a forged 180 from the client itself, which must not promote it.
     let s = udp_on([127, 0, 9, 67]);
     let local = s.local_addr().unwrap();
     for i in 0..400 {
         let cid = format!("pin-{i}");
-        let m = invite(&cid, local);
+        let m = subscribe(&cid, local);
         let _ = s.send_to(&m, sip);
         let _ = s.send_to(&m, sip);
-        let _ = s.send_to(&ringing(&cid, local), sip);
+        let _ = s.send_to(&ringing_to("SUBSCRIBE", &cid, local), sip);
         let mut buf = [0u8; 4096];
         while s.recv_from(&mut buf).is_ok() {}
         if i % 10 == 9 {

@@ -29,8 +29,9 @@ pub struct Dialog {
     pub opener: Side,
     /// The relay endpoint of the flow it uses: a dialog holds its flow.
     pub flow: RelayPort,
-    /// Opened by the client and not answered by a backend yet: counts against the
-    /// flow's pin quota (answered calls do not, however many a PBX places).
+    /// Opened by the client and not (yet) made a dialog by a backend's 1xx/2xx:
+    /// counts against the flow's pin quota until it expires (calls a backend takes do
+    /// not, however many a PBX places; rejected ones do).
     pub awaiting: bool,
 }
 

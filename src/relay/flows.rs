@@ -30,8 +30,8 @@ pub struct Flow {
     /// Dialogs (answered INVITE, SUBSCRIBE, REFER) that use this flow: while any
     /// lives, the flow does, so a long call keeps its way back.
     pub dialogs: u32,
-    /// Dialog-table entries this flow's client opened that no backend has answered
-    /// and that have not expired yet (held to `limits.max_pins_per_flow`).
+    /// Dialog-table entries this flow's client opened that no backend has made a
+    /// dialog and that have not expired yet (held to `limits.max_pins_per_flow`).
     pub pins: u32,
     /// A static peer's flow (its index in the config): exists from start, never
     /// expires, never synced (both hosts have it from the config).

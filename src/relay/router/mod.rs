@@ -528,8 +528,9 @@ impl Router {
                 d.backend = backend;
             }
             refresh(d, msg, now, &self.settings, Side::Backend);
-            if d.awaiting && !msg.is_request() {
-                // A backend answered the client's request: no longer a stranger's pin.
+            if d.awaiting && d.span == Span::Dialog {
+                // A backend took the client's call (1xx/2xx): no longer a stranger's
+                // pin. A rejected one (407, 403...) counts until it expires.
                 d.awaiting = false;
                 if let Some(f) = self.flows.get_mut(id) {
                     f.pins = f.pins.saturating_sub(1);

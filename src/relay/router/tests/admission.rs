@@ -210,9 +210,24 @@ fn answered_calls_do_not_count_against_the_pin_quota() {
     for i in 0..50 {
         let cid = format!("call{i}");
         let (port, b) = client(&mut r, t0, pbx, &req("INVITE", &cid));
-        r.from_backend(t0, port, addr_of(b), &resp(100, &cid, "INVITE", ""));
+        r.from_backend(t0, port, addr_of(b), &resp(180, &cid, "INVITE", ""));
     }
     assert_eq!(r.counters().dropped(DropReason::PinQuota), 0);
+    // Calls the backend rejects still count until they expire.
+    let mut r = router(&config("[limits]\nmax_pins_per_flow = 3"));
+    for i in 0..5 {
+        let cid = format!("rej{i}");
+        let got = action(&mut r, t0, pbx, &req("INVITE", &cid));
+        if i < 3 {
+            let (port, b) = (
+                r.flows().next().unwrap().relay_port,
+                r.flows().next().unwrap().home,
+            );
+            r.from_backend(t0, port, addr_of(b), &resp(407, &cid, "INVITE", ""));
+        } else {
+            assert_eq!(got, Some(DropReason::PinQuota), "{cid}");
+        }
+    }
 }
 
 #[test]
