@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::admin::{self, AdminState, Token, conn::ConnLimits};
+use crate::admin::{self, ApiState, Token, conn::ConnLimits};
 use crate::config::{Admin, Config};
 use crate::dataplane::{self, Control, DataplaneError, Handles, MetricsHandles, Status};
 use crate::vrrp::shell::{Tracked, VrrpHandle};
@@ -173,7 +173,7 @@ pub async fn start(cfg: Config, prom: PrometheusHandle) -> Result<Running, Serve
             )
         })
         .map_err(ServerError::Thread)?;
-    let state = AdminState {
+    let state = ApiState {
         prom,
         status: status.clone(),
         control: ctl_tx.clone(),

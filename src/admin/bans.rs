@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use super::{AdminState, error};
+use super::{ApiState, error};
 use crate::config::Cidr;
 use crate::dataplane::{BanInfo, Control};
 
@@ -35,11 +35,7 @@ pub(super) struct TopQuery {
 }
 
 /// Sends `msg` to the dataplane and waits for its answer.
-async fn ask<T>(
-    s: &AdminState,
-    msg: Control,
-    rx: oneshot::Receiver<T>,
-) -> Result<T, Box<Response>> {
+async fn ask<T>(s: &ApiState, msg: Control, rx: oneshot::Receiver<T>) -> Result<T, Box<Response>> {
     let down = || {
         Box::new(error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -56,7 +52,7 @@ fn parse_cidr(s: &str) -> Result<Cidr, Box<Response>> {
 }
 
 pub(super) async fn add(
-    State(s): State<AdminState>,
+    State(s): State<ApiState>,
     body: Result<Json<BanRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let Json(req) = match body {
@@ -92,7 +88,7 @@ pub(super) async fn add(
     }
 }
 
-pub(super) async fn remove(State(s): State<AdminState>, Path(cidr): Path<String>) -> Response {
+pub(super) async fn remove(State(s): State<ApiState>, Path(cidr): Path<String>) -> Response {
     let cidr = match parse_cidr(&cidr) {
         Ok(c) => c,
         Err(r) => return *r,
@@ -105,7 +101,7 @@ pub(super) async fn remove(State(s): State<AdminState>, Path(cidr): Path<String>
     }
 }
 
-pub(super) async fn list(State(s): State<AdminState>) -> Response {
+pub(super) async fn list(State(s): State<ApiState>) -> Response {
     let (reply, rx) = oneshot::channel();
     match ask(&s, Control::Bans { reply }, rx).await {
         Ok(bans) => Json(BansBody { bans }).into_response(),
@@ -113,7 +109,7 @@ pub(super) async fn list(State(s): State<AdminState>) -> Response {
     }
 }
 
-pub(super) async fn top(State(s): State<AdminState>, Query(q): Query<TopQuery>) -> Response {
+pub(super) async fn top(State(s): State<ApiState>, Query(q): Query<TopQuery>) -> Response {
     let limit = q.limit.unwrap_or(10).clamp(1, crate::relay::top::TOP_SLOTS);
     let (reply, rx) = oneshot::channel();
     match ask(&s, Control::Top { limit, reply }, rx).await {

@@ -64,14 +64,14 @@ impl Token {
 }
 
 #[derive(Clone)]
-pub struct AdminState {
+pub struct ApiState {
     pub prom: PrometheusHandle,
     pub status: Arc<Mutex<Status>>,
     pub control: mpsc::Sender<Control>,
     pub token: Token,
 }
 
-pub fn routes(state: AdminState) -> HttpRouter {
+pub fn routes(state: ApiState) -> HttpRouter {
     let api = HttpRouter::new()
         .route("/api/v1/status", get(status))
         .route("/api/v1/flows", get(flows))
@@ -93,14 +93,14 @@ pub fn routes(state: AdminState) -> HttpRouter {
 /// Serves the admin API until the listener fails, with `limits` on its connections.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    state: AdminState,
+    state: ApiState,
     limits: conn::ConnLimits,
 ) -> std::io::Result<()> {
     conn::serve(listener, routes(state), limits).await
 }
 
 /// The API's access rule (see the module docs).
-async fn authorize(State(s): State<AdminState>, req: Request, next: Next) -> Response {
+async fn authorize(State(s): State<ApiState>, req: Request, next: Next) -> Response {
     let changing = !matches!(*req.method(), Method::GET | Method::HEAD);
     match s.token.get() {
         Some(t) if token_ok(&t, req.headers()) => next.run(req).await,
@@ -120,7 +120,7 @@ async fn authorize(State(s): State<AdminState>, req: Request, next: Next) -> Res
     }
 }
 
-async fn metrics_text(State(s): State<AdminState>) -> impl IntoResponse {
+async fn metrics_text(State(s): State<ApiState>) -> impl IntoResponse {
     s.prom.run_upkeep();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -128,13 +128,13 @@ async fn metrics_text(State(s): State<AdminState>) -> impl IntoResponse {
     )
 }
 
-fn snapshot(s: &AdminState) -> Option<Status> {
+fn snapshot(s: &ApiState) -> Option<Status> {
     s.status.lock().ok().map(|g| g.clone())
 }
 
 /// Ready: the dataplane is alive (status fresh) and at least one backend takes
 /// traffic. keepalived's `track_script` and load balancers use this.
-async fn ready(State(s): State<AdminState>) -> impl IntoResponse {
+async fn ready(State(s): State<ApiState>) -> impl IntoResponse {
     let now = std::time::Instant::now();
     let readiness = s
         .status
@@ -159,7 +159,7 @@ struct StatusBody {
     backends: Vec<BackendInfo>,
 }
 
-async fn status(State(s): State<AdminState>) -> Response {
+async fn status(State(s): State<ApiState>) -> Response {
     let Some(st) = snapshot(&s) else {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "status unavailable");
     };
@@ -186,7 +186,7 @@ struct PeersBody {
     peers: Vec<PeerInfo>,
 }
 
-async fn peers(State(s): State<AdminState>) -> Response {
+async fn peers(State(s): State<ApiState>) -> Response {
     match s.status.lock() {
         Ok(st) => axum::Json(PeersBody {
             peers: st.peers.clone(),
@@ -208,7 +208,7 @@ struct FlowsBody {
     flows: Vec<FlowInfo>,
 }
 
-async fn flows(State(s): State<AdminState>, Query(q): Query<FlowQuery>) -> Response {
+async fn flows(State(s): State<ApiState>, Query(q): Query<FlowQuery>) -> Response {
     let (reply, rx) = oneshot::channel();
     let msg = Control::Flows {
         client: q.client,
@@ -243,7 +243,7 @@ fn token_ok(expected: &str, headers: &HeaderMap) -> bool {
 
 /// Changes a backend's admin state; [`authorize`] has checked the token.
 async fn backend_action(
-    State(s): State<AdminState>,
+    State(s): State<ApiState>,
     Path((name, action)): Path<(String, String)>,
 ) -> Response {
     let state = match action.as_str() {
@@ -286,7 +286,7 @@ struct CaptureQuery {
 /// A live capture: registers a subscription with the dataplane and streams its frames,
 /// a heartbeat each second, and a last note; ends at the time or frame bound, or when
 /// the client goes away (the body is dropped, which closes the subscription's queue).
-async fn capture(State(s): State<AdminState>, Query(q): Query<CaptureQuery>) -> Response {
+async fn capture(State(s): State<ApiState>, Query(q): Query<CaptureQuery>) -> Response {
     use crate::capture::live::{self, Filter, Refused, Subscription};
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Duration;

@@ -39,7 +39,7 @@ use tasks::{backend_addrs, housekeeping, probe_loop};
 use crate::capture::HepExporter;
 use crate::capture::live::Taps;
 use crate::config::Config;
-use crate::health::checker::Settings;
+use crate::health::checker::ProbeSettings;
 use crate::health::prober::Prober;
 use crate::relay::port::RelayAddrs;
 use crate::relay::router::RouterConfig;
@@ -211,7 +211,7 @@ async fn serve(
         .map_or(0, |d| d.as_nanos() as u64)
         ^ u64::from(std::process::id()) << 32;
     let prober = Prober::new(
-        Settings::from(&cfg.health),
+        ProbeSettings::from(&cfg.health),
         backend_addrs(&router),
         Instant::now(),
         nonce,

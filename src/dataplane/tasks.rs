@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::Status;
 use super::{Shared, Shell};
 use crate::config::Config;
-use crate::health::checker::Settings;
+use crate::health::checker::ProbeSettings;
 use crate::health::{Event, Health};
 use crate::relay::router::{Router, RouterEvent, RouterSettings};
 use crate::sys::mmsg;
@@ -176,7 +176,7 @@ impl Shell {
             .set_addrs(backend_addrs(&self.router), &reset, now);
         self.prober
             .checker
-            .set_settings(Settings::from(&cfg.health));
+            .set_settings(ProbeSettings::from(&cfg.health));
         for &i in &reset {
             // A new or moved backend is assumed up until its first probe says otherwise.
             let up = self.prober.checker.state(i) != Health::Down;

@@ -65,7 +65,7 @@ pub struct ProbeTx {
 }
 
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub struct ProbeSettings {
     pub interval: Duration,
     pub timeout: Duration,
     pub rise: u32,
@@ -73,9 +73,9 @@ pub struct Settings {
     pub alive: Vec<std::ops::RangeInclusive<u16>>,
 }
 
-impl From<&config::Health> for Settings {
+impl From<&config::Health> for ProbeSettings {
     fn from(h: &config::Health) -> Self {
-        Settings {
+        ProbeSettings {
             interval: h.interval,
             timeout: h.timeout,
             rise: h.rise,
@@ -118,7 +118,7 @@ impl Backend {
 }
 
 pub struct Checker {
-    settings: Settings,
+    settings: ProbeSettings,
     backends: Vec<Backend>,
     seq: u32,
     transmits: VecDeque<ProbeTx>,
@@ -128,7 +128,7 @@ pub struct Checker {
 }
 
 impl Checker {
-    pub fn new(settings: Settings, backends: usize, now: Instant) -> Self {
+    pub fn new(settings: ProbeSettings, backends: usize, now: Instant) -> Self {
         Checker {
             settings,
             backends: (0..backends).map(|_| Backend::new(now)).collect(),
@@ -140,7 +140,7 @@ impl Checker {
     }
 
     /// New settings (config reload); probes in flight keep their old deadline.
-    pub fn set_settings(&mut self, s: Settings) {
+    pub fn set_settings(&mut self, s: ProbeSettings) {
         self.settings = s;
     }
 

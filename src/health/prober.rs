@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use metrics::{Counter, counter};
 use tokio::io::unix::AsyncFd;
 
-use super::checker::{Checker, Event, Settings};
+use super::checker::{Checker, Event, ProbeSettings};
 use crate::relay::BackendId;
 use crate::sip::probe::ProbeIds;
 use crate::sys::epoll::{self, Epoll};
@@ -162,7 +162,7 @@ const RECV_PER_TURN: usize = 64;
 impl Prober {
     /// Creates the probe socket set; must run inside a tokio runtime.
     pub fn new(
-        settings: Settings,
+        settings: ProbeSettings,
         addrs: Vec<Option<SocketAddr>>,
         now: Instant,
         nonce: u64,
@@ -398,8 +398,8 @@ mod tests {
     use super::*;
     use crate::health::Reason;
 
-    fn settings() -> Settings {
-        Settings {
+    fn settings() -> ProbeSettings {
+        ProbeSettings {
             interval: Duration::from_millis(50),
             timeout: Duration::from_millis(500),
             rise: 1,

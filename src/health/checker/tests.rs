@@ -12,8 +12,8 @@ enum B {
     Icmp,
 }
 
-fn settings(fall: u32, rise: u32) -> Settings {
-    Settings {
+fn settings(fall: u32, rise: u32) -> ProbeSettings {
+    ProbeSettings {
         interval: Duration::from_millis(100),
         timeout: Duration::from_millis(50),
         rise,
@@ -24,7 +24,7 @@ fn settings(fall: u32, rise: u32) -> Settings {
 
 /// Runs one backend through `script` (probe n gets `script[n % len]`) for `ms`
 /// milliseconds of virtual time; returns (time ms, event) pairs.
-fn run(s: Settings, script: &[B], ms: u64) -> (Vec<(u64, Event)>, Checker) {
+fn run(s: ProbeSettings, script: &[B], ms: u64) -> (Vec<(u64, Event)>, Checker) {
     let t0 = Instant::now();
     let at = |m: u64| t0 + Duration::from_millis(m);
     let mut c = Checker::new(s, 1, t0);
