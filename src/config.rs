@@ -201,6 +201,9 @@ pub struct StaticPeer {
     pub relay: SocketAddr,
     /// Backends that may receive its requests (empty: all).
     pub backends: Vec<String>,
+    /// Send it OPTIONS probes (from its public SIP address, with `[health]`'s
+    /// interval, timeout, rise, fall and alive codes): `sipfront_peer_up`.
+    pub probe: bool,
 }
 
 /// `[sync]`: the peer link that mirrors flows and dialogs.

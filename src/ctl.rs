@@ -183,21 +183,33 @@ pub fn peers(t: &Target) -> anyhow::Result<()> {
         .cloned()
         .unwrap_or_default();
     println!(
-        "{:<16} {:<24} {:<24} {:<16} {:>10} {:>10} {:>6}",
-        "PEER", "ADDR", "RELAY", "BACKEND", "TO BACKEND", "TO PEER", "CALLS"
+        "{:<16} {:<24} {:<24} {:<16} {:>10} {:>10} {:>6} {:>5} {:>8}",
+        "PEER", "ADDR", "RELAY", "BACKEND", "TO BACKEND", "TO PEER", "CALLS", "UP", "RTT ms"
     );
     for p in &list {
         let s = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or("-").to_string();
         let n = |k: &str| p.get(k).and_then(Value::as_u64).unwrap_or(0);
+        // Known only for peers with `probe = true`.
+        let up = match p.get("up").and_then(Value::as_bool) {
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "-",
+        };
+        let rtt = p
+            .get("rtt_ms")
+            .and_then(Value::as_f64)
+            .map_or("-".to_string(), |r| format!("{r:.1}"));
         println!(
-            "{:<16} {:<24} {:<24} {:<16} {:>10} {:>10} {:>6}",
+            "{:<16} {:<24} {:<24} {:<16} {:>10} {:>10} {:>6} {:>5} {:>8}",
             s("name"),
             s("addr"),
             s("relay"),
             s("backend"),
             n("datagrams_to_backend"),
             n("datagrams_to_client"),
-            n("dialogs")
+            n("dialogs"),
+            up,
+            rtt
         );
     }
     if list.is_empty() {

@@ -92,3 +92,75 @@ fn a_trunk_is_reached_through_its_fixed_endpoint_in_both_directions() {
         peer(&m, "to_client")
     );
 }
+
+#[test]
+fn a_probed_peer_is_up_while_it_answers_options_and_down_when_it_stops() {
+    const SIP: &str = "127.0.0.1:17410";
+    const ADMIN: &str = "127.0.0.1:17411";
+    const CARRIER: u16 = 17416;
+    let dir = TestDir::new("peer-probe");
+    let _a = FakeBackend::start(17412, 19410..=19419);
+    let cfg = SipfrontConfig::new(SIP, "19410-19419", ADMIN)
+        .backend("a", "127.0.0.1:17412")
+        .extra(&format!(
+            "[health]\ninterval = \"100ms\"\ntimeout = \"80ms\"\nrise = 2\nfall = 2\n\n\
+             [[peer]]\nname = \"carrier\"\naddr = \"127.0.0.1:{CARRIER}\"\nrelay = \"127.0.0.1:17415\"\nprobe = true\n"
+        ));
+    let mut front = Sipfront::start(&dir, cfg);
+    let sip: std::net::SocketAddr = SIP.parse().unwrap();
+    // The carrier answers OPTIONS for a while: each probe comes from the public address.
+    let carrier = udp(CARRIER, Duration::from_millis(50));
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (ans, stp, sock) = (answered.clone(), stop.clone(), carrier.try_clone().unwrap());
+    let responder = std::thread::spawn(move || {
+        while !stp.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Some((d, from)) = recv(&sock)
+                && d.starts_with(b"OPTIONS ")
+            {
+                assert_eq!(from, sip, "probes leave from the public SIP address");
+                let _ = sock.send_to(&sip_reply_to(&d, "200 OK"), from);
+                ans.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    });
+    let up = |m: &str| metric(m, "sipfront_peer_up", &[("peer", "carrier")]);
+    let mut m = String::new();
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            m = front.metrics();
+            up(&m) == 1.0
+        }),
+        "peer not up: {}",
+        up(&m)
+    );
+    // `ctl peers` reads the status snapshot, refreshed every 200 ms.
+    let mut table = String::new();
+    let shown = wait_until(Duration::from_secs(3), || {
+        table = run_sipfront(&["ctl", "--admin", ADMIN, "peers"]).stdout;
+        table
+            .lines()
+            .any(|l| l.starts_with("carrier") && l.contains(" yes "))
+    });
+    assert!(shown, "{table}");
+    // The probe replies were consumed: none reached the backend as relayed traffic.
+    assert_eq!(
+        metric(
+            &m,
+            "sipfront_peer_datagrams_total",
+            &[("peer", "carrier"), ("direction", "to_backend")]
+        ),
+        0.0
+    );
+    // It stops answering: down after `fall` timeouts.
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    responder.join().unwrap();
+    assert!(answered.load(std::sync::atomic::Ordering::Relaxed) >= 2);
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            m = front.metrics();
+            up(&m) == 0.0
+        }),
+        "peer not down"
+    );
+}

@@ -44,11 +44,12 @@ impl fmt::Display for Config {
             let addrs: Vec<String> = p.addrs.iter().map(|a| a.to_string()).collect();
             write!(
                 f,
-                "\n[[peer]]\nname = \"{}\"\naddr = [{}]\nrelay = \"{}\"\nbackends = [{}]\n",
+                "\n[[peer]]\nname = \"{}\"\naddr = [{}]\nrelay = \"{}\"\nbackends = [{}]\nprobe = {}\n",
                 p.name,
                 q(&addrs),
                 p.relay,
-                q(&p.backends)
+                q(&p.backends),
+                p.probe
             )?;
         }
         let fb = match self.failback {

@@ -32,6 +32,7 @@ pub(super) struct RawPeer {
     pub addr: Option<Vec<String>>,
     pub relay: String,
     pub backends: Option<Vec<String>>,
+    pub probe: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -433,6 +433,7 @@ fn validate_peers(
             addrs,
             relay,
             backends: names,
+            probe: p.probe.unwrap_or(false),
         });
     }
     Ok(out)

@@ -23,6 +23,7 @@ use tokio::task::LocalSet;
 mod capture;
 mod control;
 mod metrics;
+mod peer_probes;
 mod relays;
 mod status;
 mod sync;
@@ -121,6 +122,8 @@ pub(super) struct Shell {
     hep: Option<HepExporter>,
     /// Live captures (`sipfront ctl capture`); empty unless one runs.
     live: Taps,
+    /// OPTIONS probes of static peers with `probe = true`.
+    peer_probes: Option<peer_probes::PeerProbes>,
 }
 
 type Shared = Rc<RefCell<Shell>>;
@@ -238,6 +241,12 @@ async fn serve(
         probe_wake: Rc::new(Notify::new()),
         hep,
         live: Taps::default(),
+        // Its own nonce: its Call-IDs never match a backend probe's.
+        peer_probes: peer_probes::PeerProbes::new(
+            &cfg,
+            nonce.rotate_left(17) ^ 0x9e37,
+            Instant::now(),
+        ),
         cfg,
     }));
     for (i, sock) in public.into_iter().enumerate() {
@@ -256,6 +265,7 @@ async fn serve(
     }
     tokio::task::spawn_local(relay_reactor(shell.clone(), relay_poll));
     tokio::task::spawn_local(probe_loop(shell.clone()));
+    tokio::task::spawn_local(peer_probes::peer_probe_loop(shell.clone()));
     tokio::task::spawn_local(housekeeping(shell.clone(), status.clone()));
     tokio::task::spawn_local(control::serve(shell.clone(), control));
     if let Some(link) = sync_link {
@@ -352,6 +362,11 @@ async fn public_loop(shell: Shared, ingress: u16, sock: Rc<Sock>) {
 
 impl Shell {
     fn on_client(&mut self, now: Instant, ingress: u16, from: SocketAddr, data: &[u8]) {
+        if let Some(pp) = &mut self.peer_probes
+            && pp.handle_reply(now, from, data)
+        {
+            return;
+        }
         let (flow, relay_port, to, new_flow) =
             match self.router.from_client(now, from, ingress, data) {
                 ClientAction::Forward {

@@ -54,6 +54,9 @@ pub struct PeerInfo {
     pub datagrams_to_client: u64,
     /// Calls (dialogs) it has up now.
     pub dialogs: u32,
+    /// With `probe = true`: up (answers OPTIONS), down, or not known yet.
+    pub up: Option<bool>,
+    pub rtt_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone)]
@@ -173,6 +176,8 @@ impl Status {
                     datagrams_to_backend: 0,
                     datagrams_to_client: 0,
                     dialogs: 0,
+                    up: None,
+                    rtt_ms: None,
                 })
                 .collect();
         }

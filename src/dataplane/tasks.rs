@@ -129,6 +129,14 @@ pub(super) async fn housekeeping(shell: Shared, status: Arc<Mutex<Status>>) {
         );
         if let Ok(mut st) = status.lock() {
             st.update(&s.router, &s.prober.checker, s.relays_open, &s.relay_addrs);
+            if let Some(pp) = &s.peer_probes {
+                for p in &mut st.peers {
+                    if let Some((up, rtt)) = pp.state(&p.name) {
+                        p.up = up;
+                        p.rtt_ms = rtt.map(|d| d.as_secs_f64() * 1e3);
+                    }
+                }
+            }
         }
     }
 }

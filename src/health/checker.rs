@@ -6,7 +6,31 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::config;
-use crate::relay::BackendId;
+use crate::relay::{BackendId, PeerId};
+
+/// What a checker probes, by slot: backends, or static peers (trunks).
+pub trait Target: Copy + std::fmt::Debug + PartialEq {
+    fn index(self) -> usize;
+    fn from_index(i: usize) -> Self;
+}
+
+impl Target for BackendId {
+    fn index(self) -> usize {
+        BackendId::index(self)
+    }
+    fn from_index(i: usize) -> Self {
+        BackendId::from_index(i)
+    }
+}
+
+impl Target for PeerId {
+    fn index(self) -> usize {
+        usize::from(self.0)
+    }
+    fn from_index(i: usize) -> Self {
+        PeerId(u16::try_from(i).unwrap_or(u16::MAX))
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Health {
@@ -52,15 +76,15 @@ impl Reason {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
-    Up { backend: BackendId, reason: Reason },
-    Down { backend: BackendId, reason: Reason },
+pub enum Event<T = BackendId> {
+    Up { backend: T, reason: Reason },
+    Down { backend: T, reason: Reason },
 }
 
 /// A probe the shell must send: an OPTIONS to `backend` whose Call-ID carries `seq`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProbeTx {
-    pub backend: BackendId,
+pub struct ProbeTx<T = BackendId> {
+    pub backend: T,
     pub seq: u32,
 }
 
@@ -117,17 +141,17 @@ impl Backend {
     }
 }
 
-pub struct Checker {
+pub struct Checker<T = BackendId> {
     settings: ProbeSettings,
     backends: Vec<Backend>,
     seq: u32,
-    transmits: VecDeque<ProbeTx>,
-    events: VecDeque<Event>,
+    transmits: VecDeque<ProbeTx<T>>,
+    events: VecDeque<Event<T>>,
     /// Replies that matched no outstanding probe (late, stray, duplicated).
     pub stale_replies: u64,
 }
 
-impl Checker {
+impl<T: Target> Checker<T> {
     pub fn new(settings: ProbeSettings, backends: usize, now: Instant) -> Self {
         Checker {
             settings,
@@ -150,27 +174,27 @@ impl Checker {
     }
 
     /// Forgets a backend's history (its address changed or it was re-added).
-    pub fn reset(&mut self, backend: BackendId, now: Instant) {
+    pub fn reset(&mut self, backend: T, now: Instant) {
         if let Some(b) = self.backends.get_mut(backend.index()) {
             *b = Backend::new(now);
         }
     }
 
-    pub fn state(&self, backend: BackendId) -> Health {
+    pub fn state(&self, backend: T) -> Health {
         self.backends
             .get(backend.index())
             .map_or(Health::Down, |b| b.state)
     }
 
     /// The sequence number of the probe awaiting an answer from `backend`.
-    pub fn outstanding(&self, backend: BackendId) -> Option<u32> {
+    pub fn outstanding(&self, backend: T) -> Option<u32> {
         self.backends
             .get(backend.index())
             .and_then(|b| b.outstanding)
             .map(|o| o.seq)
     }
 
-    pub fn last_rtt(&self, backend: BackendId) -> Option<Duration> {
+    pub fn last_rtt(&self, backend: T) -> Option<Duration> {
         self.backends.get(backend.index()).and_then(|b| b.last_rtt)
     }
 
@@ -179,7 +203,7 @@ impl Checker {
     pub fn handle_reply(
         &mut self,
         now: Instant,
-        backend: BackendId,
+        backend: T,
         seq: u32,
         code: u16,
     ) -> Option<Duration> {
@@ -214,7 +238,7 @@ impl Checker {
     /// it is unproven (relayed traffic bounced, or a quote too short to check), which
     /// makes the backend suspect (the next failure decides) and probes it now if no
     /// probe is in flight. An unproven error alone never takes a backend down.
-    pub fn handle_icmp(&mut self, now: Instant, backend: BackendId, on_probe: bool) {
+    pub fn handle_icmp(&mut self, now: Instant, backend: T, on_probe: bool) {
         let Some(b) = self.backends.get_mut(backend.index()) else {
             return;
         };
@@ -244,7 +268,7 @@ impl Checker {
         if up {
             b.state = Health::Up;
             self.events.push_back(Event::Up {
-                backend: BackendId::from_index(i),
+                backend: T::from_index(i),
                 reason: Reason::Probe,
             });
         }
@@ -264,7 +288,7 @@ impl Checker {
         if down {
             b.state = Health::Down;
             self.events.push_back(Event::Down {
-                backend: BackendId::from_index(i),
+                backend: T::from_index(i),
                 reason,
             });
         }
@@ -288,7 +312,7 @@ impl Checker {
                 });
                 b.next_probe = now + self.settings.interval;
                 self.transmits.push_back(ProbeTx {
-                    backend: BackendId::from_index(i),
+                    backend: T::from_index(i),
                     seq: self.seq,
                 });
             }
@@ -305,11 +329,11 @@ impl Checker {
             .min()
     }
 
-    pub fn poll_transmit(&mut self) -> Option<ProbeTx> {
+    pub fn poll_transmit(&mut self) -> Option<ProbeTx<T>> {
         self.transmits.pop_front()
     }
 
-    pub fn poll_event(&mut self) -> Option<Event> {
+    pub fn poll_event(&mut self) -> Option<Event<T>> {
         self.events.pop_front()
     }
 }

@@ -37,6 +37,10 @@ impl std::fmt::Display for BackendId {
     }
 }
 
+/// A static peer (trunk), by its position in the config's `[[peer]]` list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PeerId(pub u16);
+
 /// Operator's say over a backend, independent of its health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -15,7 +15,7 @@ pub mod router;
 pub mod stats;
 pub mod top;
 
-pub use backends::{AdminState, BackendId, BackendSet, Change};
+pub use backends::{AdminState, BackendId, BackendSet, Change, PeerId};
 pub use dialogs::{Side, Span};
 pub use item::Item;
 pub use port::{RelayPort, RelaySpace};

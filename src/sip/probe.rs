@@ -25,6 +25,11 @@ impl ProbeIds {
         }
     }
 
+    /// What every Call-ID of this process' probes starts with.
+    pub fn call_id_prefix(&self) -> String {
+        format!("sfp-{}-", self.nonce)
+    }
+
     fn call_id(&self, backend: usize, seq: u32) -> String {
         format!("sfp-{}-{backend}-{seq}", self.nonce)
     }
