@@ -41,6 +41,33 @@ pub struct Flow {
     pub answered: bool,
 }
 
+impl Flow {
+    /// A flow that has seen nothing yet: no registration, no dialog, no answer.
+    pub fn new(
+        client: SocketAddr,
+        relay_port: RelayPort,
+        ingress: u16,
+        home: BackendId,
+        now: Instant,
+    ) -> Flow {
+        Flow {
+            client,
+            relay_port,
+            ingress,
+            home,
+            last_seen: now,
+            registered_until: None,
+            created: now,
+            mirrored: false,
+            sync_gen: 0,
+            dialogs: 0,
+            pins: 0,
+            peer: None,
+            answered: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FlowId(pub u32);
 
@@ -180,22 +207,7 @@ impl FlowTable {
             return Err(InsertError::Full);
         }
         let port = self.pop_free_port().ok_or(InsertError::NoPort)?;
-        let flow = Flow {
-            client,
-            relay_port: port,
-            ingress,
-            home,
-            last_seen: now,
-            registered_until: None,
-            created: now,
-            mirrored: false,
-            sync_gen: 0,
-            dialogs: 0,
-            pins: 0,
-            peer: None,
-            answered: false,
-        };
-        Ok(self.place(flow))
+        Ok(self.place(Flow::new(client, port, ingress, home, now)))
     }
 
     /// Takes the next free port. The deque may hold ports that state sync took

@@ -34,19 +34,9 @@ impl Router {
                 .choose_among(&client, &self.peers[i].backends)
                 .unwrap_or(BackendId::new(0));
             let flow = Flow {
-                client,
-                relay_port,
-                ingress,
-                home,
-                last_seen: now,
-                registered_until: None,
-                created: now,
-                mirrored: false,
-                sync_gen: 0,
-                dialogs: 0,
-                pins: 0,
                 peer: Some(i as u16),
                 answered: true,
+                ..Flow::new(client, relay_port, ingress, home, now)
             };
             self.flows.insert_static(flow, &p.addrs[1..]);
         }

@@ -148,20 +148,12 @@ impl Router {
                     return effect;
                 }
                 let flow = Flow {
-                    client,
-                    relay_port,
-                    ingress,
-                    home,
-                    last_seen: now,
                     registered_until,
-                    created: now,
                     mirrored: true,
                     sync_gen: self.sync_gen,
-                    dialogs: 0,
-                    pins: 0,
-                    peer: None,
                     // The peer served it: a backend answered it there.
                     answered: true,
+                    ..Flow::new(client, relay_port, ingress, home, now)
                 };
                 match self.flows.insert_at(flow) {
                     Ok((_, replaced)) => {
