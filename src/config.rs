@@ -15,6 +15,7 @@ mod duration;
 mod hep;
 #[cfg(test)]
 mod keys;
+mod peers;
 mod prefix;
 mod raw;
 mod validate;
