@@ -198,7 +198,7 @@ fn main() {
         println!("failover bench: no part matches the filter; nothing to run");
         return;
     }
-    let work = WorkDir {
+    let mut work = WorkDir {
         dir: Some(
             tempfile::Builder::new()
                 .prefix("sipfront-fobench-")
@@ -299,6 +299,10 @@ fn main() {
             } else {
                 Vec::new()
             };
+            if rounds.iter().any(|r| r.takeovers > 0.0 || r.h2_adverts > 0) {
+                // The logs of both hosts show what happened.
+                work.keep = true;
+            }
             false_table = Some(false_failover::table(&rounds, &real));
         }
         drop(client);

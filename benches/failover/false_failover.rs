@@ -26,6 +26,7 @@ pub const ADVERT_MS: u64 = 10;
 const FLOW_TABLE: &str = "20000-23999";
 const ADMIN: &str = "127.0.0.1:9090";
 const VIP: &str = "10.77.5.100:5060";
+const H1: &str = "10.77.5.11";
 const H2: &str = "10.77.5.12";
 const DUMP_THREADS: usize = 3;
 /// Connections the connection hammer holds open at once.
@@ -49,6 +50,10 @@ pub struct Round {
     pub master_lost: f64,
     /// Adverts from h2 the client's capture saw during the round.
     pub h2_adverts: usize,
+    /// The backup's transitions to master by cause (`master_down`...), during the round.
+    pub causes: String,
+    /// The longest gap between two adverts of the master on the wire (client's capture).
+    pub max_advert_gap_ms: f64,
     pub flood_sent: u64,
     pub flows: f64,
     pub table_full: f64,
@@ -67,6 +72,19 @@ fn sum_metric(text: &str, name: &str, label: (&str, &str)) -> f64 {
         .filter(|s| s.name == name && s.labels.get(label.0).is_some_and(|v| v == label.1))
         .map(|s| s.value)
         .sum()
+}
+
+/// The backup's transitions to master by cause.
+fn causes(topo: &Topo) -> std::collections::BTreeMap<String, f64> {
+    let m2 = vrrp::metrics(&topo.hosts[1]).unwrap_or_default();
+    testkit::parse_metrics(&m2)
+        .into_iter()
+        .filter(|s| {
+            s.name == "sipfront_vrrp_transitions_total"
+                && s.labels.get("to").is_some_and(|v| v == "master")
+        })
+        .map(|s| (s.labels.get("cause").cloned().unwrap_or_default(), s.value))
+        .collect()
 }
 
 fn counts(topo: &Topo) -> [f64; 4] {
@@ -96,6 +114,7 @@ fn dump(addr: SocketAddr) -> std::io::Result<usize> {
 fn round(run: &mut Run, topo: &Topo, client: &Client, cap: &Capture, secs: u64, n: usize) -> Round {
     run.wait_settled(client, &format!("before false-failover round {n}"));
     let c0 = counts(topo);
+    let causes0 = causes(topo);
     let pid = run.sipfront_pid(0).expect("h1 sipfront");
     let cpu0 = Cpu::of(pid);
     let stop = Arc::new(AtomicBool::new(false));
@@ -183,11 +202,27 @@ fn round(run: &mut Run, topo: &Topo, client: &Client, cap: &Capture, secs: u64, 
     let seq1 = client.first_seq_since(Instant::now());
     std::thread::sleep(Duration::from_millis(300));
     let c1 = counts(topo);
-    let h2_adverts = cap
-        .between(t0, t0 + wall + Duration::from_millis(300))
-        .iter()
-        .filter(|(_, f)| matches!(f, Frame::Advert { src, priority } if src == H2 && *priority > 0))
-        .count();
+    let causes = causes(topo)
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let d = v - causes0.get(&k).copied().unwrap_or(0.0);
+            (d > 0.0).then(|| format!("{k}={d}"))
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    let frames = cap.between(t0, t0 + wall + Duration::from_millis(300));
+    let adverts = |host: &str| -> Vec<Instant> {
+        frames
+            .iter()
+            .filter(|(_, f)| matches!(f, Frame::Advert { src, priority } if src == host && *priority > 0))
+            .map(|(t, _)| *t)
+            .collect()
+    };
+    let h2_adverts = adverts(H2).len();
+    let max_advert_gap_ms = adverts(H1)
+        .windows(2)
+        .map(|w| crate::backend::ms(w[1] - w[0]))
+        .fold(0.0, f64::max);
     let answered = if seq1 > seq0 {
         1.0 - client.unanswered(seq0, seq1) as f64 / (seq1 - seq0) as f64
     } else {
@@ -198,6 +233,8 @@ fn round(run: &mut Run, topo: &Topo, client: &Client, cap: &Capture, secs: u64, 
         takeovers: c1[0] - c0[0],
         master_lost: c1[1] - c0[1],
         h2_adverts,
+        causes,
+        max_advert_gap_ms,
         flood_sent,
         flows: c1[3],
         table_full: c1[2] - c0[2],
@@ -209,13 +246,16 @@ fn round(run: &mut Run, topo: &Topo, client: &Client, cap: &Capture, secs: u64, 
         answered,
     };
     eprintln!(
-        "  false-failover round {n}: {:.1} s, takeovers {} (h1 to backup {}), h2 adverts {}, \
+        "  false-failover round {n}: {:.1} s, takeovers {} ({}; h1 to backup {}), h2 adverts {}, \
+         master's longest advert gap {:.1} ms, \
          {} new-flow INVITEs sent, flows {}, flow_table_full drops {}, {} dumps ({:.1} MB, {} \
          failed), {} admin connections, master CPU {:.0} %, client answered {:.1} %",
         r.seconds,
         r.takeovers,
+        r.causes,
         r.master_lost,
         r.h2_adverts,
+        r.max_advert_gap_ms,
         r.flood_sent,
         r.flows,
         r.table_full,
@@ -259,12 +299,13 @@ pub fn table(rounds: &[Round], real: &[vrrp::Sample]) -> String {
     );
     let _ = writeln!(
         t,
-        "{:>5} {:>6} {:>9} {:>8} {:>10} {:>10} {:>6} {:>11} {:>7} {:>6} {:>6} {:>8} {:>8}",
+        "{:>5} {:>6} {:>9} {:>8} {:>10} {:>9} {:>10} {:>6} {:>11} {:>7} {:>6} {:>6} {:>8} {:>8}",
         "round",
         "secs",
         "takeovers",
         "h1->bk",
         "h2_adverts",
+        "h1_gap_ms",
         "flood_sent",
         "flows",
         "table_full",
@@ -277,12 +318,13 @@ pub fn table(rounds: &[Round], real: &[vrrp::Sample]) -> String {
     for (i, r) in rounds.iter().enumerate() {
         let _ = writeln!(
             t,
-            "{:>5} {:>6.1} {:>9} {:>8} {:>10} {:>10} {:>6} {:>11} {:>7} {:>6.0} {:>6} {:>8.0} {:>7.1}%",
+            "{:>5} {:>6.1} {:>9} {:>8} {:>10} {:>9.1} {:>10} {:>6} {:>11} {:>7} {:>6.0} {:>6} {:>8.0} {:>7.1}%{}",
             i + 1,
             r.seconds,
             r.takeovers,
             r.master_lost,
             r.h2_adverts,
+            r.max_advert_gap_ms,
             r.flood_sent,
             r.flows,
             r.table_full,
@@ -290,7 +332,12 @@ pub fn table(rounds: &[Round], real: &[vrrp::Sample]) -> String {
             r.dump_mb,
             r.conns,
             r.master_cpu_pct,
-            r.answered * 100.0
+            r.answered * 100.0,
+            if r.causes.is_empty() {
+                String::new()
+            } else {
+                format!("  backup to master: {}", r.causes)
+            }
         );
     }
     let total: f64 = rounds.iter().map(|r| r.takeovers).sum();
@@ -318,7 +365,9 @@ pub fn table(rounds: &[Round], real: &[vrrp::Sample]) -> String {
     t.push_str(
         "takeovers: the backup's sipfront_vrrp_transitions_total{to=\"master\"} during the \
          round; h1->bk: the master's transitions to backup; h2_adverts: adverts from the \
-         backup on the wire (client's capture). flood_sent: INVITEs sent (one new source port \
+         backup on the wire (client's capture); h1_gap_ms: the longest gap between two of the \
+         master's adverts on the wire (the backup's Master_Down_Interval is 3 x 10 ms + skew). \
+         flood_sent: INVITEs sent (one new source port \
          each); flows: the master's flow table at the end; table_full: its flow_table_full \
          drops. dumps: complete /api/v1/flows answers; conns: connections opened by the \
          connection hammer. cpu%: the master's sipfront (sched time, % of one core). \
