@@ -31,10 +31,15 @@ const H2: &str = "10.77.5.12";
 const DUMP_THREADS: usize = 3;
 /// Connections the connection hammer holds open at once.
 const HELD_CONNECTIONS: usize = 200;
+/// Quiet time after the master took over (0.3 s after it started), before the first round: takeovers in it (no load)
+/// are counted apart from the rounds'. It covers the new master's GARP bursts (the second
+/// comes `garp_delay`, 5 s, after the takeover).
+pub const QUIET: Duration = Duration::from_secs(8);
 
 /// Both hosts (and the 10 ms real-failover runs): 10 ms adverts, a 4000-flow table and no
 /// per-source limits, so that one client address fills the table.
 pub const HOST: HostCfg = HostCfg {
+    label: "10ms-",
     advert_ms: ADVERT_MS,
     relay_ports: FLOW_TABLE,
     extra: "\n[limits]\nnew_flows_per_ip = 1000000\nnew_flows_burst = 1000000\n\
@@ -202,14 +207,7 @@ fn round(run: &mut Run, topo: &Topo, client: &Client, cap: &Capture, secs: u64, 
     let seq1 = client.first_seq_since(Instant::now());
     std::thread::sleep(Duration::from_millis(300));
     let c1 = counts(topo);
-    let causes = causes(topo)
-        .into_iter()
-        .filter_map(|(k, v)| {
-            let d = v - causes0.get(&k).copied().unwrap_or(0.0);
-            (d > 0.0).then(|| format!("{k}={d}"))
-        })
-        .collect::<Vec<_>>()
-        .join(",");
+    let causes = cause_delta(&causes0, causes(topo));
     let frames = cap.between(t0, t0 + wall + Duration::from_millis(300));
     let adverts = |host: &str| -> Vec<Instant> {
         frames
@@ -219,10 +217,7 @@ fn round(run: &mut Run, topo: &Topo, client: &Client, cap: &Capture, secs: u64, 
             .collect()
     };
     let h2_adverts = adverts(H2).len();
-    let max_advert_gap_ms = adverts(H1)
-        .windows(2)
-        .map(|w| crate::backend::ms(w[1] - w[0]))
-        .fold(0.0, f64::max);
+    let max_advert_gap_ms = max_gap(&frames, H1);
     let answered = if seq1 > seq0 {
         1.0 - client.unanswered(seq0, seq1) as f64 / (seq1 - seq0) as f64
     } else {
@@ -269,7 +264,15 @@ fn round(run: &mut Run, topo: &Topo, client: &Client, cap: &Capture, secs: u64, 
     r
 }
 
-/// `rounds` rounds of `secs` seconds each on a fresh sipfront pair at 10 ms adverts.
+/// Takeovers by the backup in the [`QUIET`] time after the pair started (no load).
+pub struct Quiet {
+    pub takeovers: f64,
+    pub causes: String,
+    pub max_advert_gap_ms: f64,
+}
+
+/// `rounds` rounds of `secs` seconds each on a fresh sipfront pair at 10 ms adverts, after
+/// [`QUIET`] without load.
 pub fn run(
     topo: &Topo,
     dir: &Path,
@@ -277,18 +280,75 @@ pub fn run(
     cap: &Capture,
     rounds: usize,
     secs: u64,
-) -> Vec<Round> {
-    let mut run = Run::new(topo, Case::Sipfront, dir, HOST);
+) -> (Quiet, Vec<Round>) {
+    let mut run = Run::new(
+        topo,
+        Case::Sipfront,
+        dir,
+        HostCfg {
+            label: "false-",
+            ..HOST
+        },
+    );
     run.start(1);
     run.start(0);
+    // h2 started alone and went master; h1 preempts within a few adverts. Counted from
+    // then on.
+    std::thread::sleep(Duration::from_millis(300));
+    let c0 = counts(topo);
+    let causes0 = causes(topo);
+    let t0 = Instant::now();
+    std::thread::sleep(QUIET);
+    let c1 = counts(topo);
+    let quiet = Quiet {
+        takeovers: c1[0] - c0[0],
+        causes: cause_delta(&causes0, causes(topo)),
+        max_advert_gap_ms: max_gap(&cap.between(t0, Instant::now()), H1),
+    };
+    eprintln!(
+        "  false-failover quiet {} s after start: takeovers {} ({}), master's longest advert \
+         gap {:.1} ms",
+        QUIET.as_secs(),
+        quiet.takeovers,
+        quiet.causes,
+        quiet.max_advert_gap_ms
+    );
     let out = (1..=rounds)
         .map(|n| round(&mut run, topo, client, cap, secs, n))
         .collect();
     run.stop_all();
-    out
+    (quiet, out)
 }
 
-pub fn table(rounds: &[Round], real: &[vrrp::Sample]) -> String {
+fn cause_delta(
+    before: &std::collections::BTreeMap<String, f64>,
+    after: std::collections::BTreeMap<String, f64>,
+) -> String {
+    after
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let d = v - before.get(&k).copied().unwrap_or(0.0);
+            (d > 0.0).then(|| format!("{k}={d}"))
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The longest gap between two adverts from `host` among `frames`, in ms.
+fn max_gap(frames: &[(Instant, Frame)], host: &str) -> f64 {
+    let t: Vec<Instant> = frames
+        .iter()
+        .filter(
+            |(_, f)| matches!(f, Frame::Advert { src, priority } if src == host && *priority > 0),
+        )
+        .map(|(t, _)| *t)
+        .collect();
+    t.windows(2)
+        .map(|w| crate::backend::ms(w[1] - w[0]))
+        .fold(0.0, f64::max)
+}
+
+pub fn table(quiet: &Quiet, rounds: &[Round], real: &[vrrp::Sample]) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
@@ -340,6 +400,19 @@ pub fn table(rounds: &[Round], real: &[vrrp::Sample]) -> String {
             }
         );
     }
+    let _ = writeln!(
+        t,
+        "no load, the first {} s after the pair started: {} takeovers{}, master's longest \
+         advert gap {:.1} ms",
+        QUIET.as_secs(),
+        quiet.takeovers,
+        if quiet.causes.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", quiet.causes)
+        },
+        quiet.max_advert_gap_ms
+    );
     let total: f64 = rounds.iter().map(|r| r.takeovers).sum();
     let adverts: usize = rounds.iter().map(|r| r.h2_adverts).sum();
     let _ = writeln!(

@@ -120,12 +120,15 @@ impl Topo {
 /// address fill it.
 #[derive(Debug, Clone, Copy)]
 pub struct HostCfg {
+    /// Prefix of the config and log file names of this run's programs.
+    pub label: &'static str,
     pub advert_ms: u64,
     pub relay_ports: &'static str,
     pub extra: &'static str,
 }
 
 pub const DEFAULT_HOST: HostCfg = HostCfg {
+    label: "",
     advert_ms: ADVERT_MS,
     relay_ports: "20000-20099",
     extra: "",
@@ -225,7 +228,13 @@ impl<'a> Run<'a> {
         let ns = &self.topo.hosts[i];
         let h = &mut self.hosts[i];
         h.starts += 1;
-        let tag = format!("{}-h{}-{}", self.case.short(), i + 1, h.starts);
+        let tag = format!(
+            "{}{}-h{}-{}",
+            self.hc.label,
+            self.case.short(),
+            i + 1,
+            h.starts
+        );
         let cfg = self.dir.join(format!("{tag}.toml"));
         std::fs::write(&cfg, sipfront_toml(i, self.case, self.hc)).expect("write config");
         let mut cmd = ns.command(env!("CARGO_BIN_EXE_sipfront"));
