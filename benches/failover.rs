@@ -183,7 +183,7 @@ fn main() {
     if !argv.iter().any(|a| a == "--bench") {
         println!(
             "failover bench: not run (needs `cargo bench --bench failover`, root for network \
-             namespaces, and keepalived; it takes under a minute)"
+             namespaces, and keepalived; about three minutes with the false-failover part)"
         );
         return;
     }

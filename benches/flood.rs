@@ -325,7 +325,7 @@ fn main() {
     if !argv.iter().any(|a| a == "--bench") {
         println!(
             "flood bench: not run (needs `cargo bench --bench flood`, sipp and kamailio; \
-             about two minutes; run it in a fresh network namespace)"
+             about a minute; run it in a fresh network namespace)"
         );
         return;
     }
