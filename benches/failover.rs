@@ -16,9 +16,15 @@
 //! cargo bench --bench failover -- --reps 20 vrrp
 //! ```
 //!
+//! - `false`: false failover (issue 14, `failover/false_failover.rs`): a sipfront pair at
+//!   10 ms adverts whose master's dataplane is saturated (new flows into a full table) and
+//!   whose admin API is hammered for `--false-seconds` (20) × `--false-rounds` (3);
+//!   reported: the backup's takeovers (goal 0), next to the real-failover gap at 10 ms
+//!   adverts (`--false-reps` (5) SIGKILLs of the master) in the same run.
+//!
 //! Options: `--reps N` (10 per path and case), `--keep` (keep the work directory with
-//! configs and logs; it is also kept on panic); positional filters `backend` / `vrrp`
-//! select a part. Needs root (network namespaces, raw sockets) and keepalived for the
+//! configs and logs; it is also kept on panic); positional filters `backend` / `vrrp` /
+//! `false` select a part. Needs root (network namespaces, raw sockets) and keepalived for the
 //! comparison. The tables go to stdout and to `target/failover-bench.txt`.
 //!
 //! Run without `--bench` (as `cargo test --benches` does) it only prints a note.
@@ -29,6 +35,8 @@
 mod backend;
 #[path = "failover/capture.rs"]
 mod capture;
+#[path = "failover/false_failover.rs"]
+mod false_failover;
 #[allow(dead_code)]
 #[path = "load/procs.rs"]
 mod procs;
@@ -93,11 +101,20 @@ struct Args {
     keep: bool,
     backend: bool,
     vrrp: bool,
+    /// The false-failover part (`false`): rounds, seconds per round, and repetitions of
+    /// the real failover at the same advert interval.
+    false_fo: bool,
+    false_rounds: usize,
+    false_seconds: u64,
+    false_reps: usize,
 }
 
 fn parse_args(argv: &[String]) -> Result<Args, String> {
     let mut reps = 10;
     let mut keep = false;
+    let mut false_rounds = 3;
+    let mut false_seconds = 20;
+    let mut false_reps = 5;
     let mut filters = Vec::new();
     let mut it = argv.iter();
     while let Some(a) = it.next() {
@@ -111,6 +128,15 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
                     .ok()
                     .filter(|r| *r > 0)
                     .ok_or(format!("--reps: `{v}`"))?;
+            }
+            "--false-rounds" | "--false-seconds" | "--false-reps" => {
+                let v = it.next().ok_or(format!("{a} needs a value"))?;
+                let n = v.parse::<u64>().map_err(|_| format!("{a}: `{v}`"))?;
+                match a.as_str() {
+                    "--false-rounds" => false_rounds = n as usize,
+                    "--false-seconds" => false_seconds = n.max(1),
+                    _ => false_reps = n as usize,
+                }
             }
             f if f.starts_with('-') => {
                 eprintln!("failover bench: ignoring `{f}` (not an option of this bench)");
@@ -129,6 +155,10 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
         keep,
         backend: wants("backend"),
         vrrp: wants("vrrp"),
+        false_fo: wants("false") && false_rounds > 0,
+        false_rounds,
+        false_seconds,
+        false_reps,
     })
 }
 
@@ -153,7 +183,7 @@ fn main() {
     if !argv.iter().any(|a| a == "--bench") {
         println!(
             "failover bench: not run (needs `cargo bench --bench failover`, root for network \
-             namespaces, and keepalived; it takes under a minute)"
+             namespaces, and keepalived; about three minutes with the false-failover part)"
         );
         return;
     }
@@ -164,11 +194,11 @@ fn main() {
             std::process::exit(2);
         }
     };
-    if !args.backend && !args.vrrp {
+    if !args.backend && !args.vrrp && !args.false_fo {
         println!("failover bench: no part matches the filter; nothing to run");
         return;
     }
-    let work = WorkDir {
+    let mut work = WorkDir {
         dir: Some(
             tempfile::Builder::new()
                 .prefix("sipfront-fobench-")
@@ -199,7 +229,7 @@ fn main() {
         println!("\nBackend failover\n{t}");
         out += &format!("Backend failover (issue 4)\n{t}\n");
     }
-    if args.vrrp {
+    if args.vrrp || args.false_fo {
         let ka = vrrp::keepalived_version();
         let topo = vrrp::Topo::new(&prefix);
         let backend = sipudp::Backend::start(
@@ -214,8 +244,19 @@ fn main() {
             "10.77.5.100:5060".parse().expect("addr"),
             Duration::from_millis(5),
         );
-        let mut samples = vrrp::run(&topo, vrrp::Case::Sipfront, args.reps, &dir, &client, &cap);
-        if ka.is_some() {
+        let mut samples = Vec::new();
+        if args.vrrp {
+            samples = vrrp::run(
+                &topo,
+                vrrp::Case::Sipfront,
+                args.reps,
+                &dir,
+                &client,
+                &cap,
+                vrrp::DEFAULT_HOST,
+            );
+        }
+        if args.vrrp && ka.is_some() {
             samples.extend(vrrp::run(
                 &topo,
                 vrrp::Case::Keepalived,
@@ -223,16 +264,60 @@ fn main() {
                 &dir,
                 &client,
                 &cap,
+                vrrp::DEFAULT_HOST,
             ));
-        } else {
+        } else if args.vrrp {
             eprintln!("failover bench: keepalived not installed; the comparison is skipped");
+        }
+        let mut false_table = None;
+        if args.false_fo {
+            eprintln!(
+                "false failover: {} rounds of {} s, then {} real failovers, at {} ms adverts",
+                args.false_rounds,
+                args.false_seconds,
+                args.false_reps,
+                false_failover::ADVERT_MS
+            );
+            let (quiet, rounds) = false_failover::run(
+                &topo,
+                &dir,
+                &client,
+                &cap,
+                args.false_rounds,
+                args.false_seconds,
+            );
+            let real = if args.false_reps > 0 {
+                vrrp::run(
+                    &topo,
+                    vrrp::Case::Sipfront,
+                    args.false_reps,
+                    &dir,
+                    &client,
+                    &cap,
+                    false_failover::HOST,
+                )
+            } else {
+                Vec::new()
+            };
+            if quiet.takeovers > 0.0 || rounds.iter().any(|r| r.takeovers > 0.0 || r.h2_adverts > 0)
+            {
+                // The logs of both hosts show what happened.
+                work.keep = true;
+            }
+            false_table = Some(false_failover::table(&quiet, &rounds, &real));
         }
         drop(client);
         drop(cap);
         drop(backend);
-        let t = vrrp::table(&samples, ka.as_deref());
-        println!("\n{t}");
-        out += &format!("VRRP failover (issue 5)\n{t}");
+        if args.vrrp {
+            let t = vrrp::table(&samples, ka.as_deref());
+            println!("\n{t}");
+            out += &format!("VRRP failover (issue 5)\n{t}");
+        }
+        if let Some(t) = false_table {
+            println!("\n{t}");
+            out += &format!("\nFalse failover (issue 14)\n{t}");
+        }
         drop(topo);
     }
     let path = procs::target_dir().join("failover-bench.txt");

@@ -115,20 +115,39 @@ impl Topo {
     }
 }
 
-fn sipfront_toml(i: usize, case: Case) -> String {
+/// What a proxy host runs with: the VRRP advert interval, and for the false-failover
+/// run (`false_failover.rs`) a relay port range (its flow table) and limits that let one
+/// address fill it.
+#[derive(Debug, Clone, Copy)]
+pub struct HostCfg {
+    /// Prefix of the config and log file names of this run's programs.
+    pub label: &'static str,
+    pub advert_ms: u64,
+    pub relay_ports: &'static str,
+    pub extra: &'static str,
+}
+
+pub const DEFAULT_HOST: HostCfg = HostCfg {
+    label: "",
+    advert_ms: ADVERT_MS,
+    relay_ports: "20000-20099",
+    extra: "",
+};
+
+fn sipfront_toml(i: usize, case: Case, hc: HostCfg) -> String {
     let mut s = format!(
-        "[listen]\nsip = [\"{VIP}:5060\"]\nrelay = \"{}\"\nrelay_ports = \"20000-20099\"\n\n\
+        "[listen]\nsip = [\"{VIP}:5060\"]\nrelay = \"{}\"\nrelay_ports = \"{}\"\n\n\
          [[backend]]\nname = \"be\"\naddr = \"{NET}.20:5060\"\n\n\
          [health]\ninterval = \"100ms\"\ntimeout = \"80ms\"\nrise = 2\nfall = 2\n\n\
-         [admin]\nlisten = \"{ADMIN}\"\n",
-        HOST_ADDRS[i]
+         [admin]\nlisten = \"{ADMIN}\"\n{}",
+        HOST_ADDRS[i], hc.relay_ports, hc.extra
     );
     if case == Case::Sipfront {
         let _ = write!(
             s,
             "\n[vrrp]\ninterface = \"eth0\"\nvrid = {VRID}\npriority = {}\n\
-             advert_interval = \"{ADVERT_MS}ms\"\nvips = [\"{VIP}/24\"]\ntrack_backends = 0\n",
-            PRIORITIES[i]
+             advert_interval = \"{}ms\"\nvips = [\"{VIP}/24\"]\ntrack_backends = 0\n",
+            PRIORITIES[i], hc.advert_ms
         );
     }
     s
@@ -164,26 +183,60 @@ struct Host {
     starts: u32,
 }
 
-struct Run<'a> {
+pub struct Run<'a> {
     topo: &'a Topo,
     case: Case,
     dir: PathBuf,
     hosts: [Host; 2],
+    hc: HostCfg,
 }
 
-fn metrics(ns: &Netns) -> Option<String> {
+pub fn metrics(ns: &Netns) -> Option<String> {
     let addr: SocketAddr = ADMIN.parse().expect("admin addr");
     ns.enter(move || testkit::http_body(addr, "/metrics"))
 }
 
-impl Run<'_> {
-    fn start(&mut self, i: usize) {
+impl<'a> Run<'a> {
+    pub fn new(topo: &'a Topo, case: Case, dir: &Path, hc: HostCfg) -> Run<'a> {
+        Run {
+            topo,
+            case,
+            dir: dir.to_path_buf(),
+            hosts: Default::default(),
+            hc,
+        }
+    }
+
+    /// The pid of host `i`'s sipfront.
+    pub fn sipfront_pid(&self, i: usize) -> Option<u32> {
+        self.hosts[i].sipfront.as_ref().map(Proc::pid)
+    }
+
+    /// Panics (with the logs) if a program of either host has exited.
+    pub fn assert_running(&mut self) {
+        for h in &mut self.hosts {
+            for p in [h.sipfront.as_mut(), h.keepalived.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                p.assert_running();
+            }
+        }
+    }
+
+    pub fn start(&mut self, i: usize) {
         let ns = &self.topo.hosts[i];
         let h = &mut self.hosts[i];
         h.starts += 1;
-        let tag = format!("{}-h{}-{}", self.case.short(), i + 1, h.starts);
+        let tag = format!(
+            "{}{}-h{}-{}",
+            self.hc.label,
+            self.case.short(),
+            i + 1,
+            h.starts
+        );
         let cfg = self.dir.join(format!("{tag}.toml"));
-        std::fs::write(&cfg, sipfront_toml(i, self.case)).expect("write config");
+        std::fs::write(&cfg, sipfront_toml(i, self.case, self.hc)).expect("write config");
         let mut cmd = ns.command(env!("CARGO_BIN_EXE_sipfront"));
         cmd.arg("run")
             .arg("-c")
@@ -271,7 +324,7 @@ impl Run<'_> {
         }
     }
 
-    fn wait_settled(&mut self, client: &Client, what: &str) {
+    pub fn wait_settled(&mut self, client: &Client, what: &str) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let last;
@@ -324,7 +377,7 @@ impl Run<'_> {
         t
     }
 
-    fn stop_all(&mut self) {
+    pub fn stop_all(&mut self) {
         for h in &mut self.hosts {
             h.keepalived = None;
             h.sipfront = None;
@@ -342,13 +395,9 @@ pub fn run(
     dir: &Path,
     client: &Client,
     cap: &Capture,
+    hc: HostCfg,
 ) -> Vec<Sample> {
-    let mut run = Run {
-        topo,
-        case,
-        dir: dir.to_path_buf(),
-        hosts: Default::default(),
-    };
+    let mut run = Run::new(topo, case, dir, hc);
     // h2 first, so h1 (the higher priority) takes over by preemption as after each kill.
     run.start(1);
     run.start(0);
@@ -357,7 +406,7 @@ pub fn run(
     for rep in 1..=reps {
         run.wait_settled(client, &format!("before rep {rep}"));
         // A random phase against the advert schedule.
-        std::thread::sleep(Duration::from_millis(rand_ms(ADVERT_MS)));
+        std::thread::sleep(Duration::from_millis(rand_ms(hc.advert_ms)));
         let t_kill = run.kill_host(0);
         let from_seq = client.first_seq_since(t_kill);
         let resumed = wait_until(Duration::from_secs(5), || {
