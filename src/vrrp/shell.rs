@@ -25,7 +25,7 @@ use super::machine::{Cause, Event, Input, Machine, Settings, State};
 use super::packet::{Packet, PacketError, Repr};
 use super::speaker::{Speaker, parse_ipv4};
 use super::throttle::{GarpSchedule, LogThrottle};
-use super::vip::{VipError, Vips};
+use super::vip::{VipError, VipOp, Vips, worker};
 use super::{Discard, PRIORITY_OWNER, check_advert};
 use crate::config::Vrrp;
 
@@ -256,7 +256,10 @@ struct VrrpInstance {
     machine: Machine,
     speaker: Speaker,
     garp: GarpSocket,
-    vips: Vips,
+    /// VIP changes, run in order by [`worker`] so the advert loop never waits on
+    /// netlink.
+    vip_ops: tokio::sync::mpsc::UnboundedSender<VipOp>,
+    vip_worker: tokio::task::JoinHandle<()>,
     cfg: Vrrp,
     iface: Iface,
     track: TrackFn,
@@ -308,6 +311,8 @@ impl VrrpInstance {
                 tracing::warn!(vip = %v, error = %e, "could not remove a stale VIP");
             }
         }
+        let (vip_ops, rx) = tokio::sync::mpsc::unbounded_channel();
+        let vip_worker = tokio::spawn(worker(vips, cfg.vips.clone(), VIP_LIFETIME_SECS, rx));
         tracing::info!(
             interface = %iface.name,
             primary = %iface.primary,
@@ -320,7 +325,8 @@ impl VrrpInstance {
             machine: Machine::new(settings, Instant::now()),
             speaker,
             garp,
-            vips,
+            vip_ops,
+            vip_worker,
             cfg,
             iface,
             track,
@@ -382,15 +388,19 @@ impl VrrpInstance {
             let now = Instant::now();
             self.machine.handle_timeout(now);
             self.garp_timers(now);
+            // The advert first: a renewal is queued for the VIP worker, never awaited.
+            self.flush().await;
             if self.next_renew.is_some_and(|t| t <= now) {
                 self.next_renew = Some(now + VIP_RENEW);
-                self.add_vips().await;
+                let _ = self.vip_ops.send(VipOp::Add);
             }
-            self.flush().await;
         }
         // Hand over: priority 0 tells the backup to take over after Skew_Time only.
         self.machine.handle_input(Instant::now(), Input::Shutdown);
         self.flush().await;
+        // The VIPs must be gone before the process exits: let the worker finish.
+        drop(self.vip_ops);
+        let _ = self.vip_worker.await;
         self.metrics.state.set(0.0);
         tracing::info!("vrrp speaker stopped");
     }
@@ -552,14 +562,6 @@ impl VrrpInstance {
         }
     }
 
-    async fn add_vips(&self) {
-        for v in &self.cfg.vips {
-            if let Err(e) = self.vips.add(v, VIP_LIFETIME_SECS).await {
-                tracing::error!(vip = %v, error = %e, "cannot add VIP");
-            }
-        }
-    }
-
     async fn apply(&mut self, ev: Event) {
         if let Some((state, cause)) = ev.transition() {
             self.metrics.transition(state, cause);
@@ -574,15 +576,11 @@ impl VrrpInstance {
         match ev {
             Event::BecameMaster { .. } => self.takeover = true,
             Event::AddVips => {
-                self.add_vips().await;
+                let _ = self.vip_ops.send(VipOp::Add);
                 self.next_renew = Some(Instant::now() + VIP_RENEW);
             }
             Event::RemoveVips => {
-                for v in &self.cfg.vips {
-                    if let Err(e) = self.vips.remove(v).await {
-                        tracing::error!(vip = %v, error = %e, "cannot remove VIP");
-                    }
-                }
+                let _ = self.vip_ops.send(VipOp::Remove);
                 self.garp_schedule.clear();
                 self.takeover = false;
                 self.next_refresh = None;

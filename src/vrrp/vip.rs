@@ -22,6 +22,37 @@ pub struct Vips {
     default_dev: String,
 }
 
+/// What the VIP worker does, in the order asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VipOp {
+    /// Add (or renew the lifetime of) every VIP.
+    Add,
+    Remove,
+}
+
+/// Runs VIP changes one after the other off the advert loop: a netlink round trip
+/// on a busy host can take longer than three 10 ms advert intervals, and an advert
+/// that waits for it makes the backup take over. In order, so a removal queued
+/// after an add (mastership lost) always wins.
+pub async fn worker(
+    vips: Vips,
+    list: Vec<Vip>,
+    lifetime_secs: u32,
+    mut ops: tokio::sync::mpsc::UnboundedReceiver<VipOp>,
+) {
+    while let Some(op) = ops.recv().await {
+        for v in &list {
+            let r = match op {
+                VipOp::Add => vips.add(v, lifetime_secs).await,
+                VipOp::Remove => vips.remove(v).await,
+            };
+            if let Err(e) = r {
+                tracing::error!(vip = %v, op = ?op, error = %e, "VIP change failed");
+            }
+        }
+    }
+}
+
 impl Vips {
     /// Opens a netlink connection; its driver runs as a tokio task.
     pub fn open(default_dev: &str) -> Result<Vips, VipError> {
