@@ -23,33 +23,7 @@ const LO: Ipv4Addr = Ipv4Addr::LOCALHOST;
 /// The phone: REGISTERs `user` through sipfront at `sip`, stays registered (its socket open
 /// for `hold_ms`) and answers INVITEs out of call.
 fn start_phone(dir: &TestDir, user: &str, port: u16, sip: &str, hold_ms: u32) -> Sipp {
-    let (p, d) = (port.to_string(), hold_ms.to_string());
-    let (register, answer) = (scenario("phone_register.xml"), scenario("phone_answer.xml"));
-    let mut phone = Sipp::start_traced(
-        dir,
-        "phone",
-        &[
-            "-sf",
-            &register,
-            "-oocsf",
-            &answer,
-            "-s",
-            user,
-            "-t",
-            "u1",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &p,
-            "-m",
-            "1",
-            "-d",
-            &d,
-            sip,
-        ],
-    );
-    phone.wait_bound(port);
-    phone
+    Sipp::phone(dir, "phone", user, port, sip, "phone_answer.xml", hold_ms)
 }
 
 /// One INVITE to `user` entered at `registrar`, ACK and BYE along the route set.

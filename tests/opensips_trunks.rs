@@ -41,34 +41,16 @@ fn sip_addr() -> String {
 
 /// A phone `user` on `port`: REGISTERs through sipfront and answers INVITEs with `answer`.
 fn phone(dir: &TestDir, user: &str, port: u16, answer: &str) -> Sipp {
-    let p = port.to_string();
-    let (register, answer) = (scenario("phone_register.xml"), scenario(answer));
     let sip = sip_addr();
-    let mut phone = Sipp::start_traced(
+    Sipp::phone(
         dir,
         &format!("phone-{user}"),
-        &[
-            "-sf",
-            &register,
-            "-oocsf",
-            &answer,
-            "-s",
-            user,
-            "-t",
-            "u1",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &p,
-            "-m",
-            "1",
-            "-d",
-            "60000",
-            &sip,
-        ],
-    );
-    phone.wait_bound(port);
-    phone
+        user,
+        port,
+        &sip,
+        answer,
+        60_000,
+    )
 }
 
 /// One sipp call: scenario `sf` from `127.0.0.1:port` to sipfront, `-s service`,

@@ -12,35 +12,7 @@ use testkit::*;
 /// Starts the "phone": REGISTERs `user` through sipfront at `sip`, then stays registered (its
 /// one socket open for `hold_ms`) and answers INVITEs out of call.
 fn start_phone(dir: &TestDir, user: &str, port: u16, sip: &str, hold_ms: u32) -> Sipp {
-    let p = port.to_string();
-    let d = hold_ms.to_string();
-    let register = scenario("phone_register.xml");
-    let answer = scenario("phone_answer.xml");
-    let mut phone = Sipp::start_traced(
-        dir,
-        "phone",
-        &[
-            "-sf",
-            &register,
-            "-oocsf",
-            &answer,
-            "-s",
-            user,
-            "-t",
-            "u1",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &p,
-            "-m",
-            "1",
-            "-d",
-            &d,
-            sip,
-        ],
-    );
-    phone.wait_bound(port);
-    phone
+    Sipp::phone(dir, "phone", user, port, sip, "phone_answer.xml", hold_ms)
 }
 
 /// Runs the caller: one INVITE to `user` at `registrar`, ACK and BYE along the route set.

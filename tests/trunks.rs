@@ -118,35 +118,16 @@ fn sipp_path(name: &str) -> String {
 /// A phone `user` on `port`: REGISTERs through sipfront and answers INVITEs with `answer`
 /// (a tests/sipp scenario run out of call), registered for 60 s.
 fn phone(s: &Setup, user: &str, port: u16, answer: &str) -> Sipp {
-    let p = port.to_string();
-    let register = sipp_path("phone_register.xml");
-    let answer = sipp_path(answer);
     let sip = s.ports.sip_addr();
-    let mut phone = Sipp::start_traced(
+    Sipp::phone(
         &s.dir,
         &format!("phone-{user}"),
-        &[
-            "-sf",
-            &register,
-            "-oocsf",
-            &answer,
-            "-s",
-            user,
-            "-t",
-            "u1",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &p,
-            "-m",
-            "1",
-            "-d",
-            "60000",
-            &sip,
-        ],
-    );
-    phone.wait_bound(port);
-    phone
+        user,
+        port,
+        &sip,
+        answer,
+        60_000,
+    )
 }
 
 /// Waits until Kamailio has `aor` with a `received` of sipfront's relay address.

@@ -108,6 +108,47 @@ impl Sipp {
         Self::start_opts(test, name, args, true)
     }
 
+    /// A phone: REGISTERs `user` from 127.0.0.1:`port` through `sip` (tests/sipp/
+    /// phone_register.xml), keeps its one socket open for `hold_ms` and answers INVITEs
+    /// out of call with the tests/sipp scenario `answer`. Returns once the port is bound.
+    pub fn phone(
+        test: &TestDir,
+        name: &str,
+        user: &str,
+        port: u16,
+        sip: &str,
+        answer: &str,
+        hold_ms: u32,
+    ) -> Sipp {
+        let (p, d) = (port.to_string(), hold_ms.to_string());
+        let (register, answer) = (scenario("phone_register.xml"), scenario(answer));
+        let mut phone = Sipp::start_traced(
+            test,
+            name,
+            &[
+                "-sf",
+                &register,
+                "-oocsf",
+                &answer,
+                "-s",
+                user,
+                "-t",
+                "u1",
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &p,
+                "-m",
+                "1",
+                "-d",
+                &d,
+                sip,
+            ],
+        );
+        phone.wait_bound(port);
+        phone
+    }
+
     fn start_opts(test: &TestDir, name: &str, args: &[&str], trace_msg: bool) -> Sipp {
         Self::start_cmd(test, name, Command::new("sipp"), args, trace_msg)
     }
