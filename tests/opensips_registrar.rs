@@ -26,36 +26,6 @@ fn start_phone(dir: &TestDir, user: &str, port: u16, sip: &str, hold_ms: u32) ->
     Sipp::phone(dir, "phone", user, port, sip, "phone_answer.xml", hold_ms)
 }
 
-/// One INVITE to `user` entered at `registrar`, ACK and BYE along the route set.
-fn call(dir: &TestDir, name: &str, user: &str, port: u16, registrar: &str) -> (Sipp, SippResult) {
-    let p = port.to_string();
-    let caller = scenario("caller.xml");
-    let mut sipp = Sipp::start_traced(
-        dir,
-        name,
-        &[
-            "-sf",
-            &caller,
-            "-s",
-            user,
-            "-t",
-            "u1",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &p,
-            "-m",
-            "1",
-            "-timeout",
-            "20s",
-            "-timeout_error",
-            registrar,
-        ],
-    );
-    let r = sipp.wait(Duration::from_secs(30));
-    (sipp, r)
-}
-
 fn datagrams(text: &str, direction: &str, backend: &str) -> f64 {
     metric(
         text,
@@ -174,7 +144,7 @@ fn opensips_registered_phone_called_via_home_and_other_node() {
         let capture = Capture::start(&dir, &format!("capture-{i}"), &filter);
         let before = front.settled_metrics(Duration::from_millis(400), Duration::from_secs(5));
         let invites = phone.messages().matches("INVITE sip:carol@").count();
-        let (caller, r) = call(
+        let (caller, r) = Sipp::call(
             &dir,
             &format!("caller-{i}"),
             "carol",

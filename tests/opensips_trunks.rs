@@ -116,34 +116,6 @@ fn start_carrier_uas(dir: &TestDir, name: &str, sf: &str) -> Sipp {
     sipp
 }
 
-fn expect_ok(sipp: &mut Sipp, what: &str) {
-    let r = sipp.wait(Duration::from_secs(60));
-    assert!(
-        r.ok() && r.stats.successful() == 1,
-        "{what}: {}",
-        sipp.describe(&r)
-    );
-}
-
-/// An INVITE with user part `user` in its Request-URI, from a plain socket.
-fn invite_to(client: &SipClient, user: &str, call_id: &str) -> Vec<u8> {
-    let req = String::from_utf8(client.request("INVITE", call_id, 1, "")).unwrap();
-    let srv = client.server;
-    req.replacen(
-        &format!("INVITE sip:{srv} SIP/2.0"),
-        &format!("INVITE sip:{user}@{srv} SIP/2.0"),
-        1,
-    )
-    .into_bytes()
-}
-
-fn peer_datagrams(front: &mut Sipfront, direction: &str) -> f64 {
-    front.metric(
-        "sipfront_peer_datagrams_total",
-        &[("peer", "carrier"), ("direction", direction)],
-    )
-}
-
 fn assert_contains(path: &Path, needle: &str, what: &str) {
     let text = fs::read_to_string(path).unwrap_or_default();
     assert!(text.contains(needle), "{what}: no `{needle}` in {path:?}");
@@ -184,7 +156,7 @@ fn opensips_trunk_calls_in_and_out_through_its_relay_endpoint() {
         "1001",
         "carrier",
     );
-    expect_ok(&mut carrier, "carrier -> 1001");
+    carrier.expect_one_ok("carrier -> 1001");
     assert_contains(
         &p1.message_file,
         "BYE sip:",
@@ -205,12 +177,12 @@ fn opensips_trunk_calls_in_and_out_through_its_relay_endpoint() {
     // table), From user not registered -> 403, to a carrier number and to a local user.
     let stranger = SipClient::bind("127.0.0.1:32030".parse().unwrap(), sip, "mallory");
     stranger.expect(
-        &invite_to(&stranger, "+15550100", "stranger-out"),
+        &stranger.invite_to("+15550100", "stranger-out"),
         403,
         Duration::from_secs(5),
     );
     stranger.expect(
-        &invite_to(&stranger, "1001", "stranger-in"),
+        &stranger.invite_to("1001", "stranger-in"),
         403,
         Duration::from_secs(5),
     );
@@ -218,7 +190,7 @@ fn opensips_trunk_calls_in_and_out_through_its_relay_endpoint() {
     // the one 1001 registered from -> 403 (`is_ip_registered` with the source port).
     let impostor = SipClient::bind("127.0.0.1:32031".parse().unwrap(), sip, "1001");
     impostor.expect(
-        &invite_to(&impostor, "+15550100", "impostor-out"),
+        &impostor.invite_to("+15550100", "impostor-out"),
         403,
         Duration::from_secs(5),
     );
@@ -226,7 +198,7 @@ fn opensips_trunk_calls_in_and_out_through_its_relay_endpoint() {
     // (b) outbound: registered phone 1002 calls a carrier number; OpenSIPS sends it to the
     // peer's relay endpoint; the carrier sees it come from sipfront's SIP address; 1002
     // hangs up.
-    let before_to_client = peer_datagrams(&mut front, "to_client");
+    let before_to_client = front.peer_datagrams("carrier", "to_client");
     let capture = Capture::start(&dir, "to-carrier", &format!("dst port {CARRIER}"));
     let mut uas = start_carrier_uas(&dir, "carrier-uas-1", "phone_answer.xml");
     let mut p2 = start_call(
@@ -237,8 +209,8 @@ fn opensips_trunk_calls_in_and_out_through_its_relay_endpoint() {
         "+15550100",
         "1002",
     );
-    expect_ok(&mut p2, "1002 -> carrier, 1002 hangs up");
-    expect_ok(&mut uas, "carrier answering 1002");
+    p2.expect_one_ok("1002 -> carrier, 1002 hangs up");
+    uas.expect_one_ok("carrier answering 1002");
     assert_contains(
         &uas.message_file,
         "INVITE sip:+15550100@",
@@ -257,8 +229,8 @@ fn opensips_trunk_calls_in_and_out_through_its_relay_endpoint() {
         "+15550101",
         "1003",
     );
-    expect_ok(&mut uas, "carrier answering 1003, carrier hangs up");
-    expect_ok(&mut p3, "1003 -> carrier, carrier hangs up");
+    uas.expect_one_ok("carrier answering 1003, carrier hangs up");
+    p3.expect_one_ok("1003 -> carrier, carrier hangs up");
     eprintln!("[{:?}] outbound trunk calls done", t0.elapsed());
 
     let packets = capture.stop();
@@ -268,12 +240,12 @@ fn opensips_trunk_calls_in_and_out_through_its_relay_endpoint() {
         wrong.is_empty(),
         "the carrier must only hear from sipfront's SIP address {sip}: {wrong:?}"
     );
-    let to_carrier = peer_datagrams(&mut front, "to_client") - before_to_client;
+    let to_carrier = front.peer_datagrams("carrier", "to_client") - before_to_client;
     assert!(
         to_carrier >= 6.0,
         "sipfront_peer_datagrams_total{{direction=to_client}} grew by {to_carrier}"
     );
-    assert!(peer_datagrams(&mut front, "to_backend") >= 6.0);
+    assert!(front.peer_datagrams("carrier", "to_backend") >= 6.0);
     let m = front.metrics();
     assert!(nonzero_drops(&m).is_empty(), "{:?}", nonzero_drops(&m));
     p1.proc.assert_running();

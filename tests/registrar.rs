@@ -15,36 +15,6 @@ fn start_phone(dir: &TestDir, user: &str, port: u16, sip: &str, hold_ms: u32) ->
     Sipp::phone(dir, "phone", user, port, sip, "phone_answer.xml", hold_ms)
 }
 
-/// Runs the caller: one INVITE to `user` at `registrar`, ACK and BYE along the route set.
-fn call(dir: &TestDir, name: &str, user: &str, port: u16, registrar: &str) -> (Sipp, SippResult) {
-    let p = port.to_string();
-    let caller = scenario("caller.xml");
-    let mut sipp = Sipp::start_traced(
-        dir,
-        name,
-        &[
-            "-sf",
-            &caller,
-            "-s",
-            user,
-            "-t",
-            "u1",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &p,
-            "-m",
-            "1",
-            "-timeout",
-            "20s",
-            "-timeout_error",
-            registrar,
-        ],
-    );
-    let r = sipp.wait(Duration::from_secs(30));
-    (sipp, r)
-}
-
 /// Waits until `k` has `aor` registered with a `received` address in the relay port range;
 /// returns that relay port.
 fn wait_registered(k: &Kamailio, aor: &str, relay_ports: std::ops::RangeInclusive<u16>) -> u16 {
@@ -110,7 +80,7 @@ fn registered_phone_is_called_through_its_relay_port() {
     let relay_port = wait_registered(&kam, "alice", 21000..=21499);
 
     let before = front.settled_metrics(Duration::from_millis(400), Duration::from_secs(5));
-    let (caller, r) = call(&dir, "caller", "alice", 26081, "127.0.0.1:26070");
+    let (caller, r) = Sipp::call(&dir, "caller", "alice", 26081, "127.0.0.1:26070");
     assert!(r.ok(), "call failed: {}", caller.describe(&r));
     assert_eq!(r.stats.successful(), 1, "{}", caller.describe(&r));
 
@@ -230,7 +200,7 @@ fn call_via_other_registrar_with_dmq_replication() {
     );
     let before = front.settled_metrics(Duration::from_millis(400), Duration::from_secs(5));
     let other_addr = format!("127.0.0.1:{}", other.port);
-    let (caller, r) = call(&dir, "caller", "bob", 26181, &other_addr);
+    let (caller, r) = Sipp::call(&dir, "caller", "bob", 26181, &other_addr);
     assert!(
         r.ok(),
         "call via {other_name} failed: {}",

@@ -224,34 +224,6 @@ fn start_carrier_uas(s: &Setup, name: &str, sf: &str) -> Sipp {
     sipp
 }
 
-fn expect_ok(sipp: &mut Sipp, what: &str) {
-    let r = sipp.wait(Duration::from_secs(60));
-    assert!(
-        r.ok() && r.stats.successful() == 1,
-        "{what}: {}",
-        sipp.describe(&r)
-    );
-}
-
-/// A request with user part `user` in its Request-URI, from a plain socket.
-fn invite_to(client: &SipClient, user: &str, call_id: &str) -> Vec<u8> {
-    let req = String::from_utf8(client.request("INVITE", call_id, 1, "")).unwrap();
-    let srv = client.server;
-    req.replacen(
-        &format!("INVITE sip:{srv} SIP/2.0"),
-        &format!("INVITE sip:{user}@{srv} SIP/2.0"),
-        1,
-    )
-    .into_bytes()
-}
-
-fn peer_datagrams(front: &mut Sipfront, direction: &str) -> f64 {
-    front.metric(
-        "sipfront_peer_datagrams_total",
-        &[("peer", "carrier"), ("direction", direction)],
-    )
-}
-
 /// `sipfront_flows_created_total` once the metrics have settled (they are published
 /// periodically, so a flow created just now may not be counted yet).
 fn flows_created(front: &mut Sipfront) -> f64 {
@@ -285,7 +257,7 @@ fn trunk_calls_in_and_out_through_its_relay_endpoint() {
         "1001",
         "carrier",
     );
-    expect_ok(&mut carrier, "carrier -> 1001");
+    carrier.expect_one_ok("carrier -> 1001");
     assert_contains(
         &p1.message_file,
         "BYE sip:",
@@ -305,19 +277,19 @@ fn trunk_calls_in_and_out_through_its_relay_endpoint() {
     // to a carrier number and to a local user alike.
     let stranger = SipClient::bind("127.0.0.1:30030".parse().unwrap(), sip, "mallory");
     stranger.expect(
-        &invite_to(&stranger, "+15550100", "stranger-out"),
+        &stranger.invite_to("+15550100", "stranger-out"),
         403,
         Duration::from_secs(5),
     );
     stranger.expect(
-        &invite_to(&stranger, "1001", "stranger-in"),
+        &stranger.invite_to("1001", "stranger-in"),
         403,
         Duration::from_secs(5),
     );
 
     // (b) outbound: registered phone 1002 calls a carrier number; Kamailio sends it to the
     // peer's relay endpoint; the carrier sees it come from sipfront's SIP address.
-    let before_to_client = peer_datagrams(&mut s.front, "to_client");
+    let before_to_client = s.front.peer_datagrams("carrier", "to_client");
     let capture = Capture::start(
         &s.dir,
         "to-carrier",
@@ -332,8 +304,8 @@ fn trunk_calls_in_and_out_through_its_relay_endpoint() {
         "+15550100",
         "1002",
     );
-    expect_ok(&mut p2, "1002 -> carrier, 1002 hangs up");
-    expect_ok(&mut uas, "carrier answering 1002");
+    p2.expect_one_ok("1002 -> carrier, 1002 hangs up");
+    uas.expect_one_ok("carrier answering 1002");
     assert_contains(
         &uas.message_file,
         "INVITE sip:+15550100@",
@@ -352,8 +324,8 @@ fn trunk_calls_in_and_out_through_its_relay_endpoint() {
         "+15550101",
         "1003",
     );
-    expect_ok(&mut uas, "carrier answering 1003, carrier hangs up");
-    expect_ok(&mut p3, "1003 -> carrier, carrier hangs up");
+    uas.expect_one_ok("carrier answering 1003, carrier hangs up");
+    p3.expect_one_ok("1003 -> carrier, carrier hangs up");
 
     let packets = capture.stop();
     assert!(!packets.is_empty(), "nothing captured towards the carrier");
@@ -362,12 +334,12 @@ fn trunk_calls_in_and_out_through_its_relay_endpoint() {
         wrong.is_empty(),
         "the carrier must only hear from sipfront's SIP address {sip}: {wrong:?}"
     );
-    let to_carrier = peer_datagrams(&mut s.front, "to_client") - before_to_client;
+    let to_carrier = s.front.peer_datagrams("carrier", "to_client") - before_to_client;
     assert!(
         to_carrier >= 6.0,
         "sipfront_peer_datagrams_total{{direction=to_client}} grew by {to_carrier}"
     );
-    assert!(peer_datagrams(&mut s.front, "to_backend") >= 6.0);
+    assert!(s.front.peer_datagrams("carrier", "to_backend") >= 6.0);
     let m = s.front.metrics();
     assert!(nonzero_drops(&m).is_empty(), "{:?}", nonzero_drops(&m));
     p1.proc.assert_running();
@@ -419,13 +391,13 @@ fn long_calls(s: &mut Setup, trunk: bool) {
         let c = start_call_hold(s, &name, call, port, user, "caller", 7000);
         if trunk {
             let mut c = c;
-            expect_ok(&mut c, what);
+            c.expect_one_ok(what);
         } else {
             callers.push((c, what));
         }
     }
     for (c, what) in &mut callers {
-        expect_ok(c, what);
+        c.expect_one_ok(what);
     }
     for (i, p) in phones.iter_mut().enumerate() {
         let msgs = p.messages();

@@ -292,14 +292,13 @@ impl Router {
             Scan::Keepalive => return self.client_keepalive(now, client),
             Scan::Invalid(e) => return self.drop_client(client, e.into()),
         };
-        if let Some(ua) = msg.user_agent
-            && self.access.is_scanner(ua)
-            && !self.is_peer(&client)
-        {
-            return self.drop_client(client, DropReason::Scanner);
-        }
         let (id, new_flow) = match self.flows.lookup_client(&client) {
             Some(id) => (id, false),
+            // A scanner is refused before it gets a flow; datagrams of established
+            // flows (peers among them) are not searched for User-Agents again.
+            None if msg.user_agent.is_some_and(|ua| self.access.is_scanner(ua)) => {
+                return self.drop_client(client, DropReason::Scanner);
+            }
             None => match self.new_flow(now, client, ingress) {
                 Ok(id) => (id, true),
                 Err(DropReason::NoBackend) => return self.no_backend(now, &msg),

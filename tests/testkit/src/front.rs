@@ -153,6 +153,14 @@ impl Sipfront {
     }
 
     /// The current `/metrics` text; panics (with sipfront's log) if it cannot be fetched.
+    /// `sipfront_peer_datagrams_total` of static peer `peer` in `direction`.
+    pub fn peer_datagrams(&mut self, peer: &str, direction: &str) -> f64 {
+        self.metric(
+            "sipfront_peer_datagrams_total",
+            &[("peer", peer), ("direction", direction)],
+        )
+    }
+
     pub fn metrics(&mut self) -> String {
         match http_get(self.cfg.admin, "/metrics") {
             Ok((200, body)) => body,

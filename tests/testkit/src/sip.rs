@@ -102,6 +102,18 @@ impl SipClient {
         .into_bytes()
     }
 
+    /// An INVITE with user part `user` in its Request-URI.
+    pub fn invite_to(&self, user: &str, call_id: &str) -> Vec<u8> {
+        let req = String::from_utf8(self.request("INVITE", call_id, 1, "")).unwrap();
+        let srv = self.server;
+        req.replacen(
+            &format!("INVITE sip:{srv} SIP/2.0"),
+            &format!("INVITE sip:{user}@{srv} SIP/2.0"),
+            1,
+        )
+        .into_bytes()
+    }
+
     pub fn send(&self, msg: &[u8]) {
         self.sock
             .send_to(msg, self.server)

@@ -108,6 +108,42 @@ impl Sipp {
         Self::start_opts(test, name, args, true)
     }
 
+    /// One call (tests/sipp/caller.xml) from 127.0.0.1:`port` to `user` entered at
+    /// `registrar`: INVITE, ACK and BYE along the route set. Waits for it (30 s at most).
+    pub fn call(
+        test: &TestDir,
+        name: &str,
+        user: &str,
+        port: u16,
+        registrar: &str,
+    ) -> (Sipp, SippResult) {
+        let (p, caller) = (port.to_string(), scenario("caller.xml"));
+        let mut sipp = Sipp::start_traced(
+            test,
+            name,
+            &[
+                "-sf",
+                &caller,
+                "-s",
+                user,
+                "-t",
+                "u1",
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &p,
+                "-m",
+                "1",
+                "-timeout",
+                "20s",
+                "-timeout_error",
+                registrar,
+            ],
+        );
+        let r = sipp.wait(Duration::from_secs(30));
+        (sipp, r)
+    }
+
     /// A phone: REGISTERs `user` from 127.0.0.1:`port` through `sip` (tests/sipp/
     /// phone_register.xml), keeps its one socket open for `hold_ms` and answers INVITEs
     /// out of call with the tests/sipp scenario `answer`. Returns once the port is bound.
@@ -231,6 +267,16 @@ impl Sipp {
     /// Waits for sipp to exit by itself; panics (killing it) after `timeout`.
     /// Waits for a UAC run and asserts that it ended well with all `calls` calls
     /// successful and none failed.
+    /// Waits (60 s at most) for a one-call run; `what` names it in the failure.
+    pub fn expect_one_ok(&mut self, what: &str) {
+        let r = self.wait(Duration::from_secs(60));
+        assert!(
+            r.ok() && r.stats.successful() == 1,
+            "{what}: {}",
+            self.describe(&r)
+        );
+    }
+
     pub fn expect_all_ok(&mut self, calls: u64, timeout: Duration) -> SippResult {
         let r = self.wait(timeout);
         assert!(r.ok(), "UAC failed: {}", self.describe(&r));
