@@ -138,6 +138,7 @@ impl Router {
                 .map(|p| Peer {
                     name: p.name.clone(),
                     backends: p.backends.iter().map(|n| super::hrw::seed(n)).collect(),
+                    flow: None,
                 })
                 .collect(),
             dialogs: DialogTable::new(limits.max_dialogs, rc.dialog_keys),

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use super::{Router, RouterConfig};
 use crate::relay::backends::BackendId;
-use crate::relay::flows::{Flow, FlowTable};
+use crate::relay::flows::{Flow, FlowId, FlowTable};
 use crate::relay::port::RelayPort;
 
 /// A static peer as the router needs it.
@@ -13,6 +13,9 @@ pub(super) struct Peer {
     pub(super) name: String,
     /// Rendezvous seeds of the backends that may receive its requests (empty: all).
     pub(super) backends: Vec<u64>,
+    /// Its flow, placed at start and never removed (kept here so the status refresh
+    /// does not walk the whole flow table to find the peers).
+    pub(super) flow: Option<FlowId>,
 }
 
 impl Router {
@@ -38,24 +41,20 @@ impl Router {
                 answered: true,
                 ..Flow::new(client, relay_port, ingress, home, now)
             };
-            self.flows.insert_static(flow, &p.addrs[1..]);
+            self.peers[i].flow = self.flows.insert_static(flow, &p.addrs[1..]);
         }
     }
 
     /// Each static peer's name and flow, in config order.
     pub fn peer_flows(&self) -> impl Iterator<Item = (&str, &Flow)> {
-        self.flows.iter().filter_map(|f| {
-            let p = self.peers.get(usize::from(f.peer?))?;
-            Some((p.name.as_str(), f))
-        })
+        self.peers
+            .iter()
+            .filter_map(|p| Some((p.name.as_str(), self.flows.get(p.flow?)?)))
     }
 
     /// The static peers' relay endpoints: their sockets are opened at start.
     pub fn static_endpoints(&self) -> impl Iterator<Item = RelayPort> + '_ {
-        self.flows
-            .iter()
-            .filter(|f| f.peer.is_some())
-            .map(|f| f.relay_port)
+        self.peer_flows().map(|(_, f)| f.relay_port)
     }
 
     /// A static peer's address (exempt from per-source limits: a trusted trunk).
