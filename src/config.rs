@@ -25,7 +25,7 @@ mod vrrp;
 pub use access::{Access, Cidr, DEFAULT_DROP_USER_AGENTS, DEFAULT_MAX_BANS, ip_bits};
 pub use defaults::*;
 pub use duration::{format_duration, parse_duration};
-pub use hep::{HepConfig, Legs};
+pub use hep::{HepConfig, HepTransport, Legs};
 pub use prefix::RelayPrefix;
 pub use vrrp::{Vip, Vrrp};
 

@@ -5,9 +5,13 @@
 //! Call-ID as correlation id. With the collector gone, relaying is unaffected and the
 //! drops are counted.
 //!
+//! The same over HEP's TCP transport (Kamailio `tcp_accept_hep3`), including a collector
+//! that goes away and comes back.
+//!
 //! Ports: 127.0.46.1:46060 (SIP), 127.0.46.2 relay ports 15000-15099, 127.0.0.1:46070
 //! (UAS), 127.0.46.3:46080 (UAC), 127.0.46.9:46090 (collector), admin 127.0.46.1:46091;
-//! the collector-down test: 46160/46170/46180/46191, relay ports 15100-15199.
+//! the collector-down test: 46160/46170/46180/46191, relay ports 15100-15199; the TCP
+//! test: 46260/46270/46280/46290/46291, relay ports 15200-15299.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -85,8 +89,19 @@ fn read_rows(table: &std::path::Path) -> Vec<Row> {
         .collect()
 }
 
-fn start_collector(dir: &TestDir, listen: &str) -> (Proc, std::path::PathBuf) {
-    let db = dir.join("db");
+#[derive(Clone, Copy, PartialEq)]
+enum Transport {
+    Udp,
+    Tcp,
+}
+
+fn start_collector(
+    dir: &TestDir,
+    name: &str,
+    listen: &str,
+    transport: Transport,
+) -> (Proc, std::path::PathBuf) {
+    let db = dir.join(&format!("{name}-db"));
     fs::create_dir_all(&db).unwrap();
     for f in ["sip_capture", "version"] {
         fs::copy(repo_path(&format!("tests/hep/{f}")), db.join(f)).unwrap();
@@ -97,11 +112,26 @@ fn start_collector(dir: &TestDir, listen: &str) -> (Proc, std::path::PathBuf) {
         .arg("-Y")
         .arg(dir.path())
         .args(["-m", "32", "-M", "4"])
-        .args(["-A", &format!("HEP_LISTEN=udp:{listen}")])
         .args(["-A", &format!("DB_URL=\"text://{}\"", db.display())]);
-    let mut p = Proc::spawn_group("collector", &mut cmd, &dir.join("collector.log"));
-    let port: u16 = listen.rsplit(':').next().unwrap().parse().unwrap();
-    wait_udp_bound(&mut p, port, Duration::from_secs(15));
+    match transport {
+        Transport::Udp => cmd.args(["-A", &format!("HEP_LISTEN=udp:{listen}")]),
+        Transport::Tcp => cmd
+            .args(["-A", &format!("HEP_LISTEN=tcp:{listen}")])
+            .args(["-A", "HEP_TCP"]),
+    };
+    let mut p = Proc::spawn_group(name, &mut cmd, &dir.join(&format!("{name}.log")));
+    match transport {
+        Transport::Udp => {
+            let port: u16 = listen.rsplit(':').next().unwrap().parse().unwrap();
+            wait_udp_bound(&mut p, port, Duration::from_secs(15));
+        }
+        Transport::Tcp => assert!(
+            wait_until(Duration::from_secs(15), || {
+                std::net::TcpStream::connect(listen).is_ok()
+            }),
+            "the collector listens on tcp:{listen}"
+        ),
+    }
     (p, db.join("sip_capture"))
 }
 
@@ -131,21 +161,96 @@ fn uac(dir: &TestDir, ip: &str, port: &str, target: &str) -> Sipp {
 
 #[test]
 fn both_legs_reach_a_kamailio_sipcapture_collector() {
-    let dir = TestDir::new("hep-kamailio");
-    let (mut collector, table) = start_collector(&dir, "127.0.46.9:46090");
-    let mut uas = sipp_uas(&dir, "uas", 46070);
+    both_legs_reach(Transport::Udp, 46000, "15000-15099");
+}
+
+#[test]
+fn both_legs_reach_a_collector_over_tcp_and_a_lost_collector_is_reconnected() {
+    let (dir, mut front) = both_legs_reach(Transport::Tcp, 46200, "15200-15299");
+    // The collector is gone (stopped by `both_legs_reach`): calls go on, packets are
+    // dropped and counted.
+    let mut uas = sipp_uas(&dir, "uas2", 46270);
+    front.wait_backends_up(Duration::from_secs(10));
+    let mut phone = uac(&dir, "127.0.46.3", "46280", "127.0.46.1:46260");
+    assert_eq!(
+        phone
+            .expect_all_ok(CALLS, Duration::from_secs(30))
+            .stats
+            .failed(),
+        0
+    );
+    let text = front.settled_metrics(Duration::from_millis(600), Duration::from_secs(5));
+    let lost = metric(
+        &text,
+        "sipfront_hep_dropped_total",
+        &[("reason", "unreachable")],
+    ) + metric(
+        &text,
+        "sipfront_hep_dropped_total",
+        &[("reason", "send_failed")],
+    );
+    assert!(
+        lost > 0.0,
+        "packets without a collector are counted as dropped"
+    );
+    // A collector is back: the sender reconnects (at most once a second) by itself.
+    let (mut again, table) =
+        start_collector(&dir, "collector2", "127.0.46.9:46290", Transport::Tcp);
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut phone = uac(&dir, "127.0.46.3", "46280", "127.0.46.1:46260");
+    assert_eq!(
+        phone
+            .expect_all_ok(CALLS, Duration::from_secs(30))
+            .stats
+            .failed(),
+        0
+    );
+    uas.stop(Duration::from_secs(5));
+    front.settled_metrics(Duration::from_millis(600), Duration::from_secs(5));
+    again.signal("TERM");
+    again.wait_timeout(Duration::from_secs(10));
+    let rows = read_rows(&table);
+    let calls: BTreeSet<&String> = rows.iter().map(|r| &r.call_id).collect();
+    assert!(
+        calls.len() as u64 >= CALLS - 1,
+        "the calls after the reconnection are captured: {} calls in {} rows",
+        calls.len(),
+        rows.len()
+    );
+}
+
+/// A sipp call through sipfront with HEP to a Kamailio collector on `base+90` (SIP on
+/// `base+60`, UAS `base+70`, UAC `base+80`, admin `base+91`); checks both legs of every
+/// message. Returns with the collector stopped and sipfront running.
+fn both_legs_reach(transport: Transport, base: u16, relay_ports: &str) -> (TestDir, Sipfront) {
+    let name = match transport {
+        Transport::Udp => "hep-kamailio",
+        Transport::Tcp => "hep-kamailio-tcp",
+    };
+    let dir = TestDir::new(name);
+    let port = |n: u16| (base + n).to_string();
+    let collector_addr = format!("127.0.46.9:{}", port(90));
+    let (mut collector, table) = start_collector(&dir, "collector", &collector_addr, transport);
+    let mut uas = sipp_uas(&dir, "uas", base + 70);
+    let public = format!("127.0.46.1:{}", port(60));
+    let backend = format!("127.0.0.1:{}", port(70));
+    let tcp = if transport == Transport::Tcp {
+        "transport = \"tcp\"\n"
+    } else {
+        ""
+    };
     let mut front = Sipfront::start(
         &dir,
         SipfrontConfig {
             relay: "127.0.46.2".into(),
-            ..SipfrontConfig::new("127.0.46.1:46060", "15000-15099", "127.0.46.1:46091")
+            ..SipfrontConfig::new(&public, relay_ports, &format!("127.0.46.1:{}", port(91)))
         }
-        .backend("a", "127.0.0.1:46070")
-        .extra(
-            "[hep]\ncollector = \"127.0.46.9:46090\"\ncapture_id = 46\npassword = \"pw\"\nlegs = [\"client\", \"backend\"]\n",
-        ),
+        .backend("a", &backend)
+        .extra(&format!(
+            "[hep]\ncollector = \"{collector_addr}\"\n{tcp}capture_id = 46\npassword = \"pw\"\nlegs = [\"client\", \"backend\"]\n",
+        )),
     );
-    let mut phone = uac(&dir, "127.0.46.3", "46080", "127.0.46.1:46060");
+    let mut phone = uac(&dir, "127.0.46.3", &port(80), &public);
     phone.expect_all_ok(CALLS, Duration::from_secs(30));
     uas.stop(Duration::from_secs(5));
 
@@ -169,9 +274,7 @@ fn both_legs_reach_a_kamailio_sipcapture_collector() {
     let rows = read_rows(&table);
     assert_eq!(rows.len() as f64, sent, "rows stored by sipcapture");
 
-    let client = "127.0.46.3:46080";
-    let public = "127.0.46.1:46060";
-    let backend = "127.0.0.1:46070";
+    let client = format!("127.0.46.3:{}", port(80));
     let mut relay_ends = BTreeSet::new();
     // (call, cseq, message) -> legs seen
     let mut legs: BTreeMap<(String, String, String), Vec<&'static str>> = BTreeMap::new();
@@ -211,6 +314,7 @@ fn both_legs_reach_a_kamailio_sipcapture_collector() {
     for w in ["INVITE", "ACK", "BYE", "200OK"] {
         assert!(whats.contains(w), "{w} captured: {whats:?}");
     }
+    (dir, front)
 }
 
 #[test]

@@ -21,6 +21,8 @@ pub enum Kind {
     /// sipfront with HEPv3 capture export of both legs to a local sink (not in `ALL`:
     /// `--proxies sipfront,sipfront-hep` compares capture off and on in one run).
     SipfrontHep,
+    /// The same over HEP's TCP transport (batched writes).
+    SipfrontHepTcp,
     Nginx,
     Kamailio,
     Bare,
@@ -33,6 +35,7 @@ impl Kind {
         match self {
             Kind::Sipfront => "sipfront",
             Kind::SipfrontHep => "sipfront-hep",
+            Kind::SipfrontHepTcp => "sipfront-hep-tcp",
             Kind::Nginx => "nginx",
             Kind::Kamailio => "kamailio",
             Kind::Bare => "bare",
@@ -42,7 +45,7 @@ impl Kind {
     pub fn parse(s: &str) -> Option<Kind> {
         Kind::ALL
             .into_iter()
-            .chain([Kind::SipfrontHep])
+            .chain([Kind::SipfrontHep, Kind::SipfrontHepTcp])
             .find(|k| k.name() == s)
     }
 }
@@ -67,13 +70,17 @@ impl Proxy {
         fs::create_dir_all(&dir).expect("create proxy dir");
         let log = dir.join("proxy.log");
         let (mut proc, admin) = match kind {
-            Kind::Sipfront | Kind::SipfrontHep => {
+            Kind::Sipfront | Kind::SipfrontHep | Kind::SipfrontHepTcp => {
                 let cfg = dir.join("sipfront.toml");
                 let mut toml = sipfront_toml(p);
-                if kind == Kind::SipfrontHep {
-                    let sink = hep_sink();
+                let sink = match kind {
+                    Kind::SipfrontHep => Some((hep_sink(), "udp")),
+                    Kind::SipfrontHepTcp => Some((hep_sink_tcp(), "tcp")),
+                    _ => None,
+                };
+                if let Some((sink, transport)) = sink {
                     toml.push_str(&format!(
-                        "\n[hep]\ncollector = \"{sink}\"\nlegs = [\"client\", \"backend\"]\n"
+                        "\n[hep]\ncollector = \"{sink}\"\ntransport = \"{transport}\"\nlegs = [\"client\", \"backend\"]\n"
                     ));
                 }
                 fs::write(&cfg, toml).expect("write sipfront.toml");
@@ -188,6 +195,22 @@ fn hep_sink() -> SocketAddr {
     std::thread::spawn(move || {
         let mut buf = [0u8; 65536];
         while sock.recv(&mut buf).is_ok() {}
+    });
+    addr
+}
+
+/// The same over TCP: accepts connections and reads and discards.
+fn hep_sink_tcp() -> SocketAddr {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind HEP sink");
+    let addr = listener.local_addr().expect("HEP sink address");
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                while conn.read(&mut buf).is_ok_and(|n| n > 0) {}
+            });
+        }
     });
     addr
 }

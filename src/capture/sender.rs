@@ -1,10 +1,10 @@
 //! The HEP sender: the dataplane encodes into a buffer from a fixed ring and queues it;
-//! a thread sends it to the collector on a connected UDP socket and returns the buffer.
-//! The dataplane never waits: no free buffer (collector slow or gone, queue full) is a
-//! counted drop. Nothing allocates per packet on either side.
+//! a thread sends it to the collector (UDP: [`super::datagram`], TCP: [`super::stream`])
+//! and returns the buffer. The dataplane never waits: no free buffer (collector slow or
+//! gone, queue full) is a counted drop. Nothing allocates per packet on either side.
 
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::hep::{PROTO_SIP, Repr};
 use super::select::Selector;
-use crate::config::HepConfig;
+use crate::config::{HepConfig, HepTransport};
 
 /// Bytes per ring buffer: a HEP packet of a datagram up to ~8 KiB. Larger ones are
 /// dropped (`too_large`).
@@ -59,7 +59,11 @@ pub struct HepStats {
 }
 
 impl HepStats {
-    fn count_drop(&self, r: HepDrop) {
+    pub(super) fn count_sent(&self, bytes: usize) {
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+    pub(super) fn count_drop(&self, r: HepDrop) {
         self.dropped[r as usize].fetch_add(1, Ordering::Relaxed);
     }
     pub fn dropped(&self, r: HepDrop) -> u64 {
@@ -67,9 +71,43 @@ impl HepStats {
     }
 }
 
-struct Buf {
+pub(super) struct Buf {
     data: Box<[u8]>,
     len: usize,
+}
+
+impl Buf {
+    pub(super) fn bytes(&self) -> &[u8] {
+        &self.data[..self.len]
+    }
+}
+
+/// The sender thread's ends of the ring: packets to send, and where buffers go back.
+pub(super) struct Ring {
+    pub queue: Receiver<Buf>,
+    pub free: SyncSender<Buf>,
+}
+
+/// A warning at most once per [`LOG_EVERY`], with the number of drops since the last one.
+#[derive(Default)]
+pub(super) struct DropLog {
+    last: Option<Instant>,
+    unlogged: u64,
+}
+
+impl DropLog {
+    /// Counts `n` dropped packets; true when it is time to log (then `take` the count).
+    pub(super) fn note(&mut self, n: u64, now: Instant) -> bool {
+        self.unlogged += n;
+        if self.last.is_none_or(|t| now.duration_since(t) >= LOG_EVERY) {
+            self.last = Some(now);
+            return true;
+        }
+        false
+    }
+    pub(super) fn take(&mut self) -> u64 {
+        std::mem::take(&mut self.unlogged)
+    }
 }
 
 /// The dataplane's side: owned by the dataplane thread.
@@ -94,15 +132,9 @@ pub struct Leg<'a> {
 }
 
 impl HepExporter {
-    /// Opens the socket and starts the sender thread.
+    /// Starts the sender thread (a UDP socket is opened first: its errors are the
+    /// caller's; a TCP connection is made, and remade, by the thread).
     pub fn start(cfg: &HepConfig) -> io::Result<(HepExporter, Arc<HepStats>)> {
-        let bind: SocketAddr = if cfg.collector.is_ipv4() {
-            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-        } else {
-            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-        };
-        let sock = UdpSocket::bind(bind)?;
-        sock.connect(cfg.collector)?;
         let (queue_tx, queue_rx) = sync_channel::<Buf>(cfg.queue);
         let (free_tx, free_rx) = sync_channel::<Buf>(cfg.queue);
         for _ in 0..cfg.queue {
@@ -114,9 +146,20 @@ impl HepExporter {
         let stats = Arc::new(HepStats::default());
         let st = stats.clone();
         let collector = cfg.collector;
-        std::thread::Builder::new()
-            .name("sipfront-hep".into())
-            .spawn(move || send_loop(sock, collector, queue_rx, free_tx, st))?;
+        let ring = Ring {
+            queue: queue_rx,
+            free: free_tx,
+        };
+        let thread = std::thread::Builder::new().name("sipfront-hep".into());
+        match cfg.transport {
+            HepTransport::Udp => {
+                let sock = super::datagram::connect(collector)?;
+                thread.spawn(move || super::datagram::send_loop(sock, collector, ring, st))?;
+            }
+            HepTransport::Tcp => {
+                thread.spawn(move || super::stream::send_loop(collector, ring, st))?;
+            }
+        }
         Ok((
             HepExporter {
                 selector: Selector::new(cfg),
@@ -172,43 +215,6 @@ impl HepExporter {
                 self.stats.count_drop(HepDrop::SendFailed);
                 self.spare = Some(b);
             }
-        }
-    }
-}
-
-fn send_loop(
-    sock: UdpSocket,
-    collector: SocketAddr,
-    queue: Receiver<Buf>,
-    free: SyncSender<Buf>,
-    stats: Arc<HepStats>,
-) {
-    let mut last_log: Option<Instant> = None;
-    let mut unlogged = 0u64;
-    while let Ok(buf) = queue.recv() {
-        match sock.send(&buf.data[..buf.len]) {
-            Ok(n) => {
-                stats.sent.fetch_add(1, Ordering::Relaxed);
-                stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
-            }
-            Err(e) => {
-                let unreachable = e.kind() == io::ErrorKind::ConnectionRefused;
-                stats.count_drop(if unreachable {
-                    HepDrop::Unreachable
-                } else {
-                    HepDrop::SendFailed
-                });
-                unlogged += 1;
-                let now = Instant::now();
-                if last_log.is_none_or(|t| now.duration_since(t) >= LOG_EVERY) {
-                    last_log = Some(now);
-                    tracing::warn!(%collector, error = %e, dropped = unlogged, "HEP collector unreachable; packets dropped");
-                    unlogged = 0;
-                }
-            }
-        }
-        if free.send(buf).is_err() {
-            return;
         }
     }
 }
