@@ -133,8 +133,11 @@ impl fmt::Display for Config {
         if let Some(s) = &self.sync {
             write!(
                 f,
-                "\n[sync]\nlisten = \"{}\"\npeer = \"{}\"\nkey_file = \"{}\"",
-                s.listen, s.peer, s.key_file
+                "\n[sync]\nlisten = \"{}\"\npeer = \"{}\"\nkey_file = \"{}\"\nprevious_key_grace = \"{}\"",
+                s.listen,
+                s.peer,
+                s.key_file,
+                format_duration(s.previous_key_grace)
             )?;
         }
         if let Some(h) = &self.hep {

@@ -114,6 +114,7 @@ pub(super) struct RawSync {
     pub listen: Option<String>,
     pub peer: Option<String>,
     pub key_file: Option<String>,
+    pub previous_key_grace: Option<String>,
 }
 
 /// `5062` or `[5062, 5064]` (a string the same: `"5062"`, `"5062,5064"`).

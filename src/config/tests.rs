@@ -281,6 +281,22 @@ fn secret_files_must_be_private() {
     std::fs::remove_file(&tf).unwrap();
     let c = Config::load_for_reload(&cf).unwrap();
     assert!(c.admin.token_error.unwrap().contains("cannot read"));
+    // The sync key the same: a reload goes on, the running key stays, and says why.
+    std::fs::write(&cf, &sync).unwrap();
+    for (mode, want) in [(0o640, "has mode 0640"), (0o600, "at least 16 bytes")] {
+        if mode == 0o600 {
+            write_secret(&kf, "short");
+        }
+        std::fs::set_permissions(&kf, std::fs::Permissions::from_mode(mode)).unwrap();
+        assert!(Config::load(&cf).is_err());
+        let s = Config::load_for_reload(&cf).unwrap().sync.unwrap();
+        let why = s.key_error.unwrap();
+        assert!(why.contains("sync.key_file") && why.contains(want), "{why}");
+        assert!(s.key.as_bytes().is_empty());
+    }
+    std::fs::remove_file(&kf).unwrap();
+    let s = Config::load_for_reload(&cf).unwrap().sync.unwrap();
+    assert!(s.key_error.unwrap().contains("cannot read"));
 }
 
 #[test]
@@ -346,6 +362,16 @@ fn sync_section() {
     let c = Config::parse(&text, &eph()).unwrap();
     let s = c.sync.as_ref().unwrap();
     assert_eq!(s.peer, "10.0.0.2:7400".parse().unwrap());
+    assert_eq!(s.previous_key_grace, Duration::from_secs(300));
+    assert_eq!(s.key_error, None);
+    let c2 = Config::parse(&format!("{text}previous_key_grace = \"30s\"\n"), &eph()).unwrap();
+    assert_eq!(
+        c2.sync.as_ref().unwrap().previous_key_grace,
+        Duration::from_secs(30)
+    );
+    assert_eq!(Config::parse(&c2.to_string(), &eph()).unwrap(), c2);
+    let e = err(&format!("{text}previous_key_grace = \"10ms\"\n"));
+    assert!(e.contains("sync.previous_key_grace"), "{e}");
     assert!(
         !format!("{c:?} {c}").contains("a-shared-secret"),
         "key leaks"

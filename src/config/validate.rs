@@ -13,14 +13,14 @@ use super::raw::{
 use super::values::{Need, duration, parse_addr, socket_addr};
 use super::{
     Admin, Backend, Config, ConfigError, EphemeralPorts, Failback, Health, Limits, Listen, Secret,
-    SyncConfig, Timeouts, TokenFile, format_duration, invalid, parse_port_range,
+    SecretFiles, SyncConfig, Timeouts, format_duration, invalid, parse_port_range,
 };
 
 impl Raw {
     pub(super) fn validate(
         self,
         eph: &EphemeralPorts,
-        token_file: TokenFile,
+        secrets: SecretFiles,
     ) -> Result<Config, ConfigError> {
         let listen = validate_listen(self.listen, eph)?;
         let backends = validate_backends(&self.backend, &listen.sip)?;
@@ -28,10 +28,10 @@ impl Raw {
             failback: validate_affinity(self.affinity),
             limits: validate_limits(self.limits.unwrap_or_default(), &listen)?,
             timeouts: validate_timeouts(self.timeouts.unwrap_or_default())?,
-            admin: validate_admin(self.admin, token_file)?,
+            admin: validate_admin(self.admin, secrets)?,
             health: validate_health(self.health.unwrap_or_default())?,
             vrrp: self.vrrp.map(super::vrrp::validate_vrrp).transpose()?,
-            sync: self.sync.map(validate_sync).transpose()?,
+            sync: self.sync.map(|s| validate_sync(s, secrets)).transpose()?,
             peers: super::peers::validate_peers(&self.peer, &listen, &backends)?,
             hep: self.hep.map(super::hep::validate_hep).transpose()?,
             access: super::access::validate_access(self.access.unwrap_or_default())?,
@@ -381,7 +381,7 @@ fn validate_timeouts(t: RawTimeouts) -> Result<Timeouts, ConfigError> {
 // [admin]
 // ---------------------------------------------------------------------------------------
 
-fn validate_admin(raw: Option<RawAdmin>, mode: TokenFile) -> Result<Admin, ConfigError> {
+fn validate_admin(raw: Option<RawAdmin>, mode: SecretFiles) -> Result<Admin, ConfigError> {
     let a = raw.unwrap_or(RawAdmin {
         listen: None,
         token_file: None,
@@ -419,8 +419,8 @@ fn validate_admin(raw: Option<RawAdmin>, mode: TokenFile) -> Result<Admin, Confi
     let (token, token_error) = match (token_file.as_deref().map(read_token), mode) {
         (None, _) => (None, None),
         (Some(Ok(t)), _) => (Some(t), None),
-        (Some(Err(e)), TokenFile::Required) => return Err(e),
-        (Some(Err(e)), TokenFile::KeepOnError) => (None, Some(e.to_string())),
+        (Some(Err(e)), SecretFiles::Required) => return Err(e),
+        (Some(Err(e)), SecretFiles::KeepOnError) => (None, Some(e.to_string())),
     };
     if token_file.is_none() && !listen.ip().is_loopback() {
         return Err(invalid(
@@ -560,7 +560,7 @@ fn validate_health(h: RawHealth) -> Result<Health, ConfigError> {
 // [sync]
 // ---------------------------------------------------------------------------------------
 
-fn validate_sync(r: RawSync) -> Result<SyncConfig, ConfigError> {
+fn validate_sync(r: RawSync, mode: SecretFiles) -> Result<SyncConfig, ConfigError> {
     let addr = |key: &str, v: Option<String>| {
         let s = v.ok_or_else(|| invalid(key, "is required in [sync]"))?;
         socket_addr(key, &s, Need::Concrete)
@@ -573,17 +573,35 @@ fn validate_sync(r: RawSync) -> Result<SyncConfig, ConfigError> {
             "is required: sync messages are authenticated",
         )
     })?;
-    let key = read_secret("sync.key_file", &key_file)?;
-    if key.len() < 16 {
-        return Err(invalid(
-            "sync.key_file",
-            format!("`{key_file}` must hold a key of at least 16 bytes"),
-        ));
-    }
+    let previous_key_grace = duration(
+        "sync.previous_key_grace",
+        r.previous_key_grace.as_deref(),
+        DEFAULT_PREVIOUS_KEY_GRACE,
+        Duration::from_secs(1),
+    )?;
+    let (key, key_error) = match (read_sync_key(&key_file), mode) {
+        (Ok(k), _) => (k, None),
+        (Err(e), SecretFiles::Required) => return Err(e),
+        (Err(e), SecretFiles::KeepOnError) => (Secret::new(&[]), Some(e.to_string())),
+    };
     Ok(SyncConfig {
         listen,
         peer,
-        key: Secret::new(&key),
+        key,
         key_file,
+        key_error,
+        previous_key_grace,
     })
+}
+
+/// The sync key in `path`: private, at least 16 bytes.
+fn read_sync_key(path: &str) -> Result<Secret, ConfigError> {
+    let key = read_secret("sync.key_file", path)?;
+    if key.len() < 16 {
+        return Err(invalid(
+            "sync.key_file",
+            format!("`{path}` must hold a key of at least 16 bytes"),
+        ));
+    }
+    Ok(Secret::new(&key))
 }

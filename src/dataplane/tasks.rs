@@ -151,6 +151,12 @@ impl Shell {
         if cfg.hep != self.cfg.hep {
             notes.push("hep changes need a restart; kept the running [hep]".to_string());
         }
+        let mut cfg = cfg;
+        notes.extend(super::sync::reload(
+            &self.cfg.sync,
+            &mut cfg.sync,
+            &mut self.sync_rekey,
+        ));
         if cfg.limits != self.cfg.limits {
             notes.push("limits changes need a restart; kept the running [limits]".to_string());
         }
