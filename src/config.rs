@@ -15,6 +15,7 @@ mod duration;
 mod hep;
 #[cfg(test)]
 mod keys;
+mod limits;
 mod peers;
 mod prefix;
 mod raw;
@@ -26,6 +27,7 @@ pub use access::{Access, Cidr, DEFAULT_DROP_USER_AGENTS, DEFAULT_MAX_BANS, ip_bi
 pub use defaults::*;
 pub use duration::{format_duration, parse_duration};
 pub use hep::{HepConfig, Legs};
+pub use limits::{SourceLimits, SourceOverride};
 pub use prefix::RelayPrefix;
 pub use vrrp::{Vip, Vrrp};
 
@@ -94,6 +96,8 @@ pub struct Limits {
     pub datagrams_burst: u32,
     /// Dialog-table entries one (non-peer) flow may have opened at once.
     pub max_pins_per_flow: u32,
+    /// `[[limits.source]]`: per-CIDR overrides of the per-source limits above.
+    pub source: Vec<SourceOverride>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -71,6 +71,19 @@ impl fmt::Display for Config {
             m.datagrams_burst,
             m.max_pins_per_flow
         )?;
+        for o in &m.source {
+            let l = &o.limits;
+            writeln!(
+                f,
+                "\n[[limits.source]]\ncidr = \"{}\"\nmax_flows_per_ip = {}\nnew_flows_per_ip = {}\nnew_flows_burst = {}\ndatagrams_per_ip = {}\ndatagrams_burst = {}",
+                o.cidr,
+                l.max_flows_per_ip,
+                l.new_flows_per_ip,
+                l.new_flows_burst,
+                l.datagrams_per_ip,
+                l.datagrams_burst
+            )?;
+        }
         let t = &self.timeouts;
         writeln!(
             f,

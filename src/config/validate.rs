@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use super::defaults::*;
 use super::raw::{
-    Raw, RawAdmin, RawAffinity, RawBackend, RawHealth, RawLimits, RawListen, RawSync, RawTimeouts,
+    Raw, RawAdmin, RawAffinity, RawBackend, RawHealth, RawListen, RawSync, RawTimeouts,
 };
 use super::values::{Need, duration, parse_addr, socket_addr};
 use super::{
-    Admin, Backend, Config, ConfigError, EphemeralPorts, Failback, Health, Limits, Listen, Secret,
+    Admin, Backend, Config, ConfigError, EphemeralPorts, Failback, Health, Listen, Secret,
     SecretFiles, SyncConfig, Timeouts, format_duration, invalid, parse_port_range,
 };
 
@@ -26,7 +26,7 @@ impl Raw {
         let backends = validate_backends(&self.backend, &listen.sip)?;
         Ok(Config {
             failback: validate_affinity(self.affinity),
-            limits: validate_limits(self.limits.unwrap_or_default(), &listen)?,
+            limits: super::limits::validate_limits(self.limits.unwrap_or_default(), &listen)?,
             timeouts: validate_timeouts(self.timeouts.unwrap_or_default())?,
             admin: validate_admin(self.admin, secrets)?,
             health: validate_health(self.health.unwrap_or_default())?,
@@ -244,92 +244,6 @@ fn validate_backends(raw: &[RawBackend], sip: &[SocketAddr]) -> Result<Vec<Backe
 
 fn validate_affinity(raw: Option<RawAffinity>) -> Failback {
     raw.and_then(|a| a.failback).unwrap_or_default()
-}
-
-// ---------------------------------------------------------------------------------------
-// [limits]
-// ---------------------------------------------------------------------------------------
-
-fn validate_limits(l: RawLimits, listen: &Listen) -> Result<Limits, ConfigError> {
-    let port_count = super::relay_endpoints(listen);
-    let max_flows = l.max_flows.unwrap_or(port_count);
-    if max_flows == 0 {
-        return Err(invalid("limits.max_flows", "must be at least 1"));
-    }
-    if max_flows > port_count
-        && let Some(p) = &listen.relay_prefix
-    {
-        return Err(invalid(
-            "listen.relay_prefix",
-            format!(
-                "{p} × {} relay port(s) holds {port_count} flows, fewer than \
-                 limits.max_flows = {max_flows}",
-                p.ports.len()
-            ),
-        ));
-    }
-    if max_flows > port_count {
-        return Err(invalid(
-            "limits.max_flows",
-            format!(
-                "{max_flows} is more than the {port_count} relay ports \
-                 (listen.relay_ports × listen.relay addresses)"
-            ),
-        ));
-    }
-    let max_dialogs = l.max_dialogs.unwrap_or(DEFAULT_MAX_DIALOGS);
-    if max_dialogs == 0 || max_dialogs > 10_000_000 {
-        return Err(invalid(
-            "limits.max_dialogs",
-            "must be between 1 and 10000000",
-        ));
-    }
-    let new_flows_per_ip = l.new_flows_per_ip.unwrap_or(DEFAULT_NEW_FLOWS_PER_IP);
-    if new_flows_per_ip == 0 {
-        return Err(invalid("limits.new_flows_per_ip", "must be at least 1"));
-    }
-    let new_flows_burst = l
-        .new_flows_burst
-        .unwrap_or(new_flows_per_ip.saturating_mul(DEFAULT_NEW_FLOWS_BURST_FACTOR));
-    if new_flows_burst < new_flows_per_ip {
-        return Err(invalid(
-            "limits.new_flows_burst",
-            "must be at least limits.new_flows_per_ip",
-        ));
-    }
-    let max_flows_per_ip = l
-        .max_flows_per_ip
-        .unwrap_or((max_flows / DEFAULT_MAX_FLOWS_PER_IP_DIVISOR).max(max_flows.min(256)));
-    if max_flows_per_ip == 0 {
-        return Err(invalid("limits.max_flows_per_ip", "must be at least 1"));
-    }
-    let datagrams_per_ip = l.datagrams_per_ip.unwrap_or(DEFAULT_DATAGRAMS_PER_IP);
-    if datagrams_per_ip == 0 {
-        return Err(invalid("limits.datagrams_per_ip", "must be at least 1"));
-    }
-    let datagrams_burst = l
-        .datagrams_burst
-        .unwrap_or(datagrams_per_ip.saturating_mul(2));
-    if datagrams_burst < datagrams_per_ip {
-        return Err(invalid(
-            "limits.datagrams_burst",
-            "must be at least limits.datagrams_per_ip",
-        ));
-    }
-    let max_pins_per_flow = l.max_pins_per_flow.unwrap_or(DEFAULT_MAX_PINS_PER_FLOW);
-    if max_pins_per_flow == 0 {
-        return Err(invalid("limits.max_pins_per_flow", "must be at least 1"));
-    }
-    Ok(Limits {
-        max_pins_per_flow,
-        max_flows,
-        max_dialogs,
-        new_flows_per_ip,
-        new_flows_burst,
-        max_flows_per_ip,
-        datagrams_per_ip,
-        datagrams_burst,
-    })
 }
 
 // ---------------------------------------------------------------------------------------
