@@ -15,6 +15,7 @@ mod duration;
 mod hep;
 #[cfg(test)]
 mod keys;
+mod limits;
 mod peers;
 mod prefix;
 mod raw;
@@ -26,6 +27,7 @@ pub use access::{Access, Cidr, DEFAULT_DROP_USER_AGENTS, DEFAULT_MAX_BANS, ip_bi
 pub use defaults::*;
 pub use duration::{format_duration, parse_duration};
 pub use hep::{HepConfig, HepTransport, Legs};
+pub use limits::{SourceLimits, SourceOverride};
 pub use prefix::RelayPrefix;
 pub use vrrp::{Vip, Vrrp};
 
@@ -94,6 +96,8 @@ pub struct Limits {
     pub datagrams_burst: u32,
     /// Dialog-table entries one (non-peer) flow may have opened at once.
     pub max_pins_per_flow: u32,
+    /// `[[limits.source]]`: per-CIDR overrides of the per-source limits above.
+    pub source: Vec<SourceOverride>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,8 +216,15 @@ pub struct StaticPeer {
 pub struct SyncConfig {
     pub listen: SocketAddr,
     pub peer: SocketAddr,
+    /// The shared key from `key_file` (empty when `key_error` is set).
     pub key: Secret,
     pub key_file: String,
+    /// Set only by [`Config::load_for_reload`]: why `key_file` could not be used (then
+    /// the running key stays).
+    pub key_error: Option<String>,
+    /// After a key rotation (reload with a new key), the previous key is still accepted
+    /// until the peer seals with the new one, and never longer than this.
+    pub previous_key_grace: Duration,
 }
 
 /// Key material read from a file; never printed.
@@ -301,22 +312,23 @@ impl Config {
         Config::parse(&text, &EphemeralPorts::from_system())
     }
 
-    /// [`Config::load`] for a SIGHUP reload: an unusable `admin.token_file` (unreadable,
-    /// loose mode, too short) is not an error but lands in `admin.token_error`, so the
-    /// rest of the reload applies and the running token stays.
+    /// [`Config::load`] for a SIGHUP reload: an unusable `admin.token_file` or
+    /// `sync.key_file` (unreadable, loose mode, too short) is not an error but lands in
+    /// `admin.token_error` / `sync.key_error`, so the rest of the reload applies and the
+    /// running token or key stays.
     pub fn load_for_reload(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
             source,
         })?;
         let raw: raw::Raw = parse_toml(&text)?;
-        raw.validate(&EphemeralPorts::from_system(), TokenFile::KeepOnError)
+        raw.validate(&EphemeralPorts::from_system(), SecretFiles::KeepOnError)
     }
 
     /// Parses and validates config text.
     pub fn parse(text: &str, eph: &EphemeralPorts) -> Result<Config, ConfigError> {
         let raw: raw::Raw = parse_toml(text)?;
-        raw.validate(eph, TokenFile::Required)
+        raw.validate(eph, SecretFiles::Required)
     }
 
     /// Number of relay endpoints (ports × addresses), which bounds the number of flows.
@@ -325,12 +337,13 @@ impl Config {
     }
 }
 
-/// How validation treats an unusable `admin.token_file`.
+/// How validation treats an unusable `admin.token_file` or `sync.key_file`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TokenFile {
+enum SecretFiles {
     /// A config error (load, check-config).
     Required,
-    /// Recorded in `admin.token_error` (reload: the running token stays).
+    /// Recorded in `admin.token_error` / `sync.key_error` (reload: the running token
+    /// or key stays).
     KeepOnError,
 }
 

@@ -537,6 +537,7 @@ fn seal_with(key: &[u8], epoch: u64, seq: u64, body: Body) -> Vec<u8> {
         epoch,
         seq,
         body,
+        ext: Default::default(),
     };
     let mut buf = vec![0u8; 4096];
     let n = seal(&Key::new(key), &env, &mut buf).expect("seal");

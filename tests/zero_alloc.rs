@@ -115,6 +115,8 @@ fn forward_and_count(sip_port: u16, relay_keys: &str, relay: std::ops::RangeIncl
         "[listen]\nsip = [\"127.0.0.1:{sip_port}\"]\n{relay_keys}\n\
          [[backend]]\nname = \"only\"\naddr = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
          [health]\ninterval = \"1h\"\n\
+         [[limits.source]]\ncidr = \"127.0.0.0/8\"\ndatagrams_per_ip = 1000000\n\
+         [[limits.source]]\ncidr = \"10.1.0.0/16\"\nmax_flows_per_ip = 1\n\
          [hep]\ncollector = \"{collector_addr}\"\npassword = \"pw\"\n",
         backend.local_addr().unwrap()
     );

@@ -52,6 +52,8 @@ pub const DEFAULT_REPLY_503_RATE: u32 = 100;
 /// Dialog-table entries a client flow may have opened at once (a phone has a few calls
 /// and subscriptions; a flood of INVITEs with fresh Call-IDs hits this).
 pub const DEFAULT_MAX_PINS_PER_FLOW: u32 = 256;
+/// `sync.previous_key_grace`: time to reload the other host after a key rotation.
+pub const DEFAULT_PREVIOUS_KEY_GRACE: Duration = Duration::from_secs(300);
 
 // [vrrp]
 pub const DEFAULT_VRRP_PRIORITY: u8 = 100;

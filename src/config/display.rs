@@ -71,6 +71,19 @@ impl fmt::Display for Config {
             m.datagrams_burst,
             m.max_pins_per_flow
         )?;
+        for o in &m.source {
+            let l = &o.limits;
+            writeln!(
+                f,
+                "\n[[limits.source]]\ncidr = \"{}\"\nmax_flows_per_ip = {}\nnew_flows_per_ip = {}\nnew_flows_burst = {}\ndatagrams_per_ip = {}\ndatagrams_burst = {}",
+                o.cidr,
+                l.max_flows_per_ip,
+                l.new_flows_per_ip,
+                l.new_flows_burst,
+                l.datagrams_per_ip,
+                l.datagrams_burst
+            )?;
+        }
         let t = &self.timeouts;
         writeln!(
             f,
@@ -133,8 +146,11 @@ impl fmt::Display for Config {
         if let Some(s) = &self.sync {
             write!(
                 f,
-                "\n[sync]\nlisten = \"{}\"\npeer = \"{}\"\nkey_file = \"{}\"",
-                s.listen, s.peer, s.key_file
+                "\n[sync]\nlisten = \"{}\"\npeer = \"{}\"\nkey_file = \"{}\"\nprevious_key_grace = \"{}\"",
+                s.listen,
+                s.peer,
+                s.key_file,
+                format_duration(s.previous_key_grace)
             )?;
         }
         if let Some(h) = &self.hep {

@@ -72,6 +72,20 @@ pub(super) struct RawLimits {
     pub datagrams_per_ip: Option<u32>,
     pub datagrams_burst: Option<u32>,
     pub max_pins_per_flow: Option<u32>,
+    #[serde(default)]
+    pub source: Vec<RawSourceLimits>,
+}
+
+/// `[[limits.source]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSourceLimits {
+    pub cidr: Option<String>,
+    pub max_flows_per_ip: Option<usize>,
+    pub new_flows_per_ip: Option<u32>,
+    pub new_flows_burst: Option<u32>,
+    pub datagrams_per_ip: Option<u32>,
+    pub datagrams_burst: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -114,6 +128,7 @@ pub(super) struct RawSync {
     pub listen: Option<String>,
     pub peer: Option<String>,
     pub key_file: Option<String>,
+    pub previous_key_grace: Option<String>,
 }
 
 /// `5062` or `[5062, 5064]` (a string the same: `"5062"`, `"5062,5064"`).

@@ -281,6 +281,22 @@ fn secret_files_must_be_private() {
     std::fs::remove_file(&tf).unwrap();
     let c = Config::load_for_reload(&cf).unwrap();
     assert!(c.admin.token_error.unwrap().contains("cannot read"));
+    // The sync key the same: a reload goes on, the running key stays, and says why.
+    std::fs::write(&cf, &sync).unwrap();
+    for (mode, want) in [(0o640, "has mode 0640"), (0o600, "at least 16 bytes")] {
+        if mode == 0o600 {
+            write_secret(&kf, "short");
+        }
+        std::fs::set_permissions(&kf, std::fs::Permissions::from_mode(mode)).unwrap();
+        assert!(Config::load(&cf).is_err());
+        let s = Config::load_for_reload(&cf).unwrap().sync.unwrap();
+        let why = s.key_error.unwrap();
+        assert!(why.contains("sync.key_file") && why.contains(want), "{why}");
+        assert!(s.key.as_bytes().is_empty());
+    }
+    std::fs::remove_file(&kf).unwrap();
+    let s = Config::load_for_reload(&cf).unwrap().sync.unwrap();
+    assert!(s.key_error.unwrap().contains("cannot read"));
 }
 
 #[test]
@@ -346,6 +362,16 @@ fn sync_section() {
     let c = Config::parse(&text, &eph()).unwrap();
     let s = c.sync.as_ref().unwrap();
     assert_eq!(s.peer, "10.0.0.2:7400".parse().unwrap());
+    assert_eq!(s.previous_key_grace, Duration::from_secs(300));
+    assert_eq!(s.key_error, None);
+    let c2 = Config::parse(&format!("{text}previous_key_grace = \"30s\"\n"), &eph()).unwrap();
+    assert_eq!(
+        c2.sync.as_ref().unwrap().previous_key_grace,
+        Duration::from_secs(30)
+    );
+    assert_eq!(Config::parse(&c2.to_string(), &eph()).unwrap(), c2);
+    let e = err(&format!("{text}previous_key_grace = \"10ms\"\n"));
+    assert!(e.contains("sync.previous_key_grace"), "{e}");
     assert!(
         !format!("{c:?} {c}").contains("a-shared-secret"),
         "key leaks"
@@ -567,5 +593,82 @@ fn peers_are_checked_and_errors_name_the_key() {
     for (text, want) in cases {
         let e = err(text);
         assert!(e.contains(want), "error `{e}` should mention `{want}`");
+    }
+}
+
+/// `[[limits.source]]`: resolved against `[limits]`, errors naming the entry's key.
+#[test]
+fn limits_source_overrides() {
+    let text = format!(
+        "{GOOD}\n[limits]\ndatagrams_per_ip = 10\n\n[[limits.source]]\ncidr = \"198.51.100.0/24\"\nmax_flows_per_ip = 900\ndatagrams_per_ip = 300\n\n[[limits.source]]\ncidr = \"2001:db8::/48\"\nnew_flows_burst = 400\n"
+    );
+    let c = Config::parse(&text, &eph()).unwrap();
+    let g = c.limits.per_source();
+    let [a, b] = &c.limits.source[..] else {
+        panic!("{:?}", c.limits.source)
+    };
+    assert_eq!(a.cidr.to_string(), "198.51.100.0/24");
+    assert_eq!(
+        (
+            a.limits.max_flows_per_ip,
+            a.limits.datagrams_per_ip,
+            a.limits.datagrams_burst
+        ),
+        (900, 300, 600),
+        "an omitted burst follows an overridden rate"
+    );
+    assert_eq!(a.limits.new_flows_per_ip, g.new_flows_per_ip);
+    assert_eq!(b.limits.new_flows_burst, 400);
+    assert_eq!(
+        (b.limits.datagrams_per_ip, b.limits.datagrams_burst),
+        (10, 20),
+        "the global ones"
+    );
+    assert_eq!(Config::parse(&c.to_string(), &eph()).unwrap(), c);
+    let cases: &[(&str, &str)] = &[
+        (
+            "[[limits.source]]\nmax_flows_per_ip = 5\n",
+            "limits.source[0].cidr: is required",
+        ),
+        (
+            "[[limits.source]]\ncidr = \"10.0.0.0/8\"\n[[limits.source]]\ncidr = \"nonsense\"\n",
+            "limits.source[1].cidr: `nonsense`",
+        ),
+        (
+            "[[limits.source]]\ncidr = \"10.0.0.1/8\"\n",
+            "limits.source[0].cidr",
+        ),
+        (
+            "[[limits.source]]\ncidr = \"2001:db8::/96\"\n",
+            "limits.source[0].cidr: `2001:db8::/96`: IPv6 sources are limited per /64",
+        ),
+        (
+            "[[limits.source]]\ncidr = \"10.0.0.0/8\"\n[[limits.source]]\ncidr = \"10.0.0.0/8\"\n",
+            "limits.source[1].cidr: `10.0.0.0/8` is listed twice",
+        ),
+        (
+            "[[limits.source]]\ncidr = \"10.0.0.0/8\"\nmax_flows_per_ip = 0\n",
+            "limits.source[0].max_flows_per_ip: must be at least 1",
+        ),
+        (
+            "[[limits.source]]\ncidr = \"10.0.0.0/8\"\ndatagrams_per_ip = 0\n",
+            "limits.source[0].datagrams_per_ip: must be at least 1",
+        ),
+        (
+            "[[limits.source]]\ncidr = \"10.0.0.0/8\"\ndatagrams_burst = 5\n",
+            "limits.source[0].datagrams_burst: 5 is less than the datagrams_per_ip that applies (20000)",
+        ),
+        (
+            "[[limits.source]]\ncidr = \"10.0.0.0/8\"\nnew_flows_per_ip = 50\nnew_flows_burst = 10\n",
+            "limits.source[0].new_flows_burst",
+        ),
+        (
+            "[[limits.source]]\ncidr = \"10.0.0.0/8\"\nmax_flows = 5\n",
+            "max_flows",
+        ),
+    ];
+    for (extra, want) in cases {
+        let e = err(&format!("{GOOD}\n{extra}"));
+        assert!(e.contains(want), "error `{e}` should contain `{want}`");
     }
 }

@@ -8,30 +8,30 @@ use std::time::Duration;
 
 use super::defaults::*;
 use super::raw::{
-    Raw, RawAdmin, RawAffinity, RawBackend, RawHealth, RawLimits, RawListen, RawSync, RawTimeouts,
+    Raw, RawAdmin, RawAffinity, RawBackend, RawHealth, RawListen, RawSync, RawTimeouts,
 };
 use super::values::{Need, duration, parse_addr, socket_addr};
 use super::{
-    Admin, Backend, Config, ConfigError, EphemeralPorts, Failback, Health, Limits, Listen, Secret,
-    SyncConfig, Timeouts, TokenFile, format_duration, invalid, parse_port_range,
+    Admin, Backend, Config, ConfigError, EphemeralPorts, Failback, Health, Listen, Secret,
+    SecretFiles, SyncConfig, Timeouts, format_duration, invalid, parse_port_range,
 };
 
 impl Raw {
     pub(super) fn validate(
         self,
         eph: &EphemeralPorts,
-        token_file: TokenFile,
+        secrets: SecretFiles,
     ) -> Result<Config, ConfigError> {
         let listen = validate_listen(self.listen, eph)?;
         let backends = validate_backends(&self.backend, &listen.sip)?;
         Ok(Config {
             failback: validate_affinity(self.affinity),
-            limits: validate_limits(self.limits.unwrap_or_default(), &listen)?,
+            limits: super::limits::validate_limits(self.limits.unwrap_or_default(), &listen)?,
             timeouts: validate_timeouts(self.timeouts.unwrap_or_default())?,
-            admin: validate_admin(self.admin, token_file)?,
+            admin: validate_admin(self.admin, secrets)?,
             health: validate_health(self.health.unwrap_or_default())?,
             vrrp: self.vrrp.map(super::vrrp::validate_vrrp).transpose()?,
-            sync: self.sync.map(validate_sync).transpose()?,
+            sync: self.sync.map(|s| validate_sync(s, secrets)).transpose()?,
             peers: super::peers::validate_peers(&self.peer, &listen, &backends)?,
             hep: self.hep.map(super::hep::validate_hep).transpose()?,
             access: super::access::validate_access(self.access.unwrap_or_default())?,
@@ -247,92 +247,6 @@ fn validate_affinity(raw: Option<RawAffinity>) -> Failback {
 }
 
 // ---------------------------------------------------------------------------------------
-// [limits]
-// ---------------------------------------------------------------------------------------
-
-fn validate_limits(l: RawLimits, listen: &Listen) -> Result<Limits, ConfigError> {
-    let port_count = super::relay_endpoints(listen);
-    let max_flows = l.max_flows.unwrap_or(port_count);
-    if max_flows == 0 {
-        return Err(invalid("limits.max_flows", "must be at least 1"));
-    }
-    if max_flows > port_count
-        && let Some(p) = &listen.relay_prefix
-    {
-        return Err(invalid(
-            "listen.relay_prefix",
-            format!(
-                "{p} × {} relay port(s) holds {port_count} flows, fewer than \
-                 limits.max_flows = {max_flows}",
-                p.ports.len()
-            ),
-        ));
-    }
-    if max_flows > port_count {
-        return Err(invalid(
-            "limits.max_flows",
-            format!(
-                "{max_flows} is more than the {port_count} relay ports \
-                 (listen.relay_ports × listen.relay addresses)"
-            ),
-        ));
-    }
-    let max_dialogs = l.max_dialogs.unwrap_or(DEFAULT_MAX_DIALOGS);
-    if max_dialogs == 0 || max_dialogs > 10_000_000 {
-        return Err(invalid(
-            "limits.max_dialogs",
-            "must be between 1 and 10000000",
-        ));
-    }
-    let new_flows_per_ip = l.new_flows_per_ip.unwrap_or(DEFAULT_NEW_FLOWS_PER_IP);
-    if new_flows_per_ip == 0 {
-        return Err(invalid("limits.new_flows_per_ip", "must be at least 1"));
-    }
-    let new_flows_burst = l
-        .new_flows_burst
-        .unwrap_or(new_flows_per_ip.saturating_mul(DEFAULT_NEW_FLOWS_BURST_FACTOR));
-    if new_flows_burst < new_flows_per_ip {
-        return Err(invalid(
-            "limits.new_flows_burst",
-            "must be at least limits.new_flows_per_ip",
-        ));
-    }
-    let max_flows_per_ip = l
-        .max_flows_per_ip
-        .unwrap_or((max_flows / DEFAULT_MAX_FLOWS_PER_IP_DIVISOR).max(max_flows.min(256)));
-    if max_flows_per_ip == 0 {
-        return Err(invalid("limits.max_flows_per_ip", "must be at least 1"));
-    }
-    let datagrams_per_ip = l.datagrams_per_ip.unwrap_or(DEFAULT_DATAGRAMS_PER_IP);
-    if datagrams_per_ip == 0 {
-        return Err(invalid("limits.datagrams_per_ip", "must be at least 1"));
-    }
-    let datagrams_burst = l
-        .datagrams_burst
-        .unwrap_or(datagrams_per_ip.saturating_mul(2));
-    if datagrams_burst < datagrams_per_ip {
-        return Err(invalid(
-            "limits.datagrams_burst",
-            "must be at least limits.datagrams_per_ip",
-        ));
-    }
-    let max_pins_per_flow = l.max_pins_per_flow.unwrap_or(DEFAULT_MAX_PINS_PER_FLOW);
-    if max_pins_per_flow == 0 {
-        return Err(invalid("limits.max_pins_per_flow", "must be at least 1"));
-    }
-    Ok(Limits {
-        max_pins_per_flow,
-        max_flows,
-        max_dialogs,
-        new_flows_per_ip,
-        new_flows_burst,
-        max_flows_per_ip,
-        datagrams_per_ip,
-        datagrams_burst,
-    })
-}
-
-// ---------------------------------------------------------------------------------------
 // [timeouts]
 // ---------------------------------------------------------------------------------------
 
@@ -381,7 +295,7 @@ fn validate_timeouts(t: RawTimeouts) -> Result<Timeouts, ConfigError> {
 // [admin]
 // ---------------------------------------------------------------------------------------
 
-fn validate_admin(raw: Option<RawAdmin>, mode: TokenFile) -> Result<Admin, ConfigError> {
+fn validate_admin(raw: Option<RawAdmin>, mode: SecretFiles) -> Result<Admin, ConfigError> {
     let a = raw.unwrap_or(RawAdmin {
         listen: None,
         token_file: None,
@@ -419,8 +333,8 @@ fn validate_admin(raw: Option<RawAdmin>, mode: TokenFile) -> Result<Admin, Confi
     let (token, token_error) = match (token_file.as_deref().map(read_token), mode) {
         (None, _) => (None, None),
         (Some(Ok(t)), _) => (Some(t), None),
-        (Some(Err(e)), TokenFile::Required) => return Err(e),
-        (Some(Err(e)), TokenFile::KeepOnError) => (None, Some(e.to_string())),
+        (Some(Err(e)), SecretFiles::Required) => return Err(e),
+        (Some(Err(e)), SecretFiles::KeepOnError) => (None, Some(e.to_string())),
     };
     if token_file.is_none() && !listen.ip().is_loopback() {
         return Err(invalid(
@@ -560,7 +474,7 @@ fn validate_health(h: RawHealth) -> Result<Health, ConfigError> {
 // [sync]
 // ---------------------------------------------------------------------------------------
 
-fn validate_sync(r: RawSync) -> Result<SyncConfig, ConfigError> {
+fn validate_sync(r: RawSync, mode: SecretFiles) -> Result<SyncConfig, ConfigError> {
     let addr = |key: &str, v: Option<String>| {
         let s = v.ok_or_else(|| invalid(key, "is required in [sync]"))?;
         socket_addr(key, &s, Need::Concrete)
@@ -573,17 +487,35 @@ fn validate_sync(r: RawSync) -> Result<SyncConfig, ConfigError> {
             "is required: sync messages are authenticated",
         )
     })?;
-    let key = read_secret("sync.key_file", &key_file)?;
-    if key.len() < 16 {
-        return Err(invalid(
-            "sync.key_file",
-            format!("`{key_file}` must hold a key of at least 16 bytes"),
-        ));
-    }
+    let previous_key_grace = duration(
+        "sync.previous_key_grace",
+        r.previous_key_grace.as_deref(),
+        DEFAULT_PREVIOUS_KEY_GRACE,
+        Duration::from_secs(1),
+    )?;
+    let (key, key_error) = match (read_sync_key(&key_file), mode) {
+        (Ok(k), _) => (k, None),
+        (Err(e), SecretFiles::Required) => return Err(e),
+        (Err(e), SecretFiles::KeepOnError) => (Secret::new(&[]), Some(e.to_string())),
+    };
     Ok(SyncConfig {
         listen,
         peer,
-        key: Secret::new(&key),
+        key,
         key_file,
+        key_error,
+        previous_key_grace,
     })
+}
+
+/// The sync key in `path`: private, at least 16 bytes.
+fn read_sync_key(path: &str) -> Result<Secret, ConfigError> {
+    let key = read_secret("sync.key_file", path)?;
+    if key.len() < 16 {
+        return Err(invalid(
+            "sync.key_file",
+            format!("`{path}` must hold a key of at least 16 bytes"),
+        ));
+    }
+    Ok(Secret::new(&key))
 }

@@ -124,6 +124,8 @@ pub(super) struct Shell {
     live: Taps,
     /// OPTIONS probes of static peers with `probe = true`.
     peer_probes: Option<peer_probes::PeerProbes>,
+    /// A reloaded sync key for the sync task to hand to its link.
+    sync_rekey: Option<sync::Rekey>,
 }
 
 type Shared = Rc<RefCell<Shell>>;
@@ -247,6 +249,7 @@ async fn serve(
             nonce.rotate_left(17) ^ 0x9e37,
             Instant::now(),
         ),
+        sync_rekey: None,
         cfg,
     }));
     for (i, sock) in public.into_iter().enumerate() {

@@ -14,7 +14,7 @@ use metrics::{Counter, Gauge, counter, gauge};
 use tokio::net::UdpSocket;
 
 use super::{Shell, Status};
-use crate::config::{Config, SyncConfig};
+use crate::config::{Config, SyncConfig, format_duration};
 use crate::sync::link::{Link, LinkEvent, Stats, backends_hash};
 use crate::sync::message::MAX_DATAGRAM;
 use crate::sync::{Item, Key, SyncDrop};
@@ -65,6 +65,58 @@ pub fn open(sc: &SyncConfig, cfg: &Config) -> io::Result<Opened> {
         sock: UdpSocket::from_std(std)?,
         link,
     })
+}
+
+/// A new key from a reload, for the link.
+pub struct Rekey {
+    key: Key,
+    grace: Duration,
+}
+
+/// The `[sync]` part of a reload. A changed key in `key_file` goes to the link (the
+/// sync task takes it from the shell); an unusable file keeps the running key, loudly.
+/// `listen`, `peer` and adding or removing the section need a restart: `new` is set
+/// back to what runs, so the next reload compares against that.
+pub(super) fn reload(
+    running: &Option<SyncConfig>,
+    new: &mut Option<SyncConfig>,
+    rekey: &mut Option<Rekey>,
+) -> Vec<String> {
+    let mut notes = Vec::new();
+    let (old, n) = match (running, new.as_mut()) {
+        (None, None) => return notes,
+        (Some(old), Some(n)) => (old, n),
+        _ => {
+            notes.push("[sync] added or removed: restart to apply; kept the running one".into());
+            new.clone_from(running);
+            return notes;
+        }
+    };
+    if (n.listen, n.peer) != (old.listen, old.peer) {
+        notes.push(format!(
+            "sync.listen/peer changed: restart to apply; still {} <-> {}",
+            old.listen, old.peer
+        ));
+        (n.listen, n.peer) = (old.listen, old.peer);
+    }
+    if let Some(why) = n.key_error.take() {
+        tracing::warn!(error = %why, "reload: sync key file unusable; KEEPING THE PREVIOUS SYNC KEY");
+        notes.push(format!(
+            "sync key not rotated, the previous one stays: {why}"
+        ));
+        n.key = old.key.clone();
+    } else if n.key != old.key {
+        let grace = format_duration(n.previous_key_grace);
+        tracing::info!(%grace, "sync key rotated: sealing with the new key once the peer has it; the previous one is accepted until the peer uses the new one, at most {grace}");
+        notes.push(format!(
+            "sync key rotated (the previous one is accepted for up to {grace}; reload the peer with the same key)"
+        ));
+        *rekey = Some(Rekey {
+            key: Key::new(n.key.as_bytes()),
+            grace: n.previous_key_grace,
+        });
+    }
+    notes
 }
 
 /// Metric handles, registered once.
@@ -139,6 +191,10 @@ pub(super) async fn run(shell: Rc<RefCell<Shell>>, opened: Opened, status: Arc<M
         {
             let mut guard = shell.borrow_mut();
             let s = &mut *guard;
+            if let Some(r) = s.sync_rekey.take() {
+                link.set_key(r.key, r.grace, now);
+                apply_events(s, &mut link, now, &m);
+            }
             // Receive (bounded per wake-up: the shell is borrowed, forwarding waits).
             for _ in 0..RECV_PER_WAKE {
                 let (n, from) = match sock.try_recv_from(&mut rx) {
@@ -251,9 +307,76 @@ fn apply_events(s: &mut Shell, link: &mut Link, now: Instant, m: &Metrics) {
                 let mut scratch = Vec::new();
                 send_full(s, link, now, &mut scratch);
             }
+            LinkEvent::KeyInUse => {
+                tracing::info!(%peer, "sync key rotation: the peer has the new key; sealing with it");
+            }
+            LinkEvent::PreviousKeyRetired {
+                peer_switched: true,
+            } => {
+                tracing::info!(%peer, "sync key rotation complete: the previous key is refused now");
+            }
+            LinkEvent::PreviousKeyRetired {
+                peer_switched: false,
+            } => {
+                tracing::warn!(%peer, "sync.previous_key_grace ran out before the peer used the new key: the previous key is refused now, so is the peer until it is reloaded with the new key");
+            }
             LinkEvent::BackendMismatch => {
                 tracing::warn!(%peer, "sync peer has a different backend list; flows homed on backends one side lacks are not mirrored");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    fn sc(key: &[u8]) -> SyncConfig {
+        SyncConfig {
+            listen: "10.0.0.1:7400".parse().unwrap(),
+            peer: "10.0.0.2:7400".parse().unwrap(),
+            key: Secret::new(key),
+            key_file: "/etc/sipfront/sync.key".into(),
+            key_error: None,
+            previous_key_grace: Duration::from_secs(300),
+        }
+    }
+
+    #[test]
+    fn a_reload_rotates_a_changed_key_and_keeps_the_running_one_on_error() {
+        let running = Some(sc(b"the first key, 16+"));
+        let mut rekey = None;
+        let mut same = running.clone();
+        assert!(reload(&running, &mut same, &mut rekey).is_empty());
+        assert!(rekey.is_none());
+
+        let mut new = Some(sc(b"the second key, 16+"));
+        let notes = reload(&running, &mut new, &mut rekey);
+        assert!(notes[0].contains("sync key rotated"), "{notes:?}");
+        let r = rekey.take().unwrap();
+        assert_eq!(r.key, Key::new(b"the second key, 16+"));
+        assert_eq!(r.grace, Duration::from_secs(300));
+
+        let mut broken = Some(SyncConfig {
+            key: Secret::new(b""),
+            key_error: Some("sync.key_file: `x` has mode 0644".into()),
+            listen: "10.0.0.9:7400".parse().unwrap(),
+            ..sc(b"")
+        });
+        let notes = reload(&running, &mut broken, &mut rekey);
+        assert!(rekey.is_none());
+        assert!(notes.iter().any(|n| n.contains("restart")), "{notes:?}");
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("not rotated") && n.contains("0644")),
+            "{notes:?}"
+        );
+        assert_eq!(broken, running, "what runs stays, for the next comparison");
+
+        let mut gone = None;
+        assert!(reload(&running, &mut gone, &mut rekey)[0].contains("restart"));
+        assert_eq!(gone, running);
     }
 }

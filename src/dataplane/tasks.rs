@@ -151,8 +151,30 @@ impl Shell {
         if cfg.hep != self.cfg.hep {
             notes.push("hep changes need a restart; kept the running [hep]".to_string());
         }
-        if cfg.limits != self.cfg.limits {
-            notes.push("limits changes need a restart; kept the running [limits]".to_string());
+        let mut cfg = cfg;
+        notes.extend(super::sync::reload(
+            &self.cfg.sync,
+            &mut cfg.sync,
+            &mut self.sync_rekey,
+        ));
+        // Table sizes need a restart; per-source limits and their overrides apply now.
+        let (old, new) = (&self.cfg.limits, &mut cfg.limits);
+        if (new.max_flows, new.max_dialogs, new.max_pins_per_flow)
+            != (old.max_flows, old.max_dialogs, old.max_pins_per_flow)
+        {
+            notes.push(
+                "limits.max_flows/max_dialogs/max_pins_per_flow changes need a restart; kept the running ones"
+                    .to_string(),
+            );
+            (new.max_flows, new.max_dialogs, new.max_pins_per_flow) =
+                (old.max_flows, old.max_dialogs, old.max_pins_per_flow);
+        }
+        if (new.per_source(), &new.source) != (old.per_source(), &old.source) {
+            self.router.set_source_limits(new);
+            notes.push(format!(
+                "per-source limits reloaded ({} [[limits.source]] override(s))",
+                new.source.len()
+            ));
         }
         let now = Instant::now();
         if cfg.access != self.cfg.access {
@@ -192,11 +214,9 @@ impl Shell {
         }
         self.probe_wake.notify_one();
         let keep_listen = self.cfg.listen.clone();
-        let keep_limits = self.cfg.limits.clone();
         let keep_hep = self.cfg.hep.take();
         self.cfg = cfg;
         self.cfg.listen = keep_listen;
-        self.cfg.limits = keep_limits;
         self.cfg.hep = keep_hep;
         notes
     }

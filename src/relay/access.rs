@@ -4,79 +4,11 @@
 //! A check costs one hash lookup per distinct prefix length in a list (usually one
 //! or two: operators ban /32s and /64s), not one comparison per entry.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use super::prefix_map::PrefixMap;
 use crate::config::{Access, Cidr, ip_bits};
-
-/// A set of prefixes, looked up by the prefix lengths it holds.
-#[derive(Debug, Clone)]
-struct PrefixMap<V> {
-    map: HashMap<Cidr, V, foldhash::fast::RandomState>,
-    /// Distinct prefix lengths present, longest first, with how many entries each.
-    lens: Vec<(u8, u32)>,
-}
-
-impl<V> PrefixMap<V> {
-    fn new() -> Self {
-        PrefixMap {
-            map: HashMap::with_hasher(foldhash::fast::RandomState::default()),
-            lens: Vec::new(),
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    fn insert(&mut self, c: Cidr, v: V) {
-        if self.map.insert(c, v).is_none() {
-            let l = c.bits_len();
-            match self.lens.iter_mut().find(|(x, _)| *x == l) {
-                Some((_, n)) => *n += 1,
-                None => {
-                    self.lens.push((l, 1));
-                    self.lens.sort_by_key(|&(l, _)| std::cmp::Reverse(l));
-                }
-            }
-        }
-    }
-
-    fn remove(&mut self, c: &Cidr) -> Option<V> {
-        let v = self.map.remove(c)?;
-        if let Some(i) = self.lens.iter().position(|(x, _)| *x == c.bits_len()) {
-            self.lens[i].1 -= 1;
-            if self.lens[i].1 == 0 {
-                self.lens.remove(i);
-            }
-        }
-        Some(v)
-    }
-
-    /// The longest prefix holding `bits`, with its value.
-    #[inline]
-    fn find(&self, bits: u128) -> Option<(&Cidr, &V)> {
-        if self.map.is_empty() {
-            return None;
-        }
-        self.lens
-            .iter()
-            .find_map(|&(l, _)| self.map.get_key_value(&Cidr::from_bits(bits, l)))
-    }
-
-    fn retain(&mut self, mut keep: impl FnMut(&V) -> bool) {
-        let gone: Vec<Cidr> = self
-            .map
-            .iter()
-            .filter(|(_, v)| !keep(v))
-            .map(|(c, _)| *c)
-            .collect();
-        for c in gone {
-            self.remove(&c);
-        }
-    }
-}
 
 /// Why a source was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,7 +112,7 @@ impl AccessControl {
 
     /// Bans `c` until `now + dur` (replacing an existing ban of the same prefix).
     pub fn ban(&mut self, c: Cidr, dur: Duration, now: Instant) -> Result<(), BanError> {
-        if !self.bans.map.contains_key(&c) && self.bans.len() >= self.max_bans {
+        if !self.bans.contains(&c) && self.bans.len() >= self.max_bans {
             self.prune(now);
             if self.bans.len() >= self.max_bans {
                 return Err(BanError::Full(self.max_bans));
@@ -204,7 +136,6 @@ impl AccessControl {
     pub fn bans(&self, now: Instant) -> Vec<(Cidr, Duration)> {
         let mut v: Vec<(Cidr, Duration)> = self
             .bans
-            .map
             .iter()
             .filter(|(_, u)| **u > now)
             .map(|(c, u)| (*c, u.saturating_duration_since(now)))
@@ -215,7 +146,7 @@ impl AccessControl {
 }
 
 /// `::ffff:a.b.c.d` is the IPv4 client a.b.c.d (a dual-stack socket).
-fn canonical(ip: IpAddr) -> IpAddr {
+pub(super) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(a) => a.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,

@@ -10,8 +10,10 @@ pub mod flows;
 mod hrw;
 pub mod item;
 pub mod port;
+mod prefix_map;
 pub mod ratelimit;
 pub mod router;
+pub mod source_limits;
 pub mod stats;
 pub mod top;
 

@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Instant;
 
+use super::source_limits::Class;
+
 /// The unit sources are limited and counted in: an IPv4 address, or an IPv6 /64.
 pub type SourceKey = u128;
 
@@ -25,32 +27,61 @@ pub fn source_key(ip: IpAddr) -> SourceKey {
 struct Bucket {
     tokens: f64,
     last: Instant,
+    /// The source's class (its rate and burst), looked up when the bucket is made.
+    class: Class,
 }
 
 pub struct SourceLimiter {
     buckets: HashMap<SourceKey, Bucket, foldhash::fast::RandomState>,
-    rate: f64,
-    burst: f64,
+    /// (rate, burst) per class; class 0 is the global limit.
+    rates: Vec<(f64, f64)>,
     max_entries: usize,
 }
 
 impl SourceLimiter {
+    /// One limit for every source.
     pub fn new(rate: u32, burst: u32, max_entries: usize) -> Self {
-        SourceLimiter {
+        Self::with_classes([(rate, burst)], max_entries)
+    }
+
+    /// A (rate, burst) per class, class 0 first.
+    pub fn with_classes(rates: impl IntoIterator<Item = (u32, u32)>, max_entries: usize) -> Self {
+        let mut l = SourceLimiter {
             buckets: HashMap::with_capacity_and_hasher(
                 max_entries.min(1 << 14),
                 foldhash::fast::RandomState::default(),
             ),
-            rate: f64::from(rate),
-            burst: f64::from(burst),
+            rates: Vec::new(),
             max_entries: max_entries.max(1),
+        };
+        l.set_classes(rates);
+        l
+    }
+
+    /// New limits (a reload). Sources start over with full buckets: their classes may
+    /// have changed, and a reload is rare.
+    pub fn set_classes(&mut self, rates: impl IntoIterator<Item = (u32, u32)>) {
+        self.rates = rates
+            .into_iter()
+            .map(|(r, b)| (f64::from(r), f64::from(b)))
+            .collect();
+        if self.rates.is_empty() {
+            self.rates.push((1.0, 1.0));
         }
+        self.buckets.clear();
+    }
+
+    /// Takes one token for `ip`'s source (class 0); see [`SourceLimiter::allow_in`].
+    #[inline]
+    pub fn allow(&mut self, ip: IpAddr, now: Instant) -> bool {
+        self.allow_in(ip, now, || 0)
     }
 
     /// Takes one token for `ip`'s source; false when the source is over its rate (or
-    /// the table of sources is full of sources that are all still limited).
+    /// the table of sources is full of sources that are all still limited). `class`
+    /// is asked only for a source without a bucket.
     #[inline]
-    pub fn allow(&mut self, ip: IpAddr, now: Instant) -> bool {
+    pub fn allow_in(&mut self, ip: IpAddr, now: Instant, class: impl FnOnce() -> Class) -> bool {
         let key = source_key(ip);
         if !self.buckets.contains_key(&key) && self.buckets.len() >= self.max_entries {
             self.prune(now);
@@ -58,11 +89,16 @@ impl SourceLimiter {
                 return false;
             }
         }
-        let (rate, burst) = (self.rate, self.burst);
-        let b = self.buckets.entry(key).or_insert(Bucket {
-            tokens: burst,
-            last: now,
+        let rates = &self.rates;
+        let b = self.buckets.entry(key).or_insert_with(|| {
+            let class = class();
+            Bucket {
+                tokens: rate_of(rates, class).1,
+                last: now,
+                class,
+            }
         });
+        let (rate, burst) = rate_of(rates, b.class);
         let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
         b.tokens = (b.tokens + elapsed * rate).min(burst);
         b.last = now;
@@ -76,17 +112,30 @@ impl SourceLimiter {
 
     /// Forgets sources whose bucket has refilled: they are indistinguishable from new.
     pub fn prune(&mut self, now: Instant) {
-        let (rate, burst) = (self.rate, self.burst);
+        let rates = std::mem::take(&mut self.rates);
         self.buckets.retain(|_, b| {
+            let (rate, burst) = rate_of(&rates, b.class);
             let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
             b.tokens + elapsed * rate < burst
         });
+        self.rates = rates;
     }
 
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.buckets.len()
     }
+}
+
+/// A class's (rate, burst); an unknown class gets class 0's (never happens: classes
+/// and rates are set together).
+#[inline]
+fn rate_of(rates: &[(f64, f64)], class: Class) -> (f64, f64) {
+    rates
+        .get(usize::from(class))
+        .or(rates.first())
+        .copied()
+        .unwrap_or((1.0, 1.0))
 }
 
 /// One token bucket for everyone: a budget per second with a burst of one second's

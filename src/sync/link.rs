@@ -13,16 +13,20 @@
 //! first, then the changes queued after it was taken), sealed as it leaves so
 //! sequence numbers stay in order. Receiving: a sequence gap means lost changes, so
 //! we ask for a full table; a full table counts only if all its chunks arrived in
-//! order, otherwise we keep asking. Epochs: see [`epoch`].
+//! order, otherwise we keep asking. Epochs: see [`epoch`]. Key rotation: see [`keys`].
 
 mod epoch;
+mod keys;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::message::{Body, Envelope, Item, Key, SyncDrop, VERSION, open, seal};
+use super::message::{Body, Envelope, Ext, Item, Key, SyncDrop, VERSION, seal};
 use epoch::{Epochs, Handshake, Verdict};
+use keys::{KeyNews, Keys};
+
+pub use keys::LINGER as KEY_LINGER;
 
 /// Items per datagram: postcard encodes an item in at most ~45 bytes, so this
 /// stays under [`MAX_DATAGRAM`](super::message::MAX_DATAGRAM).
@@ -64,6 +68,12 @@ pub enum LinkEvent {
     SendFullTable,
     /// The peer's hello announced another backend set (reported once per onset).
     BackendMismatch,
+    /// After [`Link::set_key`]: the peer has the new key, we seal with it now.
+    KeyInUse,
+    /// After [`Link::set_key`]: the previous key is refused from now on.
+    /// `peer_switched`: the peer sealed with the new key before; false: the grace ran
+    /// out first (an unrotated peer is refused now).
+    PreviousKeyRetired { peer_switched: bool },
 }
 
 /// Bytes to send, in the buffer given to [`Link::poll_transmit`].
@@ -112,7 +122,7 @@ struct FullTx {
 
 #[derive(Debug)]
 pub struct Link {
-    key: Key,
+    keys: Keys,
     peer: SocketAddr,
     epoch: u64,
     seq: u64,
@@ -149,7 +159,7 @@ impl Link {
     pub fn new(key: Key, peer: SocketAddr, epoch: u64, backends_hash: u64, now: Instant) -> Link {
         let epoch = epoch.max(1);
         Link {
-            key,
+            keys: Keys::new(key),
             peer,
             epoch,
             seq: 0,
@@ -187,6 +197,46 @@ impl Link {
 
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// A new shared key (a reload; false if it is the one in use). We go on sealing
+    /// with the key in use until the peer announces the new one, and accept the old
+    /// one until the peer seals with the new one, at most `grace` (see [`keys`]).
+    pub fn set_key(&mut self, key: Key, grace: Duration, now: Instant) -> bool {
+        if !self.keys.rotate(key, grace, now) {
+            return false;
+        }
+        // Announce it now: a peer that has it already can switch at once.
+        self.prompt_hello(now);
+        self.take_key_news(now);
+        true
+    }
+
+    /// Two keys are open (a rotation is under way).
+    pub fn rotating(&self) -> bool {
+        self.keys.rotating()
+    }
+
+    /// A hello soon, but not more often than [`PROMPT_GAP`].
+    fn prompt_hello(&mut self, now: Instant) {
+        let at = self.last_hello.map_or(now, |t| (t + PROMPT_GAP).max(now));
+        self.next_hello = self.next_hello.min(at);
+    }
+
+    fn take_key_news(&mut self, now: Instant) {
+        while let Some(n) = self.keys.take_news() {
+            let ev = match n {
+                KeyNews::Sealing => {
+                    // The peer should see the new key soon: it retires the old one then.
+                    self.prompt_hello(now);
+                    LinkEvent::KeyInUse
+                }
+                KeyNews::PreviousRetired { peer_switched } => {
+                    LinkEvent::PreviousKeyRetired { peer_switched }
+                }
+            };
+            self.events.push_back(ev);
+        }
     }
 
     /// Our table's size and backend set, for the next hello.
@@ -243,9 +293,12 @@ impl Link {
         if from != self.peer {
             return self.count_drop(SyncDrop::NotPeer);
         }
-        let env = match open(&self.key, data) {
-            Ok(env) => env,
-            Err(e) => return self.count_drop(e),
+        let (env, current_key) = match self.keys.open(now, data) {
+            Ok(x) => x,
+            Err(e) => {
+                self.take_key_news(now);
+                return self.count_drop(e);
+            }
         };
         let hello = match &env.body {
             Body::Hello {
@@ -258,14 +311,20 @@ impl Link {
         };
         let verdict = self.epochs.check(env.epoch, env.seq, hello);
         if self.epochs.take_prompt() {
-            let at = self.last_hello.map_or(now, |t| (t + PROMPT_GAP).max(now));
-            self.next_hello = self.next_hello.min(at);
+            self.prompt_hello(now);
         }
         let verdict = match verdict {
             Ok(v) => v,
-            Err(e) => return self.count_drop(e),
+            Err(e) => {
+                self.take_key_news(now);
+                return self.count_drop(e);
+            }
         };
         self.stats.received += 1;
+        if verdict != Verdict::Candidate {
+            self.keys.heard(now, current_key, env.ext.key_id);
+        }
+        self.take_key_news(now);
         match verdict {
             // Not admitted: nothing in it is trusted beyond the handshake.
             Verdict::Candidate => return,
@@ -365,6 +424,8 @@ impl Link {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.keys.expire(now);
+        self.take_key_news(now);
         if self.stats.peer_up
             && self
                 .last_heard
@@ -389,6 +450,9 @@ impl Link {
         }
         if self.queued() {
             t = t.min(self.window_start + PACING_INTERVAL);
+        }
+        if let Some(k) = self.keys.poll_timeout() {
+            t = t.min(k);
         }
         Some(t)
     }
@@ -462,8 +526,11 @@ impl Link {
             epoch: self.epoch,
             seq: self.seq,
             body,
+            ext: Ext {
+                key_id: self.keys.current_id(),
+            },
         };
-        match seal(&self.key, &env, buf) {
+        match seal(self.keys.sealing(), &env, buf) {
             Ok(len) => {
                 self.stats.sent += 1;
                 self.stats.lag = self.seq.saturating_sub(self.peer_acked);

@@ -1,5 +1,6 @@
 //! Sync messages on the wire: a postcard-encoded envelope (version, sender epoch,
-//! sequence number, body) followed by an HMAC-SHA256 tag over it. Items carry no
+//! sequence number, body), then its extension ([`Ext`]), followed by an HMAC-SHA256
+//! tag over both. Items carry no
 //! heap data, so the dataplane can queue them without allocating. Which epochs and
 //! sequence numbers are accepted is the link's business ([`super::link`]).
 
@@ -53,6 +54,20 @@ pub struct Envelope {
     pub epoch: u64,
     pub seq: u64,
     pub body: Body,
+    /// Encoded after the envelope, not in it (see [`Ext`]).
+    #[serde(skip)]
+    pub ext: Ext,
+}
+
+/// Fields added after version 3 shipped, encoded after the envelope and covered by the
+/// tag. A receiver that does not know them decodes the envelope and ignores the bytes
+/// after it (postcard does), so they need no version bump; a message without them
+/// reads as the default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ext {
+    /// The id of the sender's newest key ([`Key::id`]; 0: not announced), so a peer
+    /// rotating keys learns when it may send with the new one.
+    pub key_id: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -135,6 +150,12 @@ impl Key {
         <HmacSha256 as KeyInit>::new_from_slice(&self.0).expect("HMAC accepts any key length")
     }
 
+    /// A public name for the key (never 0), announced in [`Ext::key_id`]: it tells
+    /// which key the sender holds without revealing anything about it.
+    pub fn id(&self) -> u64 {
+        self.derive("sipfront sync key id").max(1)
+    }
+
     /// A 64-bit value derived from the key for `label` (e.g. the dialog table's
     /// hash keys, which both peers must share).
     pub fn derive(&self, label: &str) -> u64 {
@@ -150,7 +171,8 @@ impl Key {
 pub fn seal(key: &Key, env: &Envelope, out: &mut [u8]) -> Result<usize, postcard::Error> {
     let cap = out.len().min(MAX_DATAGRAM);
     let out = &mut out[..cap];
-    let body_len = postcard::to_slice(env, out)?.len();
+    let env_len = postcard::to_slice(env, out)?.len();
+    let body_len = env_len + postcard::to_slice(&env.ext, &mut out[env_len..])?.len();
     let tag_end = body_len + TAG_LEN;
     if out.len() < tag_end {
         return Err(postcard::Error::SerializeBufferFull);
@@ -173,9 +195,13 @@ pub fn open(key: &Key, datagram: &[u8]) -> Result<Envelope, SyncDrop> {
     let mut m = key.mac();
     m.update(body);
     m.verify_slice(tag).map_err(|_| SyncDrop::BadMac)?;
-    let env: Envelope = postcard::from_bytes(body).map_err(|_| SyncDrop::Decode)?;
+    let (mut env, rest) =
+        postcard::take_from_bytes::<Envelope>(body).map_err(|_| SyncDrop::Decode)?;
     if env.version != VERSION {
         return Err(SyncDrop::Version);
+    }
+    if !rest.is_empty() {
+        env.ext = postcard::from_bytes(rest).map_err(|_| SyncDrop::Decode)?;
     }
     Ok(env)
 }
@@ -233,8 +259,8 @@ mod tests {
 
     proptest! {
         #[test]
-        fn round_trip(epoch: u64, seq: u64, items in proptest::collection::vec(item(), 0..30)) {
-            let env = Envelope { version: VERSION, epoch, seq, body: Body::Items(items) };
+        fn round_trip(epoch: u64, seq: u64, key_id: u64, items in proptest::collection::vec(item(), 0..30)) {
+            let env = Envelope { version: VERSION, epoch, seq, body: Body::Items(items), ext: Ext { key_id } };
             let mut buf = [0u8; 4096];
             let n = seal(&key(), &env, &mut buf).unwrap();
             prop_assert_eq!(open(&key(), &buf[..n]).unwrap(), env);
@@ -255,6 +281,7 @@ mod tests {
             body: Body::Items(vec![Item::FlowGone {
                 relay_port: RelayPort::first(20000),
             }]),
+            ext: Ext::default(),
         };
         let mut buf = [0u8; 512];
         let n = seal(&key(), &env, &mut buf).unwrap();
@@ -293,6 +320,35 @@ mod tests {
         for (i, d) in SyncDrop::ALL.iter().enumerate() {
             assert_eq!(*d as usize, i, "ALL is in declaration order");
         }
+    }
+
+    /// Peers from before [`Ext`] interoperate: their messages (no extension) read as
+    /// the default, and they read ours (the envelope first, the extension ignored).
+    #[test]
+    fn the_extension_is_compatible_with_version_3_peers() {
+        let env = Envelope {
+            version: VERSION,
+            epoch: 7,
+            seq: 3,
+            body: Body::Items(vec![]),
+            ext: Ext { key_id: key().id() },
+        };
+        let mut buf = [0u8; 512];
+        let n = seal(&key(), &env, &mut buf).unwrap();
+        let old: Envelope = postcard::from_bytes(&buf[..n - TAG_LEN]).unwrap();
+        assert_eq!(old.ext, Ext::default(), "an old reader skips it");
+        assert_eq!((old.epoch, old.seq), (7, 3));
+        // An old writer: the envelope alone, then the tag.
+        let mut old_buf = [0u8; 512];
+        let len = postcard::to_slice(&env, &mut old_buf).unwrap().len();
+        let mut m = key().mac();
+        m.update(&old_buf[..len]);
+        old_buf[len..len + TAG_LEN].copy_from_slice(&m.finalize().into_bytes());
+        let got = open(&key(), &old_buf[..len + TAG_LEN]).unwrap();
+        assert_eq!(got.ext, Ext::default());
+        assert_eq!(got.body, env.body);
+        assert_eq!(open(&key(), &buf[..n]).unwrap(), env);
+        assert_ne!(key().id(), Key::new(b"another key, 16+").id());
     }
 
     #[test]

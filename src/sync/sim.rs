@@ -3,7 +3,8 @@
 //! applying the link's events the way the router does. The wire loses, reorders and
 //! duplicates datagrams with a seeded RNG; sides restart (losing both tables, with a
 //! new random epoch and possibly a clock that stepped back); an attacker replays
-//! recorded datagrams and sends oversized junk.
+//! recorded datagrams and sends oversized junk. Operators rotate the shared key
+//! ([`Sim::rotate`]: a reload with a new key file).
 //!
 //! Item application is checked as it happens: a flow's version (carried in
 //! `registered_secs`, unique per change) never goes backwards, and an incremental
@@ -102,6 +103,8 @@ pub struct Side {
     changes: Vec<Item>,
     pub mirror: Mirror,
     pub events: Vec<LinkEvent>,
+    /// The key in this side's key file (what a restart reads).
+    pub key: Key,
 }
 
 type Flight = Reverse<(Instant, u64, usize, SocketAddr, Vec<u8>)>;
@@ -124,12 +127,12 @@ pub struct Sim {
     version: u32,
 }
 
-fn key() -> Key {
+pub fn key() -> Key {
     Key::new(b"sim shared key, 32 bytes long..")
 }
 
-fn new_link(peer: SocketAddr, epoch: u64, now: Instant) -> Link {
-    Link::new(key(), peer, epoch, backends_hash(&["a", "b"]), now)
+fn new_link(key: Key, peer: SocketAddr, epoch: u64, now: Instant) -> Link {
+    Link::new(key, peer, epoch, backends_hash(&["a", "b"]), now)
 }
 
 impl Sim {
@@ -144,7 +147,7 @@ impl Sim {
         let sides = [0, 1].map(|i| {
             let epoch = rng.next() | 1;
             Side {
-                link: new_link(addrs[1 - i], epoch, t0),
+                link: new_link(key(), addrs[1 - i], epoch, t0),
                 addr: addrs[i],
                 epoch,
                 base: t0,
@@ -154,6 +157,7 @@ impl Sim {
                 changes: Vec::new(),
                 mirror: Mirror::default(),
                 events: Vec::new(),
+                key: key(),
             }
         });
         Sim {
@@ -199,13 +203,24 @@ impl Sim {
         let peer = self.sides[1 - i].addr;
         let s = &mut self.sides[i];
         s.base = local_now - elapsed;
-        s.link = new_link(peer, epoch, local_now);
+        s.link = new_link(s.key.clone(), peer, epoch, local_now);
         s.epoch = epoch;
         s.up = true;
         s.flows.clear();
         s.dialogs.clear();
         s.changes.clear();
         s.mirror = Mirror::default();
+    }
+
+    /// Side `i` is reloaded with `key` in its key file.
+    pub fn rotate(&mut self, i: usize, key: Key, grace: Duration) {
+        let now = self.local(i);
+        let s = &mut self.sides[i];
+        s.key = key.clone();
+        if s.up {
+            s.link.set_key(key, grace, now);
+        }
+        self.pump(i);
     }
 
     fn stamp(&mut self) -> u32 {

@@ -1,12 +1,13 @@
-//! The router's admission controls as the admin API sees them: reloading `[access]`,
-//! the ban list, and the top sources.
+//! The router's admission controls as the admin API and reloads see them: reloading
+//! `[access]` and the per-source limits, the ban list, and the top sources.
 
 use std::time::{Duration, Instant};
 
 use super::Router;
-use crate::config::{Access, Cidr};
+use crate::config::{Access, Cidr, Limits};
 use crate::relay::access::BanError;
 use crate::relay::ratelimit::SourceKey;
+use crate::relay::source_limits::SourceClasses;
 use crate::relay::top::TopEntry;
 
 impl Router {
@@ -14,6 +15,15 @@ impl Router {
     /// stay.
     pub fn set_access(&mut self, a: &Access) {
         self.access.configure(a);
+    }
+
+    /// Applies reloaded per-source limits and their `[[limits.source]]` overrides
+    /// (the table sizes in `l` are not touched). Rate-limit buckets start over full.
+    pub fn set_source_limits(&mut self, l: &Limits) {
+        self.sources = SourceClasses::new(l);
+        self.datagram_limiter
+            .set_classes(self.sources.datagram_rates());
+        self.limiter.set_classes(self.sources.new_flow_rates());
     }
 
     /// Refuses `c` until `now + dur`.

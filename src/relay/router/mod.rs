@@ -13,6 +13,7 @@ use super::flows::{Flow, FlowId, FlowTable, InsertError};
 use super::item::Item;
 use super::port::RelayPort;
 use super::ratelimit::{Budget, SourceLimiter, source_key};
+use super::source_limits::SourceClasses;
 use super::stats::{Counters, Direction, DropReason};
 use super::top::TopSketch;
 use crate::config::{Backend, Failback};
@@ -94,7 +95,8 @@ pub struct Router {
     limiter: SourceLimiter,
     /// Datagrams per second per source.
     datagram_limiter: SourceLimiter,
-    max_flows_per_ip: usize,
+    /// Per-source limits: `[limits]`, or a `[[limits.source]]` override.
+    sources: SourceClasses,
     max_pins_per_flow: u32,
     access: AccessControl,
     /// Sources by datagrams dropped (bounded; `/api/v1/top`).
@@ -127,6 +129,7 @@ impl Router {
     pub fn new(rc: RouterConfig, backend_list: &[Backend], now: Instant) -> Self {
         let backends = BackendSet::new(backend_list);
         let limits = &rc.limits;
+        let sources = SourceClasses::new(limits);
         let mut r = Router {
             counters: Counters::new(backends.len(), rc.peers.len()),
             backends,
@@ -150,20 +153,15 @@ impl Router {
             reply_budget: Budget::new(rc.settings.reply_503_rate),
             // Sources without flows send too: room for many more than the flows. A
             // spoofed one-datagram source refills at once and is pruned to make room.
-            datagram_limiter: SourceLimiter::new(
-                limits.datagrams_per_ip,
-                limits.datagrams_burst,
+            datagram_limiter: SourceLimiter::with_classes(
+                sources.datagram_rates(),
                 limits.max_flows.max(1 << 16),
             ),
-            max_flows_per_ip: limits.max_flows_per_ip,
             max_pins_per_flow: limits.max_pins_per_flow,
             access: AccessControl::new(&rc.access),
             top_drops: TopSketch::new(),
-            limiter: SourceLimiter::new(
-                limits.new_flows_per_ip,
-                limits.new_flows_burst,
-                limits.max_flows,
-            ),
+            limiter: SourceLimiter::with_classes(sources.new_flow_rates(), limits.max_flows),
+            sources,
             events: VecDeque::with_capacity(1024),
             next_sweep: None,
             expired_scratch: Vec::with_capacity(1024),
@@ -285,7 +283,11 @@ impl Router {
             };
             return self.drop_client(client, reason);
         }
-        if !self.datagram_limiter.allow(client.ip(), now) && !self.is_peer(&client) {
+        let allowed = {
+            let (limiter, sources) = (&mut self.datagram_limiter, &self.sources);
+            limiter.allow_in(client.ip(), now, || sources.class_of(client.ip()))
+        };
+        if !allowed && !self.is_peer(&client) {
             return self.drop_client(client, DropReason::SourceRateLimited);
         }
         let msg = match scan(data) {
@@ -414,10 +416,12 @@ impl Router {
             return Err(DropReason::FlowTableFull);
         }
         let home = self.backends.choose(&client).ok_or(DropReason::NoBackend)?;
-        if self.flows.from_source(client.ip()) as usize >= self.max_flows_per_ip {
+        let class = self.sources.class_of(client.ip());
+        let max = self.sources.get(class).max_flows_per_ip;
+        if self.flows.from_source(client.ip()) as usize >= max {
             return Err(DropReason::SourceFlowLimit);
         }
-        if !self.limiter.allow(client.ip(), now) {
+        if !self.limiter.allow_in(client.ip(), now, || class) {
             return Err(DropReason::RateLimited);
         }
         let id = self

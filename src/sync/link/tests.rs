@@ -205,3 +205,122 @@ fn oversize_is_dropped_unhashed_and_stranger_epochs_wait_for_the_handshake() {
     assert_eq!(b.stats().dropped(SyncDrop::UnverifiedEpoch), 1);
     assert!(events(&mut b).is_empty());
 }
+
+fn new_key() -> Key {
+    Key::new(b"the rotated key, 32 bytes long!")
+}
+
+/// A fresh datagram from `epoch` sealed with `key` (as a peer holding only that key
+/// would send it).
+fn sealed_by(key: &Key, epoch: u64, seq: u64) -> Vec<u8> {
+    use crate::sync::message::{Envelope, Ext, VERSION, seal};
+    let env = Envelope {
+        version: VERSION,
+        epoch,
+        seq,
+        body: Body::Items(vec![]),
+        ext: Ext::default(),
+    };
+    let mut buf = [0u8; MAX_DATAGRAM];
+    let n = seal(key, &env, &mut buf).unwrap();
+    buf[..n].to_vec()
+}
+
+/// Only a's host was reloaded: a keeps sealing with the old key (b has no other) and
+/// accepts it for the grace, then refuses it and seals with the new one.
+#[test]
+fn the_previous_key_is_refused_after_the_grace() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = pair(t0);
+    let mut now = handshake(&mut a, &mut b, t0);
+    events(&mut a);
+    let grace = Duration::from_secs(60);
+    assert!(a.set_key(new_key(), grace, now));
+    assert!(
+        !a.set_key(new_key(), grace, now),
+        "the same key again: no change"
+    );
+    assert!(a.rotating());
+    // Within the grace both directions work on the old key.
+    now += HELLO_EVERY;
+    let d = drain(&mut a, now);
+    assert!(!d.is_empty());
+    feed(&mut b, A, now, &d);
+    feed(&mut a, B, now, &drain(&mut b, now));
+    for l in [&a, &b] {
+        assert_eq!(l.stats().dropped(SyncDrop::BadMac), 0);
+    }
+    assert!(!events(&mut a).contains(&LinkEvent::KeyInUse));
+    assert_eq!(a.poll_timeout().map(|t| t <= now + grace), Some(true));
+    // The grace runs out.
+    let late = now + grace;
+    a.handle_timeout(late);
+    assert!(events(&mut a).contains(&LinkEvent::PreviousKeyRetired {
+        peer_switched: false
+    }));
+    assert!(!a.rotating());
+    a.handle_datagram(late, addr(B), &sealed_by(&key(), 2, 1000));
+    assert_eq!(
+        a.stats().dropped(SyncDrop::BadMac),
+        1,
+        "the old key is refused"
+    );
+    a.handle_datagram(late, addr(B), &sealed_by(&new_key(), 2, 1001));
+    assert_eq!(
+        a.stats().dropped(SyncDrop::BadMac),
+        1,
+        "the new one is taken"
+    );
+    // And a seals with the new key now, which the unreloaded b refuses.
+    let d = drain(&mut a, late + HELLO_EVERY);
+    feed(&mut b, A, late + HELLO_EVERY, &d);
+    assert_eq!(b.stats().dropped(SyncDrop::BadMac), d.len() as u64);
+}
+
+/// Both reloaded: the second switches at once (it heard the first announce the key),
+/// the first when it sees the second seal with it; the old key is refused
+/// [`KEY_LINGER`] after the peer switched, long before the grace.
+#[test]
+fn both_reloaded_switch_and_retire_the_previous_key_early() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = pair(t0);
+    let mut now = handshake(&mut a, &mut b, t0);
+    events(&mut a);
+    events(&mut b);
+    let grace = Duration::from_secs(300);
+    a.set_key(new_key(), grace, now);
+    now += PROMPT_GAP;
+    feed(&mut b, A, now, &drain(&mut a, now));
+    b.set_key(new_key(), grace, now);
+    assert_eq!(events(&mut b), vec![LinkEvent::KeyInUse]);
+    // b's prompt hello is sealed with the new key: a switches too.
+    now += PROMPT_GAP;
+    let d = drain(&mut b, now);
+    assert!(!d.is_empty());
+    feed(&mut a, B, now, &d);
+    assert_eq!(events(&mut a), vec![LinkEvent::KeyInUse]);
+    now += PROMPT_GAP;
+    feed(&mut b, A, now, &drain(&mut a, now));
+    for (l, from) in [(&mut a, 2), (&mut b, 1)] {
+        assert_eq!(l.stats().dropped(SyncDrop::BadMac), 0);
+        // Reordered old-key datagrams are still taken for a moment...
+        l.handle_datagram(
+            now,
+            addr(if from == 2 { B } else { A }),
+            &sealed_by(&key(), from, 500),
+        );
+        assert_eq!(l.stats().dropped(SyncDrop::BadMac), 0);
+        // ...but not after the linger.
+        let later = now + KEY_LINGER;
+        l.handle_timeout(later);
+        assert!(events(l).contains(&LinkEvent::PreviousKeyRetired {
+            peer_switched: true
+        }));
+        l.handle_datagram(
+            later,
+            addr(if from == 2 { B } else { A }),
+            &sealed_by(&key(), from, 501),
+        );
+        assert_eq!(l.stats().dropped(SyncDrop::BadMac), 1);
+    }
+}

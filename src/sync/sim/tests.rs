@@ -1,4 +1,5 @@
 use super::*;
+use crate::sync::Key;
 use crate::sync::SyncDrop;
 use crate::sync::link::{HELLO_EVERY, PEER_TIMEOUT};
 
@@ -165,4 +166,119 @@ fn a_full_table_with_lost_chunks_is_not_taken_as_complete() {
     assert_eq!(sim.sides[1].mirror.fulls_applied, 0);
     heal_and_converge(&mut sim, Duration::from_secs(5));
     assert_eq!(sim.sides[1].mirror.fulls_applied, 1);
+}
+
+/// Events of side `i` since `from` (an index into its event log).
+fn events_since(sim: &Sim, i: usize, from: usize) -> &[LinkEvent] {
+    &sim.sides[i].events[from..]
+}
+
+/// The operator's rotation: the new key into both key files, then a reload of one
+/// host and, a while later, of the other. Changes keep flowing both ways throughout
+/// (over a wire that duplicates), and nothing is lost or applied twice (the mirrors
+/// check every application), no full table is needed, the link never goes down, and
+/// once both use the new key a recording sealed with the old one is refused.
+#[test]
+fn key_rotation_by_reloading_one_host_then_the_other_keeps_the_link() {
+    for seed in 0..4 {
+        let mut sim = Sim::new(100 + seed);
+        sim.dup = 30;
+        churn(&mut sim, 2);
+        heal_and_converge(&mut sim, Duration::from_secs(5));
+        sim.dup = 30;
+        let marks = [0, 1].map(|i| sim.sides[i].events.len());
+        let fulls = [0, 1].map(|i| sim.sides[i].link.stats().full_tables_received);
+        let grace = Duration::from_secs(300);
+        let new = Key::new(b"the next sim key, 32 bytes long");
+
+        sim.rotate(0, new.clone(), grace);
+        sim.record = true;
+        churn(&mut sim, 3);
+        sim.record = false;
+        // Side 1 still has only the old key: side 0 seals with it.
+        assert!(!events_since(&sim, 0, marks[0]).contains(&LinkEvent::KeyInUse));
+        let old_sealed: Vec<(usize, Vec<u8>)> = sim.recorded.clone();
+
+        sim.rotate(1, new.clone(), grace);
+        churn(&mut sim, 2 * keys_linger_secs());
+        heal_and_converge(&mut sim, Duration::from_secs(1));
+
+        for i in 0..2 {
+            let ev = events_since(&sim, i, marks[i]);
+            assert!(
+                ev.contains(&LinkEvent::KeyInUse),
+                "seed {seed} side {i}: {ev:?}"
+            );
+            assert!(
+                ev.contains(&LinkEvent::PreviousKeyRetired {
+                    peer_switched: true
+                }),
+                "seed {seed} side {i}: {ev:?}"
+            );
+            for bad in [LinkEvent::PeerDown, LinkEvent::PeerRestarted] {
+                assert!(!ev.contains(&bad), "seed {seed} side {i}: {ev:?}");
+            }
+            let s = sim.sides[i].link.stats();
+            assert_eq!(s.full_tables_received, fulls[i], "seed {seed} side {i}");
+            assert_eq!(s.dropped(SyncDrop::BadMac), 0, "seed {seed} side {i}");
+            assert!(!sim.sides[i].link.rotating());
+        }
+
+        // Old-key datagrams (the traffic of the rotation window, replayed) are refused
+        // by their tag now, not only as replays.
+        let before = [0, 1].map(|i| sim.sides[i].link.stats().dropped(SyncDrop::BadMac));
+        for (to, bytes) in old_sealed.iter().filter(|(to, _)| *to == 0) {
+            let from = sim.sides[1 - to].addr;
+            sim.inject(*to, from, bytes.clone());
+        }
+        sim.run_for(10 * MS);
+        let n = old_sealed.iter().filter(|(to, _)| *to == 0).count() as u64;
+        assert!(n > 0);
+        assert_eq!(
+            sim.sides[0].link.stats().dropped(SyncDrop::BadMac),
+            before[0] + n,
+            "seed {seed}"
+        );
+        assert!(sim.converged());
+        // A restart reads the new key from the file and rejoins.
+        let e = sim.sides[1].epoch;
+        sim.crash(1);
+        sim.restart(1, e ^ 0xff, 0);
+        churn(&mut sim, 1);
+        heal_and_converge(&mut sim, Duration::from_secs(5));
+    }
+}
+
+fn keys_linger_secs() -> u64 {
+    crate::sync::link::KEY_LINGER.as_secs() + 1
+}
+
+/// A second host reloaded after the grace: the link is down in between (each side
+/// refuses the other's key), and comes back with a full table once it is reloaded.
+#[test]
+fn a_key_rotation_left_half_done_breaks_the_link_after_the_grace_until_finished() {
+    let mut sim = Sim::new(21);
+    churn(&mut sim, 2);
+    heal_and_converge(&mut sim, Duration::from_secs(5));
+    let new = Key::new(b"the next sim key, 32 bytes long");
+    let grace = Duration::from_secs(10);
+    sim.rotate(0, new.clone(), grace);
+    churn(&mut sim, 8);
+    assert!(
+        sim.converged(),
+        "within the grace the link works on the old key"
+    );
+    let mark = sim.sides[0].events.len();
+    churn(&mut sim, 2 + PEER_TIMEOUT.as_secs() + 1);
+    let ev = events_since(&sim, 0, mark);
+    assert!(ev.contains(&LinkEvent::PreviousKeyRetired {
+        peer_switched: false
+    }));
+    assert!(ev.contains(&LinkEvent::PeerDown), "{ev:?}");
+    assert!(sim.sides[0].link.stats().dropped(SyncDrop::BadMac) > 0);
+    assert!(sim.sides[1].link.stats().dropped(SyncDrop::BadMac) > 0);
+    sim.rotate(1, new, grace);
+    churn(&mut sim, 1);
+    heal_and_converge(&mut sim, Duration::from_secs(5));
+    assert!(sim.sides[0].events[mark..].contains(&LinkEvent::PeerUp));
 }

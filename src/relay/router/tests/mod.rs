@@ -3,6 +3,7 @@
 mod admission;
 mod lifetime;
 mod peers;
+mod source_limits;
 
 use super::*;
 use crate::config::{Config, EphemeralPorts};
