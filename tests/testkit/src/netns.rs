@@ -328,9 +328,20 @@ pub fn udp_ports_bound(pid: u32, addr: Option<Ipv4Addr>) -> BTreeSet<u16> {
         .collect()
 }
 
-/// True if some socket of the process `pid` (hence in its namespace) is bound to UDP `port`.
+/// True if some socket of the process `pid` (hence in its namespace) is bound to UDP
+/// `port`, over IPv4 or IPv6.
 pub fn udp_bound_in(pid: u32, port: u16) -> bool {
-    udp_ports_bound(pid, None).contains(&port)
+    if udp_ports_bound(pid, None).contains(&port) {
+        return true;
+    }
+    let text = fs::read_to_string(format!("/proc/{pid}/net/udp6")).unwrap_or_default();
+    text.lines().skip(1).any(|l| {
+        l.split_whitespace()
+            .nth(1)
+            .and_then(|local| local.rsplit_once(':'))
+            .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+            == Some(port)
+    })
 }
 
 /// Waits until the sipp (or other program) `proc` has bound UDP `port` in its namespace.
