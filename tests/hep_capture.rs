@@ -11,7 +11,8 @@
 //! Ports: 127.0.46.1:46060 (SIP), 127.0.46.2 relay ports 15000-15099, 127.0.0.1:46070
 //! (UAS), 127.0.46.3:46080 (UAC), 127.0.46.9:46090 (collector), admin 127.0.46.1:46091;
 //! the collector-down test: 46160/46170/46180/46191, relay ports 15100-15199; the TCP
-//! test: 46260/46270/46280/46290/46291, relay ports 15200-15299.
+//! test: 46260/46270/46280/46290/46291, relay ports 15200-15299; the include_local test:
+//! 46360/46370/46380/46390/46391, relay ports 15300-15399.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -346,5 +347,77 @@ fn relaying_goes_on_with_the_collector_gone() {
     assert!(
         logged.len() == 1,
         "logged once per interval, not per packet: {logged:?}"
+    );
+}
+
+/// `include_local`: what sipfront sends itself reaches the collector too: its OPTIONS
+/// probes and the backend's replies (backend leg), and a stateless 503 (client leg).
+#[test]
+fn probes_and_local_503s_are_exported_with_include_local() {
+    let dir = TestDir::new("hep-local");
+    let (mut collector, table) =
+        start_collector(&dir, "collector", "127.0.46.9:46390", Transport::Udp);
+    let mut uas = sipp_uas(&dir, "uas", 46370);
+    let public = "127.0.46.1:46360";
+    let backend = "127.0.0.1:46370";
+    let mut front = Sipfront::start(
+        &dir,
+        SipfrontConfig {
+            relay: "127.0.46.2".into(),
+            ..SipfrontConfig::new(public, "15300-15399", "127.0.46.1:46391")
+        }
+        .backend("a", backend)
+        .extra(
+            "[health]\ninterval = \"200ms\"\ntimeout = \"150ms\"\n\n\
+             [hep]\ncollector = \"127.0.46.9:46390\"\ninclude_local = true\n",
+        ),
+    );
+    front.wait_backends_up(Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(600));
+    // No backend: sipfront answers an INVITE itself.
+    uas.stop(Duration::from_secs(5));
+    front.wait_metric(
+        "sipfront_backend_up",
+        &[("backend", "a")],
+        Duration::from_secs(10),
+        |v| v == 0.0,
+    );
+    let phone = std::net::UdpSocket::bind("127.0.46.3:46380").unwrap();
+    phone
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    phone
+        .send_to(&sip_request("INVITE", "local-503", 46380, b""), public)
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let (n, _) = phone.recv_from(&mut buf).expect("a reply from sipfront");
+    assert!(
+        buf[..n].starts_with(b"SIP/2.0 503"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    front.settled_metrics(Duration::from_millis(600), Duration::from_secs(5));
+    collector.signal("TERM");
+    collector.wait_timeout(Duration::from_secs(10));
+
+    let rows = read_rows(&table);
+    let probes = rows
+        .iter()
+        .filter(|r| r.what == "OPTIONS" && r.dst == backend && r.src.starts_with("127.0.0.1:"))
+        .count();
+    let replies = rows
+        .iter()
+        .filter(|r| r.what.starts_with("200") && r.src == backend)
+        .count();
+    assert!(probes >= 2, "probes exported: {rows:?}");
+    assert!(replies >= 2, "probe replies exported: {rows:?}");
+    let local = rows
+        .iter()
+        .find(|r| r.call_id == "local-503")
+        .unwrap_or_else(|| panic!("the 503 exported: {rows:?}"));
+    assert!(local.what.starts_with("503"), "{local:?}");
+    assert_eq!(
+        (local.src.as_str(), local.dst.as_str()),
+        (public, "127.0.46.3:46380")
     );
 }

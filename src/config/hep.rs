@@ -54,7 +54,8 @@ pub struct HepConfig {
     pub sample_ppm: u32,
     /// Only datagrams whose client or backend address is in one of these (empty: all).
     pub only: Vec<Cidr>,
-    /// Also export the stateless 503s sipfront sends itself.
+    /// Also export the stateless 503s and the health probes (with replies) sipfront
+    /// sends itself.
     pub include_local: bool,
     /// Encoded packets waiting for the sender at most (the buffer ring's size).
     pub queue: usize,

@@ -142,4 +142,35 @@ impl Shell {
             },
         );
     }
+
+    /// Health probes and their replies, taken from the prober: to HEP on the backend
+    /// leg with `include_local` (the prober keeps them only then).
+    pub(super) fn tap_probes(&mut self) {
+        while let Some(t) = self.prober.poll_tapped() {
+            let Some(hep) = self.hep.as_mut() else {
+                continue;
+            };
+            let call_id = match scan(&t.data) {
+                Scan::Sip(v) => v.call_id,
+                _ => &[],
+            };
+            let backend = if t.data.starts_with(b"SIP/2.0") {
+                t.src
+            } else {
+                t.dst
+            };
+            if !hep.selector.wants(call_id, backend.ip(), backend.ip()) {
+                continue;
+            }
+            hep.export(
+                SystemTime::now(),
+                &Leg {
+                    src: t.src,
+                    dst: t.dst,
+                    call_id,
+                    data: &t.data,
+                },
+            );
+        }
+    }
 }

@@ -222,6 +222,11 @@ async fn serve(
         nonce,
     )
     .map_err(DataplaneError::Probe)?;
+    let mut prober = prober;
+    prober.tap(
+        hep.as_ref()
+            .is_some_and(|h| h.include_local() && h.selector.legs.backend),
+    );
     let shell: Shared = Rc::new(RefCell::new(Shell {
         router,
         prober,

@@ -25,6 +25,7 @@ pub(super) fn backend_addrs(r: &Router) -> Vec<Option<SocketAddr>> {
 impl Shell {
     /// Applies health verdicts to routing, with one log line per change.
     fn apply_health_events(&mut self) {
+        self.tap_probes();
         while let Some(ev) = self.prober.poll_event() {
             let (id, up, reason) = match ev {
                 Event::Up { backend, reason } => (backend, true, reason),

@@ -14,6 +14,7 @@
 //! (RFC 792's 8 bytes) only makes the backend suspect, so the outstanding probe's
 //! timeout decides at once instead of after `fall` failures.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -133,7 +134,20 @@ pub struct Prober {
     /// Backend addresses by backend id.
     addrs: Vec<Option<SocketAddr>>,
     ignored: IgnoredLog,
+    /// Probes sent and their replies, kept for capture (HEP `include_local`) when on.
+    tapped: Option<VecDeque<Tapped>>,
 }
+
+/// A probe or its reply as it went over the wire, for capture.
+pub struct Tapped {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub data: Vec<u8>,
+}
+
+/// Tapped datagrams kept at most until the dataplane takes them: probes are a few per
+/// second per backend, so only a stalled consumer would reach it (older ones go).
+const TAP_MAX: usize = 64;
 
 /// A UDP socket connected to `addr`, with ICMP errors queued (`IP_RECVERR`).
 fn open(addr: SocketAddr) -> io::Result<UdpSocket> {
@@ -175,7 +189,31 @@ impl Prober {
             socks: addrs.iter().map(|_| None).collect(),
             addrs,
             ignored: IgnoredLog::new(),
+            tapped: None,
         })
+    }
+
+    /// Keeps probes and their replies for [`Prober::poll_tapped`] (on), or not (off).
+    pub fn tap(&mut self, on: bool) {
+        self.tapped = on.then(VecDeque::new);
+    }
+
+    /// The next probe or reply sent or received since the last call, when tapping.
+    pub fn poll_tapped(&mut self) -> Option<Tapped> {
+        self.tapped.as_mut()?.pop_front()
+    }
+
+    fn keep(&mut self, src: SocketAddr, dst: SocketAddr, data: &[u8]) {
+        if let Some(q) = self.tapped.as_mut() {
+            if q.len() == TAP_MAX {
+                q.pop_front();
+            }
+            q.push_back(Tapped {
+                src,
+                dst,
+                data: data.to_vec(),
+            });
+        }
     }
 
     /// The probe sockets' set: readable when a reply or an ICMP error waits.
@@ -252,6 +290,13 @@ impl Prober {
                     // Connected: only the backend's own datagrams arrive here.
                     Ok(len) => match self.ids.parse_reply(&buf[..len]) {
                         Some((b, seq, code)) if b == i => {
+                            if self.tapped.is_some() {
+                                let local = s.sock.local_addr();
+                                let from = s.addr;
+                                if let Ok(local) = local {
+                                    self.keep(from, local, &buf[..len]);
+                                }
+                            }
                             let b = BackendId::from_index(i);
                             if let Some(d) = self.checker.handle_reply(now, b, seq, code) {
                                 rtt(b, d.as_secs_f64());
@@ -360,9 +405,10 @@ impl Prober {
                     r = s.sock.send(&msg);
                 }
             }
-            if let Err(e) = r {
+            match r {
+                Ok(_) => self.keep(local, target, &msg),
                 // A send that fails at once is a failed probe its timeout will count.
-                tracing::debug!(backend = i, error = %e, "probe send failed");
+                Err(e) => tracing::debug!(backend = i, error = %e, "probe send failed"),
             }
         }
     }
