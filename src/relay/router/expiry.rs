@@ -25,7 +25,7 @@ const SWEEP_MIN_SLICE: usize = 4096;
 /// At most this many flow slots per slice (a slot costs a few ns: a stall well
 /// under 1 ms). A larger table takes more slices, closer together, so a round still
 /// takes about `SWEEP_EVERY × SWEEP_SLICES`.
-const SWEEP_MAX_SLICE: usize = 32768;
+const SWEEP_MAX_SLICE: usize = 16384;
 
 /// Slices never come closer than this.
 const SWEEP_MIN_EVERY: Duration = Duration::from_millis(50);
@@ -151,8 +151,8 @@ mod tests {
         assert_eq!(slicing(100_000), (12_500, SWEEP_EVERY));
         let (slice, every) = slicing(1_000_000);
         assert_eq!(slice, SWEEP_MAX_SLICE);
-        // 31 slices in a round of about 4 s.
-        assert_eq!(every, Duration::from_millis(4000) / 31);
+        // 62 slices in a round of about 4 s.
+        assert_eq!(every, Duration::from_millis(4000) / 62);
         assert_eq!(slicing(100_000_000).1, SWEEP_MIN_EVERY);
     }
 }
