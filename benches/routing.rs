@@ -1,9 +1,11 @@
 //! The routing decision per datagram, without sockets: client -> backend and
-//! backend -> client for an existing flow, with 10,000 flows in the table; and the
-//! periodic sweep (expiry, per-backend counts) over 100,000 flows and dialogs, which
-//! runs on the dataplane thread between datagrams.
+//! backend -> client for an existing flow, with 10,000 flows in the table, and in
+//! relay prefix mode with 1,000 and 1,000,000 flows (the cost should not grow with
+//! the table); and the periodic sweep (expiry, per-backend counts) over 100,000 flows
+//! and dialogs, and over 1,000,000 flows in prefix mode, which runs on the dataplane
+//! thread between datagrams.
 //!
-//! `cargo bench --bench routing`
+//! `cargo bench --bench routing` (`-- prefix` for the prefix-mode ones only)
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -79,6 +81,121 @@ fn bench_routing(c: &mut Criterion) {
     g.finish();
 }
 
+/// Prefix mode: a /12, one relay port, `max_flows` a million.
+fn prefix_config() -> Config {
+    let text = CONFIG.replace(
+        "relay_ports = \"10000-29999\"",
+        "relay_prefix = \"10.16.0.0/12\"\nrelay_port = 5062",
+    ) + "max_flows = 1000000\n[timeouts]\nflow_idle = \"1000h\"\n";
+    let eph = EphemeralPorts {
+        range: 32768..=60999,
+        reserved: vec![],
+    };
+    Config::parse(&text, &eph).unwrap()
+}
+
+/// This process's VmRSS in KiB (0 if unknown).
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// This thread's CPU time: a stall measured in it does not count the time other
+/// processes on a busy machine took the core.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid clock id and a pointer to a timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Client `i` of up to 2^22: an address of 100.64.0.0/10 each.
+fn cgnat_client(i: u32) -> SocketAddr {
+    let [_, b, c, d] = i.to_be_bytes();
+    SocketAddr::from(([100, 64 + b, c, d], 5060))
+}
+
+/// A prefix-mode router holding `n` flows (one INVITE each), and their endpoints.
+fn prefix_router(n: u32) -> (Router, Vec<(sipfront::relay::RelayPort, SocketAddr)>) {
+    let cfg = prefix_config();
+    let mut r = Router::new(RouterConfig::new(&cfg, None), &cfg.backends, Instant::now());
+    let now = Instant::now();
+    let ports = (0..n)
+        .map(|i| match r.from_client(now, cgnat_client(i), 0, INVITE) {
+            ClientAction::Forward { relay_port, to, .. } => (relay_port, to),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(r.flow_count(), n as usize);
+    (r, ports)
+}
+
+/// The routing decision in prefix mode at 1k and 1M flows: clients and endpoints are
+/// visited in a random order, so a large table is not walked through the cache.
+fn bench_prefix(c: &mut Criterion) {
+    let mut g = c.benchmark_group("prefix");
+    for (label, n) in [("1k", 1_000u32), ("1m", 1_000_000)] {
+        let rss0 = rss_kib();
+        let (mut r, ports) = prefix_router(n);
+        let grown = rss_kib().saturating_sub(rss0) * 1024;
+        println!(
+            "prefix/memory/{label}: RSS grew {} KiB building the router, {} bytes per flow",
+            grown / 1024,
+            grown / u64::from(n)
+        );
+        let now = Instant::now();
+        // A multiplicative walk over 0..n (odd step, n not a multiple of it) visits
+        // every flow in a scattered order without a table of indexes.
+        let step = (2_654_435_761u64 % u64::from(n)) | 1;
+        let mut i = 0u64;
+        g.bench_function(format!("client_to_backend/invite/{label}"), |b| {
+            b.iter(|| {
+                i = (i + step) % u64::from(n);
+                black_box(r.from_client(now, cgnat_client(i as u32), 0, black_box(INVITE)))
+            })
+        });
+        let mut j = 0u64;
+        g.bench_function(format!("backend_to_client/200_register/{label}"), |b| {
+            b.iter(|| {
+                j = (j + step) % u64::from(n);
+                let (port, src) = ports[j as usize];
+                let a = r.from_backend(now, port, src, black_box(OK_REGISTER));
+                debug_assert!(matches!(a, BackendAction::Forward { .. }));
+                black_box(a)
+            })
+        });
+        if n == 1_000_000 {
+            // The longest single sweep call over two rounds: the stall a datagram
+            // can meet with a million flows.
+            let mut t = now;
+            let (mut wall, mut cpu) = (Duration::ZERO, Duration::ZERO);
+            let calls = 200;
+            for _ in 0..calls {
+                t += Duration::from_millis(500);
+                let (s, c) = (Instant::now(), thread_cpu());
+                r.handle_timeout(black_box(t));
+                cpu = cpu.max(thread_cpu().saturating_sub(c));
+                wall = wall.max(s.elapsed());
+            }
+            assert_eq!(r.flow_count(), 1_000_000);
+            println!(
+                "prefix/sweep/1m_flows: longest single call of {calls}: {wall:?} \
+                 ({cpu:?} of this thread's CPU time: without preemption by other work)"
+            );
+        }
+    }
+    g.finish();
+}
+
 /// 100,000 flows over five relay addresses, each with a call in the dialog table.
 fn bench_sweep(c: &mut Criterion) {
     let text = CONFIG.replace(
@@ -117,15 +234,16 @@ fn bench_sweep(c: &mut Criterion) {
     );
     // The longest single call is the stall a datagram can meet: the slice that ends a
     // round also sweeps the dialog table.
-    let mut longest = Duration::ZERO;
+    let (mut wall, mut cpu) = (Duration::ZERO, Duration::ZERO);
     for _ in 0..80 {
         now += Duration::from_secs(1);
-        let t = Instant::now();
+        let (t, c) = (Instant::now(), thread_cpu());
         r.handle_timeout(black_box(now));
-        longest = longest.max(t.elapsed());
+        cpu = cpu.max(thread_cpu().saturating_sub(c));
+        wall = wall.max(t.elapsed());
     }
-    println!("sweep/100k_flows_100k_dialogs: longest single call of 80: {longest:?}");
+    println!("sweep/100k_flows_100k_dialogs: longest single call of 80: {wall:?} ({cpu:?} CPU)");
 }
 
-criterion_group!(benches, bench_routing, bench_sweep);
+criterion_group!(benches, bench_routing, bench_prefix, bench_sweep);
 criterion_main!(benches);

@@ -27,8 +27,8 @@ pub(super) struct PrefixSockets {
     /// By position in `listen.relay_port`.
     socks: Vec<StdUdpSocket>,
     ports: Vec<u16>,
-    /// Slots in use (flows and mirrored flows hold their endpoint).
-    used: Vec<bool>,
+    /// Slots in use, a bit each (flows and mirrored flows hold their endpoint).
+    used: Vec<u64>,
 }
 
 impl PrefixSockets {
@@ -57,7 +57,12 @@ impl PrefixSockets {
         Ok(PrefixSockets {
             socks,
             ports: p.ports.clone(),
-            used: vec![false; crate::relay::RelaySpace::from_config(cfg).len()],
+            used: vec![
+                0;
+                crate::relay::RelaySpace::from_config(cfg)
+                    .len()
+                    .div_ceil(64)
+            ],
         })
     }
 
@@ -231,10 +236,11 @@ impl Shell {
 
     /// Prefix mode: an endpoint taken or given back (nothing to bind or close).
     pub(super) fn mark_relay(&mut self, idx: usize, on: bool) {
-        if let Some(u) = self.prefix.used.get_mut(idx)
-            && *u != on
+        let bit = 1u64 << (idx % 64);
+        if let Some(u) = self.prefix.used.get_mut(idx / 64)
+            && (*u & bit != 0) != on
         {
-            *u = on;
+            *u ^= bit;
             if on {
                 self.relays_open += 1;
             } else {

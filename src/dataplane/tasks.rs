@@ -104,7 +104,18 @@ pub(super) async fn housekeeping(shell: Shared, status: Arc<Mutex<Status>>) {
     let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        // A large flow table is swept in more slices than ticks: wake for those too
+        // (the sweep only), so a round still takes about as long.
+        let due = shell.borrow().router.poll_timeout();
+        let sweep_only = tokio::select! {
+            _ = tick.tick() => false,
+            _ = async {
+                match due {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            } => true,
+        };
         let now = Instant::now();
         let mut guard = shell.borrow_mut();
         let s = &mut *guard;
@@ -121,6 +132,9 @@ pub(super) async fn housekeeping(shell: Shared, status: Arc<Mutex<Status>>) {
                     s.prober.set_addrs(addrs, &[], now);
                 }
             }
+        }
+        if sweep_only {
+            continue;
         }
         s.metrics.publish(
             s.router.counters(),

@@ -1,14 +1,18 @@
 //! The flow table: one entry per client transport address, each owning a relay port.
 //! Storage is a slab sized once at start; lookups by client address go through a
-//! hash map, lookups by relay port index a plain array.
+//! hash table of slab indexes, lookups by relay port index a plain array.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use hashbrown::HashTable;
+
 use super::backends::BackendId;
+use super::per_source::SourceCounts;
 use super::port::{RelayPort, RelaySpace};
-use super::ratelimit::{SourceKey, source_key};
+use super::ratelimit::SourceKey;
 
 const NO_FLOW: u32 = u32::MAX;
 
@@ -85,61 +89,65 @@ pub enum InsertError {
 }
 
 pub struct FlowTable {
+    /// Sized for `max` at start and never moved: pages are touched as flows come.
     slots: Vec<Option<Flow>>,
     free_slots: Vec<u32>,
     /// foldhash with a per-process random seed: several times cheaper than SipHash
     /// for a 6- or 18-byte key, and senders cannot precompute colliding addresses.
-    by_client: HashMap<SocketAddr, u32, foldhash::fast::RandomState>,
+    hasher: foldhash::fast::RandomState,
+    /// Flow ids by client address. The key is the flow's own `client`, not a copy:
+    /// 4 bytes an entry instead of 36.
+    by_client: HashTable<u32>,
+    /// Further source addresses of static peers (a few; not flows).
+    aliases: HashMap<SocketAddr, u32, foldhash::fast::RandomState>,
     /// Flow per relay slot (`space.index`).
     by_port: Vec<u32>,
-    /// FIFO so a just-freed port is reused last: late datagrams for the old flow
-    /// then find no flow rather than a stranger's.
-    free_ports: VecDeque<RelayPort>,
+    /// Pool endpoints never handed out are those from this position of the
+    /// interleaved order on; they go first.
+    fresh: usize,
+    /// Freed endpoints (slot indexes), FIFO, so a just-freed one is reused last:
+    /// late datagrams for the old flow then find no flow rather than a stranger's.
+    free_ports: VecDeque<u32>,
     space: RelaySpace,
     max: usize,
-    /// Further source addresses of static peers in `by_client` (not flows).
-    aliases: usize,
     /// Flows per source (IPv4 address, IPv6 /64), for the per-source cap.
-    per_source: HashMap<SourceKey, u32, foldhash::fast::RandomState>,
+    per_source: SourceCounts,
 }
 
 impl FlowTable {
     pub fn new(space: RelaySpace, max: usize) -> Self {
         let n_ports = space.len();
         let max = max.min(n_ports);
-        // Pre-size the client index up to a bound so the table never rehashes under
-        // load for typical sizes; beyond that it grows during warm-up.
-        let mut by_client = HashMap::with_hasher(foldhash::fast::RandomState::default());
-        by_client.reserve(max.min(1 << 17));
+        // Every per-flow table is sized once for `max`: growth by doubling rehashes
+        // under load and leaves the old tables' memory with the allocator.
         FlowTable {
-            slots: Vec::with_capacity(max.min(1 << 17)),
+            slots: Vec::with_capacity(max),
             free_slots: Vec::new(),
-            by_client,
+            hasher: foldhash::fast::RandomState::default(),
+            by_client: HashTable::with_capacity(max),
+            aliases: HashMap::default(),
             by_port: vec![NO_FLOW; n_ports],
-            free_ports: space.interleaved().collect(),
+            fresh: 0,
+            free_ports: VecDeque::new(),
             space,
             max,
-            aliases: 0,
-            per_source: HashMap::with_capacity_and_hasher(
-                max.min(1 << 17),
-                foldhash::fast::RandomState::default(),
-            ),
+            per_source: SourceCounts::with_capacity(max),
         }
     }
 
     pub fn len(&self) -> usize {
-        self.by_client.len() - self.aliases
+        self.by_client.len()
     }
 
     /// Flows held by `ip`'s source.
     pub fn from_source(&self, ip: std::net::IpAddr) -> u32 {
-        self.per_source.get(&source_key(ip)).copied().unwrap_or(0)
+        self.per_source.get(ip)
     }
 
     /// The `n` sources holding the most flows, most first (a pass over the sources:
     /// for the admin API, not the forwarding path).
     pub fn top_sources(&self, n: usize) -> Vec<(SourceKey, u32)> {
-        let mut v: Vec<(SourceKey, u32)> = self.per_source.iter().map(|(k, c)| (*k, *c)).collect();
+        let mut v: Vec<(SourceKey, u32)> = self.per_source.iter().collect();
         if v.len() > n {
             v.select_nth_unstable_by(n, |a, b| b.1.cmp(&a.1));
             v.truncate(n);
@@ -157,14 +165,12 @@ impl FlowTable {
     /// outside the space or taken.
     pub fn insert_static(&mut self, flow: Flow, aliases: &[SocketAddr]) -> Option<FlowId> {
         let i = self.space.index(flow.relay_port)?;
-        if self.by_port[i] != NO_FLOW || self.by_client.contains_key(&flow.client) {
+        if self.by_port[i] != NO_FLOW || self.lookup_client(&flow.client).is_some() {
             return None;
         }
         let id = self.place(flow);
         for &a in aliases {
-            if self.by_client.insert(a, id.0).is_none() {
-                self.aliases += 1;
-            }
+            self.aliases.insert(a, id.0);
         }
         Some(id)
     }
@@ -177,8 +183,26 @@ impl FlowTable {
         self.max
     }
 
+    #[inline]
+    fn find(&self, hash: u64, client: &SocketAddr) -> Option<u32> {
+        let slots = &self.slots;
+        self.by_client
+            .find(hash, |&i| {
+                slots[i as usize]
+                    .as_ref()
+                    .is_some_and(|f| f.client == *client)
+            })
+            .copied()
+    }
+
+    #[inline]
     pub fn lookup_client(&self, client: &SocketAddr) -> Option<FlowId> {
-        self.by_client.get(client).map(|&i| FlowId(i))
+        let found = self.find(self.hasher.hash_one(client), client);
+        match found {
+            Some(i) => Some(FlowId(i)),
+            None if self.aliases.is_empty() => None,
+            None => self.aliases.get(client).map(|&i| FlowId(i)),
+        }
     }
 
     pub fn lookup_port(&self, port: RelayPort) -> Option<FlowId> {
@@ -210,12 +234,20 @@ impl FlowTable {
         Ok(self.place(Flow::new(client, port, ingress, home, now)))
     }
 
-    /// Takes the next free port. The deque may hold ports that state sync took
-    /// directly (`insert_at`); those are skipped.
+    /// Takes the next free endpoint: never-used ones first, then the freed ones,
+    /// oldest first. Endpoints that state sync took directly (`insert_at`) or that
+    /// are reserved for static peers are skipped.
     fn pop_free_port(&mut self) -> Option<RelayPort> {
-        while let Some(p) = self.free_ports.pop_front() {
-            if self.lookup_port(p).is_none() {
-                return Some(p);
+        while self.fresh < self.space.pool_len() {
+            let r = self.space.interleaved_at(self.fresh);
+            self.fresh += 1;
+            if !self.space.is_static(r) && self.lookup_port(r).is_none() {
+                return Some(r);
+            }
+        }
+        while let Some(i) = self.free_ports.pop_front() {
+            if self.by_port[i as usize] == NO_FLOW {
+                return Some(self.space.at(i as usize));
             }
         }
         None
@@ -245,16 +277,16 @@ impl FlowTable {
         }
         flow.mirrored = true;
         let id = self.place(flow);
-        // Stale copies of ports in the deque are skipped by pop_free_port; keep the
-        // deque from growing without bound when many ports change hands.
+        // Stale entries in the deque are skipped by pop_free_port; keep the deque
+        // from growing without bound when many ports change hands.
         if self.free_ports.len() > 2 * self.by_port.len() {
-            let (space, by_port) = (&self.space, &self.by_port);
-            self.free_ports
-                .retain(|&p| space.index(p).is_some_and(|i| by_port[i] == NO_FLOW));
+            let by_port = &self.by_port;
+            self.free_ports.retain(|&i| by_port[i as usize] == NO_FLOW);
         }
         Ok((id, replaced))
     }
 
+    /// Stores `flow`; its client must not have a flow (callers look it up first).
     fn place(&mut self, flow: Flow) -> FlowId {
         let port = flow.relay_port;
         let client = flow.client;
@@ -268,8 +300,14 @@ impl FlowTable {
                 (self.slots.len() - 1) as u32
             }
         };
-        self.by_client.insert(client, idx);
-        *self.per_source.entry(source_key(client.ip())).or_insert(0) += 1;
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.by_client
+            .insert_unique(hasher.hash_one(client), idx, |&i| {
+                slots[i as usize]
+                    .as_ref()
+                    .map_or(0, |f| hasher.hash_one(f.client))
+            });
+        self.per_source.add(client.ip());
         if let Some(i) = self.space.index(port) {
             self.by_port[i] = idx;
         }
@@ -278,18 +316,20 @@ impl FlowTable {
 
     pub fn remove(&mut self, id: FlowId) -> Option<Flow> {
         let flow = self.slots.get_mut(id.0 as usize)?.take()?;
-        self.by_client.remove(&flow.client);
-        let key = source_key(flow.client.ip());
-        if let Some(n) = self.per_source.get_mut(&key) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_source.remove(&key);
-            }
+        if let Ok(e) = self
+            .by_client
+            .find_entry(self.hasher.hash_one(flow.client), |&i| i == id.0)
+        {
+            e.remove();
         }
+        self.per_source.remove(flow.client.ip());
         if let Some(i) = self.space.index(flow.relay_port) {
             self.by_port[i] = NO_FLOW;
+            // A static peer's endpoint never goes to the pool.
+            if !self.space.is_static(flow.relay_port) {
+                self.free_ports.push_back(i as u32);
+            }
         }
-        self.free_ports.push_back(flow.relay_port);
         self.free_slots.push(id.0);
         Some(flow)
     }

@@ -9,6 +9,7 @@ mod dialogs;
 pub mod flows;
 mod hrw;
 pub mod item;
+mod per_source;
 pub mod port;
 mod prefix_map;
 pub mod ratelimit;

@@ -66,7 +66,12 @@ impl RelaySpace {
     /// The pool of `listen` plus the relay endpoints of `peers`.
     pub fn from_config(cfg: &Config) -> Self {
         let mut s = match &cfg.listen.relay_prefix {
-            Some(p) => RelaySpace::with_port_list(&p.ports, p.addr_count() as usize),
+            // Only as many addresses as `max_flows` needs (static peers may reserve
+            // some): per-endpoint tables are arrays, a /12 is a million entries.
+            Some(p) => {
+                let need = (cfg.limits.max_flows + cfg.peers.len()).div_ceil(p.ports.len());
+                RelaySpace::with_port_list(&p.ports, need.min(p.addr_count() as usize))
+            }
             None => RelaySpace::new(&cfg.listen.relay_ports, cfg.listen.relay.len()),
         };
         let addrs = RelayAddrs::from_listen(&cfg.listen);
@@ -107,7 +112,7 @@ impl RelaySpace {
     }
 
     /// Slots of the dynamic pool.
-    fn pool_len(&self) -> usize {
+    pub fn pool_len(&self) -> usize {
         self.ports * self.addrs
     }
 
@@ -145,14 +150,21 @@ impl RelaySpace {
         }
     }
 
-    /// Every pool endpoint but the reserved ones, interleaving the addresses (port p
-    /// on each address, then p+1), so flows spread over all addresses from the start.
+    /// Pool endpoint `pos` (`pos < pool_len()`) in the order flows take them: the
+    /// addresses interleaved (port p on each address, then p+1), so flows spread over
+    /// all addresses from the start. Reserved (static) endpoints are included.
+    #[inline]
+    pub fn interleaved_at(&self, pos: usize) -> RelayPort {
+        RelayPort {
+            addr: (pos % self.addrs) as u32,
+            port: self.port_at(pos / self.addrs),
+        }
+    }
+
+    /// Every pool endpoint but the reserved ones, in [`Self::interleaved_at`] order.
     pub fn interleaved(&self) -> impl Iterator<Item = RelayPort> + '_ {
         (0..self.pool_len())
-            .map(|i| RelayPort {
-                addr: (i % self.addrs) as u32,
-                port: self.port_at(i / self.addrs),
-            })
+            .map(|i| self.interleaved_at(i))
             .filter(|r| !self.statics.contains(r))
     }
 }

@@ -3,9 +3,11 @@
 //! source, in a table bounded in size so a spoofed flood cannot grow memory. And one
 //! global [`Budget`] (e.g. for the 503s sent in all).
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::time::Instant;
+
+use hashbrown::HashTable;
 
 use super::source_limits::Class;
 
@@ -23,19 +25,53 @@ pub fn source_key(ip: IpAddr) -> SourceKey {
     }
 }
 
+/// A source as 64 bits: an IPv6 /64 is its prefix; an IPv4 address sits in
+/// ffff:ffff::/32, multicast, which is never an IPv6 source (the kernel drops such
+/// packets), so no IPv4 key equals an IPv6 one.
+fn key64(ip: IpAddr) -> u64 {
+    let v4 = |a: std::net::Ipv4Addr| 0xffff_ffff_0000_0000 | u64::from(u32::from(a));
+    match ip {
+        IpAddr::V4(a) => v4(a),
+        IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(a) => v4(a),
+            None => (u128::from(a) >> 64) as u64,
+        },
+    }
+}
+
+/// One source's bucket: 32 bytes (a table may hold a million).
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
+    key: u64,
     tokens: f64,
-    last: Instant,
+    /// Nanoseconds since the limiter's epoch.
+    last: u64,
     /// The source's class (its rate and burst), looked up when the bucket is made.
     class: Class,
 }
 
+/// Shards of the table, by hash: housekeeping prunes a few at a time, so a table of
+/// a million sources never stalls the dataplane for a whole pass.
+const SHARDS: usize = 64;
+
+/// After a pass over the whole table freed nothing, new sources are refused
+/// without another pass for this long (a flood of new sources must not cost a
+/// whole-table pass each).
+const FULL_BACKOFF_NS: u64 = 10_000_000;
+
 pub struct SourceLimiter {
-    buckets: HashMap<SourceKey, Bucket, foldhash::fast::RandomState>,
+    shards: Box<[HashTable<Bucket>]>,
+    hasher: foldhash::fast::RandomState,
+    /// The first time seen; times are kept as nanoseconds since it.
+    epoch: Option<Instant>,
+    len: usize,
     /// (rate, burst) per class; class 0 is the global limit.
     rates: Vec<(f64, f64)>,
     max_entries: usize,
+    /// No whole-table pass before this time (ns), see [`FULL_BACKOFF_NS`].
+    full_until: u64,
+    /// The next shard [`Self::prune_step`] prunes.
+    prune_next: usize,
 }
 
 impl SourceLimiter {
@@ -46,13 +82,18 @@ impl SourceLimiter {
 
     /// A (rate, burst) per class, class 0 first.
     pub fn with_classes(rates: impl IntoIterator<Item = (u32, u32)>, max_entries: usize) -> Self {
+        let per_shard = max_entries.min(1 << 14) / SHARDS;
         let mut l = SourceLimiter {
-            buckets: HashMap::with_capacity_and_hasher(
-                max_entries.min(1 << 14),
-                foldhash::fast::RandomState::default(),
-            ),
+            shards: (0..SHARDS)
+                .map(|_| HashTable::with_capacity(per_shard))
+                .collect(),
+            hasher: foldhash::fast::RandomState::default(),
+            epoch: None,
+            len: 0,
             rates: Vec::new(),
             max_entries: max_entries.max(1),
+            full_until: 0,
+            prune_next: 0,
         };
         l.set_classes(rates);
         l
@@ -68,7 +109,11 @@ impl SourceLimiter {
         if self.rates.is_empty() {
             self.rates.push((1.0, 1.0));
         }
-        self.buckets.clear();
+        for s in self.shards.iter_mut() {
+            s.clear();
+        }
+        self.len = 0;
+        self.full_until = 0;
     }
 
     /// Takes one token for `ip`'s source (class 0); see [`SourceLimiter::allow_in`].
@@ -77,53 +122,99 @@ impl SourceLimiter {
         self.allow_in(ip, now, || 0)
     }
 
+    fn ns(&mut self, now: Instant) -> u64 {
+        let e = *self.epoch.get_or_insert(now);
+        now.saturating_duration_since(e).as_nanos() as u64
+    }
+
     /// Takes one token for `ip`'s source; false when the source is over its rate (or
     /// the table of sources is full of sources that are all still limited). `class`
     /// is asked only for a source without a bucket.
     #[inline]
     pub fn allow_in(&mut self, ip: IpAddr, now: Instant, class: impl FnOnce() -> Class) -> bool {
-        let key = source_key(ip);
-        if !self.buckets.contains_key(&key) && self.buckets.len() >= self.max_entries {
-            self.prune(now);
-            if self.buckets.len() >= self.max_entries {
-                return false;
+        let key = key64(ip);
+        let h = self.hasher.hash_one(key);
+        let shard = (h >> 58) as usize % SHARDS;
+        let t = self.ns(now);
+        if let Some(b) = self.shards[shard].find_mut(h, |b| b.key == key) {
+            let (rate, burst) = rate_of(&self.rates, b.class);
+            let elapsed = t.saturating_sub(b.last) as f64 * 1e-9;
+            b.tokens = (b.tokens + elapsed * rate).min(burst);
+            b.last = t;
+            if b.tokens >= 1.0 {
+                b.tokens -= 1.0;
+                return true;
             }
+            return false;
         }
-        let rates = &self.rates;
-        let b = self.buckets.entry(key).or_insert_with(|| {
-            let class = class();
+        if self.len >= self.max_entries && !self.make_room(shard, t) {
+            return false;
+        }
+        let class = class();
+        let (_, burst) = rate_of(&self.rates, class);
+        let hasher = &self.hasher;
+        self.shards[shard].insert_unique(
+            h,
             Bucket {
-                tokens: rate_of(rates, class).1,
-                last: now,
+                key,
+                tokens: if burst >= 1.0 { burst - 1.0 } else { burst },
+                last: t,
                 class,
-            }
-        });
-        let (rate, burst) = rate_of(rates, b.class);
-        let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
-        b.tokens = (b.tokens + elapsed * rate).min(burst);
-        b.last = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            true
-        } else {
-            false
+            },
+            |b| hasher.hash_one(b.key),
+        );
+        self.len += 1;
+        burst >= 1.0
+    }
+
+    /// The table is full: prunes shards, the new key's first, until one has room.
+    #[cold]
+    fn make_room(&mut self, first: usize, t: u64) -> bool {
+        if t < self.full_until {
+            return false;
         }
+        for i in 0..SHARDS {
+            self.prune_shard((first + i) % SHARDS, t);
+            if self.len < self.max_entries {
+                return true;
+            }
+        }
+        self.full_until = t + FULL_BACKOFF_NS;
+        false
+    }
+
+    fn prune_shard(&mut self, i: usize, t: u64) {
+        let rates = &self.rates;
+        let before = self.shards[i].len();
+        // A refilled bucket is indistinguishable from a new one.
+        self.shards[i].retain(|b| {
+            let (rate, burst) = rate_of(rates, b.class);
+            b.tokens + t.saturating_sub(b.last) as f64 * 1e-9 * rate < burst
+        });
+        self.len -= before - self.shards[i].len();
     }
 
     /// Forgets sources whose bucket has refilled: they are indistinguishable from new.
     pub fn prune(&mut self, now: Instant) {
-        let rates = std::mem::take(&mut self.rates);
-        self.buckets.retain(|_, b| {
-            let (rate, burst) = rate_of(&rates, b.class);
-            let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
-            b.tokens + elapsed * rate < burst
-        });
-        self.rates = rates;
+        let t = self.ns(now);
+        for i in 0..SHARDS {
+            self.prune_shard(i, t);
+        }
+    }
+
+    /// Prunes the next `1/parts` of the table (at least one shard): called `parts`
+    /// times, it has pruned all of it.
+    pub fn prune_step(&mut self, now: Instant, parts: usize) {
+        let t = self.ns(now);
+        for _ in 0..SHARDS.div_ceil(parts.max(1)) {
+            self.prune_shard(self.prune_next, t);
+            self.prune_next = (self.prune_next + 1) % SHARDS;
+        }
     }
 
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
-        self.buckets.len()
+        self.len
     }
 }
 
@@ -205,8 +296,9 @@ mod tests {
         // Both entries still limited-ish: a third address is refused, not evicting.
         let ip3: IpAddr = "192.0.2.3".parse().unwrap();
         assert!(!l.allow(ip3, t0 + Duration::from_millis(100)));
-        // Later everything has refilled and is pruned.
+        // Later everything has refilled and is pruned (as much as makes room, then all).
         assert!(l.allow(ip3, t0 + Duration::from_secs(10)));
+        l.prune(t0 + Duration::from_secs(10));
         assert_eq!(l.len(), 1);
     }
 

@@ -22,6 +22,25 @@ pub(super) const SWEEP_SLICES: usize = 8;
 /// Tables up to this many slots are swept whole every time.
 const SWEEP_MIN_SLICE: usize = 4096;
 
+/// At most this many flow slots per slice (a slot costs a few ns: a stall well
+/// under 1 ms). A larger table takes more slices, closer together, so a round still
+/// takes about `SWEEP_EVERY × SWEEP_SLICES`.
+const SWEEP_MAX_SLICE: usize = 16384;
+
+/// Slices never come closer than this.
+const SWEEP_MIN_EVERY: Duration = Duration::from_millis(50);
+
+/// The slots one slice sweeps and the time to the next slice, for a table of
+/// `total` slots.
+fn slicing(total: usize) -> (usize, Duration) {
+    let slice = total
+        .div_ceil(SWEEP_SLICES)
+        .clamp(SWEEP_MIN_SLICE, SWEEP_MAX_SLICE);
+    let slices = total.div_ceil(slice).max(1) as u32;
+    let round = SWEEP_EVERY * SWEEP_SLICES as u32;
+    (slice, (round / slices).clamp(SWEEP_MIN_EVERY, SWEEP_EVERY))
+}
+
 impl Router {
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.next_sweep
@@ -33,10 +52,11 @@ impl Router {
             Some(t) if now < t => return,
             _ => {}
         }
-        self.next_sweep = Some(now + SWEEP_EVERY);
         let total = self.flows.slot_count();
+        let (slice, every) = slicing(total);
+        self.next_sweep = Some(now + every);
         let start = self.sweep_cursor.min(total);
-        let end = (start + total.div_ceil(SWEEP_SLICES).max(SWEEP_MIN_SLICE)).min(total);
+        let end = (start + slice).min(total);
         if start == 0 {
             self.sweep_homes.iter_mut().for_each(|n| *n = 0);
         }
@@ -66,6 +86,11 @@ impl Router {
             }
         }
         self.expired_scratch = expired;
+        // The per-source tables (up to a million sources) are pruned in parts too,
+        // one part per slice: all of them about once per round.
+        let parts = total.div_ceil(slice).max(SWEEP_SLICES);
+        self.limiter.prune_step(now, parts);
+        self.datagram_limiter.prune_step(now, parts);
         // An expired dialog lets go of its flow (the flow itself expires later, when
         // idle).
         let flows = &mut self.flows;
@@ -85,7 +110,6 @@ impl Router {
             return;
         }
         self.sweep_cursor = 0;
-        self.limiter.prune(now);
         self.access.prune(now);
         self.flows_per_backend.copy_from_slice(&self.sweep_homes);
         // A removed backend stays until no flow calls it home and no call is pinned
@@ -114,5 +138,21 @@ impl Router {
 
     pub fn poll_event(&mut self) -> Option<RouterEvent> {
         self.events.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_tables_take_more_slices_closer_together() {
+        assert_eq!(slicing(100), (SWEEP_MIN_SLICE, SWEEP_EVERY));
+        assert_eq!(slicing(100_000), (12_500, SWEEP_EVERY));
+        let (slice, every) = slicing(1_000_000);
+        assert_eq!(slice, SWEEP_MAX_SLICE);
+        // 62 slices in a round of about 4 s.
+        assert_eq!(every, Duration::from_millis(4000) / 62);
+        assert_eq!(slicing(100_000_000).1, SWEEP_MIN_EVERY);
     }
 }

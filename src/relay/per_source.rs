@@ -1,0 +1,122 @@
+//! Flows per source (an IPv4 address or an IPv6 /64), for `limits.max_flows_per_ip`.
+//! Two maps with the narrowest key each (u32, u64) instead of one keyed by a u128
+//! [`SourceKey`]: with a source per flow (phones behind their own NATs) this map has
+//! as many entries as the flow table, so its entry size is memory per flow.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use super::ratelimit::{SourceKey, source_key};
+
+type Map<K> = HashMap<K, u32, foldhash::fast::RandomState>;
+
+/// A source in its narrow form; the same grouping as [`source_key`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Src {
+    V4(u32),
+    V6(u64),
+}
+
+fn src_of(ip: IpAddr) -> Src {
+    match ip {
+        IpAddr::V4(a) => Src::V4(u32::from(a)),
+        IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(v4) => Src::V4(u32::from(v4)),
+            None => Src::V6((u128::from(a) >> 64) as u64),
+        },
+    }
+}
+
+pub struct SourceCounts {
+    v4: Map<u32>,
+    v6: Map<u64>,
+}
+
+impl SourceCounts {
+    /// Room for `n` sources of each family, allocated once (growth by doubling would
+    /// leave the old table's memory behind in the allocator).
+    pub fn with_capacity(n: usize) -> Self {
+        let h = foldhash::fast::RandomState::default;
+        SourceCounts {
+            v4: Map::with_capacity_and_hasher(n, h()),
+            v6: Map::with_capacity_and_hasher(n, h()),
+        }
+    }
+
+    pub fn get(&self, ip: IpAddr) -> u32 {
+        match src_of(ip) {
+            Src::V4(k) => self.v4.get(&k),
+            Src::V6(k) => self.v6.get(&k),
+        }
+        .copied()
+        .unwrap_or(0)
+    }
+
+    pub fn add(&mut self, ip: IpAddr) {
+        let n = match src_of(ip) {
+            Src::V4(k) => self.v4.entry(k).or_insert(0),
+            Src::V6(k) => self.v6.entry(k).or_insert(0),
+        };
+        *n += 1;
+    }
+
+    pub fn remove(&mut self, ip: IpAddr) {
+        fn dec<K: std::hash::Hash + Eq>(m: &mut Map<K>, k: K) {
+            if let Some(n) = m.get_mut(&k) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&k);
+                }
+            }
+        }
+        match src_of(ip) {
+            Src::V4(k) => dec(&mut self.v4, k),
+            Src::V6(k) => dec(&mut self.v6, k),
+        }
+    }
+
+    /// Every source with its count, as [`SourceKey`]s.
+    pub fn iter(&self) -> impl Iterator<Item = (SourceKey, u32)> + '_ {
+        let v4 = self
+            .v4
+            .iter()
+            .map(|(&k, &n)| (source_key(IpAddr::V4(k.into())), n));
+        let v6 = self.v6.iter().map(|(&k, &n)| {
+            let ip = std::net::Ipv6Addr::from(u128::from(k) << 64);
+            (source_key(IpAddr::V6(ip)), n)
+        });
+        v4.chain(v6)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_by_source_as_source_key_groups_them() {
+        let mut c = SourceCounts::with_capacity(4);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        c.add(ip("192.0.2.1"));
+        c.add(ip("::ffff:192.0.2.1"));
+        c.add(ip("2001:db8:1:2::1"));
+        c.add(ip("2001:db8:1:2::9"));
+        c.add(ip("2001:db8:1:3::1"));
+        assert_eq!(c.get(ip("192.0.2.1")), 2);
+        assert_eq!(c.get(ip("2001:db8:1:2::77")), 2);
+        let mut all: Vec<_> = c.iter().collect();
+        all.sort();
+        let mut want = vec![
+            (source_key(ip("192.0.2.1")), 2),
+            (source_key(ip("2001:db8:1:2::")), 2),
+            (source_key(ip("2001:db8:1:3::")), 1),
+        ];
+        want.sort();
+        assert_eq!(all, want);
+        c.remove(ip("192.0.2.1"));
+        c.remove(ip("192.0.2.1"));
+        c.remove(ip("192.0.2.1"));
+        assert_eq!(c.get(ip("192.0.2.1")), 0);
+        assert_eq!(c.iter().count(), 2);
+    }
+}
