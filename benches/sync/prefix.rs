@@ -390,7 +390,24 @@ fn wait_metric_slow(
     }
 }
 
+/// UDP `RcvbufErrors` of a namespace (/proc/net/snmp, read by a process inside it).
+fn rcvbuf_errors(ns: &testkit::Netns) -> u64 {
+    let snmp = ns.run("cat", &["/proc/net/snmp"]);
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp: "));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "RcvbufErrors")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
 struct PrefixRun {
+    /// Datagrams B's namespace dropped for a full receive buffer during the run.
+    rcvbuf_errors: u64,
     to_full_ms: f64,
     to_flows_ms: f64,
     log_span_ms: Option<f64>,
@@ -506,6 +523,7 @@ pub fn run_prefix(n: usize, reps: usize, window: usize, keep: bool) {
     for rep in 1..=reps {
         b.proc.kill();
         let cap = Capture::start_on(&dir, &format!("prefix-full-{rep}"), "sa", NS_B_ADDR);
+        let drops0 = rcvbuf_errors(&ns_b);
         let t0 = Instant::now();
         b = start_b(&format!("sipfront-B-{rep}.log"));
         let timeout = Duration::from_secs(120);
@@ -526,9 +544,11 @@ pub fn run_prefix(n: usize, reps: usize, window: usize, keep: bool) {
         let to_flows_ms = t0.elapsed().as_secs_f64() * 1000.0;
         let cpu = cpu_ms(b.proc.pid());
         let rss = rss_kib(b.proc.pid());
+        let rcvbuf = rcvbuf_errors(&ns_b) - drops0;
         sleep(Duration::from_millis(500));
         let traffic = classify(&cap.stop());
         let run = PrefixRun {
+            rcvbuf_errors: rcvbuf,
             to_full_ms,
             to_flows_ms,
             log_span_ms: log_span_ms(
@@ -631,7 +651,8 @@ pub fn run_prefix(n: usize, reps: usize, window: usize, keep: bool) {
         let _ = writeln!(
             r,
             "   run {}: full-table datagrams {} ({} B = {:.1} B/flow, {} table(s) started), flow \
-             items {}, items datagrams {}, hello {}, undecodable {}",
+             items {}, items datagrams {}, hello {}, undecodable {}; UDP RcvbufErrors in B's \
+             namespace {}",
             i + 1,
             x.traffic.full.0,
             x.traffic.full.1,
@@ -640,7 +661,8 @@ pub fn run_prefix(n: usize, reps: usize, window: usize, keep: bool) {
             x.traffic.flow_items,
             x.traffic.items.0,
             x.traffic.hello.0,
-            x.traffic.undecodable
+            x.traffic.undecodable,
+            x.rcvbuf_errors
         );
     }
     let _ = writeln!(r, "   B's sync drops (last run): {b_drops:?}");
