@@ -31,7 +31,16 @@
 //! ```text
 //! cargo bench --bench sync                     # 16384 flows, 3 full syncs
 //! cargo bench --bench sync -- --flows 19000 --reps 5 --keep
+//! cargo bench --bench sync -- --prefix --flows 1000000 --reps 3
+//! cargo bench --bench sync -- --takeover --flows 100000 [--stride 10]
 //! ```
+//!
+//! `--prefix` (sync/prefix.rs): the same full sync with both hosts in relay prefix mode
+//! (no socket per flow, so up to 1,048,576 flows; each host in a namespace of its own,
+//! clients impersonated with `IP_PKTINFO`). `--takeover` (sync/takeover.rs): a VRRP pair
+//! in prefix mode, N phones registered and mirrored, the master killed, and the time from
+//! the VIP move until the backend has reached every phone through its relay endpoint.
+//! `--window N`: REGISTERs (and OPTIONS) in flight (512).
 //!
 //! Needs root (network namespace, raising RLIMIT_NOFILE: each host holds one socket per
 //! flow) and tcpdump. Output: stdout and `target/sync-bench.txt`. Run without `--bench` (as
@@ -43,6 +52,13 @@ mod capture;
 mod host;
 #[path = "sync/load.rs"]
 mod load;
+#[allow(dead_code)]
+#[path = "flows/pktinfo.rs"]
+mod pktinfo;
+#[path = "sync/prefix.rs"]
+mod prefix;
+#[path = "sync/takeover.rs"]
+mod takeover;
 
 use capture::*;
 use host::*;
@@ -51,7 +67,7 @@ use load::*;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs::{self, File};
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
@@ -77,6 +93,14 @@ struct Args {
     flows: Option<usize>,
     reps: usize,
     keep: bool,
+    /// Relay prefix mode (sync/prefix.rs).
+    prefix: bool,
+    /// Takeover reachability in prefix mode (sync/takeover.rs).
+    takeover: bool,
+    /// REGISTERs in flight in prefix mode.
+    window: usize,
+    /// Takeover round: every K-th phone.
+    stride: usize,
 }
 
 fn parse_args(argv: &[String]) -> Result<Args, String> {
@@ -84,28 +108,42 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
         flows: None,
         reps: 3,
         keep: false,
+        prefix: false,
+        takeover: false,
+        window: 512,
+        stride: 1,
     };
     let mut it = argv.iter();
     while let Some(x) = it.next() {
         match x.as_str() {
             "--bench" => {}
             "--keep" => a.keep = true,
-            "--flows" | "--reps" => {
+            "--prefix" => a.prefix = true,
+            "--takeover" => a.takeover = true,
+            "--flows" | "--reps" | "--window" | "--stride" => {
                 let v: usize = it
                     .next()
                     .and_then(|v| v.parse().ok())
                     .ok_or_else(|| format!("{x} needs a number"))?;
-                if x == "--flows" {
-                    a.flows = Some(v);
-                } else {
-                    a.reps = v.max(1);
+                match x.as_str() {
+                    "--flows" => a.flows = Some(v),
+                    "--window" => a.window = v.max(1),
+                    "--stride" => a.stride = v.max(1),
+                    _ => a.reps = v.max(1),
                 }
             }
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
-    if a.flows.is_some_and(|f| f == 0 || f > MAX_FLOWS) {
-        return Err(format!("--flows must be 1..={MAX_FLOWS}"));
+    let max = if a.takeover {
+        takeover::TAKEOVER_CAPACITY
+    } else if a.prefix {
+        prefix::PREFIX_CAPACITY
+    } else {
+        MAX_FLOWS
+    };
+    if a.flows.is_some_and(|f| f == 0 || f > max) {
+        return Err(format!("--flows must be 1..={max}"));
     }
     Ok(a)
 }
@@ -250,6 +288,24 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if args.takeover {
+        takeover::run_takeover(
+            args.flows.unwrap_or(100_000),
+            args.window,
+            args.stride,
+            args.keep,
+        );
+        return;
+    }
+    if args.prefix {
+        prefix::run_prefix(
+            args.flows.unwrap_or(100_000),
+            args.reps,
+            args.window,
+            args.keep,
+        );
+        return;
+    }
     let work = tempfile::Builder::new()
         .prefix("sipfront-sync-bench-")
         .tempdir()

@@ -12,12 +12,17 @@ pub struct Capture {
 impl Capture {
     /// tcpdump on lo: UDP datagrams to B's sync port (A's messages).
     pub fn start(dir: &Path, name: &str) -> Capture {
+        Capture::start_on(dir, name, "lo", B)
+    }
+
+    /// tcpdump on `iface`: UDP datagrams to `dst`'s sync port.
+    pub fn start_on(dir: &Path, name: &str, iface: &str, dst: &str) -> Capture {
         let file = dir.join(format!("{name}.pcap"));
         let log = dir.join(format!("{name}.log"));
         let mut cmd = Command::new("tcpdump");
         cmd.args([
             "-i",
-            "lo",
+            iface,
             "-nn",
             "-U",
             "--immediate-mode",
@@ -26,7 +31,7 @@ impl Capture {
             "-w",
         ])
         .arg(&file)
-        .arg(format!("udp and dst host {B} and dst port {SYNC_PORT}"));
+        .arg(format!("udp and dst host {dst} and dst port {SYNC_PORT}"));
         let proc = Proc::spawn(&mut cmd, &log);
         let ok = wait_until(Duration::from_secs(10), || {
             fs::read_to_string(&log).is_ok_and(|t| t.contains("listening on"))

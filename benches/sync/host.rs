@@ -131,6 +131,9 @@ pub fn write_config(dir: &Path, own: &str, peer: &str, n_ports: usize) -> PathBu
 pub struct Host {
     pub proc: Proc,
     pub admin: String,
+    /// The namespace to reach the admin endpoint in (prefix mode: B's), if not this
+    /// thread's.
+    pub ns: Option<String>,
 }
 
 impl Host {
@@ -143,6 +146,7 @@ impl Host {
         Host {
             proc: Proc::spawn(&mut cmd, &dir.join(log_name)),
             admin: format!("{own}:9090"),
+            ns: None,
         }
     }
 
@@ -153,7 +157,11 @@ impl Host {
             self.admin,
             self.proc.log_text()
         );
-        testkit::http_body(self.admin.parse().ok()?, "/metrics")
+        let addr: SocketAddr = self.admin.parse().ok()?;
+        match &self.ns {
+            Some(ns) => testkit::in_netns(ns, || testkit::http_body(addr, "/metrics")),
+            None => testkit::http_body(addr, "/metrics"),
+        }
     }
 
     pub fn metric(&mut self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
