@@ -23,7 +23,9 @@ use crate::sync::{Item, Key, SyncDrop};
 const TAKE_EVERY: Duration = Duration::from_millis(20);
 /// How often the backend set is hashed again for the hello (config reload).
 const BACKENDS_EVERY: Duration = Duration::from_secs(1);
-const SYNC_RCVBUF: usize = 4 << 20;
+/// A full table arrives paced, but a peer busy elsewhere must not lose a chunk of it
+/// (a lost chunk costs a whole new table).
+const SYNC_RCVBUF: usize = 8 << 20;
 const RECV_PER_WAKE: usize = 256;
 
 pub struct Opened {
@@ -52,7 +54,7 @@ fn random_epoch() -> u64 {
 pub fn open(sc: &SyncConfig, cfg: &Config) -> io::Result<Opened> {
     let std = StdUdpSocket::bind(sc.listen)?;
     std.set_nonblocking(true)?;
-    let _ = socket2::SockRef::from(&std).set_recv_buffer_size(SYNC_RCVBUF);
+    crate::sys::socket::set_recv_buffer(&std, SYNC_RCVBUF);
     let names: Vec<&str> = cfg.backends.iter().map(|b| b.name.as_str()).collect();
     let link = Link::new(
         Key::new(sc.key.as_bytes()),

@@ -33,8 +33,7 @@ pub fn bind_wildcard(v6: bool, port: u16, rcvbuf: usize) -> io::Result<StdUdpSoc
     } else {
         setsockopt(s.as_raw_fd(), libc::IPPROTO_IP, libc::IP_PKTINFO, on)?;
     }
-    // Best effort: capped by net.core.rmem_max.
-    let _ = s.set_recv_buffer_size(rcvbuf);
+    super::socket::set_recv_buffer(&s, rcvbuf);
     s.set_nonblocking(true)?;
     s.bind(&SocketAddr::new(any, port).into())?;
     Ok(s.into())

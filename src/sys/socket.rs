@@ -15,12 +15,22 @@ pub fn bind_udp(addr: SocketAddr, rcvbuf: Option<usize>) -> io::Result<StdUdpSoc
         IpAddr::V6(_) => s.set_freebind_v6(true)?,
     }
     if let Some(n) = rcvbuf {
-        // Best effort: capped by net.core.rmem_max.
-        let _ = s.set_recv_buffer_size(n);
+        set_recv_buffer(&s, n);
     }
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
     Ok(s.into())
+}
+
+/// Sets a socket's receive buffer to `n` bytes, best effort: `SO_RCVBUFFORCE` first
+/// (with `CAP_NET_ADMIN`, which the unit grants, it is not capped by
+/// `net.core.rmem_max`, 208 KiB on a stock kernel: a burst or a full sync table would
+/// overflow that), else `SO_RCVBUF` (capped).
+pub fn set_recv_buffer(s: &impl std::os::fd::AsFd, n: usize) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    if setsockopt(s, sockopt::RcvBufForce, &n).is_err() {
+        let _ = setsockopt(s, sockopt::RcvBuf, &n);
+    }
 }
 
 /// Sends without waiting for tokio's write readiness: a UDP send either fits the
