@@ -11,8 +11,8 @@
 //! `relays.rs`; probes, housekeeping, reload: `tasks.rs`.
 
 use std::io;
-use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
-use std::os::fd::AsRawFd;
+use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -45,7 +45,7 @@ use crate::relay::{BackendAction, ClientAction, RelayPort, RelaySpace, Router};
 use crate::sip::response::build_response;
 use crate::sync::Key;
 use crate::sys::epoll::{self, Epoll};
-use crate::sys::mmsg::{self, RecvBatch};
+use crate::sys::mmsg::{self, RecvBatch, SendBatch};
 use crate::sys::socket::{bind_udp, send_now};
 
 /// `recvmmsg` batches per public socket per turn before other sockets get a turn.
@@ -108,6 +108,9 @@ pub(super) struct Shell {
     /// their epoll token is `PREFIX_TOKEN` + that position), and the slots in use.
     /// Empty in port mode.
     prefix: relays::PrefixSockets,
+    /// Relayed datagrams of this turn, sent per socket by `flush_sends`; taken out
+    /// while flushing.
+    out: Option<Box<SendBatch>>,
     /// The ICMP fast path wants a probe now.
     probe_now: bool,
     probe_buf: Vec<u8>,
@@ -230,6 +233,7 @@ pub fn run(
         poll,
         relays_open: 0,
         prefix,
+        out: Some(Box::default()),
         probe_now: false,
         probe_buf: vec![0u8; mmsg::BUF_LEN],
         hep,
@@ -327,15 +331,20 @@ impl Shell {
                 } else if token == PROBE_TOKEN {
                     probes = true;
                 } else if token == SYNC_TOKEN {
+                    // The sync link may close relay sockets: their sends go first.
+                    self.flush_sends(now);
                     if let Some(l) = sync.as_deref_mut() {
                         l.turn(self, now, status);
                     }
-                } else if token == WAKE_TOKEN
-                    && (!control::serve(self, control) || *shutdown.borrow())
-                {
-                    return;
+                } else if token == WAKE_TOKEN {
+                    self.flush_sends(now);
+                    if !control::serve(self, control) || *shutdown.borrow() {
+                        return;
+                    }
                 }
             }
+            // Before anything can close a relay socket (housekeeping, sync).
+            self.flush_sends(now);
             // What is due. Datagrams handled above may have asked for a probe now.
             let now = Instant::now();
             if probes || self.probe_now || probe_at.is_some_and(|t| t <= now) {
@@ -447,21 +456,11 @@ impl Shell {
                 return;
             }
         }
-        let Some(relay) = &self.relays[idx] else {
+        let Some(fd) = self.relays[idx].as_ref().map(|r| r.as_raw_fd()) else {
             self.router.send_failed();
             return;
         };
-        if send_now(relay, data, to).is_err() {
-            // A pending ICMP error (IP_RECVERR) fails one send: learn from it, then
-            // send once more.
-            let fd = relay.as_raw_fd();
-            self.on_relay_error(now, &fd);
-            let resent = self.relays[idx].as_ref().map(|r| send_now(r, data, to));
-            if !matches!(resent, Some(Ok(_))) {
-                self.router.send_failed();
-                return;
-            }
-        }
+        self.queue_send(now, fd, data, to, None);
         self.tap(Way::ToBackend, ingress, from, relay_port, to, data);
     }
 
@@ -498,15 +497,57 @@ impl Shell {
         if let BackendAction::Forward { to, ingress, .. } =
             self.router.from_backend(now, port, from, data)
         {
-            let sent = self
-                .public
-                .get(usize::from(ingress))
-                .map(|p| send_now(p, data, to));
-            if !matches!(sent, Some(Ok(_))) {
+            let Some(fd) = self.public.get(usize::from(ingress)).map(|p| p.as_raw_fd()) else {
                 self.router.send_failed();
                 return;
-            }
+            };
+            self.queue_send(now, fd, data, to, None);
             self.tap(Way::ToClient, ingress, to, port, from, data);
         }
+    }
+
+    /// Queues a relayed datagram for `flush_sends` (flushing first when full). It
+    /// counts as sent; a send that fails there is counted then.
+    fn queue_send(
+        &mut self,
+        now: Instant,
+        fd: RawFd,
+        data: &[u8],
+        to: SocketAddr,
+        src: Option<IpAddr>,
+    ) {
+        if self
+            .out
+            .as_mut()
+            .is_some_and(|o| o.push_from(fd, data, to, src))
+        {
+            return;
+        }
+        self.flush_sends(now);
+        if !self
+            .out
+            .get_or_insert_default()
+            .push_from(fd, data, to, src)
+        {
+            self.router.send_failed();
+        }
+    }
+
+    /// Sends the queued datagrams, one `sendmmsg` per socket. A pending ICMP error
+    /// (IP_RECVERR) fails one send: learn from it, then send that one once more.
+    fn flush_sends(&mut self, now: Instant) {
+        let Some(mut out) = self.out.take() else {
+            return;
+        };
+        if !out.is_empty() {
+            let lost = out.flush(|fd| {
+                self.on_relay_error(now, &fd);
+                true
+            });
+            for _ in 0..lost {
+                self.router.send_failed();
+            }
+        }
+        self.out = Some(out);
     }
 }

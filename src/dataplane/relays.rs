@@ -161,25 +161,17 @@ impl Shell {
         }
     }
 
-    /// Prefix mode: sends from the flow's endpoint address on its port's socket.
+    /// Prefix mode: queues a send from the flow's endpoint address on its port's
+    /// socket (sent by `flush_sends`).
     pub(super) fn send_prefix(&mut self, now: Instant, r: RelayPort, to: SocketAddr, data: &[u8]) {
-        let (Some(src), Some(sock)) = (self.relay_addrs.ip(r.addr), self.prefix.sock(r.port))
-        else {
+        let (Some(src), Some(fd)) = (
+            self.relay_addrs.ip(r.addr),
+            self.prefix.sock(r.port).map(|s| s.as_raw_fd()),
+        ) else {
             self.router.send_failed();
             return;
         };
-        if pktinfo::send_from(sock, data, to, src).is_err() {
-            // A pending ICMP error (IP_RECVERR) fails one send: learn, then resend.
-            let fd = sock.as_raw_fd();
-            self.on_relay_error(now, &fd);
-            let resent = self
-                .prefix
-                .sock(r.port)
-                .map(|s| pktinfo::send_from(s, data, to, src));
-            if !matches!(resent, Some(Ok(_))) {
-                self.router.send_failed();
-            }
-        }
+        self.queue_send(now, fd, data, to, Some(src));
     }
 
     /// Prefix mode: an endpoint taken or given back (nothing to bind or close).
