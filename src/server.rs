@@ -7,11 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 use crate::admin::{self, ApiState, Token, conn::ConnLimits};
 use crate::config::{Admin, Config};
-use crate::dataplane::{self, Control, DataplaneError, Handles, MetricsHandles, Status};
+use crate::dataplane::{self, Control, ControlTx, DataplaneError, Handles, MetricsHandles, Status};
 use crate::vrrp::shell::{Tracked, VrrpHandle};
 
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +34,7 @@ pub enum ServerError {
 pub struct Running {
     pub admin_addr: SocketAddr,
     pub status: Arc<Mutex<Status>>,
-    control: mpsc::Sender<Control>,
+    control: ControlTx,
     shutdown: watch::Sender<bool>,
     dataplane: Option<JoinHandle<Result<(), DataplaneError>>>,
     vrrp: Option<VrrpHandle>,
@@ -61,6 +61,7 @@ impl Running {
 
     fn halt(&mut self) -> Result<(), DataplaneError> {
         let _ = self.shutdown.send(true);
+        self.control.wake();
         match self.dataplane.take().map(|h| h.join()) {
             Some(Ok(r)) => r,
             Some(Err(_)) => {
@@ -153,7 +154,7 @@ pub async fn start(cfg: Config, prom: PrometheusHandle) -> Result<Running, Serve
     let peers: Vec<String> = cfg.peers.iter().map(|p| p.name.clone()).collect();
     let metrics = MetricsHandles::register(&names, &peers);
     let (tx, rx) = watch::channel(false);
-    let (ctl_tx, ctl_rx) = mpsc::channel(64);
+    let (ctl_tx, ctl_rx) = dataplane::channel(64).map_err(ServerError::Thread)?;
     let dp_status = status.clone();
     let admin_token = Token::new(cfg.admin.token.as_deref());
     let admin_cfg = cfg.admin.clone();

@@ -67,7 +67,7 @@ impl Token {
 pub struct ApiState {
     pub prom: PrometheusHandle,
     pub status: Arc<Mutex<Status>>,
-    pub control: mpsc::Sender<Control>,
+    pub control: crate::dataplane::ControlTx,
     pub token: Token,
 }
 

@@ -1,13 +1,14 @@
 //! Requests from other threads (admin API, SIGHUP) into the dataplane thread. They
-//! arrive on a channel and are applied between datagrams, so the router is never
-//! shared or locked.
+//! arrive on a channel whose sender also writes the dataplane's wake-up eventfd, and
+//! are applied between datagrams, so the router is never shared or locked.
 
-use std::cell::RefCell;
+use std::io;
 use std::net::SocketAddr;
-use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use tokio::sync::mpsc::error::{SendError, TryRecvError};
 use tokio::sync::{mpsc, oneshot};
 
 use super::Shell;
@@ -15,6 +16,7 @@ use crate::capture::live::{Refused, Subscription};
 use crate::config::{Cidr, Config};
 use crate::relay::AdminState;
 use crate::relay::top::source_name;
+use crate::sys::wake::Wake;
 
 /// One flow, as `/api/v1/flows` and `sipfront ctl flows` show it.
 #[derive(Debug, Clone, Serialize)]
@@ -102,9 +104,61 @@ pub struct TopInfo {
     pub by_flows: Vec<TopFlows>,
 }
 
-pub(super) async fn serve(shell: Rc<RefCell<Shell>>, mut rx: mpsc::Receiver<Control>) {
-    while let Some(msg) = rx.recv().await {
-        let mut s = shell.borrow_mut();
+/// The sending side of the control channel: each request also wakes the dataplane
+/// thread out of `epoll_wait`.
+#[derive(Clone)]
+pub struct ControlTx {
+    tx: mpsc::Sender<Control>,
+    wake: Arc<Wake>,
+}
+
+impl ControlTx {
+    pub async fn send(&self, msg: Control) -> Result<(), SendError<Control>> {
+        self.tx.send(msg).await?;
+        self.wake.wake();
+        Ok(())
+    }
+
+    /// Wakes the dataplane without a request (shutdown: it checks its watch then).
+    pub fn wake(&self) {
+        self.wake.wake();
+    }
+}
+
+/// The dataplane's end: requests and the eventfd that says some may be waiting.
+pub struct ControlRx {
+    pub(super) rx: mpsc::Receiver<Control>,
+    pub(super) wake: Arc<Wake>,
+}
+
+/// A control channel of `capacity` requests.
+pub fn channel(capacity: usize) -> io::Result<(ControlTx, ControlRx)> {
+    let wake = Arc::new(Wake::new()?);
+    let (tx, rx) = mpsc::channel(capacity);
+    Ok((
+        ControlTx {
+            tx,
+            wake: wake.clone(),
+        },
+        ControlRx { rx, wake },
+    ))
+}
+
+/// Applies every waiting request; false once every sender is gone.
+pub(super) fn serve(s: &mut Shell, rx: &mut ControlRx) -> bool {
+    rx.wake.clear();
+    loop {
+        match rx.rx.try_recv() {
+            Ok(msg) => s.control(msg),
+            Err(TryRecvError::Empty) => return true,
+            Err(TryRecvError::Disconnected) => return false,
+        }
+    }
+}
+
+impl Shell {
+    fn control(&mut self, msg: Control) {
+        let s = self;
         match msg {
             Control::SetAdmin {
                 backend,

@@ -1,24 +1,22 @@
-//! The thin tokio shell around [`Router`] and the health [`Prober`]: it owns the
-//! sockets and the clock, feeds datagrams in, and sends what the router decides.
+//! The thin shell around [`Router`] and the health [`Prober`]: it owns the sockets
+//! and the clock, feeds datagrams in, and sends what the router decides.
 //!
-//! Everything runs on one thread (a current-thread runtime with a `LocalSet`): the
+//! Everything runs on one thread without an async runtime: one level-triggered epoll
+//! set holds the public sockets, the relay sockets, the probe sockets' set, the sync
+//! socket and an eventfd that control requests and shutdown write to; its timeout is
+//! the next deadline of probes, peer probes, housekeeping and the sync link. The
 //! router needs no lock, and a datagram is received, routed and sent without a
 //! hand-off between threads. One batch of receive buffers serves all sockets, so a
 //! flow costs its socket and an epoll entry, not a task or 64 KiB. Relay sockets:
 //! `relays.rs`; probes, housekeeping, reload: `tasks.rs`.
 
-use std::cell::RefCell;
 use std::io;
-use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
-use std::os::fd::AsRawFd;
-use std::rc::Rc;
+use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tokio::io::unix::AsyncFd;
-use tokio::io::{Interest, Ready};
-use tokio::sync::{Notify, mpsc, watch};
-use tokio::task::LocalSet;
+use tokio::sync::watch;
 
 mod capture;
 mod control;
@@ -29,13 +27,12 @@ mod status;
 mod sync;
 mod tasks;
 
-pub use control::{BanInfo, Control, FlowInfo, TopInfo};
+pub use control::{BanInfo, Control, ControlRx, ControlTx, FlowInfo, TopInfo, channel};
 pub use metrics::MetricsHandles;
 pub use status::{BackendInfo, PeerInfo, Readiness, STALE, Status};
 
 use capture::Way;
-use relays::relay_reactor;
-use tasks::{backend_addrs, housekeeping, probe_loop};
+use tasks::{HOUSEKEEPING_EVERY, backend_addrs};
 
 use crate::capture::HepExporter;
 use crate::capture::live::Taps;
@@ -47,13 +44,22 @@ use crate::relay::router::RouterConfig;
 use crate::relay::{BackendAction, ClientAction, RelayPort, RelaySpace, Router};
 use crate::sip::response::build_response;
 use crate::sync::Key;
-use crate::sys::epoll::Epoll;
-use crate::sys::mmsg::{self, RecvBatch};
+use crate::sys::epoll::{self, Epoll};
+use crate::sys::mmsg::{self, RecvBatch, SendBatch};
 use crate::sys::socket::{bind_udp, send_now};
 
-/// `recvmmsg` batches per wake-up before other sockets get a turn.
+/// `recvmmsg` batches per public socket per turn before other sockets get a turn.
 const ROUNDS: usize = 4;
 const PUBLIC_RCVBUF: usize = 8 << 20;
+
+/// Epoll tokens. Port-mode relay sockets use their slot (below `TAG`); the others
+/// are tagged.
+const TAG: u64 = 1 << 40;
+const PUBLIC_TOKEN: u64 = TAG;
+pub(super) const PREFIX_TOKEN: u64 = 2 * TAG;
+const PROBE_TOKEN: u64 = 3 * TAG;
+const SYNC_TOKEN: u64 = 4 * TAG;
+const WAKE_TOKEN: u64 = 5 * TAG;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
@@ -67,7 +73,7 @@ pub enum DataplaneError {
     Route(io::Error),
     #[error("cannot open the HEP capture socket: {0}")]
     Hep(io::Error),
-    #[error("cannot start the dataplane runtime: {0}")]
+    #[error("cannot start the dataplane: {0}")]
     Runtime(io::Error),
 }
 
@@ -84,20 +90,6 @@ pub fn bind_public(cfg: &Config) -> Result<Vec<StdUdpSocket>, DataplaneError> {
         .collect()
 }
 
-/// A socket in the reactor for reading only. tokio's own `UdpSocket` also registers
-/// for writability, and on loopback every send then wakes the reactor once more
-/// (EPOLLOUT as the sent datagram's buffer space is freed): a third more
-/// `epoll_wait` calls for nothing, since sends never wait (see `send_now`).
-type Sock = AsyncFd<StdUdpSocket>;
-
-fn register<T: AsRawFd>(s: T) -> io::Result<AsyncFd<T>> {
-    // SAFETY: callers pass types that own their descriptor (sockets, the epoll set),
-    // and the AsyncFd owns them, so the descriptor stays open and the same for as
-    // long as it is registered.
-    unsafe { AsyncFd::register_with_interest(s, Interest::READABLE | Interest::ERROR) }
-        .map_err(io::Error::from)
-}
-
 pub(super) struct Shell {
     pub(super) router: Router,
     pub(super) prober: Prober,
@@ -105,54 +97,50 @@ pub(super) struct Shell {
     pub(super) cfg: Config,
     relay_addrs: RelayAddrs,
     space: RelaySpace,
-    public: Vec<Rc<Sock>>,
-    /// Relay sockets by slot; all of them in `relay_poll`, drained by one task.
+    public: Vec<StdUdpSocket>,
+    /// Relay sockets by slot; all of them in `poll`.
     relays: Vec<Option<StdUdpSocket>>,
-    relay_poll: Rc<AsyncFd<Epoll>>,
+    /// The thread's one epoll set (see the module doc).
+    poll: Epoll,
     /// Endpoints in use: open sockets (port mode), marked slots (prefix mode).
     relays_open: usize,
     /// Prefix mode: the wildcard sockets, one per `listen.relay_port` (same order;
-    /// their epoll token is that position), and the slots in use. Empty in port mode.
+    /// their epoll token is `PREFIX_TOKEN` + that position), and the slots in use.
+    /// Empty in port mode.
     prefix: relays::PrefixSockets,
-    /// Taken out while a batch is handled (the handlers borrow the shell mutably).
-    batch: Option<Box<RecvBatch>>,
-    /// Wakes the probe task when the ICMP fast path wants a probe now.
-    probe_wake: Rc<Notify>,
+    /// Relayed datagrams of this turn, sent per socket by `flush_sends`; taken out
+    /// while flushing.
+    out: Option<Box<SendBatch>>,
+    /// The ICMP fast path wants a probe now.
+    probe_now: bool,
+    probe_buf: Vec<u8>,
     /// HEP export (`[hep]`).
     hep: Option<HepExporter>,
     /// Live captures (`sipfront ctl capture`); empty unless one runs.
     live: Taps,
     /// OPTIONS probes of static peers with `probe = true`.
     peer_probes: Option<peer_probes::PeerProbes>,
-    /// A reloaded sync key for the sync task to hand to its link.
+    /// A reloaded sync key for the sync link.
     sync_rekey: Option<sync::Rekey>,
 }
-
-type Shared = Rc<RefCell<Shell>>;
 
 /// Channels into a running dataplane.
 pub struct Handles {
     pub shutdown: watch::Receiver<bool>,
-    pub control: mpsc::Receiver<Control>,
+    pub control: ControlRx,
+}
+
+/// The prefix's local route, added (and removed) over netlink on a short-lived
+/// runtime: the dataplane thread has none.
+fn on_runtime<T>(f: impl std::future::Future<Output = io::Result<T>>) -> io::Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
 }
 
 /// Runs the dataplane on the current thread until shutdown.
 pub fn run(
-    cfg: Config,
-    public: Vec<StdUdpSocket>,
-    metrics: MetricsHandles,
-    status: Arc<Mutex<Status>>,
-    handles: Handles,
-) -> Result<(), DataplaneError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(DataplaneError::Runtime)?;
-    let local = LocalSet::new();
-    local.block_on(&rt, serve(cfg, public, metrics, status, handles))
-}
-
-async fn serve(
     cfg: Config,
     public: Vec<StdUdpSocket>,
     mut metrics: MetricsHandles,
@@ -169,23 +157,16 @@ async fn serve(
         None => None,
     };
     let Handles {
-        mut shutdown,
-        control,
+        shutdown,
+        mut control,
     } = handles;
-    let public = public
-        .into_iter()
-        .zip(&cfg.listen.sip)
-        .map(|(s, &addr)| {
-            register(s)
-                .map(Rc::new)
-                .map_err(|source| DataplaneError::Bind { addr, source })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let relay_poll = Rc::new(
-        Epoll::new()
-            .and_then(register)
-            .map_err(DataplaneError::Runtime)?,
-    );
+    let poll = Epoll::new().map_err(DataplaneError::Runtime)?;
+    for (i, (s, &addr)) in public.iter().zip(&cfg.listen.sip).enumerate() {
+        poll.add(s, PUBLIC_TOKEN + i as u64)
+            .map_err(|source| DataplaneError::Bind { addr, source })?;
+    }
+    poll.add(&*control.wake, WAKE_TOKEN)
+        .map_err(DataplaneError::Runtime)?;
     // Both peers derive the dialog keys from the sync key, so a Call-ID maps to the
     // same entry on both.
     let dialog_keys = cfg.sync.as_ref().map(|s| {
@@ -194,9 +175,12 @@ async fn serve(
     });
     // Prefix mode: the prefix must be local before the wildcard sockets can use it.
     let route = match &cfg.listen.relay_prefix {
-        Some(p) => crate::sys::localroute::ensure(p.net, p.len, p.nth(0).unwrap_or(p.net))
-            .await
-            .map_err(DataplaneError::Route)?,
+        Some(p) => on_runtime(crate::sys::localroute::ensure(
+            p.net,
+            p.len,
+            p.nth(0).unwrap_or(p.net),
+        ))
+        .map_err(DataplaneError::Route)?,
         None => None,
     };
     if let Some(p) = &cfg.listen.relay_prefix {
@@ -207,10 +191,17 @@ async fn serve(
         &cfg.backends,
         Instant::now(),
     );
-    let sync_link = match &cfg.sync {
+    let mut sync_link = match &cfg.sync {
         Some(sc) => Some(sync::open(sc, &cfg).map_err(DataplaneError::Sync)?),
         None => None,
     };
+    if let Some(l) = &sync_link {
+        poll.add(l.socket(), SYNC_TOKEN)
+            .map_err(DataplaneError::Sync)?;
+        if let Ok(mut st) = status.lock() {
+            st.synced = false;
+        }
+    }
     let nonce = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
@@ -227,13 +218,16 @@ async fn serve(
         hep.as_ref()
             .is_some_and(|h| h.include_local() && h.selector.legs.backend),
     );
-    let shell: Shared = Rc::new(RefCell::new(Shell {
+    poll.add(prober.poll(), PROBE_TOKEN)
+        .map_err(DataplaneError::Probe)?;
+    let prefix = relays::PrefixSockets::open(&cfg, &poll)?;
+    let mut shell = Shell {
         router,
         prober,
         metrics,
         relay_addrs: RelayAddrs::from_listen(&cfg.listen),
         space: RelaySpace::from_config(&cfg),
-        public: public.clone(),
+        public,
         relays: (0..if cfg.listen.relay_prefix.is_some() {
             0
         } else {
@@ -241,11 +235,12 @@ async fn serve(
         })
             .map(|_| None)
             .collect(),
-        relay_poll: relay_poll.clone(),
+        poll,
         relays_open: 0,
-        prefix: relays::PrefixSockets::open(&cfg, relay_poll.get_ref())?,
-        batch: Some(Box::default()),
-        probe_wake: Rc::new(Notify::new()),
+        prefix,
+        out: Some(Box::default()),
+        probe_now: false,
+        probe_buf: vec![0u8; mmsg::BUF_LEN],
         hep,
         live: Taps::default(),
         // Its own nonce: its Call-IDs never match a backend probe's.
@@ -256,114 +251,173 @@ async fn serve(
         ),
         sync_rekey: None,
         cfg,
-    }));
-    for (i, sock) in public.into_iter().enumerate() {
-        tokio::task::spawn_local(public_loop(shell.clone(), i as u16, sock));
-    }
+    };
     {
         // Static peers' endpoints are bound from the start, on the standby too: a
         // backend can send to a carrier through either host.
-        let mut s = shell.borrow_mut();
-        let statics: Vec<RelayPort> = s.router.static_endpoints().collect();
+        let statics: Vec<RelayPort> = shell.router.static_endpoints().collect();
         for p in statics {
-            if let Err(e) = s.open_relay(p) {
+            if let Err(e) = shell.open_relay(p) {
                 tracing::error!(addr = p.addr, port = p.port, error = %e, "cannot bind a static peer's relay endpoint");
             }
         }
     }
-    tokio::task::spawn_local(relay_reactor(shell.clone(), relay_poll));
-    tokio::task::spawn_local(probe_loop(shell.clone()));
-    tokio::task::spawn_local(peer_probes::peer_probe_loop(shell.clone()));
-    tokio::task::spawn_local(housekeeping(shell.clone(), status.clone()));
-    tokio::task::spawn_local(control::serve(shell.clone(), control));
-    if let Some(link) = sync_link {
-        if let Ok(mut st) = status.lock() {
-            st.synced = false;
-        }
-        tokio::task::spawn_local(sync::run(shell.clone(), link, status.clone()));
-    }
-    {
-        let s = shell.borrow();
-        tracing::info!(
-            sip = ?s.cfg.listen.sip,
-            relay = ?s.relay_addrs,
-            relay_ports = ?s.cfg.listen.relay_ports,
-            backends = s.cfg.backends.len(),
-            "dataplane running"
-        );
-    }
-    while !*shutdown.borrow() {
-        if shutdown.changed().await.is_err() {
-            break;
-        }
-    }
+    tracing::info!(
+        sip = ?shell.cfg.listen.sip,
+        relay = ?shell.relay_addrs,
+        relay_ports = ?shell.cfg.listen.relay_ports,
+        backends = shell.cfg.backends.len(),
+        "dataplane running"
+    );
+    shell.run_loop(&mut control, &shutdown, sync_link.as_mut(), &status);
     if let Some(r) = route
-        && let Err(e) = r.remove().await
+        && let Err(e) = on_runtime(r.remove())
     {
         tracing::warn!(error = %e, "cannot remove the relay prefix's local route");
     }
     Ok(())
 }
 
-/// Receives client datagrams on public socket `ingress` until it fails, with the
-/// shell borrowed per wake-up. A wake-up shares one `now`; after `ROUNDS` full
-/// batches other sockets get a turn.
-async fn public_loop(shell: Shared, ingress: u16, sock: Rc<Sock>) {
-    let fd = sock.as_raw_fd();
-    loop {
-        // An ICMP error alone does not make a socket readable: wait for both.
-        let mut ready = match sock.ready(Interest::READABLE | Interest::ERROR).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(error = %e, "socket failed");
-                return;
-            }
-        };
-        let drained = {
-            let mut guard = shell.borrow_mut();
-            let s = &mut *guard;
+/// Milliseconds from `now` to `t`, rounded up (an early wake-up would find nothing
+/// due and wait again for 0 ms), at most a minute.
+fn ms_until(now: Instant, t: Instant) -> u16 {
+    let d = t.saturating_duration_since(now);
+    let ms = d.as_nanos().div_ceil(1_000_000);
+    ms.min(60_000) as u16
+}
+
+impl Shell {
+    /// The loop: wait for a ready socket or the next deadline, handle every ready
+    /// member once (bounded), then whatever is due.
+    fn run_loop(
+        &mut self,
+        control: &mut ControlRx,
+        shutdown: &watch::Receiver<bool>,
+        mut sync: Option<&mut sync::SyncShell>,
+        status: &Mutex<Status>,
+    ) {
+        let mut events = epoll::events();
+        let mut batch: Box<RecvBatch> = Box::default();
+        let start = Instant::now();
+        let mut housekeeping_at = start;
+        let mut peer_probe_at = Some(start);
+        let mut probe_at = self.prober.poll_timeout();
+        loop {
             let now = Instant::now();
-            if ready.ready().is_error() {
-                // Errors queued by ICMP for replies to clients: nothing to learn from.
-                ready.clear_ready_matching(Ready::ERROR);
+            let mut next = housekeeping_at;
+            let sweep_at = self.router.poll_timeout();
+            for t in [
+                probe_at,
+                peer_probe_at,
+                sync.as_ref().map(|l| l.deadline()),
+                sweep_at,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                next = next.min(t);
             }
-            // Always put back below; a fresh one only if a panicking handler lost it.
-            let mut batch = s.batch.take().unwrap_or_default();
-            let mut drained = false;
-            for _ in 0..ROUNDS {
-                match batch.recv(fd) {
-                    Ok(got) => {
-                        for i in 0..got {
-                            if let Some((data, from)) = batch.get(i) {
-                                s.on_client(now, ingress, from, data);
-                            }
-                        }
-                        // A short batch means the queue was empty: clear readiness now
-                        // instead of paying a receive for EAGAIN.
-                        if got < mmsg::BATCH {
-                            ready.clear_ready_matching(Ready::READABLE);
-                            drained = true;
-                            break;
-                        }
+            let wait = if self.probe_now {
+                0
+            } else {
+                ms_until(now, next)
+            };
+            let evs = match self.poll.wait_ms(&mut events, wait) {
+                Ok(evs) => evs,
+                Err(e) => {
+                    tracing::error!(error = %e, "epoll_wait failed; the dataplane stops");
+                    return;
+                }
+            };
+            let now = Instant::now();
+            let mut probes = self.probe_now;
+            for ev in evs {
+                let token = epoll::token(ev);
+                if token < TAG {
+                    self.drain_relay(now, token as usize, ev, &mut batch);
+                } else if token < PREFIX_TOKEN {
+                    self.drain_public(now, (token - PUBLIC_TOKEN) as u16, ev, &mut batch);
+                } else if token < PROBE_TOKEN {
+                    self.drain_prefix(now, (token - PREFIX_TOKEN) as usize, ev, &mut batch);
+                } else if token == PROBE_TOKEN {
+                    probes = true;
+                } else if token == SYNC_TOKEN {
+                    // The sync link may close relay sockets: their sends go first.
+                    self.flush_sends(now);
+                    if let Some(l) = sync.as_deref_mut() {
+                        l.turn(self, now, status);
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        ready.clear_ready_matching(Ready::READABLE);
-                        drained = true;
-                        break;
+                } else if token == WAKE_TOKEN {
+                    self.flush_sends(now);
+                    if !control::serve(self, control) || *shutdown.borrow() {
+                        return;
                     }
-                    // A pending socket error: nothing to learn, read on.
-                    Err(_) => {}
                 }
             }
-            s.batch = Some(batch);
-            drained
+            // Before anything can close a relay socket (housekeeping, sync).
+            self.flush_sends(now);
+            // What is due. Datagrams handled above may have asked for a probe now.
+            let now = Instant::now();
+            if probes || self.probe_now || probe_at.is_some_and(|t| t <= now) {
+                self.probe_turn(now);
+                probe_at = self.prober.poll_timeout();
+            }
+            if let Some(t) = peer_probe_at
+                && t <= now
+            {
+                peer_probe_at = self.peer_probe_tick(now);
+            }
+            if let Some(l) = sync.as_deref_mut()
+                && l.deadline() <= now
+            {
+                l.turn(self, now, status);
+            }
+            if housekeeping_at <= now {
+                self.housekeeping(now, status);
+                housekeeping_at = now + HOUSEKEEPING_EVERY;
+                // A dropped sender (no wake-up) ends the loop too.
+                if shutdown.has_changed().is_err() || *shutdown.borrow() {
+                    return;
+                }
+            } else if sweep_at.is_some_and(|t| t <= now) {
+                self.sweep(now);
+            }
+        }
+    }
+
+    /// A ready public socket: up to `ROUNDS` batches of client datagrams sharing one
+    /// `now`; the set is level-triggered, so a socket with more waiting comes back.
+    fn drain_public(
+        &mut self,
+        now: Instant,
+        ingress: u16,
+        ev: &epoll::Event,
+        batch: &mut RecvBatch,
+    ) {
+        let Some(fd) = self.public.get(usize::from(ingress)).map(|s| s.as_raw_fd()) else {
+            return;
         };
-        drop(ready);
-        if !drained {
-            // Still readable: tokio's readiness futures do not count against the
-            // task budget, so without this a flood would never let the relay
-            // reactor, probes, housekeeping or sync run.
-            tokio::task::yield_now().await;
+        if epoll::is_error(ev) {
+            // Errors queued by ICMP for replies to clients: nothing to learn from.
+            crate::sys::errqueue::drain(&fd, |_| {});
+        }
+        for _ in 0..ROUNDS {
+            match batch.recv(fd) {
+                Ok(got) => {
+                    for i in 0..got {
+                        if let Some((data, from)) = batch.get(i) {
+                            self.on_client(now, ingress, from, data);
+                        }
+                    }
+                    // A short batch means the queue was empty: no receive for EAGAIN.
+                    if got < mmsg::BATCH {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                // A pending socket error: nothing to learn, read on.
+                Err(_) => {}
+            }
         }
     }
 }
@@ -415,21 +469,11 @@ impl Shell {
                 return;
             }
         }
-        let Some(relay) = &self.relays[idx] else {
+        let Some(fd) = self.relays[idx].as_ref().map(|r| r.as_raw_fd()) else {
             self.router.send_failed();
             return;
         };
-        if send_now(relay, data, to).is_err() {
-            // A pending ICMP error (IP_RECVERR) fails one send: learn from it, then
-            // send once more.
-            let fd = relay.as_raw_fd();
-            self.on_relay_error(now, &fd);
-            let resent = self.relays[idx].as_ref().map(|r| send_now(r, data, to));
-            if !matches!(resent, Some(Ok(_))) {
-                self.router.send_failed();
-                return;
-            }
-        }
+        self.queue_send(now, fd, data, to, None);
         self.tap(Way::ToBackend, ingress, from, relay_port, to, data);
     }
 
@@ -455,7 +499,7 @@ impl Shell {
             return;
         }
         match self.public.get(usize::from(ingress)) {
-            Some(p) if send_now(p.get_ref(), &resp, to).is_ok() => {
+            Some(p) if send_now(p, &resp, to).is_ok() => {
                 self.tap_local(ingress, to, &resp);
             }
             _ => self.router.send_failed(),
@@ -466,15 +510,57 @@ impl Shell {
         if let BackendAction::Forward { to, ingress, .. } =
             self.router.from_backend(now, port, from, data)
         {
-            let sent = self
-                .public
-                .get(usize::from(ingress))
-                .map(|p| send_now(p.get_ref(), data, to));
-            if !matches!(sent, Some(Ok(_))) {
+            let Some(fd) = self.public.get(usize::from(ingress)).map(|p| p.as_raw_fd()) else {
                 self.router.send_failed();
                 return;
-            }
+            };
+            self.queue_send(now, fd, data, to, None);
             self.tap(Way::ToClient, ingress, to, port, from, data);
         }
+    }
+
+    /// Queues a relayed datagram for `flush_sends` (flushing first when full). It
+    /// counts as sent; a send that fails there is counted then.
+    fn queue_send(
+        &mut self,
+        now: Instant,
+        fd: RawFd,
+        data: &[u8],
+        to: SocketAddr,
+        src: Option<IpAddr>,
+    ) {
+        if self
+            .out
+            .as_mut()
+            .is_some_and(|o| o.push_from(fd, data, to, src))
+        {
+            return;
+        }
+        self.flush_sends(now);
+        if !self
+            .out
+            .get_or_insert_default()
+            .push_from(fd, data, to, src)
+        {
+            self.router.send_failed();
+        }
+    }
+
+    /// Sends the queued datagrams, one `sendmmsg` per socket. A pending ICMP error
+    /// (IP_RECVERR) fails one send: learn from it, then send that one once more.
+    fn flush_sends(&mut self, now: Instant) {
+        let Some(mut out) = self.out.take() else {
+            return;
+        };
+        if !out.is_empty() {
+            let lost = out.flush(|fd| {
+                self.on_relay_error(now, &fd);
+                true
+            });
+            for _ in 0..lost {
+                self.router.send_failed();
+            }
+        }
+        self.out = Some(out);
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use metrics::{Gauge, Histogram, gauge, histogram};
 
-use super::{Shared, Shell};
+use super::Shell;
 use crate::config::Config;
 use crate::health::checker::{Checker, Event, ProbeSettings};
 use crate::relay::PeerId;
@@ -102,7 +102,7 @@ impl PeerProbes {
 
 impl Shell {
     /// Sends due peer probes and applies verdicts; returns when to come back.
-    fn peer_probe_tick(&mut self, now: Instant) -> Option<Instant> {
+    pub(super) fn peer_probe_tick(&mut self, now: Instant) -> Option<Instant> {
         let pp = self.peer_probes.as_mut()?;
         pp.checker.handle_timeout(now);
         while let Some(tx) = pp.checker.poll_transmit() {
@@ -115,7 +115,7 @@ impl Shell {
                 .build(usize::from(tx.backend.0), tx.seq, p.addr, local);
             if let Some(sock) = self.public.get(usize::from(p.ingress)) {
                 // A lost probe is a failed probe: the timeout counts it.
-                let _ = send_now(sock.get_ref(), &msg, p.addr);
+                let _ = send_now(sock, &msg, p.addr);
             }
         }
         while let Some(ev) = pp.checker.poll_event() {
@@ -134,13 +134,5 @@ impl Shell {
             }
         }
         pp.checker.poll_timeout()
-    }
-}
-
-pub(super) async fn peer_probe_loop(shell: Shared) {
-    loop {
-        let next = shell.borrow_mut().peer_probe_tick(Instant::now());
-        let Some(t) = next else { return };
-        tokio::time::sleep_until(t.into()).await;
     }
 }

@@ -1,18 +1,16 @@
-//! Relay sockets, all in one level-triggered epoll set that a single task drains
-//! (see `epoll.rs` for why level-triggered). Port mode: one socket per flow, the
-//! epoll token is the endpoint's slot. Prefix mode: one wildcard socket per relay
-//! port, the token is the port's position; the destination address of each datagram
-//! (`IP_PKTINFO`) names the endpoint, and sends carry the endpoint as their source.
+//! Relay sockets, members of the dataplane's level-triggered epoll set (see
+//! `epoll.rs` for why level-triggered). Port mode: one socket per flow, the epoll
+//! token is the endpoint's slot. Prefix mode: one wildcard socket per relay port, the
+//! token is `PREFIX_TOKEN` + the port's position; the destination address of each
+//! datagram (`IP_PKTINFO`) names the endpoint, and sends carry the endpoint as their
+//! source.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::os::fd::AsRawFd;
-use std::rc::Rc;
 use std::time::Instant;
 
-use tokio::io::unix::AsyncFd;
-
-use super::{DataplaneError, Shared, Shell};
+use super::{DataplaneError, PREFIX_TOKEN, Shell};
 use crate::config::Config;
 use crate::relay::RelayPort;
 use crate::sys::epoll::{self, Epoll};
@@ -51,7 +49,7 @@ impl PrefixSockets {
             let bind = |source| DataplaneError::Bind { addr: wild, source };
             let s = pktinfo::bind_wildcard(v6, port, PREFIX_RCVBUF).map_err(bind)?;
             errqueue::enable(&s, v6).map_err(bind)?;
-            poll.add(&s, i as u64).map_err(bind)?;
+            poll.add(&s, PREFIX_TOKEN + i as u64).map_err(bind)?;
             socks.push(s);
         }
         Ok(PrefixSockets {
@@ -93,100 +91,59 @@ fn bind_relay(addr: SocketAddr) -> io::Result<StdUdpSocket> {
     Ok(s)
 }
 
-/// Drains the relay sockets that are ready: one `recvmmsg` batch per socket per
-/// turn (the set is level-triggered, so a socket with more waiting comes back in
-/// the next turn), then other tasks get a turn.
-pub(super) async fn relay_reactor(shell: Shared, poll: Rc<AsyncFd<Epoll>>) {
-    let mut events = epoll::events();
-    loop {
-        let mut ready = match poll.readable().await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(error = %e, "relay socket set failed");
-                return;
-            }
-        };
-        let evs = match poll.get_ref().wait(&mut events) {
-            Ok(evs) => evs,
-            Err(e) => {
-                tracing::error!(error = %e, "epoll_wait on the relay sockets failed");
-                return;
-            }
-        };
-        let again = shell.borrow_mut().drain_relays(Instant::now(), evs);
-        if again || evs.len() == epoll::EVENTS {
-            // More is waiting: keep the readiness, let the public sockets in first.
-            tokio::task::yield_now().await;
-        } else {
-            // Every socket reported was drained; a new datagram wakes the set again.
-            ready.clear_ready();
-        }
-    }
-}
-
 impl Shell {
-    /// One turn over the ready relay sockets; true when one may hold more.
-    fn drain_relays(&mut self, now: Instant, evs: &[epoll::Event]) -> bool {
-        let mut again = false;
-        let mut batch = self.batch.take().unwrap_or_default();
-        if self.prefix.is_on() {
-            for ev in evs {
-                again |= self.drain_prefix(now, ev, &mut batch);
-            }
-            self.batch = Some(batch);
-            return again;
+    /// A ready port-mode relay socket (`idx`: its slot): one batch (the set is
+    /// level-triggered, so a socket with more waiting comes back in the next turn).
+    pub(super) fn drain_relay(
+        &mut self,
+        now: Instant,
+        idx: usize,
+        ev: &epoll::Event,
+        batch: &mut mmsg::RecvBatch,
+    ) {
+        // Closed sockets leave the set; a slot is only reused by a later turn.
+        let Some(fd) = self
+            .relays
+            .get(idx)
+            .and_then(|r| r.as_ref())
+            .map(|r| r.as_raw_fd())
+        else {
+            return;
+        };
+        // `relays[idx]` stays open during this turn: only housekeeping and sync
+        // close relay sockets.
+        if epoll::is_error(ev) {
+            self.on_relay_error(now, &fd);
         }
-        for ev in evs {
-            let idx = epoll::token(ev) as usize;
-            // Closed sockets leave the set; a slot is only reused by a later turn.
-            let Some(fd) = self
-                .relays
-                .get(idx)
-                .and_then(|r| r.as_ref())
-                .map(|r| r.as_raw_fd())
-            else {
-                continue;
-            };
-            // `relays[idx]` stays open during this turn: only the housekeeping and
-            // sync tasks close relay sockets.
-            if epoll::is_error(ev) {
-                self.on_relay_error(now, &fd);
-            }
-            match batch.recv(fd) {
-                Ok(got) => {
-                    let port = self.space.at(idx);
-                    for i in 0..got {
-                        if let Some((data, from)) = batch.get(i) {
-                            self.on_backend(now, port, from, data);
-                        }
+        match batch.recv(fd) {
+            Ok(got) => {
+                let port = self.space.at(idx);
+                for i in 0..got {
+                    if let Some((data, from)) = batch.get(i) {
+                        self.on_backend(now, port, from, data);
                     }
-                    again |= got == mmsg::BATCH;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => {
-                    // A pending socket error ended this receive; datagrams may wait.
-                    self.on_relay_error(now, &fd);
-                    again = true;
                 }
             }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            // A pending socket error ended this receive; datagrams may wait (and
+            // come back in the next turn).
+            Err(_) => self.on_relay_error(now, &fd),
         }
-        self.batch = Some(batch);
-        again
     }
 
     /// One prefix socket's turn: a batch, each datagram's endpoint from its destination.
-    fn drain_prefix(
+    pub(super) fn drain_prefix(
         &mut self,
         now: Instant,
+        idx: usize,
         ev: &epoll::Event,
         batch: &mut mmsg::RecvBatch,
-    ) -> bool {
-        let idx = epoll::token(ev) as usize;
+    ) {
         let (Some(fd), Some(&port)) = (
             self.prefix.socks.get(idx).map(|s| s.as_raw_fd()),
             self.prefix.ports.get(idx),
         ) else {
-            return false;
+            return;
         };
         if epoll::is_error(ev) {
             self.on_relay_error(now, &fd);
@@ -203,35 +160,23 @@ impl Shell {
                         self.on_backend(now, RelayPort { addr, port }, from, data);
                     }
                 }
-                got == mmsg::BATCH
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
-            Err(_) => {
-                self.on_relay_error(now, &fd);
-                true
-            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => self.on_relay_error(now, &fd),
         }
     }
 
-    /// Prefix mode: sends from the flow's endpoint address on its port's socket.
+    /// Prefix mode: queues a send from the flow's endpoint address on its port's
+    /// socket (sent by `flush_sends`).
     pub(super) fn send_prefix(&mut self, now: Instant, r: RelayPort, to: SocketAddr, data: &[u8]) {
-        let (Some(src), Some(sock)) = (self.relay_addrs.ip(r.addr), self.prefix.sock(r.port))
-        else {
+        let (Some(src), Some(fd)) = (
+            self.relay_addrs.ip(r.addr),
+            self.prefix.sock(r.port).map(|s| s.as_raw_fd()),
+        ) else {
             self.router.send_failed();
             return;
         };
-        if pktinfo::send_from(sock, data, to, src).is_err() {
-            // A pending ICMP error (IP_RECVERR) fails one send: learn, then resend.
-            let fd = sock.as_raw_fd();
-            self.on_relay_error(now, &fd);
-            let resent = self
-                .prefix
-                .sock(r.port)
-                .map(|s| pktinfo::send_from(s, data, to, src));
-            if !matches!(resent, Some(Ok(_))) {
-                self.router.send_failed();
-            }
-        }
+        self.queue_send(now, fd, data, to, Some(src));
     }
 
     /// Prefix mode: an endpoint taken or given back (nothing to bind or close).
@@ -259,7 +204,7 @@ impl Shell {
             woke |= prober.relay_icmp(now, &u.dest, u.offender);
         });
         if woke {
-            self.probe_wake.notify_one();
+            self.probe_now = true;
         }
     }
 
@@ -287,7 +232,7 @@ impl Shell {
             return Ok(());
         }
         let sock = bind_relay(addr)?;
-        self.relay_poll.get_ref().add(&sock, idx as u64)?;
+        self.poll.add(&sock, idx as u64)?;
         self.relays[idx] = Some(sock);
         self.relays_open += 1;
         Ok(())

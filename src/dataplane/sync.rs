@@ -3,15 +3,12 @@
 //! changes and timeouts to the link, sends what it returns and applies its events to
 //! the router (pre-binding mirrored relay ports, closing stale ones).
 
-use std::cell::RefCell;
 use std::io::{self, Read};
-use std::net::UdpSocket as StdUdpSocket;
-use std::rc::Rc;
-use std::sync::{Arc, Mutex};
+use std::net::UdpSocket;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use metrics::{Counter, Gauge, counter, gauge};
-use tokio::net::UdpSocket;
 
 use super::{Shell, Status};
 use crate::config::{Config, SyncConfig, format_duration};
@@ -28,9 +25,21 @@ const BACKENDS_EVERY: Duration = Duration::from_secs(1);
 const SYNC_RCVBUF: usize = 8 << 20;
 const RECV_PER_WAKE: usize = 256;
 
-pub struct Opened {
+/// The sync socket and link with the shell's scratch space; driven by the dataplane
+/// loop: [`SyncShell::turn`] when the socket is readable or [`SyncShell::deadline`]
+/// has come.
+pub struct SyncShell {
     sock: UdpSocket,
     link: Link,
+    m: Metrics,
+    /// The router's changes are next taken then.
+    take_at: Instant,
+    /// One byte more than a sync datagram can be, so an oversized one is seen as such.
+    rx: Vec<u8>,
+    tx: Vec<u8>,
+    pending: Vec<Item>,
+    backends_at: Option<Instant>,
+    backends: u64,
 }
 
 /// A random epoch for this run: no clock, so a clock step cannot make it collide
@@ -50,11 +59,11 @@ fn random_epoch() -> u64 {
     h.finish().max(1)
 }
 
-/// Binds the sync socket; called inside the dataplane runtime.
-pub fn open(sc: &SyncConfig, cfg: &Config) -> io::Result<Opened> {
-    let std = StdUdpSocket::bind(sc.listen)?;
-    std.set_nonblocking(true)?;
-    crate::sys::socket::set_recv_buffer(&std, SYNC_RCVBUF);
+/// Binds the sync socket.
+pub fn open(sc: &SyncConfig, cfg: &Config) -> io::Result<SyncShell> {
+    let sock = UdpSocket::bind(sc.listen)?;
+    sock.set_nonblocking(true)?;
+    crate::sys::socket::set_recv_buffer(&sock, SYNC_RCVBUF);
     let names: Vec<&str> = cfg.backends.iter().map(|b| b.name.as_str()).collect();
     let link = Link::new(
         Key::new(sc.key.as_bytes()),
@@ -63,9 +72,17 @@ pub fn open(sc: &SyncConfig, cfg: &Config) -> io::Result<Opened> {
         backends_hash(&names),
         Instant::now(),
     );
-    Ok(Opened {
-        sock: UdpSocket::from_std(std)?,
+    tracing::info!(listen = ?sock.local_addr().ok(), peer = %link.peer(), "state sync link up");
+    Ok(SyncShell {
+        sock,
         link,
+        m: Metrics::register(),
+        take_at: Instant::now(),
+        rx: vec![0u8; MAX_DATAGRAM + 1],
+        tx: vec![0u8; MAX_DATAGRAM],
+        pending: Vec::with_capacity(8192),
+        backends_at: None,
+        backends: 0,
     })
 }
 
@@ -167,82 +184,82 @@ impl Metrics {
     }
 }
 
-pub(super) async fn run(shell: Rc<RefCell<Shell>>, opened: Opened, status: Arc<Mutex<Status>>) {
-    let Opened { sock, mut link } = opened;
-    let peer = link.peer();
-    tracing::info!(listen = ?sock.local_addr().ok(), %peer, "state sync link up");
-    let m = Metrics::register();
-    let mut take = tokio::time::interval(TAKE_EVERY);
-    take.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // One byte more than a sync datagram can be, so an oversized one is seen as such.
-    let mut rx = vec![0u8; MAX_DATAGRAM + 1];
-    let mut tx = vec![0u8; MAX_DATAGRAM];
-    let mut pending: Vec<Item> = Vec::with_capacity(8192);
-    let mut backends_at: Option<Instant> = None;
-    let mut backends = 0u64;
-    loop {
-        let deadline = link
+impl SyncShell {
+    pub(super) fn socket(&self) -> &UdpSocket {
+        &self.sock
+    }
+
+    /// When [`SyncShell::turn`] must run even if nothing arrives.
+    pub(super) fn deadline(&self) -> Instant {
+        self.link
             .poll_timeout()
-            .map_or_else(|| tokio::time::Instant::now() + TAKE_EVERY, Into::into);
-        tokio::select! {
-            r = sock.readable() => { if r.is_err() { return; } }
-            _ = take.tick() => {}
-            _ = tokio::time::sleep_until(deadline) => {}
+            .map_or(self.take_at, |t| t.min(self.take_at))
+    }
+
+    /// Receives (bounded), hands the router's changes and timeouts to the link, sends
+    /// what it returns and applies its events.
+    pub(super) fn turn(&mut self, s: &mut Shell, now: Instant, status: &Mutex<Status>) {
+        let SyncShell {
+            sock,
+            link,
+            m,
+            rx,
+            tx,
+            pending,
+            take_at,
+            backends_at,
+            backends,
+        } = self;
+        if now >= *take_at {
+            // Taken this often at most (they are batched into datagrams).
+            *take_at = now + TAKE_EVERY;
         }
-        let now = Instant::now();
-        {
-            let mut guard = shell.borrow_mut();
-            let s = &mut *guard;
-            if let Some(r) = s.sync_rekey.take() {
-                link.set_key(r.key, r.grace, now);
-                apply_events(s, &mut link, now, &m);
-            }
-            // Receive (bounded per wake-up: the shell is borrowed, forwarding waits).
-            for _ in 0..RECV_PER_WAKE {
-                let (n, from) = match sock.try_recv_from(&mut rx) {
-                    Ok(x) => x,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(_) => continue,
-                };
-                link.handle_datagram(now, from, &rx[..n]);
-                apply_events(s, &mut link, now, &m);
-            }
-            // Our changes.
-            if s.router.take_sync(&mut pending) {
-                // Some changes were not queued: the peer gets the whole table instead.
-                send_full(s, &mut link, now, &mut pending);
-            } else {
-                link.queue(&pending);
-            }
-            pending.clear();
-            apply_events(s, &mut link, now, &m);
-            if backends_at.is_none_or(|t| now.duration_since(t) >= BACKENDS_EVERY) {
-                backends_at = Some(now);
-                let names: Vec<&str> = s
-                    .router
-                    .backends()
-                    .iter()
-                    .filter(|(_, b)| b.is_configured())
-                    .map(|(_, b)| b.name.as_str())
-                    .collect();
-                backends = backends_hash(&names);
-            }
-            link.set_local(s.router.flow_count(), s.router.dialog_count(), backends);
-            link.handle_timeout(now);
-            apply_events(s, &mut link, now, &m);
-            while let Some(t) = link.poll_transmit(now, &mut tx) {
-                if sock.try_send_to(&tx[..t.len], t.to).is_err() {
-                    link.transmit_failed();
-                }
-            }
-            m.publish(link.stats(), s.router.sync_rejected);
-            if let Ok(mut st) = status.lock() {
-                st.synced = link.synced();
+        if let Some(r) = s.sync_rekey.take() {
+            link.set_key(r.key, r.grace, now);
+            apply_events(s, link, now, m);
+        }
+        // Receive (bounded per turn: forwarding waits; the socket stays ready).
+        for _ in 0..RECV_PER_WAKE {
+            let (n, from) = match sock.recv_from(rx) {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => continue,
+            };
+            link.handle_datagram(now, from, &rx[..n]);
+            apply_events(s, link, now, m);
+        }
+        // Our changes.
+        if s.router.take_sync(pending) {
+            // Some changes were not queued: the peer gets the whole table instead.
+            send_full(s, link, now, pending);
+        } else {
+            link.queue(pending);
+        }
+        pending.clear();
+        apply_events(s, link, now, m);
+        if backends_at.is_none_or(|t| now.duration_since(t) >= BACKENDS_EVERY) {
+            *backends_at = Some(now);
+            let names: Vec<&str> = s
+                .router
+                .backends()
+                .iter()
+                .filter(|(_, b)| b.is_configured())
+                .map(|(_, b)| b.name.as_str())
+                .collect();
+            *backends = backends_hash(&names);
+        }
+        link.set_local(s.router.flow_count(), s.router.dialog_count(), *backends);
+        link.handle_timeout(now);
+        apply_events(s, link, now, m);
+        while let Some(t) = link.poll_transmit(now, tx) {
+            if sock.send_to(&tx[..t.len], t.to).is_err() {
+                link.transmit_failed();
             }
         }
-        // A readable socket does not use up tokio's task budget: after a bounded
-        // receive, let the other tasks run even if junk keeps arriving.
-        tokio::task::yield_now().await;
+        m.publish(link.stats(), s.router.sync_rejected);
+        if let Ok(mut st) = status.lock() {
+            st.synced = link.synced();
+        }
     }
 }
 

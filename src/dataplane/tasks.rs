@@ -1,19 +1,18 @@
-//! The dataplane's other tasks: health probes, housekeeping (expiry, metrics,
-//! status) and config reloads.
+//! The dataplane's slow work, called from its loop when due: health probes,
+//! housekeeping (expiry, metrics, status) and config reloads.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::Shell;
 use super::Status;
-use super::{Shared, Shell};
 use crate::config::Config;
 use crate::health::checker::ProbeSettings;
 use crate::health::{Event, Health};
 use crate::relay::router::{Router, RouterEvent, RouterSettings};
-use crate::sys::mmsg;
 
-const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(200);
+pub(super) const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(200);
 
 pub(super) fn backend_addrs(r: &Router) -> Vec<Option<SocketAddr>> {
     r.backends()
@@ -54,71 +53,24 @@ impl Shell {
     }
 }
 
-pub(super) async fn probe_loop(shell: Shared) {
-    let (wake, poll) = {
-        let s = shell.borrow();
-        (s.probe_wake.clone(), s.prober.poll())
-    };
-    let mut buf = vec![0u8; mmsg::BUF_LEN];
-    loop {
-        // Never hold the shell across an await: the other tasks need it.
-        let deadline = shell.borrow().prober.poll_timeout();
-        let sleep = async {
-            match deadline {
-                Some(t) => tokio::time::sleep_until(t.into()).await,
-                None => std::future::pending().await,
-            }
-        };
-        // The probe sockets' epoll set: a reply or an ICMP error on any of them.
-        let mut ready = None;
-        tokio::select! {
-            _ = sleep => {}
-            r = poll.readable() => ready = r.ok(),
-            _ = wake.notified() => {}
-        }
-        let now = Instant::now();
-        let more = {
-            let mut guard = shell.borrow_mut();
-            let s = &mut *guard;
-            let metrics = &s.metrics;
-            let more = s
-                .prober
-                .receive(now, &mut buf, |b, rtt| metrics.probe_rtt(b, rtt));
-            s.prober.tick(now);
-            s.apply_health_events();
-            more
-        };
-        if let Some(mut r) = ready
-            && !more
-        {
-            // Every ready socket was drained; a new datagram or error wakes the set.
-            r.clear_ready();
-        }
-        // Readiness does not use up tokio's task budget: after a bounded receive,
-        // let the other tasks run even if junk keeps arriving at the probe ports.
-        tokio::task::yield_now().await;
+impl Shell {
+    /// Probe replies and ICMP errors (`receive`), due probes, verdicts: on a ready
+    /// probe socket, at the prober's deadline, or when the ICMP fast path asks.
+    pub(super) fn probe_turn(&mut self, now: Instant) {
+        self.probe_now = false;
+        let metrics = &self.metrics;
+        // Bounded per turn; the nested set is level-triggered, so more comes back.
+        self.prober
+            .receive(now, &mut self.probe_buf, |b, rtt| metrics.probe_rtt(b, rtt));
+        self.prober.tick(now);
+        self.apply_health_events();
     }
-}
 
-pub(super) async fn housekeeping(shell: Shared, status: Arc<Mutex<Status>>) {
-    let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        // A large flow table is swept in more slices than ticks: wake for those too
-        // (the sweep only), so a round still takes about as long.
-        let due = shell.borrow().router.poll_timeout();
-        let sweep_only = tokio::select! {
-            _ = tick.tick() => false,
-            _ = async {
-                match due {
-                    Some(t) => tokio::time::sleep_until(t.into()).await,
-                    None => std::future::pending().await,
-                }
-            } => true,
-        };
-        let now = Instant::now();
-        let mut guard = shell.borrow_mut();
-        let s = &mut *guard;
+    /// Expiry: the router's next sweep slice and what it removed. A large flow table is
+    /// swept in more slices than housekeeping ticks, so the loop also calls this alone
+    /// at [`Router::poll_timeout`], and a sweep round still takes about as long.
+    pub(super) fn sweep(&mut self, now: Instant) {
+        let s = self;
         s.router.handle_timeout(now);
         while let Some(ev) = s.router.poll_event() {
             match ev {
@@ -133,9 +85,12 @@ pub(super) async fn housekeeping(shell: Shared, status: Arc<Mutex<Status>>) {
                 }
             }
         }
-        if sweep_only {
-            continue;
-        }
+    }
+
+    /// Expiry, metrics and the status snapshot, every `HOUSEKEEPING_EVERY`.
+    pub(super) fn housekeeping(&mut self, now: Instant, status: &Mutex<Status>) {
+        self.sweep(now);
+        let s = self;
         s.metrics.publish(
             s.router.counters(),
             s.router.flow_count(),
@@ -227,7 +182,7 @@ impl Shell {
             let up = self.prober.checker.state(i) != Health::Down;
             self.router.set_backend_up(i, up);
         }
-        self.probe_wake.notify_one();
+        self.probe_now = true;
         let keep_listen = self.cfg.listen.clone();
         let keep_hep = self.cfg.hep.take();
         self.cfg = cfg;

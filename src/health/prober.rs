@@ -18,11 +18,9 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use metrics::{Counter, counter};
-use tokio::io::unix::AsyncFd;
 
 use super::checker::{Checker, Event, ProbeSettings};
 use crate::relay::BackendId;
@@ -125,9 +123,9 @@ struct ProbeSocket {
 pub struct Prober {
     pub checker: Checker,
     ids: ProbeIds,
-    /// The probe sockets' level-triggered epoll set (token: backend index), in tokio's
-    /// reactor; `receive` drains whichever are ready.
-    poll: Rc<AsyncFd<Epoll>>,
+    /// The probe sockets' level-triggered epoll set (token: backend index), nested in
+    /// the dataplane's set; `receive` drains whichever are ready.
+    poll: Epoll,
     events: Box<epoll::Events>,
     /// By backend id (the router's slot index); opened at the first probe.
     socks: Vec<Option<ProbeSocket>>,
@@ -162,19 +160,11 @@ fn open(addr: SocketAddr) -> io::Result<UdpSocket> {
     Ok(s)
 }
 
-/// The epoll set in tokio's reactor, for reading (a member's error makes it readable).
-fn register(ep: Epoll) -> io::Result<AsyncFd<Epoll>> {
-    // SAFETY: the Epoll owns its descriptor and is moved into the AsyncFd, which keeps
-    // it open and the same for as long as it is registered.
-    unsafe { AsyncFd::register_with_interest(ep, tokio::io::Interest::READABLE) }
-        .map_err(io::Error::from)
-}
-
 /// Datagrams read per ready socket per turn: junk must not hold the dataplane.
 const RECV_PER_TURN: usize = 64;
 
 impl Prober {
-    /// Creates the probe socket set; must run inside a tokio runtime.
+    /// Creates the probe socket set.
     pub fn new(
         settings: ProbeSettings,
         addrs: Vec<Option<SocketAddr>>,
@@ -184,7 +174,7 @@ impl Prober {
         Ok(Prober {
             checker: Checker::new(settings, addrs.len(), now),
             ids: ProbeIds::new(nonce),
-            poll: Rc::new(register(Epoll::new()?)?),
+            poll: Epoll::new()?,
             events: epoll::events(),
             socks: addrs.iter().map(|_| None).collect(),
             addrs,
@@ -217,8 +207,8 @@ impl Prober {
     }
 
     /// The probe sockets' set: readable when a reply or an ICMP error waits.
-    pub fn poll(&self) -> Rc<AsyncFd<Epoll>> {
-        self.poll.clone()
+    pub fn poll(&self) -> &Epoll {
+        &self.poll
     }
 
     pub fn backend_of(&self, a: &SocketAddr) -> Option<BackendId> {
@@ -264,7 +254,7 @@ impl Prober {
         mut rtt: impl FnMut(BackendId, f64),
     ) -> bool {
         let mut events = std::mem::replace(&mut self.events, epoll::events());
-        let evs = match self.poll.get_ref().wait(&mut events) {
+        let evs = match self.poll.wait(&mut events) {
             Ok(evs) => evs,
             Err(e) => {
                 tracing::error!(error = %e, "epoll_wait on the probe sockets failed");
@@ -420,7 +410,7 @@ impl Prober {
         }
         self.socks[i] = None;
         let sock = open(addr)?;
-        self.poll.get_ref().add(&sock, i as u64)?;
+        self.poll.add(&sock, i as u64)?;
         tracing::debug!(backend = i, fd = sock.as_raw_fd(), %addr, "probe socket opened");
         self.socks[i] = Some(ProbeSocket {
             addr,

@@ -1,13 +1,9 @@
-//! A level-triggered epoll set for the relay sockets, itself registered in tokio's
-//! reactor: one task drains whichever relay sockets are ready, in batches, instead
-//! of one tokio task (and one reactor registration) per flow.
+//! A level-triggered epoll set: the dataplane thread's one set (public, relay, probe
+//! and sync sockets, the wake-up eventfd) and the probe sockets' own set nested in it.
 //!
-//! Why level-triggered inside: a socket that still holds datagrams after its turn
-//! is reported again by the next `wait`, so a busy flow cannot starve the others
-//! and nothing is lost when a turn ends early. The outer registration is tokio's
-//! (edge-triggered); any new datagram on any member wakes it, so the outer
-//! readiness may be cleared once a `wait` came back with every reported socket
-//! drained.
+//! Why level-triggered: a socket that still holds datagrams after its turn is
+//! reported again by the next `wait`, so a busy socket cannot starve the others and
+//! nothing is lost when a turn ends early (a bounded turn needs no bookkeeping).
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
@@ -57,6 +53,22 @@ impl Epoll {
     pub fn wait<'a>(&self, events: &'a mut Events) -> io::Result<&'a [Event]> {
         let n = self.ep.wait(events, EpollTimeout::ZERO)?;
         Ok(&events[..n])
+    }
+
+    /// Ready members, waiting up to `ms` milliseconds for one (`u16::MAX`: 65 s).
+    /// A signal ends the wait early with no members (EINTR is not an error here).
+    pub fn wait_ms<'a>(&self, events: &'a mut Events, ms: u16) -> io::Result<&'a [Event]> {
+        match self.ep.wait(events, EpollTimeout::from(ms)) {
+            Ok(n) => Ok(&events[..n]),
+            Err(nix::errno::Errno::EINTR) => Ok(&events[..0]),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl AsFd for Epoll {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.ep.0.as_fd()
     }
 }
 

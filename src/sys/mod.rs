@@ -9,3 +9,4 @@ pub mod localroute;
 pub mod mmsg;
 pub mod pktinfo;
 pub mod socket;
+pub mod wake;

@@ -87,6 +87,18 @@ pub fn send_from(
     } as libc::socklen_t;
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
+    set_source(&mut msg, &mut ctrl, src);
+    // SAFETY: every pointer in `msg` refers to a live local above.
+    let r = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_DONTWAIT) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r as usize)
+}
+
+/// Makes `msg` send from `src` (an `IP_PKTINFO` / `IPV6_PKTINFO` control message in
+/// `ctrl`, which must outlive the send).
+pub fn set_source(msg: &mut libc::msghdr, ctrl: &mut CmsgBuf, src: IpAddr) {
     msg.msg_control = ctrl.0.as_mut_ptr().cast();
     // SAFETY: CMSG_* compute sizes and walk the buffer `msg` points at (CMSG_BUF
     // bytes, larger than one cmsg of either pktinfo); the writes stay within it.
@@ -104,7 +116,7 @@ pub fn send_from(
             ),
         };
         msg.msg_controllen = libc::CMSG_SPACE(len as u32) as usize;
-        let c = libc::CMSG_FIRSTHDR(&msg);
+        let c = libc::CMSG_FIRSTHDR(msg);
         (*c).cmsg_level = level;
         (*c).cmsg_type = ty;
         (*c).cmsg_len = libc::CMSG_LEN(len as u32) as usize;
@@ -131,12 +143,6 @@ pub fn send_from(
             }
         }
     }
-    // SAFETY: every pointer in `msg` refers to a live local above.
-    let r = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_DONTWAIT) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(r as usize)
 }
 
 /// The destination address in the control messages of a received `msghdr`.

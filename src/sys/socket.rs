@@ -33,7 +33,7 @@ pub fn set_recv_buffer(s: &impl std::os::fd::AsFd, n: usize) {
     }
 }
 
-/// Sends without waiting for tokio's write readiness: a UDP send either fits the
+/// Sends without waiting for write readiness: a UDP send either fits the
 /// socket buffer now or is dropped (and counted), and a just-opened relay socket has
 /// no readiness event yet.
 pub fn send_now(sock: &StdUdpSocket, data: &[u8], to: SocketAddr) -> io::Result<usize> {
