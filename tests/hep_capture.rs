@@ -12,7 +12,8 @@
 //! (UAS), 127.0.46.3:46080 (UAC), 127.0.46.9:46090 (collector), admin 127.0.46.1:46091;
 //! the collector-down test: 46160/46170/46180/46191, relay ports 15100-15199; the TCP
 //! test: 46260/46270/46280/46290/46291, relay ports 15200-15299; the include_local test:
-//! 46360/46370/46380/46390/46391, relay ports 15300-15399.
+//! 46360/46370/46380/46390/46391, relay ports 15300-15399; the prefix-mode test:
+//! 46460/46470/46480/46490/46491, 127.46.0.0/16 port 15400.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -94,6 +95,8 @@ fn read_rows(table: &std::path::Path) -> Vec<Row> {
 enum Transport {
     Udp,
     Tcp,
+    /// UDP, with sipfront in relay prefix mode (127.46.0.0/16, relay port 15400).
+    UdpPrefix,
 }
 
 fn start_collector(
@@ -115,14 +118,16 @@ fn start_collector(
         .args(["-m", "32", "-M", "4"])
         .args(["-A", &format!("DB_URL=\"text://{}\"", db.display())]);
     match transport {
-        Transport::Udp => cmd.args(["-A", &format!("HEP_LISTEN=udp:{listen}")]),
+        Transport::Udp | Transport::UdpPrefix => {
+            cmd.args(["-A", &format!("HEP_LISTEN=udp:{listen}")])
+        }
         Transport::Tcp => cmd
             .args(["-A", &format!("HEP_LISTEN=tcp:{listen}")])
             .args(["-A", "HEP_TCP"]),
     };
     let mut p = Proc::spawn_group(name, &mut cmd, &dir.join(&format!("{name}.log")));
     match transport {
-        Transport::Udp => {
+        Transport::Udp | Transport::UdpPrefix => {
             let port: u16 = listen.rsplit(':').next().unwrap().parse().unwrap();
             wait_udp_bound(&mut p, port, Duration::from_secs(15));
         }
@@ -163,6 +168,11 @@ fn uac(dir: &TestDir, ip: &str, port: &str, target: &str) -> Sipp {
 #[test]
 fn both_legs_reach_a_kamailio_sipcapture_collector() {
     both_legs_reach(Transport::Udp, 46000, "15000-15099");
+}
+
+#[test]
+fn both_legs_are_captured_in_relay_prefix_mode() {
+    both_legs_reach(Transport::UdpPrefix, 46400, "15400");
 }
 
 #[test]
@@ -227,6 +237,12 @@ fn both_legs_reach(transport: Transport, base: u16, relay_ports: &str) -> (TestD
     let name = match transport {
         Transport::Udp => "hep-kamailio",
         Transport::Tcp => "hep-kamailio-tcp",
+        Transport::UdpPrefix => "hep-kamailio-prefix",
+    };
+    // Where relay endpoints are: the relay address, or addresses of the prefix.
+    let relay_at = match transport {
+        Transport::UdpPrefix => "127.46.",
+        _ => "127.0.46.2:",
     };
     let dir = TestDir::new(name);
     let port = |n: u16| (base + n).to_string();
@@ -240,13 +256,17 @@ fn both_legs_reach(transport: Transport, base: u16, relay_ports: &str) -> (TestD
     } else {
         ""
     };
+    let mut sf = SipfrontConfig {
+        relay: "127.0.46.2".into(),
+        ..SipfrontConfig::new(&public, relay_ports, &format!("127.0.46.1:{}", port(91)))
+    };
+    if transport == Transport::UdpPrefix {
+        sf = SipfrontConfig::new(&public, "1-1", &format!("127.0.46.1:{}", port(91)))
+            .prefix("127.46.0.0/16", relay_ports);
+    }
     let mut front = Sipfront::start(
         &dir,
-        SipfrontConfig {
-            relay: "127.0.46.2".into(),
-            ..SipfrontConfig::new(&public, relay_ports, &format!("127.0.46.1:{}", port(91)))
-        }
-        .backend("a", &backend)
+        sf.backend("a", &backend)
         .extra(&format!(
             "[hep]\ncollector = \"{collector_addr}\"\n{tcp}capture_id = 46\npassword = \"pw\"\nlegs = [\"client\", \"backend\"]\n",
         )),
@@ -286,10 +306,10 @@ fn both_legs_reach(transport: Transport, base: u16, relay_ports: &str) -> (TestD
         );
         let leg = if (r.src == client && r.dst == public) || (r.src == public && r.dst == client) {
             "client"
-        } else if r.dst == backend && r.src.starts_with("127.0.46.2:") {
+        } else if r.dst == backend && r.src.starts_with(relay_at) {
             relay_ends.insert(r.src.clone());
             "backend"
-        } else if r.src == backend && r.dst.starts_with("127.0.46.2:") {
+        } else if r.src == backend && r.dst.starts_with(relay_at) {
             relay_ends.insert(r.dst.clone());
             "backend"
         } else {

@@ -453,6 +453,7 @@ impl Shell {
                 self.mark_relay(idx, true);
             }
             self.send_prefix(now, relay_port, to, data);
+            self.tap(Way::ToBackend, ingress, from, relay_port, to, data);
             return;
         }
         if new_flow && let Err(e) = self.open_relay(relay_port) {
