@@ -132,7 +132,7 @@ struct Outcome {
     /// UDP datagrams dropped on full receive buffers during the UAC run (all sockets).
     rcvbuf_errors: u64,
     /// sipfront's own counts: datagrams, drops, flows created.
-    sipfront: Option<[f64; 3]>,
+    sipfront: Option<[f64; 4]>,
     /// CPU time of the sipp UAC (it has exited: from `getrusage`), in ms.
     uac_cpu_ms: f64,
     /// CPU time of each UAS during the UAC run.
@@ -458,7 +458,7 @@ fn table(results: &[Outcome], repeat: u64) -> String {
         );
     }
     for o in results {
-        if let Some([dgrams, drops, flows]) = o.sipfront {
+        if let Some([dgrams, drops, flows, hep_dropped]) = o.sipfront {
             let per = if dgrams > 0.0 {
                 format!("{:.2}", o.cpu.ms() * 1000.0 / dgrams)
             } else {
@@ -466,9 +466,11 @@ fn table(results: &[Outcome], repeat: u64) -> String {
             };
             let _ = writeln!(
                 t,
-                "sipfront {}{}: /metrics sipfront_datagrams_total = {dgrams:.0} \
+                "{} {}{}: /metrics sipfront_datagrams_total = {dgrams:.0} \
                  (sipp: {} successful calls × {DGRAMS_PER_CALL} = {}), drops {drops:.0}, \
-                 flows {flows:.0}, us/dgram by /metrics {per}; health probes answered: {}",
+                 flows {flows:.0}, us/dgram by /metrics {per}; HEP dropped {hep_dropped:.0}; \
+                 health probes answered: {}",
+                o.kind.name(),
                 o.mode,
                 if repeat > 1 {
                     format!(" round {}", o.round)

@@ -167,10 +167,10 @@ impl Proxy {
 
     /// sipfront's own counts, once they stop moving (they are published every 200 ms):
     /// `sipfront_datagrams_total`, `sipfront_drops_total` (each summed over its labels)
-    /// and `sipfront_flows_created_total`.
-    pub fn sipfront_counters(&self) -> Option<[f64; 3]> {
+    /// `sipfront_flows_created_total` and `sipfront_hep_dropped_total`.
+    pub fn sipfront_counters(&self) -> Option<[f64; 4]> {
         let addr = self.admin?;
-        let mut last: Option<[f64; 3]> = None;
+        let mut last: Option<[f64; 4]> = None;
         for _ in 0..20 {
             sleep(Duration::from_millis(300));
             let text = testkit::http_body(addr, "/metrics")?;
@@ -178,6 +178,7 @@ impl Proxy {
                 testkit::metric(&text, "sipfront_datagrams_total", &[]),
                 testkit::metric(&text, "sipfront_drops_total", &[]),
                 testkit::metric(&text, "sipfront_flows_created_total", &[]),
+                testkit::metric(&text, "sipfront_hep_dropped_total", &[]),
             ];
             if last == Some(now) {
                 return last;

@@ -141,7 +141,7 @@ fn drops_text(o: &Outcome) -> String {
         }
         t.push_str("; ");
     }
-    if let Some([_, d, _]) = o.sipfront.filter(|s| s[1] > 0.0) {
+    if let Some([_, d, _, _]) = o.sipfront.filter(|s| s[1] > 0.0) {
         let _ = write!(t, "sipfront drops {d:.0}; ");
     }
     let _ = write!(t, "rcvbuf {}", o.rcvbuf_errors);

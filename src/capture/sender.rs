@@ -157,7 +157,8 @@ impl HepExporter {
                 thread.spawn(move || super::datagram::send_loop(sock, collector, ring, st))?;
             }
             HepTransport::Tcp => {
-                thread.spawn(move || super::stream::send_loop(collector, ring, st))?;
+                let queue = cfg.queue;
+                thread.spawn(move || super::stream::send_loop(collector, ring, queue, st))?;
             }
         }
         Ok((

@@ -2,8 +2,10 @@
 //!
 //! Why: over UDP every packet is a system call and a trip through the loopback or NIC
 //! stack, two per relayed datagram with both legs on, which costs about as much as
-//! relaying it. Here the thread waits for a first packet, naps [`NAP`] so the packets
-//! the dataplane queues meanwhile join it, and writes them all at once. The dataplane's
+//! relaying it. Here the thread waits for a first packet, naps so the packets the
+//! dataplane queues meanwhile join it, and writes them all at once. The nap is as long
+//! as the last batches say a quarter of the ring takes to fill, between [`NAP_MIN`] and
+//! [`NAP_MAX`]: long at low rates (few writes), short at high ones (no `queue_full`). The dataplane's
 //! side is the same ring as for UDP: it never waits on the connection.
 //!
 //! A write error or timeout closes the connection (a partly written packet would break
@@ -19,7 +21,8 @@ use std::time::{Duration, Instant};
 use super::sender::{DropLog, HepDrop, HepStats, Ring};
 
 /// How long the thread lets packets gather before writing them.
-const NAP: Duration = Duration::from_millis(5);
+const NAP_MIN: Duration = Duration::from_millis(1);
+const NAP_MAX: Duration = Duration::from_millis(20);
 /// Bytes written per system call at most (the batch buffer, allocated once).
 const BATCH: usize = 256 * 1024;
 /// Connect attempts at most this often.
@@ -115,7 +118,15 @@ impl Conn {
     }
 }
 
-pub(super) fn send_loop(collector: SocketAddr, ring: Ring, stats: Arc<HepStats>) {
+/// How long to nap for a quarter of a `queue`-packet ring to fill at `rate` packets/s.
+fn nap_for(queue: usize, rate: f64) -> Duration {
+    if rate <= 0.0 {
+        return NAP_MAX;
+    }
+    Duration::from_secs_f64(queue as f64 / 4.0 / rate).clamp(NAP_MIN, NAP_MAX)
+}
+
+pub(super) fn send_loop(collector: SocketAddr, ring: Ring, queue: usize, stats: Arc<HepStats>) {
     let mut conn = Conn {
         collector,
         stream: None,
@@ -126,14 +137,19 @@ pub(super) fn send_loop(collector: SocketAddr, ring: Ring, stats: Arc<HepStats>)
         batched: 0,
     };
     conn.ensure(Instant::now());
-    // Blocks while idle; at load, one wake-up and one write per NAP.
+    // Packets per second, smoothed over the last batches.
+    let mut rate = 0.0f64;
+    // Blocks while idle; at load, one wake-up and one write per nap.
     while let Ok(first) = ring.queue.recv() {
-        conn.ensure(Instant::now());
+        let woke = Instant::now();
+        conn.ensure(woke);
         if conn.stream.is_some() {
-            std::thread::sleep(NAP);
+            std::thread::sleep(nap_for(queue, rate));
         }
+        let mut n = 0u64;
         let mut next = Some(first);
         while let Some(buf) = next {
+            n += 1;
             conn.push(buf.bytes());
             if ring.free.send(buf).is_err() {
                 return;
@@ -141,5 +157,21 @@ pub(super) fn send_loop(collector: SocketAddr, ring: Ring, stats: Arc<HepStats>)
             next = ring.queue.try_recv().ok();
         }
         conn.flush();
+        let secs = woke.elapsed().as_secs_f64().max(1e-3);
+        rate = 0.5 * rate + 0.5 * (n as f64 / secs);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_nap_shortens_as_the_rate_grows() {
+        assert_eq!(nap_for(1024, 0.0), NAP_MAX);
+        assert_eq!(nap_for(1024, 6_000.0), NAP_MAX, "500 calls/s, both legs");
+        let at_3000_calls = nap_for(1024, 42_000.0);
+        assert!(at_3000_calls > NAP_MIN && at_3000_calls < Duration::from_millis(7));
+        assert_eq!(nap_for(1024, 1e7), NAP_MIN);
     }
 }
