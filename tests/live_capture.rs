@@ -213,25 +213,8 @@ fn live_capture_pcap_text_token_and_limit() {
         .collect();
     sleep(Duration::from_millis(800));
     let tok = token_file.to_str().unwrap();
-    let r = run_sipfront(&[
-        "ctl",
-        "--admin",
-        ADMIN,
-        "--token-file",
-        tok,
-        "capture",
-        "--call-id",
-        "none",
-        "--seconds",
-        "1",
-    ]);
-    assert_eq!(r.code, 1, "{r:?}");
-    assert!(r.stderr.contains("429"), "{r:?}");
-    // A reader that goes away frees its place at once (the next heartbeat fails), long
-    // before its 6 s are up.
-    let killed = std::time::Instant::now();
-    four[0].signal("KILL");
-    let freed = wait_until(Duration::from_secs(3), || {
+    // A one-second capture that matches nothing: accepted (exit 0) or refused (429).
+    let one_more = || {
         run_sipfront(&[
             "ctl",
             "--admin",
@@ -244,9 +227,15 @@ fn live_capture_pcap_text_token_and_limit() {
             "--seconds",
             "1",
         ])
-        .code
-            == 0
-    });
+    };
+    let r = one_more();
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("429"), "{r:?}");
+    // A reader that goes away frees its place at once (the next heartbeat fails), long
+    // before its 6 s are up.
+    let killed = std::time::Instant::now();
+    four[0].signal("KILL");
+    let freed = wait_until(Duration::from_secs(3), || one_more().code == 0);
     assert!(freed, "no capture accepted after a reader was killed");
     assert!(
         killed.elapsed() < Duration::from_secs(5),
@@ -259,17 +248,6 @@ fn live_capture_pcap_text_token_and_limit() {
         assert!(s.success(), "{}", p.log_text());
     }
     // Once they ended, a capture is accepted again.
-    let r = run_sipfront(&[
-        "ctl",
-        "--admin",
-        ADMIN,
-        "--token-file",
-        tok,
-        "capture",
-        "--call-id",
-        "none",
-        "--seconds",
-        "1",
-    ]);
+    let r = one_more();
     assert_eq!(r.code, 0, "{r:?}");
 }

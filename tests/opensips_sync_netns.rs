@@ -93,23 +93,7 @@ fn opensips_phone_behind_nat_is_reachable_after_master_kill_without_reregisterin
     let mut phone = start_sipp(&dir, net.host("phone"), "phone", &args, true);
     wait_bound(&mut phone.proc, 5060);
 
-    let mut flow = None;
-    let ok = wait_until(Duration::from_secs(15), || {
-        phone.proc.assert_running();
-        flow = a
-            .flows()
-            .1
-            .into_iter()
-            .find(|f| f.client.starts_with("10.88.0.2:") && f.registered_secs.is_some());
-        flow.is_some()
-    });
-    assert!(
-        ok,
-        "no registered flow for the phone on sfA: {:?}\nphone trace:\n{}",
-        a.flows(),
-        phone.messages()
-    );
-    let flow = flow.unwrap();
+    let flow = a.wait_registered_flow("10.88.0.2:", &mut phone);
     let (client, relay_port) = (flow.client.clone(), flow.relay_port);
     let (home, other, home_os, other_os) = if flow.backend == "osA" {
         ("osA", "osB", &os_a, &os_b)

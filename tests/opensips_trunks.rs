@@ -22,9 +22,7 @@
 mod opensips;
 
 use opensips::*;
-use std::fs;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::path::Path;
 use std::time::{Duration, Instant};
 use testkit::*;
 
@@ -53,72 +51,13 @@ fn phone(dir: &TestDir, user: &str, port: u16, answer: &str) -> Sipp {
     )
 }
 
-/// One sipp call: scenario `sf` from `127.0.0.1:port` to sipfront, `-s service`,
-/// `-key user user`, held 500 ms.
+/// One sipp call to sipfront (see [`Sipp::call_as`]), held 500 ms.
 fn start_call(dir: &TestDir, name: &str, sf: &str, port: u16, service: &str, user: &str) -> Sipp {
-    let (sf, p, sip) = (scenario(sf), port.to_string(), sip_addr());
-    let mut sipp = Sipp::start_traced(
-        dir,
-        name,
-        &[
-            "-sf",
-            &sf,
-            "-s",
-            service,
-            "-key",
-            "user",
-            user,
-            "-t",
-            "u1",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &p,
-            "-m",
-            "1",
-            "-d",
-            "500",
-            "-timeout",
-            "60s",
-            "-timeout_error",
-            &sip,
-        ],
-    );
-    sipp.wait_bound(port);
-    sipp
+    Sipp::call_as(dir, name, sf, port, service, user, 500, &sip_addr())
 }
 
-/// The carrier as a UAS at the peer's address, answering one call with `sf`.
 fn start_carrier_uas(dir: &TestDir, name: &str, sf: &str) -> Sipp {
-    let (sf, p) = (scenario(sf), CARRIER.to_string());
-    let mut sipp = Sipp::start_traced(
-        dir,
-        name,
-        &[
-            "-sf",
-            &sf,
-            "-s",
-            "carrier",
-            "-t",
-            "u1",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &p,
-            "-m",
-            "1",
-            "-timeout",
-            "60s",
-            "-timeout_error",
-        ],
-    );
-    sipp.wait_bound(CARRIER);
-    sipp
-}
-
-fn assert_contains(path: &Path, needle: &str, what: &str) {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    assert!(text.contains(needle), "{what}: no `{needle}` in {path:?}");
+    Sipp::carrier_uas(dir, name, sf, CARRIER)
 }
 
 #[test]
@@ -157,7 +96,7 @@ fn opensips_trunk_calls_in_and_out_through_its_relay_endpoint() {
         "carrier",
     );
     carrier.expect_one_ok("carrier -> 1001");
-    assert_contains(
+    assert_file_contains(
         &p1.message_file,
         "BYE sip:",
         "phone 1001 got the carrier's BYE",
@@ -211,12 +150,12 @@ fn opensips_trunk_calls_in_and_out_through_its_relay_endpoint() {
     );
     p2.expect_one_ok("1002 -> carrier, 1002 hangs up");
     uas.expect_one_ok("carrier answering 1002");
-    assert_contains(
+    assert_file_contains(
         &uas.message_file,
         "INVITE sip:+15550100@",
         "carrier got the INVITE",
     );
-    assert_contains(&uas.message_file, "BYE sip:", "carrier got 1002's BYE");
+    assert_file_contains(&uas.message_file, "BYE sip:", "carrier got 1002's BYE");
     drop(uas);
 
     // The carrier hangs up.

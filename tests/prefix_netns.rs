@@ -133,44 +133,8 @@ fn nated_phone_registers_and_is_called_through_a_relay_prefix() {
     );
     eprintln!("[{} ms] sipfront up, {}", ms(t0), routes.trim());
 
-    let phone_args = [
-        "-sf",
-        &scenario("phone_register.xml"),
-        "-oocsf",
-        &scenario("phone_answer.xml"),
-        "-s",
-        "alice",
-        "-t",
-        "u1",
-        "-i",
-        "192.168.77.2",
-        "-p",
-        "5060",
-        "-m",
-        "1",
-        "-d",
-        "300000",
-        &format!("{SF_IP}:5060"),
-    ];
-    let mut phone = start_sipp(&dir, net.host("phone"), "phone", &phone_args, true);
-    wait_bound(&mut phone.proc, 5060);
-    let mut flow = None;
-    let ok = wait_until(Duration::from_secs(15), || {
-        phone.proc.assert_running();
-        flow = sf
-            .flows()
-            .1
-            .into_iter()
-            .find(|f| f.client.starts_with("10.88.0.2:") && f.registered_secs.is_some());
-        flow.is_some()
-    });
-    assert!(
-        ok,
-        "no registered flow: {:?}\n{}",
-        sf.flows(),
-        phone.messages()
-    );
-    let flow = flow.unwrap();
+    let mut phone = start_phone(&dir, &net, SF_IP);
+    let flow = sf.wait_registered_flow("10.88.0.2:", &mut phone);
     assert_eq!(flow.relay_port, RELAY_PORT);
     let (home, other) = if flow.backend == "kamA" {
         (&kam_a, &kam_b)
@@ -274,23 +238,7 @@ fn prefix_pair_takes_over_a_registered_phone_without_binding_anything() {
     eprintln!("[{} ms] pair up (A master), AnyIP route on both", ms(t0));
 
     let mut phone = start_phone(&dir, &net, VIP);
-    let mut flow = None;
-    let ok = wait_until(Duration::from_secs(15), || {
-        phone.proc.assert_running();
-        flow = a
-            .flows()
-            .1
-            .into_iter()
-            .find(|f| f.client.starts_with("10.88.0.2:") && f.registered_secs.is_some());
-        flow.is_some()
-    });
-    assert!(
-        ok,
-        "no registered flow on sfA: {:?}\n{}",
-        a.flows(),
-        phone.messages()
-    );
-    let flow = flow.unwrap();
+    let flow = a.wait_registered_flow("10.88.0.2:", &mut phone);
     let (home_ip, other_ip) = if flow.backend == "kamA" {
         ("10.88.0.21", "10.88.0.22")
     } else {

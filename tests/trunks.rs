@@ -16,7 +16,6 @@
 //! + 99, the peer's relay endpoint at + 100, relay ports + 600..+ 699 of the 30000 block).
 
 use std::fs;
-use std::path::Path;
 use std::time::{Duration, Instant};
 use testkit::*;
 
@@ -111,10 +110,6 @@ fn start(name: &str, ports: Ports, trunks: bool) -> Setup {
     }
 }
 
-fn sipp_path(name: &str) -> String {
-    scenario(name)
-}
-
 /// A phone `user` on `port`: REGISTERs through sipfront and answers INVITEs with `answer`
 /// (a tests/sipp scenario run out of call), registered for 60 s.
 fn phone(s: &Setup, user: &str, port: u16, answer: &str) -> Sipp {
@@ -160,68 +155,13 @@ fn start_call_hold(
     user: &str,
     hold_ms: u32,
 ) -> Sipp {
-    let sf = sipp_path(sf);
-    let p = port.to_string();
-    let d = hold_ms.to_string();
     let sip = s.ports.sip_addr();
-    let mut sipp = Sipp::start_traced(
-        &s.dir,
-        name,
-        &[
-            "-sf",
-            &sf,
-            "-s",
-            service,
-            "-key",
-            "user",
-            user,
-            "-t",
-            "u1",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &p,
-            "-m",
-            "1",
-            "-d",
-            &d,
-            "-timeout",
-            "60s",
-            "-timeout_error",
-            &sip,
-        ],
-    );
-    sipp.wait_bound(port);
-    sipp
+    Sipp::call_as(&s.dir, name, sf, port, service, user, hold_ms, &sip)
 }
 
 /// The carrier as a UAS at the peer's address, answering one call with `sf`.
 fn start_carrier_uas(s: &Setup, name: &str, sf: &str) -> Sipp {
-    let sf = sipp_path(sf);
-    let p = s.ports.carrier().to_string();
-    let mut sipp = Sipp::start_traced(
-        &s.dir,
-        name,
-        &[
-            "-sf",
-            &sf,
-            "-s",
-            "carrier",
-            "-t",
-            "u1",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &p,
-            "-m",
-            "1",
-            "-timeout",
-            "60s",
-            "-timeout_error",
-        ],
-    );
-    sipp.wait_bound(s.ports.carrier());
-    sipp
+    Sipp::carrier_uas(&s.dir, name, sf, s.ports.carrier())
 }
 
 /// `sipfront_flows_created_total` once the metrics have settled (they are published
@@ -229,11 +169,6 @@ fn start_carrier_uas(s: &Setup, name: &str, sf: &str) -> Sipp {
 fn flows_created(front: &mut Sipfront) -> f64 {
     let m = front.settled_metrics(Duration::from_millis(400), Duration::from_secs(5));
     metric(&m, "sipfront_flows_created_total", &[])
-}
-
-fn assert_contains(path: &Path, needle: &str, what: &str) {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    assert!(text.contains(needle), "{what}: no `{needle}` in {path:?}");
 }
 
 #[test]
@@ -258,7 +193,7 @@ fn trunk_calls_in_and_out_through_its_relay_endpoint() {
         "carrier",
     );
     carrier.expect_one_ok("carrier -> 1001");
-    assert_contains(
+    assert_file_contains(
         &p1.message_file,
         "BYE sip:",
         "phone 1001 got the carrier's BYE",
@@ -306,12 +241,12 @@ fn trunk_calls_in_and_out_through_its_relay_endpoint() {
     );
     p2.expect_one_ok("1002 -> carrier, 1002 hangs up");
     uas.expect_one_ok("carrier answering 1002");
-    assert_contains(
+    assert_file_contains(
         &uas.message_file,
         "INVITE sip:+15550100@",
         "carrier got the INVITE",
     );
-    assert_contains(&uas.message_file, "BYE sip:", "carrier got 1002's BYE");
+    assert_file_contains(&uas.message_file, "BYE sip:", "carrier got 1002's BYE");
     drop(uas);
 
     // The carrier hangs up (after a silent 7 s, 3.5 x flow_idle).

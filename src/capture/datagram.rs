@@ -23,7 +23,7 @@ pub(super) fn send_loop(sock: UdpSocket, collector: SocketAddr, ring: Ring, stat
     let mut log = DropLog::default();
     while let Ok(buf) = ring.queue.recv() {
         match sock.send(buf.bytes()) {
-            Ok(n) => stats.count_sent(n),
+            Ok(n) => stats.count_sent(1, n),
             Err(e) => {
                 let unreachable = e.kind() == io::ErrorKind::ConnectionRefused;
                 stats.count_drop(if unreachable {

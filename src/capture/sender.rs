@@ -59,12 +59,15 @@ pub struct HepStats {
 }
 
 impl HepStats {
-    pub(super) fn count_sent(&self, bytes: usize) {
-        self.sent.fetch_add(1, Ordering::Relaxed);
+    pub(super) fn count_sent(&self, packets: u64, bytes: usize) {
+        self.sent.fetch_add(packets, Ordering::Relaxed);
         self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
     }
     pub(super) fn count_drop(&self, r: HepDrop) {
-        self.dropped[r as usize].fetch_add(1, Ordering::Relaxed);
+        self.count_drops(r, 1);
+    }
+    pub(super) fn count_drops(&self, r: HepDrop, n: u64) {
+        self.dropped[r as usize].fetch_add(n, Ordering::Relaxed);
     }
     pub fn dropped(&self, r: HepDrop) -> u64 {
         self.dropped[r as usize].load(Ordering::Relaxed)

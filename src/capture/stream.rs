@@ -66,11 +66,7 @@ impl Conn {
     /// it without a connection.
     fn push(&mut self, packet: &[u8]) {
         if self.stream.is_none() {
-            self.stats.count_drop(HepDrop::Unreachable);
-            if self.log.note(1, Instant::now()) {
-                let dropped = self.log.take();
-                tracing::warn!(collector = %self.collector, dropped, "HEP collector unreachable; packets dropped");
-            }
+            self.failed(1, HepDrop::Unreachable, &io::ErrorKind::NotConnected.into());
             return;
         }
         if self.batch.len() + packet.len() > BATCH {
@@ -90,15 +86,7 @@ impl Conn {
             None => Err(io::ErrorKind::NotConnected.into()),
         };
         match res {
-            Ok(()) => {
-                self.stats
-                    .sent
-                    .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                self.stats.bytes.fetch_add(
-                    self.batch.len() as u64,
-                    std::sync::atomic::Ordering::Relaxed,
-                );
-            }
+            Ok(()) => self.stats.count_sent(n, self.batch.len()),
             Err(e) => {
                 self.stream = None;
                 self.failed(n, HepDrop::SendFailed, &e);
@@ -108,9 +96,7 @@ impl Conn {
     }
 
     fn failed(&mut self, n: u64, why: HepDrop, e: &io::Error) {
-        for _ in 0..n {
-            self.stats.count_drop(why);
-        }
+        self.stats.count_drops(why, n);
         if self.log.note(n, Instant::now()) {
             let dropped = self.log.take();
             tracing::warn!(collector = %self.collector, error = %e, dropped, "HEP collector unreachable; packets dropped");

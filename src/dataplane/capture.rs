@@ -22,7 +22,8 @@ pub(super) enum Way {
 impl Shell {
     /// A datagram relayed between `client` (via public socket `ingress`) and `backend`
     /// (via relay endpoint `relay`): exported on both legs, in the order it travelled,
-    /// and offered to live captures.
+    /// and offered to live captures. Called right after the router's decision on
+    /// `data`.
     pub(super) fn tap(
         &mut self,
         way: Way,
@@ -35,10 +36,8 @@ impl Shell {
         if self.hep.is_none() && self.live.is_empty() {
             return;
         }
-        let call_id = match scan(data) {
-            Scan::Sip(v) => v.call_id,
-            _ => &[],
-        };
+        // The router has just scanned `data`: no second scan per captured datagram.
+        let call_id = self.router.last_call_id(data);
         let hep_wants = self
             .hep
             .as_ref()

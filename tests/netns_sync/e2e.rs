@@ -200,23 +200,7 @@ pub fn e2e_setup(dir: &TestDir, t0: Instant, answer: &str) -> E2e {
     wait_bound(&mut phone.proc, 5060);
 
     // A's flow for the phone's public (masqueraded) address, registered.
-    let mut flow = None;
-    let ok = wait_until(Duration::from_secs(15), || {
-        phone.proc.assert_running();
-        flow = a
-            .flows()
-            .1
-            .into_iter()
-            .find(|f| f.client.starts_with("10.88.0.2:") && f.registered_secs.is_some());
-        flow.is_some()
-    });
-    assert!(
-        ok,
-        "no registered flow for the phone on sfA: {:?}\nphone trace:\n{}",
-        a.flows(),
-        phone.messages()
-    );
-    let flow = flow.unwrap();
+    let flow = a.wait_registered_flow("10.88.0.2:", &mut phone);
     let (home, other, home_ip, other_ip) = if flow.backend == "kamA" {
         ("kamA", "kamB", "10.88.0.21", "10.88.0.22")
     } else {

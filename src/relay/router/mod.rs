@@ -123,9 +123,29 @@ pub struct Router {
     pub sync_rejected: u64,
     /// Generation of the peer's full table being received.
     sync_gen: u32,
+    /// Where the Call-ID of the datagram the last `from_client`/`from_backend` scanned
+    /// lies in it (empty: none), so that the capture hook need not scan it again.
+    last_call_id: (usize, usize),
+}
+
+/// The range `part` covers in `whole` (empty if it is not a part of it).
+fn range_in(whole: &[u8], part: &[u8]) -> (usize, usize) {
+    let start = (part.as_ptr() as usize).wrapping_sub(whole.as_ptr() as usize);
+    match start.checked_add(part.len()) {
+        Some(end) if end <= whole.len() => (start, end),
+        _ => (0, 0),
+    }
 }
 
 impl Router {
+    /// The Call-ID of `data`, if the last [`from_client`](Self::from_client) or
+    /// [`from_backend`](Self::from_backend) call was given `data` and found one; else
+    /// empty.
+    pub fn last_call_id<'d>(&self, data: &'d [u8]) -> &'d [u8] {
+        data.get(self.last_call_id.0..self.last_call_id.1)
+            .unwrap_or_default()
+    }
+
     pub fn new(rc: RouterConfig, backend_list: &[Backend], now: Instant) -> Self {
         let backends = BackendSet::new(backend_list);
         let limits = &rc.limits;
@@ -171,6 +191,7 @@ impl Router {
             flows_per_backend: vec![0; backend_list.len()],
             vacate_scratch: Vec::with_capacity(backend_list.len()),
             settings: rc.settings.clone(),
+            last_call_id: (0, 0),
         };
         r.add_peers(&rc, now);
         r
@@ -290,8 +311,12 @@ impl Router {
         if !allowed && !self.is_peer(&client) {
             return self.drop_client(client, DropReason::SourceRateLimited);
         }
+        self.last_call_id = (0, 0);
         let msg = match scan(data) {
-            Scan::Sip(v) => v,
+            Scan::Sip(v) => {
+                self.last_call_id = range_in(data, v.call_id);
+                v
+            }
             Scan::Keepalive => return self.client_keepalive(now, client),
             Scan::Invalid(e) => return self.drop_client(client, e.into()),
         };
@@ -486,11 +511,13 @@ impl Router {
         if let Some(f) = self.flows.get_mut(id) {
             f.answered = true;
         }
+        self.last_call_id = (0, 0);
         match scan(data) {
             // Backends' NAT pings (nathelper) must reach the phone.
             Scan::Keepalive => self.counters.keepalives[Direction::ToClient] += 1,
             Scan::Invalid(e) => return self.drop_from_backend(e.into()),
             Scan::Sip(msg) => {
+                self.last_call_id = range_in(data, msg.call_id);
                 if let Err(r) = self.learn_from_backend(now, id, backend, &msg) {
                     return self.drop_from_backend(r);
                 }

@@ -14,6 +14,7 @@ use crate::lan::{Host, VIP, VIP_CIDR};
 use crate::metrics::{metric, parse_metrics};
 use crate::netns::{in_netns, udp_bound_in};
 use crate::process::{Proc, TestDir, strip_ansi, wait_until};
+use crate::sipp::Sipp;
 
 /// Config of one sipfront of the HA pair: SIP on VIP:5060, relay on the VIP, admin on the
 /// namespace's own 127.0.0.1:9090, fast health probes, and `[vrrp]` on eth0.
@@ -280,6 +281,31 @@ impl NsSipfront {
     /// Every flow (`/api/v1/flows?limit=1000000`): (total, rows).
     pub fn flows(&mut self) -> (usize, Vec<FlowRow>) {
         self.flows_query("limit=1000000")
+    }
+
+    /// Waits (15 s at most) for a registered flow of a client whose address starts
+    /// with `client_prefix` (e.g. a NAT's public `"10.88.0.2:"`), while `phone` runs;
+    /// fails with the flows and the phone's trace.
+    pub fn wait_registered_flow(&mut self, client_prefix: &str, phone: &mut Sipp) -> FlowRow {
+        let mut flow = None;
+        let ok = wait_until(Duration::from_secs(15), || {
+            phone.proc.assert_running();
+            flow = self
+                .flows()
+                .1
+                .into_iter()
+                .find(|f| f.client.starts_with(client_prefix) && f.registered_secs.is_some());
+            flow.is_some()
+        });
+        if !ok {
+            let flows = self.flows();
+            panic!(
+                "no registered flow for {client_prefix} on {}: {flows:?}\nphone trace:\n{}",
+                self.name,
+                phone.messages()
+            );
+        }
+        flow.unwrap()
     }
 
     /// Flows of one client.

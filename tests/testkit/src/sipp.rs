@@ -185,6 +185,80 @@ impl Sipp {
         phone
     }
 
+    /// One call: tests/sipp scenario `sf` from 127.0.0.1:`port` to `to`, `-s service`,
+    /// `-key user user`, held `hold_ms`. Returns once the port is bound.
+    #[allow(clippy::too_many_arguments)]
+    pub fn call_as(
+        test: &TestDir,
+        name: &str,
+        sf: &str,
+        port: u16,
+        service: &str,
+        user: &str,
+        hold_ms: u32,
+        to: &str,
+    ) -> Sipp {
+        let (sf, p, d) = (scenario(sf), port.to_string(), hold_ms.to_string());
+        let mut sipp = Sipp::start_traced(
+            test,
+            name,
+            &[
+                "-sf",
+                &sf,
+                "-s",
+                service,
+                "-key",
+                "user",
+                user,
+                "-t",
+                "u1",
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &p,
+                "-m",
+                "1",
+                "-d",
+                &d,
+                "-timeout",
+                "60s",
+                "-timeout_error",
+                to,
+            ],
+        );
+        sipp.wait_bound(port);
+        sipp
+    }
+
+    /// A carrier as a UAS on 127.0.0.1:`port` (`-s carrier`), answering one call with
+    /// the tests/sipp scenario `sf`. Returns once the port is bound.
+    pub fn carrier_uas(test: &TestDir, name: &str, sf: &str, port: u16) -> Sipp {
+        let (sf, p) = (scenario(sf), port.to_string());
+        let mut sipp = Sipp::start_traced(
+            test,
+            name,
+            &[
+                "-sf",
+                &sf,
+                "-s",
+                "carrier",
+                "-t",
+                "u1",
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &p,
+                "-m",
+                "1",
+                "-timeout",
+                "60s",
+                "-timeout_error",
+            ],
+        );
+        sipp.wait_bound(port);
+        sipp
+    }
+
     fn start_opts(test: &TestDir, name: &str, args: &[&str], trace_msg: bool) -> Sipp {
         Self::start_cmd(test, name, Command::new("sipp"), args, trace_msg)
     }
@@ -504,4 +578,10 @@ impl CallLog {
             .filter(|n| !self.ok.contains_key(n))
             .collect()
     }
+}
+
+/// Asserts that the file at `path` (e.g. a sipp message trace) contains `needle`.
+pub fn assert_file_contains(path: &std::path::Path, needle: &str, what: &str) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(text.contains(needle), "{what}: no `{needle}` in {path:?}");
 }
