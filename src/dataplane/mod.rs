@@ -448,33 +448,10 @@ impl Shell {
             self.router.send_failed();
             return;
         };
-        if self.prefix.is_on() {
-            if new_flow {
-                self.mark_relay(idx, true);
-            }
-            self.send_prefix(now, relay_port, to, data);
-            self.tap(Way::ToBackend, ingress, from, relay_port, to, data);
-            return;
-        }
-        if new_flow && let Err(e) = self.open_relay(relay_port) {
-            tracing::debug!(port = relay_port.port, error = %e, "relay bind failed");
-            self.router.bind_failed(flow);
-            return;
-        }
-        if self.relays[idx].is_none() {
-            // The socket could not be opened before (a mirrored flow's pre-bind, or a
-            // port that was still closing): try again rather than black-hole the flow.
-            if let Err(e) = self.open_relay(relay_port) {
-                tracing::debug!(port = relay_port.port, error = %e, "relay reopen failed");
-                self.router.send_failed();
-                return;
-            }
-        }
-        let Some(fd) = self.relays[idx].as_ref().map(|r| r.as_raw_fd()) else {
-            self.router.send_failed();
+        let Some((fd, src)) = self.relay_out(idx, relay_port, flow, new_flow) else {
             return;
         };
-        self.queue_send(now, fd, data, to, None);
+        self.queue_send(now, fd, data, to, src);
         self.tap(Way::ToBackend, ingress, from, relay_port, to, data);
     }
 

@@ -6,13 +6,14 @@
 //! source.
 
 use std::io;
-use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
-use std::os::fd::AsRawFd;
+use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Instant;
 
 use super::{DataplaneError, PREFIX_TOKEN, Shell};
 use crate::config::Config;
 use crate::relay::RelayPort;
+use crate::relay::flows::FlowId;
 use crate::sys::epoll::{self, Epoll};
 use crate::sys::errqueue;
 use crate::sys::mmsg;
@@ -166,17 +167,49 @@ impl Shell {
         }
     }
 
-    /// Prefix mode: queues a send from the flow's endpoint address on its port's
-    /// socket (sent by `flush_sends`).
-    pub(super) fn send_prefix(&mut self, now: Instant, r: RelayPort, to: SocketAddr, data: &[u8]) {
-        let (Some(src), Some(fd)) = (
-            self.relay_addrs.ip(r.addr),
-            self.prefix.sock(r.port).map(|s| s.as_raw_fd()),
-        ) else {
+    /// Where a datagram to a backend leaves from: the endpoint's socket, and in prefix
+    /// mode the endpoint's address to send from. Port mode opens the socket of a new
+    /// flow (or reopens one that could not be opened before). None, counted, if there
+    /// is none.
+    pub(super) fn relay_out(
+        &mut self,
+        idx: usize,
+        r: RelayPort,
+        flow: FlowId,
+        new_flow: bool,
+    ) -> Option<(RawFd, Option<IpAddr>)> {
+        if self.prefix.is_on() {
+            if new_flow {
+                self.mark_relay(idx, true);
+            }
+            let out = self
+                .relay_addrs
+                .ip(r.addr)
+                .zip(self.prefix.sock(r.port).map(|s| s.as_raw_fd()));
+            if out.is_none() {
+                self.router.send_failed();
+            }
+            return out.map(|(src, fd)| (fd, Some(src)));
+        }
+        if new_flow && let Err(e) = self.open_relay(r) {
+            tracing::debug!(port = r.port, error = %e, "relay bind failed");
+            self.router.bind_failed(flow);
+            return None;
+        }
+        if self.relays[idx].is_none() {
+            // The socket could not be opened before (a mirrored flow's pre-bind, or a
+            // port that was still closing): try again rather than black-hole the flow.
+            if let Err(e) = self.open_relay(r) {
+                tracing::debug!(port = r.port, error = %e, "relay reopen failed");
+                self.router.send_failed();
+                return None;
+            }
+        }
+        let fd = self.relays[idx].as_ref().map(|s| s.as_raw_fd());
+        if fd.is_none() {
             self.router.send_failed();
-            return;
-        };
-        self.queue_send(now, fd, data, to, Some(src));
+        }
+        fd.map(|fd| (fd, None))
     }
 
     /// Prefix mode: an endpoint taken or given back (nothing to bind or close).

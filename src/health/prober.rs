@@ -116,6 +116,8 @@ impl IgnoredLog {
 struct ProbeSocket {
     addr: SocketAddr,
     sock: UdpSocket,
+    /// Its local address (connected, so fixed): the probe's Via and the tap's source.
+    local: SocketAddr,
     /// (seq, bytes) of the last probe sent: what a genuine ICMP error quotes.
     sent: Option<(u32, Vec<u8>)>,
 }
@@ -280,13 +282,8 @@ impl Prober {
                     // Connected: only the backend's own datagrams arrive here.
                     Ok(len) => match self.ids.parse_reply(&buf[..len]) {
                         Some((b, seq, code)) if b == i => {
-                            if self.tapped.is_some() {
-                                let local = s.sock.local_addr();
-                                let from = s.addr;
-                                if let Ok(local) = local {
-                                    self.keep(from, local, &buf[..len]);
-                                }
-                            }
+                            let (from, local) = (s.addr, s.local);
+                            self.keep(from, local, &buf[..len]);
                             let b = BackendId::from_index(i);
                             if let Some(d) = self.checker.handle_reply(now, b, seq, code) {
                                 rtt(b, d.as_secs_f64());
@@ -379,10 +376,7 @@ impl Prober {
             let Some(s) = self.socks[i].as_mut() else {
                 continue;
             };
-            let local = s
-                .sock
-                .local_addr()
-                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+            let local = s.local;
             let msg = self.ids.build(i, tx.seq, target, local);
             // Recorded first: an error read while sending must find it.
             s.sent = Some((tx.seq, msg.clone()));
@@ -410,11 +404,13 @@ impl Prober {
         }
         self.socks[i] = None;
         let sock = open(addr)?;
+        let local = sock.local_addr()?;
         self.poll.add(&sock, i as u64)?;
         tracing::debug!(backend = i, fd = sock.as_raw_fd(), %addr, "probe socket opened");
         self.socks[i] = Some(ProbeSocket {
             addr,
             sock,
+            local,
             sent: None,
         });
         Ok(())
