@@ -81,12 +81,21 @@ fn bench_routing(c: &mut Criterion) {
     g.finish();
 }
 
-/// Prefix mode: a /12, one relay port, `max_flows` a million.
-fn prefix_config() -> Config {
-    let text = CONFIG.replace(
+/// Prefix mode: a /12, one relay port, `max_flows` a million, nothing expires (the
+/// sweeps measured walk a full table); `limits` goes into `[limits]`, and the text
+/// ends inside `[timeouts]`.
+fn prefix_config_text(limits: &str) -> String {
+    CONFIG.replace(
         "relay_ports = \"10000-29999\"",
         "relay_prefix = \"10.16.0.0/12\"\nrelay_port = 5062",
-    ) + "max_flows = 1000000\n[timeouts]\nflow_idle = \"1000h\"\n";
+    ) + "max_flows = 1000000\n"
+        + limits
+        + "[timeouts]\nflow_idle = \"1000h\"\nunanswered_idle = \"1000h\"\n"
+}
+
+/// [`prefix_config_text`], parsed.
+fn prefix_config() -> Config {
+    let text = prefix_config_text("");
     let eph = EphemeralPorts {
         range: 32768..=60999,
         reserved: vec![],
@@ -201,7 +210,7 @@ fn bench_sweep(c: &mut Criterion) {
     let text = CONFIG.replace(
         "relay_ports",
         "relay = [\"192.0.2.11\", \"192.0.2.12\", \"192.0.2.13\", \"192.0.2.14\", \"192.0.2.15\"]\nrelay_ports",
-    ) + "max_dialogs = 200000\n[timeouts]\nflow_idle = \"1000h\"\ntransaction = \"1000h\"\n";
+    ) + "max_dialogs = 200000\n[timeouts]\nflow_idle = \"1000h\"\nunanswered_idle = \"1000h\"\ntransaction = \"1000h\"\n";
     let eph = EphemeralPorts {
         range: 32768..=60999,
         reserved: vec![],
@@ -245,5 +254,54 @@ fn bench_sweep(c: &mut Criterion) {
     println!("sweep/100k_flows_100k_dialogs: longest single call of 80: {wall:?} ({cpu:?} CPU)");
 }
 
-criterion_group!(benches, bench_routing, bench_prefix, bench_sweep);
+/// The longest sweep call with a million flows in prefix mode, each with a call in the
+/// dialog table (a million dialogs): the stall a datagram can meet at that scale.
+fn bench_prefix_calls(_c: &mut Criterion) {
+    let text = prefix_config_text("max_dialogs = 1000000\n") + "transaction = \"1000h\"\n";
+    let eph = EphemeralPorts {
+        range: 32768..=60999,
+        reserved: vec![],
+    };
+    let cfg = Config::parse(&text, &eph).unwrap();
+    let t0 = Instant::now();
+    let mut r = Router::new(RouterConfig::new(&cfg, None), &cfg.backends, t0);
+    let invite = String::from_utf8_lossy(INVITE).into_owned();
+    let (head, tail) = invite.split_once("Call-ID: ").unwrap();
+    let mut msg = String::new();
+    for i in 0..1_000_000u32 {
+        msg.clear();
+        msg.push_str(head);
+        msg.push_str("Call-ID: ");
+        msg.push_str(&i.to_string());
+        msg.push('-');
+        msg.push_str(tail);
+        let a = r.from_client(t0, cgnat_client(i), 0, msg.as_bytes());
+        assert!(matches!(a, ClientAction::Forward { .. }), "{a:?}");
+    }
+    assert_eq!(r.flow_count(), 1_000_000);
+    assert_eq!(r.dialog_count(), 1_000_000);
+    let mut now = t0;
+    let (mut wall, mut cpu) = (Duration::ZERO, Duration::ZERO);
+    let calls = 400;
+    for _ in 0..calls {
+        now += Duration::from_millis(500);
+        let (t, c) = (Instant::now(), thread_cpu());
+        r.handle_timeout(black_box(now));
+        cpu = cpu.max(thread_cpu().saturating_sub(c));
+        wall = wall.max(t.elapsed());
+    }
+    assert_eq!(r.flow_count(), 1_000_000);
+    assert_eq!(r.dialog_count(), 1_000_000);
+    println!(
+        "prefix/sweep/1m_flows_1m_dialogs: longest single call of {calls}: {wall:?} ({cpu:?} CPU)"
+    );
+}
+
+criterion_group!(
+    benches,
+    bench_routing,
+    bench_prefix,
+    bench_prefix_calls,
+    bench_sweep
+);
 criterion_main!(benches);

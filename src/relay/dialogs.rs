@@ -71,13 +71,16 @@ impl Hasher for PassThrough {
 type Shard = HashMap<DialogKey, Dialog, BuildHasherDefault<PassThrough>>;
 
 /// Shards, chosen by the key's high bits (the map hashes the low ones), so expiry
-/// can sweep a large table one shard at a time instead of stalling on all of it.
-pub const SHARDS: usize = 8;
+/// can sweep a large table a few shards at a time instead of stalling on all of it
+/// (a million dialogs: ~4k per shard), and a growing shard rehashes only its part.
+pub const SHARDS: usize = 256;
 
 pub struct DialogTable {
-    shards: [Shard; SHARDS],
+    shards: Box<[Shard; SHARDS]>,
     keys: Keys,
     max: usize,
+    /// Entries over all shards (kept: summing 256 shards per new dialog would cost).
+    len: usize,
 }
 
 fn shard_of(key: DialogKey) -> usize {
@@ -94,14 +97,15 @@ enum Keys {
 impl DialogTable {
     pub fn new(max: usize, shared: Option<[u64; 4]>) -> Self {
         DialogTable {
-            shards: std::array::from_fn(|_| {
+            shards: Box::new(std::array::from_fn(|_| {
                 HashMap::with_capacity_and_hasher(max.min(1 << 16) / SHARDS, Default::default())
-            }),
+            })),
             keys: match shared {
                 Some(k) => Keys::Shared(k),
                 None => Keys::Random(RandomState::new(), RandomState::new()),
             },
             max,
+            len: 0,
         }
     }
 
@@ -138,7 +142,7 @@ fn hash2(mut h1: impl Hasher, mut h2: impl Hasher, call_id: &[u8]) -> DialogKey 
 
 impl DialogTable {
     pub fn len(&self) -> usize {
-        self.shards.iter().map(HashMap::len).sum()
+        self.len
     }
 
     pub fn get_mut(&mut self, key: DialogKey) -> Option<&mut Dialog> {
@@ -158,14 +162,17 @@ impl DialogTable {
             };
             return Ok(Some(before));
         }
-        if self.len() >= self.max {
+        if self.len >= self.max {
             return Err(());
         }
         self.shards[shard_of(key)].insert(key, d);
+        self.len += 1;
         Ok(None)
     }
 
-    /// Drops entries that expired, each reported to `gone`; returns how many.
+    /// Drops entries that expired, each reported to `gone`; returns how many (the
+    /// router expires a few shards per sweep instead).
+    #[cfg(test)]
     pub fn expire(&mut self, now: Instant, gone: &mut impl FnMut(&Dialog)) -> usize {
         (0..SHARDS).map(|i| self.expire_shard(i, now, gone)).sum()
     }
@@ -186,7 +193,9 @@ impl DialogTable {
             }
             keep
         });
-        before - shard.len()
+        let gone = before - shard.len();
+        self.len -= gone;
+        gone
     }
 }
 
@@ -240,5 +249,8 @@ mod tests {
         );
         assert_eq!(gone, [RelayPort::first(8)]);
         assert_eq!(t.len(), 1);
+        // The expired entry's room is free again.
+        assert_eq!(t.pin(t.key(b"y"), d(0, 0, Span::Transaction, 9)), Ok(None));
+        assert_eq!(t.len(), 2);
     }
 }

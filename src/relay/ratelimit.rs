@@ -51,8 +51,9 @@ struct Bucket {
 }
 
 /// Shards of the table, by hash: housekeeping prunes a few at a time, so a table of
-/// a million sources never stalls the dataplane for a whole pass.
-const SHARDS: usize = 64;
+/// a million sources never stalls the dataplane for a whole pass (~4k sources per
+/// shard at a million).
+const SHARDS: usize = 256;
 
 /// After a pass over the whole table freed nothing, new sources are refused
 /// without another pass for this long (a flood of new sources must not cost a
@@ -134,7 +135,10 @@ impl SourceLimiter {
     pub fn allow_in(&mut self, ip: IpAddr, now: Instant, class: impl FnOnce() -> Class) -> bool {
         let key = key64(ip);
         let h = self.hasher.hash_one(key);
-        let shard = (h >> 58) as usize % SHARDS;
+        // Bits the shard's own table does not use: hashbrown takes the low bits for the
+        // bucket and the top 7 for the tag, so sharing either within a shard would
+        // make its probes compare every entry of a group.
+        let shard = (h >> 40) as usize % SHARDS;
         let t = self.ns(now);
         if let Some(b) = self.shards[shard].find_mut(h, |b| b.key == key) {
             let (rate, burst) = rate_of(&self.rates, b.class);

@@ -7,7 +7,7 @@ use super::dialog::unpin;
 use super::{Router, RouterEvent, hold};
 use crate::relay::Item;
 use crate::relay::backends::Tenure;
-use crate::relay::dialogs::Dialog;
+use crate::relay::dialogs::{Dialog, SHARDS};
 use crate::relay::flows::Idle;
 
 /// How often a slice of the flow table is swept for expired flows.
@@ -15,30 +15,57 @@ pub(super) const SWEEP_EVERY: Duration = Duration::from_millis(500);
 
 /// A large table is swept in this many slices, one per `SWEEP_EVERY`, so the
 /// dataplane never stalls for a whole-table scan (100k flows and dialogs: ~0.8 ms
-/// at once); a large dialog table loses one shard's expired entries per sweep; rate
-/// buckets and per-backend counts are refreshed when a round completes.
+/// at once); each slice also expires a part of the dialog shards; rate buckets and
+/// per-backend counts are refreshed when a round of the flow table completes.
 pub(super) const SWEEP_SLICES: usize = 8;
 
-/// Tables up to this many slots are swept whole every time.
+/// Tables up to this many slots (flows) or entries (dialogs) are swept whole every
+/// time.
 const SWEEP_MIN_SLICE: usize = 4096;
 
-/// At most this many flow slots per slice (a slot costs a few ns: a stall well
-/// under 1 ms). A larger table takes more slices, closer together, so a round still
-/// takes about `SWEEP_EVERY × SWEEP_SLICES`.
+/// At most about this many flow slots, and dialogs, per slice (a few ns each: a
+/// stall well under 1 ms). Larger tables take more slices, closer together, so a
+/// round still takes about `SWEEP_EVERY × SWEEP_SLICES`.
 const SWEEP_MAX_SLICE: usize = 16384;
 
 /// Slices never come closer than this.
 const SWEEP_MIN_EVERY: Duration = Duration::from_millis(50);
 
-/// The slots one slice sweeps and the time to the next slice, for a table of
-/// `total` slots.
-fn slicing(total: usize) -> (usize, Duration) {
-    let slice = total
+/// How one sweep call divides the work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Slicing {
+    /// Flow slots per slice.
+    slots: usize,
+    /// Slices in a round (at least `SWEEP_SLICES`): the larger of what the flow
+    /// slots and the dialogs need.
+    parts: usize,
+    /// Dialog shards per slice (all of them while the dialog table is small).
+    shards: usize,
+    /// Time to the next slice.
+    every: Duration,
+}
+
+/// The slicing for a flow table of `slots` slots and `dialogs` dialogs.
+fn slicing(slots: usize, dialogs: usize) -> Slicing {
+    let slice = slots
         .div_ceil(SWEEP_SLICES)
         .clamp(SWEEP_MIN_SLICE, SWEEP_MAX_SLICE);
-    let slices = total.div_ceil(slice).max(1) as u32;
+    let parts = slots
+        .div_ceil(slice)
+        .max(dialogs.div_ceil(SWEEP_MAX_SLICE))
+        .max(SWEEP_SLICES);
+    let shards = if dialogs > SWEEP_MIN_SLICE {
+        SHARDS.div_ceil(parts)
+    } else {
+        SHARDS
+    };
     let round = SWEEP_EVERY * SWEEP_SLICES as u32;
-    (slice, (round / slices).clamp(SWEEP_MIN_EVERY, SWEEP_EVERY))
+    Slicing {
+        slots: slice,
+        parts,
+        shards,
+        every: (round / parts as u32).clamp(SWEEP_MIN_EVERY, SWEEP_EVERY),
+    }
 }
 
 impl Router {
@@ -53,10 +80,10 @@ impl Router {
             _ => {}
         }
         let total = self.flows.slot_count();
-        let (slice, every) = slicing(total);
-        self.next_sweep = Some(now + every);
+        let plan = slicing(total, self.dialogs.len());
+        self.next_sweep = Some(now + plan.every);
         let start = self.sweep_cursor.min(total);
-        let end = (start + slice).min(total);
+        let end = (start + plan.slots).min(total);
         if start == 0 {
             self.sweep_homes.iter_mut().for_each(|n| *n = 0);
         }
@@ -88,9 +115,8 @@ impl Router {
         self.expired_scratch = expired;
         // The per-source tables (up to a million sources) are pruned in parts too,
         // one part per slice: all of them about once per round.
-        let parts = total.div_ceil(slice).max(SWEEP_SLICES);
-        self.limiter.prune_step(now, parts);
-        self.datagram_limiter.prune_step(now, parts);
+        self.limiter.prune_step(now, plan.parts);
+        self.datagram_limiter.prune_step(now, plan.parts);
         // An expired dialog lets go of its flow (the flow itself expires later, when
         // idle).
         let flows = &mut self.flows;
@@ -98,12 +124,10 @@ impl Router {
             hold(flows, d.flow, Some(d.span), None);
             unpin(flows, d);
         };
-        if self.dialogs.len() > SWEEP_MIN_SLICE {
+        for _ in 0..plan.shards {
             self.dialogs
                 .expire_shard(self.dialog_shard, now, &mut release);
-            self.dialog_shard = (self.dialog_shard + 1) % crate::relay::dialogs::SHARDS;
-        } else {
-            self.dialogs.expire(now, &mut release);
+            self.dialog_shard = (self.dialog_shard + 1) % SHARDS;
         }
         if end < total {
             self.sweep_cursor = end;
@@ -145,14 +169,39 @@ impl Router {
 mod tests {
     use super::*;
 
+    impl Slicing {
+        fn with_slots(self, slots: usize) -> Slicing {
+            Slicing { slots, ..self }
+        }
+    }
+
     #[test]
     fn large_tables_take_more_slices_closer_together() {
-        assert_eq!(slicing(100), (SWEEP_MIN_SLICE, SWEEP_EVERY));
-        assert_eq!(slicing(100_000), (12_500, SWEEP_EVERY));
-        let (slice, every) = slicing(1_000_000);
-        assert_eq!(slice, SWEEP_MAX_SLICE);
+        let small = slicing(100, 100);
+        assert_eq!(
+            (small.slots, small.shards, small.every),
+            (SWEEP_MIN_SLICE, SHARDS, SWEEP_EVERY)
+        );
+        let s = slicing(100_000, 100_000);
+        assert_eq!((s.slots, s.parts, s.every), (12_500, 8, SWEEP_EVERY));
+        // 100k dialogs over 256 shards, 32 shards per slice: 12,500 per slice.
+        assert_eq!(s.shards, 32);
+        let s = slicing(1_000_000, 0);
+        assert_eq!(s.slots, SWEEP_MAX_SLICE);
         // 62 slices in a round of about 4 s.
-        assert_eq!(every, Duration::from_millis(4000) / 62);
-        assert_eq!(slicing(100_000_000).1, SWEEP_MIN_EVERY);
+        assert_eq!(s.every, Duration::from_millis(4000) / 62);
+        assert_eq!(slicing(100_000_000, 0).every, SWEEP_MIN_EVERY);
+    }
+
+    #[test]
+    fn many_dialogs_take_more_slices_even_with_few_flows() {
+        // One trunk flow carrying a million calls: 62 slices, 5 shards (~20k
+        // dialogs) each, so every dialog is looked at about once per 4 s round.
+        let s = slicing(10, 1_000_000);
+        assert_eq!(s.parts, 62);
+        assert_eq!(s.shards, 5);
+        assert_eq!(s.every, Duration::from_millis(4000) / 62);
+        // A million flows and a million dialogs: the same.
+        assert_eq!(slicing(1_000_000, 1_000_000), s.with_slots(SWEEP_MAX_SLICE));
     }
 }
