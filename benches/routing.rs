@@ -172,6 +172,25 @@ fn bench_prefix(c: &mut Criterion) {
                 black_box(r.from_client(now, cgnat_client(i as u32), 0, black_box(INVITE)))
             })
         });
+        // As the dataplane runs a received batch: every datagram's tables warmed
+        // first, then the decisions (per decision: the time / BATCH).
+        const BATCH: u64 = 32;
+        g.throughput(criterion::Throughput::Elements(BATCH));
+        g.bench_function(format!("client_to_backend/invite_batch32/{label}"), |b| {
+            b.iter(|| {
+                let first = i;
+                for _ in 0..BATCH {
+                    i = (i + step) % u64::from(n);
+                    r.warm_client(cgnat_client(i as u32));
+                }
+                i = first;
+                for _ in 0..BATCH {
+                    i = (i + step) % u64::from(n);
+                    black_box(r.from_client(now, cgnat_client(i as u32), 0, black_box(INVITE)));
+                }
+            })
+        });
+        g.throughput(criterion::Throughput::Elements(1));
         let mut j = 0u64;
         g.bench_function(format!("backend_to_client/200_register/{label}"), |b| {
             b.iter(|| {
@@ -182,6 +201,26 @@ fn bench_prefix(c: &mut Criterion) {
                 black_box(a)
             })
         });
+        g.throughput(criterion::Throughput::Elements(BATCH));
+        g.bench_function(
+            format!("backend_to_client/200_register_batch32/{label}"),
+            |b| {
+                b.iter(|| {
+                    let first = j;
+                    for _ in 0..BATCH {
+                        j = (j + step) % u64::from(n);
+                        r.warm_backend(ports[j as usize].0);
+                    }
+                    j = first;
+                    for _ in 0..BATCH {
+                        j = (j + step) % u64::from(n);
+                        let (port, src) = ports[j as usize];
+                        black_box(r.from_backend(now, port, src, black_box(OK_REGISTER)));
+                    }
+                })
+            },
+        );
+        g.throughput(criterion::Throughput::Elements(1));
         if n == 1_000_000 {
             // The longest single sweep call over two rounds: the stall a datagram
             // can meet with a million flows.

@@ -149,16 +149,26 @@ impl Shell {
         if epoll::is_error(ev) {
             self.on_relay_error(now, &fd);
         }
+        // An address of the prefix beyond the used ones holds no flow.
+        let endpoint = |s: &Self, batch: &mmsg::RecvBatch, i| RelayPort {
+            addr: batch
+                .destination(i)
+                .and_then(|d| s.relay_addrs.index_of(d))
+                .unwrap_or(u32::MAX),
+            port,
+        };
         match batch.recv(fd) {
             Ok(got) => {
+                if got > 1 {
+                    // Overlap the batch's cache misses (see Router::warm_client).
+                    for i in 0..got {
+                        self.router.warm_backend(endpoint(self, batch, i));
+                    }
+                }
                 for i in 0..got {
-                    let dst = batch.destination(i);
+                    let to = endpoint(self, batch, i);
                     if let Some((data, from)) = batch.get(i) {
-                        // An address of the prefix beyond the used ones holds no flow.
-                        let addr = dst
-                            .and_then(|d| self.relay_addrs.index_of(d))
-                            .unwrap_or(u32::MAX);
-                        self.on_backend(now, RelayPort { addr, port }, from, data);
+                        self.on_backend(now, to, from, data);
                     }
                 }
             }

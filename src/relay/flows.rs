@@ -205,6 +205,22 @@ impl FlowTable {
         }
     }
 
+    /// Reads what [`Self::lookup_client`] will read for `client` (see
+    /// `Router::warm_client`).
+    #[inline]
+    pub fn warm_client(&self, client: &SocketAddr) {
+        let found = self.find(self.hasher.hash_one(client), client);
+        std::hint::black_box(found.and_then(|i| self.slots[i as usize].as_ref().map(|f| f.home)));
+    }
+
+    /// Reads what a datagram to `port` will read of the table.
+    #[inline]
+    pub fn warm_port(&self, port: RelayPort) {
+        if let Some(id) = self.lookup_port(port) {
+            std::hint::black_box(self.slots[id.0 as usize].as_ref().map(|f| f.home));
+        }
+    }
+
     pub fn lookup_port(&self, port: RelayPort) -> Option<FlowId> {
         match self.by_port.get(self.space.index(port)?) {
             Some(&i) if i != NO_FLOW => Some(FlowId(i)),
