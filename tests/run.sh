@@ -86,5 +86,5 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo machete (unused dependencies)"
 cargo machete
 echo "== cargo test"
-cargo test -- --test-threads="${SIPFRONT_TEST_THREADS:-4}"
+cargo test --no-fail-fast -- --test-threads="${SIPFRONT_TEST_THREADS:-4}"
 echo "== all tests passed"
