@@ -157,12 +157,19 @@ fn ctl_target(
 async fn run(cfg: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let prom = admin::install_recorder().map_err(anyhow::Error::msg)?;
-    let running = server::start(cfg, prom).await?;
+    let mut running = server::start(cfg, prom).await?;
     sipfront::notify::notify("READY=1");
     let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    let ended = running.take_ended();
+    tokio::pin!(ended);
     loop {
         tokio::select! {
             r = wait_for_stop(None) => { r?; break; }
+            () = &mut ended => {
+                sipfront::notify::notify("STOPPING=1");
+                running.stop()?;
+                anyhow::bail!("the dataplane stopped");
+            }
             _ = hup.recv() => {
                 let Some(p) = &path else { continue };
                 sipfront::notify::notify("RELOADING=1");

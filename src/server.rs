@@ -23,6 +23,8 @@ pub enum ServerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("the dataplane thread ended during its setup without an error")]
+    DataplaneGone,
     #[error("cannot start the dataplane thread: {0}")]
     Thread(std::io::Error),
     #[error("the dataplane is not running")]
@@ -37,6 +39,8 @@ pub struct Running {
     control: ControlTx,
     shutdown: watch::Sender<bool>,
     dataplane: Option<JoinHandle<Result<(), DataplaneError>>>,
+    /// Fires when the dataplane thread ends (see [`Running::take_ended`]).
+    ended: Option<tokio::sync::oneshot::Receiver<()>>,
     vrrp: Option<VrrpHandle>,
     /// The admin API token, rotated by [`Running::reload`].
     admin_token: Token,
@@ -45,6 +49,21 @@ pub struct Running {
 }
 
 impl Running {
+    /// A future that resolves when the dataplane thread has ended: on its own, that is
+    /// a fatal error ([`Running::stop`] then returns it) and the process must exit
+    /// rather than answer on its admin endpoint without forwarding.
+    pub fn take_ended(&mut self) -> impl std::future::Future<Output = ()> + use<> {
+        let rx = self.ended.take();
+        async move {
+            match rx {
+                Some(rx) => {
+                    let _ = rx.await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+    }
+
     /// Stops the dataplane and waits for its thread.
     pub fn stop(mut self) -> Result<(), DataplaneError> {
         self.halt()
@@ -159,10 +178,12 @@ pub async fn start(cfg: Config, prom: PrometheusHandle) -> Result<Running, Serve
     let admin_token = Token::new(cfg.admin.token.as_deref());
     let admin_cfg = cfg.admin.clone();
     let vrrp_cfg = cfg.vrrp.clone();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
     let handle = std::thread::Builder::new()
         .name("sipfront-dataplane".into())
         .spawn(move || {
-            dataplane::run(
+            let r = dataplane::run(
                 cfg,
                 public,
                 metrics,
@@ -170,10 +191,21 @@ pub async fn start(cfg: Config, prom: PrometheusHandle) -> Result<Running, Serve
                 Handles {
                     shutdown: rx,
                     control: ctl_rx,
+                    ready: ready_tx,
                 },
-            )
+            );
+            let _ = ended_tx.send(());
+            r
         })
         .map_err(ServerError::Thread)?;
+    // A setup error (a relay port taken, the sync socket, the prefix route) stops the
+    // start here, with the error, instead of leaving a process without a dataplane.
+    if ready_rx.await.is_err() {
+        return Err(match handle.join() {
+            Ok(Err(e)) => ServerError::Dataplane(e),
+            Ok(Ok(())) | Err(_) => ServerError::DataplaneGone,
+        });
+    }
     let state = ApiState {
         prom,
         status: status.clone(),
@@ -193,6 +225,7 @@ pub async fn start(cfg: Config, prom: PrometheusHandle) -> Result<Running, Serve
         control: ctl_tx,
         shutdown: tx,
         dataplane: Some(handle),
+        ended: Some(ended_rx),
         vrrp: None,
         admin_token,
         admin_cfg,

@@ -151,3 +151,61 @@ fn ipv6_phones_call_through_a_relay_prefix() {
         "the /64 route is removed on exit: {after:?}"
     );
 }
+
+/// A start that fails after sipfront made the /64 local (here the relay port is taken)
+/// removes the route again: left behind, the next start would find the prefix local,
+/// take the route for someone else's and never remove it.
+#[test]
+fn a_start_that_fails_removes_the_prefix_route() {
+    let _serial = serial();
+    let dir = TestDir::new("prefix-ipv6-fail");
+    let lan = Lan::create("sfpx6f", "10.76.0", "02:76:00:00:00", &[("front", 10)]);
+    let front = lan.host("front");
+    front.ns.ip(&[
+        "-6",
+        "addr",
+        "add",
+        "2001:db8:0:ff::10/48",
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
+    let _taken = front
+        .ns
+        .enter(|| std::net::UdpSocket::bind("[::]:5062").expect("take the relay port"));
+    let config = dir.join("front.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[listen]\nsip = [\"[2001:db8:0:ff::10]:5060\"]\nrelay_prefix = \"{PREFIX}\"\nrelay_port = 5062\n\n\
+             [[backend]]\nname = \"a\"\naddr = \"[2001:db8:0:30::30]:5060\"\n\n\
+             [admin]\nlisten = \"127.0.0.1:9090\"\n"
+        ),
+    )
+    .unwrap();
+    let mut cmd = front.ns.command(bin());
+    cmd.args(["run", "-c"]).arg(&config).env("NO_COLOR", "1");
+    let mut proc = Proc::spawn("front", &mut cmd, &dir.join("front.log"));
+    let mut exit = None;
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            exit = proc.try_wait();
+            exit.is_some()
+        }),
+        "sipfront kept running with its relay port taken; log:\n{}",
+        proc.log_text()
+    );
+    assert!(!exit.unwrap().success(), "exit: {exit:?}");
+    assert_file_contains(
+        &dir.join("front.log"),
+        "[::]:5062",
+        "the error names the relay port",
+    );
+    let routes = front
+        .ns
+        .ip(&["-6", "route", "show", "table", "local", PREFIX]);
+    assert!(
+        routes.trim().is_empty(),
+        "the /64 route was left behind by the failed start: {routes:?}"
+    );
+}

@@ -128,6 +128,10 @@ pub(super) struct Shell {
 pub struct Handles {
     pub shutdown: watch::Receiver<bool>,
     pub control: ControlRx,
+    /// Told once everything is set up and the loop starts; dropped unsent when the
+    /// setup fails, so the caller can report the error instead of running on
+    /// without a dataplane.
+    pub ready: tokio::sync::oneshot::Sender<()>,
 }
 
 /// The prefix's local route, added (and removed) over netlink on a short-lived
@@ -159,6 +163,7 @@ pub fn run(
     let Handles {
         shutdown,
         mut control,
+        ready,
     } = handles;
     let poll = Epoll::new().map_err(DataplaneError::Runtime)?;
     for (i, (s, &addr)) in public.iter().zip(&cfg.listen.sip).enumerate() {
@@ -174,7 +179,10 @@ pub fn run(
             .map(|l| Key::new(s.key.as_bytes()).derive(l))
     });
     // Prefix mode: the prefix must be local before the wildcard sockets can use it.
-    let route = match &cfg.listen.relay_prefix {
+    // Held in a guard: an error below (a relay port in use, the sync socket) or a
+    // panic must not leave the route behind, or the next start would find the prefix
+    // local, take it for someone else's and never remove it.
+    let route = RouteGuard(match &cfg.listen.relay_prefix {
         Some(p) => on_runtime(crate::sys::localroute::ensure(
             p.net,
             p.len,
@@ -182,9 +190,9 @@ pub fn run(
         ))
         .map_err(DataplaneError::Route)?,
         None => None,
-    };
+    });
     if let Some(p) = &cfg.listen.relay_prefix {
-        tracing::info!(prefix = %p, added = route.is_some(), "relay prefix is local");
+        tracing::info!(prefix = %p, added = route.0.is_some(), "relay prefix is local");
     }
     let router = Router::new(
         RouterConfig::new(&cfg, dialog_keys),
@@ -269,13 +277,23 @@ pub fn run(
         backends = shell.cfg.backends.len(),
         "dataplane running"
     );
+    let _ = ready.send(());
     shell.run_loop(&mut control, &shutdown, sync_link.as_mut(), &status);
-    if let Some(r) = route
-        && let Err(e) = on_runtime(r.remove())
-    {
-        tracing::warn!(error = %e, "cannot remove the relay prefix's local route");
-    }
+    drop(route);
     Ok(())
+}
+
+/// The relay prefix's local route this process added, removed when dropped.
+struct RouteGuard(Option<crate::sys::localroute::LocalRoute>);
+
+impl Drop for RouteGuard {
+    fn drop(&mut self) {
+        if let Some(r) = self.0.take()
+            && let Err(e) = on_runtime(r.remove())
+        {
+            tracing::warn!(error = %e, "cannot remove the relay prefix's local route");
+        }
+    }
 }
 
 /// Milliseconds from `now` to `t`, rounded up (an early wake-up would find nothing
