@@ -196,6 +196,11 @@ async fn peers(State(s): State<ApiState>) -> Response {
     }
 }
 
+/// Flows one `/api/v1/flows` answer lists at most (`total` still counts them all):
+/// the list is built on the dataplane thread, which forwards nothing meanwhile
+/// (100,000 rows: tens of ms; a million would stall it for hundreds).
+const MAX_FLOWS_LISTED: usize = 100_000;
+
 #[derive(Deserialize)]
 struct FlowQuery {
     client: Option<SocketAddr>,
@@ -212,7 +217,7 @@ async fn flows(State(s): State<ApiState>, Query(q): Query<FlowQuery>) -> Respons
     let (reply, rx) = oneshot::channel();
     let msg = Control::Flows {
         client: q.client,
-        limit: q.limit.unwrap_or(1000),
+        limit: q.limit.unwrap_or(1000).min(MAX_FLOWS_LISTED),
         reply,
     };
     if s.control.send(msg).await.is_err() {

@@ -184,9 +184,13 @@ impl Shell {
                 let now = Instant::now();
                 let r = &s.router;
                 let total = r.flow_count();
-                let list = r
-                    .flows()
-                    .filter(|f| client.is_none_or(|c| c == f.client))
+                // One client: its flow from the index, not a walk of the table.
+                let one = client.map(|c| r.flow_of(&c));
+                let all = one.is_none().then(|| r.flows());
+                let list = one
+                    .into_iter()
+                    .flatten()
+                    .chain(all.into_iter().flatten())
                     .take(limit)
                     .map(|f| FlowInfo {
                         client: f.client,

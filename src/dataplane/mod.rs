@@ -49,7 +49,7 @@ use crate::sys::mmsg::{self, RecvBatch, SendBatch};
 use crate::sys::socket::{bind_udp, send_now};
 
 /// `recvmmsg` batches per public socket per turn before other sockets get a turn.
-const ROUNDS: usize = 4;
+pub(super) const ROUNDS: usize = 4;
 const PUBLIC_RCVBUF: usize = 8 << 20;
 
 /// Epoll tokens. Port-mode relay sockets use their slot (below `TAG`); the others

@@ -157,23 +157,33 @@ impl Shell {
                 .unwrap_or(u32::MAX),
             port,
         };
-        match batch.recv(fd) {
-            Ok(got) => {
-                if got > 1 {
-                    // Overlap the batch's cache misses (see Router::warm_client).
+        // One socket carries every flow's replies on this port: as many batches per
+        // turn as a public socket gets.
+        for _ in 0..super::ROUNDS {
+            match batch.recv(fd) {
+                Ok(got) => {
+                    if got > 1 {
+                        // Overlap the batch's cache misses (see Router::warm_client).
+                        for i in 0..got {
+                            self.router.warm_backend(endpoint(self, batch, i));
+                        }
+                    }
                     for i in 0..got {
-                        self.router.warm_backend(endpoint(self, batch, i));
+                        let to = endpoint(self, batch, i);
+                        if let Some((data, from)) = batch.get(i) {
+                            self.on_backend(now, to, from, data);
+                        }
+                    }
+                    if got < mmsg::BATCH {
+                        return;
                     }
                 }
-                for i in 0..got {
-                    let to = endpoint(self, batch, i);
-                    if let Some((data, from)) = batch.get(i) {
-                        self.on_backend(now, to, from, data);
-                    }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => {
+                    self.on_relay_error(now, &fd);
+                    return;
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => self.on_relay_error(now, &fd),
         }
     }
 

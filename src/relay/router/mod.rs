@@ -229,6 +229,13 @@ impl Router {
         self.flows.iter()
     }
 
+    /// The flow of `client`, by the index (not a walk of the table).
+    pub fn flow_of(&self, client: &SocketAddr) -> Option<&Flow> {
+        self.flows
+            .lookup_client(client)
+            .and_then(|id| self.flows.get(id))
+    }
+
     pub fn backends(&self) -> &BackendSet {
         &self.backends
     }
