@@ -33,10 +33,12 @@ pub enum DropReason {
     Scanner,
     /// The flow has `limits.max_pins_per_flow` dialog entries open already.
     PinQuota,
+    /// From source port 0: nothing can be sent back to it.
+    BadSource,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 20] = [
+    pub const ALL: [DropReason; 21] = [
         DropReason::NotSip,
         DropReason::BadStartLine,
         DropReason::Truncated,
@@ -57,6 +59,7 @@ impl DropReason {
         DropReason::Banned,
         DropReason::Scanner,
         DropReason::PinQuota,
+        DropReason::BadSource,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -81,6 +84,7 @@ impl DropReason {
             DropReason::Banned => "banned",
             DropReason::Scanner => "scanner",
             DropReason::PinQuota => "pin_quota",
+            DropReason::BadSource => "bad_source",
         }
     }
 

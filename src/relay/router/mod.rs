@@ -315,6 +315,11 @@ impl Router {
         ingress: u16,
         data: &[u8],
     ) -> ClientAction {
+        // Source port 0 ("no reply"): a flow for it could never be answered, and each
+        // reply would fail in the kernel.
+        if client.port() == 0 {
+            return self.drop_client(client, DropReason::BadSource);
+        }
         // First, and cheap: a hash lookup per prefix length in the lists.
         let refused = {
             let (flows, access) = (&self.flows, &self.access);

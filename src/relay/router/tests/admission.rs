@@ -311,3 +311,24 @@ fn the_503_budget_is_spent_only_on_replies_sent() {
     );
     assert_eq!(r.counters().replies_503, 3);
 }
+
+#[test]
+fn source_port_zero_gets_no_flow() {
+    let t0 = Instant::now();
+    let mut r = router(&with_access(""));
+    // The static peer's flow exists from the start.
+    let before = r.flow_count();
+    for from in ["198.51.100.7:0", "[2001:db8::7]:0"] {
+        assert_eq!(
+            action(&mut r, t0, from, &req("REGISTER", "p0")),
+            Some(DropReason::BadSource),
+            "{from}"
+        );
+    }
+    assert_eq!(r.flow_count(), before);
+    assert_eq!(r.counters().dropped(DropReason::BadSource), 2);
+    assert_eq!(
+        action(&mut r, t0, "198.51.100.7:5060", &req("REGISTER", "p1")),
+        None
+    );
+}
