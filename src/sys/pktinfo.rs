@@ -159,12 +159,17 @@ pub unsafe fn destination(msg: &libc::msghdr) -> Option<IpAddr> {
         let mut c = libc::CMSG_FIRSTHDR(msg);
         while !c.is_null() {
             let d = libc::CMSG_DATA(c);
+            // A message too short for its payload (the kernel never writes one) is
+            // passed over rather than read past.
+            let fits = |n: usize| (*c).cmsg_len as usize >= libc::CMSG_LEN(n as u32) as usize;
             match ((*c).cmsg_level, (*c).cmsg_type) {
-                (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                (libc::IPPROTO_IP, libc::IP_PKTINFO) if fits(size_of::<libc::in_pktinfo>()) => {
                     let pi = std::ptr::read_unaligned(d.cast::<libc::in_pktinfo>());
                     return Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(pi.ipi_addr.s_addr))));
                 }
-                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
+                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO)
+                    if fits(size_of::<libc::in6_pktinfo>()) =>
+                {
                     let pi = std::ptr::read_unaligned(d.cast::<libc::in6_pktinfo>());
                     return Some(IpAddr::V6(Ipv6Addr::from(pi.ipi6_addr.s6_addr)));
                 }
