@@ -167,9 +167,7 @@ pub unsafe fn destination(msg: &libc::msghdr) -> Option<IpAddr> {
                     let pi = std::ptr::read_unaligned(d.cast::<libc::in_pktinfo>());
                     return Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(pi.ipi_addr.s_addr))));
                 }
-                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO)
-                    if fits(size_of::<libc::in6_pktinfo>()) =>
-                {
+                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) if fits(size_of::<libc::in6_pktinfo>()) => {
                     let pi = std::ptr::read_unaligned(d.cast::<libc::in6_pktinfo>());
                     return Some(IpAddr::V6(Ipv6Addr::from(pi.ipi6_addr.s6_addr)));
                 }
