@@ -118,6 +118,14 @@ fn errors_name_the_key() {
             "listen.relay[1]: all relay addresses must be of one IP family",
         ),
         (
+            &GOOD.replace("127.0.0.1:5071", "[::1]:5071"),
+            "backend[1].addr: an IPv6 backend, but the relay addresses",
+        ),
+        (
+            &GOOD.replace("relay_ports", "relay = [\"::1\"]\nrelay_ports"),
+            "backend[0].addr: an IPv4 backend, but the relay addresses",
+        ),
+        (
             &GOOD.replace("relay_ports", "relay = []\nrelay_ports"),
             "listen.relay: needs at least one",
         ),

@@ -23,7 +23,7 @@ impl Raw {
         secrets: SecretFiles,
     ) -> Result<Config, ConfigError> {
         let listen = validate_listen(self.listen, eph)?;
-        let backends = validate_backends(&self.backend, &listen.sip)?;
+        let backends = validate_backends(&self.backend, &listen)?;
         Ok(Config {
             failback: validate_affinity(self.affinity),
             limits: super::limits::validate_limits(self.limits.unwrap_or_default(), &listen)?,
@@ -188,7 +188,15 @@ fn validate_relay_ports(
 // [[backend]]
 // ---------------------------------------------------------------------------------------
 
-fn validate_backends(raw: &[RawBackend], sip: &[SocketAddr]) -> Result<Vec<Backend>, ConfigError> {
+fn validate_backends(raw: &[RawBackend], listen: &Listen) -> Result<Vec<Backend>, ConfigError> {
+    let sip = &listen.sip;
+    // Relayed datagrams leave from the relay addresses (or the prefix): a backend of
+    // the other family could be probed (the prober has sockets of both) but never
+    // sent to.
+    let relay_v4 = match &listen.relay_prefix {
+        Some(p) => p.net.is_ipv4(),
+        None => listen.relay.first().is_none_or(IpAddr::is_ipv4),
+    };
     if raw.is_empty() {
         return Err(invalid("backend", "at least one [[backend]] is required"));
     }
@@ -228,6 +236,20 @@ fn validate_backends(raw: &[RawBackend], sip: &[SocketAddr]) -> Result<Vec<Backe
             return Err(invalid(
                 addr_key,
                 "is one of sipfront's own listen addresses",
+            ));
+        }
+        if addr.is_ipv4() != relay_v4 {
+            let (have, relays) = if relay_v4 {
+                ("IPv6", "IPv4")
+            } else {
+                ("IPv4", "IPv6")
+            };
+            return Err(invalid(
+                addr_key,
+                format!(
+                    "an {have} backend, but the relay addresses (listen.relay or \
+                     listen.relay_prefix) are {relays}: nothing could be sent to it"
+                ),
             ));
         }
         backends.push(Backend {
