@@ -8,8 +8,9 @@
 //! [`NAP_MAX`]: long at low rates (few writes), short at high ones (no `queue_full`). The dataplane's
 //! side is the same ring as for UDP: it never waits on the connection.
 //!
-//! A write error or timeout closes the connection (a partly written packet would break
-//! the stream's framing); the packets in flight count as `send_failed`. Without a
+//! A write error, or a batch not written within [`TIMEOUT`] (a collector reading a
+//! trickle), closes the connection (a partly written packet would break the stream's
+//! framing); the packets in flight count as `send_failed`. Without a
 //! connection, packets are dropped as `unreachable` and a new one is tried at most once
 //! per [`RETRY`].
 
@@ -27,7 +28,7 @@ const NAP_MAX: Duration = Duration::from_millis(20);
 const BATCH: usize = 256 * 1024;
 /// Connect attempts at most this often.
 const RETRY: Duration = Duration::from_secs(1);
-/// A connect or a write taking longer than this gives the connection up.
+/// A connect, or a batch's write, taking longer than this gives the connection up.
 const TIMEOUT: Duration = Duration::from_secs(1);
 
 struct Conn {
@@ -82,7 +83,7 @@ impl Conn {
         }
         let n = std::mem::take(&mut self.batched);
         let res = match self.stream.as_mut() {
-            Some(s) => s.write_all(&self.batch),
+            Some(s) => write_within(s, &self.batch, Instant::now() + TIMEOUT),
             None => Err(io::ErrorKind::NotConnected.into()),
         };
         match res {
@@ -101,6 +102,52 @@ impl Conn {
             let dropped = self.log.take();
             tracing::warn!(collector = %self.collector, error = %e, dropped, "HEP collector unreachable; packets dropped");
         }
+    }
+}
+
+/// Writes all of `buf` by `deadline`, or fails. The socket's write timeout bounds one
+/// `write` only, and a collector that reads a trickle makes every write partial but
+/// quick: without a deadline for the whole batch it would hold the sender for minutes.
+fn write_within<W: Write + WriteTimeout>(
+    s: &mut W,
+    mut buf: &[u8],
+    deadline: Instant,
+) -> io::Result<()> {
+    // The first write keeps the connection's timeout; only a batch that needs more
+    // than one shortens it to what is left (and puts it back when done).
+    let mut first = true;
+    let mut shortened = false;
+    while !buf.is_empty() {
+        if !first {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            s.set_timeout(left)?;
+            shortened = true;
+        }
+        first = false;
+        match s.write(buf) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(k) => buf = buf.get(k..).unwrap_or_default(),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if shortened {
+        s.set_timeout(TIMEOUT)?;
+    }
+    Ok(())
+}
+
+/// A writer whose single writes can be given a timeout.
+trait WriteTimeout {
+    fn set_timeout(&mut self, t: Duration) -> io::Result<()>;
+}
+
+impl WriteTimeout for TcpStream {
+    fn set_timeout(&mut self, t: Duration) -> io::Result<()> {
+        self.set_write_timeout(Some(t))
     }
 }
 
@@ -151,6 +198,72 @@ pub(super) fn send_loop(collector: SocketAddr, ring: Ring, queue: usize, stats: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Takes `per_write` bytes per write, `delay` each.
+    struct Trickle {
+        per_write: usize,
+        delay: Duration,
+        got: Vec<u8>,
+        timeouts: Vec<Duration>,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            std::thread::sleep(self.delay);
+            let k = b.len().min(self.per_write);
+            self.got.extend_from_slice(&b[..k]);
+            Ok(k)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl WriteTimeout for Trickle {
+        fn set_timeout(&mut self, t: Duration) -> io::Result<()> {
+            self.timeouts.push(t);
+            Ok(())
+        }
+    }
+
+    fn trickle(per_write: usize, delay: Duration) -> Trickle {
+        Trickle {
+            per_write,
+            delay,
+            got: Vec::new(),
+            timeouts: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_collector_reading_a_trickle_costs_the_batch_not_the_sender() {
+        // 100 writes of 5 ms each would take 0.5 s; the batch has 50 ms.
+        let mut w = trickle(1, Duration::from_millis(5));
+        let t = Instant::now();
+        let r = write_within(&mut w, &[7u8; 100], t + Duration::from_millis(50));
+        assert_eq!(r.unwrap_err().kind(), io::ErrorKind::TimedOut);
+        assert!(
+            t.elapsed() < Duration::from_millis(200),
+            "{:?}",
+            t.elapsed()
+        );
+        assert!(w.got.len() < 100);
+        // Each later write had only what was left of the 50 ms.
+        assert!(w.timeouts.iter().all(|&d| d <= Duration::from_millis(50)));
+    }
+
+    #[test]
+    fn a_batch_in_pieces_arrives_whole_and_the_timeout_is_put_back() {
+        let mut w = trickle(30, Duration::ZERO);
+        let data: Vec<u8> = (0..100).collect();
+        write_within(&mut w, &data, Instant::now() + TIMEOUT).unwrap();
+        assert_eq!(w.got, data);
+        assert_eq!(w.timeouts.last(), Some(&TIMEOUT));
+        // One write, nothing touched.
+        let mut w = trickle(1000, Duration::ZERO);
+        write_within(&mut w, &data, Instant::now() + TIMEOUT).unwrap();
+        assert!(w.timeouts.is_empty());
+    }
 
     #[test]
     fn the_nap_shortens_as_the_rate_grows() {
