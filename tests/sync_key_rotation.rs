@@ -12,8 +12,12 @@
 //!   with `bad_mac` counted, and once B is reloaded it comes back (full table) and flows
 //!   reach B again.
 //!
-//! Addresses: 127.0.53.0/24 (first test) and 127.0.54.0/24 (second); ports 13000-13399 and
-//! 13500-13899, which no other test uses. The tests may run in parallel: each has its own
+//! - A host restarted after a rotation hashes Call-IDs with keys from the new key, its
+//!   peer still with the old one's: both say so (warning, `dialog_key_mismatch` counted
+//!   once, nothing refused); restarting the other host too ends it.
+//!
+//! Addresses: 127.0.53.0/24, 127.0.54.0/24 and 127.0.56.0/24; ports 13000-13399,
+//! 13500-13899 and 27200-27599, which no other test uses. The tests may run in parallel: each has its own
 //! addresses and ports. Every process is a [`Proc`] guard, killed by pid on drop.
 
 use std::fs;
@@ -90,9 +94,10 @@ fn start_host(
     host: u8,
     name: &'static str,
     grace: Option<&str>,
+    key: &str,
 ) -> Host {
     let key_file = dir.join("sync.key");
-    write_key(&key_file, OLD_KEY);
+    write_key(&key_file, key);
     let peer = 3 - host;
     let (lo, hi) = site.relay();
     let mut sync = format!(
@@ -199,8 +204,8 @@ fn start_pair(site: &Site, grace: Option<&str>) -> (TestDir, TestDir, FakeBacken
     let dir_a = TestDir::new("rot-a");
     let dir_b = TestDir::new("rot-b");
     let backend = FakeBackend::start(site.backend(), lo..=hi);
-    let mut a = start_host(&dir_a, site, 1, "sfA", grace);
-    let mut b = start_host(&dir_b, site, 2, "sfB", grace);
+    let mut a = start_host(&dir_a, site, 1, "sfA", grace, OLD_KEY);
+    let mut b = start_host(&dir_b, site, 2, "sfB", grace, OLD_KEY);
     for h in [&mut a, &mut b] {
         let ok = wait_until(Duration::from_secs(10), || {
             h.last_full() > 0.0 && h.peer_up() == 1.0
@@ -570,4 +575,56 @@ fn a_half_done_rotation_breaks_the_link_after_the_grace_and_heals_on_the_second_
         h.sf.assert_running();
     }
     eprintln!("[{} ms] healed, drops stopped at {drops:?}", ms(t0));
+}
+
+#[test]
+fn a_host_restarted_after_a_rotation_reports_other_dialog_keys() {
+    let site = Site {
+        net: "127.0.56.",
+        base: 27200,
+    };
+    let (_dir_a, dir_b, _backend, mut a, b) = start_pair(&site, None);
+    let mismatch = |h: &mut Host| {
+        h.sf.metric(
+            "sipfront_sync_dropped_total",
+            &[("reason", "dialog_key_mismatch")],
+        )
+    };
+    assert_eq!(mismatch(&mut a), 0.0, "same key from the start");
+    // The rotation, then B restarts (an upgrade, say) with the new key.
+    write_key(&a.key_file, NEW_KEY);
+    write_key(&b.key_file, NEW_KEY);
+    a.reload();
+    drop(b);
+    let mut b = start_host(&dir_b, &site, 2, "sfB", None, NEW_KEY);
+    for h in [&mut a, &mut b] {
+        let ok = wait_until(Duration::from_secs(10), || mismatch(h) == 1.0);
+        assert!(
+            ok,
+            "{}: dialog_key_mismatch not counted:\n{}\nlog:\n{}",
+            h.name,
+            h.sync_state(),
+            h.sf.proc.log_tail(25)
+        );
+        h.expect_log(
+            "sync peer hashes Call-IDs with other keys",
+            Duration::from_secs(1),
+        );
+        assert_eq!(h.peer_up(), 1.0, "{}: the link itself is fine", h.name);
+        assert_eq!(h.bad_mac(), 0.0, "{}", h.name);
+    }
+    // Counted once per onset, not per hello.
+    std::thread::sleep(Duration::from_millis(2200));
+    assert_eq!((mismatch(&mut a), mismatch(&mut b)), (1.0, 1.0));
+    // A restarted too: both derive from the new key; nothing more is reported.
+    drop(a);
+    let dir_a2 = TestDir::new("rot-a2");
+    let mut a = start_host(&dir_a2, &site, 1, "sfA", None, NEW_KEY);
+    let ok = wait_until(Duration::from_secs(10), || {
+        a.peer_up() == 1.0 && a.last_full() > 0.0
+    });
+    assert!(ok, "A did not come back:\n{}", a.sync_state());
+    std::thread::sleep(Duration::from_millis(2200));
+    assert_eq!(mismatch(&mut a), 0.0, "A after its restart");
+    assert_eq!(mismatch(&mut b), 1.0, "B: no new onset");
 }

@@ -65,13 +65,16 @@ pub fn open(sc: &SyncConfig, cfg: &Config) -> io::Result<SyncShell> {
     sock.set_nonblocking(true)?;
     crate::sys::socket::set_recv_buffer(&sock, SYNC_RCVBUF);
     let names: Vec<&str> = cfg.backends.iter().map(|b| b.name.as_str()).collect();
-    let link = Link::new(
+    let mut link = Link::new(
         Key::new(sc.key.as_bytes()),
         sc.peer,
         random_epoch(),
         backends_hash(&names),
         Instant::now(),
     );
+    // The dialog table's hash keys come from the key this process starts with (see
+    // `dataplane::run`), and stay when the key is rotated: name them the same way.
+    link.set_dialog_keys(Key::new(sc.key.as_bytes()).derive("dialog-keys-id").max(1));
     tracing::info!(listen = ?sock.local_addr().ok(), peer = %link.peer(), "state sync link up");
     Ok(SyncShell {
         sock,
@@ -341,6 +344,9 @@ fn apply_events(s: &mut Shell, link: &mut Link, now: Instant, m: &Metrics) {
             }
             LinkEvent::BackendMismatch => {
                 tracing::warn!(%peer, "sync peer has a different backend list; flows homed on backends one side lacks are not mirrored");
+            }
+            LinkEvent::DialogKeyMismatch => {
+                tracing::warn!(%peer, "sync peer hashes Call-IDs with other keys (one host started before a sync key rotation, the other after): flows and registrations are mirrored, calls' backend pins are not until both hosts have been restarted with the current key");
             }
         }
     }

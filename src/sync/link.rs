@@ -69,6 +69,10 @@ pub enum LinkEvent {
     SendFullTable,
     /// The peer's hello announced another backend set (reported once per onset).
     BackendMismatch,
+    /// The peer hashes Call-IDs with other keys than ours (one host started with a
+    /// sync key the other did not): dialog entries do not match across the pair
+    /// (reported once per onset).
+    DialogKeyMismatch,
     /// After [`Link::set_key`]: the peer has the new key, we seal with it now.
     KeyInUse,
     /// After [`Link::set_key`]: the previous key is refused from now on.
@@ -129,6 +133,9 @@ pub struct Link {
     seq: u64,
     epochs: Epochs,
     backends_hash: u64,
+    /// Ours, announced in every message ([`Ext::dialog_keys`]; 0: none).
+    dialog_keys: u64,
+    dialog_mismatch: bool,
     flows: u32,
     dialogs: u32,
     // Receiving.
@@ -166,6 +173,8 @@ impl Link {
             seq: 0,
             epochs: Epochs::new(epoch),
             backends_hash,
+            dialog_keys: 0,
+            dialog_mismatch: false,
             flows: 0,
             dialogs: 0,
             want_full: true,
@@ -238,6 +247,12 @@ impl Link {
             };
             self.events.push_back(ev);
         }
+    }
+
+    /// The name of the keys we hash Call-IDs with ([`Ext::dialog_keys`]), announced
+    /// from now on and compared with the peer's.
+    pub fn set_dialog_keys(&mut self, id: u64) {
+        self.dialog_keys = id;
     }
 
     /// Our table's size and backend set, for the next hello.
@@ -324,6 +339,10 @@ impl Link {
         self.stats.received += 1;
         if verdict != Verdict::Candidate {
             self.keys.heard(now, current_key, env.ext.key_id);
+        } else if current_key {
+            // A peer restarted during a rotation holds the new key only: it can read
+            // (and answer) our challenge only once we seal with that key.
+            self.keys.peer_holds_current();
         }
         self.take_key_news(now);
         match verdict {
@@ -350,6 +369,7 @@ impl Link {
             self.stats.peer_up = true;
             self.events.push_back(LinkEvent::PeerUp);
         }
+        let peer_dialog_keys = env.ext.dialog_keys;
         match env.body {
             Body::Hello {
                 backends_hash,
@@ -370,6 +390,15 @@ impl Link {
                     self.events.push_back(LinkEvent::BackendMismatch);
                 }
                 self.mismatch = mismatch;
+                // Unknown on either side (an older peer): nothing to compare.
+                let keys_differ = self.dialog_keys != 0
+                    && peer_dialog_keys != 0
+                    && peer_dialog_keys != self.dialog_keys;
+                if keys_differ && !self.dialog_mismatch {
+                    self.count_drop(SyncDrop::DialogKeyMismatch);
+                    self.events.push_back(LinkEvent::DialogKeyMismatch);
+                }
+                self.dialog_mismatch = keys_differ;
                 if acked_epoch == self.epoch {
                     self.peer_acked = acked.max(self.peer_acked).min(self.seq);
                     self.stats.lag = self.seq - self.peer_acked;
@@ -529,6 +558,7 @@ impl Link {
             body,
             ext: Ext {
                 key_id: self.keys.current_id(),
+                dialog_keys: self.dialog_keys,
             },
         };
         match seal(self.keys.sealing(), &env, buf) {

@@ -68,6 +68,26 @@ pub struct Ext {
     /// The id of the sender's newest key ([`Key::id`]; 0: not announced), so a peer
     /// rotating keys learns when it may send with the new one.
     pub key_id: u64,
+    /// A public name for the keys the sender hashes Call-IDs with (derived from the
+    /// sync key it started with; 0: not announced). The peers' dialog entries match
+    /// only while both name the same keys.
+    pub dialog_keys: u64,
+}
+
+/// Decodes the fields of an [`Ext`] one by one, in the order they were added: a sender
+/// that knows fewer stops early (the rest read as 0), one that knows more leaves bytes
+/// this reader skips.
+fn decode_ext(mut rest: &[u8]) -> Result<Ext, SyncDrop> {
+    let mut ext = Ext::default();
+    for field in [&mut ext.key_id, &mut ext.dialog_keys] {
+        if rest.is_empty() {
+            break;
+        }
+        let (v, r) = postcard::take_from_bytes::<u64>(rest).map_err(|_| SyncDrop::Decode)?;
+        *field = v;
+        rest = r;
+    }
+    Ok(ext)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -96,10 +116,13 @@ pub enum SyncDrop {
     /// Ours, not sent: the socket refused it.
     #[error("send failed")]
     SendFailed,
+    /// Reported (not dropped) when the peer hashes Call-IDs with other keys.
+    #[error("peer hashes Call-IDs with other keys")]
+    DialogKeyMismatch,
 }
 
 impl SyncDrop {
-    pub const ALL: [SyncDrop; 10] = [
+    pub const ALL: [SyncDrop; 11] = [
         SyncDrop::Short,
         SyncDrop::BadMac,
         SyncDrop::Decode,
@@ -110,6 +133,7 @@ impl SyncDrop {
         SyncDrop::Oversize,
         SyncDrop::UnverifiedEpoch,
         SyncDrop::SendFailed,
+        SyncDrop::DialogKeyMismatch,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -124,6 +148,7 @@ impl SyncDrop {
             SyncDrop::Oversize => "oversize",
             SyncDrop::UnverifiedEpoch => "unverified_epoch",
             SyncDrop::SendFailed => "send_failed",
+            SyncDrop::DialogKeyMismatch => "dialog_key_mismatch",
         }
     }
 }
@@ -200,9 +225,7 @@ pub fn open(key: &Key, datagram: &[u8]) -> Result<Envelope, SyncDrop> {
     if env.version != VERSION {
         return Err(SyncDrop::Version);
     }
-    if !rest.is_empty() {
-        env.ext = postcard::from_bytes(rest).map_err(|_| SyncDrop::Decode)?;
-    }
+    env.ext = decode_ext(rest)?;
     Ok(env)
 }
 
@@ -259,8 +282,8 @@ mod tests {
 
     proptest! {
         #[test]
-        fn round_trip(epoch: u64, seq: u64, key_id: u64, items in proptest::collection::vec(item(), 0..30)) {
-            let env = Envelope { version: VERSION, epoch, seq, body: Body::Items(items), ext: Ext { key_id } };
+        fn round_trip(epoch: u64, seq: u64, key_id: u64, dialog_keys: u64, items in proptest::collection::vec(item(), 0..30)) {
+            let env = Envelope { version: VERSION, epoch, seq, body: Body::Items(items), ext: Ext { key_id, dialog_keys } };
             let mut buf = [0u8; 4096];
             let n = seal(&key(), &env, &mut buf).unwrap();
             prop_assert_eq!(open(&key(), &buf[..n]).unwrap(), env);
@@ -331,7 +354,10 @@ mod tests {
             epoch: 7,
             seq: 3,
             body: Body::Items(vec![]),
-            ext: Ext { key_id: key().id() },
+            ext: Ext {
+                key_id: key().id(),
+                dialog_keys: 9,
+            },
         };
         let mut buf = [0u8; 512];
         let n = seal(&key(), &env, &mut buf).unwrap();
@@ -349,6 +375,49 @@ mod tests {
         assert_eq!(got.body, env.body);
         assert_eq!(open(&key(), &buf[..n]).unwrap(), env);
         assert_ne!(key().id(), Key::new(b"another key, 16+").id());
+    }
+
+    /// A peer that knows only `key_id` (session 4's build): it reads our key id and
+    /// skips the dialog key name; its messages read with `dialog_keys` 0 (unknown).
+    #[test]
+    fn the_extension_grows_compatibly() {
+        #[derive(Serialize, Deserialize, Debug, PartialEq)]
+        struct ExtKeyIdOnly {
+            key_id: u64,
+        }
+        let env = Envelope {
+            version: VERSION,
+            epoch: 7,
+            seq: 3,
+            body: Body::Items(vec![]),
+            ext: Ext {
+                key_id: 5,
+                dialog_keys: 9,
+            },
+        };
+        let mut buf = [0u8; 512];
+        let n = seal(&key(), &env, &mut buf).unwrap();
+        let (_, rest) = postcard::take_from_bytes::<Envelope>(&buf[..n - TAG_LEN]).unwrap();
+        let theirs: ExtKeyIdOnly = postcard::from_bytes(rest).unwrap();
+        assert_eq!(theirs, ExtKeyIdOnly { key_id: 5 });
+        // Theirs: the envelope and a key id only.
+        let mut old = [0u8; 512];
+        let len = postcard::to_slice(&env, &mut old).unwrap().len();
+        let len = len
+            + postcard::to_slice(&ExtKeyIdOnly { key_id: 5 }, &mut old[len..])
+                .unwrap()
+                .len();
+        let mut m = key().mac();
+        m.update(&old[..len]);
+        old[len..len + TAG_LEN].copy_from_slice(&m.finalize().into_bytes());
+        let got = open(&key(), &old[..len + TAG_LEN]).unwrap();
+        assert_eq!(
+            got.ext,
+            Ext {
+                key_id: 5,
+                dialog_keys: 0
+            }
+        );
     }
 
     #[test]

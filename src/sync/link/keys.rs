@@ -144,6 +144,18 @@ impl Keys {
         }
     }
 
+    /// A message from an epoch not admitted yet opened with the current key: its
+    /// sender holds that key (nothing else about it is trusted yet), so we seal with
+    /// it. The previous key stays open until the peer is admitted and uses the new one.
+    pub fn peer_holds_current(&mut self) {
+        if let Some(p) = &mut self.previous
+            && !p.peer_has_current
+        {
+            p.peer_has_current = true;
+            self.news = Some(KeyNews::Sealing);
+        }
+    }
+
     /// Drops the previous key once its time is up.
     pub fn expire(&mut self, now: Instant) {
         if let Some(p) = &self.previous

@@ -159,6 +159,48 @@ fn empty_full_table_completes_and_mismatch_is_reported_once() {
     );
 }
 
+/// One host restarted after a key rotation hashes Call-IDs with other keys: both
+/// sides report it once per onset; unknown (0, an older peer) is not a mismatch.
+#[test]
+fn other_dialog_keys_are_reported_once() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = pair(t0);
+    a.set_dialog_keys(5);
+    b.set_dialog_keys(5);
+    let mut now = handshake(&mut a, &mut b, t0);
+    let hellos = |a: &mut Link, b: &mut Link, now: &mut Instant| {
+        for _ in 0..3 {
+            *now += HELLO_EVERY;
+            let d = drain(a, *now);
+            feed(b, A, *now, &d);
+            let d = drain(b, *now);
+            feed(a, B, *now, &d);
+        }
+    };
+    hellos(&mut a, &mut b, &mut now);
+    let count = |l: &mut Link| {
+        events(l)
+            .iter()
+            .filter(|e| **e == LinkEvent::DialogKeyMismatch)
+            .count()
+    };
+    assert_eq!((count(&mut a), count(&mut b)), (0, 0), "same keys");
+    b.set_dialog_keys(6);
+    hellos(&mut a, &mut b, &mut now);
+    assert_eq!((count(&mut a), count(&mut b)), (1, 1), "once each");
+    assert_eq!(a.stats().dropped(SyncDrop::DialogKeyMismatch), 1);
+    b.set_dialog_keys(0);
+    hellos(&mut a, &mut b, &mut now);
+    assert_eq!(
+        (count(&mut a), count(&mut b)),
+        (0, 0),
+        "unknown is no mismatch"
+    );
+    b.set_dialog_keys(6);
+    hellos(&mut a, &mut b, &mut now);
+    assert_eq!((count(&mut a), count(&mut b)), (1, 1), "a new onset");
+}
+
 #[test]
 fn table_traffic_is_paced_hellos_are_not() {
     let t0 = Instant::now();
@@ -224,6 +266,34 @@ fn sealed_by(key: &Key, epoch: u64, seq: u64) -> Vec<u8> {
     let mut buf = [0u8; MAX_DATAGRAM];
     let n = seal(key, &env, &mut buf).unwrap();
     buf[..n].to_vec()
+}
+
+/// b's host is restarted with the new key while a is mid-rotation (reloaded, still
+/// sealing with the old key): b holds the new key only, so a must seal with it before b
+/// can read and answer a's challenge. The link comes up at once, not after the grace.
+#[test]
+fn a_peer_restarted_with_the_new_key_is_admitted_at_once() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = pair(t0);
+    let now = handshake(&mut a, &mut b, t0);
+    events(&mut a);
+    a.set_key(new_key(), Duration::from_secs(300), now);
+    assert!(!events(&mut a).contains(&LinkEvent::KeyInUse));
+    drop(b);
+    let mut b = Link::new(new_key(), addr(A), 3, backends_hash(&["a", "b"]), now);
+    let now = handshake(&mut a, &mut b, now + HELLO_EVERY);
+    let ea = events(&mut a);
+    assert!(ea.contains(&LinkEvent::KeyInUse), "{ea:?}");
+    assert!(ea.contains(&LinkEvent::PeerRestarted), "{ea:?}");
+    let eb = events(&mut b);
+    assert!(eb.contains(&LinkEvent::PeerUp), "{eb:?}");
+    // Both admitted: a's table reaches b.
+    assert!(eb.contains(&LinkEvent::SendFullTable) || ea.contains(&LinkEvent::SendFullTable));
+    a.queue_full(vec![flow(20000)]);
+    let d = drain(&mut a, now);
+    feed(&mut b, A, now, &d);
+    assert!(events(&mut b).contains(&LinkEvent::FullTableApplied));
+    assert!(b.synced());
 }
 
 /// Only a's host was reloaded: a keeps sealing with the old key (b has no other) and
