@@ -237,6 +237,15 @@ impl SendBatch {
             while at < g {
                 match self.send(fd, &group[at..g]) {
                     Ok(sent) if sent > 0 => at += sent,
+                    // The socket or the device is full: the rest would fail the same
+                    // way, one error-queue read and retry each.
+                    Err(e)
+                        if e.kind() == io::ErrorKind::WouldBlock
+                            || e.raw_os_error() == Some(libc::ENOBUFS) =>
+                    {
+                        lost += g - at;
+                        at = g;
+                    }
                     _ => {
                         // The first message of the rest failed: once more if asked.
                         let one = &group[at..=at];
