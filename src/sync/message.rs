@@ -345,20 +345,25 @@ mod tests {
         }
     }
 
-    /// Peers from before [`Ext`] interoperate: their messages (no extension) read as
-    /// the default, and they read ours (the envelope first, the extension ignored).
-    #[test]
-    fn the_extension_is_compatible_with_version_3_peers() {
-        let env = Envelope {
+    /// An empty item list from epoch 7, sequence number 3, with `ext`.
+    fn empty_items(ext: Ext) -> Envelope {
+        Envelope {
             version: VERSION,
             epoch: 7,
             seq: 3,
             body: Body::Items(vec![]),
-            ext: Ext {
-                key_id: key().id(),
-                dialog_keys: 9,
-            },
-        };
+            ext,
+        }
+    }
+
+    /// Peers from before [`Ext`] interoperate: their messages (no extension) read as
+    /// the default, and they read ours (the envelope first, the extension ignored).
+    #[test]
+    fn the_extension_is_compatible_with_version_3_peers() {
+        let env = empty_items(Ext {
+            key_id: key().id(),
+            dialog_keys: 9,
+        });
         let mut buf = [0u8; 512];
         let n = seal(&key(), &env, &mut buf).unwrap();
         let old: Envelope = postcard::from_bytes(&buf[..n - TAG_LEN]).unwrap();
@@ -385,16 +390,10 @@ mod tests {
         struct ExtKeyIdOnly {
             key_id: u64,
         }
-        let env = Envelope {
-            version: VERSION,
-            epoch: 7,
-            seq: 3,
-            body: Body::Items(vec![]),
-            ext: Ext {
-                key_id: 5,
-                dialog_keys: 9,
-            },
-        };
+        let env = empty_items(Ext {
+            key_id: 5,
+            dialog_keys: 9,
+        });
         let mut buf = [0u8; 512];
         let n = seal(&key(), &env, &mut buf).unwrap();
         let (_, rest) = postcard::take_from_bytes::<Envelope>(&buf[..n - TAG_LEN]).unwrap();
