@@ -167,7 +167,8 @@ async fn run(cfg: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<()
             r = wait_for_stop(None) => { r?; break; }
             () = &mut ended => {
                 sipfront::notify::notify("STOPPING=1");
-                running.stop()?;
+                // The VRRP speaker hands the address over first (priority 0).
+                running.shutdown().await?;
                 anyhow::bail!("the dataplane stopped");
             }
             _ = hup.recv() => {

@@ -158,6 +158,19 @@ pub async fn start(cfg: Config, prom: PrometheusHandle) -> Result<Running, Serve
         crate::sys::fdlimit::prepare(cfg.limits.max_flows);
     }
     let public = dataplane::bind_public(&cfg)?;
+    for a in &cfg.listen.sip {
+        // Before IPV6_V6ONLY, "[::]" took IPv4 clients as well: say so once at start.
+        if a.ip().is_unspecified()
+            && a.is_ipv6()
+            && !cfg
+                .listen
+                .sip
+                .iter()
+                .any(|b| b.is_ipv4() && b.port() == a.port())
+        {
+            tracing::warn!(listen = %a, "an IPv6 listen address takes IPv6 clients only; add \"0.0.0.0:{}\" to listen.sip for IPv4 ones", a.port());
+        }
+    }
     let listener = tokio::net::TcpListener::bind(cfg.admin.listen)
         .await
         .map_err(|source| ServerError::Admin {

@@ -612,15 +612,17 @@ fn a_host_restarted_after_a_rotation_reports_other_dialog_keys() {
         );
         assert_eq!(h.peer_up(), 1.0, "{}: the link itself is fine", h.name);
     }
-    // A holds both keys; B may have refused a hello A sealed with the old key before
-    // B's first message told A to switch, but none after that.
+    // A holds both keys. B refuses what A seals with the old key until A switches:
+    // once B's previous run has been silent for 3 s (the peer timeout) and a message
+    // of the restarted B opens with the new key; none after that.
     assert_eq!(a.bad_mac(), 0.0);
     let refused = b.bad_mac();
     // Counted once per onset, not per hello.
     std::thread::sleep(Duration::from_millis(2200));
     assert_eq!((mismatch(&mut a), mismatch(&mut b)), (1.0, 1.0));
     assert_eq!(b.bad_mac(), refused, "B still refuses A's messages");
-    assert!(refused <= 2.0, "B refused {refused} of A's messages");
+    assert!(refused <= 20.0, "B refused {refused} of A's messages");
+    eprintln!("B refused {refused} of A's messages sealed with the old key, then none");
     // A restarted too: both derive from the new key; nothing more is reported.
     drop(a);
     let dir_a2 = TestDir::new("rot-a2");

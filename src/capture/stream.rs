@@ -8,8 +8,8 @@
 //! [`NAP_MAX`]: long at low rates (few writes), short at high ones (no `queue_full`). The dataplane's
 //! side is the same ring as for UDP: it never waits on the connection.
 //!
-//! A write error, or a batch not written within [`TIMEOUT`] (a collector reading a
-//! trickle), closes the connection (a partly written packet would break the stream's
+//! A write error, or a batch not written within [`TIMEOUT`] plus its size at
+//! [`MIN_RATE`] (a collector reading a trickle), closes the connection (a partly written packet would break the stream's
 //! framing); the packets in flight count as `send_failed`. Without a
 //! connection, packets are dropped as `unreachable` and a new one is tried at most once
 //! per [`RETRY`].
@@ -28,7 +28,17 @@ const NAP_MAX: Duration = Duration::from_millis(20);
 const BATCH: usize = 256 * 1024;
 /// Connect attempts at most this often.
 const RETRY: Duration = Duration::from_secs(1);
-/// A connect, or a batch's write, taking longer than this gives the connection up.
+/// The slowest collector kept (bytes/s): a batch may take [`TIMEOUT`] plus its size
+/// at this rate (256 KiB: 5 s) before the connection is given up.
+const MIN_RATE: f64 = 64.0 * 1024.0;
+
+/// How long writing `len` bytes may take.
+fn batch_time(len: usize) -> Duration {
+    TIMEOUT + Duration::from_secs_f64(len as f64 / MIN_RATE)
+}
+
+/// A connect taking longer than this gives the connection up; a batch's write gets
+/// this plus its size at [`MIN_RATE`].
 const TIMEOUT: Duration = Duration::from_secs(1);
 
 struct Conn {
@@ -83,7 +93,11 @@ impl Conn {
         }
         let n = std::mem::take(&mut self.batched);
         let res = match self.stream.as_mut() {
-            Some(s) => write_within(s, &self.batch, Instant::now() + TIMEOUT),
+            Some(s) => write_within(
+                s,
+                &self.batch,
+                Instant::now() + batch_time(self.batch.len()),
+            ),
             None => Err(io::ErrorKind::NotConnected.into()),
         };
         match res {
@@ -247,6 +261,13 @@ mod tests {
         assert!(w.got.len() < 100);
         // Each later write had only what was left of the 60 ms.
         assert!(w.timeouts.iter().all(|&d| d <= Duration::from_millis(60)));
+    }
+
+    #[test]
+    fn a_full_batch_may_take_seconds_on_a_slow_link() {
+        // 256 KiB over a 1 Mbit/s link takes about 2 s: within its time.
+        assert!(batch_time(BATCH) > Duration::from_secs_f64(BATCH as f64 / 125_000.0));
+        assert_eq!(batch_time(0), TIMEOUT);
     }
 
     #[test]

@@ -185,7 +185,8 @@ impl Shell {
                 let r = &s.router;
                 let total = r.flow_count();
                 // One client: its flow from the index, not a walk of the table.
-                let one = client.map(|c| r.flow_of(&c));
+                // (A static peer's other addresses find its flow too: not listed.)
+                let one = client.map(|c| r.flow_of(&c).filter(|f| f.client == c));
                 let all = one.is_none().then(|| r.flows());
                 let list = one
                     .into_iter()

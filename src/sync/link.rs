@@ -339,9 +339,11 @@ impl Link {
         self.stats.received += 1;
         if verdict != Verdict::Candidate {
             self.keys.heard(now, current_key, env.ext.key_id);
-        } else if current_key {
+        } else if current_key && !self.stats.peer_up {
             // A peer restarted during a rotation holds the new key only: it can read
-            // (and answer) our challenge only once we seal with that key.
+            // (and answer) our challenge only once we seal with that key. Only once
+            // the run we admitted has gone silent: while it talks, a candidate with
+            // the new key may be a recording, and the live peer may not have the key.
             self.keys.peer_holds_current();
         }
         self.take_key_news(now);

@@ -144,9 +144,10 @@ impl Keys {
         }
     }
 
-    /// A message from an epoch not admitted yet opened with the current key: its
-    /// sender holds that key (nothing else about it is trusted yet), so we seal with
-    /// it. The previous key stays open until the peer is admitted and uses the new one.
+    /// A message from an epoch not admitted yet opened with the current key, while
+    /// the admitted peer is silent: its sender holds that key (nothing else about it
+    /// is trusted yet), so we seal with it. The previous key stays open until the peer
+    /// is admitted and uses the new one.
     pub fn peer_holds_current(&mut self) {
         if let Some(p) = &mut self.previous
             && !p.peer_has_current
