@@ -96,10 +96,16 @@ impl Keys {
         }
         let id = key.id();
         let sealing = self.sealing().clone();
+        // A key still open from an earlier rotation keeps its end: a second rotation
+        // before the peer took the first must not extend the oldest key's life.
+        let until = match &self.previous {
+            Some(p) if p.key == sealing => p.until.min(now + grace),
+            _ => now + grace,
+        };
         // Back to the key the peer demonstrably has: no second key to open with.
-        self.previous = (sealing != key).then(|| Previous {
+        self.previous = (sealing != key).then_some(Previous {
             key: sealing,
-            until: now + grace,
+            until,
             peer_has_current: self.peer_id == id,
             peer_uses_current: false,
         });

@@ -304,6 +304,25 @@ fn a_peer_restarted_with_the_new_key_is_admitted_after_the_peer_timeout() {
     assert!(b.synced());
 }
 
+/// Two rotations on a before b took the first: the oldest key, still the one a seals
+/// with, ends where the first rotation's grace ended, not a grace after the second.
+#[test]
+fn a_second_rotation_does_not_extend_the_oldest_key() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = pair(t0);
+    let now = handshake(&mut a, &mut b, t0);
+    let grace = Duration::from_secs(60);
+    a.set_key(new_key(), grace, now);
+    a.set_key(
+        Key::new(b"a third key, thirty-two bytes!!"),
+        grace,
+        now + grace / 2,
+    );
+    assert!(a.rotating());
+    a.handle_timeout(now + grace + Duration::from_secs(1));
+    assert!(!a.rotating(), "the first key outlived its grace");
+}
+
 /// Only a's host was reloaded: a keeps sealing with the old key (b has no other) and
 /// accepts it for the grace, then refuses it and seals with the new one.
 #[test]
