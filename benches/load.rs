@@ -9,7 +9,7 @@
 //! ```
 //!
 //! Options: `--rate N` calls/s (500), `--seconds N` (10), `--calls N` (rate × seconds),
-//! `--modes u1,un` (both), `--max-socket N` (200), `--proxies LIST` (all four; `sipfront-hep` adds sipfront with HEPv3 capture of both legs to a local UDP sink, `sipfront-hep-tcp` the same over TCP),
+//! `--modes u1,un` (both), `--max-socket N` (200), `--proxies LIST` (all four; `sipfront-hep` adds sipfront with HEPv3 capture of both legs to a local UDP sink, `sipfront-hep-tcp` the same over TCP, `sipfront-prefix` sipfront in relay prefix mode on 127.200.0.0/16),
 //! `--repeat N` (1: rounds over all proxies, then a median/min/max summary), `--keep` (keep
 //! the work directory with configs, logs and sipp statistics; it is also kept when a call
 //! failed).

@@ -23,6 +23,9 @@ pub enum Kind {
     SipfrontHep,
     /// The same over HEP's TCP transport (batched writes).
     SipfrontHepTcp,
+    /// sipfront in relay prefix mode (127.200.0.0/16 on loopback, one relay port): one
+    /// socket for every flow's backend side.
+    SipfrontPrefix,
     Nginx,
     Kamailio,
     Bare,
@@ -36,6 +39,7 @@ impl Kind {
             Kind::Sipfront => "sipfront",
             Kind::SipfrontHep => "sipfront-hep",
             Kind::SipfrontHepTcp => "sipfront-hep-tcp",
+            Kind::SipfrontPrefix => "sipfront-prefix",
             Kind::Nginx => "nginx",
             Kind::Kamailio => "kamailio",
             Kind::Bare => "bare",
@@ -45,7 +49,11 @@ impl Kind {
     pub fn parse(s: &str) -> Option<Kind> {
         Kind::ALL
             .into_iter()
-            .chain([Kind::SipfrontHep, Kind::SipfrontHepTcp])
+            .chain([
+                Kind::SipfrontHep,
+                Kind::SipfrontHepTcp,
+                Kind::SipfrontPrefix,
+            ])
             .find(|k| k.name() == s)
     }
 }
@@ -70,9 +78,17 @@ impl Proxy {
         fs::create_dir_all(&dir).expect("create proxy dir");
         let log = dir.join("proxy.log");
         let (mut proc, admin) = match kind {
-            Kind::Sipfront | Kind::SipfrontHep | Kind::SipfrontHepTcp => {
+            Kind::Sipfront | Kind::SipfrontHep | Kind::SipfrontHepTcp | Kind::SipfrontPrefix => {
                 let cfg = dir.join("sipfront.toml");
                 let mut toml = sipfront_toml(p);
+                if kind == Kind::SipfrontPrefix {
+                    // 127.0.0.0/8 is local already: nothing to route.
+                    let first = p.relay_ports.split('-').next().unwrap_or("20000");
+                    toml = toml.replace(
+                        &format!("relay_ports = \"{}\"", p.relay_ports),
+                        &format!("relay_prefix = \"127.200.0.0/16\"\nrelay_port = {first}"),
+                    );
+                }
                 let sink = match kind {
                     Kind::SipfrontHep => Some((hep_sink(), "udp")),
                     Kind::SipfrontHepTcp => Some((hep_sink_tcp(), "tcp")),
