@@ -49,7 +49,7 @@ use crate::sys::mmsg::{self, RecvBatch, SendBatch};
 use crate::sys::socket::{bind_udp, send_now};
 
 /// `recvmmsg` batches per public socket per turn before other sockets get a turn.
-pub(super) const ROUNDS: usize = 4;
+const ROUNDS: usize = 4;
 const PUBLIC_RCVBUF: usize = 8 << 20;
 
 /// Epoll tokens. Port-mode relay sockets use their slot (below `TAG`); the others
@@ -404,8 +404,7 @@ impl Shell {
         }
     }
 
-    /// A ready public socket: up to `ROUNDS` batches of client datagrams sharing one
-    /// `now`; the set is level-triggered, so a socket with more waiting comes back.
+    /// A ready public socket: its client datagrams ([`Shell::drain_batches`]).
     fn drain_public(
         &mut self,
         now: Instant,
@@ -420,34 +419,82 @@ impl Shell {
             // Errors queued by ICMP for replies to clients: nothing to learn from.
             crate::sys::errqueue::drain(&fd, |_| {});
         }
+        self.drain_batches(now, fd, batch, Many::Public(ingress));
+    }
+
+    /// Up to `ROUNDS` batches from a socket that carries many flows (a public socket, a
+    /// prefix socket), all sharing one `now`; the set is level-triggered, so a socket
+    /// with more waiting comes back. A short batch means the queue is empty: no
+    /// receive for `EAGAIN`.
+    pub(super) fn drain_batches(
+        &mut self,
+        now: Instant,
+        fd: RawFd,
+        batch: &mut RecvBatch,
+        from: Many,
+    ) {
         for _ in 0..ROUNDS {
             match batch.recv(fd) {
                 Ok(got) => {
-                    if got > 1 {
-                        // With a large table each decision waits on cache misses;
-                        // touching every datagram's entries first overlaps them.
-                        for i in 0..got {
-                            if let Some((_, from)) = batch.get(i) {
-                                self.router.warm_client(from);
-                            }
-                        }
-                    }
-                    for i in 0..got {
-                        if let Some((data, from)) = batch.get(i) {
-                            self.on_client(now, ingress, from, data);
-                        }
-                    }
-                    // A short batch means the queue was empty: no receive for EAGAIN.
+                    self.take_batch(now, batch, got, from);
                     if got < mmsg::BATCH {
                         return;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                // A pending socket error: nothing to learn, read on.
-                Err(_) => {}
+                Err(_) => match from {
+                    // A pending socket error: nothing to learn, read on.
+                    Many::Public(_) => {}
+                    Many::Prefix(_) => {
+                        self.on_relay_error(now, &fd);
+                        return;
+                    }
+                },
             }
         }
     }
+
+    /// One received batch: with a large table each decision waits on cache misses, so
+    /// every datagram's entries are touched first (`Router::warm_client` /
+    /// `warm_backend`) and the misses overlap; then each datagram is handled.
+    fn take_batch(&mut self, now: Instant, batch: &RecvBatch, got: usize, from: Many) {
+        if got > 1 {
+            for i in 0..got {
+                match from {
+                    Many::Public(_) => {
+                        if let Some((_, src)) = batch.get(i) {
+                            self.router.warm_client(src);
+                        }
+                    }
+                    Many::Prefix(port) => self
+                        .router
+                        .warm_backend(self.prefix_endpoint(batch, i, port)),
+                }
+            }
+        }
+        for i in 0..got {
+            let Some((data, src)) = batch.get(i) else {
+                continue;
+            };
+            match from {
+                Many::Public(ingress) => self.on_client(now, ingress, src, data),
+                Many::Prefix(port) => {
+                    let to = self.prefix_endpoint(batch, i, port);
+                    self.on_backend(now, to, src, data);
+                }
+            }
+        }
+    }
+}
+
+/// A socket that carries many flows, as [`Shell::drain_batches`] takes it.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Many {
+    /// A public socket (its index): datagrams from clients.
+    Public(u16),
+    /// A prefix socket (its relay port): datagrams from backends to any address of
+    /// the prefix.
+    Prefix(u16),
 }
 
 impl Shell {

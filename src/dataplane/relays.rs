@@ -132,7 +132,8 @@ impl Shell {
         }
     }
 
-    /// One prefix socket's turn: a batch, each datagram's endpoint from its destination.
+    /// One prefix socket's turn ([`Shell::drain_batches`]): each datagram's endpoint
+    /// from its destination address.
     pub(super) fn drain_prefix(
         &mut self,
         now: Instant,
@@ -149,41 +150,25 @@ impl Shell {
         if epoll::is_error(ev) {
             self.on_relay_error(now, &fd);
         }
-        // An address of the prefix beyond the used ones holds no flow.
-        let endpoint = |s: &Self, batch: &mmsg::RecvBatch, i| RelayPort {
-            addr: batch
-                .destination(i)
-                .and_then(|d| s.relay_addrs.index_of(d))
-                .unwrap_or(u32::MAX),
-            port,
-        };
         // One socket carries every flow's replies on this port: as many batches per
         // turn as a public socket gets.
-        for _ in 0..super::ROUNDS {
-            match batch.recv(fd) {
-                Ok(got) => {
-                    if got > 1 {
-                        // Overlap the batch's cache misses (see Router::warm_client).
-                        for i in 0..got {
-                            self.router.warm_backend(endpoint(self, batch, i));
-                        }
-                    }
-                    for i in 0..got {
-                        let to = endpoint(self, batch, i);
-                        if let Some((data, from)) = batch.get(i) {
-                            self.on_backend(now, to, from, data);
-                        }
-                    }
-                    if got < mmsg::BATCH {
-                        return;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(_) => {
-                    self.on_relay_error(now, &fd);
-                    return;
-                }
-            }
+        self.drain_batches(now, fd, batch, super::Many::Prefix(port));
+    }
+
+    /// The endpoint datagram `i` of a prefix socket's batch was sent to (an address of
+    /// the prefix beyond the used ones holds no flow).
+    pub(super) fn prefix_endpoint(
+        &self,
+        batch: &mmsg::RecvBatch,
+        i: usize,
+        port: u16,
+    ) -> RelayPort {
+        RelayPort {
+            addr: batch
+                .destination(i)
+                .and_then(|d| self.relay_addrs.index_of(d))
+                .unwrap_or(u32::MAX),
+            port,
         }
     }
 
