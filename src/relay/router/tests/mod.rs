@@ -37,8 +37,13 @@ transaction = "32s"
 {extra}
 "#
     );
+    parse(&text)
+}
+
+/// `text` as a config, with the kernel's default ephemeral range.
+fn parse(text: &str) -> Config {
     Config::parse(
-        &text,
+        text,
         &EphemeralPorts {
             range: 32768..=60999,
             reserved: vec![],
@@ -676,11 +681,7 @@ fn sync_names_backends_by_seed_not_by_position() {
         .replace("10.0.0.21:5060", "10.0.0.99:5060")
         .replace("10.0.0.22:5060", "10.0.0.21:5060")
         .replace("10.0.0.99:5060", "10.0.0.22:5060");
-    let eph = EphemeralPorts {
-        range: 32768..=60999,
-        reserved: vec![],
-    };
-    let mut backup = synced(&Config::parse(&text, &eph).unwrap());
+    let mut backup = synced(&parse(&text));
     let (port, home) = client(&mut master, t0, "198.51.100.7:1", &req("OPTIONS", "o"));
     let home_name = master.backends().get(home).unwrap().name.clone();
     let mut items = vec![];
@@ -703,11 +704,7 @@ fn large_tables_are_swept_in_slices() {
             "relay = [\"10.0.0.10\", \"10.0.0.11\"]\nrelay_ports = \"10000-29999\"",
         )
         .replace("max_flows = 4\n", "max_flows = 40000\n");
-    let eph = EphemeralPorts {
-        range: 32768..=60999,
-        reserved: vec![],
-    };
-    let cfg = Config::parse(&text, &eph).unwrap();
+    let cfg = parse(&text);
     assert_eq!(cfg.relay_port_count(), 40_000);
     let mut r = router(&cfg);
     let t0 = Instant::now();

@@ -21,14 +21,7 @@ addr = "{A}"
 {limits}
 "#
     );
-    Config::parse(
-        &text,
-        &EphemeralPorts {
-            range: 32768..=60999,
-            reserved: vec![],
-        },
-    )
-    .unwrap()
+    parse(&text)
 }
 
 /// Port `1000 + i` of `source`.
