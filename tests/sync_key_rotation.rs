@@ -153,15 +153,13 @@ impl Host {
     fn reload(&mut self) {
         let before = self.lines("config reloaded");
         self.sf.proc.signal("HUP");
-        let ok = wait_until(Duration::from_secs(5), || {
-            self.sf.assert_running();
-            self.lines("config reloaded") > before
-        });
-        assert!(
-            ok,
-            "{}: no `config reloaded` within 5 s of SIGHUP; log:\n{}",
-            self.name,
-            self.sf.proc.log_tail(20)
+        self.expect(
+            "no `config reloaded` after SIGHUP",
+            Duration::from_secs(5),
+            |h| {
+                h.sf.assert_running();
+                h.lines("config reloaded") > before
+            },
         );
         assert!(
             self.lines(ROTATED) >= 1,
@@ -170,16 +168,21 @@ impl Host {
             self.sf.proc.log_tail(20)
         );
     }
-    /// Waits for a log line; panics with the log otherwise.
-    fn expect_log(&mut self, needle: &str, timeout: Duration) {
-        let ok = wait_until(timeout, || self.lines(needle) > 0);
+    /// Waits until `cond` holds; panics saying `what` did not happen, with the host's
+    /// sync metrics and log, otherwise.
+    fn expect(&mut self, what: &str, timeout: Duration, mut cond: impl FnMut(&mut Host) -> bool) {
+        let ok = wait_until(timeout, || cond(self));
         assert!(
             ok,
-            "{}: no `{needle}` within {timeout:?}; sync metrics:\n{}\nlog:\n{}",
+            "{}: {what} (waited {timeout:?}); sync metrics:\n{}\nlog:\n{}",
             self.name,
             self.sync_state(),
             self.sf.proc.log_tail(25)
         );
+    }
+    /// Waits for a log line; panics with the log otherwise.
+    fn expect_log(&mut self, needle: &str, timeout: Duration) {
+        self.expect(&format!("no `{needle}`"), timeout, |h| h.lines(needle) > 0);
     }
     /// Client address -> relay port of every flow this host holds.
     fn flows(&self) -> Vec<(String, u64)> {
@@ -207,15 +210,10 @@ fn start_pair(site: &Site, grace: Option<&str>) -> (TestDir, TestDir, FakeBacken
     let mut a = start_host(&dir_a, site, 1, "sfA", grace, OLD_KEY);
     let mut b = start_host(&dir_b, site, 2, "sfB", grace, OLD_KEY);
     for h in [&mut a, &mut b] {
-        let ok = wait_until(Duration::from_secs(10), || {
-            h.last_full() > 0.0 && h.peer_up() == 1.0
-        });
-        assert!(
-            ok,
-            "{}: no full table from the peer within 10 s:\n{}\nlog:\n{}",
-            h.name,
-            h.sync_state(),
-            h.sf.proc.log_tail(25)
+        h.expect(
+            "no full table from the peer",
+            Duration::from_secs(10),
+            |h| h.last_full() > 0.0 && h.peer_up() == 1.0,
         );
     }
     (dir_a, dir_b, backend, a, b)
@@ -512,15 +510,10 @@ fn a_half_done_rotation_breaks_the_link_after_the_grace_and_heals_on_the_second_
         reloaded.elapsed().as_millis()
     );
     for h in [&mut a, &mut b] {
-        let ok = wait_until(Duration::from_secs(6), || {
-            h.bad_mac() > 0.0 && h.peer_up() == 0.0
-        });
-        assert!(
-            ok,
-            "{}: the link should be down with bad_mac counted:\n{}\nlog:\n{}",
-            h.name,
-            h.sync_state(),
-            h.sf.proc.log_tail(25)
+        h.expect(
+            "the link should be down with bad_mac counted",
+            Duration::from_secs(6),
+            |h| h.bad_mac() > 0.0 && h.peer_up() == 0.0,
         );
     }
     eprintln!("[{} ms] link down on both hosts, bad_mac counted", ms(t0));
@@ -537,20 +530,17 @@ fn a_half_done_rotation_breaks_the_link_after_the_grace_and_heals_on_the_second_
     let full_b = b.last_full();
     b.reload();
     for h in [&mut a, &mut b] {
-        let ok = wait_until(Duration::from_secs(5), || h.peer_up() == 1.0);
-        assert!(
-            ok,
-            "{}: the link did not come back after B's reload:\n{}\nlog:\n{}",
-            h.name,
-            h.sync_state(),
-            h.sf.proc.log_tail(25)
+        h.expect(
+            "the link did not come back after B's reload",
+            Duration::from_secs(5),
+            |h| h.peer_up() == 1.0,
         );
     }
     b.expect_log(PEER_HAS_NEW, Duration::from_secs(2));
-    let ok = wait_until(Duration::from_secs(5), || b.last_full() > full_b);
-    assert!(
-        ok,
-        "B did not resync with A's full table after the link came back"
+    b.expect(
+        "B did not resync with A's full table after the link came back",
+        Duration::from_secs(5),
+        |b| b.last_full() > full_b,
     );
     eprintln!("[{} ms] link up again after B's reload", ms(t0));
     let after = vec![register(&site, &backend, "after-heal")];
@@ -598,13 +588,10 @@ fn a_host_restarted_after_a_rotation_reports_other_dialog_keys() {
     drop(b);
     let mut b = start_host(&dir_b, &site, 2, "sfB", None, NEW_KEY);
     for h in [&mut a, &mut b] {
-        let ok = wait_until(Duration::from_secs(10), || mismatch(h) == 1.0);
-        assert!(
-            ok,
-            "{}: dialog_key_mismatch not counted:\n{}\nlog:\n{}",
-            h.name,
-            h.sync_state(),
-            h.sf.proc.log_tail(25)
+        h.expect(
+            "dialog_key_mismatch not counted",
+            Duration::from_secs(10),
+            |h| mismatch(h) == 1.0,
         );
         h.expect_log(
             "sync peer hashes Call-IDs with other keys",
@@ -627,10 +614,9 @@ fn a_host_restarted_after_a_rotation_reports_other_dialog_keys() {
     drop(a);
     let dir_a2 = TestDir::new("rot-a2");
     let mut a = start_host(&dir_a2, &site, 1, "sfA", None, NEW_KEY);
-    let ok = wait_until(Duration::from_secs(10), || {
+    a.expect("A did not come back", Duration::from_secs(10), |a| {
         a.peer_up() == 1.0 && a.last_full() > 0.0
     });
-    assert!(ok, "A did not come back:\n{}", a.sync_state());
     std::thread::sleep(Duration::from_millis(2200));
     assert_eq!(mismatch(&mut a), 0.0, "A after its restart");
     assert_eq!(mismatch(&mut b), 1.0, "B: no new onset");
