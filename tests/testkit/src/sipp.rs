@@ -117,28 +117,13 @@ impl Sipp {
         port: u16,
         registrar: &str,
     ) -> (Sipp, SippResult) {
-        let (p, caller) = (port.to_string(), scenario("caller.xml"));
-        let mut sipp = Sipp::start_traced(
+        let caller = scenario("caller.xml");
+        let mut sipp = Sipp::once(
             test,
             name,
-            &[
-                "-sf",
-                &caller,
-                "-s",
-                user,
-                "-t",
-                "u1",
-                "-i",
-                "127.0.0.1",
-                "-p",
-                &p,
-                "-m",
-                "1",
-                "-timeout",
-                "20s",
-                "-timeout_error",
-                registrar,
-            ],
+            port,
+            &["-sf", &caller, "-s", user],
+            &["-timeout", "20s", "-timeout_error", registrar],
         );
         let r = sipp.wait(Duration::from_secs(30));
         (sipp, r)
@@ -156,30 +141,14 @@ impl Sipp {
         answer: &str,
         hold_ms: u32,
     ) -> Sipp {
-        let (p, d) = (port.to_string(), hold_ms.to_string());
+        let d = hold_ms.to_string();
         let (register, answer) = (scenario("phone_register.xml"), scenario(answer));
-        let mut phone = Sipp::start_traced(
+        let mut phone = Sipp::once(
             test,
             name,
-            &[
-                "-sf",
-                &register,
-                "-oocsf",
-                &answer,
-                "-s",
-                user,
-                "-t",
-                "u1",
-                "-i",
-                "127.0.0.1",
-                "-p",
-                &p,
-                "-m",
-                "1",
-                "-d",
-                &d,
-                sip,
-            ],
+            port,
+            &["-sf", &register, "-oocsf", &answer, "-s", user],
+            &["-d", &d, sip],
         );
         phone.wait_bound(port);
         phone
@@ -198,33 +167,13 @@ impl Sipp {
         hold_ms: u32,
         to: &str,
     ) -> Sipp {
-        let (sf, p, d) = (scenario(sf), port.to_string(), hold_ms.to_string());
-        let mut sipp = Sipp::start_traced(
+        let (sf, d) = (scenario(sf), hold_ms.to_string());
+        let mut sipp = Sipp::once(
             test,
             name,
-            &[
-                "-sf",
-                &sf,
-                "-s",
-                service,
-                "-key",
-                "user",
-                user,
-                "-t",
-                "u1",
-                "-i",
-                "127.0.0.1",
-                "-p",
-                &p,
-                "-m",
-                "1",
-                "-d",
-                &d,
-                "-timeout",
-                "60s",
-                "-timeout_error",
-                to,
-            ],
+            port,
+            &["-sf", &sf, "-s", service, "-key", "user", user],
+            &["-d", &d, "-timeout", "60s", "-timeout_error", to],
         );
         sipp.wait_bound(port);
         sipp
@@ -233,30 +182,24 @@ impl Sipp {
     /// A carrier as a UAS on 127.0.0.1:`port` (`-s carrier`), answering one call with
     /// the tests/sipp scenario `sf`. Returns once the port is bound.
     pub fn carrier_uas(test: &TestDir, name: &str, sf: &str, port: u16) -> Sipp {
-        let (sf, p) = (scenario(sf), port.to_string());
-        let mut sipp = Sipp::start_traced(
+        let sf = scenario(sf);
+        let mut sipp = Sipp::once(
             test,
             name,
-            &[
-                "-sf",
-                &sf,
-                "-s",
-                "carrier",
-                "-t",
-                "u1",
-                "-i",
-                "127.0.0.1",
-                "-p",
-                &p,
-                "-m",
-                "1",
-                "-timeout",
-                "60s",
-                "-timeout_error",
-            ],
+            port,
+            &["-sf", &sf, "-s", "carrier"],
+            &["-timeout", "60s", "-timeout_error"],
         );
         sipp.wait_bound(port);
         sipp
+    }
+
+    /// One call's worth of sipp on its own socket, 127.0.0.1:`port` (`-t u1 -m 1`),
+    /// with `head` before and `tail` after those options.
+    fn once(test: &TestDir, name: &str, port: u16, head: &[&str], tail: &[&str]) -> Sipp {
+        let p = port.to_string();
+        let own = ["-t", "u1", "-i", "127.0.0.1", "-p", &p, "-m", "1"];
+        Sipp::start_traced(test, name, &[head, &own[..], tail].concat())
     }
 
     fn start_opts(test: &TestDir, name: &str, args: &[&str], trace_msg: bool) -> Sipp {
