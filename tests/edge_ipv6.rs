@@ -39,17 +39,7 @@ fn rotating_addresses_within_one_ipv6_64_is_one_source() {
             ("attacker", 66),
         ],
     );
-    let add6 = |role: &str, addr: &str| {
-        lan.host(role).ns.ip(&[
-            "-6",
-            "addr",
-            "add",
-            &format!("{addr}/48"),
-            "dev",
-            "eth0",
-            "nodad",
-        ]);
-    };
+    let add6 = |role: &str, addr: &str| lan.host(role).add_ipv6(addr);
     add6("front", "2001:db8:0:ff::10");
     add6("phone", "2001:db8:0:3::21");
     for i in 1..=ATTACKER_ADDRS {

@@ -58,15 +58,7 @@ fn ipv6_phones_call_through_a_relay_prefix() {
         ("backend", "2001:db8:0:30::30"),
         ("phone", "2001:db8:0:3::21"),
     ] {
-        lan.host(role).ns.ip(&[
-            "-6",
-            "addr",
-            "add",
-            &format!("{addr}/48"),
-            "dev",
-            "eth0",
-            "nodad",
-        ]);
+        lan.host(role).add_ipv6(addr);
     }
     // The backend reaches relay endpoints through sipfront.
     lan.host("backend")
@@ -161,15 +153,7 @@ fn a_start_that_fails_removes_the_prefix_route() {
     let dir = TestDir::new("prefix-ipv6-fail");
     let lan = Lan::create("sfpx6f", "10.76.0", "02:76:00:00:00", &[("front", 10)]);
     let front = lan.host("front");
-    front.ns.ip(&[
-        "-6",
-        "addr",
-        "add",
-        "2001:db8:0:ff::10/48",
-        "dev",
-        "eth0",
-        "nodad",
-    ]);
+    front.add_ipv6("2001:db8:0:ff::10");
     let _taken = front
         .ns
         .enter(|| std::net::UdpSocket::bind("[::]:5062").expect("take the relay port"));

@@ -52,6 +52,19 @@ pub struct Host {
 }
 
 impl Host {
+    /// Adds IPv6 `addr`/48 on eth0, usable at once (no duplicate address detection).
+    pub fn add_ipv6(&self, addr: &str) {
+        self.ns.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{addr}/48"),
+            "dev",
+            "eth0",
+            "nodad",
+        ]);
+    }
+
     /// IPv4 addresses on eth0 (without prefix).
     pub fn addrs(&self) -> Vec<String> {
         self.ns.addrs("eth0")
