@@ -182,14 +182,13 @@ fn both_legs_reach_a_collector_over_tcp_and_a_lost_collector_is_reconnected() {
     // dropped and counted.
     let mut uas = sipp_uas(&dir, "uas2", 46270);
     front.wait_backends_up(Duration::from_secs(10));
-    let mut phone = uac(&dir, "127.0.46.3", "46280", "127.0.46.1:46260");
-    assert_eq!(
-        phone
-            .expect_all_ok(CALLS, Duration::from_secs(30))
-            .stats
-            .failed(),
-        0
-    );
+    // CALLS calls through sipfront, none failed.
+    let calls_ok = || {
+        let mut phone = uac(&dir, "127.0.46.3", "46280", "127.0.46.1:46260");
+        let r = phone.expect_all_ok(CALLS, Duration::from_secs(30));
+        assert_eq!(r.stats.failed(), 0);
+    };
+    calls_ok();
     let text = front.settled_metrics(Duration::from_millis(600), Duration::from_secs(5));
     let lost = metric(
         &text,
@@ -208,14 +207,7 @@ fn both_legs_reach_a_collector_over_tcp_and_a_lost_collector_is_reconnected() {
     let (mut again, table) =
         start_collector(&dir, "collector2", "127.0.46.9:46290", Transport::Tcp);
     std::thread::sleep(Duration::from_millis(1500));
-    let mut phone = uac(&dir, "127.0.46.3", "46280", "127.0.46.1:46260");
-    assert_eq!(
-        phone
-            .expect_all_ok(CALLS, Duration::from_secs(30))
-            .stats
-            .failed(),
-        0
-    );
+    calls_ok();
     uas.stop(Duration::from_secs(5));
     front.settled_metrics(Duration::from_millis(600), Duration::from_secs(5));
     again.signal("TERM");
