@@ -268,6 +268,11 @@ fn med(mut v: Vec<f64>) -> (f64, f64, f64) {
     (v[0], m, v[n - 1])
 }
 
+/// One row of a report table: the label padded, then the value.
+fn row(r: &mut String, label: &str, value: String) {
+    let _ = writeln!(r, "   {label:<52} {value}");
+}
+
 fn fmt3((a, b, c): (f64, f64, f64)) -> String {
     format!("{a:.0} / {b:.0} / {c:.0}")
 }
@@ -475,41 +480,35 @@ fn main() {
         args.reps
     );
     let col = |f: &dyn Fn(&FullRun) -> f64| fmt3(med(runs.iter().map(f).collect()));
-    let _ = writeln!(
-        r,
-        "   {:<52} {}",
+    row(
+        &mut r,
         "B spawn -> last_full_timestamp set (ms)",
-        col(&|x| x.to_full_ms)
+        col(&|x| x.to_full_ms),
     );
-    let _ = writeln!(
-        r,
-        "   {:<52} {}",
+    row(
+        &mut r,
         "B spawn -> sipfront_flows = N (ms)",
-        col(&|x| x.to_flows_ms)
+        col(&|x| x.to_flows_ms),
     );
-    let _ = writeln!(
-        r,
-        "   {:<52} {}",
+    row(
+        &mut r,
         "B spawn -> relay_ports_in_use = N (ms)",
-        col(&|x| x.to_bound_ms)
+        col(&|x| x.to_bound_ms),
     );
-    let _ = writeln!(
-        r,
-        "   {:<52} {}",
+    row(
+        &mut r,
         "B log: `sync link up` -> `full table received` (ms)",
-        col(&|x| x.log_span_ms.unwrap_or(f64::NAN))
+        col(&|x| x.log_span_ms.unwrap_or(f64::NAN)),
     );
-    let _ = writeln!(
-        r,
-        "   {:<52} {}",
+    row(
+        &mut r,
         "B CPU at ports bound (ms, incl. start-up)",
-        col(&|x| x.cpu_ms)
+        col(&|x| x.cpu_ms),
     );
-    let _ = writeln!(
-        r,
-        "   {:<52} {}",
+    row(
+        &mut r,
         "A -> B full-table span, first -> last chunk (ms)",
-        col(&|x| x.traffic.full_span * 1000.0)
+        col(&|x| x.traffic.full_span * 1000.0),
     );
     for (i, x) in runs.iter().enumerate() {
         let _ = writeln!(

@@ -611,41 +611,35 @@ pub fn run_prefix(n: usize, reps: usize, window: usize, keep: bool) {
         "2. full sync: B killed and started again while A holds {nflows} flows (min / median / max of {reps})"
     );
     let col = |f: &dyn Fn(&PrefixRun) -> f64| fmt3(med(runs.iter().map(f).collect()));
-    let _ = writeln!(
-        r,
-        "   {:<52} {}",
+    row(
+        &mut r,
         "B spawn -> last_full_timestamp set (ms)",
-        col(&|x| x.to_full_ms)
+        col(&|x| x.to_full_ms),
     );
-    let _ = writeln!(
-        r,
-        "   {:<52} {}",
+    row(
+        &mut r,
         "B spawn -> sipfront_flows = N (ms)",
-        col(&|x| x.to_flows_ms)
+        col(&|x| x.to_flows_ms),
     );
-    let _ = writeln!(
-        r,
-        "   {:<52} {}",
+    row(
+        &mut r,
         "B log: `sync link up` -> `full table received` (ms)",
-        col(&|x| x.log_span_ms.unwrap_or(f64::NAN))
+        col(&|x| x.log_span_ms.unwrap_or(f64::NAN)),
     );
-    let _ = writeln!(
-        r,
-        "   {:<52} {}",
+    row(
+        &mut r,
         "B CPU at flows = N (ms, incl. start-up)",
-        col(&|x| x.cpu_ms)
+        col(&|x| x.cpu_ms),
     );
-    let _ = writeln!(
-        r,
-        "   {:<52} {}",
+    row(
+        &mut r,
         "B RSS at flows = N (MiB)",
-        col(&|x| x.rss_kib as f64 / 1024.0)
+        col(&|x| x.rss_kib as f64 / 1024.0),
     );
-    let _ = writeln!(
-        r,
-        "   {:<52} {}",
+    row(
+        &mut r,
         "A -> B full-table span, first -> last chunk (ms)",
-        col(&|x| x.traffic.full_span * 1000.0)
+        col(&|x| x.traffic.full_span * 1000.0),
     );
     for (i, x) in runs.iter().enumerate() {
         let _ = writeln!(
