@@ -268,6 +268,27 @@ fn med(mut v: Vec<f64>) -> (f64, f64, f64) {
     (v[0], m, v[n - 1])
 }
 
+/// Prints a report and writes it to target/`file`.
+fn publish(report: &str, file: &str) {
+    print!("{report}");
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join(file);
+    if let Err(e) = fs::write(&out, report) {
+        eprintln!("cannot write {}: {e}", out.display());
+    } else {
+        println!("written to {}", out.display());
+    }
+}
+
+/// `--keep`: the work directory stays (its configs and logs), and says where.
+fn keep_work(work: tempfile::TempDir, keep: bool) {
+    if keep {
+        let kept = work.keep();
+        println!("work directory kept: {}", kept.display());
+    }
+}
+
 /// One row of a report table: the label padded, then the value.
 fn row(r: &mut String, label: &str, value: String) {
     let _ = writeln!(r, "   {label:<52} {value}");
@@ -556,18 +577,9 @@ fn main() {
         full_dgrams * 100_000.0,
         full_bytes * 100_000.0 / 1e6
     );
-    print!("{r}");
-    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/sync-bench.txt");
-    if let Err(e) = fs::write(&out, &r) {
-        eprintln!("cannot write {}: {e}", out.display());
-    } else {
-        println!("written to {}", out.display());
-    }
+    publish(&r, "sync-bench.txt");
     drop(a);
     drop(b);
     drop(ns);
-    if args.keep {
-        let kept = work.keep();
-        println!("work directory kept: {}", kept.display());
-    }
+    keep_work(work, args.keep);
 }

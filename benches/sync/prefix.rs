@@ -660,19 +660,10 @@ pub fn run_prefix(n: usize, reps: usize, window: usize, keep: bool) {
         );
     }
     let _ = writeln!(r, "   B's sync drops (last run): {b_drops:?}");
-    print!("{r}");
-    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/sync-prefix-bench.txt");
-    if let Err(e) = fs::write(&out, &r) {
-        eprintln!("cannot write {}: {e}", out.display());
-    } else {
-        println!("written to {}", out.display());
-    }
+    publish(&r, "sync-prefix-bench.txt");
     drop(a);
     drop(b);
     drop(ns_b);
     drop(ns_a);
-    if keep {
-        let kept = work.keep();
-        println!("work directory kept: {}", kept.display());
-    }
+    keep_work(work, keep);
 }

@@ -499,18 +499,9 @@ pub fn run_takeover(n: usize, window: usize, stride: usize, keep: bool) {
          {h2_cpu:.0} ms from the kill to the end of the round; backend's neighbour entry \
          for the VIP: {neigh:?} (h2's MAC {h2_mac}); phones answered {phone_answers} requests in all"
     );
-    print!("{r}");
-    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/sync-takeover-bench.txt");
-    if let Err(e) = fs::write(&out, &r) {
-        eprintln!("cannot write {}: {e}", out.display());
-    } else {
-        println!("written to {}", out.display());
-    }
+    publish(&r, "sync-takeover-bench.txt");
     drop(h1);
     drop(h2);
     drop(topo);
-    if keep {
-        let kept = work.keep();
-        println!("work directory kept: {}", kept.display());
-    }
+    keep_work(work, keep);
 }
