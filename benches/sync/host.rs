@@ -104,15 +104,21 @@ pub fn log_span_ms(log: &str, from: &str, to: &str) -> Option<f64> {
     Some(d * 1000.0)
 }
 
-pub fn write_config(dir: &Path, own: &str, peer: &str, n_ports: usize) -> PathBuf {
+/// The sync key file in `dir`, mode 0600 (sipfront refuses a key file that group or
+/// others can read or write).
+pub fn write_key(dir: &Path) -> PathBuf {
     let key_file = dir.join("sync.key");
     fs::write(&key_file, format!("{KEY}\n")).expect("write key");
-    // sipfront refuses a key file that group or others can read or write.
     fs::set_permissions(
         &key_file,
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
     )
     .expect("chmod 600 key file");
+    key_file
+}
+
+pub fn write_config(dir: &Path, own: &str, peer: &str, n_ports: usize) -> PathBuf {
+    let key_file = write_key(dir);
     let last = PORT_BASE as usize + n_ports - 1;
     let toml = format!(
         "[listen]\nsip = [\"{own}:5060\"]\nrelay = \"{own}\"\nrelay_ports = \"{PORT_BASE}-{last}\"\n\n\

@@ -97,13 +97,7 @@ pub fn call_id_index(d: &[u8], marker: &[u8]) -> Option<usize> {
 }
 
 pub fn prefix_config(dir: &Path, own: &str, peer: &str, max_flows: usize) -> PathBuf {
-    let key_file = dir.join("sync.key");
-    fs::write(&key_file, format!("{KEY}\n")).expect("write key");
-    fs::set_permissions(
-        &key_file,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .expect("chmod 600 key file");
+    let key_file = write_key(dir);
     let toml = format!(
         "[listen]\nsip = [\"{SIP_ADDR}\"]\nrelay_prefix = \"{PREFIX}\"\nrelay_port = {RELAY_PORT}\n\n\
          [[backend]]\nname = \"be\"\naddr = \"{BACKEND}\"\n\n\

@@ -295,13 +295,7 @@ pub fn run_takeover(n: usize, window: usize, stride: usize, keep: bool) {
         .expect("temp dir");
     let dir = work.path().to_path_buf();
     let topo = Topo::new(&format!("sfto{}", std::process::id()));
-    let key_file = dir.join("sync.key");
-    fs::write(&key_file, format!("{KEY}\n")).expect("write key");
-    fs::set_permissions(
-        &key_file,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .expect("chmod 600 key file");
+    let key_file = write_key(&dir);
 
     // The backend: its socket lives in `be`, its thread anywhere.
     let sock = topo
