@@ -27,7 +27,7 @@ use super::*;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use testkit::Netns;
+use testkit::{Lan, Netns};
 
 use crate::pktinfo::{Sock, wait_readable};
 use crate::prefix::{Phones, answer_200, call_id_index, fast_backend, register_many};
@@ -246,45 +246,39 @@ fn fmt_probe(p: &Probe) -> String {
     )
 }
 
-struct Topo {
-    // Dropped in field order: hosts' namespaces go with what runs in them.
-    cl: Netns,
-    hosts: [Netns; 2],
-    be: Netns,
-    #[allow(dead_code)]
-    br: Netns,
-}
+/// The pair's LAN (testkit's bridge): the phones' side `cl`, hosts `h1` and `h2`, the
+/// backend `be`.
+struct Topo(Lan);
 
 impl Topo {
-    fn new(prefix: &str) -> Topo {
-        let br = Netns::create(format!("{prefix}br"));
-        let cl = Netns::create(format!("{prefix}cl"));
-        let hosts = [
-            Netns::create(format!("{prefix}h1")),
-            Netns::create(format!("{prefix}h2")),
-        ];
-        let be = Netns::create(format!("{prefix}be"));
-        br.ip(&["link", "add", "br0", "type", "bridge"]);
-        br.ip(&["link", "set", "br0", "up"]);
-        for (ns, port, addr) in [
-            (&cl, "cl", CL_ADDR.to_string()),
-            (&hosts[0], "h1", HOSTS[0].to_string()),
-            (&hosts[1], "h2", HOSTS[1].to_string()),
-            (&be, "be", BE_ADDR.ip().to_string()),
-        ] {
-            br.ip(&[
-                "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
-            ]);
-            br.ip(&["link", "set", port, "master", "br0", "up"]);
-            ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
-            ns.ip(&["link", "set", "eth0", "up"]);
+    fn new() -> Topo {
+        let lan = Lan::create(
+            "sfto",
+            "10.79.0",
+            "02:79:00:00:00",
+            &[("cl", 2), ("h1", 11), ("h2", 12), ("be", 5)],
+        );
+        let t = Topo(lan);
+        t.cl()
+            .ip(&["route", "add", "local", PHONE_NET, "dev", "lo"]);
+        for i in 0..2 {
+            t.host(i).ip(&["route", "add", PHONE_NET, "via", CL_ADDR]);
         }
-        cl.ip(&["route", "add", "local", PHONE_NET, "dev", "lo"]);
-        for h in &hosts {
-            h.ip(&["route", "add", PHONE_NET, "via", CL_ADDR]);
-        }
-        be.ip(&["route", "add", RELAY_PREFIX, "via", VIP]);
-        Topo { cl, hosts, be, br }
+        t.be().ip(&["route", "add", RELAY_PREFIX, "via", VIP]);
+        t
+    }
+
+    fn cl(&self) -> &Netns {
+        &self.0.host("cl").ns
+    }
+
+    /// Host `i` (0: h1, 1: h2).
+    fn host(&self, i: usize) -> &Netns {
+        &self.0.host(["h1", "h2"][i]).ns
+    }
+
+    fn be(&self) -> &Netns {
+        &self.0.host("be").ns
     }
 }
 
@@ -294,12 +288,12 @@ pub fn run_takeover(n: usize, window: usize, stride: usize, keep: bool) {
         .tempdir()
         .expect("temp dir");
     let dir = work.path().to_path_buf();
-    let topo = Topo::new(&format!("sfto{}", std::process::id()));
+    let topo = Topo::new();
     let key_file = write_key(&dir);
 
     // The backend: its socket lives in `be`, its thread anywhere.
     let sock = topo
-        .be
+        .be()
         .enter(|| {
             let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
             let _ = s.set_recv_buffer_size(16 << 20);
@@ -331,8 +325,10 @@ pub fn run_takeover(n: usize, window: usize, stride: usize, keep: bool) {
         let cfg = dir.join(format!("h{}.toml", i + 1));
         fs::write(&cfg, host_toml(i, &key_file)).expect("write config");
         let (d, log) = (dir.clone(), format!("sipfront-h{}-{tag}.log", i + 1));
-        let mut h = topo.hosts[i].enter(move || Host::start(&d, "127.0.0.1", &cfg, &log));
-        h.ns = Some(topo.hosts[i].name.clone());
+        let mut h = topo
+            .host(i)
+            .enter(move || Host::start(&d, "127.0.0.1", &cfg, &log));
+        h.ns = Some(topo.host(i).name.clone());
         h
     };
     let mut h1 = start(0, "1");
@@ -342,7 +338,8 @@ pub fn run_takeover(n: usize, window: usize, stride: usize, keep: bool) {
         h1.proc.log_text()
     );
     assert!(
-        wait_until(Duration::from_secs(10), || topo.hosts[0]
+        wait_until(Duration::from_secs(10), || topo
+            .host(0)
             .has_addr("eth0", VIP)),
         "h1 never held the VIP; log:\n{}",
         h1.proc.log_text()
@@ -359,12 +356,12 @@ pub fn run_takeover(n: usize, window: usize, stride: usize, keep: bool) {
             h.proc.log_text()
         );
     }
-    assert!(!topo.hosts[1].has_addr("eth0", VIP), "h2 holds the VIP too");
+    assert!(!topo.host(1).has_addr("eth0", VIP), "h2 holds the VIP too");
 
     // 1. Registration through h1.
     eprintln!("registering {n} phones through the VIP (h1), window {window}");
     let reg = topo
-        .cl
+        .cl()
         .enter(|| register_many(&PHONES, n, window, Duration::from_secs(600)));
     let nf = reg.ok as f64;
     let ok1 = h1.wait_metric("sipfront_flows", Duration::from_secs(30), |v| v >= nf);
@@ -394,7 +391,7 @@ pub fn run_takeover(n: usize, window: usize, stride: usize, keep: bool) {
     let phones_stop = Arc::new(AtomicBool::new(false));
     let phones = {
         let stop = phones_stop.clone();
-        topo.cl.spawn_in(move || {
+        topo.cl().spawn_in(move || {
             let sock = Sock::bind_wildcard(PHONE_PORT).expect("bind phones");
             let mut buf = vec![0u8; 4096];
             let mut answered = 0u64;
@@ -430,7 +427,7 @@ pub fn run_takeover(n: usize, window: usize, stride: usize, keep: bool) {
     let t_kill = Instant::now();
     h1.proc.kill();
     let moved = wait_until(Duration::from_secs(5), || {
-        topo.hosts[1].has_addr("eth0", VIP)
+        topo.host(1).has_addr("eth0", VIP)
     });
     let t_vip = Instant::now();
     assert!(moved, "h2 never took the VIP; log:\n{}", h2.proc.log_text());
@@ -442,8 +439,8 @@ pub fn run_takeover(n: usize, window: usize, stride: usize, keep: bool) {
         .unwrap_or(0);
     let h2_state = h2.metric("sipfront_vrrp_state", &[]);
     let h2_flows = h2.metric("sipfront_flows", &[]);
-    let neigh = topo.be.neighbour(VIP);
-    let h2_mac = topo.hosts[1].mac("eth0");
+    let neigh = topo.be().neighbour(VIP);
+    let h2_mac = topo.host(1).mac("eth0");
 
     phones_stop.store(true, Ordering::Relaxed);
     let phone_answers = phones.join().unwrap_or(0);
