@@ -455,20 +455,32 @@ impl Shell {
     }
 
     /// One received batch: with a large table each decision waits on cache misses, so
-    /// every datagram's entries are touched first (`Router::warm_client` /
-    /// `warm_backend`) and the misses overlap; then each datagram is handled.
+    /// every datagram's entries are loaded first, in two passes
+    /// (`Router::prefetch_client`, then `warm_client`; the same for backends), and
+    /// the misses overlap; then each datagram is handled.
     fn take_batch(&mut self, now: Instant, batch: &RecvBatch, got: usize, from: Many) {
         if got > 1 {
-            for i in 0..got {
-                match from {
-                    Many::Public(_) => {
-                        if let Some((_, src)) = batch.get(i) {
-                            self.router.warm_client(src);
+            for second in [false, true] {
+                for i in 0..got {
+                    match from {
+                        Many::Public(_) => {
+                            if let Some((_, src)) = batch.get(i) {
+                                if second {
+                                    self.router.warm_client(src);
+                                } else {
+                                    self.router.prefetch_client(src);
+                                }
+                            }
+                        }
+                        Many::Prefix(port) => {
+                            let to = self.prefix_endpoint(batch, i, port);
+                            if second {
+                                self.router.warm_backend(to);
+                            } else {
+                                self.router.prefetch_backend(to);
+                            }
                         }
                     }
-                    Many::Prefix(port) => self
-                        .router
-                        .warm_backend(self.prefix_endpoint(batch, i, port)),
                 }
             }
         }

@@ -7,11 +7,11 @@ use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use hashbrown::HashTable;
-
 use super::backends::BackendId;
+use super::open_table::{Entry, OpenTable};
 use super::per_source::SourceCounts;
 use super::port::{RelayPort, RelaySpace};
+use super::prefetch::prefetch;
 use super::ratelimit::SourceKey;
 
 const NO_FLOW: u32 = u32::MAX;
@@ -75,6 +75,37 @@ impl Flow {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FlowId(pub u32);
 
+/// A flow index entry: the high half of the client's hash (where it belongs, and a
+/// tag that spares most key comparisons) and the slot id + 1 (0 is vacant).
+#[derive(Clone, Copy, bytemuck::Zeroable, bytemuck::Pod)]
+#[repr(transparent)]
+struct IndexEntry(u64);
+
+impl IndexEntry {
+    fn new(hash: u64, id: u32) -> Self {
+        IndexEntry(hash & 0xffff_ffff_0000_0000 | (u64::from(id) + 1))
+    }
+    fn tag_of(hash: u64) -> u32 {
+        (hash >> 32) as u32
+    }
+    fn tag(&self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+    fn id(&self) -> u32 {
+        (self.0 as u32).wrapping_sub(1)
+    }
+    /// All of the hash the table needs to place the entry.
+    fn hash_bits(&self) -> u64 {
+        self.0 & 0xffff_ffff_0000_0000
+    }
+}
+
+impl Entry for IndexEntry {
+    fn is_vacant(&self) -> bool {
+        self.0 == 0
+    }
+}
+
 /// How long a flow lives without traffic: once a backend answered it, and before.
 #[derive(Debug, Clone, Copy)]
 pub struct Idle {
@@ -96,8 +127,8 @@ pub struct FlowTable {
     /// for a 6- or 18-byte key, and senders cannot precompute colliding addresses.
     hasher: foldhash::fast::RandomState,
     /// Flow ids by client address. The key is the flow's own `client`, not a copy:
-    /// 4 bytes an entry instead of 36.
-    by_client: HashTable<u32>,
+    /// 8 bytes an entry instead of 40.
+    by_client: OpenTable<IndexEntry>,
     /// Further source addresses of static peers (a few; not flows).
     aliases: HashMap<SocketAddr, u32, foldhash::fast::RandomState>,
     /// Flow per relay slot (`space.index`).
@@ -124,7 +155,8 @@ impl FlowTable {
             slots: Vec::with_capacity(max),
             free_slots: Vec::new(),
             hasher: foldhash::fast::RandomState::default(),
-            by_client: HashTable::with_capacity(max),
+            // Static peers' flows come on top of `max`.
+            by_client: OpenTable::with_capacity(max + space.statics().len()),
             aliases: HashMap::default(),
             by_port: vec![NO_FLOW; n_ports],
             fresh: 0,
@@ -186,13 +218,15 @@ impl FlowTable {
     #[inline]
     fn find(&self, hash: u64, client: &SocketAddr) -> Option<u32> {
         let slots = &self.slots;
+        let tag = IndexEntry::tag_of(hash);
         self.by_client
-            .find(hash, |&i| {
-                slots[i as usize]
-                    .as_ref()
-                    .is_some_and(|f| f.client == *client)
+            .find(hash, |e| {
+                e.tag() == tag
+                    && slots[e.id() as usize]
+                        .as_ref()
+                        .is_some_and(|f| f.client == *client)
             })
-            .copied()
+            .map(|p| self.by_client.get(p).id())
     }
 
     #[inline]
@@ -205,19 +239,41 @@ impl FlowTable {
         }
     }
 
-    /// Reads what [`Self::lookup_client`] will read for `client` (see
-    /// `Router::warm_client`).
+    /// First step of warming a batch (see `Router::prefetch_client`): starts loading
+    /// the index line a lookup of `client` reads first.
+    #[inline]
+    pub fn prefetch_client(&self, client: &SocketAddr) {
+        self.by_client.prefetch(self.hasher.hash_one(client));
+    }
+
+    /// Second step: reads the index (loaded by now) and starts loading the flow its
+    /// first entry with `client`'s tag names, without waiting for it.
     #[inline]
     pub fn warm_client(&self, client: &SocketAddr) {
-        let found = self.find(self.hasher.hash_one(client), client);
-        std::hint::black_box(found.and_then(|i| self.slots[i as usize].as_ref().map(|f| f.home)));
+        let hash = self.hasher.hash_one(client);
+        let tag = IndexEntry::tag_of(hash);
+        if let Some(p) = self.by_client.find(hash, |e| e.tag() == tag) {
+            prefetch(
+                self.slots
+                    .as_ptr()
+                    .wrapping_add(self.by_client.get(p).id() as usize),
+            );
+        }
+    }
+
+    /// First step of warming a batch from backends: the endpoint's entry.
+    #[inline]
+    pub fn prefetch_port(&self, port: RelayPort) {
+        if let Some(i) = self.space.index(port) {
+            prefetch(self.by_port.as_ptr().wrapping_add(i));
+        }
     }
 
     /// Reads what a datagram to `port` will read of the table.
     #[inline]
     pub fn warm_port(&self, port: RelayPort) {
         if let Some(id) = self.lookup_port(port) {
-            std::hint::black_box(self.slots[id.0 as usize].as_ref().map(|f| f.home));
+            prefetch(self.slots.as_ptr().wrapping_add(id.0 as usize));
         }
     }
 
@@ -316,13 +372,10 @@ impl FlowTable {
                 (self.slots.len() - 1) as u32
             }
         };
-        let (slots, hasher) = (&self.slots, &self.hasher);
-        self.by_client
-            .insert_unique(hasher.hash_one(client), idx, |&i| {
-                slots[i as usize]
-                    .as_ref()
-                    .map_or(0, |f| hasher.hash_one(f.client))
-            });
+        let hash = self.hasher.hash_one(client);
+        // Sized for every flow `insert`/`insert_at` admit plus the static peers.
+        let placed = self.by_client.insert(hash, IndexEntry::new(hash, idx));
+        debug_assert!(placed.is_ok(), "flow index sized below the flow limit");
         self.per_source.add(client.ip());
         if let Some(i) = self.space.index(port) {
             self.by_port[i] = idx;
@@ -332,11 +385,9 @@ impl FlowTable {
 
     pub fn remove(&mut self, id: FlowId) -> Option<Flow> {
         let flow = self.slots.get_mut(id.0 as usize)?.take()?;
-        if let Ok(e) = self
-            .by_client
-            .find_entry(self.hasher.hash_one(flow.client), |&i| i == id.0)
-        {
-            e.remove();
+        let hash = self.hasher.hash_one(flow.client);
+        if let Some(p) = self.by_client.find(hash, |e| e.id() == id.0) {
+            self.by_client.remove_at(p, IndexEntry::hash_bits);
         }
         self.per_source.remove(flow.client.ip());
         if let Some(i) = self.space.index(flow.relay_port) {

@@ -7,8 +7,7 @@ use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::time::Instant;
 
-use hashbrown::HashTable;
-
+use super::open_table::{Entry, OpenTable};
 use super::source_limits::Class;
 
 /// The unit sources are limited and counted in: an IPv4 address, or an IPv6 /64.
@@ -39,8 +38,10 @@ fn key64(ip: IpAddr) -> u64 {
     }
 }
 
-/// One source's bucket: 32 bytes (a table may hold a million).
-#[derive(Debug, Clone, Copy)]
+/// One source's bucket: 32 bytes (a table may hold a million), so a lookup reads
+/// one cache line.
+#[derive(Debug, Clone, Copy, bytemuck::Zeroable, bytemuck::Pod)]
+#[repr(C)]
 struct Bucket {
     key: u64,
     tokens: f64,
@@ -48,12 +49,21 @@ struct Bucket {
     last: u64,
     /// The source's class (its rate and burst), looked up when the bucket is made.
     class: Class,
+    /// 0 in a vacant slot (key 0 is a real source: `::/64`).
+    used: u8,
+    _pad: [u8; 5],
 }
 
-/// Shards of the table, by hash: housekeeping prunes a few at a time, so a table of
-/// a million sources never stalls the dataplane for a whole pass (~4k sources per
-/// shard at a million).
-const SHARDS: usize = 256;
+impl Entry for Bucket {
+    fn is_vacant(&self) -> bool {
+        self.used == 0
+    }
+}
+
+/// Housekeeping prunes the table in this many parts at most, so a table of a
+/// million sources (two million slots) never stalls the dataplane for a whole pass
+/// (8k slots a part).
+const PARTS: usize = 256;
 
 /// After a pass over the whole table freed nothing, new sources are refused
 /// without another pass for this long (a flood of new sources must not cost a
@@ -61,17 +71,16 @@ const SHARDS: usize = 256;
 const FULL_BACKOFF_NS: u64 = 10_000_000;
 
 pub struct SourceLimiter {
-    shards: Box<[HashTable<Bucket>]>,
+    table: OpenTable<Bucket>,
     hasher: foldhash::fast::RandomState,
     /// The first time seen; times are kept as nanoseconds since it.
     epoch: Option<Instant>,
-    len: usize,
     /// (rate, burst) per class; class 0 is the global limit.
     rates: Vec<(f64, f64)>,
     max_entries: usize,
     /// No whole-table pass before this time (ns), see [`FULL_BACKOFF_NS`].
     full_until: u64,
-    /// The next shard [`Self::prune_step`] prunes.
+    /// The slot the next prune starts at.
     prune_next: usize,
 }
 
@@ -83,16 +92,14 @@ impl SourceLimiter {
 
     /// A (rate, burst) per class, class 0 first.
     pub fn with_classes(rates: impl IntoIterator<Item = (u32, u32)>, max_entries: usize) -> Self {
-        let per_shard = max_entries.min(1 << 14) / SHARDS;
+        let max_entries = max_entries.max(1);
         let mut l = SourceLimiter {
-            shards: (0..SHARDS)
-                .map(|_| HashTable::with_capacity(per_shard))
-                .collect(),
+            // Zeroed memory: pages are touched as sources come.
+            table: OpenTable::with_capacity(max_entries),
             hasher: foldhash::fast::RandomState::default(),
             epoch: None,
-            len: 0,
             rates: Vec::new(),
-            max_entries: max_entries.max(1),
+            max_entries,
             full_until: 0,
             prune_next: 0,
         };
@@ -110,10 +117,7 @@ impl SourceLimiter {
         if self.rates.is_empty() {
             self.rates.push((1.0, 1.0));
         }
-        for s in self.shards.iter_mut() {
-            s.clear();
-        }
-        self.len = 0;
+        self.table.clear();
         self.full_until = 0;
     }
 
@@ -135,12 +139,9 @@ impl SourceLimiter {
     pub fn allow_in(&mut self, ip: IpAddr, now: Instant, class: impl FnOnce() -> Class) -> bool {
         let key = key64(ip);
         let h = self.hasher.hash_one(key);
-        // Bits the shard's own table does not use: hashbrown takes the low bits for the
-        // bucket and the top 7 for the tag, so sharing either within a shard would
-        // make its probes compare every entry of a group.
-        let shard = (h >> 40) as usize % SHARDS;
         let t = self.ns(now);
-        if let Some(b) = self.shards[shard].find_mut(h, |b| b.key == key) {
+        if let Some(p) = self.table.find(h, |b| b.key == key) {
+            let b = self.table.get_mut(p);
             let (rate, burst) = rate_of(&self.rates, b.class);
             let elapsed = t.saturating_sub(b.last) as f64 * 1e-9;
             b.tokens = (b.tokens + elapsed * rate).min(burst);
@@ -151,45 +152,40 @@ impl SourceLimiter {
             }
             return false;
         }
-        if self.len >= self.max_entries && !self.make_room(shard, t) {
+        if self.table.len() >= self.max_entries && !self.make_room(t) {
             return false;
         }
         let class = class();
         let (_, burst) = rate_of(&self.rates, class);
-        let hasher = &self.hasher;
-        self.shards[shard].insert_unique(
-            h,
-            Bucket {
-                key,
-                tokens: if burst >= 1.0 { burst - 1.0 } else { burst },
-                last: t,
-                class,
-            },
-            |b| hasher.hash_one(b.key),
-        );
-        self.len += 1;
-        burst >= 1.0
+        let bucket = Bucket {
+            key,
+            tokens: if burst >= 1.0 { burst - 1.0 } else { burst },
+            last: t,
+            class,
+            used: 1,
+            _pad: [0; 5],
+        };
+        // The table holds at least `max_entries`.
+        self.table.insert(h, bucket).is_ok() && burst >= 1.0
     }
 
-    /// Reads what [`Self::allow_in`] will read for `ip`, and nothing else: a batch
-    /// warms every datagram's entries first so their cache misses overlap.
+    /// Starts loading the line [`Self::allow_in`] will read first for `ip`: a batch
+    /// does this for every datagram before deciding any, so the misses overlap.
     #[inline]
-    pub fn warm(&self, ip: IpAddr) {
-        let key = key64(ip);
-        let h = self.hasher.hash_one(key);
-        let shard = (h >> 40) as usize % SHARDS;
-        std::hint::black_box(self.shards[shard].find(h, |b| b.key == key).map(|b| b.last));
+    pub fn prefetch(&self, ip: IpAddr) {
+        self.table.prefetch(self.hasher.hash_one(key64(ip)));
     }
 
-    /// The table is full: prunes shards, the new key's first, until one has room.
+    /// The table is full: prunes parts, from where housekeeping stands, until one
+    /// frees a bucket.
     #[cold]
-    fn make_room(&mut self, first: usize, t: u64) -> bool {
+    fn make_room(&mut self, t: u64) -> bool {
         if t < self.full_until {
             return false;
         }
-        for i in 0..SHARDS {
-            self.prune_shard((first + i) % SHARDS, t);
-            if self.len < self.max_entries {
+        for _ in 0..PARTS {
+            self.prune_part(t, PARTS);
+            if self.table.len() < self.max_entries {
                 return true;
             }
         }
@@ -197,38 +193,40 @@ impl SourceLimiter {
         false
     }
 
-    fn prune_shard(&mut self, i: usize, t: u64) {
-        let rates = &self.rates;
-        let before = self.shards[i].len();
+    /// Prunes the next `1/parts` of the slots.
+    fn prune_part(&mut self, t: u64, parts: usize) {
+        let n = self.table.slot_count();
+        let count = n.div_ceil(parts.clamp(1, n));
+        let (rates, hasher) = (&self.rates, &self.hasher);
         // A refilled bucket is indistinguishable from a new one.
-        self.shards[i].retain(|b| {
-            let (rate, burst) = rate_of(rates, b.class);
-            b.tokens + t.saturating_sub(b.last) as f64 * 1e-9 * rate < burst
-        });
-        self.len -= before - self.shards[i].len();
+        self.table.retain_range(
+            self.prune_next,
+            count,
+            |b| {
+                let (rate, burst) = rate_of(rates, b.class);
+                b.tokens + t.saturating_sub(b.last) as f64 * 1e-9 * rate < burst
+            },
+            |b| hasher.hash_one(b.key),
+        );
+        self.prune_next = (self.prune_next + count) % n;
     }
 
     /// Forgets sources whose bucket has refilled: they are indistinguishable from new.
     pub fn prune(&mut self, now: Instant) {
         let t = self.ns(now);
-        for i in 0..SHARDS {
-            self.prune_shard(i, t);
-        }
+        self.prune_part(t, 1);
     }
 
-    /// Prunes the next `1/parts` of the table (at least one shard): called `parts`
-    /// times, it has pruned all of it.
+    /// Prunes the next `1/parts` of the table (at least `1/256` of it): called
+    /// `parts` times, it has pruned all of it.
     pub fn prune_step(&mut self, now: Instant, parts: usize) {
         let t = self.ns(now);
-        for _ in 0..SHARDS.div_ceil(parts.max(1)) {
-            self.prune_shard(self.prune_next, t);
-            self.prune_next = (self.prune_next + 1) % SHARDS;
-        }
+        self.prune_part(t, parts.min(PARTS));
     }
 
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
-        self.len
+        self.table.len()
     }
 }
 

@@ -201,17 +201,31 @@ impl Router {
         &self.counters
     }
 
-    /// Touches the tables [`Router::from_client`] will look `client` up in, without
-    /// changing anything. With a million flows each decision waits on a few cache
-    /// misses; warming a whole received batch first lets the CPU wait on all of
-    /// them at once instead of one datagram after the other.
+    /// With a million flows each decision waits on cache misses (the source's
+    /// bucket, the flow index, the flow). A received batch is warmed in two passes
+    /// before any decision: this one starts loading, for every datagram, the lines
+    /// whose address follows from the client address alone; [`Router::warm_client`]
+    /// then reads the index lines (loaded by then) and starts loading the flows. The
+    /// misses of the whole batch overlap instead of queueing. Changes nothing.
+    #[inline]
+    pub fn prefetch_client(&self, client: SocketAddr) {
+        self.datagram_limiter.prefetch(client.ip());
+        self.flows.prefetch_client(&client);
+    }
+
+    /// The second pass of warming a batch, see [`Router::prefetch_client`].
     #[inline]
     pub fn warm_client(&self, client: SocketAddr) {
-        self.datagram_limiter.warm(client.ip());
         self.flows.warm_client(&client);
     }
 
-    /// [`Router::warm_client`] for [`Router::from_backend`].
+    /// [`Router::prefetch_client`] for [`Router::from_backend`]: the endpoint's entry.
+    #[inline]
+    pub fn prefetch_backend(&self, relay_port: RelayPort) {
+        self.flows.prefetch_port(relay_port);
+    }
+
+    /// [`Router::warm_client`] for [`Router::from_backend`]: the flow.
     #[inline]
     pub fn warm_backend(&self, relay_port: RelayPort) {
         self.flows.warm_port(relay_port);

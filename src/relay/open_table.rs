@@ -1,0 +1,303 @@
+//! An open-addressing hash table with linear probing, sized once. A lookup reads one
+//! cache line in the common case (at most half full), and that line's address follows
+//! from the hash alone, so a received batch can start loading every datagram's line
+//! before reading any of them (hashbrown keeps its bucket addresses private). Removal
+//! shifts the following entries back instead of leaving tombstones, so probes stay
+//! short under churn. The caller hashes (with a seeded hasher) and compares keys.
+//!
+//! The slots live in an anonymous mapping: page-aligned, so an entry of 32 bytes
+//! never spans two cache lines, and zero pages the kernel backs only when touched,
+//! so a table sized for a million entries costs memory as entries come.
+
+use std::marker::PhantomData;
+
+use bytemuck::Pod;
+use memmap2::MmapMut;
+
+use super::prefetch::prefetch;
+
+/// An entry whose all-zero bytes mean "vacant".
+pub trait Entry: Pod {
+    fn is_vacant(&self) -> bool;
+}
+
+pub struct OpenTable<T> {
+    map: MmapMut,
+    mask: usize,
+    len: usize,
+    _entries: PhantomData<T>,
+}
+
+/// Zeroed, page-aligned memory for `n` entries.
+fn zeroed<T>(n: usize) -> MmapMut {
+    MmapMut::map_anon(n * std::mem::size_of::<T>())
+        .unwrap_or_else(|e| panic!("mapping {n} table slots: {e}"))
+}
+
+impl<T: Entry> OpenTable<T> {
+    /// Room for `max` entries, in at least twice as many slots.
+    pub fn with_capacity(max: usize) -> Self {
+        let n = max.saturating_mul(2).next_power_of_two().max(16);
+        OpenTable {
+            map: zeroed::<T>(n),
+            mask: n - 1,
+            len: 0,
+            _entries: PhantomData,
+        }
+    }
+
+    #[inline]
+    fn slots(&self) -> &[T] {
+        bytemuck::cast_slice(&self.map)
+    }
+
+    #[inline]
+    fn slots_mut(&mut self) -> &mut [T] {
+        bytemuck::cast_slice_mut(&mut self.map)
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Number of slots (twice the capacity).
+    pub fn slot_count(&self) -> usize {
+        self.mask + 1
+    }
+
+    /// Where probing for `hash` starts: its high half, so an entry that keeps only
+    /// those 32 bits of its hash can tell where it belongs.
+    #[inline]
+    fn home(&self, hash: u64) -> usize {
+        (hash >> 32) as usize & self.mask
+    }
+
+    /// Starts loading the line a lookup of `hash` will read first.
+    #[inline]
+    pub fn prefetch(&self, hash: u64) {
+        prefetch(self.slots().as_ptr().wrapping_add(self.home(hash)));
+    }
+
+    /// The position of the first entry from `hash`'s home on that `eq` accepts.
+    #[inline]
+    pub fn find(&self, hash: u64, mut eq: impl FnMut(&T) -> bool) -> Option<usize> {
+        let mut i = self.home(hash);
+        let slots = self.slots();
+        // Terminates: at most half the slots are taken, so a vacant one follows.
+        loop {
+            let e = &slots[i];
+            if e.is_vacant() {
+                return None;
+            }
+            if eq(e) {
+                return Some(i);
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    pub fn get(&self, pos: usize) -> &T {
+        &self.slots()[pos]
+    }
+
+    pub fn get_mut(&mut self, pos: usize) -> &mut T {
+        &mut self.slots_mut()[pos]
+    }
+
+    /// Adds `v` (the caller knows it is absent) at the first vacant slot from its
+    /// home on; gives it back when the table holds its capacity.
+    pub fn insert(&mut self, hash: u64, v: T) -> Result<usize, T> {
+        if self.len >= self.slot_count() / 2 {
+            return Err(v);
+        }
+        let (mut i, mask) = (self.home(hash), self.mask);
+        let slots = self.slots_mut();
+        while !slots[i].is_vacant() {
+            i = (i + 1) & mask;
+        }
+        slots[i] = v;
+        self.len += 1;
+        Ok(i)
+    }
+
+    /// Removes the entry at `pos` and shifts back those after it that may sit
+    /// nearer their home, so no probe meets a gap before its entry. `hash_of` gives
+    /// an entry's hash (only its high half is used).
+    pub fn remove_at(&mut self, pos: usize, hash_of: impl Fn(&T) -> u64) -> T {
+        let mask = self.mask;
+        let home_of = |e: &T| (hash_of(e) >> 32) as usize & mask;
+        let slots = self.slots_mut();
+        let removed = slots[pos];
+        debug_assert!(!removed.is_vacant());
+        let mut hole = pos;
+        let mut j = pos;
+        loop {
+            j = (j + 1) & mask;
+            let e = slots[j];
+            if e.is_vacant() {
+                break;
+            }
+            let home = home_of(&e);
+            // The hole lies on e's probe path (from its home to j): e may move there.
+            if (j.wrapping_sub(home) & mask) >= (j.wrapping_sub(hole) & mask) {
+                slots[hole] = e;
+                hole = j;
+            }
+        }
+        slots[hole] = T::zeroed();
+        self.len -= 1;
+        removed
+    }
+
+    /// Visits `count` slots from `start` (wrapping) and removes the entries `keep`
+    /// refuses; returns how many it removed. Every entry present before the call in
+    /// that range is visited (one shifted into a visited slot is looked at again).
+    pub fn retain_range(
+        &mut self,
+        start: usize,
+        count: usize,
+        mut keep: impl FnMut(&T) -> bool,
+        hash_of: impl Fn(&T) -> u64,
+    ) -> usize {
+        let mut removed = 0;
+        let mut i = start & self.mask;
+        let mut left = count.min(self.slot_count());
+        while left > 0 {
+            let e = self.slots()[i];
+            if !e.is_vacant() && !keep(&e) {
+                self.remove_at(i, &hash_of);
+                removed += 1;
+                // Another entry may have moved into slot i: look at it again.
+                continue;
+            }
+            i = (i + 1) & self.mask;
+            left -= 1;
+        }
+        removed
+    }
+
+    /// Empties the table, giving its touched pages back.
+    pub fn clear(&mut self) {
+        self.map = zeroed::<T>(self.slot_count());
+        self.len = 0;
+    }
+
+    #[cfg(test)]
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.slots().iter().filter(|e| !e.is_vacant())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    /// A key and its value; key 0 is vacant.
+    #[derive(Clone, Copy, bytemuck::Zeroable, bytemuck::Pod, Debug)]
+    #[repr(C)]
+    struct E {
+        key: u64,
+        val: u64,
+    }
+    impl Entry for E {
+        fn is_vacant(&self) -> bool {
+            self.key == 0
+        }
+    }
+
+    /// A hash that collides a lot (few distinct homes), so probes and shifts wrap.
+    fn h(key: u64) -> u64 {
+        (key % 7) << 32 | key
+    }
+
+    fn find(t: &OpenTable<E>, key: u64) -> Option<u64> {
+        t.find(h(key), |e| e.key == key).map(|p| t.get(p).val)
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(u64, u64),
+        Remove(u64),
+        Retain(usize, usize, u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (1u64..40, any::<u64>()).prop_map(|(k, v)| Op::Insert(k, v)),
+            (1u64..40).prop_map(Op::Remove),
+            (0usize..64, 0usize..40, 2u64..5).prop_map(|(s, c, m)| Op::Retain(s, c, m)),
+        ]
+    }
+
+    proptest! {
+        /// Behaves as a map bounded at its capacity, whatever the order of inserts,
+        /// removals and range prunes.
+        #[test]
+        fn matches_a_map(ops in proptest::collection::vec(op(), 1..300)) {
+            let mut t = OpenTable::<E>::with_capacity(12);
+            let cap = t.slot_count() / 2;
+            let mut m = HashMap::new();
+            for op in ops {
+                match op {
+                    Op::Insert(k, v) => {
+                        if m.contains_key(&k) {
+                            continue;
+                        }
+                        let r = t.insert(h(k), E { key: k, val: v });
+                        if m.len() < cap {
+                            prop_assert!(r.is_ok());
+                            m.insert(k, v);
+                        } else {
+                            prop_assert!(r.is_err());
+                        }
+                    }
+                    Op::Remove(k) => {
+                        if let Some(p) = t.find(h(k), |e| e.key == k) {
+                            t.remove_at(p, |e| h(e.key));
+                        }
+                        m.remove(&k);
+                    }
+                    Op::Retain(s, c, modulo) => {
+                        // Entries outside the range stay; inside, those not kept go.
+                        let n = t.slot_count();
+                        let in_range: Vec<u64> = (0..c.min(n))
+                            .map(|d| *t.get((s + d) % n))
+                            .filter(|e| !e.is_vacant())
+                            .map(|e| e.key)
+                            .collect();
+                        let removed = t.retain_range(s, c, |e| e.key % modulo != 0, |e| h(e.key));
+                        let gone: Vec<u64> = in_range.iter().copied().filter(|k| k % modulo == 0).collect();
+                        for k in gone {
+                            prop_assert_eq!(find(&t, k), None);
+                        }
+                        // Refused keys shifted into the range may go too; kept ones stay
+                        // (checked below, as the model keeps them).
+                        let before = m.len();
+                        m.retain(|k, _| k % modulo != 0 || find(&t, *k).is_some());
+                        prop_assert_eq!(removed, before - m.len());
+                    }
+                }
+                prop_assert_eq!(t.len(), m.len());
+                for (k, v) in &m {
+                    prop_assert_eq!(find(&t, *k), Some(*v));
+                }
+                prop_assert_eq!(t.iter().count(), m.len());
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_past_its_capacity_and_clears() {
+        let mut t = OpenTable::<E>::with_capacity(3);
+        assert_eq!(t.slot_count(), 16);
+        for k in 1..=8 {
+            assert!(t.insert(h(k), E { key: k, val: k }).is_ok());
+        }
+        assert!(t.insert(h(9), E { key: 9, val: 9 }).is_err());
+        assert_eq!(find(&t, 8), Some(8));
+        t.clear();
+        assert_eq!((t.len(), find(&t, 8)), (0, None));
+    }
+}
