@@ -77,7 +77,7 @@ pub struct FlowId(pub u32);
 
 /// A flow index entry: the high half of the client's hash (where it belongs, and a
 /// tag that spares most key comparisons) and the slot id + 1 (0 is vacant).
-#[derive(Clone, Copy, bytemuck::Zeroable, bytemuck::Pod)]
+#[derive(Clone, Copy, bytemuck::Zeroable)]
 #[repr(transparent)]
 struct IndexEntry(u64);
 

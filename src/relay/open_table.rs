@@ -1,37 +1,26 @@
-//! An open-addressing hash table with linear probing, sized once. A lookup reads one
-//! cache line in the common case (at most half full), and that line's address follows
-//! from the hash alone, so a received batch can start loading every datagram's line
-//! before reading any of them (hashbrown keeps its bucket addresses private). Removal
-//! shifts the following entries back instead of leaving tombstones, so probes stay
-//! short under churn. The caller hashes (with a seeded hasher) and compares keys.
+//! An open-addressing hash table with linear probing. A lookup reads one cache line
+//! in the common case (at most half full), and that line's address follows from the
+//! hash alone, so a received batch can start loading every datagram's line before
+//! reading any of them (hashbrown keeps its bucket addresses private). Removal shifts
+//! the following entries back instead of leaving tombstones, so probes stay short
+//! under churn. The caller hashes (with a seeded hasher) and compares keys.
 //!
-//! The slots live in an anonymous mapping: page-aligned, so an entry of 32 bytes
-//! never spans two cache lines, and zero pages the kernel backs only when touched,
-//! so a table sized for a million entries costs memory as entries come.
+//! The slots are zeroed memory from `calloc`: a large table is mapped by the kernel
+//! page by page as entries land on it.
 
-use std::marker::PhantomData;
-
-use bytemuck::Pod;
-use memmap2::MmapMut;
+use bytemuck::Zeroable;
 
 use super::prefetch::prefetch;
 
 /// An entry whose all-zero bytes mean "vacant".
-pub trait Entry: Pod {
+pub trait Entry: Copy + Zeroable {
     fn is_vacant(&self) -> bool;
 }
 
 pub struct OpenTable<T> {
-    map: MmapMut,
+    slots: Box<[T]>,
     mask: usize,
     len: usize,
-    _entries: PhantomData<T>,
-}
-
-/// Zeroed, page-aligned memory for `n` entries.
-fn zeroed<T>(n: usize) -> MmapMut {
-    MmapMut::map_anon(n * std::mem::size_of::<T>())
-        .unwrap_or_else(|e| panic!("mapping {n} table slots: {e}"))
 }
 
 impl<T: Entry> OpenTable<T> {
@@ -39,21 +28,33 @@ impl<T: Entry> OpenTable<T> {
     pub fn with_capacity(max: usize) -> Self {
         let n = max.saturating_mul(2).next_power_of_two().max(16);
         OpenTable {
-            map: zeroed::<T>(n),
+            slots: bytemuck::zeroed_slice_box(n),
             mask: n - 1,
             len: 0,
-            _entries: PhantomData,
         }
     }
 
     #[inline]
     fn slots(&self) -> &[T] {
-        bytemuck::cast_slice(&self.map)
+        &self.slots
     }
 
     #[inline]
     fn slots_mut(&mut self) -> &mut [T] {
-        bytemuck::cast_slice_mut(&mut self.map)
+        &mut self.slots
+    }
+
+    /// Doubles the slots and places every entry anew (a stall proportional to the
+    /// table: callers keep tables small, e.g. in shards).
+    pub fn grow(&mut self, hash_of: impl Fn(&T) -> u64) {
+        let bigger = bytemuck::zeroed_slice_box(self.slot_count() * 2);
+        let old = std::mem::replace(&mut self.slots, bigger);
+        self.mask = self.slots.len() - 1;
+        self.len = 0;
+        for e in old.iter().filter(|e| !e.is_vacant()) {
+            let placed = self.insert(hash_of(e), *e);
+            debug_assert!(placed.is_ok());
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -176,12 +177,6 @@ impl<T: Entry> OpenTable<T> {
         removed
     }
 
-    /// Empties the table, giving its touched pages back.
-    pub fn clear(&mut self) {
-        self.map = zeroed::<T>(self.slot_count());
-        self.len = 0;
-    }
-
     #[cfg(test)]
     pub fn iter(&self) -> impl Iterator<Item = &T> {
         self.slots().iter().filter(|e| !e.is_vacant())
@@ -195,7 +190,7 @@ mod tests {
     use std::collections::HashMap;
 
     /// A key and its value; key 0 is vacant.
-    #[derive(Clone, Copy, bytemuck::Zeroable, bytemuck::Pod, Debug)]
+    #[derive(Clone, Copy, Zeroable, Debug)]
     #[repr(C)]
     struct E {
         key: u64,
@@ -289,7 +284,20 @@ mod tests {
     }
 
     #[test]
-    fn refuses_past_its_capacity_and_clears() {
+    fn grows_keeping_every_entry() {
+        let mut t = OpenTable::<E>::with_capacity(8);
+        for k in 1..=8 {
+            assert!(t.insert(h(k), E { key: k, val: k }).is_ok());
+        }
+        assert!(t.insert(h(9), E { key: 9, val: 9 }).is_err());
+        t.grow(|e| h(e.key));
+        assert_eq!((t.slot_count(), t.len()), (32, 8));
+        assert!(t.insert(h(9), E { key: 9, val: 9 }).is_ok());
+        assert!((1..=9).all(|k| find(&t, k) == Some(k)));
+    }
+
+    #[test]
+    fn refuses_past_its_capacity() {
         let mut t = OpenTable::<E>::with_capacity(3);
         assert_eq!(t.slot_count(), 16);
         for k in 1..=8 {
@@ -297,7 +305,5 @@ mod tests {
         }
         assert!(t.insert(h(9), E { key: 9, val: 9 }).is_err());
         assert_eq!(find(&t, 8), Some(8));
-        t.clear();
-        assert_eq!((t.len(), find(&t, 8)), (0, None));
     }
 }

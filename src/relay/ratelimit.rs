@@ -38,10 +38,8 @@ fn key64(ip: IpAddr) -> u64 {
     }
 }
 
-/// One source's bucket: 32 bytes (a table may hold a million), so a lookup reads
-/// one cache line.
-#[derive(Debug, Clone, Copy, bytemuck::Zeroable, bytemuck::Pod)]
-#[repr(C)]
+/// One source's bucket: 32 bytes (a table may hold a million).
+#[derive(Debug, Clone, Copy, bytemuck::Zeroable)]
 struct Bucket {
     key: u64,
     tokens: f64,
@@ -49,21 +47,29 @@ struct Bucket {
     last: u64,
     /// The source's class (its rate and burst), looked up when the bucket is made.
     class: Class,
-    /// 0 in a vacant slot (key 0 is a real source: `::/64`).
-    used: u8,
-    _pad: [u8; 5],
+    /// False in a vacant slot (key 0 is a real source: `::/64`).
+    used: bool,
 }
 
 impl Entry for Bucket {
     fn is_vacant(&self) -> bool {
-        self.used == 0
+        !self.used
     }
 }
 
-/// Housekeeping prunes the table in this many parts at most, so a table of a
-/// million sources (two million slots) never stalls the dataplane for a whole pass
-/// (8k slots a part).
-const PARTS: usize = 256;
+/// Shards of the table, by the hash's low bits (a shard's own slots are chosen by
+/// its high half). Each grows on its own as sources come: most buckets refill and are
+/// pruned within moments, so the table holds far fewer sources than it may, and a
+/// table sized for the most would spread them over all its pages. Housekeeping
+/// prunes a few shards at a time (~4k sources each at a million).
+const SHARDS: usize = 256;
+
+/// Slots a shard starts with.
+const SHARD_START: usize = 16;
+
+/// Slots a prune step walks before it stops (32 bytes each: ~0.1 ms), so the step
+/// that comes with a sweep slice adds little to its stall.
+const PRUNE_STEP_SLOTS: usize = 16384;
 
 /// After a pass over the whole table freed nothing, new sources are refused
 /// without another pass for this long (a flood of new sources must not cost a
@@ -71,7 +77,8 @@ const PARTS: usize = 256;
 const FULL_BACKOFF_NS: u64 = 10_000_000;
 
 pub struct SourceLimiter {
-    table: OpenTable<Bucket>,
+    shards: Box<[OpenTable<Bucket>]>,
+    len: usize,
     hasher: foldhash::fast::RandomState,
     /// The first time seen; times are kept as nanoseconds since it.
     epoch: Option<Instant>,
@@ -80,7 +87,7 @@ pub struct SourceLimiter {
     max_entries: usize,
     /// No whole-table pass before this time (ns), see [`FULL_BACKOFF_NS`].
     full_until: u64,
-    /// The slot the next prune starts at.
+    /// The next shard [`Self::prune_step`] prunes.
     prune_next: usize,
 }
 
@@ -94,8 +101,10 @@ impl SourceLimiter {
     pub fn with_classes(rates: impl IntoIterator<Item = (u32, u32)>, max_entries: usize) -> Self {
         let max_entries = max_entries.max(1);
         let mut l = SourceLimiter {
-            // Zeroed memory: pages are touched as sources come.
-            table: OpenTable::with_capacity(max_entries),
+            shards: (0..SHARDS)
+                .map(|_| OpenTable::with_capacity(SHARD_START / 2))
+                .collect(),
+            len: 0,
             hasher: foldhash::fast::RandomState::default(),
             epoch: None,
             rates: Vec::new(),
@@ -117,7 +126,10 @@ impl SourceLimiter {
         if self.rates.is_empty() {
             self.rates.push((1.0, 1.0));
         }
-        self.table.clear();
+        for s in self.shards.iter_mut() {
+            *s = OpenTable::with_capacity(SHARD_START / 2);
+        }
+        self.len = 0;
         self.full_until = 0;
     }
 
@@ -139,9 +151,10 @@ impl SourceLimiter {
     pub fn allow_in(&mut self, ip: IpAddr, now: Instant, class: impl FnOnce() -> Class) -> bool {
         let key = key64(ip);
         let h = self.hasher.hash_one(key);
+        let shard = h as usize % SHARDS;
         let t = self.ns(now);
-        if let Some(p) = self.table.find(h, |b| b.key == key) {
-            let b = self.table.get_mut(p);
+        if let Some(p) = self.shards[shard].find(h, |b| b.key == key) {
+            let b = self.shards[shard].get_mut(p);
             let (rate, burst) = rate_of(&self.rates, b.class);
             let elapsed = t.saturating_sub(b.last) as f64 * 1e-9;
             b.tokens = (b.tokens + elapsed * rate).min(burst);
@@ -152,7 +165,7 @@ impl SourceLimiter {
             }
             return false;
         }
-        if self.table.len() >= self.max_entries && !self.make_room(t) {
+        if self.len >= self.max_entries && !self.make_room(shard, t) {
             return false;
         }
         let class = class();
@@ -162,30 +175,35 @@ impl SourceLimiter {
             tokens: if burst >= 1.0 { burst - 1.0 } else { burst },
             last: t,
             class,
-            used: 1,
-            _pad: [0; 5],
+            used: true,
         };
-        // The table holds at least `max_entries`.
-        self.table.insert(h, bucket).is_ok() && burst >= 1.0
+        let table = &mut self.shards[shard];
+        if table.len() == table.slot_count() / 2 {
+            let hasher = &self.hasher;
+            table.grow(|b| hasher.hash_one(b.key));
+        }
+        let placed = table.insert(h, bucket).is_ok();
+        self.len += usize::from(placed);
+        placed && burst >= 1.0
     }
 
     /// Starts loading the line [`Self::allow_in`] will read first for `ip`: a batch
     /// does this for every datagram before deciding any, so the misses overlap.
     #[inline]
     pub fn prefetch(&self, ip: IpAddr) {
-        self.table.prefetch(self.hasher.hash_one(key64(ip)));
+        let h = self.hasher.hash_one(key64(ip));
+        self.shards[h as usize % SHARDS].prefetch(h);
     }
 
-    /// The table is full: prunes parts, from where housekeeping stands, until one
-    /// frees a bucket.
+    /// The table is full: prunes shards, the new key's first, until one has room.
     #[cold]
-    fn make_room(&mut self, t: u64) -> bool {
+    fn make_room(&mut self, first: usize, t: u64) -> bool {
         if t < self.full_until {
             return false;
         }
-        for _ in 0..PARTS {
-            self.prune_part(t, PARTS);
-            if self.table.len() < self.max_entries {
+        for i in 0..SHARDS {
+            self.prune_shard((first + i) % SHARDS, t);
+            if self.len < self.max_entries {
                 return true;
             }
         }
@@ -193,40 +211,48 @@ impl SourceLimiter {
         false
     }
 
-    /// Prunes the next `1/parts` of the slots.
-    fn prune_part(&mut self, t: u64, parts: usize) {
-        let n = self.table.slot_count();
-        let count = n.div_ceil(parts.clamp(1, n));
+    fn prune_shard(&mut self, i: usize, t: u64) {
         let (rates, hasher) = (&self.rates, &self.hasher);
+        let table = &mut self.shards[i];
         // A refilled bucket is indistinguishable from a new one.
-        self.table.retain_range(
-            self.prune_next,
-            count,
+        self.len -= table.retain_range(
+            0,
+            table.slot_count(),
             |b| {
                 let (rate, burst) = rate_of(rates, b.class);
                 b.tokens + t.saturating_sub(b.last) as f64 * 1e-9 * rate < burst
             },
             |b| hasher.hash_one(b.key),
         );
-        self.prune_next = (self.prune_next + count) % n;
     }
 
     /// Forgets sources whose bucket has refilled: they are indistinguishable from new.
     pub fn prune(&mut self, now: Instant) {
         let t = self.ns(now);
-        self.prune_part(t, 1);
+        for i in 0..SHARDS {
+            self.prune_shard(i, t);
+        }
     }
 
-    /// Prunes the next `1/parts` of the table (at least `1/256` of it): called
-    /// `parts` times, it has pruned all of it.
+    /// Prunes the next `1/parts` of the shards (at least one), or fewer once
+    /// [`PRUNE_STEP_SLOTS`] slots have been walked: called `parts` times, it has
+    /// pruned all of a small table; a large one takes more steps.
     pub fn prune_step(&mut self, now: Instant, parts: usize) {
         let t = self.ns(now);
-        self.prune_part(t, parts.min(PARTS));
+        let mut walked = 0;
+        for _ in 0..SHARDS.div_ceil(parts.max(1)) {
+            walked += self.shards[self.prune_next].slot_count();
+            self.prune_shard(self.prune_next, t);
+            self.prune_next = (self.prune_next + 1) % SHARDS;
+            if walked >= PRUNE_STEP_SLOTS {
+                break;
+            }
+        }
     }
 
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
-        self.table.len()
+        self.len
     }
 }
 
@@ -312,6 +338,28 @@ mod tests {
         assert!(l.allow(ip3, t0 + Duration::from_secs(10)));
         l.prune(t0 + Duration::from_secs(10));
         assert_eq!(l.len(), 1);
+    }
+
+    #[test]
+    fn prune_steps_cover_the_whole_table_and_a_full_one_makes_room() {
+        let t0 = Instant::now();
+        let mut l = SourceLimiter::new(10, 1, 1000);
+        let ip = |i: u32| IpAddr::V4(i.into());
+        assert!((0..1000).all(|i| l.allow(ip(i), t0)));
+        assert_eq!(l.len(), 1000);
+        // Full of sources that are all still limited: a new one is refused.
+        assert!(!l.allow(ip(5000), t0));
+        // A bucket refills in 100 ms; steps in 256 parts (the most) forget them all.
+        let t1 = t0 + Duration::from_millis(100);
+        for _ in 0..256 {
+            l.prune_step(t1, 1000);
+        }
+        assert_eq!(l.len(), 0);
+        assert!((0..1000).all(|i| l.allow(ip(i), t1)));
+        // Full again, refilled later: a new source makes room (a shard or more
+        // pruned) without a sweep.
+        assert!(l.allow(ip(5000), t1 + Duration::from_millis(100)));
+        assert!((900..1000).contains(&l.len()), "{}", l.len());
     }
 
     #[test]
