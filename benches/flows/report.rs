@@ -338,7 +338,7 @@ pub fn table(
         "sipfront flows bench: {} on {SIP} → stub backends {} {}, relay ports {}-{}; \
          latency: {proxies} (bare on {BARE}, nginx on {NGINX}), OPTIONS at {rates}/s for {} s \
          per path and rate",
-        crate::sipfront::BIN,
+        crate::sipfront::bin(),
         crate::BACKENDS[0],
         crate::BACKENDS[1],
         crate::RELAY_PORTS.0,

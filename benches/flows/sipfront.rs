@@ -10,7 +10,13 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_sipfront");
+const BUILT: &str = env!("CARGO_BIN_EXE_sipfront");
+
+/// The sipfront binary: this build, or `SIPFRONT_BIN` to compare another (A/B) in
+/// the same harness.
+pub fn bin() -> String {
+    std::env::var("SIPFRONT_BIN").unwrap_or_else(|_| BUILT.to_string())
+}
 
 /// Addresses and limits of one run.
 pub struct Setup {
@@ -102,11 +108,12 @@ listen = "{admin}"
 
 /// Runs `sipfront check-config`; Err holds its complaint.
 pub fn check_config(cfg: &Path) -> Result<(), String> {
-    let out = Command::new(BIN)
+    let bin = bin();
+    let out = Command::new(&bin)
         .arg("check-config")
         .arg(cfg)
         .output()
-        .map_err(|e| format!("cannot run {BIN}: {e}"))?;
+        .map_err(|e| format!("cannot run {bin}: {e}"))?;
     if out.status.success() {
         return Ok(());
     }
@@ -132,7 +139,8 @@ impl Sipfront {
         let log = dir.join("sipfront.log");
         let out = File::create(&log).map_err(|e| format!("create {}: {e}", log.display()))?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
-        let mut cmd = Command::new(BIN);
+        let bin = bin();
+        let mut cmd = Command::new(&bin);
         cmd.arg("run")
             .arg("-c")
             .arg(cfg)
@@ -150,7 +158,7 @@ impl Sipfront {
         }
         let child = cmd
             .spawn()
-            .map_err(|e| format!("cannot start {BIN}: {e}"))?;
+            .map_err(|e| format!("cannot start {bin}: {e}"))?;
         let mut s = Sipfront { child, admin, log };
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {

@@ -177,12 +177,19 @@ impl SourceLimiter {
             class,
             used: true,
         };
-        let table = &mut self.shards[shard];
-        if table.len() == table.slot_count() / 2 {
-            let hasher = &self.hasher;
-            table.grow(|b| hasher.hash_one(b.key));
+        if self.shards[shard].len() == self.shards[shard].slot_count() / 2 {
+            // A full shard first forgets its refilled buckets and grows only if most
+            // are still limited, so it grows with the sources that are limited, not
+            // with every source seen since the sweep last came by. Amortized: a
+            // prune that keeps at most half leaves room for a quarter of the slots.
+            self.prune_shard(shard, t);
+            let table = &mut self.shards[shard];
+            if table.len() > table.slot_count() / 4 {
+                let hasher = &self.hasher;
+                table.grow(|b| hasher.hash_one(b.key));
+            }
         }
-        let placed = table.insert(h, bucket).is_ok();
+        let placed = self.shards[shard].insert(h, bucket).is_ok();
         self.len += usize::from(placed);
         placed && burst >= 1.0
     }
@@ -215,9 +222,7 @@ impl SourceLimiter {
         let (rates, hasher) = (&self.rates, &self.hasher);
         let table = &mut self.shards[i];
         // A refilled bucket is indistinguishable from a new one.
-        self.len -= table.retain_range(
-            0,
-            table.slot_count(),
+        self.len -= table.retain(
             |b| {
                 let (rate, burst) = rate_of(rates, b.class);
                 b.tokens + t.saturating_sub(b.last) as f64 * 1e-9 * rate < burst
