@@ -200,7 +200,7 @@ impl FlowTable {
         if self.by_port[i] != NO_FLOW || self.lookup_client(&flow.client).is_some() {
             return None;
         }
-        let id = self.place(flow);
+        let id = self.place(flow).ok()?;
         for &a in aliases {
             self.aliases.insert(a, id.0);
         }
@@ -303,7 +303,13 @@ impl FlowTable {
             return Err(InsertError::Full);
         }
         let port = self.pop_free_port().ok_or(InsertError::NoPort)?;
-        Ok(self.place(Flow::new(client, port, ingress, home, now)))
+        let placed = self.place(Flow::new(client, port, ingress, home, now));
+        if placed.is_err()
+            && let Some(i) = self.space.index(port)
+        {
+            self.free_ports.push_back(i as u32);
+        }
+        placed
     }
 
     /// Takes the next free endpoint: never-used ones first, then the freed ones,
@@ -348,7 +354,7 @@ impl FlowTable {
             return Err(InsertError::Full);
         }
         flow.mirrored = true;
-        let id = self.place(flow);
+        let id = self.place(flow)?;
         // Stale entries in the deque are skipped by pop_free_port; keep the deque
         // from growing without bound when many ports change hands.
         if self.free_ports.len() > 2 * self.by_port.len() {
@@ -359,28 +365,32 @@ impl FlowTable {
     }
 
     /// Stores `flow`; its client must not have a flow (callers look it up first).
-    fn place(&mut self, flow: Flow) -> FlowId {
+    fn place(&mut self, flow: Flow) -> Result<FlowId, InsertError> {
         let port = flow.relay_port;
         let client = flow.client;
-        let idx = match self.free_slots.pop() {
-            Some(i) => {
-                self.slots[i as usize] = Some(flow);
-                i
-            }
-            None => {
-                self.slots.push(Some(flow));
-                (self.slots.len() - 1) as u32
-            }
+        let idx = match self.free_slots.last() {
+            Some(&i) => i,
+            None => self.slots.len() as u32,
         };
         let hash = self.hasher.hash_one(client);
-        // Sized for every flow `insert`/`insert_at` admit plus the static peers.
-        let placed = self.by_client.insert(hash, IndexEntry::new(hash, idx));
-        debug_assert!(placed.is_ok(), "flow index sized below the flow limit");
+        // The index is sized for every flow `insert`/`insert_at` admit plus the
+        // static peers, so this never fails; if it did, the flow is refused whole.
+        if self
+            .by_client
+            .insert(hash, IndexEntry::new(hash, idx))
+            .is_err()
+        {
+            return Err(InsertError::Full);
+        }
+        match self.free_slots.pop() {
+            Some(i) => self.slots[i as usize] = Some(flow),
+            None => self.slots.push(Some(flow)),
+        }
         self.per_source.add(client.ip());
         if let Some(i) = self.space.index(port) {
             self.by_port[i] = idx;
         }
-        FlowId(idx)
+        Ok(FlowId(idx))
     }
 
     pub fn remove(&mut self, id: FlowId) -> Option<Flow> {

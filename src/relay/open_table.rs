@@ -1,5 +1,6 @@
-//! An open-addressing hash table with linear probing. A lookup reads one cache line
-//! in the common case (at most half full), and that line's address follows from the
+//! An open-addressing hash table with linear probing. A lookup reads one entry in
+//! the common case (at most half full; an entry of 32 bytes in a table aligned to 8
+//! may span two lines, and both are prefetched), and its address follows from the
 //! hash alone, so a received batch can start loading every datagram's line before
 //! reading any of them (hashbrown keeps its bucket addresses private). Removal shifts
 //! the following entries back instead of leaving tombstones, so probes stay short
@@ -152,8 +153,9 @@ impl<T: Entry> OpenTable<T> {
 
     /// Removes the entries `keep` refuses; returns how many. One pass, in probe
     /// order from a slot that was vacant before (no probe path crosses it): each
-    /// kept entry after a removal moves to the first vacant slot from its home, so
-    /// removing most of a table costs no more than walking it.
+    /// kept entry after a removal moves to the first vacant slot from its home (a
+    /// short probe at half load), so removing most of a table costs about a walk
+    /// of it, not a shift per removal.
     pub fn retain(
         &mut self,
         mut keep: impl FnMut(&T) -> bool,

@@ -1,6 +1,7 @@
 //! Rate limits. Per source (an IPv4 address, or an IPv6 /64: one subscriber's
 //! prefix, so a host cannot dodge its limit by rotating addresses): a token bucket per
-//! source, in a table bounded in size so a spoofed flood cannot grow memory. And one
+//! source, in a table bounded in entries (a shard's slots grow to at most four per
+//! entry it held) so a spoofed flood cannot grow memory without bound. And one
 //! global [`Budget`] (e.g. for the 503s sent in all).
 
 use std::hash::BuildHasher;
@@ -67,13 +68,16 @@ const SHARDS: usize = 256;
 /// Slots a shard starts with.
 const SHARD_START: usize = 16;
 
-/// Slots a prune step walks before it stops (32 bytes each: ~0.1 ms), so the step
-/// that comes with a sweep slice adds little to its stall.
+/// A prune step stops once it has walked this many slots (32 bytes each: ~0.1 ms;
+/// one large shard may take it past), so the step that comes with a sweep slice
+/// adds little to its stall.
 const PRUNE_STEP_SLOTS: usize = 16384;
 
-/// After a pass over the whole table freed nothing, new sources are refused
-/// without another pass for this long (a flood of new sources must not cost a
-/// whole-table pass each).
+/// Shards a full table prunes for one new source before it refuses it.
+const MAKE_ROOM_SHARDS: usize = 4;
+
+/// After pruning for a new source freed nothing, new sources are refused without
+/// pruning again for this long (a flood of new sources must not cost a prune each).
 const FULL_BACKOFF_NS: u64 = 10_000_000;
 
 pub struct SourceLimiter {
@@ -165,7 +169,9 @@ impl SourceLimiter {
             }
             return false;
         }
-        if self.len >= self.max_entries && !self.make_room(shard, t) {
+        // At the limit, room is made by pruning, the key's own shard first.
+        let pruned = self.len >= self.max_entries;
+        if pruned && !self.make_room(shard, t) {
             return false;
         }
         let class = class();
@@ -182,7 +188,9 @@ impl SourceLimiter {
             // are still limited, so it grows with the sources that are limited, not
             // with every source seen since the sweep last came by. Amortized: a
             // prune that keeps at most half leaves room for a quarter of the slots.
-            self.prune_shard(shard, t);
+            if !pruned {
+                self.prune_shard(shard, t);
+            }
             let table = &mut self.shards[shard];
             if table.len() > table.slot_count() / 4 {
                 let hasher = &self.hasher;
@@ -202,13 +210,16 @@ impl SourceLimiter {
         self.shards[h as usize % SHARDS].prefetch(h);
     }
 
-    /// The table is full: prunes shards, the new key's first, until one has room.
+    /// The table is full: prunes the new key's shard, then up to
+    /// [`MAKE_ROOM_SHARDS`] - 1 more, until there is room. A few shards only: this
+    /// runs for a datagram, and a flood of sources that are all still limited must
+    /// not cost a pass over the table each (the sweep prunes all of it in a round).
     #[cold]
     fn make_room(&mut self, first: usize, t: u64) -> bool {
         if t < self.full_until {
             return false;
         }
-        for i in 0..SHARDS {
+        for i in 0..MAKE_ROOM_SHARDS {
             self.prune_shard((first + i) % SHARDS, t);
             if self.len < self.max_entries {
                 return true;
@@ -241,7 +252,8 @@ impl SourceLimiter {
 
     /// Prunes the next `1/parts` of the shards (at least one), or fewer once
     /// [`PRUNE_STEP_SLOTS`] slots have been walked: called `parts` times, it has
-    /// pruned all of a small table; a large one takes more steps.
+    /// pruned all of a small table; a large one takes more steps (and a full shard
+    /// prunes itself before it grows).
     pub fn prune_step(&mut self, now: Instant, parts: usize) {
         let t = self.ns(now);
         let mut walked = 0;
@@ -339,9 +351,11 @@ mod tests {
         // Both entries still limited-ish: a third address is refused, not evicting.
         let ip3: IpAddr = "192.0.2.3".parse().unwrap();
         assert!(!l.allow(ip3, t0 + Duration::from_millis(100)));
-        // Later everything has refilled and is pruned (as much as makes room, then all).
-        assert!(l.allow(ip3, t0 + Duration::from_secs(10)));
+        // Later everything has refilled and is pruned (by the sweep: making room for
+        // a new source prunes only a few shards, which here need not hold the two).
         l.prune(t0 + Duration::from_secs(10));
+        assert_eq!(l.len(), 0);
+        assert!(l.allow(ip3, t0 + Duration::from_secs(10)));
         assert_eq!(l.len(), 1);
     }
 
