@@ -10,12 +10,11 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-const BUILT: &str = env!("CARGO_BIN_EXE_sipfront");
-
-/// The sipfront binary: this build, or `SIPFRONT_BIN` to compare another (A/B) in
-/// the same harness.
+/// The sipfront binary: this build, or `SIPFRONT_BIN` (see `testkit::bench_bin`).
 pub fn bin() -> String {
-    std::env::var("SIPFRONT_BIN").unwrap_or_else(|_| BUILT.to_string())
+    testkit::bench_bin(env!("CARGO_BIN_EXE_sipfront"))
+        .display()
+        .to_string()
 }
 
 /// Addresses and limits of one run.

@@ -100,10 +100,7 @@ impl Proxy {
                     ));
                 }
                 fs::write(&cfg, toml).expect("write sipfront.toml");
-                // SIPFRONT_BIN: compare another build (A/B) in the same harness.
-                let bin = std::env::var_os("SIPFRONT_BIN")
-                    .unwrap_or_else(|| env!("CARGO_BIN_EXE_sipfront").into());
-                let mut cmd = Command::new(bin);
+                let mut cmd = Command::new(testkit::bench_bin(env!("CARGO_BIN_EXE_sipfront")));
                 cmd.arg("run").arg("-c").arg(&cfg).env("RUST_LOG", "warn");
                 let admin = SocketAddr::from(([127, 0, 0, 1], p.admin));
                 (Proc::spawn("sipfront", &mut cmd, &log, false), Some(admin))

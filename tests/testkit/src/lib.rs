@@ -73,6 +73,12 @@ pub fn bin() -> &'static Path {
     })
 }
 
+/// The sipfront a bench runs: `SIPFRONT_BIN` when set, to compare another build (A/B)
+/// in the same harness, else `built` (the bench's `env!("CARGO_BIN_EXE_sipfront")`).
+pub fn bench_bin(built: &str) -> PathBuf {
+    std::env::var_os("SIPFRONT_BIN").map_or_else(|| built.into(), PathBuf::from)
+}
+
 /// A path in the sipfront checkout (`tests/sipp/uas.xml`, `deploy/kamailio/kamailio.cfg`).
 pub fn repo_path(rel: &str) -> PathBuf {
     let testkit = Path::new(env!("CARGO_MANIFEST_DIR"));
