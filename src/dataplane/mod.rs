@@ -457,42 +457,52 @@ impl Shell {
     /// One received batch: with a large table each decision waits on cache misses, so
     /// every datagram's entries are loaded first, in two passes
     /// (`Router::prefetch_client`, then `warm_client`; the same for backends), and
-    /// the misses overlap; then each datagram is handled.
+    /// the misses overlap; then each datagram is handled. Each datagram's sender (and
+    /// endpoint) is read from the batch once, for all three passes.
     fn take_batch(&mut self, now: Instant, batch: &RecvBatch, got: usize, from: Many) {
-        if got > 1 {
-            for second in [false, true] {
-                for i in 0..got {
-                    match from {
-                        Many::Public(_) => {
-                            if let Some((_, src)) = batch.get(i) {
-                                if second {
-                                    self.router.warm_client(src);
-                                } else {
-                                    self.router.prefetch_client(src);
-                                }
-                            }
-                        }
-                        Many::Prefix(port) => {
-                            let to = self.prefix_endpoint(batch, i, port);
-                            if second {
-                                self.router.warm_backend(to);
-                            } else {
-                                self.router.prefetch_backend(to);
-                            }
-                        }
-                    }
+        let warm = got > 1;
+        let got = got.min(mmsg::BATCH);
+        match from {
+            Many::Public(ingress) => {
+                let items: [Option<(&[u8], SocketAddr)>; mmsg::BATCH] =
+                    std::array::from_fn(|i| if i < got { batch.get(i) } else { None });
+                let items = items[..got].iter().flatten();
+                if warm {
+                    items
+                        .clone()
+                        .for_each(|&(_, src)| self.router.prefetch_client(src));
+                    items
+                        .clone()
+                        .for_each(|&(_, src)| self.router.warm_client(src));
+                }
+                for &(data, src) in items {
+                    self.on_client(now, ingress, src, data);
                 }
             }
-        }
-        for i in 0..got {
-            let Some((data, src)) = batch.get(i) else {
-                continue;
-            };
-            match from {
-                Many::Public(ingress) => self.on_client(now, ingress, src, data),
-                Many::Prefix(port) => {
-                    let to = self.prefix_endpoint(batch, i, port);
-                    self.on_backend(now, to, src, data);
+            Many::Prefix(port) => {
+                let none = RelayPort {
+                    addr: u32::MAX,
+                    port,
+                };
+                let ends: [RelayPort; mmsg::BATCH] = std::array::from_fn(|i| {
+                    if i < got {
+                        self.prefix_endpoint(batch, i, port)
+                    } else {
+                        none
+                    }
+                });
+                if warm {
+                    ends[..got]
+                        .iter()
+                        .for_each(|&to| self.router.prefetch_backend(to));
+                    ends[..got]
+                        .iter()
+                        .for_each(|&to| self.router.warm_backend(to));
+                }
+                for (i, &to) in ends[..got].iter().enumerate() {
+                    if let Some((data, src)) = batch.get(i) {
+                        self.on_backend(now, to, src, data);
+                    }
                 }
             }
         }
