@@ -24,6 +24,14 @@ pub struct OpenTable<T> {
     len: usize,
 }
 
+/// Where probing for `hash` starts in a table of `mask + 1` slots: the hash's high
+/// half, so an entry that keeps only those 32 bits of its hash can tell where it
+/// belongs.
+#[inline]
+fn home(hash: u64, mask: usize) -> usize {
+    (hash >> 32) as usize & mask
+}
+
 impl<T: Entry> OpenTable<T> {
     /// Room for `max` entries, in at least twice as many slots.
     pub fn with_capacity(max: usize) -> Self {
@@ -33,16 +41,6 @@ impl<T: Entry> OpenTable<T> {
             mask: n - 1,
             len: 0,
         }
-    }
-
-    #[inline]
-    fn slots(&self) -> &[T] {
-        &self.slots
-    }
-
-    #[inline]
-    fn slots_mut(&mut self) -> &mut [T] {
-        &mut self.slots
     }
 
     /// Doubles the slots and places every entry anew (a stall proportional to the
@@ -62,29 +60,31 @@ impl<T: Entry> OpenTable<T> {
         self.len
     }
 
+    /// Entries it holds at most (half its slots).
+    pub fn capacity(&self) -> usize {
+        self.slot_count() / 2
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.len >= self.capacity()
+    }
+
     /// Number of slots (twice the capacity).
     pub fn slot_count(&self) -> usize {
         self.mask + 1
     }
 
-    /// Where probing for `hash` starts: its high half, so an entry that keeps only
-    /// those 32 bits of its hash can tell where it belongs.
-    #[inline]
-    fn home(&self, hash: u64) -> usize {
-        (hash >> 32) as usize & self.mask
-    }
-
     /// Starts loading the line a lookup of `hash` will read first.
     #[inline]
     pub fn prefetch(&self, hash: u64) {
-        prefetch(self.slots().as_ptr().wrapping_add(self.home(hash)));
+        prefetch(self.slots.as_ptr().wrapping_add(home(hash, self.mask)));
     }
 
     /// The position of the first entry from `hash`'s home on that `eq` accepts.
     #[inline]
     pub fn find(&self, hash: u64, mut eq: impl FnMut(&T) -> bool) -> Option<usize> {
-        let mut i = self.home(hash);
-        let slots = self.slots();
+        let mut i = home(hash, self.mask);
+        let slots = &self.slots;
         // Terminates: at most half the slots are taken, so a vacant one follows.
         loop {
             let e = &slots[i];
@@ -99,21 +99,22 @@ impl<T: Entry> OpenTable<T> {
     }
 
     pub fn get(&self, pos: usize) -> &T {
-        &self.slots()[pos]
+        &self.slots[pos]
     }
 
     pub fn get_mut(&mut self, pos: usize) -> &mut T {
-        &mut self.slots_mut()[pos]
+        &mut self.slots[pos]
     }
 
     /// Adds `v` (the caller knows it is absent) at the first vacant slot from its
     /// home on; gives it back when the table holds its capacity.
     pub fn insert(&mut self, hash: u64, v: T) -> Result<usize, T> {
-        if self.len >= self.slot_count() / 2 {
+        if self.is_full() {
             return Err(v);
         }
-        let (mut i, mask) = (self.home(hash), self.mask);
-        let slots = self.slots_mut();
+        let mask = self.mask;
+        let mut i = home(hash, mask);
+        let slots = &mut self.slots;
         while !slots[i].is_vacant() {
             i = (i + 1) & mask;
         }
@@ -127,8 +128,7 @@ impl<T: Entry> OpenTable<T> {
     /// an entry's hash (only its high half is used).
     pub fn remove_at(&mut self, pos: usize, hash_of: impl Fn(&T) -> u64) -> T {
         let mask = self.mask;
-        let home_of = |e: &T| (hash_of(e) >> 32) as usize & mask;
-        let slots = self.slots_mut();
+        let slots = &mut self.slots;
         let removed = slots[pos];
         debug_assert!(!removed.is_vacant());
         let mut hole = pos;
@@ -139,9 +139,9 @@ impl<T: Entry> OpenTable<T> {
             if e.is_vacant() {
                 break;
             }
-            let home = home_of(&e);
+            let at = home(hash_of(&e), mask);
             // The hole lies on e's probe path (from its home to j): e may move there.
-            if (j.wrapping_sub(home) & mask) >= (j.wrapping_sub(hole) & mask) {
+            if (j.wrapping_sub(at) & mask) >= (j.wrapping_sub(hole) & mask) {
                 slots[hole] = e;
                 hole = j;
             }
@@ -162,8 +162,7 @@ impl<T: Entry> OpenTable<T> {
         hash_of: impl Fn(&T) -> u64,
     ) -> usize {
         let mask = self.mask;
-        let home_of = |e: &T| (hash_of(e) >> 32) as usize & mask;
-        let slots = self.slots_mut();
+        let slots = &mut self.slots;
         // At most half the slots are taken.
         let Some(gap) = slots.iter().position(|e| e.is_vacant()) else {
             return 0;
@@ -184,7 +183,7 @@ impl<T: Entry> OpenTable<T> {
                 // No slot freed yet: every probe path is still whole.
                 continue;
             }
-            let mut i = home_of(&e);
+            let mut i = home(hash_of(&e), mask);
             while i != j && !slots[i].is_vacant() {
                 i = (i + 1) & mask;
             }
@@ -199,7 +198,7 @@ impl<T: Entry> OpenTable<T> {
 
     #[cfg(test)]
     pub fn iter(&self) -> impl Iterator<Item = &T> {
-        self.slots().iter().filter(|e| !e.is_vacant())
+        self.slots.iter().filter(|e| !e.is_vacant())
     }
 }
 
@@ -252,7 +251,7 @@ mod tests {
         #[test]
         fn matches_a_map(ops in proptest::collection::vec(op(), 1..300)) {
             let mut t = OpenTable::<E>::with_capacity(12);
-            let cap = t.slot_count() / 2;
+            let cap = t.capacity();
             let mut m = HashMap::new();
             for op in ops {
                 match op {

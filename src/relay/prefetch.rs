@@ -1,20 +1,21 @@
 //! A hint to the CPU to start loading a cache line without waiting for it, so the
 //! table misses of a received batch overlap instead of queueing one after another.
 
-/// Starts loading every line `*p` spans (a 112-byte flow spans two or three).
+/// Starts loading every line `*p` spans (a 112-byte flow spans two or three), each
+/// once.
 #[inline(always)]
 pub fn prefetch<T>(p: *const T) {
     let first = p.cast::<u8>();
-    let size = std::mem::size_of::<T>();
-    let mut offset = 0;
-    while offset < size {
-        prefetch_line(first.wrapping_add(offset));
-        offset += 64;
-    }
-    if size > 1 {
-        prefetch_line(first.wrapping_add(size - 1));
+    prefetch_line(first);
+    // Offsets of the following lines' first bytes, while within `*p`.
+    let mut next = LINE - first as usize % LINE;
+    while next < std::mem::size_of::<T>() {
+        prefetch_line(first.wrapping_add(next));
+        next += LINE;
     }
 }
+
+const LINE: usize = 64;
 
 /// Starts loading the line holding `*p` into the cache; never faults, whatever `p`.
 #[inline(always)]

@@ -65,8 +65,8 @@ impl Entry for Bucket {
 /// prunes a few shards at a time (~4k sources each at a million).
 const SHARDS: usize = 256;
 
-/// Slots a shard starts with.
-const SHARD_START: usize = 16;
+/// Entries a shard starts with room for (in 16 slots).
+const SHARD_ROOM: usize = 8;
 
 /// A prune step stops once it has walked this many slots (32 bytes each: ~0.1 ms;
 /// one large shard may take it past), so the step that comes with a sweep slice
@@ -105,9 +105,8 @@ impl SourceLimiter {
     pub fn with_classes(rates: impl IntoIterator<Item = (u32, u32)>, max_entries: usize) -> Self {
         let max_entries = max_entries.max(1);
         let mut l = SourceLimiter {
-            shards: (0..SHARDS)
-                .map(|_| OpenTable::with_capacity(SHARD_START / 2))
-                .collect(),
+            // Made by `set_classes` below.
+            shards: Box::default(),
             len: 0,
             hasher: foldhash::fast::RandomState::default(),
             epoch: None,
@@ -130,9 +129,9 @@ impl SourceLimiter {
         if self.rates.is_empty() {
             self.rates.push((1.0, 1.0));
         }
-        for s in self.shards.iter_mut() {
-            *s = OpenTable::with_capacity(SHARD_START / 2);
-        }
+        self.shards = (0..SHARDS)
+            .map(|_| OpenTable::with_capacity(SHARD_ROOM))
+            .collect();
         self.len = 0;
         self.full_until = 0;
     }
@@ -183,7 +182,7 @@ impl SourceLimiter {
             class,
             used: true,
         };
-        if self.shards[shard].len() == self.shards[shard].slot_count() / 2 {
+        if self.shards[shard].is_full() {
             // A full shard first forgets its refilled buckets and grows only if most
             // are still limited, so it grows with the sources that are limited, not
             // with every source seen since the sweep last came by. Amortized: a
@@ -192,7 +191,7 @@ impl SourceLimiter {
                 self.prune_shard(shard, t);
             }
             let table = &mut self.shards[shard];
-            if table.len() > table.slot_count() / 4 {
+            if table.len() > table.capacity() / 2 {
                 let hasher = &self.hasher;
                 table.grow(|b| hasher.hash_one(b.key));
             }
