@@ -301,7 +301,12 @@ impl Drop for RouteGuard {
 /// due and wait again for 0 ms), at most a minute.
 fn ms_until(now: Instant, t: Instant) -> u16 {
     let d = t.saturating_duration_since(now);
-    let ms = d.as_nanos().div_ceil(1_000_000);
+    // Not `as_nanos()`: a u128 division on every wake-up.
+    let ms = d
+        .as_secs()
+        .min(60)
+        .saturating_mul(1000)
+        .saturating_add(u64::from(d.subsec_nanos().div_ceil(1_000_000)));
     ms.min(60_000) as u16
 }
 
@@ -321,8 +326,10 @@ impl Shell {
         let mut housekeeping_at = start;
         let mut peer_probe_at = Some(start);
         let mut probe_at = self.prober.poll_timeout();
+        // One clock read per turn, after the wait: the deadlines below are computed
+        // from the last turn's (a few microseconds old; the wait rounds up anyway).
+        let mut now = start;
         loop {
-            let now = Instant::now();
             let mut next = housekeeping_at;
             let sweep_at = self.router.poll_timeout();
             for t in [
@@ -348,7 +355,7 @@ impl Shell {
                     return;
                 }
             };
-            let now = Instant::now();
+            now = Instant::now();
             let mut probes = self.probe_now;
             for ev in evs {
                 let token = epoll::token(ev);
@@ -376,7 +383,6 @@ impl Shell {
             // Before anything can close a relay socket (housekeeping, sync).
             self.flush_sends(now);
             // What is due. Datagrams handled above may have asked for a probe now.
-            let now = Instant::now();
             if probes || self.probe_now || probe_at.is_some_and(|t| t <= now) {
                 self.probe_turn(now);
                 probe_at = self.prober.poll_timeout();
@@ -460,21 +466,31 @@ impl Shell {
     /// the misses overlap; then each datagram is handled. Each datagram's sender (and
     /// endpoint) is read from the batch once, for all three passes.
     fn take_batch(&mut self, now: Instant, batch: &RecvBatch, got: usize, from: Many) {
-        let warm = got > 1;
+        // One datagram (most turns at low rates): nothing to overlap.
+        if got == 1 {
+            if let Some((data, src)) = batch.get(0) {
+                match from {
+                    Many::Public(ingress) => self.on_client(now, ingress, src, data),
+                    Many::Prefix(port) => {
+                        let to = self.prefix_endpoint(batch, 0, port);
+                        self.on_backend(now, to, src, data);
+                    }
+                }
+            }
+            return;
+        }
         let got = got.min(mmsg::BATCH);
         match from {
             Many::Public(ingress) => {
                 let items: [Option<(&[u8], SocketAddr)>; mmsg::BATCH] =
                     std::array::from_fn(|i| if i < got { batch.get(i) } else { None });
                 let items = items[..got].iter().flatten();
-                if warm {
-                    items
-                        .clone()
-                        .for_each(|&(_, src)| self.router.prefetch_client(src));
-                    items
-                        .clone()
-                        .for_each(|&(_, src)| self.router.warm_client(src));
-                }
+                items
+                    .clone()
+                    .for_each(|&(_, src)| self.router.prefetch_client(src));
+                items
+                    .clone()
+                    .for_each(|&(_, src)| self.router.warm_client(src));
                 for &(data, src) in items {
                     self.on_client(now, ingress, src, data);
                 }
@@ -491,14 +507,12 @@ impl Shell {
                         none
                     }
                 });
-                if warm {
-                    ends[..got]
-                        .iter()
-                        .for_each(|&to| self.router.prefetch_backend(to));
-                    ends[..got]
-                        .iter()
-                        .for_each(|&to| self.router.warm_backend(to));
-                }
+                ends[..got]
+                    .iter()
+                    .for_each(|&to| self.router.prefetch_backend(to));
+                ends[..got]
+                    .iter()
+                    .for_each(|&to| self.router.warm_backend(to));
                 for (i, &to) in ends[..got].iter().enumerate() {
                     if let Some((data, src)) = batch.get(i) {
                         self.on_backend(now, to, src, data);
@@ -637,5 +651,27 @@ impl Shell {
             }
         }
         self.out = Some(out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ms_until;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_wait_rounds_up_to_whole_milliseconds_and_stops_at_a_minute() {
+        let now = Instant::now();
+        let after = |d: Duration| ms_until(now, now + d);
+        assert_eq!(ms_until(now + Duration::from_secs(1), now), 0);
+        assert_eq!(after(Duration::ZERO), 0);
+        assert_eq!(after(Duration::from_nanos(1)), 1);
+        assert_eq!(after(Duration::from_micros(1_000)), 1);
+        assert_eq!(after(Duration::from_micros(1_001)), 2);
+        assert_eq!(after(Duration::from_nanos(1_999_999_999)), 2_000);
+        assert_eq!(after(Duration::from_millis(59_999)), 59_999);
+        assert_eq!(after(Duration::from_secs(60)), 60_000);
+        assert_eq!(after(Duration::from_secs(3_600)), 60_000);
+        assert_eq!(after(Duration::from_secs(u64::MAX / 4)), 60_000);
     }
 }

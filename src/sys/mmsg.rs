@@ -6,7 +6,7 @@
 //! error arriving mid-batch also ends it short, with data still queued; the
 //! level-triggered epoll set reports the socket again, so nothing is stranded.)
 
-use std::io::{self, IoSliceMut};
+use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
 
@@ -29,29 +29,64 @@ pub const BATCH: usize = 16;
 /// sender's address length, so after a batch from an IPv4 socket (16 bytes) a batch
 /// from an IPv6 socket gets its senders cut to 16 bytes, and one batch serves every
 /// public and relay socket of both families here
-/// (`one_batch_serves_both_families` below). So the headers are rebuilt on the stack
-/// for each call, as nix's `recvmsg` does for one message.
+/// (`one_batch_serves_both_families` below). So the headers are built once, on the
+/// heap, pointing at the buffers (also on the heap: moving the batch moves none of
+/// them), and each call restores only the lengths the kernel overwrote. (Building
+/// all 16 headers per call showed in the profile at low rates, where a call
+/// returns one datagram.)
 pub struct RecvBatch {
     /// `BATCH` buffers of `BUF_LEN`, back to back. Only pages the kernel writes to
     /// become resident, so unused tail space costs address space, not memory.
     bufs: Box<[u8]>,
-    addrs: [SockaddrStorage; BATCH],
-    lens: [usize; BATCH],
+    addrs: Box<[SockaddrStorage; BATCH]>,
     /// Control buffers: the destination address on sockets with `IP_PKTINFO` /
-    /// `IPV6_RECVPKTINFO` (prefix-mode relay sockets); empty on the others.
-    ctrl: [CmsgBuf; BATCH],
+    /// `IPV6_RECVPKTINFO` (prefix-mode relay sockets); empty on the others. Read
+    /// through the headers only, like the iovecs.
+    _ctrl: Box<[CmsgBuf; BATCH]>,
+    _iovs: Box<[libc::iovec; BATCH]>,
+    /// Point at `bufs`, `addrs` and `ctrl` (set once in `default`).
+    hdrs: Box<[libc::mmsghdr; BATCH]>,
+    lens: [usize; BATCH],
     dsts: [Option<IpAddr>; BATCH],
     n: usize,
 }
 
+const NAME_LEN: libc::socklen_t = size_of::<SockaddrStorage>() as libc::socklen_t;
+
 impl Default for RecvBatch {
     fn default() -> Self {
         let unspecified = SockaddrStorage::from(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0));
+        let mut bufs = vec![0u8; BATCH * BUF_LEN].into_boxed_slice();
+        let mut addrs = Box::new([unspecified; BATCH]);
+        let mut ctrl = Box::new([CmsgBuf([0; CMSG_BUF]); BATCH]);
+        let base = bufs.as_mut_ptr();
+        let mut iovs: Box<[libc::iovec; BATCH]> = Box::new(std::array::from_fn(|i| libc::iovec {
+            iov_base: base.wrapping_add(i * BUF_LEN).cast(),
+            iov_len: BUF_LEN,
+        }));
+        // SAFETY: mmsghdr is plain C data (pointers, lengths, flags); all-zero is a
+        // valid value, and every field the kernel reads is set below.
+        let mut hdrs: Box<[libc::mmsghdr; BATCH]> = Box::new(unsafe { std::mem::zeroed() });
+        for (((h, iov), addr), c) in hdrs
+            .iter_mut()
+            .zip(iovs.iter_mut())
+            .zip(addrs.iter_mut())
+            .zip(ctrl.iter_mut())
+        {
+            h.msg_hdr.msg_control = c.0.as_mut_ptr().cast();
+            h.msg_hdr.msg_controllen = CMSG_BUF;
+            h.msg_hdr.msg_name = (addr as *mut SockaddrStorage).cast();
+            h.msg_hdr.msg_namelen = NAME_LEN;
+            h.msg_hdr.msg_iov = iov;
+            h.msg_hdr.msg_iovlen = 1;
+        }
         RecvBatch {
-            bufs: vec![0u8; BATCH * BUF_LEN].into_boxed_slice(),
-            addrs: [unspecified; BATCH],
+            bufs,
+            addrs,
+            _ctrl: ctrl,
+            _iovs: iovs,
+            hdrs,
             lens: [0; BATCH],
-            ctrl: [CmsgBuf([0; CMSG_BUF]); BATCH],
             dsts: [None; BATCH],
             n: 0,
         }
@@ -63,34 +98,22 @@ impl RecvBatch {
     /// never happens: an empty queue is `WouldBlock`.
     pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
         self.n = 0;
-        let mut chunks = self.bufs.chunks_exact_mut(BUF_LEN);
-        let mut iovs: [IoSliceMut<'_>; BATCH] =
-            std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
-        // SAFETY: mmsghdr is plain C data (pointers, lengths, flags); all-zero is a
-        // valid value, and every field the kernel reads is set below.
-        let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-        for (((iov, addr), h), c) in iovs
-            .iter_mut()
-            .zip(&mut self.addrs)
-            .zip(&mut hdrs)
-            .zip(&mut self.ctrl)
-        {
-            h.msg_hdr.msg_control = c.0.as_mut_ptr().cast();
+        // The kernel wrote the sender's and the control data's lengths (and the
+        // flags) into the headers it filled; the rest still hold their full sizes.
+        for h in self.hdrs.iter_mut() {
+            h.msg_hdr.msg_namelen = NAME_LEN;
             h.msg_hdr.msg_controllen = CMSG_BUF;
-            h.msg_hdr.msg_name = (addr as *mut SockaddrStorage).cast();
-            h.msg_hdr.msg_namelen = size_of::<SockaddrStorage>() as libc::socklen_t;
-            // IoSliceMut is ABI-compatible with iovec on Unix (std guarantees it).
-            h.msg_hdr.msg_iov = (iov as *mut IoSliceMut<'_>).cast();
-            h.msg_hdr.msg_iovlen = 1;
         }
-        // SAFETY: each header points at one iovec above (a BUF_LEN chunk of
-        // `self.bufs`) and at one `SockaddrStorage` of `self.addrs` (a repr(C) union
-        // the size of sockaddr_storage) with matching lengths; all of them outlive
-        // the call, and the kernel writes only within those lengths.
+        // SAFETY: each header points at one iovec of `self._iovs` (a BUF_LEN chunk of
+        // `self.bufs`), at one `SockaddrStorage` of `self.addrs` (a repr(C) union the
+        // size of sockaddr_storage) and at one control buffer of `self._ctrl`, with
+        // matching lengths (restored above); all are heap allocations owned by
+        // `self`, alive for the call, and the kernel writes only within those
+        // lengths.
         let r = unsafe {
             libc::recvmmsg(
                 fd,
-                hdrs.as_mut_ptr(),
+                self.hdrs.as_mut_ptr(),
                 BATCH as libc::c_uint,
                 libc::MSG_DONTWAIT,
                 std::ptr::null_mut(),
@@ -100,10 +123,16 @@ impl RecvBatch {
             return Err(io::Error::last_os_error());
         }
         let n = r as usize;
-        for ((len, dst), h) in self.lens.iter_mut().zip(&mut self.dsts).zip(&hdrs).take(n) {
+        for ((len, dst), h) in self
+            .lens
+            .iter_mut()
+            .zip(&mut self.dsts)
+            .zip(self.hdrs.iter())
+            .take(n)
+        {
             *len = h.msg_len as usize;
-            // SAFETY: the kernel filled this header in; its control buffer is
-            // `self.ctrl[i]`, alive and at least `msg_controllen` long.
+            // SAFETY: the kernel filled this header in; its control buffer is one of
+            // `self._ctrl`, alive and at least `msg_controllen` long.
             *dst = unsafe { pktinfo::destination(&h.msg_hdr) };
         }
         self.n = n;
