@@ -47,6 +47,7 @@ use crate::sync::Key;
 use crate::sys::epoll::{self, Epoll};
 use crate::sys::mmsg::{self, RecvBatch, SendBatch};
 use crate::sys::socket::{bind_udp, send_now};
+use crate::sys::timer::Deadline;
 
 /// `recvmmsg` batches per public socket per turn before other sockets get a turn.
 const ROUNDS: usize = 4;
@@ -60,6 +61,7 @@ pub(super) const PREFIX_TOKEN: u64 = 2 * TAG;
 const PROBE_TOKEN: u64 = 3 * TAG;
 const SYNC_TOKEN: u64 = 4 * TAG;
 const WAKE_TOKEN: u64 = 5 * TAG;
+const TIMER_TOKEN: u64 = 6 * TAG;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
@@ -326,6 +328,14 @@ impl Shell {
         let mut housekeeping_at = start;
         let mut peer_probe_at = Some(start);
         let mut probe_at = self.prober.poll_timeout();
+        let mut timer =
+            match Deadline::new().and_then(|t| self.poll.add(&t, TIMER_TOKEN).map(|()| t)) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no timerfd; the dataplane waits with timeouts");
+                    None
+                }
+            };
         // One clock read per turn, after the wait: the deadlines below are computed
         // from the last turn's (a few microseconds old; the wait rounds up anyway).
         let mut now = start;
@@ -343,12 +353,18 @@ impl Shell {
             {
                 next = next.min(t);
             }
-            let wait = if self.probe_now {
-                0
+            // Due now: a wait that returns at once. Else the timerfd holds the
+            // deadline and the wait has no timeout (see `sys::timer`); without the
+            // timerfd, a timeout.
+            let waited = if self.probe_now || next <= now {
+                self.poll.wait_ms(&mut events, 0)
             } else {
-                ms_until(now, next)
+                match timer.as_mut().map(|t| t.set(now, next)) {
+                    Some(Ok(())) => self.poll.wait_ready(&mut events),
+                    _ => self.poll.wait_ms(&mut events, ms_until(now, next)),
+                }
             };
-            let evs = match self.poll.wait_ms(&mut events, wait) {
+            let evs = match waited {
                 Ok(evs) => evs,
                 Err(e) => {
                     tracing::error!(error = %e, "epoll_wait failed; the dataplane stops");
@@ -372,6 +388,10 @@ impl Shell {
                     self.flush_sends(now);
                     if let Some(l) = sync.as_deref_mut() {
                         l.turn(self, now, status);
+                    }
+                } else if token == TIMER_TOKEN {
+                    if let Some(t) = timer.as_mut() {
+                        t.fired();
                     }
                 } else if token == WAKE_TOKEN {
                     self.flush_sends(now);

@@ -58,7 +58,17 @@ impl Epoll {
     /// Ready members, waiting up to `ms` milliseconds for one (`u16::MAX`: 65 s).
     /// A signal ends the wait early with no members (EINTR is not an error here).
     pub fn wait_ms<'a>(&self, events: &'a mut Events, ms: u16) -> io::Result<&'a [Event]> {
-        match self.ep.wait(events, EpollTimeout::from(ms)) {
+        self.wait_for(events, EpollTimeout::from(ms))
+    }
+
+    /// Ready members, waiting as long as it takes (deadlines come from a member:
+    /// [`crate::sys::timer::Deadline`]). A signal ends the wait early with none.
+    pub fn wait_ready<'a>(&self, events: &'a mut Events) -> io::Result<&'a [Event]> {
+        self.wait_for(events, EpollTimeout::NONE)
+    }
+
+    fn wait_for<'a>(&self, events: &'a mut Events, t: EpollTimeout) -> io::Result<&'a [Event]> {
+        match self.ep.wait(events, t) {
             Ok(n) => Ok(&events[..n]),
             Err(nix::errno::Errno::EINTR) => Ok(&events[..0]),
             Err(e) => Err(e.into()),

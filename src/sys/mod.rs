@@ -9,4 +9,5 @@ pub mod localroute;
 pub mod mmsg;
 pub mod pktinfo;
 pub mod socket;
+pub mod timer;
 pub mod wake;
