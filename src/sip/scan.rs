@@ -56,6 +56,9 @@
 //!
 //! Errors are reported in the order they are met while reading the datagram front to back.
 
+mod bytes;
+use bytes::{find_byte, find_contact_mark, find_uri_end};
+
 /// Start line of a SIP message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind<'a> {
@@ -230,34 +233,6 @@ fn is_keepalive(buf: &[u8]) -> bool {
     }
 }
 
-/// Position of the first `needle` in `hay[from..]` (as an index into `hay`). Word-at-a-time.
-#[inline]
-fn find_byte(hay: &[u8], from: usize, needle: u8) -> Option<usize> {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    let s = hay.get(from..)?;
-    let pat = LO.wrapping_mul(u64::from(needle));
-    let mut chunks = s.chunks_exact(8);
-    let mut base = from;
-    for c in &mut chunks {
-        let Ok(arr) = <[u8; 8]>::try_from(c) else {
-            continue; // unreachable: chunks_exact yields 8-byte chunks
-        };
-        let x = u64::from_le_bytes(arr) ^ pat;
-        // Exact for the lowest matching byte (borrows only propagate upwards).
-        let t = x.wrapping_sub(LO) & !x & HI;
-        if t != 0 {
-            return Some(base + (t.trailing_zeros() / 8) as usize);
-        }
-        base += 8;
-    }
-    chunks
-        .remainder()
-        .iter()
-        .position(|&b| b == needle)
-        .map(|p| base + p)
-}
-
 /// `v` without leading and trailing SP / HT / CR / LF.
 #[inline]
 fn trim(v: &[u8]) -> &[u8] {
@@ -343,7 +318,7 @@ fn parse_request_line(line: &[u8]) -> Option<Kind<'_>> {
     let method_len = line.iter().position(|&b| !is_token(b))?;
     let (method, rest) = line.split_at_checked(method_len)?;
     let rest = rest.strip_prefix(b" ")?;
-    let uri_len = rest.iter().position(|&b| b <= b' ' || b == 0x7f)?;
+    let uri_len = find_uri_end(rest)?;
     let (uri, rest) = rest.split_at_checked(uri_len)?;
     let version = rest.strip_prefix(b" ")?;
     let version_len = version
@@ -438,18 +413,17 @@ fn contact_param_expires(v: &[u8], i: usize) -> (Option<u32>, usize) {
 fn contact_max_expires(v: &[u8]) -> Option<u32> {
     let mut best: Option<u32> = None;
     let mut i = 0;
-    while let Some(&b) = v.get(i) {
-        match b {
-            b'"' => i = skip_quoted(v, i + 1),
-            b'<' => i = find_byte(v, i + 1, b'>').map_or(v.len(), |p| p + 1),
-            b';' => {
-                let (e, next) = contact_param_expires(v, i + 1);
+    while let Some(at) = find_contact_mark(v, i) {
+        match v.get(at) {
+            Some(b'"') => i = skip_quoted(v, at + 1),
+            Some(b'<') => i = find_byte(v, at + 1, b'>').map_or(v.len(), |p| p + 1),
+            _ => {
+                let (e, next) = contact_param_expires(v, at + 1);
                 if let Some(e) = e {
                     best = Some(best.map_or(e, |b| b.max(e)));
                 }
                 i = next;
             }
-            _ => i += 1,
         }
     }
     best
