@@ -3,8 +3,9 @@
 //!
 //! Everything runs on one thread without an async runtime: one level-triggered epoll
 //! set holds the public sockets, the relay sockets, the probe sockets' set, the sync
-//! socket and an eventfd that control requests and shutdown write to; its timeout is
-//! the next deadline of probes, peer probes, housekeeping and the sync link. The
+//! socket, an eventfd that control requests and shutdown write to, and a timerfd set
+//! to the next deadline of probes, peer probes, housekeeping, sweeps and the sync
+//! link (`sys::timer`: why not the wait's timeout). The
 //! router needs no lock, and a datagram is received, routed and sent without a
 //! hand-off between threads. One batch of receive buffers serves all sockets, so a
 //! flow costs its socket and an epoll entry, not a task or 64 KiB. Relay sockets:
