@@ -12,7 +12,8 @@
 //! `--modes u1,un` (both), `--max-socket N` (200), `--proxies LIST` (all four; `sipfront-hep` adds sipfront with HEPv3 capture of both legs to a local UDP sink, `sipfront-hep-tcp` the same over TCP, `sipfront-prefix` sipfront in relay prefix mode on 127.200.0.0/16),
 //! `--repeat N` (1: rounds over all proxies, then a median/min/max summary), `--keep` (keep
 //! the work directory with configs, logs and sipp statistics; it is also kept when a call
-//! failed).
+//! failed), `--pin` (the proxy on CPU 1, every sipp on CPU 0: where the scheduler puts
+//! the proxy otherwise changes its CPU per datagram from run to run).
 //!
 //! - `u1`: one UAC socket, so one client flow; calls end right after the ACK.
 //! - `un`: `-t un -max_socket N`, calls held for `-d` ≥ 1 s so that more calls are up
@@ -516,6 +517,10 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if args.pin {
+        procs::pin_cpus();
+        println!("load bench: pinned, the proxy on CPU 1, sipp on CPU 0");
+    }
     if args.proxies.is_empty() || args.modes.is_empty() {
         println!("load bench: no proxy matches the filter; nothing to run");
         return;

@@ -35,6 +35,8 @@ pub struct Args {
     pub proxies: Vec<Kind>,
     pub repeat: u64,
     pub keep: bool,
+    /// `--pin`: the proxy on CPU 1, sipp on CPU 0 (see `procs::Role`).
+    pub pin: bool,
     pub sweep: Option<Sweep>,
     /// sipp's `-buff_size` (UAC and UAS); `None`: sipp's default.
     pub sipp_buff: Option<u64>,
@@ -53,6 +55,7 @@ impl Args {
         let mut proxies = Kind::ALL.to_vec();
         let mut filters: Vec<String> = Vec::new();
         let mut keep = false;
+        let mut pin = false;
         let mut repeat = 1;
         let mut sweep = false;
         let mut sweep_seconds = 4;
@@ -72,6 +75,7 @@ impl Args {
             match a.as_str() {
                 "--bench" => {}
                 "--keep" => keep = true,
+                "--pin" => pin = true,
                 "--rate" => rate = num(value()?)?,
                 "--seconds" => seconds = num(value()?)?,
                 "--calls" => calls = Some(num(value()?)?),
@@ -112,6 +116,9 @@ impl Args {
                 PORTS.relay_ports
             ));
         }
+        if pin && std::thread::available_parallelism().map_or(0, |n| n.get()) < 2 {
+            return Err("--pin needs two CPUs (the proxy on CPU 1, sipp on CPU 0)".into());
+        }
         if sweep && (sweep_seconds == 0 || sweep_start == 0 || sweep_max < sweep_start) {
             return Err(
                 "--sweep-seconds and --sweep-start must be > 0, --sweep-max ≥ --sweep-start".into(),
@@ -135,6 +142,7 @@ impl Args {
             proxies,
             repeat,
             keep,
+            pin,
             sweep: sweep.then_some(Sweep {
                 seconds: sweep_seconds,
                 start: sweep_start,

@@ -7,8 +7,24 @@ use std::fs::{self, File};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
+
+/// What a started program is, for `--pin`: the proxy runs on CPU 1, the load (sipp) on
+/// CPU 0, so the scheduler cannot move the proxy between the two or stack it on a sipp.
+#[derive(Debug, Clone, Copy)]
+enum Role {
+    Proxy,
+    Load,
+}
+
+static PIN: AtomicBool = AtomicBool::new(false);
+
+/// From here on, programs are started pinned to their role's CPU.
+pub fn pin_cpus() {
+    PIN.store(true, Ordering::Relaxed);
+}
 
 /// A started program. Dropping it kills it (and, with `family`, the processes it forked).
 pub struct Proc {
@@ -23,14 +39,37 @@ pub struct Proc {
 impl Proc {
     /// Starts `cmd` with stdin closed and stdout+stderr in `log`. The child gets SIGTERM if
     /// the bench dies without running its destructors (`PR_SET_PDEATHSIG`).
+    /// The program under test (the proxy's CPU with `--pin`).
     pub fn spawn(name: &str, cmd: &mut Command, log: &Path, family: bool) -> Proc {
+        Self::start(name, cmd, log, family, Role::Proxy)
+    }
+
+    /// [`Proc::spawn`] for the load (sipp: the load's CPU with `--pin`).
+    pub fn spawn_load(name: &str, cmd: &mut Command, log: &Path) -> Proc {
+        Self::start(name, cmd, log, false, Role::Load)
+    }
+
+    fn start(name: &str, cmd: &mut Command, log: &Path, family: bool, role: Role) -> Proc {
         let out = File::create(log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
         let err = out.try_clone().expect("clone log file");
         let program = cmd.get_program().to_string_lossy().into_owned();
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        let cpu = PIN.load(Ordering::Relaxed).then_some(match role {
+            Role::Proxy => 1,
+            Role::Load => 0,
+        });
+        // SAFETY: prctl and sched_setaffinity are async-signal-safe system calls, the CPU
+        // set a local value; nothing else runs between fork and exec. Threads and
+        // processes the program starts inherit the affinity.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                if let Some(cpu) = cpu {
+                    let mut set: libc::cpu_set_t = std::mem::zeroed();
+                    libc::CPU_SET(cpu, &mut set);
+                    if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
                 Ok(())
             });
         }

@@ -110,7 +110,7 @@ impl Sipp {
             .arg(&error_file)
             .args(["-trace_screen", "-screen_file"])
             .arg(&screen_file);
-        let proc = Proc::spawn(name, &mut cmd, &dir.join("sipp.log"), false);
+        let proc = Proc::spawn_load(name, &mut cmd, &dir.join("sipp.log"));
         Sipp {
             proc,
             dir,
