@@ -37,9 +37,9 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Starts `cmd` with stdin closed and stdout+stderr in `log`. The child gets SIGTERM if
-    /// the bench dies without running its destructors (`PR_SET_PDEATHSIG`).
-    /// The program under test (the proxy's CPU with `--pin`).
+    /// Starts `cmd`, the program under test (on the proxy's CPU with `--pin`), with stdin
+    /// closed and stdout+stderr in `log`. The child gets SIGTERM if the bench dies
+    /// without running its destructors (`PR_SET_PDEATHSIG`).
     pub fn spawn(name: &str, cmd: &mut Command, log: &Path, family: bool) -> Proc {
         Self::start(name, cmd, log, family, Role::Proxy)
     }

@@ -128,14 +128,13 @@ impl DialogTable {
 }
 
 fn hash2(mut h1: impl Hasher, mut h2: impl Hasher, call_id: &[u8]) -> DialogKey {
-    // Nearly every Call-ID is one piece: no byte up to SP (a fold, other whitespace),
-    // checked without an early exit so that it vectorises.
-    if !call_id.is_empty() && !call_id.iter().fold(false, |any, &b| any | (b <= b' ')) {
+    // Nearly every Call-ID is one piece (no byte up to SP: no fold, no other
+    // whitespace), checked without an early exit so that it vectorises; hashing it
+    // whole gives the key its pieces give.
+    if !call_id.iter().fold(false, |any, &b| any | (b <= b' ')) {
         h1.write(call_id);
         h2.write(call_id);
-        return (u128::from(h1.finish()) << 64) | u128::from(h2.finish());
-    }
-    {
+    } else {
         for piece in call_id
             .split(|b| b.is_ascii_whitespace())
             .filter(|p| !p.is_empty())
@@ -143,8 +142,8 @@ fn hash2(mut h1: impl Hasher, mut h2: impl Hasher, call_id: &[u8]) -> DialogKey 
             h1.write(piece);
             h2.write(piece);
         }
-        (u128::from(h1.finish()) << 64) | u128::from(h2.finish())
     }
+    (u128::from(h1.finish()) << 64) | u128::from(h2.finish())
 }
 
 impl DialogTable {

@@ -44,7 +44,7 @@ pub struct RecvBatch {
     /// through the headers only, like the iovecs.
     _ctrl: Box<[CmsgBuf; BATCH]>,
     _iovs: Box<[libc::iovec; BATCH]>,
-    /// Point at `bufs`, `addrs` and `ctrl` (set once in `default`).
+    /// Point at `_iovs` (so at `bufs`), `addrs` and `_ctrl`; set once in `default`.
     hdrs: Box<[libc::mmsghdr; BATCH]>,
     lens: [usize; BATCH],
     dsts: [Option<IpAddr>; BATCH],
@@ -98,8 +98,9 @@ impl RecvBatch {
     /// never happens: an empty queue is `WouldBlock`.
     pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
         self.n = 0;
-        // The kernel wrote the sender's and the control data's lengths (and the
-        // flags) into the headers it filled; the rest still hold their full sizes.
+        // The kernel overwrote the sender's and the control data's lengths in the
+        // headers it filled: all 16 get their full sizes back (two stores each, less
+        // than remembering which).
         for h in self.hdrs.iter_mut() {
             h.msg_hdr.msg_namelen = NAME_LEN;
             h.msg_hdr.msg_controllen = CMSG_BUF;
