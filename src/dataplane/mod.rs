@@ -105,6 +105,8 @@ pub(super) struct Shell {
     relays: Vec<Option<StdUdpSocket>>,
     /// The thread's one epoll set (see the module doc).
     poll: Epoll,
+    /// The next deadline, a member of `poll` (see `sys::timer`).
+    timer: Deadline,
     /// Endpoints in use: open sockets (port mode), marked slots (prefix mode).
     relays_open: usize,
     /// Prefix mode: the wildcard sockets, one per `listen.relay_port` (same order;
@@ -174,6 +176,9 @@ pub fn run(
             .map_err(|source| DataplaneError::Bind { addr, source })?;
     }
     poll.add(&*control.wake, WAKE_TOKEN)
+        .map_err(DataplaneError::Runtime)?;
+    let timer = Deadline::new().map_err(DataplaneError::Runtime)?;
+    poll.add(&timer, TIMER_TOKEN)
         .map_err(DataplaneError::Runtime)?;
     // Both peers derive the dialog keys from the sync key, so a Call-ID maps to the
     // same entry on both.
@@ -248,6 +253,7 @@ pub fn run(
             .map(|_| None)
             .collect(),
         poll,
+        timer,
         relays_open: 0,
         prefix,
         out: Some(Box::default()),
@@ -300,19 +306,6 @@ impl Drop for RouteGuard {
     }
 }
 
-/// Milliseconds from `now` to `t`, rounded up (an early wake-up would find nothing
-/// due and wait again for 0 ms), at most a minute.
-fn ms_until(now: Instant, t: Instant) -> u16 {
-    let d = t.saturating_duration_since(now);
-    // Not `as_nanos()`: a u128 division on every wake-up.
-    let ms = d
-        .as_secs()
-        .min(60)
-        .saturating_mul(1000)
-        .saturating_add(u64::from(d.subsec_nanos().div_ceil(1_000_000)));
-    ms.min(60_000) as u16
-}
-
 impl Shell {
     /// The loop: wait for a ready socket or the next deadline, handle every ready
     /// member once (bounded), then whatever is due.
@@ -329,16 +322,8 @@ impl Shell {
         let mut housekeeping_at = start;
         let mut peer_probe_at = Some(start);
         let mut probe_at = self.prober.poll_timeout();
-        let mut timer =
-            match Deadline::new().and_then(|t| self.poll.add(&t, TIMER_TOKEN).map(|()| t)) {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    tracing::warn!(error = %e, "no timerfd; the dataplane waits with timeouts");
-                    None
-                }
-            };
-        // One clock read per turn, after the wait: the deadlines below are computed
-        // from the last turn's (a few microseconds old; the wait rounds up anyway).
+        // One clock read per turn, after the wait: the timer is set from the last
+        // turn's reading, so it fires as late as that reading is old (microseconds).
         let mut now = start;
         loop {
             let mut next = housekeeping_at;
@@ -354,21 +339,19 @@ impl Shell {
             {
                 next = next.min(t);
             }
-            // Due now: a wait that returns at once. Else the timerfd holds the
-            // deadline and the wait has no timeout (see `sys::timer`); without the
-            // timerfd, a timeout.
+            // Due now: a look that does not wait. Else the timerfd holds the deadline
+            // and the wait has no timeout (see `sys::timer`).
             let waited = if self.probe_now || next <= now {
-                self.poll.wait_ms(&mut events, 0)
+                self.poll.wait(&mut events)
             } else {
-                match timer.as_mut().map(|t| t.set(now, next)) {
-                    Some(Ok(())) => self.poll.wait_ready(&mut events),
-                    _ => self.poll.wait_ms(&mut events, ms_until(now, next)),
-                }
+                self.timer
+                    .set(now, next)
+                    .and_then(|()| self.poll.wait_ready(&mut events))
             };
             let evs = match waited {
                 Ok(evs) => evs,
                 Err(e) => {
-                    tracing::error!(error = %e, "epoll_wait failed; the dataplane stops");
+                    tracing::error!(error = %e, "waiting for sockets or the next deadline failed; the dataplane stops");
                     return;
                 }
             };
@@ -391,9 +374,7 @@ impl Shell {
                         l.turn(self, now, status);
                     }
                 } else if token == TIMER_TOKEN {
-                    if let Some(t) = timer.as_mut() {
-                        t.fired();
-                    }
+                    self.timer.fired();
                 } else if token == WAKE_TOKEN {
                     self.flush_sends(now);
                     if !control::serve(self, control) || *shutdown.borrow() {
@@ -672,27 +653,5 @@ impl Shell {
             }
         }
         self.out = Some(out);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::ms_until;
-    use std::time::{Duration, Instant};
-
-    #[test]
-    fn a_wait_rounds_up_to_whole_milliseconds_and_stops_at_a_minute() {
-        let now = Instant::now();
-        let after = |d: Duration| ms_until(now, now + d);
-        assert_eq!(ms_until(now + Duration::from_secs(1), now), 0);
-        assert_eq!(after(Duration::ZERO), 0);
-        assert_eq!(after(Duration::from_nanos(1)), 1);
-        assert_eq!(after(Duration::from_micros(1_000)), 1);
-        assert_eq!(after(Duration::from_micros(1_001)), 2);
-        assert_eq!(after(Duration::from_nanos(1_999_999_999)), 2_000);
-        assert_eq!(after(Duration::from_millis(59_999)), 59_999);
-        assert_eq!(after(Duration::from_secs(60)), 60_000);
-        assert_eq!(after(Duration::from_secs(3_600)), 60_000);
-        assert_eq!(after(Duration::from_secs(u64::MAX / 4)), 60_000);
     }
 }

@@ -51,8 +51,7 @@ impl Epoll {
 
     /// Ready members now, without blocking.
     pub fn wait<'a>(&self, events: &'a mut Events) -> io::Result<&'a [Event]> {
-        let n = self.ep.wait(events, EpollTimeout::ZERO)?;
-        Ok(&events[..n])
+        self.wait_for(events, EpollTimeout::ZERO)
     }
 
     /// Ready members, waiting up to `ms` milliseconds for one (`u16::MAX`: 65 s).
