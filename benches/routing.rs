@@ -3,7 +3,9 @@
 //! relay prefix mode with 1,000 and 1,000,000 flows (the cost should not grow with
 //! the table); and the periodic sweep (expiry, per-backend counts) over 100,000 flows
 //! and dialogs, and over 1,000,000 flows in prefix mode, which runs on the dataplane
-//! thread between datagrams.
+//! thread between datagrams. Printed besides criterion's table (whatever the filter):
+//! the 1M / 1k ratio of a batched decision measured in turns (`prefix/ratio_1m_1k/`)
+//! and the longest sweep calls.
 //!
 //! `cargo bench --bench routing` (`-- prefix` for the prefix-mode ones only)
 
@@ -148,6 +150,120 @@ fn prefix_router(n: u32) -> (Router, Vec<(sipfront::relay::RelayPort, SocketAddr
     (r, ports)
 }
 
+/// Datagrams per warmed batch: what one `recvmmsg` returns at most.
+const BATCH: u64 = 16;
+
+/// One batch of client INVITEs as the dataplane runs a received batch: every
+/// datagram's lines prefetched, then the flows', then the decisions. `i` walks the
+/// clients by `step` (see [`bench_prefix`]).
+fn client_batch(r: &mut Router, now: Instant, i: &mut u64, step: u64, n: u32) {
+    let first = *i;
+    for _ in 0..BATCH {
+        *i = (*i + step) % u64::from(n);
+        r.prefetch_client(cgnat_client(*i as u32));
+    }
+    *i = first;
+    for _ in 0..BATCH {
+        *i = (*i + step) % u64::from(n);
+        r.warm_client(cgnat_client(*i as u32));
+    }
+    *i = first;
+    for _ in 0..BATCH {
+        *i = (*i + step) % u64::from(n);
+        black_box(r.from_client(now, cgnat_client(*i as u32), 0, black_box(INVITE)));
+    }
+}
+
+/// [`client_batch`] for 200s to REGISTER from the backend, the endpoints in `ports`'
+/// order.
+fn backend_batch(
+    r: &mut Router,
+    now: Instant,
+    ports: &[(sipfront::relay::RelayPort, SocketAddr)],
+    j: &mut u64,
+) {
+    let n = ports.len() as u64;
+    let first = *j;
+    for _ in 0..BATCH {
+        *j = (*j + 1) % n;
+        r.prefetch_backend(ports[*j as usize].0);
+    }
+    *j = first;
+    for _ in 0..BATCH {
+        *j = (*j + 1) % n;
+        r.warm_backend(ports[*j as usize].0);
+    }
+    *j = first;
+    for _ in 0..BATCH {
+        *j = (*j + 1) % n;
+        let (port, src) = ports[*j as usize];
+        black_box(r.from_backend(now, port, src, black_box(OK_REGISTER)));
+    }
+}
+
+/// The endpoints of `prefix_router(n)` in the scattered order of the walk by `step`.
+fn scattered(
+    ports: &[(sipfront::relay::RelayPort, SocketAddr)],
+    step: u64,
+) -> Vec<(sipfront::relay::RelayPort, SocketAddr)> {
+    let n = ports.len() as u64;
+    (1..=n).map(|k| ports[(k * step % n) as usize]).collect()
+}
+
+/// The walk's step over `n` clients: odd, and `n` not a multiple of it.
+fn walk_step(n: u32) -> u64 {
+    (2_654_435_761u64 % u64::from(n)) | 1
+}
+
+/// The 1M / 1k cost ratio of a batched decision, both routers measured in turns
+/// (50 ms each, 25 rounds) so that what else the machine does lands on both alike;
+/// criterion measures them 20 s apart, and its two means often drift apart more
+/// than the effect looked for. Prints the median ratio per direction and its range.
+fn bench_prefix_ratio(_c: &mut Criterion) {
+    let (mut small, p_small) = prefix_router(1_000);
+    let (mut large, p_large) = prefix_router(1_000_000);
+    let (s_small, s_large) = (walk_step(1_000), walk_step(1_000_000));
+    let (p_small, p_large) = (scattered(&p_small, s_small), scattered(&p_large, s_large));
+    let now = Instant::now();
+    let slice = Duration::from_millis(50);
+    // ns per decision of `batch` run for `slice`.
+    let time = |batch: &mut dyn FnMut()| {
+        let t = Instant::now();
+        let mut batches = 0u64;
+        while t.elapsed() < slice {
+            for _ in 0..64 {
+                batch();
+            }
+            batches += 64;
+        }
+        t.elapsed().as_nanos() as f64 / (batches * BATCH) as f64
+    };
+    let (mut i_s, mut i_l, mut j_s, mut j_l) = (0u64, 0u64, 0u64, 0u64);
+    let (mut c2b, mut b2c) = (Vec::new(), Vec::new());
+    for _ in 0..25 {
+        let a = time(&mut || client_batch(&mut small, now, &mut i_s, s_small, 1_000));
+        let b = time(&mut || client_batch(&mut large, now, &mut i_l, s_large, 1_000_000));
+        c2b.push((b / a, a, b));
+        let a = time(&mut || backend_batch(&mut small, now, &p_small, &mut j_s));
+        let b = time(&mut || backend_batch(&mut large, now, &p_large, &mut j_l));
+        b2c.push((b / a, a, b));
+    }
+    for (name, mut v) in [
+        ("client_to_backend/invite", c2b),
+        ("backend_to_client/200_register", b2c),
+    ] {
+        v.sort_by(|x, y| x.0.total_cmp(&y.0));
+        let (r, a, b) = v[v.len() / 2];
+        println!(
+            "prefix/ratio_1m_1k/{name}: median {r:.2}x ({a:.0} vs {b:.0} ns per decision), \
+             range {:.2}-{:.2}x over {} rounds, batches of {BATCH}",
+            v[0].0,
+            v[v.len() - 1].0,
+            v.len()
+        );
+    }
+}
+
 /// The routing decision in prefix mode at 1k and 1M flows: clients and endpoints are
 /// visited in a random order, so a large table is not walked through the cache.
 fn bench_prefix(c: &mut Criterion) {
@@ -164,12 +280,10 @@ fn bench_prefix(c: &mut Criterion) {
         let now = Instant::now();
         // A multiplicative walk over 0..n (odd step, n not a multiple of it) visits
         // every flow in a scattered order without a table of indexes.
-        let step = (2_654_435_761u64 % u64::from(n)) | 1;
+        let step = walk_step(n);
         // The endpoints in that order, read one after the other below: a datagram's
         // endpoint is in the received batch, not a miss of its own.
-        let ports: Vec<_> = (1..=u64::from(n))
-            .map(|k| ports[(k * step % u64::from(n)) as usize])
-            .collect();
+        let ports = scattered(&ports, step);
         let mut i = 0u64;
         g.bench_function(format!("client_to_backend/invite/{label}"), |b| {
             b.iter(|| {
@@ -177,29 +291,9 @@ fn bench_prefix(c: &mut Criterion) {
                 black_box(r.from_client(now, cgnat_client(i as u32), 0, black_box(INVITE)))
             })
         });
-        // As the dataplane runs a received batch (up to 16 datagrams a `recvmmsg`):
-        // every datagram's lines prefetched, then the flows', then the decisions
-        // (per decision: the time / BATCH).
-        const BATCH: u64 = 16;
         g.throughput(criterion::Throughput::Elements(BATCH));
         g.bench_function(format!("client_to_backend/invite_batch16/{label}"), |b| {
-            b.iter(|| {
-                let first = i;
-                for _ in 0..BATCH {
-                    i = (i + step) % u64::from(n);
-                    r.prefetch_client(cgnat_client(i as u32));
-                }
-                i = first;
-                for _ in 0..BATCH {
-                    i = (i + step) % u64::from(n);
-                    r.warm_client(cgnat_client(i as u32));
-                }
-                i = first;
-                for _ in 0..BATCH {
-                    i = (i + step) % u64::from(n);
-                    black_box(r.from_client(now, cgnat_client(i as u32), 0, black_box(INVITE)));
-                }
-            })
+            b.iter(|| client_batch(&mut r, now, &mut i, step, n))
         });
         g.throughput(criterion::Throughput::Elements(1));
         let mut j = 0u64;
@@ -215,26 +309,7 @@ fn bench_prefix(c: &mut Criterion) {
         g.throughput(criterion::Throughput::Elements(BATCH));
         g.bench_function(
             format!("backend_to_client/200_register_batch16/{label}"),
-            |b| {
-                b.iter(|| {
-                    let first = j;
-                    for _ in 0..BATCH {
-                        j = (j + 1) % u64::from(n);
-                        r.prefetch_backend(ports[j as usize].0);
-                    }
-                    j = first;
-                    for _ in 0..BATCH {
-                        j = (j + 1) % u64::from(n);
-                        r.warm_backend(ports[j as usize].0);
-                    }
-                    j = first;
-                    for _ in 0..BATCH {
-                        j = (j + 1) % u64::from(n);
-                        let (port, src) = ports[j as usize];
-                        black_box(r.from_backend(now, port, src, black_box(OK_REGISTER)));
-                    }
-                })
-            },
+            |b| b.iter(|| backend_batch(&mut r, now, &ports, &mut j)),
         );
         g.throughput(criterion::Throughput::Elements(1));
         if n == 1_000_000 {
@@ -356,6 +431,7 @@ criterion_group!(
     benches,
     bench_routing,
     bench_prefix,
+    bench_prefix_ratio,
     bench_prefix_calls,
     bench_sweep
 );
