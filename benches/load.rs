@@ -134,6 +134,8 @@ struct Outcome {
     rcvbuf_errors: u64,
     /// sipfront's own counts: datagrams, drops, flows created.
     sipfront: Option<[f64; 4]>,
+    /// sipfront's drops by reason, `reason n, ...` (empty: none).
+    sipfront_drops: String,
     /// CPU time of the sipp UAC (it has exited: from `getrusage`), in ms.
     uac_cpu_ms: f64,
     /// CPU time of each UAS during the UAC run.
@@ -266,6 +268,7 @@ fn run_one(kind: Kind, mode: &str, round: u64, args: &Args, root: &Path) -> Outc
     let (rss_kb, pss_kb) = proxy.proc.memory_kb();
     let stats = uac.stats();
     let sipfront = proxy.sipfront_counters();
+    let sipfront_drops = proxy.sipfront_drop_reasons();
     // The UAS dump their counters every second.
     sleep(Duration::from_millis(1200).saturating_sub(t0.elapsed().saturating_sub(wall)));
     let sa = uas_a.kill();
@@ -290,6 +293,7 @@ fn run_one(kind: Kind, mode: &str, round: u64, args: &Args, root: &Path) -> Outc
         probes: uas_a.received("OPTIONS") + uas_b.received("OPTIONS"),
         rcvbuf_errors,
         sipfront,
+        sipfront_drops,
         uac_cpu_ms,
         uas_cpu,
         host_busy,
@@ -468,7 +472,7 @@ fn table(results: &[Outcome], repeat: u64) -> String {
             let _ = writeln!(
                 t,
                 "{} {}{}: /metrics sipfront_datagrams_total = {dgrams:.0} \
-                 (sipp: {} successful calls × {DGRAMS_PER_CALL} = {}), drops {drops:.0}, \
+                 (sipp: {} successful calls × {DGRAMS_PER_CALL} = {}), drops {drops:.0}{}, \
                  flows {flows:.0}, us/dgram by /metrics {per}; HEP dropped {hep_dropped:.0}; \
                  health probes answered: {}",
                 o.kind.name(),
@@ -480,6 +484,11 @@ fn table(results: &[Outcome], repeat: u64) -> String {
                 },
                 o.successful,
                 o.datagrams(),
+                if o.sipfront_drops.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", o.sipfront_drops)
+                },
                 o.probes
             );
         }

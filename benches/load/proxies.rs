@@ -202,6 +202,24 @@ impl Proxy {
     }
 }
 
+impl Proxy {
+    /// sipfront's drops by reason (`reason n, ...`, the nonzero ones), empty if none.
+    pub fn sipfront_drop_reasons(&self) -> String {
+        let Some(text) = self.admin.and_then(|a| testkit::http_body(a, "/metrics")) else {
+            return String::new();
+        };
+        testkit::parse_metrics(&text)
+            .into_iter()
+            .filter(|s| s.name == "sipfront_drops_total" && s.value > 0.0)
+            .map(|s| {
+                let reason = s.labels.get("reason").map_or("?", String::as_str);
+                format!("{reason} {:.0}", s.value)
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 /// A HEP collector that reads and discards: a thread of the bench process.
 fn hep_sink() -> SocketAddr {
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind HEP sink");

@@ -142,7 +142,7 @@ fn drops_text(o: &Outcome) -> String {
         t.push_str("; ");
     }
     if let Some([_, d, _, _]) = o.sipfront.filter(|s| s[1] > 0.0) {
-        let _ = write!(t, "sipfront drops {d:.0}; ");
+        let _ = write!(t, "sipfront drops {d:.0} ({}); ", o.sipfront_drops);
     }
     let _ = write!(t, "rcvbuf {}", o.rcvbuf_errors);
     t
