@@ -125,7 +125,9 @@ pub struct FlowTable {
     free_slots: Vec<u32>,
     /// foldhash with a per-process random seed: several times cheaper than SipHash
     /// for a 6- or 18-byte key, and senders cannot precompute colliding addresses.
-    hasher: foldhash::fast::RandomState,
+    /// `quality`: the index places entries by the hash's high bits (see `ratelimit`'s
+    /// `shard_of` for what `fast` does to consecutive addresses).
+    hasher: foldhash::quality::RandomState,
     /// Flow ids by client address. The key is the flow's own `client`, not a copy:
     /// 8 bytes an entry instead of 40.
     by_client: OpenTable<IndexEntry>,
@@ -154,7 +156,7 @@ impl FlowTable {
         FlowTable {
             slots: Vec::with_capacity(max),
             free_slots: Vec::new(),
-            hasher: foldhash::fast::RandomState::default(),
+            hasher: foldhash::quality::RandomState::default(),
             // Static peers' flows come on top of `max`.
             by_client: OpenTable::with_capacity(max + space.statics().len()),
             aliases: HashMap::default(),
