@@ -267,8 +267,10 @@ fn run_one(kind: Kind, mode: &str, round: u64, args: &Args, root: &Path) -> Outc
     let proxy_alive = proxy.proc.try_wait().is_none();
     let (rss_kb, pss_kb) = proxy.proc.memory_kb();
     let stats = uac.stats();
-    let sipfront = proxy.sipfront_counters();
-    let sipfront_drops = proxy.sipfront_drop_reasons();
+    let (sipfront, sipfront_drops) = match proxy.sipfront_counters() {
+        Some((counts, reasons)) => (Some(counts), reasons),
+        None => (None, String::new()),
+    };
     // The UAS dump their counters every second.
     sleep(Duration::from_millis(1200).saturating_sub(t0.elapsed().saturating_sub(wall)));
     let sa = uas_a.kill();

@@ -180,10 +180,11 @@ impl Proxy {
 
     /// sipfront's own counts, once they stop moving (they are published every 200 ms):
     /// `sipfront_datagrams_total`, `sipfront_drops_total` (each summed over its labels)
-    /// `sipfront_flows_created_total` and `sipfront_hep_dropped_total`.
-    pub fn sipfront_counters(&self) -> Option<[f64; 4]> {
+    /// `sipfront_flows_created_total` and `sipfront_hep_dropped_total`; and, from the
+    /// same settled scrape, the drops by reason (`reason n, ...`, empty if none).
+    pub fn sipfront_counters(&self) -> Option<([f64; 4], String)> {
         let addr = self.admin?;
-        let mut last: Option<[f64; 4]> = None;
+        let mut last: Option<([f64; 4], String)> = None;
         for _ in 0..20 {
             sleep(Duration::from_millis(300));
             let text = testkit::http_body(addr, "/metrics")?;
@@ -193,31 +194,27 @@ impl Proxy {
                 testkit::metric(&text, "sipfront_flows_created_total", &[]),
                 testkit::metric(&text, "sipfront_hep_dropped_total", &[]),
             ];
-            if last == Some(now) {
-                return last;
+            let settled = last.as_ref().is_some_and(|(l, _)| *l == now);
+            last = Some((now, drop_reasons(&text)));
+            if settled {
+                break;
             }
-            last = Some(now);
         }
         last
     }
 }
 
-impl Proxy {
-    /// sipfront's drops by reason (`reason n, ...`, the nonzero ones), empty if none.
-    pub fn sipfront_drop_reasons(&self) -> String {
-        let Some(text) = self.admin.and_then(|a| testkit::http_body(a, "/metrics")) else {
-            return String::new();
-        };
-        testkit::parse_metrics(&text)
-            .into_iter()
-            .filter(|s| s.name == "sipfront_drops_total" && s.value > 0.0)
-            .map(|s| {
-                let reason = s.labels.get("reason").map_or("?", String::as_str);
-                format!("{reason} {:.0}", s.value)
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
+/// The nonzero `sipfront_drops_total` samples of a scrape: `reason n, ...`.
+fn drop_reasons(metrics: &str) -> String {
+    testkit::parse_metrics(metrics)
+        .into_iter()
+        .filter(|s| s.name == "sipfront_drops_total" && s.value > 0.0)
+        .map(|s| {
+            let reason = s.labels.get("reason").map_or("?", String::as_str);
+            format!("{reason} {:.0}", s.value)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A HEP collector that reads and discards: a thread of the bench process.

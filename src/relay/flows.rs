@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::backends::BackendId;
-use super::open_table::{Entry, OpenTable};
+use super::open_table::{Entry, OpenTable, TableHasher};
 use super::per_source::SourceCounts;
 use super::port::{RelayPort, RelaySpace};
 use super::prefetch::prefetch;
@@ -125,9 +125,7 @@ pub struct FlowTable {
     free_slots: Vec<u32>,
     /// foldhash with a per-process random seed: several times cheaper than SipHash
     /// for a 6- or 18-byte key, and senders cannot precompute colliding addresses.
-    /// `quality`: the index places entries by the hash's high bits (see `ratelimit`'s
-    /// `shard_of` for what `fast` does to consecutive addresses).
-    hasher: foldhash::quality::RandomState,
+    hasher: TableHasher,
     /// Flow ids by client address. The key is the flow's own `client`, not a copy:
     /// 8 bytes an entry instead of 40.
     by_client: OpenTable<IndexEntry>,
@@ -156,7 +154,7 @@ impl FlowTable {
         FlowTable {
             slots: Vec::with_capacity(max),
             free_slots: Vec::new(),
-            hasher: foldhash::quality::RandomState::default(),
+            hasher: TableHasher::default(),
             // Static peers' flows come on top of `max`.
             by_client: OpenTable::with_capacity(max + space.statics().len()),
             aliases: HashMap::default(),

@@ -8,7 +8,7 @@ use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::time::Instant;
 
-use super::open_table::{Entry, OpenTable};
+use super::open_table::{Entry, OpenTable, TableHasher};
 use super::source_limits::Class;
 
 /// The unit sources are limited and counted in: an IPv4 address, or an IPv6 /64.
@@ -74,12 +74,8 @@ const SHARD_ROOM: usize = 8;
 const PRUNE_STEP_SLOTS: usize = 16384;
 
 /// A source's shard: the hash's low 8 bits (the table inside a shard places by bits
-/// 32-63). This needs a hash whose every bit is mixed: foldhash's `fast` variant
-/// spreads consecutive addresses (a customer's /24, a CGNAT pool) unevenly over any
-/// 8 bits of it, depending on the process's seed (up to 192 of 256 shards left empty
-/// for 1000 consecutive IPv4 sources, in 300 test runs; a full table then found no
-/// bucket to prune in the shards it tries and refused new sources); `quality` adds
-/// the final mixing step.
+/// 32-63; both need the [`TableHasher`]'s mixing: with uneven shards a full limiter
+/// found no bucket to prune in the shards it tries and refused new sources).
 #[inline]
 fn shard_of(h: u64) -> usize {
     h as usize % SHARDS
@@ -95,7 +91,7 @@ const FULL_BACKOFF_NS: u64 = 10_000_000;
 pub struct SourceLimiter {
     shards: Box<[OpenTable<Bucket>]>,
     len: usize,
-    hasher: foldhash::quality::RandomState,
+    hasher: TableHasher,
     /// The first time seen; times are kept as nanoseconds since it.
     epoch: Option<Instant>,
     /// (rate, burst) per class; class 0 is the global limit.
@@ -120,7 +116,7 @@ impl SourceLimiter {
             // Made by `set_classes` below.
             shards: Box::default(),
             len: 0,
-            hasher: foldhash::quality::RandomState::default(),
+            hasher: TableHasher::default(),
             epoch: None,
             rates: Vec::new(),
             max_entries,

@@ -56,6 +56,8 @@ impl Epoll {
 
     /// Ready members, waiting up to `ms` milliseconds for one (`u16::MAX`: 65 s).
     /// A signal ends the wait early with no members (EINTR is not an error here).
+    /// Tests only: the dataplane's deadlines are a member ([`Epoll::wait_ready`]).
+    #[cfg(test)]
     pub fn wait_ms<'a>(&self, events: &'a mut Events, ms: u16) -> io::Result<&'a [Event]> {
         self.wait_for(events, EpollTimeout::from(ms))
     }

@@ -167,6 +167,8 @@ impl RecvBatch {
 
 /// Datagrams queued for [`SendBatch::flush`].
 pub const SEND_MAX: usize = 64;
+// `flush` keeps queue indices in bytes.
+const _: () = assert!(SEND_MAX <= 256);
 /// Bytes of queued datagrams: the arena is allocated once; a datagram that does not
 /// fit makes the caller flush first.
 const SEND_ARENA: usize = 256 * 1024;
