@@ -205,6 +205,66 @@ fn nated_phone_registers_and_is_called_through_a_relay_prefix() {
     eprintln!("[{} ms] sipfront stopped, route removed", ms(t0));
 }
 
+/// The AnyIP route on a host where every address binds (`ip_nonlocal_bind`, as on many
+/// VRRP hosts): sipfront still adds it (a bind alone would take the prefix for local and
+/// leave every flow unroutable); a SIGKILL leaves it, and the next start takes it over
+/// and removes it on exit; an operator's route for the prefix is used and left alone.
+#[test]
+fn the_prefix_route_is_added_where_any_address_binds_and_a_killed_runs_is_taken_over() {
+    let _serial = serial();
+    let dir = TestDir::new("prefix-route");
+    let net = sync_net(&[("sf", 11)]);
+    let host = net.host("sf");
+    host.ns
+        .must("sysctl", &["-qw", "net.ipv4.ip_nonlocal_bind=1"]);
+    let toml = format!(
+        "[listen]\nsip = [\"{SF_IP}:5060\"]\nrelay_prefix = \"{PREFIX}\"\nrelay_port = {RELAY_PORT}\n\n\
+         [[backend]]\nname = \"kamA\"\naddr = \"10.88.0.21:5060\"\n\n[admin]\nlisten = \"{ADMIN}\"\n"
+    );
+    let start = |name: &str| {
+        NsSipfront::launch(&dir, host, name, &toml, Duration::from_secs(20), "", |_| {
+            true
+        })
+    };
+    let added = |sf: &NsSipfront| {
+        let lines = sf.log_lines("relay prefix is local");
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        field(&lines[0], "added")
+    };
+    let ours = format!("local {PREFIX} dev lo proto 245");
+
+    let mut sf = start("sf1");
+    let routes = local_routes(host);
+    assert!(routes.contains(&ours), "{routes:?}\n{}", sf.log_tail(20));
+    assert_eq!(added(&sf), "true");
+    sf.kill9();
+    assert!(
+        local_routes(host).contains(&ours),
+        "a SIGKILL leaves the route"
+    );
+
+    let mut sf = start("sf2");
+    assert_eq!(added(&sf), "true", "the leftover is taken over");
+    assert!(sf.terminate(Duration::from_secs(10)).success());
+    assert_eq!(
+        local_routes(host).trim(),
+        "",
+        "the taken-over route stays after exit"
+    );
+
+    host.ns.ip(&[
+        "route", "add", "local", PREFIX, "dev", "lo", "table", "local",
+    ]);
+    let mut sf = start("sf3");
+    assert_eq!(added(&sf), "false", "an operator's route is not ours");
+    assert!(sf.terminate(Duration::from_secs(10)).success());
+    let routes = local_routes(host);
+    assert!(
+        routes.contains(&format!("local {PREFIX} dev lo")) && !routes.contains("proto 245"),
+        "the operator's route must stay as it was: {routes:?}"
+    );
+}
+
 /// A VRRP pair in prefix mode with state sync: the backup mirrors the phone's flow and
 /// binds nothing for it (its one wildcard socket already serves the prefix); after the
 /// master is killed, calls entered at either registrar reach the phone through the

@@ -188,9 +188,8 @@ pub fn run(
     });
     // Prefix mode: the prefix must be local before the wildcard sockets can use it.
     // Held in a guard: an error below (a relay port in use, the sync socket) must not
-    // leave the route behind, or the next start would find the prefix local, take it
-    // for someone else's and never remove it. (A panic aborts the process: the unit's
-    // restart then finds the route and leaves it, which the log says: "added=false".)
+    // leave the route behind. (A panic aborts the process, a SIGKILL too: the next
+    // start finds the route by its protocol number and takes it over.)
     let route = RouteGuard(match &cfg.listen.relay_prefix {
         Some(p) => on_runtime(crate::sys::localroute::ensure(
             p.net,

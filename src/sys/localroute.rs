@@ -1,19 +1,34 @@
 //! The AnyIP route that makes a relay prefix local (`ip route add local PREFIX dev lo`),
 //! through rtnetlink. Added only when the prefix is not local already (127.0.0.0/8 is),
-//! removed on exit only if this process added it.
+//! removed on exit only if this process added it, or took it over from a run of ours
+//! that was killed before it could remove it.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
 use rtnetlink::RouteMessageBuilder;
-use rtnetlink::packet_route::route::{RouteMessage, RouteScope, RouteType};
+use rtnetlink::packet_route::route::{RouteMessage, RouteProtocol, RouteScope, RouteType};
 
 /// The kernel's `local` routing table, where iproute2 puts `local` routes too.
 const RT_TABLE_LOCAL: u32 = 255;
 
-/// Whether `ip` is already local: a plain bind (no IP_FREEBIND) succeeds.
+/// The protocol number our routes carry (`ip route` shows `proto 245`; no routing daemon
+/// has it): a start after a crash or a SIGKILL tells its own leftover route from an
+/// operator's, takes it over and removes it on exit, instead of leaving it for good.
+const RTPROT_SIPFRONT: u8 = 245;
+
+/// Whether `ip` is already local: a plain bind (no IP_FREEBIND) succeeds. Says nothing
+/// where the host lets any address bind, see [`binds_any`].
 fn is_local(ip: IpAddr) -> bool {
     std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+}
+
+/// `net.ipv4.ip_nonlocal_bind` (or the IPv6 one) is on, as it often is on VRRP hosts:
+/// every address binds, local or not.
+fn binds_any(ip: IpAddr) -> bool {
+    let family = if ip.is_ipv4() { "ipv4" } else { "ipv6" };
+    std::fs::read_to_string(format!("/proc/sys/net/{family}/ip_nonlocal_bind"))
+        .is_ok_and(|v| v.trim() != "0")
 }
 
 fn message(net: IpAddr, len: u8) -> io::Result<RouteMessage> {
@@ -25,6 +40,7 @@ fn message(net: IpAddr, len: u8) -> io::Result<RouteMessage> {
         .kind(RouteType::Local)
         .scope(RouteScope::Host)
         .table_id(RT_TABLE_LOCAL)
+        .protocol(RouteProtocol::Other(RTPROT_SIPFRONT))
         .build())
 }
 
@@ -35,21 +51,55 @@ pub struct LocalRoute {
     len: u8,
 }
 
-/// Makes `net/len` local. `Ok(None)`: it was local already (nothing to undo).
+/// Makes `net/len` local. `Ok(None)`: it was local already, by a route not ours
+/// (nothing to undo).
 pub async fn ensure(net: IpAddr, len: u8, probe: IpAddr) -> io::Result<Option<LocalRoute>> {
-    if is_local(probe) {
+    if !binds_any(probe) && is_local(probe) {
         return Ok(None);
     }
     let (conn, handle, _) = rtnetlink::new_connection()?;
     let driver = tokio::spawn(conn);
-    let r = handle.route().add(message(net, len)?).execute().await;
+    let r = add_or_take_over(&handle, net, len).await;
     driver.abort();
-    match r {
-        Ok(()) => Ok(Some(LocalRoute { net, len })),
-        // Someone else's route (IPv6 AnyIP addresses do not bind without FREEBIND).
-        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(None),
-        Err(rtnetlink::Error::NetlinkError(e)) => Err(e.to_io()),
-        Err(e) => Err(io::Error::other(e.to_string())),
+    r
+}
+
+async fn add_or_take_over(
+    handle: &rtnetlink::Handle,
+    net: IpAddr,
+    len: u8,
+) -> io::Result<Option<LocalRoute>> {
+    match handle.route().add(message(net, len)?).execute().await {
+        Ok(()) => return Ok(Some(LocalRoute { net, len })),
+        // The prefix has a route (IPv6 AnyIP addresses do not bind without FREEBIND, so
+        // the bind above never finds them local).
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => {}
+        Err(e) => return Err(to_io(e)),
+    }
+    // A delete that names our protocol removes only a route of ours: a leftover, made
+    // ours again by adding it anew. Any other route is someone else's to keep.
+    if handle
+        .route()
+        .del(message(net, len)?)
+        .execute()
+        .await
+        .is_err()
+    {
+        return Ok(None);
+    }
+    handle
+        .route()
+        .add(message(net, len)?)
+        .execute()
+        .await
+        .map_err(to_io)?;
+    Ok(Some(LocalRoute { net, len }))
+}
+
+fn to_io(e: rtnetlink::Error) -> io::Error {
+    match e {
+        rtnetlink::Error::NetlinkError(e) => e.to_io(),
+        e => io::Error::other(e.to_string()),
     }
 }
 
@@ -63,6 +113,6 @@ impl LocalRoute {
             .execute()
             .await;
         driver.abort();
-        r.map_err(|e| io::Error::other(e.to_string()))
+        r.map_err(to_io)
     }
 }
