@@ -56,7 +56,7 @@ fn thirty_thousand_flows_without_a_socket_each() {
         "the test must hold more flows ({FLOWS}) than sipfront may open files ({limit})"
     );
 
-    let client = bind_wildcard(false, CLIENT_PORT, 8 << 20).unwrap();
+    let client = bind_wildcard(false, CLIENT_PORT, 8 << 20, None).unwrap();
     let sip: SocketAddr = SIP.parse().unwrap();
     let mut batch = RecvBatch::default();
     let mut relays = HashSet::new();

@@ -265,6 +265,57 @@ fn the_prefix_route_is_added_where_any_address_binds_and_a_killed_runs_is_taken_
     );
 }
 
+/// The wildcard relay socket receives for every local address, the public one too: the
+/// socket's filter keeps datagrams to addresses outside the prefix out of the queue that
+/// every flow's backend traffic shares (each would cost a read and a drop), while the
+/// prefix's own addresses still reach sipfront.
+#[test]
+fn the_relay_port_takes_only_datagrams_to_the_prefix() {
+    let _serial = serial();
+    let dir = TestDir::new("prefix-filter");
+    let net = sync_net(&[("sf", 11), ("out", 30)]);
+    let out = net.host("out");
+    out.ns.ip(&["route", "add", PREFIX, "via", SF_IP]);
+    let toml = format!(
+        "[listen]\nsip = [\"{SF_IP}:5060\"]\nrelay_prefix = \"{PREFIX}\"\nrelay_port = {RELAY_PORT}\n\n\
+         [[backend]]\nname = \"kamA\"\naddr = \"10.88.0.21:5060\"\n\n[admin]\nlisten = \"{ADMIN}\"\n"
+    );
+    let mut sf = NsSipfront::launch(
+        &dir,
+        net.host("sf"),
+        "sf",
+        &toml,
+        Duration::from_secs(20),
+        "",
+        |_| true,
+    );
+    let public: std::net::SocketAddrV4 = format!("{SF_IP}:{RELAY_PORT}").parse().unwrap();
+    let prefix: std::net::SocketAddrV4 = format!("10.200.0.9:{RELAY_PORT}").parse().unwrap();
+    for _ in 0..50 {
+        send_plain(out, public, b"not for the relay socket");
+        send_plain(out, prefix, b"from no backend");
+    }
+    let unknown = |sf: &mut NsSipfront| {
+        metric(
+            &sf.metrics(),
+            "sipfront_drops_total",
+            &[("reason", "unknown_source")],
+        )
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || unknown(&mut sf) >= 50.0),
+        "datagrams to the prefix did not reach sipfront: {:?}",
+        nonzero_drops(&sf.metrics())
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        unknown(&mut sf),
+        50.0,
+        "only the 50 datagrams to the prefix may reach the relay socket"
+    );
+    assert!(sf.terminate(Duration::from_secs(10)).success());
+}
+
 /// A VRRP pair in prefix mode with state sync: the backup mirrors the phone's flow and
 /// binds nothing for it (its one wildcard socket already serves the prefix); after the
 /// master is killed, calls entered at either registrar reach the phone through the

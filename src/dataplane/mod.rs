@@ -449,13 +449,11 @@ impl Shell {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                // A pending socket error (ICMP) failed this receive, not the queue:
+                // learn what there is to learn and read on.
                 Err(_) => match from {
-                    // A pending socket error: nothing to learn, read on.
                     Many::Public(_) => {}
-                    Many::Prefix(_) => {
-                        self.on_relay_error(now, &fd);
-                        return;
-                    }
+                    Many::Prefix(_) => self.on_relay_error(now, &fd),
                 },
             }
         }

@@ -48,7 +48,8 @@ impl PrefixSockets {
                 port,
             );
             let bind = |source| DataplaneError::Bind { addr: wild, source };
-            let s = pktinfo::bind_wildcard(v6, port, PREFIX_RCVBUF).map_err(bind)?;
+            let s = pktinfo::bind_wildcard(v6, port, PREFIX_RCVBUF, Some((p.net, p.len)))
+                .map_err(bind)?;
             errqueue::enable(&s, v6).map_err(bind)?;
             poll.add(&s, PREFIX_TOKEN + i as u64).map_err(bind)?;
             socks.push(s);

@@ -8,12 +8,18 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket as StdUdpSocket
 use std::os::fd::{AsRawFd, RawFd};
 
 use nix::sys::socket::SockaddrStorage;
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol, SockFilter, Socket, Type};
 
 /// Binds `[::]:port` or `0.0.0.0:port` with destination reporting on. IPv6 also
 /// needs `IPV6_FREEBIND` to send from an AnyIP address (it is a route, not an
-/// address on an interface).
-pub fn bind_wildcard(v6: bool, port: u16, rcvbuf: usize) -> io::Result<StdUdpSocket> {
+/// address on an interface). With `only_to` (a prefix), the kernel keeps every
+/// datagram to another address out of the socket's queue, see [`prefix_filter`].
+pub fn bind_wildcard(
+    v6: bool,
+    port: u16,
+    rcvbuf: usize,
+    only_to: Option<(IpAddr, u8)>,
+) -> io::Result<StdUdpSocket> {
     let (domain, any) = if v6 {
         (Domain::IPV6, IpAddr::V6(Ipv6Addr::UNSPECIFIED))
     } else {
@@ -35,8 +41,100 @@ pub fn bind_wildcard(v6: bool, port: u16, rcvbuf: usize) -> io::Result<StdUdpSoc
     }
     super::socket::set_recv_buffer(&s, rcvbuf);
     s.set_nonblocking(true)?;
+    if let Some((net, len)) = only_to {
+        // Before the bind: no datagram reaches the queue unfiltered.
+        let prog: Vec<SockFilter> = prefix_filter(net, len)
+            .iter()
+            .map(|i| SockFilter::new(i.code, i.jt, i.jf, i.k))
+            .collect();
+        s.attach_filter(&prog)?;
+    }
     s.bind(&SocketAddr::new(any, port).into())?;
     Ok(s.into())
+}
+
+/// One classic BPF instruction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Insn {
+    pub code: u16,
+    pub jt: u8,
+    pub jf: u8,
+    pub k: u32,
+}
+
+const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+const AND_K: u16 = (libc::BPF_ALU | libc::BPF_AND | libc::BPF_K) as u16;
+const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+
+/// A socket filter that passes only datagrams whose destination lies in `net/len`.
+/// A wildcard socket receives for every local address, the public SIP address
+/// included: without it, anyone could fill the queue that every flow's backend
+/// traffic shares, and each such datagram would cost a read before being dropped.
+/// Loads are relative to the network header (`SKF_NET_OFF`): the destination is at
+/// byte 16 of an IPv4 header, 24 of an IPv6 one, read a 32-bit word at a time, big
+/// endian, and compared under the prefix's mask.
+pub fn prefix_filter(net: IpAddr, len: u8) -> Vec<Insn> {
+    let (words, at): (Vec<u32>, i32) = match net {
+        IpAddr::V4(a) => (vec![u32::from(a)], 16),
+        IpAddr::V6(a) => (
+            a.octets()
+                .chunks(4)
+                .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            24,
+        ),
+    };
+    let mut prog = Vec::new();
+    // (position of a compare, to point at the final "drop")
+    let mut jumps = Vec::new();
+    for (i, &w) in words.iter().enumerate() {
+        let bits = u32::from(len).saturating_sub(32 * i as u32).min(32);
+        if bits == 0 {
+            break;
+        }
+        let mask = u32::MAX << (32 - bits);
+        let off = libc::SKF_NET_OFF + at + 4 * i as i32;
+        prog.push(Insn {
+            code: LD_W_ABS,
+            jt: 0,
+            jf: 0,
+            k: off as u32,
+        });
+        if mask != u32::MAX {
+            prog.push(Insn {
+                code: AND_K,
+                jt: 0,
+                jf: 0,
+                k: mask,
+            });
+        }
+        jumps.push(prog.len());
+        prog.push(Insn {
+            code: JEQ_K,
+            jt: 0,
+            jf: 0,
+            k: w & mask,
+        });
+    }
+    prog.push(Insn {
+        code: RET_K,
+        jt: 0,
+        jf: 0,
+        k: u32::MAX,
+    });
+    let drop = prog.len();
+    prog.push(Insn {
+        code: RET_K,
+        jt: 0,
+        jf: 0,
+        k: 0,
+    });
+    for j in jumps {
+        // At most 4 × 3 instructions apart.
+        prog[j].jf = (drop - j - 1) as u8;
+    }
+    prog
 }
 
 fn setsockopt(fd: RawFd, level: libc::c_int, name: libc::c_int, v: libc::c_int) -> io::Result<()> {
@@ -186,7 +284,7 @@ mod tests {
 
     #[test]
     fn receives_for_and_sends_from_any_loopback_address() {
-        let rx = bind_wildcard(false, 0, 1 << 16).unwrap();
+        let rx = bind_wildcard(false, 0, 1 << 16, None).unwrap();
         let port = rx.local_addr().unwrap().port();
         let peer = StdUdpSocket::bind("127.0.0.1:0").unwrap();
         for last in [2u8, 200] {
@@ -205,8 +303,105 @@ mod tests {
     }
 
     #[test]
+    fn the_prefix_filter_keeps_datagrams_to_other_addresses_out() {
+        let rx = bind_wildcard(false, 0, 1 << 16, Some(([127, 200, 0, 0].into(), 16))).unwrap();
+        let port = rx.local_addr().unwrap().port();
+        let peer = StdUdpSocket::bind("127.0.0.1:0").unwrap();
+        // Outside first: were it let through, it would be read first.
+        peer.send_to(b"out", ("127.0.0.1", port)).unwrap();
+        peer.send_to(b"out", ("127.201.0.1", port)).unwrap();
+        peer.send_to(b"in", ("127.200.255.254", port)).unwrap();
+        let mut b = RecvBatch::default();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(b.recv(rx.as_raw_fd()).unwrap(), 1);
+        assert_eq!(b.get(0).unwrap().0, b"in");
+        assert_eq!(b.destination(0), Some([127, 200, 255, 254].into()));
+    }
+
+    #[test]
+    fn the_ipv6_prefix_filter_reads_the_whole_destination() {
+        let rx = bind_wildcard(true, 0, 1 << 16, Some(("::1".parse().unwrap(), 128))).unwrap();
+        let port = rx.local_addr().unwrap().port();
+        let peer = StdUdpSocket::bind("[::1]:0").unwrap();
+        peer.send_to(b"in", ("::1", port)).unwrap();
+        let mut b = RecvBatch::default();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(b.recv(rx.as_raw_fd()).unwrap(), 1);
+        let other = bind_wildcard(true, 0, 1 << 16, Some(("::2".parse().unwrap(), 128))).unwrap();
+        let port = other.local_addr().unwrap().port();
+        peer.send_to(b"out", ("::1", port)).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(b.recv(other.as_raw_fd()).is_err(), "::1 is not in ::2/128");
+    }
+
+    /// Runs `prog` over an IP header whose destination is `dst` (what the kernel does
+    /// with the four instructions the filter uses).
+    fn run(prog: &[Insn], dst: IpAddr) -> u32 {
+        let mut hdr = [0u8; 40];
+        match dst {
+            IpAddr::V4(a) => hdr[16..20].copy_from_slice(&a.octets()),
+            IpAddr::V6(a) => hdr[24..40].copy_from_slice(&a.octets()),
+        }
+        let (mut a, mut pc) = (0u32, 0usize);
+        loop {
+            let i = prog[pc];
+            pc += 1;
+            match i.code {
+                LD_W_ABS => {
+                    let off = (i.k as i32 - libc::SKF_NET_OFF) as usize;
+                    a = u32::from_be_bytes(hdr[off..off + 4].try_into().unwrap());
+                }
+                AND_K => a &= i.k,
+                JEQ_K => pc += usize::from(if a == i.k { i.jt } else { i.jf }),
+                RET_K => return i.k,
+                c => panic!("unexpected instruction {c:#x}"),
+            }
+        }
+    }
+
+    fn within(net: IpAddr, len: u8, ip: IpAddr) -> bool {
+        let (n, a, total) = match (net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                (u128::from(u32::from(n)), u128::from(u32::from(a)), 32)
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => (u128::from(n), u128::from(a), 128),
+            _ => unreachable!(),
+        };
+        len == 0 || (n ^ a) >> (total - u32::from(len)) == 0
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_filter_passes_exactly_the_prefix(
+            v6 in proptest::bool::ANY,
+            raw_net: u128,
+            len_frac in 0.0f64..=1.0,
+            near: u128,
+            flip in 0u32..128,
+        ) {
+            let total = if v6 { 128u32 } else { 32 };
+            let len = (len_frac * f64::from(total)).round() as u8;
+            let mask = if len == 0 { 0 } else { u128::MAX << (total - u32::from(len)) };
+            let to_ip = |x: u128| -> IpAddr {
+                if v6 { Ipv6Addr::from(x).into() } else { Ipv4Addr::from(x as u32).into() }
+            };
+            let keep = if v6 { u128::MAX } else { u128::from(u32::MAX) };
+            let net = raw_net & keep & mask;
+            // Addresses inside, just outside (one bit of the prefix flipped), and anywhere.
+            let inside = net | (near & keep & !mask);
+            let outside = inside ^ (1u128 << (flip % total));
+            let prog = prefix_filter(to_ip(net), len);
+            for a in [inside, outside, near & keep] {
+                let ip = to_ip(a);
+                let pass = run(&prog, ip) != 0;
+                proptest::prop_assert_eq!(pass, within(to_ip(net), len, ip), "{}/{} {}", to_ip(net), len, ip);
+            }
+        }
+    }
+
+    #[test]
     fn ipv6_reports_the_destination_and_sends_from_the_given_source() {
-        let rx = bind_wildcard(true, 0, 1 << 16).unwrap();
+        let rx = bind_wildcard(true, 0, 1 << 16, None).unwrap();
         let port = rx.local_addr().unwrap().port();
         let peer = StdUdpSocket::bind("[::1]:0").unwrap();
         let dst = SocketAddr::from((Ipv6Addr::LOCALHOST, port));
