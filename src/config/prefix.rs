@@ -5,7 +5,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
 use super::values::parse_addr;
-use super::{ConfigError, EphemeralPorts, invalid};
+use super::{Config, ConfigError, EphemeralPorts, invalid};
 
 /// Prefix mode: a flow's relay endpoint is an address of `net/len` on one of `ports`.
 /// One wildcard socket per port receives for every address of the prefix.
@@ -91,6 +91,71 @@ impl fmt::Display for RelayPrefix {
     }
 }
 
+/// Why `net/len` (network address, host bits zero, not unspecified or multicast) cannot
+/// be a relay prefix: the kernel would not send from its addresses, or making it local
+/// would take over addresses that are not ours to take.
+fn unusable(net: IpAddr, len: u8) -> Option<&'static str> {
+    match net {
+        // A /8 at least: the first octet decides.
+        IpAddr::V4(a) => match a.octets()[0] {
+            0 => Some("is in 0.0.0.0/8, which the kernel does not send from"),
+            224.. => Some("is in 224.0.0.0/3 (multicast, reserved, broadcast)"),
+            _ => None,
+        },
+        IpAddr::V6(_) if len < 32 => {
+            Some("is too large: a /32 at most (a /64 is usual; 2^20 addresses are used)")
+        }
+        IpAddr::V6(a) if a.is_loopback() => Some("is the loopback address"),
+        IpAddr::V6(a) if a.to_ipv4_mapped().is_some() => {
+            Some("is IPv4-mapped: an IPv6 relay socket cannot use those addresses")
+        }
+        IpAddr::V6(a) if a.segments()[0] & 0xffc0 == 0xfe80 => {
+            Some("is link-local: sending from it needs an interface")
+        }
+        IpAddr::V6(_) => None,
+    }
+}
+
+/// Addresses the config sends to or hears from must lie outside the prefix: its local
+/// route would keep a datagram to any of them on this host (a backend's would come
+/// back into our own relay socket, from no backend).
+pub(super) fn check_outside_prefix(cfg: &Config) -> Result<(), ConfigError> {
+    let Some(p) = &cfg.listen.relay_prefix else {
+        return Ok(());
+    };
+    let mut addrs: Vec<(String, IpAddr)> = Vec::new();
+    for (i, b) in cfg.backends.iter().enumerate() {
+        addrs.push((format!("backend[{i}].addr"), b.addr.ip()));
+    }
+    if let Some(s) = &cfg.sync {
+        addrs.push(("sync.listen".into(), s.listen.ip()));
+        addrs.push(("sync.peer".into(), s.peer.ip()));
+    }
+    if let Some(h) = &cfg.hep {
+        addrs.push(("hep.collector".into(), h.collector.ip()));
+    }
+    for (i, peer) in cfg.peers.iter().enumerate() {
+        for (j, a) in peer.addrs.iter().enumerate() {
+            let key = if peer.addrs.len() == 1 {
+                format!("peer[{i}].addr")
+            } else {
+                format!("peer[{i}].addr[{j}]")
+            };
+            addrs.push((key, a.ip()));
+        }
+    }
+    match addrs.into_iter().find(|(_, ip)| p.contains(*ip)) {
+        Some((key, ip)) => Err(invalid(
+            key,
+            format!(
+                "{ip} is inside listen.relay_prefix {p}, which sipfront makes local: \
+                 datagrams to it would never leave this host"
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Relay ports per prefix at most: one socket each.
 const MAX_PREFIX_PORTS: usize = 16;
 
@@ -135,6 +200,9 @@ pub(super) fn validate_relay_prefix(
             KEY,
             format!("`{text}` is not a usable relay prefix"),
         ));
+    }
+    if let Some(why) = unusable(net, len) {
+        return Err(invalid(KEY, format!("`{text}` {why}")));
     }
     if !sip.iter().any(|s| s.is_ipv4() == net.is_ipv4()) {
         return Err(invalid(

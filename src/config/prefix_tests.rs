@@ -128,6 +128,95 @@ fn prefix_mode_errors_name_the_key() {
     }
 }
 
+/// Prefixes the kernel would not send from, or whose local route would take addresses
+/// that are not ours, and addresses of the config inside the prefix: refused, naming
+/// the key.
+#[test]
+fn unusable_prefixes_and_addresses_inside_the_prefix_are_refused() {
+    let v4 = |prefix: &str| err(&format!("relay_prefix = \"{prefix}\"\nrelay_port = 5062"));
+    let v6 = |prefix: &str| {
+        Config::parse(
+            &format!(
+                "[listen]\nsip = [\"[::1]:5060\"]\nrelay_prefix = \"{prefix}\"\nrelay_port = 5062\n\n\
+                 [[backend]]\nname = \"a\"\naddr = \"[::1]:5070\"\n"
+            ),
+            &eph(),
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    };
+    for (got, want) in [
+        (v4("0.1.0.0/16"), "`0.1.0.0/16` is in 0.0.0.0/8"),
+        (
+            v4("255.255.255.0/24"),
+            "`255.255.255.0/24` is in 224.0.0.0/3",
+        ),
+        (v4("240.0.0.0/8"), "`240.0.0.0/8` is in 224.0.0.0/3"),
+    ] {
+        assert!(
+            got.starts_with("listen.relay_prefix: ") && got.contains(want),
+            "{got}"
+        );
+    }
+    for (prefix, want) in [
+        ("8000::/1", "is too large"),
+        ("2001:db8::/31", "is too large"),
+        ("::1/128", "is the loopback address"),
+        ("::ffff:0:0/96", "is IPv4-mapped"),
+        ("fe80::/64", "is link-local"),
+    ] {
+        let got = v6(prefix).unwrap_err();
+        assert!(
+            got.starts_with("listen.relay_prefix: ") && got.contains(want),
+            "{prefix}: {got}"
+        );
+    }
+    assert_eq!(v6("2001:db8::/32"), Ok(()));
+    assert_eq!(v6("fd00:200::/64"), Ok(()));
+    assert!(
+        Config::parse(
+            &conf("relay_prefix = \"10.200.0.0/16\"\nrelay_port = 5062"),
+            &eph()
+        )
+        .is_ok()
+    );
+
+    let with = |extra: &str, backend: &str| {
+        Config::parse(
+            &format!(
+                "[listen]\nsip = [\"127.0.0.1:5060\"]\nrelay_prefix = \"127.16.0.0/16\"\nrelay_port = 5062\n\n\
+                 [[backend]]\nname = \"a\"\naddr = \"127.0.0.1:5070\"\n\n\
+                 [[backend]]\nname = \"b\"\naddr = \"{backend}\"\n{extra}"
+            ),
+            &eph(),
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    };
+    assert_eq!(with("", "127.17.0.1:5070"), Ok(()));
+    let inside = "is inside listen.relay_prefix 127.16.0.0/16, which sipfront makes local";
+    for (got, key) in [
+        (with("", "127.16.0.5:5070"), "backend[1].addr: 127.16.0.5 "),
+        (
+            with(
+                "\n[hep]\ncollector = \"127.16.9.9:9060\"\n",
+                "127.17.0.1:5070",
+            ),
+            "hep.collector: 127.16.9.9 ",
+        ),
+        (
+            with(
+                "\n[[peer]]\nname = \"pbx\"\naddr = [\"127.0.0.9:5080\", \"127.16.1.1:5080\"]\nrelay = \"127.16.0.7:5062\"\n",
+                "127.17.0.1:5070",
+            ),
+            "peer[0].addr[1]: 127.16.1.1 ",
+        ),
+    ] {
+        let got = got.unwrap_err();
+        assert!(got.starts_with(key) && got.contains(inside), "{got}");
+    }
+}
+
 #[test]
 fn peers_in_prefix_mode_take_a_prefix_address_and_relay_port() {
     let base = conf("relay_prefix = \"127.16.0.0/16\"\nrelay_port = 5062");

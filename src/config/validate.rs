@@ -24,7 +24,7 @@ impl Raw {
     ) -> Result<Config, ConfigError> {
         let listen = validate_listen(self.listen, eph)?;
         let backends = validate_backends(&self.backend, &listen)?;
-        Ok(Config {
+        let cfg = Config {
             failback: validate_affinity(self.affinity),
             limits: super::limits::validate_limits(self.limits.unwrap_or_default(), &listen)?,
             timeouts: validate_timeouts(self.timeouts.unwrap_or_default())?,
@@ -37,7 +37,9 @@ impl Raw {
             access: super::access::validate_access(self.access.unwrap_or_default())?,
             listen,
             backends,
-        })
+        };
+        super::prefix::check_outside_prefix(&cfg)?;
+        Ok(cfg)
     }
 }
 
