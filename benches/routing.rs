@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use sipfront::config::{Config, EphemeralPorts};
+use sipfront::relay::prefetch::prefetch_line;
 use sipfront::relay::router::RouterConfig;
 use sipfront::relay::{BackendAction, ClientAction, Router};
 
@@ -263,19 +264,6 @@ impl MemoryFloor {
         }
         sum
     }
-}
-
-#[inline(always)]
-fn prefetch_line(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint: it reads nothing and cannot fault.
-    #[allow(unused_unsafe)]
-    unsafe {
-        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        _mm_prefetch::<_MM_HINT_T0>(p.cast());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 /// The 1M / 1k cost ratio of a batched decision, both routers measured in turns

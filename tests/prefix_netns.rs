@@ -205,6 +205,15 @@ fn nated_phone_registers_and_is_called_through_a_relay_prefix() {
     eprintln!("[{} ms] sipfront stopped, route removed", ms(t0));
 }
 
+/// sipfront in prefix mode with one backend (nobody answers its probes: these tests
+/// look at routes and sockets only).
+fn one_backend_toml() -> String {
+    format!(
+        "[listen]\nsip = [\"{SF_IP}:5060\"]\nrelay_prefix = \"{PREFIX}\"\nrelay_port = {RELAY_PORT}\n\n\
+         [[backend]]\nname = \"kamA\"\naddr = \"10.88.0.21:5060\"\n\n[admin]\nlisten = \"{ADMIN}\"\n"
+    )
+}
+
 /// The AnyIP route on a host where every address binds (`ip_nonlocal_bind`, as on many
 /// VRRP hosts): sipfront still adds it (a bind alone would take the prefix for local and
 /// leave every flow unroutable); a SIGKILL leaves it, and the next start takes it over
@@ -217,10 +226,7 @@ fn the_prefix_route_is_added_where_any_address_binds_and_a_killed_runs_is_taken_
     let host = net.host("sf");
     host.ns
         .must("sysctl", &["-qw", "net.ipv4.ip_nonlocal_bind=1"]);
-    let toml = format!(
-        "[listen]\nsip = [\"{SF_IP}:5060\"]\nrelay_prefix = \"{PREFIX}\"\nrelay_port = {RELAY_PORT}\n\n\
-         [[backend]]\nname = \"kamA\"\naddr = \"10.88.0.21:5060\"\n\n[admin]\nlisten = \"{ADMIN}\"\n"
-    );
+    let toml = one_backend_toml();
     let start = |name: &str| {
         NsSipfront::launch(&dir, host, name, &toml, Duration::from_secs(20), "", |_| {
             true
@@ -276,10 +282,7 @@ fn the_relay_port_takes_only_datagrams_to_the_prefix() {
     let net = sync_net(&[("sf", 11), ("out", 30)]);
     let out = net.host("out");
     out.ns.ip(&["route", "add", PREFIX, "via", SF_IP]);
-    let toml = format!(
-        "[listen]\nsip = [\"{SF_IP}:5060\"]\nrelay_prefix = \"{PREFIX}\"\nrelay_port = {RELAY_PORT}\n\n\
-         [[backend]]\nname = \"kamA\"\naddr = \"10.88.0.21:5060\"\n\n[admin]\nlisten = \"{ADMIN}\"\n"
-    );
+    let toml = one_backend_toml();
     let mut sf = NsSipfront::launch(
         &dir,
         net.host("sf"),

@@ -12,7 +12,7 @@ pub mod item;
 mod open_table;
 mod per_source;
 pub mod port;
-mod prefetch;
+pub mod prefetch;
 mod prefix_map;
 pub mod ratelimit;
 pub mod router;

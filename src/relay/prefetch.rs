@@ -18,8 +18,9 @@ pub fn prefetch<T>(p: *const T) {
 const LINE: usize = 64;
 
 /// Starts loading the line holding `*p` into the cache; never faults, whatever `p`.
+/// Public for the routing bench, whose memory floor prefetches as the router does.
 #[inline(always)]
-fn prefetch_line(p: *const u8) {
+pub fn prefetch_line(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch is a hint: it reads nothing and cannot fault.
     #[allow(unused_unsafe)]
