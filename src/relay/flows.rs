@@ -400,6 +400,10 @@ impl FlowTable {
             self.by_client.remove_at(p, IndexEntry::hash_bits);
         }
         self.per_source.remove(flow.client.ip());
+        if flow.peer.is_some() {
+            // Its other addresses must not name the slot's next flow.
+            self.aliases.retain(|_, i| *i != id.0);
+        }
         if let Some(i) = self.space.index(flow.relay_port) {
             self.by_port[i] = NO_FLOW;
             // A static peer's endpoint never goes to the pool.

@@ -133,6 +133,18 @@ impl Router {
                     self.sync_rejected += 1;
                     return effect;
                 };
+                // A static peer's address (its own or an alias): the peer's host does not
+                // have it in its config (a rolling change), and replacing our flow would
+                // leave its other addresses naming whatever takes the slot next.
+                if self
+                    .flows
+                    .lookup_client(&client)
+                    .and_then(|id| self.flows.get(id))
+                    .is_some_and(|f| f.peer.is_some())
+                {
+                    self.sync_rejected += 1;
+                    return effect;
+                }
                 let registered_until =
                     registered_secs.map(|s| now + Duration::from_secs(u64::from(s)));
                 // An update of a flow we already mirror on the same port: no socket work.

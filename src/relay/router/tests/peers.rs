@@ -110,3 +110,35 @@ fn peer_flows_are_never_synced_and_peer_items_are_ignored() {
     assert_eq!(eff, SyncEffect::default());
     assert_eq!(r.flow_count(), 1);
 }
+
+/// The other host of a pair may not have a trunk in its config yet (a rolling change)
+/// and mirror the trunk's addresses as ordinary flows: our static flow stays, and its
+/// second address keeps naming it (replaced, its slot would have gone to the next flow).
+#[test]
+fn a_synced_flow_never_replaces_a_peers_flow() {
+    let t0 = Instant::now();
+    let mut r = synced(&with_peer(""));
+    let carrier_flow = r.flow_of(&CARRIER.parse().unwrap()).unwrap().relay_port;
+    // The other host, without the trunk: both addresses are ordinary clients there.
+    let mut other = synced(&config(""));
+    for addr in [CARRIER, CARRIER_2] {
+        client(&mut other, t0, addr, &req("OPTIONS", addr));
+    }
+    let mut items = Vec::new();
+    other.take_sync(&mut items);
+    let flows: Vec<Item> = items
+        .into_iter()
+        .filter(|i| matches!(i, Item::Flow { .. }))
+        .collect();
+    assert_eq!(flows.len(), 2, "{flows:?}");
+    for it in flows {
+        assert_eq!(r.apply_sync(t0, it), SyncEffect::default(), "{it:?}");
+    }
+    assert_eq!(r.sync_rejected, 2);
+    assert_eq!(r.flow_count(), 1);
+    client(&mut r, t0, "198.51.100.9:5060", &req("OPTIONS", "x"));
+    for addr in [CARRIER, CARRIER_2] {
+        let f = r.flow_of(&addr.parse().unwrap()).unwrap();
+        assert_eq!((f.relay_port, f.peer), (carrier_flow, Some(0)), "{addr}");
+    }
+}
