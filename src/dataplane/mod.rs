@@ -453,7 +453,9 @@ impl Shell {
                 // learn what there is to learn and read on.
                 Err(_) => match from {
                     Many::Public(_) => {}
-                    Many::Prefix(_) => self.on_relay_error(now, &fd),
+                    Many::Prefix(_) => {
+                        self.on_relay_error(now, &fd);
+                    }
                 },
             }
         }
@@ -635,16 +637,14 @@ impl Shell {
     }
 
     /// Sends the queued datagrams, one `sendmmsg` per socket. A pending ICMP error
-    /// (IP_RECVERR) fails one send: learn from it, then send that one once more.
+    /// (IP_RECVERR) fails one send: learn from it, then send that one again (again
+    /// while more arrive, a few times at most).
     fn flush_sends(&mut self, now: Instant) {
         let Some(mut out) = self.out.take() else {
             return;
         };
         if !out.is_empty() {
-            let lost = out.flush(|fd| {
-                self.on_relay_error(now, &fd);
-                true
-            });
+            let lost = out.flush(|fd| self.on_relay_error(now, &fd) > 0);
             for _ in 0..lost {
                 self.router.send_failed();
             }

@@ -129,7 +129,9 @@ impl Shell {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             // A pending socket error ended this receive; datagrams may wait (and
             // come back in the next turn).
-            Err(_) => self.on_relay_error(now, &fd),
+            Err(_) => {
+                self.on_relay_error(now, &fd);
+            }
         }
     }
 
@@ -236,15 +238,17 @@ impl Shell {
     /// An ICMP error on a relay socket: which backend bounced? Probe it now. It is
     /// never a verdict by itself (anyone can forge one, and relay sockets are not
     /// connected); one for a destination that is no backend is ignored and counted.
-    pub(super) fn on_relay_error(&mut self, now: Instant, sock: &impl AsRawFd) {
+    /// Returns how many errors the queue held.
+    pub(super) fn on_relay_error(&mut self, now: Instant, sock: &impl AsRawFd) -> usize {
         let prober = &mut self.prober;
         let mut woke = false;
-        errqueue::drain(sock, |u| {
+        let n = errqueue::drain(sock, |u| {
             woke |= prober.relay_icmp(now, &u.dest, u.offender);
         });
         if woke {
             self.probe_now = true;
         }
+        n
     }
 
     /// Binds a relay port (IP_FREEBIND: the relay address may be a VIP that is on

@@ -245,9 +245,10 @@ impl SendBatch {
     }
 
     /// Sends everything queued, one `sendmmsg` per socket (more when the kernel
-    /// takes only part). A message the kernel refuses: `failed(fd)` is told (for a
-    /// pending ICMP error on it: read the error queue) and, if it returns true, the
-    /// message is sent once more. Returns the messages that could not be sent.
+    /// takes only part). A message the kernel refuses: `failed(fd)` is told (read the
+    /// error queue) and returns whether it found an error there (an ICMP error is
+    /// pending: it failed the send); then the message is sent again, up to
+    /// [`MAX_RETRIES`] times. Returns the messages that could not be sent.
     pub fn flush(&mut self, mut failed: impl FnMut(RawFd) -> bool) -> usize {
         let mut lost = 0;
         let mut done = [false; SEND_MAX];
@@ -281,9 +282,21 @@ impl SendBatch {
                         at = g;
                     }
                     _ => {
-                        // The first message of the rest failed: once more if asked.
+                        // The first message of the rest failed. A pending ICMP error
+                        // fails one send whatever its destination, and forged ones can
+                        // come between two sends: while `failed` finds one, send again.
                         let one = &group[at..=at];
-                        if !(failed(fd) && matches!(self.send(fd, one), Ok(1))) {
+                        let mut sent = false;
+                        for _ in 0..MAX_RETRIES {
+                            if !failed(fd) {
+                                break;
+                            }
+                            if matches!(self.send(fd, one), Ok(1)) {
+                                sent = true;
+                                break;
+                            }
+                        }
+                        if !sent {
                             lost += 1;
                         }
                         at += 1;
@@ -345,6 +358,9 @@ impl SendBatch {
         Ok(r as usize)
     }
 }
+
+/// Sends of one failed message again at most, each after `failed` found an error.
+const MAX_RETRIES: u32 = 8;
 
 #[cfg(test)]
 mod tests {
@@ -439,16 +455,55 @@ mod tests {
         }
         assert!(!out.push(a.as_raw_fd(), b"x", rx4.local_addr().unwrap()));
         // A socket that cannot send (an IPv4 destination on an IPv6 socket) reports
-        // each message once and retries it when asked.
-        let mut asked = 0;
+        // each message once, and sends it again only while told an error was found,
+        // a bounded number of times.
         let bad = UdpSocket::bind("[::1]:0").unwrap();
         out.flush(|_| true);
-        assert!(out.push(bad.as_raw_fd(), b"y", rx4.local_addr().unwrap()));
-        assert!(out.push(bad.as_raw_fd(), b"z", rx4.local_addr().unwrap()));
+        for (found, asks) in [(false, 1), (true, MAX_RETRIES)] {
+            let mut asked = 0;
+            assert!(out.push(bad.as_raw_fd(), b"y", rx4.local_addr().unwrap()));
+            assert!(out.push(bad.as_raw_fd(), b"z", rx4.local_addr().unwrap()));
+            let lost = out.flush(|_| {
+                asked += 1;
+                found
+            });
+            assert_eq!((lost, asked), (2, 2 * asks));
+        }
+    }
+
+    /// Forged ICMP errors can arrive faster than one retry: each fails the next send
+    /// on the socket, whatever its destination. Here each of the first three calls of
+    /// `failed` makes one more (a datagram to a closed port on loopback bounces at
+    /// once); the message still goes out.
+    #[test]
+    fn a_send_is_retried_while_icmp_errors_keep_failing_it() {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        crate::sys::errqueue::enable(&s, false).unwrap();
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let closed = UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let bounce = || {
+            s.send_to(b"x", closed).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        let mut out = SendBatch::default();
+        assert!(out.push(s.as_raw_fd(), b"y", rx.local_addr().unwrap()));
+        bounce();
+        let mut asked = 0;
         let lost = out.flush(|_| {
             asked += 1;
+            if asked <= 3 {
+                bounce();
+            }
             true
         });
-        assert_eq!((lost, asked), (2, 2));
+        assert_eq!((lost, asked), (0, 4));
+        let mut buf = [0u8; 4];
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(1)))
+            .unwrap();
+        assert_eq!(rx.recv(&mut buf).unwrap(), 1);
+        assert_eq!(&buf[..1], b"y");
     }
 }
