@@ -125,6 +125,8 @@ struct Backend {
     /// An ICMP error was seen on relayed traffic: the next failure is decisive.
     suspect: bool,
     last_rtt: Option<Duration>,
+    /// When the last probe went out (paces the probes ICMP errors call for).
+    last_sent: Option<Instant>,
 }
 
 impl Backend {
@@ -137,6 +139,7 @@ impl Backend {
             failures: 0,
             suspect: false,
             last_rtt: None,
+            last_sent: None,
         }
     }
 }
@@ -237,7 +240,8 @@ impl<T: Target> Checker<T> {
     /// (the shell checked the quote: the port is closed, decisive at once); otherwise
     /// it is unproven (relayed traffic bounced, or a quote too short to check), which
     /// makes the backend suspect (the next failure decides) and probes it now if no
-    /// probe is in flight. An unproven error alone never takes a backend down.
+    /// probe is in flight (at most every quarter interval). An unproven error alone
+    /// never takes a backend down.
     pub fn handle_icmp(&mut self, now: Instant, backend: T, on_probe: bool) {
         let Some(b) = self.backends.get_mut(backend.index()) else {
             return;
@@ -248,8 +252,13 @@ impl<T: Target> Checker<T> {
             self.failure(backend.index(), Reason::Icmp);
         } else if b.state != Health::Down {
             b.suspect = true;
+            // Forged errors can come at any rate, and each would otherwise send a
+            // probe per round trip: an early probe at most every quarter interval.
+            let earliest = b
+                .last_sent
+                .map_or(now, |t| (t + self.settings.interval / 4).max(now));
             if b.outstanding.is_none() {
-                b.next_probe = now;
+                b.next_probe = b.next_probe.min(earliest);
             }
         }
     }
@@ -311,6 +320,7 @@ impl<T: Target> Checker<T> {
                     sent: now,
                 });
                 b.next_probe = now + self.settings.interval;
+                b.last_sent = Some(now);
                 self.transmits.push_back(ProbeTx {
                     backend: T::from_index(i),
                     seq: self.seq,

@@ -242,3 +242,53 @@ fn icmp_on_relayed_traffic_probes_at_once_and_one_failure_decides() {
     assert_eq!(c.poll_event(), None);
     assert_eq!(c.state(BackendId::new(0)), Health::Up);
 }
+
+/// Forged ICMP errors on relayed traffic, one per millisecond for a second, at a backend
+/// that answers every probe in 1 ms: early probes go out at most every quarter interval
+/// (without the pacing, one per round trip: 1001 here), the backend stays up, and a
+/// real crash is still probed within a quarter interval.
+#[test]
+fn icmp_errors_call_for_early_probes_a_few_times_per_interval_at_most() {
+    let t0 = Instant::now();
+    let at = |m: u64| t0 + Duration::from_millis(m);
+    let b = BackendId::new(0);
+    let mut c = Checker::new(settings(3, 2), 1, t0);
+    let mut pending: Vec<(u64, u32)> = vec![];
+    let mut sent = vec![];
+    for now in 0..=1000u64 {
+        for &(_, seq) in pending.iter().filter(|p| p.0 == now) {
+            c.handle_reply(at(now), b, seq, 200);
+        }
+        pending.retain(|p| p.0 != now);
+        if now > 0 {
+            c.handle_icmp(at(now), b, false);
+        }
+        if c.poll_timeout().is_some_and(|t| t <= at(now)) {
+            c.handle_timeout(at(now));
+        }
+        while let Some(p) = c.poll_transmit() {
+            pending.push((now + 1, p.seq));
+            sent.push(now);
+        }
+    }
+    assert_eq!(c.state(b), Health::Up);
+    assert!(
+        (40..=41).contains(&sent.len()),
+        "{} probes: {sent:?}",
+        sent.len()
+    );
+    assert!(sent.windows(2).all(|w| w[1] - w[0] >= 25), "{sent:?}");
+    // Without a flood: an error probes at once, or a quarter interval after the last
+    // probe if that was sooner.
+    let mut c = Checker::new(settings(3, 2), 1, t0);
+    c.handle_timeout(at(0));
+    let p = c.poll_transmit().unwrap();
+    c.handle_reply(at(1), b, p.seq, 200);
+    c.handle_icmp(at(10), b, false);
+    assert_eq!(c.poll_timeout(), Some(at(25)));
+    c.handle_timeout(at(25));
+    let p = c.poll_transmit().unwrap();
+    c.handle_reply(at(26), b, p.seq, 200);
+    c.handle_icmp(at(60), b, false);
+    assert_eq!(c.poll_timeout(), Some(at(60)));
+}
