@@ -96,6 +96,8 @@ pub struct Limits {
     pub datagrams_burst: u32,
     /// Dialog-table entries one (non-peer) flow may have opened at once.
     pub max_pins_per_flow: u32,
+    /// The same, for all flows of one source (IPv4 address, IPv6 /64) together.
+    pub max_pins_per_ip: u32,
     /// `[[limits.source]]`: per-CIDR overrides of the per-source limits above.
     pub source: Vec<SourceOverride>,
 }

@@ -52,6 +52,10 @@ pub const DEFAULT_REPLY_503_RATE: u32 = 100;
 /// Dialog-table entries a client flow may have opened at once (a phone has a few calls
 /// and subscriptions; a flood of INVITEs with fresh Call-IDs hits this).
 pub const DEFAULT_MAX_PINS_PER_FLOW: u32 = 256;
+/// `limits.max_pins_per_ip` defaults to this share of `max_dialogs`: one source (its
+/// flows from many ports together) cannot fill the dialog table with INVITEs nobody
+/// answers.
+pub const DEFAULT_MAX_PINS_PER_IP_DIVISOR: usize = 8;
 /// `sync.previous_key_grace`: time to reload the other host after a key rotation.
 pub const DEFAULT_PREVIOUS_KEY_GRACE: Duration = Duration::from_secs(300);
 

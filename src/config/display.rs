@@ -61,7 +61,7 @@ impl fmt::Display for Config {
         let m = &self.limits;
         writeln!(
             f,
-            "\n[limits]\nmax_flows = {}\nmax_dialogs = {}\nnew_flows_per_ip = {}\nnew_flows_burst = {}\nmax_flows_per_ip = {}\ndatagrams_per_ip = {}\ndatagrams_burst = {}\nmax_pins_per_flow = {}",
+            "\n[limits]\nmax_flows = {}\nmax_dialogs = {}\nnew_flows_per_ip = {}\nnew_flows_burst = {}\nmax_flows_per_ip = {}\ndatagrams_per_ip = {}\ndatagrams_burst = {}\nmax_pins_per_flow = {}\nmax_pins_per_ip = {}",
             m.max_flows,
             m.max_dialogs,
             m.new_flows_per_ip,
@@ -69,7 +69,8 @@ impl fmt::Display for Config {
             m.max_flows_per_ip,
             m.datagrams_per_ip,
             m.datagrams_burst,
-            m.max_pins_per_flow
+            m.max_pins_per_flow,
+            m.max_pins_per_ip
         )?;
         for o in &m.source {
             let l = &o.limits;

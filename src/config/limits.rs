@@ -201,6 +201,12 @@ pub(super) fn validate_limits(l: RawLimits, listen: &Listen) -> Result<Limits, C
     if max_pins_per_flow == 0 {
         return Err(invalid("limits.max_pins_per_flow", "must be at least 1"));
     }
+    let max_pins_per_ip = l.max_pins_per_ip.unwrap_or(
+        u32::try_from((max_dialogs / DEFAULT_MAX_PINS_PER_IP_DIVISOR).max(1)).unwrap_or(u32::MAX),
+    );
+    if max_pins_per_ip == 0 {
+        return Err(invalid("limits.max_pins_per_ip", "must be at least 1"));
+    }
     let global = SourceLimits {
         max_flows_per_ip,
         new_flows_per_ip,
@@ -212,6 +218,7 @@ pub(super) fn validate_limits(l: RawLimits, listen: &Listen) -> Result<Limits, C
     Ok(Limits {
         source,
         max_pins_per_flow,
+        max_pins_per_ip,
         max_flows,
         max_dialogs,
         new_flows_per_ip,

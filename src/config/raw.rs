@@ -72,6 +72,7 @@ pub(super) struct RawLimits {
     pub datagrams_per_ip: Option<u32>,
     pub datagrams_burst: Option<u32>,
     pub max_pins_per_flow: Option<u32>,
+    pub max_pins_per_ip: Option<u32>,
     #[serde(default)]
     pub source: Vec<RawSourceLimits>,
 }

@@ -41,6 +41,11 @@ fn good_config_gets_defaults() {
     assert_eq!(c.backends.len(), 2);
     assert_eq!(c.failback, Failback::OnRegister);
     assert_eq!(c.limits.max_flows, 1000);
+    assert_eq!(
+        (c.limits.max_dialogs, c.limits.max_pins_per_ip),
+        (100_000, 12_500),
+        "a source may hold an eighth of the dialog table in unanswered entries"
+    );
     assert_eq!(c.admin.listen, "127.0.0.1:9090".parse().unwrap());
     assert_eq!(c.admin.max_connections, 64);
     assert_eq!(c.admin.header_timeout, Duration::from_secs(5));
@@ -85,6 +90,10 @@ fn errors_name_the_key() {
         (
             &format!("{GOOD}\n[limits]\nmax_flows = 5000\n"),
             "limits.max_flows",
+        ),
+        (
+            &format!("{GOOD}\n[limits]\nmax_pins_per_ip = 0\n"),
+            "limits.max_pins_per_ip: must be at least 1",
         ),
         (
             &format!("{GOOD}\n[timeouts]\nflow_idle = \"5 parsecs\"\n"),

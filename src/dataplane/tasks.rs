@@ -129,15 +129,25 @@ impl Shell {
         ));
         // Table sizes need a restart; per-source limits and their overrides apply now.
         let (old, new) = (&self.cfg.limits, &mut cfg.limits);
-        if (new.max_flows, new.max_dialogs, new.max_pins_per_flow)
-            != (old.max_flows, old.max_dialogs, old.max_pins_per_flow)
-        {
+        let sizes = |l: &crate::config::Limits| {
+            (
+                l.max_flows,
+                l.max_dialogs,
+                l.max_pins_per_flow,
+                l.max_pins_per_ip,
+            )
+        };
+        if sizes(new) != sizes(old) {
             notes.push(
-                "limits.max_flows/max_dialogs/max_pins_per_flow changes need a restart; kept the running ones"
+                "limits.max_flows/max_dialogs/max_pins_per_flow/max_pins_per_ip changes need a restart; kept the running ones"
                     .to_string(),
             );
-            (new.max_flows, new.max_dialogs, new.max_pins_per_flow) =
-                (old.max_flows, old.max_dialogs, old.max_pins_per_flow);
+            (
+                new.max_flows,
+                new.max_dialogs,
+                new.max_pins_per_flow,
+                new.max_pins_per_ip,
+            ) = sizes(old);
         }
         if (new.per_source(), &new.source) != (old.per_source(), &old.source) {
             self.router.set_source_limits(new);

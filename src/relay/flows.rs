@@ -143,6 +143,10 @@ pub struct FlowTable {
     max: usize,
     /// Flows per source (IPv4 address, IPv6 /64), for the per-source cap.
     per_source: SourceCounts,
+    /// The flows' `pins` summed per source, for `limits.max_pins_per_ip`. Kept in step
+    /// by [`FlowTable::add_pin`], [`FlowTable::drop_pin`] and removal; sources with
+    /// none have no entry.
+    pins_per_source: SourceCounts,
 }
 
 impl FlowTable {
@@ -164,6 +168,7 @@ impl FlowTable {
             space,
             max,
             per_source: SourceCounts::with_capacity(max),
+            pins_per_source: SourceCounts::with_capacity(0),
         }
     }
 
@@ -174,6 +179,31 @@ impl FlowTable {
     /// Flows held by `ip`'s source.
     pub fn from_source(&self, ip: std::net::IpAddr) -> u32 {
         self.per_source.get(ip)
+    }
+
+    /// Unanswered dialog entries the flows of `ip`'s source opened (see `Flow::pins`).
+    pub fn pins_from_source(&self, ip: std::net::IpAddr) -> u32 {
+        self.pins_per_source.get(ip)
+    }
+
+    /// Flow `id` opened one more dialog entry no backend has taken.
+    pub fn add_pin(&mut self, id: FlowId) {
+        if let Some(f) = self.get_mut(id) {
+            f.pins += 1;
+            let ip = f.client.ip();
+            self.pins_per_source.add(ip, 1);
+        }
+    }
+
+    /// One of flow `id`'s entries was taken by a backend or expired.
+    pub fn drop_pin(&mut self, id: FlowId) {
+        if let Some(f) = self.get_mut(id)
+            && f.pins > 0
+        {
+            f.pins -= 1;
+            let ip = f.client.ip();
+            self.pins_per_source.remove(ip, 1);
+        }
     }
 
     /// The `n` sources holding the most flows, most first (a pass over the sources:
@@ -386,7 +416,7 @@ impl FlowTable {
             Some(i) => self.slots[i as usize] = Some(flow),
             None => self.slots.push(Some(flow)),
         }
-        self.per_source.add(client.ip());
+        self.per_source.add(client.ip(), 1);
         if let Some(i) = self.space.index(port) {
             self.by_port[i] = idx;
         }
@@ -399,7 +429,9 @@ impl FlowTable {
         if let Some(p) = self.by_client.find(hash, |e| e.id() == id.0) {
             self.by_client.remove_at(p, IndexEntry::hash_bits);
         }
-        self.per_source.remove(flow.client.ip());
+        self.per_source.remove(flow.client.ip(), 1);
+        // Its entries outlive it in the dialog table, no longer counted for anyone.
+        self.pins_per_source.remove(flow.client.ip(), flow.pins);
         if flow.peer.is_some() {
             // Its other addresses must not name the slot's next flow.
             self.aliases.retain(|_, i| *i != id.0);

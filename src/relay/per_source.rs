@@ -52,26 +52,30 @@ impl SourceCounts {
         .unwrap_or(0)
     }
 
-    pub fn add(&mut self, ip: IpAddr) {
+    pub fn add(&mut self, ip: IpAddr, by: u32) {
+        if by == 0 {
+            return;
+        }
         let n = match src_of(ip) {
             Src::V4(k) => self.v4.entry(k).or_insert(0),
             Src::V6(k) => self.v6.entry(k).or_insert(0),
         };
-        *n += 1;
+        *n = n.saturating_add(by);
     }
 
-    pub fn remove(&mut self, ip: IpAddr) {
-        fn dec<K: std::hash::Hash + Eq>(m: &mut Map<K>, k: K) {
+    /// Takes `by` off `ip`'s count (never below zero); a count of zero has no entry.
+    pub fn remove(&mut self, ip: IpAddr, by: u32) {
+        fn dec<K: std::hash::Hash + Eq>(m: &mut Map<K>, k: K, by: u32) {
             if let Some(n) = m.get_mut(&k) {
-                *n -= 1;
+                *n = n.saturating_sub(by);
                 if *n == 0 {
                     m.remove(&k);
                 }
             }
         }
         match src_of(ip) {
-            Src::V4(k) => dec(&mut self.v4, k),
-            Src::V6(k) => dec(&mut self.v6, k),
+            Src::V4(k) => dec(&mut self.v4, k, by),
+            Src::V6(k) => dec(&mut self.v6, k, by),
         }
     }
 
@@ -97,11 +101,11 @@ mod tests {
     fn counts_by_source_as_source_key_groups_them() {
         let mut c = SourceCounts::with_capacity(4);
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        c.add(ip("192.0.2.1"));
-        c.add(ip("::ffff:192.0.2.1"));
-        c.add(ip("2001:db8:1:2::1"));
-        c.add(ip("2001:db8:1:2::9"));
-        c.add(ip("2001:db8:1:3::1"));
+        c.add(ip("192.0.2.1"), 1);
+        c.add(ip("::ffff:192.0.2.1"), 1);
+        c.add(ip("2001:db8:1:2::1"), 1);
+        c.add(ip("2001:db8:1:2::9"), 1);
+        c.add(ip("2001:db8:1:3::1"), 1);
         assert_eq!(c.get(ip("192.0.2.1")), 2);
         assert_eq!(c.get(ip("2001:db8:1:2::77")), 2);
         let mut all: Vec<_> = c.iter().collect();
@@ -113,9 +117,9 @@ mod tests {
         ];
         want.sort();
         assert_eq!(all, want);
-        c.remove(ip("192.0.2.1"));
-        c.remove(ip("192.0.2.1"));
-        c.remove(ip("192.0.2.1"));
+        c.remove(ip("192.0.2.1"), 1);
+        c.remove(ip("192.0.2.1"), 1);
+        c.remove(ip("192.0.2.1"), 1);
         assert_eq!(c.get(ip("192.0.2.1")), 0);
         assert_eq!(c.iter().count(), 2);
     }

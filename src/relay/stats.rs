@@ -33,12 +33,14 @@ pub enum DropReason {
     Scanner,
     /// The flow has `limits.max_pins_per_flow` dialog entries open already.
     PinQuota,
+    /// The source's flows have `limits.max_pins_per_ip` dialog entries open already.
+    SourcePinQuota,
     /// From source port 0: nothing can be sent back to it.
     BadSource,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 21] = [
+    pub const ALL: [DropReason; 22] = [
         DropReason::NotSip,
         DropReason::BadStartLine,
         DropReason::Truncated,
@@ -59,6 +61,7 @@ impl DropReason {
         DropReason::Banned,
         DropReason::Scanner,
         DropReason::PinQuota,
+        DropReason::SourcePinQuota,
         DropReason::BadSource,
     ];
 
@@ -84,6 +87,7 @@ impl DropReason {
             DropReason::Banned => "banned",
             DropReason::Scanner => "scanner",
             DropReason::PinQuota => "pin_quota",
+            DropReason::SourcePinQuota => "source_pin_quota",
             DropReason::BadSource => "bad_source",
         }
     }

@@ -109,7 +109,7 @@ pub(super) fn unpin(flows: &mut FlowTable, d: &Dialog) {
     if !d.awaiting {
         return;
     }
-    if let Some(f) = flows.lookup_port(d.flow).and_then(|id| flows.get_mut(id)) {
-        f.pins = f.pins.saturating_sub(1);
+    if let Some(id) = flows.lookup_port(d.flow) {
+        flows.drop_pin(id);
     }
 }

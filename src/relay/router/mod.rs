@@ -98,6 +98,7 @@ pub struct Router {
     /// Per-source limits: `[limits]`, or a `[[limits.source]]` override.
     sources: SourceClasses,
     max_pins_per_flow: u32,
+    max_pins_per_ip: u32,
     access: AccessControl,
     /// Sources by datagrams dropped (bounded; `/api/v1/top`).
     top_drops: TopSketch,
@@ -178,6 +179,7 @@ impl Router {
                 limits.max_flows.max(1 << 16),
             ),
             max_pins_per_flow: limits.max_pins_per_flow,
+            max_pins_per_ip: limits.max_pins_per_ip,
             access: AccessControl::new(&rc.access),
             top_drops: TopSketch::new(),
             limiter: SourceLimiter::with_classes(sources.new_flow_rates(), limits.max_flows),
@@ -404,6 +406,11 @@ impl Router {
                     if peer.is_none() && pins >= self.max_pins_per_flow {
                         return self.drop_client(client, DropReason::PinQuota);
                     }
+                    if peer.is_none()
+                        && self.flows.pins_from_source(client.ip()) >= self.max_pins_per_ip
+                    {
+                        return self.drop_client(client, DropReason::SourcePinQuota);
+                    }
                     let d = Dialog {
                         backend: home,
                         expires: now + self.settings.transaction,
@@ -418,9 +425,7 @@ impl Router {
                         }
                         return self.drop_client(client, DropReason::DialogTableFull);
                     }
-                    if let Some(f) = self.flows.get_mut(id) {
-                        f.pins += 1;
-                    }
+                    self.flows.add_pin(id);
                     self.dialog_changed(key, None, &d, true);
                 }
                 home
@@ -605,9 +610,7 @@ impl Router {
                 // A backend took the client's call (1xx/2xx): no longer a stranger's
                 // pin. A rejected one (407, 403...) counts until it expires.
                 d.awaiting = false;
-                if let Some(f) = self.flows.get_mut(id) {
-                    f.pins = f.pins.saturating_sub(1);
-                }
+                self.flows.drop_pin(id);
             }
             let after = *d;
             self.dialog_changed(key, Some(&before), &after, true);

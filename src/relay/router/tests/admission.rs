@@ -230,11 +230,71 @@ fn answered_calls_do_not_count_against_the_pin_quota() {
     }
 }
 
+/// One address opening flows from many ports cannot fill the dialog table: its flows'
+/// unanswered entries together are held to `max_pins_per_ip`, other sources keep
+/// theirs, answered calls and expiry give room back, and a removed flow's entries stop
+/// counting.
+#[test]
+fn a_source_opens_at_most_its_quota_of_pins_over_all_its_flows() {
+    let t0 = Instant::now();
+    let s = Duration::from_secs;
+    let mut r = router(&config(
+        "[limits]\nmax_pins_per_flow = 3\nmax_pins_per_ip = 5",
+    ));
+    let port_of = |i: u16| format!("198.51.100.7:{}", 5060 + i);
+    // Flows 0 and 1 open three each: the sixth entry is refused, on either flow.
+    let mut got = vec![];
+    for (flow, cid) in [
+        (0, "a0"),
+        (0, "a1"),
+        (0, "a2"),
+        (1, "b0"),
+        (1, "b1"),
+        (1, "b2"),
+    ] {
+        got.push(action(&mut r, t0, &port_of(flow), &req("INVITE", cid)));
+    }
+    assert_eq!(got[..5], [None; 5]);
+    assert_eq!(got[5], Some(DropReason::SourcePinQuota));
+    // A third flow of the same address gets nothing either; another address does.
+    assert_eq!(
+        action(&mut r, t0, &port_of(2), &req("INVITE", "c0")),
+        Some(DropReason::SourcePinQuota)
+    );
+    assert_eq!(
+        action(&mut r, t0, "198.51.100.8:5060", &req("INVITE", "d0")),
+        None
+    );
+    assert_eq!(r.counters().dropped(DropReason::SourcePinQuota), 2);
+    // A backend takes one call (180): room for one more.
+    let f0 = r.flow_of(&sa(&port_of(0))).unwrap();
+    let (port, home) = (f0.relay_port, f0.home);
+    r.from_backend(t0, port, addr_of(home), &resp(180, "a0", "INVITE", ""));
+    assert_eq!(action(&mut r, t0, &port_of(1), &req("INVITE", "b2")), None);
+    assert_eq!(
+        action(&mut r, t0, &port_of(2), &req("INVITE", "c1")),
+        Some(DropReason::SourcePinQuota)
+    );
+    // The unanswered ones expire with their transaction: room again.
+    for k in 1..=40 {
+        r.handle_timeout(t0 + s(k));
+    }
+    let later = t0 + s(40);
+    for (flow, cid) in [(0, "e0"), (1, "e1"), (2, "e2")] {
+        assert_eq!(
+            action(&mut r, later, &port_of(flow), &req("INVITE", cid)),
+            None,
+            "{cid}"
+        );
+    }
+}
+
 #[test]
 fn a_peer_is_exempt_from_the_pin_quota() {
     let t0 = Instant::now();
     let mut cfg = with_access("");
     cfg.limits.max_pins_per_flow = 1;
+    cfg.limits.max_pins_per_ip = 1;
     let mut r = router(&cfg);
     for i in 0..10 {
         client(&mut r, t0, CARRIER, &req("INVITE", &format!("p{i}")));

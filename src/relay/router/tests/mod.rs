@@ -433,7 +433,10 @@ fn new_flows_are_rate_limited_per_source_ip() {
 #[test]
 fn a_full_dialog_table_refuses_new_dialogs() {
     let t0 = Instant::now();
-    let mut r = router(&config("[limits]\nmax_dialogs = 1\n"));
+    // One source may fill it here (its share would be a few by default).
+    let mut r = router(&config(
+        "[limits]\nmax_dialogs = 1\nmax_pins_per_ip = 1000\n",
+    ));
     let (port, h) = client(&mut r, t0, "198.51.100.1:1", &req("INVITE", "c1"));
     assert_eq!(
         r.from_client(t0, sa("198.51.100.1:1"), 0, &req("INVITE", "c2")),
@@ -646,7 +649,9 @@ fn draining_the_only_backend_keeps_its_flows_under_any_failback() {
 #[test]
 fn unanswered_client_invites_hold_the_dialog_table_only_for_a_transaction() {
     let t0 = Instant::now();
-    let mut r = router(&config("[limits]\nmax_dialogs = 10\n"));
+    let mut r = router(&config(
+        "[limits]\nmax_dialogs = 10\nmax_pins_per_ip = 1000\n",
+    ));
     for i in 0..10 {
         client(
             &mut r,
