@@ -150,7 +150,8 @@ pub struct FlowTable {
 }
 
 impl FlowTable {
-    pub fn new(space: RelaySpace, max: usize) -> Self {
+    /// Room for `max` flows; `max_dialogs` bounds the sources with unanswered entries.
+    pub fn new(space: RelaySpace, max: usize, max_dialogs: usize) -> Self {
         let n_ports = space.len();
         let max = max.min(n_ports);
         // Every per-flow table is sized once for `max`: growth by doubling rehashes
@@ -168,7 +169,9 @@ impl FlowTable {
             space,
             max,
             per_source: SourceCounts::with_capacity(max),
-            pins_per_source: SourceCounts::with_capacity(0),
+            // Every source with a count holds a dialog entry and a flow: allocated
+            // once, nothing grows on the forwarding path.
+            pins_per_source: SourceCounts::with_capacity(max.min(max_dialogs)),
         }
     }
 
@@ -535,7 +538,7 @@ mod tests {
     }
 
     fn table(ports: std::ops::RangeInclusive<u16>, max: usize) -> FlowTable {
-        FlowTable::new(RelaySpace::new(&ports, 1), max)
+        FlowTable::new(RelaySpace::new(&ports, 1), max, 1000)
     }
 
     const fn rp(port: u16) -> RelayPort {

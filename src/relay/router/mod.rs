@@ -155,7 +155,11 @@ impl Router {
             counters: Counters::new(backends.len(), rc.peers.len()),
             backends,
             // Static peers' flows come on top of `max_flows`.
-            flows: FlowTable::new(rc.space.clone(), limits.max_flows + rc.peers.len()),
+            flows: FlowTable::new(
+                rc.space.clone(),
+                limits.max_flows + rc.peers.len(),
+                limits.max_dialogs,
+            ),
             peers: rc
                 .peers
                 .iter()
