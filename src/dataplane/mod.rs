@@ -321,8 +321,8 @@ impl Shell {
         let mut housekeeping_at = start;
         let mut peer_probe_at = Some(start);
         let mut probe_at = self.prober.poll_timeout();
-        // One clock read per turn, after the wait: the timer is set from the last
-        // turn's reading, so it fires as late as that reading is old (microseconds).
+        // One clock read per turn, after the wait. The timer's expiry is absolute
+        // (`sys::timer`): a long turn does not delay the next deadline.
         let mut now = start;
         loop {
             let mut next = housekeeping_at;
@@ -344,7 +344,7 @@ impl Shell {
                 self.poll.wait(&mut events)
             } else {
                 self.timer
-                    .set(now, next)
+                    .set(next)
                     .and_then(|()| self.poll.wait_ready(&mut events))
             };
             let evs = match waited {

@@ -1,7 +1,8 @@
 //! Rate limits. Per source (an IPv4 address, or an IPv6 /64: one subscriber's
 //! prefix, so a host cannot dodge its limit by rotating addresses): a token bucket per
-//! source, in a table bounded in entries (a shard's slots grow to at most four per
-//! entry it held) so a spoofed flood cannot grow memory without bound. And one
+//! source, in a table bounded in entries (a shard doubles only when it holds more
+//! than a quarter of its slots after a prune, so at most eight slots per entry it
+//! held) so a spoofed flood cannot grow memory without bound. And one
 //! global [`Budget`] (e.g. for the 503s sent in all).
 
 use std::hash::BuildHasher;

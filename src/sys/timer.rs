@@ -19,33 +19,45 @@ pub struct Deadline {
     fd: TimerFd,
     /// The deadline the timer is set for, until it fires.
     armed: Option<Instant>,
+    /// An instant and the monotonic clock's reading at it (`Instant` reads that
+    /// clock): deadlines become absolute expiries.
+    base: (Instant, Duration),
 }
 
 impl Deadline {
     pub fn new() -> io::Result<Deadline> {
+        let at = Instant::now();
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid clock id and a pointer to a timespec we own.
+        if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
         Ok(Deadline {
             fd: TimerFd::new(
                 ClockId::CLOCK_MONOTONIC,
                 TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
             )?,
             armed: None,
+            base: (at, Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)),
         })
     }
 
     /// Makes the descriptor readable at `at` (or just after), unless it already is
-    /// set for `at`. `now` is a recent reading of the clock: an older one only
-    /// delays the expiry by its age.
-    pub fn set(&mut self, now: Instant, at: Instant) -> io::Result<()> {
+    /// set for `at`. The expiry is absolute: a turn that took long before arming it
+    /// does not push it back, and a deadline already past expires at once.
+    pub fn set(&mut self, at: Instant) -> io::Result<()> {
         if self.armed == Some(at) {
             return Ok(());
         }
-        // Zero would disarm the timer: a deadline already due expires at once.
-        let d = at
-            .saturating_duration_since(now)
-            .max(Duration::from_nanos(1));
+        let (base, clock) = self.base;
+        // Never zero (that would disarm): the clock read more than zero at start.
+        let expiry = clock + at.saturating_duration_since(base);
         self.fd.set(
-            Expiration::OneShot(TimeSpec::from_duration(d)),
-            TimerSetTimeFlags::empty(),
+            Expiration::OneShot(TimeSpec::from_duration(expiry)),
+            TimerSetTimeFlags::TFD_TIMER_ABSTIME,
         )?;
         self.armed = Some(at);
         Ok(())
@@ -79,7 +91,7 @@ mod tests {
         let mut evs = epoll::events();
         let now = Instant::now();
         let at = now + Duration::from_millis(30);
-        t.set(now, at).unwrap();
+        t.set(at).unwrap();
         assert!(poll.wait(&mut evs).unwrap().is_empty());
         let got = poll.wait_ms(&mut evs, 2_000).unwrap();
         assert_eq!(got.len(), 1);
@@ -92,16 +104,35 @@ mod tests {
         // A deadline already due expires at once; setting the same one again does
         // not re-arm a timer that fired and was not read.
         let now = Instant::now();
-        t.set(now, now).unwrap();
+        t.set(now).unwrap();
         assert_eq!(poll.wait_ms(&mut evs, 2_000).unwrap().len(), 1);
-        t.set(now, now).unwrap();
+        t.set(now).unwrap();
         assert_eq!(t.armed, Some(now));
         t.fired();
         assert!(poll.wait(&mut evs).unwrap().is_empty());
         // A later deadline replaces an earlier one.
         let now = Instant::now();
-        t.set(now, now + Duration::from_millis(5)).unwrap();
-        t.set(now, now + Duration::from_secs(60)).unwrap();
+        t.set(now + Duration::from_millis(5)).unwrap();
+        t.set(now + Duration::from_secs(60)).unwrap();
         assert!(poll.wait_ms(&mut evs, 50).unwrap().is_empty());
+    }
+
+    /// A deadline computed before a long turn (a full sync, a reload) and armed after
+    /// it expires at the deadline, not the turn's length later.
+    #[test]
+    fn a_deadline_armed_late_expires_at_the_deadline() {
+        let poll = Epoll::new().unwrap();
+        let mut t = Deadline::new().unwrap();
+        poll.add(&t, 7).unwrap();
+        let mut evs = epoll::events();
+        let start = Instant::now();
+        std::thread::sleep(Duration::from_millis(200));
+        t.set(start + Duration::from_millis(250)).unwrap();
+        assert_eq!(poll.wait_ms(&mut evs, 2_000).unwrap().len(), 1);
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_millis(250) && took < Duration::from_millis(400),
+            "{took:?}"
+        );
     }
 }
