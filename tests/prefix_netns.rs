@@ -206,12 +206,15 @@ fn nated_phone_registers_and_is_called_through_a_relay_prefix() {
 }
 
 /// sipfront in prefix mode with one backend (nobody answers its probes: these tests
-/// look at routes and sockets only).
-fn one_backend_toml() -> String {
-    format!(
+/// look at routes and sockets only), started on `host` as `name` once its admin answers.
+fn start_one_backend(dir: &TestDir, host: &Host, name: &str) -> NsSipfront {
+    let toml = format!(
         "[listen]\nsip = [\"{SF_IP}:5060\"]\nrelay_prefix = \"{PREFIX}\"\nrelay_port = {RELAY_PORT}\n\n\
          [[backend]]\nname = \"kamA\"\naddr = \"10.88.0.21:5060\"\n\n[admin]\nlisten = \"{ADMIN}\"\n"
-    )
+    );
+    NsSipfront::launch(dir, host, name, &toml, Duration::from_secs(20), "", |_| {
+        true
+    })
 }
 
 /// The AnyIP route on a host where every address binds (`ip_nonlocal_bind`, as on many
@@ -226,12 +229,7 @@ fn the_prefix_route_is_added_where_any_address_binds_and_a_killed_runs_is_taken_
     let host = net.host("sf");
     host.ns
         .must("sysctl", &["-qw", "net.ipv4.ip_nonlocal_bind=1"]);
-    let toml = one_backend_toml();
-    let start = |name: &str| {
-        NsSipfront::launch(&dir, host, name, &toml, Duration::from_secs(20), "", |_| {
-            true
-        })
-    };
+    let start = |name: &str| start_one_backend(&dir, host, name);
     let added = |sf: &NsSipfront| {
         let lines = sf.log_lines("relay prefix is local");
         assert_eq!(lines.len(), 1, "{lines:?}");
@@ -282,16 +280,7 @@ fn the_relay_port_takes_only_datagrams_to_the_prefix() {
     let net = sync_net(&[("sf", 11), ("out", 30)]);
     let out = net.host("out");
     out.ns.ip(&["route", "add", PREFIX, "via", SF_IP]);
-    let toml = one_backend_toml();
-    let mut sf = NsSipfront::launch(
-        &dir,
-        net.host("sf"),
-        "sf",
-        &toml,
-        Duration::from_secs(20),
-        "",
-        |_| true,
-    );
+    let mut sf = start_one_backend(&dir, net.host("sf"), "sf");
     let public: std::net::SocketAddrV4 = format!("{SF_IP}:{RELAY_PORT}").parse().unwrap();
     let prefix: std::net::SocketAddrV4 = format!("10.200.0.9:{RELAY_PORT}").parse().unwrap();
     for _ in 0..50 {
