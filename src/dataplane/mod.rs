@@ -186,10 +186,13 @@ pub fn run(
         ["dialog-k0", "dialog-k1", "dialog-k2", "dialog-k3"]
             .map(|l| Key::new(s.key.as_bytes()).derive(l))
     });
-    // Prefix mode: the prefix must be local before the wildcard sockets can use it.
-    // Held in a guard: an error below (a relay port in use, the sync socket) must not
-    // leave the route behind. (A panic aborts the process, a SIGKILL too: the next
-    // start finds the route by its protocol number and takes it over.)
+    // Prefix mode: the wildcard sockets first (binding needs no route), so that a
+    // second instance on this host fails on its relay port before it touches the
+    // running one's route. Then the prefix is made local, held in a guard: an error
+    // below (the sync socket) must not leave the route behind. (A panic aborts the
+    // process, a SIGKILL too: the next start finds the route by its protocol number
+    // and takes it over.)
+    let prefix = relays::PrefixSockets::open(&cfg, &poll)?;
     let route = RouteGuard(match &cfg.listen.relay_prefix {
         Some(p) => on_runtime(crate::sys::localroute::ensure(
             p.net,
@@ -236,7 +239,6 @@ pub fn run(
     );
     poll.add(prober.poll(), PROBE_TOKEN)
         .map_err(DataplaneError::Probe)?;
-    let prefix = relays::PrefixSockets::open(&cfg, &poll)?;
     let mut shell = Shell {
         router,
         prober,
