@@ -144,9 +144,9 @@ fn ipv6_phones_call_through_a_relay_prefix() {
     );
 }
 
-/// A start that fails after sipfront made the /64 local (here the relay port is taken)
-/// removes the route again: left behind, the next start would find the prefix local,
-/// take the route for someone else's and never remove it.
+/// A start that fails (here the relay port is taken) leaves no route behind: the relay
+/// sockets are bound before the /64 is made local, and a failure after that removes the
+/// route it added.
 #[test]
 fn a_start_that_fails_removes_the_prefix_route() {
     let _serial = serial();
