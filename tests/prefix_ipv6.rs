@@ -157,33 +157,19 @@ fn a_start_that_fails_removes_the_prefix_route() {
     let _taken = front
         .ns
         .enter(|| std::net::UdpSocket::bind("[::]:5062").expect("take the relay port"));
-    let config = dir.join("front.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let log = start_expecting_failure(
+        &dir,
+        front,
+        "front",
+        &format!(
             "[listen]\nsip = [\"[2001:db8:0:ff::10]:5060\"]\nrelay_prefix = \"{PREFIX}\"\nrelay_port = 5062\n\n\
              [[backend]]\nname = \"a\"\naddr = \"[2001:db8:0:30::30]:5060\"\n\n\
              [admin]\nlisten = \"127.0.0.1:9090\"\n"
         ),
-    )
-    .unwrap();
-    let mut cmd = front.ns.command(bin());
-    cmd.args(["run", "-c"]).arg(&config).env("NO_COLOR", "1");
-    let mut proc = Proc::spawn("front", &mut cmd, &dir.join("front.log"));
-    let mut exit = None;
-    assert!(
-        wait_until(Duration::from_secs(15), || {
-            exit = proc.try_wait();
-            exit.is_some()
-        }),
-        "sipfront kept running with its relay port taken; log:\n{}",
-        proc.log_text()
     );
-    assert!(!exit.unwrap().success(), "exit: {exit:?}");
-    assert_file_contains(
-        &dir.join("front.log"),
-        "[::]:5062",
-        "the error names the relay port",
+    assert!(
+        log.contains("[::]:5062"),
+        "the error names the relay port: {log}"
     );
     let routes = front
         .ns

@@ -255,25 +255,10 @@ fn the_prefix_route_is_added_where_any_address_binds_and_a_killed_runs_is_taken_
         "[listen]\nsip = [\"127.0.0.1:5060\"]\nrelay_prefix = \"{PREFIX}\"\nrelay_port = {RELAY_PORT}\n\n\
          [[backend]]\nname = \"kamA\"\naddr = \"10.88.0.21:5060\"\n\n[admin]\nlisten = \"127.0.0.1:9091\"\n"
     );
-    let config = dir.join("second.toml");
-    std::fs::write(&config, second).unwrap();
-    let mut cmd = host.ns.command(bin());
-    cmd.args(["run", "-c"]).arg(&config).env("NO_COLOR", "1");
-    let mut proc = Proc::spawn("second", &mut cmd, &dir.join("second.log"));
-    let mut exit = None;
+    let log = start_expecting_failure(&dir, host, "second", &second);
     assert!(
-        wait_until(Duration::from_secs(15), || {
-            exit = proc.try_wait();
-            exit.is_some()
-        }),
-        "a second instance kept running; log:\n{}",
-        proc.log_text()
-    );
-    assert!(!exit.unwrap().success(), "exit: {exit:?}");
-    assert_file_contains(
-        &dir.join("second.log"),
-        &format!("0.0.0.0:{RELAY_PORT}"),
-        "the error names the relay port",
+        log.contains(&format!("0.0.0.0:{RELAY_PORT}")),
+        "the error names the relay port: {log}"
     );
     assert!(
         local_routes(host).contains(&ours),

@@ -16,6 +16,27 @@ use crate::netns::{in_netns, udp_bound_in};
 use crate::process::{Proc, TestDir, strip_ansi, wait_until};
 use crate::sipp::Sipp;
 
+/// Writes `toml` to `NAME.toml`, runs sipfront with it in `host`'s namespace and waits
+/// up to 15 s for it to exit, which it must, with a failure; returns its log.
+pub fn start_expecting_failure(dir: &TestDir, host: &Host, name: &str, toml: &str) -> String {
+    let config = dir.join(&format!("{name}.toml"));
+    fs::write(&config, toml).expect("write sipfront config");
+    let mut cmd = host.ns.command(bin());
+    cmd.args(["run", "-c"]).arg(&config).env("NO_COLOR", "1");
+    let mut proc = Proc::spawn(name, &mut cmd, &dir.join(&format!("{name}.log")));
+    let mut exit = None;
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            exit = proc.try_wait();
+            exit.is_some()
+        }),
+        "{name} kept running; log:\n{}",
+        proc.log_text()
+    );
+    assert!(!exit.unwrap().success(), "{name} exit: {exit:?}");
+    proc.log_text()
+}
+
 /// Config of one sipfront of the HA pair: SIP on VIP:5060, relay on the VIP, admin on the
 /// namespace's own 127.0.0.1:9090, fast health probes, and `[vrrp]` on eth0.
 pub fn sipfront_toml(priority: u8, backends: &[(&str, &str)], vrrp_extra: &str) -> String {
