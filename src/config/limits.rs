@@ -201,9 +201,10 @@ pub(super) fn validate_limits(l: RawLimits, listen: &Listen) -> Result<Limits, C
     if max_pins_per_flow == 0 {
         return Err(invalid("limits.max_pins_per_flow", "must be at least 1"));
     }
-    let max_pins_per_ip = l.max_pins_per_ip.unwrap_or(
-        u32::try_from((max_dialogs / DEFAULT_MAX_PINS_PER_IP_DIVISOR).max(1)).unwrap_or(u32::MAX),
-    );
+    // max_dialogs is at most 10,000,000 (checked above): the share fits a u32.
+    let max_pins_per_ip = l
+        .max_pins_per_ip
+        .unwrap_or((max_dialogs / DEFAULT_MAX_PINS_PER_IP_DIVISOR).max(1) as u32);
     if max_pins_per_ip == 0 {
         return Err(invalid("limits.max_pins_per_ip", "must be at least 1"));
     }

@@ -254,10 +254,10 @@ impl<T: Target> Checker<T> {
             b.suspect = true;
             // Forged errors can come at any rate, and each would otherwise send a
             // probe per round trip: an early probe at most every quarter interval.
-            let earliest = b
-                .last_sent
-                .map_or(now, |t| (t + self.settings.interval / 4).max(now));
             if b.outstanding.is_none() {
+                let earliest = b
+                    .last_sent
+                    .map_or(now, |t| (t + self.settings.interval / 4).max(now));
                 b.next_probe = b.next_probe.min(earliest);
             }
         }

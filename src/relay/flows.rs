@@ -194,7 +194,7 @@ impl FlowTable {
         if let Some(f) = self.get_mut(id) {
             f.pins += 1;
             let ip = f.client.ip();
-            self.pins_per_source.add(ip, 1);
+            self.pins_per_source.add(ip);
         }
     }
 
@@ -419,7 +419,7 @@ impl FlowTable {
             Some(i) => self.slots[i as usize] = Some(flow),
             None => self.slots.push(Some(flow)),
         }
-        self.per_source.add(client.ip(), 1);
+        self.per_source.add(client.ip());
         if let Some(i) = self.space.index(port) {
             self.by_port[i] = idx;
         }

@@ -52,15 +52,12 @@ impl SourceCounts {
         .unwrap_or(0)
     }
 
-    pub fn add(&mut self, ip: IpAddr, by: u32) {
-        if by == 0 {
-            return;
-        }
+    pub fn add(&mut self, ip: IpAddr) {
         let n = match src_of(ip) {
             Src::V4(k) => self.v4.entry(k).or_insert(0),
             Src::V6(k) => self.v6.entry(k).or_insert(0),
         };
-        *n = n.saturating_add(by);
+        *n += 1;
     }
 
     /// Takes `by` off `ip`'s count (never below zero); a count of zero has no entry.
@@ -101,11 +98,11 @@ mod tests {
     fn counts_by_source_as_source_key_groups_them() {
         let mut c = SourceCounts::with_capacity(4);
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        c.add(ip("192.0.2.1"), 1);
-        c.add(ip("::ffff:192.0.2.1"), 1);
-        c.add(ip("2001:db8:1:2::1"), 1);
-        c.add(ip("2001:db8:1:2::9"), 1);
-        c.add(ip("2001:db8:1:3::1"), 1);
+        c.add(ip("192.0.2.1"));
+        c.add(ip("::ffff:192.0.2.1"));
+        c.add(ip("2001:db8:1:2::1"));
+        c.add(ip("2001:db8:1:2::9"));
+        c.add(ip("2001:db8:1:3::1"));
         assert_eq!(c.get(ip("192.0.2.1")), 2);
         assert_eq!(c.get(ip("2001:db8:1:2::77")), 2);
         let mut all: Vec<_> = c.iter().collect();

@@ -169,6 +169,8 @@ impl RecvBatch {
 pub const SEND_MAX: usize = 64;
 // `flush` keeps queue indices in bytes.
 const _: () = assert!(SEND_MAX <= 256);
+/// Sends of one failed message again at most, each after `failed` found an error.
+const MAX_RETRIES: u32 = 8;
 /// Bytes of queued datagrams: the arena is allocated once; a datagram that does not
 /// fit makes the caller flush first.
 const SEND_ARENA: usize = 256 * 1024;
@@ -286,16 +288,9 @@ impl SendBatch {
                         // fails one send whatever its destination, and forged ones can
                         // come between two sends: while `failed` finds one, send again.
                         let one = &group[at..=at];
-                        let mut sent = false;
-                        for _ in 0..MAX_RETRIES {
-                            if !failed(fd) {
-                                break;
-                            }
-                            if matches!(self.send(fd, one), Ok(1)) {
-                                sent = true;
-                                break;
-                            }
-                        }
+                        let sent = (0..MAX_RETRIES)
+                            .take_while(|_| failed(fd))
+                            .any(|_| matches!(self.send(fd, one), Ok(1)));
                         if !sent {
                             lost += 1;
                         }
@@ -358,9 +353,6 @@ impl SendBatch {
         Ok(r as usize)
     }
 }
-
-/// Sends of one failed message again at most, each after `failed` found an error.
-const MAX_RETRIES: u32 = 8;
 
 #[cfg(test)]
 mod tests {

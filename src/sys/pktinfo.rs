@@ -53,19 +53,20 @@ pub fn bind_wildcard(
     Ok(s.into())
 }
 
-/// One classic BPF instruction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Insn {
-    pub code: u16,
-    pub jt: u8,
-    pub jf: u8,
-    pub k: u32,
-}
-
 const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
 const AND_K: u16 = (libc::BPF_ALU | libc::BPF_AND | libc::BPF_K) as u16;
 const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
 const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+
+/// An instruction without jumps (`prefix_filter` sets the compares' targets after).
+fn insn(code: u16, k: u32) -> libc::sock_filter {
+    libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    }
+}
 
 /// A socket filter that passes only datagrams whose destination lies in `net/len`.
 /// A wildcard socket receives for every local address, the public SIP address
@@ -74,7 +75,7 @@ const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
 /// Loads are relative to the network header (`SKF_NET_OFF`): the destination is at
 /// byte 16 of an IPv4 header, 24 of an IPv6 one, read a 32-bit word at a time, big
 /// endian, and compared under the prefix's mask.
-pub fn prefix_filter(net: IpAddr, len: u8) -> Vec<Insn> {
+pub fn prefix_filter(net: IpAddr, len: u8) -> Vec<libc::sock_filter> {
     let (words, at): (Vec<u32>, i32) = match net {
         IpAddr::V4(a) => (vec![u32::from(a)], 16),
         IpAddr::V6(a) => (
@@ -95,41 +96,16 @@ pub fn prefix_filter(net: IpAddr, len: u8) -> Vec<Insn> {
         }
         let mask = u32::MAX << (32 - bits);
         let off = libc::SKF_NET_OFF + at + 4 * i as i32;
-        prog.push(Insn {
-            code: LD_W_ABS,
-            jt: 0,
-            jf: 0,
-            k: off as u32,
-        });
+        prog.push(insn(LD_W_ABS, off as u32));
         if mask != u32::MAX {
-            prog.push(Insn {
-                code: AND_K,
-                jt: 0,
-                jf: 0,
-                k: mask,
-            });
+            prog.push(insn(AND_K, mask));
         }
         jumps.push(prog.len());
-        prog.push(Insn {
-            code: JEQ_K,
-            jt: 0,
-            jf: 0,
-            k: w & mask,
-        });
+        prog.push(insn(JEQ_K, w & mask));
     }
-    prog.push(Insn {
-        code: RET_K,
-        jt: 0,
-        jf: 0,
-        k: u32::MAX,
-    });
+    prog.push(insn(RET_K, u32::MAX));
     let drop = prog.len();
-    prog.push(Insn {
-        code: RET_K,
-        jt: 0,
-        jf: 0,
-        k: 0,
-    });
+    prog.push(insn(RET_K, 0));
     for j in jumps {
         // At most 4 × 3 instructions apart.
         prog[j].jf = (drop - j - 1) as u8;
@@ -336,7 +312,7 @@ mod tests {
 
     /// Runs `prog` over an IP header whose destination is `dst` (what the kernel does
     /// with the four instructions the filter uses).
-    fn run(prog: &[Insn], dst: IpAddr) -> u32 {
+    fn run(prog: &[libc::sock_filter], dst: IpAddr) -> u32 {
         let mut hdr = [0u8; 40];
         match dst {
             IpAddr::V4(a) => hdr[16..20].copy_from_slice(&a.octets()),

@@ -27,21 +27,14 @@ pub struct Deadline {
 impl Deadline {
     pub fn new() -> io::Result<Deadline> {
         let at = Instant::now();
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: a valid clock id and a pointer to a timespec we own.
-        if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let clock = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)?;
         Ok(Deadline {
             fd: TimerFd::new(
                 ClockId::CLOCK_MONOTONIC,
                 TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
             )?,
             armed: None,
-            base: (at, Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)),
+            base: (at, Duration::from(clock)),
         })
     }
 
@@ -83,11 +76,17 @@ mod tests {
     use super::*;
     use crate::sys::epoll::{self, Epoll};
 
+    /// A deadline in an epoll set (token 7).
+    fn polled() -> (Epoll, Deadline) {
+        let poll = Epoll::new().unwrap();
+        let t = Deadline::new().unwrap();
+        poll.add(&t, 7).unwrap();
+        (poll, t)
+    }
+
     #[test]
     fn readable_at_the_deadline_and_set_again_only_when_it_changes() {
-        let poll = Epoll::new().unwrap();
-        let mut t = Deadline::new().unwrap();
-        poll.add(&t, 7).unwrap();
+        let (poll, mut t) = polled();
         let mut evs = epoll::events();
         let now = Instant::now();
         let at = now + Duration::from_millis(30);
@@ -121,9 +120,7 @@ mod tests {
     /// it expires at the deadline, not the turn's length later.
     #[test]
     fn a_deadline_armed_late_expires_at_the_deadline() {
-        let poll = Epoll::new().unwrap();
-        let mut t = Deadline::new().unwrap();
-        poll.add(&t, 7).unwrap();
+        let (poll, mut t) = polled();
         let mut evs = epoll::events();
         let start = Instant::now();
         std::thread::sleep(Duration::from_millis(200));
