@@ -137,13 +137,33 @@ fn cgnat_client(i: u32) -> SocketAddr {
     SocketAddr::from(([100, 64 + b, c, d], 5060))
 }
 
+/// Client `i` of up to 2^23 as two flows per source: an address of 100.64.0.0/10 per
+/// pair, ports 5060 and 5061. A source with more than one flow keeps its datagram
+/// bucket in the limiter's table, not in a flow.
+fn paired_client(i: u32) -> SocketAddr {
+    let a = cgnat_client(i / 2);
+    SocketAddr::new(a.ip(), 5060 + (i % 2) as u16)
+}
+
 /// A prefix-mode router holding `n` flows (one INVITE each), and their endpoints.
 fn prefix_router(n: u32) -> (Router, Vec<(sipfront::relay::RelayPort, SocketAddr)>) {
+    prefix_router_of(n, cgnat_client)
+}
+
+/// [`prefix_router`] with the flows of `client(0..n)`.
+fn prefix_router_of(
+    n: u32,
+    client: fn(u32) -> SocketAddr,
+) -> (Router, Vec<(sipfront::relay::RelayPort, SocketAddr)>) {
     let cfg = prefix_config();
     let mut r = Router::new(RouterConfig::new(&cfg, None), &cfg.backends, Instant::now());
+    // As the dataplane does.
+    for (at, len) in r.table_memory() {
+        sipfront::sys::mem::advise_huge_pages(at, len);
+    }
     let now = Instant::now();
     let ports = (0..n)
-        .map(|i| match r.from_client(now, cgnat_client(i), 0, INVITE) {
+        .map(|i| match r.from_client(now, client(i), 0, INVITE) {
             ClientAction::Forward { relay_port, to, .. } => (relay_port, to),
             other => panic!("{other:?}"),
         })
@@ -159,20 +179,32 @@ const BATCH: u64 = 16;
 /// datagram's lines prefetched, then the flows', then the decisions. `i` walks the
 /// clients by `step` (see [`bench_prefix`]).
 fn client_batch(r: &mut Router, now: Instant, i: &mut u64, step: u64, n: u32) {
+    client_batch_of(r, now, i, step, n, cgnat_client)
+}
+
+/// [`client_batch`] for the clients `client(0..n)`.
+fn client_batch_of(
+    r: &mut Router,
+    now: Instant,
+    i: &mut u64,
+    step: u64,
+    n: u32,
+    client: fn(u32) -> SocketAddr,
+) {
     let first = *i;
     for _ in 0..BATCH {
         *i = (*i + step) % u64::from(n);
-        r.prefetch_client(cgnat_client(*i as u32));
+        r.prefetch_client(client(*i as u32));
     }
     *i = first;
     for _ in 0..BATCH {
         *i = (*i + step) % u64::from(n);
-        r.warm_client(cgnat_client(*i as u32));
+        r.warm_client(client(*i as u32));
     }
     *i = first;
     for _ in 0..BATCH {
         *i = (*i + step) % u64::from(n);
-        black_box(r.from_client(now, cgnat_client(*i as u32), 0, black_box(INVITE)));
+        black_box(r.from_client(now, client(*i as u32), 0, black_box(INVITE)));
     }
 }
 
@@ -273,6 +305,10 @@ impl MemoryFloor {
 fn bench_prefix_ratio(_c: &mut Criterion) {
     let (mut small, p_small) = prefix_router(1_000);
     let (mut large, p_large) = prefix_router(1_000_000);
+    let (mut small_pairs, _) = prefix_router_of(1_000, paired_client);
+    let (mut large_pairs, _) = prefix_router_of(1_000_000, paired_client);
+    let (mut i_sp, mut i_lp) = (0u64, 0u64);
+    let mut pairs = Vec::new();
     let (s_small, s_large) = (walk_step(1_000), walk_step(1_000_000));
     let (p_small, p_large) = (scattered(&p_small, s_small), scattered(&p_large, s_large));
     let now = Instant::now();
@@ -300,9 +336,34 @@ fn bench_prefix_ratio(_c: &mut Criterion) {
         five.push(time(&mut || {
             black_box(floor.batch(&mut k, 5, 2));
         }));
-        let a = time(&mut || client_batch(&mut small, now, &mut i_s, s_small, 1_000));
-        let b = time(&mut || client_batch(&mut large, now, &mut i_l, s_large, 1_000_000));
+        // The clock as the dataplane reads it, once per batch: the datagram buckets
+        // refill as time passes.
+        let a = time(&mut || client_batch(&mut small, Instant::now(), &mut i_s, s_small, 1_000));
+        let b =
+            time(&mut || client_batch(&mut large, Instant::now(), &mut i_l, s_large, 1_000_000));
         c2b.push((b / a, a, b));
+        let a = time(&mut || {
+            client_batch_of(
+                &mut small_pairs,
+                Instant::now(),
+                &mut i_sp,
+                s_small,
+                1_000,
+                paired_client,
+            )
+        });
+        let b = time(&mut || {
+            let n = 1_000_000;
+            client_batch_of(
+                &mut large_pairs,
+                Instant::now(),
+                &mut i_lp,
+                s_large,
+                n,
+                paired_client,
+            )
+        });
+        pairs.push((b / a, a, b));
         let a = time(&mut || backend_batch(&mut small, now, &p_small, &mut j_s));
         let b = time(&mut || backend_batch(&mut large, now, &p_large, &mut j_l));
         b2c.push((b / a, a, b));
@@ -323,6 +384,7 @@ fn bench_prefix_ratio(_c: &mut Criterion) {
     );
     for (name, mut v) in [
         ("client_to_backend/invite", c2b),
+        ("client_to_backend/invite_two_flows_per_source", pairs),
         ("backend_to_client/200_register", b2c),
     ] {
         v.sort_by(|x, y| x.0.total_cmp(&y.0));

@@ -210,6 +210,9 @@ pub fn run(
         &cfg.backends,
         Instant::now(),
     );
+    for (at, len) in router.table_memory() {
+        crate::sys::mem::advise_huge_pages(at, len);
+    }
     let mut sync_link = match &cfg.sync {
         Some(sc) => Some(sync::open(sc, &cfg).map_err(DataplaneError::Sync)?),
         None => None,

@@ -16,7 +16,13 @@ use super::ratelimit::SourceKey;
 
 const NO_FLOW: u32 = u32::MAX;
 
+/// [`Flow::bucket`] of a flow that does not hold its source's datagram bucket.
+pub const NOT_HELD: u64 = u64::MAX;
+
+/// Two cache lines, aligned (at 120 bytes a flow would straddle three in most
+/// slots): what a datagram of a million-flow table waits on.
 #[derive(Debug, Clone)]
+#[repr(align(64))]
 pub struct Flow {
     pub client: SocketAddr,
     pub relay_port: RelayPort,
@@ -43,7 +49,14 @@ pub struct Flow {
     /// A backend has sent something on this flow. Until then it lives only
     /// `unanswered_idle` and keepalives do not refresh it.
     pub answered: bool,
+    /// While this is its source's only flow (and was its first), the source's
+    /// datagram bucket lives here: spent up to this time (ns since the router's
+    /// epoch, see [`HeldBucket`](super::source_limits::HeldBucket)). [`NOT_HELD`]
+    /// otherwise: the limiter's table has it. Local: never synced.
+    pub bucket: u64,
 }
+
+const _: () = assert!(std::mem::size_of::<Option<Flow>>() == 128);
 
 impl Flow {
     /// A flow that has seen nothing yet: no registration, no dialog, no answer.
@@ -68,6 +81,7 @@ impl Flow {
             pins: 0,
             peer: None,
             answered: false,
+            bucket: NOT_HELD,
         }
     }
 }
@@ -75,28 +89,41 @@ impl Flow {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FlowId(pub u32);
 
-/// A flow index entry: the high half of the client's hash (where it belongs, and a
-/// tag that spares most key comparisons) and the slot id + 1 (0 is vacant).
+/// A flow index entry: 31 bits of the high half of the client's hash (where it
+/// belongs, and a tag that spares most key comparisons), whether the flow holds its
+/// source's datagram bucket (the top bit: a batch warmed from the index alone then
+/// knows whether the limiter's line is needed), and the slot id + 1 (0 is vacant).
 #[derive(Clone, Copy, bytemuck::Zeroable)]
 #[repr(transparent)]
 struct IndexEntry(u64);
 
+/// The index's bits of a client's hash. Bit 63 is never a table's home bit (that
+/// would take 2^32 slots).
+const HASH_BITS: u64 = 0x7fff_ffff_0000_0000;
+const HELD_BIT: u64 = 1 << 63;
+
 impl IndexEntry {
     fn new(hash: u64, id: u32) -> Self {
-        IndexEntry(hash & 0xffff_ffff_0000_0000 | (u64::from(id) + 1))
+        IndexEntry(hash & HASH_BITS | (u64::from(id) + 1))
     }
     fn tag_of(hash: u64) -> u32 {
-        (hash >> 32) as u32
+        ((hash & HASH_BITS) >> 32) as u32
     }
     fn tag(&self) -> u32 {
-        (self.0 >> 32) as u32
+        Self::tag_of(self.0)
     }
     fn id(&self) -> u32 {
         (self.0 as u32).wrapping_sub(1)
     }
+    fn held(&self) -> bool {
+        self.0 & HELD_BIT != 0
+    }
+    fn set_held(&mut self, held: bool) {
+        self.0 = self.0 & !HELD_BIT | if held { HELD_BIT } else { 0 };
+    }
     /// All of the hash the table needs to place the entry.
     fn hash_bits(&self) -> u64 {
-        self.0 & 0xffff_ffff_0000_0000
+        self.0 & HASH_BITS
     }
 }
 
@@ -179,9 +206,27 @@ impl FlowTable {
         self.by_client.len()
     }
 
+    /// The blocks every lookup by client reads at random, as (first byte, length in
+    /// bytes): the flows (room for all, never moved) and the index. For the shell
+    /// to ask for huge pages.
+    pub fn memory(&self) -> [(*const u8, usize); 2] {
+        let slots = std::mem::size_of::<Option<Flow>>() * self.slots.capacity();
+        [(self.slots.as_ptr().cast(), slots), self.by_client.memory()]
+    }
+
     /// Flows held by `ip`'s source.
     pub fn from_source(&self, ip: std::net::IpAddr) -> u32 {
         self.per_source.get(ip)
+    }
+
+    /// The flow that holds the datagram bucket of `ip`'s source, if one does.
+    pub fn holder(&self, ip: std::net::IpAddr) -> Option<FlowId> {
+        // Only a source's first flow may hold it, and only until a second comes; the
+        // first may have gone (its slot may be another's now).
+        let id = FlowId(self.per_source.first(ip)?);
+        let f = self.get(id)?;
+        let same = super::ratelimit::source_key(f.client.ip()) == super::ratelimit::source_key(ip);
+        (same && f.bucket != NOT_HELD).then_some(id)
     }
 
     /// Unanswered dialog entries the flows of `ip`'s source opened (see `Flow::pins`).
@@ -280,17 +325,30 @@ impl FlowTable {
     }
 
     /// Second step: reads the index (loaded by now) and starts loading the flow its
-    /// first entry with `client`'s tag names, without waiting for it.
+    /// first entry with `client`'s tag names, without waiting for it. True if that
+    /// flow holds its source's datagram bucket (false: the limiter's table has it, or
+    /// `client` has no flow).
     #[inline]
-    pub fn warm_client(&self, client: &SocketAddr) {
+    pub fn warm_client(&self, client: &SocketAddr) -> bool {
         let hash = self.hasher.hash_one(client);
         let tag = IndexEntry::tag_of(hash);
-        if let Some(p) = self.by_client.find(hash, |e| e.tag() == tag) {
-            prefetch(
-                self.slots
-                    .as_ptr()
-                    .wrapping_add(self.by_client.get(p).id() as usize),
-            );
+        let Some(p) = self.by_client.find(hash, |e| e.tag() == tag) else {
+            return false;
+        };
+        let e = self.by_client.get(p);
+        prefetch(self.slots.as_ptr().wrapping_add(e.id() as usize));
+        e.held()
+    }
+
+    /// Sets flow `id`'s [`Flow::bucket`] ([`NOT_HELD`]: it no longer holds it).
+    pub fn set_bucket(&mut self, id: FlowId, bucket: u64) {
+        let Some(f) = self.slots.get_mut(id.0 as usize).and_then(|s| s.as_mut()) else {
+            return;
+        };
+        f.bucket = bucket;
+        let hash = self.hasher.hash_one(f.client);
+        if let Some(p) = self.by_client.find(hash, |e| e.id() == id.0) {
+            self.by_client.get_mut(p).set_held(bucket != NOT_HELD);
         }
     }
 
@@ -419,7 +477,7 @@ impl FlowTable {
             Some(i) => self.slots[i as usize] = Some(flow),
             None => self.slots.push(Some(flow)),
         }
-        self.per_source.add(client.ip());
+        self.per_source.add_flow(client.ip(), idx);
         if let Some(i) = self.space.index(port) {
             self.by_port[i] = idx;
         }

@@ -78,6 +78,14 @@ impl<T: Entry> OpenTable<T> {
         self.len >= self.capacity()
     }
 
+    /// Where the slots lie: (first byte, length in bytes).
+    pub fn memory(&self) -> (*const u8, usize) {
+        (
+            self.slots.as_ptr().cast(),
+            std::mem::size_of_val(&*self.slots),
+        )
+    }
+
     /// Number of slots (twice the capacity).
     pub fn slot_count(&self) -> usize {
         self.mask + 1

@@ -8,7 +8,15 @@ use std::net::IpAddr;
 
 use super::ratelimit::{SourceKey, source_key};
 
-type Map<K> = HashMap<K, u32, foldhash::fast::RandomState>;
+/// A source's count, and the id of the flow that made it one (see
+/// [`SourceCounts::first`]).
+#[derive(Debug, Clone, Copy)]
+struct Count {
+    n: u32,
+    first: u32,
+}
+
+type Map<K> = HashMap<K, Count, foldhash::fast::RandomState>;
 
 /// A source in its narrow form; the same grouping as [`source_key`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,29 +51,42 @@ impl SourceCounts {
         }
     }
 
-    pub fn get(&self, ip: IpAddr) -> u32 {
+    fn count(&self, ip: IpAddr) -> Option<&Count> {
         match src_of(ip) {
             Src::V4(k) => self.v4.get(&k),
             Src::V6(k) => self.v6.get(&k),
         }
-        .copied()
-        .unwrap_or(0)
+    }
+
+    pub fn get(&self, ip: IpAddr) -> u32 {
+        self.count(ip).map_or(0, |c| c.n)
     }
 
     pub fn add(&mut self, ip: IpAddr) {
-        let n = match src_of(ip) {
-            Src::V4(k) => self.v4.entry(k).or_insert(0),
-            Src::V6(k) => self.v6.entry(k).or_insert(0),
+        self.add_flow(ip, u32::MAX);
+    }
+
+    /// Counts flow `id` for `ip`'s source.
+    pub fn add_flow(&mut self, ip: IpAddr, id: u32) {
+        let c = match src_of(ip) {
+            Src::V4(k) => self.v4.entry(k).or_insert(Count { n: 0, first: id }),
+            Src::V6(k) => self.v6.entry(k).or_insert(Count { n: 0, first: id }),
         };
-        *n += 1;
+        c.n += 1;
+    }
+
+    /// The id given with the count that made `ip`'s source's count one from zero
+    /// (that flow may have gone since).
+    pub fn first(&self, ip: IpAddr) -> Option<u32> {
+        self.count(ip).map(|c| c.first)
     }
 
     /// Takes `by` off `ip`'s count (never below zero); a count of zero has no entry.
     pub fn remove(&mut self, ip: IpAddr, by: u32) {
         fn dec<K: std::hash::Hash + Eq>(m: &mut Map<K>, k: K, by: u32) {
-            if let Some(n) = m.get_mut(&k) {
-                *n = n.saturating_sub(by);
-                if *n == 0 {
+            if let Some(c) = m.get_mut(&k) {
+                c.n = c.n.saturating_sub(by);
+                if c.n == 0 {
                     m.remove(&k);
                 }
             }
@@ -81,10 +102,10 @@ impl SourceCounts {
         let v4 = self
             .v4
             .iter()
-            .map(|(&k, &n)| (source_key(IpAddr::V4(k.into())), n));
-        let v6 = self.v6.iter().map(|(&k, &n)| {
+            .map(|(&k, c)| (source_key(IpAddr::V4(k.into())), c.n));
+        let v6 = self.v6.iter().map(|(&k, c)| {
             let ip = std::net::Ipv6Addr::from(u128::from(k) << 64);
-            (source_key(IpAddr::V6(ip)), n)
+            (source_key(IpAddr::V6(ip)), c.n)
         });
         v4.chain(v6)
     }

@@ -53,6 +53,21 @@ struct Bucket {
     used: bool,
 }
 
+impl Bucket {
+    /// Adds what its class's rate gave since it was last used, up to the burst.
+    #[inline]
+    fn refill(&mut self, rates: &[(f64, f64)], t: u64) {
+        let (rate, burst) = rate_of(rates, self.class);
+        let elapsed = t.saturating_sub(self.last) as f64 * 1e-9;
+        self.tokens = (self.tokens + elapsed * rate).min(burst);
+        self.last = t;
+    }
+}
+
+fn ns_since(epoch: Instant, now: Instant) -> u64 {
+    now.saturating_duration_since(epoch).as_nanos() as u64
+}
+
 impl Entry for Bucket {
     fn is_vacant(&self) -> bool {
         !self.used
@@ -152,8 +167,7 @@ impl SourceLimiter {
     }
 
     fn ns(&mut self, now: Instant) -> u64 {
-        let e = *self.epoch.get_or_insert(now);
-        now.saturating_duration_since(e).as_nanos() as u64
+        ns_since(*self.epoch.get_or_insert(now), now)
     }
 
     /// Takes one token for `ip`'s source; false when the source is over its rate (or
@@ -167,26 +181,59 @@ impl SourceLimiter {
         let t = self.ns(now);
         if let Some(p) = self.shards[shard].find(h, |b| b.key == key) {
             let b = self.shards[shard].get_mut(p);
-            let (rate, burst) = rate_of(&self.rates, b.class);
-            let elapsed = t.saturating_sub(b.last) as f64 * 1e-9;
-            b.tokens = (b.tokens + elapsed * rate).min(burst);
-            b.last = t;
+            b.refill(&self.rates, t);
             if b.tokens >= 1.0 {
                 b.tokens -= 1.0;
                 return true;
             }
             return false;
         }
+        let class = class();
+        let (_, burst) = rate_of(&self.rates, class);
+        let tokens = if burst >= 1.0 { burst - 1.0 } else { burst };
+        self.place(key, h, t, class, tokens) && burst >= 1.0
+    }
+
+    /// The tokens `ip`'s source has left now, if it has a bucket (nothing changes).
+    pub fn tokens(&self, ip: IpAddr, now: Instant) -> Option<f64> {
+        let key = key64(ip);
+        let h = self.hasher.hash_one(key);
+        let t = self.epoch.map_or(0, |e| ns_since(e, now));
+        let shard = &self.shards[shard_of(h)];
+        let mut b = *shard.get(shard.find(h, |b| b.key == key)?);
+        b.refill(&self.rates, t);
+        Some(b.tokens)
+    }
+
+    /// `ip`'s source's bucket comes (back) from elsewhere with `tokens` left: its
+    /// bucket here keeps the lesser of that and what it has, or is made with it.
+    pub fn take_over(&mut self, ip: IpAddr, now: Instant, class: Class, tokens: f64) {
+        let key = key64(ip);
+        let h = self.hasher.hash_one(key);
+        let shard = shard_of(h);
+        let t = self.ns(now);
+        if let Some(p) = self.shards[shard].find(h, |b| b.key == key) {
+            let b = self.shards[shard].get_mut(p);
+            b.refill(&self.rates, t);
+            b.tokens = b.tokens.min(tokens);
+            return;
+        }
+        // No room: the source starts over with a full bucket later, as one whose
+        // bucket was pruned does.
+        self.place(key, h, t, class, tokens);
+    }
+
+    /// Puts a new bucket into the table; false if there is no room.
+    fn place(&mut self, key: u64, h: u64, t: u64, class: Class, tokens: f64) -> bool {
+        let shard = shard_of(h);
         // At the limit, room is made by pruning, the key's own shard first.
         let pruned = self.len >= self.max_entries;
         if pruned && !self.make_room(shard, t) {
             return false;
         }
-        let class = class();
-        let (_, burst) = rate_of(&self.rates, class);
         let bucket = Bucket {
             key,
-            tokens: if burst >= 1.0 { burst - 1.0 } else { burst },
+            tokens,
             last: t,
             class,
             used: true,
@@ -207,7 +254,7 @@ impl SourceLimiter {
         }
         let placed = self.shards[shard].insert(h, bucket).is_ok();
         self.len += usize::from(placed);
-        placed && burst >= 1.0
+        placed
     }
 
     /// Starts loading the line [`Self::allow_in`] will read first for `ip`: a batch

@@ -1,11 +1,12 @@
 //! The system calls: the one place that talks to the kernel below what std, tokio and
 //! socket2 offer (epoll, `recvmmsg`, the socket error queue, resource limits, socket
-//! options). Everything above uses these safe wrappers.
+//! options, memory hints). Everything above uses these safe wrappers.
 
 pub mod epoll;
 pub mod errqueue;
 pub mod fdlimit;
 pub mod localroute;
+pub mod mem;
 pub mod mmsg;
 pub mod pktinfo;
 pub mod socket;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::access::{AccessControl, Refusal};
 use super::backends::{AdminState, BackendId, BackendSet, Change};
 use super::dialogs::{Dialog, DialogTable, Side, Span};
-use super::flows::{Flow, FlowId, FlowTable, InsertError};
+use super::flows::{Flow, FlowId, FlowTable, InsertError, NOT_HELD};
 use super::item::Item;
 use super::port::RelayPort;
 use super::ratelimit::{Budget, SourceLimiter, source_key};
@@ -124,6 +124,9 @@ pub struct Router {
     pub sync_rejected: u64,
     /// Generation of the peer's full table being received.
     sync_gen: u32,
+    /// Times of the datagram buckets flows hold count from here: the first time
+    /// seen (times passed in before the router was made are valid).
+    epoch: Option<Instant>,
     /// Where the Call-ID of the datagram the last `from_client`/`from_backend` scanned
     /// lies in it (empty: none), so that the capture hook need not scan it again.
     last_call_id: (usize, usize),
@@ -198,6 +201,7 @@ impl Router {
             vacate_scratch: Vec::with_capacity(backend_list.len()),
             settings: rc.settings.clone(),
             last_call_id: (0, 0),
+            epoch: None,
         };
         r.add_peers(&rc, now);
         r
@@ -207,22 +211,24 @@ impl Router {
         &self.counters
     }
 
-    /// With a million flows each decision waits on cache misses (the source's
-    /// bucket, the flow index, the flow). A received batch is warmed in two passes
-    /// before any decision: this one starts loading, for every datagram, the lines
-    /// whose address follows from the client address alone; [`Router::warm_client`]
+    /// With a million flows each decision waits on cache misses (the flow index, the
+    /// flow). A received batch is warmed in two passes before any decision: this one
+    /// starts loading, for every datagram, the lines whose address follows from the
+    /// client address alone; [`Router::warm_client`]
     /// then reads the index lines (loaded by then) and starts loading the flows. The
     /// misses of the whole batch overlap instead of queueing. Changes nothing.
     #[inline]
     pub fn prefetch_client(&self, client: SocketAddr) {
-        self.datagram_limiter.prefetch(client.ip());
         self.flows.prefetch_client(&client);
     }
 
-    /// The second pass of warming a batch, see [`Router::prefetch_client`].
+    /// The second pass of warming a batch, see [`Router::prefetch_client`]. Unless
+    /// the flow holds its source's datagram bucket, the limiter's line is loaded too.
     #[inline]
     pub fn warm_client(&self, client: SocketAddr) {
-        self.flows.warm_client(&client);
+        if !self.flows.warm_client(&client) {
+            self.datagram_limiter.prefetch(client.ip());
+        }
     }
 
     /// [`Router::prefetch_client`] for [`Router::from_backend`]: the endpoint's entry.
@@ -235,6 +241,12 @@ impl Router {
     #[inline]
     pub fn warm_backend(&self, relay_port: RelayPort) {
         self.flows.warm_port(relay_port);
+    }
+
+    /// The router's big blocks read at random per datagram, as (first byte, length
+    /// in bytes): for the shell to back with huge pages (they are never moved).
+    pub fn table_memory(&self) -> [(*const u8, usize); 2] {
+        self.flows.memory()
     }
 
     pub fn flow_count(&self) -> usize {
@@ -352,11 +364,8 @@ impl Router {
             };
             return self.drop_client(client, reason);
         }
-        let allowed = {
-            let (limiter, sources) = (&mut self.datagram_limiter, &self.sources);
-            limiter.allow_in(client.ip(), now, || sources.class_of(client.ip()))
-        };
-        if !allowed && !self.is_peer(&client) {
+        let found = self.flows.lookup_client(&client);
+        if !self.allow_datagram(found, client, now) {
             return self.drop_client(client, DropReason::SourceRateLimited);
         }
         self.last_call_id = (0, 0);
@@ -368,7 +377,7 @@ impl Router {
             Scan::Keepalive => return self.client_keepalive(now, client),
             Scan::Invalid(e) => return self.drop_client(client, e.into()),
         };
-        let (id, new_flow) = match self.flows.lookup_client(&client) {
+        let (id, new_flow) = match found {
             Some(id) => (id, false),
             // A scanner is refused before it gets a flow; datagrams of established
             // flows (peers among them) are not searched for User-Agents again.
@@ -455,6 +464,68 @@ impl Router {
         }
     }
 
+    /// Takes a datagram from the bucket of `client`'s source (`found`: its flow):
+    /// false if the source is over its datagram rate. The bucket is in the flow that
+    /// holds it if the source has one flow (the common phone: no line of the
+    /// limiter's table is read), else in the limiter's table. Peers are exempt.
+    #[inline]
+    fn allow_datagram(&mut self, found: Option<FlowId>, client: SocketAddr, now: Instant) -> bool {
+        let ip = client.ip();
+        let holder = match found.and_then(|id| self.flows.get(id)) {
+            Some(f) if f.peer.is_some() => return true,
+            Some(f) if f.bucket != NOT_HELD => found,
+            Some(_) => None,
+            // A datagram of no flow yet: its source's other flow may hold the bucket.
+            None => self.flows.holder(ip),
+        };
+        let class = self.sources.class_of(ip);
+        let t = self.ns(now);
+        if let Some(f) = holder.and_then(|id| self.flows.get_mut(id)) {
+            return self.sources.held(class).take(&mut f.bucket, t);
+        }
+        self.datagram_limiter.allow_in(ip, now, || class) || self.is_peer(&client)
+    }
+
+    /// `now` in nanoseconds since the epoch.
+    #[inline]
+    fn ns(&mut self, now: Instant) -> u64 {
+        let e = *self.epoch.get_or_insert(now);
+        now.saturating_duration_since(e).as_nanos() as u64
+    }
+
+    /// Flow `id` was just placed. The first flow of a source holds the source's
+    /// datagram bucket (as much as the limiter's table had left of it); when a second
+    /// comes, the bucket goes back into the table.
+    fn flow_placed(&mut self, id: FlowId, now: Instant) {
+        let Some(ip) = self
+            .flows
+            .get(id)
+            .filter(|f| f.peer.is_none())
+            .map(|f| f.client.ip())
+        else {
+            return;
+        };
+        let class = self.sources.class_of(ip);
+        let held = self.sources.held(class);
+        let t = self.ns(now);
+        match self.flows.from_source(ip) {
+            1 => {
+                let left = self.datagram_limiter.tokens(ip, now);
+                self.flows
+                    .set_bucket(id, left.map_or(0, |k| held.spent_to(k, t)));
+            }
+            2 => {
+                let holder = self.flows.holder(ip).filter(|&h| h != id);
+                if let Some((h, f)) = holder.and_then(|h| self.flows.get(h).map(|f| (h, f))) {
+                    let left = held.tokens(f.bucket, t);
+                    self.flows.set_bucket(h, NOT_HELD);
+                    self.datagram_limiter.take_over(ip, now, class, left);
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// Traffic for a flow reached us: it is alive, and if the peer served it until
     /// now (the address moved) it is ours from here on, and the peer hears so.
     #[inline]
@@ -507,6 +578,7 @@ impl Router {
                 InsertError::Full => DropReason::FlowTableFull,
                 InsertError::NoPort => DropReason::NoRelayPort,
             })?;
+        self.flow_placed(id, now);
         self.counters.flows_created += 1;
         if let Some(f) = self.flows.get(id) {
             let item = flow_item(f, now, &self.backends);

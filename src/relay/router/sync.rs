@@ -168,7 +168,8 @@ impl Router {
                     ..Flow::new(client, relay_port, ingress, home, now)
                 };
                 match self.flows.insert_at(flow) {
-                    Ok((_, replaced)) => {
+                    Ok((id, replaced)) => {
+                        self.flow_placed(id, now);
                         effect.close = replaced.into_iter().filter(|&p| p != relay_port).collect();
                         effect.bind = Some(relay_port);
                     }

@@ -1,6 +1,7 @@
 //! Table-driven tests of the routing decision, with virtual time.
 
 mod admission;
+mod held_bucket;
 mod lifetime;
 mod peers;
 mod source_limits;

@@ -1,0 +1,108 @@
+//! A source's datagram bucket held by its only flow: the same limit as the
+//! limiter's table, wherever the bucket is; it moves back to the table with what it
+//! has left when a second flow comes, and datagrams of no flow are charged to it.
+
+use super::*;
+use crate::relay::flows::NOT_HELD;
+
+/// 10 datagrams per second, a burst of 20, per source.
+fn limited() -> Router {
+    router(&config(
+        "[limits]\ndatagrams_per_ip = 10\ndatagrams_burst = 20\n",
+    ))
+}
+
+/// How many of `n` OPTIONS from `from` at `now` are forwarded.
+fn through(r: &mut Router, now: Instant, from: &str, n: u32) -> usize {
+    (0..n)
+        .filter(|i| {
+            let msg = req("OPTIONS", &format!("{from}-{i}"));
+            matches!(
+                r.from_client(now, sa(from), 0, &msg),
+                ClientAction::Forward { .. }
+            )
+        })
+        .count()
+}
+
+fn holds(r: &Router, from: &str) -> bool {
+    let id = r.flows.lookup_client(&sa(from)).unwrap();
+    r.flows.get(id).unwrap().bucket != NOT_HELD
+}
+
+#[test]
+fn a_one_flow_source_keeps_its_bucket_in_its_flow_with_the_same_limit() {
+    let t0 = Instant::now();
+    let mut r = limited();
+    assert_eq!(through(&mut r, t0, "198.51.100.1:1", 50), 20);
+    assert!(holds(&r, "198.51.100.1:1"));
+    // The index says so too: a batch then leaves the limiter's line alone.
+    assert!(r.flows.warm_client(&sa("198.51.100.1:1")));
+    assert_eq!(r.counters().dropped(DropReason::SourceRateLimited), 30);
+    // It refills at the rate: one datagram per 100 ms.
+    let t1 = t0 + Duration::from_millis(100);
+    assert_eq!(through(&mut r, t1, "198.51.100.1:1", 5), 1);
+    let t2 = t0 + Duration::from_secs(10);
+    assert_eq!(through(&mut r, t2, "198.51.100.1:1", 50), 20);
+}
+
+#[test]
+fn a_second_flow_takes_the_bucket_back_to_the_table_with_what_is_left() {
+    let t0 = Instant::now();
+    let mut r = limited();
+    assert_eq!(through(&mut r, t0, "198.51.100.1:1", 15), 15);
+    // Five left for the source, whichever port sends them.
+    assert_eq!(through(&mut r, t0, "198.51.100.1:2", 20), 5);
+    assert_eq!(through(&mut r, t0, "198.51.100.1:1", 5), 0);
+    assert!(!holds(&r, "198.51.100.1:1"));
+    assert!(!holds(&r, "198.51.100.1:2"));
+    assert!(!r.flows.warm_client(&sa("198.51.100.1:1")));
+    // An IPv6 /64 is one source: its second address is its second flow.
+    assert_eq!(through(&mut r, t0, "[2001:db8:1:2::1]:1", 12), 12);
+    assert!(holds(&r, "[2001:db8:1:2::1]:1"));
+    assert_eq!(through(&mut r, t0, "[2001:db8:1:2::9]:1", 20), 8);
+    assert!(!holds(&r, "[2001:db8:1:2::1]:1"));
+}
+
+#[test]
+fn datagrams_of_no_flow_are_charged_to_the_bucket_the_sources_flow_holds() {
+    let t0 = Instant::now();
+    let mut r = limited();
+    assert_eq!(through(&mut r, t0, "198.51.100.1:1", 20), 20);
+    // Junk from another port: refused as over the rate, not even scanned.
+    let a = r.from_client(t0, sa("198.51.100.1:2"), 0, b"junk");
+    assert_eq!(a, ClientAction::Drop(DropReason::SourceRateLimited));
+    assert_eq!(r.flow_count(), 1);
+}
+
+#[test]
+fn a_first_flow_starts_with_what_the_table_had_left() {
+    let t0 = Instant::now();
+    let mut r = limited();
+    // Fifteen datagrams that make no flow spend the table's bucket.
+    for _ in 0..15 {
+        let a = r.from_client(t0, sa("198.51.100.1:1"), 0, b"junk");
+        assert!(matches!(a, ClientAction::Drop(r) if r != DropReason::SourceRateLimited));
+    }
+    assert_eq!(r.flow_count(), 0);
+    // The flow made by the next one holds the bucket with what was left: five.
+    assert_eq!(through(&mut r, t0, "198.51.100.1:1", 20), 5);
+    assert!(holds(&r, "198.51.100.1:1"));
+}
+
+#[test]
+fn a_mirrored_flow_holds_its_sources_bucket_on_the_standby() {
+    let t0 = Instant::now();
+    let cfg = config("[limits]\ndatagrams_per_ip = 10\ndatagrams_burst = 20\n");
+    let (mut master, mut backup) = (synced(&cfg), synced(&cfg));
+    assert_eq!(through(&mut master, t0, "198.51.100.1:1", 3), 3);
+    let mut items = vec![];
+    master.take_sync(&mut items);
+    backup.set_peer_alive(t0, true);
+    for it in items {
+        backup.apply_sync(t0, it);
+    }
+    assert!(holds(&backup, "198.51.100.1:1"));
+    // Buckets are not synced: after a takeover the source has a full one there.
+    assert_eq!(through(&mut backup, t0, "198.51.100.1:1", 30), 20);
+}
