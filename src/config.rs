@@ -23,7 +23,9 @@ mod validate;
 mod values;
 mod vrrp;
 
-pub use access::{Access, Cidr, DEFAULT_DROP_USER_AGENTS, DEFAULT_MAX_BANS, ip_bits};
+pub use access::{
+    Access, Cidr, DEFAULT_DROP_USER_AGENTS, DEFAULT_MAX_BANS, V4_SPACE_LEN, ip_bits, is_v4_bits,
+};
 pub use defaults::*;
 pub use duration::{format_duration, parse_duration};
 pub use hep::{HepConfig, HepTransport, Legs};

@@ -39,6 +39,15 @@ pub struct Cidr {
 
 const V4_MAPPED: u128 = 0xffff << 32;
 
+/// The length of the prefix (`::ffff:0:0/96`) IPv4 is kept in.
+pub const V4_SPACE_LEN: u8 = 96;
+
+/// Whether `bits` (see [`ip_bits`]) is an IPv4 address.
+#[inline]
+pub fn is_v4_bits(bits: u128) -> bool {
+    bits & mask(V4_SPACE_LEN) == V4_MAPPED
+}
+
 /// An address in the 128-bit space [`Cidr`] uses.
 #[inline]
 pub fn ip_bits(ip: IpAddr) -> u128 {
@@ -83,7 +92,7 @@ impl Cidr {
     }
 
     pub fn is_v4(&self) -> bool {
-        self.len >= 96 && self.net & mask(96) == V4_MAPPED
+        self.len >= V4_SPACE_LEN && is_v4_bits(self.net)
     }
 
     #[inline]

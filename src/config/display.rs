@@ -76,13 +76,14 @@ impl fmt::Display for Config {
             let l = &o.limits;
             writeln!(
                 f,
-                "\n[[limits.source]]\ncidr = \"{}\"\nmax_flows_per_ip = {}\nnew_flows_per_ip = {}\nnew_flows_burst = {}\ndatagrams_per_ip = {}\ndatagrams_burst = {}",
+                "\n[[limits.source]]\ncidr = \"{}\"\nmax_flows_per_ip = {}\nnew_flows_per_ip = {}\nnew_flows_burst = {}\ndatagrams_per_ip = {}\ndatagrams_burst = {}\nmax_pins_per_ip = {}",
                 o.cidr,
                 l.max_flows_per_ip,
                 l.new_flows_per_ip,
                 l.new_flows_burst,
                 l.datagrams_per_ip,
-                l.datagrams_burst
+                l.datagrams_burst,
+                l.max_pins_per_ip
             )?;
         }
         let t = &self.timeouts;

@@ -19,6 +19,8 @@ pub struct SourceLimits {
     /// Datagrams per second (token bucket refill) and the bucket's depth.
     pub datagrams_per_ip: u32,
     pub datagrams_burst: u32,
+    /// Unanswered dialog-table entries its flows may hold together.
+    pub max_pins_per_ip: u32,
 }
 
 /// `[[limits.source]]`: other limits for each source in `cidr` (each source its own,
@@ -39,6 +41,7 @@ impl Limits {
             new_flows_burst: self.new_flows_burst,
             datagrams_per_ip: self.datagrams_per_ip,
             datagrams_burst: self.datagrams_burst,
+            max_pins_per_ip: self.max_pins_per_ip,
         }
     }
 }
@@ -113,6 +116,8 @@ fn validate_sources(
                 ),
             ));
         }
+        let max_pins_per_ip =
+            at_least_1("max_pins_per_ip", r.max_pins_per_ip, global.max_pins_per_ip)?;
         out.push(SourceOverride {
             cidr,
             limits: SourceLimits {
@@ -121,6 +126,7 @@ fn validate_sources(
                 new_flows_burst,
                 datagrams_per_ip,
                 datagrams_burst,
+                max_pins_per_ip,
             },
         });
     }
@@ -214,6 +220,7 @@ pub(super) fn validate_limits(l: RawLimits, listen: &Listen) -> Result<Limits, C
         new_flows_burst,
         datagrams_per_ip,
         datagrams_burst,
+        max_pins_per_ip,
     };
     let source = validate_sources(&l.source, &global)?;
     Ok(Limits {

@@ -87,6 +87,7 @@ pub(super) struct RawSourceLimits {
     pub new_flows_burst: Option<u32>,
     pub datagrams_per_ip: Option<u32>,
     pub datagrams_burst: Option<u32>,
+    pub max_pins_per_ip: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

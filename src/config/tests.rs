@@ -617,7 +617,7 @@ fn peers_are_checked_and_errors_name_the_key() {
 #[test]
 fn limits_source_overrides() {
     let text = format!(
-        "{GOOD}\n[limits]\ndatagrams_per_ip = 10\n\n[[limits.source]]\ncidr = \"198.51.100.0/24\"\nmax_flows_per_ip = 900\ndatagrams_per_ip = 300\n\n[[limits.source]]\ncidr = \"2001:db8::/48\"\nnew_flows_burst = 400\n"
+        "{GOOD}\n[limits]\ndatagrams_per_ip = 10\n\n[[limits.source]]\ncidr = \"198.51.100.0/24\"\nmax_flows_per_ip = 900\ndatagrams_per_ip = 300\nmax_pins_per_ip = 77\n\n[[limits.source]]\ncidr = \"2001:db8::/48\"\nnew_flows_burst = 400\n"
     );
     let c = Config::parse(&text, &eph()).unwrap();
     let g = c.limits.per_source();
@@ -635,6 +635,8 @@ fn limits_source_overrides() {
         "an omitted burst follows an overridden rate"
     );
     assert_eq!(a.limits.new_flows_per_ip, g.new_flows_per_ip);
+    assert_eq!(a.limits.max_pins_per_ip, 77);
+    assert_eq!(b.limits.max_pins_per_ip, g.max_pins_per_ip);
     assert_eq!(b.limits.new_flows_burst, 400);
     assert_eq!(
         (b.limits.datagrams_per_ip, b.limits.datagrams_burst),
@@ -670,6 +672,10 @@ fn limits_source_overrides() {
         (
             "[[limits.source]]\ncidr = \"10.0.0.0/8\"\ndatagrams_per_ip = 0\n",
             "limits.source[0].datagrams_per_ip: must be at least 1",
+        ),
+        (
+            "[[limits.source]]\ncidr = \"10.0.0.0/8\"\nmax_pins_per_ip = 0\n",
+            "limits.source[0].max_pins_per_ip: must be at least 1",
         ),
         (
             "[[limits.source]]\ncidr = \"10.0.0.0/8\"\ndatagrams_burst = 5\n",

@@ -129,25 +129,13 @@ impl Shell {
         ));
         // Table sizes need a restart; per-source limits and their overrides apply now.
         let (old, new) = (&self.cfg.limits, &mut cfg.limits);
-        let sizes = |l: &crate::config::Limits| {
-            (
-                l.max_flows,
-                l.max_dialogs,
-                l.max_pins_per_flow,
-                l.max_pins_per_ip,
-            )
-        };
+        let sizes = |l: &crate::config::Limits| (l.max_flows, l.max_dialogs, l.max_pins_per_flow);
         if sizes(new) != sizes(old) {
             notes.push(
-                "limits.max_flows/max_dialogs/max_pins_per_flow/max_pins_per_ip changes need a restart; kept the running ones"
+                "limits.max_flows/max_dialogs/max_pins_per_flow changes need a restart; kept the running ones"
                     .to_string(),
             );
-            (
-                new.max_flows,
-                new.max_dialogs,
-                new.max_pins_per_flow,
-                new.max_pins_per_ip,
-            ) = sizes(old);
+            (new.max_flows, new.max_dialogs, new.max_pins_per_flow) = sizes(old);
         }
         if (new.per_source(), &new.source) != (old.per_source(), &old.source) {
             self.router.set_source_limits(new);

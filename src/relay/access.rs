@@ -233,6 +233,12 @@ mod tests {
                 Err(Refusal::Denied),
             ),
             (&[], &["::/0"], "2001:db8::1", false, Err(Refusal::Denied)),
+            // An IPv6 prefix never covers IPv4 clients (whose addresses the lists
+            // keep in ::ffff:0:0/96): "deny all IPv6" must not deny everyone.
+            (&[], &["::/0"], "192.0.2.1", false, Ok(())),
+            (&[], &["::/64"], "::ffff:192.0.2.1", false, Ok(())),
+            (&["::/0"], &[], "192.0.2.1", false, Err(Refusal::Denied)),
+            (&["::/0", "0.0.0.0/0"], &[], "192.0.2.1", false, Ok(())),
             (
                 &[],
                 &["2001:db8:1:2::/64", "198.51.100.7"],

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use crate::config::Cidr;
+use crate::config::{Cidr, V4_SPACE_LEN, is_v4_bits};
 
 /// A set of prefixes, looked up by the prefix lengths it holds.
 #[derive(Debug, Clone)]
@@ -58,14 +58,18 @@ impl<V> PrefixMap<V> {
         Some(v)
     }
 
-    /// The longest prefix holding `bits`, with its value.
+    /// The longest prefix holding `bits`, with its value. An IPv4 address is held
+    /// only by IPv4 prefixes: IPv6 ones shorter than /96 (`::/0`) cover the space
+    /// IPv4 is kept in, but an operator who lists one means IPv6 hosts.
     #[inline]
     pub(crate) fn find(&self, bits: u128) -> Option<(&Cidr, &V)> {
         if self.map.is_empty() {
             return None;
         }
+        let v4 = is_v4_bits(bits);
         self.lens
             .iter()
+            .take_while(|&&(l, _)| !v4 || l >= V4_SPACE_LEN)
             .find_map(|&(l, _)| self.map.get_key_value(&Cidr::from_bits(bits, l)))
     }
 

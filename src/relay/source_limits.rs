@@ -148,6 +148,7 @@ mod tests {
             new_flows_burst: 1,
             datagrams_per_ip: rate,
             datagrams_burst: burst,
+            max_pins_per_ip: 1,
         })
     }
 

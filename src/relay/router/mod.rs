@@ -98,7 +98,6 @@ pub struct Router {
     /// Per-source limits: `[limits]`, or a `[[limits.source]]` override.
     sources: SourceClasses,
     max_pins_per_flow: u32,
-    max_pins_per_ip: u32,
     access: AccessControl,
     /// Sources by datagrams dropped (bounded; `/api/v1/top`).
     top_drops: TopSketch,
@@ -186,7 +185,6 @@ impl Router {
                 limits.max_flows.max(1 << 16),
             ),
             max_pins_per_flow: limits.max_pins_per_flow,
-            max_pins_per_ip: limits.max_pins_per_ip,
             access: AccessControl::new(&rc.access),
             top_drops: TopSketch::new(),
             limiter: SourceLimiter::with_classes(sources.new_flow_rates(), limits.max_flows),
@@ -420,7 +418,8 @@ impl Router {
                         return self.drop_client(client, DropReason::PinQuota);
                     }
                     if peer.is_none()
-                        && self.flows.pins_from_source(client.ip()) >= self.max_pins_per_ip
+                        && self.flows.pins_from_source(client.ip())
+                            >= self.sources.of(client.ip()).max_pins_per_ip
                     {
                         return self.drop_client(client, DropReason::SourcePinQuota);
                     }

@@ -144,6 +144,36 @@ fn overrides_raise_and_lower_the_datagram_rate_by_longest_prefix() {
 }
 
 #[test]
+fn overrides_raise_and_lower_the_pins_a_source_may_hold_and_reload() {
+    let t0 = Instant::now();
+    let limits = |global: u32| {
+        format!(
+            "max_pins_per_flow = 100\nmax_pins_per_ip = {global}\n\n[[limits.source]]\ncidr = \"198.51.100.0/24\"\nmax_pins_per_ip = 10\n\n[[limits.source]]\ncidr = \"203.0.113.9\"\nmax_pins_per_ip = 1\n"
+        )
+    };
+    let mut r = router(&cfg(&limits(4)));
+    // Unanswered INVITEs over three ports of each source.
+    let invites = |r: &mut Router, source: &str, tag: &str, n: u32| {
+        (0..n)
+            .filter(|i| {
+                let msg = req("INVITE", &format!("{source}-{tag}{i}"));
+                matches!(
+                    r.from_client(t0, at(source, i % 3), 0, &msg),
+                    ClientAction::Forward { .. }
+                )
+            })
+            .count()
+    };
+    for (source, want) in [("192.0.2.99", 4), ("198.51.100.1", 10), ("203.0.113.9", 1)] {
+        assert_eq!(invites(&mut r, source, "a", 12), want, "{source}");
+    }
+    // A reload applies at once (entries already open count).
+    r.set_source_limits(&cfg(&limits(6)).limits);
+    assert_eq!(invites(&mut r, "192.0.2.99", "b", 12), 2);
+    assert_eq!(invites(&mut r, "198.51.100.1", "b", 12), 0);
+}
+
+#[test]
 fn overrides_apply_to_the_new_flow_rate() {
     let t0 = Instant::now();
     let mut r = router(&cfg(
