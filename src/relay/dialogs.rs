@@ -29,11 +29,16 @@ pub struct Dialog {
     pub opener: Side,
     /// The relay endpoint of the flow it uses: a dialog holds its flow.
     pub flow: RelayPort,
+    /// That flow's generation on the endpoint (`Flow::generation`).
+    pub flow_gen: u16,
     /// Opened by the client and not (yet) made a dialog by a backend's 1xx/2xx:
     /// counts against the flow's pin quota until it expires (calls a backend takes do
     /// not, however many a PBX places; rejected ones do).
     pub awaiting: bool,
 }
+
+// A million may be held: the generation fits in what was padding.
+const _: () = assert!(std::mem::size_of::<Dialog>() == 32);
 
 /// Which side of sipfront sent a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,6 +168,7 @@ impl DialogTable {
             let before = old.span;
             *old = Dialog {
                 flow: old.flow,
+                flow_gen: old.flow_gen,
                 awaiting: old.awaiting,
                 ..d
             };
@@ -228,6 +234,7 @@ mod tests {
             span,
             opener: Side::Client,
             flow: RelayPort::first(port),
+            flow_gen: 1,
             awaiting: false,
         };
         let mut t = DialogTable::new(2, None);

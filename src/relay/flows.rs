@@ -54,6 +54,10 @@ pub struct Flow {
     /// epoch, see [`HeldBucket`](super::source_limits::HeldBucket)). [`NOT_HELD`]
     /// otherwise: the limiter's table has it. Local: never synced.
     pub bucket: u64,
+    /// Its relay endpoint's generation when it was placed there: dialog entries name
+    /// their flow by endpoint and generation, so the entries of a flow that is gone
+    /// never count for the next flow on its endpoint. Local: never synced.
+    pub generation: u16,
 }
 
 const _: () = assert!(std::mem::size_of::<Option<Flow>>() == 128);
@@ -82,6 +86,7 @@ impl Flow {
             peer: None,
             answered: false,
             bucket: NOT_HELD,
+            generation: 0,
         }
     }
 }
@@ -160,6 +165,8 @@ pub struct FlowTable {
     aliases: HashMap<SocketAddr, u32, foldhash::fast::RandomState>,
     /// Flow per relay slot (`space.index`).
     by_port: Vec<u32>,
+    /// Flows placed on each relay slot so far (wrapping): see [`Flow::generation`].
+    port_gen: Vec<u16>,
     /// Pool endpoints never handed out are those from this position of the
     /// interleaved order on; they go first.
     fresh: usize,
@@ -191,6 +198,7 @@ impl FlowTable {
             by_client: OpenTable::with_capacity(max + space.statics().len()),
             aliases: HashMap::default(),
             by_port: vec![NO_FLOW; n_ports],
+            port_gen: vec![0; n_ports],
             fresh: 0,
             free_ports: VecDeque::new(),
             space,
@@ -368,6 +376,22 @@ impl FlowTable {
         }
     }
 
+    /// The flow on `port` if it is the one of generation `generation` there (see
+    /// [`Flow::generation`]).
+    pub fn lookup_generation(&self, port: RelayPort, generation: u16) -> Option<FlowId> {
+        self.lookup_port(port)
+            .filter(|&id| self.get(id).is_some_and(|f| f.generation == generation))
+    }
+
+    /// The generation of the flow on `port` now, or (none there) one no flow has.
+    pub fn generation_at(&self, port: RelayPort) -> u16 {
+        match self.lookup_port(port).and_then(|id| self.get(id)) {
+            Some(f) => f.generation,
+            // The next flow there gets the next one.
+            None => self.space.index(port).map_or(0, |i| self.port_gen[i]),
+        }
+    }
+
     pub fn lookup_port(&self, port: RelayPort) -> Option<FlowId> {
         match self.by_port.get(self.space.index(port)?) {
             Some(&i) if i != NO_FLOW => Some(FlowId(i)),
@@ -456,7 +480,7 @@ impl FlowTable {
     }
 
     /// Stores `flow`; its client must not have a flow (callers look it up first).
-    fn place(&mut self, flow: Flow) -> Result<FlowId, InsertError> {
+    fn place(&mut self, mut flow: Flow) -> Result<FlowId, InsertError> {
         let port = flow.relay_port;
         let client = flow.client;
         let idx = match self.free_slots.last() {
@@ -473,12 +497,17 @@ impl FlowTable {
         {
             return Err(InsertError::Full);
         }
+        let slot = self.space.index(port);
+        if let Some(i) = slot {
+            self.port_gen[i] = self.port_gen[i].wrapping_add(1);
+            flow.generation = self.port_gen[i];
+        }
         match self.free_slots.pop() {
             Some(i) => self.slots[i as usize] = Some(flow),
             None => self.slots.push(Some(flow)),
         }
         self.per_source.add_flow(client.ip(), idx);
-        if let Some(i) = self.space.index(port) {
+        if let Some(i) = slot {
             self.by_port[i] = idx;
         }
         Ok(FlowId(idx))

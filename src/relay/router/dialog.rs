@@ -48,10 +48,12 @@ pub(super) fn refresh(
     }
 }
 
-/// Keeps a flow's count of dialogs in step with one dialog's span change.
+/// Keeps a flow's count of dialogs in step with one dialog's span change (the flow
+/// on `port` of generation `generation`: not a later one there).
 pub(super) fn hold(
     flows: &mut FlowTable,
     port: RelayPort,
+    generation: u16,
     before: Option<Span>,
     after: Option<Span>,
 ) {
@@ -60,7 +62,10 @@ pub(super) fn hold(
     if was == is {
         return;
     }
-    let Some(f) = flows.lookup_port(port).and_then(|id| flows.get_mut(id)) else {
+    let Some(f) = flows
+        .lookup_generation(port, generation)
+        .and_then(|id| flows.get_mut(id))
+    else {
         return;
     };
     if is {
@@ -84,6 +89,7 @@ impl Router {
         hold(
             &mut self.flows,
             after.flow,
+            after.flow_gen,
             before.map(|d| d.span),
             Some(after.span),
         );
@@ -109,7 +115,7 @@ pub(super) fn unpin(flows: &mut FlowTable, d: &Dialog) {
     if !d.awaiting {
         return;
     }
-    if let Some(id) = flows.lookup_port(d.flow) {
+    if let Some(id) = flows.lookup_generation(d.flow, d.flow_gen) {
         flows.drop_pin(id);
     }
 }

@@ -121,7 +121,7 @@ impl Router {
         // idle).
         let flows = &mut self.flows;
         let mut release = |d: &Dialog| {
-            hold(flows, d.flow, Some(d.span), None);
+            hold(flows, d.flow, d.flow_gen, Some(d.span), None);
             unpin(flows, d);
         };
         for _ in 0..plan.shards {

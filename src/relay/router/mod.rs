@@ -409,8 +409,10 @@ impl Router {
                     // Pinned for a transaction only: the pin becomes a dialog when the
                     // backend answers (1xx/2xx), so a client cannot fill the table with
                     // INVITEs nobody answers.
-                    let Some((relay_port, pins, peer)) =
-                        self.flows.get(id).map(|f| (f.relay_port, f.pins, f.peer))
+                    let Some((relay_port, flow_gen, pins, peer)) = self
+                        .flows
+                        .get(id)
+                        .map(|f| (f.relay_port, f.generation, f.pins, f.peer))
                     else {
                         return self.drop_client(client, DropReason::NoFlow);
                     };
@@ -429,6 +431,7 @@ impl Router {
                         span: Span::Transaction,
                         opener: Side::Client,
                         flow: relay_port,
+                        flow_gen,
                         awaiting: true,
                     };
                     if self.dialogs.pin(key, d).is_err() {
@@ -683,14 +686,19 @@ impl Router {
             refresh(d, msg, now, &self.settings, Side::Backend);
             if d.awaiting && d.span == Span::Dialog {
                 // A backend took the client's call (1xx/2xx): no longer a stranger's
-                // pin. A rejected one (407, 403...) counts until it expires.
+                // pin (of the flow that opened it). A rejected one (407, 403...)
+                // counts until it expires.
                 d.awaiting = false;
-                self.flows.drop_pin(id);
+                if let Some(opener) = self.flows.lookup_generation(d.flow, d.flow_gen) {
+                    self.flows.drop_pin(opener);
+                }
             }
             let after = *d;
             self.dialog_changed(key, Some(&before), &after, true);
         } else if msg.is_request() {
-            let Some(relay_port) = self.flows.get(id).map(|f| f.relay_port) else {
+            let Some((relay_port, flow_gen)) =
+                self.flows.get(id).map(|f| (f.relay_port, f.generation))
+            else {
                 return Err(DropReason::NoFlow);
             };
             // A backend's request: its answers go back to it. A dialog-opening one
@@ -701,6 +709,7 @@ impl Router {
                 span: Span::Transaction,
                 opener: Side::Backend,
                 flow: relay_port,
+                flow_gen,
                 awaiting: false,
             };
             self.dialogs

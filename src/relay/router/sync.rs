@@ -206,14 +206,19 @@ impl Router {
                     span,
                     opener,
                     flow,
+                    // Ours on that endpoint: generations are local.
+                    flow_gen: self.flows.generation_at(flow),
                     awaiting: false,
                 };
                 match self.dialogs.pin(key, d) {
                     // The mirrored flow is held by the peer's dialogs too, so it
                     // survives a takeover for as long as its calls do.
                     Ok(before) => {
-                        let flow = self.dialogs.get_mut(key).map_or(flow, |d| d.flow);
-                        hold(&mut self.flows, flow, before, Some(span));
+                        let (flow, flow_gen) = self
+                            .dialogs
+                            .get_mut(key)
+                            .map_or((flow, d.flow_gen), |d| (d.flow, d.flow_gen));
+                        hold(&mut self.flows, flow, flow_gen, before, Some(span));
                     }
                     Err(()) => self.sync_rejected += 1,
                 }

@@ -392,3 +392,48 @@ fn source_port_zero_gets_no_flow() {
         None
     );
 }
+
+/// A flow's unanswered entries outlive it (they do not hold it); when they expire
+/// they must not count against the next flow on its relay endpoint, whose own
+/// entries would then be under-counted and its quota exceeded.
+#[test]
+fn entries_of_a_gone_flow_never_count_for_the_next_flow_on_its_endpoint() {
+    let t0 = Instant::now();
+    let s = Duration::from_secs;
+    let mut r = router(&config(
+        "unanswered_idle = \"5s\"\n[limits]\nmax_pins_per_flow = 2\n",
+    ));
+    let a = "198.51.100.1:1000";
+    assert_eq!(action(&mut r, t0, a, &req("INVITE", "a0")), None);
+    let a_port = r.flow_of(&sa(a)).unwrap().relay_port;
+    for k in 1..=6 {
+        r.handle_timeout(t0 + s(k));
+    }
+    assert!(r.flow_of(&sa(a)).is_none(), "unanswered: gone after 5 s");
+    // The three never-used endpoints go first; the fourth flow gets A's. (One
+    // source: the new-flow limiter's table is as small as the flow table.)
+    let t6 = t0 + s(6);
+    for b in ["198.51.100.2:1", "198.51.100.2:2", "198.51.100.2:3"] {
+        assert_eq!(action(&mut r, t6, b, &req("OPTIONS", b)), None);
+    }
+    let e = "198.51.100.2:4";
+    assert_eq!(action(&mut r, t6, e, &req("INVITE", "e0")), None);
+    let f = r.flow_of(&sa(e)).unwrap();
+    let (e_port, home) = (f.relay_port, f.home);
+    assert_eq!(e_port, a_port);
+    // A backend reaches it: it lives `flow_idle` (30 s) from its last datagram.
+    r.from_backend(t6, e_port, addr_of(home), &req("OPTIONS", "ping"));
+    assert_eq!(action(&mut r, t6, e, &req("INVITE", "e1")), None);
+    assert_eq!(
+        action(&mut r, t6, e, &req("INVITE", "e2")),
+        Some(DropReason::PinQuota)
+    );
+    // A's entry expires (32 s after it was opened); E's two are still open.
+    for k in 7..=34 {
+        r.handle_timeout(t0 + s(k));
+    }
+    assert_eq!(
+        action(&mut r, t0 + s(34), e, &req("INVITE", "e3")),
+        Some(DropReason::PinQuota)
+    );
+}
