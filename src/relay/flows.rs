@@ -12,12 +12,16 @@ use super::open_table::{Entry, OpenTable, TableHasher};
 use super::per_source::SourceCounts;
 use super::port::{RelayPort, RelaySpace};
 use super::prefetch::prefetch;
-use super::ratelimit::SourceKey;
+use super::ratelimit::{SourceKey, source_key};
 
 const NO_FLOW: u32 = u32::MAX;
 
 /// [`Flow::bucket`] of a flow that does not hold its source's datagram bucket.
 pub const NOT_HELD: u64 = u64::MAX;
+
+/// [`Flow::bucket`] of a flow that does not hold it and may take it with its next
+/// datagram: the source's other flows are gone. Values below it are held buckets.
+pub const RECLAIM: u64 = 1 << 63;
 
 /// Two cache lines, aligned (at 120 bytes a flow would straddle three in most
 /// slots): what a datagram of a million-flow table waits on.
@@ -63,6 +67,12 @@ pub struct Flow {
 const _: () = assert!(std::mem::size_of::<Option<Flow>>() == 128);
 
 impl Flow {
+    /// Whether it holds its source's datagram bucket.
+    #[inline]
+    pub fn holds_bucket(&self) -> bool {
+        self.bucket < RECLAIM
+    }
+
     /// A flow that has seen nothing yet: no registration, no dialog, no answer.
     pub fn new(
         client: SocketAddr,
@@ -177,6 +187,9 @@ pub struct FlowTable {
     max: usize,
     /// Flows per source (IPv4 address, IPv6 /64), for the per-source cap.
     per_source: SourceCounts,
+    /// Datagram buckets of removed flows that held them, (source address, bucket),
+    /// until the router puts them back into its limiter ([`FlowTable::drain_released`]).
+    released: Vec<(std::net::IpAddr, u64)>,
     /// The flows' `pins` summed per source, for `limits.max_pins_per_ip`. Kept in step
     /// by [`FlowTable::add_pin`], [`FlowTable::drop_pin`] and removal; sources with
     /// none have no entry.
@@ -204,6 +217,7 @@ impl FlowTable {
             space,
             max,
             per_source: SourceCounts::with_capacity(max),
+            released: Vec::with_capacity(1024),
             // Every source with a count holds a dialog entry and a flow: allocated
             // once, nothing grows on the forwarding path.
             pins_per_source: SourceCounts::with_capacity(max.min(max_dialogs)),
@@ -233,8 +247,8 @@ impl FlowTable {
         // first may have gone (its slot may be another's now).
         let id = FlowId(self.per_source.first(ip)?);
         let f = self.get(id)?;
-        let same = super::ratelimit::source_key(f.client.ip()) == super::ratelimit::source_key(ip);
-        (same && f.bucket != NOT_HELD).then_some(id)
+        let same = source_key(f.client.ip()) == source_key(ip);
+        (same && f.holds_bucket()).then_some(id)
     }
 
     /// Unanswered dialog entries the flows of `ip`'s source opened (see `Flow::pins`).
@@ -348,6 +362,13 @@ impl FlowTable {
         e.held()
     }
 
+    /// Hands each bucket a removed flow held to `put` (source address, bucket), once.
+    pub fn drain_released(&mut self, mut put: impl FnMut(std::net::IpAddr, u64)) {
+        for (ip, bucket) in self.released.drain(..) {
+            put(ip, bucket);
+        }
+    }
+
     /// Sets flow `id`'s [`Flow::bucket`] ([`NOT_HELD`]: it no longer holds it).
     pub fn set_bucket(&mut self, id: FlowId, bucket: u64) {
         let Some(f) = self.slots.get_mut(id.0 as usize).and_then(|s| s.as_mut()) else {
@@ -356,7 +377,7 @@ impl FlowTable {
         f.bucket = bucket;
         let hash = self.hasher.hash_one(f.client);
         if let Some(p) = self.by_client.find(hash, |e| e.id() == id.0) {
-            self.by_client.get_mut(p).set_held(bucket != NOT_HELD);
+            self.by_client.get_mut(p).set_held(bucket < RECLAIM);
         }
     }
 
@@ -383,12 +404,15 @@ impl FlowTable {
             .filter(|&id| self.get(id).is_some_and(|f| f.generation == generation))
     }
 
-    /// The generation of the flow on `port` now, or (none there) one no flow has.
+    /// The generation of the flow on `port` now, or (none there) of the next flow
+    /// placed there.
     pub fn generation_at(&self, port: RelayPort) -> u16 {
         match self.lookup_port(port).and_then(|id| self.get(id)) {
             Some(f) => f.generation,
-            // The next flow there gets the next one.
-            None => self.space.index(port).map_or(0, |i| self.port_gen[i]),
+            None => self
+                .space
+                .index(port)
+                .map_or(0, |i| self.port_gen[i].wrapping_add(1)),
         }
     }
 
@@ -519,7 +543,21 @@ impl FlowTable {
         if let Some(p) = self.by_client.find(hash, |e| e.id() == id.0) {
             self.by_client.remove_at(p, IndexEntry::hash_bits);
         }
-        self.per_source.remove(flow.client.ip(), 1);
+        if flow.holds_bucket() && flow.peer.is_none() {
+            self.released.push((flow.client.ip(), flow.bucket));
+        }
+        if let Some(left) = self.per_source.remove_flow(flow.client.ip(), id.0) {
+            // The source's one flow left may take its bucket back (from the limiter's
+            // table, with its next datagram).
+            let key = source_key(flow.client.ip());
+            if let Some(f) = self.slots.get_mut(left as usize).and_then(Option::as_mut)
+                && source_key(f.client.ip()) == key
+                && f.peer.is_none()
+                && f.bucket == NOT_HELD
+            {
+                f.bucket = RECLAIM;
+            }
+        }
         // Its entries outlive it in the dialog table, no longer counted for anyone.
         self.pins_per_source.remove(flow.client.ip(), flow.pins);
         if flow.peer.is_some() {
@@ -630,6 +668,25 @@ mod tests {
 
     const fn rp(port: u16) -> RelayPort {
         RelayPort::first(port)
+    }
+
+    #[test]
+    fn an_endpoints_generation_names_the_flow_on_it_and_the_next_one() {
+        let now = Instant::now();
+        let mut t = table(100..=100, 10);
+        // An entry synced before its flow names the flow that will come.
+        let next = t.generation_at(rp(100));
+        let a = t.insert(addr(1), 0, BackendId::new(0), now).unwrap();
+        assert_eq!(t.get(a).unwrap().generation, next);
+        assert_eq!(t.lookup_generation(rp(100), next), Some(a));
+        t.remove(a).unwrap();
+        let b = t.insert(addr(2), 0, BackendId::new(0), now).unwrap();
+        assert_eq!(t.lookup_port(rp(100)), Some(b));
+        assert_eq!(
+            t.lookup_generation(rp(100), next),
+            None,
+            "not the gone flow's"
+        );
     }
 
     #[test]

@@ -8,12 +8,13 @@ use std::net::IpAddr;
 
 use super::ratelimit::{SourceKey, source_key};
 
-/// A source's count, and the id of the flow that made it one (see
-/// [`SourceCounts::first`]).
+/// A source's count, the id of the flow that made it one and of the last one added
+/// (see [`SourceCounts::first`], [`SourceCounts::remove_flow`]).
 #[derive(Debug, Clone, Copy)]
 struct Count {
     n: u32,
     first: u32,
+    last: u32,
 }
 
 type Map<K> = HashMap<K, Count, foldhash::fast::RandomState>;
@@ -68,15 +69,46 @@ impl SourceCounts {
 
     /// Counts flow `id` for `ip`'s source.
     pub fn add_flow(&mut self, ip: IpAddr, id: u32) {
+        let new = Count {
+            n: 0,
+            first: id,
+            last: id,
+        };
         let c = match src_of(ip) {
-            Src::V4(k) => self.v4.entry(k).or_insert(Count { n: 0, first: id }),
-            Src::V6(k) => self.v6.entry(k).or_insert(Count { n: 0, first: id }),
+            Src::V4(k) => self.v4.entry(k).or_insert(new),
+            Src::V6(k) => self.v6.entry(k).or_insert(new),
         };
         c.n += 1;
+        c.last = id;
     }
 
-    /// The id given with the count that made `ip`'s source's count one from zero
-    /// (that flow may have gone since).
+    fn count_mut(&mut self, ip: IpAddr) -> Option<&mut Count> {
+        match src_of(ip) {
+            Src::V4(k) => self.v4.get_mut(&k),
+            Src::V6(k) => self.v6.get_mut(&k),
+        }
+    }
+
+    /// Takes flow `id` off `ip`'s source's count. If one flow is left and it is
+    /// known (after a count of two: whichever of the first and the last added is not
+    /// `id`), returns it, and it is the source's first from now on; the caller checks
+    /// that it still is that source's.
+    pub fn remove_flow(&mut self, ip: IpAddr, id: u32) -> Option<u32> {
+        let c = self.count_mut(ip)?;
+        if c.n != 2 {
+            self.remove(ip, 1);
+            return None;
+        }
+        c.n = 1;
+        let left = if c.first == id { c.last } else { c.first };
+        (left != id).then(|| {
+            c.first = left;
+            left
+        })
+    }
+
+    /// The id given with the count that made `ip`'s source's count one, from zero or
+    /// by [`SourceCounts::remove_flow`] (that flow may have gone since).
     pub fn first(&self, ip: IpAddr) -> Option<u32> {
         self.count(ip).map(|c| c.first)
     }

@@ -113,6 +113,7 @@ impl Router {
             }
         }
         self.expired_scratch = expired;
+        self.put_back_buckets(now);
         // The per-source tables (up to a million sources) are pruned in parts too,
         // one part per slice: all of them about once per round.
         self.limiter.prune_step(now, plan.parts);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::access::{AccessControl, Refusal};
 use super::backends::{AdminState, BackendId, BackendSet, Change};
 use super::dialogs::{Dialog, DialogTable, Side, Span};
-use super::flows::{Flow, FlowId, FlowTable, InsertError, NOT_HELD};
+use super::flows::{Flow, FlowId, FlowTable, InsertError, NOT_HELD, RECLAIM};
 use super::item::Item;
 use super::port::RelayPort;
 use super::ratelimit::{Budget, SourceLimiter, source_key};
@@ -126,6 +126,8 @@ pub struct Router {
     /// Times of the datagram buckets flows hold count from here: the first time
     /// seen (times passed in before the router was made are valid).
     epoch: Option<Instant>,
+    /// The latest time passed in (for calls that take none).
+    last_now: Option<Instant>,
     /// Where the Call-ID of the datagram the last `from_client`/`from_backend` scanned
     /// lies in it (empty: none), so that the capture hook need not scan it again.
     last_call_id: (usize, usize),
@@ -200,6 +202,7 @@ impl Router {
             settings: rc.settings.clone(),
             last_call_id: (0, 0),
             epoch: None,
+            last_now: None,
         };
         r.add_peers(&rc, now);
         r
@@ -473,24 +476,60 @@ impl Router {
     #[inline]
     fn allow_datagram(&mut self, found: Option<FlowId>, client: SocketAddr, now: Instant) -> bool {
         let ip = client.ip();
-        let holder = match found.and_then(|id| self.flows.get(id)) {
-            Some(f) if f.peer.is_some() => return true,
-            Some(f) if f.bucket != NOT_HELD => found,
+        let class = self.sources.class_of(ip);
+        let t = self.ns(now);
+        let holder = match found.and_then(|id| self.flows.get(id).map(|f| (id, f))) {
+            Some((_, f)) if f.peer.is_some() => return true,
+            Some((_, f)) if f.holds_bucket() => found,
+            Some((id, f)) if f.bucket == RECLAIM => self.reclaim(id, ip, class, now, t),
             Some(_) => None,
             // A datagram of no flow yet: its source's other flow may hold the bucket.
             None => self.flows.holder(ip),
         };
-        let class = self.sources.class_of(ip);
-        let t = self.ns(now);
         if let Some(f) = holder.and_then(|id| self.flows.get_mut(id)) {
             return self.sources.held(class).take(&mut f.bucket, t);
         }
         self.datagram_limiter.allow_in(ip, now, || class) || self.is_peer(&client)
     }
 
+    /// Flow `id`'s source's other flows are gone: it takes the bucket from the
+    /// limiter's table, with what the table has left, if it is still the only one.
+    fn reclaim(
+        &mut self,
+        id: FlowId,
+        ip: std::net::IpAddr,
+        class: super::source_limits::Class,
+        now: Instant,
+        t: u64,
+    ) -> Option<FlowId> {
+        if self.flows.from_source(ip) != 1 {
+            self.flows.set_bucket(id, NOT_HELD);
+            return None;
+        }
+        let left = self.datagram_limiter.tokens(ip, now);
+        let held = self.sources.held(class);
+        self.flows
+            .set_bucket(id, left.map_or(0, |k| held.spent_to(k, t)));
+        Some(id)
+    }
+
+    /// The buckets of removed flows that held their source's go back into the
+    /// limiter's table with what they had left (else the source's next flow would
+    /// start over with a full one). After every call that may remove flows.
+    fn put_back_buckets(&mut self, now: Instant) {
+        let t = self.ns(now);
+        let (flows, limiter, sources) =
+            (&mut self.flows, &mut self.datagram_limiter, &self.sources);
+        flows.drain_released(|ip, bucket| {
+            let class = sources.class_of(ip);
+            limiter.take_over(ip, now, class, sources.held(class).tokens(bucket, t));
+        });
+    }
+
     /// `now` in nanoseconds since the epoch.
     #[inline]
     fn ns(&mut self, now: Instant) -> u64 {
+        self.last_now = Some(self.last_now.map_or(now, |l| l.max(now)));
         let e = *self.epoch.get_or_insert(now);
         now.saturating_duration_since(e).as_nanos() as u64
     }
@@ -747,6 +786,9 @@ impl Router {
             self.emit(Item::FlowGone {
                 relay_port: f.relay_port,
             });
+        }
+        if let Some(now) = self.last_now {
+            self.put_back_buckets(now);
         }
     }
 

@@ -106,10 +106,14 @@ impl Router {
     /// peer (their removal was lost). Returns their relay ports, to close.
     pub fn end_full(&mut self) -> Vec<RelayPort> {
         let stale = self.flows.stale_mirrored(self.sync_gen);
-        stale
+        let gone = stale
             .into_iter()
             .filter_map(|id| self.flows.remove(id).map(|f| f.relay_port))
-            .collect()
+            .collect();
+        if let Some(now) = self.last_now {
+            self.put_back_buckets(now);
+        }
+        gone
     }
 
     /// Applies one change from the peer.
@@ -224,6 +228,7 @@ impl Router {
                 }
             }
         }
+        self.put_back_buckets(now);
         effect
     }
 }

@@ -106,3 +106,78 @@ fn a_mirrored_flow_holds_its_sources_bucket_on_the_standby() {
     // Buckets are not synced: after a takeover the source has a full one there.
     assert_eq!(through(&mut backup, t0, "198.51.100.1:1", 30), 20);
 }
+
+#[test]
+fn the_last_flow_of_a_source_takes_its_bucket_back_with_what_is_left() {
+    let t0 = Instant::now();
+    let s = Duration::from_secs;
+    let mut r = router(&config(
+        "unanswered_idle = \"5s\"\n[limits]\ndatagrams_per_ip = 1\ndatagrams_burst = 20\n",
+    ));
+    let (a, b) = ("198.51.100.1:1", "198.51.100.1:2");
+    assert_eq!(through(&mut r, t0, a, 5), 5);
+    // A backend reaches A: it lives `flow_idle`, B (unanswered) only 5 s.
+    let f = r.flow_of(&sa(a)).unwrap();
+    let (port, home) = (f.relay_port, f.home);
+    r.from_backend(t0, port, addr_of(home), &req("OPTIONS", "ping"));
+    assert_eq!(through(&mut r, t0, b, 3), 3);
+    assert!(!holds(&r, a) && !holds(&r, b));
+    for k in 1..=6 {
+        r.handle_timeout(t0 + s(k));
+    }
+    assert!(r.flow_of(&sa(b)).is_none());
+    // A's next datagram takes the bucket back: 12 left at t0, 6 more since.
+    let t6 = t0 + s(6);
+    assert_eq!(through(&mut r, t6, a, 30), 18);
+    assert!(holds(&r, a));
+    assert!(r.flows.warm_client(&sa(a)));
+    // And a datagram of no flow is charged to it again.
+    let c = r.from_client(t6, sa("198.51.100.1:3"), 0, b"junk");
+    assert_eq!(c, ClientAction::Drop(DropReason::SourceRateLimited));
+}
+
+#[test]
+fn a_source_with_flows_left_keeps_its_bucket_in_the_table() {
+    let t0 = Instant::now();
+    let s = Duration::from_secs;
+    let mut r = router(&config(
+        "unanswered_idle = \"5s\"\n[limits]\ndatagrams_per_ip = 1\ndatagrams_burst = 20\n",
+    ));
+    let ports = ["198.51.100.1:1", "198.51.100.1:2", "198.51.100.1:3"];
+    for (i, p) in ports.iter().enumerate() {
+        assert_eq!(through(&mut r, t0, p, 2), 2);
+        if i < 2 {
+            // Answered: these two stay.
+            let f = r.flow_of(&sa(p)).unwrap();
+            let (port, home) = (f.relay_port, f.home);
+            r.from_backend(t0, port, addr_of(home), &req("OPTIONS", p));
+        }
+    }
+    for k in 1..=6 {
+        r.handle_timeout(t0 + s(k));
+    }
+    assert!(r.flow_of(&sa(ports[2])).is_none());
+    let t6 = t0 + s(6);
+    // 14 left at t0, 6 more since, over both flows; neither holds it.
+    let got = through(&mut r, t6, ports[0], 15) + through(&mut r, t6, ports[1], 15);
+    assert_eq!(got, 20);
+    assert!(!holds(&r, ports[0]) && !holds(&r, ports[1]));
+}
+
+#[test]
+fn a_removed_flow_puts_the_bucket_it_held_back_with_what_is_left() {
+    let t0 = Instant::now();
+    let s = Duration::from_secs;
+    let mut r = router(&config(
+        "unanswered_idle = \"5s\"\n[limits]\ndatagrams_per_ip = 1\ndatagrams_burst = 100\n",
+    ));
+    let a = "198.51.100.1:1";
+    assert_eq!(through(&mut r, t0, a, 100), 100);
+    for k in 1..=6 {
+        r.handle_timeout(t0 + s(k));
+    }
+    assert!(r.flow_of(&sa(a)).is_none(), "unanswered: gone after 5 s");
+    // Its next flow starts with what the bucket has: 6 s at one a second, not a
+    // fresh burst of 100.
+    assert_eq!(through(&mut r, t0 + s(6), a, 100), 6);
+}
