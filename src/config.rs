@@ -100,6 +100,9 @@ pub struct Limits {
     pub max_pins_per_flow: u32,
     /// The same, for all flows of one source (IPv4 address, IPv6 /64) together.
     pub max_pins_per_ip: u32,
+    /// Flows all the IPv6 sources of one /48 (an end site, or the /56s of many) may
+    /// hold together: the /64s of one prefix do not add up to the whole table.
+    pub max_flows_per_ipv6_48: usize,
     /// `[[limits.source]]`: per-CIDR overrides of the per-source limits above.
     pub source: Vec<SourceOverride>,
 }

@@ -184,9 +184,9 @@ pub(super) fn validate_limits(l: RawLimits, listen: &Listen) -> Result<Limits, C
             "must be at least limits.new_flows_per_ip",
         ));
     }
-    let max_flows_per_ip = l
-        .max_flows_per_ip
-        .unwrap_or((max_flows / DEFAULT_MAX_FLOWS_PER_IP_DIVISOR).max(max_flows.min(256)));
+    // A carrier-grade NAT's share of the table (an IPv6 /48 is sized alike).
+    let default_per_source = (max_flows / DEFAULT_MAX_FLOWS_PER_IP_DIVISOR).max(max_flows.min(256));
+    let max_flows_per_ip = l.max_flows_per_ip.unwrap_or(default_per_source);
     if max_flows_per_ip == 0 {
         return Err(invalid("limits.max_flows_per_ip", "must be at least 1"));
     }
@@ -214,6 +214,13 @@ pub(super) fn validate_limits(l: RawLimits, listen: &Listen) -> Result<Limits, C
     if max_pins_per_ip == 0 {
         return Err(invalid("limits.max_pins_per_ip", "must be at least 1"));
     }
+    let max_flows_per_ipv6_48 = l.max_flows_per_ipv6_48.unwrap_or(default_per_source);
+    if max_flows_per_ipv6_48 == 0 {
+        return Err(invalid(
+            "limits.max_flows_per_ipv6_48",
+            "must be at least 1",
+        ));
+    }
     let global = SourceLimits {
         max_flows_per_ip,
         new_flows_per_ip,
@@ -227,6 +234,7 @@ pub(super) fn validate_limits(l: RawLimits, listen: &Listen) -> Result<Limits, C
         source,
         max_pins_per_flow,
         max_pins_per_ip,
+        max_flows_per_ipv6_48,
         max_flows,
         max_dialogs,
         new_flows_per_ip,

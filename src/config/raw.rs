@@ -73,6 +73,7 @@ pub(super) struct RawLimits {
     pub datagrams_burst: Option<u32>,
     pub max_pins_per_flow: Option<u32>,
     pub max_pins_per_ip: Option<u32>,
+    pub max_flows_per_ipv6_48: Option<usize>,
     #[serde(default)]
     pub source: Vec<RawSourceLimits>,
 }

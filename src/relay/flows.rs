@@ -241,6 +241,11 @@ impl FlowTable {
         self.per_source.get(ip)
     }
 
+    /// Flows held by the IPv6 sources of `ip`'s /48 together (0 for IPv4).
+    pub fn from_ipv6_48(&self, ip: std::net::IpAddr) -> u32 {
+        self.per_source.get_48(ip)
+    }
+
     /// The flow that holds the datagram bucket of `ip`'s source, if one does.
     pub fn holder(&self, ip: std::net::IpAddr) -> Option<FlowId> {
         // Only a source's first flow may hold it, and only until a second comes; the

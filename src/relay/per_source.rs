@@ -39,6 +39,13 @@ fn src_of(ip: IpAddr) -> Src {
 pub struct SourceCounts {
     v4: Map<u32>,
     v6: Map<u64>,
+    /// IPv6 counts summed per /48 (the /64 key's top 48 bits).
+    v6_48: HashMap<u64, u32, foldhash::fast::RandomState>,
+}
+
+/// The /48 an IPv6 /64 key lies in.
+fn site_of(k64: u64) -> u64 {
+    k64 >> 16
 }
 
 impl SourceCounts {
@@ -49,6 +56,7 @@ impl SourceCounts {
         SourceCounts {
             v4: Map::with_capacity_and_hasher(n, h()),
             v6: Map::with_capacity_and_hasher(n, h()),
+            v6_48: HashMap::with_capacity_and_hasher(n, h()),
         }
     }
 
@@ -76,10 +84,21 @@ impl SourceCounts {
         };
         let c = match src_of(ip) {
             Src::V4(k) => self.v4.entry(k).or_insert(new),
-            Src::V6(k) => self.v6.entry(k).or_insert(new),
+            Src::V6(k) => {
+                *self.v6_48.entry(site_of(k)).or_insert(0) += 1;
+                self.v6.entry(k).or_insert(new)
+            }
         };
         c.n += 1;
         c.last = id;
+    }
+
+    /// The counts of all IPv6 sources in `ip`'s /48 together (0 for IPv4).
+    pub fn get_48(&self, ip: IpAddr) -> u32 {
+        match src_of(ip) {
+            Src::V4(_) => 0,
+            Src::V6(k) => self.v6_48.get(&site_of(k)).copied().unwrap_or(0),
+        }
     }
 
     fn count_mut(&mut self, ip: IpAddr) -> Option<&mut Count> {
@@ -95,16 +114,14 @@ impl SourceCounts {
     /// that it still is that source's.
     pub fn remove_flow(&mut self, ip: IpAddr, id: u32) -> Option<u32> {
         let c = self.count_mut(ip)?;
-        if c.n != 2 {
-            self.remove(ip, 1);
-            return None;
+        let other = if c.first == id { c.last } else { c.first };
+        let left = (c.n == 2).then_some(other);
+        let left = left.filter(|&l| l != id);
+        if let Some(l) = left {
+            c.first = l;
         }
-        c.n = 1;
-        let left = if c.first == id { c.last } else { c.first };
-        (left != id).then(|| {
-            c.first = left;
-            left
-        })
+        self.remove(ip, 1);
+        left
     }
 
     /// The id given with the count that made `ip`'s source's count one, from zero or
@@ -125,7 +142,12 @@ impl SourceCounts {
         }
         match src_of(ip) {
             Src::V4(k) => dec(&mut self.v4, k, by),
-            Src::V6(k) => dec(&mut self.v6, k, by),
+            Src::V6(k) => {
+                // What the /64 had, at most, comes off its /48.
+                let had = self.v6.get(&k).map_or(0, |c| c.n);
+                dec_site(&mut self.v6_48, k, by.min(had));
+                dec(&mut self.v6, k, by);
+            }
         }
     }
 
@@ -140,6 +162,15 @@ impl SourceCounts {
             (source_key(IpAddr::V6(ip)), c.n)
         });
         v4.chain(v6)
+    }
+}
+
+fn dec_site(m: &mut HashMap<u64, u32, foldhash::fast::RandomState>, k64: u64, by: u32) {
+    if let Some(n) = m.get_mut(&site_of(k64)) {
+        *n = n.saturating_sub(by);
+        if *n == 0 {
+            m.remove(&site_of(k64));
+        }
     }
 }
 
@@ -158,6 +189,10 @@ mod tests {
         c.add(ip("2001:db8:1:3::1"));
         assert_eq!(c.get(ip("192.0.2.1")), 2);
         assert_eq!(c.get(ip("2001:db8:1:2::77")), 2);
+        // The /64s of one /48 together; IPv4 has none.
+        assert_eq!(c.get_48(ip("2001:db8:1:99::1")), 3);
+        assert_eq!(c.get_48(ip("2001:db8:2::1")), 0);
+        assert_eq!(c.get_48(ip("192.0.2.1")), 0);
         let mut all: Vec<_> = c.iter().collect();
         all.sort();
         let mut want = vec![
@@ -172,5 +207,30 @@ mod tests {
         c.remove(ip("192.0.2.1"), 1);
         assert_eq!(c.get(ip("192.0.2.1")), 0);
         assert_eq!(c.iter().count(), 2);
+        // Removal takes off the /48 what the /64 had, no more.
+        c.remove(ip("2001:db8:1:2::1"), 5);
+        assert_eq!(c.get_48(ip("2001:db8:1::1")), 1);
+        c.remove_flow(ip("2001:db8:1:3::1"), 0);
+        assert_eq!(c.get_48(ip("2001:db8:1::1")), 0);
+        assert_eq!(c.iter().count(), 0);
+    }
+
+    #[test]
+    fn the_flow_left_after_a_count_of_two_is_known() {
+        let mut c = SourceCounts::with_capacity(4);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        c.add_flow(a, 10);
+        c.add_flow(a, 11);
+        assert_eq!(c.remove_flow(a, 10), Some(11));
+        assert_eq!(c.first(a), Some(11));
+        c.add_flow(a, 12);
+        assert_eq!(c.remove_flow(a, 12), Some(11));
+        // From three, two are left: none is named.
+        c.add_flow(a, 13);
+        c.add_flow(a, 14);
+        assert_eq!(c.remove_flow(a, 13), None);
+        assert_eq!(c.remove_flow(a, 11), Some(14));
+        assert_eq!(c.remove_flow(a, 14), None);
+        assert_eq!(c.get(a), 0);
     }
 }

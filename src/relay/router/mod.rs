@@ -98,6 +98,8 @@ pub struct Router {
     /// Per-source limits: `[limits]`, or a `[[limits.source]]` override.
     sources: SourceClasses,
     max_pins_per_flow: u32,
+    /// `limits.max_flows_per_ipv6_48`.
+    max_flows_per_48: usize,
     access: AccessControl,
     /// Sources by datagrams dropped (bounded; `/api/v1/top`).
     top_drops: TopSketch,
@@ -187,6 +189,7 @@ impl Router {
                 limits.max_flows.max(1 << 16),
             ),
             max_pins_per_flow: limits.max_pins_per_flow,
+            max_flows_per_48: limits.max_flows_per_ipv6_48,
             access: AccessControl::new(&rc.access),
             top_drops: TopSketch::new(),
             limiter: SourceLimiter::with_classes(sources.new_flow_rates(), limits.max_flows),
@@ -606,7 +609,9 @@ impl Router {
         let home = self.backends.choose(&client).ok_or(DropReason::NoBackend)?;
         let class = self.sources.class_of(client.ip());
         let max = self.sources.get(class).max_flows_per_ip;
-        if self.flows.from_source(client.ip()) as usize >= max {
+        if self.flows.from_source(client.ip()) as usize >= max
+            || self.flows.from_ipv6_48(client.ip()) as usize >= self.max_flows_per_48
+        {
             return Err(DropReason::SourceFlowLimit);
         }
         if !self.limiter.allow_in(client.ip(), now, || class) {

@@ -174,6 +174,29 @@ fn overrides_raise_and_lower_the_pins_a_source_may_hold_and_reload() {
 }
 
 #[test]
+fn the_ipv6_sources_of_a_48_hold_at_most_its_flows_together() {
+    let t0 = Instant::now();
+    let mut r = router(&cfg("max_flows_per_ipv6_48 = 3\n"));
+    let table: &[(&str, usize)] = &[
+        ("2001:db8:1:1::1", 1),
+        ("2001:db8:1:2::1", 1),
+        ("2001:db8:1:ff::1", 1),
+        // The fourth /64 of the same /48: refused.
+        ("2001:db8:1:4::1", 0),
+        // Another /48, and IPv4: their own.
+        ("2001:db8:2:1::1", 1),
+        ("192.0.2.1", 1),
+    ];
+    for &(source, want) in table {
+        assert_eq!(flows_admitted(&mut r, t0, source, 1), want, "{source}");
+    }
+    assert_eq!(r.counters().dropped(DropReason::SourceFlowLimit), 1);
+    // A reload raises it.
+    r.set_source_limits(&cfg("max_flows_per_ipv6_48 = 4\n").limits);
+    assert_eq!(flows_admitted(&mut r, t0, "2001:db8:1:4::1", 1), 1);
+}
+
+#[test]
 fn overrides_apply_to_the_new_flow_rate() {
     let t0 = Instant::now();
     let mut r = router(&cfg(
