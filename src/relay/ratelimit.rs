@@ -175,13 +175,8 @@ impl SourceLimiter {
     /// is asked only for a source without a bucket.
     #[inline]
     pub fn allow_in(&mut self, ip: IpAddr, now: Instant, class: impl FnOnce() -> Class) -> bool {
-        let key = key64(ip);
-        let h = self.hasher.hash_one(key);
-        let shard = shard_of(h);
-        let t = self.ns(now);
-        if let Some(p) = self.shards[shard].find(h, |b| b.key == key) {
-            let b = self.shards[shard].get_mut(p);
-            b.refill(&self.rates, t);
+        let (key, h, t) = self.locate(ip, now);
+        if let Some(b) = self.find_refilled(key, h, t) {
             if b.tokens >= 1.0 {
                 b.tokens -= 1.0;
                 return true;
@@ -192,6 +187,23 @@ impl SourceLimiter {
         let (_, burst) = rate_of(&self.rates, class);
         let tokens = if burst >= 1.0 { burst - 1.0 } else { burst };
         self.place(key, h, t, class, tokens) && burst >= 1.0
+    }
+
+    /// `ip`'s source's key, its hash, and `now` as the table counts time.
+    #[inline]
+    fn locate(&mut self, ip: IpAddr, now: Instant) -> (u64, u64, u64) {
+        let key = key64(ip);
+        (key, self.hasher.hash_one(key), self.ns(now))
+    }
+
+    /// The bucket of source `key` (hash `h`), refilled up to `t`, if it has one.
+    #[inline]
+    fn find_refilled(&mut self, key: u64, h: u64, t: u64) -> Option<&mut Bucket> {
+        let (shards, rates) = (&mut self.shards, &self.rates);
+        let shard = &mut shards[shard_of(h)];
+        let b = shard.get_mut(shard.find(h, |b| b.key == key)?);
+        b.refill(rates, t);
+        Some(b)
     }
 
     /// The tokens `ip`'s source has left now, if it has a bucket (nothing changes).
@@ -208,13 +220,8 @@ impl SourceLimiter {
     /// `ip`'s source's bucket comes (back) from elsewhere with `tokens` left: its
     /// bucket here keeps the lesser of that and what it has, or is made with it.
     pub fn take_over(&mut self, ip: IpAddr, now: Instant, class: Class, tokens: f64) {
-        let key = key64(ip);
-        let h = self.hasher.hash_one(key);
-        let shard = shard_of(h);
-        let t = self.ns(now);
-        if let Some(p) = self.shards[shard].find(h, |b| b.key == key) {
-            let b = self.shards[shard].get_mut(p);
-            b.refill(&self.rates, t);
+        let (key, h, t) = self.locate(ip, now);
+        if let Some(b) = self.find_refilled(key, h, t) {
             b.tokens = b.tokens.min(tokens);
             return;
         }
