@@ -409,15 +409,13 @@ impl FlowTable {
             .filter(|&id| self.get(id).is_some_and(|f| f.generation == generation))
     }
 
-    /// The generation of the flow on `port` now, or (none there) of the next flow
-    /// placed there.
+    /// The generation of the flow on `port` now, or (none there) one no flow there
+    /// has: an entry synced before its flow held nothing when it came, so it must not
+    /// let go of a flow placed later either.
     pub fn generation_at(&self, port: RelayPort) -> u16 {
         match self.lookup_port(port).and_then(|id| self.get(id)) {
             Some(f) => f.generation,
-            None => self
-                .space
-                .index(port)
-                .map_or(0, |i| self.port_gen[i].wrapping_add(1)),
+            None => self.space.index(port).map_or(0, |i| self.port_gen[i]),
         }
     }
 
@@ -676,19 +674,20 @@ mod tests {
     }
 
     #[test]
-    fn an_endpoints_generation_names_the_flow_on_it_and_the_next_one() {
+    fn an_endpoints_generation_names_only_the_flow_on_it() {
         let now = Instant::now();
         let mut t = table(100..=100, 10);
-        // An entry synced before its flow names the flow that will come.
-        let next = t.generation_at(rp(100));
+        // An entry synced before any flow names none that comes later.
+        let none = t.generation_at(rp(100));
         let a = t.insert(addr(1), 0, BackendId::new(0), now).unwrap();
-        assert_eq!(t.get(a).unwrap().generation, next);
-        assert_eq!(t.lookup_generation(rp(100), next), Some(a));
+        assert_eq!(t.lookup_generation(rp(100), none), None);
+        let gen_a = t.generation_at(rp(100));
+        assert_eq!(t.lookup_generation(rp(100), gen_a), Some(a));
         t.remove(a).unwrap();
         let b = t.insert(addr(2), 0, BackendId::new(0), now).unwrap();
         assert_eq!(t.lookup_port(rp(100)), Some(b));
         assert_eq!(
-            t.lookup_generation(rp(100), next),
+            t.lookup_generation(rp(100), gen_a),
             None,
             "not the gone flow's"
         );

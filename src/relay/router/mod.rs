@@ -479,10 +479,13 @@ impl Router {
     #[inline]
     fn allow_datagram(&mut self, found: Option<FlowId>, client: SocketAddr, now: Instant) -> bool {
         let ip = client.ip();
+        let flow = found.and_then(|id| self.flows.get(id).map(|f| (id, f)));
+        if flow.is_some_and(|(_, f)| f.peer.is_some()) {
+            return true;
+        }
         let class = self.sources.class_of(ip);
         let t = self.ns(now);
         let holder = match found.and_then(|id| self.flows.get(id).map(|f| (id, f))) {
-            Some((_, f)) if f.peer.is_some() => return true,
             Some((_, f)) if f.holds_bucket() => found,
             Some((id, f)) if f.bucket == RECLAIM => self.reclaim(id, ip, class, now, t),
             Some(_) => None,
@@ -609,8 +612,13 @@ impl Router {
         let home = self.backends.choose(&client).ok_or(DropReason::NoBackend)?;
         let class = self.sources.class_of(client.ip());
         let max = self.sources.get(class).max_flows_per_ip;
+        // An override that lets a source hold more lets its /48 hold as many.
+        let max_48 = match class {
+            0 => self.max_flows_per_48,
+            _ => self.max_flows_per_48.max(max),
+        };
         if self.flows.from_source(client.ip()) as usize >= max
-            || self.flows.from_ipv6_48(client.ip()) as usize >= self.max_flows_per_48
+            || self.flows.from_ipv6_48(client.ip()) as usize >= max_48
         {
             return Err(DropReason::SourceFlowLimit);
         }

@@ -173,6 +173,9 @@ impl Router {
                 };
                 match self.flows.insert_at(flow) {
                     Ok((id, replaced)) => {
+                        // A replaced flow's bucket goes back first: the new flow of
+                        // its source takes over what it had left.
+                        self.put_back_buckets(now);
                         self.flow_placed(id, now);
                         effect.close = replaced.into_iter().filter(|&p| p != relay_port).collect();
                         effect.bind = Some(relay_port);

@@ -181,3 +181,45 @@ fn a_removed_flow_puts_the_bucket_it_held_back_with_what_is_left() {
     // fresh burst of 100.
     assert_eq!(through(&mut r, t0 + s(6), a, 100), 6);
 }
+
+#[test]
+fn a_flow_sync_moves_to_another_endpoint_keeps_the_bucket_it_had() {
+    let t0 = Instant::now();
+    let cfg = config("[limits]\ndatagrams_per_ip = 1\ndatagrams_burst = 20\n");
+    let (mut master, mut backup) = (synced(&cfg), synced(&cfg));
+    let c = "198.51.100.1:1";
+    assert_eq!(through(&mut master, t0, c, 1), 1);
+    let mut items = vec![];
+    master.take_sync(&mut items);
+    backup.set_peer_alive(t0, true);
+    let Some(&Item::Flow {
+        client,
+        relay_port,
+        ingress,
+        home,
+        registered_secs,
+    }) = items.first()
+    else {
+        panic!("{items:?}")
+    };
+    backup.apply_sync(t0, items[0]);
+    // The backup serves the client for a while (a takeover): 15 of its 20.
+    assert_eq!(through(&mut backup, t0, c, 15), 15);
+    // The peer has the client on another endpoint now: the flow is replaced.
+    let moved = RelayPort {
+        port: relay_port.port + 1,
+        ..relay_port
+    };
+    backup.apply_sync(
+        t0,
+        Item::Flow {
+            client,
+            relay_port: moved,
+            ingress,
+            home,
+            registered_secs,
+        },
+    );
+    assert_eq!(backup.flow_of(&sa(c)).unwrap().relay_port, moved);
+    assert_eq!(through(&mut backup, t0, c, 20), 5);
+}

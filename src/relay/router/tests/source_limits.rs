@@ -194,6 +194,12 @@ fn the_ipv6_sources_of_a_48_hold_at_most_its_flows_together() {
     // A reload raises it.
     r.set_source_limits(&cfg("max_flows_per_ipv6_48 = 4\n").limits);
     assert_eq!(flows_admitted(&mut r, t0, "2001:db8:1:4::1", 1), 1);
+    assert_eq!(flows_admitted(&mut r, t0, "2001:db8:1:5::1", 1), 0);
+    // An override's max_flows_per_ip lifts it for its sources.
+    r.set_source_limits(
+        &cfg("max_flows_per_ipv6_48 = 4\n[[limits.source]]\ncidr = \"2001:db8:1::/48\"\nmax_flows_per_ip = 6\n").limits,
+    );
+    assert_eq!(flows_admitted(&mut r, t0, "2001:db8:1:5::1", 3), 2);
 }
 
 #[test]
