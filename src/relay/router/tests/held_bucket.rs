@@ -25,6 +25,20 @@ fn through(r: &mut Router, now: Instant, from: &str, n: u32) -> usize {
         .count()
 }
 
+/// One datagram per second, a burst of `burst`; unanswered flows live 5 s.
+fn short_lived(burst: u32) -> Router {
+    router(&config(&format!(
+        "unanswered_idle = \"5s\"\n[limits]\ndatagrams_per_ip = 1\ndatagrams_burst = {burst}\n"
+    )))
+}
+
+/// A backend reaches `from`'s flow: it lives `flow_idle` (30 s), not 5 s.
+fn answer(r: &mut Router, now: Instant, from: &str) {
+    let f = r.flow_of(&sa(from)).unwrap();
+    let (port, home) = (f.relay_port, f.home);
+    r.from_backend(now, port, addr_of(home), &req("OPTIONS", from));
+}
+
 fn holds(r: &Router, from: &str) -> bool {
     let id = r.flows.lookup_client(&sa(from)).unwrap();
     r.flows.get(id).unwrap().bucket != NOT_HELD
@@ -111,15 +125,11 @@ fn a_mirrored_flow_holds_its_sources_bucket_on_the_standby() {
 fn the_last_flow_of_a_source_takes_its_bucket_back_with_what_is_left() {
     let t0 = Instant::now();
     let s = Duration::from_secs;
-    let mut r = router(&config(
-        "unanswered_idle = \"5s\"\n[limits]\ndatagrams_per_ip = 1\ndatagrams_burst = 20\n",
-    ));
+    let mut r = short_lived(20);
     let (a, b) = ("198.51.100.1:1", "198.51.100.1:2");
     assert_eq!(through(&mut r, t0, a, 5), 5);
     // A backend reaches A: it lives `flow_idle`, B (unanswered) only 5 s.
-    let f = r.flow_of(&sa(a)).unwrap();
-    let (port, home) = (f.relay_port, f.home);
-    r.from_backend(t0, port, addr_of(home), &req("OPTIONS", "ping"));
+    answer(&mut r, t0, a);
     assert_eq!(through(&mut r, t0, b, 3), 3);
     assert!(!holds(&r, a) && !holds(&r, b));
     for k in 1..=6 {
@@ -140,17 +150,13 @@ fn the_last_flow_of_a_source_takes_its_bucket_back_with_what_is_left() {
 fn a_source_with_flows_left_keeps_its_bucket_in_the_table() {
     let t0 = Instant::now();
     let s = Duration::from_secs;
-    let mut r = router(&config(
-        "unanswered_idle = \"5s\"\n[limits]\ndatagrams_per_ip = 1\ndatagrams_burst = 20\n",
-    ));
+    let mut r = short_lived(20);
     let ports = ["198.51.100.1:1", "198.51.100.1:2", "198.51.100.1:3"];
     for (i, p) in ports.iter().enumerate() {
         assert_eq!(through(&mut r, t0, p, 2), 2);
         if i < 2 {
             // Answered: these two stay.
-            let f = r.flow_of(&sa(p)).unwrap();
-            let (port, home) = (f.relay_port, f.home);
-            r.from_backend(t0, port, addr_of(home), &req("OPTIONS", p));
+            answer(&mut r, t0, p);
         }
     }
     for k in 1..=6 {
@@ -168,9 +174,7 @@ fn a_source_with_flows_left_keeps_its_bucket_in_the_table() {
 fn a_removed_flow_puts_the_bucket_it_held_back_with_what_is_left() {
     let t0 = Instant::now();
     let s = Duration::from_secs;
-    let mut r = router(&config(
-        "unanswered_idle = \"5s\"\n[limits]\ndatagrams_per_ip = 1\ndatagrams_burst = 100\n",
-    ));
+    let mut r = short_lived(100);
     let a = "198.51.100.1:1";
     assert_eq!(through(&mut r, t0, a, 100), 100);
     for k in 1..=6 {
