@@ -565,7 +565,7 @@ impl Shell {
             self.router.send_failed();
             return;
         };
-        let Some((fd, src)) = self.relay_out(idx, relay_port, flow, new_flow) else {
+        let Some((fd, src)) = self.relay_out(now, idx, relay_port, flow, new_flow) else {
             return;
         };
         self.queue_send(now, fd, data, to, src);

@@ -181,6 +181,7 @@ impl Shell {
     /// is none.
     pub(super) fn relay_out(
         &mut self,
+        now: Instant,
         idx: usize,
         r: RelayPort,
         flow: FlowId,
@@ -201,7 +202,7 @@ impl Shell {
         }
         if new_flow && let Err(e) = self.open_relay(r) {
             tracing::debug!(port = r.port, error = %e, "relay bind failed");
-            self.router.bind_failed(flow);
+            self.router.bind_failed(flow, now);
             return None;
         }
         if self.relays[idx].is_none() {

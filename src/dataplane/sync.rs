@@ -312,7 +312,7 @@ fn apply_events(s: &mut Shell, link: &mut Link, now: Instant, m: &Metrics) {
                 }
             }
             LinkEvent::FullTableApplied => {
-                for p in s.router.end_full() {
+                for p in s.router.end_full(now) {
                     s.close_relay(p);
                 }
                 m.last_full.set(

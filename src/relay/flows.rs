@@ -367,7 +367,22 @@ impl FlowTable {
         e.held()
     }
 
-    /// Hands each bucket a removed flow held to `put` (source address, bucket), once.
+    /// Flow `id` no longer holds its source's bucket: it goes back to the router's
+    /// limiter as a removed flow's does ([`FlowTable::drain_released`]).
+    pub fn release_bucket(&mut self, id: FlowId) {
+        let Some((ip, bucket)) = self
+            .get(id)
+            .filter(|f| f.holds_bucket())
+            .map(|f| (f.client.ip(), f.bucket))
+        else {
+            return;
+        };
+        self.released.push((ip, bucket));
+        self.set_bucket(id, NOT_HELD);
+    }
+
+    /// Hands each bucket a removed or released flow held to `put` (source address,
+    /// bucket), once.
     pub fn drain_released(&mut self, mut put: impl FnMut(std::net::IpAddr, u64)) {
         for (ip, bucket) in self.released.drain(..) {
             put(ip, bucket);
@@ -547,6 +562,7 @@ impl FlowTable {
             self.by_client.remove_at(p, IndexEntry::hash_bits);
         }
         if flow.holds_bucket() && flow.peer.is_none() {
+            // Back to the router's limiter (see `drain_released`).
             self.released.push((flow.client.ip(), flow.bucket));
         }
         if let Some(left) = self.per_source.remove_flow(flow.client.ip(), id.0) {

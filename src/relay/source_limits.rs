@@ -68,6 +68,8 @@ pub struct SourceClasses {
     /// By class, from `limits`.
     held: Vec<HeldBucket>,
     by_cidr: PrefixMap<Class>,
+    /// `limits.max_flows_per_ipv6_48`.
+    max_flows_per_48: usize,
 }
 
 impl SourceClasses {
@@ -85,6 +87,16 @@ impl SourceClasses {
             limits,
             held,
             by_cidr,
+            max_flows_per_48: l.max_flows_per_ipv6_48,
+        }
+    }
+
+    /// Flows the IPv6 /48 of a source in `class` may hold together: an override
+    /// that lets a source hold more lets its /48 hold as many.
+    pub fn max_flows_per_48(&self, class: Class) -> usize {
+        match class {
+            0 => self.max_flows_per_48,
+            c => self.max_flows_per_48.max(self.get(c).max_flows_per_ip),
         }
     }
 

@@ -21,7 +21,6 @@ impl Router {
     /// (the table sizes in `l` are not touched). Rate-limit buckets start over full.
     pub fn set_source_limits(&mut self, l: &Limits) {
         self.sources = SourceClasses::new(l);
-        self.max_flows_per_48 = l.max_flows_per_ipv6_48;
         self.datagram_limiter
             .set_classes(self.sources.datagram_rates());
         self.limiter.set_classes(self.sources.new_flow_rates());

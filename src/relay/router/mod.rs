@@ -98,8 +98,6 @@ pub struct Router {
     /// Per-source limits: `[limits]`, or a `[[limits.source]]` override.
     sources: SourceClasses,
     max_pins_per_flow: u32,
-    /// `limits.max_flows_per_ipv6_48`.
-    max_flows_per_48: usize,
     access: AccessControl,
     /// Sources by datagrams dropped (bounded; `/api/v1/top`).
     top_drops: TopSketch,
@@ -128,8 +126,6 @@ pub struct Router {
     /// Times of the datagram buckets flows hold count from here: the first time
     /// seen (times passed in before the router was made are valid).
     epoch: Option<Instant>,
-    /// The latest time passed in (for calls that take none).
-    last_now: Option<Instant>,
     /// Where the Call-ID of the datagram the last `from_client`/`from_backend` scanned
     /// lies in it (empty: none), so that the capture hook need not scan it again.
     last_call_id: (usize, usize),
@@ -189,7 +185,6 @@ impl Router {
                 limits.max_flows.max(1 << 16),
             ),
             max_pins_per_flow: limits.max_pins_per_flow,
-            max_flows_per_48: limits.max_flows_per_ipv6_48,
             access: AccessControl::new(&rc.access),
             top_drops: TopSketch::new(),
             limiter: SourceLimiter::with_classes(sources.new_flow_rates(), limits.max_flows),
@@ -205,7 +200,6 @@ impl Router {
             settings: rc.settings.clone(),
             last_call_id: (0, 0),
             epoch: None,
-            last_now: None,
         };
         r.add_peers(&rc, now);
         r
@@ -442,7 +436,7 @@ impl Router {
                     };
                     if self.dialogs.pin(key, d).is_err() {
                         if new_flow {
-                            self.abort_flow(id);
+                            self.abort_flow(id, now);
                         }
                         return self.drop_client(client, DropReason::DialogTableFull);
                     }
@@ -479,15 +473,15 @@ impl Router {
     #[inline]
     fn allow_datagram(&mut self, found: Option<FlowId>, client: SocketAddr, now: Instant) -> bool {
         let ip = client.ip();
-        let flow = found.and_then(|id| self.flows.get(id).map(|f| (id, f)));
-        if flow.is_some_and(|(_, f)| f.peer.is_some()) {
+        let flow = found.and_then(|id| self.flows.get(id).map(|f| (id, f.peer, f.bucket)));
+        if flow.is_some_and(|(_, peer, _)| peer.is_some()) {
             return true;
         }
         let class = self.sources.class_of(ip);
         let t = self.ns(now);
-        let holder = match found.and_then(|id| self.flows.get(id).map(|f| (id, f))) {
-            Some((_, f)) if f.holds_bucket() => found,
-            Some((id, f)) if f.bucket == RECLAIM => self.reclaim(id, ip, class, now, t),
+        let holder = match flow {
+            Some((id, _, bucket)) if bucket < RECLAIM => Some(id),
+            Some((id, _, RECLAIM)) => self.reclaim(id, ip, class, now, t),
             Some(_) => None,
             // A datagram of no flow yet: its source's other flow may hold the bucket.
             None => self.flows.holder(ip),
@@ -512,11 +506,24 @@ impl Router {
             self.flows.set_bucket(id, NOT_HELD);
             return None;
         }
+        self.hold_from_table(id, ip, class, now, t);
+        Some(id)
+    }
+
+    /// Flow `id` holds its source's bucket from now on, with what the limiter's
+    /// table has left of it (full if the table has none).
+    fn hold_from_table(
+        &mut self,
+        id: FlowId,
+        ip: std::net::IpAddr,
+        class: super::source_limits::Class,
+        now: Instant,
+        t: u64,
+    ) {
         let left = self.datagram_limiter.tokens(ip, now);
         let held = self.sources.held(class);
         self.flows
             .set_bucket(id, left.map_or(0, |k| held.spent_to(k, t)));
-        Some(id)
     }
 
     /// The buckets of removed flows that held their source's go back into the
@@ -535,7 +542,6 @@ impl Router {
     /// `now` in nanoseconds since the epoch.
     #[inline]
     fn ns(&mut self, now: Instant) -> u64 {
-        self.last_now = Some(self.last_now.map_or(now, |l| l.max(now)));
         let e = *self.epoch.get_or_insert(now);
         now.saturating_duration_since(e).as_nanos() as u64
     }
@@ -552,21 +558,15 @@ impl Router {
         else {
             return;
         };
-        let class = self.sources.class_of(ip);
-        let held = self.sources.held(class);
-        let t = self.ns(now);
         match self.flows.from_source(ip) {
             1 => {
-                let left = self.datagram_limiter.tokens(ip, now);
-                self.flows
-                    .set_bucket(id, left.map_or(0, |k| held.spent_to(k, t)));
+                let (class, t) = (self.sources.class_of(ip), self.ns(now));
+                self.hold_from_table(id, ip, class, now, t);
             }
             2 => {
-                let holder = self.flows.holder(ip).filter(|&h| h != id);
-                if let Some((h, f)) = holder.and_then(|h| self.flows.get(h).map(|f| (h, f))) {
-                    let left = held.tokens(f.bucket, t);
-                    self.flows.set_bucket(h, NOT_HELD);
-                    self.datagram_limiter.take_over(ip, now, class, left);
+                if let Some(h) = self.flows.holder(ip).filter(|&h| h != id) {
+                    self.flows.release_bucket(h);
+                    self.put_back_buckets(now);
                 }
             }
             _ => {}
@@ -612,13 +612,8 @@ impl Router {
         let home = self.backends.choose(&client).ok_or(DropReason::NoBackend)?;
         let class = self.sources.class_of(client.ip());
         let max = self.sources.get(class).max_flows_per_ip;
-        // An override that lets a source hold more lets its /48 hold as many.
-        let max_48 = match class {
-            0 => self.max_flows_per_48,
-            _ => self.max_flows_per_48.max(max),
-        };
         if self.flows.from_source(client.ip()) as usize >= max
-            || self.flows.from_ipv6_48(client.ip()) as usize >= max_48
+            || self.flows.from_ipv6_48(client.ip()) as usize >= self.sources.max_flows_per_48(class)
         {
             return Err(DropReason::SourceFlowLimit);
         }
@@ -793,16 +788,14 @@ impl Router {
     }
 
     /// Undo a flow whose relay socket could not be opened.
-    pub fn abort_flow(&mut self, id: FlowId) {
+    pub fn abort_flow(&mut self, id: FlowId, now: Instant) {
         if let Some(f) = self.flows.remove(id) {
             self.counters.flows_created = self.counters.flows_created.saturating_sub(1);
             self.emit(Item::FlowGone {
                 relay_port: f.relay_port,
             });
         }
-        if let Some(now) = self.last_now {
-            self.put_back_buckets(now);
-        }
+        self.put_back_buckets(now);
     }
 
     /// Count a datagram the shell could not send (full socket buffer, error).
@@ -823,8 +816,8 @@ impl Router {
     }
 
     /// Count a relay socket that could not be opened for a new flow.
-    pub fn bind_failed(&mut self, id: FlowId) {
-        self.abort_flow(id);
+    pub fn bind_failed(&mut self, id: FlowId, now: Instant) {
+        self.abort_flow(id, now);
         self.counters.drop(DropReason::BindFailed);
     }
 

@@ -104,15 +104,13 @@ impl Router {
 
     /// The full table is complete: mirrored flows it did not contain are gone on the
     /// peer (their removal was lost). Returns their relay ports, to close.
-    pub fn end_full(&mut self) -> Vec<RelayPort> {
+    pub fn end_full(&mut self, now: Instant) -> Vec<RelayPort> {
         let stale = self.flows.stale_mirrored(self.sync_gen);
         let gone = stale
             .into_iter()
             .filter_map(|id| self.flows.remove(id).map(|f| f.relay_port))
             .collect();
-        if let Some(now) = self.last_now {
-            self.put_back_buckets(now);
-        }
+        self.put_back_buckets(now);
         gone
     }
 

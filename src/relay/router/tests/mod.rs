@@ -618,7 +618,7 @@ fn a_full_table_drops_mirrored_flows_the_peer_no_longer_has() {
     for it in full {
         backup.apply_sync(t0, it);
     }
-    assert_eq!(backup.end_full(), vec![p1], "the stale mirror is closed");
+    assert_eq!(backup.end_full(t0), vec![p1], "the stale mirror is closed");
     assert_eq!(backup.flow_count(), 1);
     let _ = p2;
 }
