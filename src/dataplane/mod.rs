@@ -183,8 +183,7 @@ pub fn run(
     // Both peers derive the dialog keys from the sync key, so a Call-ID maps to the
     // same entry on both.
     let dialog_keys = cfg.sync.as_ref().map(|s| {
-        ["dialog-k0", "dialog-k1", "dialog-k2", "dialog-k3"]
-            .map(|l| Key::new(s.key.as_bytes()).derive(l))
+        ["dialog-sip13-k0", "dialog-sip13-k1"].map(|l| Key::new(s.key.as_bytes()).derive(l))
     });
     // Prefix mode: the wildcard sockets first (binding needs no route), so that a
     // second instance on this host fails on its relay port before it touches the

@@ -73,8 +73,14 @@ pub fn open(sc: &SyncConfig, cfg: &Config) -> io::Result<SyncShell> {
         Instant::now(),
     );
     // The dialog table's hash keys come from the key this process starts with (see
-    // `dataplane::run`), and stay when the key is rotated: name them the same way.
-    link.set_dialog_keys(Key::new(sc.key.as_bytes()).derive("dialog-keys-id").max(1));
+    // `dataplane::run`), and stay when the key is rotated: name them the same way. The
+    // name changes with the hash (here SipHash-1-3/128), so a peer of an older version
+    // that hashes Call-IDs otherwise shows as a `dialog_key_mismatch`.
+    link.set_dialog_keys(
+        Key::new(sc.key.as_bytes())
+            .derive("dialog-keys-id/sip13-128")
+            .max(1),
+    );
     tracing::info!(listen = ?sock.local_addr().ok(), peer = %link.peer(), "state sync link up");
     Ok(SyncShell {
         sock,

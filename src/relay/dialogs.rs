@@ -1,18 +1,18 @@
 //! The dialog table: Call-ID -> backend that owns the transaction or dialog.
 //!
-//! Keys are 128-bit keyed hashes of the Call-ID, so an entry has a fixed size, inserts
-//! never allocate for the key, and an attacker cannot aim collisions (the hash keys are
-//! random per process). A collision between two honest Call-IDs (about 2^-128) would
-//! only route one message to a backend that drops it.
+//! Keys are 128-bit keyed hashes of the Call-ID (SipHash-1-3 with its 128-bit output:
+//! one pass, where two 64-bit hashes took two), so an entry has a fixed size, inserts
+//! never allocate for the key, and an attacker cannot aim collisions (the hash key is
+//! random per process, or derived from the sync key). A collision between two honest
+//! Call-IDs (about 2^-128) would only route one message to a backend that drops it.
 
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
-#[allow(deprecated)]
-use std::hash::SipHasher;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
+use siphasher::sip128::{Hasher128, SipHasher13};
 
 use super::backends::BackendId;
 use super::port::RelayPort;
@@ -82,7 +82,9 @@ pub const SHARDS: usize = 256;
 
 pub struct DialogTable {
     shards: Box<[Shard; SHARDS]>,
-    keys: Keys,
+    /// The SipHash key: random per process, or shared with the sync peer so both
+    /// compute the same dialog keys.
+    keys: [u64; 2],
     max: usize,
     /// Entries over all shards (kept: summing 256 shards per new dialog would cost).
     len: usize,
@@ -92,23 +94,16 @@ fn shard_of(key: DialogKey) -> usize {
     (key >> 64) as usize % SHARDS
 }
 
-/// Hash keys for Call-IDs: random per process, or shared with the sync peer so both
-/// compute the same dialog keys.
-enum Keys {
-    Random(RandomState, RandomState),
-    Shared([u64; 4]),
-}
-
 impl DialogTable {
-    pub fn new(max: usize, shared: Option<[u64; 4]>) -> Self {
+    pub fn new(max: usize, shared: Option<[u64; 2]>) -> Self {
         DialogTable {
             shards: Box::new(std::array::from_fn(|_| {
                 HashMap::with_capacity_and_hasher(max.min(1 << 16) / SHARDS, Default::default())
             })),
-            keys: match shared {
-                Some(k) => Keys::Shared(k),
-                None => Keys::Random(RandomState::new(), RandomState::new()),
-            },
+            keys: shared.unwrap_or_else(|| {
+                let r = RandomState::new();
+                [r.hash_one(0u8), r.hash_one(1u8)]
+            }),
             max,
             len: 0,
         }
@@ -116,39 +111,26 @@ impl DialogTable {
 
     /// Hashes a Call-ID, ignoring whitespace (a folded Call-ID line is the same ID).
     pub fn key(&self, call_id: &[u8]) -> DialogKey {
-        match &self.keys {
-            Keys::Random(a, b) => hash2(a.build_hasher(), b.build_hasher(), call_id),
-            #[allow(deprecated)]
-            Keys::Shared(k) => hash2(
-                SipHasher::new_with_keys(k[0], k[1]),
-                SipHasher::new_with_keys(k[2], k[3]),
-                call_id,
-            ),
+        let mut h = SipHasher13::new_with_keys(self.keys[0], self.keys[1]);
+        // Nearly every Call-ID is one piece (no byte up to SP: no fold, no other
+        // whitespace), checked without an early exit so that it vectorises; hashing it
+        // whole gives the key its pieces give.
+        if !call_id.iter().fold(false, |any, &b| any | (b <= b' ')) {
+            h.write(call_id);
+        } else {
+            for piece in call_id
+                .split(|b| b.is_ascii_whitespace())
+                .filter(|p| !p.is_empty())
+            {
+                h.write(piece);
+            }
         }
+        h.finish128().as_u128()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&DialogKey, &Dialog)> {
         self.shards.iter().flat_map(|s| s.iter())
     }
-}
-
-fn hash2(mut h1: impl Hasher, mut h2: impl Hasher, call_id: &[u8]) -> DialogKey {
-    // Nearly every Call-ID is one piece (no byte up to SP: no fold, no other
-    // whitespace), checked without an early exit so that it vectorises; hashing it
-    // whole gives the key its pieces give.
-    if !call_id.iter().fold(false, |any, &b| any | (b <= b' ')) {
-        h1.write(call_id);
-        h2.write(call_id);
-    } else {
-        for piece in call_id
-            .split(|b| b.is_ascii_whitespace())
-            .filter(|p| !p.is_empty())
-        {
-            h1.write(piece);
-            h2.write(piece);
-        }
-    }
-    (u128::from(h1.finish()) << 64) | u128::from(h2.finish())
 }
 
 impl DialogTable {
@@ -218,9 +200,9 @@ mod tests {
 
     #[test]
     fn shared_keys_agree_across_tables() {
-        let a = DialogTable::new(10, Some([1, 2, 3, 4]));
-        let b = DialogTable::new(10, Some([1, 2, 3, 4]));
-        let c = DialogTable::new(10, Some([1, 2, 3, 5]));
+        let a = DialogTable::new(10, Some([1, 2]));
+        let b = DialogTable::new(10, Some([1, 2]));
+        let c = DialogTable::new(10, Some([1, 3]));
         assert_eq!(a.key(b"x@y"), b.key(b"x@y"));
         assert_ne!(a.key(b"x@y"), c.key(b"x@y"));
     }

@@ -233,6 +233,23 @@ fn is_keepalive(buf: &[u8]) -> bool {
     }
 }
 
+/// `v` equals `lower` (lowercase letters and other bytes) with letters in any case.
+/// Without an early exit, and with `lower` a constant, it compiles to a few word
+/// operations instead of a loop per byte (the names it compares are on every line).
+#[inline(always)]
+fn eq_lower<const N: usize>(v: &[u8], lower: &[u8; N]) -> bool {
+    let Ok(v) = <&[u8; N]>::try_from(v) else {
+        return false;
+    };
+    let mut diff = 0;
+    for (&a, &b) in v.iter().zip(lower) {
+        // Bit 5 is the case bit of letters only: other bytes must match exactly.
+        let fold = if b.is_ascii_lowercase() { 0x20 } else { 0 };
+        diff |= (a | fold) ^ b;
+    }
+    diff == 0
+}
+
 /// `v` without leading and trailing SP / HT / CR / LF.
 #[inline]
 fn trim(v: &[u8]) -> &[u8] {
@@ -285,7 +302,7 @@ fn mentions_sip20(line: &[u8]) -> bool {
 
 fn parse_start_line(line: &[u8]) -> Result<Kind<'_>, ScanError> {
     if let Some((ver, rest)) = line.split_at_checked(8) {
-        if ver.eq_ignore_ascii_case(b"SIP/2.0 ") {
+        if eq_lower(ver, b"sip/2.0 ") {
             return parse_status(rest).ok_or(ScanError::BadStartLine);
         }
     }
@@ -328,7 +345,7 @@ fn parse_request_line(line: &[u8]) -> Option<Kind<'_>> {
     if method.is_empty() || uri.is_empty() {
         return None;
     }
-    if !version.get(..version_len)?.eq_ignore_ascii_case(b"SIP/2.0") {
+    if !eq_lower(version.get(..version_len)?, b"sip/2.0") {
         return None;
     }
     Some(Kind::Request { method, uri })
@@ -389,7 +406,7 @@ fn contact_param_expires(v: &[u8], i: usize) -> (Option<u32>, usize) {
         name_end += 1;
     }
     let name = v.get(name_start..name_end).unwrap_or_default();
-    if !name.eq_ignore_ascii_case(b"expires") {
+    if !eq_lower(name, b"expires") {
         return (None, name_end);
     }
     let eq = skip_lws(v, name_end);
@@ -452,11 +469,11 @@ fn classify(name: &[u8]) -> Hdr {
     match (name.len(), first | 0x20) {
         (1, b'i') => Hdr::CallId,
         (1, b'm') => Hdr::Contact,
-        (4, b'c') if name.eq_ignore_ascii_case(b"cseq") => Hdr::CSeq,
-        (7, b'c') if name.eq_ignore_ascii_case(b"call-id") => Hdr::CallId,
-        (7, b'c') if name.eq_ignore_ascii_case(b"contact") => Hdr::Contact,
-        (7, b'e') if name.eq_ignore_ascii_case(b"expires") => Hdr::Expires,
-        (10, b'u') if name.eq_ignore_ascii_case(b"user-agent") => Hdr::UserAgent,
+        (4, b'c') if eq_lower(name, b"cseq") => Hdr::CSeq,
+        (7, b'c') if eq_lower(name, b"call-id") => Hdr::CallId,
+        (7, b'c') if eq_lower(name, b"contact") => Hdr::Contact,
+        (7, b'e') if eq_lower(name, b"expires") => Hdr::Expires,
+        (10, b'u') if eq_lower(name, b"user-agent") => Hdr::UserAgent,
         _ => Hdr::Other,
     }
 }
@@ -504,20 +521,23 @@ fn scan_message(buf: &[u8]) -> Result<SipView<'_>, ScanError> {
         }
 
         // Header name: token, optional SP/HT, ':'.
+        // (An iterator over the rest: one bounds check for the run, not one per byte.)
         let name_start = pos;
-        let mut i = pos;
-        while let Some(&b) = buf.get(i) {
-            if !is_token(b) {
-                break;
+        let rest = buf.get(pos..).unwrap_or_default();
+        let name_end = pos
+            + rest
+                .iter()
+                .position(|&b| !is_token(b))
+                .unwrap_or(rest.len());
+        let mut i = name_end;
+        // Nearly always the colon follows the name at once.
+        if buf.get(i) != Some(&b':') {
+            while let Some(&b) = buf.get(i) {
+                if b != b' ' && b != b'\t' {
+                    break;
+                }
+                i += 1;
             }
-            i += 1;
-        }
-        let name_end = i;
-        while let Some(&b) = buf.get(i) {
-            if b != b' ' && b != b'\t' {
-                break;
-            }
-            i += 1;
         }
         match buf.get(i) {
             Some(b':') if name_end > name_start => {}

@@ -50,7 +50,7 @@ pub struct RouterConfig {
     pub space: RelaySpace,
     pub limits: Limits,
     /// Shared dialog-key secrets (with `[sync]`); random per process without.
-    pub dialog_keys: Option<[u64; 4]>,
+    pub dialog_keys: Option<[u64; 2]>,
     /// Queue table changes for a sync peer.
     pub sync: bool,
     /// Trunks with fixed relay endpoints.
@@ -64,7 +64,7 @@ pub struct RouterConfig {
 }
 
 impl RouterConfig {
-    pub fn new(cfg: &Config, dialog_keys: Option<[u64; 4]>) -> Self {
+    pub fn new(cfg: &Config, dialog_keys: Option<[u64; 2]>) -> Self {
         RouterConfig {
             settings: RouterSettings::from(cfg),
             space: RelaySpace::from_config(cfg),

@@ -1083,3 +1083,25 @@ proptest! {
         prop_assert!(!matches!(r, Scan::Sip(_)), "cut at {} of {:?} gave {:?}", cut, String::from_utf8_lossy(&g.bytes), r);
     }
 }
+
+#[test]
+fn names_match_in_any_letter_case_and_other_bytes_exactly() {
+    // Every byte value in every position of "call-id" and "sip/2.0": only the
+    // same byte, or the same letter in the other case, matches.
+    for target in [&b"call-id"[..], b"sip/2.0"] {
+        for at in 0..target.len() {
+            for b in 0..=255u8 {
+                let mut v = target.to_vec();
+                v[at] = b;
+                let want = v.eq_ignore_ascii_case(target);
+                let got = match target {
+                    b"call-id" => eq_lower(&v, b"call-id"),
+                    _ => eq_lower(&v, b"sip/2.0"),
+                };
+                assert_eq!(got, want, "{:?}", String::from_utf8_lossy(&v));
+            }
+        }
+    }
+    assert!(!eq_lower(b"call-i", b"call-id"), "shorter");
+    assert!(!eq_lower(b"call-idx", b"call-id"), "longer");
+}

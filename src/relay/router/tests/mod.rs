@@ -62,7 +62,7 @@ fn router(cfg: &Config) -> Router {
 fn synced(cfg: &Config) -> Router {
     let rc = RouterConfig {
         sync: true,
-        ..RouterConfig::new(cfg, Some([1, 2, 3, 4]))
+        ..RouterConfig::new(cfg, Some([1, 2]))
     };
     Router::new(rc, &cfg.backends, Instant::now())
 }
