@@ -252,6 +252,13 @@ impl SendBatch {
     /// pending: it failed the send); then the message is sent again, up to
     /// [`MAX_RETRIES`] times. Returns the messages that could not be sent.
     pub fn flush(&mut self, mut failed: impl FnMut(RawFd) -> bool) -> usize {
+        // One queued datagram (most turns at low rates): no grouping to do.
+        if self.n == 1 {
+            let lost = self.send_group(self.fds[0], &[0], &mut failed);
+            self.n = 0;
+            self.used = 0;
+            return lost;
+        }
         let mut lost = 0;
         let mut done = [false; SEND_MAX];
         // Indices into the queue (< SEND_MAX, so a byte each: zeroing 64 words per
@@ -270,37 +277,51 @@ impl SendBatch {
                     g += 1;
                 }
             }
-            let mut at = 0;
-            while at < g {
-                match self.send(fd, &group[at..g]) {
-                    Ok(sent) if sent > 0 => at += sent,
-                    // The socket or the device is full: the rest would fail the same
-                    // way, one error-queue read and retry each.
-                    Err(e)
-                        if e.kind() == io::ErrorKind::WouldBlock
-                            || e.raw_os_error() == Some(libc::ENOBUFS) =>
-                    {
-                        lost += g - at;
-                        at = g;
-                    }
-                    _ => {
-                        // The first message of the rest failed. A pending ICMP error
-                        // fails one send whatever its destination, and forged ones can
-                        // come between two sends: while `failed` finds one, send again.
-                        let one = &group[at..=at];
-                        let sent = (0..MAX_RETRIES)
-                            .take_while(|_| failed(fd))
-                            .any(|_| matches!(self.send(fd, one), Ok(1)));
-                        if !sent {
-                            lost += 1;
-                        }
-                        at += 1;
-                    }
-                }
-            }
+            lost += self.send_group(fd, &group[..g], &mut failed);
         }
         self.n = 0;
         self.used = 0;
+        lost
+    }
+
+    /// Sends the queued messages `group` (in order) on `fd`; returns how many were
+    /// lost (see [`SendBatch::flush`]).
+    fn send_group(
+        &mut self,
+        fd: RawFd,
+        group: &[u8],
+        failed: &mut impl FnMut(RawFd) -> bool,
+    ) -> usize {
+        let mut lost = 0;
+        let mut at = 0;
+        let g = group.len();
+        while at < g {
+            match self.send(fd, &group[at..]) {
+                Ok(sent) if sent > 0 => at += sent,
+                // The socket or the device is full: the rest would fail the same
+                // way, one error-queue read and retry each.
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        || e.raw_os_error() == Some(libc::ENOBUFS) =>
+                {
+                    lost += g - at;
+                    at = g;
+                }
+                _ => {
+                    // The first message of the rest failed. A pending ICMP error
+                    // fails one send whatever its destination, and forged ones can
+                    // come between two sends: while `failed` finds one, send again.
+                    let one = &group[at..=at];
+                    let sent = (0..MAX_RETRIES)
+                        .take_while(|_| failed(fd))
+                        .any(|_| matches!(self.send(fd, one), Ok(1)));
+                    if !sent {
+                        lost += 1;
+                    }
+                    at += 1;
+                }
+            }
+        }
         lost
     }
 
