@@ -4,9 +4,11 @@
 //! the table); and the periodic sweep (expiry, per-backend counts) over 100,000 flows
 //! and dialogs, and over 1,000,000 flows in prefix mode, which runs on the dataplane
 //! thread between datagrams. Printed besides criterion's table (whatever the filter):
-//! the 1M / 1k ratio of a batched decision measured in turns (`prefix/ratio_1m_1k/`),
-//! next to what a decision's memory traffic costs at the least (`prefix/memory_floor`),
-//! and the longest sweep calls.
+//! the 1M / 1k ratio of a batched decision measured in turns (`prefix/ratio_1m_1k/`:
+//! INVITEs of one Call-ID, so the dialog entry is always cached; two flows per
+//! source; and `invite_own_call`, each flow's INVITE with the Call-ID of its own
+//! call, n flows and n dialogs), next to what a decision's memory traffic costs at
+//! the least (`prefix/memory_floor`), and the longest sweep calls.
 //!
 //! `cargo bench --bench routing` (`-- prefix` for the prefix-mode ones only)
 
@@ -172,6 +174,77 @@ fn prefix_router_of(
     (r, ports)
 }
 
+/// The INVITE with a Call-ID of its own per client: `i` as 8 digits in front of
+/// the original Call-ID, written in place (the same few stores at any table size).
+struct CallInvite {
+    msg: Vec<u8>,
+    at: usize,
+}
+
+impl CallInvite {
+    fn new() -> Self {
+        let text = String::from_utf8_lossy(INVITE).into_owned();
+        let (head, tail) = text.split_once("Call-ID: ").expect("a Call-ID");
+        let msg = format!("{head}Call-ID: 00000000-{tail}").into_bytes();
+        CallInvite {
+            at: head.len() + "Call-ID: ".len(),
+            msg,
+        }
+    }
+
+    fn of(&mut self, mut i: u32) -> &[u8] {
+        for d in self.msg[self.at..self.at + 8].iter_mut().rev() {
+            *d = b'0' + (i % 10) as u8;
+            i /= 10;
+        }
+        &self.msg
+    }
+}
+
+/// A prefix-mode router holding `n` flows, each with a call of its own in the dialog
+/// table (`n` dialogs): the table a decision meets when every phone is in a call.
+fn prefix_router_with_calls(n: u32) -> Router {
+    let text = prefix_config_text("max_dialogs = 1000000\n") + "transaction = \"1000h\"\n";
+    let eph = EphemeralPorts {
+        range: 32768..=60999,
+        reserved: vec![],
+    };
+    let cfg = Config::parse(&text, &eph).unwrap();
+    let mut r = Router::new(RouterConfig::new(&cfg, None), &cfg.backends, Instant::now());
+    for (at, len) in r.table_memory() {
+        sipfront::sys::mem::advise_huge_pages(at, len);
+    }
+    let now = Instant::now();
+    let mut inv = CallInvite::new();
+    for i in 0..n {
+        let a = r.from_client(now, cgnat_client(i), 0, inv.of(i));
+        assert!(matches!(a, ClientAction::Forward { .. }), "{a:?}");
+    }
+    assert_eq!(r.flow_count(), n as usize);
+    assert_eq!(r.dialog_count(), n as usize);
+    r
+}
+
+/// [`client_batch`] where each client's INVITE carries its own call's Call-ID.
+fn call_batch(r: &mut Router, now: Instant, i: &mut u64, step: u64, n: u32, inv: &mut CallInvite) {
+    let first = *i;
+    for _ in 0..BATCH {
+        *i = (*i + step) % u64::from(n);
+        r.prefetch_client(cgnat_client(*i as u32));
+    }
+    *i = first;
+    for _ in 0..BATCH {
+        *i = (*i + step) % u64::from(n);
+        r.warm_client(cgnat_client(*i as u32));
+    }
+    *i = first;
+    for _ in 0..BATCH {
+        *i = (*i + step) % u64::from(n);
+        let c = *i as u32;
+        black_box(r.from_client(now, cgnat_client(c), 0, black_box(inv.of(c))));
+    }
+}
+
 /// Datagrams per warmed batch: what one `recvmmsg` returns at most.
 const BATCH: u64 = 16;
 
@@ -309,6 +382,12 @@ fn bench_prefix_ratio(_c: &mut Criterion) {
     let (mut large_pairs, _) = prefix_router_of(1_000_000, paired_client);
     let (mut i_sp, mut i_lp) = (0u64, 0u64);
     let mut pairs = Vec::new();
+    let (mut small_calls, mut large_calls) = (
+        prefix_router_with_calls(1_000),
+        prefix_router_with_calls(1_000_000),
+    );
+    let (mut i_sc, mut i_lc, mut inv) = (0u64, 0u64, CallInvite::new());
+    let mut calls = Vec::new();
     let (s_small, s_large) = (walk_step(1_000), walk_step(1_000_000));
     let (p_small, p_large) = (scattered(&p_small, s_small), scattered(&p_large, s_large));
     let now = Instant::now();
@@ -364,6 +443,28 @@ fn bench_prefix_ratio(_c: &mut Criterion) {
             )
         });
         pairs.push((b / a, a, b));
+        let a = time(&mut || {
+            call_batch(
+                &mut small_calls,
+                Instant::now(),
+                &mut i_sc,
+                s_small,
+                1_000,
+                &mut inv,
+            )
+        });
+        let b = time(&mut || {
+            let n = 1_000_000;
+            call_batch(
+                &mut large_calls,
+                Instant::now(),
+                &mut i_lc,
+                s_large,
+                n,
+                &mut inv,
+            )
+        });
+        calls.push((b / a, a, b));
         let a = time(&mut || backend_batch(&mut small, now, &p_small, &mut j_s));
         let b = time(&mut || backend_batch(&mut large, now, &p_large, &mut j_l));
         b2c.push((b / a, a, b));
@@ -385,6 +486,7 @@ fn bench_prefix_ratio(_c: &mut Criterion) {
     for (name, mut v) in [
         ("client_to_backend/invite", c2b),
         ("client_to_backend/invite_two_flows_per_source", pairs),
+        ("client_to_backend/invite_own_call", calls),
         ("backend_to_client/200_register", b2c),
     ] {
         v.sort_by(|x, y| x.0.total_cmp(&y.0));
