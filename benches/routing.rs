@@ -20,7 +20,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use sipfront::config::{Config, EphemeralPorts};
 use sipfront::relay::prefetch::prefetch_line;
 use sipfront::relay::router::RouterConfig;
-use sipfront::relay::{BackendAction, ClientAction, Router};
+use sipfront::relay::{BackendAction, ClientAction, Prepared, Router};
 
 const CONFIG: &str = r#"
 [listen]
@@ -175,9 +175,10 @@ fn prefix_router_of(
 }
 
 /// The INVITE with a Call-ID of its own per client: `i` as 8 digits in front of
-/// the original Call-ID, written in place (the same few stores at any table size).
+/// the original Call-ID, written in place (the same few stores at any table size),
+/// in one of `BATCH` buffers (a batch's datagrams are all alive at once).
 struct CallInvite {
-    msg: Vec<u8>,
+    msgs: Vec<Vec<u8>>,
     at: usize,
 }
 
@@ -188,16 +189,21 @@ impl CallInvite {
         let msg = format!("{head}Call-ID: 00000000-{tail}").into_bytes();
         CallInvite {
             at: head.len() + "Call-ID: ".len(),
-            msg,
+            msgs: vec![msg; BATCH as usize],
         }
     }
 
-    fn of(&mut self, mut i: u32) -> &[u8] {
-        for d in self.msg[self.at..self.at + 8].iter_mut().rev() {
+    /// Buffer `k` made client `i`'s INVITE.
+    fn set(&mut self, k: usize, mut i: u32) {
+        for d in self.msgs[k][self.at..self.at + 8].iter_mut().rev() {
             *d = b'0' + (i % 10) as u8;
             i /= 10;
         }
-        &self.msg
+    }
+
+    fn of(&mut self, i: u32) -> &[u8] {
+        self.set(0, i);
+        &self.msgs[0]
     }
 }
 
@@ -238,11 +244,14 @@ fn call_batch(r: &mut Router, now: Instant, i: &mut u64, step: u64, n: u32, inv:
         r.warm_client(cgnat_client(*i as u32));
     }
     *i = first;
-    for _ in 0..BATCH {
+    let clients: [SocketAddr; BATCH as usize] = std::array::from_fn(|k| {
         *i = (*i + step) % u64::from(n);
-        let c = *i as u32;
-        black_box(r.from_client(now, cgnat_client(c), 0, black_box(inv.of(c))));
-    }
+        inv.set(k, *i as u32);
+        cgnat_client(*i as u32)
+    });
+    let batch: [(SocketAddr, &[u8]); BATCH as usize] =
+        std::array::from_fn(|k| (clients[k], inv.msgs[k].as_slice()));
+    decide(r, now, &batch);
 }
 
 /// Datagrams per warmed batch: what one `recvmmsg` returns at most.
@@ -275,9 +284,25 @@ fn client_batch_of(
         r.warm_client(client(*i as u32));
     }
     *i = first;
-    for _ in 0..BATCH {
+    let batch: [(SocketAddr, &[u8]); BATCH as usize] = std::array::from_fn(|_| {
         *i = (*i + step) % u64::from(n);
-        black_box(r.from_client(now, client(*i as u32), 0, black_box(INVITE)));
+        (client(*i as u32), INVITE)
+    });
+    decide(r, now, &batch);
+}
+
+/// The last passes and the decisions of a warmed client batch, as the dataplane's
+/// `take_batch`: each datagram of a known flow scanned and its dialog entry looked
+/// up, all before the first decision.
+fn decide(r: &mut Router, now: Instant, batch: &[(SocketAddr, &[u8]); BATCH as usize]) {
+    let prepared: [Option<Prepared<'_>>; BATCH as usize] =
+        std::array::from_fn(|k| r.prepare_client(batch[k].0, black_box(batch[k].1)));
+    prepared.iter().flatten().for_each(|p| r.warm_dialog(p));
+    for (&(client, data), p) in batch.iter().zip(prepared) {
+        black_box(match p {
+            Some(p) => r.from_client_prepared(now, client, 0, data, p),
+            None => r.from_client(now, client, 0, data),
+        });
     }
 }
 

@@ -42,7 +42,7 @@ use crate::health::checker::ProbeSettings;
 use crate::health::prober::Prober;
 use crate::relay::port::RelayAddrs;
 use crate::relay::router::RouterConfig;
-use crate::relay::{BackendAction, ClientAction, RelayPort, RelaySpace, Router};
+use crate::relay::{BackendAction, ClientAction, Prepared, RelayPort, RelaySpace, Router};
 use crate::sip::response::build_response;
 use crate::sync::Key;
 use crate::sys::epoll::{self, Epoll};
@@ -468,14 +468,16 @@ impl Shell {
     /// One received batch: with a large table each decision waits on cache misses, so
     /// every datagram's entries are loaded first, in two passes
     /// (`Router::prefetch_client`, then `warm_client`; the same for backends), and
-    /// the misses overlap; then each datagram is handled. Each datagram's sender (and
+    /// the misses overlap; a client datagram of an established flow is then scanned
+    /// and its dialog entry looked up (`prepare_client`, `warm_dialog`), again all
+    /// before the first decision; then each datagram is handled. Each datagram's sender (and
     /// endpoint) is read from the batch once, for all three passes.
     fn take_batch(&mut self, now: Instant, batch: &RecvBatch, got: usize, from: Many) {
         // One datagram (most turns at low rates): nothing to overlap.
         if got == 1 {
             if let Some((data, src)) = batch.get(0) {
                 match from {
-                    Many::Public(ingress) => self.on_client(now, ingress, src, data),
+                    Many::Public(ingress) => self.on_client(now, ingress, src, data, None),
                     Many::Prefix(port) => {
                         let to = self.prefix_endpoint(batch, 0, port);
                         self.on_backend(now, to, src, data);
@@ -487,17 +489,29 @@ impl Shell {
         let got = got.min(mmsg::BATCH);
         match from {
             Many::Public(ingress) => {
-                let items: [Option<(&[u8], SocketAddr)>; mmsg::BATCH] =
+                let all: [Option<(&[u8], SocketAddr)>; mmsg::BATCH] =
                     std::array::from_fn(|i| if i < got { batch.get(i) } else { None });
-                let items = items[..got].iter().flatten();
+                let items = all[..got].iter().flatten();
                 items
                     .clone()
                     .for_each(|&(_, src)| self.router.prefetch_client(src));
                 items
                     .clone()
                     .for_each(|&(_, src)| self.router.warm_client(src));
-                for &(data, src) in items {
-                    self.on_client(now, ingress, src, data);
+                // Then each established flow's datagram is scanned and its dialog
+                // entry looked up, all back to back, before the first decision.
+                let prepared: [Option<Prepared<'_>>; mmsg::BATCH] = std::array::from_fn(|i| {
+                    let (data, src) = all[i]?;
+                    self.router.prepare_client(src, data)
+                });
+                prepared
+                    .iter()
+                    .flatten()
+                    .for_each(|p| self.router.warm_dialog(p));
+                for (item, p) in all[..got].iter().zip(prepared) {
+                    if let Some((data, src)) = *item {
+                        self.on_client(now, ingress, src, data, p);
+                    }
                 }
             }
             Many::Prefix(port) => {
@@ -539,27 +553,38 @@ pub(super) enum Many {
 }
 
 impl Shell {
-    fn on_client(&mut self, now: Instant, ingress: u16, from: SocketAddr, data: &[u8]) {
+    fn on_client(
+        &mut self,
+        now: Instant,
+        ingress: u16,
+        from: SocketAddr,
+        data: &[u8],
+        prepared: Option<Prepared<'_>>,
+    ) {
         if let Some(pp) = &mut self.peer_probes
             && pp.handle_reply(now, from, data)
         {
             return;
         }
-        let (flow, relay_port, to, new_flow) =
-            match self.router.from_client(now, from, ingress, data) {
-                ClientAction::Forward {
-                    flow,
-                    relay_port,
-                    to,
-                    new_flow,
-                    ..
-                } => (flow, relay_port, to, new_flow),
-                ClientAction::Reject503 => {
-                    self.reply_503(now, ingress, from, data);
-                    return;
-                }
-                _ => return,
-            };
+        let (flow, relay_port, to, new_flow) = match match prepared {
+            Some(p) => self
+                .router
+                .from_client_prepared(now, from, ingress, data, p),
+            None => self.router.from_client(now, from, ingress, data),
+        } {
+            ClientAction::Forward {
+                flow,
+                relay_port,
+                to,
+                new_flow,
+                ..
+            } => (flow, relay_port, to, new_flow),
+            ClientAction::Reject503 => {
+                self.reply_503(now, ingress, from, data);
+                return;
+            }
+            _ => return,
+        };
         let Some(idx) = self.space.index(relay_port) else {
             self.router.send_failed();
             return;

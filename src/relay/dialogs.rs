@@ -138,6 +138,10 @@ impl DialogTable {
         self.len
     }
 
+    pub fn contains(&self, key: DialogKey) -> bool {
+        self.shards[shard_of(key)].contains_key(&key)
+    }
+
     pub fn get_mut(&mut self, key: DialogKey) -> Option<&mut Dialog> {
         self.shards[shard_of(key)].get_mut(&key)
     }

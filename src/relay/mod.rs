@@ -24,5 +24,5 @@ pub use backends::{AdminState, BackendId, BackendSet, Change, PeerId};
 pub use dialogs::{Side, Span};
 pub use item::Item;
 pub use port::{RelayPort, RelaySpace};
-pub use router::{BackendAction, ClientAction, Router, RouterEvent};
+pub use router::{BackendAction, ClientAction, Prepared, Router, RouterEvent};
 pub use stats::{Counters, Direction, DropReason, PerDirection};

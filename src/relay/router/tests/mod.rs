@@ -4,6 +4,7 @@ mod admission;
 mod held_bucket;
 mod lifetime;
 mod peers;
+mod prepared;
 mod source_limits;
 
 use super::*;
