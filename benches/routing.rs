@@ -6,8 +6,8 @@
 //! thread between datagrams. Printed besides criterion's table (whatever the filter):
 //! the 1M / 1k ratio of a batched decision measured in turns (`prefix/ratio_1m_1k/`:
 //! INVITEs of one Call-ID, so the dialog entry is always cached; two flows per
-//! source; and `invite_own_call`, each flow's INVITE with the Call-ID of its own
-//! call, n flows and n dialogs), next to what a decision's memory traffic costs at
+//! source; `invite_own_call` and `180_own_call`, each flow's INVITE or 180 with the
+//! Call-ID of its own call, n flows and n dialogs), next to what a decision's memory traffic costs at
 //! the least (`prefix/memory_floor`), and the longest sweep calls.
 //!
 //! `cargo bench --bench routing` (`-- prefix` for the prefix-mode ones only)
@@ -46,6 +46,7 @@ datagrams_burst = 100000000
 
 const INVITE: &[u8] = include_bytes!("../tests/corpus/sip/sipp_uac_invite.sip");
 const OK_REGISTER: &[u8] = include_bytes!("../tests/corpus/sip/kamailio_200_register.sip");
+const RINGING: &[u8] = include_bytes!("../tests/corpus/sip/sipp_uas_180_ringing.sip");
 
 fn bench_routing(c: &mut Criterion) {
     let cfg = Config::parse(
@@ -174,9 +175,9 @@ fn prefix_router_of(
     (r, ports)
 }
 
-/// The INVITE with a Call-ID of its own per client: `i` as 8 digits in front of
-/// the original Call-ID, written in place (the same few stores at any table size),
-/// in one of `BATCH` buffers (a batch's datagrams are all alive at once).
+/// A message (the INVITE, the 180) of call `i`: `i` as 8 digits in front of the
+/// original Call-ID, written in place (the same few stores at any table size), in
+/// one of `BATCH` buffers (a batch's datagrams are all alive at once).
 struct CallInvite {
     msgs: Vec<Vec<u8>>,
     at: usize,
@@ -184,7 +185,11 @@ struct CallInvite {
 
 impl CallInvite {
     fn new() -> Self {
-        let text = String::from_utf8_lossy(INVITE).into_owned();
+        Self::of_template(INVITE)
+    }
+
+    fn of_template(template: &[u8]) -> Self {
+        let text = String::from_utf8_lossy(template).into_owned();
         let (head, tail) = text.split_once("Call-ID: ").expect("a Call-ID");
         let msg = format!("{head}Call-ID: 00000000-{tail}").into_bytes();
         CallInvite {
@@ -209,7 +214,7 @@ impl CallInvite {
 
 /// A prefix-mode router holding `n` flows, each with a call of its own in the dialog
 /// table (`n` dialogs): the table a decision meets when every phone is in a call.
-fn prefix_router_with_calls(n: u32) -> Router {
+fn prefix_router_with_calls(n: u32) -> (Router, Vec<(sipfront::relay::RelayPort, SocketAddr)>) {
     let text = prefix_config_text("max_dialogs = 1000000\n") + "transaction = \"1000h\"\n";
     let eph = EphemeralPorts {
         range: 32768..=60999,
@@ -222,13 +227,51 @@ fn prefix_router_with_calls(n: u32) -> Router {
     }
     let now = Instant::now();
     let mut inv = CallInvite::new();
-    for i in 0..n {
-        let a = r.from_client(now, cgnat_client(i), 0, inv.of(i));
-        assert!(matches!(a, ClientAction::Forward { .. }), "{a:?}");
-    }
+    let ports = (0..n)
+        .map(
+            |i| match r.from_client(now, cgnat_client(i), 0, inv.of(i)) {
+                ClientAction::Forward { relay_port, to, .. } => (relay_port, to),
+                other => panic!("{other:?}"),
+            },
+        )
+        .collect();
     assert_eq!(r.flow_count(), n as usize);
     assert_eq!(r.dialog_count(), n as usize);
-    r
+    (r, ports)
+}
+
+/// [`backend_batch`] of 180s, each with the Call-ID of its endpoint's call (the
+/// endpoints of [`prefix_router_with_calls`], walked by `step`), as the dataplane's
+/// `take_batch` runs a prefix socket's batch.
+fn call_backend_batch(
+    r: &mut Router,
+    now: Instant,
+    ports: &[(sipfront::relay::RelayPort, SocketAddr)],
+    j: &mut u64,
+    step: u64,
+    msgs: &mut CallInvite,
+) {
+    let n = ports.len() as u64;
+    let idx: [usize; BATCH as usize] = std::array::from_fn(|k| {
+        *j = (*j + step) % n;
+        msgs.set(k, *j as u32);
+        *j as usize
+    });
+    idx.iter().for_each(|&c| r.prefetch_backend(ports[c].0));
+    idx.iter().for_each(|&c| r.warm_backend(ports[c].0));
+    let prepared: [Option<Prepared<'_>>; BATCH as usize] = std::array::from_fn(|k| {
+        let (port, src) = ports[idx[k]];
+        r.prepare_backend(port, src, black_box(&msgs.msgs[k]))
+    });
+    prepared.iter().flatten().for_each(|p| r.warm_dialog(p));
+    for ((k, &c), p) in idx.iter().enumerate().zip(prepared) {
+        let (port, src) = ports[c];
+        let data = &msgs.msgs[k];
+        black_box(match p {
+            Some(p) => r.from_backend_prepared(now, port, src, data, p),
+            None => r.from_backend(now, port, src, data),
+        });
+    }
 }
 
 /// [`client_batch`] where each client's INVITE carries its own call's Call-ID.
@@ -407,15 +450,25 @@ fn bench_prefix_ratio(_c: &mut Criterion) {
     let (mut large_pairs, _) = prefix_router_of(1_000_000, paired_client);
     let (mut i_sp, mut i_lp) = (0u64, 0u64);
     let mut pairs = Vec::new();
-    let (mut small_calls, mut large_calls) = (
+    let ((mut small_calls, sc_ports), (mut large_calls, lc_ports)) = (
         prefix_router_with_calls(1_000),
         prefix_router_with_calls(1_000_000),
     );
     let (mut i_sc, mut i_lc, mut inv) = (0u64, 0u64, CallInvite::new());
-    let mut calls = Vec::new();
+    let (mut j_sc, mut j_lc, mut ringing) = (0u64, 0u64, CallInvite::of_template(RINGING));
+    let (mut calls, mut b2c_calls) = (Vec::new(), Vec::new());
     let (s_small, s_large) = (walk_step(1_000), walk_step(1_000_000));
     let (p_small, p_large) = (scattered(&p_small, s_small), scattered(&p_large, s_large));
     let now = Instant::now();
+    // Every call rung once first: a first 180 makes its entry a dialog (the caller's
+    // pin count changes), which a 1k table would do only in its first batches; the
+    // rounds measure the steady state at both sizes.
+    for (r, ports) in [(&mut small_calls, &sc_ports), (&mut large_calls, &lc_ports)] {
+        for (i, &(port, src)) in ports.iter().enumerate() {
+            let a = r.from_backend(now, port, src, ringing.of(i as u32));
+            assert!(matches!(a, BackendAction::Forward { .. }), "{a:?}");
+        }
+    }
     let slice = Duration::from_millis(50);
     // ns per decision of `batch` run for `slice`.
     let time = |batch: &mut dyn FnMut()| {
@@ -490,6 +543,27 @@ fn bench_prefix_ratio(_c: &mut Criterion) {
             )
         });
         calls.push((b / a, a, b));
+        let a = time(&mut || {
+            call_backend_batch(
+                &mut small_calls,
+                now,
+                &sc_ports,
+                &mut j_sc,
+                s_small,
+                &mut ringing,
+            )
+        });
+        let b = time(&mut || {
+            call_backend_batch(
+                &mut large_calls,
+                now,
+                &lc_ports,
+                &mut j_lc,
+                s_large,
+                &mut ringing,
+            )
+        });
+        b2c_calls.push((b / a, a, b));
         let a = time(&mut || backend_batch(&mut small, now, &p_small, &mut j_s));
         let b = time(&mut || backend_batch(&mut large, now, &p_large, &mut j_l));
         b2c.push((b / a, a, b));
@@ -513,6 +587,7 @@ fn bench_prefix_ratio(_c: &mut Criterion) {
         ("client_to_backend/invite_two_flows_per_source", pairs),
         ("client_to_backend/invite_own_call", calls),
         ("backend_to_client/200_register", b2c),
+        ("backend_to_client/180_own_call", b2c_calls),
     ] {
         v.sort_by(|x, y| x.0.total_cmp(&y.0));
         let (r, a, b) = v[v.len() / 2];

@@ -480,7 +480,7 @@ impl Shell {
                     Many::Public(ingress) => self.on_client(now, ingress, src, data, None),
                     Many::Prefix(port) => {
                         let to = self.prefix_endpoint(batch, 0, port);
-                        self.on_backend(now, to, src, data);
+                        self.on_backend(now, to, src, data, None);
                     }
                 }
             }
@@ -532,9 +532,17 @@ impl Shell {
                 ends[..got]
                     .iter()
                     .for_each(|&to| self.router.warm_backend(to));
-                for (i, &to) in ends[..got].iter().enumerate() {
+                let prepared: [Option<Prepared<'_>>; mmsg::BATCH] = std::array::from_fn(|i| {
+                    let (data, src) = batch.get(i)?;
+                    self.router.prepare_backend(*ends.get(i)?, src, data)
+                });
+                prepared
+                    .iter()
+                    .flatten()
+                    .for_each(|p| self.router.warm_dialog(p));
+                for ((i, &to), p) in ends[..got].iter().enumerate().zip(prepared) {
                     if let Some((data, src)) = batch.get(i) {
-                        self.on_backend(now, to, src, data);
+                        self.on_backend(now, to, src, data, p);
                     }
                 }
             }
@@ -625,10 +633,19 @@ impl Shell {
         }
     }
 
-    fn on_backend(&mut self, now: Instant, port: RelayPort, from: SocketAddr, data: &[u8]) {
-        if let BackendAction::Forward { to, ingress, .. } =
-            self.router.from_backend(now, port, from, data)
-        {
+    fn on_backend(
+        &mut self,
+        now: Instant,
+        port: RelayPort,
+        from: SocketAddr,
+        data: &[u8],
+        prepared: Option<Prepared<'_>>,
+    ) {
+        let action = match prepared {
+            Some(p) => self.router.from_backend_prepared(now, port, from, data, p),
+            None => self.router.from_backend(now, port, from, data),
+        };
+        if let BackendAction::Forward { to, ingress, .. } = action {
             let Some(fd) = self.public.get(usize::from(ingress)).map(|p| p.as_raw_fd()) else {
                 self.router.send_failed();
                 return;

@@ -122,7 +122,7 @@ impl Shell {
                 let port = self.space.at(idx);
                 for i in 0..got {
                     if let Some((data, from)) = batch.get(i) {
-                        self.on_backend(now, port, from, data);
+                        self.on_backend(now, port, from, data, None);
                     }
                 }
             }

@@ -246,12 +246,30 @@ impl Router {
     #[inline]
     pub fn prepare_client<'a>(&self, client: SocketAddr, data: &'a [u8]) -> Option<Prepared<'a>> {
         self.flows.lookup_client(&client)?;
+        Some(self.prepared(data))
+    }
+
+    /// [`Router::prepare_client`] for a datagram from `src` to `relay_port`: only
+    /// from a backend, to an endpoint with a flow.
+    #[inline]
+    pub fn prepare_backend<'a>(
+        &self,
+        relay_port: RelayPort,
+        src: SocketAddr,
+        data: &'a [u8],
+    ) -> Option<Prepared<'a>> {
+        self.backends.by_addr(&src)?;
+        self.flows.lookup_port(relay_port)?;
+        Some(self.prepared(data))
+    }
+
+    fn prepared<'a>(&self, data: &'a [u8]) -> Prepared<'a> {
         let scan = scan(data);
         let key = match scan {
             Scan::Sip(v) => Some(self.dialogs.key(v.call_id)),
             _ => None,
         };
-        Some(Prepared { scan, key })
+        Prepared { scan, key }
     }
 
     /// The fourth pass: loads the dialog entry's lines (a lookup whose result is
@@ -736,6 +754,29 @@ impl Router {
         src: SocketAddr,
         data: &[u8],
     ) -> BackendAction {
+        self.backend_datagram(now, relay_port, src, data, None)
+    }
+
+    /// [`Router::from_backend`] for a datagram [`Router::prepare_backend`] scanned.
+    pub fn from_backend_prepared(
+        &mut self,
+        now: Instant,
+        relay_port: RelayPort,
+        src: SocketAddr,
+        data: &[u8],
+        prepared: Prepared<'_>,
+    ) -> BackendAction {
+        self.backend_datagram(now, relay_port, src, data, Some(prepared))
+    }
+
+    fn backend_datagram(
+        &mut self,
+        now: Instant,
+        relay_port: RelayPort,
+        src: SocketAddr,
+        data: &[u8],
+        prepared: Option<Prepared<'_>>,
+    ) -> BackendAction {
         let Some(backend) = self.backends.by_addr(&src) else {
             return self.drop_from_backend(DropReason::UnknownSource);
         };
@@ -746,13 +787,14 @@ impl Router {
             f.answered = true;
         }
         self.last_call_id = (0, 0);
-        match scan(data) {
+        let key = prepared.and_then(|p| p.key);
+        match prepared.map_or_else(|| scan(data), |p| p.scan) {
             // Backends' NAT pings (nathelper) must reach the phone.
             Scan::Keepalive => self.counters.keepalives[Direction::ToClient] += 1,
             Scan::Invalid(e) => return self.drop_from_backend(e.into()),
             Scan::Sip(msg) => {
                 self.last_call_id = range_in(data, msg.call_id);
-                if let Err(r) = self.learn_from_backend(now, id, backend, &msg) {
+                if let Err(r) = self.learn_from_backend(now, id, backend, &msg, key) {
                     return self.drop_from_backend(r);
                 }
             }
@@ -784,8 +826,9 @@ impl Router {
         id: FlowId,
         backend: BackendId,
         msg: &SipView<'_>,
+        key: Option<DialogKey>,
     ) -> Result<(), DropReason> {
-        let key = self.dialogs.key(msg.call_id);
+        let key = key.unwrap_or_else(|| self.dialogs.key(msg.call_id));
         if let Some(d) = self.dialogs.get_mut(key) {
             let before = *d;
             if msg.is_request() {

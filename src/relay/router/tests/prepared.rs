@@ -78,3 +78,53 @@ fn a_client_without_a_flow_is_not_scanned_ahead() {
             .is_none()
     );
 }
+
+/// The same for datagrams from backends (`prepare_backend`, `from_backend_prepared`):
+/// what a backend's request pins must be found by the phone's answer.
+#[test]
+fn prepared_backend_datagrams_get_the_decisions_unprepared_ones_get() {
+    let cfg = config("");
+    let keys = Some([7, 9]);
+    let mut plain = Router::new(RouterConfig::new(&cfg, keys), &cfg.backends, Instant::now());
+    let mut ahead = Router::new(RouterConfig::new(&cfg, keys), &cfg.backends, Instant::now());
+    let t0 = Instant::now();
+    let phone = "198.51.100.7:40000";
+    let (port, home) = client(&mut plain, t0, phone, &req("REGISTER", "reg"));
+    assert_eq!(
+        client(&mut ahead, t0, phone, &req("REGISTER", "reg")),
+        (port, home)
+    );
+    let (home_addr, other) = (addr_of(home), addr_of(other_of(home)));
+    for r in [&mut plain, &mut ahead] {
+        client(r, t0, phone, &req("INVITE", "c1"));
+    }
+    let steps: Vec<(SocketAddr, Vec<u8>)> = vec![
+        (home_addr, resp(180, "c1", "INVITE", "")),
+        (home_addr, resp(200, "c1", "INVITE", "")),
+        (other, req("INVITE", "c2")),
+        (other, b"\r\n\r\n".to_vec()),
+        (other, b"\x16\x03\x01 junk".to_vec()),
+        (sa("10.9.9.9:5060"), req("INVITE", "c3")),
+    ];
+    let mut prepared_any = false;
+    for (k, (from, msg)) in steps.iter().enumerate() {
+        let want = plain.from_backend(t0, port, *from, msg);
+        let got = match ahead.prepare_backend(port, *from, msg) {
+            Some(p) => {
+                prepared_any = true;
+                ahead.warm_dialog(&p);
+                ahead.from_backend_prepared(t0, port, *from, msg, p)
+            }
+            None => ahead.from_backend(t0, port, *from, msg),
+        };
+        assert_eq!(got, want, "step {k}");
+        assert_eq!(ahead.dialog_count(), plain.dialog_count(), "step {k}");
+    }
+    assert!(prepared_any);
+    // The phone answers the other backend's call: both send it there.
+    for r in [&mut plain, &mut ahead] {
+        let (_, to) = client(r, t0, phone, &resp(200, "c2", "INVITE", ""));
+        assert_eq!(to, other_of(home));
+    }
+    assert_eq!(ahead.counters().drops, plain.counters().drops);
+}
