@@ -16,6 +16,7 @@ use siphasher::sip128::{Hasher128, SipHasher13};
 
 use super::backends::BackendId;
 use super::port::RelayPort;
+use super::prefetch::prefetch;
 
 pub type DialogKey = u128;
 
@@ -138,8 +139,14 @@ impl DialogTable {
         self.len
     }
 
-    pub fn contains(&self, key: DialogKey) -> bool {
-        self.shards[shard_of(key)].contains_key(&key)
+    /// Looks `key` up and starts loading its entry's lines, without waiting for
+    /// them: an entry of 48 bytes may straddle two lines, and the lookup itself
+    /// loads only the key's.
+    #[inline]
+    pub fn warm(&self, key: DialogKey) {
+        if let Some(d) = self.shards[shard_of(key)].get(&key) {
+            prefetch(d);
+        }
     }
 
     pub fn get_mut(&mut self, key: DialogKey) -> Option<&mut Dialog> {

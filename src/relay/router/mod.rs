@@ -272,12 +272,12 @@ impl Router {
         Prepared { scan, key }
     }
 
-    /// The fourth pass: loads the dialog entry's lines (a lookup whose result is
-    /// not used; the batch's lookups run back to back, their misses overlapping).
+    /// The fourth pass: looks the dialog entry up and prefetches its lines (the
+    /// batch's lookups run back to back, their misses overlapping).
     #[inline]
     pub fn warm_dialog(&self, prepared: &Prepared<'_>) {
         if let Some(key) = prepared.key {
-            std::hint::black_box(self.dialogs.contains(key));
+            self.dialogs.warm(key);
         }
     }
 
