@@ -352,7 +352,7 @@ fn apply_events(s: &mut Shell, link: &mut Link, now: Instant, m: &Metrics) {
                 tracing::warn!(%peer, "sync peer has a different backend list; flows homed on backends one side lacks are not mirrored");
             }
             LinkEvent::DialogKeyMismatch => {
-                tracing::warn!(%peer, "sync peer hashes Call-IDs with other keys (one host started before a sync key rotation, the other after): flows and registrations are mirrored, calls' backend pins are not until both hosts have been restarted with the current key");
+                tracing::warn!(%peer, "sync peer hashes Call-IDs with other keys (one host started before a sync key rotation, the other after, or the two run versions that hash Call-IDs differently, see the upgrade notes): flows and registrations are mirrored, calls' backend pins are not until both hosts run the same version and have been restarted with the current key");
             }
         }
     }
