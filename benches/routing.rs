@@ -267,10 +267,7 @@ fn call_backend_batch(
     for ((k, &c), p) in idx.iter().enumerate().zip(prepared) {
         let (port, src) = ports[c];
         let data = &msgs.msgs[k];
-        black_box(match p {
-            Some(p) => r.from_backend_prepared(now, port, src, data, p),
-            None => r.from_backend(now, port, src, data),
-        });
+        black_box(r.from_backend_with(now, port, src, data, p));
     }
 }
 
@@ -342,10 +339,7 @@ fn decide(r: &mut Router, now: Instant, batch: &[(SocketAddr, &[u8]); BATCH as u
         std::array::from_fn(|k| r.prepare_client(batch[k].0, black_box(batch[k].1)));
     prepared.iter().flatten().for_each(|p| r.warm_dialog(p));
     for (&(client, data), p) in batch.iter().zip(prepared) {
-        black_box(match p {
-            Some(p) => r.from_client_prepared(now, client, 0, data, p),
-            None => r.from_client(now, client, 0, data),
-        });
+        black_box(r.from_client_with(now, client, 0, data, p));
     }
 }
 

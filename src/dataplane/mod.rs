@@ -574,12 +574,10 @@ impl Shell {
         {
             return;
         }
-        let (flow, relay_port, to, new_flow) = match match prepared {
-            Some(p) => self
-                .router
-                .from_client_prepared(now, from, ingress, data, p),
-            None => self.router.from_client(now, from, ingress, data),
-        } {
+        let (flow, relay_port, to, new_flow) = match self
+            .router
+            .from_client_with(now, from, ingress, data, prepared)
+        {
             ClientAction::Forward {
                 flow,
                 relay_port,
@@ -641,11 +639,10 @@ impl Shell {
         data: &[u8],
         prepared: Option<Prepared<'_>>,
     ) {
-        let action = match prepared {
-            Some(p) => self.router.from_backend_prepared(now, port, from, data, p),
-            None => self.router.from_backend(now, port, from, data),
-        };
-        if let BackendAction::Forward { to, ingress, .. } = action {
+        if let BackendAction::Forward { to, ingress, .. } = self
+            .router
+            .from_backend_with(now, port, from, data, prepared)
+        {
             let Some(fd) = self.public.get(usize::from(ingress)).map(|p| p.as_raw_fd()) else {
                 self.router.send_failed();
                 return;

@@ -253,12 +253,19 @@ impl SendBatch {
     /// [`MAX_RETRIES`] times. Returns the messages that could not be sent.
     pub fn flush(&mut self, mut failed: impl FnMut(RawFd) -> bool) -> usize {
         // One queued datagram (most turns at low rates): no grouping to do.
-        if self.n == 1 {
-            let lost = self.send_group(self.fds[0], &[0], &mut failed);
-            self.n = 0;
-            self.used = 0;
-            return lost;
-        }
+        let lost = if self.n == 1 {
+            self.send_group(self.fds[0], &[0], &mut failed)
+        } else {
+            self.send_groups(&mut failed)
+        };
+        self.n = 0;
+        self.used = 0;
+        lost
+    }
+
+    /// The queue's messages grouped per socket, in order, each group sent with
+    /// [`SendBatch::send_group`]; returns how many were lost.
+    fn send_groups(&mut self, failed: &mut impl FnMut(RawFd) -> bool) -> usize {
         let mut lost = 0;
         let mut done = [false; SEND_MAX];
         // Indices into the queue (< SEND_MAX, so a byte each: zeroing 64 words per
@@ -277,10 +284,8 @@ impl SendBatch {
                     g += 1;
                 }
             }
-            lost += self.send_group(fd, &group[..g], &mut failed);
+            lost += self.send_group(fd, &group[..g], failed);
         }
-        self.n = 0;
-        self.used = 0;
         lost
     }
 

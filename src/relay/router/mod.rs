@@ -240,7 +240,7 @@ impl Router {
 
     /// The third pass of warming a batch of at least two client datagrams: scans
     /// `data` and computes its dialog key, for [`Router::warm_dialog`] and then
-    /// [`Router::from_client_prepared`]. Only for a client with a flow (known after
+    /// [`Router::from_client_with`]. Only for a client with a flow (known after
     /// the first two passes): datagrams of unknown sources (a flood from new
     /// addresses) keep being refused before they are scanned.
     #[inline]
@@ -397,23 +397,12 @@ impl Router {
         ingress: u16,
         data: &[u8],
     ) -> ClientAction {
-        self.client_datagram(now, client, ingress, data, None)
+        self.from_client_with(now, client, ingress, data, None)
     }
 
-    /// [`Router::from_client`] for a datagram [`Router::prepare_client`] scanned:
-    /// the same decision, without scanning it again.
-    pub fn from_client_prepared(
-        &mut self,
-        now: Instant,
-        client: SocketAddr,
-        ingress: u16,
-        data: &[u8],
-        prepared: Prepared<'_>,
-    ) -> ClientAction {
-        self.client_datagram(now, client, ingress, data, Some(prepared))
-    }
-
-    fn client_datagram(
+    /// [`Router::from_client`], for a datagram [`Router::prepare_client`] scanned
+    /// (if `prepared`): the same decision, without scanning it again.
+    pub fn from_client_with(
         &mut self,
         now: Instant,
         client: SocketAddr,
@@ -754,22 +743,12 @@ impl Router {
         src: SocketAddr,
         data: &[u8],
     ) -> BackendAction {
-        self.backend_datagram(now, relay_port, src, data, None)
+        self.from_backend_with(now, relay_port, src, data, None)
     }
 
-    /// [`Router::from_backend`] for a datagram [`Router::prepare_backend`] scanned.
-    pub fn from_backend_prepared(
-        &mut self,
-        now: Instant,
-        relay_port: RelayPort,
-        src: SocketAddr,
-        data: &[u8],
-        prepared: Prepared<'_>,
-    ) -> BackendAction {
-        self.backend_datagram(now, relay_port, src, data, Some(prepared))
-    }
-
-    fn backend_datagram(
+    /// [`Router::from_backend`], for a datagram [`Router::prepare_backend`] scanned
+    /// (if `prepared`).
+    pub fn from_backend_with(
         &mut self,
         now: Instant,
         relay_port: RelayPort,

@@ -5,7 +5,7 @@ use super::*;
 
 /// Two routers with the same dialog keys, fed the same datagrams: one decides each
 /// as `from_client` does, the other through `prepare_client` (when the client has a
-/// flow) and `from_client_prepared`.
+/// flow) and `from_client_with`.
 #[test]
 fn prepared_datagrams_get_the_decisions_unprepared_ones_get() {
     let cfg = config("");
@@ -42,7 +42,7 @@ fn prepared_datagrams_get_the_decisions_unprepared_ones_get() {
             Some(p) => {
                 prepared_any = true;
                 ahead.warm_dialog(&p);
-                ahead.from_client_prepared(now, *from, 0, msg, p)
+                ahead.from_client_with(now, *from, 0, msg, Some(p))
             }
             None => ahead.from_client(now, *from, 0, msg),
         };
@@ -79,7 +79,7 @@ fn a_client_without_a_flow_is_not_scanned_ahead() {
     );
 }
 
-/// The same for datagrams from backends (`prepare_backend`, `from_backend_prepared`):
+/// The same for datagrams from backends (`prepare_backend`, `from_backend_with`):
 /// what a backend's request pins must be found by the phone's answer.
 #[test]
 fn prepared_backend_datagrams_get_the_decisions_unprepared_ones_get() {
@@ -113,7 +113,7 @@ fn prepared_backend_datagrams_get_the_decisions_unprepared_ones_get() {
             Some(p) => {
                 prepared_any = true;
                 ahead.warm_dialog(&p);
-                ahead.from_backend_prepared(t0, port, *from, msg, p)
+                ahead.from_backend_with(t0, port, *from, msg, Some(p))
             }
             None => ahead.from_backend(t0, port, *from, msg),
         };
