@@ -240,34 +240,33 @@ fn prefix_router_with_calls(n: u32) -> (Router, Vec<(sipfront::relay::RelayPort,
     (r, ports)
 }
 
-/// [`backend_batch`] of 180s, each with the Call-ID of its endpoint's call (the
-/// endpoints of [`prefix_router_with_calls`], walked by `step`), as the dataplane's
-/// `take_batch` runs a prefix socket's batch.
+/// [`backend_batch`] of 180s, each with the Call-ID of its endpoint's call (`calls`:
+/// the endpoints of [`prefix_router_with_calls`] in walk order with their call's
+/// number, see [`scattered_calls`]), as the dataplane's `take_batch` runs a prefix
+/// socket's batch.
 fn call_backend_batch(
     r: &mut Router,
     now: Instant,
-    ports: &[(sipfront::relay::RelayPort, SocketAddr)],
-    j: &mut u64,
-    step: u64,
+    calls: &[(sipfront::relay::RelayPort, SocketAddr, u32)],
+    j: &mut usize,
     msgs: &mut CallInvite,
 ) {
-    let n = ports.len() as u64;
-    let idx: [usize; BATCH as usize] = std::array::from_fn(|k| {
-        *j = (*j + step) % n;
-        msgs.set(k, *j as u32);
-        *j as usize
-    });
-    idx.iter().for_each(|&c| r.prefetch_backend(ports[c].0));
-    idx.iter().for_each(|&c| r.warm_backend(ports[c].0));
+    let batch: [(sipfront::relay::RelayPort, SocketAddr); BATCH as usize] =
+        std::array::from_fn(|k| {
+            *j = (*j + 1) % calls.len();
+            let (port, src, call) = calls[*j];
+            msgs.set(k, call);
+            (port, src)
+        });
+    batch.iter().for_each(|&(port, _)| r.prefetch_backend(port));
+    batch.iter().for_each(|&(port, _)| r.warm_backend(port));
     let prepared: [Option<Prepared<'_>>; BATCH as usize] = std::array::from_fn(|k| {
-        let (port, src) = ports[idx[k]];
+        let (port, src) = batch[k];
         r.prepare_backend(port, src, black_box(&msgs.msgs[k]))
     });
     prepared.iter().flatten().for_each(|p| r.warm_dialog(p));
-    for ((k, &c), p) in idx.iter().enumerate().zip(prepared) {
-        let (port, src) = ports[c];
-        let data = &msgs.msgs[k];
-        black_box(r.from_backend_with(now, port, src, data, p));
+    for ((k, &(port, src)), p) in batch.iter().enumerate().zip(prepared) {
+        black_box(r.from_backend_with(now, port, src, &msgs.msgs[k], p));
     }
 }
 
@@ -379,6 +378,22 @@ fn scattered(
     (1..=n).map(|k| ports[(k * step % n) as usize]).collect()
 }
 
+/// [`scattered`] with each endpoint's number in `ports` (its call's, in
+/// [`prefix_router_with_calls`]): a datagram's endpoint comes in the received batch,
+/// and the walk must not add a miss of its own.
+fn scattered_calls(
+    ports: &[(sipfront::relay::RelayPort, SocketAddr)],
+    step: u64,
+) -> Vec<(sipfront::relay::RelayPort, SocketAddr, u32)> {
+    let n = ports.len() as u64;
+    (1..=n)
+        .map(|k| {
+            let i = (k * step % n) as usize;
+            (ports[i].0, ports[i].1, i as u32)
+        })
+        .collect()
+}
+
 /// The walk's step over `n` clients: odd, and `n` not a multiple of it.
 fn walk_step(n: u32) -> u64 {
     (2_654_435_761u64 % u64::from(n)) | 1
@@ -449,10 +464,14 @@ fn bench_prefix_ratio(_c: &mut Criterion) {
         prefix_router_with_calls(1_000_000),
     );
     let (mut i_sc, mut i_lc, mut inv) = (0u64, 0u64, CallInvite::new());
-    let (mut j_sc, mut j_lc, mut ringing) = (0u64, 0u64, CallInvite::of_template(RINGING));
+    let (mut j_sc, mut j_lc, mut ringing) = (0usize, 0usize, CallInvite::of_template(RINGING));
     let (mut calls, mut b2c_calls) = (Vec::new(), Vec::new());
     let (s_small, s_large) = (walk_step(1_000), walk_step(1_000_000));
     let (p_small, p_large) = (scattered(&p_small, s_small), scattered(&p_large, s_large));
+    let (sc_calls, lc_calls) = (
+        scattered_calls(&sc_ports, s_small),
+        scattered_calls(&lc_ports, s_large),
+    );
     let now = Instant::now();
     // Every call rung once first: a first 180 makes its entry a dialog (the caller's
     // pin count changes), which a 1k table would do only in its first batches; the
@@ -538,24 +557,10 @@ fn bench_prefix_ratio(_c: &mut Criterion) {
         });
         calls.push((b / a, a, b));
         let a = time(&mut || {
-            call_backend_batch(
-                &mut small_calls,
-                now,
-                &sc_ports,
-                &mut j_sc,
-                s_small,
-                &mut ringing,
-            )
+            call_backend_batch(&mut small_calls, now, &sc_calls, &mut j_sc, &mut ringing)
         });
         let b = time(&mut || {
-            call_backend_batch(
-                &mut large_calls,
-                now,
-                &lc_ports,
-                &mut j_lc,
-                s_large,
-                &mut ringing,
-            )
+            call_backend_batch(&mut large_calls, now, &lc_calls, &mut j_lc, &mut ringing)
         });
         b2c_calls.push((b / a, a, b));
         let a = time(&mut || backend_batch(&mut small, now, &p_small, &mut j_s));
@@ -729,6 +734,10 @@ fn bench_prefix_calls(_c: &mut Criterion) {
     let invite = String::from_utf8_lossy(INVITE).into_owned();
     let (head, tail) = invite.split_once("Call-ID: ").unwrap();
     let mut msg = String::new();
+    // The longest new call while the tables fill: a dialog shard at its load limit
+    // grows (a table twice the size, every entry re-placed) in that datagram's
+    // decision.
+    let (mut longest, mut longest_cpu) = (Duration::ZERO, Duration::ZERO);
     for i in 0..1_000_000u32 {
         msg.clear();
         msg.push_str(head);
@@ -736,11 +745,18 @@ fn bench_prefix_calls(_c: &mut Criterion) {
         msg.push_str(&i.to_string());
         msg.push('-');
         msg.push_str(tail);
+        let (t, c) = (Instant::now(), thread_cpu());
         let a = r.from_client(t0, cgnat_client(i), 0, msg.as_bytes());
+        longest_cpu = longest_cpu.max(thread_cpu().saturating_sub(c));
+        longest = longest.max(t.elapsed());
         assert!(matches!(a, ClientAction::Forward { .. }), "{a:?}");
     }
     assert_eq!(r.flow_count(), 1_000_000);
     assert_eq!(r.dialog_count(), 1_000_000);
+    println!(
+        "prefix/fill/1m_flows_1m_dialogs: longest single new call (flow and dialog) of \
+         1,000,000: {longest:?} ({longest_cpu:?} CPU)"
+    );
     let mut now = t0;
     let (mut wall, mut cpu) = (Duration::ZERO, Duration::ZERO);
     let calls = 400;

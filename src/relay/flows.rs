@@ -47,6 +47,11 @@ pub struct Flow {
     /// Dialog-table entries this flow's client opened that no backend has made a
     /// dialog and that have not expired yet (held to `limits.max_pins_per_flow`).
     pub pins: u32,
+    /// Its `pins` are counted in the table's per-source sums too: set once another
+    /// flow of its source came. A phone's only flow has its source's unanswered
+    /// entries to itself, so the sums (another table, another cache miss per new
+    /// call and per first answer) are not touched for it. Local: never synced.
+    pub pins_shared: bool,
     /// A static peer's flow (its index in the config): exists from start, never
     /// expires, never synced (both hosts have it from the config).
     pub peer: Option<u16>,
@@ -93,6 +98,7 @@ impl Flow {
             sync_gen: 0,
             dialogs: 0,
             pins: 0,
+            pins_shared: false,
             peer: None,
             answered: false,
             bucket: NOT_HELD,
@@ -190,9 +196,9 @@ pub struct FlowTable {
     /// Datagram buckets of removed flows that held them, (source address, bucket),
     /// until the router puts them back into its limiter ([`FlowTable::drain_released`]).
     released: Vec<(std::net::IpAddr, u64)>,
-    /// The flows' `pins` summed per source, for `limits.max_pins_per_ip`. Kept in step
-    /// by [`FlowTable::add_pin`], [`FlowTable::drop_pin`] and removal; sources with
-    /// none have no entry.
+    /// The `pins` of the flows with [`Flow::pins_shared`] summed per source, for
+    /// `limits.max_pins_per_ip`. Kept in step by [`FlowTable::add_pin`],
+    /// [`FlowTable::drop_pin`], placement and removal; sources with none have no entry.
     pins_per_source: SourceCounts,
 }
 
@@ -256,17 +262,24 @@ impl FlowTable {
         (same && f.holds_bucket()).then_some(id)
     }
 
-    /// Unanswered dialog entries the flows of `ip`'s source opened (see `Flow::pins`).
-    pub fn pins_from_source(&self, ip: std::net::IpAddr) -> u32 {
-        self.pins_per_source.get(ip)
+    /// Unanswered dialog entries the flows of flow `id`'s source opened (see
+    /// `Flow::pins`).
+    pub fn pins_of_source(&self, id: FlowId) -> u32 {
+        match self.get(id) {
+            Some(f) if f.pins_shared => self.pins_per_source.get(f.client.ip()),
+            Some(f) => f.pins,
+            None => 0,
+        }
     }
 
     /// Flow `id` opened one more dialog entry no backend has taken.
     pub fn add_pin(&mut self, id: FlowId) {
         if let Some(f) = self.get_mut(id) {
             f.pins += 1;
-            let ip = f.client.ip();
-            self.pins_per_source.add(ip);
+            if f.pins_shared {
+                let ip = f.client.ip();
+                self.pins_per_source.add(ip);
+            }
         }
     }
 
@@ -276,8 +289,36 @@ impl FlowTable {
             && f.pins > 0
         {
             f.pins -= 1;
-            let ip = f.client.ip();
-            self.pins_per_source.remove(ip, 1);
+            if f.pins_shared {
+                let ip = f.client.ip();
+                self.pins_per_source.remove(ip, 1);
+            }
+        }
+    }
+
+    /// Flow `id` of `ip`'s source was just placed, its source now has `n` flows:
+    /// from the second on, every flow of the source counts its pins in the sums, the
+    /// first (until now alone, its pins its own) too.
+    fn share_pins(&mut self, id: FlowId, ip: std::net::IpAddr, n: u32) {
+        if n < 2 {
+            return;
+        }
+        if let Some(f) = self.get_mut(id) {
+            f.pins_shared = true;
+        }
+        // A source's one unshared flow is its first: the count's `first` names it
+        // (it may name a gone flow when the one left was shared already).
+        let key = source_key(ip);
+        let Some(first) = self.per_source.first(ip).map(FlowId) else {
+            return;
+        };
+        if let Some(f) = self.get_mut(first)
+            && !f.pins_shared
+            && source_key(f.client.ip()) == key
+        {
+            f.pins_shared = true;
+            let pins = f.pins;
+            self.pins_per_source.add_n(ip, pins);
         }
     }
 
@@ -548,7 +589,8 @@ impl FlowTable {
             Some(i) => self.slots[i as usize] = Some(flow),
             None => self.slots.push(Some(flow)),
         }
-        self.per_source.add_flow(client.ip(), idx);
+        let n = self.per_source.add_flow(client.ip(), idx);
+        self.share_pins(FlowId(idx), client.ip(), n);
         if let Some(i) = slot {
             self.by_port[i] = idx;
         }
@@ -578,7 +620,9 @@ impl FlowTable {
             }
         }
         // Its entries outlive it in the dialog table, no longer counted for anyone.
-        self.pins_per_source.remove(flow.client.ip(), flow.pins);
+        if flow.pins_shared {
+            self.pins_per_source.remove(flow.client.ip(), flow.pins);
+        }
         if flow.peer.is_some() {
             // Its other addresses must not name the slot's next flow.
             self.aliases.retain(|_, i| *i != id.0);
@@ -663,6 +707,9 @@ impl FlowTable {
         n
     }
 }
+
+#[cfg(test)]
+mod pin_tests;
 
 #[cfg(test)]
 mod tests {

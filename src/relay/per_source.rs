@@ -72,11 +72,22 @@ impl SourceCounts {
     }
 
     pub fn add(&mut self, ip: IpAddr) {
-        self.add_flow(ip, u32::MAX);
+        self.add_n(ip, 1);
     }
 
-    /// Counts flow `id` for `ip`'s source.
-    pub fn add_flow(&mut self, ip: IpAddr, id: u32) {
+    /// Adds `n` to `ip`'s count (none: nothing).
+    pub fn add_n(&mut self, ip: IpAddr, n: u32) {
+        if n > 0 {
+            self.add_counted(ip, u32::MAX, n);
+        }
+    }
+
+    /// Counts flow `id` for `ip`'s source; returns the source's count now.
+    pub fn add_flow(&mut self, ip: IpAddr, id: u32) -> u32 {
+        self.add_counted(ip, id, 1)
+    }
+
+    fn add_counted(&mut self, ip: IpAddr, id: u32, by: u32) -> u32 {
         let new = Count {
             n: 0,
             first: id,
@@ -85,12 +96,13 @@ impl SourceCounts {
         let c = match src_of(ip) {
             Src::V4(k) => self.v4.entry(k).or_insert(new),
             Src::V6(k) => {
-                *self.v6_48.entry(site_of(k)).or_insert(0) += 1;
+                *self.v6_48.entry(site_of(k)).or_insert(0) += by;
                 self.v6.entry(k).or_insert(new)
             }
         };
-        c.n += 1;
+        c.n += by;
         c.last = id;
+        c.n
     }
 
     /// The counts of all IPv6 sources in `ip`'s /48 together (0 for IPv4).

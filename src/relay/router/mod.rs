@@ -489,7 +489,7 @@ impl Router {
                         return self.drop_client(client, DropReason::PinQuota);
                     }
                     if peer.is_none()
-                        && self.flows.pins_from_source(client.ip())
+                        && self.flows.pins_of_source(id)
                             >= self.sources.of(client.ip()).max_pins_per_ip
                     {
                         return self.drop_client(client, DropReason::SourcePinQuota);
