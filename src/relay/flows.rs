@@ -303,18 +303,21 @@ impl FlowTable {
         if n < 2 {
             return;
         }
-        if let Some(f) = self.get_mut(id) {
-            f.pins_shared = true;
-        }
+        self.share(id, ip);
         // A source's one unshared flow is its first: the count's `first` names it
-        // (it may name a gone flow when the one left was shared already).
-        let key = source_key(ip);
-        let Some(first) = self.per_source.first(ip).map(FlowId) else {
-            return;
-        };
-        if let Some(f) = self.get_mut(first)
+        // (it may name a gone flow, or another source's in its slot, when the one
+        // left was shared already).
+        if let Some(first) = self.per_source.first(ip) {
+            self.share(FlowId(first), ip);
+        }
+    }
+
+    /// Counts flow `id`'s pins in the sums of `ip`'s source from now on, if it is
+    /// that source's and does not yet.
+    fn share(&mut self, id: FlowId, ip: std::net::IpAddr) {
+        if let Some(f) = self.get_mut(id)
             && !f.pins_shared
-            && source_key(f.client.ip()) == key
+            && source_key(f.client.ip()) == source_key(ip)
         {
             f.pins_shared = true;
             let pins = f.pins;
@@ -564,6 +567,8 @@ impl FlowTable {
 
     /// Stores `flow`; its client must not have a flow (callers look it up first).
     fn place(&mut self, mut flow: Flow) -> Result<FlowId, InsertError> {
+        // Its pins are in no sum yet (see `share_pins`).
+        flow.pins_shared = false;
         let port = flow.relay_port;
         let client = flow.client;
         let idx = match self.free_slots.last() {
