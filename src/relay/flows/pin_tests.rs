@@ -1,6 +1,7 @@
 //! The per-source count of unanswered entries (`limits.max_pins_per_ip`) against a
-//! model that sums every live flow's pins, over random placements, removals and
-//! pins; and the sums stay untouched for a source's only flow.
+//! model that sums every live flow's pins, over random placements (new flows and
+//! flows from state sync, which replace what held their endpoint or client),
+//! removals and pins; and the sums stay untouched for a source's only flow.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -13,8 +14,11 @@ use crate::relay::ratelimit::source_key;
 
 #[derive(Debug, Clone)]
 enum Op {
-    /// A flow from source `s` (of 3; the third an IPv6 /64 with two addresses).
+    /// A flow from address `s` (see [`client`]).
     Place(u8, u16),
+    /// A flow from state sync on endpoint `e`, replacing the flows that held that
+    /// endpoint or that client.
+    Sync(u8, u16, u16),
     /// The `k`-th live flow (modulo their number) goes.
     Remove(usize),
     AddPin(usize),
@@ -23,7 +27,8 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        (0u8..4, 1u16..1000).prop_map(|(s, p)| Op::Place(s, p)),
+        (0u8..5, 1u16..1000).prop_map(|(s, p)| Op::Place(s, p)),
+        (0u8..5, 1u16..1000, 100u16..132).prop_map(|(s, p, e)| Op::Sync(s, p, e)),
         any::<usize>().prop_map(Op::Remove),
         any::<usize>().prop_map(Op::AddPin),
         any::<usize>().prop_map(Op::AddPin),
@@ -31,13 +36,15 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Five addresses, three sources: 0 and its IPv4-mapped form 4 are one; 2 and 3
+/// are one /64.
 fn client(s: u8, port: u16) -> SocketAddr {
     let ip: IpAddr = match s {
         0 => "192.0.2.1".parse().unwrap(),
         1 => "192.0.2.2".parse().unwrap(),
-        // One /64 from two addresses: one source.
         2 => "2001:db8:1:2::1".parse().unwrap(),
-        _ => "2001:db8:1:2::9".parse().unwrap(),
+        3 => "2001:db8:1:2::9".parse().unwrap(),
+        _ => "::ffff:192.0.2.1".parse().unwrap(),
     };
     SocketAddr::new(ip, port)
 }
@@ -52,6 +59,16 @@ proptest! {
             match op {
                 Op::Place(s, port) => {
                     if let Ok(id) = t.insert(client(s, port), 0, BackendId::new(0), now) {
+                        live.push(id);
+                    }
+                }
+                Op::Sync(s, port, e) => {
+                    let mut f = Flow::new(client(s, port), RelayPort::first(e), 0, BackendId::new(0), now);
+                    // Whatever a caller hands in, a placed flow starts outside the sums.
+                    f.pins_shared = true;
+                    f.pins = 2;
+                    if let Ok((id, _)) = t.insert_at(f) {
+                        live.retain(|&l| t.get(l).is_some() && l != id);
                         live.push(id);
                     }
                 }
@@ -77,6 +94,12 @@ proptest! {
                 if flows == 1 && !f.pins_shared {
                     // A phone's only flow: nothing in the sums.
                     prop_assert_eq!(t.pins_per_source.get(f.client.ip()), 0);
+                }
+                if !f.pins_shared {
+                    // What the sums rely on: an unshared flow is its source's only
+                    // one, and the count names it as the source's first.
+                    prop_assert_eq!(flows, 1);
+                    prop_assert_eq!(t.per_source.first(f.client.ip()), Some(id.0));
                 }
             }
         }
@@ -105,4 +128,25 @@ fn a_sources_only_flow_keeps_its_pins_to_itself_until_a_second_comes() {
     t.drop_pin(b);
     assert_eq!(t.pins_of_source(b), 0);
     assert_eq!(t.pins_per_source.get(client(0, 1).ip()), 0);
+}
+
+#[test]
+fn a_stale_first_leaves_the_sums_right() {
+    let now = Instant::now();
+    let mut t = FlowTable::new(RelaySpace::new(&(100..=103), 1), 4, 1000);
+    let place = |t: &mut FlowTable, port| t.insert(client(0, port), 0, BackendId::new(0), now);
+    let a = place(&mut t, 1).unwrap();
+    let b = place(&mut t, 2).unwrap();
+    let c = place(&mut t, 3).unwrap();
+    t.remove(c).unwrap();
+    t.remove(a).unwrap();
+    // The count's first may name a gone flow now; B is left, shared.
+    let d = place(&mut t, 4).unwrap();
+    t.add_pin(b);
+    t.add_pin(d);
+    t.add_pin(d);
+    assert_eq!(t.pins_of_source(b), 3);
+    assert_eq!(t.pins_of_source(d), 3);
+    t.remove(d).unwrap();
+    assert_eq!(t.pins_of_source(b), 1);
 }
