@@ -211,7 +211,8 @@ impl FlowTable {
         // under load and leaves the old tables' memory with the allocator.
         FlowTable {
             slots: Vec::with_capacity(max),
-            free_slots: Vec::new(),
+            // Removals on the forwarding path (a flow aborted) push here too.
+            free_slots: Vec::with_capacity(max),
             hasher: TableHasher::default(),
             // Static peers' flows come on top of `max`.
             by_client: OpenTable::with_capacity(max + space.statics().len()),
