@@ -3,8 +3,8 @@
 //! - the example config passes `sipfront check-config`;
 //! - every metric name (and label) that the Grafana dashboard and the Prometheus alerts use is
 //!   exported by a running `sipfront demo` that has relayed some SIP, or is one of the few
-//!   VRRP series that only exist with a `[vrrp]` section, which must then at least be named
-//!   in src/;
+//!   series that only exist with a `[vrrp]`, `[hep]` or `[sync]` section, which must then at
+//!   least be named in src/;
 //! - the keepalived track script follows `/ready`;
 //! - the systemd unit has the required keys and `systemd-analyze verify` accepts it;
 //! - `promtool` accepts the alert rules and the scrape config and passes the rule unit tests;
@@ -46,9 +46,21 @@ const ONLY_WITH_HEP: &[&str] = &[
     "sipfront_hep_dropped_total",
 ];
 
+/// Metrics that exist only with a `[sync]` section (state sync with the peer host), which
+/// the demo does not have; the same rules as [`ONLY_WITH_VRRP`].
+const ONLY_WITH_SYNC: &[&str] = &[
+    "sipfront_sync_peer_up",
+    "sipfront_sync_dropped_total",
+    "sipfront_sync_items_rejected_total",
+];
+
 /// Every metric that only a section absent from the demo exports.
 fn situational() -> impl Iterator<Item = &'static str> {
-    ONLY_WITH_VRRP.iter().chain(ONLY_WITH_HEP).copied()
+    ONLY_WITH_VRRP
+        .iter()
+        .chain(ONLY_WITH_HEP)
+        .chain(ONLY_WITH_SYNC)
+        .copied()
 }
 
 /// Labels Prometheus adds to every series of a target (prometheus.yml), not sipfront.
