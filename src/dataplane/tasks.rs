@@ -115,8 +115,15 @@ impl Shell {
     /// For the control task: the router's health view after a reload.
     pub(super) fn reload(&mut self, cfg: Config) -> Vec<String> {
         let mut notes = Vec::new();
-        if cfg.listen != self.cfg.listen {
-            notes.push("listen changes need a restart; kept the running [listen]".to_string());
+        // Sockets and addresses stay; whether keepalives are relayed is the router's
+        // to decide per datagram, so that one applies now.
+        let mut listen = self.cfg.listen.clone();
+        listen.forward_keepalives = cfg.listen.forward_keepalives;
+        if cfg.listen != listen {
+            notes.push(
+                "listen changes need a restart (forward_keepalives applies now); kept the running [listen]"
+                    .to_string(),
+            );
         }
         if cfg.hep != self.cfg.hep {
             notes.push("hep changes need a restart; kept the running [hep]".to_string());
@@ -182,10 +189,9 @@ impl Shell {
             self.router.set_backend_up(i, up);
         }
         self.probe_now = true;
-        let keep_listen = self.cfg.listen.clone();
         let keep_hep = self.cfg.hep.take();
         self.cfg = cfg;
-        self.cfg.listen = keep_listen;
+        self.cfg.listen = listen;
         self.cfg.hep = keep_hep;
         notes
     }
