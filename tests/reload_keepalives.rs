@@ -1,6 +1,6 @@
 //! `listen.forward_keepalives` is applied by a reload (the router decides per
-//! datagram), while the rest of `[listen]` (sockets, addresses) needs a restart and
-//! the reload says so.
+//! datagram), while the rest of `[listen]` (sockets, addresses) and `[[peer]]` need a
+//! restart and the reload says so.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
@@ -39,7 +39,7 @@ fn recv(s: &UdpSocket, wait: Duration) -> Option<(Vec<u8>, SocketAddr)> {
 }
 
 #[test]
-fn a_reload_turns_keepalive_forwarding_on_and_keeps_the_rest_of_listen() {
+fn a_reload_turns_keepalive_forwarding_on_and_names_what_needs_a_restart() {
     let backend = UdpSocket::bind("127.0.0.1:0").unwrap();
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     let b = backend.local_addr().unwrap();
@@ -91,11 +91,26 @@ fn a_reload_turns_keepalive_forwarding_on_and_keeps_the_rest_of_listen() {
     assert_eq!(from, relay, "from the flow's relay endpoint");
 
     // Only the keepalive setting changed: nothing to say about [listen], and it is
-    // off again.
-    let notes = rt
-        .block_on(running.reload(config(sip_port, b, false, "23200-23209")))
-        .unwrap();
+    // off again. A trunk added by a reload is named as needing a restart.
+    let mut cfg = config(sip_port, b, false, "23200-23209");
+    let with_peer = Config::parse(
+        &format!(
+            "[listen]\nsip = [\"127.0.0.1:{sip_port}\"]\nrelay_ports = \"23200-23209\"\n\
+             [[backend]]\nname = \"only\"\naddr = \"{b}\"\n\
+             [[peer]]\nname = \"pbx\"\naddr = \"127.0.0.1:5999\"\nrelay = \"127.0.0.1:23300\"\n"
+        ),
+        &EphemeralPorts::from_system(),
+    )
+    .unwrap();
+    cfg.peers = with_peer.peers;
+    let notes = rt.block_on(running.reload(cfg)).unwrap();
     assert!(!notes.iter().any(|n| n.contains("listen")), "{notes:?}");
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("peer changes need a restart")),
+        "{notes:?}"
+    );
     client.send_to(b"\r\n\r\n", proxy).unwrap();
     assert_eq!(recv(&backend, Duration::from_millis(500)), None);
 

@@ -128,6 +128,14 @@ impl Shell {
         if cfg.hep != self.cfg.hep {
             notes.push("hep changes need a restart; kept the running [hep]".to_string());
         }
+        // Static peers own fixed endpoints and sockets; the VRRP speaker has its own
+        // thread: neither is rebuilt by a reload.
+        if cfg.peers != self.cfg.peers {
+            notes.push("peer changes need a restart; kept the running [[peer]]s".to_string());
+        }
+        if cfg.vrrp != self.cfg.vrrp {
+            notes.push("vrrp changes need a restart; kept the running [vrrp]".to_string());
+        }
         let mut cfg = cfg;
         notes.extend(super::sync::reload(
             &self.cfg.sync,
@@ -190,9 +198,13 @@ impl Shell {
         }
         self.probe_now = true;
         let keep_hep = self.cfg.hep.take();
+        let keep_peers = std::mem::take(&mut self.cfg.peers);
+        let keep_vrrp = self.cfg.vrrp.take();
         self.cfg = cfg;
         self.cfg.listen = listen;
         self.cfg.hep = keep_hep;
+        self.cfg.peers = keep_peers;
+        self.cfg.vrrp = keep_vrrp;
         notes
     }
 }
