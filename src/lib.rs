@@ -1,8 +1,8 @@
 //! sipfront: a SIP-aware UDP front proxy.
 //!
 //! The protocol logic lives in plain modules without sockets or clocks of their own
-//! (`sip::scan`, `relay::router`, `sync::link`, ...); thin tokio shells (`dataplane`, `admin`)
-//! drive them with real I/O.
+//! (`sip::scan`, `relay::router`, `sync::link`, ...); thin shells drive them with real I/O:
+//! `dataplane` on one thread without an async runtime, `admin` on tokio.
 
 pub mod admin;
 pub mod capture;
