@@ -50,6 +50,10 @@ const ONLY_WITH_HEP: &[&str] = &[
 /// the demo does not have; the same rules as [`ONLY_WITH_VRRP`].
 const ONLY_WITH_SYNC: &[&str] = &[
     "sipfront_sync_peer_up",
+    "sipfront_sync_lag",
+    "sipfront_sync_peer_flows",
+    "sipfront_sync_peer_dialogs",
+    "sipfront_sync_messages_total",
     "sipfront_sync_dropped_total",
     "sipfront_sync_items_rejected_total",
 ];
