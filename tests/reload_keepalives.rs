@@ -7,18 +7,24 @@ use std::time::Duration;
 
 use sipfront::config::{Config, EphemeralPorts};
 
-fn config(sip_port: u16, backend: SocketAddr, forward: bool, relay: &str) -> Config {
-    let text = format!(
-        "[listen]\nsip = [\"127.0.0.1:{sip_port}\"]\nrelay_ports = \"{relay}\"\n\
-         forward_keepalives = {forward}\n\
-         [[backend]]\nname = \"only\"\naddr = \"{backend}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-         [health]\ninterval = \"1h\"\n"
-    );
-    Config::parse(&text, &EphemeralPorts::from_system()).unwrap()
-}
+/// The public SIP port the test starts sipfront on.
+const SIP_PORT: u16 = 28071;
 
 /// Relay ports of the test's config.
 const RELAY: std::ops::RangeInclusive<u16> = 23200..=23209;
+
+/// The test's config on `sip_port`, with `extra` (TOML) at its end.
+fn config(sip_port: u16, backend: SocketAddr, forward: bool, extra: &str) -> Config {
+    let text = format!(
+        "[listen]\nsip = [\"127.0.0.1:{sip_port}\"]\nrelay_ports = \"{}-{}\"\n\
+         forward_keepalives = {forward}\n\
+         [[backend]]\nname = \"only\"\naddr = \"{backend}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [health]\ninterval = \"1h\"\n{extra}",
+        RELAY.start(),
+        RELAY.end()
+    );
+    Config::parse(&text, &EphemeralPorts::from_system()).unwrap()
+}
 
 /// The next datagram `s` receives from a relay port (or any, for the client), or None
 /// within `wait`; sipfront's OPTIONS health probes (from its probe socket) are
@@ -28,7 +34,7 @@ fn recv(s: &UdpSocket, wait: Duration) -> Option<(Vec<u8>, SocketAddr)> {
     let mut buf = [0u8; 2048];
     loop {
         let (n, from) = s.recv_from(&mut buf).ok()?;
-        if from.port() == 28071 || RELAY.contains(&from.port()) {
+        if from.port() == SIP_PORT || RELAY.contains(&from.port()) {
             return Some((buf[..n].to_vec(), from));
         }
         let reply =
@@ -43,7 +49,7 @@ fn a_reload_turns_keepalive_forwarding_on_and_names_what_needs_a_restart() {
     let backend = UdpSocket::bind("127.0.0.1:0").unwrap();
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     let b = backend.local_addr().unwrap();
-    let sip_port = 28071;
+    let sip_port = SIP_PORT;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -52,7 +58,7 @@ fn a_reload_turns_keepalive_forwarding_on_and_names_what_needs_a_restart() {
     let prom = sipfront::admin::install_recorder().unwrap();
     let running = rt
         .block_on(sipfront::server::start(
-            config(sip_port, b, false, "23200-23209"),
+            config(sip_port, b, false, ""),
             prom,
         ))
         .unwrap();
@@ -77,7 +83,7 @@ fn a_reload_turns_keepalive_forwarding_on_and_names_what_needs_a_restart() {
     // Reloaded with forwarding on and another SIP address: the first applies, the
     // second is kept (and the reload says so).
     let notes = rt
-        .block_on(running.reload(config(sip_port + 1, b, true, "23200-23209")))
+        .block_on(running.reload(config(sip_port + 1, b, true, "")))
         .unwrap();
     assert!(
         notes
@@ -92,18 +98,13 @@ fn a_reload_turns_keepalive_forwarding_on_and_names_what_needs_a_restart() {
 
     // Only the keepalive setting changed: nothing to say about [listen], and it is
     // off again. A trunk added by a reload is named as needing a restart.
-    let mut cfg = config(sip_port, b, false, "23200-23209");
-    let with_peer = Config::parse(
-        &format!(
-            "[listen]\nsip = [\"127.0.0.1:{sip_port}\"]\nrelay_ports = \"23200-23209\"\n\
-             [[backend]]\nname = \"only\"\naddr = \"{b}\"\n\
-             [[peer]]\nname = \"pbx\"\naddr = \"127.0.0.1:5999\"\nrelay = \"127.0.0.1:23300\"\n"
-        ),
-        &EphemeralPorts::from_system(),
-    )
-    .unwrap();
-    cfg.peers = with_peer.peers;
-    let notes = rt.block_on(running.reload(cfg)).unwrap();
+    let with_peer = config(
+        sip_port,
+        b,
+        false,
+        "[[peer]]\nname = \"pbx\"\naddr = \"127.0.0.1:5999\"\nrelay = \"127.0.0.1:23300\"\n",
+    );
+    let notes = rt.block_on(running.reload(with_peer)).unwrap();
     assert!(!notes.iter().any(|n| n.contains("listen")), "{notes:?}");
     assert!(
         notes

@@ -468,10 +468,11 @@ impl Shell {
     /// One received batch: with a large table each decision waits on cache misses, so
     /// every datagram's entries are loaded first, in two passes
     /// (`Router::prefetch_client`, then `warm_client`; the same for backends), and
-    /// the misses overlap; a client datagram of an established flow is then scanned
-    /// and its dialog entry looked up (`prepare_client`, `warm_dialog`), again all
-    /// before the first decision; then each datagram is handled. Each datagram's sender (and
-    /// endpoint) is read from the batch once, for all three passes.
+    /// the misses overlap; each datagram of an established flow is then scanned and
+    /// its dialog entry looked up (`prepare_client` / `prepare_backend`,
+    /// `warm_dialog`), again all before the first decision; then each datagram is
+    /// handled. Each datagram (and its endpoint) is read from the batch once, for all
+    /// the passes.
     fn take_batch(&mut self, now: Instant, batch: &RecvBatch, got: usize, from: Many) {
         // One datagram (most turns at low rates): nothing to overlap.
         if got == 1 {
@@ -487,10 +488,10 @@ impl Shell {
             return;
         }
         let got = got.min(mmsg::BATCH);
+        let all: [Option<(&[u8], SocketAddr)>; mmsg::BATCH] =
+            std::array::from_fn(|i| if i < got { batch.get(i) } else { None });
         match from {
             Many::Public(ingress) => {
-                let all: [Option<(&[u8], SocketAddr)>; mmsg::BATCH] =
-                    std::array::from_fn(|i| if i < got { batch.get(i) } else { None });
                 let items = all[..got].iter().flatten();
                 items
                     .clone()
@@ -533,15 +534,15 @@ impl Shell {
                     .iter()
                     .for_each(|&to| self.router.warm_backend(to));
                 let prepared: [Option<Prepared<'_>>; mmsg::BATCH] = std::array::from_fn(|i| {
-                    let (data, src) = batch.get(i)?;
-                    self.router.prepare_backend(*ends.get(i)?, src, data)
+                    let (data, src) = all[i]?;
+                    self.router.prepare_backend(ends[i], src, data)
                 });
                 prepared
                     .iter()
                     .flatten()
                     .for_each(|p| self.router.warm_dialog(p));
-                for ((i, &to), p) in ends[..got].iter().enumerate().zip(prepared) {
-                    if let Some((data, src)) = batch.get(i) {
+                for ((item, &to), p) in all[..got].iter().zip(&ends).zip(prepared) {
+                    if let Some((data, src)) = *item {
                         self.on_backend(now, to, src, data, p);
                     }
                 }

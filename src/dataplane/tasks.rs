@@ -115,28 +115,38 @@ impl Shell {
     /// For the control task: the router's health view after a reload.
     pub(super) fn reload(&mut self, cfg: Config) -> Vec<String> {
         let mut notes = Vec::new();
+        let mut cfg = cfg;
         // Sockets and addresses stay; whether keepalives are relayed is the router's
         // to decide per datagram, so that one applies now.
         let mut listen = self.cfg.listen.clone();
         listen.forward_keepalives = cfg.listen.forward_keepalives;
-        if cfg.listen != listen {
-            notes.push(
-                "listen changes need a restart (forward_keepalives applies now); kept the running [listen]"
-                    .to_string(),
-            );
-        }
-        if cfg.hep != self.cfg.hep {
-            notes.push("hep changes need a restart; kept the running [hep]".to_string());
-        }
+        keep_running(
+            &mut notes,
+            &mut cfg.listen,
+            listen,
+            "listen changes need a restart (forward_keepalives applies now); kept the running [listen]",
+        );
+        let running = &self.cfg;
+        keep_running(
+            &mut notes,
+            &mut cfg.hep,
+            running.hep.clone(),
+            "hep changes need a restart; kept the running [hep]",
+        );
         // Static peers own fixed endpoints and sockets; the VRRP speaker has its own
         // thread: neither is rebuilt by a reload.
-        if cfg.peers != self.cfg.peers {
-            notes.push("peer changes need a restart; kept the running [[peer]]s".to_string());
-        }
-        if cfg.vrrp != self.cfg.vrrp {
-            notes.push("vrrp changes need a restart; kept the running [vrrp]".to_string());
-        }
-        let mut cfg = cfg;
+        keep_running(
+            &mut notes,
+            &mut cfg.peers,
+            running.peers.clone(),
+            "peer changes need a restart; kept the running [[peer]]s",
+        );
+        keep_running(
+            &mut notes,
+            &mut cfg.vrrp,
+            running.vrrp.clone(),
+            "vrrp changes need a restart; kept the running [vrrp]",
+        );
         notes.extend(super::sync::reload(
             &self.cfg.sync,
             &mut cfg.sync,
@@ -197,14 +207,16 @@ impl Shell {
             self.router.set_backend_up(i, up);
         }
         self.probe_now = true;
-        let keep_hep = self.cfg.hep.take();
-        let keep_peers = std::mem::take(&mut self.cfg.peers);
-        let keep_vrrp = self.cfg.vrrp.take();
         self.cfg = cfg;
-        self.cfg.listen = listen;
-        self.cfg.hep = keep_hep;
-        self.cfg.peers = keep_peers;
-        self.cfg.vrrp = keep_vrrp;
         notes
+    }
+}
+
+/// A section a reload cannot rebuild: if the new config changes it, `note` says so
+/// and the running one is put back, so the next reload compares against what runs.
+fn keep_running<T: PartialEq>(notes: &mut Vec<String>, new: &mut T, running: T, note: &str) {
+    if *new != running {
+        notes.push(note.to_string());
+        *new = running;
     }
 }

@@ -44,13 +44,21 @@ struct Touched {
 /// Sync items queued between two flushes of the peer link at most.
 const SYNC_QUEUE: usize = 8192;
 
-/// A client datagram scanned ahead of its decision, and its Call-ID's dialog key:
-/// a batch's dialog entries are looked up back to back before the decisions (see
-/// [`Router::prepare_client`]), so that at a large table their cache misses overlap.
+/// A datagram scanned ahead of its decision, and its Call-ID's dialog key: a
+/// batch's dialog entries are looked up back to back before the decisions (see
+/// [`Router::prepare_client`], [`Router::prepare_backend`]), so that at a large
+/// table their cache misses overlap.
 #[derive(Debug, Clone, Copy)]
 pub struct Prepared<'a> {
     scan: Scan<'a>,
     key: Option<DialogKey>,
+}
+
+impl<'a> Prepared<'a> {
+    /// `data`'s scan: the one made ahead if there is one, else made now.
+    fn scan_of(prepared: Option<Self>, data: &'a [u8]) -> Scan<'a> {
+        prepared.map_or_else(|| scan(data), |p| p.scan)
+    }
 }
 
 /// What to do with a datagram a client sent to a public address.
@@ -272,6 +280,13 @@ impl Router {
         Prepared { scan, key }
     }
 
+    /// The dialog key of `call_id`: the one computed ahead if `prepared` has it.
+    fn dialog_key(&self, prepared: Option<Prepared<'_>>, call_id: &[u8]) -> DialogKey {
+        prepared
+            .and_then(|p| p.key)
+            .unwrap_or_else(|| self.dialogs.key(call_id))
+    }
+
     /// The fourth pass: looks the dialog entry up and prefetches its lines (the
     /// batch's lookups run back to back, their misses overlapping).
     #[inline]
@@ -432,8 +447,7 @@ impl Router {
             return self.drop_client(client, DropReason::SourceRateLimited);
         }
         self.last_call_id = (0, 0);
-        let scanned = prepared.map_or_else(|| scan(data), |p| p.scan);
-        let msg = match scanned {
+        let msg = match Prepared::scan_of(prepared, data) {
             Scan::Sip(v) => {
                 self.last_call_id = range_in(data, v.call_id);
                 v
@@ -457,10 +471,7 @@ impl Router {
         let Some(home) = self.current_home(id, msg.is_method(b"REGISTER")) else {
             return self.no_backend(now, &msg);
         };
-        let key = match prepared.and_then(|p| p.key) {
-            Some(k) => k,
-            None => self.dialogs.key(msg.call_id),
-        };
+        let key = self.dialog_key(prepared, msg.call_id);
         let backend = match self.dialogs.get_mut(key) {
             Some(d) => {
                 let before = *d;
@@ -766,13 +777,13 @@ impl Router {
             f.answered = true;
         }
         self.last_call_id = (0, 0);
-        let key = prepared.and_then(|p| p.key);
-        match prepared.map_or_else(|| scan(data), |p| p.scan) {
+        match Prepared::scan_of(prepared, data) {
             // Backends' NAT pings (nathelper) must reach the phone.
             Scan::Keepalive => self.counters.keepalives[Direction::ToClient] += 1,
             Scan::Invalid(e) => return self.drop_from_backend(e.into()),
             Scan::Sip(msg) => {
                 self.last_call_id = range_in(data, msg.call_id);
+                let key = self.dialog_key(prepared, msg.call_id);
                 if let Err(r) = self.learn_from_backend(now, id, backend, &msg, key) {
                     return self.drop_from_backend(r);
                 }
@@ -805,9 +816,8 @@ impl Router {
         id: FlowId,
         backend: BackendId,
         msg: &SipView<'_>,
-        key: Option<DialogKey>,
+        key: DialogKey,
     ) -> Result<(), DropReason> {
-        let key = key.unwrap_or_else(|| self.dialogs.key(msg.call_id));
         if let Some(d) = self.dialogs.get_mut(key) {
             let before = *d;
             if msg.is_request() {
