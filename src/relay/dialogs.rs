@@ -81,6 +81,25 @@ type Shard = HashMap<DialogKey, Dialog, BuildHasherDefault<PassThrough>>;
 /// (a million dialogs: ~4k per shard), and a growing shard rehashes only its part.
 pub const SHARDS: usize = 256;
 
+/// Free room a shard should keep for new dialogs: below it, [`DialogTable::grow_step`]
+/// grows the shard (twice its entries) off the datagram path. A quarter of its entries
+/// lasts while the other shards grow: each shard sees 1/256 of the new calls.
+fn room_wanted(len: usize) -> usize {
+    len / 4 + 16
+}
+
+/// Room a shard may be grown to ahead: an even share of `max` plus a margin that
+/// an even spread of keyed hashes does not exceed (a quarter, and 64, over the share:
+/// more than ten standard deviations at any size). Past it an insert grows the shard.
+fn ceiling(max: usize) -> usize {
+    let share = max.div_ceil(SHARDS);
+    share + share / 4 + 64
+}
+
+fn short_of_room(s: &Shard, ceiling: usize) -> bool {
+    s.capacity() < ceiling && s.capacity() - s.len() < room_wanted(s.len())
+}
+
 pub struct DialogTable {
     shards: Box<[Shard; SHARDS]>,
     /// The SipHash key: random per process, or shared with the sync peer so both
@@ -89,6 +108,15 @@ pub struct DialogTable {
     max: usize,
     /// Entries over all shards (kept: summing 256 shards per new dialog would cost).
     len: usize,
+    /// [`ceiling`] of `max`.
+    ceiling: usize,
+    /// Some shard may be short of room: [`DialogTable::grow_step`] has work.
+    short: bool,
+    /// Where the next `grow_step` looks first.
+    grow_cursor: usize,
+    /// Inserts that found their shard without free room, so the insert itself
+    /// rehashed or grew it (an allocation on the datagram path).
+    full_inserts: u64,
 }
 
 fn shard_of(key: DialogKey) -> usize {
@@ -107,6 +135,10 @@ impl DialogTable {
             }),
             max,
             len: 0,
+            ceiling: ceiling(max),
+            short: false,
+            grow_cursor: 0,
+            full_inserts: 0,
         }
     }
 
@@ -170,9 +202,49 @@ impl DialogTable {
         if self.len >= self.max {
             return Err(());
         }
-        self.shards[shard_of(key)].insert(key, d);
+        if shard.len() == shard.capacity() {
+            self.full_inserts += 1;
+        }
+        shard.insert(key, d);
         self.len += 1;
+        self.short |= short_of_room(shard, self.ceiling);
         Ok(None)
+    }
+
+    /// Whether a shard may be short of room (see [`DialogTable::grow_step`]).
+    pub fn short_of_room(&self) -> bool {
+        self.short
+    }
+
+    /// Inserts so far that met a shard without free room and grew it inside the
+    /// insert (on the datagram path); `grow_step` keeps this at 0 unless new calls
+    /// come faster than it grows.
+    pub fn full_inserts(&self) -> u64 {
+        self.full_inserts
+    }
+
+    /// Grows shards short of room (see [`room_wanted`]) to twice their entries, from
+    /// where the last step stopped, until about `budget` entries have been re-placed
+    /// (one shard at least); returns how many grew. Called from the timer, so an
+    /// insert on the datagram path finds room and never allocates.
+    pub fn grow_step(&mut self, budget: usize) -> usize {
+        let (mut moved, mut grown) = (0, 0);
+        for _ in 0..SHARDS {
+            if moved >= budget {
+                return grown;
+            }
+            let shard = &mut self.shards[self.grow_cursor];
+            if short_of_room(shard, self.ceiling) {
+                let len = shard.len();
+                shard.reserve(len.max(room_wanted(len)).min(self.ceiling - len));
+                moved += len.max(1);
+                grown += 1;
+            }
+            self.grow_cursor = (self.grow_cursor + 1) % SHARDS;
+        }
+        // Every shard was looked at in this call, after the last insert.
+        self.short = false;
+        grown
     }
 
     /// Drops entries that expired, each reported to `gone`; returns how many (the
@@ -263,5 +335,71 @@ mod tests {
         // The expired entry's room is free again.
         assert_eq!(t.pin(t.key(b"y"), d(0, 0, Span::Transaction, 9)), Ok(None));
         assert_eq!(t.len(), 2);
+    }
+
+    fn entry(n: u64) -> Dialog {
+        Dialog {
+            backend: BackendId::new(0),
+            expires: Instant::now(),
+            span: Span::Dialog,
+            opener: Side::Client,
+            flow: RelayPort::first(n as u16),
+            flow_gen: 1,
+            awaiting: false,
+        }
+    }
+
+    /// Fills a table of `max` with `n` dialogs, a growth step (of `budget`) after
+    /// every `every` inserts while a shard is short of room, as the timer would.
+    fn fill(max: usize, n: u64, every: u64, budget: usize) -> DialogTable {
+        let mut t = DialogTable::new(max, Some([3, 4]));
+        for i in 0..n {
+            t.pin(t.key(format!("{i}@t").as_bytes()), entry(i)).unwrap();
+            if i % every == 0 && t.short_of_room() {
+                t.grow_step(budget);
+            }
+        }
+        t
+    }
+
+    #[test]
+    fn shards_grow_ahead_so_inserts_find_room() {
+        // 200k dialogs, past the initial room (~115k), a step after every 100
+        // inserts: no insert meets a full shard.
+        let t = fill(1_000_000, 200_000, 100, 4096);
+        assert_eq!(t.len(), 200_000);
+        assert_eq!(t.full_inserts(), 0);
+        for s in t.shards.iter() {
+            assert!(s.capacity() - s.len() >= room_wanted(s.len()) / 2);
+        }
+        // Without the steps the same fill grows shards inside inserts (the counter
+        // sees it).
+        let t = fill(1_000_000, 200_000, u64::MAX, 4096);
+        assert!(
+            t.full_inserts() >= SHARDS as u64 / 2,
+            "{}",
+            t.full_inserts()
+        );
+    }
+
+    #[test]
+    fn growth_ahead_stops_at_the_share_of_max() {
+        // max 20,000: a share of 79 per shard, room grown to at most 79 + 19 + 64.
+        let mut t = fill(20_000, 20_000, 10, usize::MAX);
+        assert_eq!(t.full_inserts(), 0);
+        let top = t.shards.iter().map(|s| s.capacity()).max().unwrap();
+        assert!(top >= ceiling(20_000) && top < 2 * ceiling(20_000), "{top}");
+        t.grow_step(usize::MAX);
+        assert!(!t.short_of_room(), "no shard short at the ceiling");
+        assert_eq!(t.grow_step(usize::MAX), 0);
+        // A step stops after its budget (one shard at least) and the rest waits.
+        let mut t = fill(1_000_000, 100_000, u64::MAX, 1);
+        assert!(t.short_of_room());
+        assert_eq!(t.grow_step(1), 1);
+        assert!(t.short_of_room());
+        while t.short_of_room() {
+            t.grow_step(10_000);
+        }
+        assert!(t.shards.iter().all(|s| !short_of_room(s, t.ceiling)));
     }
 }

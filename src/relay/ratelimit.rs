@@ -117,6 +117,14 @@ pub struct SourceLimiter {
     full_until: u64,
     /// The next shard [`Self::prune_step`] prunes.
     prune_next: usize,
+    /// Some shard may be past three quarters of its room: [`Self::grow_step`] has
+    /// work.
+    short: bool,
+    /// Where the next `grow_step` looks first.
+    grow_next: usize,
+    /// New buckets that met a full shard still mostly limited, so the datagram's
+    /// decision grew it (an allocation on the datagram path).
+    full_places: u64,
 }
 
 impl SourceLimiter {
@@ -138,6 +146,9 @@ impl SourceLimiter {
             max_entries,
             full_until: 0,
             prune_next: 0,
+            short: false,
+            grow_next: 0,
+            full_places: 0,
         };
         l.set_classes(rates);
         l
@@ -257,11 +268,57 @@ impl SourceLimiter {
             if table.len() > table.capacity() / 2 {
                 let hasher = &self.hasher;
                 table.grow(|b| hasher.hash_one(b.key));
+                self.full_places += 1;
             }
         }
-        let placed = self.shards[shard].insert(h, bucket).is_ok();
+        let table = &mut self.shards[shard];
+        let placed = table.insert(h, bucket).is_ok();
         self.len += usize::from(placed);
+        self.short |= filling(table);
         placed
+    }
+
+    /// Whether a shard may be past three quarters of its room.
+    pub fn short_of_room(&self) -> bool {
+        self.short
+    }
+
+    /// New buckets so far whose shard grew inside the decision (see
+    /// [`Self::grow_step`]).
+    pub fn full_places(&self) -> u64 {
+        self.full_places
+    }
+
+    /// What [`Self::place`] does for a full shard, done ahead from the timer for
+    /// shards past three quarters of their room: forget the refilled buckets, and
+    /// grow the shard if more than half of its room is still limited; from where the
+    /// last step stopped until about `budget` slots have been walked (one shard at
+    /// least). Returns how many shards grew. A table at `max_entries` makes room by
+    /// pruning instead.
+    pub fn grow_step(&mut self, now: Instant, budget: usize) -> usize {
+        let t = self.ns(now);
+        let (mut walked, mut grown) = (0, 0);
+        for _ in 0..SHARDS {
+            if walked >= budget {
+                return grown;
+            }
+            let i = self.grow_next;
+            self.grow_next = (i + 1) % SHARDS;
+            if !filling(&self.shards[i]) {
+                continue;
+            }
+            walked += self.shards[i].slot_count();
+            self.prune_shard(i, t);
+            let table = &mut self.shards[i];
+            if self.len < self.max_entries && table.len() > table.capacity() / 2 {
+                let hasher = &self.hasher;
+                table.grow(|b| hasher.hash_one(b.key));
+                grown += 1;
+            }
+        }
+        // Every shard was looked at in this call, after the last new bucket.
+        self.short = false;
+        grown
     }
 
     /// Starts loading the line [`Self::allow_in`] will read first for `ip`: a batch
@@ -333,6 +390,13 @@ impl SourceLimiter {
     pub(super) fn len(&self) -> usize {
         self.len
     }
+}
+
+/// A shard past three quarters of its room: the timer prunes it, or grows it, before
+/// a new source finds it full.
+fn filling(t: &OpenTable<Bucket>) -> bool {
+    // A small shard (room for 8) is filling with room for fewer than four.
+    t.len() * 4 > t.capacity() * 3 || t.len() + 4 > t.capacity()
 }
 
 /// A class's (rate, burst); an unknown class gets class 0's (never happens: classes
@@ -445,6 +509,48 @@ mod tests {
         assert!((900..=1000).contains(&l.len()), "{}", l.len());
         // It has a bucket now: its one token is spent.
         assert!(!l.allow(ip(5000), t2));
+    }
+
+    /// `n` new sources at `rate` per second, each taking one token of a burst of 5
+    /// refilled at 10/s (0.1 s to refill), a growth step every 10 ms (or none);
+    /// returns the shards the steps grew.
+    fn new_sources(n: u32, rate: u32, steps: bool) -> (SourceLimiter, usize) {
+        let t0 = Instant::now();
+        let mut l = SourceLimiter::new(10, 5, 1_000_000);
+        let mut ahead = 0;
+        for i in 0..n {
+            let now = t0 + Duration::from_secs(1) * i / rate;
+            assert!(l.allow(IpAddr::V4((i * 7919).into()), now));
+            if steps && i % (rate / 100) == 0 && l.short_of_room() {
+                ahead += l.grow_step(now, 4096);
+            }
+        }
+        (l, ahead)
+    }
+
+    #[test]
+    fn shards_are_pruned_or_grown_ahead_so_new_sources_find_room() {
+        // 5,000 new sources/s (300,000 phones registering in a minute), ~500 of them
+        // still limited at a time: no new source meets a full shard.
+        let (l, ahead) = new_sources(100_000, 5_000, true);
+        assert_eq!(l.full_places(), 0);
+        assert!(ahead > 0);
+        // Refilled buckets were forgotten rather than grown around.
+        assert!(l.len() < 2000, "{}", l.len());
+        let most = l.shards.iter().map(|s| s.capacity()).max().unwrap();
+        assert!(most <= 32, "{most}");
+        // Without steps, full shards grow inside the decision.
+        let (l, _) = new_sources(100_000, 5_000, false);
+        assert!(l.full_places() > 0);
+        // A flood (200,000 new sources/s, 20,000 or more still limited at a time):
+        // some shards fill between two steps and grow in a decision (counted), most
+        // grow on the timer.
+        let (l, ahead) = new_sources(200_000, 200_000, true);
+        assert!(
+            l.full_places() < ahead as u64,
+            "{} vs {ahead}",
+            l.full_places()
+        );
     }
 
     #[test]

@@ -31,6 +31,13 @@ const SWEEP_MAX_SLICE: usize = 16384;
 /// Slices never come closer than this.
 const SWEEP_MIN_EVERY: Duration = Duration::from_millis(50);
 
+/// While a shard of the dialog table or of a per-source limiter is short of room, one
+/// growth step (of one table) per this, each re-placing or walking about
+/// `GROW_BUDGET` entries: one shard of a million dialogs (~4k entries, a few tenths
+/// of a ms), all 256 of them in under 3 s.
+const GROW_EVERY: Duration = Duration::from_millis(10);
+const GROW_BUDGET: usize = 4096;
+
 /// How one sweep call divides the work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Slicing {
@@ -70,13 +77,25 @@ fn slicing(slots: usize, dialogs: usize) -> Slicing {
 
 impl Router {
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.next_sweep
+        let grow = self.short_of_room().then_some(self.next_grow);
+        match (self.next_sweep, grow) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Expires idle flows and dialogs. Call at [`Router::poll_timeout`] (or any time).
+    /// Expires idle flows and dialogs, or grows a dialog shard short of room (one or
+    /// the other per call: each is a stall of its own). Call at
+    /// [`Router::poll_timeout`] (or any time).
     pub fn handle_timeout(&mut self, now: Instant) {
         match self.next_sweep {
-            Some(t) if now < t => return,
+            Some(t) if now < t => {
+                if self.short_of_room() && self.next_grow <= now {
+                    self.grow_step(now);
+                    self.next_grow = now + GROW_EVERY;
+                }
+                return;
+            }
             _ => {}
         }
         let total = self.flows.slot_count();
@@ -159,6 +178,23 @@ impl Router {
                 .push_back(RouterEvent::BackendVacated { backend: id });
         }
         self.vacate_scratch = in_use;
+    }
+
+    fn short_of_room(&self) -> bool {
+        self.dialogs.short_of_room()
+            || self.limiter.short_of_room()
+            || self.datagram_limiter.short_of_room()
+    }
+
+    /// One table's growth step: each is a stall of its own.
+    fn grow_step(&mut self, now: Instant) {
+        if self.dialogs.short_of_room() {
+            self.dialogs.grow_step(GROW_BUDGET);
+        } else if self.limiter.short_of_room() {
+            self.limiter.grow_step(now, GROW_BUDGET);
+        } else {
+            self.datagram_limiter.grow_step(now, GROW_BUDGET);
+        }
     }
 
     pub fn poll_event(&mut self) -> Option<RouterEvent> {

@@ -122,6 +122,8 @@ pub struct Router {
     counters: Counters,
     events: VecDeque<RouterEvent>,
     next_sweep: Option<Instant>,
+    /// When the dialog table may next grow a shard ahead (while one is short of room).
+    next_grow: Instant,
     expired_scratch: Vec<FlowId>,
     /// Next flow slot to sweep, and the homes counted so far in this round.
     sweep_cursor: usize,
@@ -208,6 +210,7 @@ impl Router {
             sources,
             events: VecDeque::with_capacity(1024),
             next_sweep: None,
+            next_grow: now,
             expired_scratch: Vec::with_capacity(1024),
             sweep_cursor: 0,
             dialog_shard: 0,
@@ -320,6 +323,16 @@ impl Router {
 
     pub fn dialog_count(&self) -> usize {
         self.dialogs.len()
+    }
+
+    /// Decisions that found a table shard full (the dialog table's, or a per-source
+    /// limiter's still mostly limited) and grew it themselves, an allocation on the
+    /// datagram path: the timer grows shards ahead, so this stays 0 unless new calls
+    /// or sources come faster than it grows them.
+    pub fn grown_in_decisions(&self) -> u64 {
+        self.dialogs.full_inserts()
+            + self.limiter.full_places()
+            + self.datagram_limiter.full_places()
     }
 
     pub fn flows(&self) -> impl Iterator<Item = &Flow> {
