@@ -63,9 +63,10 @@ datagrams_per_ip = 100000000
 datagrams_burst = 100000000
 "#;
 
-/// Prefix mode for 100,000 flows. A new flow's token takes a second to come back
-/// (strict, so that ~5,000 sources are still limited at a time; with the shipped
-/// 100/s it is back in 10 ms and nothing stays in the table to grow it).
+/// Prefix mode for 100,000 flows. A new flow's token takes a second to come back,
+/// a datagram's half a second (strict, so that thousands of sources are still
+/// limited at a time in both limiters; with the shipped rates the tokens are back
+/// within 10 ms and nothing stays in the tables to grow them).
 const PHONES_CONFIG: &str = r#"
 [listen]
 sip = ["192.0.2.10:5060"]
@@ -78,6 +79,8 @@ addr = "10.0.0.21:5060"
 max_flows = 200000
 new_flows_per_ip = 1
 new_flows_burst = 2
+datagrams_per_ip = 2
+datagrams_burst = 4
 [timeouts]
 unanswered_idle = "1h"
 "#;

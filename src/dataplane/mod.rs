@@ -4,8 +4,8 @@
 //! Everything runs on one thread without an async runtime: one level-triggered epoll
 //! set holds the public sockets, the relay sockets, the probe sockets' set, the sync
 //! socket, an eventfd that control requests and shutdown write to, and a timerfd set
-//! to the next deadline of probes, peer probes, housekeeping, sweeps and the sync
-//! link (`sys::timer`: why not the wait's timeout). The
+//! to the next deadline of probes, peer probes, housekeeping, sweeps, table growth
+//! and the sync link (`sys::timer`: why not the wait's timeout). The
 //! router needs no lock, and a datagram is received, routed and sent without a
 //! hand-off between threads. One batch of receive buffers serves all sockets, so a
 //! flow costs its socket and an epoll entry, not a task or 64 KiB. Relay sockets:
@@ -330,12 +330,13 @@ impl Shell {
         let mut now = start;
         loop {
             let mut next = housekeeping_at;
-            let sweep_at = self.router.poll_timeout();
+            // The router's sweep slices and table growth steps.
+            let router_at = self.router.poll_timeout();
             for t in [
                 probe_at,
                 peer_probe_at,
                 sync.as_ref().map(|l| l.deadline()),
-                sweep_at,
+                router_at,
             ]
             .into_iter()
             .flatten()
@@ -409,7 +410,7 @@ impl Shell {
                 if shutdown.has_changed().is_err() || *shutdown.borrow() {
                     return;
                 }
-            } else if sweep_at.is_some_and(|t| t <= now) {
+            } else if router_at.is_some_and(|t| t <= now) {
                 self.sweep(now);
             }
         }

@@ -66,9 +66,10 @@ impl Shell {
         self.apply_health_events();
     }
 
-    /// Expiry: the router's next sweep slice and what it removed. A large flow table is
-    /// swept in more slices than housekeeping ticks, so the loop also calls this alone
-    /// at [`Router::poll_timeout`], and a sweep round still takes about as long.
+    /// Expiry: the router's next sweep slice (or table growth step) and what it
+    /// removed. A large flow table is swept in more slices than housekeeping ticks,
+    /// and growth steps come every 10 ms while a table is short of room, so the loop
+    /// also calls this alone at [`Router::poll_timeout`].
     pub(super) fn sweep(&mut self, now: Instant) {
         let s = self;
         s.router.handle_timeout(now);

@@ -88,9 +88,10 @@ fn room_wanted(len: usize) -> usize {
     len / 4 + 16
 }
 
-/// Room a shard may be grown to ahead: an even share of `max` plus a margin that
-/// an even spread of keyed hashes does not exceed (a quarter, and 64, over the share:
-/// more than ten standard deviations at any size). Past it an insert grows the shard.
+/// A shard is grown ahead until its room reaches this (power-of-two sizing may give
+/// it up to about twice as much): an even share of `max` plus a margin that an even
+/// spread of keyed hashes does not exceed (a quarter, and 64, over the share: more
+/// than ten standard deviations at any size). Past it an insert grows the shard.
 fn ceiling(max: usize) -> usize {
     let share = max.div_ceil(SHARDS);
     share + share / 4 + 64
@@ -115,7 +116,7 @@ pub struct DialogTable {
     /// Where the next `grow_step` looks first.
     grow_cursor: usize,
     /// Inserts that found their shard without free room, so the insert itself
-    /// rehashed or grew it (an allocation on the datagram path).
+    /// rehashed it (a stall) or grew it (also an allocation) on the datagram path.
     full_inserts: u64,
 }
 
@@ -216,9 +217,9 @@ impl DialogTable {
         self.short
     }
 
-    /// Inserts so far that met a shard without free room and grew it inside the
-    /// insert (on the datagram path); `grow_step` keeps this at 0 unless new calls
-    /// come faster than it grows.
+    /// Inserts so far that met a shard without free room and rehashed or grew it
+    /// inside the insert (on the datagram path); `grow_step` keeps this at 0 unless
+    /// new calls come faster than it grows or a shard holds more than its ceiling.
     pub fn full_inserts(&self) -> u64 {
         self.full_inserts
     }
@@ -384,11 +385,17 @@ mod tests {
 
     #[test]
     fn growth_ahead_stops_at_the_share_of_max() {
-        // max 20,000: a share of 79 per shard, room grown to at most 79 + 19 + 64.
-        let mut t = fill(20_000, 20_000, 10, usize::MAX);
+        // A share of 661 per shard: the ceiling, 890, is just under a room of 896
+        // (1024 slots). Filled to max, the shards with the most entries (over 704,
+        // ~2 standard deviations above the share) would be short of room in 896 and
+        // grow to 1792; at the ceiling they do not.
+        let max = 661 * SHARDS;
+        assert_eq!(ceiling(max), 890);
+        let mut t = fill(max, max as u64, 100, 4096);
         assert_eq!(t.full_inserts(), 0);
+        assert!(t.shards.iter().any(|s| s.len() > 704), "none past 704");
         let top = t.shards.iter().map(|s| s.capacity()).max().unwrap();
-        assert!(top >= ceiling(20_000) && top < 2 * ceiling(20_000), "{top}");
+        assert_eq!(top, 896);
         t.grow_step(usize::MAX);
         assert!(!t.short_of_room(), "no shard short at the ceiling");
         assert_eq!(t.grow_step(usize::MAX), 0);

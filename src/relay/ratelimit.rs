@@ -256,20 +256,9 @@ impl SourceLimiter {
             class,
             used: true,
         };
-        if self.shards[shard].is_full() {
-            // A full shard first forgets its refilled buckets and grows only if most
-            // are still limited, so it grows with the sources that are limited, not
-            // with every source seen since the sweep last came by. Amortized: a
-            // prune that keeps at most half leaves room for a quarter of the slots.
-            if !pruned {
-                self.prune_shard(shard, t);
-            }
-            let table = &mut self.shards[shard];
-            if table.len() > table.capacity() / 2 {
-                let hasher = &self.hasher;
-                table.grow(|b| hasher.hash_one(b.key));
-                self.full_places += 1;
-            }
+        // A full shard here means it filled between two timer steps.
+        if self.shards[shard].is_full() && self.prune_or_grow(shard, t, !pruned) {
+            self.full_places += 1;
         }
         let table = &mut self.shards[shard];
         let placed = table.insert(h, bucket).is_ok();
@@ -278,7 +267,27 @@ impl SourceLimiter {
         placed
     }
 
-    /// Whether a shard may be past three quarters of its room.
+    /// Makes room in shard `i`: forgets its refilled buckets (if `prune`), then
+    /// doubles it if more than half is still limited, so it grows with the sources
+    /// that are limited, not with every source seen since the sweep last came by
+    /// (amortized: a prune that keeps at most half leaves room for a quarter of the
+    /// slots). The total stays bounded by `max_entries` (new buckets are refused at
+    /// it), not the shard. Returns whether it grew.
+    fn prune_or_grow(&mut self, i: usize, t: u64, prune: bool) -> bool {
+        if prune {
+            self.prune_shard(i, t);
+        }
+        let table = &mut self.shards[i];
+        if table.len() <= table.capacity() / 2 {
+            return false;
+        }
+        let hasher = &self.hasher;
+        table.grow(|b| hasher.hash_one(b.key));
+        true
+    }
+
+    /// Whether a shard may be past three quarters of its room: [`Self::grow_step`]
+    /// has work.
     pub fn short_of_room(&self) -> bool {
         self.short
     }
@@ -289,12 +298,10 @@ impl SourceLimiter {
         self.full_places
     }
 
-    /// What [`Self::place`] does for a full shard, done ahead from the timer for
-    /// shards past three quarters of their room: forget the refilled buckets, and
-    /// grow the shard if more than half of its room is still limited; from where the
-    /// last step stopped until about `budget` slots have been walked (one shard at
-    /// least). Returns how many shards grew. A table at `max_entries` makes room by
-    /// pruning instead.
+    /// What [`Self::place`] does for a full shard ([`Self::prune_or_grow`]), done
+    /// ahead from the timer for shards past three quarters of their room, from where
+    /// the last step stopped until `budget` or more slots have been walked (one shard
+    /// at least). Returns how many shards grew.
     pub fn grow_step(&mut self, now: Instant, budget: usize) -> usize {
         let t = self.ns(now);
         let (mut walked, mut grown) = (0, 0);
@@ -308,13 +315,7 @@ impl SourceLimiter {
                 continue;
             }
             walked += self.shards[i].slot_count();
-            self.prune_shard(i, t);
-            let table = &mut self.shards[i];
-            if self.len < self.max_entries && table.len() > table.capacity() / 2 {
-                let hasher = &self.hasher;
-                table.grow(|b| hasher.hash_one(b.key));
-                grown += 1;
-            }
+            grown += usize::from(self.prune_or_grow(i, t, true));
         }
         // Every shard was looked at in this call, after the last new bucket.
         self.short = false;

@@ -32,9 +32,9 @@ const SWEEP_MAX_SLICE: usize = 16384;
 const SWEEP_MIN_EVERY: Duration = Duration::from_millis(50);
 
 /// While a shard of the dialog table or of a per-source limiter is short of room, one
-/// growth step (of one table) per this, each re-placing or walking about
-/// `GROW_BUDGET` entries: one shard of a million dialogs (~4k entries, a few tenths
-/// of a ms), all 256 of them in under 3 s.
+/// growth step (of one table) per this, each stopping once it has re-placed or walked
+/// `GROW_BUDGET` entries (one shard at least: a shard of a million dialogs holds ~4k,
+/// a few tenths of a ms; all 256 of them in under 3 s).
 const GROW_EVERY: Duration = Duration::from_millis(10);
 const GROW_BUDGET: usize = 4096;
 
@@ -77,20 +77,20 @@ fn slicing(slots: usize, dialogs: usize) -> Slicing {
 
 impl Router {
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let grow = self.short_of_room().then_some(self.next_grow);
+        let grow = self.tables_short_of_room().then_some(self.next_grow);
         match (self.next_sweep, grow) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
     }
 
-    /// Expires idle flows and dialogs, or grows a dialog shard short of room (one or
-    /// the other per call: each is a stall of its own). Call at
-    /// [`Router::poll_timeout`] (or any time).
+    /// Expires idle flows and dialogs, or grows the shards of a table short of room
+    /// (the dialog table or a per-source limiter; one or the other per call: each is
+    /// a stall of its own). Call at [`Router::poll_timeout`] (or any time).
     pub fn handle_timeout(&mut self, now: Instant) {
         match self.next_sweep {
             Some(t) if now < t => {
-                if self.short_of_room() && self.next_grow <= now {
+                if self.tables_short_of_room() && self.next_grow <= now {
                     self.grow_step(now);
                     self.next_grow = now + GROW_EVERY;
                 }
@@ -180,20 +180,31 @@ impl Router {
         self.vacate_scratch = in_use;
     }
 
-    fn short_of_room(&self) -> bool {
+    /// Whether a table has a shard short of room (see [`Router::grow_step`]).
+    fn tables_short_of_room(&self) -> bool {
         self.dialogs.short_of_room()
             || self.limiter.short_of_room()
             || self.datagram_limiter.short_of_room()
     }
 
-    /// One table's growth step: each is a stall of its own.
+    /// One table's growth step (each is a stall of its own), the tables in turns so
+    /// that one that keeps filling does not hold the others back.
     fn grow_step(&mut self, now: Instant) {
-        if self.dialogs.short_of_room() {
-            self.dialogs.grow_step(GROW_BUDGET);
-        } else if self.limiter.short_of_room() {
-            self.limiter.grow_step(now, GROW_BUDGET);
-        } else {
-            self.datagram_limiter.grow_step(now, GROW_BUDGET);
+        for _ in 0..3 {
+            self.grow_turn = (self.grow_turn + 1) % 3;
+            match self.grow_turn {
+                0 if self.dialogs.short_of_room() => {
+                    self.dialogs.grow_step(GROW_BUDGET);
+                }
+                1 if self.limiter.short_of_room() => {
+                    self.limiter.grow_step(now, GROW_BUDGET);
+                }
+                2 if self.datagram_limiter.short_of_room() => {
+                    self.datagram_limiter.grow_step(now, GROW_BUDGET);
+                }
+                _ => continue,
+            }
+            return;
         }
     }
 

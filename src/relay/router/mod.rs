@@ -122,8 +122,10 @@ pub struct Router {
     counters: Counters,
     events: VecDeque<RouterEvent>,
     next_sweep: Option<Instant>,
-    /// When the dialog table may next grow a shard ahead (while one is short of room).
+    /// When the next growth step may run (while a table's shard is short of room:
+    /// `expiry::GROW_EVERY`), and which table had the last.
     next_grow: Instant,
+    grow_turn: u8,
     expired_scratch: Vec<FlowId>,
     /// Next flow slot to sweep, and the homes counted so far in this round.
     sweep_cursor: usize,
@@ -211,6 +213,7 @@ impl Router {
             events: VecDeque::with_capacity(1024),
             next_sweep: None,
             next_grow: now,
+            grow_turn: 0,
             expired_scratch: Vec::with_capacity(1024),
             sweep_cursor: 0,
             dialog_shard: 0,
@@ -326,9 +329,10 @@ impl Router {
     }
 
     /// Decisions that found a table shard full (the dialog table's, or a per-source
-    /// limiter's still mostly limited) and grew it themselves, an allocation on the
-    /// datagram path: the timer grows shards ahead, so this stays 0 unless new calls
-    /// or sources come faster than it grows them.
+    /// limiter's still mostly limited) and rehashed or grew it themselves, a stall
+    /// and (growing) an allocation on the datagram path: the timer grows shards
+    /// ahead, so this stays 0 unless new calls or sources come faster than it grows
+    /// them, or a dialog shard holds more than its ceiling (`dialogs::ceiling`).
     pub fn grown_in_decisions(&self) -> u64 {
         self.dialogs.full_inserts()
             + self.limiter.full_places()
