@@ -225,20 +225,21 @@ impl DialogTable {
     }
 
     /// Grows shards short of room (see [`room_wanted`]) to twice their entries, from
-    /// where the last step stopped, until about `budget` entries have been re-placed
-    /// (one shard at least); returns how many grew. Called from the timer, so an
-    /// insert on the datagram path finds room and never allocates.
-    pub fn grow_step(&mut self, budget: usize) -> usize {
-        let (mut moved, mut grown) = (0, 0);
-        for _ in 0..SHARDS {
-            if moved >= budget {
+    /// where the last step stopped, taking the entries it re-places from `budget`
+    /// until that is used up (one shard at least); returns how many grew. Called
+    /// from the timer, so an insert on the datagram path finds room and never
+    /// allocates.
+    pub fn grow_step(&mut self, budget: &mut usize) -> usize {
+        let mut grown = 0;
+        for i in 0..SHARDS {
+            if i > 0 && *budget == 0 {
                 return grown;
             }
             let shard = &mut self.shards[self.grow_cursor];
             if short_of_room(shard, self.ceiling) {
                 let len = shard.len();
                 shard.reserve(len.max(room_wanted(len)).min(self.ceiling - len));
-                moved += len.max(1);
+                *budget = budget.saturating_sub(len.max(1));
                 grown += 1;
             }
             self.grow_cursor = (self.grow_cursor + 1) % SHARDS;
@@ -357,7 +358,7 @@ mod tests {
         for i in 0..n {
             t.pin(t.key(format!("{i}@t").as_bytes()), entry(i)).unwrap();
             if i % every == 0 && t.short_of_room() {
-                t.grow_step(budget);
+                t.grow_step(&mut budget.clone());
             }
         }
         t
@@ -396,16 +397,19 @@ mod tests {
         assert!(t.shards.iter().any(|s| s.len() > 704), "none past 704");
         let top = t.shards.iter().map(|s| s.capacity()).max().unwrap();
         assert_eq!(top, 896);
-        t.grow_step(usize::MAX);
+        t.grow_step(&mut usize::MAX);
         assert!(!t.short_of_room(), "no shard short at the ceiling");
-        assert_eq!(t.grow_step(usize::MAX), 0);
+        assert_eq!(t.grow_step(&mut usize::MAX), 0);
         // A step stops after its budget (one shard at least) and the rest waits.
         let mut t = fill(1_000_000, 100_000, u64::MAX, 1);
         assert!(t.short_of_room());
-        assert_eq!(t.grow_step(1), 1);
+        let mut budget = 1;
+        assert_eq!(t.grow_step(&mut budget), 1);
+        assert_eq!(budget, 0);
         assert!(t.short_of_room());
+        assert_eq!(t.grow_step(&mut budget), 1, "one shard at least");
         while t.short_of_room() {
-            t.grow_step(10_000);
+            t.grow_step(&mut 10_000);
         }
         assert!(t.shards.iter().all(|s| !short_of_room(s, t.ceiling)));
     }

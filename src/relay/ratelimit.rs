@@ -300,13 +300,13 @@ impl SourceLimiter {
 
     /// What [`Self::place`] does for a full shard ([`Self::prune_or_grow`]), done
     /// ahead from the timer for shards past three quarters of their room, from where
-    /// the last step stopped until `budget` or more slots have been walked (one shard
-    /// at least). Returns how many shards grew.
-    pub fn grow_step(&mut self, now: Instant, budget: usize) -> usize {
+    /// the last step stopped, taking the slots it walks from `budget` until that is
+    /// used up (one shard at least). Returns how many shards grew.
+    pub fn grow_step(&mut self, now: Instant, budget: &mut usize) -> usize {
         let t = self.ns(now);
-        let (mut walked, mut grown) = (0, 0);
-        for _ in 0..SHARDS {
-            if walked >= budget {
+        let mut grown = 0;
+        for k in 0..SHARDS {
+            if k > 0 && *budget == 0 {
                 return grown;
             }
             let i = self.grow_next;
@@ -314,7 +314,7 @@ impl SourceLimiter {
             if !filling(&self.shards[i]) {
                 continue;
             }
-            walked += self.shards[i].slot_count();
+            *budget = budget.saturating_sub(self.shards[i].slot_count());
             grown += usize::from(self.prune_or_grow(i, t, true));
         }
         // Every shard was looked at in this call, after the last new bucket.
@@ -523,7 +523,7 @@ mod tests {
             let now = t0 + Duration::from_secs(1) * i / rate;
             assert!(l.allow(IpAddr::V4((i * 7919).into()), now));
             if steps && i % (rate / 100) == 0 && l.short_of_room() {
-                ahead += l.grow_step(now, 4096);
+                ahead += l.grow_step(now, &mut 4096);
             }
         }
         (l, ahead)

@@ -32,9 +32,9 @@ const SWEEP_MAX_SLICE: usize = 16384;
 const SWEEP_MIN_EVERY: Duration = Duration::from_millis(50);
 
 /// While a shard of the dialog table or of a per-source limiter is short of room, one
-/// growth step (of one table) per this, each stopping once it has re-placed or walked
-/// `GROW_BUDGET` entries (one shard at least: a shard of a million dialogs holds ~4k,
-/// a few tenths of a ms; all 256 of them in under 3 s).
+/// growth step per this, stopping once it has re-placed or walked `GROW_BUDGET`
+/// entries (one shard at least: a shard of a million dialogs holds ~4k, a few
+/// tenths of a ms; all 256 of them in under 3 s).
 const GROW_EVERY: Duration = Duration::from_millis(10);
 const GROW_BUDGET: usize = 4096;
 
@@ -187,24 +187,28 @@ impl Router {
             || self.datagram_limiter.short_of_room()
     }
 
-    /// One table's growth step (each is a stall of its own), the tables in turns so
-    /// that one that keeps filling does not hold the others back.
+    /// A growth step: the tables short of room in turns, starting after the one
+    /// that started the last step (so that one that keeps filling does not hold the
+    /// others back), sharing one budget of entries re-placed or slots walked.
     fn grow_step(&mut self, now: Instant) {
-        for _ in 0..3 {
-            self.grow_turn = (self.grow_turn + 1) % 3;
-            match self.grow_turn {
+        let mut budget = GROW_BUDGET;
+        self.grow_turn = (self.grow_turn + 1) % 3;
+        for k in 0..3 {
+            if budget == 0 {
+                return;
+            }
+            match (self.grow_turn + k) % 3 {
                 0 if self.dialogs.short_of_room() => {
-                    self.dialogs.grow_step(GROW_BUDGET);
+                    self.dialogs.grow_step(&mut budget);
                 }
                 1 if self.limiter.short_of_room() => {
-                    self.limiter.grow_step(now, GROW_BUDGET);
+                    self.limiter.grow_step(now, &mut budget);
                 }
                 2 if self.datagram_limiter.short_of_room() => {
-                    self.datagram_limiter.grow_step(now, GROW_BUDGET);
+                    self.datagram_limiter.grow_step(now, &mut budget);
                 }
-                _ => continue,
+                _ => {}
             }
-            return;
         }
     }
 

@@ -123,7 +123,7 @@ pub struct Router {
     events: VecDeque<RouterEvent>,
     next_sweep: Option<Instant>,
     /// When the next growth step may run (while a table's shard is short of room:
-    /// `expiry::GROW_EVERY`), and which table had the last.
+    /// `expiry::GROW_EVERY`), and which table started the last.
     next_grow: Instant,
     grow_turn: u8,
     expired_scratch: Vec<FlowId>,
