@@ -397,9 +397,9 @@ mod tests {
         assert!(t.shards.iter().any(|s| s.len() > 704), "none past 704");
         let top = t.shards.iter().map(|s| s.capacity()).max().unwrap();
         assert_eq!(top, 896);
-        t.grow_step(&mut usize::MAX);
+        t.grow_step(&mut { usize::MAX });
         assert!(!t.short_of_room(), "no shard short at the ceiling");
-        assert_eq!(t.grow_step(&mut usize::MAX), 0);
+        assert_eq!(t.grow_step(&mut { usize::MAX }), 0);
         // A step stops after its budget (one shard at least) and the rest waits.
         let mut t = fill(1_000_000, 100_000, u64::MAX, 1);
         assert!(t.short_of_room());
