@@ -328,11 +328,12 @@ impl Router {
         self.dialogs.len()
     }
 
-    /// Decisions that found a table shard full (the dialog table's, or a per-source
-    /// limiter's still mostly limited) and rehashed or grew it themselves, a stall
-    /// and (growing) an allocation on the datagram path: the timer grows shards
-    /// ahead, so this stays 0 unless new calls or sources come faster than it grows
-    /// them, or a dialog shard holds more than its ceiling (`dialogs::ceiling`).
+    /// Decisions (and items from the sync peer) that found a table shard full (the
+    /// dialog table's, or a per-source limiter's still mostly limited) and rehashed
+    /// or grew it themselves, a stall and (growing) an allocation on the datagram
+    /// path: the timer grows shards ahead, so this stays 0 unless new calls or
+    /// sources come faster than it grows them, or a dialog shard holds more than its
+    /// ceiling (`dialogs::ceiling`).
     pub fn grown_in_decisions(&self) -> u64 {
         self.dialogs.full_inserts()
             + self.limiter.full_places()
