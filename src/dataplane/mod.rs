@@ -43,7 +43,7 @@ use crate::health::prober::Prober;
 use crate::relay::port::RelayAddrs;
 use crate::relay::router::RouterConfig;
 use crate::relay::{BackendAction, ClientAction, Prepared, RelayPort, RelaySpace, Router};
-use crate::sip::response::build_response;
+use crate::sip::response::{Unwritable, write_response};
 use crate::sync::Key;
 use crate::sys::epoll::{self, Epoll};
 use crate::sys::mmsg::{self, RecvBatch, SendBatch};
@@ -119,6 +119,8 @@ pub(super) struct Shell {
     /// The ICMP fast path wants a probe now.
     probe_now: bool,
     probe_buf: Vec<u8>,
+    /// Where sipfront's own 503s are written (no allocation per reply).
+    reply_buf: Box<[u8]>,
     /// HEP export (`[hep]`).
     hep: Option<HepExporter>,
     /// Live captures (`sipfront ctl capture`); empty unless one runs.
@@ -262,6 +264,7 @@ pub fn run(
         out: Some(Box::default()),
         probe_now: false,
         probe_buf: vec![0u8; mmsg::BUF_LEN],
+        reply_buf: vec![0u8; mmsg::BUF_LEN].into_boxed_slice(),
         hep,
         live: Taps::default(),
         // Its own nonce: its Call-IDs never match a backend probe's.
@@ -604,33 +607,33 @@ impl Shell {
         self.tap(Way::ToBackend, ingress, from, relay_port, to, data);
     }
 
-    /// The router's [`ClientAction::Reject503`]: a stateless 503 with Retry-After.
+    /// The router's [`ClientAction::Reject503`]: a stateless 503 with Retry-After,
+    /// written into `reply_buf` (a flood while every backend is down allocates
+    /// nothing).
     fn reply_503(&mut self, now: Instant, ingress: u16, to: SocketAddr, data: &[u8]) {
-        let retry = self.cfg.health.retry_after.to_string();
-        let Some(resp) = build_response(
+        let mut buf = std::mem::take(&mut self.reply_buf);
+        // Never an amplifier: a reply larger than the request is not sent.
+        let room = data.len().min(buf.len());
+        match write_response(
             data,
             503,
             "Service Unavailable",
             Some("sipfront-503"),
-            &[("Retry-After", &retry)],
+            &[("Retry-After", self.cfg.health.retry_after)],
             None,
-        ) else {
-            return;
-        };
-        // Never an amplifier: a reply larger than the request is not sent.
-        if resp.len() > data.len() {
-            self.router.reply_suppressed();
-            return;
-        }
-        if !self.router.replied_503(now) {
-            return;
-        }
-        match self.public.get(usize::from(ingress)) {
-            Some(p) if send_now(p, &resp, to).is_ok() => {
-                self.tap_local(ingress, to, &resp);
+            &mut buf[..room],
+        ) {
+            Ok(n) if self.router.replied_503(now) => {
+                let resp = &buf[..n];
+                match self.public.get(usize::from(ingress)) {
+                    Some(p) if send_now(p, resp, to).is_ok() => self.tap_local(ingress, to, resp),
+                    _ => self.router.send_failed(),
+                }
             }
-            _ => self.router.send_failed(),
+            Ok(_) | Err(Unwritable::NoStartLine) => {}
+            Err(Unwritable::TooLarge) => self.router.reply_suppressed(),
         }
+        self.reply_buf = buf;
     }
 
     fn on_backend(
