@@ -612,8 +612,6 @@ impl Shell {
     /// nothing).
     fn reply_503(&mut self, now: Instant, ingress: u16, to: SocketAddr, data: &[u8]) {
         let mut buf = std::mem::take(&mut self.reply_buf);
-        // Never an amplifier: a reply larger than the request is not sent.
-        let room = data.len().min(buf.len());
         match write_response(
             data,
             503,
@@ -621,8 +619,10 @@ impl Shell {
             Some("sipfront-503"),
             &[("Retry-After", self.cfg.health.retry_after)],
             None,
-            &mut buf[..room],
+            &mut buf,
         ) {
+            // Never an amplifier: a reply larger than the request is not sent.
+            Ok(n) if n > data.len() => self.router.reply_suppressed(),
             Ok(n) if self.router.replied_503(now) => {
                 let resp = &buf[..n];
                 match self.public.get(usize::from(ingress)) {

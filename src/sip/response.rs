@@ -71,6 +71,8 @@ impl fmt::Write for Out<'_> {
 }
 
 /// Writes `SIP/2.0 <code> <reason>` for `request` into `buf`; returns its length.
+/// A copied header is trimmed after it is written, so `buf` may need room for its
+/// whitespace too (`TooLarge` although the result would fit).
 /// `to_tag` is added to To when it has none (required for all but 100). `extra`
 /// headers are appended verbatim, and `body` with its Content-Type when given.
 pub fn write_response<V: fmt::Display>(
