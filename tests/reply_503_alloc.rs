@@ -1,7 +1,8 @@
 //! A flood while every backend is down: the router's decision (a stateless 503) and
 //! the 503 itself, written into a buffer the caller owns, allocate nothing; a
 //! per-thread counting allocator watches both for 20,000 requests from 2,000
-//! sources, in virtual time, the timer driven as the dataplane drives it.
+//! endpoints on 200 addresses, in virtual time, the timer driven as the dataplane
+//! drives it.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
