@@ -119,7 +119,9 @@ pub(super) struct Shell {
     /// The ICMP fast path wants a probe now.
     probe_now: bool,
     probe_buf: Vec<u8>,
-    /// Where sipfront's own 503s are written (no allocation per reply).
+    /// Where sipfront's own 503s are written (no allocation per reply): twice the
+    /// largest datagram, since a header's trailing whitespace is held there until
+    /// it is trimmed (a reply is sent only if no larger than its request).
     reply_buf: Box<[u8]>,
     /// HEP export (`[hep]`).
     hep: Option<HepExporter>,
@@ -264,7 +266,7 @@ pub fn run(
         out: Some(Box::default()),
         probe_now: false,
         probe_buf: vec![0u8; mmsg::BUF_LEN],
-        reply_buf: vec![0u8; mmsg::BUF_LEN].into_boxed_slice(),
+        reply_buf: vec![0u8; 2 * mmsg::BUF_LEN].into_boxed_slice(),
         hep,
         live: Taps::default(),
         // Its own nonce: its Call-IDs never match a backend probe's.

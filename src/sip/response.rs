@@ -140,7 +140,9 @@ pub fn write_response<V: fmt::Display>(
             out.put(name.as_bytes());
             out.put(b": ");
             current = Some((name, out.len));
-            out.put(&line[colon + 1..]);
+            // Leading whitespace never stays: not written, so the buffer need not
+            // hold it (`trim_since` takes the rest).
+            out.put(line[colon + 1..].trim_ascii_start());
         }
     }
     end_header(current, &mut out);
@@ -173,8 +175,9 @@ pub fn build_response(
     extra: &[(&str, &str)],
     body: Option<(&str, &[u8])>,
 ) -> Option<Vec<u8>> {
-    // Copied headers are at most the request's, plus the start line, a tag, the
-    // extra headers and the body's.
+    // A copied header grows by at most 4 bytes (`v:` + LF to `Via: ` + CRLF), and
+    // whitespace inside a header is held until it is trimmed; the start line, a tag,
+    // the extra headers and the body come on top. A first guess, doubled if short.
     let mut room = request.len() + 128 + reason.len() + to_tag.map_or(0, str::len);
     room += extra
         .iter()
@@ -189,7 +192,6 @@ pub fn build_response(
                 return Some(buf);
             }
             Err(Unwritable::NoStartLine) => return None,
-            // Folded lines gain a space each: more room.
             Err(Unwritable::TooLarge) => buf.resize(buf.len() * 2, 0),
         }
     }
