@@ -4,8 +4,6 @@
 //! endpoints on 200 addresses, in virtual time, the timer driven as the dataplane
 //! drives it.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -15,37 +13,8 @@ use sipfront::relay::router::RouterConfig;
 use sipfront::relay::{ClientAction, Router};
 use sipfront::sip::response::{Unwritable, write_response};
 
-struct Counting;
-
-thread_local! {
-    /// This thread's allocations (the harness's threads do not count).
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-fn allocated() -> u64 {
-    ALLOCS.with(Cell::get)
-}
-
-fn count() {
-    let _ = ALLOCS.try_with(|n| n.set(n.get() + 1));
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        count();
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        count();
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: testkit::alloc::Counting = testkit::alloc::Counting;
 
 const CONFIG: &str = r#"
 [listen]
@@ -77,7 +46,7 @@ fn a_flood_with_every_backend_down_allocates_nothing() {
     }
     let mut buf = vec![0u8; 65536];
     let (mut replies, mut now) = (0, t0);
-    let before = allocated();
+    let before = testkit::alloc::on_this_thread();
     for i in 0..20_000u32 {
         let from = SocketAddr::from(([198, 51, 100, (i % 200) as u8], 5060 + (i % 10) as u16));
         let a = r.from_client(now, from, 0, INVITE);
@@ -105,7 +74,7 @@ fn a_flood_with_every_backend_down_allocates_nothing() {
             r.handle_timeout(now);
         }
     }
-    assert_eq!(allocated() - before, 0);
+    assert_eq!(testkit::alloc::on_this_thread() - before, 0);
     assert!(replies > 10_000, "{replies}");
     // A buffer too small for the answer gets none.
     let tiny = b"OPTIONS sip:x SIP/2.0\r\nCall-ID: a\r\n\r\n";

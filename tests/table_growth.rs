@@ -5,8 +5,6 @@
 //! The router is driven the way the dataplane drives it: `handle_timeout` whenever
 //! `poll_timeout` is due.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -14,39 +12,8 @@ use sipfront::config::{Config, EphemeralPorts};
 use sipfront::relay::router::RouterConfig;
 use sipfront::relay::{ClientAction, Router};
 
-struct Counting;
-
-thread_local! {
-    /// This thread's allocations: the harness's threads (and a failing test's
-    /// report) do not count.
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-fn allocated() -> u64 {
-    ALLOCS.with(Cell::get)
-}
-
-fn count() {
-    // Not during thread teardown (the slot may be gone).
-    let _ = ALLOCS.try_with(|n| n.set(n.get() + 1));
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        count();
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        count();
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: testkit::alloc::Counting = testkit::alloc::Counting;
 
 const TRUNK_CONFIG: &str = r#"
 [listen]
@@ -124,10 +91,10 @@ fn drive(
         msg.extend_from_slice(head.as_bytes());
         msg.extend_from_slice(format!("Call-ID: {i}-").as_bytes());
         msg.extend_from_slice(tail.as_bytes());
-        let before = allocated();
+        let before = testkit::alloc::on_this_thread();
         let a = r.from_client(now, from(i), 0, &msg);
         if i > 0 {
-            allocs.in_decisions += allocated() - before;
+            allocs.in_decisions += testkit::alloc::on_this_thread() - before;
         }
         assert!(
             matches!(a, ClientAction::Forward { .. }),
@@ -135,9 +102,9 @@ fn drive(
         );
         now += step;
         if timers && r.poll_timeout().is_some_and(|t| t <= now) {
-            let before = allocated();
+            let before = testkit::alloc::on_this_thread();
             r.handle_timeout(now);
-            allocs.in_timers += allocated() - before;
+            allocs.in_timers += testkit::alloc::on_this_thread() - before;
         }
     }
     (r, allocs)

@@ -2,33 +2,14 @@
 //! every thread of the process while tens of thousands of datagrams cross the real
 //! dataplane (real sockets on 127.0.0.1).
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sipfront::config::{Config, EphemeralPorts};
 
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: testkit::alloc::Counting = testkit::alloc::Counting;
 
 fn msg(first_line: &str, call_id: &str, cseq: &str, out: &mut [u8]) -> usize {
     use std::io::Write;
@@ -181,11 +162,11 @@ fn forward_and_count(sip_port: u16, relay_keys: &str, relay: std::ops::RangeIncl
         round(i, &mut scratch, &mut rx, &mut ids);
     }
     std::thread::sleep(Duration::from_millis(500));
-    let before = ALLOCS.load(Ordering::SeqCst);
+    let before = testkit::alloc::total();
     for i in 2_000..22_000 {
         round(i, &mut scratch, &mut rx, &mut ids);
     }
-    let after = ALLOCS.load(Ordering::SeqCst);
+    let after = testkit::alloc::total();
     // The status is published by the housekeeping tick: wait for the last one.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     let forwarded = loop {

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use siphasher::sip128::{Hasher128, SipHasher13};
 
 use super::backends::BackendId;
+use super::growth::Growth;
 use super::port::RelayPort;
 use super::prefetch::prefetch;
 
@@ -111,10 +112,7 @@ pub struct DialogTable {
     len: usize,
     /// [`ceiling`] of `max`.
     ceiling: usize,
-    /// Some shard may be short of room: [`DialogTable::grow_step`] has work.
-    short: bool,
-    /// Where the next `grow_step` looks first.
-    grow_cursor: usize,
+    growth: Growth,
     /// Inserts that found their shard without free room, so the insert itself
     /// rehashed it (a stall) or grew it (also an allocation) on the datagram path.
     full_inserts: u64,
@@ -137,8 +135,7 @@ impl DialogTable {
             max,
             len: 0,
             ceiling: ceiling(max),
-            short: false,
-            grow_cursor: 0,
+            growth: Growth::default(),
             full_inserts: 0,
         }
     }
@@ -208,13 +205,13 @@ impl DialogTable {
         }
         shard.insert(key, d);
         self.len += 1;
-        self.short |= short_of_room(shard, self.ceiling);
+        self.growth.note(short_of_room(shard, self.ceiling));
         Ok(None)
     }
 
     /// Whether a shard may be short of room (see [`DialogTable::grow_step`]).
     pub fn short_of_room(&self) -> bool {
-        self.short
+        self.growth.pending()
     }
 
     /// Inserts so far that met a shard without free room and rehashed or grew it
@@ -230,23 +227,17 @@ impl DialogTable {
     /// from the timer, so an insert on the datagram path finds room and never
     /// allocates.
     pub fn grow_step(&mut self, budget: &mut usize) -> usize {
-        let mut grown = 0;
-        for i in 0..SHARDS {
-            if i > 0 && *budget == 0 {
-                return grown;
+        let (shards, ceiling) = (&mut self.shards, self.ceiling);
+        self.growth.step(SHARDS, budget, |i, budget| {
+            let shard = &mut shards[i];
+            if !short_of_room(shard, ceiling) {
+                return false;
             }
-            let shard = &mut self.shards[self.grow_cursor];
-            if short_of_room(shard, self.ceiling) {
-                let len = shard.len();
-                shard.reserve(len.max(room_wanted(len)).min(self.ceiling - len));
-                *budget = budget.saturating_sub(len.max(1));
-                grown += 1;
-            }
-            self.grow_cursor = (self.grow_cursor + 1) % SHARDS;
-        }
-        // Every shard was looked at in this call, after the last insert.
-        self.short = false;
-        grown
+            let len = shard.len();
+            shard.reserve(len.max(room_wanted(len)).min(ceiling - len));
+            *budget = budget.saturating_sub(len.max(1));
+            true
+        })
     }
 
     /// Drops entries that expired, each reported to `gone`; returns how many (the

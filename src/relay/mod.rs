@@ -7,6 +7,7 @@ pub mod access;
 pub mod backends;
 mod dialogs;
 pub mod flows;
+mod growth;
 mod hrw;
 pub mod item;
 mod open_table;

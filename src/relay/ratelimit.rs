@@ -9,6 +9,7 @@ use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::time::Instant;
 
+use super::growth::Growth;
 use super::open_table::{Entry, OpenTable, TableHasher};
 use super::source_limits::Class;
 
@@ -118,11 +119,8 @@ pub struct SourceLimiter {
     full_until: u64,
     /// The next shard [`Self::prune_step`] prunes.
     prune_next: usize,
-    /// Some shard may be past three quarters of its room: [`Self::grow_step`] has
-    /// work.
-    short: bool,
-    /// Where the next `grow_step` looks first.
-    grow_next: usize,
+    /// Shards past three quarters of their room, for [`Self::grow_step`].
+    growth: Growth,
     /// New buckets that met a full shard still mostly limited, so the datagram's
     /// decision grew it (an allocation on the datagram path).
     full_places: u64,
@@ -147,8 +145,7 @@ impl SourceLimiter {
             max_entries,
             full_until: 0,
             prune_next: 0,
-            short: false,
-            grow_next: 0,
+            growth: Growth::default(),
             full_places: 0,
         };
         l.set_classes(rates);
@@ -264,7 +261,7 @@ impl SourceLimiter {
         let table = &mut self.shards[shard];
         let placed = table.insert(h, bucket).is_ok();
         self.len += usize::from(placed);
-        self.short |= filling(table);
+        self.growth.note(filling(table));
         placed
     }
 
@@ -290,7 +287,7 @@ impl SourceLimiter {
     /// Whether a shard may be past three quarters of its room: [`Self::grow_step`]
     /// has work.
     pub fn short_of_room(&self) -> bool {
-        self.short
+        self.growth.pending()
     }
 
     /// New buckets so far whose shard grew inside the decision (see
@@ -305,21 +302,16 @@ impl SourceLimiter {
     /// used up (one shard at least). Returns how many shards grew.
     pub fn grow_step(&mut self, now: Instant, budget: &mut usize) -> usize {
         let t = self.ns(now);
-        let mut grown = 0;
-        for k in 0..SHARDS {
-            if k > 0 && *budget == 0 {
-                return grown;
-            }
-            let i = self.grow_next;
-            self.grow_next = (i + 1) % SHARDS;
+        // Out while its step calls back into the table.
+        let mut growth = self.growth;
+        let grown = growth.step(SHARDS, budget, |i, budget| {
             if !filling(&self.shards[i]) {
-                continue;
+                return false;
             }
             *budget = budget.saturating_sub(self.shards[i].slot_count());
-            grown += usize::from(self.prune_or_grow(i, t, true));
-        }
-        // Every shard was looked at in this call, after the last new bucket.
-        self.short = false;
+            self.prune_or_grow(i, t, true)
+        });
+        self.growth = growth;
         grown
     }
 

@@ -78,10 +78,7 @@ fn slicing(slots: usize, dialogs: usize) -> Slicing {
 impl Router {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let grow = self.tables_short_of_room().then_some(self.next_grow);
-        match (self.next_sweep, grow) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        self.next_sweep.into_iter().chain(grow).min()
     }
 
     /// Expires idle flows and dialogs, or grows the shards of a table short of room

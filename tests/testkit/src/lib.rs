@@ -15,6 +15,7 @@
 //! The sipfront binary is only known to the test and bench crates (`CARGO_BIN_EXE_sipfront`):
 //! see [`bin`].
 
+pub mod alloc;
 pub mod backend;
 pub mod capture;
 pub mod front;
