@@ -430,12 +430,13 @@ fn table(results: &[Outcome], repeat: u64) -> String {
     }
     let _ = writeln!(
         t,
-        "\n{:<9} {:<4} {:>8} {:>9} {:>8} {:>7} {:>11} {:>5} {:>6} {:>7} {:>6} {:>5}{round_head}",
+        "\n{:<9} {:<4} {:>8} {:>9} {:>8} {:>7} {:>7} {:>11} {:>5} {:>6} {:>7} {:>6} {:>5}{round_head}",
         "proxy",
         "mode",
         "dgrams",
         "sched_ms",
         "sched_us",
+        "runs/dg",
         "idle_ms",
         "uas_a/b",
         "retr",
@@ -447,12 +448,17 @@ fn table(results: &[Outcome], repeat: u64) -> String {
     for o in results {
         let _ = writeln!(
             t,
-            "{:<9} {:<4} {:>8} {:>9.1} {:>8} {:>7.1} {:>11} {:>5} {:>6} {:>7} {:>6} {:>5.1}{}{}",
+            "{:<9} {:<4} {:>8} {:>9.1} {:>8} {:>7} {:>7.1} {:>11} {:>5} {:>6} {:>7} {:>6} {:>5.1}{}{}",
             o.kind.name(),
             o.mode,
             o.datagrams(),
             o.cpu.sched_ms(),
             fmt_us(o.sched_us_per_dgram()),
+            if o.datagrams() > 0 {
+                format!("{:.3}", o.cpu.runs as f64 / o.datagrams() as f64)
+            } else {
+                "-".into()
+            },
             o.idle.sched_ms() / IDLE.as_secs_f64(),
             format!("{}/{}", o.uas_calls[0], o.uas_calls[1]),
             o.uac_retrans + o.uas_retrans,
@@ -499,7 +505,8 @@ fn table(results: &[Outcome], repeat: u64) -> String {
         "\ncpu_ms: utime+stime of the proxy (all threads; Kamailio: all its processes) \
          during the UAC run, in clock ticks.\n\
          us/dgram = cpu / (successful calls × 6); x_bare = us/dgram ÷ bare's in the same mode.\n\
-         sched_*: the same from /proc/*/task/*/schedstat (ns). idle_ms: CPU per second \
+         sched_*: the same from /proc/*/task/*/schedstat (ns). runs/dg: times the proxy's \
+         threads were put on a CPU (schedstat), per datagram. idle_ms: CPU per second \
          before the load.\n\
          uas_a/b: INVITEs each UAS received; retr: sipp retransmissions (UAC + UAS); \
          rcvbuf: UDP datagrams dropped on a full socket receive buffer during the run \

@@ -203,11 +203,13 @@ impl Drop for Proc {
 
 /// CPU time of a set of processes: `utime + stime` in clock ticks from `/proc/PID/stat`
 /// (all threads of a process), and for a finer cross-check the scheduler's run time in
-/// nanoseconds from `/proc/PID/task/*/schedstat`.
+/// nanoseconds from `/proc/PID/task/*/schedstat`, with the times a thread was put on a
+/// CPU (its third field: at low rates a proxy's cost is mostly its wake-ups).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Cpu {
     pub ticks: u64,
     pub sched_ns: u64,
+    pub runs: u64,
 }
 
 impl std::ops::Add for Cpu {
@@ -216,6 +218,7 @@ impl std::ops::Add for Cpu {
         Cpu {
             ticks: self.ticks + o.ticks,
             sched_ns: self.sched_ns + o.sched_ns,
+            runs: self.runs + o.runs,
         }
     }
 }
@@ -226,6 +229,7 @@ impl std::ops::Sub for Cpu {
         Cpu {
             ticks: self.ticks.saturating_sub(o.ticks),
             sched_ns: self.sched_ns.saturating_sub(o.sched_ns),
+            runs: self.runs.saturating_sub(o.runs),
         }
     }
 }
@@ -235,15 +239,24 @@ impl Cpu {
         let ticks = stat_fields(pid)
             .map(|f| field(&f, 14) + field(&f, 15))
             .unwrap_or(0);
-        let sched_ns = fs::read_dir(format!("/proc/{pid}/task"))
-            .map(|dir| {
-                dir.flatten()
-                    .filter_map(|t| fs::read_to_string(t.path().join("schedstat")).ok())
-                    .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-                    .sum()
-            })
-            .unwrap_or(0);
-        Cpu { ticks, sched_ns }
+        let (mut sched_ns, mut runs) = (0, 0);
+        for t in fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let Ok(s) = fs::read_to_string(t.path().join("schedstat")) else {
+                continue;
+            };
+            let mut f = s.split_whitespace().map(|v| v.parse::<u64>().unwrap_or(0));
+            sched_ns += f.next().unwrap_or(0);
+            runs += f.nth(1).unwrap_or(0);
+        }
+        Cpu {
+            ticks,
+            sched_ns,
+            runs,
+        }
     }
 
     /// Summed over processes (a proxy and its descendants).
