@@ -43,7 +43,6 @@ use crate::health::prober::Prober;
 use crate::relay::port::RelayAddrs;
 use crate::relay::router::RouterConfig;
 use crate::relay::{BackendAction, ClientAction, Prepared, RelayPort, RelaySpace, Router};
-use crate::sip::response::{Unwritable, write_response};
 use crate::sync::Key;
 use crate::sys::epoll::{self, Epoll};
 use crate::sys::mmsg::{self, RecvBatch, SendBatch};
@@ -610,30 +609,15 @@ impl Shell {
     }
 
     /// The router's [`ClientAction::Reject503`]: a stateless 503 with Retry-After,
-    /// written into `reply_buf` (a flood while every backend is down allocates
-    /// nothing).
+    /// written into `reply_buf` ([`Router::write_503`]).
     fn reply_503(&mut self, now: Instant, ingress: u16, to: SocketAddr, data: &[u8]) {
         let mut buf = std::mem::take(&mut self.reply_buf);
-        match write_response(
-            data,
-            503,
-            "Service Unavailable",
-            Some("sipfront-503"),
-            &[("Retry-After", self.cfg.health.retry_after)],
-            None,
-            &mut buf,
-        ) {
-            // Never an amplifier: a reply larger than the request is not sent.
-            Ok(n) if n > data.len() => self.router.reply_suppressed(),
-            Ok(n) if self.router.replied_503(now) => {
-                let resp = &buf[..n];
-                match self.public.get(usize::from(ingress)) {
-                    Some(p) if send_now(p, resp, to).is_ok() => self.tap_local(ingress, to, resp),
-                    _ => self.router.send_failed(),
-                }
+        let retry_after = self.cfg.health.retry_after;
+        if let Some(resp) = self.router.write_503(now, data, retry_after, &mut buf) {
+            match self.public.get(usize::from(ingress)) {
+                Some(p) if send_now(p, resp, to).is_ok() => self.tap_local(ingress, to, resp),
+                _ => self.router.send_failed(),
             }
-            Ok(_) | Err(Unwritable::NoStartLine) => {}
-            Err(Unwritable::TooLarge) => self.router.reply_suppressed(),
         }
         self.reply_buf = buf;
     }

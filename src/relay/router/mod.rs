@@ -23,6 +23,7 @@ mod admission;
 mod dialog;
 mod expiry;
 mod peers;
+mod reply;
 mod settings;
 mod sync;
 
@@ -915,18 +916,6 @@ impl Router {
         self.counters.drop(DropReason::SendFailed);
     }
 
-    /// A stateless 503 for a [`ClientAction::Reject503`] is about to be sent: takes its
-    /// token from the `reply_503_rate` budget (false: none left, do not send) and
-    /// counts it.
-    pub fn replied_503(&mut self, now: Instant) -> bool {
-        if !self.reply_budget.take(now) {
-            self.counters.replies_503_suppressed += 1;
-            return false;
-        }
-        self.counters.replies_503 += 1;
-        true
-    }
-
     /// Count a relay socket that could not be opened for a new flow.
     pub fn bind_failed(&mut self, id: FlowId, now: Instant) {
         self.abort_flow(id, now);
@@ -944,18 +933,13 @@ impl Router {
         if !self.settings.reply_503 || !msg.is_request() || msg.is_method(b"ACK") {
             return ClientAction::Drop(DropReason::NoBackend);
         }
-        // Only a peek: the shell takes the token when it sends ([`Router::replied_503`]),
+        // Only a peek: the token is taken when the 503 is written ([`Router::write_503`]),
         // so requests whose 503 would be too large to send do not use up the budget.
         if !self.reply_budget.available(now) {
             self.counters.replies_503_suppressed += 1;
             return ClientAction::Drop(DropReason::NoBackend);
         }
         ClientAction::Reject503
-    }
-
-    /// A 503 the shell did not send: it would have been larger than the request.
-    pub fn reply_suppressed(&mut self) {
-        self.counters.replies_503_suppressed += 1;
     }
 
     fn drop_from_backend(&mut self, r: DropReason) -> BackendAction {

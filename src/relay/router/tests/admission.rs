@@ -342,33 +342,55 @@ fn top_sources_by_drops_and_by_flows() {
 #[test]
 fn the_503_budget_is_spent_only_on_replies_sent() {
     let t0 = Instant::now();
-    let mut r = router(&config("[health]\nreply_503_rate = 3"));
+    let mut r = router(&config("[health]\nreply_503_rate = 3\nretry_after = 30"));
     r.set_backend_up(BackendId::new(0), false);
     r.set_backend_up(BackendId::new(1), false);
     let phone = "198.51.100.7:5060";
-    // Requests whose 503 the shell does not send (larger than the request): the
-    // budget stays whole.
-    for i in 0..10 {
-        let got = r.from_client(t0, sa(phone), 0, &req("OPTIONS", &format!("t{i}")));
+    let mut buf = vec![0u8; 2 * 65_536];
+    // Requests whose 503 is not sent (larger than the request): the budget stays
+    // whole.
+    let tiny = b"OPTIONS sip:x SIP/2.0\r\nCall-ID: a\r\nCSeq: 1 OPTIONS\r\n\r\n";
+    for _ in 0..10 {
+        let got = r.from_client(t0, sa(phone), 0, tiny);
         assert_eq!(got, ClientAction::Reject503);
-        r.reply_suppressed();
+        assert_eq!(r.write_503(t0, tiny, 30, &mut buf), None);
     }
+    assert_eq!(r.counters().replies_503_suppressed, 10);
     // Sent ones take it: 3 per second.
+    // (Headers a 503 does not copy make room for its Retry-After and To-tag.)
+    let request = |call_id: &str| {
+        let mut r = req("OPTIONS", call_id);
+        r.truncate(r.len() - 2);
+        r.extend_from_slice(b"Contact: <sip:a@198.51.100.7:5060>\r\nUser-Agent: phone/1.0\r\n\r\n");
+        r
+    };
     for i in 0..3 {
-        let got = r.from_client(t0, sa(phone), 0, &req("OPTIONS", &format!("s{i}")));
+        let request = request(&format!("s{i}"));
+        let got = r.from_client(t0, sa(phone), 0, &request);
         assert_eq!(got, ClientAction::Reject503);
-        assert!(r.replied_503(t0));
+        let reply = r.write_503(t0, &request, 30, &mut buf).expect("a 503");
+        assert!(reply.starts_with(b"SIP/2.0 503 Service Unavailable\r\n"));
+        assert!(reply.len() <= request.len());
+        let text = String::from_utf8_lossy(reply);
+        assert!(text.contains(&format!("Call-ID: s{i}\r\n")), "{text}");
+        assert!(text.contains("Retry-After: 30\r\n"), "{text}");
     }
     assert_eq!(
         r.from_client(t0, sa(phone), 0, &req("OPTIONS", "over")),
         ClientAction::Drop(DropReason::NoBackend)
     );
-    assert!(!r.replied_503(t0));
+    // A 503 the router granted but the budget spent meanwhile: not written.
+    assert_eq!(r.write_503(t0, &request("x"), 30, &mut buf), None);
     let later = t0 + Duration::from_millis(400);
     assert_eq!(
         r.from_client(later, sa(phone), 0, &req("OPTIONS", "later")),
         ClientAction::Reject503
     );
+    assert_eq!(r.counters().replies_503, 3);
+    // A buffer too small for the answer gets none.
+    let request = request("small");
+    let n = request.len() / 2;
+    assert_eq!(r.write_503(later, &request, 30, &mut buf[..n]), None);
     assert_eq!(r.counters().replies_503, 3);
 }
 
