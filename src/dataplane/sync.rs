@@ -15,6 +15,7 @@ use crate::config::{Config, SyncConfig, format_duration};
 use crate::sync::link::{Link, LinkEvent, Stats, backends_hash};
 use crate::sync::message::MAX_DATAGRAM;
 use crate::sync::{Item, Key, SyncDrop};
+use crate::vrrp::throttle::LogThrottle;
 
 /// The router's changes are taken this often (they are batched into datagrams).
 const TAKE_EVERY: Duration = Duration::from_millis(20);
@@ -40,6 +41,9 @@ pub struct SyncShell {
     pending: Vec<Item>,
     backends_at: Option<Instant>,
     backends: u64,
+    /// Mirrored relay ports that could not be bound (open-file limit, a port taken by
+    /// another process): one line per 10 s, with the count in between.
+    bind_log: LogThrottle,
 }
 
 /// A random epoch for this run: no clock, so a clock step cannot make it collide
@@ -92,6 +96,7 @@ pub fn open(sc: &SyncConfig, cfg: &Config) -> io::Result<SyncShell> {
         pending: Vec::with_capacity(8192),
         backends_at: None,
         backends: 0,
+        bind_log: LogThrottle::new(Duration::from_secs(10)),
     })
 }
 
@@ -218,6 +223,7 @@ impl SyncShell {
             take_at,
             backends_at,
             backends,
+            bind_log,
         } = self;
         if now >= *take_at {
             // Taken this often at most (they are batched into datagrams).
@@ -225,7 +231,7 @@ impl SyncShell {
         }
         if let Some(r) = s.sync_rekey.take() {
             link.set_key(r.key, r.grace, now);
-            apply_events(s, link, now, m);
+            apply_events(s, link, now, m, bind_log);
         }
         // Receive (bounded per turn: forwarding waits; the socket stays ready).
         for _ in 0..RECV_PER_WAKE {
@@ -235,7 +241,7 @@ impl SyncShell {
                 Err(_) => continue,
             };
             link.handle_datagram(now, from, &rx[..n]);
-            apply_events(s, link, now, m);
+            apply_events(s, link, now, m, bind_log);
         }
         // Our changes.
         if s.router.take_sync(pending) {
@@ -245,7 +251,7 @@ impl SyncShell {
             link.queue(pending);
         }
         pending.clear();
-        apply_events(s, link, now, m);
+        apply_events(s, link, now, m, bind_log);
         if backends_at.is_none_or(|t| now.duration_since(t) >= BACKENDS_EVERY) {
             *backends_at = Some(now);
             let names: Vec<&str> = s
@@ -259,7 +265,7 @@ impl SyncShell {
         }
         link.set_local(s.router.flow_count(), s.router.dialog_count(), *backends);
         link.handle_timeout(now);
-        apply_events(s, link, now, m);
+        apply_events(s, link, now, m, bind_log);
         while let Some(t) = link.poll_transmit(now, tx) {
             if sock.send_to(&tx[..t.len], t.to).is_err() {
                 link.transmit_failed();
@@ -282,7 +288,13 @@ fn send_full(s: &mut Shell, link: &mut Link, now: Instant, scratch: &mut Vec<Ite
     link.queue_full(all);
 }
 
-fn apply_events(s: &mut Shell, link: &mut Link, now: Instant, m: &Metrics) {
+fn apply_events(
+    s: &mut Shell,
+    link: &mut Link,
+    now: Instant,
+    m: &Metrics,
+    bind_log: &mut LogThrottle,
+) {
     let peer = link.peer();
     while let Some(ev) = link.poll_event() {
         match ev {
@@ -312,8 +324,9 @@ fn apply_events(s: &mut Shell, link: &mut Link, now: Instant, m: &Metrics) {
                     }
                     if let Some(p) = eff.bind
                         && let Err(e) = s.open_relay(p)
+                        && let Some(more) = bind_log.allow(now)
                     {
-                        tracing::warn!(addr = p.addr, port = p.port, error = %e, "cannot pre-bind a mirrored relay port");
+                        tracing::warn!(addr = p.addr, port = p.port, error = %e, failed_since_last_line = more, "cannot pre-bind a mirrored relay port");
                     }
                 }
             }

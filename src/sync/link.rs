@@ -316,6 +316,9 @@ impl Link {
                 return self.count_drop(e);
             }
         };
+        if env.epoch == self.epoch {
+            return self.count_drop(SyncDrop::Reflected);
+        }
         let hello = match &env.body {
             Body::Hello {
                 challenge, echo, ..

@@ -119,10 +119,15 @@ pub enum SyncDrop {
     /// Reported (not dropped) when the peer hashes Call-IDs with other keys.
     #[error("peer hashes Call-IDs with other keys")]
     DialogKeyMismatch,
+    /// Our own datagram (our epoch) sent back to us from the peer's address: both
+    /// directions share the key, so without this check a reflected hello of ours
+    /// could answer our own challenge and lock the real peer out.
+    #[error("our own datagram sent back")]
+    Reflected,
 }
 
 impl SyncDrop {
-    pub const ALL: [SyncDrop; 11] = [
+    pub const ALL: [SyncDrop; 12] = [
         SyncDrop::Short,
         SyncDrop::BadMac,
         SyncDrop::Decode,
@@ -134,6 +139,7 @@ impl SyncDrop {
         SyncDrop::UnverifiedEpoch,
         SyncDrop::SendFailed,
         SyncDrop::DialogKeyMismatch,
+        SyncDrop::Reflected,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -149,6 +155,7 @@ impl SyncDrop {
             SyncDrop::UnverifiedEpoch => "unverified_epoch",
             SyncDrop::SendFailed => "send_failed",
             SyncDrop::DialogKeyMismatch => "dialog_key_mismatch",
+            SyncDrop::Reflected => "reflected",
         }
     }
 }

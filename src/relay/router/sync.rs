@@ -147,8 +147,11 @@ impl Router {
                     self.sync_rejected += 1;
                     return effect;
                 }
+                // Capped as a backend's grant is: a peer's value holds no flow longer
+                // than a REGISTER through us could.
+                let cap = self.settings.max_registration + self.settings.register_grace;
                 let registered_until =
-                    registered_secs.map(|s| now + Duration::from_secs(u64::from(s)));
+                    registered_secs.map(|s| now + Duration::from_secs(u64::from(s)).min(cap));
                 // An update of a flow we already mirror on the same port: no socket work.
                 if let Some(id) = self.flows.lookup_port(relay_port)
                     && let Some(f) = self.flows.get_mut(id)

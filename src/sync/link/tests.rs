@@ -63,6 +63,46 @@ fn handshake(a: &mut Link, b: &mut Link, mut now: Instant) -> Instant {
     now
 }
 
+/// Someone who sees our datagrams sends them back from the peer's address (the key is
+/// the same both ways, so they open): they must not answer our own challenge, take
+/// the peer's place, or feed our own items back to us.
+#[test]
+fn our_own_datagrams_sent_back_are_dropped() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = pair(t0);
+    let mut now = handshake(&mut a, &mut b, t0);
+    events(&mut a);
+    a.queue_full(vec![]);
+    b.queue_full(vec![]);
+    a.queue(&[flow(20001)]);
+    for _ in 0..8 {
+        let mine = drain(&mut a, now);
+        feed(&mut a, B, now, &mine);
+        now += Duration::from_millis(500);
+    }
+    let ea = events(&mut a);
+    assert!(!ea.contains(&LinkEvent::PeerRestarted), "{ea:?}");
+    assert!(
+        !ea.iter().any(|e| matches!(e, LinkEvent::Items { .. })),
+        "{ea:?}"
+    );
+    assert!(
+        a.stats().dropped(SyncDrop::Reflected) > 0,
+        "{:?}",
+        a.stats()
+    );
+    // The real peer still gets through.
+    b.queue(&[flow(20002)]);
+    let from_b = drain(&mut b, now);
+    feed(&mut a, B, now, &from_b);
+    let ea = events(&mut a);
+    assert!(
+        ea.iter().any(|e| matches!(e, LinkEvent::Items { .. })),
+        "b's item: {ea:?}"
+    );
+    assert!(!ea.contains(&LinkEvent::PeerRestarted), "{ea:?}");
+}
+
 #[test]
 fn handshake_then_full_table_in_chunks_then_incremental() {
     let t0 = Instant::now();

@@ -223,3 +223,42 @@ fn the_standby_holds_mirrored_flows_of_live_calls() {
         BackendAction::Forward { .. }
     ));
 }
+
+#[test]
+fn a_peers_registration_is_capped_as_a_backends_grant_is() {
+    let t0 = Instant::now();
+    // register_grace 10 s (the tests' config).
+    let cfg = config("max_registration = \"600s\"");
+    let mut master = synced(&cfg);
+    let mut standby = synced(&cfg);
+    let (port, _) = client(&mut master, t0, CALLER, &req("OPTIONS", "r"));
+    let mut items = Vec::new();
+    master.take_sync(&mut items);
+    let Some(&Item::Flow {
+        client,
+        ingress,
+        home,
+        ..
+    }) = items.first()
+    else {
+        panic!("{items:?}")
+    };
+    // A peer (or a forged item) that says the phone is registered for 136 years.
+    standby.apply_sync(
+        t0,
+        Item::Flow {
+            client,
+            relay_port: port,
+            ingress,
+            home,
+            registered_secs: Some(u32::MAX),
+        },
+    );
+    let until = standby.flow_of(&sa(CALLER)).unwrap().registered_until;
+    assert_eq!(until, Some(t0 + Duration::from_secs(610)));
+    // Taken over, it expires by our clock like any flow.
+    standby.set_peer_alive(t0, true);
+    standby.set_peer_alive(t0, false);
+    sweep(&mut standby, t0 + Duration::from_secs(610 + 60));
+    assert!(!flow_alive(&standby, port));
+}
