@@ -11,6 +11,11 @@
 //!   advert, and the backup never sees the master's adverts late (it stays backup).
 //!   Priority 254 from anyone would take the address there: that is VRRP (keepalived
 //!   does the same), and `peers` is the mitigation.
+//! - Multicast without `peers`, adverts of priority 255 and 0 in turn: each pair flips
+//!   the master to backup and back (VRRP allows that to anyone on the segment), but
+//!   what a flip costs is bounded: transition log lines (10, then one per second),
+//!   takeover GARP bursts (one per 100 ms), VIP changes (only the latest is run); once
+//!   the flood stops, the pair settles with the VIP on A alone.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
@@ -23,8 +28,15 @@ const BACKEND: (&str, &str) = ("beA", "10.77.0.21:5060");
 const ROGUE: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 13);
 
 /// Sends adverts for VRID 51 / the test VIP from `host` to `dests`, cycling through
-/// `priorities`, `rate` per second for `duration`. Returns how many went out.
-fn flood(host: &Host, dests: &[Ipv4Addr], priorities: &[u8], rate: u32, duration: Duration) -> u64 {
+/// `priorities` (advert interval `interval_cs`), `rate` per second for `duration`.
+/// Returns how many went out.
+fn flood(
+    host: &Host,
+    dests: &[Ipv4Addr],
+    (priorities, interval_cs): (&[u8], u16),
+    rate: u32,
+    duration: Duration,
+) -> u64 {
     let src = host.addr;
     let dests = dests.to_vec();
     let priorities = priorities.to_vec();
@@ -47,7 +59,7 @@ fn flood(host: &Host, dests: &[Ipv4Addr], priorities: &[u8], rate: u32, duration
             let repr = Repr {
                 vrid: 51,
                 priority: priorities[n as usize % priorities.len()],
-                max_advert_int_cs: 10,
+                max_advert_int_cs: interval_cs,
                 addrs: vec![vip],
             };
             for d in &dests {
@@ -124,7 +136,7 @@ fn with_peers_a_rogue_at_any_priority_is_dropped_and_the_master_keeps_the_vip() 
     let sent = flood(
         lan.host("rogue"),
         &dests,
-        &[100, 254, 255],
+        (&[100, 254, 255], 10),
         1000,
         Duration::from_secs(3),
     );
@@ -182,7 +194,7 @@ fn multicast_without_peers_lower_priority_flood_is_bounded_and_adverts_stay_on_t
     let sent = flood(
         lan.host("rogue"),
         &[MCAST_GROUP],
-        &[50],
+        (&[50], 10),
         2000,
         Duration::from_secs(3),
     );
@@ -231,5 +243,79 @@ fn multicast_without_peers_lower_priority_flood_is_bounded_and_adverts_stay_on_t
         b.wait_transition("master", "priority_zero", Duration::from_secs(5)),
         "B transitions: {:?}",
         b.transitions()
+    );
+}
+
+#[test]
+fn multicast_without_peers_a_flip_flood_costs_bounded_logs_garps_and_vip_changes() {
+    let _serial = serial();
+    let dir = TestDir::new("vrrp-rogue-flip");
+    let lan = rogue_lan();
+    let _uas = NsSipp::uas(&dir, lan.host("beA"), "uas-a");
+    let (mut a, mut b) = start_pair(&dir, &lan, "", "");
+    let lines = |sf: &NsSipfront| sf.transitions().len();
+    let (lines_a, lines_b) = (lines(&a), lines(&b));
+    let moves_before = a.metric("sipfront_vrrp_transitions_total", &[]);
+    let garp_before = a.metric("sipfront_vrrp_garp_total", &[]);
+
+    // 3 s at 2000 adverts/s: 255 (A yields), 0 (A takes over after Skew_Time, which
+    // the sender's 1 cs interval makes 0), ...
+    let t0 = Instant::now();
+    let sent = flood(
+        lan.host("rogue"),
+        &[MCAST_GROUP],
+        (&[255, 0], 1),
+        2000,
+        Duration::from_secs(3),
+    );
+    let secs = t0.elapsed().as_secs_f64();
+    assert!(sent > 3000, "the rogue sent only {sent} adverts");
+
+    // Settled: A master (150), B backup, the VIP on A only.
+    a.expect_state(VrrpState::Master, Duration::from_secs(5));
+    b.expect_state(VrrpState::Backup, Duration::from_secs(5));
+    let ok = wait_until(Duration::from_secs(5), || lan.holders(VIP) == ["sfA"]);
+    assert!(ok, "VIP holders {:?}\n{}", lan.holders(VIP), lan.describe());
+    let span = t0.elapsed().as_secs_f64();
+    let moves = a.metric("sipfront_vrrp_transitions_total", &[]) - moves_before;
+    let garps = a.metric("sipfront_vrrp_garp_total", &[]) - garp_before;
+    let (la, lb) = (lines(&a) - lines_a, lines(&b) - lines_b);
+    eprintln!(
+        "rogue sent {sent} in {secs:.1} s; A: {moves} transitions, {la} transition lines, \
+         {garps} GARPs; B: {lb} transition lines"
+    );
+    assert!(moves > 40.0, "the flood flipped A only {moves} times");
+    // 10 lines, then one per second (+1 for a summary line's second).
+    let max_lines = 10 + span.ceil() as usize + 1;
+    assert!(
+        la <= max_lines,
+        "A logged {la} transitions (at most {max_lines})"
+    );
+    assert!(
+        lb <= max_lines,
+        "B logged {lb} transitions (at most {max_lines})"
+    );
+    // garp_repeat 5, one VIP: a takeover burst per 100 ms at most, one requested burst
+    // per second, the repeats after garp_delay.
+    let max_garps = 5.0 * (span * 10.0 + span + 4.0).ceil();
+    assert!(
+        garps <= max_garps,
+        "{garps} GARPs in {span:.1} s (at most {max_garps})"
+    );
+    // The flips the throttle kept from the log after the last line written are
+    // summed up once the next line may be written (the last of them left A master).
+    let ok = wait_until(Duration::from_secs(3), || {
+        a.log_text()
+            .lines()
+            .rev()
+            .find(|l| l.contains("vrrp transition"))
+            .is_some_and(|l| {
+                l.contains("came faster than one per second") && l.contains("state=\"master\"")
+            })
+    });
+    assert!(
+        ok,
+        "no summary line naming the state; log:\n{}",
+        a.log_tail(20)
     );
 }

@@ -474,7 +474,12 @@ impl Machine {
             return;
         }
         let higher = repr.priority > self.priority;
-        let tie_lost = repr.priority == self.priority && src > self.settings.primary_ip;
+        // The address owner never yields (RFC 5798 §7.1: it takes no advert), so a
+        // stray or forged owner advert from a higher address cannot take the VIP
+        // from it; it still answers one, re-asserting with gratuitous ARP.
+        let tie_lost = repr.priority == self.priority
+            && src > self.settings.primary_ip
+            && self.priority != PRIORITY_OWNER;
         if higher || tie_lost {
             // One last advert as we yield (keepalived's higher_prio_send_advert): after a
             // healed split the winner may not have heard us yet, and this makes it

@@ -25,7 +25,7 @@ use super::machine::{Cause, Event, Input, Machine, Settings, State};
 use super::packet::{Packet, PacketError, Repr};
 use super::speaker::{Speaker, parse_ipv4};
 use super::throttle::{GarpSchedule, LogThrottle};
-use super::vip::{VipError, VipOp, Vips, worker};
+use super::vip::{self, VipError, VipOp, VipRequests, Vips, worker};
 use super::{Discard, PRIORITY_OWNER, check_advert};
 use crate::config::Vrrp;
 
@@ -114,6 +114,9 @@ const TRACK_BUSY_LIMIT: u32 = 10;
 const RX_BATCH: usize = 64;
 /// Gratuitous ARP bursts asked for by received adverts keep this gap.
 const GARP_MIN_GAP: Duration = Duration::from_secs(1);
+/// Takeover bursts at most this often (a machine flipped by adverts as fast as they
+/// come); a real takeover waits at most this long for its burst.
+const TAKEOVER_GARP_GAP: Duration = Duration::from_millis(100);
 /// Warnings that received packets cause are written at most this often (with a count).
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
@@ -256,9 +259,9 @@ struct VrrpInstance {
     machine: Machine,
     speaker: Speaker,
     garp: GarpSocket,
-    /// VIP changes, run in order by [`worker`] so the advert loop never waits on
-    /// netlink.
-    vip_ops: tokio::sync::mpsc::UnboundedSender<VipOp>,
+    /// VIP changes, run by [`worker`] so the advert loop never waits on netlink
+    /// (the latest request wins).
+    vip_ops: VipRequests,
     vip_worker: tokio::task::JoinHandle<()>,
     cfg: Vrrp,
     iface: Iface,
@@ -277,6 +280,9 @@ struct VrrpInstance {
     metrics: Metrics,
     warn_other_master: LogThrottle,
     warn_garp_failed: LogThrottle,
+    /// Transitions: 10 lines at once, then at most one per second (adverts can flip
+    /// the machine as fast as they arrive); the metric counts every one.
+    warn_transition: LogThrottle,
 }
 
 fn state_value(s: State) -> f64 {
@@ -311,7 +317,7 @@ impl VrrpInstance {
                 tracing::warn!(vip = %v, error = %e, "could not remove a stale VIP");
             }
         }
-        let (vip_ops, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (vip_ops, rx) = vip::requests();
         let vip_worker = tokio::spawn(worker(vips, cfg.vips.clone(), VIP_LIFETIME_SECS, rx));
         tracing::info!(
             interface = %iface.name,
@@ -331,7 +337,7 @@ impl VrrpInstance {
             iface,
             track,
             track_busy: 0,
-            garp_schedule: GarpSchedule::new(GARP_MIN_GAP),
+            garp_schedule: GarpSchedule::new(GARP_MIN_GAP, TAKEOVER_GARP_GAP),
             takeover: false,
             next_refresh: None,
             next_renew: None,
@@ -340,6 +346,7 @@ impl VrrpInstance {
             metrics: Metrics::register(),
             warn_other_master: LogThrottle::new(WARN_EVERY),
             warn_garp_failed: LogThrottle::new(WARN_EVERY),
+            warn_transition: LogThrottle::with_burst(Duration::from_secs(1), 10),
         })
     }
 
@@ -390,9 +397,16 @@ impl VrrpInstance {
             self.garp_timers(now);
             // The advert first: a renewal is queued for the VIP worker, never awaited.
             self.flush().await;
+            if let Some(n) = self.warn_transition.overdue(now) {
+                tracing::warn!(
+                    state = self.machine.state().as_str(),
+                    transitions_not_logged = n,
+                    "vrrp transitions came faster than one per second; see sipfront_vrrp_transitions_total"
+                );
+            }
             if self.next_renew.is_some_and(|t| t <= now) {
                 self.next_renew = Some(now + VIP_RENEW);
-                let _ = self.vip_ops.send(VipOp::Add);
+                vip::request(&self.vip_ops, VipOp::Add);
             }
         }
         // Hand over: priority 0 tells the backup to take over after Skew_Time only.
@@ -565,22 +579,25 @@ impl VrrpInstance {
     async fn apply(&mut self, ev: Event) {
         if let Some((state, cause)) = ev.transition() {
             self.metrics.transition(state, cause);
-            tracing::warn!(
-                state = state.as_str(),
-                cause = cause.as_str(),
-                priority = self.machine.effective_priority(),
-                master = ?self.machine.master_ip(),
-                "vrrp transition"
-            );
+            if let Some(more) = self.warn_transition.allow(Instant::now()) {
+                tracing::warn!(
+                    state = state.as_str(),
+                    cause = cause.as_str(),
+                    priority = self.machine.effective_priority(),
+                    master = ?self.machine.master_ip(),
+                    not_logged_before = more,
+                    "vrrp transition"
+                );
+            }
         }
         match ev {
             Event::BecameMaster { .. } => self.takeover = true,
             Event::AddVips => {
-                let _ = self.vip_ops.send(VipOp::Add);
+                vip::request(&self.vip_ops, VipOp::Add);
                 self.next_renew = Some(Instant::now() + VIP_RENEW);
             }
             Event::RemoveVips => {
-                let _ = self.vip_ops.send(VipOp::Remove);
+                vip::request(&self.vip_ops, VipOp::Remove);
                 self.garp_schedule.clear();
                 self.takeover = false;
                 self.next_refresh = None;
@@ -589,8 +606,9 @@ impl VrrpInstance {
             Event::SendGarp => {
                 let now = Instant::now();
                 if std::mem::take(&mut self.takeover) {
-                    self.send_garp();
-                    self.garp_schedule.takeover(now, self.cfg.garp_delay);
+                    if self.garp_schedule.takeover(now, self.cfg.garp_delay) {
+                        self.send_garp();
+                    }
                     self.next_refresh = self.cfg.garp_refresh.map(|r| now + r);
                 } else if self.garp_schedule.request(now) {
                     // Asked for by a received advert: at most one burst per

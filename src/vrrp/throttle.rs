@@ -4,51 +4,95 @@
 
 use std::time::{Duration, Instant};
 
-/// At most one log line per `every`; the lines in between are counted and the count
-/// goes with the next line written.
+/// At most one log line per `every` (after a first `burst` of them); the lines in
+/// between are counted and the count goes with the next line written.
 #[derive(Debug, Clone)]
 pub struct LogThrottle {
     every: Duration,
-    last: Option<Instant>,
+    burst: u32,
+    /// Lines that may be written now.
+    tokens: u32,
+    /// When the last token was counted in (`None`: never used, `burst` tokens).
+    refilled: Option<Instant>,
     suppressed: u64,
 }
 
 impl LogThrottle {
     pub fn new(every: Duration) -> LogThrottle {
+        LogThrottle::with_burst(every, 1)
+    }
+
+    /// Up to `burst` lines at once, then one per `every`.
+    pub fn with_burst(every: Duration, burst: u32) -> LogThrottle {
         LogThrottle {
             every,
-            last: None,
+            burst: burst.max(1),
+            tokens: 0,
+            refilled: None,
             suppressed: 0,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let Some(t) = self.refilled else {
+            self.tokens = self.burst;
+            self.refilled = Some(now);
+            return;
+        };
+        let n = now.saturating_duration_since(t).as_nanos() / self.every.as_nanos().max(1);
+        if n >= u128::from(self.burst) {
+            self.tokens = self.burst;
+            self.refilled = Some(now);
+        } else if n > 0 {
+            self.tokens = (self.tokens + n as u32).min(self.burst);
+            self.refilled = Some(t + self.every * n as u32);
         }
     }
 
     /// `Some(n)`: write the line now, `n` lines were suppressed since the last one.
     /// `None`: suppressed (counted).
     pub fn allow(&mut self, now: Instant) -> Option<u64> {
-        if self.last.is_some_and(|t| now < t + self.every) {
+        self.refill(now);
+        if self.tokens == 0 {
             self.suppressed += 1;
             return None;
         }
-        self.last = Some(now);
+        self.tokens -= 1;
         Some(std::mem::take(&mut self.suppressed))
+    }
+
+    /// The lines suppressed since the last one written, once one may be written
+    /// again (counted as written): for a summary when no later line comes.
+    pub fn overdue(&mut self, now: Instant) -> Option<u64> {
+        if self.suppressed == 0 {
+            return None;
+        }
+        self.allow(now).or_else(|| {
+            // Not yet: `allow` counted this call as a suppressed line.
+            self.suppressed -= 1;
+            None
+        })
     }
 }
 
-/// When gratuitous ARP bursts go out while master: at most one burst is pending, and
-/// bursts asked for by received adverts keep `min_gap` between them (takeover bursts
-/// do not wait).
+/// When gratuitous ARP bursts go out while master: at most one burst is pending;
+/// bursts asked for by received adverts keep `min_gap` between them, takeover bursts
+/// `takeover_gap` (short: a real takeover is never held up for long, but adverts
+/// that flip the machine as fast as they arrive do not get a burst each).
 #[derive(Debug, Clone)]
 pub struct GarpSchedule {
     min_gap: Duration,
+    takeover_gap: Duration,
     last: Option<Instant>,
     /// The one pending burst.
     due: Option<Instant>,
 }
 
 impl GarpSchedule {
-    pub fn new(min_gap: Duration) -> GarpSchedule {
+    pub fn new(min_gap: Duration, takeover_gap: Duration) -> GarpSchedule {
         GarpSchedule {
             min_gap,
+            takeover_gap,
             last: None,
             due: None,
         }
@@ -59,10 +103,20 @@ impl GarpSchedule {
         self.due
     }
 
-    /// Takeover: a burst now (the caller sends it), the next one after `repeat_after`.
-    pub fn takeover(&mut self, now: Instant, repeat_after: Duration) {
+    /// Takeover. True: a burst now (the caller sends it), the next one after
+    /// `repeat_after`. False: the last burst was less than `takeover_gap` ago (the
+    /// machine flaps); the burst is pending, due `takeover_gap` after the last.
+    pub fn takeover(&mut self, now: Instant, repeat_after: Duration) -> bool {
+        if let Some(last) = self.last
+            && now < last + self.takeover_gap
+        {
+            let earliest = last + self.takeover_gap;
+            self.due = Some(self.due.map_or(earliest, |d| d.min(earliest)));
+            return false;
+        }
         self.last = Some(now);
         self.due = Some(now + repeat_after);
+        true
     }
 
     /// A burst asked for by a received advert. True: send it now. False: it is folded
@@ -117,12 +171,40 @@ mod tests {
         assert_eq!(l.allow(t + ms(10_000)), Some(501));
         assert_eq!(l.allow(t + ms(10_001)), None);
         assert_eq!(l.allow(t + ms(30_000)), Some(1));
+        // Suppressed lines with none after them: a summary once the time has come.
+        assert_eq!(l.allow(t + ms(30_001)), None);
+        assert_eq!(l.overdue(t + ms(39_999)), None);
+        assert_eq!(l.overdue(t + ms(40_000)), Some(1));
+        assert_eq!(l.overdue(t + ms(60_000)), None);
+        assert_eq!(l.allow(t + ms(49_999)), None);
+        assert_eq!(l.allow(t + ms(50_000)), Some(1));
+    }
+
+    #[test]
+    fn log_throttle_with_a_burst() {
+        let t = Instant::now();
+        let mut l = LogThrottle::with_burst(ms(1000), 3);
+        for i in 0..3 {
+            assert_eq!(l.allow(t + ms(i)), Some(0), "line {i} of the burst");
+        }
+        for i in 3..100 {
+            assert_eq!(l.allow(t + ms(i)), None);
+        }
+        assert_eq!(l.allow(t + ms(1000)), Some(97));
+        assert_eq!(l.allow(t + ms(1500)), None);
+        assert_eq!(l.overdue(t + ms(1999)), None);
+        assert_eq!(l.overdue(t + ms(2000)), Some(1));
+        // Quiet for long: the whole burst again.
+        for i in 0..3 {
+            assert_eq!(l.allow(t + ms(60_000 + i)), Some(0));
+        }
+        assert_eq!(l.allow(t + ms(60_003)), None);
     }
 
     #[test]
     fn requested_bursts_coalesce_into_one_pending() {
         let t = Instant::now();
-        let mut g = GarpSchedule::new(ms(1000));
+        let mut g = GarpSchedule::new(ms(1000), ms(100));
         assert!(g.request(t), "the first one goes out at once");
         // A flood: nothing goes out at once, one burst is pending.
         for i in 1..1000 {
@@ -145,30 +227,45 @@ mod tests {
     #[test]
     fn takeover_sends_at_once_and_schedules_the_repeat() {
         let t = Instant::now();
-        let mut g = GarpSchedule::new(ms(1000));
+        let mut g = GarpSchedule::new(ms(1000), ms(100));
         assert!(g.request(t));
-        g.takeover(t + ms(10), ms(5000));
-        assert_eq!(g.due(), Some(t + ms(5010)));
+        assert!(g.takeover(t + ms(100), ms(5000)));
+        assert_eq!(g.due(), Some(t + ms(5100)));
         // A request soon after folds into the earlier of the two.
-        assert!(!g.request(t + ms(20)));
-        assert_eq!(g.due(), Some(t + ms(1010)));
-        assert!(g.poll(t + ms(1010)));
+        assert!(!g.request(t + ms(120)));
+        assert_eq!(g.due(), Some(t + ms(1100)));
+        assert!(g.poll(t + ms(1100)));
         assert_eq!(g.due(), None);
     }
 
     #[test]
     fn a_burst_sent_now_stands_for_a_pending_one_due_soon() {
         let t = Instant::now();
-        let mut g = GarpSchedule::new(ms(1000));
-        g.takeover(t, ms(1500));
+        let mut g = GarpSchedule::new(ms(1000), ms(100));
+        assert!(g.takeover(t, ms(1500)));
         assert!(g.request(t + ms(1000)));
         assert_eq!(g.due(), None);
-        g.takeover(t + ms(2000), ms(5000));
+        assert!(g.takeover(t + ms(2000), ms(5000)));
         assert!(g.request(t + ms(3000)));
         assert_eq!(
             g.due(),
             Some(t + ms(7000)),
             "the takeover repeat is far off: kept"
         );
+    }
+
+    #[test]
+    fn takeovers_faster_than_the_gap_share_one_pending_burst() {
+        let t = Instant::now();
+        let mut g = GarpSchedule::new(ms(1000), ms(100));
+        assert!(g.takeover(t, ms(5000)), "the first takeover sends at once");
+        // Adverts flip the machine every millisecond: no burst each.
+        for i in 1..100 {
+            assert!(!g.takeover(t + ms(i), ms(5000)));
+            assert_eq!(g.due(), Some(t + ms(100)));
+        }
+        assert!(g.poll(t + ms(100)));
+        // A real takeover later goes out at once.
+        assert!(g.takeover(t + ms(300), ms(5000)));
     }
 }

@@ -22,7 +22,7 @@ pub struct Vips {
     default_dev: String,
 }
 
-/// What the VIP worker does, in the order asked.
+/// What the VIP worker is asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VipOp {
     /// Add (or renew the lifetime of) every VIP.
@@ -30,24 +30,48 @@ pub enum VipOp {
     Remove,
 }
 
-/// Runs VIP changes one after the other off the advert loop: a netlink round trip
-/// on a busy host can take longer than three 10 ms advert intervals, and an advert
-/// that waits for it makes the backup take over. In order, so a removal queued
-/// after an add (mastership lost) always wins.
+/// The VIP worker's inbox: only the latest request counts (each carries a number, so
+/// a renewal after an add is still news). Adverts that flip the machine between
+/// master and backup as fast as they arrive therefore cost at most one netlink
+/// round per VIP at a time, never a queue that grows with them.
+pub type VipRequests = tokio::sync::watch::Sender<(VipOp, u64)>;
+
+/// A request channel for [`worker`], nothing asked yet.
+pub fn requests() -> (VipRequests, tokio::sync::watch::Receiver<(VipOp, u64)>) {
+    tokio::sync::watch::channel((VipOp::Remove, 0))
+}
+
+/// Asks the worker for `op` (replacing what it has not started yet).
+pub fn request(tx: &VipRequests, op: VipOp) {
+    tx.send_modify(|(o, n)| {
+        *o = op;
+        *n += 1;
+    });
+}
+
+/// Runs VIP changes off the advert loop: a netlink round trip on a busy host can
+/// take longer than three 10 ms advert intervals, and an advert that waits for it
+/// makes the backup take over. The latest request wins, so a removal asked after an
+/// add (mastership lost) always does; the last request is run before the worker
+/// ends (the sender dropped). Failures: one line per 10 s, with the count between.
 pub async fn worker(
     vips: Vips,
     list: Vec<Vip>,
     lifetime_secs: u32,
-    mut ops: tokio::sync::mpsc::UnboundedReceiver<VipOp>,
+    mut ops: tokio::sync::watch::Receiver<(VipOp, u64)>,
 ) {
-    while let Some(op) = ops.recv().await {
+    let mut failed = super::throttle::LogThrottle::new(std::time::Duration::from_secs(10));
+    while ops.changed().await.is_ok() {
+        let (op, _) = *ops.borrow_and_update();
         for v in &list {
             let r = match op {
                 VipOp::Add => vips.add(v, lifetime_secs).await,
                 VipOp::Remove => vips.remove(v).await,
             };
-            if let Err(e) = r {
-                tracing::error!(vip = %v, op = ?op, error = %e, "VIP change failed");
+            if let Err(e) = r
+                && let Some(more) = failed.allow(std::time::Instant::now())
+            {
+                tracing::error!(vip = %v, op = ?op, error = %e, failed_since_last_line = more, "VIP change failed");
             }
         }
     }

@@ -280,6 +280,9 @@ fn master_receiving_other_masters_table() {
         (100, 3, 100, 2, None),
         (200, 1, 100, 2, None),
         (255, 1, 254, 2, None),
+        // The address owner never yields, not even to another owner's advert from a
+        // higher address (a stray, or forged: adverts are unauthenticated).
+        (255, 1, 255, 2, None),
     ];
     for (ours, our_ip, theirs, their_ip, yields) in rows {
         let t = Instant::now();
