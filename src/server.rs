@@ -111,21 +111,27 @@ impl Running {
     /// an unusable file keeps the running token (loudly). Listen and limits need a restart.
     fn reload_admin(&self, new: &Admin) -> Vec<String> {
         let mut notes = Vec::new();
-        if let Some(why) = &new.token_error {
-            tracing::warn!(
-                error = %why,
-                "reload: admin token file unusable; KEEPING THE PREVIOUS TOKEN"
-            );
-            notes.push(format!(
-                "admin token not rotated, the previous one stays: {why}"
-            ));
-        } else if self.admin_token.set(new.token.as_deref()) {
-            let what = match &new.token {
-                Some(_) => "admin token rotated: the new one applies now, the old one is refused",
-                None => "admin token removed: the API is read-only (changing calls answer 403)",
-            };
-            tracing::info!("{what}");
-            notes.push(what.to_string());
+        match token_reload(self.admin_cfg.listen, new) {
+            Err(why) => {
+                tracing::warn!(
+                    error = %why,
+                    "reload: admin token not changed; KEEPING THE PREVIOUS TOKEN"
+                );
+                notes.push(format!(
+                    "admin token not rotated, the previous one stays: {why}"
+                ));
+            }
+            Ok(token) if self.admin_token.set(token) => {
+                let what = match token {
+                    Some(_) => {
+                        "admin token rotated: the new one applies now, the old one is refused"
+                    }
+                    None => "admin token removed: the API is read-only (changing calls answer 403)",
+                };
+                tracing::info!("{what}");
+                notes.push(what.to_string());
+            }
+            Ok(_) => {}
         }
         let old = &self.admin_cfg;
         if new.listen != old.listen {
@@ -265,4 +271,53 @@ pub async fn start(cfg: Config, prom: PrometheusHandle) -> Result<Running, Serve
         None => tracing::info!("no [vrrp]: external mode, /ready is the health check"),
     }
     Ok(running)
+}
+
+/// The admin token a reload applies, or why the running one stays: the re-read
+/// `token_file` is unusable, or the new config has none while the running listener
+/// (which only a restart moves) is not on loopback, where a token is required: the
+/// config's check saw only the new `admin.listen`.
+fn token_reload(running_listen: SocketAddr, new: &Admin) -> Result<Option<&str>, String> {
+    if let Some(why) = &new.token_error {
+        return Err(why.clone());
+    }
+    if new.token.is_none() && !running_listen.ip().is_loopback() {
+        return Err(format!(
+            "admin.token_file is required while the API listens on {running_listen} (a new \
+             admin.listen applies after a restart)"
+        ));
+    }
+    Ok(new.token.as_deref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, EphemeralPorts};
+
+    fn admin(extra: &str) -> Admin {
+        let text = format!(
+            "[listen]\nsip = [\"192.0.2.10:5060\"]\nrelay_ports = \"20000-20003\"\n\
+             [[backend]]\nname = \"a\"\naddr = \"10.0.0.21:5060\"\n[admin]\n{extra}"
+        );
+        let eph = EphemeralPorts {
+            range: 32768..=60999,
+            reserved: vec![],
+        };
+        Config::parse(&text, &eph).unwrap().admin
+    }
+
+    #[test]
+    fn a_reload_keeps_the_token_of_a_listener_off_loopback() {
+        let public: SocketAddr = "0.0.0.0:9090".parse().unwrap();
+        let local: SocketAddr = "127.0.0.1:9090".parse().unwrap();
+        // The new config moves the API to loopback and drops the token: valid as a
+        // config, but the running listener stays public until a restart.
+        let moved = admin("listen = \"127.0.0.1:9090\"");
+        assert!(moved.token.is_none());
+        let why = token_reload(public, &moved).unwrap_err();
+        assert!(why.contains("0.0.0.0:9090"), "{why}");
+        // On loopback already: removing the token is allowed.
+        assert_eq!(token_reload(local, &moved), Ok(None));
+    }
 }
