@@ -97,6 +97,10 @@ struct Conn {
     /// Milliseconds after `opened`: the last read or write that moved bytes.
     last_io: AtomicU64,
     kill: Notify,
+    /// The connection began waiting for a request head (the first byte of the next
+    /// request on a keep-alive connection): its deadline is the header timeout now,
+    /// sooner than the idle one its task sleeps on.
+    head_started: Notify,
 }
 
 impl Conn {
@@ -108,6 +112,7 @@ impl Conn {
             phase_start: AtomicU64::new(0),
             last_io: AtomicU64::new(0),
             kill: Notify::new(),
+            head_started: Notify::new(),
         }
     }
 
@@ -127,6 +132,7 @@ impl Conn {
             // The first byte of the next request on a keep-alive connection.
             self.phase_start.store(now, Ordering::Relaxed);
             self.waiting_head.store(true, Ordering::Release);
+            self.head_started.notify_one();
         }
     }
 
@@ -437,6 +443,8 @@ async fn serve_one(
             }
             // Evicted: already counted and out of the table.
             () = conn.kill.notified() => return,
+            // A sooner deadline: computed again at the top.
+            () = conn.head_started.notified() => {}
             () = tokio::time::sleep_until(deadline) => {
                 // Progress may have moved the deadline while we slept.
                 let (deadline, why2) = conn.deadline(&limits);
@@ -547,6 +555,23 @@ mod tests {
             t0.elapsed() >= Duration::from_millis(290),
             "{:?}",
             t0.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn the_next_request_on_a_keepalive_connection_gets_the_header_timeout() {
+        let addr = start(8, 200, 3000).await;
+        let mut s = connect(addr, FULL).await;
+        assert!(response(&mut s).await.starts_with("HTTP/1.1 200"));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // A head that never ends: closed after the header timeout, not the idle one.
+        let started = Instant::now();
+        s.write_all(b"GET /ok HTTP/1.1\r\n").await.unwrap();
+        assert!(closed_within(&mut s, Duration::from_secs(1)).await);
+        assert!(
+            started.elapsed() >= Duration::from_millis(190),
+            "{:?}",
+            started.elapsed()
         );
     }
 
