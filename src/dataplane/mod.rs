@@ -226,10 +226,10 @@ pub fn run(
             st.synced = false;
         }
     }
-    let nonce = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-        ^ u64::from(std::process::id()) << 32;
+    // Probe Call-IDs and tags carry the nonce; an ICMP error or a reply counts only if
+    // it shows it, so it is drawn at random (not from the clock and pid), and the
+    // peer probes', which go out to the internet, are drawn apart from it.
+    let nonce = crate::sys::random::u64();
     let prober = Prober::new(
         ProbeSettings::from(&cfg.health),
         backend_addrs(&router),
@@ -268,12 +268,9 @@ pub fn run(
         reply_buf: vec![0u8; 2 * mmsg::BUF_LEN].into_boxed_slice(),
         hep,
         live: Taps::default(),
-        // Its own nonce: its Call-IDs never match a backend probe's.
-        peer_probes: peer_probes::PeerProbes::new(
-            &cfg,
-            nonce.rotate_left(17) ^ 0x9e37,
-            Instant::now(),
-        ),
+        // Its own nonce (drawn apart: it goes out to trunks on the internet, and the
+        // backend probes' must not follow from it).
+        peer_probes: peer_probes::PeerProbes::new(&cfg, crate::sys::random::u64(), Instant::now()),
         sync_rekey: None,
         cfg,
     };

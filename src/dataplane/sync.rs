@@ -3,7 +3,7 @@
 //! changes and timeouts to the link, sends what it returns and applies its events to
 //! the router (pre-binding mirrored relay ports, closing stale ones).
 
-use std::io::{self, Read};
+use std::io;
 use std::net::UdpSocket;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -49,18 +49,7 @@ pub struct SyncShell {
 /// A random epoch for this run: no clock, so a clock step cannot make it collide
 /// with or sort before an earlier run's.
 fn random_epoch() -> u64 {
-    let mut b = [0u8; 8];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .is_ok()
-    {
-        return u64::from_le_bytes(b).max(1);
-    }
-    // RandomState is seeded from the OS as well.
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    h.finish().max(1)
+    crate::sys::random::u64().max(1)
 }
 
 /// Binds the sync socket.

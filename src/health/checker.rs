@@ -122,8 +122,6 @@ struct Backend {
     outstanding: Option<Outstanding>,
     successes: u32,
     failures: u32,
-    /// An ICMP error was seen on relayed traffic: the next failure is decisive.
-    suspect: bool,
     last_rtt: Option<Duration>,
     /// When the last probe went out (paces the probes ICMP errors call for).
     last_sent: Option<Instant>,
@@ -137,7 +135,6 @@ impl Backend {
             outstanding: None,
             successes: 0,
             failures: 0,
-            suspect: false,
             last_rtt: None,
             last_sent: None,
         }
@@ -238,20 +235,19 @@ impl<T: Target> Checker<T> {
 
     /// An ICMP unreachable from `backend`. `on_probe`: it quoted the outstanding probe
     /// (the shell checked the quote: the port is closed, decisive at once); otherwise
-    /// it is unproven (relayed traffic bounced, or a quote too short to check), which
-    /// makes the backend suspect (the next failure decides) and probes it now if no
-    /// probe is in flight (at most every quarter interval). An unproven error alone
-    /// never takes a backend down.
+    /// it is unproven (relayed traffic bounced, or a quote too short to check): the
+    /// backend is probed now if no probe is in flight (at most every quarter
+    /// interval), and the probes decide as ever (`fall` failures). An unproven error
+    /// never takes a backend down nor counts as a failure: anyone who learns a relay
+    /// port can forge one, and one lost probe must not then be enough.
     pub fn handle_icmp(&mut self, now: Instant, backend: T, on_probe: bool) {
         let Some(b) = self.backends.get_mut(backend.index()) else {
             return;
         };
         if on_probe && b.outstanding.is_some() {
             b.outstanding = None;
-            b.suspect = true;
             self.failure(backend.index(), Reason::Icmp);
         } else if b.state != Health::Down {
-            b.suspect = true;
             // Forged errors can come at any rate, and each would otherwise send a
             // probe per round trip: an early probe at most every quarter interval.
             if b.outstanding.is_none() {
@@ -267,7 +263,6 @@ impl<T: Target> Checker<T> {
         let rise = self.settings.rise;
         let b = &mut self.backends[i];
         b.failures = 0;
-        b.suspect = false;
         b.successes = b.successes.saturating_add(1);
         let up = match b.state {
             Health::Unknown => true,
@@ -290,10 +285,10 @@ impl<T: Target> Checker<T> {
         b.failures = b.failures.saturating_add(1);
         let down = match b.state {
             Health::Unknown => true,
-            Health::Up => b.failures >= fall || b.suspect,
+            // A closed port (the probe's own ICMP error) is decisive at once.
+            Health::Up => b.failures >= fall || reason == Reason::Icmp,
             Health::Down => false,
         };
-        b.suspect = false;
         if down {
             b.state = Health::Down;
             self.events.push_back(Event::Down {

@@ -11,8 +11,8 @@
 //! probe through its Call-ID (`ProbeIds::quote_proves`; Linux quotes up to 520 bytes,
 //! see `sys::errqueue::drain`). Anything else is ignored and counted in
 //! `sipfront_icmp_ignored_total{reason}`; an error with no quoted payload to check
-//! (RFC 792's 8 bytes) only makes the backend suspect, so the outstanding probe's
-//! timeout decides at once instead of after `fall` failures.
+//! (RFC 792's 8 bytes), like one on relayed traffic, only brings the next probe
+//! forward (at most every quarter interval); the probes decide, `fall` of them.
 
 use std::collections::VecDeque;
 use std::io;
@@ -38,7 +38,7 @@ pub enum IcmpIgnored {
     NoProbeOutstanding,
     /// It quoted bytes that are not the outstanding probe (or too few of them).
     QuoteMismatch,
-    /// It quoted no payload to check: the backend is only made suspect.
+    /// It quoted no payload to check: the backend is only probed early.
     NoQuote,
 }
 

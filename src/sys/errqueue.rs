@@ -79,6 +79,14 @@ pub fn drain(fd: &impl AsRawFd, mut f: impl FnMut(&Unreachable<'_>)) -> usize {
 #[repr(C, align(8))]
 struct Control([u8; 256]);
 
+/// ICMP "fragmentation needed" (type 3, code 4).
+const FRAG_NEEDED: u8 = 4;
+
+/// An IPv4 error-queue entry that says the destination cannot be reached.
+fn is_unreachable_v4(origin: u8, icmp_type: u8, code: u8) -> bool {
+    origin == libc::SO_EE_ORIGIN_ICMP && icmp_type == 3 && code != FRAG_NEEDED
+}
+
 /// One entry of the error queue: None when the queue is empty, Some(None) for an
 /// entry that is not an ICMP unreachable.
 fn read_one<'a>(fd: &impl AsRawFd, data: &'a mut [u8]) -> Option<Option<Unreachable<'a>>> {
@@ -97,10 +105,12 @@ fn read_one<'a>(fd: &impl AsRawFd, data: &'a mut [u8]) -> Option<Option<Unreacha
         let mut found = None;
         if let Ok(cmsgs) = msg.cmsgs() {
             for c in cmsgs {
-                // ICMP type 3 / ICMPv6 type 1: destination unreachable.
+                // ICMP type 3 / ICMPv6 type 1: destination unreachable; not type 3
+                // code 4, "fragmentation needed" (a path MTU report, queued with
+                // EMSGSIZE: the destination is there, as with ICMPv6's Packet Too Big).
                 match c {
                     ControlMessageOwned::Ipv4RecvErr(ee, off)
-                        if ee.ee_origin == libc::SO_EE_ORIGIN_ICMP && ee.ee_type == 3 =>
+                        if is_unreachable_v4(ee.ee_origin, ee.ee_type, ee.ee_code) =>
                     {
                         let off = off.map(|a| {
                             IpAddr::V4(std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)))
@@ -149,6 +159,17 @@ mod tests {
     use super::*;
     use std::net::UdpSocket;
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn fragmentation_needed_is_no_unreachable() {
+        let icmp = libc::SO_EE_ORIGIN_ICMP;
+        for code in [0, 1, 2, 3, 9, 10, 13] {
+            assert!(is_unreachable_v4(icmp, 3, code), "code {code}");
+        }
+        assert!(!is_unreachable_v4(icmp, 3, FRAG_NEEDED));
+        assert!(!is_unreachable_v4(icmp, 11, 0), "time exceeded");
+        assert!(!is_unreachable_v4(libc::SO_EE_ORIGIN_LOCAL, 3, 3));
+    }
 
     #[test]
     fn reports_port_unreachable_with_the_destination() {

@@ -212,7 +212,7 @@ fn late_and_stray_replies_are_counted_not_used() {
 }
 
 #[test]
-fn icmp_on_relayed_traffic_probes_at_once_and_one_failure_decides() {
+fn icmp_on_relayed_traffic_probes_at_once_and_the_probes_icmp_decides() {
     let t0 = Instant::now();
     let ms = |m| t0 + Duration::from_millis(m);
     let mut c = Checker::new(settings(3, 2), 1, t0);
@@ -229,7 +229,7 @@ fn icmp_on_relayed_traffic_probes_at_once_and_one_failure_decides() {
     c.handle_icmp(ms(31), BackendId::new(0), true);
     assert_eq!(c.poll_event(), Some(down(Reason::Icmp)));
     let _ = p;
-    // A suspect that answers is cleared.
+    // A backend made suspect that answers stays up.
     let mut c = Checker::new(settings(3, 2), 1, t0);
     c.handle_timeout(t0);
     let p = c.poll_transmit().unwrap();
@@ -241,6 +241,37 @@ fn icmp_on_relayed_traffic_probes_at_once_and_one_failure_decides() {
     c.handle_reply(ms(31), BackendId::new(0), p.seq, 200);
     assert_eq!(c.poll_event(), None);
     assert_eq!(c.state(BackendId::new(0)), Health::Up);
+}
+
+/// Forged ICMP errors on relayed traffic without a quote, one per millisecond: they
+/// need no secret (only a relay port). One probe lost meanwhile is one failure of
+/// `fall` (3), not a backend down.
+#[test]
+fn forged_relay_icmp_does_not_lower_fall() {
+    let t0 = Instant::now();
+    let at = |m: u64| t0 + Duration::from_millis(m);
+    let b = BackendId::new(0);
+    let mut c = Checker::new(settings(3, 2), 1, t0);
+    c.handle_timeout(t0);
+    let p = c.poll_transmit().unwrap();
+    c.handle_reply(at(1), b, p.seq, 200);
+    assert_eq!(c.poll_event(), Some(up(Reason::Probe)));
+    let mut lost = false;
+    for now in 2..=1000u64 {
+        c.handle_icmp(at(now), b, false);
+        if c.poll_timeout().is_some_and(|t| t <= at(now)) {
+            c.handle_timeout(at(now));
+        }
+        while let Some(p) = c.poll_transmit() {
+            // The first probe after the flood starts is lost; the others are answered.
+            if lost {
+                c.handle_reply(at(now), b, p.seq, 200);
+            }
+            lost = true;
+        }
+    }
+    assert_eq!(c.state(b), Health::Up);
+    assert_eq!(c.poll_event(), None);
 }
 
 /// Forged ICMP errors on relayed traffic, one per millisecond for a second, at a backend

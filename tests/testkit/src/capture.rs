@@ -19,7 +19,8 @@ pub struct Packet {
     pub dst: SocketAddr,
 }
 
-/// A `tcpdump -i lo` capture of UDP datagrams, text output in the test directory.
+/// A `tcpdump -i lo` capture of UDP datagrams, written to a pcap file in the test
+/// directory and read back as text when stopped.
 pub struct Capture {
     proc: Proc,
     out: PathBuf,
@@ -30,22 +31,27 @@ impl Capture {
     /// Starts capturing `udp and (FILTER)` on the loopback interface and waits until tcpdump
     /// is listening.
     pub fn start(test: &TestDir, name: &str, filter: &str) -> Capture {
-        let out = test.join(&format!("{name}.txt"));
+        let out = test.join(&format!("{name}.pcap"));
         let err = test.join(&format!("{name}.err"));
         let mut cmd = Command::new("tcpdump");
+        // Written raw (`-w`) and turned into text after the capture: formatting text
+        // while tens of thousands of datagrams a second arrive on a busy machine lost
+        // some to the kernel's buffer.
         cmd.args([
             "-i",
             "lo",
             "-nn",
-            "-l",
+            "-U",
             "--immediate-mode",
             "-B",
             "16384",
             "-Q",
             "in",
+            "-w",
         ])
+        .arg(&out)
         .arg(format!("udp and ({filter})"));
-        let stdout = File::create(&out).expect("create capture file");
+        let stdout = File::create(test.join(&format!("{name}.out"))).expect("create capture file");
         let stderr = File::create(&err).expect("create capture err file");
         let child = cmd
             .stdin(Stdio::null())
@@ -86,8 +92,21 @@ impl Capture {
                 .unwrap_or(0);
             assert_eq!(n, 0, "tcpdump capture incomplete: {err}");
         }
-        let text = fs::read_to_string(&self.out).unwrap_or_default();
-        text.lines().filter_map(parse_tcpdump_line).collect()
+        let text = Command::new("tcpdump")
+            .args(["-nn", "-r"])
+            .arg(&self.out)
+            .output()
+            .unwrap_or_else(|e| spawn_error("tcpdump", e));
+        assert!(
+            text.status.success(),
+            "tcpdump -r {}: {}",
+            self.out.display(),
+            String::from_utf8_lossy(&text.stderr)
+        );
+        String::from_utf8_lossy(&text.stdout)
+            .lines()
+            .filter_map(parse_tcpdump_line)
+            .collect()
     }
 }
 
