@@ -37,6 +37,11 @@ pub struct Dialog {
     /// counts against the flow's pin quota until it expires (calls a backend takes do
     /// not, however many a PBX places; rejected ones do).
     pub awaiting: bool,
+    /// The request that opened it opens a dialog (INVITE, SUBSCRIBE, REFER): only
+    /// then may an answer make it one. An answer names its request's method in CSeq
+    /// only, which the answering side writes: a client must not turn a backend's
+    /// OPTIONS or MESSAGE into an hour-long dialog by answering `CSeq: 1 INVITE`.
+    pub opens: bool,
 }
 
 // A million may be held: the generation fits in what was padding.
@@ -193,6 +198,7 @@ impl DialogTable {
                 flow: old.flow,
                 flow_gen: old.flow_gen,
                 awaiting: old.awaiting,
+                opens: old.opens || d.opens,
                 ..d
             };
             return Ok(Some(before));
@@ -294,6 +300,7 @@ mod tests {
             flow: RelayPort::first(port),
             flow_gen: 1,
             awaiting: false,
+            opens: true,
         };
         let mut t = DialogTable::new(2, None);
         let a = t.key(b"abc@host");
@@ -339,6 +346,7 @@ mod tests {
             flow: RelayPort::first(n as u16),
             flow_gen: 1,
             awaiting: false,
+            opens: true,
         }
     }
 

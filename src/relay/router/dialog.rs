@@ -36,11 +36,13 @@ pub(super) fn refresh(
         // In-dialog traffic either way keeps the dialog (and its flow).
         d.expires = now + s.dialog_idle;
     } else if from != d.opener
+        && d.opens
         && msg.status().is_some_and(|c| (101..300).contains(&c))
         && msg.cseq_method().is_some_and(opens_dialog)
     {
         // The other side answered the dialog-opening request: a dialog now. The
-        // opener's own retransmissions or answers never promote it.
+        // opener's own retransmissions or answers never promote it, nor an answer
+        // that only says its request opened a dialog.
         d.span = Span::Dialog;
         d.expires = now + s.dialog_idle;
     } else {

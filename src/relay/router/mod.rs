@@ -532,6 +532,7 @@ impl Router {
                         flow: relay_port,
                         flow_gen,
                         awaiting: true,
+                        opens: true,
                     };
                     if self.dialogs.pin(key, d).is_err() {
                         if new_flow {
@@ -863,6 +864,7 @@ impl Router {
             };
             // A backend's request: its answers go back to it. A dialog-opening one
             // becomes a dialog when the client answers it.
+            let opening = msg.method().is_some_and(opens_dialog);
             let d = Dialog {
                 backend,
                 expires: now + self.settings.transaction,
@@ -871,12 +873,12 @@ impl Router {
                 flow: relay_port,
                 flow_gen,
                 awaiting: false,
+                opens: opening,
             };
             self.dialogs
                 .pin(key, d)
                 .map_err(|()| DropReason::DialogTableFull)?;
             // Lone transactions (NAT pings, MESSAGE) are too short-lived to sync.
-            let opening = msg.method().is_some_and(opens_dialog);
             self.dialog_changed(key, None, &d, opening);
         }
         if msg.cseq_is(b"REGISTER") && msg.status().is_some_and(|s| (200..300).contains(&s)) {

@@ -217,6 +217,8 @@ impl Router {
                     // Ours on that endpoint: generations are local.
                     flow_gen: self.flows.generation_at(flow),
                     awaiting: false,
+                    // Only dialogs and entries of dialog-opening requests are synced.
+                    opens: true,
                 };
                 match self.dialogs.pin(key, d) {
                     // The mirrored flow is held by the peer's dialogs too, so it

@@ -262,3 +262,29 @@ fn a_peers_registration_is_capped_as_a_backends_grant_is() {
     sweep(&mut standby, t0 + Duration::from_secs(610 + 60));
     assert!(!flow_alive(&standby, port));
 }
+
+/// A client answers requests the backend sends it (a NAT ping, a MESSAGE it had sent
+/// itself through the backend) with `180` and `CSeq: 1 INVITE`: the entries stay
+/// transactions, hold nothing and expire, so one client cannot fill the dialog table
+/// with hour-long entries that count against no quota. A backend's INVITE answered
+/// so becomes a dialog, as ever.
+#[test]
+fn an_answer_that_only_claims_an_invite_makes_no_dialog() {
+    let t0 = Instant::now();
+    let mut r = router(&config(""));
+    let (port, b) = client(&mut r, t0, CALLER, &req("REGISTER", "reg"));
+    for (i, m) in ["OPTIONS", "MESSAGE", "NOTIFY", "INFO"].iter().enumerate() {
+        let call = format!("fake-{i}");
+        from_backend(&mut r, t0, port, b, &backend_req(m, &call));
+        client(&mut r, t0, CALLER, &resp(180, &call, "INVITE", ""));
+        client(&mut r, t0, CALLER, &resp(200, &call, "INVITE", ""));
+    }
+    assert_eq!(dialogs_on(&r, port), 0);
+    // A real incoming call.
+    from_backend(&mut r, t0, port, b, &backend_req("INVITE", "real"));
+    client(&mut r, t0, CALLER, &resp(180, "real", "INVITE", ""));
+    assert_eq!(dialogs_on(&r, port), 1);
+    // The transactions are gone after their time, the call's dialog is not.
+    sweep(&mut r, t0 + Duration::from_secs(120));
+    assert_eq!(r.dialog_count(), 1);
+}
