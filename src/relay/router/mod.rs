@@ -515,14 +515,23 @@ impl Router {
                     else {
                         return self.drop_client(client, DropReason::NoFlow);
                     };
-                    if peer.is_none() && pins >= self.max_pins_per_flow {
-                        return self.drop_client(client, DropReason::PinQuota);
-                    }
-                    if peer.is_none()
-                        && self.flows.pins_of_source(id)
-                            >= self.sources.of(client.ip()).max_pins_per_ip
+                    let quota = if peer.is_some() {
+                        None
+                    } else if pins >= self.max_pins_per_flow {
+                        Some(DropReason::PinQuota)
+                    } else if self.flows.pins_of_source(id)
+                        >= self.sources.of(client.ip()).max_pins_per_ip
                     {
-                        return self.drop_client(client, DropReason::SourcePinQuota);
+                        Some(DropReason::SourcePinQuota)
+                    } else {
+                        None
+                    };
+                    if let Some(r) = quota {
+                        // A flow made for this datagram alone goes with it.
+                        if new_flow {
+                            self.abort_flow(id, now);
+                        }
+                        return self.drop_client(client, r);
                     }
                     let d = Dialog {
                         backend: home,

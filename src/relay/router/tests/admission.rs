@@ -256,11 +256,14 @@ fn a_source_opens_at_most_its_quota_of_pins_over_all_its_flows() {
     }
     assert_eq!(got[..5], [None; 5]);
     assert_eq!(got[5], Some(DropReason::SourcePinQuota));
-    // A third flow of the same address gets nothing either; another address does.
+    // A third flow of the same address gets nothing either (nor keeps the flow made
+    // for the refused INVITE); another address does.
+    let flows = r.flow_count();
     assert_eq!(
         action(&mut r, t0, &port_of(2), &req("INVITE", "c0")),
         Some(DropReason::SourcePinQuota)
     );
+    assert_eq!(r.flow_count(), flows, "the refused INVITE's new flow stays");
     assert_eq!(
         action(&mut r, t0, "198.51.100.8:5060", &req("INVITE", "d0")),
         None
