@@ -492,6 +492,22 @@ impl Router {
         };
         let key = self.dialog_key(prepared, msg.call_id);
         let backend = match self.dialogs.get_mut(key) {
+            // Another flow's entry (the other leg of a call between two of our clients,
+            // or someone who learned the Call-ID): it routes by it, but neither ends,
+            // refreshes nor moves it, so nobody can release or keep another's call
+            // (and the flow it holds) by sending its Call-ID.
+            Some(d)
+                if !self
+                    .flows
+                    .get(id)
+                    .is_some_and(|f| f.relay_port == d.flow && f.generation == d.flow_gen) =>
+            {
+                if self.backends.serves(d.backend) {
+                    d.backend
+                } else {
+                    home
+                }
+            }
             Some(d) => {
                 let before = *d;
                 if !self.backends.serves(d.backend) {

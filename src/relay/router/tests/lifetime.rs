@@ -288,3 +288,36 @@ fn an_answer_that_only_claims_an_invite_makes_no_dialog() {
     sweep(&mut r, t0 + Duration::from_secs(120));
     assert_eq!(r.dialog_count(), 1);
 }
+
+/// Someone who learned a call's Call-ID sends a BYE (or anything) with it from
+/// another address: the call's entry is not ended, refreshed or moved, so the
+/// caller's flow stays held; the caller's own BYE still ends it.
+#[test]
+fn another_flow_cannot_end_or_keep_a_call_by_its_call_id() {
+    let t0 = Instant::now();
+    let mut r = router(&config(""));
+    let (port, b) = client(&mut r, t0, CALLER, &req("INVITE", "v"));
+    from_backend(&mut r, t0, port, b, &resp(200, "v", "INVITE", ""));
+    assert_eq!(dialogs_on(&r, port), 1);
+    let stranger = "203.0.113.66:5060";
+    client(&mut r, t0, stranger, &req("BYE", "v"));
+    client(&mut r, t0, stranger, &resp(486, "v", "INVITE", ""));
+    assert_eq!(
+        dialogs_on(&r, port),
+        1,
+        "a stranger's BYE released the call"
+    );
+    // The caller hangs up: released.
+    client(&mut r, t0, CALLER, &req("BYE", "v"));
+    assert_eq!(dialogs_on(&r, port), 0);
+    // A stranger's traffic does not keep the ended entry alive either.
+    for k in 1..=60 {
+        let t = t0 + Duration::from_secs(k);
+        client(&mut r, t, stranger, &req("INFO", "v"));
+        if r.poll_timeout().is_some_and(|d| d <= t) {
+            r.handle_timeout(t);
+        }
+    }
+    sweep(&mut r, t0 + Duration::from_secs(61));
+    assert_eq!(r.dialog_count(), 0, "kept by a stranger");
+}
