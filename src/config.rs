@@ -103,6 +103,9 @@ pub struct Limits {
     /// Flows all the IPv6 sources of one /48 (an end site, or the /56s of many) may
     /// hold together: the /64s of one prefix do not add up to the whole table.
     pub max_flows_per_ipv6_48: usize,
+    /// Unanswered dialog entries all the IPv6 sources of one /48 may have opened
+    /// together (the pins' `max_flows_per_ipv6_48`).
+    pub max_pins_per_ipv6_48: u32,
     /// `[[limits.source]]`: per-CIDR overrides of the per-source limits above.
     pub source: Vec<SourceOverride>,
 }

@@ -208,9 +208,8 @@ pub(super) fn validate_limits(l: RawLimits, listen: &Listen) -> Result<Limits, C
         return Err(invalid("limits.max_pins_per_flow", "must be at least 1"));
     }
     // max_dialogs is at most 10,000,000 (checked above): the share fits a u32.
-    let max_pins_per_ip = l
-        .max_pins_per_ip
-        .unwrap_or((max_dialogs / DEFAULT_MAX_PINS_PER_IP_DIVISOR).max(1) as u32);
+    let default_pins_per_source = (max_dialogs / DEFAULT_MAX_PINS_PER_IP_DIVISOR).max(1) as u32;
+    let max_pins_per_ip = l.max_pins_per_ip.unwrap_or(default_pins_per_source);
     if max_pins_per_ip == 0 {
         return Err(invalid("limits.max_pins_per_ip", "must be at least 1"));
     }
@@ -220,6 +219,10 @@ pub(super) fn validate_limits(l: RawLimits, listen: &Listen) -> Result<Limits, C
             "limits.max_flows_per_ipv6_48",
             "must be at least 1",
         ));
+    }
+    let max_pins_per_ipv6_48 = l.max_pins_per_ipv6_48.unwrap_or(default_pins_per_source);
+    if max_pins_per_ipv6_48 == 0 {
+        return Err(invalid("limits.max_pins_per_ipv6_48", "must be at least 1"));
     }
     let global = SourceLimits {
         max_flows_per_ip,
@@ -235,6 +238,7 @@ pub(super) fn validate_limits(l: RawLimits, listen: &Listen) -> Result<Limits, C
         max_pins_per_flow,
         max_pins_per_ip,
         max_flows_per_ipv6_48,
+        max_pins_per_ipv6_48,
         max_flows,
         max_dialogs,
         new_flows_per_ip,

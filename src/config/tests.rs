@@ -96,6 +96,10 @@ fn errors_name_the_key() {
             "limits.max_pins_per_ip: must be at least 1",
         ),
         (
+            &format!("{GOOD}\n[limits]\nmax_pins_per_ipv6_48 = 0\n"),
+            "limits.max_pins_per_ipv6_48: must be at least 1",
+        ),
+        (
             &format!("{GOOD}\n[timeouts]\nflow_idle = \"5 parsecs\"\n"),
             "timeouts.flow_idle",
         ),

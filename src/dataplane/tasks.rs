@@ -163,7 +163,13 @@ impl Shell {
             );
             (new.max_flows, new.max_dialogs, new.max_pins_per_flow) = sizes(old);
         }
-        let per_source = |l: &crate::config::Limits| (l.per_source(), l.max_flows_per_ipv6_48);
+        let per_source = |l: &crate::config::Limits| {
+            (
+                l.per_source(),
+                l.max_flows_per_ipv6_48,
+                l.max_pins_per_ipv6_48,
+            )
+        };
         if (per_source(new), &new.source) != (per_source(old), &old.source) {
             self.router.set_source_limits(new);
             notes.push(format!(

@@ -273,6 +273,12 @@ impl FlowTable {
         }
     }
 
+    /// Unanswered dialog entries the flows of all IPv6 sources in `ip`'s /48 opened
+    /// (0 for IPv4).
+    pub fn pins_of_ipv6_48(&self, ip: std::net::IpAddr) -> u32 {
+        self.pins_per_source.get_48(ip)
+    }
+
     /// Flow `id` opened one more dialog entry no backend has taken.
     pub fn add_pin(&mut self, id: FlowId) {
         if let Some(f) = self.get_mut(id) {
@@ -299,9 +305,11 @@ impl FlowTable {
 
     /// Flow `id` of `ip`'s source was just placed, its source now has `n` flows:
     /// from the second on, every flow of the source counts its pins in the sums, the
-    /// first (until now alone, its pins its own) too.
+    /// first (until now alone, its pins its own) too. An IPv6 source's flows always
+    /// do: its /48's sum must see the pins of every /64 in it
+    /// (`limits.max_pins_per_ipv6_48`).
     fn share_pins(&mut self, id: FlowId, ip: std::net::IpAddr, n: u32) {
-        if n < 2 {
+        if n < 2 && !is_ipv6_source(ip) {
             return;
         }
         self.share(id, ip);
@@ -712,6 +720,11 @@ impl FlowTable {
         }
         n
     }
+}
+
+/// An IPv6 source (not an IPv4-mapped address, which counts as its IPv4 one).
+fn is_ipv6_source(ip: std::net::IpAddr) -> bool {
+    matches!(ip, std::net::IpAddr::V6(a) if a.to_ipv4_mapped().is_none())
 }
 
 #[cfg(test)]

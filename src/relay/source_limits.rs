@@ -70,6 +70,8 @@ pub struct SourceClasses {
     by_cidr: PrefixMap<Class>,
     /// `limits.max_flows_per_ipv6_48`.
     max_flows_per_48: usize,
+    /// `limits.max_pins_per_ipv6_48`.
+    max_pins_per_48: u32,
 }
 
 impl SourceClasses {
@@ -88,6 +90,7 @@ impl SourceClasses {
             held,
             by_cidr,
             max_flows_per_48: l.max_flows_per_ipv6_48,
+            max_pins_per_48: l.max_pins_per_ipv6_48,
         }
     }
 
@@ -97,6 +100,15 @@ impl SourceClasses {
         match class {
             0 => self.max_flows_per_48,
             c => self.max_flows_per_48.max(self.get(c).max_flows_per_ip),
+        }
+    }
+
+    /// Unanswered entries the IPv6 /48 of a source in `class` may have opened
+    /// together: an override that lets a source open more lets its /48 open as many.
+    pub fn max_pins_per_48(&self, class: Class) -> u32 {
+        match class {
+            0 => self.max_pins_per_48,
+            c => self.max_pins_per_48.max(self.get(c).max_pins_per_ip),
         }
     }
 

@@ -27,8 +27,8 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        (0u8..5, 1u16..1000).prop_map(|(s, p)| Op::Place(s, p)),
-        (0u8..5, 1u16..1000, 100u16..132).prop_map(|(s, p, e)| Op::Sync(s, p, e)),
+        (0u8..6, 1u16..1000).prop_map(|(s, p)| Op::Place(s, p)),
+        (0u8..6, 1u16..1000, 100u16..132).prop_map(|(s, p, e)| Op::Sync(s, p, e)),
         any::<usize>().prop_map(Op::Remove),
         any::<usize>().prop_map(Op::AddPin),
         any::<usize>().prop_map(Op::AddPin),
@@ -36,14 +36,15 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// Five addresses, three sources: 0 and its IPv4-mapped form 4 are one; 2 and 3
-/// are one /64.
+/// Six addresses, four sources: 0 and its IPv4-mapped form 4 are one; 2 and 3
+/// are one /64; 5 is another /64 of their /48.
 fn client(s: u8, port: u16) -> SocketAddr {
     let ip: IpAddr = match s {
         0 => "192.0.2.1".parse().unwrap(),
         1 => "192.0.2.2".parse().unwrap(),
         2 => "2001:db8:1:2::1".parse().unwrap(),
         3 => "2001:db8:1:2::9".parse().unwrap(),
+        5 => "2001:db8:1:3::1".parse().unwrap(),
         _ => "::ffff:192.0.2.1".parse().unwrap(),
     };
     SocketAddr::new(ip, port)
@@ -87,6 +88,15 @@ proptest! {
                 e.0 += f.pins;
                 e.1 += 1;
             }
+            // The /48's sum: every IPv6 flow's pins in it, whatever its /64.
+            let site: u32 = live
+                .iter()
+                .map(|&id| t.get(id).unwrap())
+                .filter(|f| f.client.ip().to_string().starts_with("2001:db8:1:"))
+                .map(|f| f.pins)
+                .sum();
+            prop_assert_eq!(t.pins_of_ipv6_48(client(5, 1).ip()), site);
+            prop_assert_eq!(t.pins_of_ipv6_48(client(0, 1).ip()), 0);
             for &id in &live {
                 let f = t.get(id).unwrap();
                 let (pins, flows) = model[&source_key(f.client.ip())];

@@ -537,6 +537,10 @@ impl Router {
                         Some(DropReason::PinQuota)
                     } else if self.flows.pins_of_source(id)
                         >= self.sources.of(client.ip()).max_pins_per_ip
+                        || self.flows.pins_of_ipv6_48(client.ip())
+                            >= self
+                                .sources
+                                .max_pins_per_48(self.sources.class_of(client.ip()))
                     {
                         Some(DropReason::SourcePinQuota)
                     } else {

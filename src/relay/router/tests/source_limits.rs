@@ -202,6 +202,39 @@ fn the_ipv6_sources_of_a_48_hold_at_most_its_flows_together() {
     assert_eq!(flows_admitted(&mut r, t0, "2001:db8:1:5::1", 3), 2);
 }
 
+/// The unanswered calls of all IPv6 sources in one /48 count together: one flow per
+/// /64 (each a phone's only flow, whose pins are otherwise its own) does not add up
+/// past `max_pins_per_ipv6_48`; another /48 and IPv4 have their own; an override's
+/// `max_pins_per_ip` lifts it for its sources.
+#[test]
+fn the_ipv6_sources_of_a_48_open_at_most_its_pins_together() {
+    let t0 = Instant::now();
+    let mut r = router(&cfg("max_pins_per_ip = 4\nmax_pins_per_ipv6_48 = 6\n"));
+    let invites = |r: &mut Router, source: &str, tag: &str, n: u32| {
+        (0..n)
+            .filter(|i| {
+                let msg = req("INVITE", &format!("{source}-{tag}{i}"));
+                matches!(
+                    r.from_client(t0, at(source, 5060), 0, &msg),
+                    ClientAction::Forward { .. }
+                )
+            })
+            .count()
+    };
+    assert_eq!(invites(&mut r, "2001:db8:1:1::1", "a", 3), 3);
+    assert_eq!(invites(&mut r, "2001:db8:1:2::1", "a", 3), 3);
+    // The /48 has its 6: a third /64 gets none.
+    assert_eq!(invites(&mut r, "2001:db8:1:3::1", "a", 3), 0);
+    assert_eq!(r.counters().dropped(DropReason::SourcePinQuota), 3);
+    assert_eq!(invites(&mut r, "2001:db8:2:1::1", "a", 3), 3);
+    assert_eq!(invites(&mut r, "192.0.2.1", "a", 5), 4);
+    // An override for the /48 lifts it to its max_pins_per_ip.
+    r.set_source_limits(
+        &cfg("max_pins_per_ip = 4\nmax_pins_per_ipv6_48 = 6\n[[limits.source]]\ncidr = \"2001:db8:1::/48\"\nmax_pins_per_ip = 8\n").limits,
+    );
+    assert_eq!(invites(&mut r, "2001:db8:1:3::1", "b", 3), 2);
+}
+
 #[test]
 fn overrides_apply_to_the_new_flow_rate() {
     let t0 = Instant::now();
