@@ -18,7 +18,8 @@ impl Router {
     }
 
     /// Applies reloaded per-source limits and their `[[limits.source]]` overrides
-    /// (the table sizes in `l` are not touched). Rate-limit buckets start over full.
+    /// (the table sizes in `l` are not touched). The limiters' tables start over full;
+    /// a datagram bucket a source's only flow holds keeps its state, at the new rate.
     pub fn set_source_limits(&mut self, l: &Limits) {
         self.sources = SourceClasses::new(l);
         self.datagram_limiter
