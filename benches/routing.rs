@@ -49,14 +49,7 @@ const OK_REGISTER: &[u8] = include_bytes!("../tests/corpus/sip/kamailio_200_regi
 const RINGING: &[u8] = include_bytes!("../tests/corpus/sip/sipp_uas_180_ringing.sip");
 
 fn bench_routing(c: &mut Criterion) {
-    let cfg = Config::parse(
-        CONFIG,
-        &EphemeralPorts {
-            range: 32768..=60999,
-            reserved: vec![],
-        },
-    )
-    .unwrap();
+    let cfg = Config::parse(CONFIG, &EphemeralPorts::default()).unwrap();
     let mut r = Router::new(RouterConfig::new(&cfg, None), &cfg.backends, Instant::now());
     let now = Instant::now();
     let client = |i: u32| SocketAddr::from(([198, 51, (i >> 8) as u8, i as u8], 5060));
@@ -103,11 +96,7 @@ fn prefix_config_text(limits: &str) -> String {
 /// [`prefix_config_text`], parsed.
 fn prefix_config() -> Config {
     let text = prefix_config_text("");
-    let eph = EphemeralPorts {
-        range: 32768..=60999,
-        reserved: vec![],
-    };
-    Config::parse(&text, &eph).unwrap()
+    Config::parse(&text, &EphemeralPorts::default()).unwrap()
 }
 
 /// This process's VmRSS in KiB (0 if unknown).
@@ -216,11 +205,7 @@ impl CallInvite {
 /// table (`n` dialogs): the table a decision meets when every phone is in a call.
 fn prefix_router_with_calls(n: u32) -> (Router, Vec<(sipfront::relay::RelayPort, SocketAddr)>) {
     let text = prefix_config_text("max_dialogs = 1000000\n") + "transaction = \"1000h\"\n";
-    let eph = EphemeralPorts {
-        range: 32768..=60999,
-        reserved: vec![],
-    };
-    let cfg = Config::parse(&text, &eph).unwrap();
+    let cfg = Config::parse(&text, &EphemeralPorts::default()).unwrap();
     let mut r = Router::new(RouterConfig::new(&cfg, None), &cfg.backends, Instant::now());
     for (at, len) in r.table_memory() {
         sipfront::sys::mem::advise_huge_pages(at, len);
@@ -677,11 +662,7 @@ fn bench_sweep(c: &mut Criterion) {
         "relay_ports",
         "relay = [\"192.0.2.11\", \"192.0.2.12\", \"192.0.2.13\", \"192.0.2.14\", \"192.0.2.15\"]\nrelay_ports",
     ) + "max_dialogs = 200000\n[timeouts]\nflow_idle = \"1000h\"\nunanswered_idle = \"1000h\"\ntransaction = \"1000h\"\n";
-    let eph = EphemeralPorts {
-        range: 32768..=60999,
-        reserved: vec![],
-    };
-    let cfg = Config::parse(&text, &eph).unwrap();
+    let cfg = Config::parse(&text, &EphemeralPorts::default()).unwrap();
     let mut r = Router::new(RouterConfig::new(&cfg, None), &cfg.backends, Instant::now());
     let t0 = Instant::now();
     let invite = String::from_utf8_lossy(INVITE).into_owned();
@@ -724,11 +705,7 @@ fn bench_sweep(c: &mut Criterion) {
 /// dialog table (a million dialogs): the stall a datagram can meet at that scale.
 fn bench_prefix_calls(_c: &mut Criterion) {
     let text = prefix_config_text("max_dialogs = 1000000\n") + "transaction = \"1000h\"\n";
-    let eph = EphemeralPorts {
-        range: 32768..=60999,
-        reserved: vec![],
-    };
-    let cfg = Config::parse(&text, &eph).unwrap();
+    let cfg = Config::parse(&text, &EphemeralPorts::default()).unwrap();
     let t0 = Instant::now();
     let mut r = Router::new(RouterConfig::new(&cfg, None), &cfg.backends, t0);
     let invite = String::from_utf8_lossy(INVITE).into_owned();

@@ -264,6 +264,16 @@ pub struct EphemeralPorts {
     pub reserved: Vec<RangeInclusive<u16>>,
 }
 
+impl Default for EphemeralPorts {
+    /// Linux's defaults: 32768-60999, nothing reserved.
+    fn default() -> Self {
+        EphemeralPorts {
+            range: 32768..=60999,
+            reserved: vec![],
+        }
+    }
+}
+
 impl EphemeralPorts {
     /// Reads `net.ipv4.ip_local_port_range` and `ip_local_reserved_ports`.
     pub fn from_system() -> Self {
@@ -276,7 +286,7 @@ impl EphemeralPorts {
                     _ => None,
                 }
             })
-            .unwrap_or(32768..=60999);
+            .unwrap_or(EphemeralPorts::default().range);
         let reserved = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_reserved_ports")
             .map(|s| parse_port_list(s.trim()))
             .unwrap_or_default();

@@ -300,11 +300,9 @@ mod tests {
             "[listen]\nsip = [\"192.0.2.10:5060\"]\nrelay_ports = \"20000-20003\"\n\
              [[backend]]\nname = \"a\"\naddr = \"10.0.0.21:5060\"\n[admin]\n{extra}"
         );
-        let eph = EphemeralPorts {
-            range: 32768..=60999,
-            reserved: vec![],
-        };
-        Config::parse(&text, &eph).unwrap().admin
+        Config::parse(&text, &EphemeralPorts::default())
+            .unwrap()
+            .admin
     }
 
     #[test]

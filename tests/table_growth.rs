@@ -74,11 +74,7 @@ fn drive(
     timers: bool,
     from: impl Fn(u32) -> SocketAddr,
 ) -> (Router, Allocs) {
-    let eph = EphemeralPorts {
-        range: 32768..=60999,
-        reserved: vec![],
-    };
-    let cfg = Config::parse(config, &eph).unwrap();
+    let cfg = Config::parse(config, &EphemeralPorts::default()).unwrap();
     let t0 = Instant::now();
     let mut r = Router::new(RouterConfig::new(&cfg, None), &cfg.backends, t0);
     let (head, tail) = template.split_once("Call-ID: ").unwrap();

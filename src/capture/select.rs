@@ -53,11 +53,13 @@ mod tests {
         let text = format!(
             "[listen]\nsip = [\"127.0.0.1:5060\"]\nrelay_ports = \"20000-20099\"\n[[backend]]\nname = \"a\"\naddr = \"127.0.0.1:5070\"\n[hep]\ncollector = \"127.0.0.1:9060\"\n{hep}"
         );
-        let eph = EphemeralPorts {
-            range: 32768..=60999,
-            reserved: vec![],
-        };
-        Selector::new(Config::parse(&text, &eph).unwrap().hep.as_ref().unwrap())
+        Selector::new(
+            Config::parse(&text, &EphemeralPorts::default())
+                .unwrap()
+                .hep
+                .as_ref()
+                .unwrap(),
+        )
     }
 
     #[test]

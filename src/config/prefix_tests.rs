@@ -3,10 +3,7 @@
 use super::*;
 
 fn eph() -> EphemeralPorts {
-    EphemeralPorts {
-        range: 32768..=60999,
-        reserved: vec![],
-    }
+    EphemeralPorts::default()
 }
 
 fn conf(listen: &str) -> String {

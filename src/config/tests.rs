@@ -3,10 +3,7 @@ use std::collections::BTreeSet;
 use super::*;
 
 fn eph() -> EphemeralPorts {
-    EphemeralPorts {
-        range: 32768..=60999,
-        reserved: vec![],
-    }
+    EphemeralPorts::default()
 }
 
 const GOOD: &str = r#"

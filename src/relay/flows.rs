@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::backends::BackendId;
 use super::open_table::{Entry, OpenTable, TableHasher};
-use super::per_source::SourceCounts;
+use super::per_source::{SourceCounts, is_v6_source};
 use super::port::{RelayPort, RelaySpace};
 use super::prefetch::prefetch;
 use super::ratelimit::{SourceKey, source_key};
@@ -309,7 +309,7 @@ impl FlowTable {
     /// do: its /48's sum must see the pins of every /64 in it
     /// (`limits.max_pins_per_ipv6_48`).
     fn share_pins(&mut self, id: FlowId, ip: std::net::IpAddr, n: u32) {
-        if n < 2 && !is_ipv6_source(ip) {
+        if n < 2 && !is_v6_source(ip) {
             return;
         }
         self.share(id, ip);
@@ -720,11 +720,6 @@ impl FlowTable {
         }
         n
     }
-}
-
-/// An IPv6 source (not an IPv4-mapped address, which counts as its IPv4 one).
-fn is_ipv6_source(ip: std::net::IpAddr) -> bool {
-    matches!(ip, std::net::IpAddr::V6(a) if a.to_ipv4_mapped().is_none())
 }
 
 #[cfg(test)]

@@ -26,6 +26,12 @@ enum Src {
     V6(u64),
 }
 
+/// Whether `ip` counts as an IPv6 source (an IPv4-mapped address counts as its IPv4
+/// one).
+pub fn is_v6_source(ip: IpAddr) -> bool {
+    matches!(src_of(ip), Src::V6(_))
+}
+
 fn src_of(ip: IpAddr) -> Src {
     match ip {
         IpAddr::V4(a) => Src::V4(u32::from(a)),

@@ -25,7 +25,7 @@ use super::machine::{Cause, Event, Input, Machine, Settings, State};
 use super::packet::{Packet, PacketError, Repr};
 use super::speaker::{Speaker, parse_ipv4};
 use super::throttle::{GarpSchedule, LogThrottle};
-use super::vip::{self, VipError, VipOp, VipRequests, Vips, worker};
+use super::vip::{VipError, VipOp, VipRequests, Vips, worker};
 use super::{Discard, PRIORITY_OWNER, check_advert};
 use crate::config::Vrrp;
 
@@ -317,7 +317,7 @@ impl VrrpInstance {
                 tracing::warn!(vip = %v, error = %e, "could not remove a stale VIP");
             }
         }
-        let (vip_ops, rx) = vip::requests();
+        let (vip_ops, rx) = tokio::sync::watch::channel(VipOp::Remove);
         let vip_worker = tokio::spawn(worker(vips, cfg.vips.clone(), VIP_LIFETIME_SECS, rx));
         tracing::info!(
             interface = %iface.name,
@@ -406,7 +406,7 @@ impl VrrpInstance {
             }
             if self.next_renew.is_some_and(|t| t <= now) {
                 self.next_renew = Some(now + VIP_RENEW);
-                vip::request(&self.vip_ops, VipOp::Add);
+                self.vip_ops.send_replace(VipOp::Add);
             }
         }
         // Hand over: priority 0 tells the backup to take over after Skew_Time only.
@@ -593,11 +593,11 @@ impl VrrpInstance {
         match ev {
             Event::BecameMaster { .. } => self.takeover = true,
             Event::AddVips => {
-                vip::request(&self.vip_ops, VipOp::Add);
+                self.vip_ops.send_replace(VipOp::Add);
                 self.next_renew = Some(Instant::now() + VIP_RENEW);
             }
             Event::RemoveVips => {
-                vip::request(&self.vip_ops, VipOp::Remove);
+                self.vip_ops.send_replace(VipOp::Remove);
                 self.garp_schedule.clear();
                 self.takeover = false;
                 self.next_refresh = None;

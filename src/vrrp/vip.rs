@@ -30,24 +30,11 @@ pub enum VipOp {
     Remove,
 }
 
-/// The VIP worker's inbox: only the latest request counts (each carries a number, so
-/// a renewal after an add is still news). Adverts that flip the machine between
-/// master and backup as fast as they arrive therefore cost at most one netlink
-/// round per VIP at a time, never a queue that grows with them.
-pub type VipRequests = tokio::sync::watch::Sender<(VipOp, u64)>;
-
-/// A request channel for [`worker`], nothing asked yet.
-pub fn requests() -> (VipRequests, tokio::sync::watch::Receiver<(VipOp, u64)>) {
-    tokio::sync::watch::channel((VipOp::Remove, 0))
-}
-
-/// Asks the worker for `op` (replacing what it has not started yet).
-pub fn request(tx: &VipRequests, op: VipOp) {
-    tx.send_modify(|(o, n)| {
-        *o = op;
-        *n += 1;
-    });
-}
+/// The VIP worker's inbox: only the latest request counts (`send_replace`; each send
+/// wakes the worker, so a renewal after an add is still news). Adverts that flip the
+/// machine between master and backup as fast as they arrive therefore cost at most
+/// one netlink round per VIP at a time, never a queue that grows with them.
+pub type VipRequests = tokio::sync::watch::Sender<VipOp>;
 
 /// Runs VIP changes off the advert loop: a netlink round trip on a busy host can
 /// take longer than three 10 ms advert intervals, and an advert that waits for it
@@ -58,11 +45,11 @@ pub async fn worker(
     vips: Vips,
     list: Vec<Vip>,
     lifetime_secs: u32,
-    mut ops: tokio::sync::watch::Receiver<(VipOp, u64)>,
+    mut ops: tokio::sync::watch::Receiver<VipOp>,
 ) {
     let mut failed = super::throttle::LogThrottle::new(std::time::Duration::from_secs(10));
     while ops.changed().await.is_ok() {
-        let (op, _) = *ops.borrow_and_update();
+        let op = *ops.borrow_and_update();
         for v in &list {
             let r = match op {
                 VipOp::Add => vips.add(v, lifetime_secs).await,

@@ -531,21 +531,11 @@ impl Router {
                     else {
                         return self.drop_client(client, DropReason::NoFlow);
                     };
-                    let quota = if peer.is_some() {
-                        None
-                    } else if pins >= self.max_pins_per_flow {
-                        Some(DropReason::PinQuota)
-                    } else if self.flows.pins_of_source(id)
-                        >= self.sources.of(client.ip()).max_pins_per_ip
-                        || self.flows.pins_of_ipv6_48(client.ip())
-                            >= self
-                                .sources
-                                .max_pins_per_48(self.sources.class_of(client.ip()))
-                    {
-                        Some(DropReason::SourcePinQuota)
-                    } else {
-                        None
-                    };
+                    // Static peers are exempt.
+                    let quota = peer
+                        .is_none()
+                        .then(|| self.pin_quota(id, pins, client))
+                        .flatten();
                     if let Some(r) = quota {
                         // A flow made for this datagram alone goes with it.
                         if new_flow {
@@ -971,6 +961,18 @@ impl Router {
             return ClientAction::Drop(DropReason::NoBackend);
         }
         ClientAction::Reject503
+    }
+
+    /// Whether flow `id` (with `pins` unanswered entries, from `client`) is at one of
+    /// its pin quotas: its own, its source's, its IPv6 /48's.
+    fn pin_quota(&self, id: FlowId, pins: u32, client: SocketAddr) -> Option<DropReason> {
+        if pins >= self.max_pins_per_flow {
+            return Some(DropReason::PinQuota);
+        }
+        let class = self.sources.class_of(client.ip());
+        let full = self.flows.pins_of_source(id) >= self.sources.get(class).max_pins_per_ip
+            || self.flows.pins_of_ipv6_48(client.ip()) >= self.sources.max_pins_per_48(class);
+        full.then_some(DropReason::SourcePinQuota)
     }
 
     fn drop_from_backend(&mut self, r: DropReason) -> BackendAction {

@@ -44,14 +44,7 @@ transaction = "32s"
 
 /// `text` as a config, with the kernel's default ephemeral range.
 fn parse(text: &str) -> Config {
-    Config::parse(
-        text,
-        &EphemeralPorts {
-            range: 32768..=60999,
-            reserved: vec![],
-        },
-    )
-    .unwrap()
+    Config::parse(text, &EphemeralPorts::default()).unwrap()
 }
 
 /// A router built from `cfg`.
