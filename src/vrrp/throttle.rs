@@ -49,29 +49,28 @@ impl LogThrottle {
         }
     }
 
+    /// Takes a line's token if there is one.
+    fn take(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        let some = self.tokens > 0;
+        self.tokens -= u32::from(some);
+        some
+    }
+
     /// `Some(n)`: write the line now, `n` lines were suppressed since the last one.
     /// `None`: suppressed (counted).
     pub fn allow(&mut self, now: Instant) -> Option<u64> {
-        self.refill(now);
-        if self.tokens == 0 {
+        if !self.take(now) {
             self.suppressed += 1;
             return None;
         }
-        self.tokens -= 1;
         Some(std::mem::take(&mut self.suppressed))
     }
 
     /// The lines suppressed since the last one written, once one may be written
     /// again (counted as written): for a summary when no later line comes.
     pub fn overdue(&mut self, now: Instant) -> Option<u64> {
-        if self.suppressed == 0 {
-            return None;
-        }
-        self.allow(now).or_else(|| {
-            // Not yet: `allow` counted this call as a suppressed line.
-            self.suppressed -= 1;
-            None
-        })
+        (self.suppressed > 0 && self.take(now)).then(|| std::mem::take(&mut self.suppressed))
     }
 }
 
