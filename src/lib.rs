@@ -15,4 +15,5 @@ pub mod server;
 pub mod sip;
 pub mod sync;
 pub mod sys;
+pub mod throttle;
 pub mod vrrp;

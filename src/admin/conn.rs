@@ -34,6 +34,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tower::ServiceExt;
 
+use crate::throttle::LogThrottle;
+
 /// At most one log line about closed admin connections per this period.
 pub const LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -273,8 +275,8 @@ struct Table {
 struct Report {
     counters: [metrics::Counter; 4],
     open: metrics::Gauge,
-    /// Closings since the last log line, by [`Closed::ALL`] index; when that line was.
-    pending: Mutex<([u64; 4], Option<Instant>)>,
+    /// Closings since the last log line, by [`Closed::ALL`] index, and the lines' limit.
+    pending: Mutex<([u64; 4], LogThrottle)>,
 }
 
 impl Report {
@@ -284,7 +286,7 @@ impl Report {
                 |r| metrics::counter!("sipfront_admin_rejected_total", "reason" => r.as_str()),
             ),
             open: metrics::gauge!("sipfront_admin_connections"),
-            pending: Mutex::new(([0; 4], None)),
+            pending: Mutex::new(([0; 4], LogThrottle::new(LOG_EVERY))),
         }
     }
 
@@ -295,8 +297,7 @@ impl Report {
             return;
         };
         p.0[i] += 1;
-        let now = Instant::now();
-        if p.1.is_some_and(|last| now < last + LOG_EVERY) {
+        if p.1.allow(Instant::now().into_std()).is_none() {
             return;
         }
         let counts: Vec<String> = Closed::ALL
@@ -312,7 +313,7 @@ impl Report {
              next report in {}s at the earliest",
             LOG_EVERY.as_secs()
         );
-        *p = ([0; 4], Some(now));
+        p.0 = [0; 4];
     }
 }
 
@@ -367,13 +368,16 @@ pub async fn serve(listener: TcpListener, router: Router, limits: ConnLimits) ->
         table: Mutex::new(Table::default()),
         report: Report::new(),
     });
+    let mut accept_failed = LogThrottle::new(LOG_EVERY);
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
             Err(e) if is_connection_error(&e) => continue,
             Err(e) => {
                 // EMFILE/ENFILE and the like: the connection waits in the backlog; do not spin.
-                tracing::warn!(error = %e, "admin endpoint: accept failed");
+                if let Some(suppressed) = accept_failed.allow(Instant::now().into_std()) {
+                    tracing::warn!(error = %e, suppressed, "admin endpoint: accept failed");
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }

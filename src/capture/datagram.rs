@@ -31,8 +31,7 @@ pub(super) fn send_loop(sock: UdpSocket, collector: SocketAddr, ring: Ring, stat
                 } else {
                     HepDrop::SendFailed
                 });
-                if log.note(1, Instant::now()) {
-                    let dropped = log.take();
+                if let Some(dropped) = log.note(1, Instant::now()) {
                     tracing::warn!(%collector, error = %e, dropped, "HEP collector unreachable; packets dropped");
                 }
             }

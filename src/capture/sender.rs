@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::hep::{PROTO_SIP, Repr};
 use super::select::Selector;
 use crate::config::{HepConfig, HepTransport};
+use crate::throttle::LogThrottle;
 
 /// Bytes per ring buffer: a HEP packet of a datagram up to ~8 KiB. Larger ones are
 /// dropped (`too_large`).
@@ -91,25 +92,29 @@ pub(super) struct Ring {
     pub free: SyncSender<Buf>,
 }
 
-/// A warning at most once per [`LOG_EVERY`], with the number of drops since the last one.
-#[derive(Default)]
+/// A warning at most once per [`LOG_EVERY`], with the number of packets dropped since
+/// the last one.
 pub(super) struct DropLog {
-    last: Option<Instant>,
+    lines: LogThrottle,
     unlogged: u64,
 }
 
-impl DropLog {
-    /// Counts `n` dropped packets; true when it is time to log (then `take` the count).
-    pub(super) fn note(&mut self, n: u64, now: Instant) -> bool {
-        self.unlogged += n;
-        if self.last.is_none_or(|t| now.duration_since(t) >= LOG_EVERY) {
-            self.last = Some(now);
-            return true;
+impl Default for DropLog {
+    fn default() -> DropLog {
+        DropLog {
+            lines: LogThrottle::new(LOG_EVERY),
+            unlogged: 0,
         }
-        false
     }
-    pub(super) fn take(&mut self) -> u64 {
-        std::mem::take(&mut self.unlogged)
+}
+
+impl DropLog {
+    /// Counts `n` dropped packets; `Some(dropped)` when a line is due, with the packets
+    /// dropped since the last line (this one's included).
+    pub(super) fn note(&mut self, n: u64, now: Instant) -> Option<u64> {
+        self.unlogged += n;
+        self.lines.allow(now)?;
+        Some(std::mem::take(&mut self.unlogged))
     }
 }
 

@@ -112,8 +112,7 @@ impl Conn {
 
     fn failed(&mut self, n: u64, why: HepDrop, e: &io::Error) {
         self.stats.count_drops(why, n);
-        if self.log.note(n, Instant::now()) {
-            let dropped = self.log.take();
+        if let Some(dropped) = self.log.note(n, Instant::now()) {
             tracing::warn!(collector = %self.collector, error = %e, dropped, "HEP collector unreachable; packets dropped");
         }
     }

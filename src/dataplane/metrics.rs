@@ -3,13 +3,14 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 
 use crate::capture::{HepDrop, HepStats};
 use crate::health::Reason;
 use crate::relay::{BackendId, Counters, Direction, DropReason, PerDirection};
+use crate::throttle::LogThrottle;
 
 struct BackendHandles {
     datagrams: PerDirection<Counter>,
@@ -49,7 +50,7 @@ pub struct MetricsHandles {
     /// Datagrams per static peer (names come from the config, never from traffic).
     peers: Vec<PerDirection<Counter>>,
     last: Counters,
-    last_drop_log: Option<Instant>,
+    drop_lines: LogThrottle,
     hep: Option<HepHandles>,
 }
 
@@ -97,7 +98,7 @@ impl MetricsHandles {
                 })
                 .collect(),
             last: Counters::new(backend_names.len(), peer_names.len()),
-            last_drop_log: None,
+            drop_lines: LogThrottle::new(Duration::from_secs(10)),
             hep: None,
         }
     }
@@ -218,14 +219,9 @@ impl MetricsHandles {
 
     /// At most one line per 10 s, with totals by reason: visible, never a flood.
     fn log_drops(&mut self, c: &Counters) {
-        let now = Instant::now();
-        if self
-            .last_drop_log
-            .is_some_and(|t| now.duration_since(t).as_secs() < 10)
-        {
+        if self.drop_lines.allow(Instant::now()).is_none() {
             return;
         }
-        self.last_drop_log = Some(now);
         for r in DropReason::ALL {
             let n = c.dropped(r);
             if n > 0 {

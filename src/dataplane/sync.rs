@@ -15,7 +15,7 @@ use crate::config::{Config, SyncConfig, format_duration};
 use crate::sync::link::{Link, LinkEvent, Stats, backends_hash};
 use crate::sync::message::MAX_DATAGRAM;
 use crate::sync::{Item, Key, SyncDrop};
-use crate::vrrp::throttle::LogThrottle;
+use crate::throttle::LogThrottle;
 
 /// The router's changes are taken this often (they are batched into datagrams).
 const TAKE_EVERY: Duration = Duration::from_millis(20);

@@ -27,6 +27,7 @@ use crate::relay::BackendId;
 use crate::sip::probe::ProbeIds;
 use crate::sys::epoll::{self, Epoll};
 use crate::sys::errqueue;
+use crate::throttle::LogThrottle;
 
 /// Why an ICMP error did not count against a backend. `as_str` values are labels of
 /// `sipfront_icmp_ignored_total`.
@@ -72,8 +73,7 @@ enum Verdict {
 struct IgnoredLog {
     counters: [Counter; 4],
     counts: [u64; 4],
-    last_log: Option<Instant>,
-    unlogged: u64,
+    lines: LogThrottle,
 }
 
 const IGNORED_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -84,8 +84,7 @@ impl IgnoredLog {
             counters: IcmpIgnored::ALL
                 .map(|r| counter!("sipfront_icmp_ignored_total", "reason" => r.as_str())),
             counts: [0; 4],
-            last_log: None,
-            unlogged: 0,
+            lines: LogThrottle::new(IGNORED_LOG_EVERY),
         }
     }
 
@@ -93,22 +92,16 @@ impl IgnoredLog {
         let i = why as usize;
         self.counters[i].increment(1);
         self.counts[i] += 1;
-        if self
-            .last_log
-            .is_some_and(|t| now.saturating_duration_since(t) < IGNORED_LOG_EVERY)
-        {
-            self.unlogged += 1;
+        let Some(not_logged_before) = self.lines.allow(now) else {
             return;
-        }
+        };
         tracing::warn!(
             reason = why.as_str(),
             %dest,
             from = ?from,
-            not_logged_before = self.unlogged,
+            not_logged_before,
             "ICMP error ignored (one line per 10 s; see sipfront_icmp_ignored_total)"
         );
-        self.last_log = Some(now);
-        self.unlogged = 0;
     }
 }
 

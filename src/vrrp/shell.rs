@@ -24,10 +24,11 @@ use super::iface::{self, Iface};
 use super::machine::{Cause, Event, Input, Machine, Settings, State};
 use super::packet::{Packet, PacketError, Repr};
 use super::speaker::{Speaker, parse_ipv4};
-use super::throttle::{GarpSchedule, LogThrottle};
+use super::throttle::GarpSchedule;
 use super::vip::{VipError, VipOp, VipRequests, Vips, worker};
 use super::{Discard, PRIORITY_OWNER, check_advert};
 use crate::config::Vrrp;
+use crate::throttle::LogThrottle;
 
 /// How often the dataplane's health is looked at for priority tracking.
 const TRACK_EVERY: Duration = Duration::from_millis(100);

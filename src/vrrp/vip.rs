@@ -47,7 +47,7 @@ pub async fn worker(
     lifetime_secs: u32,
     mut ops: tokio::sync::watch::Receiver<VipOp>,
 ) {
-    let mut failed = super::throttle::LogThrottle::new(std::time::Duration::from_secs(10));
+    let mut failed = crate::throttle::LogThrottle::new(std::time::Duration::from_secs(10));
     while ops.changed().await.is_ok() {
         let op = *ops.borrow_and_update();
         for v in &list {
