@@ -270,7 +270,17 @@ pub fn write_text(w: &mut impl Write, f: &Frame<'_>) -> io::Result<()> {
     // One blank line after each message, whatever it ends with.
     for line in text.trim_end_matches(['\r', '\n']).split_inclusive('\n') {
         let line = line.trim_end_matches(['\r', '\n']);
-        writeln!(w, "{line}")?;
+        // The bytes come from the internet and go to an operator's terminal: control
+        // characters (ESC sequences set the title, the clipboard, move the cursor) are
+        // written as escapes.
+        for c in line.chars() {
+            if c.is_control() && c != '\t' {
+                write!(w, "\\x{{{:02x}}}", u32::from(c))?;
+            } else {
+                write!(w, "{c}")?;
+            }
+        }
+        writeln!(w)?;
     }
     writeln!(w)
 }
@@ -495,6 +505,31 @@ mod tests {
 
     fn sa(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn text_output_escapes_control_characters() {
+        let f = Frame {
+            ts_us: 1_700_000_000_123_456,
+            leg: Leg::Client,
+            src: sa("192.0.2.1:5060"),
+            dst: sa("127.0.0.1:5060"),
+            payload: "MESSAGE sip:x SIP/2.0\r\nSubject: \x1b]52;c;aGk=\x07\tx\ry \u{9b}2J\r\n\r\n"
+                .as_bytes(),
+        };
+        let mut out = Vec::new();
+        write_text(&mut out, &f).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            !text
+                .chars()
+                .any(|c| c.is_control() && c != '\n' && c != '\t'),
+            "{text:?}"
+        );
+        assert!(
+            text.contains("Subject: \\x{1b}]52;c;aGk=\\x{07}\tx\\x{0d}y \\x{9b}2J\n"),
+            "{text:?}"
+        );
     }
 
     #[test]

@@ -74,7 +74,7 @@ pub(super) fn validate_peers(
         if listen
             .sip
             .iter()
-            .any(|s| s.port() == relay.port() && (s.ip() == relay.ip() || s.ip().is_unspecified()))
+            .any(|s| s.port() == relay.port() && s.ip() == relay.ip())
         {
             return Err(invalid(
                 key("relay"),

@@ -63,6 +63,14 @@ fn errors_name_the_key() {
         ("[listen]\nsip=[]\n", "listen.sip"),
         ("[listen]\nsip=[\"nonsense\"]\n", "listen.sip[0]"),
         (
+            "[listen]\nsip=[\"127.0.0.1:5060\", \"0.0.0.0:5060\"]\n",
+            "listen.sip[1]: must be a concrete address",
+        ),
+        (
+            "[listen]\nsip=[\"[::]:5060\"]\n",
+            "listen.sip[0]: must be a concrete",
+        ),
+        (
             &GOOD.replace("20000-20999", "20999-20000"),
             "listen.relay_ports",
         ),

@@ -61,6 +61,14 @@ fn validate_listen(raw: Option<RawListen>, eph: &EphemeralPorts) -> Result<Liste
     for (i, s) in listen.sip.iter().enumerate() {
         let key = indexed("listen.sip", i);
         let a = socket_addr(&key, s, Need::Port)?;
+        if a.ip().is_unspecified() {
+            // A wildcard socket sends from whichever address the kernel's route picks, not
+            // from the one the phone sent to: its NAT would drop every reply.
+            return Err(invalid(
+                &key,
+                "must be a concrete address (replies must leave from the address the phone                  sent to; list each public address, a floating one too)",
+            ));
+        }
         if sip.contains(&a) {
             return Err(invalid(&key, format!("`{a}` is listed twice")));
         }
@@ -163,7 +171,7 @@ fn validate_relay_ports(
     let rp_text = text.unwrap_or(DEFAULT_RELAY_PORTS);
     let relay_ports = parse_port_range(rp_text).map_err(|r| invalid(KEY, r))?;
     for a in sip {
-        if relay_ports.contains(&a.port()) && (relay.contains(&a.ip()) || a.ip().is_unspecified()) {
+        if relay_ports.contains(&a.port()) && relay.contains(&a.ip()) {
             return Err(invalid(
                 KEY,
                 format!("range {rp_text} contains the listen port {}", a.port()),
