@@ -237,6 +237,23 @@ fn tokenless_loopback_admin_is_read_only() {
     )
     .unwrap();
     assert_eq!(code, 403);
+    // A page whose name resolves to 127.0.0.1 (DNS rebinding) cannot read it: its Host
+    // is not a loopback name. Loopback names and addresses can.
+    let port = admin.port();
+    for (host, want) in [
+        (format!("rebind.example:{port}"), 403),
+        (format!("127.0.0.1.rebind.example:{port}"), 403),
+        (format!("localhost:{port}"), 200),
+        (format!("127.0.0.1:{port}"), 200),
+        (format!("[::1]:{port}"), 200),
+    ] {
+        let (code, body) =
+            http_request(admin, "GET", "/api/v1/flows", &[("Host", host.as_str())]).unwrap();
+        assert_eq!(code, want, "Host: {host}: {body}");
+        if want == 403 {
+            assert!(body.contains("loopback"), "a clear error: {body}");
+        }
+    }
     // Reads work; nothing was changed.
     let st = get_json(admin, "/api/v1/status");
     assert_eq!(st["backends"][0]["admin"], "enabled", "{st}");

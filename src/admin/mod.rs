@@ -5,7 +5,8 @@
 //!   every `/api/v1/*` call needs `Authorization: Bearer <token>`, reads too: the flow
 //!   list maps clients to relay ports.
 //! - Without a token the API is read-only: changing calls answer 403, so a browser page
-//!   (CSRF) or another local user cannot drain a backend.
+//!   (CSRF) or another local user cannot drain a backend; and it answers only requests
+//!   whose Host names the loopback, so a page cannot read it by DNS rebinding.
 //!
 //! `/api/v1/capture` streams a live capture (see [`crate::capture::live`]): a chunked body
 //! of frames, bounded in time and frames, at most a few at once (429 beyond).
@@ -110,6 +111,12 @@ async fn authorize(State(s): State<ApiState>, req: Request, next: Next) -> Respo
             axum::Json(serde_json::json!({ "error": "missing or wrong bearer token" })),
         )
             .into_response(),
+        None if !host_is_loopback(req.headers()) => error(
+            StatusCode::FORBIDDEN,
+            "without admin.token_file the API answers only requests addressed to the \
+             loopback by name or address (Host: localhost, 127.0.0.1, [::1]); set a token \
+             to reach it by another name",
+        ),
         None if changing => error(
             StatusCode::FORBIDDEN,
             "the admin API is read-only: no admin.token_file is configured; set one \
@@ -244,6 +251,26 @@ fn token_ok(expected: &str, headers: &HeaderMap) -> bool {
     };
     let (a, b) = (expected.as_bytes(), given.trim().as_bytes());
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The request names a loopback host (or none: not a browser). Without a token this is
+/// what keeps a web page out: a name the page's site controls can be made to resolve to
+/// 127.0.0.1 (DNS rebinding), but the browser still sends that name as the Host.
+fn host_is_loopback(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST) else {
+        return true;
+    };
+    let Ok(host) = host.to_str() else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split_once(']').map_or("", |(ip, _)| ip),
+        None => host.split_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Changes a backend's admin state; [`authorize`] has checked the token.
@@ -421,4 +448,45 @@ async fn capture(State(s): State<ApiState>, Query(q): Query<CaptureQuery>) -> Re
         axum::body::Body::from_stream(body),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_host(h: &str) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        m.insert(header::HOST, h.parse().unwrap());
+        m
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for h in [
+            "localhost",
+            "LocalHost:9090",
+            "127.0.0.1",
+            "127.1.2.3:80",
+            "[::1]:9090",
+            "[::1]",
+        ] {
+            assert!(host_is_loopback(&with_host(h)), "{h}");
+        }
+        for h in [
+            "rebind.example",
+            "localhost.rebind.example:9090",
+            "127.0.0.1.rebind.example",
+            "192.0.2.1:9090",
+            "[2001:db8::1]:9090",
+            "[::1",
+            "::1",
+            "",
+        ] {
+            assert!(!host_is_loopback(&with_host(h)), "{h}");
+        }
+        assert!(
+            host_is_loopback(&HeaderMap::new()),
+            "no Host: not a browser"
+        );
+    }
 }

@@ -32,9 +32,10 @@ pub fn http_request(
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     s.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let mut req = format!(
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n"
-    );
+    let mut req = format!("{method} {path} HTTP/1.0\r\nConnection: close\r\nContent-Length: 0\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        let _ = write!(req, "Host: {addr}\r\n");
+    }
     for (k, v) in headers {
         let _ = write!(req, "{k}: {v}\r\n");
     }
