@@ -42,8 +42,11 @@ pub struct Unreachable<'a> {
 /// Room for the quoted payload: all an ICMPv6 error can carry (1280-byte minimum MTU).
 pub const QUOTE_MAX: usize = 1280;
 
-/// Reads every queued error; calls `f` for each ICMP unreachable. Returns how many
-/// errors were read (of any kind).
+/// Reads every queued error; calls `f` for each ICMP unreachable. Returns how many of
+/// the errors read came from an ICMP(v6) message: those fail the socket's next send
+/// whatever its destination, so that send is worth repeating. Errors of the send
+/// itself (`SO_EE_ORIGIN_LOCAL`, e.g. EMSGSIZE for a datagram too large for the
+/// family) are read and not counted: the same send would fail again.
 ///
 /// What Linux hands back (measured by the tests here and in `tests/icmp_forged.rs`,
 /// kernel 6.x): `recvmsg(MSG_ERRQUEUE)` returns as data the *UDP payload* part of
@@ -62,12 +65,14 @@ pub const QUOTE_MAX: usize = 1280;
 pub fn drain(fd: &impl AsRawFd, mut f: impl FnMut(&Unreachable<'_>)) -> usize {
     let mut n = 0;
     let mut data = [0u8; QUOTE_MAX];
-    while let Some(e) = read_one(fd, &mut data) {
-        n += 1;
+    let mut read = 0;
+    while let Some((icmp, e)) = read_one(fd, &mut data) {
+        read += 1;
+        n += usize::from(icmp);
         if let Some(u) = e {
             f(&u);
         }
-        if n > 1024 {
+        if read > 1024 {
             break;
         }
     }
@@ -87,11 +92,11 @@ fn is_unreachable_v4(origin: u8, icmp_type: u8, code: u8) -> bool {
     origin == libc::SO_EE_ORIGIN_ICMP && icmp_type == 3 && code != FRAG_NEEDED
 }
 
-/// One entry of the error queue: None when the queue is empty, Some(None) for an
-/// entry that is not an ICMP unreachable.
-fn read_one<'a>(fd: &impl AsRawFd, data: &'a mut [u8]) -> Option<Option<Unreachable<'a>>> {
+/// One entry of the error queue: None when the queue is empty; else whether it came
+/// from an ICMP(v6) message, and the unreachable it reports (None for other entries).
+fn read_one<'a>(fd: &impl AsRawFd, data: &'a mut [u8]) -> Option<(bool, Option<Unreachable<'a>>)> {
     let mut control = Control([0; 256]);
-    let (len, dest, found) = {
+    let (len, dest, found, icmp) = {
         let mut iov = [IoSliceMut::new(&mut *data)];
         let msg = recvmsg::<SockaddrStorage>(
             fd.as_raw_fd(),
@@ -103,8 +108,18 @@ fn read_one<'a>(fd: &impl AsRawFd, data: &'a mut [u8]) -> Option<Option<Unreacha
         // The queued datagram's destination: the backend that bounced it.
         let dest = msg.address.as_ref().and_then(storage_to_std);
         let mut found = None;
+        let mut icmp = false;
         if let Ok(cmsgs) = msg.cmsgs() {
             for c in cmsgs {
+                match &c {
+                    ControlMessageOwned::Ipv4RecvErr(ee, _) => {
+                        icmp |= ee.ee_origin == libc::SO_EE_ORIGIN_ICMP;
+                    }
+                    ControlMessageOwned::Ipv6RecvErr(ee, _) => {
+                        icmp |= ee.ee_origin == libc::SO_EE_ORIGIN_ICMP6;
+                    }
+                    _ => {}
+                }
                 // ICMP type 3 / ICMPv6 type 1: destination unreachable; not type 3
                 // code 4, "fragmentation needed" (a path MTU report, queued with
                 // EMSGSIZE: the destination is there, as with ICMPv6's Packet Too Big).
@@ -130,18 +145,21 @@ fn read_one<'a>(fd: &impl AsRawFd, data: &'a mut [u8]) -> Option<Option<Unreacha
                 }
             }
         }
-        (msg.bytes.min(data.len()), dest, found)
+        (msg.bytes.min(data.len()), dest, found, icmp)
     };
     let (Some(dest), Some((icmp_type, icmp_code, offender))) = (dest, found) else {
-        return Some(None);
+        return Some((icmp, None));
     };
-    Some(Some(Unreachable {
-        dest,
-        offender,
-        icmp_type,
-        icmp_code,
-        quote: &data[..len],
-    }))
+    Some((
+        icmp,
+        Some(Unreachable {
+            dest,
+            offender,
+            icmp_type,
+            icmp_code,
+            quote: &data[..len],
+        }),
+    ))
 }
 
 /// A kernel socket address (IPv4 or IPv6) as a std one.

@@ -312,13 +312,16 @@ impl SendBatch {
                     lost += g - at;
                     at = g;
                 }
-                _ => {
+                r => {
                     // The first message of the rest failed. A pending ICMP error
                     // fails one send whatever its destination, and forged ones can
                     // come between two sends: while `failed` finds one, send again.
+                    // The kernel queues the error before it sets the pending one, so
+                    // a refused send with nothing queued (yet) earns one resend too.
+                    let icmp = r.as_ref().err().is_some_and(is_icmp_errno);
                     let one = &group[at..=at];
                     let sent = (0..MAX_RETRIES)
-                        .take_while(|_| failed(fd))
+                        .take_while(|i| failed(fd) || (*i == 0 && icmp))
                         .any(|_| matches!(self.send(fd, one), Ok(1)));
                     if !sent {
                         lost += 1;
@@ -405,6 +408,13 @@ impl SendBatch {
         }
         Ok(r as usize)
     }
+}
+
+/// ECONNREFUSED: only a pending ICMP port unreachable turns a UDP send into it, never
+/// the send's own fault (the other ICMP errnos, EHOSTUNREACH and the like, are also
+/// what a local route refuses with), so sending again can succeed.
+fn is_icmp_errno(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ECONNREFUSED)
 }
 
 #[cfg(test)]
@@ -550,5 +560,24 @@ mod tests {
             .unwrap();
         assert_eq!(rx.recv(&mut buf).unwrap(), 1);
         assert_eq!(&buf[..1], b"y");
+    }
+
+    /// A send that fails by itself (an IPv4 datagram larger than IPv4 allows: the
+    /// kernel queues a local EMSGSIZE error) is not sent again: only errors from an
+    /// ICMP message count (it was sent nine times).
+    #[test]
+    fn a_send_failing_by_itself_is_not_retried() {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        crate::sys::errqueue::enable(&s, false).unwrap();
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut out = SendBatch::default();
+        let big = vec![b'x'; 65_508];
+        assert!(out.push(s.as_raw_fd(), &big, rx.local_addr().unwrap()));
+        let mut asked = 0;
+        let lost = out.flush(|fd| {
+            asked += 1;
+            crate::sys::errqueue::drain(&fd, |_| {}) > 0
+        });
+        assert_eq!((lost, asked), (1, 1));
     }
 }
