@@ -167,6 +167,12 @@ pub enum InsertError {
     NoPort,
 }
 
+/// How long a freed relay endpoint waits before another flow gets it: a backend's
+/// late datagrams for the old flow (retransmissions run 32 s, RFC 3261 timer B/F)
+/// find no flow, never the next phone. With none out of quarantine a new flow is
+/// refused (`no_relay_port`).
+pub const PORT_QUARANTINE: Duration = Duration::from_secs(32);
+
 pub struct FlowTable {
     /// Sized for `max` at start and never moved: pages are touched as flows come.
     slots: Vec<Option<Flow>>,
@@ -186,9 +192,16 @@ pub struct FlowTable {
     /// Pool endpoints never handed out are those from this position of the
     /// interleaved order on; they go first.
     fresh: usize,
-    /// Freed endpoints (slot indexes), FIFO, so a just-freed one is reused last:
-    /// late datagrams for the old flow then find no flow rather than a stranger's.
-    free_ports: VecDeque<u32>,
+    /// Freed endpoints (slot index, [`FlowTable::clock`] from which it may be given
+    /// out), FIFO, so a just-freed one is reused last, and not before
+    /// [`PORT_QUARANTINE`] has passed: late
+    /// datagrams for the old flow then find no flow rather than a stranger's.
+    free_ports: VecDeque<(u32, u32)>,
+    /// Seconds since `epoch` at the last insert or [`FlowTable::tick`]: a freed
+    /// endpoint's quarantine counts in it (a coarse clock: 4 bytes an entry, not 16).
+    clock: u32,
+    /// The first tick's time.
+    epoch: Option<Instant>,
     space: RelaySpace,
     max: usize,
     /// Flows per source (IPv4 address, IPv6 /64), for the per-source cap.
@@ -221,6 +234,8 @@ impl FlowTable {
             port_gen: vec![0; n_ports],
             fresh: 0,
             free_ports: VecDeque::new(),
+            clock: 0,
+            epoch: None,
             space,
             max,
             per_source: SourceCounts::with_capacity(max),
@@ -512,19 +527,28 @@ impl FlowTable {
         if self.len() >= self.max {
             return Err(InsertError::Full);
         }
+        self.tick(now);
         let port = self.pop_free_port().ok_or(InsertError::NoPort)?;
         let placed = self.place(Flow::new(client, port, ingress, home, now));
         if placed.is_err()
             && let Some(i) = self.space.index(port)
         {
-            self.free_ports.push_back(i as u32);
+            // Not used: back to the front, free at once.
+            self.free_ports.push_front((i as u32, 0));
         }
         placed
     }
 
+    /// Moves the table's coarse clock (removals stamp freed endpoints with it).
+    pub fn tick(&mut self, now: Instant) {
+        let epoch = *self.epoch.get_or_insert(now);
+        let secs = now.saturating_duration_since(epoch).as_secs();
+        self.clock = self.clock.max(u32::try_from(secs).unwrap_or(u32::MAX));
+    }
+
     /// Takes the next free endpoint: never-used ones first, then the freed ones,
-    /// oldest first. Endpoints that state sync took directly (`insert_at`) or that
-    /// are reserved for static peers are skipped.
+    /// oldest first, once out of quarantine. Endpoints that state sync took directly
+    /// (`insert_at`) or that are reserved for static peers are skipped.
     fn pop_free_port(&mut self) -> Option<RelayPort> {
         while self.fresh < self.space.pool_len() {
             let r = self.space.interleaved_at(self.fresh);
@@ -533,10 +557,17 @@ impl FlowTable {
                 return Some(r);
             }
         }
-        while let Some(i) = self.free_ports.pop_front() {
-            if self.by_port[i as usize] == NO_FLOW {
-                return Some(self.space.at(i as usize));
+        while let Some(&(i, ready)) = self.free_ports.front() {
+            if self.by_port[i as usize] != NO_FLOW {
+                self.free_ports.pop_front();
+                continue;
             }
+            // FIFO: the ones behind were freed later still.
+            if self.clock < ready {
+                return None;
+            }
+            self.free_ports.pop_front();
+            return Some(self.space.at(i as usize));
         }
         None
     }
@@ -569,7 +600,8 @@ impl FlowTable {
         // from growing without bound when many ports change hands.
         if self.free_ports.len() > 2 * self.by_port.len() {
             let by_port = &self.by_port;
-            self.free_ports.retain(|&i| by_port[i as usize] == NO_FLOW);
+            self.free_ports
+                .retain(|&(i, _)| by_port[i as usize] == NO_FLOW);
         }
         Ok((id, replaced))
     }
@@ -645,11 +677,25 @@ impl FlowTable {
             self.by_port[i] = NO_FLOW;
             // A static peer's endpoint never goes to the pool.
             if !self.space.is_static(flow.relay_port) {
-                self.free_ports.push_back(i as u32);
+                let ready = self.clock.saturating_add(PORT_QUARANTINE.as_secs() as u32);
+                self.free_ports.push_back((i as u32, ready));
             }
         }
         self.free_slots.push(id.0);
         Some(flow)
+    }
+
+    /// Removes a flow that never relayed anything (its socket could not be opened, its
+    /// first datagram was refused): its endpoint is free at once, no quarantine.
+    pub fn remove_unused(&mut self, id: FlowId) -> Option<Flow> {
+        let f = self.remove(id)?;
+        if let Some(i) = self.space.index(f.relay_port)
+            && self.free_ports.back().is_some_and(|&(b, _)| b == i as u32)
+        {
+            self.free_ports.pop_back();
+            self.free_ports.push_front((i as u32, 0));
+        }
+        Some(f)
     }
 
     /// Slots in use or used before (sweeps walk them by index).
@@ -761,7 +807,9 @@ mod tests {
         let gen_a = t.generation_at(rp(100));
         assert_eq!(t.lookup_generation(rp(100), gen_a), Some(a));
         t.remove(a).unwrap();
-        let b = t.insert(addr(2), 0, BackendId::new(0), now).unwrap();
+        let b = t
+            .insert(addr(2), 0, BackendId::new(0), now + PORT_QUARANTINE)
+            .unwrap();
         assert_eq!(t.lookup_port(rp(100)), Some(b));
         assert_eq!(
             t.lookup_generation(rp(100), gen_a),
@@ -790,7 +838,15 @@ mod tests {
             rp(102),
             "freed port goes to the back"
         );
-        let d = t.insert(addr(4), 0, BackendId::new(0), now).unwrap();
+        // Freed 31 s ago: still in quarantine, no endpoint to give.
+        let later = now + PORT_QUARANTINE - Duration::from_secs(1);
+        assert!(matches!(
+            t.insert(addr(4), 0, BackendId::new(0), later),
+            Err(InsertError::NoPort)
+        ));
+        let d = t
+            .insert(addr(4), 0, BackendId::new(0), now + PORT_QUARANTINE)
+            .unwrap();
         assert_eq!(t.get(d).unwrap().relay_port, rp(100));
         assert!(matches!(
             t.insert(addr(5), 0, BackendId::new(0), now),

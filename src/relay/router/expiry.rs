@@ -117,6 +117,7 @@ impl Router {
             &mut expired,
             &mut self.sweep_homes,
         );
+        self.flows.tick(now);
         for &id in &expired {
             if let Some(f) = self.flows.remove(id) {
                 self.counters.flows_expired += 1;

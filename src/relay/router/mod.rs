@@ -66,7 +66,7 @@ impl<'a> Prepared<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientAction {
     /// Send it, unchanged, from `relay_port` to `to`. `new_flow`: the relay socket
-    /// for that port must be opened first (then confirm with [`Router::abort_flow`]
+    /// for that port must be opened first (then confirm with [`Router::bind_failed`]
     /// on failure).
     Forward {
         flow: FlowId,
@@ -921,9 +921,21 @@ impl Router {
         Ok(())
     }
 
-    /// Undo a flow whose relay socket could not be opened.
-    pub fn abort_flow(&mut self, id: FlowId, now: Instant) {
-        if let Some(f) = self.flows.remove(id) {
+    /// Undo a flow made for a datagram that was then refused: its endpoint carried
+    /// nothing and is free again at once.
+    fn abort_flow(&mut self, id: FlowId, now: Instant) {
+        self.undo_flow(id, now, true);
+    }
+
+    /// Undo a new flow. `unused`: its endpoint is free at once; else (its socket could
+    /// not be bound) it goes to the back of the free list.
+    fn undo_flow(&mut self, id: FlowId, now: Instant, unused: bool) {
+        let removed = if unused {
+            self.flows.remove_unused(id)
+        } else {
+            self.flows.remove(id)
+        };
+        if let Some(f) = removed {
             self.counters.flows_created = self.counters.flows_created.saturating_sub(1);
             self.emit(Item::FlowGone {
                 relay_port: f.relay_port,
@@ -939,7 +951,7 @@ impl Router {
 
     /// Count a relay socket that could not be opened for a new flow.
     pub fn bind_failed(&mut self, id: FlowId, now: Instant) {
-        self.abort_flow(id, now);
+        self.undo_flow(id, now, false);
         self.counters.drop(DropReason::BindFailed);
     }
 

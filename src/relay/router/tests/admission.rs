@@ -278,11 +278,12 @@ fn a_source_opens_at_most_its_quota_of_pins_over_all_its_flows() {
         action(&mut r, t0, &port_of(2), &req("INVITE", "c1")),
         Some(DropReason::SourcePinQuota)
     );
-    // The unanswered ones expire with their transaction: room again.
-    for k in 1..=40 {
+    // The unanswered ones expire with their transaction: room again (the endpoints
+    // of the flows that went with them after their quarantine).
+    for k in 1..=80 {
         r.handle_timeout(t0 + s(k));
     }
-    let later = t0 + s(40);
+    let later = t0 + s(80);
     for (flow, cid) in [(0, "e0"), (1, "e1"), (2, "e2")] {
         assert_eq!(
             action(&mut r, later, &port_of(flow), &req("INVITE", cid)),
@@ -420,7 +421,9 @@ fn source_port_zero_gets_no_flow() {
 
 /// A flow's unanswered entries outlive it (they do not hold it); when they expire
 /// they must not count against the next flow on its relay endpoint, whose own
-/// entries would then be under-counted and its quota exceeded.
+/// entries would then be under-counted and its quota exceeded. The endpoint waits
+/// out its quarantine before the next flow gets it (no flow gets it sooner: the pool
+/// is exhausted meanwhile).
 #[test]
 fn entries_of_a_gone_flow_never_count_for_the_next_flow_on_its_endpoint() {
     let t0 = Instant::now();
@@ -435,30 +438,39 @@ fn entries_of_a_gone_flow_never_count_for_the_next_flow_on_its_endpoint() {
         r.handle_timeout(t0 + s(k));
     }
     assert!(r.flow_of(&sa(a)).is_none(), "unanswered: gone after 5 s");
-    // The three never-used endpoints go first; the fourth flow gets A's. (One
-    // source: the new-flow limiter's table is as small as the flow table.)
+    // The three never-used endpoints go first; A's is in quarantine. (One source:
+    // the new-flow limiter's table is as small as the flow table.)
     let t6 = t0 + s(6);
     for b in ["198.51.100.2:1", "198.51.100.2:2", "198.51.100.2:3"] {
         assert_eq!(action(&mut r, t6, b, &req("OPTIONS", b)), None);
     }
     let e = "198.51.100.2:4";
-    assert_eq!(action(&mut r, t6, e, &req("INVITE", "e0")), None);
+    assert_eq!(
+        action(&mut r, t6, e, &req("INVITE", "e0")),
+        Some(DropReason::NoRelayPort)
+    );
+    // After the quarantine the fourth flow gets A's endpoint.
+    for k in 7..=38 {
+        r.handle_timeout(t0 + s(k));
+    }
+    let t38 = t0 + s(38);
+    assert_eq!(action(&mut r, t38, e, &req("INVITE", "e0")), None);
     let f = r.flow_of(&sa(e)).unwrap();
     let (e_port, home) = (f.relay_port, f.home);
     assert_eq!(e_port, a_port);
     // A backend reaches it: it lives `flow_idle` (30 s) from its last datagram.
-    r.from_backend(t6, e_port, addr_of(home), &req("OPTIONS", "ping"));
-    assert_eq!(action(&mut r, t6, e, &req("INVITE", "e1")), None);
+    r.from_backend(t38, e_port, addr_of(home), &req("OPTIONS", "ping"));
+    assert_eq!(action(&mut r, t38, e, &req("INVITE", "e1")), None);
     assert_eq!(
-        action(&mut r, t6, e, &req("INVITE", "e2")),
+        action(&mut r, t38, e, &req("INVITE", "e2")),
         Some(DropReason::PinQuota)
     );
-    // A's entry expires (32 s after it was opened); E's two are still open.
-    for k in 7..=34 {
+    // E's two are still open until 32 s after they were.
+    for k in 39..=60 {
         r.handle_timeout(t0 + s(k));
     }
     assert_eq!(
-        action(&mut r, t0 + s(34), e, &req("INVITE", "e3")),
+        action(&mut r, t0 + s(60), e, &req("INVITE", "e3")),
         Some(DropReason::PinQuota)
     );
 }
