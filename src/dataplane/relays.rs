@@ -207,10 +207,11 @@ impl Shell {
         }
         if self.relays[idx].is_none() {
             // The socket could not be opened before (a mirrored flow's pre-bind, or a
-            // port that was still closing): try again rather than black-hole the flow.
+            // port that was still closing): try again; if it still fails, the flow
+            // goes and the client's next datagram gets another endpoint.
             if let Err(e) = self.open_relay(r) {
                 tracing::debug!(port = r.port, error = %e, "relay reopen failed");
-                self.router.send_failed();
+                self.router.relay_lost(flow);
                 return None;
             }
         }

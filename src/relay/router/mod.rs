@@ -944,6 +944,24 @@ impl Router {
         self.put_back_buckets(now);
     }
 
+    /// The socket of an existing flow's endpoint cannot be opened (a mirrored flow
+    /// whose pre-bind failed: another process holds the port). Rather than keep a
+    /// flow nothing can be sent from, which every datagram of its client refreshes,
+    /// it goes (counted `bind_failed`), and the client's next datagram makes a flow
+    /// on another endpoint. A static peer's endpoint is its own: it stays.
+    pub fn relay_lost(&mut self, id: FlowId) {
+        self.counters.drop(DropReason::BindFailed);
+        if self.flows.get(id).is_none_or(|f| f.peer.is_some()) {
+            return;
+        }
+        if let Some(f) = self.flows.remove(id) {
+            self.counters.flows_expired += 1;
+            self.emit(Item::FlowGone {
+                relay_port: f.relay_port,
+            });
+        }
+    }
+
     /// Count a datagram the shell could not send (full socket buffer, error).
     pub fn send_failed(&mut self) {
         self.counters.drop(DropReason::SendFailed);

@@ -386,6 +386,27 @@ fn registration_keeps_a_flow_past_idle_and_expiry_frees_the_port() {
     assert_eq!(r.flow_count(), 0);
 }
 
+/// A flow whose endpoint cannot be opened again (another process took the port) goes,
+/// so its client's next datagram gets another endpoint: kept, every datagram of the
+/// client would refresh a flow nothing can be sent from.
+#[test]
+fn a_flow_whose_endpoint_is_lost_goes_and_its_client_gets_another() {
+    let t0 = Instant::now();
+    let mut r = router(&config(""));
+    let phone = "198.51.100.1:1";
+    let (p1, _) = client(&mut r, t0, phone, &req("REGISTER", "r1"));
+    let ClientAction::Forward { flow, .. } =
+        r.from_client(t0, sa(phone), 0, &req("REGISTER", "r2"))
+    else {
+        panic!("forwarded");
+    };
+    r.relay_lost(flow);
+    assert!(r.flow_of(&sa(phone)).is_none());
+    assert_eq!(r.counters().dropped(DropReason::BindFailed), 1);
+    let (p2, _) = client(&mut r, t0, phone, &req("REGISTER", "r3"));
+    assert_ne!(p2, p1, "another endpoint");
+}
+
 #[test]
 fn a_full_flow_table_refuses_new_clients_and_keeps_old_ones() {
     let t0 = Instant::now();
