@@ -47,6 +47,7 @@ pub struct MetricsHandles {
     ports_in_use: Gauge,
     replies_503: Counter,
     replies_503_suppressed: Counter,
+    unpinned: Counter,
     /// Datagrams per static peer (names come from the config, never from traffic).
     peers: Vec<PerDirection<Counter>>,
     last: Counters,
@@ -89,6 +90,7 @@ impl MetricsHandles {
             ports_in_use: gauge!("sipfront_relay_ports_in_use"),
             replies_503: counter!("sipfront_local_replies_total", "code" => "503"),
             replies_503_suppressed: counter!("sipfront_local_replies_suppressed_total", "code" => "503"),
+            unpinned: counter!("sipfront_backend_requests_unpinned_total"),
             peers: peer_names
                 .iter()
                 .map(|n| {
@@ -203,6 +205,8 @@ impl MetricsHandles {
             c.replies_503_suppressed
                 .saturating_sub(self.last.replies_503_suppressed),
         );
+        self.unpinned
+            .increment(c.unpinned.saturating_sub(self.last.unpinned));
         self.flows_created
             .increment(c.flows_created.saturating_sub(self.last.flows_created));
         self.flows_expired

@@ -166,6 +166,10 @@ pub struct Counters {
     pub replies_503_suppressed: u64,
     /// Datagrams of each static peer, by config index.
     pub peers: Vec<PerDirection<u64>>,
+    /// Backend requests relayed without the dialog entry that sends their answers
+    /// back to that backend: the dialog table was full (the answers go to the flow's
+    /// home backend).
+    pub unpinned: u64,
 }
 
 impl Counters {
@@ -212,6 +216,7 @@ impl Counters {
         self.flows_expired = other.flows_expired;
         self.replies_503 = other.replies_503;
         self.replies_503_suppressed = other.replies_503_suppressed;
+        self.unpinned = other.unpinned;
         self.peers.clear();
         self.peers.extend_from_slice(&other.peers);
     }

@@ -875,7 +875,8 @@ impl Router {
             }
             let after = *d;
             self.dialog_changed(key, Some(&before), &after, true);
-        } else if msg.is_request() {
+        } else if msg.is_request() && !msg.method().is_some_and(|m| m == b"ACK") {
+            // (An ACK is never answered: nothing to send back.)
             let Some((relay_port, flow_gen)) =
                 self.flows.get(id).map(|f| (f.relay_port, f.generation))
             else {
@@ -894,11 +895,15 @@ impl Router {
                 awaiting: false,
                 opens: opening,
             };
-            self.dialogs
-                .pin(key, d)
-                .map_err(|()| DropReason::DialogTableFull)?;
-            // Lone transactions (NAT pings, MESSAGE) are too short-lived to sync.
-            self.dialog_changed(key, None, &d, opening);
+            if self.dialogs.pin(key, d).is_ok() {
+                // Lone transactions (NAT pings, MESSAGE) are too short-lived to sync.
+                self.dialog_changed(key, None, &d, opening);
+            } else {
+                // Full (clients' unanswered INVITEs can fill it up to their quotas):
+                // the phone still gets the call or the NAT ping; its answer goes to
+                // the flow's home, the right backend whenever that sent it.
+                self.counters.unpinned += 1;
+            }
         }
         if msg.cseq_is(b"REGISTER") && msg.status().is_some_and(|s| (200..300).contains(&s)) {
             let until = match msg.granted_expiry() {

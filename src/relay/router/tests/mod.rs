@@ -458,10 +458,19 @@ fn a_full_dialog_table_refuses_new_dialogs() {
         r.from_client(t0, sa("198.51.100.1:1"), 0, &req("INVITE", "c2")),
         ClientAction::Drop(DropReason::DialogTableFull)
     );
-    assert_eq!(
-        r.from_backend(t0, port, addr_of(h), &req("NOTIFY", "c3")),
-        BackendAction::Drop(DropReason::DialogTableFull)
-    );
+    // A backend's request still reaches the phone (an incoming call, a NAT ping),
+    // without the entry that would send its answer back to that backend: counted.
+    for (from, cid) in [(h, "c3"), (other_of(h), "c4")] {
+        assert!(
+            matches!(
+                r.from_backend(t0, port, addr_of(from), &req("INVITE", cid)),
+                BackendAction::Forward { .. }
+            ),
+            "{cid}"
+        );
+    }
+    assert_eq!(r.counters().unpinned, 2);
+    assert_eq!(r.counters().dropped(DropReason::DialogTableFull), 1);
     // Non-dialog traffic still flows; the old dialog is still routed.
     client(&mut r, t0, "198.51.100.1:1", &req("OPTIONS", "o"));
     assert_eq!(
@@ -470,8 +479,22 @@ fn a_full_dialog_table_refuses_new_dialogs() {
     );
     assert_eq!(r.dialog_count(), 1);
     // BYE shortened the dialog to the transaction time.
+    client(
+        &mut r,
+        t0 + Duration::from_secs(20),
+        "198.51.100.1:1",
+        &req("OPTIONS", "o2"),
+    );
     r.handle_timeout(t0 + Duration::from_secs(33));
     assert_eq!(r.dialog_count(), 0);
+    // A backend's ACK is never answered: it takes no entry, even with room.
+    let t = t0 + Duration::from_secs(34);
+    assert!(matches!(
+        r.from_backend(t, port, addr_of(h), &req("ACK", "c5")),
+        BackendAction::Forward { .. }
+    ));
+    assert_eq!(r.dialog_count(), 0);
+    assert_eq!(r.counters().unpinned, 2);
 }
 
 #[test]
