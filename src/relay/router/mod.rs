@@ -875,7 +875,7 @@ impl Router {
             }
             let after = *d;
             self.dialog_changed(key, Some(&before), &after, true);
-        } else if msg.is_request() && !msg.method().is_some_and(|m| m == b"ACK") {
+        } else if msg.method().is_some_and(|m| m != b"ACK") {
             // (An ACK is never answered: nothing to send back.)
             let Some((relay_port, flow_gen)) =
                 self.flows.get(id).map(|f| (f.relay_port, f.generation))
