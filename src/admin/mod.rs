@@ -320,7 +320,7 @@ struct CaptureQuery {
 /// the client goes away (the body is dropped, which closes the subscription's queue).
 async fn capture(State(s): State<ApiState>, Query(q): Query<CaptureQuery>) -> Response {
     use crate::capture::live::{self, Filter, Refused, Subscription};
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
     use std::time::Duration;
 
     let mut filter = Filter::default();
@@ -359,6 +359,7 @@ async fn capture(State(s): State<ApiState>, Query(q): Query<CaptureQuery>) -> Re
     let until = std::time::Instant::now() + Duration::from_secs(seconds);
     let (tx, rx) = mpsc::channel(live::QUEUE);
     let dropped = Arc::new(AtomicU64::new(0));
+    let queued = Arc::new(AtomicUsize::new(0));
     let (reply, answer) = oneshot::channel();
     let msg = Control::Capture {
         sub: Subscription {
@@ -366,6 +367,7 @@ async fn capture(State(s): State<ApiState>, Query(q): Query<CaptureQuery>) -> Re
             until,
             remaining: max,
             tx,
+            queued: queued.clone(),
             dropped: dropped.clone(),
         },
         backend,
@@ -396,6 +398,7 @@ async fn capture(State(s): State<ApiState>, Query(q): Query<CaptureQuery>) -> Re
         until: tokio::time::Instant,
         frames: u64,
         max: u64,
+        queued: Arc<AtomicUsize>,
         dropped: Arc<AtomicU64>,
     }
     impl St {
@@ -415,6 +418,7 @@ async fn capture(State(s): State<ApiState>, Query(q): Query<CaptureQuery>) -> Re
         until: tokio::time::Instant::from_std(until),
         frames: 0,
         max,
+        queued,
         dropped,
     };
     let body = futures_util::stream::unfold(Some(st), |st| async move {
@@ -424,6 +428,7 @@ async fn capture(State(s): State<ApiState>, Query(q): Query<CaptureQuery>) -> Re
             f = st.rx.recv() => match f {
                 Some(f) => {
                     st.frames += 1;
+                    st.queued.fetch_sub(f.len(), Ordering::Relaxed);
                     f
                 }
                 None => {

@@ -17,7 +17,7 @@
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
@@ -33,6 +33,9 @@ pub const MAX_MAX: u64 = 100_000;
 pub const MAX_SUBSCRIPTIONS: usize = 4;
 /// Frames queued per capture before drops.
 pub const QUEUE: usize = 1024;
+/// Bytes queued per capture before drops: frames of large datagrams (up to 64 KiB)
+/// reach it before [`QUEUE`] (4 captures of a stalled reader: 16 MiB at most).
+pub const QUEUE_BYTES: usize = 4 << 20;
 
 const KIND_DATAGRAM: u8 = 0;
 const KIND_NOTE: u8 = 1;
@@ -397,6 +400,8 @@ pub struct Subscription {
     /// Frames still to deliver.
     pub remaining: u64,
     pub tx: mpsc::Sender<Vec<u8>>,
+    /// Bytes of frames in `tx`'s queue: added here, taken off by the reader.
+    pub queued: Arc<AtomicUsize>,
     /// Frames this capture lost to a full queue (reported in its last note).
     pub dropped: Arc<AtomicU64>,
 }
@@ -473,7 +478,13 @@ impl Taps {
                 if s.remaining == 0 {
                     break;
                 }
-                let mut buf = Vec::with_capacity(data.len() + 64);
+                let len = data.len() + 64;
+                if s.queued.load(Ordering::Relaxed) + len > QUEUE_BYTES {
+                    s.dropped.fetch_add(1, Ordering::Relaxed);
+                    dropped.increment(1);
+                    continue;
+                }
+                let mut buf = Vec::with_capacity(len);
                 encode(
                     &Frame {
                         ts_us,
@@ -484,8 +495,12 @@ impl Taps {
                     },
                     &mut buf,
                 );
+                let len = buf.len();
                 match s.tx.try_send(buf) {
-                    Ok(()) => s.remaining -= 1,
+                    Ok(()) => {
+                        s.remaining -= 1;
+                        s.queued.fetch_add(len, Ordering::Relaxed);
+                    }
                     Err(TrySendError::Full(_)) => {
                         s.dropped.fetch_add(1, Ordering::Relaxed);
                         dropped.increment(1);
@@ -649,6 +664,7 @@ mod tests {
                 until: now + std::time::Duration::from_secs(5),
                 remaining: 3,
                 tx,
+                queued: Arc::default(),
                 dropped: dropped.clone(),
             },
             now,
@@ -667,5 +683,40 @@ mod tests {
         assert!(t.is_empty(), "third frame delivered: done");
         assert!(rx.try_recv().is_ok());
         assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn taps_bound_queued_bytes() {
+        let mut t = Taps::default();
+        let now = Instant::now();
+        let (tx, mut rx) = mpsc::channel(QUEUE);
+        let (queued, dropped) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicU64::new(0)));
+        t.add(
+            Subscription {
+                filter: Filter::default(),
+                until: now + std::time::Duration::from_secs(5),
+                remaining: 100_000,
+                tx,
+                queued: queued.clone(),
+                dropped: dropped.clone(),
+            },
+            now,
+        )
+        .unwrap();
+        let c = sa("192.0.2.1:5060");
+        let legs = [(Leg::Client, c, c)];
+        let big = vec![b'x'; 60_000];
+        for _ in 0..200 {
+            t.offer(now, SystemTime::now(), c, None, b"c", &legs, &big);
+        }
+        let held = queued.load(Ordering::Relaxed);
+        assert!(held <= QUEUE_BYTES && held + 60_064 > QUEUE_BYTES, "{held}");
+        let frames = held / 60_000;
+        assert_eq!(dropped.load(Ordering::Relaxed), 200 - frames as u64);
+        // The reader takes one off: room for one more.
+        let f = rx.try_recv().unwrap();
+        queued.fetch_sub(f.len(), Ordering::Relaxed);
+        t.offer(now, SystemTime::now(), c, None, b"c", &legs, &big);
+        assert_eq!(queued.load(Ordering::Relaxed), held);
     }
 }

@@ -62,6 +62,9 @@ struct HepHandles {
     bytes: Counter,
     dropped: [Counter; 4],
     last: [u64; 6],
+    /// The dataplane's own HEP drops (queue full, too large); the sender thread logs
+    /// the collector's.
+    drop_lines: LogThrottle,
 }
 
 impl MetricsHandles {
@@ -114,6 +117,7 @@ impl MetricsHandles {
             dropped: HepDrop::ALL
                 .map(|r| counter!("sipfront_hep_dropped_total", "reason" => r.as_str())),
             last: [0; 6],
+            drop_lines: LogThrottle::new(Duration::from_secs(10)),
         });
     }
 
@@ -135,7 +139,16 @@ impl MetricsHandles {
         for (i, c) in h.dropped.iter().enumerate() {
             c.increment(d(2 + i));
         }
+        let new_drops = d(2) > 0 || d(3) > 0;
         h.last = now;
+        if new_drops && h.drop_lines.allow(Instant::now()).is_some() {
+            tracing::warn!(
+                queue_full = now[2],
+                too_large = now[3],
+                "HEP packets dropped (totals; the collector is slow or the queue small: \
+                 hep.queue; datagrams over ~8 KiB are not exported)"
+            );
+        }
     }
 
     /// Registers series for a backend added by a reload.
