@@ -704,22 +704,29 @@ impl FlowTable {
     }
 
     /// Ids of flows in the slots `range` whose life ended at or before `now`,
-    /// appended to `out`; mirrored flows are the peer's to expire while it is alive
-    /// (`keep_mirrored`). The flows that stay are counted by home backend into `homes`.
+    /// appended to `out` until it holds `max_out`; mirrored flows are the peer's to
+    /// expire while it is alive (`keep_mirrored`). The flows that stay are counted by
+    /// home backend into `homes`. Returns the end of the slots walked (`range.end`
+    /// unless `out` filled up first).
+    #[allow(clippy::too_many_arguments)]
     pub fn sweep(
         &self,
         range: std::ops::Range<usize>,
         now: Instant,
         idle: Idle,
         keep_mirrored: bool,
+        max_out: usize,
         out: &mut Vec<FlowId>,
         homes: &mut [usize],
-    ) {
+    ) -> usize {
         // One subtraction instead of an addition per flow.
         let answered_cutoff = now.checked_sub(idle.answered);
         let unanswered_cutoff = now.checked_sub(idle.unanswered);
         let base = range.start;
-        for (i, s) in self.slots[range].iter().enumerate() {
+        for (i, s) in self.slots[range.clone()].iter().enumerate() {
+            if out.len() >= max_out {
+                return base + i;
+            }
             let Some(f) = s else { continue };
             let expired = !(keep_mirrored && f.mirrored)
                 && f.peer.is_none()
@@ -737,6 +744,7 @@ impl FlowTable {
                 *n += 1;
             }
         }
+        range.end
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Flow> {
@@ -779,7 +787,7 @@ mod tests {
             answered: idle,
             unanswered: idle,
         };
-        t.sweep(0..t.slot_count(), now, idle, keep, out, &mut []);
+        t.sweep(0..t.slot_count(), now, idle, keep, usize::MAX, out, &mut []);
     }
 
     use super::*;

@@ -31,6 +31,12 @@ const SWEEP_MAX_SLICE: usize = 16384;
 /// Slices never come closer than this.
 const SWEEP_MIN_EVERY: Duration = Duration::from_millis(50);
 
+/// Flows one slice removes at most (the rest of its slots wait for the next slice,
+/// which then comes after `SWEEP_MIN_EVERY`): each removal is a sync item (the
+/// queue holds `SYNC_QUEUE` between two flushes; beyond it the peer needs the
+/// whole table) and, in port mode, a socket closed in this turn.
+const SWEEP_MAX_REMOVALS: usize = 2048;
+
 /// While a shard of the dialog table or of a per-source limiter is short of room, one
 /// growth step per this, stopping once it has re-placed or walked `GROW_BUDGET`
 /// entries (one shard at least: a shard of a million dialogs holds ~4k, a few
@@ -109,14 +115,19 @@ impl Router {
             answered: self.settings.flow_idle,
             unanswered: self.settings.unanswered_idle.min(self.settings.flow_idle),
         };
-        self.flows.sweep(
+        let walked = self.flows.sweep(
             start..end,
             now,
             idle,
             self.peer_alive,
+            SWEEP_MAX_REMOVALS,
             &mut expired,
             &mut self.sweep_homes,
         );
+        if walked < end {
+            self.next_sweep = Some(now + SWEEP_MIN_EVERY);
+        }
+        let end = walked;
         self.flows.tick(now);
         for &id in &expired {
             if let Some(f) = self.flows.remove(id) {
