@@ -3,7 +3,8 @@
 //! drop and count what is not SIP (by the right reason), forward the largest valid datagram
 //! intact both ways, swallow keepalives, keep running, and still carry calls afterwards.
 //!
-//! Ports: 27xxx, relay ports 22000-22999 (22000-22499 and 22500-22999 for the two tests).
+//! Ports: 27xxx, relay ports 22000-22999 (22000-22499 and 22500-22999 for the first two
+//! tests) and 15450-15459.
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
@@ -394,5 +395,49 @@ fn client_keepalives_are_counted_and_not_forwarded() {
         "{:?}",
         nonzero_drops(&text)
     );
+    front.assert_running();
+}
+
+/// What the kernel drops at the public socket (its receive buffer full) is counted
+/// (`sipfront_socket_drops_total{socket="public"}`), though sipfront never reads it:
+/// here sipfront is stopped (SIGSTOP) while 20,000 datagrams arrive.
+#[test]
+fn kernel_drops_at_the_public_socket_are_counted() {
+    let dir = TestDir::new("socket-drops");
+    let sip: SocketAddr = "127.0.0.1:27260".parse().unwrap();
+    let _backend = FakeBackend::start(27270, 15450..=15459);
+    let mut front = Sipfront::start(
+        &dir,
+        SipfrontConfig::new("127.0.0.1:27260", "15450-15459", "127.0.0.1:27290")
+            .backend("only", "127.0.0.1:27270"),
+    );
+    assert_eq!(
+        front.metric("sipfront_socket_drops_total", &[("socket", "public")]),
+        0.0
+    );
+    let client = udp(0, Duration::from_secs(1));
+    front.proc.signal("STOP");
+    let junk = junk(1000, 7);
+    for _ in 0..20_000 {
+        let _ = client.send_to(&junk, sip);
+    }
+    front.proc.signal("CONT");
+    // Every datagram was dropped by the kernel or read (and dropped as not SIP).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (dropped, read) = loop {
+        let text = front.metrics();
+        let dropped = metric(
+            &text,
+            "sipfront_socket_drops_total",
+            &[("socket", "public")],
+        );
+        let read = metric(&text, "sipfront_drops_total", &[("reason", "not_sip")]);
+        if dropped + read >= 20_000.0 || Instant::now() > deadline {
+            break (dropped, read);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(dropped > 0.0, "the kernel dropped some: {dropped}");
+    assert_eq!(dropped + read, 20_000.0, "dropped {dropped}, read {read}");
     front.assert_running();
 }

@@ -67,6 +67,40 @@ struct HepHandles {
     drop_lines: LogThrottle,
 }
 
+/// `sipfront_socket_drops_total{socket}`: what the kernel dropped at the public and
+/// prefix-mode relay sockets, from each socket's own count (read every housekeeping).
+pub struct SocketDrops {
+    counters: [Counter; 2],
+    /// Each socket's count at the last read, by kind and position.
+    last: [Vec<u32>; 2],
+}
+
+/// Which sockets a [`SocketDrops`] count is of.
+#[derive(Debug, Clone, Copy)]
+pub enum SocketKind {
+    Public = 0,
+    Relay = 1,
+}
+
+impl SocketDrops {
+    pub fn register(public: usize, relay: usize) -> SocketDrops {
+        SocketDrops {
+            counters: ["public", "relay"]
+                .map(|k| counter!("sipfront_socket_drops_total", "socket" => k)),
+            last: [vec![0; public], vec![0; relay]],
+        }
+    }
+
+    /// Adds what socket `i` of `kind` dropped since the last read (`now`: its count).
+    pub fn update(&mut self, kind: SocketKind, i: usize, now: Option<u32>) {
+        let (Some(now), Some(last)) = (now, self.last[kind as usize].get_mut(i)) else {
+            return;
+        };
+        self.counters[kind as usize].increment(u64::from(now.wrapping_sub(*last)));
+        *last = now;
+    }
+}
+
 impl MetricsHandles {
     /// Registers all series with the installed recorder (or a no-op one).
     pub fn register(backend_names: &[String], peer_names: &[String]) -> Self {

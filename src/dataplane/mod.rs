@@ -130,6 +130,8 @@ pub(super) struct Shell {
     peer_probes: Option<peer_probes::PeerProbes>,
     /// A reloaded sync key for the sync link.
     sync_rekey: Option<sync::Rekey>,
+    /// What the kernel dropped at the public and prefix sockets.
+    socket_drops: metrics::SocketDrops,
 }
 
 /// Channels into a running dataplane.
@@ -244,6 +246,7 @@ pub fn run(
     );
     poll.add(prober.poll(), PROBE_TOKEN)
         .map_err(DataplaneError::Probe)?;
+    let socket_drops = metrics::SocketDrops::register(public.len(), prefix.socks().len());
     let mut shell = Shell {
         router,
         prober,
@@ -272,6 +275,7 @@ pub fn run(
         // backend probes' must not follow from it).
         peer_probes: peer_probes::PeerProbes::new(&cfg, crate::sys::random::u64(), Instant::now()),
         sync_rekey: None,
+        socket_drops,
         cfg,
     };
     {

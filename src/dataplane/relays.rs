@@ -72,6 +72,11 @@ impl PrefixSockets {
 
     /// The socket of relay port `port`.
     #[inline]
+    /// The wildcard sockets, by position in `listen.relay_port`.
+    pub(super) fn socks(&self) -> &[StdUdpSocket] {
+        &self.socks
+    }
+
     fn sock(&self, port: u16) -> Option<&StdUdpSocket> {
         let i = self.ports.iter().position(|&p| p == port)?;
         self.socks.get(i)

@@ -7,10 +7,12 @@ use std::time::{Duration, Instant};
 
 use super::Shell;
 use super::Status;
+use super::metrics::SocketKind;
 use crate::config::Config;
 use crate::health::checker::ProbeSettings;
 use crate::health::{Event, Health};
 use crate::relay::router::{Router, RouterEvent, RouterSettings};
+use crate::sys::socket;
 
 pub(super) const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(200);
 
@@ -98,6 +100,14 @@ impl Shell {
             s.router.dialog_count(),
             s.relays_open,
         );
+        for (i, sock) in s.public.iter().enumerate() {
+            s.socket_drops
+                .update(SocketKind::Public, i, socket::drops(sock));
+        }
+        for (i, sock) in s.prefix.socks().iter().enumerate() {
+            s.socket_drops
+                .update(SocketKind::Relay, i, socket::drops(sock));
+        }
         if let Ok(mut st) = status.lock() {
             st.update(&s.router, &s.prober.checker, s.relays_open, &s.relay_addrs);
             if let Some(pp) = &s.peer_probes {

@@ -39,6 +39,27 @@ pub fn set_recv_buffer(s: &impl std::os::fd::AsFd, n: usize) {
     }
 }
 
+/// Datagrams the kernel dropped at this socket since it was opened, wrapping at 2^32:
+/// a full receive buffer (or a socket filter's refusal), which no read of sipfront's
+/// sees. `SO_MEMINFO`'s `SK_MEMINFO_DROPS`; None if the kernel does not say.
+pub fn drops(s: &impl std::os::fd::AsRawFd) -> Option<u32> {
+    const SK_MEMINFO_DROPS: usize = 8;
+    let mut v = [0u32; SK_MEMINFO_DROPS + 1];
+    let mut len = std::mem::size_of_val(&v) as libc::socklen_t;
+    // SAFETY: `v` is writable for `len` bytes and the kernel writes at most `len`
+    // (it sets `len` to what it wrote).
+    let r = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MEMINFO,
+            v.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    (r == 0 && len as usize >= std::mem::size_of_val(&v)).then_some(v[SK_MEMINFO_DROPS])
+}
+
 /// Sends without waiting for write readiness: a UDP send either fits the
 /// socket buffer now or is dropped (and counted), and a just-opened relay socket has
 /// no readiness event yet.
@@ -59,5 +80,20 @@ mod tests {
         let port = v4.local_addr().unwrap().port();
         let v6 = bind_udp(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)), None);
         assert!(v6.is_ok(), "{v6:?}");
+    }
+
+    /// A socket nobody reads drops what its buffer cannot hold, and says so.
+    #[test]
+    fn drops_counts_a_full_receive_buffer() {
+        let rx = bind_udp(SocketAddr::from(([127, 0, 0, 1], 0)), None).unwrap();
+        socket2::SockRef::from(&rx)
+            .set_recv_buffer_size(4096)
+            .unwrap();
+        assert_eq!(drops(&rx), Some(0));
+        let tx = StdUdpSocket::bind("127.0.0.1:0").unwrap();
+        for _ in 0..64 {
+            tx.send_to(&[0u8; 1000], rx.local_addr().unwrap()).unwrap();
+        }
+        assert!(drops(&rx).is_some_and(|n| n > 0), "{:?}", drops(&rx));
     }
 }
