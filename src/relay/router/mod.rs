@@ -807,6 +807,8 @@ impl Router {
         prepared: Option<Prepared<'_>>,
     ) -> BackendAction {
         let Some(backend) = self.backends.by_addr(&src) else {
+            // A stranger at a relay endpoint (a scanner): `ctl top` names it.
+            self.top_drops.add(source_key(src.ip()));
             return self.drop_from_backend(DropReason::UnknownSource);
         };
         let Some(id) = self.flows.lookup_port(relay_port) else {

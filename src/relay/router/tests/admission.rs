@@ -321,8 +321,17 @@ fn top_sources_by_drops_and_by_flows() {
         let from = format!("[2001:db8:1:2::{i}]:5060");
         let _ = action(&mut r, t0, &from, b"junk that is not sip at all");
     }
-    client(&mut r, t0, "198.51.100.7:5060", &req("REGISTER", "a"));
+    let (port, _) = client(&mut r, t0, "198.51.100.7:5060", &req("REGISTER", "a"));
     client(&mut r, t0, "198.51.100.7:5061", &req("REGISTER", "b"));
+    // A stranger at a relay endpoint is named too.
+    for i in 0..3 {
+        r.from_backend(
+            t0,
+            port,
+            sa("203.0.113.9:5060"),
+            &req("INVITE", &format!("s{i}")),
+        );
+    }
     let drops = r.top_drops(10);
     let names: Vec<(String, u64)> = drops
         .iter()
@@ -332,7 +341,8 @@ fn top_sources_by_drops_and_by_flows() {
         names,
         [
             ("192.0.2.66".to_string(), 50),
-            ("2001:db8:1:2::/64".to_string(), 5)
+            ("2001:db8:1:2::/64".to_string(), 5),
+            ("203.0.113.9".to_string(), 3)
         ]
     );
     let flows: Vec<(String, u32)> = r
