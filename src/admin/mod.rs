@@ -432,7 +432,15 @@ async fn capture(State(s): State<ApiState>, Query(q): Query<CaptureQuery>) -> Re
                     f
                 }
                 None => {
-                    let why = if st.frames >= st.max { "max reached" } else { "closed" };
+                    // The dataplane let go: at `max`, at the time limit (its clock
+                    // can be ahead of this task's timer), or it stopped.
+                    let why = if st.frames >= st.max {
+                        "max reached"
+                    } else if tokio::time::Instant::now() >= st.until {
+                        "time limit"
+                    } else {
+                        "closed"
+                    };
                     let last = st.end(why);
                     return Some((Ok::<_, std::convert::Infallible>(last), None));
                 }
