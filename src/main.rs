@@ -156,15 +156,21 @@ fn ctl_target(
 /// Runs until SIGINT/SIGTERM; SIGHUP re-reads `path` and applies it.
 async fn run(cfg: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
+    // Before anything starts and for the whole run: a SIGHUP right after READY=1 must
+    // not kill the process (the default action), and a SIGTERM that comes while a
+    // reload runs must wait for the loop, not be lost (a signal with no listener is).
+    let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let prom = admin::install_recorder().map_err(anyhow::Error::msg)?;
     let mut running = server::start(cfg, prom).await?;
     sipfront::notify::notify("READY=1");
-    let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     let ended = running.take_ended();
     tokio::pin!(ended);
     loop {
         tokio::select! {
-            r = wait_for_stop(None) => { r?; break; }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
             () = &mut ended => {
                 sipfront::notify::notify("STOPPING=1");
                 // The VRRP speaker hands the address over first (priority 0).

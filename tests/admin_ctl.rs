@@ -5,6 +5,7 @@
 //! Ports (SIP, backends, admin, clients on 127.0.2.x) and relay ports, one block per test:
 //!   drain with ctl and token  17200-17239, relay 18800-18999
 //!   SIGHUP reload             17240-17279, relay 19000-19099
+//!   SIGHUP then SIGTERM       17330-17339, relay 19330-19339
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -711,4 +712,34 @@ fn admin_and_health_config_checks() {
     ]);
     assert_eq!(r.code, 2, "health timeout above interval: {r:?}");
     assert!(r.stderr.contains("timeout"), "{r:?}");
+}
+
+/// A SIGTERM that comes while a SIGHUP reload runs stops sipfront (a signal that came
+/// with no listener was lost, and `systemctl stop` waited for its SIGKILL), and a
+/// SIGHUP right after start reloads rather than kills.
+#[test]
+fn sigterm_during_a_reload_stops_it() {
+    let dir = TestDir::new("hup-term");
+    let _a = FakeBackend::start(17331, 19330..=19339);
+    let mut front = Sipfront::start(
+        &dir,
+        SipfrontConfig::new("127.0.0.1:17330", "19330-19339", "127.0.0.1:17332")
+            .backend("a", "127.0.0.1:17331"),
+    );
+    front.proc.signal("HUP");
+    wait_log(&mut front, &["config reloaded"], 1);
+    // Back to back (kill(1) would space them by milliseconds): the SIGTERM arrives
+    // while the SIGHUP's reload runs.
+    let pid = front.proc.pid() as libc::pid_t;
+    // SAFETY: kill(2) on a child of this test.
+    unsafe {
+        libc::kill(pid, libc::SIGHUP);
+        libc::kill(pid, libc::SIGTERM);
+    }
+    let status = front.proc.wait_timeout(Duration::from_secs(5));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "sipfront did not stop on SIGTERM after SIGHUPs: {status:?}\n{}",
+        front.proc.log_tail(20)
+    );
 }
