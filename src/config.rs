@@ -31,7 +31,7 @@ pub use duration::{format_duration, parse_duration};
 pub use hep::{HepConfig, HepTransport, Legs};
 pub use limits::{SourceLimits, SourceOverride};
 pub use prefix::RelayPrefix;
-pub use vrrp::{Vip, Vrrp};
+pub use vrrp::{MAX_VIPS, Vip, Vrrp};
 
 /// A config problem: which key, and why.
 #[derive(Debug, thiserror::Error)]
@@ -330,6 +330,18 @@ impl Config {
             source,
         })?;
         Config::parse(&text, &EphemeralPorts::from_system())
+    }
+
+    /// This config with `listen` in place of its own `[listen]` (what a reload keeps
+    /// running) still holds: no backend, sync or HEP address, no peer inside the
+    /// running relay prefix.
+    pub fn check_with_listen(&self, listen: &Listen) -> Result<(), ConfigError> {
+        if *listen == self.listen {
+            return Ok(());
+        }
+        let mut merged = self.clone();
+        merged.listen = listen.clone();
+        prefix::check_outside_prefix(&merged)
     }
 
     /// [`Config::load`] for a SIGHUP reload: an unusable `admin.token_file` or

@@ -71,6 +71,10 @@ fn errors_name_the_key() {
             "listen.sip[0]: must be a concrete",
         ),
         (
+            &format!("{GOOD}\n[access]\nmax_bans = 0\n"),
+            "access.max_bans: must be 1",
+        ),
+        (
             &GOOD.replace("20000-20999", "20999-20000"),
             "listen.relay_ports",
         ),
@@ -373,6 +377,32 @@ fn vrrp_section() {
     for (extra, want) in cases {
         let e = err(&format!("{GOOD}\n{extra}"));
         assert!(e.contains(want), "error `{e}` should mention `{want}`");
+    }
+    // One advert lists every address: 255 at most (was refused only at start, with
+    // exit 1 and no key named); bursts and refreshes have bounds of their own.
+    let vips = |n: usize| {
+        let v: Vec<String> = (0..n)
+            .map(|i| format!("\"10.{}.{}.1/24\"", i / 256, i % 256))
+            .collect();
+        format!(
+            "[vrrp]\ninterface = \"e\"\nvrid = 1\nvips = [{}]\n",
+            v.join(", ")
+        )
+    };
+    assert!(Config::parse(&format!("{GOOD}\n{}", vips(255)), &eph()).is_ok());
+    let e = err(&format!("{GOOD}\n{}", vips(256)));
+    assert!(e.starts_with("vrrp.vips: at most 255"), "{e}");
+    let one = vips(1);
+    for (extra, want) in [
+        ("garp_refresh = \"1ms\"\n", "vrrp.garp_refresh: at least 1s"),
+        ("garp_repeat = 0\n", "vrrp.garp_repeat"),
+        ("garp_repeat = 101\n", "vrrp.garp_repeat"),
+    ] {
+        let e = err(&format!("{GOOD}\n{one}{extra}"));
+        assert!(
+            e.starts_with(want),
+            "error `{e}` should start with `{want}`"
+        );
     }
 }
 

@@ -10,6 +10,10 @@ use super::defaults::*;
 use super::values::{duration, parse_addr};
 use super::{ConfigError, format_duration, invalid, parse_duration};
 
+/// Addresses one VRRP instance holds at most: an advert carries their count in one
+/// byte (`vrrp::packet::MAX_ADDRS`, checked equal there).
+pub const MAX_VIPS: usize = 255;
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawVrrp {
@@ -136,6 +140,12 @@ pub(super) fn validate_vrrp(r: RawVrrp) -> Result<Vrrp, ConfigError> {
     if r.vips.is_empty() {
         return Err(invalid("vrrp.vips", "needs at least one address"));
     }
+    if r.vips.len() > MAX_VIPS {
+        return Err(invalid(
+            "vrrp.vips",
+            format!("at most {MAX_VIPS} addresses (one advert lists them all)"),
+        ));
+    }
     let mut vips = Vec::new();
     for (i, s) in r.vips.iter().enumerate() {
         let v = parse_vip(s).map_err(|r| invalid(format!("vrrp.vips[{i}]"), r))?;
@@ -154,10 +164,20 @@ pub(super) fn validate_vrrp(r: RawVrrp) -> Result<Vrrp, ConfigError> {
     let garp_refresh = match &r.garp_refresh {
         Some(s) => {
             let r = parse_duration(s).map_err(|e| invalid("vrrp.garp_refresh", e))?;
+            if r > Duration::ZERO && r < Duration::from_secs(1) {
+                return Err(invalid(
+                    "vrrp.garp_refresh",
+                    "at least 1s (or \"0s\": never); each refresh is a burst per address",
+                ));
+            }
             (r > Duration::ZERO).then_some(r)
         }
         None => None,
     };
+    let garp_repeat = r.garp_repeat.unwrap_or(DEFAULT_GARP_REPEAT);
+    if !(1..=100).contains(&garp_repeat) {
+        return Err(invalid("vrrp.garp_repeat", "1 to 100 ARPs per burst"));
+    }
     Ok(Vrrp {
         interface,
         vrid,
@@ -172,7 +192,7 @@ pub(super) fn validate_vrrp(r: RawVrrp) -> Result<Vrrp, ConfigError> {
             DEFAULT_PREEMPT_DELAY,
         )?,
         track_backends: r.track_backends.unwrap_or(DEFAULT_TRACK_BACKENDS),
-        garp_repeat: r.garp_repeat.unwrap_or(DEFAULT_GARP_REPEAT).clamp(1, 100),
+        garp_repeat,
         garp_delay: d("vrrp.garp_delay", &r.garp_delay, DEFAULT_GARP_DELAY)?,
         garp_refresh,
     })

@@ -43,6 +43,9 @@ use std::time::{Duration, Instant};
 
 use super::packet::{MAX_ADDRS, MAX_ADVERT_INT_CS, Repr};
 
+// `vrrp.vips` is refused beyond this when the config is checked.
+const _: () = assert!(MAX_ADDRS == crate::config::MAX_VIPS);
+
 /// Priority of the address owner.
 pub const PRIORITY_OWNER: u8 = 255;
 
