@@ -91,6 +91,11 @@ impl PeerProbes {
         true
     }
 
+    /// `[health]` reloaded.
+    pub(super) fn set_settings(&mut self, s: ProbeSettings, now: Instant) {
+        self.checker.set_settings(s, now);
+    }
+
     /// `(up, last RTT)` of each peer by name, for the status snapshot.
     pub(super) fn state(&self, name: &str) -> Option<(Option<bool>, Option<Duration>)> {
         self.probed

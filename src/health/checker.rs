@@ -163,8 +163,13 @@ impl<T: Target> Checker<T> {
         }
     }
 
-    /// New settings (config reload); probes in flight keep their old deadline.
-    pub fn set_settings(&mut self, s: ProbeSettings) {
+    /// New settings (config reload); probes in flight keep their old deadline. A
+    /// shorter interval applies at once: no backend waits out the old one for its
+    /// next probe.
+    pub fn set_settings(&mut self, s: ProbeSettings, now: Instant) {
+        for b in &mut self.backends {
+            b.next_probe = b.next_probe.min(now + s.interval);
+        }
         self.settings = s;
     }
 

@@ -323,3 +323,22 @@ fn icmp_errors_call_for_early_probes_a_few_times_per_interval_at_most() {
     c.handle_icmp(at(60), b, false);
     assert_eq!(c.poll_timeout(), Some(at(60)));
 }
+
+/// A reload that shortens the interval applies at once: the next probe comes within
+/// the new interval, not at the end of the old one.
+#[test]
+fn a_shorter_interval_applies_at_once() {
+    let t0 = Instant::now();
+    let slow = ProbeSettings {
+        interval: Duration::from_secs(600),
+        ..settings(1, 1)
+    };
+    let mut c = Checker::new(slow, 1, t0);
+    c.handle_timeout(t0);
+    let p = c.poll_transmit().expect("first probe at once");
+    c.handle_reply(t0, BackendId::new(0), p.seq, 200);
+    assert_eq!(c.poll_timeout(), Some(t0 + Duration::from_secs(600)));
+    let t1 = t0 + Duration::from_secs(1);
+    c.set_settings(settings(1, 1), t1);
+    assert_eq!(c.poll_timeout(), Some(t1 + Duration::from_millis(100)));
+}
