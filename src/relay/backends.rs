@@ -161,12 +161,22 @@ impl BackendSet {
     }
 
     /// Linear: there are few backends, and a scan of a few addresses beats hashing.
+    /// A configured backend wins over a removed one at the same address (a backend
+    /// renamed by a reload keeps its address: its datagrams are the new name's).
     #[inline]
     pub fn by_addr(&self, a: &SocketAddr) -> Option<BackendId> {
-        self.slots
-            .iter()
-            .position(|b| b.addr == *a && !b.is_vacant())
-            .map(BackendId::from_index)
+        let mut removed = None;
+        for (i, b) in self.slots.iter().enumerate() {
+            if b.addr == *a {
+                if b.is_configured() {
+                    return Some(BackendId::from_index(i));
+                }
+                if removed.is_none() && !b.is_vacant() {
+                    removed = Some(BackendId::from_index(i));
+                }
+            }
+        }
+        removed
     }
 
     pub fn by_name(&self, name: &str) -> Option<BackendId> {
@@ -308,5 +318,18 @@ mod tests {
         );
         assert_eq!(s.get(id(1)).unwrap().name, "d");
         assert_eq!(s.by_name("a"), Some(id(0)));
+    }
+
+    /// A backend renamed at the same address: its datagrams are the new name's, while
+    /// the old slot drains (it stays removed, and is freed once unused).
+    #[test]
+    fn a_renamed_backend_owns_its_address() {
+        let mut s = BackendSet::new(&[b("a", 1), b("b", 2)]);
+        let ch = s.update(&[b("a", 1), b("b2", 2)]);
+        assert_eq!(ch, vec![Change::Removed(id(1)), Change::Added(id(2))]);
+        assert_eq!(
+            s.by_addr(&SocketAddr::from(([10, 0, 0, 1], 2))),
+            Some(id(2))
+        );
     }
 }

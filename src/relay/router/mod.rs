@@ -402,7 +402,11 @@ impl Router {
             Failback::OnRegister => is_register,
             Failback::Immediate => true,
         };
-        if home_ok && !back_home {
+        // A static peer never registers and its flow never ends: once a reload removed
+        // its home, its next new request goes elsewhere (its calls keep their pins).
+        let leave =
+            flow.peer.is_some() && !self.backends.get(home).is_some_and(|b| b.is_configured());
+        if home_ok && !back_home && !leave {
             return Some(home);
         }
         let allowed = flow

@@ -305,6 +305,27 @@ fn a_peer_is_exempt_from_the_pin_quota() {
     }
 }
 
+/// A reload that removes a static peer's home backend moves the peer's next new
+/// request to a backend that is still configured: a peer never registers, so the
+/// default failback (on REGISTER) would keep it on the removed one for good.
+#[test]
+fn a_peer_leaves_a_removed_home() {
+    let t0 = Instant::now();
+    let cfg = with_access("");
+    let mut r = router(&cfg);
+    let (_, home) = client(&mut r, t0, CARRIER, &req("INVITE", "p0"));
+    let kept: Vec<_> = cfg
+        .backends
+        .iter()
+        .filter(|b| r.backends().by_name(&b.name) != Some(home))
+        .cloned()
+        .collect();
+    r.reconfigure(RouterSettings::from(&cfg), &kept);
+    let (_, next) = client(&mut r, t0, CARRIER, &req("INVITE", "p1"));
+    assert_ne!(next, home);
+    assert_eq!(r.backends().get(next).unwrap().name, kept[0].name);
+}
+
 #[test]
 fn top_sources_by_drops_and_by_flows() {
     let t0 = Instant::now();
