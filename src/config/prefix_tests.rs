@@ -236,3 +236,26 @@ fn peers_in_prefix_mode_take_a_prefix_address_and_relay_port() {
         assert!(e.contains(want), "error `{e}` should contain `{want}`");
     }
 }
+
+/// A reload keeps the running `[listen]`: the new file's backends are checked against
+/// the running prefix too (one inside it would be routed to the host itself).
+#[test]
+fn a_reload_is_checked_against_the_running_prefix() {
+    let running = Config::parse(
+        &conf("relay_prefix = \"127.16.0.0/16\"\nrelay_port = 5062"),
+        &eph(),
+    )
+    .unwrap();
+    let new = Config::parse(
+        &conf("relay_prefix = \"127.17.0.0/16\"\nrelay_port = 5062")
+            .replace("127.0.0.1:5070", "127.16.5.5:5070"),
+        &eph(),
+    )
+    .unwrap();
+    let e = new
+        .check_with_listen(&running.listen)
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("backend[0].addr"), "{e}");
+    assert!(running.check_with_listen(&running.listen).is_ok());
+}

@@ -167,11 +167,14 @@ impl Shell {
         let (old, new) = (&self.cfg.limits, &mut cfg.limits);
         let sizes = |l: &crate::config::Limits| (l.max_flows, l.max_dialogs, l.max_pins_per_flow);
         if sizes(new) != sizes(old) {
+            // The per-source limits' defaults are shares of these sizes: computed from
+            // sizes that do not apply, they could let one source fill a table. All of
+            // [limits] stays as it runs.
             notes.push(
-                "limits.max_flows/max_dialogs/max_pins_per_flow changes need a restart; kept the running ones"
+                "limits.max_flows/max_dialogs/max_pins_per_flow changes need a restart; kept the running [limits] (per-source limits too: their defaults derive from the sizes)"
                     .to_string(),
             );
-            (new.max_flows, new.max_dialogs, new.max_pins_per_flow) = sizes(old);
+            *new = old.clone();
         }
         let per_source = |l: &crate::config::Limits| {
             (
@@ -217,7 +220,12 @@ impl Shell {
             .set_addrs(backend_addrs(&self.router), &reset, now);
         self.prober
             .checker
-            .set_settings(ProbeSettings::from(&cfg.health));
+            .set_settings(ProbeSettings::from(&cfg.health), now);
+        // Static peers are probed with `[health]`'s settings too (the peers themselves
+        // change only with a restart).
+        if let Some(pp) = &mut self.peer_probes {
+            pp.set_settings(ProbeSettings::from(&cfg.health), now);
+        }
         for &i in &reset {
             // A new or moved backend is assumed up until its first probe says otherwise.
             let up = self.prober.checker.state(i) != Health::Down;
