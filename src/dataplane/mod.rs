@@ -210,7 +210,10 @@ pub fn run(
         tracing::info!(prefix = %p, added = route.0.is_some(), "relay prefix is local");
     }
     let router = Router::new(
-        RouterConfig::new(&cfg, dialog_keys),
+        RouterConfig {
+            port_start: crate::sys::random::u64(),
+            ..RouterConfig::new(&cfg, dialog_keys)
+        },
         &cfg.backends,
         Instant::now(),
     );

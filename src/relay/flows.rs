@@ -190,8 +190,9 @@ pub struct FlowTable {
     /// Flows placed on each relay slot so far (wrapping): see [`Flow::generation`].
     port_gen: Vec<u16>,
     /// Pool endpoints never handed out are those from this position of the
-    /// interleaved order on; they go first.
+    /// interleaved order on (counted from `start`, wrapping); they go first.
     fresh: usize,
+    start: usize,
     /// Freed endpoints (slot index, [`FlowTable::clock`] from which it may be given
     /// out), FIFO, so a just-freed one is reused last, and not before
     /// [`PORT_QUARANTINE`] has passed: late
@@ -233,6 +234,7 @@ impl FlowTable {
             by_port: vec![NO_FLOW; n_ports],
             port_gen: vec![0; n_ports],
             fresh: 0,
+            start: 0,
             free_ports: VecDeque::new(),
             clock: 0,
             epoch: None,
@@ -244,6 +246,14 @@ impl FlowTable {
             // once, nothing grows on the forwarding path.
             pins_per_source: SourceCounts::with_capacity(max.min(max_dialogs)),
         }
+    }
+
+    /// New flows take the pool's endpoints from position `start` (modulo its size)
+    /// of the interleaved order on, wrapping.
+    pub fn starting_at(mut self, start: u64) -> Self {
+        let n = self.space.pool_len().max(1) as u64;
+        self.start = (start % n) as usize;
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -550,8 +560,9 @@ impl FlowTable {
     /// oldest first, once out of quarantine. Endpoints that state sync took directly
     /// (`insert_at`) or that are reserved for static peers are skipped.
     fn pop_free_port(&mut self) -> Option<RelayPort> {
-        while self.fresh < self.space.pool_len() {
-            let r = self.space.interleaved_at(self.fresh);
+        let n = self.space.pool_len();
+        while self.fresh < n {
+            let r = self.space.interleaved_at((self.start + self.fresh) % n);
             self.fresh += 1;
             if !self.space.is_static(r) && self.lookup_port(r).is_none() {
                 return Some(r);
@@ -824,6 +835,21 @@ mod tests {
             None,
             "not the gone flow's"
         );
+    }
+
+    /// A table started elsewhere in the pool (the dataplane draws where per start)
+    /// hands endpoints out from there, wrapping.
+    #[test]
+    fn new_flows_take_endpoints_from_the_start_on_wrapping() {
+        let now = Instant::now();
+        let mut t = table(100..=103, 10).starting_at(6);
+        let got: Vec<u16> = (0..4)
+            .map(|i| {
+                let id = t.insert(addr(i), 0, BackendId::new(0), now).unwrap();
+                t.get(id).unwrap().relay_port.port
+            })
+            .collect();
+        assert_eq!(got, [102, 103, 100, 101]);
     }
 
     #[test]

@@ -183,7 +183,8 @@ impl Router {
                 rc.space.clone(),
                 limits.max_flows + rc.peers.len(),
                 limits.max_dialogs,
-            ),
+            )
+            .starting_at(rc.port_start),
             peers: rc
                 .peers
                 .iter()

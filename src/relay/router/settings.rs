@@ -61,6 +61,11 @@ pub struct RouterConfig {
     pub relay: crate::relay::port::RelayAddrs,
     /// Allow/deny lists, ban table size, scanner User-Agents.
     pub access: Access,
+    /// Where in the pool new flows start taking endpoints (any number; the dataplane
+    /// draws one per start, tests keep 0): a restarted host without the table does not
+    /// hand the first new clients exactly the endpoints its last run gave out first,
+    /// which the backends may still hold for other phones.
+    pub port_start: u64,
 }
 
 impl RouterConfig {
@@ -75,6 +80,7 @@ impl RouterConfig {
             sip: cfg.listen.sip.clone(),
             relay: crate::relay::port::RelayAddrs::from_listen(&cfg.listen),
             access: cfg.access.clone(),
+            port_start: 0,
         }
     }
 }
