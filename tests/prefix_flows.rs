@@ -47,7 +47,10 @@ fn thirty_thousand_flows_without_a_socket_each() {
     let cfg = SipfrontConfig::new(SIP, "1-1", ADMIN)
         .prefix("127.16.0.0/16", &RELAY_PORT.to_string())
         .backend("only", &format!("127.0.0.1:{BACKEND}"))
-        .extra("[limits]\nmax_flows_per_ip = 10\n\n[health]\ninterval = \"1s\"\n");
+        .extra("[limits]\nmax_flows_per_ip = 10\n\n[health]\ninterval = \"1s\"\n")
+        // Fewer open files than flows, on any machine (this one's hard limit is 20,000;
+        // a stock Debian login's 524,288).
+        .open_files(20_000);
     let mut front = Sipfront::start(&dir, cfg);
     let pid = front.proc.pid();
     let limit = nofile(pid);

@@ -20,6 +20,9 @@ have tshark     || missing+=(tshark)
 have curl       || missing+=(curl)
 have systemd-analyze || missing+=(systemd)
 have promtool   || missing+=(prometheus)
+# cargo links with the C compiler; cargo-deb --strip runs strip.
+have cc         || missing+=(build-essential)
+have strip      || missing+=(binutils)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "== installing: ${missing[*]}"
     SUDO=""

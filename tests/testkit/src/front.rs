@@ -28,6 +28,8 @@ pub struct SipfrontConfig {
     pub admin: SocketAddr,
     /// Extra TOML appended verbatim (e.g. `[timeouts]` or `[limits]` sections).
     pub extra: String,
+    /// The open-file limit (soft and hard) sipfront starts with; else the test's.
+    pub open_files: Option<u64>,
 }
 
 impl SipfrontConfig {
@@ -41,7 +43,15 @@ impl SipfrontConfig {
             backends: Vec::new(),
             admin: admin.parse().expect("admin addr"),
             extra: String::new(),
+            open_files: None,
         }
+    }
+
+    /// Starts sipfront with this open-file limit, soft and hard (it raises its soft
+    /// limit to the hard one): the same on every machine.
+    pub fn open_files(mut self, n: u64) -> SipfrontConfig {
+        self.open_files = Some(n);
+        self
     }
 
     pub fn backend(mut self, name: &str, addr: &str) -> SipfrontConfig {
@@ -105,6 +115,24 @@ impl Sipfront {
             .arg(&config_path)
             .env("RUST_LOG", "info")
             .env("RUST_BACKTRACE", "1");
+        if let Some(n) = cfg.open_files {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child
+            // between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let l = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &l) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
         let mut proc = Proc::spawn("sipfront", &mut cmd, &log);
         let admin = cfg.admin;
         let ok = wait_until(Duration::from_secs(15), || {
