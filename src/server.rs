@@ -170,7 +170,7 @@ impl Drop for Running {
 pub async fn start(cfg: Config, prom: PrometheusHandle) -> Result<Running, ServerError> {
     // Prefix mode holds no descriptor per flow.
     if cfg.listen.relay_prefix.is_none() {
-        crate::sys::fdlimit::prepare(cfg.limits.max_flows);
+        crate::sys::fdlimit::prepare(cfg.limits.max_flows, crate::dataplane::fd_others(&cfg));
     }
     let public = dataplane::bind_public(&cfg)?;
     for a in &cfg.listen.sip {

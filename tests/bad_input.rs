@@ -441,3 +441,48 @@ fn kernel_drops_at_the_public_socket_are_counted() {
     assert_eq!(dropped + read, 20_000.0, "dropped {dropped}, read {read}");
     front.assert_running();
 }
+
+/// Flows never take the descriptors kept for admin connections and probe sockets: with
+/// 120 open files, many more clients than fit, a backend added by a reload still gets
+/// its probe socket (and goes up), and `/ready` still answers. (Without the budget the
+/// relay sockets took every descriptor and the new backend's probe socket failed.)
+#[test]
+fn flows_leave_descriptors_for_probes_and_the_admin() {
+    let dir = TestDir::new("fd-budget");
+    let sip: SocketAddr = "127.0.0.1:27360".parse().unwrap();
+    let _a = FakeBackend::start(27370, 15600..=15699);
+    let _b = FakeBackend::start(27371, 15600..=15699);
+    let cfg = SipfrontConfig::new("127.0.0.1:27360", "15600-15699", "127.0.0.1:27390")
+        .backend("a", "127.0.0.1:27370")
+        .extra(
+            "max_connections = 4\n\n[limits]\nnew_flows_per_ip = 1000\nnew_flows_burst = 1000\n\n\
+             [health]\ninterval = \"200ms\"\n",
+        )
+        .open_files(120);
+    let mut front = Sipfront::start(&dir, cfg.clone());
+    let clients: Vec<UdpSocket> = (0..100).map(|_| udp(0, Duration::from_secs(1))).collect();
+    for c in &clients {
+        let port = c.local_addr().unwrap().port();
+        c.send_to(
+            &sip_request("OPTIONS", &format!("fd-{port}"), port, b""),
+            sip,
+        )
+        .unwrap();
+    }
+    let refused = front.wait_metric(
+        "sipfront_drops_total",
+        &[("reason", "bind_failed")],
+        Duration::from_secs(5),
+        |v| v > 0.0,
+    );
+    assert!(refused > 0.0, "more clients than descriptors: some refused");
+    // A reload adds backend b: its probe socket opens, it goes up.
+    let more = cfg.backend("b", "127.0.0.1:27371");
+    std::fs::write(&front.config_path, more.toml()).unwrap();
+    front.cfg = more;
+    front.proc.signal("HUP");
+    front.wait_backends_up(Duration::from_secs(10));
+    let (code, _) = http_get(front.cfg.admin, "/ready").unwrap();
+    assert_eq!(code, 200);
+    front.assert_running();
+}

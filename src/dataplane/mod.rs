@@ -79,6 +79,13 @@ pub enum DataplaneError {
     Runtime(io::Error),
 }
 
+/// Descriptors port-mode relay sockets must leave free besides the fixed reserve: one
+/// per admin connection and one per backend's probe socket (a backend a reload adds
+/// must still get one when the flows have taken all they may).
+pub fn fd_others(cfg: &Config) -> u64 {
+    (cfg.admin.max_connections + cfg.backends.len()) as u64
+}
+
 /// Binds every `listen.sip` address; done before the dataplane starts so that a
 /// bind error stops startup with a clear message.
 pub fn bind_public(cfg: &Config) -> Result<Vec<StdUdpSocket>, DataplaneError> {
@@ -108,6 +115,9 @@ pub(super) struct Shell {
     timer: Deadline,
     /// Endpoints in use: open sockets (port mode), marked slots (prefix mode).
     relays_open: usize,
+    /// Port mode: relay sockets that may be open at once, so that admin connections
+    /// and probe sockets still find descriptors (`sys::fdlimit`).
+    relay_budget: usize,
     /// Prefix mode: the wildcard sockets, one per `listen.relay_port` (same order;
     /// their epoll token is `PREFIX_TOKEN` + that position), and the slots in use.
     /// Empty in port mode.
@@ -267,6 +277,9 @@ pub fn run(
         poll,
         timer,
         relays_open: 0,
+        relay_budget: crate::sys::fdlimit::current().map_or(usize::MAX, |limit| {
+            crate::sys::fdlimit::flows_that_fit(limit, fd_others(&cfg)) as usize
+        }),
         prefix,
         out: Some(Box::default()),
         probe_now: false,

@@ -260,6 +260,7 @@ impl Shell {
 
     /// Binds a relay port (IP_FREEBIND: the relay address may be a VIP that is on
     /// the peer right now) and adds it to the relay set. A port already open stays.
+    /// Port mode: refused past the open-file budget (`relay_budget`).
     pub(super) fn open_relay(&mut self, port: RelayPort) -> io::Result<()> {
         if self.prefix.is_on() {
             let Some(idx) = self.space.index(port) else {
@@ -280,6 +281,12 @@ impl Shell {
         };
         if self.relays[idx].is_some() {
             return Ok(());
+        }
+        if self.relays_open >= self.relay_budget {
+            // The rest of the descriptors are the admin connections' and the probes'.
+            return Err(io::Error::other(
+                "open-file limit: the descriptors left are kept for admin connections and probes",
+            ));
         }
         let sock = bind_relay(addr)?;
         self.poll.add(&sock, idx as u64)?;

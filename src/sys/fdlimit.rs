@@ -5,8 +5,9 @@
 
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 
-/// Descriptors kept for everything that is not a relay socket (public, probe, sync,
-/// admin, netlink, logs, tokio).
+/// Descriptors kept for everything that is not a relay socket and not counted by the
+/// caller (public, sync, netlink, epoll sets, logs, tokio: about 20 at rest), with
+/// room for files read on a reload.
 const RESERVE: u64 = 64;
 
 /// Raises RLIMIT_NOFILE's soft limit to its hard limit; returns the resulting soft limit.
@@ -18,16 +19,23 @@ pub fn raise() -> std::io::Result<u64> {
     Ok(soft)
 }
 
-/// Flows that fit under an open-file limit of `limit`.
-pub fn flows_that_fit(limit: u64) -> u64 {
-    limit.saturating_sub(RESERVE)
+/// Relay sockets that fit under an open-file limit of `limit` when `others`
+/// descriptors (admin connections, probe sockets: one per backend) must stay free.
+pub fn flows_that_fit(limit: u64, others: u64) -> u64 {
+    limit.saturating_sub(RESERVE + others)
 }
 
-/// Raises the limit and warns when `max_flows` relay sockets cannot all be opened.
-pub fn prepare(max_flows: usize) {
+/// The process's open-file limit (soft) now.
+pub fn current() -> std::io::Result<u64> {
+    Ok(getrlimit(Resource::RLIMIT_NOFILE)?.0)
+}
+
+/// Raises the limit and warns when `max_flows` relay sockets cannot all be opened
+/// with `others` descriptors left for the rest.
+pub fn prepare(max_flows: usize, others: u64) {
     match raise() {
         Ok(limit) => {
-            let fit = flows_that_fit(limit);
+            let fit = flows_that_fit(limit, others);
             if (max_flows as u64) > fit {
                 tracing::warn!(
                     max_flows,
@@ -52,6 +60,7 @@ mod tests {
         let (cur, max) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
         assert_eq!(soft, max);
         assert_eq!(cur, max);
-        assert_eq!(flows_that_fit(20_000), 19_936);
+        assert_eq!(flows_that_fit(20_000, 66), 19_870);
+        assert_eq!(flows_that_fit(100, 66), 0);
     }
 }
