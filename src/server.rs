@@ -48,9 +48,9 @@ pub struct Running {
     admin_token: Token,
     /// The admin settings the endpoint was started with (listen and limits need a restart).
     admin_cfg: Admin,
-    /// `[listen]` as started: a reload keeps it, so a reloaded config is checked
-    /// against it.
-    listen: crate::config::Listen,
+    /// The config as started: a reload keeps `[listen]`, `[[peer]]`, `[hep]` and the
+    /// sync addresses as they are here, so a reloaded config is checked with them.
+    started: Config,
 }
 
 impl Running {
@@ -99,10 +99,10 @@ impl Running {
     /// Applies a new config (backends, health, timeouts, failback); flows and
     /// dialogs stay. Returns notes on what changed or was kept.
     pub async fn reload(&self, cfg: Config) -> Result<Vec<String>, ServerError> {
-        // Checked with the running [listen] (which the reload keeps) before anything
-        // applies: a backend the new file puts outside its own relay prefix can be
-        // inside the running one.
-        cfg.check_with_listen(&self.listen)?;
+        // Checked with what the reload keeps (the running [listen] and the rest) before
+        // anything applies: a backend the new file puts outside its own relay prefix can
+        // be inside the running one.
+        cfg.check_with_kept(&self.started)?;
         let mut notes = self.reload_admin(&cfg.admin);
         let (reply, rx) = oneshot::channel();
         self.control
@@ -205,7 +205,7 @@ pub async fn start(cfg: Config, prom: PrometheusHandle) -> Result<Running, Serve
     let dp_status = status.clone();
     let admin_token = Token::new(cfg.admin.token.as_deref());
     let admin_cfg = cfg.admin.clone();
-    let listen = cfg.listen.clone();
+    let started = cfg.clone();
     let vrrp_cfg = cfg.vrrp.clone();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
@@ -258,7 +258,7 @@ pub async fn start(cfg: Config, prom: PrometheusHandle) -> Result<Running, Serve
         vrrp: None,
         admin_token,
         admin_cfg,
-        listen,
+        started,
     };
     match vrrp_cfg {
         // Sockets are already bound (IP_FREEBIND): forwarding works the moment the

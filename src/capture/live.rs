@@ -495,13 +495,13 @@ impl Taps {
                     },
                     &mut buf,
                 );
+                // Counted before the reader can take it off (and give it back).
                 let len = buf.len();
+                s.queued.fetch_add(len, Ordering::Relaxed);
                 match s.tx.try_send(buf) {
-                    Ok(()) => {
-                        s.remaining -= 1;
-                        s.queued.fetch_add(len, Ordering::Relaxed);
-                    }
+                    Ok(()) => s.remaining -= 1,
                     Err(TrySendError::Full(_)) => {
+                        s.queued.fetch_sub(len, Ordering::Relaxed);
                         s.dropped.fetch_add(1, Ordering::Relaxed);
                         dropped.increment(1);
                     }

@@ -252,10 +252,17 @@ fn a_reload_is_checked_against_the_running_prefix() {
         &eph(),
     )
     .unwrap();
-    let e = new
-        .check_with_listen(&running.listen)
-        .unwrap_err()
-        .to_string();
+    let e = new.check_with_kept(&running).unwrap_err().to_string();
     assert!(e.starts_with("backend[0].addr"), "{e}");
-    assert!(running.check_with_listen(&running.listen).is_ok());
+    assert!(running.check_with_kept(&running).is_ok());
+    // A backend at the running public address (the new file moved its own away).
+    let looped = Config::parse(
+        &conf("relay_prefix = \"127.17.0.0/16\"\nrelay_port = 5062")
+            .replace("127.0.0.1:5060", "127.0.0.2:5060")
+            .replace("127.0.0.1:5070", "127.0.0.1:5060"),
+        &eph(),
+    )
+    .unwrap();
+    let e = looped.check_with_kept(&running).unwrap_err().to_string();
+    assert!(e.contains("own listen addresses"), "{e}");
 }

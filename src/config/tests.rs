@@ -71,8 +71,8 @@ fn errors_name_the_key() {
             "listen.sip[0]: must be a concrete",
         ),
         (
-            &format!("{GOOD}\n[access]\nmax_bans = 0\n"),
-            "access.max_bans: must be 1",
+            &format!("{GOOD}\n[access]\nmax_bans = 1000001\n"),
+            "access.max_bans: must be at most",
         ),
         (
             &GOOD.replace("20000-20999", "20999-20000"),

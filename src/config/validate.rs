@@ -66,7 +66,8 @@ fn validate_listen(raw: Option<RawListen>, eph: &EphemeralPorts) -> Result<Liste
             // from the one the phone sent to: its NAT would drop every reply.
             return Err(invalid(
                 &key,
-                "must be a concrete address (replies must leave from the address the phone                  sent to; list each public address, a floating one too)",
+                "must be a concrete address (replies must leave from the address the phone \
+                 sent to; list each public address, a floating one too)",
             ));
         }
         if sip.contains(&a) {
@@ -198,8 +199,21 @@ fn validate_relay_ports(
 // [[backend]]
 // ---------------------------------------------------------------------------------------
 
-fn validate_backends(raw: &[RawBackend], listen: &Listen) -> Result<Vec<Backend>, ConfigError> {
-    let sip = &listen.sip;
+/// What a backend's address must not be, given `[listen]`: one of sipfront's own
+/// public addresses (a loop), or of the other family than the relay addresses
+/// (nothing could be sent to it). Also run by a reload against the running `[listen]`.
+pub(super) fn check_backend_against_listen(
+    i: usize,
+    addr: SocketAddr,
+    listen: &Listen,
+) -> Result<(), ConfigError> {
+    let addr_key = || format!("backend[{i}].addr");
+    if listen.sip.contains(&addr) {
+        return Err(invalid(
+            addr_key(),
+            "is one of sipfront's own listen addresses",
+        ));
+    }
     // Relayed datagrams leave from the relay addresses (or the prefix): a backend of
     // the other family could be probed (the prober has sockets of both) but never
     // sent to.
@@ -207,6 +221,24 @@ fn validate_backends(raw: &[RawBackend], listen: &Listen) -> Result<Vec<Backend>
         Some(p) => p.net.is_ipv4(),
         None => listen.relay.first().is_none_or(IpAddr::is_ipv4),
     };
+    if addr.is_ipv4() != relay_v4 {
+        let (have, relays) = if relay_v4 {
+            ("IPv6", "IPv4")
+        } else {
+            ("IPv4", "IPv6")
+        };
+        return Err(invalid(
+            addr_key(),
+            format!(
+                "an {have} backend, but the relay addresses (listen.relay or \
+                 listen.relay_prefix) are {relays}: nothing could be sent to it"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_backends(raw: &[RawBackend], listen: &Listen) -> Result<Vec<Backend>, ConfigError> {
     if raw.is_empty() {
         return Err(invalid("backend", "at least one [[backend]] is required"));
     }
@@ -242,26 +274,7 @@ fn validate_backends(raw: &[RawBackend], listen: &Listen) -> Result<Vec<Backend>
                 format!("`{addr}` is used by two backends"),
             ));
         }
-        if sip.contains(&addr) {
-            return Err(invalid(
-                addr_key,
-                "is one of sipfront's own listen addresses",
-            ));
-        }
-        if addr.is_ipv4() != relay_v4 {
-            let (have, relays) = if relay_v4 {
-                ("IPv6", "IPv4")
-            } else {
-                ("IPv4", "IPv6")
-            };
-            return Err(invalid(
-                addr_key,
-                format!(
-                    "an {have} backend, but the relay addresses (listen.relay or \
-                     listen.relay_prefix) are {relays}: nothing could be sent to it"
-                ),
-            ));
-        }
+        check_backend_against_listen(i, addr, listen)?;
         backends.push(Backend {
             name: b.name.clone(),
             addr,

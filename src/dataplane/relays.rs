@@ -70,13 +70,13 @@ impl PrefixSockets {
         !self.socks.is_empty()
     }
 
-    /// The socket of relay port `port`.
-    #[inline]
     /// The wildcard sockets, by position in `listen.relay_port`.
     pub(super) fn socks(&self) -> &[StdUdpSocket] {
         &self.socks
     }
 
+    /// The socket of relay port `port`.
+    #[inline]
     fn sock(&self, port: u16) -> Option<&StdUdpSocket> {
         let i = self.ports.iter().position(|&p| p == port)?;
         self.socks.get(i)
@@ -216,7 +216,7 @@ impl Shell {
             // goes and the client's next datagram gets another endpoint.
             if let Err(e) = self.open_relay(r) {
                 tracing::debug!(port = r.port, error = %e, "relay reopen failed");
-                self.router.relay_lost(flow);
+                self.router.relay_lost(flow, now);
                 return None;
             }
         }
@@ -245,7 +245,7 @@ impl Shell {
     /// An ICMP error on a relay socket: which backend bounced? Probe it now. It is
     /// never a verdict by itself (anyone can forge one, and relay sockets are not
     /// connected); one for a destination that is no backend is ignored and counted.
-    /// Returns how many errors the queue held.
+    /// Returns how many of the queued errors came from ICMP (see `errqueue::drain`).
     pub(super) fn on_relay_error(&mut self, now: Instant, sock: &impl AsRawFd) -> usize {
         let prober = &mut self.prober;
         let mut woke = false;

@@ -163,7 +163,7 @@ impl<T: Target> Checker<T> {
         }
     }
 
-    /// New settings (config reload); probes in flight keep their old deadline. A
+    /// New settings (config reload); probes in flight are timed out by the new timeout. A
     /// shorter interval applies at once: no backend waits out the old one for its
     /// next probe.
     pub fn set_settings(&mut self, s: ProbeSettings, now: Instant) {

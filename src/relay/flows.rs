@@ -195,9 +195,13 @@ pub struct FlowTable {
     start: usize,
     /// Freed endpoints (slot index, [`FlowTable::clock`] from which it may be given
     /// out), FIFO, so a just-freed one is reused last, and not before
-    /// [`PORT_QUARANTINE`] has passed: late
-    /// datagrams for the old flow then find no flow rather than a stranger's.
+    /// [`PORT_QUARANTINE`] has passed: late datagrams for the old flow then find no
+    /// flow rather than a stranger's. An entry whose time is not its slot's
+    /// `ready_at` is stale (the slot was freed again since).
     free_ports: VecDeque<(u32, u32)>,
+    /// Per slot: the clock from which it may be given out (0: at once). Checked also
+    /// for never-used slots: state sync may have placed and removed a flow on one.
+    ready_at: Vec<u32>,
     /// Seconds since `epoch` at the last insert or [`FlowTable::tick`]: a freed
     /// endpoint's quarantine counts in it (a coarse clock: 4 bytes an entry, not 16).
     clock: u32,
@@ -233,6 +237,7 @@ impl FlowTable {
             aliases: HashMap::default(),
             by_port: vec![NO_FLOW; n_ports],
             port_gen: vec![0; n_ports],
+            ready_at: vec![0; n_ports],
             fresh: 0,
             start: 0,
             free_ports: VecDeque::new(),
@@ -544,6 +549,7 @@ impl FlowTable {
             && let Some(i) = self.space.index(port)
         {
             // Not used: back to the front, free at once.
+            self.ready_at[i] = 0;
             self.free_ports.push_front((i as u32, 0));
         }
         placed
@@ -564,12 +570,19 @@ impl FlowTable {
         while self.fresh < n {
             let r = self.space.interleaved_at((self.start + self.fresh) % n);
             self.fresh += 1;
-            if !self.space.is_static(r) && self.lookup_port(r).is_none() {
+            // One in quarantine is in `free_ports` and comes from there.
+            if !self.space.is_static(r)
+                && self.lookup_port(r).is_none()
+                && self
+                    .space
+                    .index(r)
+                    .is_some_and(|i| self.ready_at[i] <= self.clock)
+            {
                 return Some(r);
             }
         }
         while let Some(&(i, ready)) = self.free_ports.front() {
-            if self.by_port[i as usize] != NO_FLOW {
+            if self.by_port[i as usize] != NO_FLOW || self.ready_at[i as usize] != ready {
                 self.free_ports.pop_front();
                 continue;
             }
@@ -688,7 +701,11 @@ impl FlowTable {
             self.by_port[i] = NO_FLOW;
             // A static peer's endpoint never goes to the pool.
             if !self.space.is_static(flow.relay_port) {
-                let ready = self.clock.saturating_add(PORT_QUARANTINE.as_secs() as u32);
+                // One second more: the clock is whole seconds and may lag a sweep.
+                let ready = self
+                    .clock
+                    .saturating_add(PORT_QUARANTINE.as_secs() as u32 + 1);
+                self.ready_at[i] = ready;
                 self.free_ports.push_back((i as u32, ready));
             }
         }
@@ -704,6 +721,7 @@ impl FlowTable {
             && self.free_ports.back().is_some_and(|&(b, _)| b == i as u32)
         {
             self.free_ports.pop_back();
+            self.ready_at[i] = 0;
             self.free_ports.push_front((i as u32, 0));
         }
         Some(f)
@@ -811,6 +829,10 @@ mod tests {
         FlowTable::new(RelaySpace::new(&ports, 1), max, 1000)
     }
 
+    fn s1() -> Duration {
+        Duration::from_secs(1)
+    }
+
     const fn rp(port: u16) -> RelayPort {
         RelayPort::first(port)
     }
@@ -827,7 +849,7 @@ mod tests {
         assert_eq!(t.lookup_generation(rp(100), gen_a), Some(a));
         t.remove(a).unwrap();
         let b = t
-            .insert(addr(2), 0, BackendId::new(0), now + PORT_QUARANTINE)
+            .insert(addr(2), 0, BackendId::new(0), now + PORT_QUARANTINE + s1())
             .unwrap();
         assert_eq!(t.lookup_port(rp(100)), Some(b));
         assert_eq!(
@@ -835,6 +857,59 @@ mod tests {
             None,
             "not the gone flow's"
         );
+    }
+
+    /// The quarantine holds however an endpoint was freed: a flow state sync placed
+    /// on a never-used endpoint, or an endpoint freed, taken by sync and freed again
+    /// (its first, older entry in the free list no longer counts).
+    #[test]
+    fn quarantine_holds_for_endpoints_sync_placed_and_freed() {
+        let now = Instant::now();
+        let mut t = table(100..=103, 10);
+        let a = t.insert(addr(1), 0, BackendId::new(0), now).unwrap();
+        // Sync places a flow on 102 (never handed out here), then it goes.
+        let mut f = t.get(a).unwrap().clone();
+        (f.client, f.relay_port) = (addr(9), rp(102));
+        let (m, _) = t.insert_at(f.clone()).unwrap();
+        t.remove(m).unwrap();
+        let got: Vec<u16> = (2..4)
+            .map(|i| {
+                let id = t.insert(addr(i), 0, BackendId::new(0), now).unwrap();
+                t.get(id).unwrap().relay_port.port
+            })
+            .collect();
+        assert_eq!(got, [101, 103], "102 is in quarantine");
+        // 100: freed at 0 s, taken by sync, freed again at 20 s.
+        t.remove(a).unwrap();
+        let t20 = now + Duration::from_secs(20);
+        t.tick(t20);
+        (f.client, f.relay_port) = (addr(8), rp(100));
+        let (m, _) = t.insert_at(f).unwrap();
+        t.remove(m).unwrap();
+        // At 40 s 102 is free again, 100 not (its first entry is stale).
+        let t40 = now + Duration::from_secs(40);
+        let b = t.insert(addr(5), 0, BackendId::new(0), t40).unwrap();
+        assert_eq!(t.get(b).unwrap().relay_port, rp(102));
+        assert!(matches!(
+            t.insert(addr(6), 0, BackendId::new(0), t40),
+            Err(InsertError::NoPort)
+        ));
+        let c = t
+            .insert(addr(6), 0, BackendId::new(0), t20 + PORT_QUARANTINE + s1())
+            .unwrap();
+        assert_eq!(t.get(c).unwrap().relay_port, rp(100));
+    }
+
+    /// A flow undone before it relayed anything gives its endpoint back at once.
+    #[test]
+    fn an_unused_flows_endpoint_is_free_at_once() {
+        let now = Instant::now();
+        let mut t = table(100..=101, 10);
+        t.insert(addr(1), 0, BackendId::new(0), now).unwrap();
+        let b = t.insert(addr(2), 0, BackendId::new(0), now).unwrap();
+        t.remove_unused(b).unwrap();
+        let c = t.insert(addr(3), 0, BackendId::new(0), now).unwrap();
+        assert_eq!(t.get(c).unwrap().relay_port, rp(101));
     }
 
     /// A table started elsewhere in the pool (the dataplane draws where per start)
@@ -872,14 +947,15 @@ mod tests {
             rp(102),
             "freed port goes to the back"
         );
-        // Freed 31 s ago: still in quarantine, no endpoint to give.
-        let later = now + PORT_QUARANTINE - Duration::from_secs(1);
+        // Freed 32 s ago: still in quarantine (a second more than PORT_QUARANTINE: the
+        // clock counts whole seconds), no endpoint to give.
+        let later = now + PORT_QUARANTINE;
         assert!(matches!(
             t.insert(addr(4), 0, BackendId::new(0), later),
             Err(InsertError::NoPort)
         ));
         let d = t
-            .insert(addr(4), 0, BackendId::new(0), now + PORT_QUARANTINE)
+            .insert(addr(4), 0, BackendId::new(0), now + PORT_QUARANTINE + s1())
             .unwrap();
         assert_eq!(t.get(d).unwrap().relay_port, rp(100));
         assert!(matches!(

@@ -906,7 +906,8 @@ impl Router {
                 // Lone transactions (NAT pings, MESSAGE) are too short-lived to sync.
                 self.dialog_changed(key, None, &d, opening);
             } else {
-                // Full (clients' unanswered INVITEs can fill it up to their quotas):
+                // Full, or the entry's shard is until it grows (clients' unanswered
+                // INVITEs can fill the table up to their quotas):
                 // the phone still gets the call or the NAT ping; its answer goes to
                 // the flow's home, the right backend whenever that sent it.
                 self.counters.unpinned += 1;
@@ -961,7 +962,7 @@ impl Router {
     /// flow nothing can be sent from, which every datagram of its client refreshes,
     /// it goes (counted `bind_failed`), and the client's next datagram makes a flow
     /// on another endpoint. A static peer's endpoint is its own: it stays.
-    pub fn relay_lost(&mut self, id: FlowId) {
+    pub fn relay_lost(&mut self, id: FlowId, now: Instant) {
         self.counters.drop(DropReason::BindFailed);
         if self.flows.get(id).is_none_or(|f| f.peer.is_some()) {
             return;
@@ -972,6 +973,9 @@ impl Router {
                 relay_port: f.relay_port,
             });
         }
+        // Its datagram bucket goes back to the limiter before the client's next
+        // datagram makes a new flow.
+        self.put_back_buckets(now);
     }
 
     /// Count a datagram the shell could not send (full socket buffer, error).

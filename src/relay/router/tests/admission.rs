@@ -481,23 +481,23 @@ fn entries_of_a_gone_flow_never_count_for_the_next_flow_on_its_endpoint() {
         Some(DropReason::NoRelayPort)
     );
     // After the quarantine the fourth flow gets A's endpoint.
-    for k in 7..=38 {
+    for k in 7..=40 {
         r.handle_timeout(t0 + s(k));
     }
-    let t38 = t0 + s(38);
-    assert_eq!(action(&mut r, t38, e, &req("INVITE", "e0")), None);
+    let t40 = t0 + s(40);
+    assert_eq!(action(&mut r, t40, e, &req("INVITE", "e0")), None);
     let f = r.flow_of(&sa(e)).unwrap();
     let (e_port, home) = (f.relay_port, f.home);
     assert_eq!(e_port, a_port);
     // A backend reaches it: it lives `flow_idle` (30 s) from its last datagram.
-    r.from_backend(t38, e_port, addr_of(home), &req("OPTIONS", "ping"));
-    assert_eq!(action(&mut r, t38, e, &req("INVITE", "e1")), None);
+    r.from_backend(t40, e_port, addr_of(home), &req("OPTIONS", "ping"));
+    assert_eq!(action(&mut r, t40, e, &req("INVITE", "e1")), None);
     assert_eq!(
-        action(&mut r, t38, e, &req("INVITE", "e2")),
+        action(&mut r, t40, e, &req("INVITE", "e2")),
         Some(DropReason::PinQuota)
     );
     // E's two are still open until 32 s after they were.
-    for k in 39..=60 {
+    for k in 41..=60 {
         r.handle_timeout(t0 + s(k));
     }
     assert_eq!(

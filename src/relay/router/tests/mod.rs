@@ -400,7 +400,7 @@ fn a_flow_whose_endpoint_is_lost_goes_and_its_client_gets_another() {
     else {
         panic!("forwarded");
     };
-    r.relay_lost(flow);
+    r.relay_lost(flow, t0);
     assert!(r.flow_of(&sa(phone)).is_none());
     assert_eq!(r.counters().dropped(DropReason::BindFailed), 1);
     let (p2, _) = client(&mut r, t0, phone, &req("REGISTER", "r3"));
@@ -783,6 +783,10 @@ fn large_tables_are_swept_in_slices() {
         r.handle_timeout(at);
     }
     assert_eq!(r.flow_count(), 0, "all gone within 2 s");
+    assert!(
+        !r.take_sync(&mut items),
+        "no overflow at the last slice either"
+    );
     assert_eq!(r.counters().flows_expired, 20_000);
     let mut removed = 0;
     while let Some(ev) = r.poll_event() {
