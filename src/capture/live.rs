@@ -275,10 +275,12 @@ pub fn write_text(w: &mut impl Write, f: &Frame<'_>) -> io::Result<()> {
         let line = line.trim_end_matches(['\r', '\n']);
         // The bytes come from the internet and go to an operator's terminal: control
         // characters (ESC sequences set the title, the clipboard, move the cursor) are
-        // written as escapes.
+        // written as escapes, and a backslash doubled, so the two cannot be confused.
         for c in line.chars() {
             if c.is_control() && c != '\t' {
                 write!(w, "\\x{{{:02x}}}", u32::from(c))?;
+            } else if c == '\\' {
+                w.write_all(b"\\\\")?;
             } else {
                 write!(w, "{c}")?;
             }
@@ -529,7 +531,7 @@ mod tests {
             leg: Leg::Client,
             src: sa("192.0.2.1:5060"),
             dst: sa("127.0.0.1:5060"),
-            payload: "MESSAGE sip:x SIP/2.0\r\nSubject: \x1b]52;c;aGk=\x07\tx\ry \u{9b}2J\r\n\r\n"
+            payload: "MESSAGE sip:x SIP/2.0\r\nSubject: \x1b]52;c;aGk=\x07\tx\ry \u{9b}2J\r\nX: \\x{1b}\r\n\r\n"
                 .as_bytes(),
         };
         let mut out = Vec::new();
@@ -545,6 +547,8 @@ mod tests {
             text.contains("Subject: \\x{1b}]52;c;aGk=\\x{07}\tx\\x{0d}y \\x{9b}2J\n"),
             "{text:?}"
         );
+        // A literal backslash is doubled: it never reads as an escape.
+        assert!(text.contains("X: \\\\x{1b}\n"), "{text:?}");
     }
 
     #[test]
