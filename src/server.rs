@@ -31,7 +31,9 @@ pub enum ServerError {
     Stopped,
     #[error(transparent)]
     Vrrp(#[from] crate::vrrp::shell::VrrpError),
-    #[error("refused with the running [listen], which a reload keeps: {0}")]
+    #[error(
+        "refused with what a reload keeps (the running [listen], [[peer]], [hep], sync addresses): {0}"
+    )]
     Config(#[from] crate::config::ConfigError),
 }
 

@@ -6,6 +6,7 @@
 //!   drain with ctl and token  17200-17239, relay 18800-18999
 //!   SIGHUP reload             17240-17279, relay 19000-19099
 //!   SIGHUP then SIGTERM       17330-17339, relay 19330-19339
+//!   reload against the kept   17340-17349, relay 19340-19349
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -742,4 +743,31 @@ fn sigterm_during_a_reload_stops_it() {
         "sipfront did not stop on SIGTERM after SIGHUPs: {status:?}\n{}",
         front.proc.log_tail(20)
     );
+}
+
+/// A reload keeps the running `[listen]`: a new file that moves its own public address
+/// and puts a backend at the running one (a loop through sipfront) is refused as a
+/// whole, though it is valid on its own; the running backends stay.
+#[test]
+fn a_reload_is_checked_with_the_listen_it_keeps() {
+    let dir = TestDir::new("reload-kept");
+    let _a = FakeBackend::start(17341, 19340..=19349);
+    let mut front = Sipfront::start(
+        &dir,
+        SipfrontConfig::new("127.0.0.1:17340", "19340-19349", "127.0.0.1:17342")
+            .backend("a", "127.0.0.1:17341"),
+    );
+    let moved = SipfrontConfig::new("127.0.0.1:17343", "19340-19349", "127.0.0.1:17342")
+        .backend("a", "127.0.0.1:17341")
+        .backend("loop", "127.0.0.1:17340");
+    std::fs::write(&front.config_path, moved.toml()).unwrap();
+    front.proc.signal("HUP");
+    let line = wait_log(&mut front, &["reload failed"], 1);
+    assert!(
+        line.contains("backend[1].addr") && line.contains("own listen addresses"),
+        "{line}"
+    );
+    let st = get_json(front.cfg.admin, "/api/v1/status");
+    assert_eq!(st["backends"].as_array().map(Vec::len), Some(1), "{st}");
+    front.assert_running();
 }
