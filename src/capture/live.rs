@@ -480,34 +480,37 @@ impl Taps {
                 if s.remaining == 0 {
                     break;
                 }
+                // Bounded by bytes as well as frames: a full queue either way is a drop.
                 let len = data.len() + 64;
-                if s.queued.load(Ordering::Relaxed) + len > QUEUE_BYTES {
+                let queued = s.queued.load(Ordering::Relaxed) + len <= QUEUE_BYTES && {
+                    let mut buf = Vec::with_capacity(len);
+                    encode(
+                        &Frame {
+                            ts_us,
+                            leg,
+                            src,
+                            dst,
+                            payload: data,
+                        },
+                        &mut buf,
+                    );
+                    // Counted before the reader can take it off (and give it back).
+                    let len = buf.len();
+                    s.queued.fetch_add(len, Ordering::Relaxed);
+                    match s.tx.try_send(buf) {
+                        Ok(()) => true,
+                        Err(TrySendError::Full(_)) => {
+                            s.queued.fetch_sub(len, Ordering::Relaxed);
+                            false
+                        }
+                        Err(TrySendError::Closed(_)) => return false,
+                    }
+                };
+                if queued {
+                    s.remaining -= 1;
+                } else {
                     s.dropped.fetch_add(1, Ordering::Relaxed);
                     dropped.increment(1);
-                    continue;
-                }
-                let mut buf = Vec::with_capacity(len);
-                encode(
-                    &Frame {
-                        ts_us,
-                        leg,
-                        src,
-                        dst,
-                        payload: data,
-                    },
-                    &mut buf,
-                );
-                // Counted before the reader can take it off (and give it back).
-                let len = buf.len();
-                s.queued.fetch_add(len, Ordering::Relaxed);
-                match s.tx.try_send(buf) {
-                    Ok(()) => s.remaining -= 1,
-                    Err(TrySendError::Full(_)) => {
-                        s.queued.fetch_sub(len, Ordering::Relaxed);
-                        s.dropped.fetch_add(1, Ordering::Relaxed);
-                        dropped.increment(1);
-                    }
-                    Err(TrySendError::Closed(_)) => return false,
                 }
             }
             // Done: dropping the sender ends the stream once the queue is read.

@@ -548,9 +548,7 @@ impl FlowTable {
         if placed.is_err()
             && let Some(i) = self.space.index(port)
         {
-            // Not used: back to the front, free at once.
-            self.ready_at[i] = 0;
-            self.free_ports.push_front((i as u32, 0));
+            self.free_at_once(i);
         }
         placed
     }
@@ -572,11 +570,10 @@ impl FlowTable {
             self.fresh += 1;
             // One in quarantine is in `free_ports` and comes from there.
             if !self.space.is_static(r)
-                && self.lookup_port(r).is_none()
                 && self
                     .space
                     .index(r)
-                    .is_some_and(|i| self.ready_at[i] <= self.clock)
+                    .is_some_and(|i| self.by_port[i] == NO_FLOW && self.ready_at[i] <= self.clock)
             {
                 return Some(r);
             }
@@ -721,10 +718,15 @@ impl FlowTable {
             && self.free_ports.back().is_some_and(|&(b, _)| b == i as u32)
         {
             self.free_ports.pop_back();
-            self.ready_at[i] = 0;
-            self.free_ports.push_front((i as u32, 0));
+            self.free_at_once(i);
         }
         Some(f)
+    }
+
+    /// Endpoint slot `i` carried nothing: first in line, no quarantine.
+    fn free_at_once(&mut self, i: usize) {
+        self.ready_at[i] = 0;
+        self.free_ports.push_front((i as u32, 0));
     }
 
     /// Slots in use or used before (sweeps walk them by index).

@@ -110,36 +110,31 @@ fn read_one<'a>(fd: &impl AsRawFd, data: &'a mut [u8]) -> Option<(bool, Option<U
         let mut found = None;
         let mut icmp = false;
         if let Ok(cmsgs) = msg.cmsgs() {
+            // ICMP type 3 / ICMPv6 type 1: destination unreachable; not type 3 code 4,
+            // "fragmentation needed" (a path MTU report, queued with EMSGSIZE: the
+            // destination is there, as with ICMPv6's Packet Too Big).
             for c in cmsgs {
-                match &c {
-                    ControlMessageOwned::Ipv4RecvErr(ee, _) => {
-                        icmp |= ee.ee_origin == libc::SO_EE_ORIGIN_ICMP;
-                    }
-                    ControlMessageOwned::Ipv6RecvErr(ee, _) => {
-                        icmp |= ee.ee_origin == libc::SO_EE_ORIGIN_ICMP6;
-                    }
-                    _ => {}
-                }
-                // ICMP type 3 / ICMPv6 type 1: destination unreachable; not type 3
-                // code 4, "fragmentation needed" (a path MTU report, queued with
-                // EMSGSIZE: the destination is there, as with ICMPv6's Packet Too Big).
                 match c {
-                    ControlMessageOwned::Ipv4RecvErr(ee, off)
-                        if is_unreachable_v4(ee.ee_origin, ee.ee_type, ee.ee_code) =>
-                    {
-                        let off = off.map(|a| {
-                            IpAddr::V4(std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)))
-                        });
-                        found = Some((ee.ee_type, ee.ee_code, off));
-                        break;
+                    ControlMessageOwned::Ipv4RecvErr(ee, off) => {
+                        icmp |= ee.ee_origin == libc::SO_EE_ORIGIN_ICMP;
+                        if is_unreachable_v4(ee.ee_origin, ee.ee_type, ee.ee_code) {
+                            let off = off.map(|a| {
+                                IpAddr::V4(std::net::Ipv4Addr::from(u32::from_be(
+                                    a.sin_addr.s_addr,
+                                )))
+                            });
+                            found = Some((ee.ee_type, ee.ee_code, off));
+                            break;
+                        }
                     }
-                    ControlMessageOwned::Ipv6RecvErr(ee, off)
-                        if ee.ee_origin == libc::SO_EE_ORIGIN_ICMP6 && ee.ee_type == 1 =>
-                    {
-                        let off =
-                            off.map(|a| IpAddr::V6(std::net::Ipv6Addr::from(a.sin6_addr.s6_addr)));
-                        found = Some((ee.ee_type, ee.ee_code, off));
-                        break;
+                    ControlMessageOwned::Ipv6RecvErr(ee, off) => {
+                        icmp |= ee.ee_origin == libc::SO_EE_ORIGIN_ICMP6;
+                        if ee.ee_origin == libc::SO_EE_ORIGIN_ICMP6 && ee.ee_type == 1 {
+                            let off = off
+                                .map(|a| IpAddr::V6(std::net::Ipv6Addr::from(a.sin6_addr.s6_addr)));
+                            found = Some((ee.ee_type, ee.ee_code, off));
+                            break;
+                        }
                     }
                     _ => {}
                 }

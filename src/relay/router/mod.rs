@@ -542,11 +542,7 @@ impl Router {
                         .then(|| self.pin_quota(id, pins, client))
                         .flatten();
                     if let Some(r) = quota {
-                        // A flow made for this datagram alone goes with it.
-                        if new_flow {
-                            self.abort_flow(id, now);
-                        }
-                        return self.drop_client(client, r);
+                        return self.refuse_opening(id, new_flow, now, client, r);
                     }
                     let d = Dialog {
                         backend: home,
@@ -559,10 +555,8 @@ impl Router {
                         opens: true,
                     };
                     if self.dialogs.pin(key, d).is_err() {
-                        if new_flow {
-                            self.abort_flow(id, now);
-                        }
-                        return self.drop_client(client, DropReason::DialogTableFull);
+                        let r = DropReason::DialogTableFull;
+                        return self.refuse_opening(id, new_flow, now, client, r);
                     }
                     self.flows.add_pin(id);
                     self.dialog_changed(key, None, &d, true);
@@ -934,27 +928,31 @@ impl Router {
         Ok(())
     }
 
-    /// Undo a flow made for a datagram that was then refused: its endpoint carried
-    /// nothing and is free again at once.
-    fn abort_flow(&mut self, id: FlowId, now: Instant) {
-        self.undo_flow(id, now, true);
+    /// Undo a new flow. `unused` (the datagram it was made for was refused): its
+    /// endpoint carried nothing and is free at once; else (its socket could not be
+    /// bound) it goes to the back of the free list.
+    fn undo_new_flow(&mut self, id: FlowId, now: Instant, unused: bool) {
+        if self.forget_flow(id, now, unused) {
+            self.counters.flows_created = self.counters.flows_created.saturating_sub(1);
+        }
     }
 
-    /// Undo a new flow. `unused`: its endpoint is free at once; else (its socket could
-    /// not be bound) it goes to the back of the free list.
-    fn undo_flow(&mut self, id: FlowId, now: Instant, unused: bool) {
+    /// Removes flow `id` (its endpoint free at once if `unused`), tells the sync peer
+    /// and gives its datagram bucket back to the limiter before the client's next
+    /// datagram makes a new flow. Whether there was one.
+    fn forget_flow(&mut self, id: FlowId, now: Instant, unused: bool) -> bool {
         let removed = if unused {
             self.flows.remove_unused(id)
         } else {
             self.flows.remove(id)
         };
-        if let Some(f) = removed {
-            self.counters.flows_created = self.counters.flows_created.saturating_sub(1);
+        if let Some(f) = &removed {
             self.emit(Item::FlowGone {
                 relay_port: f.relay_port,
             });
         }
         self.put_back_buckets(now);
+        removed.is_some()
     }
 
     /// The socket of an existing flow's endpoint cannot be opened (a mirrored flow
@@ -967,15 +965,9 @@ impl Router {
         if self.flows.get(id).is_none_or(|f| f.peer.is_some()) {
             return;
         }
-        if let Some(f) = self.flows.remove(id) {
+        if self.forget_flow(id, now, false) {
             self.counters.flows_expired += 1;
-            self.emit(Item::FlowGone {
-                relay_port: f.relay_port,
-            });
         }
-        // Its datagram bucket goes back to the limiter before the client's next
-        // datagram makes a new flow.
-        self.put_back_buckets(now);
     }
 
     /// Count a datagram the shell could not send (full socket buffer, error).
@@ -985,8 +977,24 @@ impl Router {
 
     /// Count a relay socket that could not be opened for a new flow.
     pub fn bind_failed(&mut self, id: FlowId, now: Instant) {
-        self.undo_flow(id, now, false);
+        self.undo_new_flow(id, now, false);
         self.counters.drop(DropReason::BindFailed);
+    }
+
+    /// A dialog-opening request refused: a flow made for this datagram alone goes
+    /// with it.
+    fn refuse_opening(
+        &mut self,
+        id: FlowId,
+        new_flow: bool,
+        now: Instant,
+        client: SocketAddr,
+        r: DropReason,
+    ) -> ClientAction {
+        if new_flow {
+            self.undo_new_flow(id, now, true);
+        }
+        self.drop_client(client, r)
     }
 
     fn drop_client(&mut self, client: SocketAddr, r: DropReason) -> ClientAction {
