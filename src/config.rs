@@ -19,6 +19,7 @@ mod limits;
 mod peers;
 mod prefix;
 mod raw;
+mod reload;
 mod validate;
 mod values;
 mod vrrp;
@@ -330,24 +331,6 @@ impl Config {
             source,
         })?;
         Config::parse(&text, &EphemeralPorts::from_system())
-    }
-
-    /// A reload keeps the sections it cannot rebuild as `started` has them (`[listen]`,
-    /// `[[peer]]`, `[hep]`, `[sync]`'s addresses): this config, with those in place of
-    /// its own, must still hold: no backend that is a public address of ours or of the
-    /// other family than the relay addresses, nothing inside the relay prefix.
-    pub fn check_with_kept(&self, started: &Config) -> Result<(), ConfigError> {
-        let mut merged = self.clone();
-        merged.listen = started.listen.clone();
-        merged.peers = started.peers.clone();
-        merged.hep = started.hep.clone();
-        if let (Some(m), Some(s)) = (merged.sync.as_mut(), started.sync.as_ref()) {
-            (m.listen, m.peer) = (s.listen, s.peer);
-        }
-        for (i, b) in merged.backends.iter().enumerate() {
-            validate::check_backend_against_listen(i, b.addr, &merged.listen)?;
-        }
-        prefix::check_outside_prefix(&merged)
     }
 
     /// [`Config::load`] for a SIGHUP reload: an unusable `admin.token_file` or

@@ -125,57 +125,15 @@ impl Shell {
 impl Shell {
     /// For the control task: the router's health view after a reload.
     pub(super) fn reload(&mut self, cfg: Config) -> Vec<String> {
-        let mut notes = Vec::new();
         let mut cfg = cfg;
-        // Sockets and addresses stay; whether keepalives are relayed is the router's
-        // to decide per datagram, so that one applies now.
-        let mut listen = self.cfg.listen.clone();
-        listen.forward_keepalives = cfg.listen.forward_keepalives;
-        keep_running(
-            &mut notes,
-            &mut cfg.listen,
-            listen,
-            "listen changes need a restart (forward_keepalives applies now); kept the running [listen]",
-        );
-        let running = &self.cfg;
-        keep_running(
-            &mut notes,
-            &mut cfg.hep,
-            running.hep.clone(),
-            "hep changes need a restart; kept the running [hep]",
-        );
-        // Static peers own fixed endpoints and sockets; the VRRP speaker has its own
-        // thread: neither is rebuilt by a reload.
-        keep_running(
-            &mut notes,
-            &mut cfg.peers,
-            running.peers.clone(),
-            "peer changes need a restart; kept the running [[peer]]s",
-        );
-        keep_running(
-            &mut notes,
-            &mut cfg.vrrp,
-            running.vrrp.clone(),
-            "vrrp changes need a restart; kept the running [vrrp]",
-        );
+        let mut notes = cfg.keep_restart_only(&self.cfg);
         notes.extend(super::sync::reload(
             &self.cfg.sync,
             &mut cfg.sync,
             &mut self.sync_rekey,
         ));
-        // Table sizes need a restart; per-source limits and their overrides apply now.
-        let (old, new) = (&self.cfg.limits, &mut cfg.limits);
-        let sizes = |l: &crate::config::Limits| (l.max_flows, l.max_dialogs, l.max_pins_per_flow);
-        if sizes(new) != sizes(old) {
-            // The per-source limits' defaults are shares of these sizes: computed from
-            // sizes that do not apply, they could let one source fill a table. All of
-            // [limits] stays as it runs.
-            notes.push(
-                "limits.max_flows/max_dialogs/max_pins_per_flow changes need a restart; kept the running [limits] (per-source limits too: their defaults derive from the sizes)"
-                    .to_string(),
-            );
-            *new = old.clone();
-        }
+        // Per-source limits and their overrides apply now (table sizes need a restart).
+        let (old, new) = (&self.cfg.limits, &cfg.limits);
         let per_source = |l: &crate::config::Limits| {
             (
                 l.per_source(),
@@ -234,14 +192,5 @@ impl Shell {
         self.probe_now = true;
         self.cfg = cfg;
         notes
-    }
-}
-
-/// A section a reload cannot rebuild: if the new config changes it, `note` says so
-/// and the running one is put back, so the next reload compares against what runs.
-fn keep_running<T: PartialEq>(notes: &mut Vec<String>, new: &mut T, running: T, note: &str) {
-    if *new != running {
-        notes.push(note.to_string());
-        *new = running;
     }
 }

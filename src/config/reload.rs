@@ -1,0 +1,76 @@
+//! What a SIGHUP reload keeps: the sections it cannot rebuild stay as they run, in
+//! one place for the dataplane's reload (which applies the rest and logs the notes)
+//! and the server's check of the result before anything applies.
+
+use super::{Config, ConfigError, Limits, prefix, validate};
+
+impl Config {
+    /// Puts back from `running` what a reload cannot rebuild: `[listen]` (sockets and
+    /// addresses; `forward_keepalives` applies now), `[hep]`, `[[peer]]` (fixed
+    /// endpoints and sockets), `[vrrp]` (its own thread), and all of `[limits]` when a
+    /// table size changed (the per-source defaults are shares of the sizes: computed
+    /// from sizes that do not apply, they could let one source fill a table). One note
+    /// per section kept. (`[sync]`'s addresses are the sync link's to keep.)
+    pub fn keep_restart_only(&mut self, running: &Config) -> Vec<String> {
+        let mut notes = Vec::new();
+        let mut listen = running.listen.clone();
+        listen.forward_keepalives = self.listen.forward_keepalives;
+        keep(
+            &mut notes,
+            &mut self.listen,
+            listen,
+            "listen changes need a restart (forward_keepalives applies now); kept the running [listen]",
+        );
+        keep(
+            &mut notes,
+            &mut self.hep,
+            running.hep.clone(),
+            "hep changes need a restart; kept the running [hep]",
+        );
+        keep(
+            &mut notes,
+            &mut self.peers,
+            running.peers.clone(),
+            "peer changes need a restart; kept the running [[peer]]s",
+        );
+        keep(
+            &mut notes,
+            &mut self.vrrp,
+            running.vrrp.clone(),
+            "vrrp changes need a restart; kept the running [vrrp]",
+        );
+        let sizes = |l: &Limits| (l.max_flows, l.max_dialogs, l.max_pins_per_flow);
+        if sizes(&self.limits) != sizes(&running.limits) {
+            notes.push(
+                "limits.max_flows/max_dialogs/max_pins_per_flow changes need a restart; kept the running [limits] (per-source limits too: their defaults derive from the sizes)"
+                    .to_string(),
+            );
+            self.limits = running.limits.clone();
+        }
+        notes
+    }
+
+    /// This config as a reload would apply it over `started` (what it keeps, and the
+    /// sync addresses) must still hold: no backend that is a public address of ours or
+    /// of the other family than the relay addresses, nothing inside the relay prefix.
+    pub fn check_with_kept(&self, started: &Config) -> Result<(), ConfigError> {
+        let mut merged = self.clone();
+        merged.keep_restart_only(started);
+        if let (Some(m), Some(s)) = (merged.sync.as_mut(), started.sync.as_ref()) {
+            (m.listen, m.peer) = (s.listen, s.peer);
+        }
+        for (i, b) in merged.backends.iter().enumerate() {
+            validate::check_backend_against_listen(i, b.addr, &merged.listen)?;
+        }
+        prefix::check_outside_prefix(&merged)
+    }
+}
+
+/// A section a reload cannot rebuild: if the new config changes it, `note` says so
+/// and the running one is put back, so the next reload compares against what runs.
+fn keep<T: PartialEq>(notes: &mut Vec<String>, new: &mut T, running: T, note: &str) {
+    if *new != running {
+        notes.push(note.to_string());
+        *new = running;
+    }
+}
