@@ -459,6 +459,13 @@ fn sync_section() {
             "sync.listen",
         ),
         (
+            format!(
+                "[sync]\nlisten = \"10.0.0.1:7400\"\npeer = \"10.0.0.1:7400\"\nkey_file = \"{}\"\n",
+                kf.display()
+            ),
+            "sync.peer: is sync.listen itself",
+        ),
+        (
             "[sync]\nlisten = \"10.0.0.1:7400\"\npeer = \"10.0.0.2:7400\"\nkey_file = \"/nonexistent/key\"\n".to_string(),
             "sync.key_file: cannot read `/nonexistent/key`",
         ),

@@ -526,6 +526,12 @@ fn validate_sync(r: RawSync, mode: SecretFiles) -> Result<SyncConfig, ConfigErro
     };
     let listen = addr("sync.listen", r.listen)?;
     let peer = addr("sync.peer", r.peer)?;
+    if peer == listen {
+        return Err(invalid(
+            "sync.peer",
+            "is sync.listen itself: name the other host's [sync] listen",
+        ));
+    }
     let key_file = r.key_file.ok_or_else(|| {
         invalid(
             "sync.key_file",

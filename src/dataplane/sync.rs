@@ -44,6 +44,9 @@ pub struct SyncShell {
     /// Mirrored relay ports that could not be bound (open-file limit, a port taken by
     /// another process): one line per 10 s, with the count in between.
     bind_log: LogThrottle,
+    conflict_log: LogThrottle,
+    /// `Router::sync_conflicts` at the last log line about them.
+    conflicts_logged: u64,
 }
 
 /// A random epoch for this run: no clock, so a clock step cannot make it collide
@@ -86,6 +89,8 @@ pub fn open(sc: &SyncConfig, cfg: &Config) -> io::Result<SyncShell> {
         backends_at: None,
         backends: 0,
         bind_log: LogThrottle::new(Duration::from_secs(10)),
+        conflict_log: LogThrottle::new(Duration::from_secs(10)),
+        conflicts_logged: 0,
     })
 }
 
@@ -147,6 +152,7 @@ struct Metrics {
     received: Counter,
     dropped: Vec<Counter>,
     rejected: Counter,
+    conflicts: Counter,
     lag: Gauge,
     peer_flows: Gauge,
     peer_dialogs: Gauge,
@@ -164,6 +170,7 @@ impl Metrics {
                 .map(|r| counter!("sipfront_sync_dropped_total", "reason" => r.as_str()))
                 .collect(),
             rejected: counter!("sipfront_sync_items_rejected_total"),
+            conflicts: counter!("sipfront_sync_endpoint_conflicts_total"),
             lag: gauge!("sipfront_sync_lag"),
             peer_flows: gauge!("sipfront_sync_peer_flows"),
             peer_dialogs: gauge!("sipfront_sync_peer_dialogs"),
@@ -173,13 +180,14 @@ impl Metrics {
     }
 
     /// The link keeps running totals; counters take them as absolute values.
-    fn publish(&self, st: &Stats, rejected: u64) {
+    fn publish(&self, st: &Stats, rejected: u64, conflicts: u64) {
         self.sent.absolute(st.sent);
         self.received.absolute(st.received);
         for (c, n) in self.dropped.iter().zip(st.dropped) {
             c.absolute(n);
         }
         self.rejected.absolute(rejected);
+        self.conflicts.absolute(conflicts);
         self.lag.set(st.lag as f64);
         self.peer_flows.set(f64::from(st.peer_flows));
         self.peer_dialogs.set(f64::from(st.peer_dialogs));
@@ -213,6 +221,8 @@ impl SyncShell {
             backends_at,
             backends,
             bind_log,
+            conflict_log,
+            conflicts_logged,
         } = self;
         if now >= *take_at {
             // Taken this often at most (they are batched into datagrams).
@@ -260,7 +270,22 @@ impl SyncShell {
                 link.transmit_failed();
             }
         }
-        m.publish(link.stats(), s.router.sync_rejected);
+        m.publish(
+            link.stats(),
+            s.router.sync_rejected,
+            s.router.sync_conflicts,
+        );
+        let total = s.router.sync_conflicts;
+        if total > *conflicts_logged && conflict_log.allow(now).is_some() {
+            tracing::warn!(
+                new = total - *conflicts_logged,
+                total,
+                "relay endpoints held by both hosts for different clients (both served \
+                 clients: split brain?); both keep the same flow on each, the other \
+                 client gets a new endpoint with its next datagram"
+            );
+            *conflicts_logged = total;
+        }
         if let Ok(mut st) = status.lock() {
             st.synced = link.synced();
         }

@@ -189,16 +189,22 @@ pub struct FlowTable {
     by_port: Vec<u32>,
     /// Flows placed on each relay slot so far (wrapping): see [`Flow::generation`].
     port_gen: Vec<u16>,
-    /// Pool endpoints never handed out are those from this position of the
-    /// interleaved order on (counted from `start`, wrapping); they go first.
-    fresh: usize,
+    /// Per pass ([`FlowTable::pass_of`]: this host's half of the pool, then the
+    /// peer's), how far the never-handed-out endpoints have been walked in the
+    /// interleaved order (counted from `start`, wrapping); they go first.
+    fresh: [usize; 2],
     start: usize,
+    /// With a sync peer, the half of the pool's interleaved positions (parity) this
+    /// host hands out first; the peer takes the other. Two hosts that both serve
+    /// clients (a split brain, a takeover's overlap) then do not give one endpoint to
+    /// two phones while either half has room. `None`: one pass over the whole pool.
+    half: Option<u8>,
     /// Freed endpoints (slot index, [`FlowTable::clock`] from which it may be given
     /// out), FIFO, so a just-freed one is reused last, and not before
     /// [`PORT_QUARANTINE`] has passed: late datagrams for the old flow then find no
     /// flow rather than a stranger's. An entry whose time is not its slot's
-    /// `ready_at` is stale (the slot was freed again since).
-    free_ports: VecDeque<(u32, u32)>,
+    /// `ready_at` is stale (the slot was freed again since). One queue per pass.
+    free_ports: [VecDeque<(u32, u32)>; 2],
     /// Per slot: the clock from which it may be given out (0: at once). Checked also
     /// for never-used slots: state sync may have placed and removed a flow on one.
     ready_at: Vec<u32>,
@@ -238,9 +244,10 @@ impl FlowTable {
             by_port: vec![NO_FLOW; n_ports],
             port_gen: vec![0; n_ports],
             ready_at: vec![0; n_ports],
-            fresh: 0,
+            fresh: [0; 2],
             start: 0,
-            free_ports: VecDeque::new(),
+            half: None,
+            free_ports: [VecDeque::new(), VecDeque::new()],
             clock: 0,
             epoch: None,
             space,
@@ -259,6 +266,39 @@ impl FlowTable {
         let n = self.space.pool_len().max(1) as u64;
         self.start = (start % n) as usize;
         self
+    }
+
+    /// New flows take endpoints of interleaved positions of parity `half` first (see
+    /// [`FlowTable::half`]); `None` for no preference.
+    pub fn preferring_half(mut self, half: Option<u8>) -> Self {
+        self.half = half.map(|h| h & 1);
+        self
+    }
+
+    /// Which pass hands out interleaved position `pos`: 0 (this host's half, or the
+    /// whole pool without a half), 1 (the peer's half).
+    #[inline]
+    fn pass_of(&self, pos: usize) -> usize {
+        match self.half {
+            Some(h) => usize::from(pos % 2 != usize::from(h)),
+            None => 0,
+        }
+    }
+
+    /// The pass of endpoint slot `i` (`space.index`); reserved endpoints count as ours.
+    #[inline]
+    fn slot_pass(&self, i: usize) -> usize {
+        if i >= self.space.pool_len() {
+            return 0;
+        }
+        self.pass_of(self.space.interleaved_pos(i))
+    }
+
+    /// Whether `port` is in this host's half of the pool (always, without a half).
+    pub fn is_own_half(&self, port: RelayPort) -> bool {
+        self.space
+            .index(port)
+            .is_some_and(|i| self.slot_pass(i) == 0)
     }
 
     pub fn len(&self) -> usize {
@@ -560,14 +600,23 @@ impl FlowTable {
         self.clock = self.clock.max(u32::try_from(secs).unwrap_or(u32::MAX));
     }
 
-    /// Takes the next free endpoint: never-used ones first, then the freed ones,
-    /// oldest first, once out of quarantine. Endpoints that state sync took directly
-    /// (`insert_at`) or that are reserved for static peers are skipped.
+    /// Takes the next free endpoint: this host's half before the peer's; in each,
+    /// never-used ones first, then the freed ones, oldest first, once out of
+    /// quarantine. Endpoints that state sync took directly (`insert_at`) or that are
+    /// reserved for static peers are skipped.
     fn pop_free_port(&mut self) -> Option<RelayPort> {
+        (0..2).find_map(|pass| self.pop_fresh(pass).or_else(|| self.pop_freed(pass)))
+    }
+
+    fn pop_fresh(&mut self, pass: usize) -> Option<RelayPort> {
         let n = self.space.pool_len();
-        while self.fresh < n {
-            let r = self.space.interleaved_at((self.start + self.fresh) % n);
-            self.fresh += 1;
+        while self.fresh[pass] < n {
+            let pos = (self.start + self.fresh[pass]) % n;
+            self.fresh[pass] += 1;
+            if self.pass_of(pos) != pass {
+                continue;
+            }
+            let r = self.space.interleaved_at(pos);
             // One in quarantine is in `free_ports` and comes from there.
             if !self.space.is_static(r)
                 && self
@@ -578,16 +627,20 @@ impl FlowTable {
                 return Some(r);
             }
         }
-        while let Some(&(i, ready)) = self.free_ports.front() {
+        None
+    }
+
+    fn pop_freed(&mut self, pass: usize) -> Option<RelayPort> {
+        while let Some(&(i, ready)) = self.free_ports[pass].front() {
             if self.by_port[i as usize] != NO_FLOW || self.ready_at[i as usize] != ready {
-                self.free_ports.pop_front();
+                self.free_ports[pass].pop_front();
                 continue;
             }
             // FIFO: the ones behind were freed later still.
             if self.clock < ready {
                 return None;
             }
-            self.free_ports.pop_front();
+            self.free_ports[pass].pop_front();
             return Some(self.space.at(i as usize));
         }
         None
@@ -619,10 +672,11 @@ impl FlowTable {
         let id = self.place(flow)?;
         // Stale entries in the deque are skipped by pop_free_port; keep the deque
         // from growing without bound when many ports change hands.
-        if self.free_ports.len() > 2 * self.by_port.len() {
-            let by_port = &self.by_port;
-            self.free_ports
-                .retain(|&(i, _)| by_port[i as usize] == NO_FLOW);
+        let by_port = &self.by_port;
+        for q in &mut self.free_ports {
+            if q.len() > 2 * by_port.len() {
+                q.retain(|&(i, _)| by_port[i as usize] == NO_FLOW);
+            }
         }
         Ok((id, replaced))
     }
@@ -703,7 +757,8 @@ impl FlowTable {
                     .clock
                     .saturating_add(PORT_QUARANTINE.as_secs() as u32 + 1);
                 self.ready_at[i] = ready;
-                self.free_ports.push_back((i as u32, ready));
+                let pass = self.slot_pass(i);
+                self.free_ports[pass].push_back((i as u32, ready));
             }
         }
         self.free_slots.push(id.0);
@@ -715,9 +770,11 @@ impl FlowTable {
     pub fn remove_unused(&mut self, id: FlowId) -> Option<Flow> {
         let f = self.remove(id)?;
         if let Some(i) = self.space.index(f.relay_port)
-            && self.free_ports.back().is_some_and(|&(b, _)| b == i as u32)
+            && self.free_ports[self.slot_pass(i)]
+                .back()
+                .is_some_and(|&(b, _)| b == i as u32)
         {
-            self.free_ports.pop_back();
+            self.free_ports[self.slot_pass(i)].pop_back();
             self.free_at_once(i);
         }
         Some(f)
@@ -726,7 +783,8 @@ impl FlowTable {
     /// Endpoint slot `i` carried nothing: first in line, no quarantine.
     fn free_at_once(&mut self, i: usize) {
         self.ready_at[i] = 0;
-        self.free_ports.push_front((i as u32, 0));
+        let pass = self.slot_pass(i);
+        self.free_ports[pass].push_front((i as u32, 0));
     }
 
     /// Slots in use or used before (sweeps walk them by index).
@@ -927,6 +985,53 @@ mod tests {
             })
             .collect();
         assert_eq!(got, [102, 103, 100, 101]);
+    }
+
+    /// With a half, new flows take this host's half of the pool first, then its freed
+    /// ones out of quarantine, and only then the peer's half; the peer (the other
+    /// half) hands out none of the same endpoints while its half has room.
+    #[test]
+    fn a_pair_takes_endpoints_from_its_own_half_first() {
+        let now = Instant::now();
+        let take = |t: &mut FlowTable, c: u16, at: Instant| {
+            let id = t.insert(addr(c), 0, BackendId::new(0), at).unwrap();
+            t.get(id).unwrap().relay_port.port
+        };
+        let mut a = table(100..=105, 10).starting_at(1).preferring_half(Some(0));
+        let mut b = table(100..=105, 10).starting_at(1).preferring_half(Some(1));
+        let got_a: Vec<u16> = (0..3).map(|c| take(&mut a, c, now)).collect();
+        let got_b: Vec<u16> = (0..3).map(|c| take(&mut b, c, now)).collect();
+        assert_eq!(got_a, [102, 104, 100]);
+        assert_eq!(got_b, [101, 103, 105]);
+        assert!(a.is_own_half(rp(104)) && !a.is_own_half(rp(105)));
+        // A's half is in use: a freed endpoint of it comes back after quarantine
+        // before A spills into B's half.
+        a.remove(a.lookup_client(&addr(1)).unwrap()).unwrap();
+        assert_eq!(take(&mut a, 10, now), 101, "in quarantine: B's half");
+        let later = now + PORT_QUARANTINE + s1();
+        assert_eq!(take(&mut a, 11, later), 104, "out of quarantine: A's own");
+        assert_eq!(take(&mut a, 12, later), 103);
+        // Without a half, one pass over the whole pool.
+        let mut c = table(100..=105, 10).starting_at(1);
+        let got_c: Vec<u16> = (0..3).map(|i| take(&mut c, i, now)).collect();
+        assert_eq!(got_c, [101, 102, 103]);
+    }
+
+    /// In prefix mode (many addresses) the halves are alternate positions of the
+    /// interleaved order: every endpoint is in exactly one host's half.
+    #[test]
+    fn the_halves_split_a_multi_address_pool() {
+        let space = RelaySpace::new(&(100..=102), 4);
+        let a = FlowTable::new(space.clone(), 100, 10).preferring_half(Some(0));
+        let b = FlowTable::new(space.clone(), 100, 10).preferring_half(Some(1));
+        let mut own_a = 0;
+        for i in 0..space.pool_len() {
+            let r = space.at(i);
+            assert_eq!(space.interleaved_at(space.interleaved_pos(i)), r);
+            assert_ne!(a.is_own_half(r), b.is_own_half(r), "{r:?}");
+            own_a += usize::from(a.is_own_half(r));
+        }
+        assert_eq!(own_a, 6);
     }
 
     #[test]

@@ -161,6 +161,13 @@ impl RelaySpace {
         }
     }
 
+    /// The interleaved position of pool slot `i` (`i < pool_len()`): the inverse of
+    /// [`Self::interleaved_at`] over [`Self::index`].
+    #[inline]
+    pub fn interleaved_pos(&self, i: usize) -> usize {
+        (i % self.ports) * self.addrs + i / self.ports
+    }
+
     /// Every pool endpoint but the reserved ones, in [`Self::interleaved_at`] order.
     pub fn interleaved(&self) -> impl Iterator<Item = RelayPort> + '_ {
         (0..self.pool_len())

@@ -143,6 +143,9 @@ pub struct Router {
     peer_alive: bool,
     /// Peer items that did not fit (full tables).
     pub sync_rejected: u64,
+    /// Peer flows on an endpoint that one of our own flows holds for another client
+    /// (both hosts handed it out: a split brain), whichever kept it.
+    pub sync_conflicts: u64,
     /// Generation of the peer's full table being received.
     sync_gen: u32,
     /// Times of the datagram buckets flows hold count from here: the first time
@@ -184,7 +187,8 @@ impl Router {
                 limits.max_flows + rc.peers.len(),
                 limits.max_dialogs,
             )
-            .starting_at(rc.port_start),
+            .starting_at(rc.port_start)
+            .preferring_half(rc.half),
             peers: rc
                 .peers
                 .iter()
@@ -199,6 +203,7 @@ impl Router {
             sync_overflow: false,
             peer_alive: false,
             sync_rejected: 0,
+            sync_conflicts: 0,
             sync_gen: 0,
             reply_budget: Budget::new(rc.settings.reply_503_rate),
             // Sources without flows send too: room for many more than the flows. A

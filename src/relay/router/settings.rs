@@ -66,6 +66,9 @@ pub struct RouterConfig {
     /// hand the first new clients exactly the endpoints its last run gave out first,
     /// which the backends may still hold for other phones.
     pub port_start: u64,
+    /// With a sync peer, the half of the endpoint pool this host hands out first
+    /// (see [`crate::relay::flows::FlowTable::preferring_half`]); `None` without one.
+    pub half: Option<u8>,
 }
 
 impl RouterConfig {
@@ -81,6 +84,14 @@ impl RouterConfig {
             relay: crate::relay::port::RelayAddrs::from_listen(&cfg.listen),
             access: cfg.access.clone(),
             port_start: 0,
+            half: cfg.sync.as_ref().and_then(|s| sync_half(s.listen, s.peer)),
         }
     }
+}
+
+/// The pool half of the host whose sync link goes from `listen` to `peer`: the host
+/// with the lower address takes 0, its peer (whose `listen` is our `peer`) 1. `None`
+/// if the two are equal (the config refuses it).
+pub fn sync_half(listen: std::net::SocketAddr, peer: std::net::SocketAddr) -> Option<u8> {
+    (listen != peer).then(|| u8::from(listen > peer))
 }

@@ -18,12 +18,17 @@ pub(super) fn flow_item(f: &Flow, now: Instant, backends: &BackendSet) -> Item {
         relay_port: f.relay_port,
         ingress: f.ingress,
         home: backends.seed_of(f.home),
-        registered_secs: f.registered_until.map(|t| {
-            t.saturating_duration_since(now)
-                .as_secs()
-                .min(u64::from(u32::MAX)) as u32
-        }),
+        registered_secs: registered_secs(f, now),
     }
+}
+
+/// Whole seconds left of a flow's registration, as a sync item carries them.
+fn registered_secs(f: &Flow, now: Instant) -> Option<u32> {
+    f.registered_until.map(|t| {
+        t.saturating_duration_since(now)
+            .as_secs()
+            .min(u64::from(u32::MAX)) as u32
+    })
 }
 
 /// What the shell must do with sockets after applying a peer's item.
@@ -114,6 +119,39 @@ impl Router {
         gone
     }
 
+    /// Whether a peer's flow for `client` on `relay_port` loses that endpoint to our
+    /// own flow there for another client. Both hosts handed it out (a split brain, or
+    /// a spill into the other's half of the pool); each decides the same from the
+    /// two flows, so they agree once each has the other's item: a registered flow
+    /// keeps it over one that is not (the backend reaches that phone through it), else
+    /// the lower client address. The loser goes; its phone gets a new endpoint with
+    /// its next datagram.
+    fn keeps_own_endpoint(
+        &mut self,
+        now: Instant,
+        relay_port: RelayPort,
+        client: std::net::SocketAddr,
+        registered_secs: Option<u32>,
+    ) -> bool {
+        let Some(ours) = self
+            .flows
+            .lookup_port(relay_port)
+            .and_then(|id| self.flows.get(id))
+            .filter(|f| !f.mirrored && f.peer.is_none() && f.client != client)
+        else {
+            return false;
+        };
+        self.sync_conflicts += 1;
+        // In whole seconds, as the item we sent the peer says it.
+        let registered = |secs: Option<u32>| secs.is_some_and(|s| s > 0);
+        let ours_registered = registered(self::registered_secs(ours, now));
+        let theirs_registered = registered(registered_secs);
+        if ours_registered != theirs_registered {
+            return ours_registered;
+        }
+        ours.client < client
+    }
+
     /// Applies one change from the peer.
     pub fn apply_sync(&mut self, now: Instant, item: Item) -> SyncEffect {
         let mut effect = SyncEffect::default();
@@ -152,6 +190,9 @@ impl Router {
                 let cap = self.settings.max_registration + self.settings.register_grace;
                 let registered_until =
                     registered_secs.map(|s| now + Duration::from_secs(u64::from(s)).min(cap));
+                if self.keeps_own_endpoint(now, relay_port, client, registered_secs) {
+                    return effect;
+                }
                 // An update of a flow we already mirror on the same port: no socket work.
                 if let Some(id) = self.flows.lookup_port(relay_port)
                     && let Some(f) = self.flows.get_mut(id)

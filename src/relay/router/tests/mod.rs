@@ -6,6 +6,7 @@ mod lifetime;
 mod peers;
 mod prepared;
 mod source_limits;
+mod split_brain;
 
 use super::*;
 use crate::config::{Config, EphemeralPorts};

@@ -1,0 +1,106 @@
+//! Two hosts of a pair that both served clients (a split brain): which flow keeps
+//! an endpoint both handed out, once their tables meet again.
+
+use super::*;
+
+/// One host of a pair: sync on, shared dialog keys, pool half `half`.
+fn host(half: Option<u8>) -> Router {
+    let cfg = config("");
+    let rc = RouterConfig {
+        sync: true,
+        half,
+        ..RouterConfig::new(&cfg, Some([1, 2]))
+    };
+    Router::new(rc, &cfg.backends, Instant::now())
+}
+
+/// `from`'s full table applied to `to` (the link came up).
+fn meet(from: &Router, to: &mut Router, now: Instant) {
+    let mut full = vec![];
+    from.sync_full(now, &mut full);
+    to.set_peer_alive(now, true);
+    to.begin_full();
+    for it in full {
+        to.apply_sync(now, it);
+    }
+    to.end_full(now);
+}
+
+/// The client each host has on each endpoint of the pool.
+fn endpoints(r: &Router) -> Vec<Option<SocketAddr>> {
+    (20000..=20003)
+        .map(|p| {
+            let id = r.flows.lookup_port(RelayPort::first(p))?;
+            r.flows.get(id).map(|f| f.client)
+        })
+        .collect()
+}
+
+fn register(r: &mut Router, now: Instant, phone: &str) -> RelayPort {
+    let (port, home) = client(r, now, phone, &req("REGISTER", phone));
+    let ok = resp(200, phone, "REGISTER", "Expires: 600\r\n");
+    r.from_backend(now, port, addr_of(home), &ok);
+    port
+}
+
+#[test]
+fn a_split_pair_hands_out_endpoints_of_its_own_half() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = (host(Some(0)), host(Some(1)));
+    let pa = [
+        register(&mut a, t0, "198.51.100.1:1"),
+        register(&mut a, t0, "198.51.100.2:2"),
+    ];
+    let pb = [
+        register(&mut b, t0, "198.51.100.3:3"),
+        register(&mut b, t0, "198.51.100.4:4"),
+    ];
+    assert!(pa.iter().all(|p| !pb.contains(p)), "{pa:?} {pb:?}");
+    meet(&b, &mut a, t0);
+    meet(&a, &mut b, t0);
+    assert_eq!(endpoints(&a), endpoints(&b));
+    assert!(endpoints(&a).iter().all(Option::is_some));
+    assert_eq!((a.sync_conflicts, b.sync_conflicts), (0, 0));
+}
+
+/// Without halves (or once a host spills into the other's half) both may hand out
+/// one endpoint; each host then keeps the same flow on it whichever table arrives
+/// first: a registered one over one that is not, else the lower client address.
+#[test]
+fn a_conflicting_endpoint_goes_to_the_same_flow_on_both_hosts() {
+    let t0 = Instant::now();
+    for (x_registers, a_first) in [(false, true), (false, false), (true, true), (true, false)] {
+        let (mut a, mut b) = (host(None), host(None));
+        let (x, y) = ("198.51.100.1:1", "198.51.100.9:9");
+        // Y registers on B; X (the lower address) only pings, or registers too (then
+        // the addresses decide).
+        let px = client(&mut a, t0, x, &req("OPTIONS", "x")).0;
+        let py = register(&mut b, t0, y);
+        if x_registers {
+            let (_, home) = client(&mut a, t0, x, &req("REGISTER", "xr"));
+            let ok = resp(200, "xr", "REGISTER", "Expires: 600\r\n");
+            a.from_backend(t0, px, addr_of(home), &ok);
+        }
+        assert_eq!(px, py, "both handed out the pool's first endpoint");
+        if a_first {
+            meet(&b, &mut a, t0);
+            meet(&a, &mut b, t0);
+        } else {
+            meet(&a, &mut b, t0);
+            meet(&b, &mut a, t0);
+        }
+        let winner = if x_registers { x } else { y };
+        let case = format!("x registers {x_registers}, a first {a_first}");
+        assert_eq!(endpoints(&a)[0], Some(sa(winner)), "{case}");
+        assert_eq!(endpoints(&a), endpoints(&b), "{case}");
+        assert!(a.sync_conflicts + b.sync_conflicts >= 1, "{case}");
+        // The loser's next datagram gets another endpoint on its host.
+        let (loser, host_of_loser) = if x_registers {
+            (y, &mut b)
+        } else {
+            (x, &mut a)
+        };
+        let (p, _) = client(host_of_loser, t0, loser, &req("OPTIONS", "again"));
+        assert_ne!(p, px, "{case}");
+    }
+}
