@@ -453,6 +453,10 @@ fn thousands_of_flows_while_backup_restarts_tables_converge() {
     // B holds every mirrored relay port, bound on the VIP.
     let vip_ip: std::net::Ipv4Addr = VIP.parse().unwrap();
     let ports: BTreeSet<u16> = fa.iter().map(|k| k.1).collect();
+    // A, the lower [sync] listen address, hands out its own half of the pool (even
+    // offsets in 20000-29999) while it has room: B, had it served too, the other.
+    let odd: Vec<&u16> = ports.iter().filter(|&&p| (p - 20000) % 2 != 0).collect();
+    assert!(odd.is_empty(), "A handed out B's half: {odd:?}");
     let mut bound = BTreeSet::new();
     let ok = wait_until(Duration::from_secs(10), || {
         bound = udp_ports_bound(b.pid(), Some(vip_ip));
