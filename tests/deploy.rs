@@ -56,6 +56,7 @@ const ONLY_WITH_SYNC: &[&str] = &[
     "sipfront_sync_messages_total",
     "sipfront_sync_dropped_total",
     "sipfront_sync_items_rejected_total",
+    "sipfront_sync_endpoint_conflicts_total",
 ];
 
 /// Every metric that only a section absent from the demo exports.

@@ -48,6 +48,7 @@ pub struct MetricsHandles {
     replies_503: Counter,
     replies_503_suppressed: Counter,
     unpinned: Counter,
+    grown_in_decisions: Counter,
     /// Datagrams per static peer (names come from the config, never from traffic).
     peers: Vec<PerDirection<Counter>>,
     last: Counters,
@@ -128,6 +129,7 @@ impl MetricsHandles {
             replies_503: counter!("sipfront_local_replies_total", "code" => "503"),
             replies_503_suppressed: counter!("sipfront_local_replies_suppressed_total", "code" => "503"),
             unpinned: counter!("sipfront_backend_requests_unpinned_total"),
+            grown_in_decisions: counter!("sipfront_table_grown_in_decisions_total"),
             peers: peer_names
                 .iter()
                 .map(|n| {
@@ -217,6 +219,11 @@ impl MetricsHandles {
 
     pub fn health_transition(&self, backend: &str, up: bool, reason: Reason) {
         self.transition(backend, if up { "up" } else { "down" }, reason.as_str());
+    }
+
+    /// [`crate::relay::Router::grown_in_decisions`]: a running total.
+    pub fn grown_in_decisions(&self, total: u64) {
+        self.grown_in_decisions.absolute(total);
     }
 
     /// Adds what changed since the last call. Allocation-free.

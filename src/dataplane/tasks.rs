@@ -100,6 +100,7 @@ impl Shell {
             s.router.dialog_count(),
             s.relays_open,
         );
+        s.metrics.grown_in_decisions(s.router.grown_in_decisions());
         for (i, sock) in s.public.iter().enumerate() {
             s.socket_drops
                 .update(SocketKind::Public, i, socket::drops(sock));
