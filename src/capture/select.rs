@@ -17,7 +17,10 @@ pub struct Selector {
 }
 
 impl Selector {
-    pub fn new(cfg: &HepConfig) -> Selector {
+    /// `seed` picks which Call-IDs a sample takes: secret, so senders cannot choose
+    /// Call-IDs that stay out of it (the dataplane derives it from the sync key, so
+    /// both hosts of a pair take the same calls, else draws it per process).
+    pub fn new(cfg: &HepConfig, seed: u64) -> Selector {
         let all = cfg.sample_ppm >= 1_000_000;
         Selector {
             legs: cfg.legs,
@@ -25,7 +28,7 @@ impl Selector {
                 as u64,
             all,
             only: cfg.only.clone(),
-            hasher: foldhash::fast::FixedState::with_seed(0x5eed_4e70),
+            hasher: foldhash::fast::FixedState::with_seed(seed),
         }
     }
 
@@ -50,6 +53,10 @@ mod tests {
     use crate::config::{Config, EphemeralPorts};
 
     fn sel(hep: &str) -> Selector {
+        seeded(hep, 7)
+    }
+
+    fn seeded(hep: &str, seed: u64) -> Selector {
         let text = format!(
             "[listen]\nsip = [\"127.0.0.1:5060\"]\nrelay_ports = \"20000-20099\"\n[[backend]]\nname = \"a\"\naddr = \"127.0.0.1:5070\"\n[hep]\ncollector = \"127.0.0.1:9060\"\n{hep}"
         );
@@ -59,6 +66,7 @@ mod tests {
                 .hep
                 .as_ref()
                 .unwrap(),
+            seed,
         )
     }
 
@@ -79,6 +87,20 @@ mod tests {
         }
         assert!(sel("sample = 1.0").wants(b"x", ip, ip));
         assert!(!sel("sample = 0.0").wants(b"x", ip, ip));
+    }
+
+    /// The calls a sample takes follow the seed: no Call-ID is out of every sample.
+    #[test]
+    fn the_sample_follows_the_seed() {
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let taken = |seed| -> Vec<bool> {
+            let s = seeded("sample = 0.5", seed);
+            (0..64)
+                .map(|i| s.wants(format!("c{i}").as_bytes(), ip, ip))
+                .collect()
+        };
+        assert_eq!(taken(1), taken(1));
+        assert_ne!(taken(1), taken(2));
     }
 
     #[test]

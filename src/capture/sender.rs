@@ -142,7 +142,8 @@ pub struct Leg<'a> {
 impl HepExporter {
     /// Starts the sender thread (a UDP socket is opened first: its errors are the
     /// caller's; a TCP connection is made, and remade, by the thread).
-    pub fn start(cfg: &HepConfig) -> io::Result<(HepExporter, Arc<HepStats>)> {
+    /// `seed`: see [`Selector::new`].
+    pub fn start(cfg: &HepConfig, seed: u64) -> io::Result<(HepExporter, Arc<HepStats>)> {
         let (queue_tx, queue_rx) = sync_channel::<Buf>(cfg.queue);
         let (free_tx, free_rx) = sync_channel::<Buf>(cfg.queue);
         for _ in 0..cfg.queue {
@@ -171,7 +172,7 @@ impl HepExporter {
         }
         Ok((
             HepExporter {
-                selector: Selector::new(cfg),
+                selector: Selector::new(cfg, seed),
                 capture_id: cfg.capture_id,
                 password: cfg.password.as_ref().map(|p| p.as_bytes().into()),
                 include_local: cfg.include_local,

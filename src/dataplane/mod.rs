@@ -173,7 +173,12 @@ pub fn run(
 ) -> Result<(), DataplaneError> {
     let hep = match &cfg.hep {
         Some(h) => {
-            let (exp, stats) = HepExporter::start(h).map_err(DataplaneError::Hep)?;
+            // Which calls a sample takes: the same on both hosts of a pair (from the
+            // sync key), else drawn per process; never a constant senders could know.
+            let seed = cfg.sync.as_ref().map_or_else(crate::sys::random::u64, |s| {
+                Key::new(s.key.as_bytes()).derive("hep-sample-seed")
+            });
+            let (exp, stats) = HepExporter::start(h, seed).map_err(DataplaneError::Hep)?;
             metrics.set_hep(stats);
             tracing::info!(collector = %h.collector, capture_id = h.capture_id, "HEP capture export on");
             Some(exp)
