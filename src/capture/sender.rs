@@ -185,6 +185,11 @@ impl HepExporter {
         ))
     }
 
+    /// `n` packets lost before they reached the exporter (counted as `reason`).
+    pub fn count_lost(&self, reason: HepDrop, n: u64) {
+        self.stats.count_drops(reason, n);
+    }
+
     pub fn include_local(&self) -> bool {
         self.include_local
     }

@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::time::{Instant, SystemTime};
 
 use super::Shell;
-use crate::capture::live;
 use crate::capture::sender::Leg;
+use crate::capture::{HepDrop, live};
 use crate::relay::RelayPort;
 use crate::sip::scan::{Scan, scan};
 
@@ -145,6 +145,12 @@ impl Shell {
     /// Health probes and their replies, taken from the prober: to HEP on the backend
     /// leg with `include_local` (the prober keeps them only then).
     pub(super) fn tap_probes(&mut self) {
+        // More probe datagrams in one turn than the tap holds (junk replies flooding
+        // the probe sockets): the oldest went, a HEP drop like a full queue.
+        let evicted = self.prober.take_tap_evicted();
+        if let Some(hep) = self.hep.as_ref().filter(|_| evicted > 0) {
+            hep.count_lost(HepDrop::QueueFull, evicted);
+        }
         while let Some(t) = self.prober.poll_tapped() {
             let Some(hep) = self.hep.as_mut() else {
                 continue;

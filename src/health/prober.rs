@@ -129,6 +129,9 @@ pub struct Prober {
     ignored: IgnoredLog,
     /// Probes sent and their replies, kept for capture (HEP `include_local`) when on.
     tapped: Option<VecDeque<Tapped>>,
+    /// Tapped datagrams that went because the queue held [`TAP_MAX`] (see
+    /// [`Prober::take_tap_evicted`]).
+    tap_evicted: u64,
 }
 
 /// A probe or its reply as it went over the wire, for capture.
@@ -175,6 +178,7 @@ impl Prober {
             addrs,
             ignored: IgnoredLog::new(),
             tapped: None,
+            tap_evicted: 0,
         })
     }
 
@@ -188,10 +192,17 @@ impl Prober {
         self.tapped.as_mut()?.pop_front()
     }
 
+    /// Tapped datagrams dropped for room since the last call (the consumer counts
+    /// them as its own drops).
+    pub fn take_tap_evicted(&mut self) -> u64 {
+        std::mem::take(&mut self.tap_evicted)
+    }
+
     fn keep(&mut self, src: SocketAddr, dst: SocketAddr, data: &[u8]) {
         if let Some(q) = self.tapped.as_mut() {
             if q.len() == TAP_MAX {
                 q.pop_front();
+                self.tap_evicted += 1;
             }
             q.push_back(Tapped {
                 src,
@@ -472,6 +483,23 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         out
+    }
+
+    /// The tap holds TAP_MAX datagrams; older ones go, counted for the consumer.
+    #[test]
+    fn a_full_tap_counts_what_it_evicts() {
+        let mut p = Prober::new(settings(), vec![], Instant::now(), 1).unwrap();
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        p.keep(a, a, b"not tapping");
+        assert_eq!(p.take_tap_evicted(), 0);
+        p.tap(true);
+        for i in 0..TAP_MAX + 6 {
+            p.keep(a, a, format!("{i}").as_bytes());
+        }
+        assert_eq!(p.take_tap_evicted(), 6);
+        assert_eq!(p.take_tap_evicted(), 0, "taken");
+        assert_eq!(p.poll_tapped().unwrap().data, b"6", "the oldest went");
+        assert_eq!(std::iter::from_fn(|| p.poll_tapped()).count(), TAP_MAX - 1);
     }
 
     #[test]
