@@ -849,6 +849,14 @@ fn debian_package_builds_and_has_the_files() {
             "-rw-r--r--",
         ),
         (
+            "usr/share/doc/sipfront/examples/kamailio/dbtext/subscriber",
+            "-rw-r--r--",
+        ),
+        (
+            "usr/share/doc/sipfront/examples/kamailio/dbtext/version",
+            "-rw-r--r--",
+        ),
+        (
             "usr/share/doc/sipfront/examples/prometheus/alerts.yml",
             "-rw-r--r--",
         ),

@@ -4,7 +4,11 @@
 //! port — also from a registrar that is not the phone's home, with registrations shared by
 //! DMQ, in which case the phone's answers must go back to the registrar that sent the INVITE.
 //!
-//! Ports: 26xxx, relay ports 21000-21999 (21000-21499 and 21500-21999 for the two tests).
+//! With `WITH_AUTH`, only a phone with its account's credentials registers and only a
+//! subscriber calls.
+//!
+//! Ports: 26xxx, relay ports 21000-21999 (21000-21499 and 21500-21999 for the two tests),
+//! 24200-24299 for the digest test.
 
 use std::time::{Duration, Instant};
 use testkit::*;
@@ -122,6 +126,158 @@ fn registered_phone_is_called_through_its_relay_port() {
         "phone registered via relay port {relay_port}; call completed in {:?}",
         t0.elapsed()
     );
+}
+
+/// What `sock` receives within 2 s, as text (empty if nothing).
+fn reply_to(sock: &std::net::UdpSocket) -> String {
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut buf = [0u8; 4096];
+    match sock.recv(&mut buf) {
+        Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+        Err(_) => String::new(),
+    }
+}
+
+/// A REGISTER of `user` from `sock` to `to`, with `extra` header lines.
+fn raw_register(sock: &std::net::UdpSocket, to: &str, user: &str, extra: &str) {
+    let local = sock.local_addr().unwrap();
+    let msg = format!(
+        "REGISTER sip:{to} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-{user}-{}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:{user}@{to}>;tag=1\r\nTo: <sip:{user}@{to}>\r\n\
+         Call-ID: raw-{user}-{}@x\r\nCSeq: 1 REGISTER\r\nContact: <sip:{user}@{local}>\r\n\
+         {extra}Expires: 300\r\nContent-Length: 0\r\n\r\n",
+        extra.len(),
+        extra.len()
+    );
+    sock.send_to(msg.as_bytes(), to).unwrap();
+}
+
+/// The shipped config with `WITH_AUTH`: accounts in a db_text `subscriber` table (the
+/// shipped empty one plus this test's accounts). Without credentials a REGISTER gets a
+/// 401 challenge and a call a 407, and neither gets through; a phone with its account's
+/// credentials registers through sipfront and a subscriber's call reaches it; one
+/// account's credentials do not register another.
+#[test]
+fn with_auth_only_accounts_register_and_call() {
+    let dir = TestDir::new("registrar-auth");
+    let db = dir.join("dbtext");
+    std::fs::create_dir_all(&db).unwrap();
+    for t in ["subscriber", "version"] {
+        std::fs::copy(
+            repo_path(&format!("deploy/kamailio/dbtext/{t}")),
+            db.join(t),
+        )
+        .unwrap();
+    }
+    let mut accounts = std::fs::OpenOptions::new()
+        .append(true)
+        .open(db.join("subscriber"))
+        .unwrap();
+    use std::io::Write;
+    writeln!(accounts, "1:alice::alice-secret::").unwrap();
+    writeln!(accounts, "2:caller::caller-secret::").unwrap();
+    drop(accounts);
+    let kam = Kamailio::start(
+        &dir,
+        "kamailio",
+        26370,
+        &[
+            "VIP_IP=127.0.0.1".into(),
+            "VIP_PORT=26360".into(),
+            "RELAY_IP=127.0.0.1".into(),
+            "WITH_AUTH".into(),
+            format!("AUTH_DB_URL=\"text://{}\"", db.display()),
+        ],
+    );
+    let mut front = Sipfront::start(
+        &dir,
+        SipfrontConfig::new("127.0.0.1:26360", "24200-24299", "127.0.0.1:26390")
+            .backend("kam", "127.0.0.1:26370"),
+    );
+
+    // No credentials, or made-up ones: challenged, not registered.
+    let stranger = std::net::UdpSocket::bind("127.0.0.1:26382").unwrap();
+    raw_register(&stranger, "127.0.0.1:26360", "mallory", "");
+    let r = reply_to(&stranger);
+    assert!(
+        r.starts_with("SIP/2.0 401") && r.contains("WWW-Authenticate: Digest"),
+        "no challenge: {r:?}"
+    );
+    raw_register(
+        &stranger,
+        "127.0.0.1:26360",
+        "alice",
+        "Authorization: Digest username=\"alice\", realm=\"127.0.0.1\", nonce=\"forged\", \
+         uri=\"sip:127.0.0.1:26360\", response=\"00000000000000000000000000000000\"\r\n",
+    );
+    let r = reply_to(&stranger);
+    assert!(r.starts_with("SIP/2.0 401"), "forged credentials: {r:?}");
+    assert!(kam.received_of("mallory").is_empty() && kam.received_of("alice").is_empty());
+
+    // One account's credentials do not register another user.
+    let mut thief = Sipp::phone_auth(
+        &dir,
+        "thief",
+        "caller",
+        ("alice", "alice-secret"),
+        26383,
+        "127.0.0.1:26360",
+        "phone_answer.xml",
+        3_000,
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || thief
+            .messages()
+            .contains("SIP/2.0 403")),
+        "no 403 for caller registered with alice's credentials:\n{}",
+        thief.messages()
+    );
+    assert!(kam.received_of("caller").is_empty());
+    let _ = thief.stop(Duration::from_secs(5));
+
+    // The account's phone registers through sipfront.
+    let mut phone = Sipp::phone_auth(
+        &dir,
+        "phone",
+        "alice",
+        ("alice", "alice-secret"),
+        26380,
+        "127.0.0.1:26360",
+        "phone_answer.xml",
+        60_000,
+    );
+    let relay_port = wait_registered(&kam, "alice", 24200..=24299);
+
+    // A call without credentials is challenged and never reaches the phone.
+    let (caller, r) = Sipp::call(&dir, "caller-noauth", "alice", 26381, "127.0.0.1:26370");
+    assert!(!r.ok(), "an unauthenticated call went through");
+    assert!(
+        caller.messages().contains("SIP/2.0 407"),
+        "no 407:\n{}",
+        caller.messages()
+    );
+    assert!(!phone.messages().contains("INVITE sip:alice@"));
+
+    // A subscriber's call reaches the phone through its relay port.
+    let (caller, r) = Sipp::call_auth(
+        &dir,
+        "caller",
+        "alice",
+        26384,
+        "127.0.0.1:26370",
+        ("caller", "caller-secret"),
+    );
+    assert!(r.ok(), "call failed: {}", caller.describe(&r));
+    assert_eq!(r.stats.successful(), 1, "{}", caller.describe(&r));
+    let msgs = phone.messages();
+    assert!(
+        msgs.contains("INVITE sip:alice@"),
+        "phone got no INVITE:\n{msgs}"
+    );
+    assert!(msgs.contains("BYE sip:"), "phone got no BYE:\n{msgs}");
+    phone.proc.assert_running();
+    front.assert_running();
+    eprintln!("alice registered with her credentials via relay port {relay_port}; call done");
 }
 
 #[test]
@@ -270,7 +426,11 @@ fn call_via_other_registrar_with_dmq_replication() {
 fn kamailio_config_is_valid() {
     let dir = TestDir::new("kamailio-check");
     let ctl = format!("CTL_SOCK=\"unix:{}\"", dir.join("ctl").display());
-    let variants: [&[&str]; 2] = [
+    let db = format!(
+        "AUTH_DB_URL=\"text://{}\"",
+        repo_path("deploy/kamailio/dbtext").display()
+    );
+    let variants: [&[&str]; 3] = [
         &["SIP_PORT=26270", "VIP_PORT=26260", "RELAY_IP=127.0.0.1"],
         &[
             "SIP_PORT=26270",
@@ -279,6 +439,14 @@ fn kamailio_config_is_valid() {
             "DMQ_PORT=26272",
             "DMQ_SERVER=\"sip:127.0.0.1:26272\"",
             "DMQ_PEER=\"sip:127.0.0.1:26273\"",
+        ],
+        &[
+            "SIP_PORT=26270",
+            "VIP_PORT=26260",
+            "WITH_AUTH",
+            &db,
+            "AUTH_SECRET=\"a-secret-shared-by-the-nodes\"",
+            "WITH_TRUNKS",
         ],
     ];
     for defines in variants {

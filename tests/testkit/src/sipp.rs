@@ -154,6 +154,58 @@ impl Sipp {
         phone
     }
 
+    /// [`Sipp::call`] with an account: answers the registrar's 407 with the
+    /// credentials `auth_user`/`password` (tests/sipp/caller_auth.xml).
+    pub fn call_auth(
+        test: &TestDir,
+        name: &str,
+        user: &str,
+        port: u16,
+        registrar: &str,
+        (auth_user, password): (&str, &str),
+    ) -> (Sipp, SippResult) {
+        let caller = scenario("caller_auth.xml");
+        let mut sipp = Sipp::once(
+            test,
+            name,
+            port,
+            &[
+                "-sf", &caller, "-s", user, "-au", auth_user, "-ap", password,
+            ],
+            &["-timeout", "20s", "-timeout_error", registrar],
+        );
+        let r = sipp.wait(Duration::from_secs(30));
+        (sipp, r)
+    }
+
+    /// [`Sipp::phone`] with an account: answers the registrar's 401 with the
+    /// credentials `auth_user`/`password` (tests/sipp/phone_register_auth.xml).
+    #[allow(clippy::too_many_arguments)]
+    pub fn phone_auth(
+        test: &TestDir,
+        name: &str,
+        user: &str,
+        (auth_user, password): (&str, &str),
+        port: u16,
+        sip: &str,
+        answer: &str,
+        hold_ms: u32,
+    ) -> Sipp {
+        let d = hold_ms.to_string();
+        let (register, answer) = (scenario("phone_register_auth.xml"), scenario(answer));
+        let mut phone = Sipp::once(
+            test,
+            name,
+            port,
+            &[
+                "-sf", &register, "-oocsf", &answer, "-s", user, "-au", auth_user, "-ap", password,
+            ],
+            &["-d", &d, sip],
+        );
+        phone.wait_bound(port);
+        phone
+    }
+
     /// One call: tests/sipp scenario `sf` from 127.0.0.1:`port` to `to`, `-s service`,
     /// `-key user user`, held `hold_ms`. Returns once the port is bound.
     #[allow(clippy::too_many_arguments)]
