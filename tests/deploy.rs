@@ -841,6 +841,10 @@ fn debian_package_builds_and_has_the_files() {
             "-rw-r--r--",
         ),
         (
+            "usr/share/doc/sipfront/examples/opensips/dbtext/subscriber",
+            "-rw-r--r--",
+        ),
+        (
             "usr/share/doc/sipfront/examples/kamailio/kamailio.cfg",
             "-rw-r--r--",
         ),

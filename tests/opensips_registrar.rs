@@ -9,7 +9,10 @@
 //!
 //! Skipped (one printed line) without an OpenSIPS build (`OPENSIPS_PREFIX`).
 //!
-//! Ports: 24060-24099, relay ports 14000-14499.
+//! With route(auth) on, only an account's own credentials register it and only a
+//! subscriber's call reaches a phone.
+//!
+//! Ports: 24060-24099, relay ports 14000-14499; digest test 24160-24199, relay 14500-14599.
 
 mod opensips;
 
@@ -205,4 +208,123 @@ fn opensips_registered_phone_called_via_home_and_other_node() {
         assert!(errors.is_empty(), "{}: {errors:#?}", o.name());
     }
     eprintln!("test took {:?}", t0.elapsed());
+}
+
+/// The shipped config with route(auth) on (the `SITE: auth on/off` line, and the nonce
+/// secret both nodes share): accounts in the db_text `subscriber` table. Without
+/// credentials a REGISTER gets a 401 and stores nothing, one account's credentials do not
+/// register another (403), a call without credentials gets a 407 and never reaches the
+/// phone, a subscriber's call does, entered at either node.
+#[test]
+fn opensips_with_auth_only_accounts_register_and_call() {
+    if skip("opensips_with_auth_only_accounts_register_and_call") {
+        return;
+    }
+    let dir = TestDir::new("opensips-auth");
+    let vip = SocketAddrV4::new(LO, 24160);
+    let accounts = vec![
+        ("alice".to_string(), "alice-secret".to_string()),
+        ("caller".to_string(), "caller-secret".to_string()),
+    ];
+    let [mut na, mut nb] = Node::pair((LO, 24170, 24172), (LO, 24171, 24173), vip, LO);
+    na.auth = Some(accounts.clone());
+    nb.auth = Some(accounts);
+    let oa = OpenSips::start(&dir, "osA", &na, None);
+    let ob = OpenSips::start(&dir, "osB", &nb, None);
+    oa.wait_cluster_ready(Duration::from_secs(20));
+    ob.wait_cluster_ready(Duration::from_secs(20));
+    let mut front = Sipfront::start(
+        &dir,
+        SipfrontConfig::new(&vip.to_string(), "14500-14599", "127.0.0.1:24190")
+            .backend("osA", &na.sip.to_string())
+            .backend("osB", &nb.sip.to_string()),
+    );
+    front.wait_backends_up(Duration::from_secs(10));
+    let secs = Duration::from_secs(5);
+
+    // No credentials, or made-up ones: challenged, nothing stored.
+    let sipfront = std::net::SocketAddr::V4(vip);
+    let stranger = SipClient::bind("127.0.0.1:24182".parse().unwrap(), sipfront, "mallory");
+    let r = stranger.expect(&stranger.request("REGISTER", "r1", 1, ""), 401, secs);
+    assert!(r.contains("WWW-Authenticate: Digest"), "no challenge: {r}");
+    let forger = SipClient::bind("127.0.0.1:24185".parse().unwrap(), sipfront, "alice");
+    let forged = format!(
+        "Authorization: Digest username=\"alice\", realm=\"127.0.0.1\", nonce=\"forged\", \
+         uri=\"sip:{sipfront}\", response=\"00000000000000000000000000000000\"\r\n"
+    );
+    forger.expect(&forger.request("REGISTER", "r2", 1, &forged), 401, secs);
+    for o in [&oa, &ob] {
+        assert!(o.received_of("mallory").is_empty() && o.received_of("alice").is_empty());
+    }
+
+    // One account's credentials do not register another user.
+    let mut thief = Sipp::phone_auth(
+        &dir,
+        "thief",
+        "caller",
+        ("alice", "alice-secret"),
+        24183,
+        &vip.to_string(),
+        "phone_answer.xml",
+        3_000,
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || thief
+            .messages()
+            .contains("SIP/2.0 403")),
+        "no 403 for caller registered with alice's credentials:\n{}",
+        thief.messages()
+    );
+    let _ = thief.stop(secs);
+    assert!(oa.received_of("caller").is_empty() && ob.received_of("caller").is_empty());
+
+    // The account's phone registers through sipfront (replicated to the other node).
+    let mut phone = Sipp::phone_auth(
+        &dir,
+        "phone",
+        "alice",
+        ("alice", "alice-secret"),
+        24180,
+        &vip.to_string(),
+        "phone_answer.xml",
+        90_000,
+    );
+    let port_a = wait_received_port(&oa, "alice", "127.0.0.1");
+    assert_eq!(wait_received_port(&ob, "alice", "127.0.0.1"), port_a);
+    assert!((14500..=14599).contains(&port_a), "relay port {port_a}");
+
+    // A call without credentials is challenged and never reaches the phone.
+    let (caller, r) = Sipp::call(&dir, "caller-noauth", "alice", 24181, &na.sip.to_string());
+    assert!(!r.ok(), "an unauthenticated call went through");
+    assert!(
+        caller.messages().contains("SIP/2.0 407"),
+        "no 407:\n{}",
+        caller.messages()
+    );
+    assert!(!phone.messages().contains("INVITE sip:alice@"));
+
+    // A subscriber's call, entered at either node, reaches the phone.
+    for (i, node) in [&na, &nb].into_iter().enumerate() {
+        let (caller, r) = Sipp::call_auth(
+            &dir,
+            &format!("caller-{i}"),
+            "alice",
+            24186 + i as u16,
+            &node.sip.to_string(),
+            ("caller", "caller-secret"),
+        );
+        assert!(r.ok(), "call via node {}: {}", node.id, caller.describe(&r));
+        assert_eq!(
+            phone.messages().matches("INVITE sip:alice@").count(),
+            i + 1,
+            "the phone's INVITEs after the call via node {}",
+            node.id
+        );
+    }
+    phone.proc.assert_running();
+    front.assert_running();
+    for o in [&oa, &ob] {
+        let errors = o.unexpected_errors();
+        assert!(errors.is_empty(), "{}: {errors:#?}", o.name());
+    }
 }

@@ -128,29 +128,7 @@ fn registered_phone_is_called_through_its_relay_port() {
     );
 }
 
-/// What `sock` receives within 2 s, as text (empty if nothing).
-fn reply_to(sock: &std::net::UdpSocket) -> String {
-    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    let mut buf = [0u8; 4096];
-    match sock.recv(&mut buf) {
-        Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
-        Err(_) => String::new(),
-    }
-}
-
-/// A REGISTER of `user` from `sock` to `to`, with `extra` header lines.
-fn raw_register(sock: &std::net::UdpSocket, to: &str, user: &str, extra: &str) {
-    let local = sock.local_addr().unwrap();
-    let msg = format!(
-        "REGISTER sip:{to} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-{user}-{}\r\n\
-         Max-Forwards: 70\r\nFrom: <sip:{user}@{to}>;tag=1\r\nTo: <sip:{user}@{to}>\r\n\
-         Call-ID: raw-{user}-{}@x\r\nCSeq: 1 REGISTER\r\nContact: <sip:{user}@{local}>\r\n\
-         {extra}Expires: 300\r\nContent-Length: 0\r\n\r\n",
-        extra.len(),
-        extra.len()
-    );
-    sock.send_to(msg.as_bytes(), to).unwrap();
-}
+const SECS_5: Duration = Duration::from_secs(5);
 
 /// The shipped config with `WITH_AUTH`: accounts in a db_text `subscriber` table (the
 /// shipped empty one plus this test's accounts). Without credentials a REGISTER gets a
@@ -196,22 +174,16 @@ fn with_auth_only_accounts_register_and_call() {
     );
 
     // No credentials, or made-up ones: challenged, not registered.
-    let stranger = std::net::UdpSocket::bind("127.0.0.1:26382").unwrap();
-    raw_register(&stranger, "127.0.0.1:26360", "mallory", "");
-    let r = reply_to(&stranger);
-    assert!(
-        r.starts_with("SIP/2.0 401") && r.contains("WWW-Authenticate: Digest"),
-        "no challenge: {r:?}"
-    );
-    raw_register(
-        &stranger,
-        "127.0.0.1:26360",
-        "alice",
+    let sipfront: std::net::SocketAddr = "127.0.0.1:26360".parse().unwrap();
+    let stranger = SipClient::bind("127.0.0.1:26382".parse().unwrap(), sipfront, "mallory");
+    let r = stranger.expect(&stranger.request("REGISTER", "r1", 1, ""), 401, SECS_5);
+    assert!(r.contains("WWW-Authenticate: Digest"), "no challenge: {r}");
+    let forger = SipClient::bind("127.0.0.1:26385".parse().unwrap(), sipfront, "alice");
+    let forged = format!(
         "Authorization: Digest username=\"alice\", realm=\"127.0.0.1\", nonce=\"forged\", \
-         uri=\"sip:127.0.0.1:26360\", response=\"00000000000000000000000000000000\"\r\n",
+         uri=\"sip:{sipfront}\", response=\"00000000000000000000000000000000\"\r\n"
     );
-    let r = reply_to(&stranger);
-    assert!(r.starts_with("SIP/2.0 401"), "forged credentials: {r:?}");
+    forger.expect(&forger.request("REGISTER", "r2", 1, &forged), 401, SECS_5);
     assert!(kam.received_of("mallory").is_empty() && kam.received_of("alice").is_empty());
 
     // One account's credentials do not register another user.

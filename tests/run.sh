@@ -80,6 +80,25 @@ else
     unset OPENSIPS_PREFIX
     echo "== OpenSIPS tests SKIPPED: no ../shared/opensips (with build.sh) next to the repo and no OPENSIPS_PREFIX build; put the OpenSIPS source + build.sh there or set OPENSIPS_PREFIX=/path/to/build to enable them"
 fi
+# The example config loads auth_db (route(auth)), which build.sh leaves out: built here
+# from the same source tarball (~10 s), once, when the build lacks it.
+if [ -n "${OPENSIPS_PREFIX:-}" ]; then
+    mods="$OPENSIPS_PREFIX/lib64/opensips/modules"
+    tarball=$(ls "$OPENSIPS_SRC"/opensips-*.tar.gz 2>/dev/null | head -1 || true)
+    if [ ! -f "$mods/auth_db.so" ] && [ -n "$tarball" ]; then
+        ver=$(basename "$tarball" .tar.gz); ver=${ver#opensips-}
+        if "$OPENSIPS_PREFIX/sbin/opensips" -V 2>/dev/null | grep -q "opensips $ver"; then
+            echo "== OpenSIPS: building the auth_db module from $tarball"
+            SUDO=""
+            [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+            src=$(mktemp -d)
+            tar -xzf "$tarball" -C "$src"
+            make -C "$src" modules=modules/auth_db modules >/dev/null
+            $SUDO install -m 755 "$src/modules/auth_db/auth_db.so" "$mods/"
+            rm -rf "$src"
+        fi
+    fi
+fi
 if [ -n "${OPENSIPS_PREFIX:-}" ]; then export OPENSIPS_PREFIX; fi
 
 echo "== cargo fmt --all --check"

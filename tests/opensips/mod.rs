@@ -42,7 +42,15 @@ pub fn prefix() -> Option<PathBuf> {
 
 /// True (after printing why and how to enable the test) when there is no OpenSIPS build.
 pub fn skip(test: &str) -> bool {
-    if prefix().is_some() {
+    if let Some(p) = prefix() {
+        // The shipped config loads auth_db, which build.sh does not build.
+        let m = p.join("lib64/opensips/modules/auth_db.so");
+        assert!(
+            m.exists(),
+            "{test}: {} missing: tests/run.sh builds it from the OpenSIPS source in \
+             ../shared/opensips (make modules=modules/auth_db modules)",
+            m.display()
+        );
         return false;
     }
     eprintln!(
@@ -85,6 +93,10 @@ pub struct Node {
     /// endpoint on `relay`, the only entry of the permissions address table (group 1,
     /// context "carrier"). `None`: trunks off as shipped (anyone may call a registered user).
     pub trunk: Option<u16>,
+    /// Digest authentication on (`route(auth)` enabled, the nonce secret set): these
+    /// accounts (user, password) in the db_text `subscriber` table. `None`: off as
+    /// shipped.
+    pub auth: Option<Vec<(String, String)>>,
 }
 
 impl Node {
@@ -106,6 +118,7 @@ impl Node {
                 vip,
                 relay,
                 trunk: None,
+                auth: None,
             },
             Node {
                 id: 2,
@@ -115,6 +128,7 @@ impl Node {
                 vip,
                 relay,
                 trunk: None,
+                auth: None,
             },
         ]
     }
@@ -189,6 +203,12 @@ pub fn render(template: &str, node: &Node, mpath: &str, fifo: &Path) -> String {
         if node.trunk.is_some() {
             l = l.replace("#route(trunks);", "route(trunks);");
         }
+        if node.auth.is_some() {
+            l = l.replace("#route(auth);", "route(auth);").replace(
+                "#modparam(\"auth\", \"secret\", \"exactly 32 random characters!!!!\")",
+                "modparam(\"auth\", \"secret\", \"both test nodes share the secret\")",
+            );
+        }
         let code = l.split('#').next().unwrap_or("");
         assert!(
             !code.contains("10.1.0.") && !code.contains("203.0.113."),
@@ -201,8 +221,9 @@ pub fn render(template: &str, node: &Node, mpath: &str, fifo: &Path) -> String {
 }
 
 /// The db_text directory of a node whose MI FIFO is `fifo` (`dbtext` next to it): the
-/// permissions `address` table (the carrier's relay endpoint when trunks are on, else empty)
-/// and the `version` table.
+/// permissions `address` table (the carrier's relay endpoint when trunks are on, else empty),
+/// the auth_db `subscriber` table (the node's accounts when auth is on, else empty) and the
+/// `version` table.
 pub fn write_dbtext(node: &Node, fifo: &Path) {
     let dir = fifo.with_file_name("dbtext");
     fs::create_dir_all(&dir).expect("create dbtext dir");
@@ -214,9 +235,17 @@ pub fn write_dbtext(node: &Node, fifo: &Path) {
         address.push_str(&format!("1:1:{}:32:{port}:any:NULL:carrier\n", node.relay));
     }
     fs::write(dir.join("address"), address).expect("write dbtext address");
+    // The shipped (empty) subscriber table, with the node's accounts.
+    let mut subscriber =
+        fs::read_to_string(testkit::repo_path("deploy/opensips/dbtext/subscriber"))
+            .expect("read deploy/opensips/dbtext/subscriber");
+    for (i, (user, password)) in node.auth.iter().flatten().enumerate() {
+        subscriber.push_str(&format!("{}:{user}::{password}:::\n", i + 1));
+    }
+    fs::write(dir.join("subscriber"), subscriber).expect("write dbtext subscriber");
     fs::write(
         dir.join("version"),
-        "table_name(string) table_version(int)\naddress:5\n",
+        "table_name(string) table_version(int)\naddress:5\nsubscriber:8\n",
     )
     .expect("write dbtext version");
 }
