@@ -141,8 +141,8 @@ pub struct Tapped {
     pub data: Vec<u8>,
 }
 
-/// Tapped datagrams kept at most until the dataplane takes them: probes are a few per
-/// second per backend, so only a stalled consumer would reach it (older ones go).
+/// Tapped datagrams kept at most until the dataplane takes them (every turn), at least:
+/// a probe and its reply per backend fit four times over (older ones go, counted).
 const TAP_MAX: usize = 64;
 
 /// A UDP socket connected to `addr`, with ICMP errors queued (`IP_RECVERR`).
@@ -200,7 +200,7 @@ impl Prober {
 
     fn keep(&mut self, src: SocketAddr, dst: SocketAddr, data: &[u8]) {
         if let Some(q) = self.tapped.as_mut() {
-            if q.len() == TAP_MAX {
+            if q.len() >= TAP_MAX.max(4 * self.addrs.len()) {
                 q.pop_front();
                 self.tap_evicted += 1;
             }

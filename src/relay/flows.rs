@@ -605,7 +605,9 @@ impl FlowTable {
     /// quarantine. Endpoints that state sync took directly (`insert_at`) or that are
     /// reserved for static peers are skipped.
     fn pop_free_port(&mut self) -> Option<RelayPort> {
-        (0..2).find_map(|pass| self.pop_fresh(pass).or_else(|| self.pop_freed(pass)))
+        // Without a half, pass 1 is empty: not walked at all.
+        let passes = if self.half.is_some() { 2 } else { 1 };
+        (0..passes).find_map(|pass| self.pop_fresh(pass).or_else(|| self.pop_freed(pass)))
     }
 
     fn pop_fresh(&mut self, pass: usize) -> Option<RelayPort> {

@@ -67,9 +67,13 @@ impl RelaySpace {
     pub fn from_config(cfg: &Config) -> Self {
         let mut s = match &cfg.listen.relay_prefix {
             // Only as many addresses as `max_flows` needs (static peers may reserve
-            // some): per-endpoint tables are arrays, a /12 is a million entries.
+            // some): per-endpoint tables are arrays, a /12 is a million entries. With a
+            // sync peer twice that: each host hands out its own half first (see
+            // `FlowTable::preferring_half`), and one half should hold `max_flows`.
             Some(p) => {
-                let need = (cfg.limits.max_flows + cfg.peers.len()).div_ceil(p.ports.len());
+                let halves = if cfg.sync.is_some() { 2 } else { 1 };
+                let need =
+                    (halves * (cfg.limits.max_flows + cfg.peers.len())).div_ceil(p.ports.len());
                 RelaySpace::with_port_list(&p.ports, need.min(p.addr_count() as usize))
             }
             None => RelaySpace::new(&cfg.listen.relay_ports, cfg.listen.relay.len()),
@@ -310,6 +314,36 @@ mod tests {
             None,
             "beyond the used addresses"
         );
+    }
+
+    /// Prefix mode takes as many addresses as `max_flows` needs; with a sync peer twice
+    /// that (each host hands out its own half first), never more than the prefix.
+    #[test]
+    fn a_prefix_pool_holds_two_halves_of_max_flows_with_a_sync_peer() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key");
+        std::fs::write(&key, "a-shared-secret-of-32-bytes-long\n").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let pool = |prefix: &str, sync: bool| {
+            let mut text = format!(
+                "[listen]\nsip = [\"127.0.0.1:5060\"]\nrelay_prefix = \"{prefix}\"\n\
+                 relay_port = [5062, 5064]\n[[backend]]\nname = \"a\"\naddr = \"127.0.0.1:5070\"\n\
+                 [limits]\nmax_flows = 1000\n"
+            );
+            if sync {
+                text.push_str(&format!(
+                    "[sync]\nlisten = \"127.0.0.1:7400\"\npeer = \"127.0.0.2:7400\"\n\
+                     key_file = \"{}\"\n",
+                    key.display()
+                ));
+            }
+            let cfg = Config::parse(&text, &crate::config::EphemeralPorts::default()).unwrap();
+            RelaySpace::from_config(&cfg).pool_len()
+        };
+        assert_eq!(pool("127.16.0.0/16", false), 1000);
+        assert_eq!(pool("127.16.0.0/16", true), 2000);
+        assert_eq!(pool("127.16.0.0/23", true), 1024, "the whole /23, no more");
     }
 
     #[test]

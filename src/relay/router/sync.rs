@@ -18,17 +18,12 @@ pub(super) fn flow_item(f: &Flow, now: Instant, backends: &BackendSet) -> Item {
         relay_port: f.relay_port,
         ingress: f.ingress,
         home: backends.seed_of(f.home),
-        registered_secs: registered_secs(f, now),
+        registered_secs: f.registered_until.map(|t| {
+            t.saturating_duration_since(now)
+                .as_secs()
+                .min(u64::from(u32::MAX)) as u32
+        }),
     }
-}
-
-/// Whole seconds left of a flow's registration, as a sync item carries them.
-fn registered_secs(f: &Flow, now: Instant) -> Option<u32> {
-    f.registered_until.map(|t| {
-        t.saturating_duration_since(now)
-            .as_secs()
-            .min(u64::from(u32::MAX)) as u32
-    })
 }
 
 /// What the shell must do with sockets after applying a peer's item.
@@ -122,13 +117,12 @@ impl Router {
     /// Whether a peer's flow for `client` on `relay_port` loses that endpoint to our
     /// own flow there for another client. Both hosts handed it out (a split brain, or
     /// a spill into the other's half of the pool); each decides the same from the
-    /// two flows, so they agree once each has the other's item: a registered flow
-    /// keeps it over one that is not (the backend reaches that phone through it), else
-    /// the lower client address. The loser goes; its phone gets a new endpoint with
-    /// its next datagram.
+    /// two flows, so they agree once each has the other's item: a flow a backend
+    /// granted a registration keeps it over one without (the backend reaches that
+    /// phone through it), else the lower client address. The loser goes; its phone
+    /// gets a new endpoint with its next datagram.
     fn keeps_own_endpoint(
         &mut self,
-        now: Instant,
         relay_port: RelayPort,
         client: std::net::SocketAddr,
         registered_secs: Option<u32>,
@@ -142,10 +136,11 @@ impl Router {
             return false;
         };
         self.sync_conflicts += 1;
-        // In whole seconds, as the item we sent the peer says it.
-        let registered = |secs: Option<u32>| secs.is_some_and(|s| s > 0);
-        let ours_registered = registered(self::registered_secs(ours, now));
-        let theirs_registered = registered(registered_secs);
+        // Whether a backend granted a registration, not whether it still runs: that
+        // changes only with a REGISTER's answer, which sends an item, while an expiry
+        // sends none and would let two hosts' clocks decide differently.
+        let ours_registered = ours.registered_until.is_some();
+        let theirs_registered = registered_secs.is_some();
         if ours_registered != theirs_registered {
             return ours_registered;
         }
@@ -190,7 +185,7 @@ impl Router {
                 let cap = self.settings.max_registration + self.settings.register_grace;
                 let registered_until =
                     registered_secs.map(|s| now + Duration::from_secs(u64::from(s)).min(cap));
-                if self.keeps_own_endpoint(now, relay_port, client, registered_secs) {
+                if self.keeps_own_endpoint(relay_port, client, registered_secs) {
                     return effect;
                 }
                 // An update of a flow we already mirror on the same port: no socket work.
