@@ -324,18 +324,8 @@ fn thousands_of_flows_while_backup_restarts_tables_converge() {
     require(&["tcpdump"]);
     let t0 = Instant::now();
     let dir = TestDir::new("sync-load");
-    let net = sync_net(&[
-        ("client", 10),
-        ("sfA", 11),
-        ("sfB", 12),
-        ("beA", 21),
-        ("beB", 22),
-    ]);
-    let be_a = UdpBackend::start(net.host("beA"), 5060);
-    let be_b = UdpBackend::start(net.host("beB"), 5060);
-    let backends = [("beA", "10.88.0.21:5060"), ("beB", "10.88.0.22:5060")];
-    let extra = "[limits]\nnew_flows_per_ip = 1000000\nmax_flows_per_ip = 1000000\ndatagrams_per_ip = 1000000\n\n[timeouts]\nflow_idle = \"600s\"\n";
-    let (spec_a, spec_b) = pair_specs(&backends, extra, &dir);
+    let (net, [be_a, be_b]) = udp_pair_net();
+    let (spec_a, spec_b) = pair_specs(&UDP_BACKENDS, LOAD_LIMITS, &dir);
     let (mut a, mut b1) = start_pair(&dir, &net, &spec_a, &spec_b);
     eprintln!("[{} ms] pair up and synced", ms(t0));
 

@@ -78,22 +78,11 @@ fn a_split_pair_serves_from_its_own_half_and_the_tables_merge() {
     require(&["nft"]);
     let t0 = Instant::now();
     let dir = TestDir::new("sync-split");
-    let net = sync_net(&[
-        ("client", 10),
-        ("sfA", 11),
-        ("sfB", 12),
-        ("beA", 21),
-        ("beB", 22),
-    ]);
-    let _be_a = UdpBackend::start(net.host("beA"), 5060);
-    let _be_b = UdpBackend::start(net.host("beB"), 5060);
-    let backends = [("beA", "10.88.0.21:5060"), ("beB", "10.88.0.22:5060")];
+    let (net, _backends) = udp_pair_net();
     // During the split the backends' replies go to whichever host their ARP entry for the
     // VIP names (B's, after its GARPs), so A's flows stay unanswered: keep them anyway.
-    let extra = "[limits]\nnew_flows_per_ip = 1000000\nmax_flows_per_ip = 1000000\n\
-                 datagrams_per_ip = 1000000\n\n[timeouts]\nflow_idle = \"600s\"\n\
-                 unanswered_idle = \"600s\"\n";
-    let (mut spec_a, mut spec_b) = pair_specs(&backends, extra, &dir);
+    let extra = format!("{LOAD_LIMITS}unanswered_idle = \"600s\"\n");
+    let (mut spec_a, mut spec_b) = pair_specs(&UDP_BACKENDS, &extra, &dir);
     let pool = format!("{POOL_FIRST}-{}", POOL_FIRST + 59);
     (spec_a.relay_ports, spec_b.relay_ports) = (pool.clone(), pool);
     let (mut a, mut b) = start_pair(&dir, &net, &spec_a, &spec_b);

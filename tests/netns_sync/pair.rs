@@ -6,6 +6,29 @@ pub const A_IP: &str = "10.88.0.11";
 pub const KAM_BACKENDS: [(&str, &str); 2] =
     [("kamA", "10.88.0.21:5060"), ("kamB", "10.88.0.22:5060")];
 pub const B_IP: &str = "10.88.0.12";
+/// The plain UDP backends of the load tests ([`udp_pair_net`]).
+pub const UDP_BACKENDS: [(&str, &str); 2] =
+    [("beA", "10.88.0.21:5060"), ("beB", "10.88.0.22:5060")];
+/// Per-source limits lifted (every load client is one address) and flows kept 10 min.
+pub const LOAD_LIMITS: &str = "[limits]\nnew_flows_per_ip = 1000000\nmax_flows_per_ip = 1000000\n\
+                               datagrams_per_ip = 1000000\n\n[timeouts]\nflow_idle = \"600s\"\n";
+
+/// The LAN of the load tests (client .10, sfA .11, sfB .12, beA .21, beB .22) with a plain
+/// UDP backend on each backend host ([`UDP_BACKENDS`]).
+pub fn udp_pair_net() -> (Net, [UdpBackend; 2]) {
+    let net = sync_net(&[
+        ("client", 10),
+        ("sfA", 11),
+        ("sfB", 12),
+        ("beA", 21),
+        ("beB", 22),
+    ]);
+    let backends = [
+        UdpBackend::start(net.host("beA"), 5060),
+        UdpBackend::start(net.host("beB"), 5060),
+    ];
+    (net, backends)
+}
 
 /// The config of one host of the pair: `own` and `peer` LAN addresses, VRRP `priority`,
 /// `backends` (name, addr), the shared key of the test directory, relay ports 20000-29999.

@@ -16,6 +16,7 @@
 //! see [`bin`].
 
 pub mod alloc;
+pub mod auth;
 pub mod backend;
 pub mod capture;
 pub mod front;
@@ -31,6 +32,7 @@ pub mod sip;
 pub mod sipp;
 pub mod udp;
 
+pub use auth::*;
 pub use backend::*;
 pub use capture::*;
 pub use front::*;

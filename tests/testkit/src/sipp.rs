@@ -117,12 +117,42 @@ impl Sipp {
         port: u16,
         registrar: &str,
     ) -> (Sipp, SippResult) {
-        let caller = scenario("caller.xml");
+        Sipp::call_with(test, name, user, port, registrar, None)
+    }
+
+    /// [`Sipp::call`] with an account: answers the registrar's 407 with the
+    /// credentials `auth_user`/`password` (tests/sipp/caller_auth.xml).
+    pub fn call_auth(
+        test: &TestDir,
+        name: &str,
+        user: &str,
+        port: u16,
+        registrar: &str,
+        auth: (&str, &str),
+    ) -> (Sipp, SippResult) {
+        Sipp::call_with(test, name, user, port, registrar, Some(auth))
+    }
+
+    fn call_with(
+        test: &TestDir,
+        name: &str,
+        user: &str,
+        port: u16,
+        registrar: &str,
+        auth: Option<(&str, &str)>,
+    ) -> (Sipp, SippResult) {
+        let sf = scenario(if auth.is_some() {
+            "caller_auth.xml"
+        } else {
+            "caller.xml"
+        });
+        let mut head = vec!["-sf", &sf, "-s", user];
+        head.extend(auth_args(&auth));
         let mut sipp = Sipp::once(
             test,
             name,
             port,
-            &["-sf", &caller, "-s", user],
+            &head,
             &["-timeout", "20s", "-timeout_error", registrar],
         );
         let r = sipp.wait(Duration::from_secs(30));
@@ -141,67 +171,44 @@ impl Sipp {
         answer: &str,
         hold_ms: u32,
     ) -> Sipp {
-        let d = hold_ms.to_string();
-        let (register, answer) = (scenario("phone_register.xml"), scenario(answer));
-        let mut phone = Sipp::once(
-            test,
-            name,
-            port,
-            &["-sf", &register, "-oocsf", &answer, "-s", user],
-            &["-d", &d, sip],
-        );
-        phone.wait_bound(port);
-        phone
-    }
-
-    /// [`Sipp::call`] with an account: answers the registrar's 407 with the
-    /// credentials `auth_user`/`password` (tests/sipp/caller_auth.xml).
-    pub fn call_auth(
-        test: &TestDir,
-        name: &str,
-        user: &str,
-        port: u16,
-        registrar: &str,
-        (auth_user, password): (&str, &str),
-    ) -> (Sipp, SippResult) {
-        let caller = scenario("caller_auth.xml");
-        let mut sipp = Sipp::once(
-            test,
-            name,
-            port,
-            &[
-                "-sf", &caller, "-s", user, "-au", auth_user, "-ap", password,
-            ],
-            &["-timeout", "20s", "-timeout_error", registrar],
-        );
-        let r = sipp.wait(Duration::from_secs(30));
-        (sipp, r)
+        Sipp::phone_with(test, name, (user, None), port, sip, answer, hold_ms)
     }
 
     /// [`Sipp::phone`] with an account: answers the registrar's 401 with the
-    /// credentials `auth_user`/`password` (tests/sipp/phone_register_auth.xml).
+    /// credentials `auth` (user, password; tests/sipp/phone_register_auth.xml).
     #[allow(clippy::too_many_arguments)]
     pub fn phone_auth(
         test: &TestDir,
         name: &str,
         user: &str,
-        (auth_user, password): (&str, &str),
+        auth: (&str, &str),
+        port: u16,
+        sip: &str,
+        answer: &str,
+        hold_ms: u32,
+    ) -> Sipp {
+        Sipp::phone_with(test, name, (user, Some(auth)), port, sip, answer, hold_ms)
+    }
+
+    fn phone_with(
+        test: &TestDir,
+        name: &str,
+        (user, auth): (&str, Option<(&str, &str)>),
         port: u16,
         sip: &str,
         answer: &str,
         hold_ms: u32,
     ) -> Sipp {
         let d = hold_ms.to_string();
-        let (register, answer) = (scenario("phone_register_auth.xml"), scenario(answer));
-        let mut phone = Sipp::once(
-            test,
-            name,
-            port,
-            &[
-                "-sf", &register, "-oocsf", &answer, "-s", user, "-au", auth_user, "-ap", password,
-            ],
-            &["-d", &d, sip],
-        );
+        let register = scenario(if auth.is_some() {
+            "phone_register_auth.xml"
+        } else {
+            "phone_register.xml"
+        });
+        let answer = scenario(answer);
+        let mut head = vec!["-sf", &register, "-oocsf", &answer, "-s", user];
+        head.extend(auth_args(&auth));
+        let mut phone = Sipp::once(test, name, port, &head, &["-d", &d, sip]);
         phone.wait_bound(port);
         phone
     }
@@ -579,4 +586,12 @@ impl CallLog {
 pub fn assert_file_contains(path: &std::path::Path, needle: &str, what: &str) {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     assert!(text.contains(needle), "{what}: no `{needle}` in {path:?}");
+}
+
+/// sipp's digest credentials options for `auth` (user, password), if any.
+fn auth_args<'a>(auth: &Option<(&'a str, &'a str)>) -> Vec<&'a str> {
+    match auth {
+        Some((user, password)) => vec!["-au", user, "-ap", password],
+        None => Vec::new(),
+    }
 }

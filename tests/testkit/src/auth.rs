@@ -1,0 +1,63 @@
+//! Digest authentication checks of a registrar behind sipfront (the example configs with
+//! authentication on; accounts `alice`/`alice-secret` and `caller`/`caller-secret`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::process::{TestDir, wait_until};
+use crate::sip::SipClient;
+use crate::sipp::Sipp;
+
+/// Password of each test account: `<user>-secret`.
+pub fn account(user: &str) -> (String, String) {
+    (user.to_string(), format!("{user}-secret"))
+}
+
+/// Registrations that must not be stored, all through sipfront at `sipfront`, from
+/// 127.0.0.1:`base`..`base + 2`: a REGISTER without credentials and one with forged
+/// credentials for alice (both 401 with a challenge), and sipp registering `caller` with
+/// alice's credentials (403). The caller checks that its registrar stored none of them.
+pub fn refused_registrations(dir: &TestDir, sipfront: SocketAddr, base: u16) {
+    let secs = Duration::from_secs(5);
+    let local = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+    let stranger = SipClient::bind(local(base), sipfront, "mallory");
+    let r = stranger.expect(&stranger.request("REGISTER", "r1", 1, ""), 401, secs);
+    assert!(r.contains("WWW-Authenticate: Digest"), "no challenge: {r}");
+    let forger = SipClient::bind(local(base + 1), sipfront, "alice");
+    let forged = format!(
+        "Authorization: Digest username=\"alice\", realm=\"127.0.0.1\", nonce=\"forged\", \
+         uri=\"sip:{sipfront}\", response=\"00000000000000000000000000000000\"\r\n"
+    );
+    forger.expect(&forger.request("REGISTER", "r2", 1, &forged), 401, secs);
+    let (user, password) = account("alice");
+    let mut thief = Sipp::phone_auth(
+        dir,
+        "thief",
+        "caller",
+        (&user, &password),
+        base + 2,
+        &sipfront.to_string(),
+        "phone_answer.xml",
+        3_000,
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || thief
+            .messages()
+            .contains("SIP/2.0 403")),
+        "no 403 for caller registered with alice's credentials:\n{}",
+        thief.messages()
+    );
+    let _ = thief.stop(secs);
+}
+
+/// A call to alice entered at `registrar` without credentials, from 127.0.0.1:`port`:
+/// answered 407, never completed.
+pub fn unauthenticated_call_is_challenged(dir: &TestDir, port: u16, registrar: &str) {
+    let (caller, r) = Sipp::call(dir, "caller-noauth", "alice", port, registrar);
+    assert!(!r.ok(), "an unauthenticated call went through");
+    assert!(
+        caller.messages().contains("SIP/2.0 407"),
+        "no 407:\n{}",
+        caller.messages()
+    );
+}
