@@ -868,6 +868,8 @@ impl FlowTable {
 }
 
 #[cfg(test)]
+mod half_tests;
+#[cfg(test)]
 mod pin_tests;
 
 #[cfg(test)]

@@ -107,6 +107,13 @@ impl RelaySpace {
     }
 
     /// The static endpoints, in config order.
+    /// The space with `statics` reserved (tests; the config gives them otherwise).
+    #[cfg(test)]
+    pub fn with_statics(mut self, statics: Vec<RelayPort>) -> Self {
+        self.statics = statics;
+        self
+    }
+
     pub fn statics(&self) -> &[RelayPort] {
         &self.statics
     }
