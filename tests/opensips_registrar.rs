@@ -214,7 +214,8 @@ fn opensips_registered_phone_called_via_home_and_other_node() {
 /// secret both nodes share): accounts in the db_text `subscriber` table. Without
 /// credentials a REGISTER gets a 401 and stores nothing, one account's credentials do not
 /// register another (403), a call without credentials gets a 407 and never reaches the
-/// phone, a subscriber's call does, entered at either node.
+/// phone, a subscriber's call does, entered at either node; a forged request of a call
+/// nobody made is refused, not relayed.
 #[test]
 fn opensips_with_auth_only_accounts_register_and_call() {
     if skip("opensips_with_auth_only_accounts_register_and_call") {
@@ -226,6 +227,7 @@ fn opensips_with_auth_only_accounts_register_and_call() {
     let [mut na, mut nb] = Node::pair((LO, 24170, 24172), (LO, 24171, 24173), vip, LO);
     na.auth = Some(accounts.clone());
     nb.auth = Some(accounts);
+    (na.dialog_check, nb.dialog_check) = (true, true);
     let oa = OpenSips::start(&dir, "osA", &na, None);
     let ob = OpenSips::start(&dir, "osB", &nb, None);
     oa.wait_cluster_ready(Duration::from_secs(20));
@@ -282,6 +284,13 @@ fn opensips_with_auth_only_accounts_register_and_call() {
             node.id
         );
     }
+    // A forged request of a call nobody made is refused, not relayed.
+    forged_in_dialog_request_is_refused(
+        std::net::SocketAddr::V4(vip),
+        &vip.to_string(),
+        24189,
+        24199,
+    );
     phone.proc.assert_running();
     front.assert_running();
     for o in [&oa, &ob] {

@@ -132,7 +132,8 @@ fn registered_phone_is_called_through_its_relay_port() {
 /// shipped empty one plus this test's accounts). Without credentials a REGISTER gets a
 /// 401 challenge and a call a 407, and neither gets through; a phone with its account's
 /// credentials registers through sipfront and a subscriber's call reaches it; one
-/// account's credentials do not register another.
+/// account's credentials do not register another; a forged request of a call nobody made
+/// is refused, not relayed.
 #[test]
 fn with_auth_only_accounts_register_and_call() {
     let dir = TestDir::new("registrar-auth");
@@ -163,6 +164,7 @@ fn with_auth_only_accounts_register_and_call() {
             "VIP_PORT=26360".into(),
             "RELAY_IP=127.0.0.1".into(),
             "WITH_AUTH".into(),
+            "WITH_DLGCHECK".into(),
             format!("AUTH_DB_URL=\"text://{}\"", db.display()),
         ],
     );
@@ -212,6 +214,13 @@ fn with_auth_only_accounts_register_and_call() {
         "phone got no INVITE:\n{msgs}"
     );
     assert!(msgs.contains("BYE sip:"), "phone got no BYE:\n{msgs}");
+    // A forged request of a call nobody made is refused, not relayed.
+    forged_in_dialog_request_is_refused(
+        "127.0.0.1:26360".parse().unwrap(),
+        "127.0.0.1:26360",
+        26387,
+        26399,
+    );
     phone.proc.assert_running();
     front.assert_running();
     eprintln!("alice registered with her credentials via relay port {relay_port}; call done");
@@ -384,6 +393,7 @@ fn kamailio_config_is_valid() {
             &db,
             "AUTH_SECRET=\"a-secret-shared-by-the-nodes\"",
             "WITH_TRUNKS",
+            "WITH_DLGCHECK",
         ],
     ];
     for defines in variants {

@@ -97,6 +97,9 @@ pub struct Node {
     /// accounts (user, password) in the db_text `subscriber` table. `None`: off as
     /// shipped.
     pub auth: Option<Vec<(String, String)>>,
+    /// Requests of a call only for calls the node knows (`route(known_call)` and
+    /// `create_dialog()` enabled). `false`: off as shipped.
+    pub dialog_check: bool,
 }
 
 impl Node {
@@ -119,6 +122,7 @@ impl Node {
                 relay,
                 trunk: None,
                 auth: None,
+                dialog_check: false,
             },
             Node {
                 id: 2,
@@ -129,6 +133,7 @@ impl Node {
                 relay,
                 trunk: None,
                 auth: None,
+                dialog_check: false,
             },
         ]
     }
@@ -202,6 +207,14 @@ pub fn render(template: &str, node: &Node, mpath: &str, fifo: &Path) -> String {
         }
         if node.trunk.is_some() {
             l = l.replace("#route(trunks);", "route(trunks);");
+        }
+        if node.dialog_check {
+            l = l
+                .replace("#route(known_call);", "route(known_call);")
+                .replace(
+                    "#if (is_method(\"INVITE\")) create_dialog();",
+                    "if (is_method(\"INVITE\")) create_dialog();",
+                );
         }
         if node.auth.is_some() {
             l = l.replace("#route(auth);", "route(auth);").replace(

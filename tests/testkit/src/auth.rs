@@ -61,3 +61,44 @@ pub fn unauthenticated_call_is_challenged(dir: &TestDir, port: u16, registrar: &
         caller.messages()
     );
 }
+
+/// A forged "in-dialog" BYE (a To-tag, a Route naming `route`, the registrar's own
+/// record-routed address, an unknown Call-ID) sent through `sipfront` from
+/// 127.0.0.1:`port`, whose Request-URI names a listener at 127.0.0.1:`victim`: answered
+/// 481, and nothing reaches the listener (relayed, it would have).
+pub fn forged_in_dialog_request_is_refused(
+    sipfront: SocketAddr,
+    route: &str,
+    port: u16,
+    victim: u16,
+) {
+    let listener = std::net::UdpSocket::bind(("127.0.0.1", victim)).expect("bind victim");
+    listener
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let client = SipClient::bind(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        sipfront,
+        "mallory",
+    );
+    let local = client.local;
+    let bye = format!(
+        "BYE sip:victim@127.0.0.1:{victim} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};branch=z9hG4bK-forged-bye;rport\r\n\
+         Max-Forwards: 70\r\n\
+         Route: <sip:{route};lr>\r\n\
+         From: <sip:mallory@{sipfront}>;tag=forged-from\r\n\
+         To: <sip:alice@{sipfront}>;tag=forged-to\r\n\
+         Call-ID: forged-call@nowhere\r\n\
+         CSeq: 1 BYE\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    client.expect(bye.as_bytes(), 481, Duration::from_secs(5));
+    let mut buf = [0u8; 2048];
+    if let Ok(n) = listener.recv(&mut buf) {
+        panic!(
+            "a forged in-dialog request was relayed:\n{}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+    }
+}
