@@ -283,9 +283,18 @@ fn opensips_with_auth_only_accounts_register_and_call() {
             "the phone's INVITEs after the call via node {}",
             node.id
         );
+        // Its ACK and BYE passed the dialog check.
+        for m in ["ACK sip:", "BYE sip:"] {
+            assert_eq!(
+                phone.messages().matches(m).count(),
+                i + 1,
+                "{m} via node {}",
+                node.id
+            );
+        }
     }
-    // A forged request of a call nobody made is refused, not relayed.
-    forged_in_dialog_request_is_refused(
+    // Forged requests of a call nobody made are refused, not relayed.
+    forged_in_dialog_requests_are_refused(
         std::net::SocketAddr::V4(vip),
         &vip.to_string(),
         24189,

@@ -214,8 +214,9 @@ fn with_auth_only_accounts_register_and_call() {
         "phone got no INVITE:\n{msgs}"
     );
     assert!(msgs.contains("BYE sip:"), "phone got no BYE:\n{msgs}");
-    // A forged request of a call nobody made is refused, not relayed.
-    forged_in_dialog_request_is_refused(
+    assert!(msgs.contains("ACK sip:"), "phone got no ACK:\n{msgs}");
+    // Forged requests of a call nobody made are refused, not relayed.
+    forged_in_dialog_requests_are_refused(
         "127.0.0.1:26360".parse().unwrap(),
         "127.0.0.1:26360",
         26387,

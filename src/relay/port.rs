@@ -106,7 +106,6 @@ impl RelaySpace {
         }
     }
 
-    /// The static endpoints, in config order.
     /// The space with `statics` reserved (tests; the config gives them otherwise).
     #[cfg(test)]
     pub fn with_statics(mut self, statics: Vec<RelayPort>) -> Self {
@@ -114,6 +113,7 @@ impl RelaySpace {
         self
     }
 
+    /// The static endpoints, in config order.
     pub fn statics(&self) -> &[RelayPort] {
         &self.statics
     }

@@ -62,11 +62,12 @@ pub fn unauthenticated_call_is_challenged(dir: &TestDir, port: u16, registrar: &
     );
 }
 
-/// A forged "in-dialog" BYE (a To-tag, a Route naming `route`, the registrar's own
-/// record-routed address, an unknown Call-ID) sent through `sipfront` from
-/// 127.0.0.1:`port`, whose Request-URI names a listener at 127.0.0.1:`victim`: answered
-/// 481, and nothing reaches the listener (relayed, it would have).
-pub fn forged_in_dialog_request_is_refused(
+/// Forged "in-dialog" requests (a BYE and an OPTIONS with a To-tag, a Route naming
+/// `route`, the registrar's own record-routed address, an unknown Call-ID) sent through
+/// `sipfront` from 127.0.0.1:`port`, whose Request-URI names a listener at
+/// 127.0.0.1:`victim`: each answered 481, and nothing reaches the listener (relayed, it
+/// would have).
+pub fn forged_in_dialog_requests_are_refused(
     sipfront: SocketAddr,
     route: &str,
     port: u16,
@@ -82,18 +83,20 @@ pub fn forged_in_dialog_request_is_refused(
         "mallory",
     );
     let local = client.local;
-    let bye = format!(
-        "BYE sip:victim@127.0.0.1:{victim} SIP/2.0\r\n\
-         Via: SIP/2.0/UDP {local};branch=z9hG4bK-forged-bye;rport\r\n\
-         Max-Forwards: 70\r\n\
-         Route: <sip:{route};lr>\r\n\
-         From: <sip:mallory@{sipfront}>;tag=forged-from\r\n\
-         To: <sip:alice@{sipfront}>;tag=forged-to\r\n\
-         Call-ID: forged-call@nowhere\r\n\
-         CSeq: 1 BYE\r\n\
-         Content-Length: 0\r\n\r\n"
-    );
-    client.expect(bye.as_bytes(), 481, Duration::from_secs(5));
+    for method in ["BYE", "OPTIONS"] {
+        let req = format!(
+            "{method} sip:victim@127.0.0.1:{victim} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {local};branch=z9hG4bK-forged-{method};rport\r\n\
+             Max-Forwards: 70\r\n\
+             Route: <sip:{route};lr>\r\n\
+             From: <sip:mallory@{sipfront}>;tag=forged-from\r\n\
+             To: <sip:alice@{sipfront}>;tag=forged-to\r\n\
+             Call-ID: forged-{method}@nowhere\r\n\
+             CSeq: 1 {method}\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        client.expect(req.as_bytes(), 481, Duration::from_secs(5));
+    }
     let mut buf = [0u8; 2048];
     if let Ok(n) = listener.recv(&mut buf) {
         panic!(
