@@ -244,6 +244,7 @@ fn call_via_other_registrar_with_dmq_replication() {
                 "VIP_PORT=26160".into(),
                 "RELAY_IP=127.0.0.1".into(),
                 "WITH_DMQ".into(),
+                "WITH_DLGCHECK".into(),
                 format!("DMQ_PORT={dmq}"),
                 format!("DMQ_SERVER=\"sip:127.0.0.1:{dmq}\""),
                 format!("DMQ_PEER=\"sip:127.0.0.1:{peer_dmq}\""),
@@ -360,6 +361,72 @@ fn call_via_other_registrar_with_dmq_replication() {
             "phone's answers must go to {other_name}, which sent the INVITE"
         );
     }
+
+    // With the dialog check, a call set up through one node is shared with the other by
+    // DMQ: while it lasts, a request of that call at the other node is relayed (by its
+    // Route and Request-URI, here a listener of the test's), not refused with a 481.
+    let mut held = Sipp::call_as(
+        &dir,
+        "held",
+        "call_then_bye.xml",
+        26182,
+        "bob",
+        "carol",
+        4_000,
+        &other_addr,
+    );
+    let mut dlg = String::new();
+    let ok = wait_until(Duration::from_secs(5), || {
+        dlg = home.kamcmd(&["dlg.list"]);
+        dlg.contains("from_uri: sip:carol@") && dlg.contains("state: 4")
+    });
+    assert!(
+        ok,
+        "{home_name} has not the call {other_name} set up:\n{dlg}"
+    );
+    // `key`'s value on the first line that has it after `anchor` in the dlg.list output.
+    let value = |anchor: &str, key: &str| -> String {
+        let at = dlg
+            .find(anchor)
+            .unwrap_or_else(|| panic!("{anchor} in {dlg}"));
+        dlg[at..]
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(key))
+            .unwrap_or_else(|| panic!("{key} after {anchor} in {dlg}"))
+            .trim()
+            .to_string()
+    };
+    let call_id = value("call-id:", "call-id:");
+    let (from_tag, to_tag) = (value("caller: {", "tag:"), value("callee: {", "tag:"));
+    let listener = std::net::UdpSocket::bind("127.0.0.1:26184").unwrap();
+    listener
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let probe = format!(
+        "OPTIONS sip:probe@127.0.0.1:26184 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:26183;branch=z9hG4bK-shared-dialog;rport\r\n\
+         Max-Forwards: 70\r\n\
+         Route: <sip:127.0.0.1:26160;lr>\r\n\
+         From: <sip:carol@127.0.0.1>;tag={from_tag}\r\n\
+         To: <sip:bob@127.0.0.1>;tag={to_tag}\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: 5 OPTIONS\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    let sender = std::net::UdpSocket::bind("127.0.0.1:26183").unwrap();
+    sender
+        .send_to(probe.as_bytes(), ("127.0.0.1", home.port))
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    let got = listener.recv(&mut buf).map(|n| buf[..n].to_vec());
+    assert!(
+        got.as_ref()
+            .is_ok_and(|d| d.starts_with(b"OPTIONS sip:probe@")),
+        "{home_name} did not relay a request of the call {other_name} set up: {got:?}"
+    );
+    let hr = held.wait(Duration::from_secs(20));
+    assert!(hr.ok(), "held call: {}", held.describe(&hr));
+
     front.assert_running();
     eprintln!(
         "home {home_name}, called via {other_name}, relay port {relay_port}, in {:?}",
