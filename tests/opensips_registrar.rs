@@ -95,7 +95,9 @@ fn opensips_registered_phone_called_via_home_and_other_node() {
     let dir = TestDir::new("opensips-registrar");
     let t0 = Instant::now();
     let vip = SocketAddrV4::new(LO, 24060);
-    let [na, nb] = Node::pair((LO, 24070, 24072), (LO, 24071, 24073), vip, LO);
+    // With the dialog check on: the calls' requests must find their dialog on the node.
+    let [mut na, mut nb] = Node::pair((LO, 24070, 24072), (LO, 24071, 24073), vip, LO);
+    (na.dialog_check, nb.dialog_check) = (true, true);
     // A is the clusterer's seed: alone, it declares its (empty) table synced after
     // seed_fallback_interval (5 s); B then pulls A's table at start-up.
     let oa = OpenSips::start(&dir, "osA", &na, None);

@@ -398,31 +398,12 @@ fn call_via_other_registrar_with_dmq_replication() {
     };
     let call_id = value("call-id:", "call-id:");
     let (from_tag, to_tag) = (value("caller: {", "tag:"), value("callee: {", "tag:"));
-    let listener = std::net::UdpSocket::bind("127.0.0.1:26184").unwrap();
-    listener
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .unwrap();
-    let probe = format!(
-        "OPTIONS sip:probe@127.0.0.1:26184 SIP/2.0\r\n\
-         Via: SIP/2.0/UDP 127.0.0.1:26183;branch=z9hG4bK-shared-dialog;rport\r\n\
-         Max-Forwards: 70\r\n\
-         Route: <sip:127.0.0.1:26160;lr>\r\n\
-         From: <sip:carol@127.0.0.1>;tag={from_tag}\r\n\
-         To: <sip:bob@127.0.0.1>;tag={to_tag}\r\n\
-         Call-ID: {call_id}\r\n\
-         CSeq: 5 OPTIONS\r\n\
-         Content-Length: 0\r\n\r\n"
-    );
-    let sender = std::net::UdpSocket::bind("127.0.0.1:26183").unwrap();
-    sender
-        .send_to(probe.as_bytes(), ("127.0.0.1", home.port))
-        .unwrap();
-    let mut buf = [0u8; 2048];
-    let got = listener.recv(&mut buf).map(|n| buf[..n].to_vec());
-    assert!(
-        got.as_ref()
-            .is_ok_and(|d| d.starts_with(b"OPTIONS sip:probe@")),
-        "{home_name} did not relay a request of the call {other_name} set up: {got:?}"
+    in_dialog_request_is_relayed(
+        std::net::SocketAddr::from(([127, 0, 0, 1], home.port)),
+        "127.0.0.1:26160",
+        (&call_id, &from_tag, &to_tag),
+        26183,
+        26184,
     );
     let hr = held.wait(Duration::from_secs(20));
     assert!(hr.ok(), "held call: {}", held.describe(&hr));

@@ -105,3 +105,39 @@ pub fn forged_in_dialog_requests_are_refused(
         );
     }
 }
+
+/// An in-dialog OPTIONS of the call (`call_id`, caller tag, callee tag), with a Route
+/// naming `route` (the registrars' record-routed address), sent straight to the registrar
+/// at `to` from 127.0.0.1:`port`, its Request-URI naming a listener at
+/// 127.0.0.1:`listener`: asserts the registrar relayed it there (it knows the call), rather
+/// than refusing it.
+pub fn in_dialog_request_is_relayed(
+    to: SocketAddr,
+    route: &str,
+    (call_id, from_tag, to_tag): (&str, &str, &str),
+    port: u16,
+    listener: u16,
+) {
+    let sink = std::net::UdpSocket::bind(("127.0.0.1", listener)).expect("bind listener");
+    sink.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let probe = format!(
+        "OPTIONS sip:probe@127.0.0.1:{listener} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-known-call;rport\r\n\
+         Max-Forwards: 70\r\n\
+         Route: <sip:{route};lr>\r\n\
+         From: <sip:caller@127.0.0.1>;tag={from_tag}\r\n\
+         To: <sip:callee@127.0.0.1>;tag={to_tag}\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: 5 OPTIONS\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    let sender = std::net::UdpSocket::bind(("127.0.0.1", port)).expect("bind sender");
+    sender.send_to(probe.as_bytes(), to).unwrap();
+    let mut buf = [0u8; 2048];
+    let got = sink.recv(&mut buf).map(|n| buf[..n].to_vec());
+    assert!(
+        got.as_ref()
+            .is_ok_and(|d| d.starts_with(b"OPTIONS sip:probe@")),
+        "{to} did not relay a request of a call it should know: {got:?}"
+    );
+}
