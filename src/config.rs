@@ -32,6 +32,7 @@ pub use duration::{format_duration, parse_duration};
 pub use hep::{HepConfig, HepTransport, Legs};
 pub use limits::{SourceLimits, SourceOverride};
 pub use prefix::RelayPrefix;
+pub use reload::keep_sync;
 pub use vrrp::{MAX_VIPS, Vip, Vrrp};
 
 /// A config problem: which key, and why.

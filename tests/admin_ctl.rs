@@ -721,12 +721,8 @@ fn admin_and_health_config_checks() {
 #[test]
 fn sigterm_during_a_reload_stops_it() {
     let dir = TestDir::new("hup-term");
-    let _a = FakeBackend::start(17331, 19330..=19339);
-    let mut front = Sipfront::start(
-        &dir,
-        SipfrontConfig::new("127.0.0.1:17330", "19330-19339", "127.0.0.1:17332")
-            .backend("a", "127.0.0.1:17331"),
-    );
+    let (_a, cfg) = one_fake_backend(17330, 19330);
+    let mut front = Sipfront::start(&dir, cfg);
     front.proc.signal("HUP");
     wait_log(&mut front, &["config reloaded"], 1);
     // Back to back (kill(1) would space them by milliseconds): the SIGTERM arrives
@@ -751,12 +747,8 @@ fn sigterm_during_a_reload_stops_it() {
 #[test]
 fn a_reload_is_checked_with_the_listen_it_keeps() {
     let dir = TestDir::new("reload-kept");
-    let _a = FakeBackend::start(17341, 19340..=19349);
-    let mut front = Sipfront::start(
-        &dir,
-        SipfrontConfig::new("127.0.0.1:17340", "19340-19349", "127.0.0.1:17342")
-            .backend("a", "127.0.0.1:17341"),
-    );
+    let (_a, cfg) = one_fake_backend(17340, 19340);
+    let mut front = Sipfront::start(&dir, cfg);
     let moved = SipfrontConfig::new("127.0.0.1:17343", "19340-19349", "127.0.0.1:17342")
         .backend("a", "127.0.0.1:17341")
         .backend("loop", "127.0.0.1:17340");

@@ -56,14 +56,12 @@ fn slowloris_leaves_ready_answering_and_is_closed() {
     const CONNS: usize = 500;
     const CAP: usize = 64;
     let dir = TestDir::new("admin-slowloris");
-    let _a = FakeBackend::start(17301, 19300..=19309);
+    let (_a, cfg) = one_fake_backend(17300, 19300);
     let mut front = Sipfront::start(
         &dir,
-        SipfrontConfig::new("127.0.0.1:17300", "19300-19309", "127.0.0.1:17302")
-            .backend("a", "127.0.0.1:17301")
-            .extra(&format!(
-                "max_connections = {CAP}\nheader_timeout = \"3s\"\nidle_timeout = \"60s\"\n"
-            )),
+        cfg.extra(&format!(
+            "max_connections = {CAP}\nheader_timeout = \"3s\"\nidle_timeout = \"60s\"\n"
+        )),
     );
     let admin = front.cfg.admin;
     let evicted0 = rejected(&mut front, "evicted");
@@ -127,16 +125,14 @@ fn slowloris_leaves_ready_answering_and_is_closed() {
 #[test]
 fn token_guards_the_api_and_sighup_rotates_it() {
     let dir = TestDir::new("admin-token");
-    let _a = FakeBackend::start(17311, 19310..=19319);
+    let (_a, cfg) = one_fake_backend(17310, 19310);
     let token_file = dir.join("admin.token");
     let old = "old-token-0123456789abcdef";
     let new = "new-token-fedcba9876543210";
     write_private(&token_file, &format!("{old}\n"));
     let mut front = Sipfront::start(
         &dir,
-        SipfrontConfig::new("127.0.0.1:17310", "19310-19319", "127.0.0.1:17312")
-            .backend("a", "127.0.0.1:17311")
-            .extra(&format!("token_file = \"{}\"\n", token_file.display())),
+        cfg.extra(&format!("token_file = \"{}\"\n", token_file.display())),
     );
     let admin = front.cfg.admin;
     let get = |path: &str, token: Option<&str>| -> u16 {
@@ -212,12 +208,8 @@ fn token_guards_the_api_and_sighup_rotates_it() {
 #[test]
 fn tokenless_loopback_admin_is_read_only() {
     let dir = TestDir::new("admin-readonly");
-    let _a = FakeBackend::start(17321, 19320..=19329);
-    let mut front = Sipfront::start(
-        &dir,
-        SipfrontConfig::new("127.0.0.1:17320", "19320-19329", "127.0.0.1:17322")
-            .backend("a", "127.0.0.1:17321"),
-    );
+    let (_a, cfg) = one_fake_backend(17320, 19320);
+    let mut front = Sipfront::start(&dir, cfg);
     let admin = front.cfg.admin;
     for action in ["drain", "disable", "enable"] {
         let path = format!("/api/v1/backends/a/{action}");

@@ -416,6 +416,30 @@ pub enum Refused {
 }
 
 /// The dataplane's captures.
+impl Subscription {
+    /// Queues one frame, bounded by bytes as well as frames (a full queue either way
+    /// is a drop): `Some(true)` queued, `Some(false)` dropped, `None` the reader is gone.
+    fn enqueue(&self, frame: &Frame<'_>) -> Option<bool> {
+        let len = frame.payload.len() + 64;
+        if self.queued.load(Ordering::Relaxed) + len > QUEUE_BYTES {
+            return Some(false);
+        }
+        let mut buf = Vec::with_capacity(len);
+        encode(frame, &mut buf);
+        // Counted before the reader can take it off (and give it back).
+        let len = buf.len();
+        self.queued.fetch_add(len, Ordering::Relaxed);
+        match self.tx.try_send(buf) {
+            Ok(()) => Some(true),
+            Err(TrySendError::Full(_)) => {
+                self.queued.fetch_sub(len, Ordering::Relaxed);
+                Some(false)
+            }
+            Err(TrySendError::Closed(_)) => None,
+        }
+    }
+}
+
 pub struct Taps {
     subs: Vec<Subscription>,
     dropped: metrics::Counter,
@@ -480,31 +504,15 @@ impl Taps {
                 if s.remaining == 0 {
                     break;
                 }
-                // Bounded by bytes as well as frames: a full queue either way is a drop.
-                let len = data.len() + 64;
-                let queued = s.queued.load(Ordering::Relaxed) + len <= QUEUE_BYTES && {
-                    let mut buf = Vec::with_capacity(len);
-                    encode(
-                        &Frame {
-                            ts_us,
-                            leg,
-                            src,
-                            dst,
-                            payload: data,
-                        },
-                        &mut buf,
-                    );
-                    // Counted before the reader can take it off (and give it back).
-                    let len = buf.len();
-                    s.queued.fetch_add(len, Ordering::Relaxed);
-                    match s.tx.try_send(buf) {
-                        Ok(()) => true,
-                        Err(TrySendError::Full(_)) => {
-                            s.queued.fetch_sub(len, Ordering::Relaxed);
-                            false
-                        }
-                        Err(TrySendError::Closed(_)) => return false,
-                    }
+                let frame = Frame {
+                    ts_us,
+                    leg,
+                    src,
+                    dst,
+                    payload: data,
+                };
+                let Some(queued) = s.enqueue(&frame) else {
+                    return false;
                 };
                 if queued {
                     s.remaining -= 1;

@@ -2,15 +2,16 @@
 //! one place for the dataplane's reload (which applies the rest and logs the notes)
 //! and the server's check of the result before anything applies.
 
-use super::{Config, ConfigError, Limits, prefix, validate};
+use super::{Config, ConfigError, Limits, SyncConfig, prefix, validate};
 
 impl Config {
     /// Puts back from `running` what a reload cannot rebuild: `[listen]` (sockets and
     /// addresses; `forward_keepalives` applies now), `[hep]`, `[[peer]]` (fixed
     /// endpoints and sockets), `[vrrp]` (its own thread), and all of `[limits]` when a
     /// table size changed (the per-source defaults are shares of the sizes: computed
-    /// from sizes that do not apply, they could let one source fill a table). One note
-    /// per section kept. (`[sync]`'s addresses are the sync link's to keep.)
+    /// from sizes that do not apply, they could let one source fill a table), and
+    /// `[sync]`'s presence and addresses (its key rotates: the sync link's business).
+    /// One note per section kept.
     pub fn keep_restart_only(&mut self, running: &Config) -> Vec<String> {
         let mut notes = Vec::new();
         let mut listen = running.listen.clone();
@@ -47,6 +48,7 @@ impl Config {
             );
             self.limits = running.limits.clone();
         }
+        notes.extend(keep_sync(&mut self.sync, &running.sync));
         notes
     }
 
@@ -56,8 +58,10 @@ impl Config {
     pub fn check_with_kept(&self, started: &Config) -> Result<(), ConfigError> {
         let mut merged = self.clone();
         merged.keep_restart_only(started);
-        if let (Some(m), Some(s)) = (merged.sync.as_mut(), started.sync.as_ref()) {
-            (m.listen, m.peer) = (s.listen, s.peer);
+        // A [sync] the file adds or removes applies at the next restart: check the
+        // file's own, as it will run then.
+        if self.sync.is_some() != started.sync.is_some() {
+            merged.sync.clone_from(&self.sync);
         }
         for (i, b) in merged.backends.iter().enumerate() {
             validate::check_backend_against_listen(i, b.addr, &merged.listen)?;
@@ -73,4 +77,27 @@ fn keep<T: PartialEq>(notes: &mut Vec<String>, new: &mut T, running: T, note: &s
         notes.push(note.to_string());
         *new = running;
     }
+}
+
+/// `[sync]`'s presence and addresses need a restart: `new` gets the running ones back,
+/// with a note each (the key rotates: the sync link's business).
+pub fn keep_sync(new: &mut Option<SyncConfig>, running: &Option<SyncConfig>) -> Vec<String> {
+    let mut notes = Vec::new();
+    match (running, new.as_mut()) {
+        (None, None) => {}
+        (Some(old), Some(n)) => {
+            if (n.listen, n.peer) != (old.listen, old.peer) {
+                notes.push(format!(
+                    "sync.listen/peer changed: restart to apply; still {} <-> {}",
+                    old.listen, old.peer
+                ));
+                (n.listen, n.peer) = (old.listen, old.peer);
+            }
+        }
+        _ => {
+            notes.push("[sync] added or removed: restart to apply; kept the running one".into());
+            new.clone_from(running);
+        }
+    }
+    notes
 }

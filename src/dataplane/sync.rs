@@ -100,32 +100,18 @@ pub struct Rekey {
     grace: Duration,
 }
 
-/// The `[sync]` part of a reload. A changed key in `key_file` goes to the link (the
+/// The `[sync]` key part of a reload (`Config::keep_restart_only` already kept the
+/// section's presence and addresses). A changed key in `key_file` goes to the link (the
 /// sync task takes it from the shell); an unusable file keeps the running key, loudly.
-/// `listen`, `peer` and adding or removing the section need a restart: `new` is set
-/// back to what runs, so the next reload compares against that.
 pub(super) fn reload(
     running: &Option<SyncConfig>,
     new: &mut Option<SyncConfig>,
     rekey: &mut Option<Rekey>,
 ) -> Vec<String> {
     let mut notes = Vec::new();
-    let (old, n) = match (running, new.as_mut()) {
-        (None, None) => return notes,
-        (Some(old), Some(n)) => (old, n),
-        _ => {
-            notes.push("[sync] added or removed: restart to apply; kept the running one".into());
-            new.clone_from(running);
-            return notes;
-        }
+    let (Some(old), Some(n)) = (running, new.as_mut()) else {
+        return notes;
     };
-    if (n.listen, n.peer) != (old.listen, old.peer) {
-        notes.push(format!(
-            "sync.listen/peer changed: restart to apply; still {} <-> {}",
-            old.listen, old.peer
-        ));
-        (n.listen, n.peer) = (old.listen, old.peer);
-    }
     if let Some(why) = n.key_error.take() {
         tracing::warn!(error = %why, "reload: sync key file unusable; KEEPING THE PREVIOUS SYNC KEY");
         notes.push(format!(
@@ -401,16 +387,27 @@ mod tests {
         }
     }
 
+    /// A reload's whole `[sync]` part: what the config layer keeps, then the key.
+    fn reload_all(
+        running: &Option<SyncConfig>,
+        new: &mut Option<SyncConfig>,
+        rekey: &mut Option<Rekey>,
+    ) -> Vec<String> {
+        let mut notes = crate::config::keep_sync(new, running);
+        notes.extend(reload(running, new, rekey));
+        notes
+    }
+
     #[test]
     fn a_reload_rotates_a_changed_key_and_keeps_the_running_one_on_error() {
         let running = Some(sc(b"the first key, 16+"));
         let mut rekey = None;
         let mut same = running.clone();
-        assert!(reload(&running, &mut same, &mut rekey).is_empty());
+        assert!(reload_all(&running, &mut same, &mut rekey).is_empty());
         assert!(rekey.is_none());
 
         let mut new = Some(sc(b"the second key, 16+"));
-        let notes = reload(&running, &mut new, &mut rekey);
+        let notes = reload_all(&running, &mut new, &mut rekey);
         assert!(notes[0].contains("sync key rotated"), "{notes:?}");
         let r = rekey.take().unwrap();
         assert_eq!(r.key, Key::new(b"the second key, 16+"));
@@ -422,7 +419,7 @@ mod tests {
             listen: "10.0.0.9:7400".parse().unwrap(),
             ..sc(b"")
         });
-        let notes = reload(&running, &mut broken, &mut rekey);
+        let notes = reload_all(&running, &mut broken, &mut rekey);
         assert!(rekey.is_none());
         assert!(notes.iter().any(|n| n.contains("restart")), "{notes:?}");
         assert!(
@@ -434,7 +431,7 @@ mod tests {
         assert_eq!(broken, running, "what runs stays, for the next comparison");
 
         let mut gone = None;
-        assert!(reload(&running, &mut gone, &mut rekey)[0].contains("restart"));
+        assert!(reload_all(&running, &mut gone, &mut rekey)[0].contains("restart"));
         assert_eq!(gone, running);
     }
 }

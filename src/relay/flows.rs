@@ -295,6 +295,7 @@ impl FlowTable {
     }
 
     /// Whether `port` is in this host's half of the pool (always, without a half).
+    #[cfg(test)]
     pub fn is_own_half(&self, port: RelayPort) -> bool {
         self.space
             .index(port)
@@ -618,15 +619,13 @@ impl FlowTable {
             if self.pass_of(pos) != pass {
                 continue;
             }
-            let r = self.space.interleaved_at(pos);
+            let i = self.space.interleaved_index(pos);
             // One in quarantine is in `free_ports` and comes from there.
-            if !self.space.is_static(r)
-                && self
-                    .space
-                    .index(r)
-                    .is_some_and(|i| self.by_port[i] == NO_FLOW && self.ready_at[i] <= self.clock)
-            {
-                return Some(r);
+            if self.by_port[i] == NO_FLOW && self.ready_at[i] <= self.clock {
+                let r = self.space.at(i);
+                if !self.space.is_static(r) {
+                    return Some(r);
+                }
             }
         }
         None
@@ -721,6 +720,18 @@ impl FlowTable {
     }
 
     pub fn remove(&mut self, id: FlowId) -> Option<Flow> {
+        self.remove_with(id, true)
+    }
+
+    /// Removes a flow that never relayed anything (its socket could not be opened, its
+    /// first datagram was refused): its endpoint is free at once, no quarantine.
+    pub fn remove_unused(&mut self, id: FlowId) -> Option<Flow> {
+        self.remove_with(id, false)
+    }
+
+    /// Removes flow `id`; its pool endpoint waits out [`PORT_QUARANTINE`] first if
+    /// `quarantine`.
+    fn remove_with(&mut self, id: FlowId, quarantine: bool) -> Option<Flow> {
         let flow = self.slots.get_mut(id.0 as usize)?.take()?;
         let hash = self.hasher.hash_one(flow.client);
         if let Some(p) = self.by_client.find(hash, |e| e.id() == id.0) {
@@ -754,32 +765,21 @@ impl FlowTable {
             self.by_port[i] = NO_FLOW;
             // A static peer's endpoint never goes to the pool.
             if !self.space.is_static(flow.relay_port) {
-                // One second more: the clock is whole seconds and may lag a sweep.
-                let ready = self
-                    .clock
-                    .saturating_add(PORT_QUARANTINE.as_secs() as u32 + 1);
-                self.ready_at[i] = ready;
-                let pass = self.slot_pass(i);
-                self.free_ports[pass].push_back((i as u32, ready));
+                if quarantine {
+                    // One second more: the clock is whole seconds and may lag a sweep.
+                    let ready = self
+                        .clock
+                        .saturating_add(PORT_QUARANTINE.as_secs() as u32 + 1);
+                    self.ready_at[i] = ready;
+                    let pass = self.slot_pass(i);
+                    self.free_ports[pass].push_back((i as u32, ready));
+                } else {
+                    self.free_at_once(i);
+                }
             }
         }
         self.free_slots.push(id.0);
         Some(flow)
-    }
-
-    /// Removes a flow that never relayed anything (its socket could not be opened, its
-    /// first datagram was refused): its endpoint is free at once, no quarantine.
-    pub fn remove_unused(&mut self, id: FlowId) -> Option<Flow> {
-        let f = self.remove(id)?;
-        if let Some(i) = self.space.index(f.relay_port)
-            && self.free_ports[self.slot_pass(i)]
-                .back()
-                .is_some_and(|&(b, _)| b == i as u32)
-        {
-            self.free_ports[self.slot_pass(i)].pop_back();
-            self.free_at_once(i);
-        }
-        Some(f)
     }
 
     /// Endpoint slot `i` carried nothing: first in line, no quarantine.
@@ -893,6 +893,12 @@ mod tests {
         FlowTable::new(RelaySpace::new(&ports, 1), max, 1000)
     }
 
+    /// The endpoint of a new flow for client `c` at `at`.
+    fn port(t: &mut FlowTable, c: u16, at: Instant) -> Result<RelayPort, InsertError> {
+        let id = t.insert(addr(c), 0, BackendId::new(0), at)?;
+        Ok(t.get(id).unwrap().relay_port)
+    }
+
     fn s1() -> Duration {
         Duration::from_secs(1)
     }
@@ -936,12 +942,7 @@ mod tests {
         (f.client, f.relay_port) = (addr(9), rp(102));
         let (m, _) = t.insert_at(f.clone()).unwrap();
         t.remove(m).unwrap();
-        let got: Vec<u16> = (2..4)
-            .map(|i| {
-                let id = t.insert(addr(i), 0, BackendId::new(0), now).unwrap();
-                t.get(id).unwrap().relay_port.port
-            })
-            .collect();
+        let got: Vec<u16> = (2..4).map(|i| port(&mut t, i, now).unwrap().port).collect();
         assert_eq!(got, [101, 103], "102 is in quarantine");
         // 100: freed at 0 s, taken by sync, freed again at 20 s.
         t.remove(a).unwrap();
@@ -952,16 +953,12 @@ mod tests {
         t.remove(m).unwrap();
         // At 40 s 102 is free again, 100 not (its first entry is stale).
         let t40 = now + Duration::from_secs(40);
-        let b = t.insert(addr(5), 0, BackendId::new(0), t40).unwrap();
-        assert_eq!(t.get(b).unwrap().relay_port, rp(102));
-        assert!(matches!(
-            t.insert(addr(6), 0, BackendId::new(0), t40),
-            Err(InsertError::NoPort)
-        ));
-        let c = t
-            .insert(addr(6), 0, BackendId::new(0), t20 + PORT_QUARANTINE + s1())
-            .unwrap();
-        assert_eq!(t.get(c).unwrap().relay_port, rp(100));
+        assert_eq!(port(&mut t, 5, t40).unwrap(), rp(102));
+        assert!(matches!(port(&mut t, 6, t40), Err(InsertError::NoPort)));
+        assert_eq!(
+            port(&mut t, 6, t20 + PORT_QUARANTINE + s1()).unwrap(),
+            rp(100)
+        );
     }
 
     /// A flow undone before it relayed anything gives its endpoint back at once.
@@ -972,8 +969,7 @@ mod tests {
         t.insert(addr(1), 0, BackendId::new(0), now).unwrap();
         let b = t.insert(addr(2), 0, BackendId::new(0), now).unwrap();
         t.remove_unused(b).unwrap();
-        let c = t.insert(addr(3), 0, BackendId::new(0), now).unwrap();
-        assert_eq!(t.get(c).unwrap().relay_port, rp(101));
+        assert_eq!(port(&mut t, 3, now).unwrap(), rp(101));
     }
 
     /// A table started elsewhere in the pool (the dataplane draws where per start)
@@ -982,12 +978,7 @@ mod tests {
     fn new_flows_take_endpoints_from_the_start_on_wrapping() {
         let now = Instant::now();
         let mut t = table(100..=103, 10).starting_at(6);
-        let got: Vec<u16> = (0..4)
-            .map(|i| {
-                let id = t.insert(addr(i), 0, BackendId::new(0), now).unwrap();
-                t.get(id).unwrap().relay_port.port
-            })
-            .collect();
+        let got: Vec<u16> = (0..4).map(|i| port(&mut t, i, now).unwrap().port).collect();
         assert_eq!(got, [102, 103, 100, 101]);
     }
 
@@ -997,10 +988,7 @@ mod tests {
     #[test]
     fn a_pair_takes_endpoints_from_its_own_half_first() {
         let now = Instant::now();
-        let take = |t: &mut FlowTable, c: u16, at: Instant| {
-            let id = t.insert(addr(c), 0, BackendId::new(0), at).unwrap();
-            t.get(id).unwrap().relay_port.port
-        };
+        let take = |t: &mut FlowTable, c: u16, at: Instant| port(t, c, at).unwrap().port;
         let mut a = table(100..=105, 10).starting_at(1).preferring_half(Some(0));
         let mut b = table(100..=105, 10).starting_at(1).preferring_half(Some(1));
         let got_a: Vec<u16> = (0..3).map(|c| take(&mut a, c, now)).collect();
@@ -1061,14 +1049,11 @@ mod tests {
         // Freed 32 s ago: still in quarantine (a second more than PORT_QUARANTINE: the
         // clock counts whole seconds), no endpoint to give.
         let later = now + PORT_QUARANTINE;
-        assert!(matches!(
-            t.insert(addr(4), 0, BackendId::new(0), later),
-            Err(InsertError::NoPort)
-        ));
-        let d = t
-            .insert(addr(4), 0, BackendId::new(0), now + PORT_QUARANTINE + s1())
-            .unwrap();
-        assert_eq!(t.get(d).unwrap().relay_port, rp(100));
+        assert!(matches!(port(&mut t, 4, later), Err(InsertError::NoPort)));
+        assert_eq!(
+            port(&mut t, 4, now + PORT_QUARANTINE + s1()).unwrap(),
+            rp(100)
+        );
         assert!(matches!(
             t.insert(addr(5), 0, BackendId::new(0), now),
             Err(InsertError::Full)
@@ -1087,10 +1072,8 @@ mod tests {
         assert!(replaced.is_empty());
         assert!(t.get(b).unwrap().mirrored);
         // New local flows skip the port sync took.
-        let c = t.insert(addr(2), 0, BackendId::new(0), now).unwrap();
-        assert_eq!(t.get(c).unwrap().relay_port, rp(101));
-        let d = t.insert(addr(3), 0, BackendId::new(0), now).unwrap();
-        assert_eq!(t.get(d).unwrap().relay_port, rp(103));
+        assert_eq!(port(&mut t, 2, now).unwrap(), rp(101));
+        assert_eq!(port(&mut t, 3, now).unwrap(), rp(103));
         // The peer's view wins on a conflict: port 100 goes to client 1 of the peer.
         f.relay_port = rp(100);
         f.client = addr(7);

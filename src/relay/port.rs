@@ -172,6 +172,13 @@ impl RelaySpace {
         }
     }
 
+    /// The slot ([`Self::index`]) of interleaved position `pos` (`pos < pool_len()`),
+    /// without building the endpoint.
+    #[inline]
+    pub fn interleaved_index(&self, pos: usize) -> usize {
+        (pos % self.addrs) * self.ports + pos / self.addrs
+    }
+
     /// The interleaved position of pool slot `i` (`i < pool_len()`): the inverse of
     /// [`Self::interleaved_at`] over [`Self::index`].
     #[inline]

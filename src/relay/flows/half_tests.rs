@@ -45,6 +45,9 @@ proptest! {
         half in proptest::option::of(0u8..2),
     ) {
         let s = space(ports, addrs, &reserved);
+        for pos in 0..s.pool_len() {
+            prop_assert_eq!(Some(s.interleaved_index(pos)), s.index(s.interleaved_at(pos)));
+        }
         let pool: HashSet<RelayPort> = s.interleaved().collect();
         let now = Instant::now();
         let mut t = FlowTable::new(s.clone(), usize::MAX, 10)

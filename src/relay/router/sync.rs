@@ -8,7 +8,7 @@ use crate::relay::Item;
 use crate::relay::Span;
 use crate::relay::backends::BackendSet;
 use crate::relay::dialogs::Dialog;
-use crate::relay::flows::Flow;
+use crate::relay::flows::{Flow, FlowId};
 use crate::relay::port::RelayPort;
 
 /// The sync item describing a flow now.
@@ -114,8 +114,8 @@ impl Router {
         gone
     }
 
-    /// Whether a peer's flow for `client` on `relay_port` loses that endpoint to our
-    /// own flow there for another client. Both hosts handed it out (a split brain, or
+    /// Whether a peer's flow for `client` loses its endpoint to our own flow there
+    /// (`held`, the flow on that endpoint) for another client. Both hosts handed it out (a split brain, or
     /// a spill into the other's half of the pool); each decides the same from the
     /// two flows, so they agree once each has the other's item: a flow a backend
     /// granted a registration keeps it over one without (the backend reaches that
@@ -123,13 +123,11 @@ impl Router {
     /// gets a new endpoint with its next datagram.
     fn keeps_own_endpoint(
         &mut self,
-        relay_port: RelayPort,
+        held: Option<FlowId>,
         client: std::net::SocketAddr,
         registered_secs: Option<u32>,
     ) -> bool {
-        let Some(ours) = self
-            .flows
-            .lookup_port(relay_port)
+        let Some(ours) = held
             .and_then(|id| self.flows.get(id))
             .filter(|f| !f.mirrored && f.peer.is_none() && f.client != client)
         else {
@@ -180,16 +178,17 @@ impl Router {
                     self.sync_rejected += 1;
                     return effect;
                 }
+                let held = self.flows.lookup_port(relay_port);
+                if self.keeps_own_endpoint(held, client, registered_secs) {
+                    return effect;
+                }
                 // Capped as a backend's grant is: a peer's value holds no flow longer
                 // than a REGISTER through us could.
                 let cap = self.settings.max_registration + self.settings.register_grace;
                 let registered_until =
                     registered_secs.map(|s| now + Duration::from_secs(u64::from(s)).min(cap));
-                if self.keeps_own_endpoint(relay_port, client, registered_secs) {
-                    return effect;
-                }
                 // An update of a flow we already mirror on the same port: no socket work.
-                if let Some(id) = self.flows.lookup_port(relay_port)
+                if let Some(id) = held
                     && let Some(f) = self.flows.get_mut(id)
                     && f.client == client
                 {

@@ -75,3 +75,17 @@ impl Drop for FakeBackend {
         }
     }
 }
+
+/// The small set-up of the admin tests: a fake backend `a` on 127.0.0.1:`base + 1`, and a
+/// config with sipfront's SIP address on `base`, its admin endpoint on `base + 2` and ten
+/// relay ports from `relay`.
+pub fn one_fake_backend(base: u16, relay: u16) -> (FakeBackend, crate::front::SipfrontConfig) {
+    let backend = FakeBackend::start(base + 1, relay..=relay + 9);
+    let cfg = crate::front::SipfrontConfig::new(
+        &format!("127.0.0.1:{base}"),
+        &format!("{relay}-{}", relay + 9),
+        &format!("127.0.0.1:{}", base + 2),
+    )
+    .backend("a", &format!("127.0.0.1:{}", base + 1));
+    (backend, cfg)
+}
