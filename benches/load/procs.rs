@@ -390,13 +390,18 @@ pub fn wait_udp_bound(proc: &mut Proc, port: u16) {
     }
 }
 
-/// Panics if something already holds UDP `port`: a leftover from another run would
-/// receive part of the traffic and spoil the numbers.
+/// Panics if something still holds UDP `port` after 2 s: a leftover from another run
+/// would receive part of the traffic and spoil the numbers. (A killed process's io_uring
+/// lets go of its sockets shortly after the process is gone, not at once.)
 pub fn assert_udp_free(port: u16) {
-    assert!(
-        !udp_port_bound(port),
-        "udp port {port} is already in use; another load bench running?"
-    );
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while udp_port_bound(port) {
+        assert!(
+            Instant::now() < deadline,
+            "udp port {port} is already in use; another load bench running?"
+        );
+        sleep(Duration::from_millis(20));
+    }
 }
 
 /// The cargo target directory of the running bench binary

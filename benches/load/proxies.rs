@@ -8,8 +8,8 @@ use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use crate::bare;
 use crate::procs::{Proc, wait_udp_bound};
+use crate::{bare, bare_uring};
 
 const NGINX_CONF: &str = include_str!("nginx.conf");
 const KAMAILIO_CFG: &str = include_str!("kamailio.cfg");
@@ -29,6 +29,8 @@ pub enum Kind {
     Nginx,
     Kamailio,
     Bare,
+    /// The bare forwarder over io_uring (not in `ALL`).
+    BareUring,
 }
 
 impl Kind {
@@ -43,6 +45,7 @@ impl Kind {
             Kind::Nginx => "nginx",
             Kind::Kamailio => "kamailio",
             Kind::Bare => "bare",
+            Kind::BareUring => "bare-uring",
         }
     }
 
@@ -53,6 +56,7 @@ impl Kind {
                 Kind::SipfrontHep,
                 Kind::SipfrontHepTcp,
                 Kind::SipfrontPrefix,
+                Kind::BareUring,
             ])
             .find(|k| k.name() == s)
     }
@@ -151,15 +155,20 @@ impl Proxy {
                     .arg(&dir);
                 (Proc::spawn("kamailio", &mut cmd, &log, true), None)
             }
-            Kind::Bare => {
+            Kind::Bare | Kind::BareUring => {
                 let spec = format!(
                     "127.0.0.1:{},127.0.0.1:{},127.0.0.1:{}",
                     p.listen, p.uas[0], p.uas[1]
                 );
                 let exe = std::env::current_exe().expect("current_exe");
                 let mut cmd = Command::new(exe);
-                cmd.env(bare::ENV, spec);
-                (Proc::spawn("bare", &mut cmd, &log, false), None)
+                let env = if kind == Kind::Bare {
+                    bare::ENV
+                } else {
+                    bare_uring::ENV
+                };
+                cmd.env(env, spec);
+                (Proc::spawn(kind.name(), &mut cmd, &log, false), None)
             }
         };
         wait_udp_bound(&mut proc, p.listen);
