@@ -562,6 +562,35 @@ mod tests {
         assert_eq!(&buf[..1], b"y");
     }
 
+    /// A send refused with an ICMP errno (ECONNREFUSED from an earlier datagram's
+    /// port unreachable) while nothing is found in the error queue yet still earns one
+    /// resend: the message goes out.
+    #[test]
+    fn a_refused_send_with_an_empty_error_queue_is_sent_once_more() {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        crate::sys::errqueue::enable(&s, false).unwrap();
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let closed = UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        s.send_to(b"x", closed).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let mut out = SendBatch::default();
+        assert!(out.push(s.as_raw_fd(), b"y", rx.local_addr().unwrap()));
+        let mut asked = 0;
+        let lost = out.flush(|_| {
+            asked += 1;
+            false
+        });
+        assert_eq!((lost, asked), (0, 1));
+        let mut buf = [0u8; 4];
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(1)))
+            .unwrap();
+        assert_eq!(rx.recv(&mut buf).unwrap(), 1);
+        assert_eq!(&buf[..1], b"y");
+    }
+
     /// A send that fails by itself (an IPv4 datagram larger than IPv4 allows: the
     /// kernel queues a local EMSGSIZE error) is not sent again: only errors from an
     /// ICMP message count (it was sent nine times).
