@@ -7,7 +7,9 @@
 //!
 //! Receives are multishot (armed once per socket, re-armed only when the kernel ends
 //! one) into a ring of provided buffers; a datagram is sent from the buffer it arrived
-//! in, and the send's completion hands the buffer back to the ring.
+//! in, and the send's completion hands the buffer back to the ring. `BARE_URING_DEFER=1`
+//! sets the ring up with `SINGLE_ISSUER` and `DEFER_TASKRUN` (completions are processed
+//! only when the thread asks for them).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
