@@ -170,10 +170,6 @@ impl Drop for Running {
 /// Starts sipfront for `cfg`. Must be called inside a tokio runtime (for the admin
 /// endpoint); the dataplane gets a thread of its own.
 pub async fn start(cfg: Config, prom: PrometheusHandle) -> Result<Running, ServerError> {
-    // Prefix mode holds no descriptor per flow.
-    if cfg.listen.relay_prefix.is_none() {
-        crate::sys::fdlimit::prepare(cfg.limits.max_flows, crate::dataplane::fd_others(&cfg));
-    }
     let public = dataplane::bind_public(&cfg)?;
     for a in &cfg.listen.sip {
         // Before IPV6_V6ONLY, "[::]" took IPv4 clients as well: say so once at start.

@@ -82,8 +82,19 @@ pub enum DataplaneError {
 /// Descriptors port-mode relay sockets must leave free besides the fixed reserve: one
 /// per admin connection and one per backend's probe socket (a backend a reload adds
 /// must still get one when the flows have taken all they may).
-pub fn fd_others(cfg: &Config) -> u64 {
+fn fd_others(cfg: &Config) -> u64 {
     (cfg.admin.max_connections + cfg.backends.len()) as u64
+}
+
+/// Port mode: raises the open-file limit (warning when `max_flows` sockets do not
+/// fit) and returns how many relay sockets may be open. Prefix mode holds no
+/// descriptor per flow: no budget.
+fn relay_budget(cfg: &Config) -> usize {
+    if cfg.listen.relay_prefix.is_some() {
+        return usize::MAX;
+    }
+    crate::sys::fdlimit::prepare(cfg.limits.max_flows, fd_others(cfg))
+        .map_or(usize::MAX, |fit| usize::try_from(fit).unwrap_or(usize::MAX))
 }
 
 /// Binds every `listen.sip` address; done before the dataplane starts so that a
@@ -282,9 +293,7 @@ pub fn run(
         poll,
         timer,
         relays_open: 0,
-        relay_budget: crate::sys::fdlimit::current().map_or(usize::MAX, |limit| {
-            crate::sys::fdlimit::flows_that_fit(limit, fd_others(&cfg)) as usize
-        }),
+        relay_budget: relay_budget(&cfg),
         prefix,
         out: Some(Box::default()),
         probe_now: false,

@@ -25,14 +25,10 @@ pub fn flows_that_fit(limit: u64, others: u64) -> u64 {
     limit.saturating_sub(RESERVE + others)
 }
 
-/// The process's open-file limit (soft) now.
-pub fn current() -> std::io::Result<u64> {
-    Ok(getrlimit(Resource::RLIMIT_NOFILE)?.0)
-}
-
 /// Raises the limit and warns when `max_flows` relay sockets cannot all be opened
-/// with `others` descriptors left for the rest.
-pub fn prepare(max_flows: usize, others: u64) {
+/// with `others` descriptors left for the rest. Returns how many relay sockets fit
+/// (`None`: the limit could not be read, nothing is held back).
+pub fn prepare(max_flows: usize, others: u64) -> Option<u64> {
     match raise() {
         Ok(limit) => {
             let fit = flows_that_fit(limit, others);
@@ -45,8 +41,12 @@ pub fn prepare(max_flows: usize, others: u64) {
                      limit fail with bind_failed; raise LimitNOFILE (systemd) or lower max_flows"
                 );
             }
+            Some(fit)
         }
-        Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open-file limit");
+            None
+        }
     }
 }
 
