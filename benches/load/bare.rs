@@ -23,22 +23,33 @@ const CLIENT_KEY: u64 = u64::MAX;
 
 /// Runs the forwarder described by `spec` until killed.
 pub fn run(spec: &str) -> ! {
+    serve(ENV, "bare forwarder", spec, forward)
+}
+
+/// Parses `spec` (`listen,upstream1,...`, from the environment variable `env`) and
+/// runs `forward` on it until killed; a forwarder that fails exits 1 naming `name`.
+pub fn serve(
+    env: &str,
+    name: &str,
+    spec: &str,
+    forward: fn(SocketAddr, &[SocketAddr]) -> io::Result<Infallible>,
+) -> ! {
     let addrs: Vec<SocketAddr> = spec
         .split(',')
         .map(|a| {
             a.trim()
                 .parse()
-                .unwrap_or_else(|e| panic!("{ENV}: bad address `{a}`: {e}"))
+                .unwrap_or_else(|e| panic!("{env}: bad address `{a}`: {e}"))
         })
         .collect();
     assert!(
         addrs.len() >= 2,
-        "{ENV}: need listen,upstream[,upstream...]"
+        "{env}: need listen,upstream[,upstream...]"
     );
     match forward(addrs[0], &addrs[1..]) {
         Ok(never) => match never {},
         Err(e) => {
-            eprintln!("bare forwarder: {e}");
+            eprintln!("{name}: {e}");
             std::process::exit(1);
         }
     }
@@ -80,10 +91,7 @@ fn forward(listen: SocketAddr, backends: &[SocketAddr]) -> io::Result<Infallible
                     let idx = match flows.get(&from) {
                         Some(&i) => i,
                         None => {
-                            let backend =
-                                backends[(hasher.hash_one(from) % backends.len() as u64) as usize];
-                            let up = UdpSocket::bind("127.0.0.1:0")?;
-                            up.connect(backend)?;
+                            let up = upstream(from, backends, &hasher)?;
                             up.set_nonblocking(true)?;
                             watch(ep, &up, upstreams.len() as u64)?;
                             upstreams.push((up, from));
@@ -108,6 +116,19 @@ fn forward(listen: SocketAddr, backends: &[SocketAddr]) -> io::Result<Infallible
             }
         }
     }
+}
+
+/// A new client's upstream socket: bound on loopback, connected to the backend its
+/// address hashes to.
+pub fn upstream(
+    from: SocketAddr,
+    backends: &[SocketAddr],
+    hasher: &impl BuildHasher,
+) -> io::Result<UdpSocket> {
+    let backend = backends[(hasher.hash_one(from) % backends.len() as u64) as usize];
+    let up = UdpSocket::bind("127.0.0.1:0")?;
+    up.connect(backend)?;
+    Ok(up)
 }
 
 fn watch(ep: libc::c_int, sock: &UdpSocket, key: u64) -> io::Result<()> {

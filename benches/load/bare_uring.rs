@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::hash::{BuildHasherDefault, DefaultHasher};
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::{SocketAddr, UdpSocket};
@@ -38,25 +38,7 @@ const NAME: usize = size_of::<libc::sockaddr_in>();
 
 /// Runs the forwarder described by `spec` until killed.
 pub fn run(spec: &str) -> ! {
-    let addrs: Vec<SocketAddr> = spec
-        .split(',')
-        .map(|a| {
-            a.trim()
-                .parse()
-                .unwrap_or_else(|e| panic!("{ENV}: bad address `{a}`: {e}"))
-        })
-        .collect();
-    assert!(
-        addrs.len() >= 2,
-        "{ENV}: need listen,upstream[,upstream...]"
-    );
-    match forward(addrs[0], &addrs[1..]) {
-        Ok(never) => match never {},
-        Err(e) => {
-            eprintln!("bare io_uring forwarder: {e}");
-            std::process::exit(1);
-        }
-    }
+    crate::bare::serve(ENV, "bare io_uring forwarder", spec, forward)
 }
 
 /// The provided-buffer ring: `BUFS` buffers the kernel fills as datagrams arrive; a
@@ -200,10 +182,7 @@ fn forward(listen: SocketAddr, backends: &[SocketAddr]) -> io::Result<Infallible
                     let idx = match flows.get(&from) {
                         Some(&i) => i,
                         None => {
-                            let backend =
-                                backends[(hasher.hash_one(from) % backends.len() as u64) as usize];
-                            let up = UdpSocket::bind("127.0.0.1:0")?;
-                            up.connect(backend)?;
+                            let up = crate::bare::upstream(from, backends, &hasher)?;
                             let fd = up.as_raw_fd();
                             upstreams.push((up, sin));
                             let i = upstreams.len() - 1;

@@ -526,40 +526,67 @@ mod tests {
         }
     }
 
+    /// A sender with the error queue on, a receiver, and a closed port on loopback
+    /// whose datagrams bounce at once (an ICMP port unreachable for the sender).
+    struct Bouncing {
+        s: UdpSocket,
+        rx: UdpSocket,
+        closed: SocketAddr,
+    }
+
+    impl Bouncing {
+        fn new() -> Bouncing {
+            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+            crate::sys::errqueue::enable(&s, false).unwrap();
+            let closed = UdpSocket::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap();
+            let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+            rx.set_read_timeout(Some(std::time::Duration::from_secs(1)))
+                .unwrap();
+            Bouncing { s, rx, closed }
+        }
+
+        /// One datagram to the closed port, and time for its ICMP error to come back.
+        fn bounce(&self) {
+            self.s.send_to(b"x", self.closed).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+
+        /// A one-byte message `y` queued for the receiver on the sender.
+        fn queued(&self) -> SendBatch {
+            let mut out = SendBatch::default();
+            assert!(out.push(self.s.as_raw_fd(), b"y", self.rx.local_addr().unwrap()));
+            out
+        }
+
+        fn assert_received(&self) {
+            let mut buf = [0u8; 4];
+            assert_eq!(self.rx.recv(&mut buf).unwrap(), 1);
+            assert_eq!(&buf[..1], b"y");
+        }
+    }
+
     /// Forged ICMP errors can arrive faster than one retry: each fails the next send
     /// on the socket, whatever its destination. Here each of the first three calls of
     /// `failed` makes one more (a datagram to a closed port on loopback bounces at
     /// once); the message still goes out.
     #[test]
     fn a_send_is_retried_while_icmp_errors_keep_failing_it() {
-        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-        crate::sys::errqueue::enable(&s, false).unwrap();
-        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let closed = UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let bounce = || {
-            s.send_to(b"x", closed).unwrap();
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        };
-        let mut out = SendBatch::default();
-        assert!(out.push(s.as_raw_fd(), b"y", rx.local_addr().unwrap()));
-        bounce();
+        let b = Bouncing::new();
+        let mut out = b.queued();
+        b.bounce();
         let mut asked = 0;
         let lost = out.flush(|_| {
             asked += 1;
             if asked <= 3 {
-                bounce();
+                b.bounce();
             }
             true
         });
         assert_eq!((lost, asked), (0, 4));
-        let mut buf = [0u8; 4];
-        rx.set_read_timeout(Some(std::time::Duration::from_secs(1)))
-            .unwrap();
-        assert_eq!(rx.recv(&mut buf).unwrap(), 1);
-        assert_eq!(&buf[..1], b"y");
+        b.assert_received();
     }
 
     /// A send refused with an ICMP errno (ECONNREFUSED from an earlier datagram's
@@ -567,28 +594,16 @@ mod tests {
     /// resend: the message goes out.
     #[test]
     fn a_refused_send_with_an_empty_error_queue_is_sent_once_more() {
-        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-        crate::sys::errqueue::enable(&s, false).unwrap();
-        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let closed = UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        s.send_to(b"x", closed).unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(5));
-        let mut out = SendBatch::default();
-        assert!(out.push(s.as_raw_fd(), b"y", rx.local_addr().unwrap()));
+        let b = Bouncing::new();
+        b.bounce();
+        let mut out = b.queued();
         let mut asked = 0;
         let lost = out.flush(|_| {
             asked += 1;
             false
         });
         assert_eq!((lost, asked), (0, 1));
-        let mut buf = [0u8; 4];
-        rx.set_read_timeout(Some(std::time::Duration::from_secs(1)))
-            .unwrap();
-        assert_eq!(rx.recv(&mut buf).unwrap(), 1);
-        assert_eq!(&buf[..1], b"y");
+        b.assert_received();
     }
 
     /// A send that fails by itself (an IPv4 datagram larger than IPv4 allows: the
