@@ -109,13 +109,20 @@ fn user(op: u64, n: usize) -> u64 {
 }
 
 fn forward(listen: SocketAddr, backends: &[SocketAddr]) -> io::Result<Infallible> {
+    // Addresses are read as `sockaddr_in` below.
+    assert!(listen.is_ipv4(), "{ENV}: IPv4 only");
     let client = UdpSocket::bind(listen)?;
+    // Declared before the ring, so dropped after it: the kernel may write into these
+    // until the ring is gone.
+    let mut bufs = Buffers::new()?;
+    // SAFETY: all-zero is a valid msghdr; a multishot recvmsg reads only the lengths.
+    let mut template: Box<libc::msghdr> = Box::new(unsafe { zeroed() });
+    template.msg_namelen = NAME as u32;
     let mut builder = IoUring::builder();
     if std::env::var_os("BARE_URING_DEFER").is_some() {
         builder.setup_single_issuer().setup_defer_taskrun();
     }
     let mut ring: IoUring<squeue::Entry> = builder.build(4096)?;
-    let mut bufs = Buffers::new()?;
     // SAFETY: the ring's memory lives as long as `bufs`, which outlives the io_uring.
     unsafe {
         ring.submitter()
@@ -126,9 +133,9 @@ fn forward(listen: SocketAddr, backends: &[SocketAddr]) -> io::Result<Infallible
     let mut upstreams: Vec<(UdpSocket, libc::sockaddr_in)> = Vec::new();
     let mut pending: Vec<squeue::Entry> = Vec::with_capacity(4096);
     let mut done: Vec<(u64, i32, u32)> = Vec::with_capacity(4096);
-    // SAFETY: all-zero is a valid msghdr; a multishot recvmsg reads only the lengths.
-    let mut template: Box<libc::msghdr> = Box::new(unsafe { zeroed() });
-    template.msg_namelen = NAME as u32;
+    // Receives that ended for want of a buffer: re-armed once a send returns one (at
+    // once they would fail again, and the loop would spin).
+    let mut starved: Vec<squeue::Entry> = Vec::new();
     let client_fd = types::Fd(client.as_raw_fd());
     let arm_client = |p: &mut Vec<squeue::Entry>, t: &libc::msghdr| {
         p.push(
@@ -142,11 +149,16 @@ fn forward(listen: SocketAddr, backends: &[SocketAddr]) -> io::Result<Infallible
     loop {
         enters += 1;
         {
-            let mut sq = ring.submission();
+            let (submitter, mut sq, _) = ring.split();
             for e in pending.drain(..) {
                 // SAFETY: every buffer and address an entry points at lives in `bufs` or
                 // `template`, and a buffer is not handed back before its send completed.
-                unsafe { sq.push(&e).expect("submission queue full") };
+                while unsafe { sq.push(&e) }.is_err() {
+                    // Full: hand the kernel what is queued, then go on.
+                    sq.sync();
+                    submitter.submit()?;
+                    sq.sync();
+                }
             }
         }
         match ring.submit_and_wait(1) {
@@ -166,7 +178,14 @@ fn forward(listen: SocketAddr, backends: &[SocketAddr]) -> io::Result<Infallible
             match op {
                 RECV_CLIENT => {
                     if !cqueue::more(flags) {
-                        arm_client(&mut pending, &template);
+                        arm_client(
+                            if res == -libc::ENOBUFS {
+                                &mut starved
+                            } else {
+                                &mut pending
+                            },
+                            &template,
+                        );
                     }
                     let Some(bid) = bid else { continue };
                     if res < 0 {
@@ -174,6 +193,12 @@ fn forward(listen: SocketAddr, backends: &[SocketAddr]) -> io::Result<Infallible
                         continue;
                     }
                     let raw = bufs.buf(bid, res as usize);
+                    // `io_uring_recvmsg_out.flags`: a datagram cut to the buffer is dropped.
+                    let out_flags = u32::from_ne_bytes(raw[12..16].try_into().unwrap());
+                    if out_flags & libc::MSG_TRUNC as u32 != 0 {
+                        bufs.give(bid);
+                        continue;
+                    }
                     let name = &raw[RECVMSG_OUT..RECVMSG_OUT + NAME];
                     // SAFETY: the kernel wrote a sockaddr_in there (an IPv4 socket).
                     let sin: libc::sockaddr_in =
@@ -208,14 +233,20 @@ fn forward(listen: SocketAddr, backends: &[SocketAddr]) -> io::Result<Infallible
                 }
                 RECV_UP => {
                     if !cqueue::more(flags) {
-                        pending.push(
+                        let arm =
                             opcode::RecvMulti::new(types::Fd(upstreams[n].0.as_raw_fd()), BGID)
                                 .build()
-                                .user_data(user(RECV_UP, n)),
-                        );
+                                .user_data(user(RECV_UP, n));
+                        if res == -libc::ENOBUFS {
+                            starved.push(arm);
+                        } else {
+                            pending.push(arm);
+                        }
                     }
                     let Some(bid) = bid else { continue };
-                    if res < 0 {
+                    // A full buffer may hold a cut datagram (a plain recv does not say):
+                    // dropped, as bare's 64 KiB buffer would not cut it.
+                    if res < 0 || res as usize >= BUF {
                         bufs.give(bid);
                         continue;
                     }
@@ -231,9 +262,12 @@ fn forward(listen: SocketAddr, backends: &[SocketAddr]) -> io::Result<Infallible
                 }
                 _ => {
                     bufs.give(n as u16);
-                    datagrams += 1;
-                    if datagrams % 10000 == 0 {
-                        eprintln!("{datagrams} sent, {enters} enters");
+                    pending.append(&mut starved);
+                    if res >= 0 {
+                        datagrams += 1;
+                        if datagrams % 10000 == 0 {
+                            eprintln!("{datagrams} sent, {enters} enters");
+                        }
                     }
                 }
             }
