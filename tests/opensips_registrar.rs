@@ -39,6 +39,34 @@ fn datagrams(text: &str, direction: &str, backend: &str) -> f64 {
 
 /// The shipped file passes `opensips -C` with only its module directory changed (its own
 /// example addresses), and so do both nodes as the tests rewrite them.
+/// Nodes `na` and `nb` (the clusterer's seed first: alone, it declares its empty table
+/// synced after seed_fallback_interval (5 s); B then pulls A's table at start-up), their
+/// cluster synced, and sipfront on `na`'s VIP with both as backends, both up.
+fn cluster_behind_sipfront(
+    dir: &TestDir,
+    na: &Node,
+    nb: &Node,
+    relay_ports: &str,
+    admin_port: u16,
+) -> (OpenSips, OpenSips, Sipfront) {
+    let oa = OpenSips::start(dir, "osA", na, None);
+    let ob = OpenSips::start(dir, "osB", nb, None);
+    oa.wait_cluster_ready(Duration::from_secs(20));
+    ob.wait_cluster_ready(Duration::from_secs(20));
+    let mut front = Sipfront::start(
+        dir,
+        SipfrontConfig::new(
+            &na.vip.to_string(),
+            relay_ports,
+            &format!("127.0.0.1:{admin_port}"),
+        )
+        .backend("osA", &na.sip.to_string())
+        .backend("osB", &nb.sip.to_string()),
+    );
+    front.wait_backends_up(Duration::from_secs(10));
+    (oa, ob, front)
+}
+
 #[test]
 fn opensips_config_is_valid() {
     if skip("opensips_config_is_valid") {
@@ -98,21 +126,8 @@ fn opensips_registered_phone_called_via_home_and_other_node() {
     // With the dialog check on: the calls' requests must find their dialog on the node.
     let [mut na, mut nb] = Node::pair((LO, 24070, 24072), (LO, 24071, 24073), vip, LO);
     (na.dialog_check, nb.dialog_check) = (true, true);
-    // A is the clusterer's seed: alone, it declares its (empty) table synced after
-    // seed_fallback_interval (5 s); B then pulls A's table at start-up.
-    let oa = OpenSips::start(&dir, "osA", &na, None);
-    let ob = OpenSips::start(&dir, "osB", &nb, None);
-    oa.wait_cluster_ready(Duration::from_secs(20));
-    ob.wait_cluster_ready(Duration::from_secs(20));
+    let (oa, ob, mut front) = cluster_behind_sipfront(&dir, &na, &nb, "14000-14499", 24090);
     eprintln!("[{:?}] OpenSIPS nodes up, cluster synced", t0.elapsed());
-
-    let mut front = Sipfront::start(
-        &dir,
-        SipfrontConfig::new(&vip.to_string(), "14000-14499", "127.0.0.1:24090")
-            .backend("osA", &na.sip.to_string())
-            .backend("osB", &nb.sip.to_string()),
-    );
-    front.wait_backends_up(Duration::from_secs(10));
 
     let mut phone = start_phone(&dir, "carol", 24080, &vip.to_string(), 90_000);
     let reg = front.settled_metrics(Duration::from_millis(400), Duration::from_secs(5));
@@ -230,17 +245,7 @@ fn opensips_with_auth_only_accounts_register_and_call() {
     na.auth = Some(accounts.clone());
     nb.auth = Some(accounts);
     (na.dialog_check, nb.dialog_check) = (true, true);
-    let oa = OpenSips::start(&dir, "osA", &na, None);
-    let ob = OpenSips::start(&dir, "osB", &nb, None);
-    oa.wait_cluster_ready(Duration::from_secs(20));
-    ob.wait_cluster_ready(Duration::from_secs(20));
-    let mut front = Sipfront::start(
-        &dir,
-        SipfrontConfig::new(&vip.to_string(), "14500-14599", "127.0.0.1:24190")
-            .backend("osA", &na.sip.to_string())
-            .backend("osB", &nb.sip.to_string()),
-    );
-    front.wait_backends_up(Duration::from_secs(10));
+    let (oa, ob, mut front) = cluster_behind_sipfront(&dir, &na, &nb, "14500-14599", 24190);
     // No credentials, forged ones, another account's: nothing stored.
     refused_registrations(&dir, std::net::SocketAddr::V4(vip), 24182);
     for o in [&oa, &ob] {

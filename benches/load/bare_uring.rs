@@ -17,7 +17,7 @@ use std::hash::{BuildHasherDefault, DefaultHasher};
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 
 use io_uring::types::BufRingEntry;
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
@@ -108,6 +108,36 @@ fn user(op: u64, n: usize) -> u64 {
     (op << OP_SHIFT) | n as u64
 }
 
+/// The client socket's multishot receive (`template` gives the lengths only).
+fn recv_client(fd: types::Fd, template: &libc::msghdr) -> squeue::Entry {
+    opcode::RecvMsgMulti::new(fd, template, BGID)
+        .build()
+        .user_data(user(RECV_CLIENT, 0))
+}
+
+/// Upstream `i`'s multishot receive.
+fn recv_up(fd: RawFd, i: usize) -> squeue::Entry {
+    opcode::RecvMulti::new(types::Fd(fd), BGID)
+        .build()
+        .user_data(user(RECV_UP, i))
+}
+
+/// Re-arms a multishot receive the kernel ended with `res`: at once, or, when it ended
+/// for want of a buffer, once a send returns one (at once it would fail again, and the
+/// loop would spin).
+fn rearm(
+    res: i32,
+    arm: squeue::Entry,
+    pending: &mut Vec<squeue::Entry>,
+    starved: &mut Vec<squeue::Entry>,
+) {
+    if res == -libc::ENOBUFS {
+        starved.push(arm);
+    } else {
+        pending.push(arm);
+    }
+}
+
 fn forward(listen: SocketAddr, backends: &[SocketAddr]) -> io::Result<Infallible> {
     // Addresses are read as `sockaddr_in` below.
     assert!(listen.is_ipv4(), "{ENV}: IPv4 only");
@@ -133,18 +163,10 @@ fn forward(listen: SocketAddr, backends: &[SocketAddr]) -> io::Result<Infallible
     let mut upstreams: Vec<(UdpSocket, libc::sockaddr_in)> = Vec::new();
     let mut pending: Vec<squeue::Entry> = Vec::with_capacity(4096);
     let mut done: Vec<(u64, i32, u32)> = Vec::with_capacity(4096);
-    // Receives that ended for want of a buffer: re-armed once a send returns one (at
-    // once they would fail again, and the loop would spin).
+    // Receives that ended for want of a buffer (see `rearm`).
     let mut starved: Vec<squeue::Entry> = Vec::new();
     let client_fd = types::Fd(client.as_raw_fd());
-    let arm_client = |p: &mut Vec<squeue::Entry>, t: &libc::msghdr| {
-        p.push(
-            opcode::RecvMsgMulti::new(client_fd, t, BGID)
-                .build()
-                .user_data(user(RECV_CLIENT, 0)),
-        )
-    };
-    arm_client(&mut pending, &template);
+    pending.push(recv_client(client_fd, &template));
     let (mut enters, mut datagrams) = (0u64, 0u64);
     loop {
         enters += 1;
@@ -178,14 +200,8 @@ fn forward(listen: SocketAddr, backends: &[SocketAddr]) -> io::Result<Infallible
             match op {
                 RECV_CLIENT => {
                     if !cqueue::more(flags) {
-                        arm_client(
-                            if res == -libc::ENOBUFS {
-                                &mut starved
-                            } else {
-                                &mut pending
-                            },
-                            &template,
-                        );
+                        let arm = recv_client(client_fd, &template);
+                        rearm(res, arm, &mut pending, &mut starved);
                     }
                     let Some(bid) = bid else { continue };
                     if res < 0 {
@@ -212,11 +228,7 @@ fn forward(listen: SocketAddr, backends: &[SocketAddr]) -> io::Result<Infallible
                             upstreams.push((up, sin));
                             let i = upstreams.len() - 1;
                             flows.insert(from, i);
-                            pending.push(
-                                opcode::RecvMulti::new(types::Fd(fd), BGID)
-                                    .build()
-                                    .user_data(user(RECV_UP, i)),
-                            );
+                            pending.push(recv_up(fd, i));
                             i
                         }
                     };
@@ -233,15 +245,8 @@ fn forward(listen: SocketAddr, backends: &[SocketAddr]) -> io::Result<Infallible
                 }
                 RECV_UP => {
                     if !cqueue::more(flags) {
-                        let arm =
-                            opcode::RecvMulti::new(types::Fd(upstreams[n].0.as_raw_fd()), BGID)
-                                .build()
-                                .user_data(user(RECV_UP, n));
-                        if res == -libc::ENOBUFS {
-                            starved.push(arm);
-                        } else {
-                            pending.push(arm);
-                        }
+                        let arm = recv_up(upstreams[n].0.as_raw_fd(), n);
+                        rearm(res, arm, &mut pending, &mut starved);
                     }
                     let Some(bid) = bid else { continue };
                     // A full buffer may hold a cut datagram (a plain recv does not say):

@@ -11,7 +11,7 @@ use nix::sys::resource::{Resource, getrlimit, setrlimit};
 const RESERVE: u64 = 64;
 
 /// Raises RLIMIT_NOFILE's soft limit to its hard limit; returns the resulting soft limit.
-pub fn raise() -> std::io::Result<u64> {
+fn raise() -> std::io::Result<u64> {
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
     if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
         return Ok(hard);
@@ -21,7 +21,7 @@ pub fn raise() -> std::io::Result<u64> {
 
 /// Relay sockets that fit under an open-file limit of `limit` when `others`
 /// descriptors (admin connections, probe sockets: one per backend) must stay free.
-pub fn flows_that_fit(limit: u64, others: u64) -> u64 {
+fn flows_that_fit(limit: u64, others: u64) -> u64 {
     limit.saturating_sub(RESERVE + others)
 }
 
