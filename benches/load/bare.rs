@@ -23,7 +23,7 @@ const CLIENT_KEY: u64 = u64::MAX;
 
 /// Runs the forwarder described by `spec` until killed.
 pub fn run(spec: &str) -> ! {
-    serve(ENV, "bare forwarder", spec, forward)
+    serve(ENV, "bare forwarder", spec, |l, b| forward(l, b, |_| {}))
 }
 
 /// Parses `spec` (`listen,upstream1,...`, from the environment variable `env`) and
@@ -55,7 +55,13 @@ pub fn serve(
     }
 }
 
-fn forward(listen: SocketAddr, backends: &[SocketAddr]) -> io::Result<Infallible> {
+/// `inspect` sees each datagram before it is sent on; a closure, so the plain forwarder's
+/// `|_| {}` compiles to nothing.
+pub fn forward(
+    listen: SocketAddr,
+    backends: &[SocketAddr],
+    inspect: impl Fn(&[u8]),
+) -> io::Result<Infallible> {
     let client = UdpSocket::bind(listen)?;
     client.set_nonblocking(true)?;
     // SAFETY: epoll_create1 has no memory preconditions.
@@ -99,6 +105,7 @@ fn forward(listen: SocketAddr, backends: &[SocketAddr]) -> io::Result<Infallible
                             upstreams.len() - 1
                         }
                     };
+                    inspect(&buf[..len]);
                     let _ = upstreams[idx].0.send(&buf[..len]);
                 }
             } else {
@@ -106,6 +113,7 @@ fn forward(listen: SocketAddr, backends: &[SocketAddr]) -> io::Result<Infallible
                 loop {
                     match up.recv(&mut buf) {
                         Ok(len) => {
+                            inspect(&buf[..len]);
                             let _ = client.send_to(&buf[..len], to);
                         }
                         Err(e) if e.kind() == ErrorKind::WouldBlock => break,

@@ -9,7 +9,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use crate::procs::{Proc, wait_udp_bound};
-use crate::{bare, bare_uring};
+use crate::{bare, bare_scan, bare_uring};
 
 const NGINX_CONF: &str = include_str!("nginx.conf");
 const KAMAILIO_CFG: &str = include_str!("kamailio.cfg");
@@ -31,6 +31,8 @@ pub enum Kind {
     Bare,
     /// The bare forwarder over io_uring (not in `ALL`).
     BareUring,
+    /// The bare forwarder running sipfront's SIP scanner over each datagram (not in `ALL`).
+    BareScan,
 }
 
 impl Kind {
@@ -46,6 +48,7 @@ impl Kind {
             Kind::Kamailio => "kamailio",
             Kind::Bare => "bare",
             Kind::BareUring => "bare-uring",
+            Kind::BareScan => "bare-scan",
         }
     }
 
@@ -57,6 +60,7 @@ impl Kind {
                 Kind::SipfrontHepTcp,
                 Kind::SipfrontPrefix,
                 Kind::BareUring,
+                Kind::BareScan,
             ])
             .find(|k| k.name() == s)
     }
@@ -155,17 +159,17 @@ impl Proxy {
                     .arg(&dir);
                 (Proc::spawn("kamailio", &mut cmd, &log, true), None)
             }
-            Kind::Bare | Kind::BareUring => {
+            Kind::Bare | Kind::BareUring | Kind::BareScan => {
                 let spec = format!(
                     "127.0.0.1:{},127.0.0.1:{},127.0.0.1:{}",
                     p.listen, p.uas[0], p.uas[1]
                 );
                 let exe = std::env::current_exe().expect("current_exe");
                 let mut cmd = Command::new(exe);
-                let env = if kind == Kind::Bare {
-                    bare::ENV
-                } else {
-                    bare_uring::ENV
+                let env = match kind {
+                    Kind::Bare => bare::ENV,
+                    Kind::BareScan => bare_scan::ENV,
+                    _ => bare_uring::ENV,
                 };
                 cmd.env(env, spec);
                 (Proc::spawn(kind.name(), &mut cmd, &log, false), None)
