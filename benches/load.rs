@@ -9,7 +9,7 @@
 //! ```
 //!
 //! Options: `--rate N` calls/s (500), `--seconds N` (10), `--calls N` (rate × seconds),
-//! `--modes u1,un` (both), `--max-socket N` (200), `--proxies LIST` (all four; `sipfront-hep` adds sipfront with HEPv3 capture of both legs to a local UDP sink, `sipfront-hep-tcp` the same over TCP, `sipfront-prefix` sipfront in relay prefix mode on 127.200.0.0/16, `bare-uring` the bare forwarder over io_uring with multishot receives, `bare-scan` the bare forwarder running sipfront's SIP scanner over every datagram),
+//! `--modes u1,un` (both), `--max-socket N` (200), `--proxies LIST` (all four; `sipfront-hep` adds sipfront with HEPv3 capture of both legs to a local UDP sink, `sipfront-hep-tcp` the same over TCP, `sipfront-prefix` sipfront in relay prefix mode on 127.200.0.0/16, `bare-uring` the bare forwarder over io_uring with multishot receives, `bare-scan` the bare forwarder running sipfront's SIP scanner over every datagram, `bare-router` the bare forwarder's loop deciding every datagram with sipfront's router),
 //! `--repeat N` (1: rounds over all proxies, then a median/min/max summary), `--keep` (keep
 //! the work directory with configs, logs and sipp statistics; it is also kept when a call
 //! failed), `--pin` (the proxy on CPU 1, every sipp on CPU 0: where the scheduler puts
@@ -48,6 +48,8 @@
 mod args;
 #[path = "load/bare.rs"]
 mod bare;
+#[path = "load/bare_router.rs"]
+mod bare_router;
 #[path = "load/bare_scan.rs"]
 mod bare_scan;
 #[path = "load/bare_uring.rs"]
@@ -523,6 +525,9 @@ fn table(results: &[Outcome], repeat: u64) -> String {
 fn main() {
     if let Ok(spec) = std::env::var(bare::ENV) {
         bare::run(&spec);
+    }
+    if let Ok(spec) = std::env::var(bare_router::ENV) {
+        bare_router::run(&spec);
     }
     if let Ok(spec) = std::env::var(bare_scan::ENV) {
         bare_scan::run(&spec);

@@ -139,7 +139,7 @@ pub fn upstream(
     Ok(up)
 }
 
-fn watch(ep: libc::c_int, sock: &UdpSocket, key: u64) -> io::Result<()> {
+pub fn watch(ep: libc::c_int, sock: &UdpSocket, key: u64) -> io::Result<()> {
     let mut ev = libc::epoll_event {
         events: libc::EPOLLIN as u32,
         u64: key,

@@ -9,7 +9,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use crate::procs::{Proc, wait_udp_bound};
-use crate::{bare, bare_scan, bare_uring};
+use crate::{bare, bare_router, bare_scan, bare_uring};
 
 const NGINX_CONF: &str = include_str!("nginx.conf");
 const KAMAILIO_CFG: &str = include_str!("kamailio.cfg");
@@ -33,6 +33,8 @@ pub enum Kind {
     BareUring,
     /// The bare forwarder running sipfront's SIP scanner over each datagram (not in `ALL`).
     BareScan,
+    /// The bare forwarder deciding each datagram with sipfront's `Router` (not in `ALL`).
+    BareRouter,
 }
 
 impl Kind {
@@ -49,6 +51,7 @@ impl Kind {
             Kind::Bare => "bare",
             Kind::BareUring => "bare-uring",
             Kind::BareScan => "bare-scan",
+            Kind::BareRouter => "bare-router",
         }
     }
 
@@ -61,6 +64,7 @@ impl Kind {
                 Kind::SipfrontPrefix,
                 Kind::BareUring,
                 Kind::BareScan,
+                Kind::BareRouter,
             ])
             .find(|k| k.name() == s)
     }
@@ -159,7 +163,7 @@ impl Proxy {
                     .arg(&dir);
                 (Proc::spawn("kamailio", &mut cmd, &log, true), None)
             }
-            Kind::Bare | Kind::BareUring | Kind::BareScan => {
+            Kind::Bare | Kind::BareUring | Kind::BareScan | Kind::BareRouter => {
                 let spec = format!(
                     "127.0.0.1:{},127.0.0.1:{},127.0.0.1:{}",
                     p.listen, p.uas[0], p.uas[1]
@@ -169,6 +173,7 @@ impl Proxy {
                 let env = match kind {
                     Kind::Bare => bare::ENV,
                     Kind::BareScan => bare_scan::ENV,
+                    Kind::BareRouter => bare_router::ENV,
                     _ => bare_uring::ENV,
                 };
                 cmd.env(env, spec);

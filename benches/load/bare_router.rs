@@ -1,0 +1,124 @@
+//! The bare forwarder's loop (bare.rs: epoll, one datagram per `recv`/`send`) deciding
+//! each datagram with sipfront's own [`Router`] (scan, flow and dialog tables, limiters,
+//! counters): sipfront's protocol logic without its dataplane shell (batched receives
+//! and sends, timers, sweeps, health probes, metrics publishing, the other threads).
+//! Between `bare-scan` and `sipfront`, it tells which side of that line a cost is on.
+//!
+//! As in sipfront's port mode, a flow's relay socket is opened when the router says
+//! `new_flow` (here on an ephemeral port, unconnected: the router names the backend of
+//! every datagram) and replies on it are decided by `from_backend`.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::io::{self, ErrorKind};
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Instant;
+
+use sipfront::config::{Config, EphemeralPorts};
+use sipfront::relay::router::RouterConfig;
+use sipfront::relay::{BackendAction, ClientAction, RelayPort, Router};
+
+use crate::bare;
+
+/// `listen,upstream1,upstream2,...`
+pub const ENV: &str = "SIPFRONT_BARE_ROUTER_FORWARDER";
+
+const CLIENT_KEY: u64 = u64::MAX;
+
+/// Runs the forwarder described by `spec` until killed.
+pub fn run(spec: &str) -> ! {
+    bare::serve(ENV, "bare router forwarder", spec, forward)
+}
+
+/// The load bench's sipfront config (proxies.rs), with these addresses.
+fn router(listen: SocketAddr, backends: &[SocketAddr]) -> io::Result<Router> {
+    let mut toml = format!("[listen]\nsip = [\"{listen}\"]\nrelay_ports = \"24000-24999\"\n");
+    for (i, b) in backends.iter().enumerate() {
+        toml.push_str(&format!("[[backend]]\nname = \"b{i}\"\naddr = \"{b}\"\n"));
+    }
+    toml.push_str(
+        "[limits]\nnew_flows_per_ip = 100000\nnew_flows_burst = 100000\n\
+         max_flows_per_ip = 10000000\ndatagrams_per_ip = 100000000\n\
+         datagrams_burst = 100000000\n",
+    );
+    let cfg = Config::parse(&toml, &EphemeralPorts::default())
+        .map_err(|e| io::Error::new(ErrorKind::InvalidInput, e.to_string()))?;
+    Ok(Router::new(
+        RouterConfig::new(&cfg, None),
+        &cfg.backends,
+        Instant::now(),
+    ))
+}
+
+fn forward(listen: SocketAddr, backends: &[SocketAddr]) -> io::Result<Infallible> {
+    let mut router = router(listen, backends)?;
+    let client = UdpSocket::bind(listen)?;
+    client.set_nonblocking(true)?;
+    // SAFETY: epoll_create1 has no memory preconditions.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if ep < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    bare::watch(ep, &client, CLIENT_KEY)?;
+    let mut relays: HashMap<RelayPort, usize> = HashMap::new();
+    let mut sockets: Vec<(UdpSocket, RelayPort)> = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    let mut events = [libc::epoll_event { events: 0, u64: 0 }; 64];
+    loop {
+        // SAFETY: `events` is a valid buffer of the length passed.
+        let n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), events.len() as i32, -1) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        // One clock read per wake-up, as sipfront's loop does.
+        let now = Instant::now();
+        for ev in &events[..n as usize] {
+            let key = ev.u64;
+            if key == CLIENT_KEY {
+                loop {
+                    let (len, from) = match client.recv_from(&mut buf) {
+                        Ok(r) => r,
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(_) => continue,
+                    };
+                    let ClientAction::Forward { relay_port, to, .. } =
+                        router.from_client(now, from, 0, &buf[..len])
+                    else {
+                        continue;
+                    };
+                    let idx = match relays.get(&relay_port) {
+                        Some(&i) => i,
+                        None => {
+                            let s = UdpSocket::bind("127.0.0.1:0")?;
+                            s.set_nonblocking(true)?;
+                            bare::watch(ep, &s, sockets.len() as u64)?;
+                            sockets.push((s, relay_port));
+                            relays.insert(relay_port, sockets.len() - 1);
+                            sockets.len() - 1
+                        }
+                    };
+                    let _ = sockets[idx].0.send_to(&buf[..len], to);
+                }
+            } else {
+                let (s, relay_port) = &sockets[key as usize];
+                loop {
+                    match s.recv_from(&mut buf) {
+                        Ok((len, src)) => {
+                            if let BackendAction::Forward { to, .. } =
+                                router.from_backend(now, *relay_port, src, &buf[..len])
+                            {
+                                let _ = client.send_to(&buf[..len], to);
+                            }
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(_) => continue,
+                    }
+                }
+            }
+        }
+    }
+}
