@@ -6,7 +6,10 @@
 //!
 //! As in sipfront's port mode, a flow's relay socket is opened when the router says
 //! `new_flow` (here on an ephemeral port, unconnected: the router names the backend of
-//! every datagram) and replies on it are decided by `from_backend`.
+//! every datagram) and replies on it are decided by `from_backend`. Not done: the
+//! router's timers (sweeps, expiry, table growth; nothing expires in a bench run), a
+//! 503 for `Reject503` (backends are never probed, so never down), `bind_failed` (a
+//! socket that cannot be opened ends the forwarder, seen as failed calls).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
