@@ -122,7 +122,7 @@ fn failover_and_failback(policy: &str, base: u16, relay_ports: &str) {
         Some(OpenSips::start(&dir, names[1], &nodes[1], None)),
     ];
     for o in os.iter().flatten() {
-        o.wait_cluster_ready(Duration::from_secs(20));
+        o.wait_cluster_ready(CLUSTER_READY);
     }
     eprintln!("[{:?}] OpenSIPS nodes up, cluster synced", t0.elapsed());
     let mut front = Sipfront::start(
@@ -254,11 +254,9 @@ fn failover_and_failback(policy: &str, base: u16, relay_ports: &str) {
     // survivor (it is not empty, unlike a restarted Kamailio), and comes back up in sipfront.
     os[h] = None;
     let restarted = OpenSips::start(&dir, &format!("{home}-restarted"), &nodes[h], None);
-    // Once in a clean-clone run (session 7) the restarted node's link to the survivor
-    // stayed "Probe" for 20 s while the survivor already logged it up (an OpenSIPS
-    // clusterer race after a restart on the same BIN address); the contact assertions
-    // below are what this test checks, so it waits longer for the link.
-    restarted.wait_cluster_ready(Duration::from_secs(45));
+    // The restarted node's link can stay "Probe" for a while (see `CLUSTER_READY`);
+    // the contact assertions below are what this test checks.
+    restarted.wait_cluster_ready(CLUSTER_READY);
     let synced_in = killed.elapsed();
     assert_eq!(
         received_ports(&restarted, "phone"),
