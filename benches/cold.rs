@@ -13,6 +13,12 @@
 //! next to two floors measured the same way: one look-up in a `HashMap` of the flows
 //! (what the bare forwarder does per datagram) and the SIP scan alone.
 //!
+//! Reading a block evicts data and the unified caches, not the first-level instruction
+//! cache, which other programs' code would also have evicted: more code on a path
+//! (the warming passes) is cheaper here than in the dataplane. Session 18 took the
+//! batch path for lone datagrams on this bench's word (a cold client decision 17 %
+//! cheaper) and the load bench at 500 calls/s u1 found it 7 % dearer; see the journal.
+//!
 //! ```text
 //! cargo bench --bench cold [-- --flows 200 --samples 3000 --evict-mib 8]
 //! ```
