@@ -22,27 +22,9 @@ use sipfront::relay::prefetch::prefetch_line;
 use sipfront::relay::router::RouterConfig;
 use sipfront::relay::{BackendAction, ClientAction, Prepared, Router};
 
-const CONFIG: &str = r#"
-[listen]
-sip = ["192.0.2.10:5060"]
-relay_ports = "10000-29999"
-[[backend]]
-name = "a"
-addr = "10.0.0.21:5060"
-[[backend]]
-name = "b"
-addr = "10.0.0.22:5060"
-[[backend]]
-name = "c"
-addr = "10.0.0.23:5060"
-[limits]
-new_flows_per_ip = 1000000
-new_flows_burst = 1000000
-# Load from one address on loopback: lift the per-source limits.
-max_flows_per_ip = 10000000
-datagrams_per_ip = 100000000
-datagrams_burst = 100000000
-"#;
+#[path = "common/router_config.rs"]
+mod router_config;
+use router_config::CONFIG;
 
 const INVITE: &[u8] = include_bytes!("../tests/corpus/sip/sipp_uac_invite.sip");
 const OK_REGISTER: &[u8] = include_bytes!("../tests/corpus/sip/kamailio_200_register.sip");

@@ -64,11 +64,7 @@ pub fn forward(
 ) -> io::Result<Infallible> {
     let client = UdpSocket::bind(listen)?;
     client.set_nonblocking(true)?;
-    // SAFETY: epoll_create1 has no memory preconditions.
-    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-    if ep < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let ep = epoll()?;
     watch(ep, &client, CLIENT_KEY)?;
     let hasher = BuildHasherDefault::<DefaultHasher>::default();
     let mut flows: HashMap<SocketAddr, usize> = HashMap::new();
@@ -76,16 +72,7 @@ pub fn forward(
     let mut buf = vec![0u8; 65536];
     let mut events = [libc::epoll_event { events: 0, u64: 0 }; 64];
     loop {
-        // SAFETY: `events` is a valid buffer of the length passed.
-        let n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), events.len() as i32, -1) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        for ev in &events[..n as usize] {
+        for ev in wait(ep, &mut events)? {
             let key = ev.u64;
             if key == CLIENT_KEY {
                 loop {
@@ -137,6 +124,31 @@ pub fn upstream(
     let up = UdpSocket::bind("127.0.0.1:0")?;
     up.connect(backend)?;
     Ok(up)
+}
+
+/// A new epoll set.
+pub fn epoll() -> io::Result<libc::c_int> {
+    // SAFETY: epoll_create1 has no memory preconditions.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if ep < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(ep)
+}
+
+/// Blocks until sockets of `ep` are ready (again after a signal) and returns their events.
+pub fn wait(ep: libc::c_int, events: &mut [libc::epoll_event]) -> io::Result<&[libc::epoll_event]> {
+    loop {
+        // SAFETY: `events` is a valid buffer of the length passed.
+        let n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), events.len() as i32, -1) };
+        if n >= 0 {
+            return Ok(&events[..n as usize]);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
 }
 
 pub fn watch(ep: libc::c_int, sock: &UdpSocket, key: u64) -> io::Result<()> {

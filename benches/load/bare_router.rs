@@ -33,19 +33,18 @@ pub fn run(spec: &str) -> ! {
     bare::serve(ENV, "bare router forwarder", spec, forward)
 }
 
-/// The load bench's sipfront config (proxies.rs), with these addresses.
-fn router(listen: SocketAddr, backends: &[SocketAddr]) -> io::Result<Router> {
-    let mut toml = format!("[listen]\nsip = [\"{listen}\"]\nrelay_ports = \"24000-24999\"\n");
-    for (i, b) in backends.iter().enumerate() {
-        toml.push_str(&format!("[[backend]]\nname = \"b{i}\"\naddr = \"{b}\"\n"));
-    }
-    toml.push_str(
-        "[limits]\nnew_flows_per_ip = 100000\nnew_flows_burst = 100000\n\
-         max_flows_per_ip = 10000000\ndatagrams_per_ip = 100000000\n\
-         datagrams_burst = 100000000\n",
-    );
+/// A router with the load bench's sipfront config, whose backends must be `backends`.
+fn router(backends: &[SocketAddr]) -> io::Result<Router> {
+    let toml = crate::proxies::sipfront_toml(&crate::PORTS);
     let cfg = Config::parse(&toml, &EphemeralPorts::default())
         .map_err(|e| io::Error::new(ErrorKind::InvalidInput, e.to_string()))?;
+    let named: Vec<SocketAddr> = cfg.backends.iter().map(|b| b.addr).collect();
+    if named != backends {
+        return Err(io::Error::new(
+            ErrorKind::InvalidInput,
+            format!("the router's backends {named:?} are not the forwarder's {backends:?}"),
+        ));
+    }
     Ok(Router::new(
         RouterConfig::new(&cfg, None),
         &cfg.backends,
@@ -54,32 +53,20 @@ fn router(listen: SocketAddr, backends: &[SocketAddr]) -> io::Result<Router> {
 }
 
 fn forward(listen: SocketAddr, backends: &[SocketAddr]) -> io::Result<Infallible> {
-    let mut router = router(listen, backends)?;
+    let mut router = router(backends)?;
     let client = UdpSocket::bind(listen)?;
     client.set_nonblocking(true)?;
-    // SAFETY: epoll_create1 has no memory preconditions.
-    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-    if ep < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let ep = bare::epoll()?;
     bare::watch(ep, &client, CLIENT_KEY)?;
     let mut relays: HashMap<RelayPort, usize> = HashMap::new();
     let mut sockets: Vec<(UdpSocket, RelayPort)> = Vec::new();
     let mut buf = vec![0u8; 65536];
     let mut events = [libc::epoll_event { events: 0, u64: 0 }; 64];
     loop {
-        // SAFETY: `events` is a valid buffer of the length passed.
-        let n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), events.len() as i32, -1) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
+        let ready = bare::wait(ep, &mut events)?;
         // One clock read per wake-up, as sipfront's loop does.
         let now = Instant::now();
-        for ev in &events[..n as usize] {
+        for ev in ready {
             let key = ev.u64;
             if key == CLIENT_KEY {
                 loop {

@@ -262,7 +262,8 @@ fn hep_sink_tcp() -> SocketAddr {
     addr
 }
 
-fn sipfront_toml(p: &Ports) -> String {
+/// The sipfront config of a load-bench run (also bare-router's router config).
+pub fn sipfront_toml(p: &Ports) -> String {
     format!(
         r#"[listen]
 sip = ["127.0.0.1:{listen}"]
