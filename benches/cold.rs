@@ -36,35 +36,51 @@ use sipfront::relay::router::RouterConfig;
 use sipfront::relay::{BackendAction, ClientAction, RelayPort, Router};
 use sipfront::sip::scan;
 
+#[path = "common/call_msgs.rs"]
+mod call_msgs;
 #[path = "common/router_config.rs"]
 mod router_config;
+use call_msgs::CallMsgs;
 use router_config::CONFIG;
 
 const INVITE: &[u8] = include_bytes!("../tests/corpus/sip/sipp_uac_invite.sip");
 const RINGING: &[u8] = include_bytes!("../tests/corpus/sip/sipp_uas_180_ringing.sip");
 
-/// A message of call `i`: `i` as 8 digits in front of the template's Call-ID.
-struct CallMsg {
-    msg: Vec<u8>,
-    at: usize,
+/// What is timed, in `ALL`'s order (the index into the results).
+#[derive(Clone, Copy)]
+enum Way {
+    ClientPlain,
+    ClientWarmed,
+    BackendPlain,
+    BackendWarmed,
+    HashmapGet,
+    Scan,
 }
 
-impl CallMsg {
-    fn new(template: &[u8]) -> Self {
-        let text = String::from_utf8_lossy(template).into_owned();
-        let (head, tail) = text.split_once("Call-ID: ").expect("a Call-ID");
-        CallMsg {
-            at: head.len() + "Call-ID: ".len(),
-            msg: format!("{head}Call-ID: 00000000-{tail}").into_bytes(),
+impl Way {
+    const ALL: [Way; 6] = [
+        Way::ClientPlain,
+        Way::ClientWarmed,
+        Way::BackendPlain,
+        Way::BackendWarmed,
+        Way::HashmapGet,
+        Way::Scan,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Way::ClientPlain => "client plain",
+            Way::ClientWarmed => "client warmed",
+            Way::BackendPlain => "backend plain",
+            Way::BackendWarmed => "backend warmed",
+            Way::HashmapGet => "hashmap get",
+            Way::Scan => "scan",
         }
     }
 
-    fn of(&mut self, mut i: u32) -> &[u8] {
-        for d in self.msg[self.at..self.at + 8].iter_mut().rev() {
-            *d = b'0' + (i % 10) as u8;
-            i /= 10;
-        }
-        &self.msg
+    /// Whether it takes the client's INVITE (else the backend's 180).
+    fn decides_invite(self) -> bool {
+        matches!(self, Way::ClientPlain | Way::ClientWarmed | Way::Scan)
     }
 }
 
@@ -123,7 +139,10 @@ fn main() {
     let cfg = Config::parse(CONFIG, &EphemeralPorts::default()).expect("config");
     let start = Instant::now();
     let mut r = Router::new(RouterConfig::new(&cfg, None), &cfg.backends, start);
-    let (mut invite, mut ringing) = (CallMsg::new(INVITE), CallMsg::new(RINGING));
+    let (mut invite, mut ringing) = (
+        CallMsgs::of_template(INVITE, 1),
+        CallMsgs::of_template(RINGING, 1),
+    );
     // Each flow with its own call, rung once (a dialog, as during a call).
     let mut flows: Vec<(RelayPort, SocketAddr)> = Vec::new();
     let mut bare: HashMap<SocketAddr, usize> = HashMap::new();
@@ -139,15 +158,7 @@ fn main() {
         bare.insert(client(i), i as usize);
     }
     let block = vec![1u8; a.evict_mib << 20];
-    let names = [
-        "client plain",
-        "client warmed",
-        "backend plain",
-        "backend warmed",
-        "hashmap get",
-        "scan",
-    ];
-    let mut times: Vec<Vec<u64>> = vec![Vec::with_capacity(a.samples); names.len()];
+    let mut times: Vec<Vec<u64>> = vec![Vec::with_capacity(a.samples); Way::ALL.len()];
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut sink = 0u64;
     for s in 0..a.samples {
@@ -159,10 +170,10 @@ fn main() {
         let src = client(i);
         let now = Instant::now();
         // A different order each sample: no way lands always first after another.
-        for w in 0..names.len() {
-            let way = (w + s) % names.len();
+        for w in 0..Way::ALL.len() {
+            let way = Way::ALL[(w + s) % Way::ALL.len()];
             // The message is hot in the real path too (the kernel just wrote it).
-            let msg: &[u8] = if way < 2 || way == 5 {
+            let msg: &[u8] = if way.decides_invite() {
                 invite.of(i)
             } else {
                 ringing.of(i)
@@ -170,10 +181,10 @@ fn main() {
             sink = sink.wrapping_add(evict(black_box(&block)));
             let t = Instant::now();
             match way {
-                0 => {
+                Way::ClientPlain => {
                     black_box(r.from_client(now, src, 0, msg));
                 }
-                1 => {
+                Way::ClientWarmed => {
                     r.prefetch_client(src);
                     r.warm_client(src);
                     let p = r.prepare_client(src, msg);
@@ -182,10 +193,10 @@ fn main() {
                     }
                     black_box(r.from_client_with(now, src, 0, msg, p));
                 }
-                2 => {
+                Way::BackendPlain => {
                     black_box(r.from_backend(now, port, backend, msg));
                 }
-                3 => {
+                Way::BackendWarmed => {
                     r.prefetch_backend(port);
                     r.warm_backend(port);
                     let p = r.prepare_backend(port, backend, msg);
@@ -194,14 +205,14 @@ fn main() {
                     }
                     black_box(r.from_backend_with(now, port, backend, msg, p));
                 }
-                4 => {
+                Way::HashmapGet => {
                     black_box(bare.get(black_box(&src)));
                 }
-                _ => {
+                Way::Scan => {
                     black_box(scan(black_box(msg)));
                 }
             }
-            times[way].push(t.elapsed().as_nanos() as u64);
+            times[way as usize].push(t.elapsed().as_nanos() as u64);
         }
     }
     black_box(sink);
@@ -210,8 +221,9 @@ fn main() {
         a.flows, a.samples, a.evict_mib
     );
     println!("{:<15} {:>8} {:>8} {:>8}", "way", "median", "p10", "p90");
-    for (name, v) in names.iter().zip(&mut times) {
+    for (way, v) in Way::ALL.iter().zip(&mut times) {
         let (m, lo, hi) = summary(v);
+        let name = way.name();
         println!("{name:<15} {m:>8} {lo:>8} {hi:>8}");
     }
 }

@@ -22,8 +22,11 @@ use sipfront::relay::prefetch::prefetch_line;
 use sipfront::relay::router::RouterConfig;
 use sipfront::relay::{BackendAction, ClientAction, Prepared, Router};
 
+#[path = "common/call_msgs.rs"]
+mod call_msgs;
 #[path = "common/router_config.rs"]
 mod router_config;
+use call_msgs::CallMsgs;
 use router_config::CONFIG;
 
 const INVITE: &[u8] = include_bytes!("../tests/corpus/sip/sipp_uac_invite.sip");
@@ -146,43 +149,6 @@ fn prefix_router_of(
     (r, ports)
 }
 
-/// A message (the INVITE, the 180) of call `i`: `i` as 8 digits in front of the
-/// original Call-ID, written in place (the same few stores at any table size), in
-/// one of `BATCH` buffers (a batch's datagrams are all alive at once).
-struct CallInvite {
-    msgs: Vec<Vec<u8>>,
-    at: usize,
-}
-
-impl CallInvite {
-    fn new() -> Self {
-        Self::of_template(INVITE)
-    }
-
-    fn of_template(template: &[u8]) -> Self {
-        let text = String::from_utf8_lossy(template).into_owned();
-        let (head, tail) = text.split_once("Call-ID: ").expect("a Call-ID");
-        let msg = format!("{head}Call-ID: 00000000-{tail}").into_bytes();
-        CallInvite {
-            at: head.len() + "Call-ID: ".len(),
-            msgs: vec![msg; BATCH as usize],
-        }
-    }
-
-    /// Buffer `k` made client `i`'s INVITE.
-    fn set(&mut self, k: usize, mut i: u32) {
-        for d in self.msgs[k][self.at..self.at + 8].iter_mut().rev() {
-            *d = b'0' + (i % 10) as u8;
-            i /= 10;
-        }
-    }
-
-    fn of(&mut self, i: u32) -> &[u8] {
-        self.set(0, i);
-        &self.msgs[0]
-    }
-}
-
 /// A prefix-mode router holding `n` flows, each with a call of its own in the dialog
 /// table (`n` dialogs): the table a decision meets when every phone is in a call.
 fn prefix_router_with_calls(n: u32) -> (Router, Vec<(sipfront::relay::RelayPort, SocketAddr)>) {
@@ -193,7 +159,7 @@ fn prefix_router_with_calls(n: u32) -> (Router, Vec<(sipfront::relay::RelayPort,
         sipfront::sys::mem::advise_huge_pages(at, len);
     }
     let now = Instant::now();
-    let mut inv = CallInvite::new();
+    let mut inv = CallMsgs::of_template(INVITE, BATCH as usize);
     let ports = (0..n)
         .map(
             |i| match r.from_client(now, cgnat_client(i), 0, inv.of(i)) {
@@ -216,7 +182,7 @@ fn call_backend_batch(
     now: Instant,
     calls: &[(sipfront::relay::RelayPort, SocketAddr, u32)],
     j: &mut usize,
-    msgs: &mut CallInvite,
+    msgs: &mut CallMsgs,
 ) {
     let batch: [(sipfront::relay::RelayPort, SocketAddr); BATCH as usize] =
         std::array::from_fn(|k| {
@@ -238,7 +204,7 @@ fn call_backend_batch(
 }
 
 /// [`client_batch`] where each client's INVITE carries its own call's Call-ID.
-fn call_batch(r: &mut Router, now: Instant, i: &mut u64, step: u64, n: u32, inv: &mut CallInvite) {
+fn call_batch(r: &mut Router, now: Instant, i: &mut u64, step: u64, n: u32, inv: &mut CallMsgs) {
     let first = *i;
     for _ in 0..BATCH {
         *i = (*i + step) % u64::from(n);
@@ -430,8 +396,12 @@ fn bench_prefix_ratio(_c: &mut Criterion) {
         prefix_router_with_calls(1_000),
         prefix_router_with_calls(1_000_000),
     );
-    let (mut i_sc, mut i_lc, mut inv) = (0u64, 0u64, CallInvite::new());
-    let (mut j_sc, mut j_lc, mut ringing) = (0usize, 0usize, CallInvite::of_template(RINGING));
+    let (mut i_sc, mut i_lc, mut inv) = (0u64, 0u64, CallMsgs::of_template(INVITE, BATCH as usize));
+    let (mut j_sc, mut j_lc, mut ringing) = (
+        0usize,
+        0usize,
+        CallMsgs::of_template(RINGING, BATCH as usize),
+    );
     let (mut calls, mut b2c_calls) = (Vec::new(), Vec::new());
     let (s_small, s_large) = (walk_step(1_000), walk_step(1_000_000));
     let (p_small, p_large) = (scattered(&p_small, s_small), scattered(&p_large, s_large));

@@ -122,7 +122,7 @@ fn failover_and_failback(policy: &str, base: u16, relay_ports: &str) {
         Some(OpenSips::start(&dir, names[1], &nodes[1], None)),
     ];
     for o in os.iter().flatten() {
-        o.wait_cluster_ready(CLUSTER_READY);
+        o.wait_cluster_ready();
     }
     eprintln!("[{:?}] OpenSIPS nodes up, cluster synced", t0.elapsed());
     let mut front = Sipfront::start(
@@ -256,7 +256,7 @@ fn failover_and_failback(policy: &str, base: u16, relay_ports: &str) {
     let restarted = OpenSips::start(&dir, &format!("{home}-restarted"), &nodes[h], None);
     // The restarted node's link can stay "Probe" for a while (see `CLUSTER_READY`);
     // the contact assertions below are what this test checks.
-    restarted.wait_cluster_ready(CLUSTER_READY);
+    restarted.wait_cluster_ready();
     let synced_in = killed.elapsed();
     assert_eq!(
         received_ports(&restarted, "phone"),

@@ -51,8 +51,8 @@ fn cluster_behind_sipfront(
 ) -> (OpenSips, OpenSips, Sipfront) {
     let oa = OpenSips::start(dir, "osA", na, None);
     let ob = OpenSips::start(dir, "osB", nb, None);
-    oa.wait_cluster_ready(CLUSTER_READY);
-    ob.wait_cluster_ready(CLUSTER_READY);
+    oa.wait_cluster_ready();
+    ob.wait_cluster_ready();
     let mut front = Sipfront::start(
         dir,
         SipfrontConfig::new(

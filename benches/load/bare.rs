@@ -63,7 +63,6 @@ pub fn forward(
     inspect: impl Fn(&[u8]),
 ) -> io::Result<Infallible> {
     let client = UdpSocket::bind(listen)?;
-    client.set_nonblocking(true)?;
     let ep = epoll()?;
     watch(ep, &client, CLIENT_KEY)?;
     let hasher = BuildHasherDefault::<DefaultHasher>::default();
@@ -75,26 +74,21 @@ pub fn forward(
         for ev in wait(ep, &mut events)? {
             let key = ev.u64;
             if key == CLIENT_KEY {
-                loop {
-                    let (len, from) = match client.recv_from(&mut buf) {
-                        Ok(r) => r,
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                        Err(_) => continue,
-                    };
+                drain(&client, &mut buf, |data, from| {
                     let idx = match flows.get(&from) {
                         Some(&i) => i,
                         None => {
                             let up = upstream(from, backends, &hasher)?;
-                            up.set_nonblocking(true)?;
                             watch(ep, &up, upstreams.len() as u64)?;
                             upstreams.push((up, from));
                             flows.insert(from, upstreams.len() - 1);
                             upstreams.len() - 1
                         }
                     };
-                    inspect(&buf[..len]);
-                    let _ = upstreams[idx].0.send(&buf[..len]);
-                }
+                    inspect(data);
+                    let _ = upstreams[idx].0.send(data);
+                    Ok(())
+                })?;
             } else {
                 let (up, to) = &upstreams[key as usize];
                 loop {
@@ -151,7 +145,26 @@ pub fn wait(ep: libc::c_int, events: &mut [libc::epoll_event]) -> io::Result<&[l
     }
 }
 
+/// Receives from `sock` until it would block, handing each datagram and its source to
+/// `each`; a failed receive (an ICMP error queued for an earlier send) is skipped.
+pub fn drain(
+    sock: &UdpSocket,
+    buf: &mut [u8],
+    mut each: impl FnMut(&[u8], SocketAddr) -> io::Result<()>,
+) -> io::Result<()> {
+    loop {
+        match sock.recv_from(buf) {
+            Ok((len, from)) => each(&buf[..len], from)?,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+            Err(_) => continue,
+        }
+    }
+}
+
+/// Adds `sock` to `ep` under `key`, made non-blocking: the loop drains each ready
+/// socket until it would block.
 pub fn watch(ep: libc::c_int, sock: &UdpSocket, key: u64) -> io::Result<()> {
+    sock.set_nonblocking(true)?;
     let mut ev = libc::epoll_event {
         events: libc::EPOLLIN as u32,
         u64: key,

@@ -55,7 +55,6 @@ fn router(backends: &[SocketAddr]) -> io::Result<Router> {
 fn forward(listen: SocketAddr, backends: &[SocketAddr]) -> io::Result<Infallible> {
     let mut router = router(backends)?;
     let client = UdpSocket::bind(listen)?;
-    client.set_nonblocking(true)?;
     let ep = bare::epoll()?;
     bare::watch(ep, &client, CLIENT_KEY)?;
     let mut relays: HashMap<RelayPort, usize> = HashMap::new();
@@ -69,45 +68,35 @@ fn forward(listen: SocketAddr, backends: &[SocketAddr]) -> io::Result<Infallible
         for ev in ready {
             let key = ev.u64;
             if key == CLIENT_KEY {
-                loop {
-                    let (len, from) = match client.recv_from(&mut buf) {
-                        Ok(r) => r,
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                        Err(_) => continue,
-                    };
+                bare::drain(&client, &mut buf, |data, from| {
                     let ClientAction::Forward { relay_port, to, .. } =
-                        router.from_client(now, from, 0, &buf[..len])
+                        router.from_client(now, from, 0, data)
                     else {
-                        continue;
+                        return Ok(());
                     };
                     let idx = match relays.get(&relay_port) {
                         Some(&i) => i,
                         None => {
                             let s = UdpSocket::bind("127.0.0.1:0")?;
-                            s.set_nonblocking(true)?;
                             bare::watch(ep, &s, sockets.len() as u64)?;
                             sockets.push((s, relay_port));
                             relays.insert(relay_port, sockets.len() - 1);
                             sockets.len() - 1
                         }
                     };
-                    let _ = sockets[idx].0.send_to(&buf[..len], to);
-                }
+                    let _ = sockets[idx].0.send_to(data, to);
+                    Ok(())
+                })?;
             } else {
                 let (s, relay_port) = &sockets[key as usize];
-                loop {
-                    match s.recv_from(&mut buf) {
-                        Ok((len, src)) => {
-                            if let BackendAction::Forward { to, .. } =
-                                router.from_backend(now, *relay_port, src, &buf[..len])
-                            {
-                                let _ = client.send_to(&buf[..len], to);
-                            }
-                        }
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                        Err(_) => continue,
+                bare::drain(s, &mut buf, |data, src| {
+                    if let BackendAction::Forward { to, .. } =
+                        router.from_backend(now, *relay_port, src, data)
+                    {
+                        let _ = client.send_to(data, to);
                     }
-                }
+                    Ok(())
+                })?;
             }
         }
     }
