@@ -9,7 +9,7 @@
 //! ```
 //!
 //! Options: `--rate N` calls/s (500), `--seconds N` (10), `--calls N` (rate × seconds),
-//! `--modes u1,un` (both), `--max-socket N` (200), `--proxies LIST` (all four; `sipfront-hep` adds sipfront with HEPv3 capture of both legs to a local UDP sink, `sipfront-hep-tcp` the same over TCP, `sipfront-prefix` sipfront in relay prefix mode on 127.200.0.0/16, `bare-uring` the bare forwarder over io_uring with multishot receives, `bare-scan` the bare forwarder running sipfront's SIP scanner over every datagram, `bare-router` the bare forwarder's loop deciding every datagram with sipfront's router),
+//! `--modes u1,un` (both), `--max-socket N` (200), `--proxies LIST` (all four; `sipfront-hep` adds sipfront with HEPv3 capture of both legs to a local UDP sink, `sipfront-hep-tcp` the same over TCP, `sipfront-prefix` sipfront in relay prefix mode on 127.200.0.0/16, `bare-uring` the bare forwarder over io_uring with multishot receives, `bare-unconnected` the bare forwarder with unconnected upstream sockets (any source received, each send naming the backend, as a relay socket must), `bare-scan` the bare forwarder running sipfront's SIP scanner over every datagram, `bare-router` the bare forwarder's loop deciding every datagram with sipfront's router),
 //! `--repeat N` (1: rounds over all proxies, then a median/min/max summary), `--keep` (keep
 //! the work directory with configs, logs and sipp statistics; it is also kept when a call
 //! failed), `--pin` (the proxy on CPU 1, every sipp on CPU 0: where the scheduler puts
@@ -52,6 +52,8 @@ mod bare;
 mod bare_router;
 #[path = "load/bare_scan.rs"]
 mod bare_scan;
+#[path = "load/bare_unconnected.rs"]
+mod bare_unconnected;
 #[path = "load/bare_uring.rs"]
 mod bare_uring;
 #[path = "load/procs.rs"]
@@ -525,6 +527,9 @@ fn table(results: &[Outcome], repeat: u64) -> String {
 fn main() {
     if let Ok(spec) = std::env::var(bare::ENV) {
         bare::run(&spec);
+    }
+    if let Ok(spec) = std::env::var(bare_unconnected::ENV) {
+        bare_unconnected::run(&spec);
     }
     if let Ok(spec) = std::env::var(bare_router::ENV) {
         bare_router::run(&spec);

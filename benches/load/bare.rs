@@ -23,7 +23,21 @@ const CLIENT_KEY: u64 = u64::MAX;
 
 /// Runs the forwarder described by `spec` until killed.
 pub fn run(spec: &str) -> ! {
-    serve(ENV, "bare forwarder", spec, |l, b| forward(l, b, |_| {}))
+    serve(ENV, "bare forwarder", spec, |l, b| {
+        forward(l, b, Upstream::Connected, |_| {})
+    })
+}
+
+/// How a client's upstream socket talks to its backend.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Upstream {
+    /// Connected to the backend: its route is looked up once, and only the backend's
+    /// datagrams are received on it (the floor).
+    Connected,
+    /// Not connected: each send names the backend (a route lookup per send), and any
+    /// source's datagrams are received on it, as a relay socket must (any backend may
+    /// reach a flow).
+    Unconnected,
 }
 
 /// Parses `spec` (`listen,upstream1,...`, from the environment variable `env`) and
@@ -60,6 +74,7 @@ pub fn serve(
 pub fn forward(
     listen: SocketAddr,
     backends: &[SocketAddr],
+    how: Upstream,
     inspect: impl Fn(&[u8]),
 ) -> io::Result<Infallible> {
     let client = UdpSocket::bind(listen)?;
@@ -67,7 +82,8 @@ pub fn forward(
     watch(ep, &client, CLIENT_KEY)?;
     let hasher = BuildHasherDefault::<DefaultHasher>::default();
     let mut flows: HashMap<SocketAddr, usize> = HashMap::new();
-    let mut upstreams: Vec<(UdpSocket, SocketAddr)> = Vec::new();
+    // (socket, its client, its backend)
+    let mut upstreams: Vec<(UdpSocket, SocketAddr, SocketAddr)> = Vec::new();
     let mut buf = vec![0u8; 65536];
     let mut events = [libc::epoll_event { events: 0, u64: 0 }; 64];
     loop {
@@ -78,19 +94,30 @@ pub fn forward(
                     let idx = match flows.get(&from) {
                         Some(&i) => i,
                         None => {
-                            let up = upstream(from, backends, &hasher)?;
+                            let (up, backend) = upstream(from, backends, how, &hasher)?;
                             watch(ep, &up, upstreams.len() as u64)?;
-                            upstreams.push((up, from));
+                            upstreams.push((up, from, backend));
                             flows.insert(from, upstreams.len() - 1);
                             upstreams.len() - 1
                         }
                     };
                     inspect(data);
-                    let _ = upstreams[idx].0.send(data);
+                    let (up, _, backend) = &upstreams[idx];
+                    let _ = match how {
+                        Upstream::Connected => up.send(data),
+                        Upstream::Unconnected => up.send_to(data, backend),
+                    };
+                    Ok(())
+                })?;
+            } else if how == Upstream::Unconnected {
+                let (up, to, _) = &upstreams[key as usize];
+                drain(up, &mut buf, |data, _from| {
+                    inspect(data);
+                    let _ = client.send_to(data, to);
                     Ok(())
                 })?;
             } else {
-                let (up, to) = &upstreams[key as usize];
+                let (up, to, _) = &upstreams[key as usize];
                 loop {
                     match up.recv(&mut buf) {
                         Ok(len) => {
@@ -107,17 +134,20 @@ pub fn forward(
     }
 }
 
-/// A new client's upstream socket: bound on loopback, connected to the backend its
-/// address hashes to.
+/// A new client's upstream socket, bound on loopback, and the backend its address
+/// hashes to (connected to it if `how` says so).
 pub fn upstream(
     from: SocketAddr,
     backends: &[SocketAddr],
+    how: Upstream,
     hasher: &impl BuildHasher,
-) -> io::Result<UdpSocket> {
+) -> io::Result<(UdpSocket, SocketAddr)> {
     let backend = backends[(hasher.hash_one(from) % backends.len() as u64) as usize];
     let up = UdpSocket::bind("127.0.0.1:0")?;
-    up.connect(backend)?;
-    Ok(up)
+    if how == Upstream::Connected {
+        up.connect(backend)?;
+    }
+    Ok((up, backend))
 }
 
 /// A new epoll set.

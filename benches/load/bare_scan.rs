@@ -15,7 +15,7 @@ pub const ENV: &str = "SIPFRONT_BARE_SCAN_FORWARDER";
 /// Runs the scanning forwarder described by `spec` until killed.
 pub fn run(spec: &str) -> ! {
     bare::serve(ENV, "bare scanning forwarder", spec, |l, b| {
-        bare::forward(l, b, |d| {
+        bare::forward(l, b, bare::Upstream::Connected, |d| {
             black_box(scan(black_box(d)));
         })
     })

@@ -22,6 +22,8 @@ use std::os::fd::{AsRawFd, RawFd};
 use io_uring::types::BufRingEntry;
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
+use crate::bare::Upstream;
+
 /// `listen,upstream1,upstream2,...`
 pub const ENV: &str = "SIPFRONT_BARE_URING_FORWARDER";
 
@@ -223,7 +225,12 @@ fn forward(listen: SocketAddr, backends: &[SocketAddr]) -> io::Result<Infallible
                     let idx = match flows.get(&from) {
                         Some(&i) => i,
                         None => {
-                            let up = crate::bare::upstream(from, backends, &hasher)?;
+                            let (up, _) = crate::bare::upstream(
+                                from,
+                                backends,
+                                Upstream::Connected,
+                                &hasher,
+                            )?;
                             let fd = up.as_raw_fd();
                             upstreams.push((up, sin));
                             let i = upstreams.len() - 1;

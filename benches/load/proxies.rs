@@ -9,7 +9,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use crate::procs::{Proc, wait_udp_bound};
-use crate::{bare, bare_router, bare_scan, bare_uring};
+use crate::{bare, bare_router, bare_scan, bare_unconnected, bare_uring};
 
 const NGINX_CONF: &str = include_str!("nginx.conf");
 const KAMAILIO_CFG: &str = include_str!("kamailio.cfg");
@@ -31,6 +31,9 @@ pub enum Kind {
     Bare,
     /// The bare forwarder over io_uring (not in `ALL`).
     BareUring,
+    /// The bare forwarder with unconnected upstream sockets, as a relay socket must be
+    /// (not in `ALL`).
+    BareUnconnected,
     /// The bare forwarder running sipfront's SIP scanner over each datagram (not in `ALL`).
     BareScan,
     /// The bare forwarder deciding each datagram with sipfront's `Router` (not in `ALL`).
@@ -50,6 +53,7 @@ impl Kind {
             Kind::Kamailio => "kamailio",
             Kind::Bare => "bare",
             Kind::BareUring => "bare-uring",
+            Kind::BareUnconnected => "bare-unconnected",
             Kind::BareScan => "bare-scan",
             Kind::BareRouter => "bare-router",
         }
@@ -63,6 +67,7 @@ impl Kind {
                 Kind::SipfrontHepTcp,
                 Kind::SipfrontPrefix,
                 Kind::BareUring,
+                Kind::BareUnconnected,
                 Kind::BareScan,
                 Kind::BareRouter,
             ])
@@ -163,7 +168,11 @@ impl Proxy {
                     .arg(&dir);
                 (Proc::spawn("kamailio", &mut cmd, &log, true), None)
             }
-            Kind::Bare | Kind::BareUring | Kind::BareScan | Kind::BareRouter => {
+            Kind::Bare
+            | Kind::BareUring
+            | Kind::BareUnconnected
+            | Kind::BareScan
+            | Kind::BareRouter => {
                 let spec = format!(
                     "127.0.0.1:{},127.0.0.1:{},127.0.0.1:{}",
                     p.listen, p.uas[0], p.uas[1]
@@ -172,6 +181,7 @@ impl Proxy {
                 let mut cmd = Command::new(exe);
                 let env = match kind {
                     Kind::Bare => bare::ENV,
+                    Kind::BareUnconnected => bare_unconnected::ENV,
                     Kind::BareScan => bare_scan::ENV,
                     Kind::BareRouter => bare_router::ENV,
                     _ => bare_uring::ENV,
