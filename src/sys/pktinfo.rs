@@ -141,7 +141,7 @@ pub struct CmsgBuf(pub [u8; CMSG_BUF]);
 /// Sends `data` to `to` from `src` (an address of the socket's family) without
 /// allocating: the headers live on the stack.
 pub fn send_from(
-    sock: &StdUdpSocket,
+    sock: &impl AsRawFd,
     data: &[u8],
     to: SocketAddr,
     src: IpAddr,
