@@ -1,5 +1,6 @@
-//! Batched receive (`recvmmsg`) into buffers allocated once, and batched send
-//! ([`SendBatch`], `sendmmsg`) of a turn's datagrams, grouped per socket. Besides
+//! Batched receive (`recvmmsg`) into buffers allocated once; one datagram sent at
+//! once ([`send_direct`]), and batched send ([`SendBatch`], `sendmmsg`, grouped per
+//! socket) of what queues behind a refused send. Besides
 //! fewer syscalls under load, a receive batch that comes back short proves the socket
 //! queue empty, so the turn can end without the extra `EAGAIN` receive a plain read
 //! loop needs: at low rates that is one syscall in four. (With IP_RECVERR an ICMP
@@ -178,7 +179,9 @@ const SEND_ARENA: usize = 256 * 1024;
 /// Sends queued during a turn, copied into buffers allocated once, then sent with
 /// one `sendmmsg` per socket: a batch's datagrams through the same socket (a public
 /// socket's replies from many relay sockets, a busy flow's relay socket) cost one
-/// system call. Order is kept per socket.
+/// system call. Order is kept per socket. The dataplane queues here only behind a
+/// send the kernel refused (see [`send_direct`]): copying every datagram here cost
+/// more than the system calls it saved.
 pub struct SendBatch {
     arena: Box<[u8]>,
     used: usize,
