@@ -346,24 +346,7 @@ impl SendBatch {
         {
             let i = usize::from(i);
             let (start, len) = self.spans[i];
-            let data = &self.arena[start..start + len];
-            let to = &self.tos[i];
-            // SAFETY: `data` is a live slice of the arena with its length, `to` a
-            // sockaddr of `to.len()` bytes; the kernel only reads both.
-            let r = unsafe {
-                libc::sendto(
-                    fd,
-                    data.as_ptr().cast(),
-                    data.len(),
-                    libc::MSG_DONTWAIT,
-                    to.as_ptr(),
-                    to.len(),
-                )
-            };
-            if r < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            return Ok(1);
+            return sendto(fd, &self.arena[start..start + len], &self.tos[i]).map(|()| 1);
         }
         // Only the headers and iovecs of `which` are written (zeroing all 64 each
         // flush showed in the profile at low rates, where a flush sends one).
@@ -421,7 +404,11 @@ pub fn send_direct(fd: RawFd, data: &[u8], to: SocketAddr, src: Option<IpAddr>) 
     if let Some(src) = src {
         return pktinfo::send_from(&fd, data, to, src).map(drop);
     }
-    let to = SockaddrStorage::from(to);
+    sendto(fd, data, &SockaddrStorage::from(to))
+}
+
+/// One datagram with `sendto`, not waiting.
+fn sendto(fd: RawFd, data: &[u8], to: &SockaddrStorage) -> io::Result<()> {
     // SAFETY: `data` is a live slice with its length, `to` a sockaddr of `to.len()`
     // bytes; the kernel only reads both.
     let r = unsafe {
