@@ -133,8 +133,8 @@ pub(super) struct Shell {
     /// their epoll token is `PREFIX_TOKEN` + that position), and the slots in use.
     /// Empty in port mode.
     prefix: relays::PrefixSockets,
-    /// Relayed datagrams of this turn, sent per socket by `flush_sends`; taken out
-    /// while flushing.
+    /// Relayed datagrams queued behind a refused send this turn (see `queue_send`),
+    /// sent per socket by `flush_sends`; taken out while flushing.
     out: Option<Box<SendBatch>>,
     /// The ICMP fast path wants a probe now.
     probe_now: bool,
@@ -678,10 +678,10 @@ impl Shell {
     /// first when full) behind a queued one or when the kernel refused it. It counts
     /// as sent; a send that fails in the flush is counted then.
     ///
-    /// At once, because that measured cheaper than queueing (a copy into the batch)
-    /// and one `sendmmsg` per socket, at every rate: 500 to 8,000 calls/s in the load
-    /// bench and 20,000 to 60,000 requests/s in the flows bench (see the journal,
-    /// session 19).
+    /// At once, because that measured cheaper than queueing every datagram (a copy
+    /// into the batch) and one `sendmmsg` per socket in port mode at 500-8,000 calls/s,
+    /// and no dearer (within the spread) in prefix mode at 3000 calls/s and at
+    /// 20,000-60,000 requests/s (see the journal, session 19).
     fn queue_send(
         &mut self,
         now: Instant,
@@ -691,13 +691,16 @@ impl Shell {
         src: Option<IpAddr>,
     ) {
         if self.out.as_ref().is_none_or(|o| o.is_empty()) {
-            if mmsg::send_direct(fd, data, to, src).is_ok() {
+            let Err(e) = mmsg::send_direct(fd, data, to, src) else {
+                return;
+            };
+            // Refused: learn from the error queue and decide as a flush would.
+            if !mmsg::worth_resending(&e, || self.on_relay_error(now, &fd) > 0) {
+                self.router.send_failed();
                 return;
             }
-            // Refused: a pending ICMP error fails one send whatever its destination.
-            // Learn from the error queue as a flush would; the flush sends it again
-            // (or counts it lost).
-            self.on_relay_error(now, &fd);
+            // Queued: the flush sends it again at the turn's end (retrying as for
+            // any refused send), and this turn's later datagrams queue behind it.
         }
         if self
             .out

@@ -181,7 +181,8 @@ const SEND_ARENA: usize = 256 * 1024;
 /// socket's replies from many relay sockets, a busy flow's relay socket) cost one
 /// system call. Order is kept per socket. The dataplane queues here only behind a
 /// send the kernel refused (see [`send_direct`]): copying every datagram here cost
-/// more than the system calls it saved.
+/// more than the system calls it saved in port mode at low and middle rates, and no
+/// less elsewhere (the journal, session 19).
 pub struct SendBatch {
     arena: Box<[u8]>,
     used: usize,
@@ -308,10 +309,7 @@ impl SendBatch {
                 Ok(sent) if sent > 0 => at += sent,
                 // The socket or the device is full: the rest would fail the same
                 // way, one error-queue read and retry each.
-                Err(e)
-                    if e.kind() == io::ErrorKind::WouldBlock
-                        || e.raw_os_error() == Some(libc::ENOBUFS) =>
-                {
+                Err(e) if is_full(&e) => {
                     lost += g - at;
                     at = g;
                 }
@@ -398,8 +396,7 @@ impl SendBatch {
 
 /// Sends `data` to `to` on `fd` at once, from the caller's buffer (no copy into a
 /// [`SendBatch`]), from `src` if given: `sendto`, or `sendmsg` with a pktinfo control
-/// message. At every rate measured this costs less than queueing and a `sendmmsg`
-/// (see `Shell::queue_send`).
+/// message. See `Shell::queue_send` for why, and [`worth_resending`] for a refused one.
 pub fn send_direct(fd: RawFd, data: &[u8], to: SocketAddr, src: Option<IpAddr>) -> io::Result<()> {
     if let Some(src) = src {
         return pktinfo::send_from(&fd, data, to, src).map(drop);
@@ -425,6 +422,22 @@ fn sendto(fd: RawFd, data: &[u8], to: &SockaddrStorage) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// After [`send_direct`] failed with `e`: whether to send the datagram again, as
+/// [`SendBatch::flush`] would. Not when the socket or the device is full (lost, as in a
+/// flush); else when `failed` (reading the socket's error queue) finds an ICMP error,
+/// which fails one send whatever its destination, or when only a pending ICMP error
+/// gives `e`'s errno (its error may not be queued yet). A send that fails by itself
+/// (too large, say) is not sent again.
+pub fn worth_resending(e: &io::Error, failed: impl FnOnce() -> bool) -> bool {
+    !is_full(e) && (failed() || is_icmp_errno(e))
+}
+
+/// EAGAIN or ENOBUFS: the socket or the device is full, and a send right after would
+/// fail the same way.
+fn is_full(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(libc::ENOBUFS)
 }
 
 /// ECONNREFUSED: only a pending ICMP port unreachable turns a UDP send into it, never
@@ -621,6 +634,29 @@ mod tests {
         });
         assert_eq!((lost, asked), (0, 1));
         b.assert_received();
+    }
+
+    /// The dataplane's first try ([`send_direct`]) under the flush's rule: refused by a
+    /// pending ICMP error it is worth sending again, with the error found in the
+    /// queue or not yet (its errno tells), and the next try goes out; refused for
+    /// being too large, it is not.
+    #[test]
+    fn a_direct_send_is_resent_only_after_an_icmp_error() {
+        let b = Bouncing::new();
+        let (fd, to) = (b.s.as_raw_fd(), b.rx.local_addr().unwrap());
+        let found = || crate::sys::errqueue::drain(&fd, |_| {}) > 0;
+        b.bounce();
+        let e = send_direct(fd, b"y", to, None).unwrap_err();
+        assert!(worth_resending(&e, found));
+        b.bounce();
+        let e = send_direct(fd, b"y", to, None).unwrap_err();
+        assert!(worth_resending(&e, || false));
+        send_direct(fd, b"y", to, None).unwrap();
+        b.assert_received();
+        found();
+        let big = vec![b'x'; 65_508];
+        let e = send_direct(fd, &big, to, None).unwrap_err();
+        assert!(!worth_resending(&e, found));
     }
 
     /// A send that fails by itself (an IPv4 datagram larger than IPv4 allows: the
