@@ -46,7 +46,7 @@ use crate::relay::{BackendAction, ClientAction, Prepared, RelayPort, RelaySpace,
 use crate::sync::Key;
 use crate::sys::epoll::{self, Epoll};
 use crate::sys::mmsg::{self, RecvBatch, SendBatch};
-use crate::sys::socket::{bind_udp, send_now};
+use crate::sys::socket::bind_udp;
 use crate::sys::timer::Deadline;
 
 /// `recvmmsg` batches per public socket per turn before other sockets get a turn.
@@ -646,7 +646,9 @@ impl Shell {
         let retry_after = self.cfg.health.retry_after;
         if let Some(resp) = self.router.write_503(now, data, retry_after, &mut buf) {
             match self.public.get(usize::from(ingress)) {
-                Some(p) if send_now(p, resp, to).is_ok() => self.tap_local(ingress, to, resp),
+                Some(p) if mmsg::send_direct(p.as_raw_fd(), resp, to, None).is_ok() => {
+                    self.tap_local(ingress, to, resp)
+                }
                 _ => self.router.send_failed(),
             }
         }

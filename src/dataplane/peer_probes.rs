@@ -3,6 +3,7 @@
 //! the transport differs (the public socket, not a probe socket per backend).
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use metrics::{Gauge, Histogram, gauge, histogram};
@@ -12,7 +13,7 @@ use crate::config::Config;
 use crate::health::checker::{Checker, Event, ProbeSettings};
 use crate::relay::PeerId;
 use crate::sip::probe::ProbeIds;
-use crate::sys::socket::send_now;
+use crate::sys::mmsg::send_direct;
 
 /// One probed peer: where probes go and come from, and its metric handles.
 struct Probed {
@@ -120,7 +121,7 @@ impl Shell {
                 .build(usize::from(tx.backend.0), tx.seq, p.addr, local);
             if let Some(sock) = self.public.get(usize::from(p.ingress)) {
                 // A lost probe is a failed probe: the timeout counts it.
-                let _ = send_now(sock, &msg, p.addr);
+                let _ = send_direct(sock.as_raw_fd(), &msg, p.addr, None);
             }
         }
         while let Some(ev) = pp.checker.poll_event() {

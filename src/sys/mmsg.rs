@@ -396,7 +396,10 @@ impl SendBatch {
 
 /// Sends `data` to `to` on `fd` at once, from the caller's buffer (no copy into a
 /// [`SendBatch`]), from `src` if given: `sendto`, or `sendmsg` with a pktinfo control
-/// message. See `Shell::queue_send` for why, and [`worth_resending`] for a refused one.
+/// message. Without waiting for write readiness: a UDP send either fits the socket
+/// buffer now or is dropped (and counted), and a just-opened relay socket has no
+/// readiness event yet. See `Shell::queue_send` for why relayed datagrams go out this
+/// way, and [`worth_resending`] for a refused one.
 pub fn send_direct(fd: RawFd, data: &[u8], to: SocketAddr, src: Option<IpAddr>) -> io::Result<()> {
     if let Some(src) = src {
         return pktinfo::send_from(&fd, data, to, src).map(drop);

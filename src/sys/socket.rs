@@ -60,13 +60,6 @@ pub fn drops(s: &impl std::os::fd::AsRawFd) -> Option<u32> {
     (r == 0 && len as usize >= std::mem::size_of_val(&v)).then_some(v[SK_MEMINFO_DROPS])
 }
 
-/// Sends without waiting for write readiness: a UDP send either fits the
-/// socket buffer now or is dropped (and counted), and a just-opened relay socket has
-/// no readiness event yet.
-pub fn send_now(sock: &StdUdpSocket, data: &[u8], to: SocketAddr) -> io::Result<usize> {
-    socket2::SockRef::from(sock).send_to(data, &to.into())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
