@@ -32,7 +32,7 @@
 //! cargo bench --bench sync                     # 16384 flows, 3 full syncs
 //! cargo bench --bench sync -- --flows 19000 --reps 5 --keep
 //! cargo bench --bench sync -- --prefix --flows 1000000 --reps 3
-//! cargo bench --bench sync -- --takeover --flows 100000 [--stride 10]
+//! cargo bench --bench sync -- --takeover --flows 100000 [--stride 10 [--offsets]]
 //! ```
 //!
 //! `--prefix` (sync/prefix.rs): the same full sync with both hosts in relay prefix mode
@@ -40,7 +40,8 @@
 //! clients impersonated with `IP_PKTINFO`). `--takeover` (sync/takeover.rs): a VRRP pair
 //! in prefix mode, N phones registered and mirrored, the master killed, and the time from
 //! the VIP move until the backend has reached every phone through its relay endpoint.
-//! `--window N`: REGISTERs (and OPTIONS) in flight (512).
+//! `--window N`: REGISTERs (and OPTIONS) in flight (512). `SIPFRONT_BIN=path` runs that
+//! sipfront binary instead of this build's (an A/B of two builds).
 //!
 //! Needs root (network namespace, raising RLIMIT_NOFILE: each host holds one socket per
 //! flow) and tcpdump. Output: stdout and `target/sync-bench.txt`. Run without `--bench` (as
@@ -101,6 +102,8 @@ struct Args {
     window: usize,
     /// Takeover round: every K-th phone.
     stride: usize,
+    /// Takeover: K runs, each phone in one run's sample.
+    offsets: bool,
 }
 
 fn parse_args(argv: &[String]) -> Result<Args, String> {
@@ -112,6 +115,7 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
         takeover: false,
         window: 512,
         stride: 1,
+        offsets: false,
     };
     let mut it = argv.iter();
     while let Some(x) = it.next() {
@@ -120,6 +124,7 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
             "--keep" => a.keep = true,
             "--prefix" => a.prefix = true,
             "--takeover" => a.takeover = true,
+            "--offsets" => a.offsets = true,
             "--flows" | "--reps" | "--window" | "--stride" => {
                 let v: usize = it
                     .next()
@@ -315,12 +320,12 @@ fn main() {
         }
     };
     if args.takeover {
-        takeover::run_takeover(
-            args.flows.unwrap_or(100_000),
-            args.window,
-            args.stride,
-            args.keep,
-        );
+        let n = args.flows.unwrap_or(100_000);
+        if args.offsets {
+            takeover::run_offsets(n, args.window, args.stride, args.keep);
+        } else {
+            takeover::run_takeover(n, args.window, args.stride, 0, args.keep);
+        }
         return;
     }
     if args.prefix {

@@ -144,7 +144,7 @@ pub struct Host {
 
 impl Host {
     pub fn start(dir: &Path, own: &str, config: &Path, log_name: &str) -> Host {
-        let mut cmd = Command::new(SIPFRONT);
+        let mut cmd = Command::new(testkit::bench_bin(SIPFRONT));
         cmd.args(["run", "-c"])
             .arg(config)
             .env("RUST_LOG", "info")

@@ -20,7 +20,13 @@
 //!    all phones answered, retransmissions, h2's open files. With `--stride K` this round
 //!    asks every K-th phone only: a sample spread over the whole table that this machine
 //!    can push through in well under a second (the full round is bound by its rate, see
-//!    the baseline).
+//!    the baseline); a second round through h2 then asks every other phone.
+//!
+//! With `--offsets` too, K takeovers run one after the other, each with fresh processes
+//! and the same phones, the j-th asking phones j, j + K, j + 2K, ... first: over the K
+//! runs every phone is in one sample, asked right at the VIP move. The summary gives,
+//! per run, when the last phone of its sample answered, and how many of the N phones
+//! answered within 1 s of the VIP move in the run whose sample held them.
 
 use super::*;
 
@@ -282,7 +288,23 @@ impl Topo {
     }
 }
 
-pub fn run_takeover(n: usize, window: usize, stride: usize, keep: bool) {
+/// What one takeover run showed (times from the VIP move).
+pub struct Takeover {
+    /// Kill → VIP held by h2.
+    pub vip_ms: f64,
+    /// Phones asked first (the sample), answered, and when the last of them answered.
+    pub sample: usize,
+    pub sample_answered: Vec<usize>,
+    pub sample_all_ms: Option<f64>,
+    /// The phones asked after the sample: how many, answered, and when the last did.
+    pub rest: usize,
+    pub rest_answered: usize,
+    pub rest_all_ms: Option<f64>,
+}
+
+/// One takeover; with `stride` > 1 the phones `offset`, `offset + stride`, ... are
+/// asked first, the others after them.
+pub fn run_takeover(n: usize, window: usize, stride: usize, offset: usize, keep: bool) -> Takeover {
     let work = tempfile::Builder::new()
         .prefix("sipfront-sync-takeover-bench-")
         .tempdir()
@@ -383,8 +405,13 @@ pub fn run_takeover(n: usize, window: usize, stride: usize, keep: bool) {
         .enumerate()
         .filter_map(|(i, e)| e.map(|e| (i, e)))
         .collect();
-    // `--stride K`: the takeover round asks every K-th phone only (spread over the table).
-    let sample: Vec<(usize, SocketAddrV4)> = eps.iter().copied().step_by(stride.max(1)).collect();
+    // `--stride K`: the takeover round asks every K-th phone first (spread over the
+    // table), the rest after them.
+    let stride = stride.max(1);
+    let (sample, rest): (Vec<_>, Vec<_>) = eps
+        .iter()
+        .copied()
+        .partition(|&(i, _)| i % stride == offset % stride);
     let distinct: std::collections::HashSet<_> = eps.iter().map(|e| e.1).collect();
 
     // The phones answer requests from now on.
@@ -432,8 +459,18 @@ pub fn run_takeover(n: usize, window: usize, stride: usize, keep: bool) {
     let t_vip = Instant::now();
     assert!(moved, "h2 never took the VIP; log:\n{}", h2.proc.log_text());
     let after = probe_round(&be, 2, &sample, window, t_vip, Duration::from_secs(30));
-    let h2_cpu = cpu_ms(h2.proc.pid()) - h2_cpu0;
+    let sample_answered: Vec<usize> = sample
+        .iter()
+        .filter(|&&(i, _)| be.answered_at[i].load(Ordering::Relaxed) != 0)
+        .map(|&(i, _)| i)
+        .collect();
     eprintln!("after takeover via h2: {}", fmt_probe(&after));
+    let later = (!rest.is_empty())
+        .then(|| probe_round(&be, 3, &rest, window, t_vip, Duration::from_secs(30)));
+    if let Some(l) = &later {
+        eprintln!("the other phones via h2: {}", fmt_probe(l));
+    }
+    let h2_cpu = cpu_ms(h2.proc.pid()) - h2_cpu0;
     let h2_fds = fs::read_dir(format!("/proc/{}/fd", h2.proc.pid()))
         .map(|d| d.count())
         .unwrap_or(0);
@@ -478,21 +515,100 @@ pub fn run_takeover(n: usize, window: usize, stride: usize, keep: bool) {
          relay endpoint{} from then, through h2 (times from the VIP move): {}",
         t_vip.duration_since(t_kill).as_secs_f64() * 1000.0,
         if stride > 1 {
-            format!(" of every {stride}th phone")
+            format!(" of every {stride}th phone from phone {}", offset % stride)
         } else {
             String::new()
         },
         fmt_probe(&after)
     );
+    if let Some(l) = &later {
+        let _ = writeln!(
+            r,
+            "   then the other {} phones through h2 (times from the VIP move): {}",
+            rest.len(),
+            fmt_probe(l)
+        );
+    }
     let _ = writeln!(
         r,
         "   h2 after: vrrp_state {h2_state:?}, flows {h2_flows:?}, {h2_fds} open files, CPU \
          {h2_cpu:.0} ms from the kill to the end of the round; backend's neighbour entry \
          for the VIP: {neigh:?} (h2's MAC {h2_mac}); phones answered {phone_answers} requests in all"
     );
-    publish(&r, "sync-takeover-bench.txt");
+    publish(&r, &format!("sync-takeover-bench-{}.txt", offset % stride));
     drop(h1);
     drop(h2);
     drop(topo);
     keep_work(work, keep);
+    let all = |p: &Probe| {
+        (p.times_ms.len() == p.wanted)
+            .then(|| p.times_ms.last().copied())
+            .flatten()
+    };
+    Takeover {
+        vip_ms: t_vip.duration_since(t_kill).as_secs_f64() * 1000.0,
+        sample: sample.len(),
+        sample_answered,
+        sample_all_ms: all(&after),
+        rest: rest.len(),
+        rest_answered: later.as_ref().map_or(0, |l| l.times_ms.len()),
+        rest_all_ms: later.as_ref().and_then(all),
+    }
+}
+
+/// `--offsets`: `stride` takeovers, the j-th asking phones j, j + stride, ... first;
+/// a summary of when each run's sample answered and how many phones were shown
+/// reachable within 1 s of a VIP move.
+pub fn run_offsets(n: usize, window: usize, stride: usize, keep: bool) {
+    let mut runs = Vec::new();
+    let mut within_1s = vec![false; n];
+    for j in 0..stride {
+        eprintln!(
+            "takeover {} of {stride}: phones {j}, {}, ... first",
+            j + 1,
+            j + stride
+        );
+        let t = run_takeover(n, window, stride, j, keep);
+        if t.sample_all_ms.is_some_and(|ms| ms <= 1000.0) {
+            for &i in &t.sample_answered {
+                if let Some(w) = within_1s.get_mut(i) {
+                    *w = true;
+                }
+            }
+        }
+        runs.push(t);
+    }
+    let f = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.0}"));
+    let mut r = String::new();
+    let _ = writeln!(
+        r,
+        "sipfront takeover bench, {stride} takeovers with {n} phones each; run j asks phones \
+         j, j + {stride}, ... first (times from the VIP move, ms):"
+    );
+    for (j, t) in runs.iter().enumerate() {
+        let _ = writeln!(
+            r,
+            "   run {j}: VIP held {:.0} ms after the kill; sample {} of {} answered, all by {}; \
+             the other phones {} of {} answered, all by {}",
+            t.vip_ms,
+            t.sample_answered.len(),
+            t.sample,
+            f(t.sample_all_ms),
+            t.rest_answered,
+            t.rest,
+            f(t.rest_all_ms)
+        );
+    }
+    let last = runs
+        .iter()
+        .filter_map(|t| t.sample_all_ms)
+        .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
+    let _ = writeln!(
+        r,
+        "   every phone in its run's sample: {} of {n} phones answered within 1 s of the VIP \
+         move (the last sample done {} ms after its VIP move)",
+        within_1s.iter().filter(|&&w| w).count(),
+        f(last)
+    );
+    publish(&r, "sync-takeover-offsets.txt");
 }
