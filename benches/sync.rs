@@ -32,7 +32,7 @@
 //! cargo bench --bench sync                     # 16384 flows, 3 full syncs
 //! cargo bench --bench sync -- --flows 19000 --reps 5 --keep
 //! cargo bench --bench sync -- --prefix --flows 1000000 --reps 3
-//! cargo bench --bench sync -- --takeover --flows 100000 [--stride 10 [--offsets]]
+//! cargo bench --bench sync -- --takeover --flows 100000 [--reps 10] [--stride 10 [--offsets]]
 //! ```
 //!
 //! `--prefix` (sync/prefix.rs): the same full sync with both hosts in relay prefix mode
@@ -93,6 +93,8 @@ const DEFAULT_FLOWS: usize = 16_384;
 struct Args {
     flows: Option<usize>,
     reps: usize,
+    /// `--reps` given (the takeover runs once unless it is).
+    reps_given: bool,
     keep: bool,
     /// Relay prefix mode (sync/prefix.rs).
     prefix: bool,
@@ -110,6 +112,7 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
     let mut a = Args {
         flows: None,
         reps: 3,
+        reps_given: false,
         keep: false,
         prefix: false,
         takeover: false,
@@ -134,7 +137,10 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
                     "--flows" => a.flows = Some(v),
                     "--window" => a.window = v.max(1),
                     "--stride" => a.stride = v.max(1),
-                    _ => a.reps = v.max(1),
+                    _ => {
+                        a.reps = v.max(1);
+                        a.reps_given = true;
+                    }
                 }
             }
             other => return Err(format!("unknown argument `{other}`")),
@@ -324,7 +330,8 @@ fn main() {
         if args.offsets {
             takeover::run_offsets(n, args.window, args.stride, args.keep);
         } else {
-            takeover::run_takeover(n, args.window, args.stride, 0, args.keep);
+            let reps = if args.reps_given { args.reps } else { 1 };
+            takeover::run_reps(n, args.window, args.stride, reps, args.keep);
         }
         return;
     }

@@ -4,7 +4,10 @@
 //! `recvmmsg` that returns one datagram, a one-slot `recvmmsg`, or `recvfrom` (once,
 //! or twice as a read loop does until `EAGAIN`); and, as the floor a proxy that always
 //! had full batches would pay, 16 datagrams sent with one `sendmmsg` and received with
-//! one `recvmmsg`. Each variant sends and receives `--count` datagrams of
+//! one `recvmmsg`; and sipfront's own send and receive (`sys::mmsg`) on the sockets
+//! of each relay mode: port mode, and prefix mode's two directions, a send with a
+//! source address of the prefix and a receive that learns its destination (`Sf*`).
+//! Each variant sends and receives `--count` datagrams of
 //! 400 bytes in one process; CPU time (user + system, `getrusage`) per datagram,
 //! `--rounds` rounds with the variants in turns, median.
 //!
@@ -34,6 +37,18 @@ enum Variant {
     /// 16 datagrams in one `sendmmsg`, then one 16-slot `recvmmsg`: every system call
     /// shared by 16 datagrams.
     Batch16,
+    /// sipfront's own calls as port mode makes them: `sys::mmsg::send_direct` without
+    /// a source from a socket bound to an address, `sys::mmsg::RecvBatch` on a plain
+    /// socket.
+    SfPlain,
+    /// Prefix mode towards a backend: `send_direct` with a source address of the
+    /// prefix (an `IP_PKTINFO` control message) from a wildcard prefix socket
+    /// (`sys::pktinfo::bind_wildcard`), received as in `SfPlain`.
+    SfSendSrc,
+    /// Prefix mode from a backend: sent as in `SfPlain` to an address of the prefix,
+    /// received by `RecvBatch` on a wildcard prefix socket (`IP_PKTINFO` on, the
+    /// prefix's socket filter attached).
+    SfRecvDst,
 }
 
 fn cpu() -> Duration {
@@ -77,6 +92,9 @@ fn run(v: Variant, count: usize) -> f64 {
     if let Variant::Batch16 = v {
         return batch16(txfd, rxfd, &to, &data, &mut hdrs, count);
     }
+    if let Variant::SfPlain | Variant::SfSendSrc | Variant::SfRecvDst = v {
+        return sipfront_calls(v, count);
+    }
     let start = cpu();
     for _ in 0..count {
         // SAFETY (all calls below): every pointer is to a live buffer or header of
@@ -118,7 +136,9 @@ fn run(v: Variant, count: usize) -> f64 {
                     recv_one();
                 }
                 Variant::RecvLoop => while recv_one() > 0 {},
-                Variant::Batch16 => unreachable!("measured by batch16"),
+                Variant::Batch16 | Variant::SfPlain | Variant::SfSendSrc | Variant::SfRecvDst => {
+                    unreachable!("measured by their own loops")
+                }
                 Variant::RecvMmsg | Variant::RecvMmsg1 => {
                     libc::recvmmsg(
                         rxfd,
@@ -178,6 +198,54 @@ fn batch16(
     (cpu() - start).as_secs_f64() * 1e6 / done as f64
 }
 
+/// The `Sf*` variants: sipfront's `send_direct` and `RecvBatch`, one datagram at a
+/// time, on the sockets each relay mode uses (the prefix is 127.200.0.0/16, local on
+/// loopback already).
+fn sipfront_calls(v: Variant, count: usize) -> f64 {
+    use sipfront::sys::{mmsg, pktinfo};
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    let prefix = (IpAddr::V4(Ipv4Addr::new(127, 200, 0, 0)), 16);
+    let src = IpAddr::V4(Ipv4Addr::new(127, 200, 1, 2));
+    let plain = |addr: &str| {
+        let s = UdpSocket::bind(addr).expect("bind");
+        s.set_nonblocking(true).expect("nonblocking");
+        s
+    };
+    let wildcard = || {
+        // A free port for the wildcard socket: take one, let it go, bind it there.
+        let port = plain("127.0.0.1:0").local_addr().expect("addr").port();
+        pktinfo::bind_wildcard(false, port, 1 << 20, Some(prefix)).expect("bind wildcard")
+    };
+    let (tx, rx, to, from) = match v {
+        Variant::SfSendSrc => {
+            let rx = plain("127.0.0.1:0");
+            let to = rx.local_addr().expect("addr");
+            (wildcard(), rx, to, Some(src))
+        }
+        Variant::SfRecvDst => {
+            let rx = wildcard();
+            let port = rx.local_addr().expect("addr").port();
+            (plain("127.0.0.2:0"), rx, SocketAddr::new(src, port), None)
+        }
+        _ => {
+            let rx = plain("127.0.0.1:0");
+            let to = rx.local_addr().expect("addr");
+            (plain("127.0.0.2:0"), rx, to, None)
+        }
+    };
+    let data = [b'x'; LEN];
+    let mut batch: Box<mmsg::RecvBatch> = Box::default();
+    let (txfd, rxfd) = (tx.as_raw_fd(), rx.as_raw_fd());
+    let start = cpu();
+    let mut got = 0;
+    for _ in 0..count {
+        mmsg::send_direct(txfd, &data, to, from).expect("send");
+        got += batch.recv(rxfd).unwrap_or(0);
+    }
+    assert_eq!(got, count, "{v:?}: every datagram received");
+    (cpu() - start).as_secs_f64() * 1e6 / count as f64
+}
+
 fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     if !argv.iter().any(|a| a == "--bench") {
@@ -198,6 +266,9 @@ fn main() {
         Variant::RecvMmsg1,
         Variant::RecvLoop,
         Variant::Batch16,
+        Variant::SfPlain,
+        Variant::SfSendSrc,
+        Variant::SfRecvDst,
     ];
     let mut got: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
     for _ in 0..rounds {

@@ -300,6 +300,9 @@ pub struct Takeover {
     pub rest: usize,
     pub rest_answered: usize,
     pub rest_all_ms: Option<f64>,
+    /// The round through h1 before the kill: when the last phone answered (ms after
+    /// the first send).
+    pub baseline_all_ms: Option<f64>,
 }
 
 /// One takeover; with `stride` > 1 the phones `offset`, `offset + stride`, ... are
@@ -553,7 +556,41 @@ pub fn run_takeover(n: usize, window: usize, stride: usize, offset: usize, keep:
         rest: rest.len(),
         rest_answered: later.as_ref().map_or(0, |l| l.times_ms.len()),
         rest_all_ms: later.as_ref().and_then(all),
+        baseline_all_ms: all(&base),
     }
+}
+
+/// `--reps N` (without `--offsets`): N takeovers, each asking the same phones in the
+/// same order, and a summary of when all of them answered.
+pub fn run_reps(n: usize, window: usize, stride: usize, reps: usize, keep: bool) {
+    let mut runs = Vec::new();
+    for k in 0..reps {
+        eprintln!("takeover {} of {reps}", k + 1);
+        runs.push(run_takeover(n, window, stride, 0, keep));
+    }
+    if reps < 2 {
+        return;
+    }
+    let f = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.0}"));
+    let mut r = String::new();
+    let _ = writeln!(
+        r,
+        "sipfront takeover bench, {reps} takeovers with {n} phones each (times from the VIP \
+         move, ms):"
+    );
+    for (k, t) in runs.iter().enumerate() {
+        let _ = writeln!(
+            r,
+            "   run {k}: VIP held {:.0} ms after the kill; the asked {} of {} answered, all by {}; \
+             baseline round through h1 before the kill: all by {}",
+            t.vip_ms,
+            t.sample_answered.len(),
+            t.sample,
+            f(t.sample_all_ms),
+            f(t.baseline_all_ms)
+        );
+    }
+    publish(&r, "sync-takeover-reps.txt");
 }
 
 /// `--offsets`: `stride` takeovers, the j-th asking phones j, j + stride, ... first;
