@@ -586,14 +586,13 @@ fn bench_prefix(c: &mut Criterion) {
         );
         g.throughput(criterion::Throughput::Elements(1));
         if n == 1_000_000 {
-            // The longest single timer call over three rounds of sweep slices, called
-            // at each deadline as the dataplane does (sweep slices, and the per-source
-            // limiters' prune steps between them, after the decisions above filled
-            // them with a million sources): the stall a datagram can meet with a
-            // million flows.
+            // The longest single timer call, called at each deadline as the dataplane
+            // does (sweep slices, each with a prune step of the per-source limiters,
+            // and growth steps), after the decisions above filled the limiters: the
+            // stall a datagram can meet with a million flows.
             let mut t = now + Duration::from_secs(1);
             let (mut wall, mut cpu) = (Duration::ZERO, Duration::ZERO);
-            let calls = 400;
+            let calls = 600;
             for _ in 0..calls {
                 t = r.poll_timeout().map_or(t, |d| d.max(t));
                 let (s, c) = (Instant::now(), thread_cpu());
@@ -604,7 +603,7 @@ fn bench_prefix(c: &mut Criterion) {
             assert_eq!(r.flow_count(), 1_000_000);
             println!(
                 "prefix/sweep/1m_flows: longest single timer call of {calls} (sweep slices, \
-                 prune steps): {wall:?} ({cpu:?} of this thread's CPU time: without \
+                 growth steps): {wall:?} ({cpu:?} of this thread's CPU time: without \
                  preemption by other work)"
             );
         }

@@ -26,7 +26,8 @@
 //! and the same phones, the j-th asking phones j, j + K, j + 2K, ... first: over the K
 //! runs every phone is in one sample, asked right at the VIP move. The summary gives,
 //! per run, when the last phone of its sample answered, and how many of the N phones
-//! answered within 1 s of the VIP move in the run whose sample held them.
+//! answered within 1 s of the VIP move in the run whose sample held them (a run counts
+//! only if its whole sample answered within 1 s).
 
 use super::*;
 
@@ -535,7 +536,7 @@ pub fn run_takeover(n: usize, window: usize, stride: usize, offset: usize, keep:
     let _ = writeln!(
         r,
         "   h2 after: vrrp_state {h2_state:?}, flows {h2_flows:?}, {h2_fds} open files, CPU \
-         {h2_cpu:.0} ms from the kill to the end of the round; backend's neighbour entry \
+         {h2_cpu:.0} ms from the kill to the end of the rounds; backend's neighbour entry \
          for the VIP: {neigh:?} (h2's MAC {h2_mac}); phones answered {phone_answers} requests in all"
     );
     publish(&r, &format!("sync-takeover-bench-{}.txt", offset % stride));

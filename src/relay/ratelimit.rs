@@ -86,11 +86,10 @@ const SHARDS: usize = 256;
 /// each limited for 0.1 s now and then filled a shard between two growth steps.
 const SHARD_ROOM: usize = 16;
 
-/// A prune step stops once it has walked this many slots (32 bytes each), or one
-/// shard if that is larger: at a million sources one shard of 8-16k slots, about
-/// 0.5 ms in `cargo bench --bench routing -- prefix` on a machine where 16k slots
-/// of both limiters took up to 1.3 ms.
-const PRUNE_STEP_SLOTS: usize = 4096;
+/// A prune step stops once it has walked this many slots (32 bytes each: ~0.1 ms;
+/// one large shard may take it past), so the step that comes with a sweep slice
+/// adds little to its stall.
+const PRUNE_STEP_SLOTS: usize = 16384;
 
 /// A source's shard: the hash's low 8 bits (the table inside a shard places by bits
 /// 32-63; both need the [`TableHasher`]'s mixing: with uneven shards a full limiter
@@ -379,11 +378,6 @@ impl SourceLimiter {
                 break;
             }
         }
-    }
-
-    /// Sources with a bucket in the table.
-    pub fn sources(&self) -> usize {
-        self.len
     }
 
     #[cfg(test)]

@@ -37,10 +37,6 @@ const SWEEP_MIN_EVERY: Duration = Duration::from_millis(50);
 /// whole table) and, in port mode, a socket closed in this turn.
 const SWEEP_MAX_REMOVALS: usize = 2048;
 
-/// Sources in the per-source limiters above which their prune steps run in calls of
-/// their own (see [`Router::handle_timeout`]); below it a step is a few µs.
-pub(super) const PRUNE_APART_FROM: usize = 4096;
-
 /// While a shard of the dialog table or of a per-source limiter is short of room, one
 /// growth step per this, stopping once it has re-placed or walked `GROW_BUDGET`
 /// entries (one shard at least: a shard of a million dialogs holds ~4k, a few
@@ -88,28 +84,16 @@ fn slicing(slots: usize, dialogs: usize) -> Slicing {
 impl Router {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let grow = self.tables_short_of_room().then_some(self.next_grow);
-        let prune = self.next_prune.map(|(t, _)| t);
-        self.next_sweep.into_iter().chain(prune).chain(grow).min()
+        self.next_sweep.into_iter().chain(grow).min()
     }
 
-    /// Expires idle flows and dialogs, prunes the per-source limiters, or grows the
-    /// shards of a table short of room (the dialog table or a per-source limiter):
-    /// one of the three per call, each a stall of its own. A limiter's prune step
-    /// (a whole shard at least: 8-16k slots at a million sources) took as long as a
-    /// sweep slice and, in the same call, pushed it past 1 ms; it comes half a slice
-    /// after each, when no sweep slice is due (a late call sweeps: a prune step that
-    /// waits only keeps refilled buckets longer, and a full shard prunes itself).
-    /// Call at [`Router::poll_timeout`] (or any time).
+    /// Expires idle flows and dialogs, or grows the shards of a table short of room
+    /// (the dialog table or a per-source limiter; one or the other per call: each is
+    /// a stall of its own). Call at [`Router::poll_timeout`] (or any time).
     pub fn handle_timeout(&mut self, now: Instant) {
         match self.next_sweep {
             Some(t) if now < t => {
-                if let Some((p, parts)) = self.next_prune
-                    && p <= now
-                {
-                    self.next_prune = None;
-                    self.limiter.prune_step(now, parts);
-                    self.datagram_limiter.prune_step(now, parts);
-                } else if self.tables_short_of_room() && self.next_grow <= now {
+                if self.tables_short_of_room() && self.next_grow <= now {
                     self.grow_step(now);
                     self.next_grow = now + GROW_EVERY;
                 }
@@ -159,19 +143,9 @@ impl Router {
         self.expired_scratch = expired;
         self.put_back_buckets(now);
         // The per-source tables (up to a million sources) are pruned in parts too,
-        // one part per slice: all of a small table about once per round, a large
-        // one in more. Large, in a call of its own half a slice later; small, here
-        // (no wake-up of its own).
-        if self.limiter.sources() + self.datagram_limiter.sources() > PRUNE_APART_FROM {
-            let gap = self
-                .next_sweep
-                .map_or(SWEEP_MIN_EVERY, |t| t.saturating_duration_since(now))
-                / 2;
-            self.next_prune = Some((now + gap, plan.parts));
-        } else {
-            self.limiter.prune_step(now, plan.parts);
-            self.datagram_limiter.prune_step(now, plan.parts);
-        }
+        // one part per slice: all of them about once per round.
+        self.limiter.prune_step(now, plan.parts);
+        self.datagram_limiter.prune_step(now, plan.parts);
         // An expired dialog lets go of its flow (the flow itself expires later, when
         // idle).
         let flows = &mut self.flows;

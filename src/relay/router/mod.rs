@@ -123,9 +123,6 @@ pub struct Router {
     counters: Counters,
     events: VecDeque<RouterEvent>,
     next_sweep: Option<Instant>,
-    /// When the per-source limiters' next prune step is due, and into how many
-    /// steps a round of theirs is cut (see [`Router::handle_timeout`]).
-    next_prune: Option<(Instant, usize)>,
     /// When the next growth step may run (while a table's shard is short of room:
     /// `expiry::GROW_EVERY`), and which table started the last.
     next_grow: Instant,
@@ -222,7 +219,6 @@ impl Router {
             sources,
             events: VecDeque::with_capacity(1024),
             next_sweep: None,
-            next_prune: None,
             next_grow: now,
             grow_turn: 0,
             expired_scratch: Vec::with_capacity(1024),
