@@ -92,9 +92,8 @@ const DEFAULT_FLOWS: usize = 16_384;
 
 struct Args {
     flows: Option<usize>,
-    reps: usize,
-    /// `--reps` given (the takeover runs once unless it is).
-    reps_given: bool,
+    /// `--reps N`: 3 unless given, a takeover once.
+    reps: Option<usize>,
     keep: bool,
     /// Relay prefix mode (sync/prefix.rs).
     prefix: bool,
@@ -111,8 +110,7 @@ struct Args {
 fn parse_args(argv: &[String]) -> Result<Args, String> {
     let mut a = Args {
         flows: None,
-        reps: 3,
-        reps_given: false,
+        reps: None,
         keep: false,
         prefix: false,
         takeover: false,
@@ -137,10 +135,7 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
                     "--flows" => a.flows = Some(v),
                     "--window" => a.window = v.max(1),
                     "--stride" => a.stride = v.max(1),
-                    _ => {
-                        a.reps = v.max(1);
-                        a.reps_given = true;
-                    }
+                    _ => a.reps = Some(v.max(1)),
                 }
             }
             other => return Err(format!("unknown argument `{other}`")),
@@ -330,18 +325,14 @@ fn main() {
         if args.offsets {
             takeover::run_offsets(n, args.window, args.stride, args.keep);
         } else {
-            let reps = if args.reps_given { args.reps } else { 1 };
+            let reps = args.reps.unwrap_or(1);
             takeover::run_reps(n, args.window, args.stride, reps, args.keep);
         }
         return;
     }
+    let reps = args.reps.unwrap_or(3);
     if args.prefix {
-        prefix::run_prefix(
-            args.flows.unwrap_or(100_000),
-            args.reps,
-            args.window,
-            args.keep,
-        );
+        prefix::run_prefix(args.flows.unwrap_or(100_000), reps, args.window, args.keep);
         return;
     }
     let work = tempfile::Builder::new()
@@ -447,11 +438,11 @@ fn main() {
 
     // 2. Full syncs.
     let mut runs = Vec::new();
-    for rep in 1..=args.reps {
+    for rep in 1..=reps {
         runs.push(full_sync_run(&dir, &mut b, &b_config, n, rep));
         eprintln!(
             "full sync {rep}/{}: {:.0} ms to full",
-            args.reps,
+            reps,
             runs[rep - 1].to_full_ms
         );
     }
@@ -482,7 +473,7 @@ fn main() {
          at most {fd_max} flows, one socket per flow and host), {} full syncs",
         PORT_BASE as usize + MAX_FLOWS - 1,
         lim.rlim_max,
-        args.reps
+        reps
     );
     let _ = writeln!(r);
     let _ = writeln!(
@@ -510,7 +501,7 @@ fn main() {
     let _ = writeln!(
         r,
         "2. full sync: B killed and started again while A holds {n} flows (min / median / max of {})",
-        args.reps
+        reps
     );
     let col = |f: &dyn Fn(&FullRun) -> f64| fmt3(med(runs.iter().map(f).collect()));
     row(

@@ -150,6 +150,13 @@ struct Probe {
 }
 
 impl Probe {
+    /// When the last phone answered, if all did.
+    fn all_ms(&self) -> Option<f64> {
+        (self.times_ms.len() == self.wanted)
+            .then(|| self.times_ms.last().copied())
+            .flatten()
+    }
+
     fn pct(&self, p: f64) -> Option<f64> {
         let k = ((self.wanted as f64 * p / 100.0).ceil() as usize).max(1);
         self.times_ms.get(k - 1).copied()
@@ -231,8 +238,13 @@ fn probe_round(
     }
 }
 
+/// Whole milliseconds, or `-`.
+fn fmt_ms(x: Option<f64>) -> String {
+    x.map_or("-".to_string(), |v| format!("{v:.0}"))
+}
+
 fn fmt_probe(p: &Probe) -> String {
-    let f = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.0}"));
+    let f = fmt_ms;
     format!(
         "{} of {} answered; first {} ms, 50 % {} ms, 99 % {} ms, 99.9 % {} ms, all {} ms; \
          {} OPTIONS sent ({} retransmissions), round {:.0} ms",
@@ -242,11 +254,7 @@ fn fmt_probe(p: &Probe) -> String {
         f(p.pct(50.0)),
         f(p.pct(99.0)),
         f(p.pct(99.9)),
-        if p.times_ms.len() == p.wanted {
-            f(p.times_ms.last().copied())
-        } else {
-            "-".into()
-        },
+        f(p.all_ms()),
         p.sends,
         p.retransmits,
         p.elapsed.as_secs_f64() * 1000.0
@@ -461,6 +469,7 @@ pub fn run_takeover(n: usize, window: usize, stride: usize, offset: usize, keep:
         topo.host(1).has_addr("eth0", VIP)
     });
     let t_vip = Instant::now();
+    let vip_ms = t_vip.duration_since(t_kill).as_secs_f64() * 1000.0;
     assert!(moved, "h2 never took the VIP; log:\n{}", h2.proc.log_text());
     let after = probe_round(&be, 2, &sample, window, t_vip, Duration::from_secs(30));
     let sample_answered: Vec<usize> = sample
@@ -517,7 +526,7 @@ pub fn run_takeover(n: usize, window: usize, stride: usize, offset: usize, keep:
         r,
         "3. h1's sipfront SIGKILLed; h2 held the VIP {:.0} ms later (polled); OPTIONS to every \
          relay endpoint{} from then, through h2 (times from the VIP move): {}",
-        t_vip.duration_since(t_kill).as_secs_f64() * 1000.0,
+        vip_ms,
         if stride > 1 {
             format!(" of every {stride}th phone from phone {}", offset % stride)
         } else {
@@ -544,20 +553,15 @@ pub fn run_takeover(n: usize, window: usize, stride: usize, offset: usize, keep:
     drop(h2);
     drop(topo);
     keep_work(work, keep);
-    let all = |p: &Probe| {
-        (p.times_ms.len() == p.wanted)
-            .then(|| p.times_ms.last().copied())
-            .flatten()
-    };
     Takeover {
-        vip_ms: t_vip.duration_since(t_kill).as_secs_f64() * 1000.0,
+        vip_ms,
         sample: sample.len(),
         sample_answered,
-        sample_all_ms: all(&after),
+        sample_all_ms: after.all_ms(),
         rest: rest.len(),
         rest_answered: later.as_ref().map_or(0, |l| l.times_ms.len()),
-        rest_all_ms: later.as_ref().and_then(all),
-        baseline_all_ms: all(&base),
+        rest_all_ms: later.as_ref().and_then(Probe::all_ms),
+        baseline_all_ms: base.all_ms(),
     }
 }
 
@@ -572,7 +576,7 @@ pub fn run_reps(n: usize, window: usize, stride: usize, reps: usize, keep: bool)
     if reps < 2 {
         return;
     }
-    let f = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.0}"));
+    let f = fmt_ms;
     let mut r = String::new();
     let _ = writeln!(
         r,
@@ -616,7 +620,7 @@ pub fn run_offsets(n: usize, window: usize, stride: usize, keep: bool) {
         }
         runs.push(t);
     }
-    let f = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.0}"));
+    let f = fmt_ms;
     let mut r = String::new();
     let _ = writeln!(
         r,
@@ -640,7 +644,7 @@ pub fn run_offsets(n: usize, window: usize, stride: usize, keep: bool) {
     let last = runs
         .iter()
         .filter_map(|t| t.sample_all_ms)
-        .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
+        .max_by(f64::total_cmp);
     let _ = writeln!(
         r,
         "   every phone in its run's sample: {} of {n} phones answered within 1 s of the VIP \

@@ -133,7 +133,7 @@ pub(super) struct Shell {
     /// their epoll token is `PREFIX_TOKEN` + that position), and the slots in use.
     /// Empty in port mode.
     prefix: relays::PrefixSockets,
-    /// Relayed datagrams queued behind a refused send this turn (see `queue_send`),
+    /// Relayed datagrams queued behind a refused send this turn (see `send_relayed`),
     /// sent per socket by `flush_sends`; taken out while flushing.
     out: Option<Box<SendBatch>>,
     /// The ICMP fast path wants a probe now.
@@ -635,7 +635,7 @@ impl Shell {
         let Some((fd, src)) = self.relay_out(now, idx, relay_port, flow, new_flow) else {
             return;
         };
-        self.queue_send(now, fd, data, to, src);
+        self.send_relayed(now, fd, data, to, src);
         self.tap(Way::ToBackend, ingress, from, relay_port, to, data);
     }
 
@@ -671,7 +671,7 @@ impl Shell {
                 self.router.send_failed();
                 return;
             };
-            self.queue_send(now, fd, data, to, None);
+            self.send_relayed(now, fd, data, to, None);
             self.tap(Way::ToClient, ingress, to, port, from, data);
         }
     }
@@ -684,7 +684,7 @@ impl Shell {
     /// into the batch) and one `sendmmsg` per socket in port mode at 500-8,000 calls/s,
     /// and no dearer (within the spread) in prefix mode at 3000 calls/s and at
     /// 20,000-60,000 requests/s (see the journal, session 19).
-    fn queue_send(
+    fn send_relayed(
         &mut self,
         now: Instant,
         fd: RawFd,

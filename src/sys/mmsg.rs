@@ -398,7 +398,7 @@ impl SendBatch {
 /// [`SendBatch`]), from `src` if given: `sendto`, or `sendmsg` with a pktinfo control
 /// message. Without waiting for write readiness: a UDP send either fits the socket
 /// buffer now or is dropped (and counted), and a just-opened relay socket has no
-/// readiness event yet. See `Shell::queue_send` for why relayed datagrams go out this
+/// readiness event yet. See `Shell::send_relayed` for why relayed datagrams go out this
 /// way, and [`worth_resending`] for a refused one.
 pub fn send_direct(fd: RawFd, data: &[u8], to: SocketAddr, src: Option<IpAddr>) -> io::Result<()> {
     if let Some(src) = src {
