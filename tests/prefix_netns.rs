@@ -208,27 +208,38 @@ fn nated_phone_registers_and_is_called_through_a_relay_prefix() {
 /// sipfront in prefix mode with one backend (nobody answers its probes: these tests
 /// look at routes and sockets only), started on `host` as `name` once its admin answers.
 fn start_one_backend(dir: &TestDir, host: &Host, name: &str) -> NsSipfront {
-    let toml = format!(
-        "[listen]\nsip = [\"{SF_IP}:5060\"]\nrelay_prefix = \"{PREFIX}\"\nrelay_port = {RELAY_PORT}\n\n\
-         [[backend]]\nname = \"kamA\"\naddr = \"10.88.0.21:5060\"\n\n[admin]\nlisten = \"{ADMIN}\"\n"
-    );
-    NsSipfront::launch(dir, host, name, &toml, Duration::from_secs(20), "", |_| {
-        true
-    })
+    NsSipfront::launch(
+        dir,
+        host,
+        name,
+        &one_backend_toml(&format!("{SF_IP}:5060"), RELAY_PORT, ADMIN),
+        Duration::from_secs(20),
+        "",
+        |_| true,
+    )
 }
 
-/// The AnyIP route on a host where every address binds (`ip_nonlocal_bind`, as on many
-/// VRRP hosts): sipfront still adds it (a bind alone would take the prefix for local and
-/// leave every flow unroutable); a SIGKILL leaves it, and the next start takes it over
-/// and removes it on exit; an operator's route for the prefix is used and left alone.
-#[test]
-fn the_prefix_route_is_added_where_any_address_binds_and_a_killed_runs_is_taken_over() {
+fn one_backend_toml(sip: &str, relay_port: u16, admin: &str) -> String {
+    format!(
+        "[listen]\nsip = [\"{sip}\"]\nrelay_prefix = \"{PREFIX}\"\nrelay_port = {relay_port}\n\n\
+         [[backend]]\nname = \"kamA\"\naddr = \"10.88.0.21:5060\"\n\n[admin]\nlisten = \"{admin}\"\n"
+    )
+}
+
+/// The AnyIP route: sipfront adds it; a SIGKILL leaves it, and the next start takes it
+/// over and removes it on exit, also a killed run's route for a narrower prefix inside
+/// this one (the prefix widened in between); a second instance on the host fails and
+/// leaves the running one's route alone, on the same relay port or another; an
+/// operator's route for the prefix is used and left alone. With and without
+/// `ip_nonlocal_bind` (on on many VRRP hosts: every address binds, so a bind says
+/// nothing about which addresses are local).
+fn prefix_route_ownership(nonlocal_bind: bool) {
     let _serial = serial();
     let dir = TestDir::new("prefix-route");
     let net = sync_net(&[("sf", 11)]);
     let host = net.host("sf");
-    host.ns
-        .must("sysctl", &["-qw", "net.ipv4.ip_nonlocal_bind=1"]);
+    let sysctl = format!("net.ipv4.ip_nonlocal_bind={}", u8::from(nonlocal_bind));
+    host.ns.must("sysctl", &["-qw", &sysctl]);
     let start = |name: &str| start_one_backend(&dir, host, name);
     let added = |sf: &NsSipfront| {
         let lines = sf.log_lines("relay prefix is local");
@@ -236,6 +247,10 @@ fn the_prefix_route_is_added_where_any_address_binds_and_a_killed_runs_is_taken_
         field(&lines[0], "added")
     };
     let ours = format!("local {PREFIX} dev lo proto 245");
+    let all_local = || {
+        host.ns
+            .ip(&["route", "show", "table", "local", "type", "local"])
+    };
 
     let mut sf = start("sf1");
     let routes = local_routes(host);
@@ -251,18 +266,23 @@ fn the_prefix_route_is_added_where_any_address_binds_and_a_killed_runs_is_taken_
     assert_eq!(added(&sf), "true", "the leftover is taken over");
     // A second instance on this host (another SIP address, the same prefix and relay
     // port) fails on the relay port and leaves the running one's route alone.
-    let second = format!(
-        "[listen]\nsip = [\"127.0.0.1:5060\"]\nrelay_prefix = \"{PREFIX}\"\nrelay_port = {RELAY_PORT}\n\n\
-         [[backend]]\nname = \"kamA\"\naddr = \"10.88.0.21:5060\"\n\n[admin]\nlisten = \"127.0.0.1:9091\"\n"
-    );
+    let second = one_backend_toml("127.0.0.1:5060", RELAY_PORT, "127.0.0.1:9091");
     let log = start_expecting_failure(&dir, host, "second", &second);
     assert!(
         log.contains(&format!("0.0.0.0:{RELAY_PORT}")),
         "the error names the relay port: {log}"
     );
+    // On another relay port its sockets bind: it fails on the route, which a running
+    // sipfront owns.
+    let third = one_backend_toml("127.0.0.1:5060", RELAY_PORT + 2, "127.0.0.1:9091");
+    let log = start_expecting_failure(&dir, host, "third", &third);
+    assert!(
+        log.contains("another running sipfront") && log.contains(PREFIX),
+        "the error says whose route it is: {log}"
+    );
     assert!(
         local_routes(host).contains(&ours),
-        "the failed second start removed the running instance's route"
+        "a failed second start removed the running instance's route"
     );
     assert!(sf.terminate(Duration::from_secs(10)).success());
     assert_eq!(
@@ -271,10 +291,26 @@ fn the_prefix_route_is_added_where_any_address_binds_and_a_killed_runs_is_taken_
         "the taken-over route stays after exit"
     );
 
+    // A killed run's route for a narrower prefix (the config widened since): removed,
+    // the whole prefix made local.
+    let narrow = "10.200.7.0/24";
+    host.ns.ip(&[
+        "route", "add", "local", narrow, "dev", "lo", "table", "local", "proto", "245",
+    ]);
+    let mut sf = start("sf3");
+    assert_eq!(added(&sf), "true");
+    let routes = all_local();
+    assert!(
+        routes.contains(&ours) && !routes.contains(narrow),
+        "the leftover /24 goes, the /16 comes: {routes:?}"
+    );
+    assert!(sf.terminate(Duration::from_secs(10)).success());
+    assert!(!all_local().contains("proto 245"), "{}", all_local());
+
     host.ns.ip(&[
         "route", "add", "local", PREFIX, "dev", "lo", "table", "local",
     ]);
-    let mut sf = start("sf3");
+    let mut sf = start("sf4");
     assert_eq!(added(&sf), "false", "an operator's route is not ours");
     assert!(sf.terminate(Duration::from_secs(10)).success());
     let routes = local_routes(host);
@@ -282,6 +318,16 @@ fn the_prefix_route_is_added_where_any_address_binds_and_a_killed_runs_is_taken_
         routes.contains(&format!("local {PREFIX} dev lo")) && !routes.contains("proto 245"),
         "the operator's route must stay as it was: {routes:?}"
     );
+}
+
+#[test]
+fn the_prefix_route_is_owned_and_a_killed_runs_taken_over() {
+    prefix_route_ownership(false);
+}
+
+#[test]
+fn the_prefix_route_is_owned_and_a_killed_runs_taken_over_where_any_address_binds() {
+    prefix_route_ownership(true);
 }
 
 /// The wildcard relay socket receives for every local address, the public one too: the

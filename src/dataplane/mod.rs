@@ -225,9 +225,10 @@ pub fn run(
     let prefix = relays::PrefixSockets::open(&cfg, &poll)?;
     let route = RouteGuard(match &cfg.listen.relay_prefix {
         Some(p) => on_runtime(crate::sys::localroute::ensure(
-            p.net,
-            p.len,
-            p.nth(0).unwrap_or(p.net),
+            crate::sys::localroute::Net {
+                addr: p.net,
+                len: p.len,
+            },
         ))
         .map_err(DataplaneError::Route)?,
         None => None,

@@ -1,13 +1,25 @@
 //! The AnyIP route that makes a relay prefix local (`ip route add local PREFIX dev lo`),
-//! through rtnetlink. Added only when the prefix is not local already (127.0.0.0/8 is),
-//! removed on exit only if this process added it, or took it over from a run of ours
-//! that was killed before it could remove it.
+//! through rtnetlink. Added unless a route not ours already makes the whole prefix local
+//! (127.0.0.0/8 does for 127.16.0.0/12); removed on exit only if this process added it,
+//! or took it over from a run of ours that was killed before it could remove it.
+//!
+//! Which run owns a route of ours: the owner holds an abstract Unix socket named after
+//! the prefix ([`Lock`]) for as long as it runs. The kernel lets it go when the process
+//! dies, however it dies, so a route of ours whose name is free is a killed run's
+//! leftover, and one whose name is held belongs to a running instance (another sipfront
+//! on this host or namespace), which a second start must neither take nor remove.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram};
 
+use futures_util::TryStreamExt;
 use rtnetlink::RouteMessageBuilder;
-use rtnetlink::packet_route::route::{RouteMessage, RouteProtocol, RouteScope, RouteType};
+use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::packet_route::route::{
+    RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
 
 /// The kernel's `local` routing table, where iproute2 puts `local` routes too.
 const RT_TABLE_LOCAL: u32 = 255;
@@ -17,24 +29,100 @@ const RT_TABLE_LOCAL: u32 = 255;
 /// operator's, takes it over and removes it on exit, instead of leaving it for good.
 const RTPROT_SIPFRONT: u8 = 245;
 
-/// Whether `ip` is already local: a plain bind (no IP_FREEBIND) succeeds. Says nothing
-/// where the host lets any address bind, see [`binds_any`].
-fn is_local(ip: IpAddr) -> bool {
-    std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+/// A prefix as the routing table holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Net {
+    pub addr: IpAddr,
+    pub len: u8,
 }
 
-/// `net.ipv4.ip_nonlocal_bind` (or the IPv6 one) is on, as it often is on VRRP hosts:
-/// every address binds, local or not.
-fn binds_any(ip: IpAddr) -> bool {
-    let family = if ip.is_ipv4() { "ipv4" } else { "ipv6" };
-    std::fs::read_to_string(format!("/proc/sys/net/{family}/ip_nonlocal_bind"))
-        .is_ok_and(|v| v.trim() != "0")
+impl Net {
+    /// The address left-aligned in 128 bits (an IPv4 address in the top 32), so that
+    /// one mask of `len` top bits serves both families; and the family's width.
+    fn bits(self) -> (u128, u32) {
+        match self.addr {
+            IpAddr::V4(a) => (u128::from(u32::from(a)) << 96, 32),
+            IpAddr::V6(a) => (u128::from(a), 128),
+        }
+    }
+
+    /// Whether every address of `other` is in `self` (same family).
+    fn covers(self, other: Net) -> bool {
+        let ((a, fa), (b, fb)) = (self.bits(), other.bits());
+        if fa != fb || self.len > other.len {
+            return false;
+        }
+        let mask = u128::MAX
+            .checked_shl(128 - u32::from(self.len))
+            .unwrap_or(0);
+        a & mask == b & mask
+    }
+
+    fn overlaps(self, other: Net) -> bool {
+        self.covers(other) || other.covers(self)
+    }
 }
 
-fn message(net: IpAddr, len: u8) -> io::Result<RouteMessage> {
+impl std::fmt::Display for Net {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+/// A `local` route found in the routing tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Found {
+    pub net: Net,
+    /// Carries our protocol number.
+    pub ours: bool,
+}
+
+/// What [`ensure`] does about the routes it found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// A route not ours makes the whole prefix local: use it, add nothing.
+    Covered(Net),
+    /// Add (or adopt, if `exact`) our route, after removing each of `stale` whose owner
+    /// is gone (routes of ours for other prefixes that overlap this one).
+    Own { exact: bool, stale: Vec<Net> },
+}
+
+/// The decision, without I/O: `found` are the `local` routes of the prefix's family.
+pub fn plan(want: Net, found: &[Found]) -> Plan {
+    if let Some(f) = found.iter().find(|f| !f.ours && f.net.covers(want)) {
+        return Plan::Covered(f.net);
+    }
+    Plan::Own {
+        exact: found.iter().any(|f| f.ours && f.net == want),
+        stale: found
+            .iter()
+            .filter(|f| f.ours && f.net != want && f.net.overlaps(want))
+            .map(|f| f.net)
+            .collect(),
+    }
+}
+
+/// The running owner's claim on a prefix's route (see the module's text).
+#[derive(Debug)]
+pub struct Lock(#[allow(dead_code)] UnixDatagram);
+
+impl Lock {
+    /// `Ok(None)`: a running process holds it.
+    fn take(net: Net) -> io::Result<Option<Lock>> {
+        let name = format!("sipfront-relay-prefix {net}");
+        let addr = UnixAddr::from_abstract_name(name.as_bytes())?;
+        match UnixDatagram::bind_addr(&addr) {
+            Ok(s) => Ok(Some(Lock(s))),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn message(net: Net) -> io::Result<RouteMessage> {
     let lo = nix::net::if_::if_nametoindex("lo").map_err(io::Error::from)?;
     Ok(RouteMessageBuilder::<IpAddr>::new()
-        .destination_prefix(net, len)
+        .destination_prefix(net.addr, net.len)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{e:?}")))?
         .output_interface(lo)
         .kind(RouteType::Local)
@@ -44,56 +132,94 @@ fn message(net: IpAddr, len: u8) -> io::Result<RouteMessage> {
         .build())
 }
 
-/// A local route this process added; [`LocalRoute::remove`] takes it away again.
-#[derive(Debug, Clone)]
+/// A local route this process owns; [`LocalRoute::remove`] takes it away again.
+#[derive(Debug)]
 pub struct LocalRoute {
-    net: IpAddr,
-    len: u8,
+    net: Net,
+    _lock: Lock,
 }
 
-/// Makes `net/len` local. `Ok(None)`: it was local already, by a route not ours
-/// (nothing to undo).
-pub async fn ensure(net: IpAddr, len: u8, probe: IpAddr) -> io::Result<Option<LocalRoute>> {
-    if !binds_any(probe) && is_local(probe) {
-        return Ok(None);
-    }
+/// Makes `net` local. `Ok(None)`: a route not ours makes it local already (nothing
+/// to undo). An error if a running sipfront owns the route of this very prefix.
+pub async fn ensure(net: Net) -> io::Result<Option<LocalRoute>> {
     let (conn, handle, _) = rtnetlink::new_connection()?;
     let driver = tokio::spawn(conn);
-    let r = add_or_take_over(&handle, net, len).await;
+    let r = ensure_with(&handle, net).await;
     driver.abort();
     r
 }
 
-async fn add_or_take_over(
-    handle: &rtnetlink::Handle,
-    net: IpAddr,
-    len: u8,
-) -> io::Result<Option<LocalRoute>> {
-    match handle.route().add(message(net, len)?).execute().await {
-        Ok(()) => return Ok(Some(LocalRoute { net, len })),
-        // The prefix has a route (IPv6 AnyIP addresses do not bind without FREEBIND, so
-        // the bind above never finds them local).
-        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => {}
-        Err(e) => return Err(to_io(e)),
+async fn ensure_with(handle: &rtnetlink::Handle, net: Net) -> io::Result<Option<LocalRoute>> {
+    let found = local_routes(handle, net.addr.is_ipv4()).await?;
+    let (exact, stale) = match plan(net, &found) {
+        Plan::Covered(by) => {
+            tracing::debug!(prefix = %net, route = %by, "relay prefix already local");
+            return Ok(None);
+        }
+        Plan::Own { exact, stale } => (exact, stale),
+    };
+    let Some(lock) = Lock::take(net)? else {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("another running sipfront on this host owns the route of {net}"),
+        ));
+    };
+    for old in stale {
+        // A leftover of a killed run for another prefix: its name is free. (Held: a
+        // running instance's, left alone; both routes make their addresses local.)
+        if Lock::take(old)?.is_some() {
+            tracing::info!(route = %old, "removing a killed run's relay prefix route");
+            handle
+                .route()
+                .del(message(old)?)
+                .execute()
+                .await
+                .map_err(to_io)?;
+        }
     }
-    // A delete that names our protocol removes only a route of ours: a leftover, made
-    // ours again by adding it anew. Any other route is someone else's to keep.
-    if handle
-        .route()
-        .del(message(net, len)?)
-        .execute()
-        .await
-        .is_err()
-    {
-        return Ok(None);
+    if !exact {
+        handle
+            .route()
+            .add(message(net)?)
+            .execute()
+            .await
+            .map_err(to_io)?;
     }
-    handle
-        .route()
-        .add(message(net, len)?)
-        .execute()
-        .await
-        .map_err(to_io)?;
-    Ok(Some(LocalRoute { net, len }))
+    Ok(Some(LocalRoute { net, _lock: lock }))
+}
+
+/// Every `local` route of one family, in any table.
+async fn local_routes(handle: &rtnetlink::Handle, v4: bool) -> io::Result<Vec<Found>> {
+    let mut req = RouteMessage::default();
+    req.header.address_family = if v4 {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let mut routes = handle.route().get(req).execute();
+    let mut found = Vec::new();
+    while let Some(m) = routes.try_next().await.map_err(to_io)? {
+        if m.header.kind != RouteType::Local {
+            continue;
+        }
+        let addr = m.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Destination(RouteAddress::Inet(a)) => Some(IpAddr::V4(*a)),
+            RouteAttribute::Destination(RouteAddress::Inet6(a)) => Some(IpAddr::V6(*a)),
+            _ => None,
+        });
+        let len = m.header.destination_prefix_length;
+        let addr = match addr {
+            Some(a) => a,
+            // No destination: the default route's prefix, 0/0.
+            None if v4 => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            None => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+        };
+        found.push(Found {
+            net: Net { addr, len },
+            ours: m.header.protocol == RouteProtocol::Other(RTPROT_SIPFRONT),
+        });
+    }
+    Ok(found)
 }
 
 fn to_io(e: rtnetlink::Error) -> io::Error {
@@ -107,12 +233,109 @@ impl LocalRoute {
     pub async fn remove(self) -> io::Result<()> {
         let (conn, handle, _) = rtnetlink::new_connection()?;
         let driver = tokio::spawn(conn);
-        let r = handle
-            .route()
-            .del(message(self.net, self.len)?)
-            .execute()
-            .await;
+        let r = handle.route().del(message(self.net)?).execute().await;
         driver.abort();
+        // The lock goes with `self`, after the route.
         r.map_err(to_io)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(s: &str) -> Net {
+        let (a, l) = s.split_once('/').unwrap();
+        Net {
+            addr: a.parse().unwrap(),
+            len: l.parse().unwrap(),
+        }
+    }
+
+    fn f(s: &str, ours: bool) -> Found {
+        Found { net: n(s), ours }
+    }
+
+    #[test]
+    fn covers_by_length_and_bits() {
+        assert!(n("127.0.0.0/8").covers(n("127.16.0.0/12")));
+        assert!(!n("127.16.0.0/12").covers(n("127.0.0.0/8")));
+        assert!(n("10.200.0.0/16").covers(n("10.200.0.0/16")));
+        assert!(!n("10.200.0.0/16").covers(n("10.201.0.0/24")));
+        assert!(n("10.200.0.0/16").covers(n("10.200.255.255/32")));
+        assert!(n("0.0.0.0/0").covers(n("10.0.0.0/8")));
+        assert!(n("fd00:200::/48").covers(n("fd00:200:0:7::/64")));
+        assert!(!n("fd00:200::/64").covers(n("fd00:200:0:1::/64")));
+        assert!(n("::/0").covers(n("fd00::/64")));
+        // Families never cover each other.
+        assert!(!n("0.0.0.0/0").covers(n("::/128")));
+        assert!(!n("::/0").covers(n("10.0.0.0/8")));
+        assert!(n("10.200.0.0/24").overlaps(n("10.200.0.0/16")));
+        assert!(!n("10.200.0.0/24").overlaps(n("10.201.0.0/16")));
+    }
+
+    #[test]
+    fn a_route_not_ours_over_the_whole_prefix_is_used() {
+        let want = n("127.16.0.0/12");
+        assert_eq!(
+            plan(want, &[f("127.0.0.1/32", false), f("127.0.0.0/8", false)]),
+            Plan::Covered(n("127.0.0.0/8"))
+        );
+        // An operator's route for part of it, or one address (an interface address),
+        // does not make the prefix local.
+        let want = n("10.200.0.0/16");
+        assert_eq!(
+            plan(
+                want,
+                &[f("10.200.0.0/24", false), f("10.200.0.1/32", false)]
+            ),
+            Plan::Own {
+                exact: false,
+                stale: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn our_routes_are_adopted_or_cleared() {
+        let want = n("10.200.0.0/16");
+        // A killed run's route of this prefix: adopted.
+        assert_eq!(
+            plan(want, &[f("10.200.0.0/16", true)]),
+            Plan::Own {
+                exact: true,
+                stale: vec![]
+            }
+        );
+        // A killed run's route of a narrower or wider prefix that overlaps: a candidate
+        // to remove (if its owner is gone); one that does not overlap is not touched.
+        assert_eq!(
+            plan(
+                want,
+                &[
+                    f("10.200.0.0/24", true),
+                    f("10.0.0.0/8", true),
+                    f("10.201.0.0/16", true)
+                ]
+            ),
+            Plan::Own {
+                exact: false,
+                stale: vec![n("10.200.0.0/24"), n("10.0.0.0/8")]
+            }
+        );
+        // Ours covering it is not "someone else's": still ours to own or clear.
+        assert_ne!(
+            plan(want, &[f("10.0.0.0/8", true)]),
+            Plan::Covered(n("10.0.0.0/8"))
+        );
+    }
+
+    #[test]
+    fn the_lock_is_held_until_dropped() {
+        let net = n("198.51.100.0/24");
+        let held = Lock::take(net).unwrap().expect("free");
+        assert!(Lock::take(net).unwrap().is_none(), "held by the first");
+        drop(held);
+        assert!(Lock::take(net).unwrap().is_some(), "free again");
     }
 }
