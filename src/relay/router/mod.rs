@@ -864,6 +864,18 @@ impl Router {
         key: DialogKey,
     ) -> Result<(), DropReason> {
         if let Some(d) = self.dialogs.get_mut(key) {
+            let own = self
+                .flows
+                .get(id)
+                .is_some_and(|f| f.relay_port == d.flow && f.generation == d.flow_gen);
+            if !own && !msg.is_request() {
+                // An answer on another flow's endpoint answers that flow's request,
+                // which did not touch this entry (`from_client`): a stranger's BYE's
+                // 481 must not end the call, nor its INFO's 200 keep it, nor a 180
+                // promote it. (A backend's requests still act by Call-ID: the other
+                // leg of a call between two of our clients has the same one.)
+                return Ok(());
+            }
             let before = *d;
             if msg.is_request() {
                 // A backend's request owns the transaction: its answers go back there.

@@ -300,8 +300,11 @@ fn another_flow_cannot_end_or_keep_a_call_by_its_call_id() {
     from_backend(&mut r, t0, port, b, &resp(200, "v", "INVITE", ""));
     assert_eq!(dialogs_on(&r, port), 1);
     let stranger = "203.0.113.66:5060";
-    client(&mut r, t0, stranger, &req("BYE", "v"));
+    let (sp, sb) = client(&mut r, t0, stranger, &req("BYE", "v"));
     client(&mut r, t0, stranger, &resp(486, "v", "INVITE", ""));
+    // The backend's answer to the stranger's BYE comes back on the stranger's own
+    // endpoint: it answers the stranger, not the call.
+    from_backend(&mut r, t0, sp, sb, &resp(481, "v", "BYE", ""));
     assert_eq!(
         dialogs_on(&r, port),
         1,
@@ -310,14 +313,31 @@ fn another_flow_cannot_end_or_keep_a_call_by_its_call_id() {
     // The caller hangs up: released.
     client(&mut r, t0, CALLER, &req("BYE", "v"));
     assert_eq!(dialogs_on(&r, port), 0);
-    // A stranger's traffic does not keep the ended entry alive either.
+    // A stranger's traffic, and the backend's answers to it, do not keep the ended
+    // entry alive either.
     for k in 1..=60 {
         let t = t0 + Duration::from_secs(k);
         client(&mut r, t, stranger, &req("INFO", "v"));
+        from_backend(&mut r, t, sp, sb, &resp(200, "v", "INFO", ""));
         if r.poll_timeout().is_some_and(|d| d <= t) {
             r.handle_timeout(t);
         }
     }
     sweep(&mut r, t0 + Duration::from_secs(61));
     assert_eq!(r.dialog_count(), 0, "kept by a stranger");
+}
+
+/// A stranger who sends a call's Call-ID gets the backend's answers on its own
+/// endpoint; a 180 there must not make the caller's unanswered INVITE a dialog (held
+/// for `dialog_idle` instead of the transaction's 32 s).
+#[test]
+fn a_backend_answer_on_another_flow_does_not_promote_a_call() {
+    let t0 = Instant::now();
+    let mut r = router(&config(""));
+    let (port, _) = client(&mut r, t0, CALLER, &req("INVITE", "v"));
+    let (sp, sb) = client(&mut r, t0, "203.0.113.66:5060", &req("INVITE", "v"));
+    from_backend(&mut r, t0, sp, sb, &resp(180, "v", "INVITE", ""));
+    assert_eq!(dialogs_on(&r, port), 0, "a stranger's 180 made it a dialog");
+    sweep(&mut r, t0 + Duration::from_secs(61));
+    assert_eq!(r.dialog_count(), 0, "promoted by a stranger's 180");
 }
