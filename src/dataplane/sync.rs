@@ -12,7 +12,7 @@ use metrics::{Counter, Gauge, counter, gauge};
 
 use super::{Shell, Status};
 use crate::config::{Config, SyncConfig, format_duration};
-use crate::sync::link::{Link, LinkEvent, Stats, backends_hash};
+use crate::sync::link::{Link, LinkEvent, Stats, Transmit, backends_hash};
 use crate::sync::message::MAX_DATAGRAM;
 use crate::sync::{Item, Key, SyncDrop};
 use crate::throttle::LogThrottle;
@@ -24,6 +24,9 @@ const BACKENDS_EVERY: Duration = Duration::from_secs(1);
 /// A full table arrives paced, but a peer busy elsewhere must not lose a chunk of it
 /// (a lost chunk costs a whole new table).
 const SYNC_RCVBUF: usize = 8 << 20;
+/// A 20 ms burst of table traffic (384 datagrams, ~540 KB) while the NIC sends it:
+/// with the default (~208 KiB) the rest of the burst would be refused.
+const SYNC_SNDBUF: usize = 4 << 20;
 const RECV_PER_WAKE: usize = 256;
 
 /// The sync socket and link with the shell's scratch space; driven by the dataplane
@@ -38,6 +41,8 @@ pub struct SyncShell {
     /// One byte more than a sync datagram can be, so an oversized one is seen as such.
     rx: Vec<u8>,
     tx: Vec<u8>,
+    /// The datagram in `tx` the socket refused as full: sent first next turn.
+    held: Option<Transmit>,
     pending: Vec<Item>,
     backends_at: Option<Instant>,
     backends: u64,
@@ -60,6 +65,7 @@ pub fn open(sc: &SyncConfig, cfg: &Config) -> io::Result<SyncShell> {
     let sock = UdpSocket::bind(sc.listen)?;
     sock.set_nonblocking(true)?;
     crate::sys::socket::set_recv_buffer(&sock, SYNC_RCVBUF);
+    crate::sys::socket::set_send_buffer(&sock, SYNC_SNDBUF);
     let names: Vec<&str> = cfg.backends.iter().map(|b| b.name.as_str()).collect();
     let mut link = Link::new(
         Key::new(sc.key.as_bytes()),
@@ -85,6 +91,7 @@ pub fn open(sc: &SyncConfig, cfg: &Config) -> io::Result<SyncShell> {
         take_at: Instant::now(),
         rx: vec![0u8; MAX_DATAGRAM + 1],
         tx: vec![0u8; MAX_DATAGRAM],
+        held: None,
         pending: Vec::with_capacity(8192),
         backends_at: None,
         backends: 0,
@@ -202,6 +209,7 @@ impl SyncShell {
             m,
             rx,
             tx,
+            held,
             pending,
             take_at,
             backends_at,
@@ -251,11 +259,9 @@ impl SyncShell {
         link.set_local(s.router.flow_count(), s.router.dialog_count(), *backends);
         link.handle_timeout(now);
         apply_events(s, link, now, m, bind_log);
-        while let Some(t) = link.poll_transmit(now, tx) {
-            if sock.send_to(&tx[..t.len], t.to).is_err() {
-                link.transmit_failed();
-            }
-        }
+        transmit(&*sock, link, now, tx, held);
+        // A table sent to its end may ask for the next one (changes dropped meanwhile).
+        apply_events(s, link, now, m, bind_log);
         m.publish(
             link.stats(),
             s.router.sync_rejected,
@@ -274,6 +280,43 @@ impl SyncShell {
         }
         if let Ok(mut st) = status.lock() {
             st.synced = link.synced();
+        }
+    }
+}
+
+/// Where the link's datagrams go: the sync socket (a fake in tests).
+trait Out {
+    fn send_to(&self, buf: &[u8], to: std::net::SocketAddr) -> io::Result<usize>;
+}
+
+impl Out for UdpSocket {
+    fn send_to(&self, buf: &[u8], to: std::net::SocketAddr) -> io::Result<usize> {
+        UdpSocket::send_to(self, buf, to)
+    }
+}
+
+/// Sends what the link has, in order. A datagram the socket refuses as full (its
+/// buffer holds what the device has not sent yet) is held in `tx` and sent first next
+/// turn, before anything new is sealed, instead of lost: its sequence number is the
+/// next one, and a lost chunk costs the peer a whole new table. Other errors lose it.
+fn transmit(
+    sock: &impl Out,
+    link: &mut Link,
+    now: Instant,
+    tx: &mut [u8],
+    held: &mut Option<Transmit>,
+) {
+    loop {
+        let Some(t) = held.take().or_else(|| link.poll_transmit(now, tx)) else {
+            return;
+        };
+        match sock.send_to(&tx[..t.len], t.to) {
+            Ok(_) => {}
+            Err(e) if crate::sys::mmsg::is_full(&e) => {
+                *held = Some(t);
+                return;
+            }
+            Err(_) => link.transmit_failed(),
         }
     }
 }
@@ -375,6 +418,92 @@ fn apply_events(
 mod tests {
     use super::*;
     use crate::config::Secret;
+    use std::cell::{Cell, RefCell};
+    use std::net::SocketAddr;
+
+    /// A socket that refuses sends number `refuse` (counting from 0, refused ones
+    /// included) as full, and keeps the rest.
+    struct Fake {
+        sent: RefCell<Vec<Vec<u8>>>,
+        calls: Cell<usize>,
+        refuse: std::ops::Range<usize>,
+    }
+
+    impl Out for Fake {
+        fn send_to(&self, buf: &[u8], _: SocketAddr) -> io::Result<usize> {
+            let n = self.calls.get();
+            self.calls.set(n + 1);
+            if self.refuse.contains(&n) {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.sent.borrow_mut().push(buf.to_vec());
+            Ok(buf.len())
+        }
+    }
+
+    /// A full send buffer in the middle of a full table: the refused chunk is sent
+    /// next turn, in order, and the peer gets the table intact (no new one asked for).
+    #[test]
+    fn a_send_refused_as_full_is_sent_next_turn_in_order() {
+        let (a_addr, b_addr): (SocketAddr, SocketAddr) = (
+            "10.0.0.1:7400".parse().unwrap(),
+            "10.0.0.2:7400".parse().unwrap(),
+        );
+        let key = || Key::new(b"sixteen byte key!!");
+        let t0 = Instant::now();
+        let mut a = Link::new(key(), b_addr, 1, 7, t0);
+        let mut b = Link::new(key(), a_addr, 2, 7, t0);
+        let mut tx = vec![0u8; MAX_DATAGRAM];
+        let mut held = None;
+        let fake = Fake {
+            sent: RefCell::new(vec![]),
+            calls: Cell::new(0),
+            refuse: 0..0,
+        };
+        let mut now = t0;
+        let mut exchange = |a: &mut Link, b: &mut Link, fake: &Fake, held: &mut _, now| {
+            transmit(fake, a, now, &mut tx, held);
+            for d in fake.sent.borrow_mut().drain(..) {
+                b.handle_datagram(now, a_addr, &d);
+            }
+            let mut buf = vec![0u8; MAX_DATAGRAM];
+            while let Some(t) = b.poll_transmit(now, &mut buf) {
+                a.handle_datagram(now, b_addr, &buf[..t.len]);
+            }
+        };
+        for _ in 0..4 {
+            exchange(&mut a, &mut b, &fake, &mut held, now);
+            now += crate::sync::link::PROMPT_GAP;
+        }
+        while b.poll_event().is_some() {}
+        let item = Item::Flow {
+            client: "198.51.100.1:5060".parse().unwrap(),
+            relay_port: crate::relay::port::RelayPort::first(20000),
+            ingress: 0,
+            home: 1,
+            registered_secs: Some(3600),
+        };
+        a.queue_full(vec![item; 2_000]);
+        let fake = Fake {
+            refuse: fake.calls.get() + 10..fake.calls.get() + 12,
+            ..fake
+        };
+        let mut turns = 0;
+        while turns < 20 && (a.queued() || held.is_some()) {
+            exchange(&mut a, &mut b, &fake, &mut held, now);
+            now += Duration::from_millis(20);
+            turns += 1;
+        }
+        let evs: Vec<_> = std::iter::from_fn(|| b.poll_event()).collect();
+        assert!(
+            evs.contains(&LinkEvent::FullTableApplied),
+            "the table did not arrive intact ({} events)",
+            evs.len()
+        );
+        assert!(turns > 1, "the refusal ended the first turn");
+        assert!(b.synced());
+        assert_eq!(a.stats().dropped(SyncDrop::SendFailed), 0);
+    }
 
     fn sc(key: &[u8]) -> SyncConfig {
         SyncConfig {

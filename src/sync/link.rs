@@ -42,8 +42,8 @@ pub const PROMPT_GAP: Duration = Duration::from_millis(50);
 /// (~270 KB) fits the peer's socket buffer many times over.
 pub const PACING_INTERVAL: Duration = Duration::from_millis(20);
 pub const SEND_PER_INTERVAL: usize = 384;
-/// Changes waiting to be sent. More than this (a burst while a big full table is
-/// paced out) and the peer gets a new full table instead.
+/// Changes waiting to be sent. More than this and the peer gets a new full table
+/// instead (after the one being paced out, if one is).
 pub const MAX_PENDING: usize = 1 << 16;
 
 /// What the shell must do. Drain after every input; one datagram adds at most
@@ -154,6 +154,10 @@ pub struct Link {
     full_end: Option<u64>,
     /// [`LinkEvent::SendFullTable`] is out, [`Link::queue_full`] not called yet.
     full_asked: bool,
+    /// Changes were dropped while a full table was paced out: a new full table
+    /// follows it (instead of starting over at once, which under steady churn never
+    /// lets a large table finish).
+    full_after: bool,
     next_hello: Instant,
     last_hello: Option<Instant>,
     window_start: Instant,
@@ -187,6 +191,7 @@ impl Link {
             full_tx: None,
             full_end: None,
             full_asked: false,
+            full_after: false,
             next_hello: now,
             last_hello: None,
             window_start: now,
@@ -264,13 +269,20 @@ impl Link {
 
     /// Incremental changes of our table, sent after anything queued before.
     pub fn queue(&mut self, items: &[Item]) {
-        if self.full_asked {
-            // The full table the shell is about to take includes them.
+        if self.full_asked || self.full_after {
+            // The full table the shell is about to take (or takes once the one going
+            // out is sent) includes them.
             return;
         }
         if self.pending.len() + items.len() > MAX_PENDING {
             self.pending.clear();
-            self.ask_full_table();
+            if self.full_tx.is_some() {
+                // The table going out is finished first: the peer gets a whole
+                // table, then a newer one with what is dropped here.
+                self.full_after = true;
+            } else {
+                self.ask_full_table();
+            }
             return;
         }
         self.pending.extend(items.iter().copied());
@@ -279,6 +291,7 @@ impl Link {
     /// Our whole table, replacing whatever was queued (it is older than this).
     pub fn queue_full(&mut self, items: Vec<Item>) {
         self.full_asked = false;
+        self.full_after = false;
         self.pending.clear();
         self.full_tx = Some(FullTx {
             items,
@@ -542,6 +555,9 @@ impl Link {
             if end == f.items.len() {
                 self.full_tx = None;
                 self.full_end = Some(self.seq + 1);
+                if std::mem::take(&mut self.full_after) {
+                    self.ask_full_table();
+                }
             }
             body
         } else if !self.pending.is_empty() {

@@ -439,7 +439,7 @@ pub fn worth_resending(e: &io::Error, failed: impl FnOnce() -> bool) -> bool {
 
 /// EAGAIN or ENOBUFS: the socket or the device is full, and a send right after would
 /// fail the same way.
-fn is_full(e: &io::Error) -> bool {
+pub fn is_full(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(libc::ENOBUFS)
 }
 

@@ -39,6 +39,17 @@ pub fn set_recv_buffer(s: &impl std::os::fd::AsFd, n: usize) {
     }
 }
 
+/// Sets a socket's send buffer to `n` bytes, best effort, as [`set_recv_buffer`]
+/// (`SO_SNDBUFFORCE`, else `SO_SNDBUF`, capped by `net.core.wmem_max`). A UDP socket's
+/// send buffer holds what the device has not sent yet: on a real NIC a burst beyond it
+/// is refused with EAGAIN.
+pub fn set_send_buffer(s: &impl std::os::fd::AsFd, n: usize) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    if setsockopt(s, sockopt::SndBufForce, &n).is_err() {
+        let _ = setsockopt(s, sockopt::SndBuf, &n);
+    }
+}
+
 /// Datagrams the kernel dropped at this socket since it was opened, wrapping at 2^32:
 /// a full receive buffer (or a socket filter's refusal), which no read of sipfront's
 /// sees. `SO_MEMINFO`'s `SK_MEMINFO_DROPS`; None if the kernel does not say.

@@ -461,3 +461,51 @@ fn both_reloaded_switch_and_retire_the_previous_key_early() {
         assert_eq!(l.stats().dropped(SyncDrop::BadMac), 1);
     }
 }
+
+/// Changes at a steady rate above what fits behind a large full table: the table going
+/// out is finished (the peer applies a whole one) and a newer one follows, instead of
+/// starting over each time the queue overflows (which under such churn never ends).
+#[test]
+fn churn_while_a_full_table_goes_out_lets_it_finish() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = pair(t0);
+    let mut now = handshake(&mut a, &mut b, t0);
+    events(&mut a);
+    events(&mut b);
+    let table: Vec<Item> = (0..200_000u32).map(|i| flow((i % 60_000) as u16)).collect();
+    a.queue_full(table.clone());
+    let (mut applied, mut tables) = (None, 1);
+    // The table takes about 0.43 s to pace out (8,334 datagrams, 384 per 20 ms); the
+    // changes pass the queue's bound every third step, about every 60 ms.
+    for step in 0..2_000 {
+        a.queue(&vec![flow(7); 700]);
+        if step % 3 == 0 {
+            a.queue(&vec![flow(8); MAX_PENDING / 2]);
+        }
+        a.handle_timeout(now);
+        let d = drain(&mut a, now);
+        feed(&mut b, A, now, &d);
+        for ev in events(&mut a) {
+            if ev == LinkEvent::SendFullTable {
+                a.queue_full(table.clone());
+                tables += 1;
+            }
+        }
+        b.handle_timeout(now);
+        let d = drain(&mut b, now);
+        feed(&mut a, B, now, &d);
+        if applied.is_none() && events(&mut b).contains(&LinkEvent::FullTableApplied) {
+            applied = Some(step);
+        }
+        now += PACING_INTERVAL;
+    }
+    assert!(
+        applied.is_some(),
+        "no full table completed ({tables} started)"
+    );
+    assert!(b.synced());
+    assert!(
+        tables >= 2,
+        "the dropped changes got a newer table: {tables}"
+    );
+}
