@@ -134,6 +134,16 @@ pub(super) fn check_outside_prefix(cfg: &Config) -> Result<(), ConfigError> {
     if let Some(h) = &cfg.hep {
         addrs.push(("hep.collector".into(), h.collector.ip()));
     }
+    // A VRRP peer inside it would get our unicast adverts delivered here (both hosts
+    // master); a VIP inside it is local on the backup too (both answer ARP for it).
+    if let Some(v) = &cfg.vrrp {
+        for (i, vip) in v.vips.iter().enumerate() {
+            addrs.push((format!("vrrp.vips[{i}]"), IpAddr::V4(vip.addr)));
+        }
+        for (i, peer) in v.peers.iter().enumerate() {
+            addrs.push((format!("vrrp.peers[{i}]"), IpAddr::V4(*peer)));
+        }
+    }
     for (i, peer) in cfg.peers.iter().enumerate() {
         for (j, a) in peer.addrs.iter().enumerate() {
             let key = if peer.addrs.len() == 1 {

@@ -208,6 +208,20 @@ fn unusable_prefixes_and_addresses_inside_the_prefix_are_refused() {
             ),
             "peer[0].addr[1]: 127.16.1.1 ",
         ),
+        (
+            with(
+                "\n[vrrp]\ninterface = \"e\"\nvrid = 1\nvips = [\"192.0.2.1/24\", \"127.16.3.3/24\"]\n",
+                "127.17.0.1:5070",
+            ),
+            "vrrp.vips[1]: 127.16.3.3 ",
+        ),
+        (
+            with(
+                "\n[vrrp]\ninterface = \"e\"\nvrid = 1\nvips = [\"192.0.2.1/24\"]\npeers = [\"127.16.4.4\"]\n",
+                "127.17.0.1:5070",
+            ),
+            "vrrp.peers[0]: 127.16.4.4 ",
+        ),
     ] {
         let got = got.unwrap_err();
         assert!(got.starts_with(key) && got.contains(inside), "{got}");
@@ -265,4 +279,30 @@ fn a_reload_is_checked_against_the_running_prefix() {
     .unwrap();
     let e = looped.check_with_kept(&running).unwrap_err().to_string();
     assert!(e.contains("own listen addresses"), "{e}");
+}
+
+/// An IPv4-mapped backend (`[::ffff:a.b.c.d]`) with IPv6 relays: every relayed send from
+/// an IPv6-only relay socket would fail, while the prober reached it over IPv4.
+#[test]
+fn an_ipv4_mapped_backend_is_refused() {
+    for relay in [
+        "relay_prefix = \"fd00:200::/64\"\nrelay_port = 5062",
+        "relay = \"::1\"",
+    ] {
+        let toml = |backend: &str| {
+            format!(
+                "[listen]\nsip = [\"[::1]:5060\"]\n{relay}\n\n\
+                 [[backend]]\nname = \"a\"\naddr = \"{backend}\"\n"
+            )
+        };
+        assert!(Config::parse(&toml("[fd00:1::5]:5070"), &eph()).is_ok());
+        let e = Config::parse(&toml("[::ffff:10.0.0.5]:5070"), &eph())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("backend[0].addr: ::ffff:10.0.0.5 is IPv4-mapped")
+                && e.contains("(10.0.0.5)"),
+            "{e}"
+        );
+    }
 }
