@@ -12,6 +12,7 @@ use metrics::{Counter, Gauge, counter, gauge};
 
 use super::{Shell, Status};
 use crate::config::{Config, SyncConfig, format_duration};
+use crate::relay::router::SyncReject;
 use crate::sync::link::{Link, LinkEvent, Stats, Transmit, backends_hash};
 use crate::sync::message::MAX_DATAGRAM;
 use crate::sync::{Item, Key, SyncDrop};
@@ -50,6 +51,9 @@ pub struct SyncShell {
     /// another process): one line per 10 s, with the count in between.
     bind_log: LogThrottle,
     conflict_log: LogThrottle,
+    /// Items not applied: one line per 10 s, with the counts by reason.
+    reject_log: LogThrottle,
+    rejected_logged: u64,
     /// `Router::sync_conflicts` at the last log line about them.
     conflicts_logged: u64,
 }
@@ -97,6 +101,8 @@ pub fn open(sc: &SyncConfig, cfg: &Config) -> io::Result<SyncShell> {
         backends: 0,
         bind_log: LogThrottle::new(Duration::from_secs(10)),
         conflict_log: LogThrottle::new(Duration::from_secs(10)),
+        reject_log: LogThrottle::new(Duration::from_secs(10)),
+        rejected_logged: 0,
         conflicts_logged: 0,
     })
 }
@@ -144,7 +150,8 @@ struct Metrics {
     sent: Counter,
     received: Counter,
     dropped: Vec<Counter>,
-    rejected: Counter,
+    /// By [`SyncReject`] (indexed `as usize`).
+    rejected: Vec<Counter>,
     conflicts: Counter,
     lag: Gauge,
     peer_flows: Gauge,
@@ -162,7 +169,10 @@ impl Metrics {
                 .iter()
                 .map(|r| counter!("sipfront_sync_dropped_total", "reason" => r.as_str()))
                 .collect(),
-            rejected: counter!("sipfront_sync_items_rejected_total"),
+            rejected: SyncReject::ALL
+                .iter()
+                .map(|r| counter!("sipfront_sync_items_rejected_total", "reason" => r.as_str()))
+                .collect(),
             conflicts: counter!("sipfront_sync_endpoint_conflicts_total"),
             lag: gauge!("sipfront_sync_lag"),
             peer_flows: gauge!("sipfront_sync_peer_flows"),
@@ -173,13 +183,15 @@ impl Metrics {
     }
 
     /// The link keeps running totals; counters take them as absolute values.
-    fn publish(&self, st: &Stats, rejected: u64, conflicts: u64) {
+    fn publish(&self, st: &Stats, rejected: &[u64; SyncReject::ALL.len()], conflicts: u64) {
         self.sent.absolute(st.sent);
         self.received.absolute(st.received);
         for (c, n) in self.dropped.iter().zip(st.dropped) {
             c.absolute(n);
         }
-        self.rejected.absolute(rejected);
+        for (c, n) in self.rejected.iter().zip(rejected) {
+            c.absolute(*n);
+        }
         self.conflicts.absolute(conflicts);
         self.lag.set(st.lag as f64);
         self.peer_flows.set(f64::from(st.peer_flows));
@@ -217,6 +229,8 @@ impl SyncShell {
             bind_log,
             conflict_log,
             conflicts_logged,
+            reject_log,
+            rejected_logged,
         } = self;
         if now >= *take_at {
             // Taken this often at most (they are batched into datagrams).
@@ -262,11 +276,26 @@ impl SyncShell {
         transmit(&*sock, link, now, tx, held);
         // A table sent to its end may ask for the next one (changes dropped meanwhile).
         apply_events(s, link, now, m, bind_log);
-        m.publish(
-            link.stats(),
-            s.router.sync_rejected,
-            s.router.sync_conflicts,
-        );
+        let mut rejected = s.router.sync_rejected;
+        rejected[SyncReject::DialogKeyMismatch as usize] += link.stats().dialog_items_skipped;
+        m.publish(link.stats(), &rejected, s.router.sync_conflicts);
+        let total: u64 = rejected.iter().sum();
+        if total > *rejected_logged && reject_log.allow(now).is_some() {
+            let by_reason: Vec<String> = SyncReject::ALL
+                .iter()
+                .zip(rejected)
+                .filter(|(_, n)| *n > 0)
+                .map(|(r, n)| format!("{}={n}", r.as_str()))
+                .collect();
+            tracing::warn!(
+                new = total - *rejected_logged,
+                total,
+                by_reason = %by_reason.join(" "),
+                "sync items from the peer not applied (the standby lacks them after a \
+                 takeover): see sipfront_sync_items_rejected_total"
+            );
+            *rejected_logged = total;
+        }
         let total = s.router.sync_conflicts;
         if total > *conflicts_logged && conflict_log.allow(now).is_some() {
             tracing::warn!(

@@ -102,6 +102,8 @@ pub struct Stats {
     pub peer_up: bool,
     pub full_tables_sent: u64,
     pub full_tables_received: u64,
+    /// Dialog items of a peer that hashes Call-IDs with other keys, not applied.
+    pub dialog_items_skipped: u64,
 }
 
 impl Stats {
@@ -388,6 +390,17 @@ impl Link {
             self.events.push_back(LinkEvent::PeerUp);
         }
         let peer_dialog_keys = env.ext.dialog_keys;
+        // Unknown on either side (an older peer): nothing to compare.
+        let keys_differ =
+            self.dialog_keys != 0 && peer_dialog_keys != 0 && peer_dialog_keys != self.dialog_keys;
+        let mut env = env;
+        if keys_differ && let Body::Items(items) | Body::Full { items, .. } = &mut env.body {
+            // No Call-ID of ours hashes to its entries' keys: applied, they would only
+            // fill the dialog table (and hold mirrored flows) until they expire.
+            let before = items.len();
+            items.retain(|i| !matches!(i, Item::Dialog { .. }));
+            self.stats.dialog_items_skipped += (before - items.len()) as u64;
+        }
         match env.body {
             Body::Hello {
                 backends_hash,
@@ -408,10 +421,6 @@ impl Link {
                     self.events.push_back(LinkEvent::BackendMismatch);
                 }
                 self.mismatch = mismatch;
-                // Unknown on either side (an older peer): nothing to compare.
-                let keys_differ = self.dialog_keys != 0
-                    && peer_dialog_keys != 0
-                    && peer_dialog_keys != self.dialog_keys;
                 if keys_differ && !self.dialog_mismatch {
                     self.count_drop(SyncDrop::DialogKeyMismatch);
                     self.events.push_back(LinkEvent::DialogKeyMismatch);

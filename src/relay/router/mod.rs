@@ -31,8 +31,8 @@ use dialog::{hold, opens_dialog, refresh};
 use peers::{Peer, is_peer};
 pub use settings::{RouterConfig, RouterSettings};
 
-pub use sync::SyncEffect;
 use sync::flow_item;
+pub use sync::{SyncEffect, SyncReject};
 
 /// Where a touched flow's traffic goes.
 struct Touched {
@@ -141,8 +141,8 @@ pub struct Router {
     sync_overflow: bool,
     /// The sync peer is heard: its (mirrored) flows are its to expire.
     peer_alive: bool,
-    /// Peer items that did not fit (full tables).
-    pub sync_rejected: u64,
+    /// Peer items not applied, by [`SyncReject`] (indexed `as usize`).
+    pub sync_rejected: [u64; SyncReject::ALL.len()],
     /// Peer flows on an endpoint that one of our own flows holds for another client
     /// (both hosts handed it out: a split brain), whichever kept it.
     pub sync_conflicts: u64,
@@ -202,7 +202,7 @@ impl Router {
             sync_out: rc.sync.then(|| Vec::with_capacity(SYNC_QUEUE)),
             sync_overflow: false,
             peer_alive: false,
-            sync_rejected: 0,
+            sync_rejected: [0; SyncReject::ALL.len()],
             sync_conflicts: 0,
             sync_gen: 0,
             reply_budget: Budget::new(rc.settings.reply_503_rate),

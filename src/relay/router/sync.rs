@@ -8,7 +8,7 @@ use crate::relay::Item;
 use crate::relay::Span;
 use crate::relay::backends::BackendSet;
 use crate::relay::dialogs::Dialog;
-use crate::relay::flows::{Flow, FlowId};
+use crate::relay::flows::{Flow, FlowId, InsertError};
 use crate::relay::port::RelayPort;
 
 /// The sync item describing a flow now.
@@ -23,6 +23,44 @@ pub(super) fn flow_item(f: &Flow, now: Instant, backends: &BackendSet) -> Item {
                 .as_secs()
                 .min(u64::from(u32::MAX)) as u32
         }),
+    }
+}
+
+/// Why a peer's item was not applied (`sipfront_sync_items_rejected_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncReject {
+    /// It names a backend by a seed we do not have (backend lists differ).
+    UnknownBackend,
+    /// A flow for a static peer's address: ours from the config.
+    StaticPeer,
+    /// Its relay endpoint is not in our pool (relay config differs).
+    OutsidePool,
+    FlowTableFull,
+    DialogTableFull,
+    /// A dialog entry from a peer that hashes Call-IDs with other keys: no Call-ID of
+    /// ours could ever find it (counted by the link, which skips them).
+    DialogKeyMismatch,
+}
+
+impl SyncReject {
+    pub const ALL: [SyncReject; 6] = [
+        SyncReject::UnknownBackend,
+        SyncReject::StaticPeer,
+        SyncReject::OutsidePool,
+        SyncReject::FlowTableFull,
+        SyncReject::DialogTableFull,
+        SyncReject::DialogKeyMismatch,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncReject::UnknownBackend => "unknown_backend",
+            SyncReject::StaticPeer => "static_peer",
+            SyncReject::OutsidePool => "outside_pool",
+            SyncReject::FlowTableFull => "flow_table_full",
+            SyncReject::DialogTableFull => "dialog_table_full",
+            SyncReject::DialogKeyMismatch => "dialog_key_mismatch",
+        }
     }
 }
 
@@ -163,7 +201,7 @@ impl Router {
                 registered_secs,
             } => {
                 let Some(home) = self.backends.by_seed(home) else {
-                    self.sync_rejected += 1;
+                    self.reject_sync(SyncReject::UnknownBackend);
                     return effect;
                 };
                 // A static peer's address (its own or an alias): the peer's host does not
@@ -175,7 +213,7 @@ impl Router {
                     .and_then(|id| self.flows.get(id))
                     .is_some_and(|f| f.peer.is_some())
                 {
-                    self.sync_rejected += 1;
+                    self.reject_sync(SyncReject::StaticPeer);
                     return effect;
                 }
                 let held = self.flows.lookup_port(relay_port);
@@ -216,7 +254,8 @@ impl Router {
                         effect.close = replaced.into_iter().filter(|&p| p != relay_port).collect();
                         effect.bind = Some(relay_port);
                     }
-                    Err(_) => self.sync_rejected += 1,
+                    Err(InsertError::NoPort) => self.reject_sync(SyncReject::OutsidePool),
+                    Err(InsertError::Full) => self.reject_sync(SyncReject::FlowTableFull),
                 }
             }
             Item::FlowGone { relay_port } => {
@@ -235,7 +274,7 @@ impl Router {
                 flow,
             } => {
                 let Some(backend) = self.backends.by_seed(backend) else {
-                    self.sync_rejected += 1;
+                    self.reject_sync(SyncReject::UnknownBackend);
                     return effect;
                 };
                 let ttl = if span == Span::Dialog {
@@ -265,11 +304,17 @@ impl Router {
                             .map_or((flow, d.flow_gen), |d| (d.flow, d.flow_gen));
                         hold(&mut self.flows, flow, flow_gen, before, Some(span));
                     }
-                    Err(()) => self.sync_rejected += 1,
+                    Err(()) => self.reject_sync(SyncReject::DialogTableFull),
                 }
             }
         }
         self.put_back_buckets(now);
         effect
+    }
+}
+
+impl Router {
+    fn reject_sync(&mut self, why: SyncReject) {
+        self.sync_rejected[why as usize] += 1;
     }
 }

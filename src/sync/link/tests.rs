@@ -509,3 +509,45 @@ fn churn_while_a_full_table_goes_out_lets_it_finish() {
         "the dropped changes got a newer table: {tables}"
     );
 }
+
+/// A peer that hashes Call-IDs with other keys: its dialog items, which no Call-ID of
+/// ours could find, are skipped and counted; its flows still apply.
+#[test]
+fn dialog_items_of_a_peer_with_other_dialog_keys_are_skipped() {
+    use crate::relay::{Side, Span};
+    let t0 = Instant::now();
+    let (mut a, mut b) = pair(t0);
+    a.set_dialog_keys(11);
+    b.set_dialog_keys(22);
+    let now = handshake(&mut a, &mut b, t0);
+    events(&mut b);
+    let dialog = Item::Dialog {
+        key: 7,
+        backend: 1,
+        span: Span::Dialog,
+        opener: Side::Client,
+        flow: RelayPort::first(20001),
+    };
+    a.queue(&[flow(20001), dialog]);
+    a.queue_full(vec![flow(20002), dialog]);
+    let d = drain(&mut a, now);
+    feed(&mut b, A, now, &d);
+    let applied: Vec<Item> = events(&mut b)
+        .into_iter()
+        .flat_map(|e| match e {
+            LinkEvent::Items { items, .. } => items,
+            _ => vec![],
+        })
+        .collect();
+    assert_eq!(applied, vec![flow(20002)], "the dialogs were applied");
+    assert_eq!(b.stats().dialog_items_skipped, 1);
+    // The same keys: applied.
+    b.set_dialog_keys(11);
+    a.queue(&[dialog]);
+    let d = drain(&mut a, now);
+    feed(&mut b, A, now, &d);
+    assert!(events(&mut b).contains(&LinkEvent::Items {
+        items: vec![dialog],
+        full: false
+    }));
+}

@@ -341,3 +341,40 @@ fn a_backend_answer_on_another_flow_does_not_promote_a_call() {
     sweep(&mut r, t0 + Duration::from_secs(61));
     assert_eq!(r.dialog_count(), 0, "promoted by a stranger's 180");
 }
+
+/// A peer's items that cannot apply are counted by why.
+#[test]
+fn rejected_sync_items_are_counted_by_reason() {
+    use crate::relay::{Side, Span};
+    let t0 = Instant::now();
+    let mut standby = synced(&config("[limits]\nmax_flows = 1\n"));
+    let home = standby.backends().seed_of(BackendId::new(0));
+    let flow = |client: &str, port: u16, home: u64| Item::Flow {
+        client: sa(client),
+        relay_port: RelayPort::first(port),
+        ingress: 0,
+        home,
+        registered_secs: Some(60),
+    };
+    let count = |r: &Router, why: SyncReject| r.sync_rejected[why as usize];
+    standby.apply_sync(t0, flow(CALLER, 20000, home ^ 1));
+    assert_eq!(count(&standby, SyncReject::UnknownBackend), 1);
+    standby.apply_sync(t0, flow(CALLER, 40000, home));
+    assert_eq!(count(&standby, SyncReject::OutsidePool), 1);
+    standby.apply_sync(t0, flow(CALLER, 20000, home));
+    assert_eq!(standby.flow_count(), 1);
+    standby.apply_sync(t0, flow("198.51.100.77:5060", 20001, home));
+    assert_eq!(count(&standby, SyncReject::FlowTableFull), 1);
+    let dialog = |backend| Item::Dialog {
+        key: 9,
+        backend,
+        span: Span::Dialog,
+        opener: Side::Client,
+        flow: RelayPort::first(20000),
+    };
+    standby.apply_sync(t0, dialog(home ^ 1));
+    assert_eq!(count(&standby, SyncReject::UnknownBackend), 2);
+    standby.apply_sync(t0, dialog(home));
+    assert_eq!(standby.sync_rejected.iter().sum::<u64>(), 4);
+    assert_eq!(standby.dialog_count(), 1);
+}

@@ -134,7 +134,8 @@ fn a_synced_flow_never_replaces_a_peers_flow() {
     for it in flows {
         assert_eq!(r.apply_sync(t0, it), SyncEffect::default(), "{it:?}");
     }
-    assert_eq!(r.sync_rejected, 2);
+    assert_eq!(r.sync_rejected[SyncReject::StaticPeer as usize], 2);
+    assert_eq!(r.sync_rejected.iter().sum::<u64>(), 2);
     assert_eq!(r.flow_count(), 1);
     client(&mut r, t0, "198.51.100.9:5060", &req("OPTIONS", "x"));
     for addr in [CARRIER, CARRIER_2] {
