@@ -61,3 +61,45 @@ fn a_flood_with_every_backend_down_allocates_nothing() {
     assert!(replies > 10_000, "{replies}");
     assert_eq!(r.counters().replies_503, replies);
 }
+
+/// New flows refused on their first datagram (here the source's quota of unanswered
+/// calls) hand their endpoint back at once, inside the decision: that allocates
+/// nothing either, from the first refusal on.
+#[test]
+fn refused_new_flows_allocate_nothing() {
+    let cfg = Config::parse(
+        &format!("{CONFIG}\n[limits]\nmax_pins_per_ip = 1\n"),
+        &EphemeralPorts::default(),
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    let mut r = Router::new(RouterConfig::new(&cfg, None), &cfg.backends, t0);
+    // Each call its own Call-ID (built before counting).
+    let text = String::from_utf8_lossy(INVITE).into_owned();
+    let invites: Vec<Vec<u8>> = (0..800)
+        .map(|k| {
+            text.replace("Call-ID: 1-31337@", &format!("Call-ID: {k:05}-31337@"))
+                .into_bytes()
+        })
+        .collect();
+    let (mut refused, mut now) = (0, t0);
+    let before = testkit::alloc::on_this_thread();
+    for i in 0..400u32 {
+        let ip = [198, 51, 100, (i % 200) as u8];
+        // The first call of each source is pinned; a second one from another port
+        // (a new flow) finds the source's quota taken and is refused.
+        for (j, port) in [5060, 5061].into_iter().enumerate() {
+            let from = SocketAddr::from((ip, port + 2 * (i / 200) as u16));
+            let invite = &invites[2 * i as usize + j];
+            if matches!(r.from_client(now, from, 0, invite), ClientAction::Drop(_)) {
+                refused += 1;
+            }
+        }
+        now += Duration::from_micros(50);
+        if r.poll_timeout().is_some_and(|t| t <= now) {
+            r.handle_timeout(now);
+        }
+    }
+    assert_eq!(testkit::alloc::on_this_thread() - before, 0);
+    assert!(refused >= 200, "{refused}");
+}

@@ -247,7 +247,14 @@ impl FlowTable {
             fresh: [0; 2],
             start: 0,
             half: None,
-            free_ports: [VecDeque::new(), VecDeque::new()],
+            // A refused new flow hands its endpoint back inside the decision: room for
+            // the whole pool in the first list (all of it without a half) and half in
+            // the second, so that push never allocates. Pages are touched only as
+            // endpoints are freed.
+            free_ports: [
+                VecDeque::with_capacity(n_ports),
+                VecDeque::with_capacity(n_ports / 2 + 1),
+            ],
             clock: 0,
             epoch: None,
             space,
