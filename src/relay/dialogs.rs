@@ -167,6 +167,11 @@ impl DialogTable {
     pub fn iter(&self) -> impl Iterator<Item = (&DialogKey, &Dialog)> {
         self.shards.iter().flat_map(|s| s.iter())
     }
+
+    /// The entries of shard `i` (`i < SHARDS`).
+    pub fn iter_shard(&self, i: usize) -> impl Iterator<Item = (&DialogKey, &Dialog)> {
+        self.shards[i].iter()
+    }
 }
 
 impl DialogTable {

@@ -849,6 +849,13 @@ impl FlowTable {
         self.slots.iter().filter_map(|s| s.as_ref())
     }
 
+    /// The flows in slots `range` (clamped to the slots in use).
+    pub fn iter_slots(&self, range: std::ops::Range<usize>) -> impl Iterator<Item = &Flow> {
+        let end = range.end.min(self.slots.len());
+        let start = range.start.min(end);
+        self.slots[start..end].iter().filter_map(|s| s.as_ref())
+    }
+
     /// Mirrored flows not confirmed by generation `gen`: the peer no longer has them.
     pub fn stale_mirrored(&self, gen_: u32) -> Vec<FlowId> {
         self.slots

@@ -303,6 +303,15 @@ impl Link {
         self.stats.full_tables_sent += 1;
     }
 
+    /// Changes since the full table just queued were dropped: a newer one follows it.
+    pub fn full_again(&mut self) {
+        if self.full_tx.is_some() {
+            self.full_after = true;
+        } else {
+            self.ask_full_table();
+        }
+    }
+
     fn ask_full_table(&mut self) {
         if !self.full_asked {
             self.full_asked = true;

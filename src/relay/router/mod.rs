@@ -32,7 +32,7 @@ use peers::{Peer, is_peer};
 pub use settings::{RouterConfig, RouterSettings};
 
 use sync::flow_item;
-pub use sync::{SyncEffect, SyncReject};
+pub use sync::{FullCursor, SyncEffect, SyncReject};
 
 /// Where a touched flow's traffic goes.
 struct Touched {

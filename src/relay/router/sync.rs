@@ -7,7 +7,7 @@ use super::{Router, hold};
 use crate::relay::Item;
 use crate::relay::Span;
 use crate::relay::backends::BackendSet;
-use crate::relay::dialogs::Dialog;
+use crate::relay::dialogs::{Dialog, SHARDS};
 use crate::relay::flows::{Flow, FlowId, InsertError};
 use crate::relay::port::RelayPort;
 
@@ -24,6 +24,14 @@ pub(super) fn flow_item(f: &Flow, now: Instant, backends: &BackendSet) -> Item {
                 .min(u64::from(u32::MAX)) as u32
         }),
     }
+}
+
+/// Where a full table being built stands ([`Router::sync_full_step`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FullCursor {
+    slot: usize,
+    flows_done: bool,
+    shard: usize,
 }
 
 /// Why a peer's item was not applied (`sipfront_sync_items_rejected_total{reason}`).
@@ -103,19 +111,58 @@ impl Router {
 
     /// Every flow we serve and every dialog, for a peer that asked for a full table.
     pub fn sync_full(&self, now: Instant, out: &mut Vec<Item>) {
-        out.extend(
-            self.flows
-                .iter()
-                .filter(|f| !f.mirrored && f.peer.is_none())
-                .map(|f| flow_item(f, now, &self.backends)),
-        );
-        out.extend(self.dialogs.iter().map(|(&key, d)| Item::Dialog {
-            key,
-            backend: self.backends.seed_of(d.backend),
-            span: d.span,
-            opener: d.opener,
-            flow: d.flow,
-        }));
+        let mut at = FullCursor::default();
+        while !self.sync_full_step(now, &mut at, out, usize::MAX) {}
+    }
+
+    /// A part of [`Router::sync_full`]: about `budget` flow slots, or dialog shards
+    /// holding about that many entries, from `at` on. Returns true when the whole
+    /// table is in `out`. Between steps the tables change: each change is also queued
+    /// ([`Router::take_sync`]); sent after the table, the last one for each flow or
+    /// call is its latest state, whether the walk saw it before or after.
+    pub fn sync_full_step(
+        &self,
+        now: Instant,
+        at: &mut FullCursor,
+        out: &mut Vec<Item>,
+        budget: usize,
+    ) -> bool {
+        if !at.flows_done {
+            let slots = self.flows.slot_count();
+            let end = at.slot.saturating_add(budget).min(slots);
+            out.extend(
+                self.flows
+                    .iter_slots(at.slot..end)
+                    .filter(|f| !f.mirrored && f.peer.is_none())
+                    .map(|f| flow_item(f, now, &self.backends)),
+            );
+            at.slot = end;
+            if end < slots {
+                return false;
+            }
+            // Done, also if slots are added later: their flows' items are queued as
+            // changes (a walk that followed them might never end).
+            at.flows_done = true;
+            return false;
+        }
+        let mut taken = 0;
+        while at.shard < SHARDS && taken < budget {
+            let before = out.len();
+            out.extend(
+                self.dialogs
+                    .iter_shard(at.shard)
+                    .map(|(&key, d)| Item::Dialog {
+                        key,
+                        backend: self.backends.seed_of(d.backend),
+                        span: d.span,
+                        opener: d.opener,
+                        flow: d.flow,
+                    }),
+            );
+            taken += out.len() - before + 1;
+            at.shard += 1;
+        }
+        at.shard == SHARDS
     }
 
     /// Whether the peer is heard. When it falls silent its flows become ours (idle

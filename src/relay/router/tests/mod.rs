@@ -797,3 +797,92 @@ fn large_tables_are_swept_in_slices() {
     assert_eq!(removed, 20_000);
     assert_eq!(r.flows_per_backend().iter().sum::<usize>(), 0);
 }
+
+/// A full table built in steps while the tables change (new flows and calls, ended
+/// calls, all queued as changes too): applied with the changes made since it began
+/// behind it, the peer ends with exactly the master's flows and calls.
+#[test]
+fn a_full_table_built_in_steps_with_changes_behind_it_is_exact() {
+    let t0 = Instant::now();
+    let cfg = parse(&format!(
+        "[listen]\nsip = [\"192.0.2.10:5060\"]\nrelay = \"10.0.0.10\"\nrelay_ports = \"20000-21999\"\n\
+         [[backend]]\nname = \"a\"\naddr = \"{A}\"\n[[backend]]\nname = \"b\"\naddr = \"{B}\"\n[limits]\nmax_flows = 1500\n"
+    ));
+    let mut master = synced(&cfg);
+    let phone = |i: usize| format!("198.51.{}.{}:5060", 100 + i / 250, 1 + i % 250);
+    let call = |master: &mut Router, i: usize| {
+        let (port, b) = client(master, t0, &phone(i), &req("INVITE", &format!("c{i}")));
+        let ringing = resp(180, &format!("c{i}"), "INVITE", "");
+        assert!(matches!(
+            master.from_backend(t0, port, addr_of(b), &ringing),
+            BackendAction::Forward { .. }
+        ));
+    };
+    for i in 0..600 {
+        client(&mut master, t0, &phone(i), &req("OPTIONS", "o"));
+        if i % 2 == 0 {
+            call(&mut master, i);
+        }
+    }
+    let mut older = vec![];
+    master.take_sync(&mut older);
+    let (mut table, mut since, mut at, mut steps) = (vec![], vec![], FullCursor::default(), 0);
+    while !master.sync_full_step(t0, &mut at, &mut table, 50) {
+        steps += 1;
+        // Between steps: a new phone with a call, an ended call, a new call on an
+        // old phone.
+        let (new, old) = (600 + steps, steps * 7 % 600);
+        client(&mut master, t0, &phone(new), &req("OPTIONS", "o"));
+        call(&mut master, new);
+        client(
+            &mut master,
+            t0,
+            &phone(old),
+            &req("BYE", &format!("c{old}")),
+        );
+        call(&mut master, (old + 1) % 600);
+        assert!(!master.take_sync(&mut since), "the change queue overflowed");
+    }
+    assert!(steps > 10, "{steps} steps");
+    let mut mirror = synced(&cfg);
+    mirror.set_peer_alive(t0, true);
+    mirror.begin_full();
+    for it in table {
+        mirror.apply_sync(t0, it);
+    }
+    mirror.end_full(t0);
+    for it in since {
+        mirror.apply_sync(t0, it);
+    }
+    let flows = |r: &Router| {
+        let mut v: Vec<_> = r.flows().map(|f| (f.client, f.relay_port)).collect();
+        v.sort_unstable_by_key(|&(c, p)| (c, p.port));
+        v
+    };
+    assert_eq!(flows(&mirror), flows(&master));
+    let dialogs = |r: &Router| {
+        let mut all = vec![];
+        r.sync_full(t0, &mut all);
+        let mut v: Vec<_> = all
+            .into_iter()
+            .filter_map(|i| match i {
+                Item::Dialog {
+                    key,
+                    backend,
+                    span,
+                    flow,
+                    ..
+                } => Some((key, backend, span == Span::Dialog, flow.port)),
+                _ => None,
+            })
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(dialogs(&mirror), dialogs(&master));
+    // And stepwise is the same table as at once.
+    let (mut once, mut stepped, mut at) = (vec![], vec![], FullCursor::default());
+    master.sync_full(t0, &mut once);
+    while !master.sync_full_step(t0, &mut at, &mut stepped, 7) {}
+    assert_eq!(once, stepped);
+}
