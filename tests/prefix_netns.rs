@@ -251,6 +251,18 @@ fn prefix_route_ownership(nonlocal_bind: bool) {
         host.ns
             .ip(&["route", "show", "table", "local", "type", "local"])
     };
+    // A policy table's local default route (TPROXY's) makes nothing local for ordinary
+    // lookups: not a route over the prefix.
+    host.ns.ip(&[
+        "route",
+        "add",
+        "local",
+        "0.0.0.0/0",
+        "dev",
+        "lo",
+        "table",
+        "100",
+    ]);
 
     let mut sf = start("sf1");
     let routes = local_routes(host);

@@ -150,24 +150,28 @@ pub async fn ensure(net: Net) -> io::Result<Option<LocalRoute>> {
 }
 
 async fn ensure_with(handle: &rtnetlink::Handle, net: Net) -> io::Result<Option<LocalRoute>> {
-    let found = local_routes(handle, net.addr.is_ipv4()).await?;
-    let (exact, stale) = match plan(net, &found) {
-        Plan::Covered(by) => {
-            tracing::debug!(prefix = %net, route = %by, "relay prefix already local");
-            return Ok(None);
-        }
-        Plan::Own { exact, stale } => (exact, stale),
-    };
+    let v4 = net.addr.is_ipv4();
+    if let Plan::Covered(by) = plan(net, &local_routes(handle, v4).await?) {
+        tracing::debug!(prefix = %net, route = %by, "relay prefix already local");
+        return Ok(None);
+    }
     let Some(lock) = Lock::take(net)? else {
         return Err(io::Error::new(
             io::ErrorKind::AddrInUse,
             format!("another running sipfront on this host owns the route of {net}"),
         ));
     };
+    // Looked at again with the lock held: an owner that exited between the first look
+    // and the lock took its route away.
+    let (exact, stale) = match plan(net, &local_routes(handle, v4).await?) {
+        Plan::Covered(_) => return Ok(None),
+        Plan::Own { exact, stale } => (exact, stale),
+    };
     for old in stale {
-        // A leftover of a killed run for another prefix: its name is free. (Held: a
-        // running instance's, left alone; both routes make their addresses local.)
-        if Lock::take(old)?.is_some() {
+        // A leftover of a killed run for another prefix: its name is free, and held
+        // until the route is gone. (Held by another: a running instance's, left alone;
+        // both routes make their addresses local.)
+        if let Some(_old_lock) = Lock::take(old)? {
             tracing::info!(route = %old, "removing a killed run's relay prefix route");
             handle
                 .route()
@@ -188,7 +192,13 @@ async fn ensure_with(handle: &rtnetlink::Handle, net: Net) -> io::Result<Option<
     Ok(Some(LocalRoute { net, _lock: lock }))
 }
 
-/// Every `local` route of one family, in any table.
+/// The tables whose `local` routes make addresses local for every lookup: `local`
+/// (255, where `ip route add local` puts them) and `main` (254). A `local` route in a
+/// policy table (TPROXY's `local 0.0.0.0/0 dev lo table 100`) applies only to the
+/// packets its rules select.
+const RT_TABLE_MAIN: u32 = 254;
+
+/// Every `local` route of one family in the `local` and `main` tables.
 async fn local_routes(handle: &rtnetlink::Handle, v4: bool) -> io::Result<Vec<Found>> {
     let mut req = RouteMessage::default();
     req.header.address_family = if v4 {
@@ -199,7 +209,16 @@ async fn local_routes(handle: &rtnetlink::Handle, v4: bool) -> io::Result<Vec<Fo
     let mut routes = handle.route().get(req).execute();
     let mut found = Vec::new();
     while let Some(m) = routes.try_next().await.map_err(to_io)? {
-        if m.header.kind != RouteType::Local {
+        // The table: the attribute (any id), else the header's byte (ids below 256).
+        let table = m
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                RouteAttribute::Table(t) => Some(*t),
+                _ => None,
+            })
+            .unwrap_or(u32::from(m.header.table));
+        if m.header.kind != RouteType::Local || !matches!(table, RT_TABLE_LOCAL | RT_TABLE_MAIN) {
             continue;
         }
         let addr = m.attributes.iter().find_map(|a| match a {
