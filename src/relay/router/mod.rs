@@ -541,11 +541,10 @@ impl Router {
                     else {
                         return self.drop_client(client, DropReason::NoFlow);
                     };
-                    // Static peers are exempt.
-                    let quota = peer
-                        .is_none()
-                        .then(|| self.pin_quota(id, pins, client))
-                        .flatten();
+                    // Static peers are exempt, and their calls count against no one
+                    // (not in the sums of their address or /48 either).
+                    let counted = peer.is_none();
+                    let quota = counted.then(|| self.pin_quota(id, pins, client)).flatten();
                     if let Some(r) = quota {
                         return self.refuse_opening(id, new_flow, now, client, r);
                     }
@@ -556,14 +555,16 @@ impl Router {
                         opener: Side::Client,
                         flow: relay_port,
                         flow_gen,
-                        awaiting: true,
+                        awaiting: counted,
                         opens: true,
                     };
                     if self.dialogs.pin(key, d).is_err() {
                         let r = DropReason::DialogTableFull;
                         return self.refuse_opening(id, new_flow, now, client, r);
                     }
-                    self.flows.add_pin(id);
+                    if counted {
+                        self.flows.add_pin(id);
+                    }
                     self.dialog_changed(key, None, &d, true);
                 }
                 home
@@ -868,31 +869,36 @@ impl Router {
                 .flows
                 .get(id)
                 .is_some_and(|f| f.relay_port == d.flow && f.generation == d.flow_gen);
-            if !own && !msg.is_request() {
-                // An answer on another flow's endpoint answers that flow's request,
-                // which did not touch this entry (`from_client`): a stranger's BYE's
-                // 481 must not end the call, nor its INFO's 200 keep it, nor a 180
-                // promote it. (A backend's requests still act by Call-ID: the other
-                // leg of a call between two of our clients has the same one.)
-                return Ok(());
-            }
-            let before = *d;
-            if msg.is_request() {
-                // A backend's request owns the transaction: its answers go back there.
-                d.backend = backend;
-            }
-            refresh(d, msg, now, &self.settings, Side::Backend);
-            if d.awaiting && d.span == Span::Dialog {
-                // A backend took the client's call (1xx/2xx): no longer a stranger's
-                // pin (of the flow that opened it). A rejected one (407, 403...)
-                // counts until it expires.
-                d.awaiting = false;
-                if let Some(opener) = self.flows.lookup_generation(d.flow, d.flow_gen) {
-                    self.flows.drop_pin(opener);
+            // An answer on another flow's endpoint answers that flow's request, which
+            // did not touch this entry (`from_client`): a stranger's BYE's 481 must not
+            // end the call, nor its INFO's 200 keep it, nor a 180 promote it. A 2xx to
+            // a BYE still ends it: the far end took that BYE as the call's (a phone
+            // whose NAT gave it a new port mid-call hangs up from a new flow; a
+            // stranger who could do that could end the call anyway). A backend's
+            // requests act by Call-ID: the other leg of a call between two of our
+            // clients has the same one.
+            let bye_done =
+                msg.cseq_is(b"BYE") && msg.status().is_some_and(|c| (200..300).contains(&c));
+            if own || msg.is_request() || bye_done {
+                let before = *d;
+                if msg.is_request() {
+                    // A backend's request owns the transaction: its answers go back
+                    // there.
+                    d.backend = backend;
                 }
+                refresh(d, msg, now, &self.settings, Side::Backend);
+                if d.awaiting && d.span == Span::Dialog {
+                    // A backend took the client's call (1xx/2xx): no longer a
+                    // stranger's pin (of the flow that opened it). A rejected one
+                    // (407, 403...) counts until it expires.
+                    d.awaiting = false;
+                    if let Some(opener) = self.flows.lookup_generation(d.flow, d.flow_gen) {
+                        self.flows.drop_pin(opener);
+                    }
+                }
+                let after = *d;
+                self.dialog_changed(key, Some(&before), &after, true);
             }
-            let after = *d;
-            self.dialog_changed(key, Some(&before), &after, true);
         } else if msg.method().is_some_and(|m| m != b"ACK") {
             // (An ACK is never answered: nothing to send back.)
             let Some((relay_port, flow_gen)) =

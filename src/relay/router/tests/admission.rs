@@ -303,6 +303,10 @@ fn a_peer_is_exempt_from_the_pin_quota() {
     for i in 0..10 {
         client(&mut r, t0, CARRIER, &req("INVITE", &format!("p{i}")));
     }
+    // Nor do its calls count against anyone else's: a phone on the carrier's address
+    // (another port) still gets its one.
+    let phone = "203.0.113.5:5062";
+    client(&mut r, t0, phone, &req("INVITE", "own"));
 }
 
 /// A reload that removes a static peer's home backend moves the peer's next new

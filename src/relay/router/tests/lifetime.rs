@@ -378,3 +378,31 @@ fn rejected_sync_items_are_counted_by_reason() {
     assert_eq!(standby.sync_rejected.iter().sum::<u64>(), 4);
     assert_eq!(standby.dialog_count(), 1);
 }
+
+/// A phone whose NAT gave it a new port mid-call hangs up from a new flow: the far
+/// end's 2xx to that BYE ends the call's entry (a stranger's BYE gets a 481, above).
+/// And a 200 to REGISTER on another flow than a same-Call-ID entry's still registers.
+#[test]
+fn a_bye_answered_2xx_on_a_new_flow_ends_the_call_and_registers_still_count() {
+    let t0 = Instant::now();
+    let mut r = router(&config(""));
+    let (port, b) = client(&mut r, t0, CALLER, &req("INVITE", "v"));
+    from_backend(&mut r, t0, port, b, &resp(200, "v", "INVITE", ""));
+    assert_eq!(dialogs_on(&r, port), 1);
+    let (np, nb) = client(&mut r, t0, "198.51.100.1:40000", &req("BYE", "v"));
+    assert_ne!(np, port);
+    from_backend(&mut r, t0, np, nb, &resp(200, "v", "BYE", ""));
+    assert_eq!(dialogs_on(&r, port), 0, "the call still holds the old flow");
+    // A REGISTER answered on a flow whose Call-ID another flow's entry has.
+    let (sp, sb) = client(&mut r, t0, "203.0.113.9:5060", &req("INVITE", "reg"));
+    let (rp, rb) = client(&mut r, t0, "203.0.113.10:5060", &req("REGISTER", "reg"));
+    assert_ne!(sp, rp);
+    let ok = resp(200, "reg", "REGISTER", "Expires: 300\r\n");
+    from_backend(&mut r, t0, rp, rb, &ok);
+    let _ = sb;
+    assert!(
+        r.flow_of(&sa("203.0.113.10:5060"))
+            .is_some_and(|f| f.registered_until.is_some()),
+        "the 200 to REGISTER was not taken"
+    );
+}
