@@ -269,8 +269,9 @@ impl SyncShell {
         match build.as_mut() {
             // Held until the table being built is queued, then sent after it.
             Some(b) => b.changed(pending, overflow),
-            // Some changes were not queued: the peer gets the whole table instead.
-            None if overflow => start_full(s, build),
+            // Some changes were not queued: the peer gets the whole table instead
+            // (after the one going out, if one is: through the link's request).
+            None if overflow => link.full_again(),
             None => link.queue(pending),
         }
         pending.clear();
@@ -422,6 +423,14 @@ fn start_full(s: &mut Shell, build: &mut Option<Build>) {
     });
 }
 
+/// Flows we mirrored became ours (`adopted`): no change item says so, and a table
+/// being built has passed some of them as the peer's. It starts over.
+fn restart_build(s: &mut Shell, build: &mut Option<Build>, adopted: usize) {
+    if adopted > 0 && build.take().is_some() {
+        start_full(s, build);
+    }
+}
+
 /// One step of the table being built; when it is whole, it goes to the link with the
 /// changes made meanwhile behind it.
 fn build_step(s: &mut Shell, link: &mut Link, build: &mut Option<Build>, now: Instant) {
@@ -473,6 +482,7 @@ fn apply_events(
             LinkEvent::PeerDown => {
                 let adopted = s.router.set_peer_alive(now, false);
                 tracing::warn!(%peer, adopted, "sync peer silent; its flows are ours now");
+                restart_build(s, build, adopted);
             }
             LinkEvent::PeerRestarted => {
                 let n = s.router.adopt_peer_flows(now);
@@ -482,6 +492,7 @@ fn apply_events(
                         "sync peer restarted; its flows are ours until it has them back"
                     );
                 }
+                restart_build(s, build, n);
             }
             LinkEvent::FullStarted => s.router.begin_full(),
             LinkEvent::Items { items, .. } => {

@@ -344,11 +344,23 @@ impl Router {
                 match self.dialogs.pin(key, d) {
                     // The mirrored flow is held by the peer's dialogs too, so it
                     // survives a takeover for as long as its calls do.
-                    Ok(before) => {
-                        let (flow, flow_gen) = self
-                            .dialogs
-                            .get_mut(key)
-                            .map_or((flow, d.flow_gen), |d| (d.flow, d.flow_gen));
+                    Ok(mut before) => {
+                        let now_gen = d.flow_gen;
+                        let flows = &self.flows;
+                        let (flow, flow_gen) =
+                            self.dialogs.get_mut(key).map_or((flow, now_gen), |e| {
+                                // Pinned before its flow was placed (a full table built
+                                // in steps sends a call set up meanwhile before that
+                                // flow's item): it belongs to the flow there now, which
+                                // it never held.
+                                if e.flow == flow
+                                    && flows.lookup_generation(flow, e.flow_gen).is_none()
+                                {
+                                    e.flow_gen = now_gen;
+                                    before = None;
+                                }
+                                (e.flow, e.flow_gen)
+                            });
                         hold(&mut self.flows, flow, flow_gen, before, Some(span));
                     }
                     Err(()) => self.reject_sync(SyncReject::DialogTableFull),

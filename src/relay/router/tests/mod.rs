@@ -854,9 +854,14 @@ fn a_full_table_built_in_steps_with_changes_behind_it_is_exact() {
     for it in since {
         mirror.apply_sync(t0, it);
     }
+    // The same flows, each held by as many calls (a call's entry names its flow by
+    // endpoint and generation: one pinned before its flow arrived must still hold it).
     let flows = |r: &Router| {
-        let mut v: Vec<_> = r.flows().map(|f| (f.client, f.relay_port)).collect();
-        v.sort_unstable_by_key(|&(c, p)| (c, p.port));
+        let mut v: Vec<_> = r
+            .flows()
+            .map(|f| (f.client, f.relay_port, f.dialogs))
+            .collect();
+        v.sort_unstable_by_key(|&(c, p, _)| (c, p.port));
         v
     };
     assert_eq!(flows(&mirror), flows(&master));
