@@ -819,21 +819,33 @@ impl Router {
         let Some(id) = self.flows.lookup_port(relay_port) else {
             return self.drop_from_backend(DropReason::NoFlow);
         };
-        if let Some(f) = self.flows.get_mut(id) {
-            f.answered = true;
-        }
         self.last_call_id = (0, 0);
-        match Prepared::scan_of(prepared, data) {
+        // Whether this shows the client is someone a backend deals with, not only an
+        // address that sent something: then the flow lives `flow_idle`, else
+        // `unanswered_idle`. A backend's request or NAT ping does, and a 101-299 to
+        // anything but OPTIONS; a challenge, a refusal or a 200 to OPTIONS do not (a
+        // forged source gets those too: it would hold an endpoint for two minutes).
+        let answered = match Prepared::scan_of(prepared, data) {
             // Backends' NAT pings (nathelper) must reach the phone.
-            Scan::Keepalive => self.counters.keepalives[Direction::ToClient] += 1,
+            Scan::Keepalive => {
+                self.counters.keepalives[Direction::ToClient] += 1;
+                true
+            }
             Scan::Invalid(e) => return self.drop_from_backend(e.into()),
             Scan::Sip(msg) => {
+                let answered = msg.is_request()
+                    || (msg.status().is_some_and(|c| (101..300).contains(&c))
+                        && !msg.cseq_is(b"OPTIONS"));
                 self.last_call_id = range_in(data, msg.call_id);
                 let key = self.dialog_key(prepared, msg.call_id);
                 if let Err(r) = self.learn_from_backend(now, id, backend, &msg, key) {
                     return self.drop_from_backend(r);
                 }
+                answered
             }
+        };
+        if answered && let Some(f) = self.flows.get_mut(id) {
+            f.answered = true;
         }
         let Some(Touched {
             client: to,

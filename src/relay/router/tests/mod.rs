@@ -229,9 +229,10 @@ fn keepalives_refresh_but_never_create_flows() {
     );
     assert_eq!(r.flow_count(), 0);
     let (port, b) = client(&mut r, t0, "198.51.100.9:9", &req("OPTIONS", "o"));
-    // Before a backend answers, keepalives do not hold the flow (see
-    // `keepalives_do_not_hold_a_flow_no_backend_answered`).
-    r.from_backend(t0, port, addr_of(b), &resp(200, "o", "OPTIONS", ""));
+    // Before a backend deals with it, keepalives do not hold the flow (see
+    // `keepalives_do_not_hold_a_flow_no_backend_answered`); a backend's own request
+    // (a qualify OPTIONS) does.
+    r.from_backend(t0, port, addr_of(b), &req("OPTIONS", "q"));
     // Keepalives every 20 s keep a 30 s idle flow alive for two minutes.
     for s in (20..=120).step_by(20) {
         let now = t0 + Duration::from_secs(s);
@@ -890,4 +891,38 @@ fn a_full_table_built_in_steps_with_changes_behind_it_is_exact() {
     master.sync_full(t0, &mut once);
     while !master.sync_full_step(t0, &mut at, &mut stepped, 7) {}
     assert_eq!(once, stepped);
+}
+
+/// A forged source gets a backend's challenge, refusal or 200 to OPTIONS too: none of
+/// those makes its flow answered (held `flow_idle`, 90 s by default, plus the
+/// endpoint's quarantine). A 2xx to REGISTER, a 180, a backend's request do.
+#[test]
+fn challenges_refusals_and_options_answers_do_not_make_a_flow_answered() {
+    let t0 = Instant::now();
+    let answers: [(&str, Vec<u8>, bool); 6] = [
+        ("REGISTER", resp(401, "x", "REGISTER", ""), false),
+        ("INVITE", resp(407, "x", "INVITE", ""), false),
+        ("OPTIONS", resp(200, "x", "OPTIONS", ""), false),
+        ("INVITE", resp(100, "x", "INVITE", ""), false),
+        (
+            "REGISTER",
+            resp(200, "x", "REGISTER", "Expires: 60\r\n"),
+            true,
+        ),
+        ("INVITE", resp(180, "x", "INVITE", ""), true),
+    ];
+    for (i, (method, answer, answered)) in answers.iter().enumerate() {
+        let mut r = router(&config(""));
+        let from = format!("198.51.100.{}:5060", 10 + i);
+        let (port, b) = client(&mut r, t0, &from, &req(method, &format!("c{i}")));
+        let answer =
+            String::from_utf8_lossy(answer).replace("Call-ID: x", &format!("Call-ID: c{i}"));
+        r.from_backend(t0, port, addr_of(b), answer.as_bytes());
+        assert_eq!(
+            r.flow_of(&sa(&from)).map(|f| f.answered),
+            Some(*answered),
+            "{method} answered {}",
+            answer.lines().next().unwrap_or("")
+        );
+    }
 }
