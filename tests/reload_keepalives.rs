@@ -64,14 +64,15 @@ fn a_reload_turns_keepalive_forwarding_on_and_names_what_needs_a_restart() {
         .unwrap();
     let proxy = SocketAddr::from(([127, 0, 0, 1], sip_port));
 
-    // A flow the backend has answered (keepalives refresh only those).
-    let invite = "OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bK-1\r\n\
-                  From: <sip:a@x>;tag=1\r\nTo: <sip:b@x>\r\nCall-ID: ka@test\r\nCSeq: 1 OPTIONS\r\n\
+    // A flow the backend has answered (keepalives refresh only those; a 200 to
+    // OPTIONS would not count: a forged source gets that too).
+    let invite = "MESSAGE sip:x SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bK-1\r\n\
+                  From: <sip:a@x>;tag=1\r\nTo: <sip:b@x>\r\nCall-ID: ka@test\r\nCSeq: 1 MESSAGE\r\n\
                   Content-Length: 0\r\n\r\n";
     client.send_to(invite.as_bytes(), proxy).unwrap();
     let (_, relay) = recv(&backend, Duration::from_secs(5)).expect("the request relayed");
     let ok = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bK-1\r\n\
-              From: <sip:a@x>;tag=1\r\nTo: <sip:b@x>;tag=2\r\nCall-ID: ka@test\r\nCSeq: 1 OPTIONS\r\n\
+              From: <sip:a@x>;tag=1\r\nTo: <sip:b@x>;tag=2\r\nCall-ID: ka@test\r\nCSeq: 1 MESSAGE\r\n\
               Content-Length: 0\r\n\r\n";
     backend.send_to(ok.as_bytes(), relay).unwrap();
     recv(&client, Duration::from_secs(5)).expect("the answer relayed");
