@@ -222,16 +222,13 @@ pub(super) fn check_backend_against_listen(
         None => listen.relay.first().is_none_or(IpAddr::is_ipv4),
     };
     if let IpAddr::V6(a) = addr.ip()
-        && a.to_ipv4_mapped().is_some()
+        && let Some(v4) = a.to_ipv4_mapped()
     {
         // Relay sockets of IPv6 are IPv6-only: every send to it would fail, while the
         // prober's dual-stack socket reaches it over IPv4 and reports it up.
         return Err(invalid(
             addr_key(),
-            format!(
-                "{a} is IPv4-mapped: write the IPv4 address ({})",
-                a.to_ipv4_mapped().map_or(String::new(), |v| v.to_string())
-            ),
+            format!("{a} is IPv4-mapped: write the IPv4 address ({v4})"),
         ));
     }
     if addr.is_ipv4() != relay_v4 {

@@ -410,8 +410,7 @@ fn start_full(s: &mut Shell, build: &mut Option<Build>) {
     if build.is_some() {
         return;
     }
-    let mut older = Vec::new();
-    s.router.take_sync(&mut older);
+    s.router.discard_sync();
     *build = Some(Build {
         items: Vec::with_capacity(s.router.flow_count() + s.router.dialog_count()),
         at: FullCursor::default(),

@@ -550,6 +550,13 @@ impl FlowTable {
 
     /// The flow on `port` if it is the one of generation `generation` there (see
     /// [`Flow::generation`]).
+    /// Whether flow `id` is the one on `port` of `generation` (a dialog entry's flow),
+    /// read from the flow itself (hot in a decision).
+    pub fn is_at(&self, id: FlowId, port: RelayPort, generation: u16) -> bool {
+        self.get(id)
+            .is_some_and(|f| f.relay_port == port && f.generation == generation)
+    }
+
     pub fn lookup_generation(&self, port: RelayPort, generation: u16) -> Option<FlowId> {
         self.lookup_port(port)
             .filter(|&id| self.get(id).is_some_and(|f| f.generation == generation))

@@ -278,13 +278,7 @@ impl Link {
         }
         if self.pending.len() + items.len() > MAX_PENDING {
             self.pending.clear();
-            if self.full_tx.is_some() {
-                // The table going out is finished first: the peer gets a whole
-                // table, then a newer one with what is dropped here.
-                self.full_after = true;
-            } else {
-                self.ask_full_table();
-            }
+            self.full_again();
             return;
         }
         self.pending.extend(items.iter().copied());
@@ -303,7 +297,9 @@ impl Link {
         self.stats.full_tables_sent += 1;
     }
 
-    /// Changes since the full table just queued were dropped: a newer one follows it.
+    /// Changes were dropped: a new full table, after the one going out if one is (the
+    /// peer gets that whole first; starting over at once, under steady churn, might
+    /// never let a large table finish).
     pub fn full_again(&mut self) {
         if self.full_tx.is_some() {
             self.full_after = true;
@@ -333,7 +329,7 @@ impl Link {
         if from != self.peer {
             return self.count_drop(SyncDrop::NotPeer);
         }
-        let (env, current_key) = match self.keys.open(now, data) {
+        let (mut env, current_key) = match self.keys.open(now, data) {
             Ok(x) => x,
             Err(e) => {
                 self.take_key_news(now);
@@ -402,7 +398,6 @@ impl Link {
         // Unknown on either side (an older peer): nothing to compare.
         let keys_differ =
             self.dialog_keys != 0 && peer_dialog_keys != 0 && peer_dialog_keys != self.dialog_keys;
-        let mut env = env;
         if keys_differ && let Body::Items(items) | Body::Full { items, .. } = &mut env.body {
             // No Call-ID of ours hashes to its entries' keys: applied, they would only
             // fill the dialog table (and hold mirrored flows) until they expire.

@@ -142,11 +142,29 @@ pub struct LocalRoute {
 /// Makes `net` local. `Ok(None)`: a route not ours makes it local already (nothing
 /// to undo). An error if a running sipfront owns the route of this very prefix.
 pub async fn ensure(net: Net) -> io::Result<Option<LocalRoute>> {
+    with_netlink(async |handle| ensure_with(handle, net).await).await
+}
+
+/// `f` with a netlink connection of its own, closed after it.
+async fn with_netlink<T>(
+    f: impl AsyncFnOnce(&rtnetlink::Handle) -> io::Result<T>,
+) -> io::Result<T> {
     let (conn, handle, _) = rtnetlink::new_connection()?;
     let driver = tokio::spawn(conn);
-    let r = ensure_with(&handle, net).await;
+    let r = f(&handle).await;
     driver.abort();
     r
+}
+
+/// Adds our route for `net`, or deletes it.
+async fn set_route(handle: &rtnetlink::Handle, net: Net, add: bool) -> io::Result<()> {
+    let m = message(net)?;
+    let r = if add {
+        handle.route().add(m).execute().await
+    } else {
+        handle.route().del(m).execute().await
+    };
+    r.map_err(to_io)
 }
 
 async fn ensure_with(handle: &rtnetlink::Handle, net: Net) -> io::Result<Option<LocalRoute>> {
@@ -173,21 +191,11 @@ async fn ensure_with(handle: &rtnetlink::Handle, net: Net) -> io::Result<Option<
         // both routes make their addresses local.)
         if let Some(_old_lock) = Lock::take(old)? {
             tracing::info!(route = %old, "removing a killed run's relay prefix route");
-            handle
-                .route()
-                .del(message(old)?)
-                .execute()
-                .await
-                .map_err(to_io)?;
+            set_route(handle, old, false).await?;
         }
     }
     if !exact {
-        handle
-            .route()
-            .add(message(net)?)
-            .execute()
-            .await
-            .map_err(to_io)?;
+        set_route(handle, net, true).await?;
     }
     Ok(Some(LocalRoute { net, _lock: lock }))
 }
@@ -250,12 +258,8 @@ fn to_io(e: rtnetlink::Error) -> io::Error {
 
 impl LocalRoute {
     pub async fn remove(self) -> io::Result<()> {
-        let (conn, handle, _) = rtnetlink::new_connection()?;
-        let driver = tokio::spawn(conn);
-        let r = handle.route().del(message(self.net)?).execute().await;
-        driver.abort();
         // The lock goes with `self`, after the route.
-        r.map_err(to_io)
+        with_netlink(async |handle| set_route(handle, self.net, false).await).await
     }
 }
 

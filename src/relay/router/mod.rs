@@ -506,12 +506,7 @@ impl Router {
             // or someone who learned the Call-ID): it routes by it, but neither ends,
             // refreshes nor moves it, so nobody can release or keep another's call
             // (and the flow it holds) by sending its Call-ID.
-            Some(d)
-                if !self
-                    .flows
-                    .get(id)
-                    .is_some_and(|f| f.relay_port == d.flow && f.generation == d.flow_gen) =>
-            {
+            Some(d) if !self.flows.is_at(id, d.flow, d.flow_gen) => {
                 if self.backends.serves(d.backend) {
                     d.backend
                 } else {
@@ -877,10 +872,7 @@ impl Router {
         key: DialogKey,
     ) -> Result<(), DropReason> {
         if let Some(d) = self.dialogs.get_mut(key) {
-            let own = self
-                .flows
-                .get(id)
-                .is_some_and(|f| f.relay_port == d.flow && f.generation == d.flow_gen);
+            let own = self.flows.is_at(id, d.flow, d.flow_gen);
             // An answer on another flow's endpoint answers that flow's request, which
             // did not touch this entry (`from_client`): a stranger's BYE's 481 must not
             // end the call, nor its INFO's 200 keep it, nor a 180 promote it. A 2xx to

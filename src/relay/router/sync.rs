@@ -102,8 +102,16 @@ impl Router {
     /// Moves queued changes into `out` (which keeps its own storage). Returns true if
     /// the queue overflowed since the last call: the peer needs a full table.
     pub fn take_sync(&mut self, out: &mut Vec<Item>) -> bool {
-        if let Some(q) = &mut self.sync_out {
+        if let Some(q) = &self.sync_out {
             out.extend_from_slice(q);
+        }
+        self.discard_sync()
+    }
+
+    /// Drops the queued changes (a full table about to be built covers them).
+    /// Returns whether the queue had overflowed.
+    pub fn discard_sync(&mut self) -> bool {
+        if let Some(q) = &mut self.sync_out {
             q.clear();
         }
         std::mem::take(&mut self.sync_overflow)
@@ -137,12 +145,9 @@ impl Router {
                     .map(|f| flow_item(f, now, &self.backends)),
             );
             at.slot = end;
-            if end < slots {
-                return false;
-            }
-            // Done, also if slots are added later: their flows' items are queued as
-            // changes (a walk that followed them might never end).
-            at.flows_done = true;
+            // Done at the end, also if slots are added later: their flows' items are
+            // queued as changes (a walk that followed them might never end).
+            at.flows_done = end == slots;
             return false;
         }
         let mut taken = 0;
@@ -345,22 +350,20 @@ impl Router {
                     // The mirrored flow is held by the peer's dialogs too, so it
                     // survives a takeover for as long as its calls do.
                     Ok(mut before) => {
-                        let now_gen = d.flow_gen;
-                        let flows = &self.flows;
-                        let (flow, flow_gen) =
-                            self.dialogs.get_mut(key).map_or((flow, now_gen), |e| {
-                                // Pinned before its flow was placed (a full table built
-                                // in steps sends a call set up meanwhile before that
-                                // flow's item): it belongs to the flow there now, which
-                                // it never held.
-                                if e.flow == flow
-                                    && flows.lookup_generation(flow, e.flow_gen).is_none()
-                                {
-                                    e.flow_gen = now_gen;
-                                    before = None;
-                                }
-                                (e.flow, e.flow_gen)
-                            });
+                        let (mut flow, mut flow_gen) = (flow, d.flow_gen);
+                        if let Some(e) = self.dialogs.get_mut(key) {
+                            // Pinned before its flow was placed (a full table built in
+                            // steps sends a call set up meanwhile before that flow's
+                            // item): it belongs to the flow there now, which it never
+                            // held.
+                            if e.flow == flow
+                                && self.flows.lookup_generation(flow, e.flow_gen).is_none()
+                            {
+                                e.flow_gen = flow_gen;
+                                before = None;
+                            }
+                            (flow, flow_gen) = (e.flow, e.flow_gen);
+                        }
                         hold(&mut self.flows, flow, flow_gen, before, Some(span));
                     }
                     Err(()) => self.reject_sync(SyncReject::DialogTableFull),
