@@ -117,13 +117,10 @@ fn failover_and_failback(policy: &str, base: u16, relay_ports: &str) {
     let vip = SocketAddrV4::new(LO, base);
     let nodes = Node::pair((LO, base + 1, base + 4), (LO, base + 2, base + 5), vip, LO);
     let names = ["osA", "osB"];
-    let mut os = [
-        Some(OpenSips::start(&dir, names[0], &nodes[0], None)),
-        Some(OpenSips::start(&dir, names[1], &nodes[1], None)),
-    ];
-    for o in os.iter().flatten() {
-        o.wait_cluster_ready();
-    }
+    let os_a = OpenSips::start(&dir, names[0], &nodes[0], None);
+    let os_b = OpenSips::start_linked(&dir, names[1], &nodes[1], None, &os_a);
+    os_a.wait_cluster_ready();
+    let mut os = [Some(os_a), Some(os_b)];
     eprintln!("[{:?}] OpenSIPS nodes up, cluster synced", t0.elapsed());
     let mut front = Sipfront::start(
         &dir,
@@ -253,10 +250,15 @@ fn failover_and_failback(policy: &str, base: u16, relay_ports: &str) {
     // Restart the killed node on the same addresses: it pulls the location table from the
     // survivor (it is not empty, unlike a restarted Kamailio), and comes back up in sipfront.
     os[h] = None;
-    let restarted = OpenSips::start(&dir, &format!("{home}-restarted"), &nodes[h], None);
-    // The restarted node's link can stay "Probe" for a while (see `CLUSTER_READY`);
-    // the contact assertions below are what this test checks.
-    restarted.wait_cluster_ready();
+    // The restarted node's link can stay "Probe" (see `CLUSTER_TRY`); the contact
+    // assertions below are what this test checks.
+    let restarted = OpenSips::start_linked(
+        &dir,
+        &format!("{home}-restarted"),
+        &nodes[h],
+        None,
+        os[s].as_ref().unwrap(),
+    );
     let synced_in = killed.elapsed();
     assert_eq!(
         received_ports(&restarted, "phone"),

@@ -50,9 +50,8 @@ fn cluster_behind_sipfront(
     admin_port: u16,
 ) -> (OpenSips, OpenSips, Sipfront) {
     let oa = OpenSips::start(dir, "osA", na, None);
-    let ob = OpenSips::start(dir, "osB", nb, None);
+    let ob = OpenSips::start_linked(dir, "osB", nb, None, &oa);
     oa.wait_cluster_ready();
-    ob.wait_cluster_ready();
     let mut front = Sipfront::start(
         dir,
         SipfrontConfig::new(

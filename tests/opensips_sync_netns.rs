@@ -53,9 +53,14 @@ fn opensips_phone_behind_nat_is_reachable_after_master_kill_without_reregisterin
         vip,
     );
     let os_a = OpenSips::start(&dir, "osA", &nodes[0], Some(&net.host("osA").ns.name));
-    let os_b = OpenSips::start(&dir, "osB", &nodes[1], Some(&net.host("osB").ns.name));
+    let os_b = OpenSips::start_linked(
+        &dir,
+        "osB",
+        &nodes[1],
+        Some(&net.host("osB").ns.name),
+        &os_a,
+    );
     os_a.wait_cluster_ready();
-    os_b.wait_cluster_ready();
     eprintln!("[{} ms] OpenSIPS nodes up, cluster synced", ms(t0));
 
     let (mut a, b) = start_pair(

@@ -33,6 +33,16 @@ use testkit::*;
 /// start (`opensips_failover`'s log line).
 pub const CLUSTER_READY: Duration = Duration::from_secs(75);
 
+/// How long [`OpenSips::start_linked`] gives one start of a node to link and sync before it
+/// starts the node again. In the clean-clone run of session 21 a restarted node stayed
+/// "Probe" for all of [`CLUSTER_READY`] and logged nothing after its start-up: none of
+/// clusterer's "ping reply not received" or "node timeout passed" lines, as if its pinger
+/// had stopped. A restarted node is normally synced 1-2 s after its start.
+pub const CLUSTER_TRY: Duration = Duration::from_secs(20);
+
+/// Starts [`OpenSips::start_linked`] tries before the test fails.
+const CLUSTER_STARTS: u32 = 3;
+
 /// The shipped OpenSIPS config.
 pub fn opensips_cfg() -> String {
     format!(
@@ -351,6 +361,56 @@ impl OpenSips {
         });
         assert!(ok, "opensips {name}: MI does not answer: {last:?}");
         o
+    }
+
+    /// Starts node `node` like [`OpenSips::start`] and waits until its link to `peer` is up
+    /// and usrloc is synced. A start that is not within [`CLUSTER_TRY`] is reported on
+    /// stderr with both nodes' states and logs, stopped, and started again (as `NAME-2`,
+    /// `NAME-3`): the tests check sipfront, and an operator restarts a wedged node too.
+    pub fn start_linked(
+        test: &TestDir,
+        name: &str,
+        node: &Node,
+        ns: Option<&str>,
+        peer: &OpenSips,
+    ) -> OpenSips {
+        for attempt in 1..=CLUSTER_STARTS {
+            let this = if attempt == 1 {
+                name.to_string()
+            } else {
+                format!("{name}-{attempt}")
+            };
+            let o = OpenSips::start(test, &this, node, ns);
+            let mut last = Default::default();
+            if wait_until(CLUSTER_TRY, || {
+                last = o.cluster_state();
+                last.0 == "Up" && last.1 == "Ok"
+            }) {
+                return o;
+            }
+            eprintln!(
+                "{this}: cluster link / usrloc sync state {last:?} after {CLUSTER_TRY:?} \
+                 (start {attempt} of {CLUSTER_STARTS}); {} has {:?}\n\
+                 ----- {this} -----\n{}\n----- {} -----\n{}",
+                peer.name(),
+                peer.cluster_state(),
+                o.proc.log_tail(40),
+                peer.name(),
+                peer.proc.log_tail(40)
+            );
+            let pgid = o.proc.pid();
+            drop(o);
+            // Its sockets are free once every process of its group is gone.
+            assert!(
+                wait_until(Duration::from_secs(10), || group_members(pgid).is_empty()),
+                "{this}: processes left after the stop: {:?}",
+                group_members(pgid)
+            );
+        }
+        panic!(
+            "{name}: cluster link to {} not up after {CLUSTER_STARTS} starts",
+            peer.name()
+        );
     }
 
     pub fn name(&self) -> &str {

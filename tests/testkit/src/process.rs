@@ -222,7 +222,7 @@ impl Proc {
 }
 
 /// Live (non-zombie) processes whose process group is `pgid`, from `/proc/*/stat`.
-fn group_members(pgid: u32) -> Vec<u32> {
+pub fn group_members(pgid: u32) -> Vec<u32> {
     let Ok(rd) = fs::read_dir("/proc") else {
         return Vec::new();
     };
