@@ -33,15 +33,53 @@ pub struct Dialog {
     pub flow: RelayPort,
     /// That flow's generation on the endpoint (`Flow::generation`).
     pub flow_gen: u16,
+    /// Yes/no facts about the entry ([`Marks`]).
+    pub marks: Marks,
+}
+
+/// An entry's yes/no facts, one bit each: a million entries stay 32 bytes each.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Marks(u8);
+
+impl Marks {
+    pub const NONE: Marks = Marks(0);
     /// Opened by the client and not (yet) made a dialog by a backend's 1xx/2xx:
     /// counts against the flow's pin quota until it expires (calls a backend takes do
     /// not, however many a PBX places; rejected ones do).
-    pub awaiting: bool,
+    pub const AWAITING: Marks = Marks(1);
     /// The request that opened it opens a dialog (INVITE, SUBSCRIBE, REFER): only
     /// then may an answer make it one. An answer names its request's method in CSeq
     /// only, which the answering side writes: a client must not turn a backend's
     /// OPTIONS or MESSAGE into an hour-long dialog by answering `CSeq: 1 INVITE`.
-    pub opens: bool,
+    pub const OPENS: Marks = Marks(2);
+    /// A dialog kept alive by its own traffic since the sync peer last heard of it:
+    /// the peer's copy only lives `dialog_idle` from then, so the sweep tells it
+    /// again ([`Router::handle_timeout`](crate::relay::Router::handle_timeout)).
+    pub const REFRESHED: Marks = Marks(4);
+
+    pub const fn has(self, m: Marks) -> bool {
+        self.0 & m.0 == m.0
+    }
+
+    pub fn set(&mut self, m: Marks, on: bool) {
+        if on {
+            self.0 |= m.0;
+        } else {
+            self.0 &= !m.0;
+        }
+    }
+
+    /// `self` plus `m` if `on`.
+    pub const fn with(self, m: Marks, on: bool) -> Marks {
+        if on { Marks(self.0 | m.0) } else { self }
+    }
+}
+
+impl std::ops::BitOr for Marks {
+    type Output = Marks;
+    fn bitor(self, m: Marks) -> Marks {
+        Marks(self.0 | m.0)
+    }
 }
 
 // A million may be held: the generation fits in what was padding.
@@ -81,6 +119,9 @@ impl Hasher for PassThrough {
 }
 
 type Shard = HashMap<DialogKey, Dialog, BuildHasherDefault<PassThrough>>;
+
+/// Where [`DialogTable::expire_shard`] hands the entries to re-send to the sync peer.
+pub type Resend<'a> = dyn FnMut(DialogKey, &Dialog) + 'a;
 
 /// Shards, chosen by the key's high bits (the map hashes the low ones), so expiry
 /// can sweep a large table a few shards at a time instead of stalling on all of it
@@ -199,11 +240,13 @@ impl DialogTable {
         let shard = &mut self.shards[shard_of(key)];
         if let Some(old) = shard.get_mut(&key) {
             let before = old.span;
+            // The flow, its quota count and what we have yet to tell the peer stay.
+            let marks = Marks(d.marks.0 & !Marks::AWAITING.0)
+                | Marks(old.marks.0 & (Marks::AWAITING | Marks::OPENS | Marks::REFRESHED).0);
             *old = Dialog {
                 flow: old.flow,
                 flow_gen: old.flow_gen,
-                awaiting: old.awaiting,
-                opens: old.opens || d.opens,
+                marks,
                 ..d
             };
             return Ok(Some(before));
@@ -255,25 +298,42 @@ impl DialogTable {
     /// router expires a few shards per sweep instead).
     #[cfg(test)]
     pub fn expire(&mut self, now: Instant, gone: &mut impl FnMut(&Dialog)) -> usize {
-        (0..SHARDS).map(|i| self.expire_shard(i, now, gone)).sum()
+        (0..SHARDS)
+            .map(|i| self.expire_shard(i, now, gone, None))
+            .sum()
     }
 
     /// `expire` for one shard (`i < SHARDS`).
+    /// With `resend`, also hands every kept entry marked [`Marks::REFRESHED`] to
+    /// `resend` and clears the mark.
     pub fn expire_shard(
         &mut self,
         i: usize,
         now: Instant,
         gone: &mut impl FnMut(&Dialog),
+        resend: Option<&mut Resend<'_>>,
     ) -> usize {
         let shard = &mut self.shards[i];
         let before = shard.len();
-        shard.retain(|_, d| {
-            let keep = d.expires > now;
-            if !keep {
-                gone(d);
-            }
-            keep
-        });
+        match resend {
+            None => shard.retain(|_, d| {
+                let keep = d.expires > now;
+                if !keep {
+                    gone(d);
+                }
+                keep
+            }),
+            Some(resend) => shard.retain(|&k, d| {
+                let keep = d.expires > now;
+                if !keep {
+                    gone(d);
+                } else if d.marks.has(Marks::REFRESHED) {
+                    d.marks.set(Marks::REFRESHED, false);
+                    resend(k, d);
+                }
+                keep
+            }),
+        }
         let gone = before - shard.len();
         self.len -= gone;
         gone
@@ -304,8 +364,7 @@ mod tests {
             opener: Side::Client,
             flow: RelayPort::first(port),
             flow_gen: 1,
-            awaiting: false,
-            opens: true,
+            marks: Marks::OPENS,
         };
         let mut t = DialogTable::new(2, None);
         let a = t.key(b"abc@host");
@@ -350,8 +409,7 @@ mod tests {
             opener: Side::Client,
             flow: RelayPort::first(n as u16),
             flow_gen: 1,
-            awaiting: false,
-            opens: true,
+            marks: Marks::OPENS,
         }
     }
 

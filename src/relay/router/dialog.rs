@@ -3,9 +3,9 @@
 
 use std::time::Instant;
 
+use super::sync::dialog_item;
 use super::{Router, RouterSettings};
-use crate::relay::Item;
-use crate::relay::dialogs::{Dialog, Side, Span};
+use crate::relay::dialogs::{Dialog, Marks, Side, Span};
 use crate::relay::flows::FlowTable;
 use crate::relay::port::RelayPort;
 use crate::sip::SipView;
@@ -33,10 +33,12 @@ pub(super) fn refresh(
         d.span = Span::Transaction;
         d.expires = now + s.transaction;
     } else if d.span == Span::Dialog {
-        // In-dialog traffic either way keeps the dialog (and its flow).
+        // In-dialog traffic either way keeps the dialog (and its flow), here and, once
+        // the sweep re-sends it, on the sync peer.
         d.expires = now + s.dialog_idle;
+        d.marks.set(Marks::REFRESHED, true);
     } else if from != d.opener
-        && d.opens
+        && d.marks.has(Marks::OPENS)
         && msg.status().is_some_and(|c| (101..300).contains(&c))
         && msg.cseq_method().is_some_and(opens_dialog)
     {
@@ -100,13 +102,7 @@ impl Router {
             None => sync_new,
         };
         if changed {
-            self.emit(Item::Dialog {
-                key,
-                backend: self.backends.seed_of(after.backend),
-                span: after.span,
-                opener: after.opener,
-                flow: after.flow,
-            });
+            self.emit(dialog_item(key, after, &self.backends));
         }
     }
 }
@@ -114,7 +110,7 @@ impl Router {
 /// An expired entry the client opened, that no backend answered, no longer counts
 /// against its flow's quota.
 pub(super) fn unpin(flows: &mut FlowTable, d: &Dialog) {
-    if !d.awaiting {
+    if !d.marks.has(Marks::AWAITING) {
         return;
     }
     if let Some(id) = flows.lookup_generation(d.flow, d.flow_gen) {

@@ -4,10 +4,11 @@
 use std::time::{Duration, Instant};
 
 use super::dialog::unpin;
-use super::{Router, RouterEvent, hold};
+use super::sync::{dialog_item, queue};
+use super::{Router, RouterEvent, RouterSettings, hold};
 use crate::relay::Item;
 use crate::relay::backends::Tenure;
-use crate::relay::dialogs::{Dialog, SHARDS};
+use crate::relay::dialogs::{Dialog, DialogKey, Resend, SHARDS};
 use crate::relay::flows::Idle;
 
 /// How often a slice of the flow table is swept for expired flows.
@@ -43,6 +44,15 @@ const SWEEP_MAX_REMOVALS: usize = 2048;
 /// tenths of a ms; all 256 of them in under 3 s).
 const GROW_EVERY: Duration = Duration::from_millis(10);
 const GROW_BUDGET: usize = 4096;
+
+/// How often the sweep re-sends the dialogs their own traffic kept alive to the sync
+/// peer, whose copy lives `dialog_idle` from the last item it got: a quarter of that,
+/// so a call refreshed just after a round is re-sent long before the peer's copy
+/// expires (the round itself takes a few seconds), at one item per refreshed call per
+/// period (a million calls and an hour: ~1,100 items/s).
+pub(super) fn resend_every(s: &RouterSettings) -> Duration {
+    s.dialog_idle / 4
+}
 
 /// How one sweep call divides the work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,9 +163,26 @@ impl Router {
             hold(flows, d.flow, d.flow_gen, Some(d.span), None);
             unpin(flows, d);
         };
+        let peer = self.sync_out.is_some();
+        let (out, overflow, backends) =
+            (&mut self.sync_out, &mut self.sync_overflow, &self.backends);
+        let mut resend = |key: DialogKey, d: &Dialog| {
+            queue(out, overflow, dialog_item(key, d, backends));
+        };
         for _ in 0..plan.shards {
-            self.dialogs
-                .expire_shard(self.dialog_shard, now, &mut release);
+            // A round re-sends the refreshed entries of every shard once.
+            if self.resend_shards == 0 && now >= self.resend_due {
+                self.resend_shards = SHARDS;
+                self.resend_due = now + resend_every(&self.settings);
+            }
+            let resending = self.resend_shards > 0 && peer;
+            self.resend_shards = self.resend_shards.saturating_sub(1);
+            self.dialogs.expire_shard(
+                self.dialog_shard,
+                now,
+                &mut release,
+                resending.then_some(&mut resend as &mut Resend<'_>),
+            );
             self.dialog_shard = (self.dialog_shard + 1) % SHARDS;
         }
         if end < total {

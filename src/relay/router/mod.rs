@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::access::{AccessControl, Refusal};
 use super::backends::{AdminState, BackendId, BackendSet, Change};
-use super::dialogs::{Dialog, DialogKey, DialogTable, Side, Span};
+use super::dialogs::{Dialog, DialogKey, DialogTable, Marks, Side, Span};
 use super::flows::{Flow, FlowId, FlowTable, InsertError, NOT_HELD, RECLAIM};
 use super::item::Item;
 use super::port::RelayPort;
@@ -133,6 +133,10 @@ pub struct Router {
     sweep_homes: Vec<usize>,
     /// Next dialog shard to expire when the dialog table is large.
     dialog_shard: usize,
+    /// Shards left in the current round that re-sends refreshed dialogs to the sync
+    /// peer, and when the next round starts (`expiry::resend_every`).
+    resend_shards: usize,
+    resend_due: Instant,
     flows_per_backend: Vec<usize>,
     vacate_scratch: Vec<usize>,
     /// Table changes for the sync peer (None without `[sync]`). Pre-sized: queueing
@@ -224,6 +228,8 @@ impl Router {
             expired_scratch: Vec::with_capacity(1024),
             sweep_cursor: 0,
             dialog_shard: 0,
+            resend_shards: 0,
+            resend_due: now + expiry::resend_every(&rc.settings),
             sweep_homes: vec![0; backend_list.len()],
             flows_per_backend: vec![0; backend_list.len()],
             vacate_scratch: Vec::with_capacity(backend_list.len()),
@@ -550,8 +556,7 @@ impl Router {
                         opener: Side::Client,
                         flow: relay_port,
                         flow_gen,
-                        awaiting: counted,
-                        opens: true,
+                        marks: Marks::OPENS.with(Marks::AWAITING, counted),
                     };
                     if self.dialogs.pin(key, d).is_err() {
                         let r = DropReason::DialogTableFull;
@@ -891,11 +896,11 @@ impl Router {
                     d.backend = backend;
                 }
                 refresh(d, msg, now, &self.settings, Side::Backend);
-                if d.awaiting && d.span == Span::Dialog {
+                if d.marks.has(Marks::AWAITING) && d.span == Span::Dialog {
                     // A backend took the client's call (1xx/2xx): no longer a
                     // stranger's pin (of the flow that opened it). A rejected one
                     // (407, 403...) counts until it expires.
-                    d.awaiting = false;
+                    d.marks.set(Marks::AWAITING, false);
                     if let Some(opener) = self.flows.lookup_generation(d.flow, d.flow_gen) {
                         self.flows.drop_pin(opener);
                     }
@@ -920,8 +925,7 @@ impl Router {
                 opener: Side::Backend,
                 flow: relay_port,
                 flow_gen,
-                awaiting: false,
-                opens: opening,
+                marks: Marks::NONE.with(Marks::OPENS, opening),
             };
             if self.dialogs.pin(key, d).is_ok() {
                 // Lone transactions (NAT pings, MESSAGE) are too short-lived to sync.

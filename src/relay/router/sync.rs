@@ -7,7 +7,7 @@ use super::{Router, hold};
 use crate::relay::Item;
 use crate::relay::Span;
 use crate::relay::backends::BackendSet;
-use crate::relay::dialogs::{Dialog, SHARDS};
+use crate::relay::dialogs::{Dialog, DialogKey, Marks, SHARDS};
 use crate::relay::flows::{Flow, FlowId, InsertError};
 use crate::relay::port::RelayPort;
 
@@ -23,6 +23,30 @@ pub(super) fn flow_item(f: &Flow, now: Instant, backends: &BackendSet) -> Item {
                 .as_secs()
                 .min(u64::from(u32::MAX)) as u32
         }),
+    }
+}
+
+/// The sync item describing dialog entry `key` now.
+pub(super) fn dialog_item(key: DialogKey, d: &Dialog, backends: &BackendSet) -> Item {
+    Item::Dialog {
+        key,
+        backend: backends.seed_of(d.backend),
+        span: d.span,
+        opener: d.opener,
+        flow: d.flow,
+    }
+}
+
+/// Queues `item` for the peer if there is one; a full queue only records the overflow
+/// (the peer then gets a full table).
+#[inline]
+pub(super) fn queue(out: &mut Option<Vec<Item>>, overflow: &mut bool, item: Item) {
+    if let Some(q) = out {
+        if q.len() < q.capacity() {
+            q.push(item);
+        } else {
+            *overflow = true;
+        }
     }
 }
 
@@ -90,13 +114,7 @@ impl Router {
         {
             return;
         }
-        if let Some(q) = &mut self.sync_out {
-            if q.len() < q.capacity() {
-                q.push(item);
-            } else {
-                self.sync_overflow = true;
-            }
-        }
+        queue(&mut self.sync_out, &mut self.sync_overflow, item);
     }
 
     /// Moves queued changes into `out` (which keeps its own storage). Returns true if
@@ -156,13 +174,7 @@ impl Router {
             out.extend(
                 self.dialogs
                     .iter_shard(at.shard)
-                    .map(|(&key, d)| Item::Dialog {
-                        key,
-                        backend: self.backends.seed_of(d.backend),
-                        span: d.span,
-                        opener: d.opener,
-                        flow: d.flow,
-                    }),
+                    .map(|(&key, d)| dialog_item(key, d, &self.backends)),
             );
             taken += out.len() - before + 1;
             at.shard += 1;
@@ -342,9 +354,8 @@ impl Router {
                     flow,
                     // Ours on that endpoint: generations are local.
                     flow_gen: self.flows.generation_at(flow),
-                    awaiting: false,
                     // Only dialogs and entries of dialog-opening requests are synced.
-                    opens: true,
+                    marks: Marks::OPENS,
                 };
                 match self.dialogs.pin(key, d) {
                     // The mirrored flow is held by the peer's dialogs too, so it

@@ -7,6 +7,7 @@ mod peers;
 mod prepared;
 mod source_limits;
 mod split_brain;
+mod standby_dialogs;
 
 use super::*;
 use crate::config::{Config, EphemeralPorts};

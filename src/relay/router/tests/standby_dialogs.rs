@@ -1,0 +1,136 @@
+//! A call longer than `dialog_idle` on the standby's mirror: its in-dialog traffic keeps
+//! the master's entry alive, and the sweep's re-sends keep the standby's.
+
+use super::*;
+
+/// One second of a pair's life: both sweep when due, and the master's changes reach
+/// the standby. Returns the dialog items the master sent and whether the standby sent
+/// any (it must not echo what it mirrors).
+fn tick(master: &mut Router, standby: &mut Router, now: Instant) -> (usize, bool) {
+    for r in [&mut *master, &mut *standby] {
+        if r.poll_timeout().is_none_or(|t| t <= now) {
+            r.handle_timeout(now);
+        }
+    }
+    let mut items = vec![];
+    master.take_sync(&mut items);
+    let sent = items
+        .iter()
+        .filter(|i| matches!(i, Item::Dialog { .. }))
+        .count();
+    for it in items {
+        standby.apply_sync(now, it);
+    }
+    let mut echo = vec![];
+    standby.take_sync(&mut echo);
+    (sent, echo.iter().any(|i| matches!(i, Item::Dialog { .. })))
+}
+
+#[test]
+fn a_call_longer_than_dialog_idle_stays_pinned_on_the_standby_and_ends_there_too() {
+    let t0 = Instant::now();
+    let cfg = config("");
+    let idle = cfg.timeouts.dialog_idle;
+    let (mut master, mut standby) = (synced(&cfg), synced(&cfg));
+    standby.set_peer_alive(t0, true);
+    let phone = "198.51.100.7:40000";
+    let (port, home) = client(&mut master, t0, phone, &req("REGISTER", "reg"));
+    let ok = resp(200, "reg", "REGISTER", "Expires: 600\r\n");
+    master.from_backend(t0, port, addr_of(home), &ok);
+    // The other backend calls the phone; the phone answers.
+    let other = other_of(home);
+    master.from_backend(t0, port, addr_of(other), &req("INVITE", "call"));
+    assert_eq!(
+        client(&mut master, t0, phone, &resp(200, "call", "INVITE", "")),
+        (port, other)
+    );
+    // Five times dialog_idle, a re-INVITE from the phone every 0.4 × dialog_idle (and
+    // a REGISTER every 300 s).
+    let long = idle * 5;
+    let mut sent = 0;
+    let mut t = t0;
+    while t < t0 + long {
+        t += Duration::from_secs(1);
+        let s = (t - t0).as_secs();
+        if s % (idle.as_secs() * 2 / 5) == 0 {
+            assert_eq!(
+                client(&mut master, t, phone, &req("INVITE", "call")),
+                (port, other),
+                "re-INVITE at {s} s on the master"
+            );
+            master.from_backend(t, port, addr_of(other), &resp(200, "call", "INVITE", ""));
+        }
+        if s % 300 == 0 {
+            client(&mut master, t, phone, &req("REGISTER", "reg"));
+            master.from_backend(t, port, addr_of(home), &ok);
+        }
+        let (n, echo) = tick(&mut master, &mut standby, t);
+        assert!(!echo, "the standby echoed a dialog item at {s} s");
+        sent += n;
+    }
+    // One re-send per refreshed period at most, not one per message or per sweep.
+    let periods = (long.as_secs() / (idle.as_secs() / 4)) as usize;
+    assert!(
+        (1..=periods + 1).contains(&sent),
+        "{sent} dialog items in {} periods",
+        periods
+    );
+    assert_eq!(standby.dialog_count(), 1, "the standby holds the call");
+    // The call goes quiet (no BYE, the far end is gone): the standby lets go too,
+    // within a re-send period of the master.
+    let quiet = t;
+    while t < quiet + idle + idle / 4 + Duration::from_secs(10) {
+        t += Duration::from_secs(1);
+        if (t - t0).as_secs() % 300 == 0 {
+            client(&mut master, t, phone, &req("REGISTER", "reg"));
+            master.from_backend(t, port, addr_of(home), &ok);
+        }
+        tick(&mut master, &mut standby, t);
+        if t == quiet + idle + Duration::from_secs(1) {
+            assert_eq!(master.dialog_count(), 0, "the master let the quiet call go");
+        }
+    }
+    assert_eq!(
+        standby.dialog_count(),
+        0,
+        "the standby let the quiet call go"
+    );
+}
+
+#[test]
+fn after_a_takeover_a_long_call_still_reaches_its_backend() {
+    let t0 = Instant::now();
+    let cfg = config("");
+    let idle = cfg.timeouts.dialog_idle;
+    let (mut master, mut standby) = (synced(&cfg), synced(&cfg));
+    standby.set_peer_alive(t0, true);
+    let phone = "198.51.100.7:40000";
+    let (port, home) = client(&mut master, t0, phone, &req("REGISTER", "reg"));
+    let ok = resp(200, "reg", "REGISTER", "Expires: 600\r\n");
+    master.from_backend(t0, port, addr_of(home), &ok);
+    let other = other_of(home);
+    master.from_backend(t0, port, addr_of(other), &req("INVITE", "call"));
+    client(&mut master, t0, phone, &resp(200, "call", "INVITE", ""));
+    // Three times dialog_idle with session refreshes from the far end.
+    let mut t = t0;
+    while t < t0 + idle * 3 {
+        t += Duration::from_secs(1);
+        let s = (t - t0).as_secs();
+        if s % (idle.as_secs() / 2) == 0 {
+            master.from_backend(t, port, addr_of(other), &req("UPDATE", "call"));
+            client(&mut master, t, phone, &resp(200, "call", "UPDATE", ""));
+        }
+        if s % 300 == 0 {
+            client(&mut master, t, phone, &req("REGISTER", "reg"));
+            master.from_backend(t, port, addr_of(home), &ok);
+        }
+        tick(&mut master, &mut standby, t);
+    }
+    // The master dies; the standby takes the VIP and the phone hangs up.
+    standby.set_peer_alive(t, false);
+    assert_eq!(
+        client(&mut standby, t, phone, &req("BYE", "call")),
+        (port, other),
+        "the BYE goes to the backend that has the call"
+    );
+}
