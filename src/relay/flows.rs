@@ -788,6 +788,11 @@ impl FlowTable {
                     let pass = self.slot_pass(i);
                     self.free_ports[pass].push_back((i as u32, ready));
                 } else {
+                    // Nothing can name a flow that carried nothing: its generation
+                    // is taken back, so a flood of refused first datagrams (each a
+                    // flow on the first endpoint in line) cannot wrap the u16 round to
+                    // a gone flow's that a dialog entry still names.
+                    self.port_gen[i] = self.port_gen[i].wrapping_sub(1);
                     self.free_at_once(i);
                 }
             }
@@ -991,6 +996,28 @@ mod tests {
         let b = t.insert(addr(2), 0, BackendId::new(0), now).unwrap();
         t.remove_unused(b).unwrap();
         assert_eq!(port(&mut t, 3, now).unwrap(), rp(101));
+    }
+
+    /// Refused first datagrams do not advance an endpoint's generation: 65,536 of them
+    /// would otherwise bring it round to a gone flow's, which dialog entries still name.
+    #[test]
+    fn unused_flows_leave_the_endpoints_generation_as_it_was() {
+        let now = Instant::now();
+        let mut t = table(100..=100, 10);
+        let a = t.insert(addr(1), 0, BackendId::new(0), now).unwrap();
+        let gen_a = t.generation_at(rp(100));
+        t.remove(a).unwrap();
+        let later = now + PORT_QUARANTINE + s1();
+        for i in 0..=u16::MAX as u32 {
+            let b = t
+                .insert(addr(2 + (i % 1000) as u16), 0, BackendId::new(0), later)
+                .unwrap();
+            assert_ne!(t.generation_at(rp(100)), gen_a, "the gone flow's, at {i}");
+            t.remove_unused(b).unwrap();
+        }
+        let c = t.insert(addr(1), 0, BackendId::new(0), later).unwrap();
+        assert_eq!(t.lookup_generation(rp(100), gen_a), None);
+        assert_eq!(t.lookup_port(rp(100)), Some(c));
     }
 
     /// A table started elsewhere in the pool (the dataplane draws where per start)
