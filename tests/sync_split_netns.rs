@@ -162,6 +162,13 @@ fn a_split_pair_serves_from_its_own_half_and_the_tables_merge() {
             "{}",
             sf.name
         );
+        // Each client was served by one host only (exported, and zero).
+        assert_eq!(
+            find_metric(&sf.metrics(), "sipfront_sync_client_conflicts_total", &[]),
+            Some(0.0),
+            "{}",
+            sf.name
+        );
     }
     eprintln!(
         "[{} ms] both tables hold the same {} flows",

@@ -59,7 +59,7 @@ pub struct SyncShell {
     /// Items not applied: one line per 10 s, with the counts by reason.
     reject_log: LogThrottle,
     rejected_logged: u64,
-    /// `Router::sync_conflicts` at the last log line about them.
+    /// `Router::sync_conflicts` + `sync_client_conflicts` at the last log line about them.
     conflicts_logged: u64,
 }
 
@@ -160,6 +160,7 @@ struct Metrics {
     /// By [`SyncReject`] (indexed `as usize`).
     rejected: Vec<Counter>,
     conflicts: Counter,
+    client_conflicts: Counter,
     lag: Gauge,
     peer_flows: Gauge,
     peer_dialogs: Gauge,
@@ -181,6 +182,7 @@ impl Metrics {
                 .map(|r| counter!("sipfront_sync_items_rejected_total", "reason" => r.as_str()))
                 .collect(),
             conflicts: counter!("sipfront_sync_endpoint_conflicts_total"),
+            client_conflicts: counter!("sipfront_sync_client_conflicts_total"),
             lag: gauge!("sipfront_sync_lag"),
             peer_flows: gauge!("sipfront_sync_peer_flows"),
             peer_dialogs: gauge!("sipfront_sync_peer_dialogs"),
@@ -190,7 +192,12 @@ impl Metrics {
     }
 
     /// The link keeps running totals; counters take them as absolute values.
-    fn publish(&self, st: &Stats, rejected: &[u64; SyncReject::ALL.len()], conflicts: u64) {
+    fn publish(
+        &self,
+        st: &Stats,
+        rejected: &[u64; SyncReject::ALL.len()],
+        (conflicts, client_conflicts): (u64, u64),
+    ) {
         self.sent.absolute(st.sent);
         self.received.absolute(st.received);
         for (c, n) in self.dropped.iter().zip(st.dropped) {
@@ -200,6 +207,7 @@ impl Metrics {
             c.absolute(*n);
         }
         self.conflicts.absolute(conflicts);
+        self.client_conflicts.absolute(client_conflicts);
         self.lag.set(st.lag as f64);
         self.peer_flows.set(f64::from(st.peer_flows));
         self.peer_dialogs.set(f64::from(st.peer_dialogs));
@@ -296,7 +304,8 @@ impl SyncShell {
         apply_events(s, link, now, m, bind_log, build);
         let mut rejected = s.router.sync_rejected;
         rejected[SyncReject::DialogKeyMismatch as usize] += link.stats().dialog_items_skipped;
-        m.publish(link.stats(), &rejected, s.router.sync_conflicts);
+        let (endpoints, clients) = (s.router.sync_conflicts, s.router.sync_client_conflicts);
+        m.publish(link.stats(), &rejected, (endpoints, clients));
         let total: u64 = rejected.iter().sum();
         if total > *rejected_logged && reject_log.allow(now).is_some() {
             let by_reason: Vec<String> = SyncReject::ALL
@@ -314,13 +323,15 @@ impl SyncShell {
             );
             *rejected_logged = total;
         }
-        let total = s.router.sync_conflicts;
+        let total = endpoints + clients;
         if total > *conflicts_logged && conflict_log.allow(now).is_some() {
             tracing::warn!(
                 new = total - *conflicts_logged,
-                total,
-                "relay endpoints held by both hosts for different clients (both served \
-                 clients: split brain?); both keep the same flow on each, the other \
+                endpoints,
+                clients,
+                "both hosts served clients (split brain?): relay endpoints held by both \
+                 for different clients, or clients each served on an endpoint of its own; \
+                 both keep the same flow on each endpoint and for each client, the other \
                  client gets a new endpoint with its next datagram"
             );
             *conflicts_logged = total;

@@ -15,7 +15,7 @@ use crate::config::{Config, Listen, RelayPrefix};
 
 /// Which relay address (position in `listen.relay`, or index within
 /// `listen.relay_prefix`) and which port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct RelayPort {
     pub addr: u32,
     pub port: u16,

@@ -150,6 +150,9 @@ pub struct Router {
     /// Peer flows on an endpoint that one of our own flows holds for another client
     /// (both hosts handed it out: a split brain), whichever kept it.
     pub sync_conflicts: u64,
+    /// Peer flows for a client one of our own flows serves on another endpoint (both
+    /// hosts served the phone), whichever kept it.
+    pub sync_client_conflicts: u64,
     /// Generation of the peer's full table being received.
     sync_gen: u32,
     /// Times of the datagram buckets flows hold count from here: the first time
@@ -208,6 +211,7 @@ impl Router {
             peer_alive: false,
             sync_rejected: [0; SyncReject::ALL.len()],
             sync_conflicts: 0,
+            sync_client_conflicts: 0,
             sync_gen: 0,
             reply_budget: Budget::new(rc.settings.reply_503_rate),
             // Sources without flows send too: room for many more than the flows. A

@@ -247,6 +247,34 @@ impl Router {
         ours.client < client
     }
 
+    /// Whether a peer's flow for `client` on `relay_port` loses to our own flow for that
+    /// client on another endpoint: both hosts served the phone (a split brain, or the
+    /// moments of a takeover when both hold the VIP). Each decides the same from the two
+    /// flows, so both keep one of them: a registered one over one that is not (the
+    /// backend reaches the phone through it), else the lower endpoint. Counted in the
+    /// client conflicts.
+    fn keeps_own_client(
+        &mut self,
+        client: std::net::SocketAddr,
+        relay_port: RelayPort,
+        registered_secs: Option<u32>,
+    ) -> bool {
+        let Some(ours) = self
+            .flows
+            .lookup_client(&client)
+            .and_then(|id| self.flows.get(id))
+            .filter(|f| !f.mirrored && f.peer.is_none() && f.relay_port != relay_port)
+        else {
+            return false;
+        };
+        self.sync_client_conflicts += 1;
+        let ours_registered = ours.registered_until.is_some();
+        if ours_registered != registered_secs.is_some() {
+            return ours_registered;
+        }
+        ours.relay_port < relay_port
+    }
+
     /// Applies one change from the peer.
     pub fn apply_sync(&mut self, now: Instant, item: Item) -> SyncEffect {
         let mut effect = SyncEffect::default();
@@ -281,7 +309,9 @@ impl Router {
                     return effect;
                 }
                 let held = self.flows.lookup_port(relay_port);
-                if self.keeps_own_endpoint(held, client, registered_secs) {
+                if self.keeps_own_endpoint(held, client, registered_secs)
+                    || self.keeps_own_client(client, relay_port, registered_secs)
+                {
                     return effect;
                 }
                 // Capped as a backend's grant is: a peer's value holds no flow longer

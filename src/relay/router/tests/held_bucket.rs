@@ -209,7 +209,9 @@ fn a_flow_sync_moves_to_another_endpoint_keeps_the_bucket_it_had() {
     backup.apply_sync(t0, items[0]);
     // The backup serves the client for a while (a takeover): 15 of its 20.
     assert_eq!(through(&mut backup, t0, c, 15), 15);
-    // The peer has the client on another endpoint now: the flow is replaced.
+    // The peer has the client registered on another endpoint now: the flow is
+    // replaced (a registered flow wins over this host's own unregistered one).
+    assert_eq!(registered_secs, None);
     let moved = RelayPort {
         port: relay_port.port + 1,
         ..relay_port
@@ -221,7 +223,7 @@ fn a_flow_sync_moves_to_another_endpoint_keeps_the_bucket_it_had() {
             relay_port: moved,
             ingress,
             home,
-            registered_secs,
+            registered_secs: Some(600),
         },
     );
     assert_eq!(backup.flow_of(&sa(c)).unwrap().relay_port, moved);

@@ -104,3 +104,36 @@ fn a_conflicting_endpoint_goes_to_the_same_flow_on_both_hosts() {
         assert_ne!(p, px, "{case}");
     }
 }
+
+/// Both hosts served one phone (each on an endpoint of its own half): when their
+/// tables meet, both keep the same one of the two flows, so the backends reach the
+/// phone through either host: the registered one, else the lower endpoint. Before,
+/// each replaced its own flow with the peer's, and the two swapped endpoints.
+#[test]
+fn a_phone_both_hosts_served_keeps_one_endpoint_on_both() {
+    let t0 = Instant::now();
+    for (b_registers, a_first) in [(true, true), (true, false), (false, true), (false, false)] {
+        let (mut a, mut b) = (host(Some(0)), host(Some(1)));
+        let x = "198.51.100.1:1";
+        let pa = register(&mut a, t0, x);
+        let pb = if b_registers {
+            register(&mut b, t0, x)
+        } else {
+            client(&mut b, t0, x, &req("OPTIONS", "x")).0
+        };
+        assert_ne!(pa, pb, "each host took an endpoint of its own half");
+        if a_first {
+            meet(&b, &mut a, t0);
+            meet(&a, &mut b, t0);
+        } else {
+            meet(&a, &mut b, t0);
+            meet(&b, &mut a, t0);
+        }
+        let case = format!("b registers {b_registers}, a first {a_first}");
+        let on = |r: &Router| r.flow_of(&sa(x)).map(|f| f.relay_port);
+        let want = if b_registers { pa.min(pb) } else { pa };
+        assert_eq!(on(&a), Some(want), "{case}");
+        assert_eq!(on(&b), Some(want), "{case}");
+        assert_eq!(endpoints(&a), endpoints(&b), "{case}");
+    }
+}
