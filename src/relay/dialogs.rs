@@ -120,9 +120,6 @@ impl Hasher for PassThrough {
 
 type Shard = HashMap<DialogKey, Dialog, BuildHasherDefault<PassThrough>>;
 
-/// Where [`DialogTable::expire_shard`] hands the entries to re-send to the sync peer.
-pub type Resend<'a> = dyn FnMut(DialogKey, &Dialog) + 'a;
-
 /// Shards, chosen by the key's high bits (the map hashes the low ones), so expiry
 /// can sweep a large table a few shards at a time instead of stalling on all of it
 /// (a million dialogs: ~4k per shard), and a growing shard rehashes only its part.
@@ -294,46 +291,45 @@ impl DialogTable {
         })
     }
 
+    /// Hands every live entry of shard `i` marked [`Marks::REFRESHED`] to `resend` and
+    /// clears the mark.
+    pub fn take_refreshed(
+        &mut self,
+        i: usize,
+        now: Instant,
+        mut resend: impl FnMut(DialogKey, &Dialog),
+    ) {
+        for (&key, d) in self.shards[i].iter_mut() {
+            if d.marks.has(Marks::REFRESHED) && d.expires > now {
+                d.marks.set(Marks::REFRESHED, false);
+                resend(key, d);
+            }
+        }
+    }
+
     /// Drops entries that expired, each reported to `gone`; returns how many (the
     /// router expires a few shards per sweep instead).
     #[cfg(test)]
     pub fn expire(&mut self, now: Instant, gone: &mut impl FnMut(&Dialog)) -> usize {
-        (0..SHARDS)
-            .map(|i| self.expire_shard(i, now, gone, None))
-            .sum()
+        (0..SHARDS).map(|i| self.expire_shard(i, now, gone)).sum()
     }
 
     /// `expire` for one shard (`i < SHARDS`).
-    /// With `resend`, also hands every kept entry marked [`Marks::REFRESHED`] to
-    /// `resend` and clears the mark.
     pub fn expire_shard(
         &mut self,
         i: usize,
         now: Instant,
         gone: &mut impl FnMut(&Dialog),
-        resend: Option<&mut Resend<'_>>,
     ) -> usize {
         let shard = &mut self.shards[i];
         let before = shard.len();
-        match resend {
-            None => shard.retain(|_, d| {
-                let keep = d.expires > now;
-                if !keep {
-                    gone(d);
-                }
-                keep
-            }),
-            Some(resend) => shard.retain(|&k, d| {
-                let keep = d.expires > now;
-                if !keep {
-                    gone(d);
-                } else if d.marks.has(Marks::REFRESHED) {
-                    d.marks.set(Marks::REFRESHED, false);
-                    resend(k, d);
-                }
-                keep
-            }),
-        }
+        shard.retain(|_, d| {
+            let keep = d.expires > now;
+            if !keep {
+                gone(d);
+            }
+            keep
+        });
         let gone = before - shard.len();
         self.len -= gone;
         gone

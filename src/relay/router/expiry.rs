@@ -8,7 +8,7 @@ use super::sync::{dialog_item, queue};
 use super::{Router, RouterEvent, RouterSettings, hold};
 use crate::relay::Item;
 use crate::relay::backends::Tenure;
-use crate::relay::dialogs::{Dialog, DialogKey, Resend, SHARDS};
+use crate::relay::dialogs::{Dialog, SHARDS};
 use crate::relay::flows::Idle;
 
 /// How often a slice of the flow table is swept for expired flows.
@@ -45,11 +45,12 @@ const SWEEP_MAX_REMOVALS: usize = 2048;
 const GROW_EVERY: Duration = Duration::from_millis(10);
 const GROW_BUDGET: usize = 4096;
 
-/// How often the sweep re-sends the dialogs their own traffic kept alive to the sync
-/// peer, whose copy lives `dialog_idle` from the last item it got: a quarter of that,
-/// so a call refreshed just after a round is re-sent long before the peer's copy
-/// expires (the round itself takes a few seconds), at one item per refreshed call per
-/// period (a million calls and an hour: ~1,100 items/s).
+/// How often the sweep re-sends to the sync peer each dialog its own traffic kept
+/// alive, whose copy there lives `dialog_idle` from the last item about it: a quarter of
+/// that, so a call refreshed just after its shard's turn is re-sent long before the
+/// peer's copy expires. One shard per 1/256 of it, so a round is an even trickle (a
+/// million refreshed calls and an hour: ~1,100 items/s), never a burst past the
+/// queue (65,536) that would cost the peer a full table.
 pub(super) fn resend_every(s: &RouterSettings) -> Duration {
     s.dialog_idle / 4
 }
@@ -92,6 +93,36 @@ fn slicing(slots: usize, dialogs: usize) -> Slicing {
 }
 
 impl Router {
+    /// Re-sends the refreshed dialogs of the shards whose turn has come (see
+    /// [`resend_every`]); a late call catches up on at most one round.
+    fn resend_refreshed(&mut self, now: Instant) {
+        if self.sync_out.is_none() || now < self.resend_due {
+            return;
+        }
+        let step = resend_every(&self.settings) / SHARDS as u32;
+        let behind = now.saturating_duration_since(self.resend_due);
+        let due = if step.is_zero() {
+            SHARDS
+        } else {
+            (behind.as_nanos() / step.as_nanos())
+                .saturating_add(1)
+                .min(SHARDS as u128) as usize
+        };
+        let (out, overflow, backends) =
+            (&mut self.sync_out, &mut self.sync_overflow, &self.backends);
+        for _ in 0..due {
+            self.dialogs
+                .take_refreshed(self.resend_shard, now, |key, d| {
+                    queue(out, overflow, dialog_item(key, d, backends));
+                });
+            self.resend_shard = (self.resend_shard + 1) % SHARDS;
+        }
+        // Due times stay on their grid (calls come every sweep, not every step); a
+        // whole round late, the next one starts afresh.
+        let next = self.resend_due + step * due as u32;
+        self.resend_due = if next <= now { now + step } else { next };
+    }
+
     pub fn poll_timeout(&self) -> Option<Instant> {
         let grow = self.tables_short_of_room().then_some(self.next_grow);
         self.next_sweep.into_iter().chain(grow).min()
@@ -163,28 +194,12 @@ impl Router {
             hold(flows, d.flow, d.flow_gen, Some(d.span), None);
             unpin(flows, d);
         };
-        let peer = self.sync_out.is_some();
-        let (out, overflow, backends) =
-            (&mut self.sync_out, &mut self.sync_overflow, &self.backends);
-        let mut resend = |key: DialogKey, d: &Dialog| {
-            queue(out, overflow, dialog_item(key, d, backends));
-        };
         for _ in 0..plan.shards {
-            // A round re-sends the refreshed entries of every shard once.
-            if self.resend_shards == 0 && now >= self.resend_due {
-                self.resend_shards = SHARDS;
-                self.resend_due = now + resend_every(&self.settings);
-            }
-            let resending = self.resend_shards > 0 && peer;
-            self.resend_shards = self.resend_shards.saturating_sub(1);
-            self.dialogs.expire_shard(
-                self.dialog_shard,
-                now,
-                &mut release,
-                resending.then_some(&mut resend as &mut Resend<'_>),
-            );
+            self.dialogs
+                .expire_shard(self.dialog_shard, now, &mut release);
             self.dialog_shard = (self.dialog_shard + 1) % SHARDS;
         }
+        self.resend_refreshed(now);
         if end < total {
             self.sweep_cursor = end;
             return;

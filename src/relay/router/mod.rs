@@ -133,9 +133,9 @@ pub struct Router {
     sweep_homes: Vec<usize>,
     /// Next dialog shard to expire when the dialog table is large.
     dialog_shard: usize,
-    /// Shards left in the current round that re-sends refreshed dialogs to the sync
-    /// peer, and when the next round starts (`expiry::resend_every`).
-    resend_shards: usize,
+    /// The next dialog shard whose refreshed entries go to the sync peer again, and
+    /// when (`expiry::resend_every`).
+    resend_shard: usize,
     resend_due: Instant,
     flows_per_backend: Vec<usize>,
     vacate_scratch: Vec<usize>,
@@ -232,8 +232,8 @@ impl Router {
             expired_scratch: Vec::with_capacity(1024),
             sweep_cursor: 0,
             dialog_shard: 0,
-            resend_shards: 0,
-            resend_due: now + expiry::resend_every(&rc.settings),
+            resend_shard: 0,
+            resend_due: now,
             sweep_homes: vec![0; backend_list.len()],
             flows_per_backend: vec![0; backend_list.len()],
             vacate_scratch: Vec::with_capacity(backend_list.len()),

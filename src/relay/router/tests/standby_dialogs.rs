@@ -134,3 +134,49 @@ fn after_a_takeover_a_long_call_still_reaches_its_backend() {
         "the BYE goes to the backend that has the call"
     );
 }
+
+/// The re-sends are a trickle over the period, one shard at a time, not a burst that
+/// would overflow the sync queue (and cost the peer a full table) with many calls.
+#[test]
+fn refreshed_calls_are_re_sent_once_per_period_spread_over_it() {
+    let t0 = Instant::now();
+    let cfg = config("");
+    let period = cfg.timeouts.dialog_idle / 4;
+    let mut master = synced(&cfg);
+    let pbx = "198.51.100.9:5060";
+    const CALLS: usize = 2560;
+    for i in 0..CALLS {
+        let cid = format!("call-{i}");
+        let (port, b) = client(&mut master, t0, pbx, &req("INVITE", &cid));
+        master.from_backend(t0, port, addr_of(b), &resp(200, &cid, "INVITE", ""));
+    }
+    let mut items = vec![];
+    master.take_sync(&mut items);
+    // In-dialog traffic on every call (an ACK each) refreshes without an item.
+    let t1 = t0 + Duration::from_secs(1);
+    for i in 0..CALLS {
+        client(&mut master, t1, pbx, &req("ACK", &format!("call-{i}")));
+    }
+    items.clear();
+    master.take_sync(&mut items);
+    assert!(items.iter().all(|i| !matches!(i, Item::Dialog { .. })));
+    let (mut total, mut most) = (0, 0);
+    let mut t = t1;
+    while t < t1 + period + Duration::from_secs(2) {
+        t += Duration::from_millis(250);
+        if master.poll_timeout().is_none_or(|d| d <= t) {
+            master.handle_timeout(t);
+        }
+        items.clear();
+        assert!(!master.take_sync(&mut items), "the sync queue overflowed");
+        let n = items
+            .iter()
+            .filter(|i| matches!(i, Item::Dialog { .. }))
+            .count();
+        total += n;
+        most = most.max(n);
+    }
+    assert_eq!(total, CALLS, "each refreshed call once in a period");
+    // About CALLS / 256 per shard; a sweep call takes one or two shards' turns.
+    assert!(most <= CALLS / 256 * 5, "{most} items in one sweep call");
+}
