@@ -237,9 +237,11 @@ impl DialogTable {
         let shard = &mut self.shards[shard_of(key)];
         if let Some(old) = shard.get_mut(&key) {
             let before = old.span;
-            // The flow, its quota count and what we have yet to tell the peer stay.
-            let marks = Marks(d.marks.0 & !Marks::AWAITING.0)
-                | Marks(old.marks.0 & (Marks::AWAITING | Marks::OPENS | Marks::REFRESHED).0);
+            // The flow and its quota count stay. Not REFRESHED: only the sync peer's
+            // items replace an entry, and the peer just stated it (sending it back
+            // would echo the peer's own state).
+            let marks = Marks(d.marks.0 & !(Marks::AWAITING | Marks::REFRESHED).0)
+                | Marks(old.marks.0 & (Marks::AWAITING | Marks::OPENS).0);
             *old = Dialog {
                 flow: old.flow,
                 flow_gen: old.flow_gen,
@@ -291,20 +293,28 @@ impl DialogTable {
         })
     }
 
-    /// Hands every live entry of shard `i` marked [`Marks::REFRESHED`] to `resend` and
-    /// clears the mark.
+    /// Hands live entries of shard `i` marked [`Marks::REFRESHED`] to `resend`, at most
+    /// `budget` of them, clearing their mark. Whether the shard is done (else the rest
+    /// keep their mark for the next call).
     pub fn take_refreshed(
         &mut self,
         i: usize,
         now: Instant,
+        budget: usize,
         mut resend: impl FnMut(DialogKey, &Dialog),
-    ) {
+    ) -> bool {
+        let mut left = budget;
         for (&key, d) in self.shards[i].iter_mut() {
             if d.marks.has(Marks::REFRESHED) && d.expires > now {
+                if left == 0 {
+                    return false;
+                }
+                left -= 1;
                 d.marks.set(Marks::REFRESHED, false);
                 resend(key, d);
             }
         }
+        true
     }
 
     /// Drops entries that expired, each reported to `gone`; returns how many (the
@@ -395,6 +405,55 @@ mod tests {
         // The expired entry's room is free again.
         assert_eq!(t.pin(t.key(b"y"), d(0, 0, Span::Transaction, 9)), Ok(None));
         assert_eq!(t.len(), 2);
+    }
+
+    /// A peer's item replacing an entry: AWAITING (the quota count) only from the old
+    /// entry, and not REFRESHED (the peer just stated it: sending it back would echo).
+    #[test]
+    fn a_replaced_entry_keeps_its_quota_mark_and_drops_its_refresh_mark() {
+        let mut t = DialogTable::new(10, None);
+        let (a, b) = (t.key(b"a"), t.key(b"b"));
+        let with = |m: Marks| Dialog {
+            marks: m,
+            ..entry(1)
+        };
+        t.pin(a, with(Marks::OPENS | Marks::AWAITING | Marks::REFRESHED))
+            .unwrap();
+        t.pin(a, with(Marks::OPENS)).unwrap();
+        assert_eq!(t.get_mut(a).unwrap().marks, Marks::OPENS | Marks::AWAITING);
+        t.pin(b, with(Marks::NONE)).unwrap();
+        t.pin(b, with(Marks::OPENS | Marks::AWAITING | Marks::REFRESHED))
+            .unwrap();
+        assert_eq!(t.get_mut(b).unwrap().marks, Marks::OPENS);
+    }
+
+    /// At most `budget` refreshed entries per call; the rest keep their mark.
+    #[test]
+    fn take_refreshed_stops_at_its_budget() {
+        let now = Instant::now();
+        let mut t = DialogTable::new(100_000, None);
+        for i in 0..5000u64 {
+            let d = Dialog {
+                expires: now + std::time::Duration::from_secs(60),
+                marks: Marks::OPENS | Marks::REFRESHED,
+                ..entry(i)
+            };
+            t.pin(t.key(format!("{i}").as_bytes()), d).unwrap();
+        }
+        let shard = (0..SHARDS)
+            .max_by_key(|&i| t.iter_shard(i).count())
+            .unwrap();
+        let n = t.iter_shard(shard).count();
+        assert!(n >= 3, "{n}");
+        let mut got = 0;
+        assert!(!t.take_refreshed(shard, now, 2, |_, _| got += 1));
+        assert_eq!(got, 2);
+        assert!(t.take_refreshed(shard, now, n, |_, _| got += 1));
+        assert_eq!(got, n, "each once");
+        assert!(
+            t.take_refreshed(shard, now, 0, |_, _| got += 1),
+            "none left"
+        );
     }
 
     fn entry(n: u64) -> Dialog {

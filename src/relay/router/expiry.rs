@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::dialog::unpin;
 use super::sync::{dialog_item, queue};
-use super::{Router, RouterEvent, RouterSettings, hold};
+use super::{Router, RouterEvent, RouterSettings, SYNC_QUEUE, hold};
 use crate::relay::Item;
 use crate::relay::backends::Tenure;
 use crate::relay::dialogs::{Dialog, SHARDS};
@@ -50,10 +50,18 @@ const GROW_BUDGET: usize = 4096;
 /// that, so a call refreshed just after its shard's turn is re-sent long before the
 /// peer's copy expires. One shard per 1/256 of it, so a round is an even trickle (a
 /// million refreshed calls and an hour: ~1,100 items/s), never a burst past the
-/// queue (65,536) that would cost the peer a full table.
+/// router's queue (`SYNC_QUEUE`) that would cost the peer a full table.
 pub(super) fn resend_every(s: &RouterSettings) -> Duration {
     s.dialog_idle / 4
 }
+
+/// Room the dialog re-sends leave in the sync queue for what else comes before its next
+/// flush (decisions, and a sweep's flow removals come first).
+const RESEND_RESERVE: usize = SYNC_QUEUE / 4;
+
+/// What a mirrored dialog lives beyond `dialog_idle + resend_every`: the peer's re-send
+/// may come a sweep late, or wait for room in its queue.
+pub(super) const RESEND_SLACK: Duration = Duration::from_secs(30);
 
 /// How one sweep call divides the work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +102,8 @@ fn slicing(slots: usize, dialogs: usize) -> Slicing {
 
 impl Router {
     /// Re-sends the refreshed dialogs of the shards whose turn has come (see
-    /// [`resend_every`]); a late call catches up on at most one round.
+    /// [`resend_every`]) while the sync queue has room to spare; a late call catches up
+    /// on at most one round.
     fn resend_refreshed(&mut self, now: Instant) {
         if self.sync_out.is_none() || now < self.resend_due {
             return;
@@ -110,17 +119,33 @@ impl Router {
         };
         let (out, overflow, backends) =
             (&mut self.sync_out, &mut self.sync_overflow, &self.backends);
-        for _ in 0..due {
-            self.dialogs
-                .take_refreshed(self.resend_shard, now, |key, d| {
-                    queue(out, overflow, dialog_item(key, d, backends));
-                });
+        let mut done = 0;
+        while done < due {
+            let room = out.as_ref().map_or(0, |q| {
+                (q.capacity() - q.len()).saturating_sub(RESEND_RESERVE)
+            });
+            let finished = room > 0
+                && self
+                    .dialogs
+                    .take_refreshed(self.resend_shard, now, room, |key, d| {
+                        queue(out, overflow, dialog_item(key, d, backends));
+                    });
+            if !finished {
+                // The rest when the queue has room again (next sweep): the shard's turn
+                // stays due.
+                break;
+            }
             self.resend_shard = (self.resend_shard + 1) % SHARDS;
+            done += 1;
         }
         // Due times stay on their grid (calls come every sweep, not every step); a
         // whole round late, the next one starts afresh.
-        let next = self.resend_due + step * due as u32;
-        self.resend_due = if next <= now { now + step } else { next };
+        let next = self.resend_due + step * done as u32;
+        self.resend_due = if done == due && next <= now {
+            now + step
+        } else {
+            next
+        };
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {

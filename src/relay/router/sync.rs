@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::expiry::{RESEND_SLACK, resend_every};
 use super::{Router, hold};
 use crate::relay::Item;
 use crate::relay::Span;
@@ -372,7 +373,10 @@ impl Router {
                     return effect;
                 };
                 let ttl = if span == Span::Dialog {
-                    self.settings.dialog_idle
+                    // The peer re-sends a call its traffic refreshed only at its
+                    // shard's next turn, up to `resend_every` (and a late sweep)
+                    // after the traffic: the copy outlives that.
+                    self.settings.dialog_idle + resend_every(&self.settings) + RESEND_SLACK
                 } else {
                     self.settings.transaction
                 };
