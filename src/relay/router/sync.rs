@@ -313,6 +313,19 @@ impl Router {
                 if self.keeps_own_endpoint(held, client, registered_secs)
                     || self.keeps_own_client(client, relay_port, registered_secs)
                 {
+                    // The peer keeps its loser until it hears of our winner, which it
+                    // may have had before it placed that loser: say it again (it decides
+                    // the same, so this does not go back and forth).
+                    let own = self.flows.lookup_client(&client);
+                    for id in [held, own].into_iter().flatten() {
+                        if let Some(f) = self.flows.get(id)
+                            && !f.mirrored
+                            && f.peer.is_none()
+                        {
+                            let item = flow_item(f, now, &self.backends);
+                            self.emit(item);
+                        }
+                    }
                     return effect;
                 }
                 // Capped as a backend's grant is: a peer's value holds no flow longer
