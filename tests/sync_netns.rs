@@ -310,6 +310,91 @@ fn in_dialog_bye_from_phone_after_failover_follows_the_synced_dialog() {
     eprintln!("[{} ms] phone's BYE went through sfB to {other}", ms(t0));
 }
 
+/// The same with a call longer than `dialog_idle` (4 s here): the phone keeps it alive with
+/// an in-dialog INFO every 2 s for 24 s through the master, which refreshes the master's
+/// pin without changing it. The master re-sends such pins to the backup (every
+/// `dialog_idle / 4`), whose copy would otherwise have expired `dialog_idle` (plus a
+/// margin: 10 s in all) after the call was set up; after the master is killed, the phone's
+/// BYE must still reach the registrar that owns the call.
+#[test]
+fn a_call_longer_than_dialog_idle_keeps_its_backend_after_failover() {
+    let _serial = serial();
+    require(&["sipp", "kamailio", "kamcmd", "nft"]);
+    let t0 = Instant::now();
+    let dir = TestDir::new("sync-long-call");
+    let answer = format!(
+        "{}/tests/netns_sync/phone_answer_info_then_bye.xml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut e = e2e_setup_with(&dir, t0, &answer, "[timeouts]\ndialog_idle = \"4s\"\n");
+    let (home, other, other_ip) = (e.home, e.other, e.other_ip);
+    let caller_sf = format!(
+        "{}/tests/netns_sync/caller_info_wait_bye.xml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let to = format!("{other_ip}:5060");
+    let mut caller = start_sipp(
+        &dir,
+        e.net.host("caller"),
+        "caller",
+        &[
+            "-sf",
+            &caller_sf,
+            "-s",
+            "alice",
+            "-t",
+            "u1",
+            "-i",
+            "10.88.0.30",
+            "-p",
+            "5061",
+            "-m",
+            "1",
+            "-timeout",
+            "80s",
+            "-timeout_error",
+            &to,
+        ],
+        true,
+    );
+    // The twelfth INFO answered: 24 s of a call that would have expired on B after 10.
+    let ok = wait_until(Duration::from_secs(45), || {
+        caller.proc.assert_running();
+        e.phone.messages().matches("CSeq: 13 INFO").count() >= 2
+    });
+    assert!(
+        ok,
+        "the phone's INFOs did not go through; phone trace tail:\n{}",
+        tail(&e.phone.message_file, 40)
+    );
+    let dialogs_b = e.b.metric("sipfront_dialogs", &[]);
+    assert!(dialogs_b >= 1.0, "sfB holds no dialog: {dialogs_b}");
+    eprintln!(
+        "[{} ms] call via {other} kept alive 24 s through sfA; sfB holds {dialogs_b} dialog(s)",
+        ms(t0)
+    );
+
+    kill_master(&mut e, t0);
+    let m0 = settled(&mut e.b);
+    let r = caller.wait(Duration::from_secs(45));
+    assert!(
+        r.ok(),
+        "the phone's BYE did not end the call: {}\nphone trace tail:\n{}",
+        caller.describe(&r),
+        tail(&e.phone.message_file, 40)
+    );
+    let m1 = settled(&mut e.b);
+    let d = |dir: &str, b: &str| datagrams(&m1, dir, b) - datagrams(&m0, dir, b);
+    assert!(
+        d("to_backend", other) >= 1.0 && d("to_backend", home) == 0.0,
+        "the phone's BYE must go to {other} (owns the call), not the home {home}: \
+         to {other} {}, to {home} {}",
+        d("to_backend", other),
+        d("to_backend", home)
+    );
+    eprintln!("[{} ms] phone's BYE went through sfB to {other}", ms(t0));
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. Sync under load, peer restarted in the middle
 // ---------------------------------------------------------------------------------------------

@@ -146,6 +146,11 @@ impl E2e {
 /// waits until A has the phone's registered flow, both registrars store its relay port, and
 /// B mirrors the flow with the port pre-bound.
 pub fn e2e_setup(dir: &TestDir, t0: Instant, answer: &str) -> E2e {
+    e2e_setup_with(dir, t0, answer, "")
+}
+
+/// [`e2e_setup`] with `extra` TOML in both hosts' configs.
+pub fn e2e_setup_with(dir: &TestDir, t0: Instant, answer: &str, extra: &str) -> E2e {
     let mut net = sync_net(&[
         ("sfA", 11),
         ("sfB", 12),
@@ -164,12 +169,8 @@ pub fn e2e_setup(dir: &TestDir, t0: Instant, answer: &str) -> E2e {
     wait_dmq_peer(&kam_b, "10.88.0.21");
     eprintln!("[{} ms] registrars up, DMQ peers active", ms(t0));
 
-    let (mut a, b) = start_pair(
-        dir,
-        &net,
-        &spec(A_IP, B_IP, 150, &KAM_BACKENDS, dir),
-        &spec(B_IP, A_IP, 100, &KAM_BACKENDS, dir),
-    );
+    let (spec_a, spec_b) = pair_specs(&KAM_BACKENDS, extra, dir);
+    let (mut a, b) = start_pair(dir, &net, &spec_a, &spec_b);
     eprintln!("[{} ms] sfA master, sfB backup, synced", ms(t0));
 
     // The phone: REGISTER through the VIP, then answer INVITEs on the same socket.

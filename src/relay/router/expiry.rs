@@ -60,8 +60,9 @@ pub(super) fn resend_every(s: &RouterSettings) -> Duration {
 const RESEND_RESERVE: usize = SYNC_QUEUE / 4;
 
 /// What a mirrored dialog lives beyond `dialog_idle + resend_every`: the peer's re-send
-/// may come a sweep late, or wait for room in its queue.
-pub(super) const RESEND_SLACK: Duration = Duration::from_secs(30);
+/// may come a sweep (at most `SWEEP_EVERY`) late, or wait a few sweeps for room in its
+/// queue.
+pub(super) const RESEND_SLACK: Duration = Duration::from_secs(5);
 
 /// How one sweep call divides the work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
