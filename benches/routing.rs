@@ -716,12 +716,93 @@ fn bench_prefix_calls(_c: &mut Criterion) {
     );
 }
 
+/// With a sync peer: a million established calls, each refreshed by in-dialog traffic (an
+/// ACK), so the sweep re-sends every one of them to the peer over a re-send period
+/// (`dialog_idle / 4`, 15 min by default): the longest timer call while it does, next to
+/// the longest before the ACKs (nothing to re-send), the queue taken after every call as
+/// the dataplane takes it each turn.
+fn bench_prefix_resend(_c: &mut Criterion) {
+    let text = prefix_config_text("max_dialogs = 1000000\n") + "transaction = \"1000h\"\n";
+    let cfg = Config::parse(&text, &EphemeralPorts::default()).unwrap();
+    let t0 = Instant::now();
+    let rc = RouterConfig {
+        sync: true,
+        ..RouterConfig::new(&cfg, Some([1, 2]))
+    };
+    let mut r = Router::new(rc, &cfg.backends, t0);
+    let with_id = |msg: &[u8], i: u32| {
+        let text = String::from_utf8_lossy(msg).into_owned();
+        let (head, tail) = text.split_once("Call-ID: ").unwrap();
+        format!("{head}Call-ID: {i}-{tail}").into_bytes()
+    };
+    const OK_INVITE: &[u8] = include_bytes!("../tests/corpus/sip/sipp_uas_200_invite.sip");
+    const ACK: &[u8] = include_bytes!("../tests/corpus/sip/sipp_uac_ack.sip");
+    let mut items = Vec::new();
+    let mut now = t0;
+    for i in 0..1_000_000u32 {
+        match r.from_client(now, cgnat_client(i), 0, &with_id(INVITE, i)) {
+            ClientAction::Forward { relay_port, to, .. } => {
+                let a = r.from_backend(now, relay_port, to, &with_id(OK_INVITE, i));
+                assert!(matches!(a, BackendAction::Forward { .. }), "{a:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        if i % 4096 == 0 {
+            r.take_sync(&mut items);
+            items.clear();
+            now += Duration::from_millis(100);
+            if r.poll_timeout().is_some_and(|t| t <= now) {
+                r.handle_timeout(now);
+            }
+        }
+    }
+    assert_eq!(r.dialog_count(), 1_000_000);
+    let sweep = |r: &mut Router, now: &mut Instant, items: &mut Vec<_>, calls: usize| {
+        let (mut wall, mut cpu, mut sent, mut overflow) =
+            (Duration::ZERO, Duration::ZERO, 0, false);
+        for _ in 0..calls {
+            *now += Duration::from_millis(500);
+            let (t, c) = (Instant::now(), thread_cpu());
+            r.handle_timeout(black_box(*now));
+            cpu = cpu.max(thread_cpu().saturating_sub(c));
+            wall = wall.max(t.elapsed());
+            items.clear();
+            overflow |= r.take_sync(items);
+            sent += items.len();
+        }
+        (wall, cpu, sent, overflow)
+    };
+    // A re-send period of sweep calls every 500 ms, before any call is refreshed.
+    let calls = 1800;
+    let (wall, cpu, _, _) = sweep(&mut r, &mut now, &mut items, calls);
+    println!(
+        "prefix/resend/1m_dialogs: longest single timer call of {calls}, nothing refreshed: \
+         {wall:?} ({cpu:?} CPU)"
+    );
+    for i in 0..1_000_000u32 {
+        let a = r.from_client(now, cgnat_client(i), 0, &with_id(ACK, i));
+        assert!(matches!(a, ClientAction::Forward { .. }), "{a:?}");
+        if i % 4096 == 0 {
+            r.take_sync(&mut items);
+            items.clear();
+        }
+    }
+    let (wall, cpu, sent, overflow) = sweep(&mut r, &mut now, &mut items, calls + 4);
+    println!(
+        "prefix/resend/1m_dialogs: longest single timer call of {} while a million refreshed \
+         calls are re-sent: {wall:?} ({cpu:?} CPU); items sent {sent}, queue overflowed: \
+         {overflow}",
+        calls + 4
+    );
+}
+
 criterion_group!(
     benches,
     bench_routing,
     bench_prefix,
     bench_prefix_ratio,
     bench_prefix_calls,
+    bench_prefix_resend,
     bench_sweep
 );
 criterion_main!(benches);
