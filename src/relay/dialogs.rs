@@ -53,8 +53,9 @@ impl Marks {
     /// OPTIONS or MESSAGE into an hour-long dialog by answering `CSeq: 1 INVITE`.
     pub const OPENS: Marks = Marks(2);
     /// A dialog kept alive by its own traffic since the sync peer last heard of it:
-    /// the peer's copy only lives `dialog_idle` from then, so the sweep tells it
-    /// again ([`Router::handle_timeout`](crate::relay::Router::handle_timeout)).
+    /// the peer's copy lives a bounded time from then (`dialog_idle` and a quarter), so
+    /// the sweep tells it again
+    /// ([`Router::handle_timeout`](crate::relay::Router::handle_timeout)).
     pub const REFRESHED: Marks = Marks(4);
 
     pub const fn has(self, m: Marks) -> bool {

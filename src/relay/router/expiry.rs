@@ -46,11 +46,12 @@ const GROW_EVERY: Duration = Duration::from_millis(10);
 const GROW_BUDGET: usize = 4096;
 
 /// How often the sweep re-sends to the sync peer each dialog its own traffic kept
-/// alive, whose copy there lives `dialog_idle` from the last item about it: a quarter of
-/// that, so a call refreshed just after its shard's turn is re-sent long before the
-/// peer's copy expires. One shard per 1/256 of it, so a round is an even trickle (a
-/// million refreshed calls and an hour: ~1,100 items/s), never a burst past the
-/// router's queue (`SYNC_QUEUE`) that would cost the peer a full table.
+/// alive: a quarter of `dialog_idle`. The peer's copy lives that much (and
+/// [`RESEND_SLACK`]) beyond `dialog_idle` from the last item about it, so a call
+/// refreshed just after its shard's turn, after nearly `dialog_idle` of quiet, is
+/// re-sent before the copy expires. One shard per 1/256 of it, so a round is an even
+/// trickle (a million refreshed calls and an hour: ~1,100 items/s), never a burst past
+/// the router's queue (`SYNC_QUEUE`) that would cost the peer a full table.
 pub(super) fn resend_every(s: &RouterSettings) -> Duration {
     s.dialog_idle / 4
 }
@@ -58,6 +59,13 @@ pub(super) fn resend_every(s: &RouterSettings) -> Duration {
 /// Room the dialog re-sends leave in the sync queue for what else comes before its next
 /// flush (decisions, and a sweep's flow removals come first).
 const RESEND_RESERVE: usize = SYNC_QUEUE / 4;
+
+/// Dialogs one timer call re-sends at most: a shard of a million dialogs holds ~4,000,
+/// which at once would add about half a millisecond to the sweep slice's stall
+/// (`cargo bench --bench routing`, `prefix/resend/1m_dialogs`), and a sweep after a stall
+/// would hand the link bursts of them. 1,024 per call still covers a round at one call
+/// per `SWEEP_EVERY`: 2,048 items/s against ~1,100 for a million calls and an hour.
+const RESEND_PER_CALL: usize = 1024;
 
 /// What a mirrored dialog lives beyond `dialog_idle + resend_every`: the peer's re-send
 /// may come a sweep (at most `SWEEP_EVERY`) late, or wait a few sweeps for room in its
@@ -103,13 +111,19 @@ fn slicing(slots: usize, dialogs: usize) -> Slicing {
 
 impl Router {
     /// Re-sends the refreshed dialogs of the shards whose turn has come (see
-    /// [`resend_every`]) while the sync queue has room to spare; a late call catches up
-    /// on at most one round.
+    /// [`resend_every`]), at most [`RESEND_PER_CALL`] and only while the sync queue has
+    /// room to spare; a late call catches up on at most one round.
     fn resend_refreshed(&mut self, now: Instant) {
         if self.sync_out.is_none() || now < self.resend_due {
             return;
         }
-        let step = resend_every(&self.settings) / SHARDS as u32;
+        let period = resend_every(&self.settings);
+        let step = period / SHARDS as u32;
+        // Never more than a round behind: what was refreshed before then goes out in
+        // this round anyway.
+        self.resend_due = self
+            .resend_due
+            .max(now.checked_sub(period).unwrap_or(self.resend_due));
         let behind = now.saturating_duration_since(self.resend_due);
         let due = if step.is_zero() {
             SHARDS
@@ -120,20 +134,26 @@ impl Router {
         };
         let (out, overflow, backends) =
             (&mut self.sync_out, &mut self.sync_overflow, &self.backends);
+        let mut budget = RESEND_PER_CALL;
         let mut done = 0;
         while done < due {
             let room = out.as_ref().map_or(0, |q| {
-                (q.capacity() - q.len()).saturating_sub(RESEND_RESERVE)
+                (q.capacity() - q.len())
+                    .saturating_sub(RESEND_RESERVE)
+                    .min(budget)
             });
+            let mut sent = 0;
             let finished = room > 0
                 && self
                     .dialogs
                     .take_refreshed(self.resend_shard, now, room, |key, d| {
+                        sent += 1;
                         queue(out, overflow, dialog_item(key, d, backends));
                     });
+            budget -= sent;
             if !finished {
-                // The rest when the queue has room again (next sweep): the shard's turn
-                // stays due.
+                // The rest in the next call (the next sweep): the shard's turn stays
+                // due.
                 break;
             }
             self.resend_shard = (self.resend_shard + 1) % SHARDS;

@@ -183,9 +183,10 @@ fn refreshed_calls_are_re_sent_once_per_period_spread_over_it() {
     assert!(most <= CALLS / 256 * 5, "{most} items in one sweep call");
 }
 
-/// More refreshed calls than the sync queue holds, all due at once (a sweep a round
-/// late): the re-sends fill the queue only to its reserve and go on after the flush,
-/// so the peer never needs a full table for them.
+/// Refreshed calls all due at once (a sweep a round late) while the queue already holds
+/// other changes: the re-sends take at most `RESEND_PER_CALL` per call and leave a
+/// quarter of the queue for the decisions before its flush, so neither they nor the
+/// decisions overflow it (the peer would need a full table); each call goes out once.
 #[test]
 fn re_sends_wait_for_room_in_the_sync_queue() {
     let t0 = Instant::now();
@@ -193,27 +194,91 @@ fn re_sends_wait_for_room_in_the_sync_queue() {
     let period = cfg.timeouts.dialog_idle / 4;
     let mut master = synced(&cfg);
     let pbx = "198.51.100.9:5060";
+    let call = |r: &mut Router, t: Instant, cid: &str| {
+        let (port, b) = client(r, t, pbx, &req("INVITE", cid));
+        r.from_backend(t, port, addr_of(b), &resp(200, cid, "INVITE", ""));
+    };
     const CALLS: usize = 9000;
     let mut items = vec![];
     for i in 0..CALLS {
         let cid = format!("call-{i}");
-        let (port, b) = client(&mut master, t0, pbx, &req("INVITE", &cid));
-        master.from_backend(t0, port, addr_of(b), &resp(200, &cid, "INVITE", ""));
+        call(&mut master, t0, &cid);
         client(&mut master, t0, pbx, &req("ACK", &cid));
         if i % 1000 == 0 {
             master.take_sync(&mut items);
         }
     }
     master.take_sync(&mut items);
-    let mut total = 0;
+    let refreshed: std::collections::HashSet<_> = (0..CALLS)
+        .map(|i| master.dialogs.key(format!("call-{i}").as_bytes()))
+        .collect();
+    let mut seen = std::collections::HashSet::new();
     let mut t = t0 + period * 2;
-    for _ in 0..20 {
-        master.handle_timeout(t);
+    for round in 0..20 {
+        if round == 0 {
+            // 6,000 changes queued before the timer call (two per new call) and 1,500
+            // after it, before the flush.
+            for i in 0..3000 {
+                call(&mut master, t, &format!("new-{i}"));
+            }
+            master.handle_timeout(t);
+            for i in 3000..3750 {
+                call(&mut master, t, &format!("new-{i}"));
+            }
+        } else {
+            master.handle_timeout(t);
+        }
         items.clear();
         assert!(!master.take_sync(&mut items), "the sync queue overflowed");
-        assert!(items.len() <= SYNC_QUEUE, "{}", items.len());
-        total += items.len();
+        for it in &items {
+            if let Item::Dialog { key, .. } = it
+                && refreshed.contains(key)
+            {
+                assert!(seen.insert(*key), "sent twice");
+            }
+        }
         t += Duration::from_millis(500);
     }
-    assert_eq!(total, CALLS, "each refreshed call once");
+    assert_eq!(seen.len(), CALLS, "each refreshed call once");
+}
+
+/// The worst case: a call quiet for nearly `dialog_idle`, then refreshed just when its
+/// shard's turn may have passed, so the re-send comes up to a quarter of `dialog_idle`
+/// later. The standby's copy (from the call's set-up) must last until then: at no
+/// moment may a takeover find the call gone.
+#[test]
+fn a_refresh_after_a_long_quiet_reaches_the_standby_before_its_copy_expires() {
+    let t0 = Instant::now();
+    let cfg = config("");
+    let idle = cfg.timeouts.dialog_idle;
+    let (mut master, mut standby) = (synced(&cfg), synced(&cfg));
+    standby.set_peer_alive(t0, true);
+    let phone = "198.51.100.7:40000";
+    let (port, home) = client(&mut master, t0, phone, &req("REGISTER", "reg"));
+    let ok = resp(200, "reg", "REGISTER", "Expires: 600\r\n");
+    master.from_backend(t0, port, addr_of(home), &ok);
+    let other = other_of(home);
+    master.from_backend(t0, port, addr_of(other), &req("INVITE", "call"));
+    client(&mut master, t0, phone, &resp(200, "call", "INVITE", ""));
+    let refresh_at = t0 + idle - Duration::from_secs(1);
+    let end = refresh_at + idle / 4 + Duration::from_secs(2);
+    let mut t = t0;
+    while t < end {
+        t += Duration::from_secs(1);
+        if (t - t0).as_secs() % 300 == 0 {
+            client(&mut master, t, phone, &req("REGISTER", "reg"));
+            master.from_backend(t, port, addr_of(home), &ok);
+        }
+        if t == refresh_at {
+            client(&mut master, t, phone, &req("INFO", "call"));
+            master.from_backend(t, port, addr_of(other), &resp(200, "call", "INFO", ""));
+        }
+        tick(&mut master, &mut standby, t);
+        assert_eq!(
+            standby.dialog_count(),
+            1,
+            "the standby lost the call {} s in",
+            (t - t0).as_secs()
+        );
+    }
 }
