@@ -227,38 +227,14 @@ fn in_dialog_bye_from_phone_after_failover_follows_the_synced_dialog() {
         env!("CARGO_MANIFEST_DIR")
     );
     let mut e = e2e_setup(&dir, t0, &answer);
-    let (home, other, other_ip) = (e.home, e.other, e.other_ip);
+    let (other, other_ip) = (e.other, e.other_ip);
     let dialogs_b0 = e.b.metric("sipfront_dialogs", &[]);
 
     let caller_sf = format!(
         "{}/tests/netns_sync/caller_wait_bye.xml",
         env!("CARGO_MANIFEST_DIR")
     );
-    let to = format!("{other_ip}:5060");
-    let mut caller = start_sipp(
-        &dir,
-        e.net.host("caller"),
-        "caller",
-        &[
-            "-sf",
-            &caller_sf,
-            "-s",
-            "alice",
-            "-t",
-            "u1",
-            "-i",
-            "10.88.0.30",
-            "-p",
-            "5061",
-            "-m",
-            "1",
-            "-timeout",
-            "40s",
-            "-timeout_error",
-            &to,
-        ],
-        true,
-    );
+    let mut caller = start_caller(&dir, &e.net, "caller", &caller_sf, 5061, other_ip, "40s");
     // Established through A: the phone got the ACK.
     let ok = wait_until(Duration::from_secs(15), || {
         caller.proc.assert_running();
@@ -284,27 +260,10 @@ fn in_dialog_bye_from_phone_after_failover_follows_the_synced_dialog() {
         ms(t0)
     );
 
-    kill_master(&mut e, t0);
-    let m0 = settled(&mut e.b);
-    let r = caller.wait(Duration::from_secs(45));
-    assert!(
-        r.ok(),
-        "the phone's BYE did not end the call: {}\nphone trace tail:\n{}",
-        caller.describe(&r),
-        tail(&e.phone.message_file, 40)
-    );
+    let d = bye_after_failover(&mut e, &mut caller, t0);
     assert!(
         received_responses(&e.phone.messages(), "BYE").contains(&200),
         "the phone got no 200 to its BYE"
-    );
-    let m1 = settled(&mut e.b);
-    let d = |dir: &str, b: &str| datagrams(&m1, dir, b) - datagrams(&m0, dir, b);
-    assert!(
-        d("to_backend", other) >= 1.0 && d("to_backend", home) == 0.0,
-        "the phone's BYE must go to {other} (owns the call), not the home {home}: \
-         to {other} {}, to {home} {}",
-        d("to_backend", other),
-        d("to_backend", home)
     );
     assert!(d("to_client", other) >= 1.0, "200 to the BYE from {other}");
     eprintln!("[{} ms] phone's BYE went through sfB to {other}", ms(t0));
@@ -328,36 +287,12 @@ fn a_call_longer_than_dialog_idle_keeps_its_backend_after_failover() {
         env!("CARGO_MANIFEST_DIR")
     );
     let mut e = e2e_setup_with(&dir, t0, &answer, "[timeouts]\ndialog_idle = \"4s\"\n");
-    let (home, other, other_ip) = (e.home, e.other, e.other_ip);
+    let (other, other_ip) = (e.other, e.other_ip);
     let caller_sf = format!(
         "{}/tests/netns_sync/caller_info_wait_bye.xml",
         env!("CARGO_MANIFEST_DIR")
     );
-    let to = format!("{other_ip}:5060");
-    let mut caller = start_sipp(
-        &dir,
-        e.net.host("caller"),
-        "caller",
-        &[
-            "-sf",
-            &caller_sf,
-            "-s",
-            "alice",
-            "-t",
-            "u1",
-            "-i",
-            "10.88.0.30",
-            "-p",
-            "5061",
-            "-m",
-            "1",
-            "-timeout",
-            "80s",
-            "-timeout_error",
-            &to,
-        ],
-        true,
-    );
+    let mut caller = start_caller(&dir, &e.net, "caller", &caller_sf, 5061, other_ip, "80s");
     // The twelfth INFO answered: 24 s of a call whose set-up copy would have expired on B
     // after 10 (and the phone hangs up 3 s later, within dialog_idle).
     let ok = wait_until(Duration::from_secs(45), || {
@@ -380,7 +315,21 @@ fn a_call_longer_than_dialog_idle_keeps_its_backend_after_failover() {
         ms(t0)
     );
 
-    kill_master(&mut e, t0);
+    let _ = bye_after_failover(&mut e, &mut caller, t0);
+    eprintln!("[{} ms] phone's BYE went through sfB to {other}", ms(t0));
+}
+
+/// Kills the master; the phone then hangs up (its scenario's BYE), which must end the
+/// caller's call and reach, through the new master, the registrar that owns the call
+/// (`e.other`), nothing the phone's home. Returns B's datagram counts over that, by
+/// direction and backend.
+fn bye_after_failover(
+    e: &mut E2e,
+    caller: &mut Sipp,
+    t0: Instant,
+) -> impl Fn(&str, &str) -> f64 + use<> {
+    let (home, other) = (e.home, e.other);
+    kill_master(e, t0);
     let m0 = settled(&mut e.b);
     let r = caller.wait(Duration::from_secs(45));
     assert!(
@@ -390,7 +339,7 @@ fn a_call_longer_than_dialog_idle_keeps_its_backend_after_failover() {
         tail(&e.phone.message_file, 40)
     );
     let m1 = settled(&mut e.b);
-    let d = |dir: &str, b: &str| datagrams(&m1, dir, b) - datagrams(&m0, dir, b);
+    let d = move |dir: &str, b: &str| datagrams(&m1, dir, b) - datagrams(&m0, dir, b);
     assert!(
         d("to_backend", other) >= 1.0 && d("to_backend", home) == 0.0,
         "the phone's BYE must go to {other} (owns the call), not the home {home}: \
@@ -398,7 +347,7 @@ fn a_call_longer_than_dialog_idle_keeps_its_backend_after_failover() {
         d("to_backend", other),
         d("to_backend", home)
     );
-    eprintln!("[{} ms] phone's BYE went through sfB to {other}", ms(t0));
+    d
 }
 
 // ---------------------------------------------------------------------------------------------

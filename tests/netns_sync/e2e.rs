@@ -73,16 +73,39 @@ pub fn call(
     port: u16,
     registrar: &str,
 ) -> (Sipp, SippResult) {
-    let caller = scenario("caller.xml");
+    let mut sipp = start_caller(
+        dir,
+        net,
+        name,
+        &scenario("caller.xml"),
+        port,
+        registrar,
+        "30s",
+    );
+    let r = sipp.wait(Duration::from_secs(45));
+    (sipp, r)
+}
+
+/// sipp on the caller host (10.88.0.30:`port`) running scenario file `sf` once towards
+/// user alice at registrar `registrar`, failing after `timeout`.
+pub fn start_caller(
+    dir: &TestDir,
+    net: &Net,
+    name: &str,
+    sf: &str,
+    port: u16,
+    registrar: &str,
+    timeout: &str,
+) -> Sipp {
     let p = port.to_string();
     let to = format!("{registrar}:5060");
-    let mut sipp = start_sipp(
+    start_sipp(
         dir,
         net.host("caller"),
         name,
         &[
             "-sf",
-            &caller,
+            sf,
             "-s",
             "alice",
             "-t",
@@ -94,14 +117,12 @@ pub fn call(
             "-m",
             "1",
             "-timeout",
-            "30s",
+            timeout,
             "-timeout_error",
             &to,
         ],
         true,
-    );
-    let r = sipp.wait(Duration::from_secs(45));
-    (sipp, r)
+    )
 }
 
 /// Registrars, the sipfront pair and a phone registered through the master and mirrored by

@@ -26,26 +26,70 @@ fn tick(master: &mut Router, standby: &mut Router, now: Instant) -> (usize, bool
     (sent, echo.iter().any(|i| matches!(i, Item::Dialog { .. })))
 }
 
+/// A master and its standby (peer alive), and a registered phone the other backend
+/// (not its home) has called: the call is established on the master.
+struct Pair {
+    t0: Instant,
+    idle: Duration,
+    master: Router,
+    standby: Router,
+    port: RelayPort,
+    home: BackendId,
+    other: BackendId,
+}
+
+const PHONE: &str = "198.51.100.7:40000";
+
+impl Pair {
+    fn new() -> Pair {
+        let t0 = Instant::now();
+        let cfg = config("");
+        let (mut master, mut standby) = (synced(&cfg), synced(&cfg));
+        standby.set_peer_alive(t0, true);
+        let (port, home) = client(&mut master, t0, PHONE, &req("REGISTER", "reg"));
+        let other = other_of(home);
+        let mut p = Pair {
+            t0,
+            idle: cfg.timeouts.dialog_idle,
+            master,
+            standby,
+            port,
+            home,
+            other,
+        };
+        p.register(t0);
+        p.master
+            .from_backend(t0, port, addr_of(other), &req("INVITE", "call"));
+        assert_eq!(
+            client(&mut p.master, t0, PHONE, &resp(200, "call", "INVITE", "")),
+            (port, other)
+        );
+        p
+    }
+
+    /// The home backend's 200 to the phone's REGISTER (the flow stays registered).
+    fn register(&mut self, t: Instant) {
+        let ok = resp(200, "reg", "REGISTER", "Expires: 600\r\n");
+        self.master
+            .from_backend(t, self.port, addr_of(self.home), &ok);
+    }
+
+    /// One second of virtual time to `t`: the phone re-registers every 300 s, and
+    /// [`tick`].
+    fn second(&mut self, t: Instant) -> (usize, bool) {
+        if (t - self.t0).as_secs() % 300 == 0 {
+            client(&mut self.master, t, PHONE, &req("REGISTER", "reg"));
+            self.register(t);
+        }
+        tick(&mut self.master, &mut self.standby, t)
+    }
+}
+
 #[test]
 fn a_call_longer_than_dialog_idle_stays_pinned_on_the_standby_and_ends_there_too() {
-    let t0 = Instant::now();
-    let cfg = config("");
-    let idle = cfg.timeouts.dialog_idle;
-    let (mut master, mut standby) = (synced(&cfg), synced(&cfg));
-    standby.set_peer_alive(t0, true);
-    let phone = "198.51.100.7:40000";
-    let (port, home) = client(&mut master, t0, phone, &req("REGISTER", "reg"));
-    let ok = resp(200, "reg", "REGISTER", "Expires: 600\r\n");
-    master.from_backend(t0, port, addr_of(home), &ok);
-    // The other backend calls the phone; the phone answers.
-    let other = other_of(home);
-    master.from_backend(t0, port, addr_of(other), &req("INVITE", "call"));
-    assert_eq!(
-        client(&mut master, t0, phone, &resp(200, "call", "INVITE", "")),
-        (port, other)
-    );
-    // Five times dialog_idle, a re-INVITE from the phone every 0.4 × dialog_idle (and
-    // a REGISTER every 300 s).
+    let mut p = Pair::new();
+    let (t0, idle, port, other) = (p.t0, p.idle, p.port, p.other);
+    // Five times dialog_idle, a re-INVITE from the phone every 0.4 × dialog_idle.
     let long = idle * 5;
     let mut sent = 0;
     let mut t = t0;
@@ -54,17 +98,14 @@ fn a_call_longer_than_dialog_idle_stays_pinned_on_the_standby_and_ends_there_too
         let s = (t - t0).as_secs();
         if s % (idle.as_secs() * 2 / 5) == 0 {
             assert_eq!(
-                client(&mut master, t, phone, &req("INVITE", "call")),
+                client(&mut p.master, t, PHONE, &req("INVITE", "call")),
                 (port, other),
                 "re-INVITE at {s} s on the master"
             );
-            master.from_backend(t, port, addr_of(other), &resp(200, "call", "INVITE", ""));
+            p.master
+                .from_backend(t, port, addr_of(other), &resp(200, "call", "INVITE", ""));
         }
-        if s % 300 == 0 {
-            client(&mut master, t, phone, &req("REGISTER", "reg"));
-            master.from_backend(t, port, addr_of(home), &ok);
-        }
-        let (n, echo) = tick(&mut master, &mut standby, t);
+        let (n, echo) = p.second(t);
         assert!(!echo, "the standby echoed a dialog item at {s} s");
         sent += n;
     }
@@ -75,7 +116,7 @@ fn a_call_longer_than_dialog_idle_stays_pinned_on_the_standby_and_ends_there_too
         "{sent} dialog items in {} periods",
         periods
     );
-    assert_eq!(standby.dialog_count(), 1, "the standby holds the call");
+    assert_eq!(p.standby.dialog_count(), 1, "the standby holds the call");
     // The call goes quiet (no BYE, the far end is gone): the standby lets go too, at
     // most two re-send periods and the slack after the master (the last re-send comes
     // up to a period after the last traffic; the copy outlives it by a period more).
@@ -83,17 +124,17 @@ fn a_call_longer_than_dialog_idle_stays_pinned_on_the_standby_and_ends_there_too
     let period = idle / 4;
     while t < quiet + idle + period * 2 + Duration::from_secs(40) {
         t += Duration::from_secs(1);
-        if (t - t0).as_secs() % 300 == 0 {
-            client(&mut master, t, phone, &req("REGISTER", "reg"));
-            master.from_backend(t, port, addr_of(home), &ok);
-        }
-        tick(&mut master, &mut standby, t);
+        p.second(t);
         if t == quiet + idle + Duration::from_secs(1) {
-            assert_eq!(master.dialog_count(), 0, "the master let the quiet call go");
+            assert_eq!(
+                p.master.dialog_count(),
+                0,
+                "the master let the quiet call go"
+            );
         }
     }
     assert_eq!(
-        standby.dialog_count(),
+        p.standby.dialog_count(),
         0,
         "the standby let the quiet call go"
     );
@@ -101,37 +142,23 @@ fn a_call_longer_than_dialog_idle_stays_pinned_on_the_standby_and_ends_there_too
 
 #[test]
 fn after_a_takeover_a_long_call_still_reaches_its_backend() {
-    let t0 = Instant::now();
-    let cfg = config("");
-    let idle = cfg.timeouts.dialog_idle;
-    let (mut master, mut standby) = (synced(&cfg), synced(&cfg));
-    standby.set_peer_alive(t0, true);
-    let phone = "198.51.100.7:40000";
-    let (port, home) = client(&mut master, t0, phone, &req("REGISTER", "reg"));
-    let ok = resp(200, "reg", "REGISTER", "Expires: 600\r\n");
-    master.from_backend(t0, port, addr_of(home), &ok);
-    let other = other_of(home);
-    master.from_backend(t0, port, addr_of(other), &req("INVITE", "call"));
-    client(&mut master, t0, phone, &resp(200, "call", "INVITE", ""));
+    let mut p = Pair::new();
+    let (t0, idle, port, other) = (p.t0, p.idle, p.port, p.other);
     // Three times dialog_idle with session refreshes from the far end.
     let mut t = t0;
     while t < t0 + idle * 3 {
         t += Duration::from_secs(1);
-        let s = (t - t0).as_secs();
-        if s % (idle.as_secs() / 2) == 0 {
-            master.from_backend(t, port, addr_of(other), &req("UPDATE", "call"));
-            client(&mut master, t, phone, &resp(200, "call", "UPDATE", ""));
+        if (t - t0).as_secs() % (idle.as_secs() / 2) == 0 {
+            p.master
+                .from_backend(t, port, addr_of(other), &req("UPDATE", "call"));
+            client(&mut p.master, t, PHONE, &resp(200, "call", "UPDATE", ""));
         }
-        if s % 300 == 0 {
-            client(&mut master, t, phone, &req("REGISTER", "reg"));
-            master.from_backend(t, port, addr_of(home), &ok);
-        }
-        tick(&mut master, &mut standby, t);
+        p.second(t);
     }
     // The master dies; the standby takes the VIP and the phone hangs up.
-    standby.set_peer_alive(t, false);
+    p.standby.set_peer_alive(t, false);
     assert_eq!(
-        client(&mut standby, t, phone, &req("BYE", "call")),
+        client(&mut p.standby, t, PHONE, &req("BYE", "call")),
         (port, other),
         "the BYE goes to the backend that has the call"
     );
@@ -248,34 +275,21 @@ fn re_sends_wait_for_room_in_the_sync_queue() {
 /// moment may a takeover find the call gone.
 #[test]
 fn a_refresh_after_a_long_quiet_reaches_the_standby_before_its_copy_expires() {
-    let t0 = Instant::now();
-    let cfg = config("");
-    let idle = cfg.timeouts.dialog_idle;
-    let (mut master, mut standby) = (synced(&cfg), synced(&cfg));
-    standby.set_peer_alive(t0, true);
-    let phone = "198.51.100.7:40000";
-    let (port, home) = client(&mut master, t0, phone, &req("REGISTER", "reg"));
-    let ok = resp(200, "reg", "REGISTER", "Expires: 600\r\n");
-    master.from_backend(t0, port, addr_of(home), &ok);
-    let other = other_of(home);
-    master.from_backend(t0, port, addr_of(other), &req("INVITE", "call"));
-    client(&mut master, t0, phone, &resp(200, "call", "INVITE", ""));
+    let mut p = Pair::new();
+    let (t0, idle, port, other) = (p.t0, p.idle, p.port, p.other);
     let refresh_at = t0 + idle - Duration::from_secs(1);
     let end = refresh_at + idle / 4 + Duration::from_secs(2);
     let mut t = t0;
     while t < end {
         t += Duration::from_secs(1);
-        if (t - t0).as_secs() % 300 == 0 {
-            client(&mut master, t, phone, &req("REGISTER", "reg"));
-            master.from_backend(t, port, addr_of(home), &ok);
-        }
         if t == refresh_at {
-            client(&mut master, t, phone, &req("INFO", "call"));
-            master.from_backend(t, port, addr_of(other), &resp(200, "call", "INFO", ""));
+            client(&mut p.master, t, PHONE, &req("INFO", "call"));
+            p.master
+                .from_backend(t, port, addr_of(other), &resp(200, "call", "INFO", ""));
         }
-        tick(&mut master, &mut standby, t);
+        p.second(t);
         assert_eq!(
-            standby.dialog_count(),
+            p.standby.dialog_count(),
             1,
             "the standby lost the call {} s in",
             (t - t0).as_secs()
