@@ -24,10 +24,13 @@ pub(super) const SWEEP_SLICES: usize = 8;
 /// time.
 const SWEEP_MIN_SLICE: usize = 4096;
 
-/// At most about this many flow slots, and dialogs, per slice (a few ns each: a
-/// stall well under 1 ms). Larger tables take more slices, closer together, so a
-/// round still takes about `SWEEP_EVERY × SWEEP_SLICES`.
-const SWEEP_MAX_SLICE: usize = 16384;
+/// At most about this many flow slots, and dialogs, per slice (tens of ns each, most
+/// of it cache misses at a million: 16,384 gave slices of 0.65-0.87 ms and, while the
+/// tables filled, up to 1.49 ms; 8,192 gives 0.39-0.49 ms, `cargo bench --bench
+/// routing`). Larger tables take more slices, closer together, so a round still takes
+/// about `SWEEP_EVERY × SWEEP_SLICES` up to about 650,000 flows, and a slice per
+/// `SWEEP_MIN_EVERY` beyond (a million: about 6 s).
+const SWEEP_MAX_SLICE: usize = 8192;
 
 /// Slices never come closer than this.
 const SWEEP_MIN_EVERY: Duration = Duration::from_millis(50);
@@ -331,25 +334,32 @@ mod tests {
             (small.slots, small.shards, small.every),
             (SWEEP_MIN_SLICE, SHARDS, SWEEP_EVERY)
         );
-        let s = slicing(100_000, 100_000);
-        assert_eq!((s.slots, s.parts, s.every), (12_500, 8, SWEEP_EVERY));
-        // 100k dialogs over 256 shards, 32 shards per slice: 12,500 per slice.
+        let s = slicing(50_000, 50_000);
+        assert_eq!((s.slots, s.parts, s.every), (6_250, 8, SWEEP_EVERY));
+        // 50k dialogs over 256 shards, 32 shards per slice: 6,250 per slice.
         assert_eq!(s.shards, 32);
+        let s = slicing(100_000, 100_000);
+        // 13 slices of 8,192 in a round of about 4 s; 20 shards (~7,800 dialogs) each.
+        assert_eq!((s.slots, s.parts), (SWEEP_MAX_SLICE, 13));
+        assert_eq!(s.every, Duration::from_millis(4000) / 13);
+        assert_eq!(s.shards, 20);
+        // A million: 123 slices, at most one per 50 ms (a round of about 6 s).
         let s = slicing(1_000_000, 0);
-        assert_eq!(s.slots, SWEEP_MAX_SLICE);
-        // 62 slices in a round of about 4 s.
-        assert_eq!(s.every, Duration::from_millis(4000) / 62);
+        assert_eq!(
+            (s.slots, s.parts, s.every),
+            (SWEEP_MAX_SLICE, 123, SWEEP_MIN_EVERY)
+        );
         assert_eq!(slicing(100_000_000, 0).every, SWEEP_MIN_EVERY);
     }
 
     #[test]
     fn many_dialogs_take_more_slices_even_with_few_flows() {
-        // One trunk flow carrying a million calls: 62 slices, 5 shards (~20k
-        // dialogs) each, so every dialog is looked at about once per 4 s round.
+        // One trunk flow carrying a million calls: 123 slices, 3 shards (~12k
+        // dialogs) each, so every dialog is looked at about once per 6 s round.
         let s = slicing(10, 1_000_000);
-        assert_eq!(s.parts, 62);
-        assert_eq!(s.shards, 5);
-        assert_eq!(s.every, Duration::from_millis(4000) / 62);
+        assert_eq!(s.parts, 123);
+        assert_eq!(s.shards, 3);
+        assert_eq!(s.every, SWEEP_MIN_EVERY);
         // A million flows and a million dialogs: the same.
         assert_eq!(slicing(1_000_000, 1_000_000), s.with_slots(SWEEP_MAX_SLICE));
     }
