@@ -25,9 +25,9 @@ pub(super) const SWEEP_SLICES: usize = 8;
 const SWEEP_MIN_SLICE: usize = 4096;
 
 /// At most about this many flow slots, and dialogs, per slice (tens of ns each, most
-/// of it cache misses at a million: 16,384 gave slices of 0.65-0.87 ms and, while the
-/// tables filled, up to 1.49 ms; 8,192 gives 0.39-0.49 ms, `cargo bench --bench
-/// routing`). Larger tables take more slices, closer together, so a round still takes
+/// of it cache misses at a million: with 16,384 the longest timer calls were 0.65-0.87
+/// ms, and up to 1.49 ms while the tables filled; with 8,192 the sweep's are 0.36-0.68
+/// ms, `cargo bench --bench routing`, four runs each). Larger tables take more slices, closer together, so a round still takes
 /// about `SWEEP_EVERY × SWEEP_SLICES` up to about 650,000 flows, and a slice per
 /// `SWEEP_MIN_EVERY` beyond (a million: about 6 s).
 const SWEEP_MAX_SLICE: usize = 8192;
