@@ -74,6 +74,11 @@ impl Marks {
     pub const fn with(self, m: Marks, on: bool) -> Marks {
         if on { Marks(self.0 | m.0) } else { self }
     }
+
+    /// The marks of `self` that are in `m`.
+    pub const fn only(self, m: Marks) -> Marks {
+        Marks(self.0 & m.0)
+    }
 }
 
 impl std::ops::BitOr for Marks {
@@ -241,8 +246,7 @@ impl DialogTable {
             // The flow and its quota count stay. Not REFRESHED: only the sync peer's
             // items replace an entry, and the peer just stated it (sending it back
             // would echo the peer's own state).
-            let marks = Marks(d.marks.0 & !(Marks::AWAITING | Marks::REFRESHED).0)
-                | Marks(old.marks.0 & (Marks::AWAITING | Marks::OPENS).0);
+            let marks = d.marks.only(Marks::OPENS) | old.marks.only(Marks::AWAITING | Marks::OPENS);
             *old = Dialog {
                 flow: old.flow,
                 flow_gen: old.flow_gen,

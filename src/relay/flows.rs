@@ -72,6 +72,13 @@ pub struct Flow {
 const _: () = assert!(std::mem::size_of::<Option<Flow>>() == 128);
 
 impl Flow {
+    /// Served by this host and synced: neither the peer's (mirrored) nor a static
+    /// peer's (both hosts have those from the config).
+    #[inline]
+    pub fn is_own(&self) -> bool {
+        !self.mirrored && self.peer.is_none()
+    }
+
     /// Whether it holds its source's datagram bucket.
     #[inline]
     pub fn holds_bucket(&self) -> bool {

@@ -51,6 +51,19 @@ pub(super) fn queue(out: &mut Option<Vec<Item>>, overflow: &mut bool, item: Item
     }
 }
 
+/// Whether our own flow `ours` keeps what a peer's flow (registered if
+/// `registered_secs`) also claims: a registered one over one that is not, else `tie`.
+/// Whether a backend granted a registration, not whether it still runs: that changes
+/// only with a REGISTER's answer, which sends an item, while an expiry sends none and
+/// would let two hosts' clocks decide differently.
+fn own_wins(ours: &Flow, registered_secs: Option<u32>, tie: bool) -> bool {
+    let ours_registered = ours.registered_until.is_some();
+    if ours_registered != registered_secs.is_some() {
+        return ours_registered;
+    }
+    tie
+}
+
 /// Where a full table being built stands ([`Router::sync_full_step`]).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct FullCursor {
@@ -136,7 +149,9 @@ impl Router {
         std::mem::take(&mut self.sync_overflow)
     }
 
-    /// Every flow we serve and every dialog, for a peer that asked for a full table.
+    /// Every flow we serve and every dialog, in one walk (tests: the dataplane builds
+    /// the table in steps, [`Router::sync_full_step`]).
+    #[cfg(test)]
     pub fn sync_full(&self, now: Instant, out: &mut Vec<Item>) {
         let mut at = FullCursor::default();
         while !self.sync_full_step(now, &mut at, out, usize::MAX) {}
@@ -160,7 +175,7 @@ impl Router {
             out.extend(
                 self.flows
                     .iter_slots(at.slot..end)
-                    .filter(|f| !f.mirrored && f.peer.is_none())
+                    .filter(|f| f.is_own())
                     .map(|f| flow_item(f, now, &self.backends)),
             );
             at.slot = end;
@@ -232,20 +247,12 @@ impl Router {
     ) -> bool {
         let Some(ours) = held
             .and_then(|id| self.flows.get(id))
-            .filter(|f| !f.mirrored && f.peer.is_none() && f.client != client)
+            .filter(|f| f.is_own() && f.client != client)
         else {
             return false;
         };
         self.sync_conflicts += 1;
-        // Whether a backend granted a registration, not whether it still runs: that
-        // changes only with a REGISTER's answer, which sends an item, while an expiry
-        // sends none and would let two hosts' clocks decide differently.
-        let ours_registered = ours.registered_until.is_some();
-        let theirs_registered = registered_secs.is_some();
-        if ours_registered != theirs_registered {
-            return ours_registered;
-        }
-        ours.client < client
+        own_wins(ours, registered_secs, ours.client < client)
     }
 
     /// Whether a peer's flow for `client` on `relay_port` loses to our own flow for that
@@ -264,16 +271,12 @@ impl Router {
             .flows
             .lookup_client(&client)
             .and_then(|id| self.flows.get(id))
-            .filter(|f| !f.mirrored && f.peer.is_none() && f.relay_port != relay_port)
+            .filter(|f| f.is_own() && f.relay_port != relay_port)
         else {
             return false;
         };
         self.sync_client_conflicts += 1;
-        let ours_registered = ours.registered_until.is_some();
-        if ours_registered != registered_secs.is_some() {
-            return ours_registered;
-        }
-        ours.relay_port < relay_port
+        own_wins(ours, registered_secs, ours.relay_port < relay_port)
     }
 
     /// Applies one change from the peer.
@@ -318,10 +321,7 @@ impl Router {
                     // the same, so this does not go back and forth).
                     let own = self.flows.lookup_client(&client);
                     for id in [held, own].into_iter().flatten() {
-                        if let Some(f) = self.flows.get(id)
-                            && !f.mirrored
-                            && f.peer.is_none()
-                        {
+                        if let Some(f) = self.flows.get(id).filter(|f| f.is_own()) {
                             let item = flow_item(f, now, &self.backends);
                             self.emit(item);
                         }

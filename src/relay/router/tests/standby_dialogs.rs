@@ -164,6 +164,14 @@ fn after_a_takeover_a_long_call_still_reaches_its_backend() {
     );
 }
 
+const PBX: &str = "198.51.100.9:5060";
+
+/// A call from the PBX that a backend answers: established on `r`.
+fn pbx_call(r: &mut Router, t: Instant, cid: &str) {
+    let (port, b) = client(r, t, PBX, &req("INVITE", cid));
+    r.from_backend(t, port, addr_of(b), &resp(200, cid, "INVITE", ""));
+}
+
 /// The re-sends are a trickle over the period, one shard at a time, not a burst that
 /// would overflow the sync queue (and cost the peer a full table) with many calls.
 #[test]
@@ -172,19 +180,16 @@ fn refreshed_calls_are_re_sent_once_per_period_spread_over_it() {
     let cfg = config("");
     let period = cfg.timeouts.dialog_idle / 4;
     let mut master = synced(&cfg);
-    let pbx = "198.51.100.9:5060";
     const CALLS: usize = 2560;
     for i in 0..CALLS {
-        let cid = format!("call-{i}");
-        let (port, b) = client(&mut master, t0, pbx, &req("INVITE", &cid));
-        master.from_backend(t0, port, addr_of(b), &resp(200, &cid, "INVITE", ""));
+        pbx_call(&mut master, t0, &format!("call-{i}"));
     }
     let mut items = vec![];
     master.take_sync(&mut items);
     // In-dialog traffic on every call (an ACK each) refreshes without an item.
     let t1 = t0 + Duration::from_secs(1);
     for i in 0..CALLS {
-        client(&mut master, t1, pbx, &req("ACK", &format!("call-{i}")));
+        client(&mut master, t1, PBX, &req("ACK", &format!("call-{i}")));
     }
     items.clear();
     master.take_sync(&mut items);
@@ -220,17 +225,12 @@ fn re_sends_wait_for_room_in_the_sync_queue() {
     let cfg = config("");
     let period = cfg.timeouts.dialog_idle / 4;
     let mut master = synced(&cfg);
-    let pbx = "198.51.100.9:5060";
-    let call = |r: &mut Router, t: Instant, cid: &str| {
-        let (port, b) = client(r, t, pbx, &req("INVITE", cid));
-        r.from_backend(t, port, addr_of(b), &resp(200, cid, "INVITE", ""));
-    };
     const CALLS: usize = 9000;
     let mut items = vec![];
     for i in 0..CALLS {
         let cid = format!("call-{i}");
-        call(&mut master, t0, &cid);
-        client(&mut master, t0, pbx, &req("ACK", &cid));
+        pbx_call(&mut master, t0, &cid);
+        client(&mut master, t0, PBX, &req("ACK", &cid));
         if i % 1000 == 0 {
             master.take_sync(&mut items);
         }
@@ -246,11 +246,11 @@ fn re_sends_wait_for_room_in_the_sync_queue() {
             // 6,000 changes queued before the timer call (two per new call) and 1,500
             // after it, before the flush.
             for i in 0..3000 {
-                call(&mut master, t, &format!("new-{i}"));
+                pbx_call(&mut master, t, &format!("new-{i}"));
             }
             master.handle_timeout(t);
             for i in 3000..3750 {
-                call(&mut master, t, &format!("new-{i}"));
+                pbx_call(&mut master, t, &format!("new-{i}"));
             }
         } else {
             master.handle_timeout(t);
