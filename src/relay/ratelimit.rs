@@ -75,12 +75,27 @@ impl Entry for Bucket {
     }
 }
 
-/// Shards of the table, by the hash's low bits (a shard's own slots are chosen by
-/// its high half). Each grows on its own as sources come: most buckets refill and are
-/// pruned within moments, so the table holds far fewer sources than it may, and a
-/// table sized for the most would spread them over all its pages. Housekeeping
-/// prunes a few shards at a time (~4k sources each at a million).
-const SHARDS: usize = 256;
+/// The fewest shards of the table, by the hash's low bits (a shard's own slots are
+/// chosen by its high half). Each grows on its own as sources come: most buckets
+/// refill and are pruned within moments, so the table holds far fewer sources than it
+/// may, and a table sized for the most would spread them over all its pages.
+/// Housekeeping prunes a few shards at a time.
+const MIN_SHARDS: usize = 256;
+
+/// Sources a shard holds when the table is full: a larger table has more shards
+/// (up to [`MAX_SHARDS`]), since a shard's growth step re-places all of it in one
+/// timer call. With 256 shards at a million sources (~4,000 each) a step took
+/// 0.6-1.3 ms.
+const SHARD_SOURCES: usize = 1024;
+
+const MAX_SHARDS: usize = 4096;
+
+/// The shards for a table of at most `max_entries` sources (a power of two).
+fn shard_count(max_entries: usize) -> usize {
+    (max_entries / SHARD_SOURCES)
+        .next_power_of_two()
+        .clamp(MIN_SHARDS, MAX_SHARDS)
+}
 
 /// Entries a shard starts with room for (in 32 slots). With 8, 5,000 new sources/s
 /// each limited for 0.1 s now and then filled a shard between two growth steps.
@@ -91,12 +106,13 @@ const SHARD_ROOM: usize = 16;
 /// adds little to its stall.
 const PRUNE_STEP_SLOTS: usize = 16384;
 
-/// A source's shard: the hash's low 8 bits (the table inside a shard places by bits
-/// 32-63; both need the [`TableHasher`]'s mixing: with uneven shards a full limiter
-/// found no bucket to prune in the shards it tries and refused new sources).
+/// A source's shard among `n` (a power of two): the hash's low bits (the table inside
+/// a shard places by bits 32-63; both need the [`TableHasher`]'s mixing: with uneven
+/// shards a full limiter found no bucket to prune in the shards it tries and refused
+/// new sources).
 #[inline]
-fn shard_of(h: u64) -> usize {
-    h as usize % SHARDS
+fn shard_of(h: u64, n: usize) -> usize {
+    h as usize & (n - 1)
 }
 
 /// Shards a full table prunes for one new source before it refuses it.
@@ -162,7 +178,7 @@ impl SourceLimiter {
         if self.rates.is_empty() {
             self.rates.push((1.0, 1.0));
         }
-        self.shards = (0..SHARDS)
+        self.shards = (0..shard_count(self.max_entries))
             .map(|_| OpenTable::with_capacity(SHARD_ROOM))
             .collect();
         self.len = 0;
@@ -209,7 +225,7 @@ impl SourceLimiter {
     #[inline]
     fn find_refilled(&mut self, key: u64, h: u64, t: u64) -> Option<&mut Bucket> {
         let (shards, rates) = (&mut self.shards, &self.rates);
-        let shard = &mut shards[shard_of(h)];
+        let shard = &mut shards[shard_of(h, shards.len())];
         let b = shard.get_mut(shard.find(h, |b| b.key == key)?);
         b.refill(rates, t);
         Some(b)
@@ -220,7 +236,7 @@ impl SourceLimiter {
         let key = key64(ip);
         let h = self.hasher.hash_one(key);
         let t = self.epoch.map_or(0, |e| ns_since(e, now));
-        let shard = &self.shards[shard_of(h)];
+        let shard = &self.shards[shard_of(h, self.shards.len())];
         let mut b = *shard.get(shard.find(h, |b| b.key == key)?);
         b.refill(&self.rates, t);
         Some(b.tokens)
@@ -241,7 +257,7 @@ impl SourceLimiter {
 
     /// Puts a new bucket into the table; false if there is no room.
     fn place(&mut self, key: u64, h: u64, t: u64, class: Class, tokens: f64) -> bool {
-        let shard = shard_of(h);
+        let shard = shard_of(h, self.shards.len());
         // At the limit, room is made by pruning, the key's own shard first.
         let pruned = self.len >= self.max_entries;
         if pruned && !self.make_room(shard, t) {
@@ -304,7 +320,7 @@ impl SourceLimiter {
         let t = self.ns(now);
         // Out while its step calls back into the table.
         let mut growth = self.growth;
-        let grown = growth.step(SHARDS, budget, |i, budget| {
+        let grown = growth.step(self.shards.len(), budget, |i, budget| {
             if !filling(&self.shards[i]) {
                 return false;
             }
@@ -320,7 +336,7 @@ impl SourceLimiter {
     #[inline]
     pub fn prefetch(&self, ip: IpAddr) {
         let h = self.hasher.hash_one(key64(ip));
-        self.shards[shard_of(h)].prefetch(h);
+        self.shards[shard_of(h, self.shards.len())].prefetch(h);
     }
 
     /// The table is full: prunes the new key's shard, then up to
@@ -333,7 +349,7 @@ impl SourceLimiter {
             return false;
         }
         for i in 0..MAKE_ROOM_SHARDS {
-            self.prune_shard((first + i) % SHARDS, t);
+            self.prune_shard((first + i) % self.shards.len(), t);
             if self.len < self.max_entries {
                 return true;
             }
@@ -358,7 +374,7 @@ impl SourceLimiter {
     /// Forgets sources whose bucket has refilled: they are indistinguishable from new.
     pub fn prune(&mut self, now: Instant) {
         let t = self.ns(now);
-        for i in 0..SHARDS {
+        for i in 0..self.shards.len() {
             self.prune_shard(i, t);
         }
     }
@@ -370,10 +386,11 @@ impl SourceLimiter {
     pub fn prune_step(&mut self, now: Instant, parts: usize) {
         let t = self.ns(now);
         let mut walked = 0;
-        for _ in 0..SHARDS.div_ceil(parts.max(1)) {
+        let n = self.shards.len();
+        for _ in 0..n.div_ceil(parts.max(1)) {
             walked += self.shards[self.prune_next].slot_count();
             self.prune_shard(self.prune_next, t);
-            self.prune_next = (self.prune_next + 1) % SHARDS;
+            self.prune_next = (self.prune_next + 1) % n;
             if walked >= PRUNE_STEP_SLOTS {
                 break;
             }
@@ -506,11 +523,12 @@ mod tests {
     }
 
     /// `n` new sources at `rate` per second, each taking one token of a burst of 5
-    /// refilled at 10/s (0.1 s to refill), a growth step every 10 ms (or none);
-    /// returns the shards the steps grew.
+    /// refilled at 10/s (0.1 s to refill), a growth step every 10 ms (or none), in a
+    /// table of 256 shards; returns the shards the steps grew.
     fn new_sources(n: u32, rate: u32, steps: bool) -> (SourceLimiter, usize) {
         let t0 = Instant::now();
-        let mut l = SourceLimiter::new(10, 5, 1_000_000);
+        let mut l = SourceLimiter::new(10, 5, 200_000);
+        assert_eq!(l.shards.len(), MIN_SHARDS);
         let mut ahead = 0;
         for i in 0..n {
             let now = t0 + Duration::from_secs(1) * i / rate;
@@ -548,6 +566,29 @@ mod tests {
     }
 
     #[test]
+    fn a_shard_stays_small_in_a_large_table() {
+        // A million sources, all still limited (a token a minute): the table is full,
+        // and the largest shard, which one growth step re-places, holds ~1,000 of
+        // them, not the ~4,000 of 256 shards.
+        let t0 = Instant::now();
+        let mut l = SourceLimiter::new(1, 60, 1_000_000);
+        assert_eq!(l.shards.len(), 1024);
+        let mut budget = 0;
+        for i in 0..1_000_000u32 {
+            let now = t0 + Duration::from_micros(u64::from(i));
+            assert!(l.allow(IpAddr::V4(i.wrapping_mul(7919).into()), now));
+            if i % 500 == 0 && l.short_of_room() {
+                l.grow_step(now, &mut budget);
+            }
+        }
+        assert_eq!(l.len(), 1_000_000);
+        let most = l.shards.iter().map(|s| s.len()).max().unwrap();
+        assert!(most < 1_300, "{most}");
+        assert_eq!(shard_count(1000), MIN_SHARDS);
+        assert_eq!(shard_count(usize::MAX / 2), MAX_SHARDS);
+    }
+
+    #[test]
     fn consecutive_sources_spread_over_the_shards_and_slots() {
         // 100,000 consecutive IPv4 sources: about 390 per shard if the bits are
         // uniform (a standard deviation of about 20), and the same over bits 32-39,
@@ -555,10 +596,10 @@ mod tests {
         // up to 192 of 256 shards empty for 1000 such sources, depending on the seed.
         for _ in 0..5 {
             let l = SourceLimiter::new(10, 1, 1000);
-            let (mut shards, mut homes) = ([0u32; SHARDS], [0u32; 256]);
+            let (mut shards, mut homes) = ([0u32; MIN_SHARDS], [0u32; 256]);
             for i in 0..100_000u32 {
                 let h = l.hasher.hash_one(key64(IpAddr::V4(i.into())));
-                shards[shard_of(h)] += 1;
+                shards[shard_of(h, MIN_SHARDS)] += 1;
                 homes[(h >> 32) as usize % 256] += 1;
             }
             for counts in [shards, homes] {

@@ -197,6 +197,12 @@ pub enum Event {
         src: Ipv4Addr,
         priority: u8,
     },
+    /// As backup, ignored a priority 0 advert from `src`, which is not the master
+    /// followed: only the master hands over, and a forged "leaving" advert would
+    /// otherwise make this host take the addresses beside the running master.
+    ZeroFromNonMaster {
+        src: Ipv4Addr,
+    },
     /// Send gratuitous ARP for every VIP now (the shell repeats it later on its own).
     SendGarp,
     AddVips,
@@ -428,6 +434,12 @@ impl Machine {
     /// RFC 5798 §6.4.2, "If an ADVERTISEMENT is received".
     fn backup_rx(&mut self, now: Instant, src: Ipv4Addr, repr: &Repr) {
         if repr.priority == 0 {
+            // RFC 5798 §6.4.2 does not look at the sender. A backup that has not yet
+            // heard a master cannot tell, and takes it.
+            if self.master_ip.is_some_and(|m| m != src) {
+                self.events.push_back(Event::ZeroFromNonMaster { src });
+                return;
+            }
             self.master_down_timer = Some(now + self.skew_time());
             self.down_cause = Cause::PriorityZero;
             return;

@@ -188,7 +188,7 @@ struct Metrics {
     transitions: Vec<((State, Cause), Counter)>,
 }
 
-const DROP_REASONS: &[&str] = &["bad_ip", "not_peer"];
+const DROP_REASONS: &[&str] = &["bad_ip", "not_peer", "zero_not_master"];
 
 impl Metrics {
     fn register() -> Metrics {
@@ -280,6 +280,7 @@ struct VrrpInstance {
     synced: bool,
     metrics: Metrics,
     warn_other_master: LogThrottle,
+    warn_stray_zero: LogThrottle,
     warn_garp_failed: LogThrottle,
     /// Transitions: 10 lines at once, then at most one per second (adverts can flip
     /// the machine as fast as they arrive); the metric counts every one.
@@ -346,6 +347,7 @@ impl VrrpInstance {
             synced: true,
             metrics: Metrics::register(),
             warn_other_master: LogThrottle::new(WARN_EVERY),
+            warn_stray_zero: LogThrottle::new(WARN_EVERY),
             warn_garp_failed: LogThrottle::new(WARN_EVERY),
             warn_transition: LogThrottle::with_burst(Duration::from_secs(1), 10),
         })
@@ -626,6 +628,17 @@ impl VrrpInstance {
                         suppressed = more,
                         "another master with a lower priority seen (a healed split brain, or a \
                          stray sender); reasserting"
+                    );
+                }
+            }
+            Event::ZeroFromNonMaster { src } => {
+                self.metrics.drop("zero_not_master");
+                if let Some(more) = self.warn_stray_zero.allow(Instant::now()) {
+                    tracing::warn!(
+                        %src,
+                        master = ?self.machine.master_ip(),
+                        suppressed = more,
+                        "vrrp priority 0 advert from a host that is not the master ignored"
                     );
                 }
             }

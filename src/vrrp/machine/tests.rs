@@ -215,6 +215,33 @@ fn backup_priority_zero_sets_skew_time() {
 }
 
 #[test]
+fn backup_takes_priority_zero_only_from_the_master_it_follows() {
+    let t = Instant::now();
+    let mut m = started(settings(100, 1), t);
+    let rx = |m: &mut Machine, at, src, p| {
+        m.handle_input(
+            at,
+            Input::Advert {
+                src,
+                repr: &advert(p, 100),
+            },
+        )
+    };
+    rx(&mut m, t + ms(10), ip(2), 200);
+    drain(&mut m);
+    let down = m.poll_timeout();
+    // A third host's "leaving" advert changes nothing, and is reported.
+    rx(&mut m, t + ms(20), ip(9), 0);
+    assert_eq!(m.poll_timeout(), down);
+    assert_eq!(drain(&mut m).0, [Event::ZeroFromNonMaster { src: ip(9) }]);
+    m.handle_timeout(t + ms(700));
+    assert_eq!(m.state(), State::Backup);
+    // The master's own hands over after Skew_Time.
+    rx(&mut m, t + ms(800), ip(2), 0);
+    assert_eq!(m.poll_timeout(), Some(t + ms(800) + ms(600)));
+}
+
+#[test]
 fn backup_lower_priority_advert_table() {
     // (preempt, held, timer reset?)
     let rows = [
