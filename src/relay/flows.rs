@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::backends::BackendId;
+use super::lingering::{Lingering, MAX_RECORDS};
 use super::open_table::{Entry, OpenTable, TableHasher};
 use super::per_source::{SourceCounts, is_v6_source};
 use super::port::{RelayPort, RelaySpace};
@@ -231,6 +232,12 @@ pub struct FlowTable {
     /// `limits.max_pins_per_ip`. Kept in step by [`FlowTable::add_pin`],
     /// [`FlowTable::drop_pin`], placement and removal; sources with none have no entry.
     pins_per_source: SourceCounts,
+    /// Removed flows' unanswered entries, counted against their sources until they
+    /// expire.
+    lingering: Lingering,
+    /// Seconds a removed flow's entries may still live (`transaction`, and one for
+    /// the coarse clock).
+    pin_linger: u32,
 }
 
 impl FlowTable {
@@ -271,7 +278,29 @@ impl FlowTable {
             // Every source with a count holds a dialog entry and a flow: allocated
             // once, nothing grows on the forwarding path.
             pins_per_source: SourceCounts::with_capacity(max.min(max_dialogs)),
+            // Each record holds a dialog entry at least when it is made.
+            lingering: Lingering::with_capacity(max_dialogs.clamp(1, MAX_RECORDS)),
+            pin_linger: 33,
         }
+    }
+
+    /// See [`FlowTable::set_pin_linger`].
+    pub fn lingering_for(mut self, transaction: Duration) -> Self {
+        self.set_pin_linger(transaction);
+        self
+    }
+
+    /// How long a removed flow's unanswered entries may still live: they count
+    /// against its source that long.
+    pub fn set_pin_linger(&mut self, transaction: Duration) {
+        let secs = transaction.as_secs() + u64::from(transaction.subsec_nanos() > 0) + 1;
+        self.pin_linger = u32::try_from(secs).unwrap_or(u32::MAX);
+    }
+
+    /// Removed flows whose unanswered entries count for nobody: the records of
+    /// lingering entries were full.
+    pub fn lingering_refused(&self) -> u64 {
+        self.lingering.refused()
     }
 
     /// New flows take the pool's endpoints from position `start` (modulo its size)
@@ -350,18 +379,26 @@ impl FlowTable {
 
     /// Unanswered dialog entries the flows of flow `id`'s source opened (see
     /// `Flow::pins`).
+    /// `Flow::pins`), removed flows' included until their entries expire.
     pub fn pins_of_source(&self, id: FlowId) -> u32 {
-        match self.get(id) {
-            Some(f) if f.pins_shared => self.pins_per_source.get(f.client.ip()),
-            Some(f) => f.pins,
-            None => 0,
-        }
+        let Some(f) = self.get(id) else {
+            return 0;
+        };
+        let ip = f.client.ip();
+        let own = if f.pins_shared {
+            self.pins_per_source.get(ip)
+        } else {
+            f.pins
+        };
+        own.saturating_add(self.lingering.get(ip))
     }
 
     /// Unanswered dialog entries the flows of all IPv6 sources in `ip`'s /48 opened
-    /// (0 for IPv4).
+    /// (0 for IPv4), removed flows' included until their entries expire.
     pub fn pins_of_ipv6_48(&self, ip: std::net::IpAddr) -> u32 {
-        self.pins_per_source.get_48(ip)
+        self.pins_per_source
+            .get_48(ip)
+            .saturating_add(self.lingering.get_48(ip))
     }
 
     /// Flow `id` opened one more dialog entry no backend has taken.
@@ -620,6 +657,7 @@ impl FlowTable {
         let epoch = *self.epoch.get_or_insert(now);
         let secs = now.saturating_duration_since(epoch).as_secs();
         self.clock = self.clock.max(u32::try_from(secs).unwrap_or(u32::MAX));
+        self.lingering.expire(self.clock);
     }
 
     /// Takes the next free endpoint: this host's half before the peer's; in each,
@@ -774,9 +812,14 @@ impl FlowTable {
                 f.bucket = RECLAIM;
             }
         }
-        // Its entries outlive it in the dialog table, no longer counted for anyone.
+        // Its entries outlive it in the dialog table: still counted for its source
+        // until they expire (a new flow must not bring a fresh quota meanwhile).
         if flow.pins_shared {
             self.pins_per_source.remove(flow.client.ip(), flow.pins);
+        }
+        if flow.peer.is_none() {
+            let until = self.clock.saturating_add(self.pin_linger);
+            self.lingering.add(flow.client.ip(), flow.pins, until);
         }
         if flow.peer.is_some() {
             // Its other addresses must not name the slot's next flow.

@@ -10,6 +10,7 @@ pub mod flows;
 mod growth;
 mod hrw;
 pub mod item;
+mod lingering;
 mod open_table;
 mod per_source;
 pub mod port;

@@ -195,7 +195,8 @@ impl Router {
                 limits.max_dialogs,
             )
             .starting_at(rc.port_start)
-            .preferring_half(rc.half),
+            .preferring_half(rc.half)
+            .lingering_for(rc.settings.transaction),
             peers: rc
                 .peers
                 .iter()
@@ -351,6 +352,12 @@ impl Router {
     /// path: the timer grows shards ahead, so this stays 0 unless new calls or
     /// sources come faster than it grows them, or a dialog shard holds more than its
     /// ceiling (`dialogs::ceiling`).
+    /// Flows removed with unanswered entries that then counted for nobody: the
+    /// records that keep them counted against their source were full.
+    pub fn lingering_refused(&self) -> u64 {
+        self.flows.lingering_refused()
+    }
+
     pub fn grown_in_decisions(&self) -> u64 {
         self.dialogs.full_inserts()
             + self.limiter.full_places()
@@ -394,6 +401,7 @@ impl Router {
     /// dialogs stay; listen addresses and table limits need a restart.
     pub fn reconfigure(&mut self, settings: RouterSettings, backends: &[Backend]) -> Vec<Change> {
         self.reply_budget.set_rate(settings.reply_503_rate);
+        self.flows.set_pin_linger(settings.transaction);
         self.settings = settings;
         let changes = self.backends.update(backends);
         self.counters.resize_backends(self.backends.len());

@@ -293,6 +293,51 @@ fn a_source_opens_at_most_its_quota_of_pins_over_all_its_flows() {
     }
 }
 
+/// A flow nobody answers goes after `unanswered_idle`, its entries live
+/// `transaction`: they keep counting against the source meanwhile, so a new flow
+/// does not bring a fresh quota (which let a source hold about three at once).
+#[test]
+fn a_removed_flows_entries_count_against_its_source_until_they_expire() {
+    let t0 = Instant::now();
+    let s = Duration::from_secs;
+    let mut r = router(&config(
+        "unanswered_idle = \"10s\"\n[limits]\nmax_pins_per_flow = 10\nmax_pins_per_ip = 4",
+    ));
+    let (a, b) = ("198.51.100.7:5060", "198.51.100.7:5061");
+    for i in 0..4 {
+        assert_eq!(
+            action(&mut r, t0, a, &req("INVITE", &format!("a{i}"))),
+            None
+        );
+    }
+    for k in 1..=12 {
+        r.handle_timeout(t0 + s(k));
+    }
+    assert!(r.flow_of(&sa(a)).is_none(), "unanswered: gone after 10 s");
+    // Its four entries are open until 32 s: neither a flow from another port nor
+    // one from the same gets room.
+    for (k, from) in [(12, b), (20, a), (30, b)] {
+        let now = t0 + s(k);
+        r.handle_timeout(now);
+        let cid = format!("n{k}");
+        assert_eq!(
+            action(&mut r, now, from, &req("INVITE", &cid)),
+            Some(DropReason::SourcePinQuota),
+            "at {k} s"
+        );
+    }
+    // Another source is not held.
+    assert_eq!(
+        action(&mut r, t0 + s(30), "198.51.100.8:5060", &req("INVITE", "o")),
+        None
+    );
+    // Once they may have expired (the removal, 11 s, plus 33 s), the room is back.
+    for k in 31..=45 {
+        r.handle_timeout(t0 + s(k));
+    }
+    assert_eq!(action(&mut r, t0 + s(45), b, &req("INVITE", "late")), None);
+}
+
 #[test]
 fn a_peer_is_exempt_from_the_pin_quota() {
     let t0 = Instant::now();
