@@ -64,12 +64,21 @@ impl Lingering {
     }
 
     /// Entries still counted for `ip`'s source.
+    #[inline]
     pub fn get(&self, ip: IpAddr) -> u32 {
+        // Empty unless flows went with entries still open: no lookup then.
+        if self.queue.is_empty() {
+            return 0;
+        }
         self.counts.get(ip)
     }
 
     /// Entries still counted for the IPv6 sources of `ip`'s /48 (0 for IPv4).
+    #[inline]
     pub fn get_48(&self, ip: IpAddr) -> u32 {
+        if self.queue.is_empty() {
+            return 0;
+        }
         self.counts.get_48(ip)
     }
 
