@@ -9,6 +9,8 @@
 //! - Multicast without `peers`: lower priority adverts make the master re-advertise and
 //!   re-announce, but bounded: the GARP count grows by a few bursts, not one per
 //!   advert, and the backup never sees the master's adverts late (it stays backup).
+//!   Priority 0 adverts from the rogue (not the master the backup follows) are dropped
+//!   by the backup, which stays backup.
 //!   Priority 254 from anyone would take the address there: that is VRRP (keepalived
 //!   does the same), and `peers` is the mitigation.
 //! - Multicast without `peers`, adverts of priority 255 and 0 in turn: each pair flips
@@ -235,6 +237,42 @@ fn multicast_without_peers_lower_priority_flood_is_bounded_and_adverts_stay_on_t
     b.expect_state(VrrpState::Backup, Duration::from_secs(1));
     assert_eq!(a.transitions(), ta, "A changed state");
     assert_eq!(b.transitions(), tb, "B changed state");
+    assert_eq!(lan.holders(VIP), ["sfA"]);
+
+    // "Leaving" adverts (priority 0) from the rogue, not the master B follows: B
+    // drops them (counted, not as received) instead of taking over after Skew_Time.
+    let zero = [("reason", "zero_not_master")];
+    let received = [("dir", "received")];
+    let (dropped0, received0) = (
+        b.metric("sipfront_vrrp_adverts_dropped_total", &zero),
+        b.metric("sipfront_vrrp_adverts_total", &received),
+    );
+    let t1 = Instant::now();
+    let sent = flood(
+        lan.host("rogue"),
+        &[MCAST_GROUP],
+        (&[0], 10),
+        500,
+        Duration::from_secs(1),
+    );
+    let span = t1.elapsed().as_secs_f64() + 0.3;
+    std::thread::sleep(Duration::from_millis(300));
+    let dropped = b.metric("sipfront_vrrp_adverts_dropped_total", &zero) - dropped0;
+    let received = b.metric("sipfront_vrrp_adverts_total", &received) - received0;
+    eprintln!("rogue sent {sent} priority 0 adverts; B dropped {dropped}, received {received}");
+    assert!(sent > 300, "the rogue sent only {sent}");
+    assert!(dropped > 300.0, "B dropped only {dropped} of {sent}");
+    // A's adverts only: one per 100 ms, and an answer to each of the rogue's at most
+    // once per interval.
+    assert!(received <= span * 20.0 + 4.0, "B received {received}");
+    let warns = b
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("priority 0 advert from a host that is not the master"))
+        .count();
+    assert!((1..=2).contains(&warns), "{warns} warnings for the flood");
+    assert_eq!(b.transitions(), tb, "B changed state");
+    assert_eq!(a.transitions(), ta, "A changed state");
     assert_eq!(lan.holders(VIP), ["sfA"]);
     // The speaker still stops cleanly (priority 0 hand-over from its own thread).
     let st = a.terminate(Duration::from_secs(10));

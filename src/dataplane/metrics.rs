@@ -49,9 +49,9 @@ pub struct MetricsHandles {
     replies_503_suppressed: Counter,
     unpinned: Counter,
     grown_in_decisions: Counter,
-    lingering_refused: Counter,
-    /// The last total of [`Self::lingering_refused`], for its warning.
-    lingering_refused_last: u64,
+    lingering_dropped: Counter,
+    /// The last total of [`Self::lingering_dropped`], for its warning.
+    lingering_dropped_last: u64,
     lingering_lines: LogThrottle,
     /// Datagrams per static peer (names come from the config, never from traffic).
     peers: Vec<PerDirection<Counter>>,
@@ -134,8 +134,8 @@ impl MetricsHandles {
             replies_503_suppressed: counter!("sipfront_local_replies_suppressed_total", "code" => "503"),
             unpinned: counter!("sipfront_backend_requests_unpinned_total"),
             grown_in_decisions: counter!("sipfront_table_grown_in_decisions_total"),
-            lingering_refused: counter!("sipfront_lingering_pins_refused_total"),
-            lingering_refused_last: 0,
+            lingering_dropped: counter!("sipfront_lingering_pins_dropped_total"),
+            lingering_dropped_last: 0,
             lingering_lines: LogThrottle::new(Duration::from_secs(10)),
             peers: peer_names
                 .iter()
@@ -233,19 +233,20 @@ impl MetricsHandles {
         self.grown_in_decisions.absolute(total);
     }
 
-    /// [`crate::relay::Router::lingering_refused`]: a running total; warns (at most
+    /// [`crate::relay::Router::lingering_dropped`]: a running total; warns (at most
     /// every 10 s) when it grew.
-    pub fn lingering_refused(&mut self, total: u64) {
-        self.lingering_refused.absolute(total);
-        let grew = total > self.lingering_refused_last;
-        self.lingering_refused_last = total;
+    pub fn lingering_dropped(&mut self, total: u64) {
+        self.lingering_dropped.absolute(total);
+        let grew = total > self.lingering_dropped_last;
+        self.lingering_dropped_last = total;
         if grew && let Some(more) = self.lingering_lines.allow(Instant::now()) {
             tracing::warn!(
                 total,
                 not_logged_before = more,
-                "flows removed with unanswered dialog entries that no longer count against \
-                 their source: the records of such entries (max_dialogs, at most 65,536) \
-                 are full (many sources opening calls nobody answers)"
+                "records of removed flows' unanswered dialog entries dropped early, so \
+                 those entries no longer count against their source: the records \
+                 (max_dialogs, at most 65,536) are full (many sources opening calls \
+                 nobody answers)"
             );
         }
     }

@@ -101,7 +101,7 @@ impl Shell {
             s.relays_open,
         );
         s.metrics.grown_in_decisions(s.router.grown_in_decisions());
-        s.metrics.lingering_refused(s.router.lingering_refused());
+        s.metrics.lingering_dropped(s.router.lingering_dropped());
         for (i, sock) in s.public.iter().enumerate() {
             s.socket_drops
                 .update(SocketKind::Public, i, socket::drops(sock));

@@ -297,10 +297,16 @@ impl FlowTable {
         self.pin_linger = u32::try_from(secs).unwrap_or(u32::MAX);
     }
 
-    /// Removed flows whose unanswered entries count for nobody: the records of
-    /// lingering entries were full.
-    pub fn lingering_refused(&self) -> u64 {
-        self.lingering.refused()
+    /// Records of removed flows' unanswered entries dropped early: they were full.
+    pub fn lingering_dropped(&self) -> u64 {
+        self.lingering.dropped()
+    }
+
+    /// Forgets the records of removed flows' entries that are due, at most `budget`
+    /// of them (the timer's: many flows removed in one sweep slice fall due in one
+    /// second, and a datagram's decision must not pay for them).
+    pub fn expire_lingering(&mut self, budget: usize) {
+        self.lingering.expire(self.clock, budget);
     }
 
     /// New flows take the pool's endpoints from position `start` (modulo its size)
@@ -378,8 +384,7 @@ impl FlowTable {
     }
 
     /// Unanswered dialog entries the flows of flow `id`'s source opened (see
-    /// `Flow::pins`).
-    /// `Flow::pins`), removed flows' included until their entries expire.
+    /// `Flow::pins`), removed flows' included for as long as their entries may live.
     pub fn pins_of_source(&self, id: FlowId) -> u32 {
         let Some(f) = self.get(id) else {
             return 0;
@@ -394,7 +399,7 @@ impl FlowTable {
     }
 
     /// Unanswered dialog entries the flows of all IPv6 sources in `ip`'s /48 opened
-    /// (0 for IPv4), removed flows' included until their entries expire.
+    /// (0 for IPv4), removed flows' included for as long as their entries may live.
     pub fn pins_of_ipv6_48(&self, ip: std::net::IpAddr) -> u32 {
         self.pins_per_source
             .get_48(ip)
@@ -657,7 +662,6 @@ impl FlowTable {
         let epoch = *self.epoch.get_or_insert(now);
         let secs = now.saturating_duration_since(epoch).as_secs();
         self.clock = self.clock.max(u32::try_from(secs).unwrap_or(u32::MAX));
-        self.lingering.expire(self.clock);
     }
 
     /// Takes the next free endpoint: this host's half before the peer's; in each,
@@ -813,7 +817,8 @@ impl FlowTable {
             }
         }
         // Its entries outlive it in the dialog table: still counted for its source
-        // until they expire (a new flow must not bring a fresh quota meanwhile).
+        // as long as they may live (a new flow must not bring a fresh quota
+        // meanwhile).
         if flow.pins_shared {
             self.pins_per_source.remove(flow.client.ip(), flow.pins);
         }

@@ -5,15 +5,17 @@
 //! expired started a new one with a fresh quota while its old entries still held
 //! room: about three `max_pins_per_ip` at once. The entries no longer name a flow
 //! that could say whose they are, so the count is kept here, per source, until the
-//! latest they can expire.
+//! latest they can expire (a count that may outlast the entries, if a backend takes
+//! them or they expire sooner: the source only waits longer for its room).
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
 
 use super::per_source::SourceCounts;
 
-/// Records kept at most (each a removed flow's count): beyond, a removed flow's
-/// entries count for nobody, as before (counted in [`Lingering::refused`]).
+/// Records kept at most (each one or more removed flows' counts). Past that the oldest
+/// record, the nearest to its end, is dropped early (counted in
+/// [`Lingering::dropped`]).
 pub const MAX_RECORDS: usize = 1 << 16;
 
 pub struct Lingering {
@@ -24,42 +26,58 @@ pub struct Lingering {
     /// The records' entries summed per source (and per IPv6 /48).
     counts: SourceCounts,
     cap: usize,
-    refused: u64,
+    dropped: u64,
 }
 
 impl Lingering {
-    /// Room for `cap` records, allocated once.
+    /// Room for `cap` records, allocated once (the sums' maps for twice as many
+    /// sources: removals leave tombstones, and a map that filled past half its room
+    /// with them would grow rather than rehash in place).
     pub fn with_capacity(cap: usize) -> Self {
         Lingering {
             queue: VecDeque::with_capacity(cap),
-            counts: SourceCounts::with_capacity(cap),
+            counts: SourceCounts::with_capacity(cap.saturating_mul(2)),
             cap,
-            refused: 0,
+            dropped: 0,
         }
     }
 
-    /// `n` entries of `ip`'s source count until clock second `until`. Refused
-    /// (counted) when [`MAX_RECORDS`] are held.
+    /// `n` entries of `ip`'s source count until clock second `until`. With
+    /// [`MAX_RECORDS`] held, the oldest is dropped first (counted).
     pub fn add(&mut self, ip: IpAddr, n: u32, until: u32) {
         if n == 0 {
             return;
         }
-        if self.queue.len() >= self.cap {
-            self.refused += 1;
+        // One source's flows removed in the same second share a record.
+        if let Some(last) = self.queue.back_mut()
+            && last.0 == until
+            && last.1 == ip
+        {
+            last.2 = last.2.saturating_add(n);
+            self.counts.add_n(ip, n);
             return;
+        }
+        if self.queue.len() >= self.cap {
+            self.dropped += 1;
+            self.pop();
         }
         self.queue.push_back((until, ip, n));
         self.counts.add_n(ip, n);
     }
 
-    /// Forgets the records due by clock second `clock`.
-    pub fn expire(&mut self, clock: u32) {
-        while let Some(&(until, ip, n)) = self.queue.front() {
-            if until > clock {
-                return;
-            }
-            self.queue.pop_front();
+    fn pop(&mut self) {
+        if let Some((_, ip, n)) = self.queue.pop_front() {
             self.counts.remove(ip, n);
+        }
+    }
+
+    /// Forgets the records due by clock second `clock`, at most `budget` of them.
+    pub fn expire(&mut self, clock: u32, budget: usize) {
+        for _ in 0..budget {
+            match self.queue.front() {
+                Some(&(until, _, _)) if until <= clock => self.pop(),
+                _ => return,
+            }
         }
     }
 
@@ -82,9 +100,9 @@ impl Lingering {
         self.counts.get_48(ip)
     }
 
-    /// Removed flows whose entries were not kept: the records were full.
-    pub fn refused(&self) -> u64 {
-        self.refused
+    /// Records dropped before they were due: the records were full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
     }
 }
 
@@ -93,7 +111,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn counts_per_source_until_due_and_refuses_past_its_room() {
+    fn counts_per_source_until_due_and_drops_the_oldest_past_its_room() {
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "2001:db8:1:2::1".parse().unwrap();
         let b2: IpAddr = "2001:db8:1:3::1".parse().unwrap();
@@ -103,16 +121,21 @@ mod tests {
         l.add(a, 0, 11);
         l.add(b2, 4, 12);
         assert_eq!((l.get(a), l.get(b), l.get_48(b)), (5, 2, 6));
-        l.add(a, 1, 12);
-        assert_eq!((l.get(a), l.refused()), (5, 1));
-        l.expire(9);
-        assert_eq!(l.get(a), 5);
-        l.expire(10);
-        assert_eq!((l.get(a), l.get(b)), (0, 2));
+        // The same source in the same second: one record.
+        l.add(b2, 1, 12);
+        assert_eq!((l.get_48(b), l.dropped()), (7, 0));
+        // Full: the oldest (a's, due first) goes.
         l.add(a, 1, 13);
-        l.expire(12);
-        assert_eq!((l.get(a), l.get(b), l.get_48(b)), (1, 0, 0));
-        l.expire(13);
+        assert_eq!((l.get(a), l.dropped()), (1, 1));
+        l.expire(10, 10);
+        assert_eq!((l.get(a), l.get(b)), (1, 2));
+        // At most `budget` records per call.
+        l.expire(12, 1);
+        assert_eq!((l.get(b), l.get_48(b)), (0, 5));
+        l.expire(12, 10);
+        assert_eq!((l.get(a), l.get_48(b)), (1, 0));
+        l.expire(13, 10);
         assert_eq!(l.get(a), 0);
+        assert!(l.queue.is_empty());
     }
 }

@@ -112,10 +112,12 @@ const PRUNE_STEP_SLOTS: usize = 16384;
 /// new sources).
 #[inline]
 fn shard_of(h: u64, n: usize) -> usize {
+    debug_assert!(n.is_power_of_two());
     h as usize & (n - 1)
 }
 
-/// Shards a full table prunes for one new source before it refuses it.
+/// Shards of [`MIN_SHARDS`] a full table prunes for one new source before it refuses
+/// it: the same share of a larger table (a 64th), in more shards.
 const MAKE_ROOM_SHARDS: usize = 4;
 
 /// After pruning for a new source freed nothing, new sources are refused without
@@ -348,8 +350,9 @@ impl SourceLimiter {
         if t < self.full_until {
             return false;
         }
-        for i in 0..MAKE_ROOM_SHARDS {
-            self.prune_shard((first + i) % self.shards.len(), t);
+        let n = self.shards.len();
+        for i in 0..MAKE_ROOM_SHARDS * n / MIN_SHARDS {
+            self.prune_shard((first + i) % n, t);
             if self.len < self.max_entries {
                 return true;
             }
@@ -567,15 +570,16 @@ mod tests {
 
     #[test]
     fn a_shard_stays_small_in_a_large_table() {
-        // A million sources, all still limited (a token a minute): the table is full,
-        // and the largest shard, which one growth step re-places, holds ~1,000 of
-        // them, not the ~4,000 of 256 shards.
+        // A million sources within a millisecond, each having taken one of its 60
+        // tokens (refilled at one a second): none has refilled, so none is pruned; the
+        // table is full, and the largest shard, which one growth step re-places,
+        // holds ~1,000 of them, not the ~4,000 of 256 shards.
         let t0 = Instant::now();
         let mut l = SourceLimiter::new(1, 60, 1_000_000);
         assert_eq!(l.shards.len(), 1024);
         let mut budget = 0;
         for i in 0..1_000_000u32 {
-            let now = t0 + Duration::from_micros(u64::from(i));
+            let now = t0 + Duration::from_nanos(u64::from(i));
             assert!(l.allow(IpAddr::V4(i.wrapping_mul(7919).into()), now));
             if i % 500 == 0 && l.short_of_room() {
                 l.grow_step(now, &mut budget);
@@ -584,6 +588,12 @@ mod tests {
         assert_eq!(l.len(), 1_000_000);
         let most = l.shards.iter().map(|s| s.len()).max().unwrap();
         assert!(most < 1_300, "{most}");
+        // Full of limited sources: a new one is refused; once they have refilled, it
+        // finds room (pruned from its shard and the ones after it).
+        let new = IpAddr::V4([10, 0, 0, 1].into());
+        assert!(!l.allow(new, t0 + Duration::from_millis(1)));
+        assert!(l.allow(new, t0 + Duration::from_secs(2)));
+        assert!(l.len() < 1_000_000);
         assert_eq!(shard_count(1000), MIN_SHARDS);
         assert_eq!(shard_count(usize::MAX / 2), MAX_SHARDS);
     }

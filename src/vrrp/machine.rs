@@ -198,8 +198,7 @@ pub enum Event {
         priority: u8,
     },
     /// As backup, ignored a priority 0 advert from `src`, which is not the master
-    /// followed: only the master hands over, and a forged "leaving" advert would
-    /// otherwise make this host take the addresses beside the running master.
+    /// followed (see [`Machine::is_stray_zero`]).
     ZeroFromNonMaster {
         src: Ipv4Addr,
     },
@@ -431,12 +430,22 @@ impl Machine {
         // A backup keeps its running Master_Down_Timer; the next advert recomputes it.
     }
 
+    /// Whether `repr` from `src` is a priority 0 advert this backup ignores: only the
+    /// master it follows hands over, so another host's "leaving" advert cannot make it
+    /// take the addresses beside the running master. RFC 5798 §6.4.2 does not look
+    /// at the sender; a backup that has not yet heard a master cannot tell, and takes
+    /// it, and a forger who spoofs the master's address is not stopped.
+    pub fn is_stray_zero(&self, src: Ipv4Addr, repr: &Repr) -> bool {
+        repr.priority == 0
+            && repr.vrid == self.settings.vrid
+            && self.state == State::Backup
+            && self.master_ip.is_some_and(|m| m != src)
+    }
+
     /// RFC 5798 §6.4.2, "If an ADVERTISEMENT is received".
     fn backup_rx(&mut self, now: Instant, src: Ipv4Addr, repr: &Repr) {
         if repr.priority == 0 {
-            // RFC 5798 §6.4.2 does not look at the sender. A backup that has not yet
-            // heard a master cannot tell, and takes it.
-            if self.master_ip.is_some_and(|m| m != src) {
+            if self.is_stray_zero(src, repr) {
                 self.events.push_back(Event::ZeroFromNonMaster { src });
                 return;
             }

@@ -458,7 +458,10 @@ impl VrrpInstance {
                 self.metrics.drop(d.as_str());
                 continue;
             }
-            self.metrics.received.increment(1);
+            // A stray priority 0 is counted as dropped (by the machine's event).
+            if !self.machine.is_stray_zero(ip.src, &repr) {
+                self.metrics.received.increment(1);
+            }
             self.machine.handle_input(
                 Instant::now(),
                 Input::Advert {
@@ -637,7 +640,7 @@ impl VrrpInstance {
                     tracing::warn!(
                         %src,
                         master = ?self.machine.master_ip(),
-                        suppressed = more,
+                        not_logged_before = more,
                         "vrrp priority 0 advert from a host that is not the master ignored"
                     );
                 }

@@ -48,6 +48,11 @@ const SWEEP_MAX_REMOVALS: usize = 2048;
 const GROW_EVERY: Duration = Duration::from_millis(10);
 const GROW_BUDGET: usize = 4096;
 
+/// Records of removed flows' entries a sweep call forgets at most (see
+/// `FlowTable::expire_lingering`); a slice removes at most `SWEEP_MAX_REMOVALS` flows,
+/// so they never pile up.
+const LINGERING_EXPIRE_PER_CALL: usize = SWEEP_MAX_REMOVALS;
+
 /// How often the sweep re-sends to the sync peer each dialog its own traffic kept
 /// alive: a quarter of `dialog_idle`. The peer's copy lives that much (and
 /// [`RESEND_SLACK`]) beyond `dialog_idle` from the last item about it, so a call
@@ -232,6 +237,7 @@ impl Router {
         }
         self.expired_scratch = expired;
         self.put_back_buckets(now);
+        self.flows.expire_lingering(LINGERING_EXPIRE_PER_CALL);
         // The per-source tables (up to a million sources) are pruned in parts too,
         // one part per slice: all of them about once per round.
         self.limiter.prune_step(now, plan.parts);

@@ -352,16 +352,17 @@ impl Router {
     /// path: the timer grows shards ahead, so this stays 0 unless new calls or
     /// sources come faster than it grows them, or a dialog shard holds more than its
     /// ceiling (`dialogs::ceiling`).
-    /// Flows removed with unanswered entries that then counted for nobody: the
-    /// records that keep them counted against their source were full.
-    pub fn lingering_refused(&self) -> u64 {
-        self.flows.lingering_refused()
-    }
-
     pub fn grown_in_decisions(&self) -> u64 {
         self.dialogs.full_inserts()
             + self.limiter.full_places()
             + self.datagram_limiter.full_places()
+    }
+
+    /// Records of removed flows' unanswered entries (still counted against their
+    /// sources) dropped before they were due, the oldest first: the records were
+    /// full.
+    pub fn lingering_dropped(&self) -> u64 {
+        self.flows.lingering_dropped()
     }
 
     pub fn flows(&self) -> impl Iterator<Item = &Flow> {
