@@ -60,7 +60,7 @@ fn slowloris_leaves_ready_answering_and_is_closed() {
     let mut front = Sipfront::start(
         &dir,
         cfg.extra(&format!(
-            "max_connections = {CAP}\nheader_timeout = \"3s\"\nidle_timeout = \"60s\"\n"
+            "max_connections = {CAP}\nheader_timeout = \"10s\"\nidle_timeout = \"60s\"\n"
         )),
     );
     let admin = front.cfg.admin;
@@ -78,19 +78,20 @@ fn slowloris_leaves_ready_answering_and_is_closed() {
         .collect();
     let opened = Instant::now();
 
-    // /ready still answers, at once.
+    // /ready still answers, long before the header timeout frees anything (bounds
+    // for a slow machine: the point is that it answers while they are held).
     let t = Instant::now();
     let (code, body) = http_get(admin, "/ready").expect("GET /ready during the slowloris");
     let took = t.elapsed();
     assert_eq!(code, 200, "{body}");
     assert!(
-        took < Duration::from_secs(1),
+        took < Duration::from_secs(5),
         "/ready took {took:?} with {CONNS} half-open connections"
     );
 
     // Connections beyond the cap were closed: at most CAP stay open.
     let mut open = CONNS;
-    let ok = wait_until(Duration::from_secs(2), || {
+    let ok = wait_until(Duration::from_secs(5), || {
         open = loris.iter_mut().map(is_closed).filter(|c| !*c).count();
         open <= CAP
     });
@@ -99,7 +100,7 @@ fn slowloris_leaves_ready_answering_and_is_closed() {
         "{open} of {CONNS} half-open connections still open (cap {CAP})"
     );
     assert!(
-        opened.elapsed() < Duration::from_secs(3),
+        opened.elapsed() < Duration::from_secs(10),
         "closed by the cap, not by the header timeout"
     );
     let evicted = rejected(&mut front, "evicted") - evicted0;
@@ -108,8 +109,8 @@ fn slowloris_leaves_ready_answering_and_is_closed() {
         "sipfront_admin_rejected_total{{reason=\"evicted\"}} moved by {evicted}"
     );
 
-    // The rest go at the header timeout (3 s).
-    let ok = wait_until(Duration::from_secs(6), || loris.iter_mut().all(is_closed));
+    // The rest go at the header timeout (10 s).
+    let ok = wait_until(Duration::from_secs(15), || loris.iter_mut().all(is_closed));
     assert!(ok, "half-open connections outlived header_timeout");
     assert!(rejected(&mut front, "header_timeout") >= 1.0);
     // One log line for the lot (rate-limited), not one per connection.

@@ -207,7 +207,7 @@ fn live_capture_pcap_text_token_and_limit() {
                 &dir,
                 &format!("ctl-busy{i}"),
                 &token_file,
-                &["--call-id", "none", "--seconds", "6"],
+                &["--call-id", "none", "--seconds", "20"],
             )
         })
         .collect();
@@ -232,19 +232,20 @@ fn live_capture_pcap_text_token_and_limit() {
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stderr.contains("429"), "{r:?}");
     // A reader that goes away frees its place at once (the next heartbeat fails), long
-    // before its 6 s are up.
+    // before its 20 s are up (the bound leaves a slow machine room, and still comes
+    // well before the others end by themselves).
     let killed = std::time::Instant::now();
     four[0].signal("KILL");
-    let freed = wait_until(Duration::from_secs(3), || one_more().code == 0);
+    let freed = wait_until(Duration::from_secs(10), || one_more().code == 0);
     assert!(freed, "no capture accepted after a reader was killed");
     assert!(
-        killed.elapsed() < Duration::from_secs(5),
+        killed.elapsed() < Duration::from_secs(12),
         "{:?}",
         killed.elapsed()
     );
     four.remove(0);
     for p in &mut four {
-        let s = p.wait_timeout(Duration::from_secs(10)).expect("ends");
+        let s = p.wait_timeout(Duration::from_secs(30)).expect("ends");
         assert!(s.success(), "{}", p.log_text());
     }
     // Once they ended, a capture is accepted again.
