@@ -12,6 +12,7 @@ mod access;
 mod defaults;
 mod display;
 mod duration;
+mod endpoints;
 mod hep;
 #[cfg(test)]
 mod keys;

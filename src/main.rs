@@ -50,7 +50,15 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            report(runtime().and_then(|rt| rt.block_on(run(cfg, Some(config)))))
+            match runtime().and_then(|rt| rt.block_on(run(cfg, Some(config)))) {
+                // A config key this host cannot honour (no such interface) is a config
+                // error too.
+                Err(e) if names_a_missing_interface(&e) => {
+                    eprintln!("sipfront: invalid config: {e}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
+                r => report(r),
+            }
         }
         Command::Ctl {
             admin,
@@ -109,6 +117,14 @@ fn main() -> ExitCode {
             duration,
         } => report(runtime().and_then(|rt| rt.block_on(run_demo(sip, admin, duration)))),
     }
+}
+
+fn names_a_missing_interface(e: &anyhow::Error) -> bool {
+    use sipfront::vrrp::shell::VrrpError;
+    matches!(
+        e.downcast_ref::<server::ServerError>(),
+        Some(server::ServerError::Vrrp(VrrpError::Interface { .. }))
+    )
 }
 
 fn report(r: anyhow::Result<()>) -> ExitCode {

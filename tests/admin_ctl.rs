@@ -713,6 +713,22 @@ fn admin_and_health_config_checks() {
     ]);
     assert_eq!(r.code, 2, "health timeout above interval: {r:?}");
     assert!(r.stderr.contains("timeout"), "{r:?}");
+    // A [vrrp] interface this host does not have: `run` finds out only when it opens
+    // it, and says so as the config error it is.
+    let no_iface = write(
+        "no-iface.toml",
+        &format!(
+            "token_file = \"{}\"\n\n[vrrp]\ninterface = \"sfnosuch0\"\nvrid = 51\n\
+             vips = [\"10.99.0.10/24\"]\npeers = [\"10.99.0.2\"]",
+            good.display()
+        ),
+    );
+    let r = run_sipfront(&["run", "-c", &no_iface]);
+    assert_eq!(r.code, 2, "an interface the host lacks: {r:?}");
+    assert!(
+        r.stderr.contains("vrrp.interface `sfnosuch0`"),
+        "names the key: {r:?}"
+    );
 }
 
 /// A SIGTERM that comes while a SIGHUP reload runs stops sipfront (a signal that came

@@ -5,11 +5,21 @@ use super::validate::indexed;
 use super::values::{Need, socket_addr};
 use super::{Backend, ConfigError, Listen, StaticPeer, invalid};
 
+/// `[[peer]]` entries at most (trunks and PBXs: each its own endpoint and probes; the
+/// dataplane numbers them in 16 bits).
+const MAX_PEERS: usize = 10_000;
+
 pub(super) fn validate_peers(
     raw: &[RawPeer],
     listen: &Listen,
     backends: &[Backend],
 ) -> Result<Vec<StaticPeer>, ConfigError> {
+    if raw.len() > MAX_PEERS {
+        return Err(invalid(
+            "peer",
+            format!("{} [[peer]] entries: at most {MAX_PEERS}", raw.len()),
+        ));
+    }
     let mut out: Vec<StaticPeer> = Vec::with_capacity(raw.len());
     for (i, p) in raw.iter().enumerate() {
         let key = |k: &str| format!("{}.{k}", indexed("peer", i));

@@ -214,6 +214,17 @@ pub(super) fn validate_relay_prefix(
     if let Some(why) = unusable(net, len) {
         return Err(invalid(KEY, format!("`{text}` {why}")));
     }
+    // The whole prefix is made local; past the 2^20 addresses used, the rest would
+    // only cut this host off from whatever lives there.
+    if net.is_ipv4() && len < 12 {
+        return Err(invalid(
+            KEY,
+            format!(
+                "`{text}` is larger than the 2^20 addresses sipfront uses: a /12 or longer \
+                 (the whole prefix is made local on this host)"
+            ),
+        ));
+    }
     if !sip.iter().any(|s| s.is_ipv4() == net.is_ipv4()) {
         return Err(invalid(
             KEY,

@@ -63,8 +63,12 @@ fn prefix_mode_errors_name_the_key() {
             "listen.relay_prefix: 127.16.0.0/24 × 1 relay port(s) holds 256 flows, fewer than limits.max_flows = 1000",
         ),
         (
-            "relay_prefix = \"127.0.0.0/8\"\nrelay_port = 5062",
+            "relay_prefix = \"127.0.0.0/12\"\nrelay_port = 5062",
             "listen.relay_prefix: overlaps the listen.sip address 127.0.0.1",
+        ),
+        (
+            "relay_prefix = \"10.0.0.0/11\"\nrelay_port = 5062",
+            "listen.relay_prefix: `10.0.0.0/11` is larger than the 2^20 addresses",
         ),
         (
             "relay_prefix = \"fd00:200::/64\"\nrelay_port = 5062",

@@ -66,7 +66,8 @@ impl Config {
         for (i, b) in merged.backends.iter().enumerate() {
             validate::check_backend_against_listen(i, b.addr, &merged.listen)?;
         }
-        prefix::check_outside_prefix(&merged)
+        prefix::check_outside_prefix(&merged)?;
+        super::endpoints::check_own_endpoints(&merged)
     }
 }
 

@@ -231,6 +231,14 @@ fn health_and_admin_keys() {
         ),
         ("[health]\nalive_codes = []\n", "health.alive_codes"),
         (
+            "[health]\nalive_codes = [\"0-699\"]\n",
+            "health.alive_codes[0]: `0-699` is outside the SIP codes 100-699",
+        ),
+        (
+            "[health]\nalive_codes = [\"2xx\"]\n",
+            "health.alive_codes[0]: `2xx` is not a status code",
+        ),
+        (
             "[admin]\nlisten = \"0.0.0.0:9090\"\n",
             "admin.token_file: required",
         ),
@@ -259,6 +267,54 @@ fn health_and_admin_keys() {
     let c = Config::parse(&text, &eph()).unwrap();
     assert_eq!(c.admin.token.as_deref(), Some("s3cret-s3cret-s3cret"));
     assert!(!format!("{c:?} {c}").contains("s3cret"), "token leaks");
+}
+
+/// A secret file that is not a regular file (a FIFO would block the start), or far
+/// larger than a key, is refused naming the key; so are more public addresses or
+/// static peers than the dataplane numbers.
+#[test]
+fn secret_files_must_be_small_regular_files_and_lists_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let big = dir.path().join("big");
+    write_secret(&big, &"k".repeat(5000));
+    for (file, want) in [
+        (&fifo, "is not a regular file"),
+        (&big, "is larger than 4096 bytes"),
+    ] {
+        let text = format!(
+            "{GOOD}\n[admin]\nlisten = \"0.0.0.0:9090\"\ntoken_file = \"{}\"\n",
+            file.display()
+        );
+        let e = err(&text);
+        assert!(
+            e.starts_with("admin.token_file: ") && e.contains(want),
+            "{e}"
+        );
+    }
+    let sips: Vec<String> = (0..1025)
+        .map(|i| format!("\"127.1.{}.{}:5060\"", i / 250, i % 250 + 1))
+        .collect();
+    let text = GOOD.replace(
+        "sip = [\"127.0.0.1:5060\"]",
+        &format!("sip = [{}]", sips.join(", ")),
+    );
+    assert!(err(&text).starts_with("listen.sip: 1025 addresses: at most 1024"));
+    let peers: String = (0..10_001)
+        .map(|i| format!("\n[[peer]]\nname = \"p{i}\"\naddr = \"10.9.{}.{}:5060\"\nrelay = \"127.0.0.1:5100\"\n", i / 250, i % 250 + 1))
+        .collect();
+    let e = err(&format!("{GOOD}{peers}"));
+    assert!(
+        e.starts_with("peer: 10001 [[peer]] entries: at most 10000"),
+        "{e}"
+    );
 }
 
 /// Token and key files readable or writable by group or others are refused, naming the key
@@ -348,6 +404,18 @@ fn vrrp_section() {
         (
             "[vrrp]\ninterface = \"e\"\nvips = [\"10.0.0.1/24\"]\n",
             "vrrp.vrid",
+        ),
+        (
+            "[vrrp]\ninterface = \"a-name-of-16-chr\"\nvrid = 1\nvips = [\"10.0.0.1/24\"]\n",
+            "vrrp.interface: `a-name-of-16-chr` is not an interface name",
+        ),
+        (
+            "[vrrp]\ninterface = \"eth0:1\"\nvrid = 1\nvips = [\"10.0.0.1/24\"]\n",
+            "vrrp.interface: `eth0:1` is not an interface name",
+        ),
+        (
+            "[vrrp]\ninterface = \"e\"\nvrid = 1\nvips = [\"10.0.0.1/24 dev ../x\"]\n",
+            "vrrp.vips[0]: `../x` is not an interface name",
         ),
         (
             "[vrrp]\ninterface = \"e\"\nvrid = 0\nvips = [\"10.0.0.1/24\"]\n",

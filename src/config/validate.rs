@@ -39,6 +39,7 @@ impl Raw {
             backends,
         };
         super::prefix::check_outside_prefix(&cfg)?;
+        super::endpoints::check_own_endpoints(&cfg)?;
         Ok(cfg)
     }
 }
@@ -56,6 +57,12 @@ fn validate_listen(raw: Option<RawListen>, eph: &EphemeralPorts) -> Result<Liste
     let listen = raw.ok_or_else(|| invalid("listen", "section is required"))?;
     if listen.sip.is_empty() {
         return Err(invalid("listen.sip", "needs at least one address"));
+    }
+    if listen.sip.len() > MAX_LISTEN_SIP {
+        return Err(invalid(
+            "listen.sip",
+            format!("{} addresses: at most {MAX_LISTEN_SIP}", listen.sip.len()),
+        ));
     }
     let mut sip = Vec::new();
     for (i, s) in listen.sip.iter().enumerate() {
@@ -426,17 +433,33 @@ fn read_token(path: &str) -> Result<String, ConfigError> {
     Ok(t)
 }
 
+/// A secret file's size at most (a key or token is tens of bytes).
+const MAX_SECRET_BYTES: usize = 4096;
+
+/// `listen.sip` addresses at most (each a socket; the dataplane numbers them in 16 bits).
+const MAX_LISTEN_SIP: usize = 1024;
+
 /// Reads a secret file named by `key`, surrounding whitespace trimmed; read at parse time, so
 /// a missing or unreadable file is a config error that names the key. The file must not be
 /// readable or writable by group or others (mode & 0o077 == 0): a secret other local users
 /// can read is no secret.
 fn read_secret(key: &str, path: &str) -> Result<Vec<u8>, ConfigError> {
     use std::io::Read;
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let cannot = |e: std::io::Error| invalid(key, format!("cannot read `{path}`: {e}"));
-    let mut f = std::fs::File::open(path).map_err(cannot)?;
+    // Non-blocking: opening a FIFO for reading would wait for a writer.
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(cannot)?;
     // The mode of the file opened (fstat), not of whatever the path names a moment later.
-    let mode = f.metadata().map_err(cannot)?.permissions().mode() & 0o7777;
+    let meta = f.metadata().map_err(cannot)?;
+    if !meta.is_file() {
+        // A FIFO would block the start (or a reload) until someone writes to it.
+        return Err(invalid(key, format!("`{path}` is not a regular file")));
+    }
+    let mode = meta.permissions().mode() & 0o7777;
     if mode & 0o077 != 0 {
         return Err(invalid(
             key,
@@ -447,7 +470,15 @@ fn read_secret(key: &str, path: &str) -> Result<Vec<u8>, ConfigError> {
         ));
     }
     let mut bytes = Vec::new();
-    f.read_to_end(&mut bytes).map_err(cannot)?;
+    f.take(MAX_SECRET_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() > MAX_SECRET_BYTES {
+        return Err(invalid(
+            key,
+            format!("`{path}` is larger than {MAX_SECRET_BYTES} bytes: not a key or token"),
+        ));
+    }
     Ok(bytes.trim_ascii().to_vec())
 }
 
@@ -489,7 +520,7 @@ fn validate_health(h: RawHealth) -> Result<Health, ConfigError> {
     let mut alive_codes = Vec::with_capacity(codes.len());
     for (i, c) in codes.iter().enumerate() {
         let key = indexed("health.alive_codes", i);
-        let r = parse_port_range(c).map_err(|r| invalid(&key, r))?;
+        let r = parse_code_range(c).map_err(|r| invalid(&key, r))?;
         if *r.start() < 100 || *r.end() > 699 {
             return Err(invalid(
                 key,
@@ -523,6 +554,21 @@ fn validate_health(h: RawHealth) -> Result<Health, ConfigError> {
             }
         },
     })
+}
+
+/// A SIP status code or a range of them, `"200"` or `"200-299"`.
+fn parse_code_range(s: &str) -> Result<RangeInclusive<u16>, String> {
+    let (a, b) = s.split_once('-').unwrap_or((s, s));
+    let code = |t: &str| {
+        t.trim()
+            .parse::<u16>()
+            .map_err(|_| format!("`{}` is not a status code", t.trim()))
+    };
+    let (a, b) = (code(a)?, code(b)?);
+    if a > b {
+        return Err(format!("range {a}-{b} is empty (start above end)"));
+    }
+    Ok(a..=b)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -88,10 +88,29 @@ fn parse_vip(s: &str) -> Result<Vip, String> {
         .ok_or_else(|| format!("`{p}` is not a prefix length 1-32"))?;
     let dev = match (words.next(), words.next(), words.next()) {
         (None, _, _) => None,
-        (Some("dev"), Some(d), None) => Some(d.to_string()),
+        (Some("dev"), Some(d), None) => Some(iface_name(d)?.to_string()),
         _ => return Err(format!("`{s}`: expected `ADDR/PREFIX [dev IFACE]`")),
     };
     Ok(Vip { addr, prefix, dev })
+}
+
+/// A Linux interface name: 1-15 bytes, not `.` or `..`, without `/`, `:`, whitespace
+/// (the kernel's `dev_valid_name`) or control characters. Whether it exists is known
+/// only on the host that runs it.
+fn iface_name(name: &str) -> Result<&str, String> {
+    let ok = (1..=15).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && !name
+            .bytes()
+            .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b.is_ascii_control());
+    if ok {
+        Ok(name)
+    } else {
+        Err(format!(
+            "`{name}` is not an interface name (1-15 characters, no `/`, `:` or spaces)"
+        ))
+    }
 }
 
 /// `[vrrp]`.
@@ -100,6 +119,7 @@ pub(super) fn validate_vrrp(r: RawVrrp) -> Result<Vrrp, ConfigError> {
         .interface
         .filter(|i| !i.is_empty())
         .ok_or_else(|| invalid("vrrp.interface", "is required (e.g. \"eth0\")"))?;
+    iface_name(&interface).map_err(|why| invalid("vrrp.interface", why))?;
     let vrid = match r.vrid {
         Some(v @ 1..=255) => v,
         Some(_) => return Err(invalid("vrrp.vrid", "must be 1-255")),
