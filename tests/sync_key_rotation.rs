@@ -517,6 +517,14 @@ fn a_half_done_rotation_breaks_the_link_after_the_grace_and_heals_on_the_second_
         );
     }
     eprintln!("[{} ms] link down on both hosts, bad_mac counted", ms(t0));
+    // And said in the log (a line per 10 s at most), with the reason.
+    for h in [&mut a, &mut b] {
+        h.expect(
+            "a log line of sync datagrams dropped, naming bad_mac",
+            Duration::from_secs(12),
+            |h| h.lines("bad_mac=") > 0,
+        );
+    }
     // A's flows no longer reach B.
     let (lost_client, _) = register(&site, &backend, "while-down");
     std::thread::sleep(Duration::from_millis(500));

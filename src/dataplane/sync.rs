@@ -59,6 +59,9 @@ pub struct SyncShell {
     /// Items not applied: one line per 10 s, with the counts by reason.
     reject_log: LogThrottle,
     rejected_logged: u64,
+    /// Datagrams dropped (or reported) by the link: one line per 10 s, by reason.
+    drop_log: LogThrottle,
+    dropped_logged: u64,
     /// `Router::sync_conflicts` + `sync_client_conflicts` at the last log line about them.
     conflicts_logged: u64,
 }
@@ -110,6 +113,8 @@ pub fn open(sc: &SyncConfig, cfg: &Config) -> io::Result<SyncShell> {
         conflict_log: LogThrottle::new(Duration::from_secs(10)),
         reject_log: LogThrottle::new(Duration::from_secs(10)),
         rejected_logged: 0,
+        drop_log: LogThrottle::new(Duration::from_secs(10)),
+        dropped_logged: 0,
         conflicts_logged: 0,
     })
 }
@@ -252,6 +257,8 @@ impl SyncShell {
             conflicts_logged,
             reject_log,
             rejected_logged,
+            drop_log,
+            dropped_logged,
         } = self;
         *last_turn = now;
         if now >= *take_at {
@@ -322,6 +329,25 @@ impl SyncShell {
                  takeover): see sipfront_sync_items_rejected_total"
             );
             *rejected_logged = total;
+        }
+        let dropped = link.stats().dropped;
+        let total: u64 = dropped.iter().sum();
+        if total > *dropped_logged && drop_log.allow(now).is_some() {
+            let by_reason: Vec<String> = SyncDrop::ALL
+                .iter()
+                .zip(dropped)
+                .filter(|(_, n)| *n > 0)
+                .map(|(r, n)| format!("{}={n}", r.as_str()))
+                .collect();
+            tracing::warn!(
+                new = total - *dropped_logged,
+                total,
+                by_reason = %by_reason.join(" "),
+                "sync datagrams dropped or reported (another key or version on the peer, \
+                 forged or replayed datagrams, a peer restarting): see \
+                 sipfront_sync_dropped_total"
+            );
+            *dropped_logged = total;
         }
         let total = endpoints + clients;
         if total > *conflicts_logged && conflict_log.allow(now).is_some() {

@@ -339,6 +339,13 @@ impl Link {
         if env.epoch == self.epoch {
             return self.count_drop(SyncDrop::Reflected);
         }
+        // What a sender packs at most: more (up to ~270 small items fit a datagram)
+        // would multiply the work a turn of received datagrams makes here.
+        if let Body::Items(items) | Body::Full { items, .. } = &env.body
+            && items.len() > ITEMS_PER_DATAGRAM
+        {
+            return self.count_drop(SyncDrop::Decode);
+        }
         let hello = match &env.body {
             Body::Hello {
                 challenge, echo, ..

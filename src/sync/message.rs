@@ -162,9 +162,22 @@ impl SyncDrop {
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// The shared key; never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Key(Vec<u8>);
+/// The shared key; never printed. The keyed HMAC state is made once: a datagram's
+/// check clones it rather than hashing the key again (a flood of forged datagrams
+/// costs only the message's own hashing).
+#[derive(Clone)]
+pub struct Key {
+    bytes: Vec<u8>,
+    keyed: HmacSha256,
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl Eq for Key {}
 
 impl std::fmt::Debug for Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -174,12 +187,16 @@ impl std::fmt::Debug for Key {
 
 impl Key {
     pub fn new(bytes: &[u8]) -> Key {
-        Key(bytes.to_vec())
+        Key {
+            bytes: bytes.to_vec(),
+            // HMAC takes keys of any length.
+            keyed: <HmacSha256 as KeyInit>::new_from_slice(bytes)
+                .expect("HMAC accepts any key length"),
+        }
     }
 
     fn mac(&self) -> HmacSha256 {
-        // HMAC takes keys of any length.
-        <HmacSha256 as KeyInit>::new_from_slice(&self.0).expect("HMAC accepts any key length")
+        self.keyed.clone()
     }
 
     /// A public name for the key (never 0), announced in [`Ext::key_id`]: it tells

@@ -551,3 +551,39 @@ fn dialog_items_of_a_peer_with_other_dialog_keys_are_skipped() {
         full: false
     }));
 }
+
+/// A sender packs at most `ITEMS_PER_DATAGRAM` items; a datagram with more (a peer
+/// that holds the key but not the protocol) is dropped whole, so a turn of received
+/// datagrams cannot carry many times the work they were sized for.
+#[test]
+fn a_datagram_with_more_items_than_a_sender_packs_is_dropped() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = pair(t0);
+    let now = handshake(&mut a, &mut b, t0);
+    events(&mut b);
+    let sealed = |n: usize, seq| {
+        let items = (0..n)
+            .map(|i| Item::FlowGone {
+                relay_port: RelayPort::first(20000 + i as u16),
+            })
+            .collect();
+        let env = Envelope {
+            version: VERSION,
+            epoch: 1,
+            seq,
+            body: Body::Items(items),
+            ext: Ext::default(),
+        };
+        let mut buf = [0u8; MAX_DATAGRAM];
+        let len = seal(&key(), &env, &mut buf).unwrap();
+        buf[..len].to_vec()
+    };
+    let decode = |l: &Link| l.stats().dropped[SyncDrop::Decode as usize];
+    feed(&mut b, A, now, &[sealed(ITEMS_PER_DATAGRAM + 1, 1000)]);
+    assert_eq!(decode(&b), 1);
+    let items = |evs: Vec<LinkEvent>| evs.iter().any(|e| matches!(e, LinkEvent::Items { .. }));
+    assert!(!items(events(&mut b)));
+    feed(&mut b, A, now, &[sealed(ITEMS_PER_DATAGRAM, 1001)]);
+    assert_eq!(decode(&b), 1);
+    assert!(items(events(&mut b)));
+}
