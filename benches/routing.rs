@@ -606,6 +606,22 @@ fn bench_prefix(c: &mut Criterion) {
                  growth steps): {wall:?} ({cpu:?} of this thread's CPU time: without \
                  preemption by other work)"
             );
+            // What the master's dataplane does in one step when the standby restarts:
+            // it adopts the flows mirrored for the peer (none here) and, once the
+            // standby's (empty) full table is in, drops the mirrored flows it lacked:
+            // each a walk over every flow slot.
+            let (s, c) = (Instant::now(), thread_cpu());
+            black_box(r.adopt_peer_flows(t));
+            let (adopt, adopt_cpu) = (s.elapsed(), thread_cpu().saturating_sub(c));
+            r.begin_full();
+            let (s, c) = (Instant::now(), thread_cpu());
+            black_box(r.end_full(t));
+            let (end, end_cpu) = (s.elapsed(), thread_cpu().saturating_sub(c));
+            assert_eq!(r.flow_count(), 1_000_000);
+            println!(
+                "prefix/sync_walks/1m_flows: adopting the peer's flows {adopt:?} ({adopt_cpu:?} \
+                 CPU), ending an empty full table {end:?} ({end_cpu:?} CPU), each one step"
+            );
         }
     }
     g.finish();

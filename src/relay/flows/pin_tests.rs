@@ -103,6 +103,9 @@ proptest! {
                     }
                 }
             }
+            // The count of mirrored flows the walks rely on.
+            let mirrored = live.iter().filter(|&&id| t.get(id).unwrap().mirrored).count();
+            prop_assert_eq!(t.mirrored_count(), mirrored);
             let mut model: HashMap<_, (u32, usize)> = gone.iter().map(|(&k, &n)| (k, (n, 0))).collect();
             for &id in &live {
                 let f = t.get(id).unwrap();

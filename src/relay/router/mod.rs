@@ -723,8 +723,8 @@ impl Router {
             peer: flow.peer,
         };
         if flow.mirrored {
-            flow.mirrored = false;
             let item = flow_item(flow, now, &self.backends);
+            self.flows.set_mirrored(id, false);
             self.emit(item);
         }
         Some(t)

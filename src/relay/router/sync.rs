@@ -341,8 +341,8 @@ impl Router {
                     f.home = home;
                     f.ingress = ingress;
                     f.registered_until = registered_until;
-                    f.mirrored = true;
                     f.sync_gen = self.sync_gen;
+                    self.flows.set_mirrored(id, true);
                     return effect;
                 }
                 let flow = Flow {

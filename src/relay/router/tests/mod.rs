@@ -631,6 +631,52 @@ fn sync_items_mirror_a_table_and_the_mirror_keeps_its_ports() {
     assert!(items.contains(&Item::FlowGone { relay_port: port }));
 }
 
+/// The count of mirrored flows the table keeps (its walks stop at it, and a host that
+/// mirrors none skips them) follows every way a flow becomes or stops being mirrored.
+#[test]
+fn the_mirrored_count_follows_mirroring_touching_removal_and_adoption() {
+    let t0 = Instant::now();
+    let mut master = synced(&config(""));
+    let mut backup = synced(&config(""));
+    backup.set_peer_alive(t0, true);
+    let phones = ["198.51.100.1:1", "198.51.100.2:2", "198.51.100.3:3"];
+    for (i, p) in phones.iter().enumerate() {
+        client(&mut master, t0, p, &req("REGISTER", &format!("r{i}")));
+    }
+    let mut items = vec![];
+    master.take_sync(&mut items);
+    let flows: Vec<Item> = items
+        .iter()
+        .copied()
+        .filter(|i| matches!(i, Item::Flow { .. }))
+        .collect();
+    for it in items.drain(..) {
+        backup.apply_sync(t0, it);
+    }
+    assert_eq!(backup.flows.mirrored_count(), 3);
+    assert_eq!(master.flows.mirrored_count(), 0);
+    // A phone's datagram reaches the backup: that flow is the backup's now.
+    let _ = backup.from_client(t0, sa(phones[0]), 0, &req("OPTIONS", "o"));
+    assert_eq!(backup.flows.mirrored_count(), 2);
+    // The master restates it: mirrored again (an update in place).
+    backup.apply_sync(t0, flows[0]);
+    assert_eq!(backup.flows.mirrored_count(), 3);
+    // A full table with one of them: the other two are stale and go.
+    backup.begin_full();
+    backup.apply_sync(t0, flows[1]);
+    assert_eq!(backup.end_full(t0).len(), 2);
+    assert_eq!(backup.flows.mirrored_count(), 1);
+    // The peer falls silent: the last one is adopted.
+    assert_eq!(backup.set_peer_alive(t0, false), 1);
+    assert_eq!(backup.flows.mirrored_count(), 0);
+    assert_eq!(backup.flow_count(), 1);
+    // Nothing mirrored: nothing to adopt or drop, without a walk.
+    assert_eq!(master.adopt_peer_flows(t0), 0);
+    master.begin_full();
+    assert!(master.end_full(t0).is_empty());
+    assert_eq!(master.flow_count(), 3);
+}
+
 #[test]
 fn a_full_table_drops_mirrored_flows_the_peer_no_longer_has() {
     let t0 = Instant::now();
