@@ -68,6 +68,13 @@ pub struct SyncShell {
 
 /// A random epoch for this run: no clock, so a clock step cannot make it collide
 /// with or sort before an earlier run's.
+/// The wall clock in ms since the Unix epoch (0 before it: not announced).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 fn random_epoch() -> u64 {
     crate::sys::random::u64().max(1)
 }
@@ -95,6 +102,7 @@ pub fn open(sc: &SyncConfig, cfg: &Config) -> io::Result<SyncShell> {
             .derive("dialog-keys-id/sip13-128")
             .max(1),
     );
+    link.set_wall_clock(Instant::now(), unix_ms());
     tracing::info!(listen = ?sock.local_addr().ok(), peer = %link.peer(), "state sync link up");
     Ok(SyncShell {
         sock,
@@ -294,6 +302,8 @@ impl SyncShell {
         build_step(s, link, build, now);
         if backends_at.is_none_or(|t| now.duration_since(t) >= BACKENDS_EVERY) {
             *backends_at = Some(now);
+            // The wall clock follows steps and slews (hellos carry it).
+            link.set_wall_clock(now, unix_ms());
             let names: Vec<&str> = s
                 .router
                 .backends()

@@ -46,6 +46,16 @@ pub const SEND_PER_INTERVAL: usize = 384;
 /// instead (after the one being paced out, if one is).
 pub const MAX_PENDING: usize = 1 << 16;
 
+/// A hello from an epoch not admitted is a recording when its sender's clock put it
+/// further than this from ours (the hosts' clocks: NTP keeps them far closer).
+pub const FRESH_WITHIN: Duration = Duration::from_secs(60);
+
+/// Stale candidate hellos are refused only while a fresh one came this recently: with
+/// clocks further apart than [`FRESH_WITHIN`] every hello of a restarted peer looks
+/// stale, and the handshake must still go through (as it did before clocks were
+/// compared).
+pub const STALE_FALLBACK: Duration = Duration::from_secs(10);
+
 /// What the shell must do. Drain after every input; one datagram adds at most
 /// four, so the queue stays small.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,6 +141,10 @@ struct FullTx {
 pub struct Link {
     keys: Keys,
     peer: SocketAddr,
+    /// Our wall clock: (an instant, ms since the Unix epoch then), set by the shell.
+    wall: Option<(Instant, u64)>,
+    /// When a hello dated near our clock last came (see [`STALE_FALLBACK`]).
+    fresh_hello: Option<Instant>,
     epoch: u64,
     seq: u64,
     epochs: Epochs,
@@ -175,6 +189,8 @@ impl Link {
         Link {
             keys: Keys::new(key),
             peer,
+            wall: None,
+            fresh_hello: None,
             epoch,
             seq: 0,
             epochs: Epochs::new(epoch),
@@ -315,6 +331,41 @@ impl Link {
         }
     }
 
+    /// Our wall clock as the shell last told it (see [`Link::set_wall_clock`]).
+    pub fn set_wall_clock(&mut self, now: Instant, unix_ms: u64) {
+        self.wall = Some((now, unix_ms));
+    }
+
+    /// Ms since the Unix epoch at `now` (0: not known).
+    fn wall_ms(&self, now: Instant) -> u64 {
+        self.wall.map_or(0, |(at, ms)| {
+            let since = now.saturating_duration_since(at).as_millis();
+            ms.saturating_add(u64::try_from(since).unwrap_or(u64::MAX))
+        })
+    }
+
+    /// A hello from an epoch not admitted that its sender's clock dates far from ours
+    /// (a recording of a past run), while a fresh hello came lately; it does not
+    /// answer our challenge either (only the live peer can). Its challenge would
+    /// otherwise replace the live peer's in our hellos: a flood of such replays after
+    /// a restart kept the handshake from ever completing.
+    fn is_stale_candidate(&mut self, now: Instant, epoch: u64, sent_ms: u64, h: Handshake) -> bool {
+        let ours = self.wall_ms(now);
+        let fresh = sent_ms == 0
+            || ours == 0
+            || u128::from(ours.abs_diff(sent_ms)) <= FRESH_WITHIN.as_millis();
+        if fresh {
+            self.fresh_hello = Some(now);
+        }
+        let admitted = self.epochs.acked().0 == epoch && epoch != 0;
+        let proven = h.echo != 0 && h.echo == self.epochs.hello().challenge;
+        if fresh || admitted || proven {
+            return false;
+        }
+        self.fresh_hello
+            .is_some_and(|t| now.saturating_duration_since(t) < STALE_FALLBACK)
+    }
+
     fn count_drop(&mut self, reason: SyncDrop) {
         self.stats.dropped[reason as usize] += 1;
     }
@@ -355,6 +406,11 @@ impl Link {
             }),
             _ => None,
         };
+        if let Some(h) = hello
+            && self.is_stale_candidate(now, env.epoch, env.ext.sent_ms, h)
+        {
+            return self.count_drop(SyncDrop::StaleHello);
+        }
         let verdict = self.epochs.check(env.epoch, env.seq, hello);
         if self.epochs.take_prompt() {
             self.prompt_hello(now);
@@ -553,7 +609,7 @@ impl Link {
                 challenge,
                 echo,
             };
-            return self.seal(body, buf);
+            return self.seal(now, body, buf);
         }
         if now.saturating_duration_since(self.window_start) >= PACING_INTERVAL {
             self.window_start = now;
@@ -587,10 +643,10 @@ impl Link {
             return None;
         };
         self.window_sent += 1;
-        self.seal(body, buf)
+        self.seal(now, body, buf)
     }
 
-    fn seal(&mut self, body: Body, buf: &mut [u8]) -> Option<Transmit> {
+    fn seal(&mut self, now: Instant, body: Body, buf: &mut [u8]) -> Option<Transmit> {
         self.seq += 1;
         let env = Envelope {
             version: VERSION,
@@ -600,6 +656,7 @@ impl Link {
             ext: Ext {
                 key_id: self.keys.current_id(),
                 dialog_keys: self.dialog_keys,
+                sent_ms: self.wall_ms(now),
             },
         };
         match seal(self.keys.sealing(), &env, buf) {

@@ -72,6 +72,10 @@ pub struct Ext {
     /// sync key it started with; 0: not announced). The peers' dialog entries match
     /// only while both name the same keys.
     pub dialog_keys: u64,
+    /// The sender's wall clock when it sealed the message, in ms since the Unix epoch
+    /// (0: not announced). A hello from a run not admitted yet that is much older by
+    /// it is a recording, and its challenge is not taken (see the link).
+    pub sent_ms: u64,
 }
 
 /// Decodes the fields of an [`Ext`] one by one, in the order they were added: a sender
@@ -79,7 +83,7 @@ pub struct Ext {
 /// this reader skips.
 fn decode_ext(mut rest: &[u8]) -> Result<Ext, SyncDrop> {
     let mut ext = Ext::default();
-    for field in [&mut ext.key_id, &mut ext.dialog_keys] {
+    for field in [&mut ext.key_id, &mut ext.dialog_keys, &mut ext.sent_ms] {
         if rest.is_empty() {
             break;
         }
@@ -124,10 +128,15 @@ pub enum SyncDrop {
     /// could answer our own challenge and lock the real peer out.
     #[error("our own datagram sent back")]
     Reflected,
+    /// A hello from an epoch not admitted, sent long ago by the sender's own clock
+    /// while a recent one is around: a recording, whose challenge must not replace
+    /// the live peer's in our hellos.
+    #[error("a stale hello from an epoch not admitted")]
+    StaleHello,
 }
 
 impl SyncDrop {
-    pub const ALL: [SyncDrop; 12] = [
+    pub const ALL: [SyncDrop; 13] = [
         SyncDrop::Short,
         SyncDrop::BadMac,
         SyncDrop::Decode,
@@ -140,6 +149,7 @@ impl SyncDrop {
         SyncDrop::SendFailed,
         SyncDrop::DialogKeyMismatch,
         SyncDrop::Reflected,
+        SyncDrop::StaleHello,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -156,6 +166,7 @@ impl SyncDrop {
             SyncDrop::SendFailed => "send_failed",
             SyncDrop::DialogKeyMismatch => "dialog_key_mismatch",
             SyncDrop::Reflected => "reflected",
+            SyncDrop::StaleHello => "stale_hello",
         }
     }
 }
@@ -306,8 +317,8 @@ mod tests {
 
     proptest! {
         #[test]
-        fn round_trip(epoch: u64, seq: u64, key_id: u64, dialog_keys: u64, items in proptest::collection::vec(item(), 0..30)) {
-            let env = Envelope { version: VERSION, epoch, seq, body: Body::Items(items), ext: Ext { key_id, dialog_keys } };
+        fn round_trip(epoch: u64, seq: u64, key_id: u64, dialog_keys: u64, sent_ms: u64, items in proptest::collection::vec(item(), 0..30)) {
+            let env = Envelope { version: VERSION, epoch, seq, body: Body::Items(items), ext: Ext { key_id, dialog_keys, sent_ms } };
             let mut buf = [0u8; 4096];
             let n = seal(&key(), &env, &mut buf).unwrap();
             prop_assert_eq!(open(&key(), &buf[..n]).unwrap(), env);
@@ -387,6 +398,7 @@ mod tests {
         let env = empty_items(Ext {
             key_id: key().id(),
             dialog_keys: 9,
+            sent_ms: 1_800_000_000_000,
         });
         let mut buf = [0u8; 512];
         let n = seal(&key(), &env, &mut buf).unwrap();
@@ -417,6 +429,7 @@ mod tests {
         let env = empty_items(Ext {
             key_id: 5,
             dialog_keys: 9,
+            sent_ms: 77,
         });
         let mut buf = [0u8; 512];
         let n = seal(&key(), &env, &mut buf).unwrap();
@@ -438,9 +451,37 @@ mod tests {
             got.ext,
             Ext {
                 key_id: 5,
-                dialog_keys: 0
+                dialog_keys: 0,
+                sent_ms: 0
             }
         );
+        // A peer of session 22 (no `sent_ms`) reads ours, and its messages read with
+        // `sent_ms` 0 (not announced: never stale).
+        #[derive(Serialize, Deserialize, Debug, PartialEq)]
+        struct ExtTwo {
+            key_id: u64,
+            dialog_keys: u64,
+        }
+        let theirs: ExtTwo = postcard::from_bytes(rest).unwrap();
+        assert_eq!(
+            theirs,
+            ExtTwo {
+                key_id: 5,
+                dialog_keys: 9
+            }
+        );
+        let mut two = [0u8; 512];
+        let len = postcard::to_slice(&env, &mut two).unwrap().len();
+        let two_ext = ExtTwo {
+            key_id: 5,
+            dialog_keys: 9,
+        };
+        let len = len + postcard::to_slice(&two_ext, &mut two[len..]).unwrap().len();
+        let mut m = key().mac();
+        m.update(&two[..len]);
+        two[len..len + TAG_LEN].copy_from_slice(&m.finalize().into_bytes());
+        let got = open(&key(), &two[..len + TAG_LEN]).unwrap();
+        assert_eq!((got.ext.dialog_keys, got.ext.sent_ms), (9, 0));
     }
 
     #[test]

@@ -587,3 +587,51 @@ fn a_datagram_with_more_items_than_a_sender_packs_is_dropped() {
     assert_eq!(decode(&b), 1);
     assert!(items(events(&mut b)));
 }
+
+/// Hellos of a past run, recorded and replayed from the peer's address faster than the
+/// live peer's come, must not keep the handshake from completing: each would replace
+/// the live peer's challenge in our hellos. They are dated by their sender's clock: a
+/// stale one is dropped while a fresh one came lately.
+#[test]
+fn replayed_hellos_of_a_past_run_do_not_block_the_handshake() {
+    let t0 = Instant::now();
+    let wall = 1_800_000_000_000;
+    let h = backends_hash(&["a", "b"]);
+    // A's run of an hour ago: its hellos are the recordings.
+    let mut past = Link::new(key(), addr(B), 9, h, t0);
+    past.set_wall_clock(t0, wall - 3_600_000);
+    let recorded = drain(&mut past, t0);
+    assert!(!recorded.is_empty());
+    let (mut a, mut b) = pair(t0);
+    a.set_wall_clock(t0, wall);
+    b.set_wall_clock(t0, wall);
+    let mut now = t0;
+    for _ in 0..8 {
+        let d = drain(&mut a, now);
+        feed(&mut b, A, now, &d);
+        for _ in 0..10 {
+            feed(&mut b, A, now, &recorded);
+        }
+        let d = drain(&mut b, now);
+        feed(&mut a, B, now, &d);
+        now += PROMPT_GAP;
+    }
+    assert_eq!(a.epochs.acked().0, 2, "A admitted B");
+    assert_eq!(b.epochs.acked().0, 1, "B admitted A");
+    assert!(b.stats().dropped[SyncDrop::StaleHello as usize] > 0);
+}
+
+/// Hosts whose clocks are further apart than `FRESH_WITHIN` see each other's hellos
+/// as stale: with no fresh hello around they are taken as before, and the handshake
+/// completes.
+#[test]
+fn the_handshake_completes_between_hosts_with_skewed_clocks() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = pair(t0);
+    a.set_wall_clock(t0, 1_800_000_000_000);
+    b.set_wall_clock(t0, 1_800_000_000_000 + 3_600_000);
+    handshake(&mut a, &mut b, t0);
+    assert_eq!(a.epochs.acked().0, 2);
+    assert_eq!(b.epochs.acked().0, 1);
+    assert_eq!(b.stats().dropped[SyncDrop::StaleHello as usize], 0);
+}
