@@ -66,8 +66,6 @@ pub struct SyncShell {
     conflicts_logged: u64,
 }
 
-/// A random epoch for this run: no clock, so a clock step cannot make it collide
-/// with or sort before an earlier run's.
 /// The wall clock in ms since the Unix epoch (0 before it: not announced).
 fn unix_ms() -> u64 {
     std::time::SystemTime::now()
@@ -75,6 +73,8 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// A random epoch for this run: no clock, so a clock step cannot make it collide
+/// with or sort before an earlier run's.
 fn random_epoch() -> u64 {
     crate::sys::random::u64().max(1)
 }

@@ -143,8 +143,11 @@ pub struct Link {
     peer: SocketAddr,
     /// Our wall clock: (an instant, ms since the Unix epoch then), set by the shell.
     wall: Option<(Instant, u64)>,
-    /// When a hello dated near our clock last came (see [`STALE_FALLBACK`]).
+    /// When a hello dated near our clock was last taken (see [`STALE_FALLBACK`]).
     fresh_hello: Option<Instant>,
+    /// The admitted peer dates its hellos: an undated candidate hello is a recording
+    /// of an older version's run.
+    peer_dates_hellos: bool,
     epoch: u64,
     seq: u64,
     epochs: Epochs,
@@ -191,6 +194,7 @@ impl Link {
             peer,
             wall: None,
             fresh_hello: None,
+            peer_dates_hellos: false,
             epoch,
             seq: 0,
             epochs: Epochs::new(epoch),
@@ -344,22 +348,28 @@ impl Link {
         })
     }
 
-    /// A hello from an epoch not admitted that its sender's clock dates far from ours
-    /// (a recording of a past run), while a fresh hello came lately; it does not
-    /// answer our challenge either (only the live peer can). Its challenge would
-    /// otherwise replace the live peer's in our hellos: a flood of such replays after
-    /// a restart kept the handshake from ever completing.
-    fn is_stale_candidate(&mut self, now: Instant, epoch: u64, sent_ms: u64, h: Handshake) -> bool {
+    /// Whether a hello dated `sent_ms` by its sender is near our clock (`None`: it
+    /// carries no date, or we have no clock).
+    fn dated_near(&self, now: Instant, sent_ms: u64) -> Option<bool> {
         let ours = self.wall_ms(now);
-        let fresh = sent_ms == 0
-            || ours == 0
-            || u128::from(ours.abs_diff(sent_ms)) <= FRESH_WITHIN.as_millis();
-        if fresh {
-            self.fresh_hello = Some(now);
-        }
+        (sent_ms != 0 && ours != 0)
+            .then(|| u128::from(ours.abs_diff(sent_ms)) <= FRESH_WITHIN.as_millis())
+    }
+
+    /// A hello from an epoch not admitted that its sender's clock dates far from ours
+    /// (a recording of a past run; undated, once the peer dates its hellos), while a
+    /// hello dated near ours was taken lately; it does not answer our challenge either
+    /// (only the live peer can). Its challenge would otherwise replace the live peer's
+    /// in our hellos: a flood of such replays after a restart kept the handshake from
+    /// ever completing.
+    fn is_stale_candidate(&self, now: Instant, epoch: u64, sent_ms: u64, h: Handshake) -> bool {
+        let near = match self.dated_near(now, sent_ms) {
+            Some(near) => near,
+            None => !(sent_ms == 0 && self.peer_dates_hellos),
+        };
         let admitted = self.epochs.acked().0 == epoch && epoch != 0;
         let proven = h.echo != 0 && h.echo == self.epochs.hello().challenge;
-        if fresh || admitted || proven {
+        if near || admitted || proven {
             return false;
         }
         self.fresh_hello
@@ -409,6 +419,12 @@ impl Link {
         if let Some(h) = hello
             && self.is_stale_candidate(now, env.epoch, env.ext.sent_ms, h)
         {
+            // Its challenge is not taken, but ours goes out: a live peer whose clock
+            // is far from ours answers it, and is then let in (a recording cannot).
+            self.epochs.challenge_candidate();
+            if self.epochs.take_prompt() {
+                self.prompt_hello(now);
+            }
             return self.count_drop(SyncDrop::StaleHello);
         }
         let verdict = self.epochs.check(env.epoch, env.seq, hello);
@@ -422,6 +438,14 @@ impl Link {
                 return self.count_drop(e);
             }
         };
+        // Only a hello taken (not a replay of the admitted or a retired run) says the
+        // peer's clock is near ours.
+        if hello.is_some() {
+            if self.dated_near(now, env.ext.sent_ms) == Some(true) {
+                self.fresh_hello = Some(now);
+            }
+            self.peer_dates_hellos |= env.ext.sent_ms != 0 && verdict != Verdict::Candidate;
+        }
         self.stats.received += 1;
         if verdict != Verdict::Candidate {
             self.keys.heard(now, current_key, env.ext.key_id);

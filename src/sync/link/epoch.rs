@@ -128,7 +128,8 @@ impl Epochs {
         Ok(Verdict::Candidate)
     }
 
-    fn challenge_candidate(&mut self) {
+    /// Issues a challenge if none is outstanding (a candidate is around).
+    pub fn challenge_candidate(&mut self) {
         if self.challenge.is_none() {
             self.challenge = Some(self.next_nonce());
             self.prompt = true;

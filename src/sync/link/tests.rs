@@ -635,3 +635,61 @@ fn the_handshake_completes_between_hosts_with_skewed_clocks() {
     assert_eq!(b.epochs.acked().0, 1);
     assert_eq!(b.stats().dropped[SyncDrop::StaleHello as usize], 0);
 }
+
+/// A peer whose clock is over `FRESH_WITHIN` from ours restarts, while someone replays
+/// hellos of its previous (admitted) run dated near our clock: the replays are refused
+/// as replays and do not count as the peer's clock agreeing with ours, and a stale
+/// hello still draws our challenge, which the live peer answers: it is let in.
+#[test]
+fn a_restarted_peer_with_a_skewed_clock_is_let_in_despite_replays() {
+    let t0 = Instant::now();
+    let wall = 1_800_000_000_000;
+    let h = backends_hash(&["a", "b"]);
+    let (mut a, mut b) = pair(t0);
+    a.set_wall_clock(t0, wall);
+    b.set_wall_clock(t0, wall + 120_000);
+    let mut now = handshake(&mut a, &mut b, t0);
+    assert_eq!(a.epochs.acked().0, 2);
+    // Hellos of B's run, as its seal would make them two minutes ago by its clock:
+    // dated near A's clock now.
+    let replay = |seq: u64| {
+        let env = Envelope {
+            version: VERSION,
+            epoch: 2,
+            seq,
+            body: Body::Hello {
+                backends_hash: h,
+                flows: 0,
+                dialogs: 0,
+                acked_epoch: 1,
+                acked: 1,
+                want_full: false,
+                challenge: 4242,
+                echo: 0,
+            },
+            ext: Ext {
+                sent_ms: wall,
+                ..Ext::default()
+            },
+        };
+        let mut buf = [0u8; MAX_DATAGRAM];
+        let len = seal(&key(), &env, &mut buf).unwrap();
+        buf[..len].to_vec()
+    };
+    let replays: Vec<Vec<u8>> = (1..=3).map(replay).collect();
+    // B restarts (epoch 5), its clock still two minutes ahead.
+    let mut b2 = Link::new(key(), addr(A), 5, h, now);
+    b2.set_wall_clock(now, wall + 120_000);
+    for _ in 0..8 {
+        feed(&mut a, B, now, &replays);
+        let d = drain(&mut b2, now);
+        feed(&mut a, B, now, &d);
+        feed(&mut a, B, now, &replays);
+        let d = drain(&mut a, now);
+        feed(&mut b2, A, now, &d);
+        now += PROMPT_GAP;
+    }
+    assert_eq!(a.epochs.acked().0, 5, "A let the restarted B in");
+    assert_eq!(b2.epochs.acked().0, 1, "B admitted A");
+    assert!(a.stats().dropped[SyncDrop::Replay as usize] > 0);
+}
