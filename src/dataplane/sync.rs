@@ -66,6 +66,16 @@ pub struct SyncShell {
     conflicts_logged: u64,
 }
 
+/// `reason=count` for each reason counted, in the counters' order (a log line's).
+fn by_reason(names: impl Iterator<Item = &'static str>, counts: &[u64]) -> String {
+    let parts: Vec<String> = names
+        .zip(counts)
+        .filter(|(_, n)| **n > 0)
+        .map(|(r, n)| format!("{r}={n}"))
+        .collect();
+    parts.join(" ")
+}
+
 /// The wall clock in ms since the Unix epoch (0 before it: not announced).
 fn unix_ms() -> u64 {
     std::time::SystemTime::now()
@@ -325,16 +335,10 @@ impl SyncShell {
         m.publish(link.stats(), &rejected, (endpoints, clients));
         let total: u64 = rejected.iter().sum();
         if total > *rejected_logged && reject_log.allow(now).is_some() {
-            let by_reason: Vec<String> = SyncReject::ALL
-                .iter()
-                .zip(rejected)
-                .filter(|(_, n)| *n > 0)
-                .map(|(r, n)| format!("{}={n}", r.as_str()))
-                .collect();
             tracing::warn!(
                 new = total - *rejected_logged,
                 total,
-                by_reason = %by_reason.join(" "),
+                by_reason = %by_reason(SyncReject::ALL.iter().map(|r| r.as_str()), &rejected),
                 "sync items from the peer not applied (the standby lacks them after a \
                  takeover): see sipfront_sync_items_rejected_total"
             );
@@ -343,16 +347,10 @@ impl SyncShell {
         let dropped = link.stats().dropped;
         let total: u64 = dropped.iter().sum();
         if total > *dropped_logged && drop_log.allow(now).is_some() {
-            let by_reason: Vec<String> = SyncDrop::ALL
-                .iter()
-                .zip(dropped)
-                .filter(|(_, n)| *n > 0)
-                .map(|(r, n)| format!("{}={n}", r.as_str()))
-                .collect();
             tracing::warn!(
                 new = total - *dropped_logged,
                 total,
-                by_reason = %by_reason.join(" "),
+                by_reason = %by_reason(SyncDrop::ALL.iter().map(|r| r.as_str()), &dropped),
                 "sync datagrams dropped or reported (another key or version on the peer, \
                  forged or replayed datagrams, a peer restarting): see \
                  sipfront_sync_dropped_total"

@@ -51,6 +51,13 @@ fn feed(to: &mut Link, from: &str, now: Instant, dgrams: &[Vec<u8>]) {
     }
 }
 
+/// `env` as a datagram under the test key (what a peer holding it could send).
+fn sealed_env(env: &Envelope) -> Vec<u8> {
+    let mut buf = [0u8; MAX_DATAGRAM];
+    let len = seal(&key(), env, &mut buf).unwrap();
+    buf[..len].to_vec()
+}
+
 /// Hellos both ways until neither has one due: the handshake.
 fn handshake(a: &mut Link, b: &mut Link, mut now: Instant) -> Instant {
     for _ in 0..4 {
@@ -567,16 +574,13 @@ fn a_datagram_with_more_items_than_a_sender_packs_is_dropped() {
                 relay_port: RelayPort::first(20000 + i as u16),
             })
             .collect();
-        let env = Envelope {
+        sealed_env(&Envelope {
             version: VERSION,
             epoch: 1,
             seq,
             body: Body::Items(items),
             ext: Ext::default(),
-        };
-        let mut buf = [0u8; MAX_DATAGRAM];
-        let len = seal(&key(), &env, &mut buf).unwrap();
-        buf[..len].to_vec()
+        })
     };
     let decode = |l: &Link| l.stats().dropped[SyncDrop::Decode as usize];
     feed(&mut b, A, now, &[sealed(ITEMS_PER_DATAGRAM + 1, 1000)]);
@@ -672,9 +676,7 @@ fn a_restarted_peer_with_a_skewed_clock_is_let_in_despite_replays() {
                 ..Ext::default()
             },
         };
-        let mut buf = [0u8; MAX_DATAGRAM];
-        let len = seal(&key(), &env, &mut buf).unwrap();
-        buf[..len].to_vec()
+        sealed_env(&env)
     };
     let replays: Vec<Vec<u8>> = (1..=3).map(replay).collect();
     // B restarts (epoch 5), its clock still two minutes ahead.
