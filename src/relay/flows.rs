@@ -232,8 +232,8 @@ pub struct FlowTable {
     /// `limits.max_pins_per_ip`. Kept in step by [`FlowTable::add_pin`],
     /// [`FlowTable::drop_pin`], placement and removal; sources with none have no entry.
     pins_per_source: SourceCounts,
-    /// Removed flows' unanswered entries, counted against their sources until they
-    /// expire.
+    /// Removed flows' unanswered entries, counted against their sources for as long
+    /// as they may live.
     lingering: Lingering,
     /// Seconds a removed flow's entries may still live (`transaction`, and one for
     /// the coarse clock).
