@@ -310,15 +310,24 @@ fn parse_port_list(s: &str) -> Vec<RangeInclusive<u16>> {
 }
 
 fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>, String> {
+    let r = parse_u16_range(s, "port")?;
+    if *r.start() == 0 {
+        return Err("port 0 is not a usable relay port".into());
+    }
+    Ok(r)
+}
+
+/// `"A-B"` or `"A"` as a range of u16 values; `what` names one in errors.
+fn parse_u16_range(s: &str, what: &str) -> Result<RangeInclusive<u16>, String> {
     let (a, b) = match s.split_once('-') {
         Some((a, b)) => (a.trim(), b.trim()),
         None => (s.trim(), s.trim()),
     };
-    let a: u16 = a.parse().map_err(|_| format!("`{a}` is not a port"))?;
-    let b: u16 = b.parse().map_err(|_| format!("`{b}` is not a port"))?;
-    if a == 0 {
-        return Err("port 0 is not a usable relay port".into());
-    }
+    let value = |t: &str| {
+        t.parse::<u16>()
+            .map_err(|_| format!("`{t}` is not a {what}"))
+    };
+    let (a, b) = (value(a)?, value(b)?);
     if a > b {
         return Err(format!("range {a}-{b} is empty (start above end)"));
     }

@@ -13,7 +13,7 @@ use super::raw::{
 use super::values::{Need, duration, parse_addr, socket_addr};
 use super::{
     Admin, Backend, Config, ConfigError, EphemeralPorts, Failback, Health, Listen, Secret,
-    SecretFiles, SyncConfig, Timeouts, format_duration, invalid, parse_port_range,
+    SecretFiles, SyncConfig, Timeouts, format_duration, invalid, parse_port_range, parse_u16_range,
 };
 
 impl Raw {
@@ -520,7 +520,7 @@ fn validate_health(h: RawHealth) -> Result<Health, ConfigError> {
     let mut alive_codes = Vec::with_capacity(codes.len());
     for (i, c) in codes.iter().enumerate() {
         let key = indexed("health.alive_codes", i);
-        let r = parse_code_range(c).map_err(|r| invalid(&key, r))?;
+        let r = parse_u16_range(c, "status code").map_err(|r| invalid(&key, r))?;
         if *r.start() < 100 || *r.end() > 699 {
             return Err(invalid(
                 key,
@@ -554,21 +554,6 @@ fn validate_health(h: RawHealth) -> Result<Health, ConfigError> {
             }
         },
     })
-}
-
-/// A SIP status code or a range of them, `"200"` or `"200-299"`.
-fn parse_code_range(s: &str) -> Result<RangeInclusive<u16>, String> {
-    let (a, b) = s.split_once('-').unwrap_or((s, s));
-    let code = |t: &str| {
-        t.trim()
-            .parse::<u16>()
-            .map_err(|_| format!("`{}` is not a status code", t.trim()))
-    };
-    let (a, b) = (code(a)?, code(b)?);
-    if a > b {
-        return Err(format!("range {a}-{b} is empty (start above end)"));
-    }
-    Ok(a..=b)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -66,6 +66,16 @@ pub struct SyncShell {
     conflicts_logged: u64,
 }
 
+/// A running total's log line is due: it grew since the last line and `log` has a
+/// line now (then this is the last). Returns how much it grew.
+fn grew(total: u64, logged: &mut u64, log: &mut LogThrottle, now: Instant) -> Option<u64> {
+    if total <= *logged || log.allow(now).is_none() {
+        return None;
+    }
+    let new = total - std::mem::replace(logged, total);
+    Some(new)
+}
+
 /// `reason=count` for each reason counted, in the counters' order (a log line's).
 fn by_reason(names: impl Iterator<Item = &'static str>, counts: &[u64]) -> String {
     let parts: Vec<String> = names
@@ -334,33 +344,30 @@ impl SyncShell {
         let (endpoints, clients) = (s.router.sync_conflicts, s.router.sync_client_conflicts);
         m.publish(link.stats(), &rejected, (endpoints, clients));
         let total: u64 = rejected.iter().sum();
-        if total > *rejected_logged && reject_log.allow(now).is_some() {
+        if let Some(new) = grew(total, rejected_logged, reject_log, now) {
             tracing::warn!(
-                new = total - *rejected_logged,
+                new,
                 total,
                 by_reason = %by_reason(SyncReject::ALL.iter().map(|r| r.as_str()), &rejected),
                 "sync items from the peer not applied (the standby lacks them after a \
                  takeover): see sipfront_sync_items_rejected_total"
             );
-            *rejected_logged = total;
         }
         let dropped = link.stats().dropped;
         let total: u64 = dropped.iter().sum();
-        if total > *dropped_logged && drop_log.allow(now).is_some() {
+        if let Some(new) = grew(total, dropped_logged, drop_log, now) {
             tracing::warn!(
-                new = total - *dropped_logged,
+                new,
                 total,
                 by_reason = %by_reason(SyncDrop::ALL.iter().map(|r| r.as_str()), &dropped),
                 "sync datagrams dropped or reported (another key or version on the peer, \
                  forged or replayed datagrams, a peer restarting): see \
                  sipfront_sync_dropped_total"
             );
-            *dropped_logged = total;
         }
-        let total = endpoints + clients;
-        if total > *conflicts_logged && conflict_log.allow(now).is_some() {
+        if let Some(new) = grew(endpoints + clients, conflicts_logged, conflict_log, now) {
             tracing::warn!(
-                new = total - *conflicts_logged,
+                new,
                 endpoints,
                 clients,
                 "both hosts served clients (split brain?): relay endpoints held by both \
@@ -368,7 +375,6 @@ impl SyncShell {
                  both keep the same flow on each endpoint and for each client, the other \
                  client gets a new endpoint with its next datagram"
             );
-            *conflicts_logged = total;
         }
         if let Ok(mut st) = status.lock() {
             st.synced = link.synced();
@@ -557,11 +563,7 @@ fn apply_events(
                 for p in s.router.end_full(now) {
                     s.close_relay(p);
                 }
-                m.last_full.set(
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0.0, |d| d.as_secs_f64()),
-                );
+                m.last_full.set(unix_ms() as f64 / 1000.0);
                 tracing::info!(
                     flows = s.router.flow_count(),
                     "full table received from the sync peer"

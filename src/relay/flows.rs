@@ -246,6 +246,13 @@ pub struct FlowTable {
     mirrored: usize,
 }
 
+/// A removed flow's unanswered entries may still live `transaction` (rounded up to
+/// whole seconds), and a second more for the table's coarse clock.
+fn linger_secs(transaction: Duration) -> u32 {
+    let secs = transaction.as_secs() + u64::from(transaction.subsec_nanos() > 0) + 1;
+    u32::try_from(secs).unwrap_or(u32::MAX)
+}
+
 impl FlowTable {
     /// Room for `max` flows; `max_dialogs` bounds the sources with unanswered entries.
     pub fn new(space: RelaySpace, max: usize, max_dialogs: usize) -> Self {
@@ -286,7 +293,7 @@ impl FlowTable {
             pins_per_source: SourceCounts::with_capacity(max.min(max_dialogs)),
             // Each record holds a dialog entry at least when it is made.
             lingering: Lingering::with_capacity(max_dialogs.clamp(1, MAX_RECORDS)),
-            pin_linger: 33,
+            pin_linger: linger_secs(crate::config::DEFAULT_TRANSACTION),
             mirrored: 0,
         }
     }
@@ -319,8 +326,7 @@ impl FlowTable {
     /// How long a removed flow's unanswered entries may still live: they count
     /// against its source that long.
     pub fn set_pin_linger(&mut self, transaction: Duration) {
-        let secs = transaction.as_secs() + u64::from(transaction.subsec_nanos() > 0) + 1;
-        self.pin_linger = u32::try_from(secs).unwrap_or(u32::MAX);
+        self.pin_linger = linger_secs(transaction);
     }
 
     /// Records of removed flows' unanswered entries dropped early: they were full.
@@ -853,8 +859,7 @@ impl FlowTable {
         if flow.peer.is_none() {
             let until = self.clock.saturating_add(self.pin_linger);
             self.lingering.add(flow.client.ip(), flow.pins, until);
-        }
-        if flow.peer.is_some() {
+        } else {
             // Its other addresses must not name the slot's next flow.
             self.aliases.retain(|_, i| *i != id.0);
         }
@@ -953,34 +958,25 @@ impl FlowTable {
 
     /// Mirrored flows not confirmed by generation `gen`: the peer no longer has them.
     pub fn stale_mirrored(&self, gen_: u32) -> Vec<FlowId> {
-        let mut stale = Vec::new();
-        let mut seen = 0;
-        for (i, s) in self.slots.iter().enumerate() {
-            if seen == self.mirrored {
-                break;
-            }
-            if let Some(f) = s.as_ref().filter(|f| f.mirrored) {
-                seen += 1;
-                if f.sync_gen != gen_ {
-                    stale.push(FlowId(i as u32));
-                }
-            }
-        }
-        stale
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().filter(|f| f.mirrored).map(|f| (i, f)))
+            // All of them seen: the rest of the table holds none.
+            .take(self.mirrored)
+            .filter(|(_, f)| f.sync_gen != gen_)
+            .map(|(i, _)| FlowId(i as u32))
+            .collect()
     }
 
     /// The peer went away: its flows become ours, idle from now.
     pub fn adopt_mirrored(&mut self, now: Instant) -> usize {
         let mut n = 0;
-        for f in self.slots.iter_mut().flatten() {
-            if n == self.mirrored {
-                break;
-            }
-            if f.mirrored {
-                f.mirrored = false;
-                f.last_seen = now;
-                n += 1;
-            }
+        let mirrored = self.slots.iter_mut().flatten().filter(|f| f.mirrored);
+        for f in mirrored.take(self.mirrored) {
+            f.mirrored = false;
+            f.last_seen = now;
+            n += 1;
         }
         self.mirrored -= n;
         n

@@ -187,6 +187,12 @@ impl SourceLimiter {
         self.full_until = 0;
     }
 
+    /// The shard of a source whose key hashes to `h`.
+    #[inline]
+    fn shard_of(&self, h: u64) -> usize {
+        shard_of(h, self.shards.len())
+    }
+
     /// Takes one token for `ip`'s source (class 0); see [`SourceLimiter::allow_in`].
     #[inline]
     pub fn allow(&mut self, ip: IpAddr, now: Instant) -> bool {
@@ -226,8 +232,9 @@ impl SourceLimiter {
     /// The bucket of source `key` (hash `h`), refilled up to `t`, if it has one.
     #[inline]
     fn find_refilled(&mut self, key: u64, h: u64, t: u64) -> Option<&mut Bucket> {
+        let i = self.shard_of(h);
         let (shards, rates) = (&mut self.shards, &self.rates);
-        let shard = &mut shards[shard_of(h, shards.len())];
+        let shard = &mut shards[i];
         let b = shard.get_mut(shard.find(h, |b| b.key == key)?);
         b.refill(rates, t);
         Some(b)
@@ -238,7 +245,7 @@ impl SourceLimiter {
         let key = key64(ip);
         let h = self.hasher.hash_one(key);
         let t = self.epoch.map_or(0, |e| ns_since(e, now));
-        let shard = &self.shards[shard_of(h, self.shards.len())];
+        let shard = &self.shards[self.shard_of(h)];
         let mut b = *shard.get(shard.find(h, |b| b.key == key)?);
         b.refill(&self.rates, t);
         Some(b.tokens)
@@ -259,7 +266,7 @@ impl SourceLimiter {
 
     /// Puts a new bucket into the table; false if there is no room.
     fn place(&mut self, key: u64, h: u64, t: u64, class: Class, tokens: f64) -> bool {
-        let shard = shard_of(h, self.shards.len());
+        let shard = self.shard_of(h);
         // At the limit, room is made by pruning, the key's own shard first.
         let pruned = self.len >= self.max_entries;
         if pruned && !self.make_room(shard, t) {
@@ -338,11 +345,11 @@ impl SourceLimiter {
     #[inline]
     pub fn prefetch(&self, ip: IpAddr) {
         let h = self.hasher.hash_one(key64(ip));
-        self.shards[shard_of(h, self.shards.len())].prefetch(h);
+        self.shards[self.shard_of(h)].prefetch(h);
     }
 
-    /// The table is full: prunes the new key's shard, then up to
-    /// [`MAKE_ROOM_SHARDS`] - 1 more, until there is room. A few shards only: this
+    /// The table is full: prunes the new key's shard, then the ones after it, up to
+    /// [`MAKE_ROOM_SHARDS`] for every [`MIN_SHARDS`] of the table, until there is room. A few shards only: this
     /// runs for a datagram, and a flood of sources that are all still limited must
     /// not cost a pass over the table each (the sweep prunes all of it in a round).
     #[cold]

@@ -356,23 +356,18 @@ impl Link {
             .then(|| u128::from(ours.abs_diff(sent_ms)) <= FRESH_WITHIN.as_millis())
     }
 
-    /// A hello from an epoch not admitted that its sender's clock dates far from ours
-    /// (a recording of a past run; undated, once the peer dates its hellos), while a
-    /// hello dated near ours was taken lately; it does not answer our challenge either
-    /// (only the live peer can). Its challenge would otherwise replace the live peer's
-    /// in our hellos: a flood of such replays after a restart kept the handshake from
-    /// ever completing.
-    fn is_stale_candidate(&self, now: Instant, epoch: u64, sent_ms: u64, h: Handshake) -> bool {
-        let near = match self.dated_near(now, sent_ms) {
-            Some(near) => near,
-            None => !(sent_ms == 0 && self.peer_dates_hellos),
+    /// Whether a hello dated `sent_ms` (`near`: [`Link::dated_near`]) looks recorded:
+    /// dated far from our clock (or undated, once the peer dates its hellos) while a
+    /// hello dated near it was taken lately. With clocks further apart than
+    /// [`FRESH_WITHIN`] none is near, and nothing looks recorded (see
+    /// [`STALE_FALLBACK`]).
+    fn looks_recorded(&self, now: Instant, sent_ms: u64, near: Option<bool>) -> bool {
+        let far = match near {
+            Some(near) => !near,
+            None => sent_ms == 0 && self.peer_dates_hellos,
         };
-        let admitted = self.epochs.acked().0 == epoch && epoch != 0;
-        let proven = h.echo != 0 && h.echo == self.epochs.hello().challenge;
-        if near || admitted || proven {
-            return false;
-        }
-        self.fresh_hello
+        far && self
+            .fresh_hello
             .is_some_and(|t| now.saturating_duration_since(t) < STALE_FALLBACK)
     }
 
@@ -416,18 +411,11 @@ impl Link {
             }),
             _ => None,
         };
-        if let Some(h) = hello
-            && self.is_stale_candidate(now, env.epoch, env.ext.sent_ms, h)
-        {
-            // Its challenge is not taken, but ours goes out: a live peer whose clock
-            // is far from ours answers it, and is then let in (a recording cannot).
-            self.epochs.challenge_candidate();
-            if self.epochs.take_prompt() {
-                self.prompt_hello(now);
-            }
-            return self.count_drop(SyncDrop::StaleHello);
-        }
-        let verdict = self.epochs.check(env.epoch, env.seq, hello);
+        // A replay of a past run's hello would replace the live peer's challenge in
+        // ours: a flood of them after a restart kept the handshake from completing.
+        let near = self.dated_near(now, env.ext.sent_ms);
+        let stale = hello.is_some() && self.looks_recorded(now, env.ext.sent_ms, near);
+        let verdict = self.epochs.check_dated(env.epoch, env.seq, hello, stale);
         if self.epochs.take_prompt() {
             self.prompt_hello(now);
         }
@@ -441,7 +429,7 @@ impl Link {
         // Only a hello taken (not a replay of the admitted or a retired run) says the
         // peer's clock is near ours.
         if hello.is_some() {
-            if self.dated_near(now, env.ext.sent_ms) == Some(true) {
+            if near == Some(true) {
                 self.fresh_hello = Some(now);
             }
             self.peer_dates_hellos |= env.ext.sent_ms != 0 && verdict != Verdict::Candidate;

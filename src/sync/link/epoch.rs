@@ -84,12 +84,29 @@ impl Epochs {
     }
 
     /// Classifies an authentic envelope; `hello` carries its handshake fields if it
-    /// is a hello. Errors are drops.
+    /// is a hello. Errors are drops. (Tests: the link dates its hellos.)
+    #[cfg(test)]
     pub fn check(
         &mut self,
         epoch: u64,
         seq: u64,
         hello: Option<Handshake>,
+    ) -> Result<Verdict, SyncDrop> {
+        self.check_dated(epoch, seq, hello, false)
+    }
+
+    /// Classifies an authentic envelope; `hello` carries its handshake fields if it
+    /// is a hello. Errors are drops. `stale`: the hello's sender dated it so far from
+    /// our clock that it looks recorded (the caller decides). From an epoch not
+    /// admitted and not answering our challenge (only a live peer can), its challenge
+    /// is not taken, since it would replace the live peer's in our hellos; ours goes
+    /// out, for a live peer whose clock is far from ours to answer.
+    pub fn check_dated(
+        &mut self,
+        epoch: u64,
+        seq: u64,
+        hello: Option<Handshake>,
+        stale: bool,
     ) -> Result<Verdict, SyncDrop> {
         if let Some((e, last)) = &mut self.admitted
             && *e == epoch
@@ -111,8 +128,13 @@ impl Epochs {
             self.challenge_candidate();
             return Err(SyncDrop::UnverifiedEpoch);
         };
+        let answers = self.challenge.is_some_and(|c| c == h.echo);
+        if stale && !answers {
+            self.challenge_candidate();
+            return Err(SyncDrop::StaleHello);
+        }
         self.take_challenge(h.challenge);
-        if self.challenge.is_some_and(|c| c == h.echo) {
+        if answers {
             if let Some((old, _)) = self.admitted.replace((epoch, seq)) {
                 if self.retired.len() == RETIRED {
                     self.retired.pop_front();
@@ -128,8 +150,7 @@ impl Epochs {
         Ok(Verdict::Candidate)
     }
 
-    /// Issues a challenge if none is outstanding (a candidate is around).
-    pub fn challenge_candidate(&mut self) {
+    fn challenge_candidate(&mut self) {
         if self.challenge.is_none() {
             self.challenge = Some(self.next_nonce());
             self.prompt = true;
