@@ -1,35 +1,41 @@
 //! sipfront's own UDP endpoints (public, relay, sync) must not be named as anything
-//! else: a backend there would be a loop, and a sync socket there would take a relay
-//! endpoint (every flow handed it then fails) or fail to bind at start.
+//! else: a backend there would be a loop (checked with the backend's other rules,
+//! `validate::check_backend_against_listen`), and a sync socket there would take a
+//! relay endpoint (every flow handed it then fails) or fail to bind at start.
 
 use std::net::SocketAddr;
 
 use super::{Config, ConfigError, Listen, invalid};
 
-/// Whether `a` is one of the relay sockets' endpoints: in port mode a relay address
-/// on a relay port; in prefix mode any address of its family on a relay port (the
-/// relay sockets bind the wildcard address).
-fn is_relay_endpoint(listen: &Listen, a: SocketAddr) -> bool {
+/// Whether binding `a` here would take one of the relay sockets' endpoints: in port
+/// mode a relay address on a relay port; in prefix mode any address of its family on
+/// a relay port (the relay sockets bind the wildcard address).
+fn binds_a_relay_endpoint(listen: &Listen, a: SocketAddr) -> bool {
     match &listen.relay_prefix {
         Some(p) => p.net.is_ipv4() == a.is_ipv4() && p.ports.contains(&a.port()),
         None => listen.relay.contains(&a.ip()) && listen.relay_ports.contains(&a.port()),
     }
 }
 
+/// Whether sending to `a` would reach one of the relay sockets: a relay address (port
+/// mode) or a public address (whose host the wildcard relay sockets of prefix mode
+/// listen on) on a relay port. Addresses inside the prefix are refused on their own
+/// (`prefix::check_outside_prefix`); other hosts' addresses on those ports are not
+/// ours.
+pub(super) fn reaches_a_relay_endpoint(listen: &Listen, a: SocketAddr) -> bool {
+    match &listen.relay_prefix {
+        Some(p) => p.ports.contains(&a.port()) && listen.sip.iter().any(|s| s.ip() == a.ip()),
+        None => binds_a_relay_endpoint(listen, a),
+    }
+}
+
+/// `sync.listen` must be a port of its own.
 pub(super) fn check_own_endpoints(cfg: &Config) -> Result<(), ConfigError> {
     let listen = &cfg.listen;
-    for (i, b) in cfg.backends.iter().enumerate() {
-        if is_relay_endpoint(listen, b.addr) {
-            return Err(invalid(
-                format!("backend[{i}].addr"),
-                format!("{} is one of sipfront's own relay endpoints", b.addr),
-            ));
-        }
-    }
     if let Some(s) = &cfg.sync {
         let own = if listen.sip.contains(&s.listen) {
             Some("a listen.sip address")
-        } else if is_relay_endpoint(listen, s.listen) {
+        } else if binds_a_relay_endpoint(listen, s.listen) {
             Some("one of the relay endpoints (listen.relay / relay_ports, or relay_port)")
         } else {
             None
@@ -96,6 +102,11 @@ mod tests {
                 sync("127.0.0.5:5062"),
                 "sync.listen: 127.0.0.5:5062 is one of the relay endpoints",
             ),
+            (
+                prefix,
+                "[[backend]]\nname = \"b\"\naddr = \"127.0.0.1:5062\"\n".to_string(),
+                "backend[1].addr: 127.0.0.1:5062 is one of sipfront's own relay endpoints",
+            ),
         ] {
             let got = parse(listen, &rest).unwrap_err();
             assert!(got.contains(want), "{got}");
@@ -106,6 +117,13 @@ mod tests {
         parse(
             port_mode,
             "[[backend]]\nname = \"b\"\naddr = \"127.0.0.3:20001\"\n",
+        )
+        .unwrap();
+        // Another host listening on the relay port is not ours (prefix mode binds the
+        // wildcard address here, not there).
+        parse(
+            prefix,
+            "[[backend]]\nname = \"b\"\naddr = \"127.0.0.3:5062\"\n",
         )
         .unwrap();
     }

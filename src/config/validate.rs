@@ -207,7 +207,7 @@ fn validate_relay_ports(
 // ---------------------------------------------------------------------------------------
 
 /// What a backend's address must not be, given `[listen]`: one of sipfront's own
-/// public addresses (a loop), or of the other family than the relay addresses
+/// public addresses or relay endpoints (a loop), or of the other family than the relay addresses
 /// (nothing could be sent to it). Also run by a reload against the running `[listen]`.
 pub(super) fn check_backend_against_listen(
     i: usize,
@@ -219,6 +219,12 @@ pub(super) fn check_backend_against_listen(
         return Err(invalid(
             addr_key(),
             "is one of sipfront's own listen addresses",
+        ));
+    }
+    if super::endpoints::reaches_a_relay_endpoint(listen, addr) {
+        return Err(invalid(
+            addr_key(),
+            format!("{addr} is one of sipfront's own relay endpoints"),
         ));
     }
     // Relayed datagrams leave from the relay addresses (or the prefix): a backend of
