@@ -742,7 +742,7 @@ fn bench_prefix_resend(_c: &mut Criterion) {
     let cfg = Config::parse(&text, &EphemeralPorts::default()).unwrap();
     let t0 = Instant::now();
     let rc = RouterConfig {
-        sync: true,
+        sync_queue: Some(sipfront::config::DEFAULT_SYNC_TURN_CHANGES),
         ..RouterConfig::new(&cfg, Some([1, 2]))
     };
     let mut r = Router::new(rc, &cfg.backends, t0);

@@ -441,6 +441,28 @@ fn rotating_the_sync_key_on_both_hosts_keeps_the_link_and_the_mirror() {
             "{}: sync messages dropped during the rotation: {refused:?}",
             h.name
         );
+        let value = |name: &str, label: &str, v: &str| {
+            parse_metrics(&drops)
+                .into_iter()
+                .find(|s| s.name == name && s.labels.get(label).map(String::as_str) == Some(v))
+                .map(|s| s.value)
+        };
+        for q in ["turn", "pending"] {
+            assert_eq!(
+                value("sipfront_sync_queue_overflows_total", "queue", q),
+                Some(0.0),
+                "{}: the {q} queue overflowed",
+                h.name
+            );
+        }
+        for dir in ["sent", "received"] {
+            let n = value("sipfront_sync_full_tables_total", "dir", dir);
+            assert!(
+                n.is_some_and(|n| n >= 1.0),
+                "{}: full tables {dir}: {n:?}",
+                h.name
+            );
+        }
         assert_eq!(h.lines(PEER_SILENT), 0, "{}: the link went down", h.name);
         assert_eq!(h.lines(GRACE_RAN_OUT), 0, "{}", h.name);
         assert_eq!(h.lines(COMPLETE), 1, "{}", h.name);

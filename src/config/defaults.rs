@@ -58,6 +58,13 @@ pub const DEFAULT_MAX_PINS_PER_FLOW: u32 = 256;
 pub const DEFAULT_MAX_PINS_PER_IP_DIVISOR: usize = 8;
 /// `sync.previous_key_grace`: time to reload the other host after a key rotation.
 pub const DEFAULT_PREVIOUS_KEY_GRACE: Duration = Duration::from_secs(300);
+/// The longest `sync.previous_key_grace`: a retired key must not stay trusted for good.
+pub const MAX_PREVIOUS_KEY_GRACE: Duration = Duration::from_secs(86_400);
+/// `sync.max_turn_changes`: a dataplane turn's table changes for the peer (a turn of
+/// 64 datagrams makes a few hundred; a sweep slice removes at most 2,048 flows).
+pub const DEFAULT_SYNC_TURN_CHANGES: usize = 8192;
+/// `sync.max_pending_changes`: changes the link holds until paced out (~2,700 datagrams).
+pub const DEFAULT_SYNC_PENDING_CHANGES: usize = 1 << 16;
 
 // [vrrp]
 pub const DEFAULT_VRRP_PRIORITY: u8 = 100;

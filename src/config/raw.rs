@@ -133,6 +133,8 @@ pub(super) struct RawSync {
     pub peer: Option<String>,
     pub key_file: Option<String>,
     pub previous_key_grace: Option<String>,
+    pub max_turn_changes: Option<usize>,
+    pub max_pending_changes: Option<usize>,
 }
 
 /// `5062` or `[5062, 5064]` (a string the same: `"5062"`, `"5062,5064"`).

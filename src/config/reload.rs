@@ -94,6 +94,15 @@ pub fn keep_sync(new: &mut Option<SyncConfig>, running: &Option<SyncConfig>) -> 
                 ));
                 (n.listen, n.peer) = (old.listen, old.peer);
             }
+            let sizes = |c: &SyncConfig| (c.max_turn_changes, c.max_pending_changes);
+            if sizes(n) != sizes(old) {
+                notes.push(format!(
+                    "sync.max_turn_changes/max_pending_changes changed: restart to apply; \
+                     still {} / {}",
+                    old.max_turn_changes, old.max_pending_changes
+                ));
+                (n.max_turn_changes, n.max_pending_changes) = sizes(old);
+            }
         }
         _ => {
             notes.push("[sync] added or removed: restart to apply; kept the running one".into());

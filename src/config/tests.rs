@@ -496,6 +496,45 @@ fn sync_section() {
     assert_eq!(Config::parse(&c2.to_string(), &eph()).unwrap(), c2);
     let e = err(&format!("{text}previous_key_grace = \"10ms\"\n"));
     assert!(e.contains("sync.previous_key_grace"), "{e}");
+    let e = err(&format!("{text}previous_key_grace = \"25h\"\n"));
+    assert!(
+        e.contains("sync.previous_key_grace: must be at most 1d"),
+        "{e}"
+    );
+    assert_eq!(
+        (s.max_turn_changes, s.max_pending_changes),
+        (8192, 65_536),
+        "the queue bounds' defaults"
+    );
+    let c3 = Config::parse(&format!("{text}max_turn_changes = 100000\n"), &eph()).unwrap();
+    let s3 = c3.sync.as_ref().unwrap();
+    assert_eq!(
+        (s3.max_turn_changes, s3.max_pending_changes),
+        (100_000, 100_000),
+        "the pending bound follows a larger turn bound"
+    );
+    assert_eq!(Config::parse(&c3.to_string(), &eph()).unwrap(), c3);
+    for (extra, want) in [
+        (
+            "max_turn_changes = 4095",
+            "sync.max_turn_changes: must be between 4096",
+        ),
+        (
+            "max_turn_changes = 1048577",
+            "sync.max_turn_changes: must be between 4096",
+        ),
+        (
+            "max_pending_changes = 8191",
+            "sync.max_pending_changes: must be at least sync.max_turn_changes",
+        ),
+        (
+            "max_pending_changes = 16777217",
+            "sync.max_pending_changes: must be at least",
+        ),
+    ] {
+        let e = err(&format!("{text}{extra}\n"));
+        assert!(e.contains(want), "{extra}: {e}");
+    }
     assert!(
         !format!("{c:?} {c}").contains("a-shared-secret"),
         "key leaks"

@@ -591,6 +591,28 @@ fn validate_sync(r: RawSync, mode: SecretFiles) -> Result<SyncConfig, ConfigErro
         DEFAULT_PREVIOUS_KEY_GRACE,
         Duration::from_secs(1),
     )?;
+    if previous_key_grace > MAX_PREVIOUS_KEY_GRACE {
+        return Err(invalid(
+            "sync.previous_key_grace",
+            "must be at most 1d: the previous key stays trusted that long",
+        ));
+    }
+    let max_turn_changes = r.max_turn_changes.unwrap_or(DEFAULT_SYNC_TURN_CHANGES);
+    if !(4096..=1 << 20).contains(&max_turn_changes) {
+        return Err(invalid(
+            "sync.max_turn_changes",
+            "must be between 4096 and 1048576 (a sweep slice alone removes up to 2048 flows)",
+        ));
+    }
+    let max_pending_changes = r
+        .max_pending_changes
+        .unwrap_or(DEFAULT_SYNC_PENDING_CHANGES.max(max_turn_changes));
+    if max_pending_changes < max_turn_changes || max_pending_changes > 1 << 24 {
+        return Err(invalid(
+            "sync.max_pending_changes",
+            "must be at least sync.max_turn_changes and at most 16777216",
+        ));
+    }
     let (key, key_error) = match (read_sync_key(&key_file), mode) {
         (Ok(k), _) => (k, None),
         (Err(e), SecretFiles::Required) => return Err(e),
@@ -603,6 +625,8 @@ fn validate_sync(r: RawSync, mode: SecretFiles) -> Result<SyncConfig, ConfigErro
         key_file,
         key_error,
         previous_key_grace,
+        max_turn_changes,
+        max_pending_changes,
     })
 }
 

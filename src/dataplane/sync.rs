@@ -14,7 +14,7 @@ use super::{Shell, Status};
 use crate::config::{Config, SyncConfig, format_duration};
 use crate::relay::router::FullCursor;
 use crate::relay::router::SyncReject;
-use crate::sync::link::{Link, LinkEvent, MAX_PENDING, Stats, Transmit, backends_hash};
+use crate::sync::link::{Link, LinkEvent, Stats, Transmit, backends_hash};
 use crate::sync::message::MAX_DATAGRAM;
 use crate::sync::{Item, Key, SyncDrop};
 use crate::throttle::LogThrottle;
@@ -64,6 +64,25 @@ pub struct SyncShell {
     dropped_logged: u64,
     /// `Router::sync_conflicts` + `sync_client_conflicts` at the last log line about them.
     conflicts_logged: u64,
+    /// Changes that found a queue full, by [`Overflow`] (the link counts its own
+    /// pending queue's): each costs the peer a full table.
+    overflows: [u64; 2],
+    overflow_log: LogThrottle,
+    overflows_logged: u64,
+}
+
+/// The queue a change found full (`sipfront_sync_queue_overflows_total{queue}`).
+#[derive(Debug, Clone, Copy)]
+enum Overflow {
+    /// The router's, for one dataplane turn (`sync.max_turn_changes`).
+    Turn = 0,
+    /// The link's changes waiting to be sent, or made while a full table is built
+    /// (`sync.max_pending_changes`).
+    Pending = 1,
+}
+
+impl Overflow {
+    const NAMES: [&'static str; 2] = ["turn", "pending"];
 }
 
 /// A running total's log line is due: it grew since the last line and `log` has a
@@ -123,6 +142,7 @@ pub fn open(sc: &SyncConfig, cfg: &Config) -> io::Result<SyncShell> {
             .max(1),
     );
     link.set_wall_clock(Instant::now(), unix_ms());
+    link.set_max_pending(sc.max_pending_changes);
     tracing::info!(listen = ?sock.local_addr().ok(), peer = %link.peer(), "state sync link up");
     Ok(SyncShell {
         sock,
@@ -134,7 +154,7 @@ pub fn open(sc: &SyncConfig, cfg: &Config) -> io::Result<SyncShell> {
         held: None,
         build: None,
         last_turn: Instant::now(),
-        pending: Vec::with_capacity(8192),
+        pending: Vec::with_capacity(sc.max_turn_changes),
         backends_at: None,
         backends: 0,
         bind_log: LogThrottle::new(Duration::from_secs(10)),
@@ -144,6 +164,9 @@ pub fn open(sc: &SyncConfig, cfg: &Config) -> io::Result<SyncShell> {
         drop_log: LogThrottle::new(Duration::from_secs(10)),
         dropped_logged: 0,
         conflicts_logged: 0,
+        overflows: [0; 2],
+        overflow_log: LogThrottle::new(Duration::from_secs(10)),
+        overflows_logged: 0,
     })
 }
 
@@ -199,6 +222,10 @@ struct Metrics {
     peer_dialogs: Gauge,
     peer_up: Gauge,
     last_full: Gauge,
+    /// By [`Overflow`].
+    overflows: [Counter; 2],
+    full_sent: Counter,
+    full_received: Counter,
 }
 
 impl Metrics {
@@ -221,6 +248,10 @@ impl Metrics {
             peer_dialogs: gauge!("sipfront_sync_peer_dialogs"),
             peer_up: gauge!("sipfront_sync_peer_up"),
             last_full: gauge!("sipfront_sync_last_full_timestamp_seconds"),
+            overflows: Overflow::NAMES
+                .map(|q| counter!("sipfront_sync_queue_overflows_total", "queue" => q)),
+            full_sent: counter!("sipfront_sync_full_tables_total", "dir" => "sent"),
+            full_received: counter!("sipfront_sync_full_tables_total", "dir" => "received"),
         }
     }
 
@@ -230,7 +261,13 @@ impl Metrics {
         st: &Stats,
         rejected: &[u64; SyncReject::ALL.len()],
         (conflicts, client_conflicts): (u64, u64),
+        overflows: &[u64; 2],
     ) {
+        for (c, n) in self.overflows.iter().zip(overflows) {
+            c.absolute(*n);
+        }
+        self.full_sent.absolute(st.full_tables_sent);
+        self.full_received.absolute(st.full_tables_received);
         self.sent.absolute(st.sent);
         self.received.absolute(st.received);
         for (c, n) in self.dropped.iter().zip(st.dropped) {
@@ -287,6 +324,9 @@ impl SyncShell {
             rejected_logged,
             drop_log,
             dropped_logged,
+            overflows,
+            overflow_log,
+            overflows_logged,
         } = self;
         *last_turn = now;
         if now >= *take_at {
@@ -309,9 +349,16 @@ impl SyncShell {
         }
         // Our changes.
         let overflow = s.router.take_sync(pending);
+        if overflow {
+            overflows[Overflow::Turn as usize] += 1;
+        }
         match build.as_mut() {
             // Held until the table being built is queued, then sent after it.
-            Some(b) => b.changed(pending, overflow),
+            Some(b) => {
+                if b.changed(pending, overflow, link.max_pending()) {
+                    overflows[Overflow::Pending as usize] += 1;
+                }
+            }
             // Some changes were not queued: the peer gets the whole table instead
             // (after the one going out, if one is: through the link's request).
             None if overflow => link.full_again(),
@@ -342,7 +389,22 @@ impl SyncShell {
         let mut rejected = s.router.sync_rejected;
         rejected[SyncReject::DialogKeyMismatch as usize] += link.stats().dialog_items_skipped;
         let (endpoints, clients) = (s.router.sync_conflicts, s.router.sync_client_conflicts);
-        m.publish(link.stats(), &rejected, (endpoints, clients));
+        let overflowed = [
+            overflows[Overflow::Turn as usize],
+            overflows[Overflow::Pending as usize] + link.stats().pending_overflows,
+        ];
+        m.publish(link.stats(), &rejected, (endpoints, clients), &overflowed);
+        let total = overflowed.iter().sum();
+        if let Some(new) = grew(total, overflows_logged, overflow_log, now) {
+            tracing::warn!(
+                new,
+                total,
+                by_queue = %by_reason(Overflow::NAMES.into_iter(), &overflowed),
+                "sync changes found a queue full: the peer gets the whole table instead \
+                 (raise sync.max_turn_changes / sync.max_pending_changes if this repeats): \
+                 see sipfront_sync_queue_overflows_total"
+            );
+        }
         let total: u64 = rejected.iter().sum();
         if let Some(new) = grew(total, rejected_logged, reject_log, now) {
             tracing::warn!(
@@ -433,7 +495,8 @@ pub(super) struct Build {
     /// Changes made since the build began: sent after the table, so the last item
     /// for each flow or call is its latest state.
     since: Vec<Item>,
-    /// More changes than [`MAX_PENDING`]: a newer table follows this one instead.
+    /// More changes than the link's pending bound: a newer table follows this one
+    /// instead.
     overflowed: bool,
     started: Instant,
     steps: u32,
@@ -442,16 +505,20 @@ pub(super) struct Build {
 }
 
 impl Build {
-    fn changed(&mut self, items: &[Item], overflow: bool) {
+    /// Holds `items` for after the table. Returns true if they found `since` full
+    /// (`max_pending`), not if the router's queue had (`overflow`).
+    fn changed(&mut self, items: &[Item], overflow: bool, max_pending: usize) -> bool {
         if self.overflowed {
-            return;
+            return false;
         }
-        if overflow || self.since.len() + items.len() > MAX_PENDING {
+        let full = self.since.len() + items.len() > max_pending;
+        if overflow || full {
             self.overflowed = true;
             self.since = Vec::new();
         } else {
             self.since.extend_from_slice(items);
         }
+        full && !overflow
     }
 }
 
@@ -692,6 +759,8 @@ mod tests {
             key_file: "/etc/sipfront/sync.key".into(),
             key_error: None,
             previous_key_grace: Duration::from_secs(300),
+            max_turn_changes: crate::config::DEFAULT_SYNC_TURN_CHANGES,
+            max_pending_changes: crate::config::DEFAULT_SYNC_PENDING_CHANGES,
         }
     }
 
@@ -741,5 +810,20 @@ mod tests {
         let mut gone = None;
         assert!(reload_all(&running, &mut gone, &mut rekey)[0].contains("restart"));
         assert_eq!(gone, running);
+
+        // The queue bounds size buffers made at start: kept, with a note.
+        let mut bigger = Some(SyncConfig {
+            max_turn_changes: 100_000,
+            max_pending_changes: 200_000,
+            ..sc(b"the first key, 16+")
+        });
+        let notes = reload_all(&running, &mut bigger, &mut rekey);
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("max_turn_changes") && n.contains("restart")),
+            "{notes:?}"
+        );
+        assert_eq!(bigger, running);
     }
 }

@@ -42,7 +42,8 @@ pub const PROMPT_GAP: Duration = Duration::from_millis(50);
 /// (~270 KB) fits the peer's socket buffer many times over.
 pub const PACING_INTERVAL: Duration = Duration::from_millis(20);
 pub const SEND_PER_INTERVAL: usize = 384;
-/// Changes waiting to be sent. More than this and the peer gets a new full table
+/// Changes waiting to be sent, unless the shell sets another bound
+/// ([`Link::set_max_pending`]). More than this and the peer gets a new full table
 /// instead (after the one being paced out, if one is).
 pub const MAX_PENDING: usize = 1 << 16;
 
@@ -112,6 +113,8 @@ pub struct Stats {
     pub peer_up: bool,
     pub full_tables_sent: u64,
     pub full_tables_received: u64,
+    /// Changes that found the pending queue full (each time: a full table instead).
+    pub pending_overflows: u64,
     /// Dialog items of a peer that hashes Call-IDs with other keys, not applied.
     pub dialog_items_skipped: u64,
 }
@@ -167,6 +170,7 @@ pub struct Link {
     peer_acked: u64,
     // Sending.
     pending: VecDeque<Item>,
+    max_pending: usize,
     full_tx: Option<FullTx>,
     /// Sequence number of the last chunk of our latest full table: a request from a
     /// peer that has not got that far yet is the same request again.
@@ -210,6 +214,7 @@ impl Link {
             mismatch: false,
             peer_acked: 0,
             pending: VecDeque::new(),
+            max_pending: MAX_PENDING,
             full_tx: None,
             full_end: None,
             full_asked: false,
@@ -296,12 +301,23 @@ impl Link {
             // out is sent) includes them.
             return;
         }
-        if self.pending.len() + items.len() > MAX_PENDING {
+        if self.pending.len() + items.len() > self.max_pending {
+            self.stats.pending_overflows += 1;
             self.pending.clear();
             self.full_again();
             return;
         }
         self.pending.extend(items.iter().copied());
+    }
+
+    /// The most changes [`Link::queue`] holds (`sync.max_pending_changes`).
+    pub fn set_max_pending(&mut self, n: usize) {
+        self.max_pending = n.max(1);
+    }
+
+    /// The bound [`Link::set_max_pending`] set.
+    pub fn max_pending(&self) -> usize {
+        self.max_pending
     }
 
     /// Our whole table, replacing whatever was queued (it is older than this).

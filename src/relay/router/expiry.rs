@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::dialog::unpin;
 use super::sync::{dialog_item, queue};
-use super::{Router, RouterEvent, RouterSettings, SYNC_QUEUE, hold};
+use super::{Router, RouterEvent, RouterSettings, hold};
 use crate::relay::Item;
 use crate::relay::backends::Tenure;
 use crate::relay::dialogs::{Dialog, SHARDS};
@@ -37,7 +37,7 @@ const SWEEP_MIN_EVERY: Duration = Duration::from_millis(50);
 
 /// Flows one slice removes at most (the rest of its slots wait for the next slice,
 /// which then comes after `SWEEP_MIN_EVERY`): each removal is a sync item (the
-/// queue holds `SYNC_QUEUE` between two flushes; beyond it the peer needs the
+/// queue holds `sync.max_turn_changes` between two flushes; beyond it the peer needs the
 /// whole table) and, in port mode, a socket closed in this turn.
 const SWEEP_MAX_REMOVALS: usize = 2048;
 
@@ -59,14 +59,14 @@ const LINGERING_EXPIRE_PER_CALL: usize = SWEEP_MAX_REMOVALS;
 /// refreshed just after its shard's turn, after nearly `dialog_idle` of quiet, is
 /// re-sent before the copy expires. One shard per 1/256 of it, so a round is an even
 /// trickle (a million refreshed calls and an hour: ~1,100 items/s), never a burst past
-/// the router's queue (`SYNC_QUEUE`) that would cost the peer a full table.
+/// the router's queue (`sync.max_turn_changes`) that would cost the peer a full table.
 pub(super) fn resend_every(s: &RouterSettings) -> Duration {
     s.dialog_idle / 4
 }
 
-/// Room the dialog re-sends leave in the sync queue for what else comes before its next
-/// flush (decisions, and a sweep's flow removals come first).
-const RESEND_RESERVE: usize = SYNC_QUEUE / 4;
+/// The share of the sync queue the dialog re-sends leave for what else comes before its
+/// next flush (decisions, and a sweep's flow removals come first): a quarter.
+const RESEND_RESERVE_DIVISOR: usize = 4;
 
 /// Dialogs one timer call re-sends at most: a shard of a million dialogs holds ~4,000,
 /// which at once would add about half a millisecond to the sweep slice's stall
@@ -147,7 +147,7 @@ impl Router {
         while done < due {
             let room = out.as_ref().map_or(0, |q| {
                 (q.capacity() - q.len())
-                    .saturating_sub(RESEND_RESERVE)
+                    .saturating_sub(q.capacity() / RESEND_RESERVE_DIVISOR)
                     .min(budget)
             });
             let mut sent = 0;

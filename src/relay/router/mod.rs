@@ -42,9 +42,6 @@ struct Touched {
     peer: Option<u16>,
 }
 
-/// Sync items queued between two flushes of the peer link at most.
-const SYNC_QUEUE: usize = 8192;
-
 /// A datagram scanned ahead of its decision, and its Call-ID's dialog key: a
 /// batch's dialog entries are looked up back to back before the decisions (see
 /// [`Router::prepare_client`], [`Router::prepare_backend`]), so that at a large
@@ -207,7 +204,7 @@ impl Router {
                 })
                 .collect(),
             dialogs: DialogTable::new(limits.max_dialogs, rc.dialog_keys),
-            sync_out: rc.sync.then(|| Vec::with_capacity(SYNC_QUEUE)),
+            sync_out: rc.sync_queue.map(Vec::with_capacity),
             sync_overflow: false,
             peer_alive: false,
             sync_rejected: [0; SyncReject::ALL.len()],

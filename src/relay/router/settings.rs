@@ -51,8 +51,9 @@ pub struct RouterConfig {
     pub limits: Limits,
     /// Shared dialog-key secrets (with `[sync]`); random per process without.
     pub dialog_keys: Option<[u64; 2]>,
-    /// Queue table changes for a sync peer.
-    pub sync: bool,
+    /// With a sync peer: the table changes one dataplane turn may queue for it
+    /// (`sync.max_turn_changes`).
+    pub sync_queue: Option<usize>,
     /// Trunks with fixed relay endpoints.
     pub peers: Vec<StaticPeer>,
     /// The public SIP addresses (a peer is reached from the first of its family).
@@ -78,7 +79,7 @@ impl RouterConfig {
             space: RelaySpace::from_config(cfg),
             limits: cfg.limits.clone(),
             dialog_keys,
-            sync: cfg.sync.is_some(),
+            sync_queue: cfg.sync.as_ref().map(|s| s.max_turn_changes),
             peers: cfg.peers.clone(),
             sip: cfg.listen.sip.clone(),
             relay: crate::relay::port::RelayAddrs::from_listen(&cfg.listen),

@@ -281,6 +281,24 @@ fn pending_overflow_asks_for_a_full_table_once() {
     assert_eq!(d.len(), 2, "a hello and the table");
 }
 
+/// `sync.max_pending_changes` is the bound, and each overflow is counted.
+#[test]
+fn pending_bound_is_the_configured_one_and_overflows_are_counted() {
+    let t0 = Instant::now();
+    let (mut a, _) = pair(t0);
+    a.set_max_pending(100);
+    a.queue(&vec![flow(1); 100]);
+    assert_eq!(a.stats().pending_overflows, 0);
+    assert!(!events(&mut a).contains(&LinkEvent::SendFullTable));
+    a.queue(&[flow(2)]);
+    assert_eq!(a.stats().pending_overflows, 1);
+    assert!(events(&mut a).contains(&LinkEvent::SendFullTable));
+    a.queue_full(vec![flow(3)]);
+    a.queue(&vec![flow(4); 100]);
+    a.queue(&[flow(5)]);
+    assert_eq!(a.stats().pending_overflows, 2);
+}
+
 #[test]
 fn oversize_is_dropped_unhashed_and_stranger_epochs_wait_for_the_handshake() {
     let t0 = Instant::now();

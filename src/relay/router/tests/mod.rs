@@ -57,7 +57,7 @@ fn router(cfg: &Config) -> Router {
 /// A router with a sync peer: both ends of a pair share the dialog keys.
 fn synced(cfg: &Config) -> Router {
     let rc = RouterConfig {
-        sync: true,
+        sync_queue: Some(crate::config::DEFAULT_SYNC_TURN_CHANGES),
         ..RouterConfig::new(cfg, Some([1, 2]))
     };
     Router::new(rc, &cfg.backends, Instant::now())
@@ -972,4 +972,34 @@ fn challenges_refusals_and_options_answers_do_not_make_a_flow_answered() {
             answer.lines().next().unwrap_or("")
         );
     }
+}
+
+/// The router's change queue holds `sync.max_turn_changes` between two takes; one
+/// more change is not queued, and the take reports the overflow (the peer then gets a
+/// full table).
+#[test]
+fn the_turn_queue_holds_the_configured_changes() {
+    let cfg = parse(&format!(
+        "[listen]\nsip = [\"192.0.2.10:5060\"]\nrelay = \"10.0.0.10\"\nrelay_ports = \"20000-29999\"\n\
+         [[backend]]\nname = \"a\"\naddr = \"{A}\"\n[limits]\nmax_flows = 9000\n"
+    ));
+    let rc = RouterConfig {
+        sync_queue: Some(4096),
+        ..RouterConfig::new(&cfg, Some([1, 2]))
+    };
+    let mut r = Router::new(rc, &cfg.backends, Instant::now());
+    let t0 = Instant::now();
+    let phone = |i: u32| format!("198.51.{}.{}:5060", i >> 8, i & 255);
+    for i in 0..4096 {
+        client(&mut r, t0, &phone(i), &req("OPTIONS", "o"));
+    }
+    let mut items = vec![];
+    assert!(!r.take_sync(&mut items), "4096 changes fit");
+    assert_eq!(items.len(), 4096);
+    items.clear();
+    for i in 4096..4096 * 2 + 1 {
+        client(&mut r, t0, &phone(i), &req("OPTIONS", "o"));
+    }
+    assert!(r.take_sync(&mut items), "the 4097th change overflowed");
+    assert_eq!(items.len(), 4096);
 }

@@ -7,7 +7,7 @@ use super::*;
 fn host(half: Option<u8>) -> Router {
     let cfg = config("");
     let rc = RouterConfig {
-        sync: true,
+        sync_queue: Some(crate::config::DEFAULT_SYNC_TURN_CHANGES),
         half,
         ..RouterConfig::new(&cfg, Some([1, 2]))
     };
