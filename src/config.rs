@@ -109,6 +109,9 @@ pub struct Limits {
     /// Unanswered dialog entries all the IPv6 sources of one /48 may have opened
     /// together (the pins' `max_flows_per_ipv6_48`).
     pub max_pins_per_ipv6_48: u32,
+    /// Records of removed flows' unanswered dialog entries, still counted against
+    /// their source (see `relay::lingering`); the oldest goes early beyond it.
+    pub max_lingering_records: usize,
     /// `[[limits.source]]`: per-CIDR overrides of the per-source limits above.
     pub source: Vec<SourceOverride>,
 }

@@ -56,6 +56,9 @@ pub const DEFAULT_MAX_PINS_PER_FLOW: u32 = 256;
 /// flows from many ports together) cannot fill the dialog table with INVITEs nobody
 /// answers.
 pub const DEFAULT_MAX_PINS_PER_IP_DIVISOR: usize = 8;
+/// `limits.max_lingering_records` defaults to `max_dialogs`, at most this (a record
+/// holds a dialog entry at least when made; 65,536 records: ~4 MiB).
+pub const DEFAULT_MAX_LINGERING_RECORDS: usize = 1 << 16;
 /// `sync.previous_key_grace`: time to reload the other host after a key rotation.
 pub const DEFAULT_PREVIOUS_KEY_GRACE: Duration = Duration::from_secs(300);
 /// The longest `sync.previous_key_grace`: a retired key must not stay trusted for good.

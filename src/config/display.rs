@@ -61,7 +61,7 @@ impl fmt::Display for Config {
         let m = &self.limits;
         writeln!(
             f,
-            "\n[limits]\nmax_flows = {}\nmax_dialogs = {}\nnew_flows_per_ip = {}\nnew_flows_burst = {}\nmax_flows_per_ip = {}\ndatagrams_per_ip = {}\ndatagrams_burst = {}\nmax_pins_per_flow = {}\nmax_pins_per_ip = {}\nmax_flows_per_ipv6_48 = {}\nmax_pins_per_ipv6_48 = {}",
+            "\n[limits]\nmax_flows = {}\nmax_dialogs = {}\nnew_flows_per_ip = {}\nnew_flows_burst = {}\nmax_flows_per_ip = {}\ndatagrams_per_ip = {}\ndatagrams_burst = {}\nmax_pins_per_flow = {}\nmax_pins_per_ip = {}\nmax_flows_per_ipv6_48 = {}\nmax_pins_per_ipv6_48 = {}\nmax_lingering_records = {}",
             m.max_flows,
             m.max_dialogs,
             m.new_flows_per_ip,
@@ -72,7 +72,8 @@ impl fmt::Display for Config {
             m.max_pins_per_flow,
             m.max_pins_per_ip,
             m.max_flows_per_ipv6_48,
-            m.max_pins_per_ipv6_48
+            m.max_pins_per_ipv6_48,
+            m.max_lingering_records
         )?;
         for o in &m.source {
             let l = &o.limits;

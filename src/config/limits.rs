@@ -224,6 +224,15 @@ pub(super) fn validate_limits(l: RawLimits, listen: &Listen) -> Result<Limits, C
     if max_pins_per_ipv6_48 == 0 {
         return Err(invalid("limits.max_pins_per_ipv6_48", "must be at least 1"));
     }
+    let max_lingering_records = l
+        .max_lingering_records
+        .unwrap_or(max_dialogs.min(DEFAULT_MAX_LINGERING_RECORDS));
+    if max_lingering_records == 0 || max_lingering_records > max_dialogs {
+        return Err(invalid(
+            "limits.max_lingering_records",
+            "must be between 1 and limits.max_dialogs (each record holds a dialog entry)",
+        ));
+    }
     let global = SourceLimits {
         max_flows_per_ip,
         new_flows_per_ip,
@@ -239,6 +248,7 @@ pub(super) fn validate_limits(l: RawLimits, listen: &Listen) -> Result<Limits, C
         max_pins_per_ip,
         max_flows_per_ipv6_48,
         max_pins_per_ipv6_48,
+        max_lingering_records,
         max_flows,
         max_dialogs,
         new_flows_per_ip,

@@ -75,6 +75,7 @@ pub(super) struct RawLimits {
     pub max_pins_per_ip: Option<u32>,
     pub max_flows_per_ipv6_48: Option<usize>,
     pub max_pins_per_ipv6_48: Option<u32>,
+    pub max_lingering_records: Option<usize>,
     #[serde(default)]
     pub source: Vec<RawSourceLimits>,
 }

@@ -40,10 +40,17 @@ impl Config {
             running.vrrp.clone(),
             "vrrp changes need a restart; kept the running [vrrp]",
         );
-        let sizes = |l: &Limits| (l.max_flows, l.max_dialogs, l.max_pins_per_flow);
+        let sizes = |l: &Limits| {
+            (
+                l.max_flows,
+                l.max_dialogs,
+                l.max_pins_per_flow,
+                l.max_lingering_records,
+            )
+        };
         if sizes(&self.limits) != sizes(&running.limits) {
             notes.push(
-                "limits.max_flows/max_dialogs/max_pins_per_flow changes need a restart; kept the running [limits] (per-source limits too: their defaults derive from the sizes)"
+                "limits.max_flows/max_dialogs/max_pins_per_flow/max_lingering_records changes need a restart; kept the running [limits] (per-source limits too: their defaults derive from the sizes)"
                     .to_string(),
             );
             self.limits = running.limits.clone();

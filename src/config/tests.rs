@@ -848,3 +848,36 @@ fn limits_source_overrides() {
         assert!(e.contains(want), "error `{e}` should contain `{want}`");
     }
 }
+
+#[test]
+fn lingering_records_default_to_the_dialog_table_capped() {
+    let c = Config::parse(GOOD, &eph()).unwrap();
+    assert_eq!(c.limits.max_lingering_records, 65_536);
+    let small = Config::parse(&format!("{GOOD}[limits]\nmax_dialogs = 500\n"), &eph()).unwrap();
+    assert_eq!(small.limits.max_lingering_records, 500);
+    let set = Config::parse(
+        &format!("{GOOD}[limits]\nmax_lingering_records = 1000\n"),
+        &eph(),
+    )
+    .unwrap();
+    assert_eq!(set.limits.max_lingering_records, 1000);
+    assert_eq!(Config::parse(&set.to_string(), &eph()).unwrap(), set);
+    for bad in [
+        "max_lingering_records = 0",
+        "max_dialogs = 500\nmax_lingering_records = 501",
+    ] {
+        let e = err(&format!("{GOOD}[limits]\n{bad}\n"));
+        assert!(
+            e.contains("limits.max_lingering_records: must be between 1 and limits.max_dialogs"),
+            "{bad}: {e}"
+        );
+    }
+    // A reload cannot resize the records: the running size stays, with a note.
+    let mut reloaded = set.clone();
+    let notes = reloaded.keep_restart_only(&c);
+    assert!(
+        notes.iter().any(|n| n.contains("max_lingering_records")),
+        "{notes:?}"
+    );
+    assert_eq!(reloaded.limits.max_lingering_records, 65_536);
+}

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::backends::BackendId;
-use super::lingering::{Lingering, MAX_RECORDS};
+use super::lingering::Lingering;
 use super::open_table::{Entry, OpenTable, TableHasher};
 use super::per_source::{SourceCounts, is_v6_source};
 use super::port::{RelayPort, RelaySpace};
@@ -292,7 +292,9 @@ impl FlowTable {
             // once, nothing grows on the forwarding path.
             pins_per_source: SourceCounts::with_capacity(max.min(max_dialogs)),
             // Each record holds a dialog entry at least when it is made.
-            lingering: Lingering::with_capacity(max_dialogs.clamp(1, MAX_RECORDS)),
+            lingering: Lingering::with_capacity(
+                max_dialogs.clamp(1, crate::config::DEFAULT_MAX_LINGERING_RECORDS),
+            ),
             pin_linger: linger_secs(crate::config::DEFAULT_TRANSACTION),
             mirrored: 0,
         }
@@ -315,6 +317,13 @@ impl FlowTable {
     /// Flows with [`Flow::mirrored`] set.
     pub fn mirrored_count(&self) -> usize {
         self.mirrored
+    }
+
+    /// Room for `n` lingering records (`limits.max_lingering_records`; the default:
+    /// `max_dialogs`, at most 65,536). Set at start, before any flow is removed.
+    pub fn lingering_records(mut self, n: usize) -> Self {
+        self.lingering = Lingering::with_capacity(n.max(1));
+        self
     }
 
     /// See [`FlowTable::set_pin_linger`].

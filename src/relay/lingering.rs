@@ -13,11 +13,6 @@ use std::net::IpAddr;
 
 use super::per_source::SourceCounts;
 
-/// Records kept at most (each one or more removed flows' counts). Past that the oldest
-/// record, the nearest to its end, is dropped early (counted in
-/// [`Lingering::dropped`]).
-pub const MAX_RECORDS: usize = 1 << 16;
-
 pub struct Lingering {
     /// (clock second from which it no longer counts, source, entries), oldest first:
     /// every record lives the same time, so the queue is in expiry order (but for a
@@ -42,8 +37,9 @@ impl Lingering {
         }
     }
 
-    /// `n` entries of `ip`'s source count until clock second `until`. With
-    /// [`MAX_RECORDS`] held, the oldest is dropped first (counted).
+    /// `n` entries of `ip`'s source count until clock second `until`. With the
+    /// capacity's records held (`limits.max_lingering_records`), the oldest, the
+    /// nearest to its end, is dropped first (counted in [`Lingering::dropped`]).
     pub fn add(&mut self, ip: IpAddr, n: u32, until: u32) {
         if n == 0 {
             return;

@@ -193,7 +193,8 @@ impl Router {
             )
             .starting_at(rc.port_start)
             .preferring_half(rc.half)
-            .lingering_for(rc.settings.transaction),
+            .lingering_for(rc.settings.transaction)
+            .lingering_records(limits.max_lingering_records),
             peers: rc
                 .peers
                 .iter()

@@ -349,6 +349,46 @@ fn a_removed_flows_entries_count_against_its_source_until_they_may_have_expired(
     assert_eq!(action(&mut r, t0 + s(due), b, &req("INVITE", "late")), None);
 }
 
+/// `limits.max_lingering_records` bounds the records: with room for one, the second
+/// source's removal drops the first's record early (counted), so that source alone
+/// gets its room back before its entries may have expired.
+#[test]
+fn lingering_records_are_bounded_by_their_key() {
+    let t0 = Instant::now();
+    let s = Duration::from_secs;
+    for (records, let_in) in [("", 0), ("\nmax_lingering_records = 1", 1)] {
+        let mut r = router(&config(&format!(
+            "unanswered_idle = \"10s\"\n[limits]\nmax_pins_per_flow = 10\nmax_pins_per_ip = 2{records}"
+        )));
+        let sources = ["198.51.100.7", "198.51.100.8"];
+        for ip in sources {
+            for i in 0..2 {
+                let cid = format!("{ip}-{i}");
+                let from = format!("{ip}:5060");
+                assert_eq!(action(&mut r, t0, &from, &req("INVITE", &cid)), None);
+            }
+        }
+        for k in 1..=12 {
+            r.handle_timeout(t0 + s(k));
+        }
+        assert!(
+            sources
+                .iter()
+                .all(|ip| r.flow_of(&sa(&format!("{ip}:5060"))).is_none())
+        );
+        let at = t0 + s(13);
+        let admitted = sources
+            .iter()
+            .filter(|ip| {
+                let cid = format!("new-{ip}");
+                action(&mut r, at, &format!("{ip}:5061"), &req("INVITE", &cid)).is_none()
+            })
+            .count();
+        assert_eq!(admitted, let_in, "records: {records:?}");
+        assert_eq!(r.lingering_dropped(), let_in as u64, "records: {records:?}");
+    }
+}
+
 #[test]
 fn a_peer_is_exempt_from_the_pin_quota() {
     let t0 = Instant::now();
