@@ -146,6 +146,19 @@ pub struct Admin {
     pub max_connections: usize,
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
+    pub capture: CaptureLimits,
+}
+
+/// Bounds of the live captures (`/api/v1/capture`): a capture whose reader stalls
+/// holds at most its queue; beyond it frames are dropped (counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CaptureLimits {
+    /// Captures running at once (`admin.max_captures`); one more is refused (429).
+    pub sessions: usize,
+    /// Frames queued per capture (`admin.capture_queue`).
+    pub frames: usize,
+    /// Bytes queued per capture (`admin.capture_queue_bytes`).
+    pub bytes: usize,
 }
 
 // The token never appears in logs or `check-config` output.
@@ -159,6 +172,7 @@ impl fmt::Debug for Admin {
             .field("max_connections", &self.max_connections)
             .field("header_timeout", &self.header_timeout)
             .field("idle_timeout", &self.idle_timeout)
+            .field("capture", &self.capture)
             .finish()
     }
 }

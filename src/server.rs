@@ -157,6 +157,12 @@ impl Running {
                     .to_string(),
             );
         }
+        if new.capture != old.capture {
+            notes.push(
+                "admin.max_captures/capture_queue/capture_queue_bytes changed: restart to apply"
+                    .to_string(),
+            );
+        }
         notes
     }
 }
@@ -238,6 +244,7 @@ pub async fn start(cfg: Config, prom: PrometheusHandle) -> Result<Running, Serve
         status: status.clone(),
         control: ctl_tx.clone(),
         token: admin_token.clone(),
+        capture: admin_cfg.capture,
     };
     let limits = ConnLimits::from_config(&admin_cfg);
     tokio::spawn(async move {

@@ -1,7 +1,7 @@
 //! `sipfront ctl capture` (live capture through the admin API): a call captured by Call-ID
 //! into a pcap file that tshark decodes as SIP on both legs in the order they travelled;
-//! a text capture by client; no token -> 401; a fifth concurrent capture -> 429, and a
-//! reader that goes away frees its place.
+//! a text capture by client; no token -> 401; with `admin.max_captures = 2`, a third
+//! concurrent capture -> 429, and a reader that goes away frees its place.
 //!
 //! Ports: SIP 127.0.47.1:47060, relay 127.0.47.2 ports 19500-19539, backend
 //! 127.0.0.1:47070, clients 127.0.47.3:47080 and 127.0.47.4:47081, admin 127.0.47.1:47091.
@@ -83,7 +83,7 @@ fn live_capture_pcap_text_token_and_limit() {
     }
     .backend("b1", BACKEND)
     .extra(&format!(
-        "token_file = \"{}\"\n\n[health]\ninterval = \"300ms\"\ntimeout = \"250ms\"\n",
+        "token_file = \"{}\"\nmax_captures = 2\n\n[health]\ninterval = \"300ms\"\ntimeout = \"250ms\"\n",
         token_file.display()
     ));
     let _front = Sipfront::start(&dir, cfg);
@@ -200,8 +200,8 @@ fn live_capture_pcap_text_token_and_limit() {
         "{out}"
     );
 
-    // At most four at once: a fifth is refused with 429.
-    let mut four: Vec<Proc> = (0..4)
+    // At most `admin.max_captures` (2) at once: a third is refused with 429.
+    let mut busy: Vec<Proc> = (0..2)
         .map(|i| {
             start_capture(
                 &dir,
@@ -231,11 +231,12 @@ fn live_capture_pcap_text_token_and_limit() {
     let r = one_more();
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stderr.contains("429"), "{r:?}");
+    assert!(r.stderr.contains("2 captures are running"), "{r:?}");
     // A reader that goes away frees its place at once (the next heartbeat fails), long
     // before its 20 s are up (the bound leaves a slow machine room, and still comes
     // well before the others end by themselves).
     let killed = std::time::Instant::now();
-    four[0].signal("KILL");
+    busy[0].signal("KILL");
     let freed = wait_until(Duration::from_secs(10), || one_more().code == 0);
     assert!(freed, "no capture accepted after a reader was killed");
     assert!(
@@ -243,8 +244,8 @@ fn live_capture_pcap_text_token_and_limit() {
         "{:?}",
         killed.elapsed()
     );
-    four.remove(0);
-    for p in &mut four {
+    busy.remove(0);
+    for p in &mut busy {
         let s = p.wait_timeout(Duration::from_secs(30)).expect("ends");
         assert!(s.success(), "{}", p.log_text());
     }

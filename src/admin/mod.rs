@@ -70,6 +70,8 @@ pub struct ApiState {
     pub status: Arc<Mutex<Status>>,
     pub control: crate::dataplane::ControlTx,
     pub token: Token,
+    /// `admin.max_captures` and the captures' queue bounds.
+    pub capture: crate::config::CaptureLimits,
 }
 
 pub fn routes(state: ApiState) -> HttpRouter {
@@ -357,7 +359,7 @@ async fn capture(State(s): State<ApiState>, Query(q): Query<CaptureQuery>) -> Re
         );
     }
     let until = std::time::Instant::now() + Duration::from_secs(seconds);
-    let (tx, rx) = mpsc::channel(live::QUEUE);
+    let (tx, rx) = mpsc::channel(s.capture.frames);
     let dropped = Arc::new(AtomicU64::new(0));
     let queued = Arc::new(AtomicUsize::new(0));
     let (reply, answer) = oneshot::channel();
@@ -369,6 +371,7 @@ async fn capture(State(s): State<ApiState>, Query(q): Query<CaptureQuery>) -> Re
             tx,
             queued: queued.clone(),
             dropped: dropped.clone(),
+            max_bytes: s.capture.bytes,
         },
         backend,
         reply,
@@ -382,8 +385,8 @@ async fn capture(State(s): State<ApiState>, Query(q): Query<CaptureQuery>) -> Re
             return error(
                 StatusCode::TOO_MANY_REQUESTS,
                 &format!(
-                    "{} captures are running already; try again later",
-                    live::MAX_SUBSCRIPTIONS
+                    "{} captures are running already (admin.max_captures); try again later",
+                    s.capture.sessions
                 ),
             );
         }

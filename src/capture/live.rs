@@ -29,13 +29,9 @@ pub const MAX_SECONDS: u64 = 300;
 /// Frames (a datagram on one leg) per capture when none is asked for, and the most.
 pub const DEFAULT_MAX: u64 = 1000;
 pub const MAX_MAX: u64 = 100_000;
-/// Captures running at once; one more is refused (HTTP 429).
-pub const MAX_SUBSCRIPTIONS: usize = 4;
-/// Frames queued per capture before drops.
-pub const QUEUE: usize = 1024;
-/// Bytes queued per capture before drops: frames of large datagrams (up to 64 KiB)
-/// reach it before [`QUEUE`] (4 captures of a stalled reader: 16 MiB at most).
-pub const QUEUE_BYTES: usize = 4 << 20;
+// How many captures run at once, and how much each may queue (frames and bytes: frames
+// of large datagrams, up to 64 KiB, reach the byte bound first), are `[admin]` keys
+// (`crate::config::CaptureLimits`).
 
 const KIND_DATAGRAM: u8 = 0;
 const KIND_NOTE: u8 = 1;
@@ -406,6 +402,8 @@ pub struct Subscription {
     pub queued: Arc<AtomicUsize>,
     /// Frames this capture lost to a full queue (reported in its last note).
     pub dropped: Arc<AtomicU64>,
+    /// Bytes `queued` may reach (`admin.capture_queue_bytes`); `tx` bounds the frames.
+    pub max_bytes: usize,
 }
 
 /// Why a capture was refused.
@@ -421,7 +419,7 @@ impl Subscription {
     /// is a drop): `Some(true)` queued, `Some(false)` dropped, `None` the reader is gone.
     fn enqueue(&self, frame: &Frame<'_>) -> Option<bool> {
         let len = frame.payload.len() + 64;
-        if self.queued.load(Ordering::Relaxed) + len > QUEUE_BYTES {
+        if self.queued.load(Ordering::Relaxed) + len > self.max_bytes {
             return Some(false);
         }
         let mut buf = Vec::with_capacity(len);
@@ -442,19 +440,20 @@ impl Subscription {
 
 pub struct Taps {
     subs: Vec<Subscription>,
+    /// Captures at once (`admin.max_captures`).
+    max: usize,
     dropped: metrics::Counter,
 }
 
-impl Default for Taps {
-    fn default() -> Taps {
+impl Taps {
+    pub fn new(max: usize) -> Taps {
         Taps {
-            subs: Vec::new(),
+            subs: Vec::with_capacity(max),
+            max,
             dropped: metrics::counter!("sipfront_capture_dropped_total"),
         }
     }
-}
 
-impl Taps {
     #[inline]
     pub fn is_empty(&self) -> bool {
         self.subs.is_empty()
@@ -471,7 +470,7 @@ impl Taps {
 
     pub fn add(&mut self, sub: Subscription, now: Instant) -> Result<(), Refused> {
         self.prune(now);
-        if self.subs.len() >= MAX_SUBSCRIPTIONS {
+        if self.subs.len() >= self.max {
             return Err(Refused::Busy);
         }
         self.subs.push(sub);
@@ -666,7 +665,7 @@ mod tests {
 
     #[test]
     fn taps_bound_count_and_queue() {
-        let mut t = Taps::default();
+        let mut t = Taps::new(4);
         let now = Instant::now();
         let (tx, mut rx) = mpsc::channel(2);
         let dropped = Arc::new(AtomicU64::new(0));
@@ -681,6 +680,7 @@ mod tests {
                 tx,
                 queued: Arc::default(),
                 dropped: dropped.clone(),
+                max_bytes: 1 << 20,
             },
             now,
         )
@@ -702,9 +702,10 @@ mod tests {
 
     #[test]
     fn taps_bound_queued_bytes() {
-        let mut t = Taps::default();
+        const QUEUE_BYTES: usize = 4 << 20;
+        let mut t = Taps::new(4);
         let now = Instant::now();
-        let (tx, mut rx) = mpsc::channel(QUEUE);
+        let (tx, mut rx) = mpsc::channel(1024);
         let (queued, dropped) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicU64::new(0)));
         t.add(
             Subscription {
@@ -714,6 +715,7 @@ mod tests {
                 tx,
                 queued: queued.clone(),
                 dropped: dropped.clone(),
+                max_bytes: QUEUE_BYTES,
             },
             now,
         )

@@ -69,6 +69,12 @@ pub const DEFAULT_SYNC_TURN_CHANGES: usize = 8192;
 /// `sync.max_pending_changes`: changes the link holds until paced out (~2,700 datagrams).
 pub const DEFAULT_SYNC_PENDING_CHANGES: usize = 1 << 16;
 
+/// `admin.max_captures`, `admin.capture_queue` (frames), `admin.capture_queue_bytes`:
+/// a stalled reader of each capture holds 4 MiB at most (16 MiB in all).
+pub const DEFAULT_MAX_CAPTURES: usize = 4;
+pub const DEFAULT_CAPTURE_QUEUE: usize = 1024;
+pub const DEFAULT_CAPTURE_QUEUE_BYTES: usize = 4 << 20;
+
 // [vrrp]
 pub const DEFAULT_VRRP_PRIORITY: u8 = 100;
 pub const DEFAULT_ADVERT_INTERVAL: Duration = Duration::from_secs(1);

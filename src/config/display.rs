@@ -124,10 +124,14 @@ impl fmt::Display for Config {
         }
         write!(
             f,
-            "\nmax_connections = {}\nheader_timeout = \"{}\"\nidle_timeout = \"{}\"",
+            "\nmax_connections = {}\nheader_timeout = \"{}\"\nidle_timeout = \"{}\"\n\
+             max_captures = {}\ncapture_queue = {}\ncapture_queue_bytes = {}",
             self.admin.max_connections,
             format_duration(self.admin.header_timeout),
-            format_duration(self.admin.idle_timeout)
+            format_duration(self.admin.idle_timeout),
+            self.admin.capture.sessions,
+            self.admin.capture.frames,
+            self.admin.capture.bytes
         )?;
         let a = &self.access;
         let list = |v: Vec<String>| v.join(", ");

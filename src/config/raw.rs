@@ -112,6 +112,9 @@ pub(super) struct RawAdmin {
     pub max_connections: Option<usize>,
     pub header_timeout: Option<String>,
     pub idle_timeout: Option<String>,
+    pub max_captures: Option<usize>,
+    pub capture_queue: Option<usize>,
+    pub capture_queue_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

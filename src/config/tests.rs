@@ -881,3 +881,54 @@ fn lingering_records_default_to_the_dialog_table_capped() {
     );
     assert_eq!(reloaded.limits.max_lingering_records, 65_536);
 }
+
+#[test]
+fn capture_bounds_are_admin_keys() {
+    let c = Config::parse(GOOD, &eph()).unwrap();
+    assert_eq!(
+        c.admin.capture,
+        crate::config::CaptureLimits {
+            sessions: 4,
+            frames: 1024,
+            bytes: 4 << 20
+        }
+    );
+    let set = Config::parse(
+        &format!(
+            "{GOOD}[admin]\nmax_captures = 8\ncapture_queue = 4096\ncapture_queue_bytes = 1048576\n"
+        ),
+        &eph(),
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            set.admin.capture.sessions,
+            set.admin.capture.frames,
+            set.admin.capture.bytes
+        ),
+        (8, 4096, 1 << 20)
+    );
+    assert_eq!(Config::parse(&set.to_string(), &eph()).unwrap(), set);
+    for (bad, key) in [
+        (
+            "max_captures = 0",
+            "admin.max_captures: 0 is not between 1 and 64",
+        ),
+        ("max_captures = 65", "admin.max_captures"),
+        (
+            "capture_queue = 15",
+            "admin.capture_queue: 15 is not between 16",
+        ),
+        (
+            "capture_queue_bytes = 1000",
+            "admin.capture_queue_bytes: 1000 is not between 131072",
+        ),
+        (
+            "capture_queue_bytes = 1073741825",
+            "admin.capture_queue_bytes",
+        ),
+    ] {
+        let e = err(&format!("{GOOD}[admin]\n{bad}\n"));
+        assert!(e.contains(key), "{bad}: {e}");
+    }
+}

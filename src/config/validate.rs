@@ -12,8 +12,9 @@ use super::raw::{
 };
 use super::values::{Need, duration, parse_addr, socket_addr};
 use super::{
-    Admin, Backend, Config, ConfigError, EphemeralPorts, Failback, Health, Listen, Secret,
-    SecretFiles, SyncConfig, Timeouts, format_duration, invalid, parse_port_range, parse_u16_range,
+    Admin, Backend, CaptureLimits, Config, ConfigError, EphemeralPorts, Failback, Health, Listen,
+    Secret, SecretFiles, SyncConfig, Timeouts, format_duration, invalid, parse_port_range,
+    parse_u16_range,
 };
 
 impl Raw {
@@ -370,6 +371,9 @@ fn validate_admin(raw: Option<RawAdmin>, mode: SecretFiles) -> Result<Admin, Con
         max_connections: None,
         header_timeout: None,
         idle_timeout: None,
+        max_captures: None,
+        capture_queue: None,
+        capture_queue_bytes: None,
     });
     let listen = match a.listen {
         Some(s) => socket_addr("admin.listen", &s, Need::Any)?,
@@ -397,6 +401,38 @@ fn validate_admin(raw: Option<RawAdmin>, mode: SecretFiles) -> Result<Admin, Con
         DEFAULT_ADMIN_IDLE_TIMEOUT,
         Duration::from_millis(100),
     )?;
+    let in_range = |key: &str, v: Option<usize>, default: usize, range: RangeInclusive<usize>| {
+        let n = v.unwrap_or(default);
+        if range.contains(&n) {
+            Ok(n)
+        } else {
+            Err(invalid(
+                key,
+                format!("{n} is not between {} and {}", range.start(), range.end()),
+            ))
+        }
+    };
+    let capture = CaptureLimits {
+        sessions: in_range(
+            "admin.max_captures",
+            a.max_captures,
+            DEFAULT_MAX_CAPTURES,
+            1..=64,
+        )?,
+        frames: in_range(
+            "admin.capture_queue",
+            a.capture_queue,
+            DEFAULT_CAPTURE_QUEUE,
+            16..=1 << 20,
+        )?,
+        // A frame is a datagram of up to 64 KiB: the queue holds one at least.
+        bytes: in_range(
+            "admin.capture_queue_bytes",
+            a.capture_queue_bytes,
+            DEFAULT_CAPTURE_QUEUE_BYTES,
+            1 << 17..=1 << 30,
+        )?,
+    };
     let token_file = a.token_file;
     let (token, token_error) = match (token_file.as_deref().map(read_token), mode) {
         (None, _) => (None, None),
@@ -418,6 +454,7 @@ fn validate_admin(raw: Option<RawAdmin>, mode: SecretFiles) -> Result<Admin, Con
         max_connections,
         header_timeout,
         idle_timeout,
+        capture,
     })
 }
 

@@ -301,7 +301,7 @@ pub fn run(
         probe_buf: vec![0u8; mmsg::BUF_LEN],
         reply_buf: vec![0u8; 2 * mmsg::BUF_LEN].into_boxed_slice(),
         hep,
-        live: Taps::default(),
+        live: Taps::new(cfg.admin.capture.sessions),
         // Its own nonce (drawn apart: it goes out to trunks on the internet, and the
         // backend probes' must not follow from it).
         peer_probes: peer_probes::PeerProbes::new(&cfg, crate::sys::random::u64(), Instant::now()),
