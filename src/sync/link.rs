@@ -418,6 +418,12 @@ impl Link {
         {
             return self.count_drop(SyncDrop::Decode);
         }
+        // The previous key stays open for the admitted run only: one who kept it
+        // (a retired host, a leaked file) must not be admitted as a new run.
+        if !current_key && !self.epochs.is_admitted(env.epoch) {
+            self.take_key_news(now);
+            return self.count_drop(SyncDrop::PreviousKeyNewEpoch);
+        }
         let hello = match &env.body {
             Body::Hello {
                 challenge, echo, ..

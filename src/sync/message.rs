@@ -133,10 +133,15 @@ pub enum SyncDrop {
     /// the live peer's in our hellos.
     #[error("a stale hello from an epoch not admitted")]
     StaleHello,
+    /// From an epoch not admitted, authentic only under the previous key (during
+    /// `previous_key_grace`): a holder of the retired key must not pose as a new
+    /// run of the peer; a restarted peer reads the new key from its file.
+    #[error("a new epoch under the previous key")]
+    PreviousKeyNewEpoch,
 }
 
 impl SyncDrop {
-    pub const ALL: [SyncDrop; 13] = [
+    pub const ALL: [SyncDrop; 14] = [
         SyncDrop::Short,
         SyncDrop::BadMac,
         SyncDrop::Decode,
@@ -150,6 +155,7 @@ impl SyncDrop {
         SyncDrop::DialogKeyMismatch,
         SyncDrop::Reflected,
         SyncDrop::StaleHello,
+        SyncDrop::PreviousKeyNewEpoch,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -167,6 +173,7 @@ impl SyncDrop {
             SyncDrop::DialogKeyMismatch => "dialog_key_mismatch",
             SyncDrop::Reflected => "reflected",
             SyncDrop::StaleHello => "stale_hello",
+            SyncDrop::PreviousKeyNewEpoch => "previous_key_new_epoch",
         }
     }
 }

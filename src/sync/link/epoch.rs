@@ -164,6 +164,11 @@ impl Epochs {
         }
     }
 
+    /// Whether `epoch` is the admitted peer run.
+    pub fn is_admitted(&self, epoch: u64) -> bool {
+        self.admitted.is_some_and(|(e, _)| e == epoch)
+    }
+
     /// Whether a hello should go out before its regular time (cleared by the call).
     pub fn take_prompt(&mut self) -> bool {
         std::mem::take(&mut self.prompt)

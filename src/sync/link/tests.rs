@@ -369,6 +369,37 @@ fn a_peer_restarted_with_the_new_key_is_admitted_after_the_peer_timeout() {
     assert!(b.synced());
 }
 
+/// During the grace the previous key opens only the admitted run's datagrams: a new
+/// run sealed with it (one who kept the retired key, posing as a restarted peer) is
+/// not admitted, and its hellos do not even become candidates.
+#[test]
+fn the_previous_key_does_not_admit_a_new_run() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = pair(t0);
+    let now = handshake(&mut a, &mut b, t0);
+    events(&mut a);
+    a.set_key(new_key(), Duration::from_secs(300), now);
+    // The admitted b, on the old key, still gets through.
+    let now = now + HELLO_EVERY;
+    feed(&mut a, B, now, &drain(&mut b, now));
+    assert_eq!(a.stats().dropped(SyncDrop::PreviousKeyNewEpoch), 0);
+    // A new run holding only the old key: its hellos answer a's challenge once a
+    // seals with the old key, but none is taken.
+    let mut forged = Link::new(key(), addr(A), 77, backends_hash(&["a", "b"]), now);
+    let mut at = now;
+    for _ in 0..5 {
+        at += HELLO_EVERY;
+        feed(&mut a, B, at, &drain(&mut forged, at));
+        feed(&mut forged, A, at, &drain(&mut a, at));
+    }
+    assert!(a.stats().dropped(SyncDrop::PreviousKeyNewEpoch) >= 5);
+    let ea = events(&mut a);
+    assert!(!ea.contains(&LinkEvent::PeerRestarted), "{ea:?}");
+    // b, admitted, still talks to a.
+    feed(&mut a, B, at, &drain(&mut b, at));
+    assert_eq!(a.stats().dropped(SyncDrop::Replay), 0);
+}
+
 /// Two rotations on a before b took the first: the oldest key, still the one a seals
 /// with, ends where the first rotation's grace ended, not a grace after the second.
 #[test]
