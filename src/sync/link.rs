@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::message::{Body, Envelope, Ext, Item, Key, SyncDrop, VERSION, seal};
-use epoch::{Epochs, Handshake, Verdict};
+use epoch::{Epochs, Handshake, REORDER_WINDOW, Verdict};
 use keys::{KeyNews, Keys};
 
 pub use keys::LINGER as KEY_LINGER;
@@ -46,6 +46,11 @@ pub const SEND_PER_INTERVAL: usize = 384;
 /// ([`Link::set_max_pending`]). More than this and the peer gets a new full table
 /// instead (after the one being paced out, if one is).
 pub const MAX_PENDING: usize = 1 << 16;
+
+/// A datagram of the peer's that arrived ahead of a missing one waits this long for
+/// it (a path that reorders does so by far less); then the missing one counts as
+/// lost, and the peer sends its whole table.
+pub const REORDER_WAIT: Duration = Duration::from_millis(20);
 
 /// A hello from an epoch not admitted is a recording when its sender's clock put it
 /// further than this from ours (the hosts' clocks: NTP keeps them far closer).
@@ -185,6 +190,9 @@ pub struct Link {
     last_hello: Option<Instant>,
     window_start: Instant,
     window_sent: usize,
+    /// Datagrams of the admitted run that came ahead of a missing one (when they
+    /// came): fewer than [`REORDER_WINDOW`].
+    early: Vec<(Instant, Envelope)>,
     events: VecDeque<LinkEvent>,
     stats: Stats,
 }
@@ -223,6 +231,7 @@ impl Link {
             last_hello: None,
             window_start: now,
             window_sent: 0,
+            early: Vec::with_capacity(REORDER_WINDOW as usize),
             events: VecDeque::new(),
             stats: Stats::default(),
         }
@@ -401,7 +410,7 @@ impl Link {
         if from != self.peer {
             return self.count_drop(SyncDrop::NotPeer);
         }
-        let (mut env, current_key) = match self.keys.open(now, data) {
+        let (env, current_key) = match self.keys.open(now, data) {
             Ok(x) => x,
             Err(e) => {
                 self.take_key_news(now);
@@ -467,9 +476,73 @@ impl Link {
             self.keys.peer_holds_current();
         }
         self.take_key_news(now);
+        if verdict != Verdict::Candidate {
+            self.last_heard = Some(now);
+        }
         match verdict {
             // Not admitted: nothing in it is trusted beyond the handshake.
-            Verdict::Candidate => return,
+            Verdict::Candidate => {}
+            // Held until the one missing before it comes, or is given up.
+            Verdict::Early => self.early.push((now, env)),
+            Verdict::InOrder => {
+                self.deliver(env, Verdict::InOrder);
+                self.deliver_held();
+            }
+            Verdict::Gap => {
+                // The held ones are older: they go first.
+                let mut held = std::mem::take(&mut self.early);
+                held.sort_unstable_by_key(|(_, e)| e.seq);
+                for (_, e) in held.drain(..) {
+                    self.deliver(e, Verdict::Gap);
+                }
+                self.early = held;
+                self.deliver(env, Verdict::Gap);
+            }
+            Verdict::Admitted => {
+                // Held datagrams of the run it replaces are moot.
+                self.early.clear();
+                self.deliver(env, Verdict::Admitted);
+            }
+        }
+    }
+
+    /// Delivers the held datagrams that are next in order now.
+    fn deliver_held(&mut self) {
+        while self.epochs.next_held() {
+            let seq = self.epochs.acked().1;
+            if let Some(i) = self.early.iter().position(|(_, e)| e.seq == seq) {
+                let (_, env) = self.early.swap_remove(i);
+                self.deliver(env, Verdict::InOrder);
+            }
+        }
+    }
+
+    /// Gives up on a missing datagram once the oldest one held behind it has waited
+    /// [`REORDER_WAIT`]: a gap (the peer's full table follows), then what is in order.
+    fn give_up_missing(&mut self, now: Instant) {
+        while self
+            .early
+            .iter()
+            .map(|(t, _)| *t)
+            .min()
+            .is_some_and(|t| now.saturating_duration_since(t) >= REORDER_WAIT)
+        {
+            let Some(seq) = self.epochs.skip_to_held() else {
+                self.early.clear();
+                return;
+            };
+            if let Some(i) = self.early.iter().position(|(_, e)| e.seq == seq) {
+                let (_, env) = self.early.swap_remove(i);
+                self.deliver(env, Verdict::Gap);
+            }
+            self.deliver_held();
+        }
+    }
+
+    /// An authentic datagram of the admitted run (or the one just admitted), in order.
+    fn deliver(&mut self, mut env: Envelope, verdict: Verdict) {
+        match verdict {
+            Verdict::Candidate | Verdict::Early => return,
             Verdict::Admitted => {
                 self.want_full = true;
                 self.synced = false;
@@ -486,7 +559,6 @@ impl Link {
             }
             Verdict::InOrder => {}
         }
-        self.last_heard = Some(now);
         if !self.stats.peer_up {
             self.stats.peer_up = true;
             self.events.push_back(LinkEvent::PeerUp);
@@ -582,6 +654,7 @@ impl Link {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.give_up_missing(now);
         self.keys.expire(now);
         self.take_key_news(now);
         if self.stats.peer_up
@@ -611,6 +684,9 @@ impl Link {
         }
         if let Some(k) = self.keys.poll_timeout() {
             t = t.min(k);
+        }
+        if let Some(e) = self.early.iter().map(|(t, _)| *t).min() {
+            t = t.min(e + REORDER_WAIT);
         }
         Some(t)
     }

@@ -18,6 +18,10 @@ use crate::sync::SyncDrop;
 /// a recording cannot answer; this only saves the challenge traffic.
 pub const RETIRED: usize = 16;
 
+/// Datagrams of the admitted run that may arrive ahead of one still missing and wait
+/// for it (see [`Verdict::Early`]); one further ahead declares the gap at once.
+pub const REORDER_WINDOW: u64 = 32;
+
 /// What a fresh, authentic envelope means for the receiver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -25,6 +29,10 @@ pub enum Verdict {
     InOrder,
     /// Admitted epoch, but messages were lost in between.
     Gap,
+    /// Admitted epoch, ahead of a message still missing, within [`REORDER_WINDOW`]:
+    /// the caller holds it until the missing one comes ([`Epochs::next_held`]) or
+    /// is given up ([`Epochs::skip_to_held`]).
+    Early,
     /// A hello from a new epoch that answered our challenge: the peer restarted.
     Admitted,
     /// A hello from an epoch not admitted: only its challenge is taken.
@@ -40,8 +48,11 @@ pub struct Handshake {
 
 #[derive(Debug, Clone)]
 pub struct Epochs {
-    /// The admitted peer epoch and the highest sequence number taken from it.
+    /// The admitted peer epoch and the highest sequence number taken in order.
     admitted: Option<(u64, u64)>,
+    /// Bit `i`: sequence number `last + 1 + i` of the admitted epoch came early and is
+    /// held by the caller. Bit 0 is clear between calls: `last + 1` is missing.
+    early: u64,
     retired: VecDeque<u64>,
     /// Our outstanding challenge.
     challenge: Option<u64>,
@@ -58,6 +69,7 @@ impl Epochs {
     pub fn new(seed: u64) -> Epochs {
         let mut e = Epochs {
             admitted: None,
+            early: 0,
             retired: VecDeque::with_capacity(RETIRED),
             challenge: None,
             nonce_state: seed,
@@ -114,12 +126,30 @@ impl Epochs {
             if seq <= *last {
                 return Err(SyncDrop::Replay);
             }
-            let gap = seq > *last + 1;
-            *last = seq;
+            let ahead = seq - *last - 1;
+            let verdict = if ahead == 0 {
+                *last = seq;
+                // Bit 0 is now the next one: held or not, `next_held` says.
+                self.early >>= 1;
+                Verdict::InOrder
+            } else if ahead < REORDER_WINDOW {
+                let bit = 1u64 << ahead;
+                if self.early & bit != 0 {
+                    return Err(SyncDrop::Replay);
+                }
+                self.early |= bit;
+                Verdict::Early
+            } else {
+                // Too far ahead: the held ones are taken as they are (the caller
+                // delivers them first), the gap is declared.
+                *last = seq;
+                self.early = 0;
+                Verdict::Gap
+            };
             if let Some(h) = hello {
                 self.take_challenge(h.challenge);
             }
-            return Ok(if gap { Verdict::Gap } else { Verdict::InOrder });
+            return Ok(verdict);
         }
         if self.retired.contains(&epoch) {
             return Err(SyncDrop::Replay);
@@ -135,6 +165,7 @@ impl Epochs {
         }
         self.take_challenge(h.challenge);
         if answers {
+            self.early = 0;
             if let Some((old, _)) = self.admitted.replace((epoch, seq)) {
                 if self.retired.len() == RETIRED {
                     self.retired.pop_front();
@@ -162,6 +193,33 @@ impl Epochs {
             self.echo = c;
             self.prompt = true;
         }
+    }
+
+    /// After an in-order message: whether the next one was held early; if so it is
+    /// taken now (in order), and the caller delivers it.
+    pub fn next_held(&mut self) -> bool {
+        let Some((_, last)) = &mut self.admitted else {
+            return false;
+        };
+        if self.early & 1 == 0 {
+            return false;
+        }
+        *last += 1;
+        self.early >>= 1;
+        true
+    }
+
+    /// The missing message is given up: the oldest held one is taken (a gap), its
+    /// sequence number returned. `None` if none is held.
+    pub fn skip_to_held(&mut self) -> Option<u64> {
+        let (_, last) = self.admitted.as_mut()?;
+        if self.early == 0 {
+            return None;
+        }
+        let i = self.early.trailing_zeros();
+        *last += u64::from(i) + 1;
+        self.early = self.early.checked_shr(i + 1).unwrap_or(0);
+        Some(*last)
     }
 
     /// Whether `epoch` is the admitted peer run.
@@ -211,7 +269,28 @@ mod tests {
         assert_eq!(e.hello().challenge, 0, "answered");
         assert_eq!(e.check(7, 4, None), Ok(Verdict::InOrder));
         assert_eq!(e.check(7, 4, None), Err(SyncDrop::Replay));
-        assert_eq!(e.check(7, 6, None), Ok(Verdict::Gap));
+        // 6 before 5: held early; once 5 comes, 6 is next.
+        assert_eq!(e.check(7, 6, None), Ok(Verdict::Early));
+        assert_eq!(e.check(7, 6, None), Err(SyncDrop::Replay), "held already");
+        assert_eq!(e.check(7, 5, None), Ok(Verdict::InOrder));
+        assert!(e.next_held());
+        assert!(!e.next_held());
+        assert_eq!(e.acked(), (7, 6));
+        // 8 and 10 early, 7 never comes: given up, 8 is taken, then 9 and 10 wait.
+        assert_eq!(e.check(7, 8, None), Ok(Verdict::Early));
+        assert_eq!(e.check(7, 10, None), Ok(Verdict::Early));
+        assert_eq!(e.skip_to_held(), Some(8));
+        assert!(!e.next_held(), "9 is missing");
+        assert_eq!(e.check(7, 9, None), Ok(Verdict::InOrder));
+        assert!(e.next_held());
+        assert_eq!((e.acked(), e.skip_to_held()), ((7, 10), None));
+        // Beyond the window: a gap at once.
+        // The last place in the window waits; one further is a gap at once, and
+        // what was held counts as taken.
+        assert_eq!(e.check(7, 10 + REORDER_WINDOW, None), Ok(Verdict::Early));
+        assert_eq!(e.check(7, 11 + REORDER_WINDOW, None), Ok(Verdict::Gap));
+        assert_eq!(e.skip_to_held(), None);
+        assert_eq!(e.check(7, 10 + REORDER_WINDOW, None), Err(SyncDrop::Replay));
         // The peer restarts with a smaller epoch (no order): a new challenge, which a
         // recording of the old run (echoing c1) cannot answer.
         assert_eq!(e.check(3, 1, None), Err(SyncDrop::UnverifiedEpoch));
