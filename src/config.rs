@@ -84,6 +84,10 @@ pub struct Listen {
     pub relay_prefix: Option<RelayPrefix>,
     /// Forward CRLF keepalives to the backend instead of absorbing them.
     pub forward_keepalives: bool,
+    /// Receive buffer of the public sockets and prefix mode's relay sockets, in bytes.
+    pub receive_buffer: usize,
+    /// Receive buffer of each port-mode relay socket (one per flow), in bytes.
+    pub relay_receive_buffer: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -75,6 +75,16 @@ pub const DEFAULT_MAX_CAPTURES: usize = 4;
 pub const DEFAULT_CAPTURE_QUEUE: usize = 1024;
 pub const DEFAULT_CAPTURE_QUEUE_BYTES: usize = 4 << 20;
 
+/// `listen.receive_buffer`: a public socket (and a prefix relay socket) carries every
+/// flow; 8 MiB holds a stall of some tens of milliseconds at a core's relay rate.
+pub const DEFAULT_RECEIVE_BUFFER: usize = 8 << 20;
+/// `listen.relay_receive_buffer`: a trunk's flow carries as much as a public socket; the
+/// kernel default (~208 KB, about 150 small datagrams with their overhead) overflowed at
+/// 8000 calls/s on one flow during a few milliseconds' stall. Only queued datagrams use it.
+pub const DEFAULT_RELAY_RECEIVE_BUFFER: usize = 2 << 20;
+/// The range both receive buffers accept.
+pub const RECEIVE_BUFFER_RANGE: std::ops::RangeInclusive<usize> = (64 << 10)..=(1 << 30);
+
 // [vrrp]
 pub const DEFAULT_VRRP_PRIORITY: u8 = 100;
 pub const DEFAULT_ADVERT_INTERVAL: Duration = Duration::from_secs(1);

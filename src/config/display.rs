@@ -27,6 +27,8 @@ impl fmt::Display for Config {
             )?;
         }
         writeln!(f, "forward_keepalives = {}", l.forward_keepalives)?;
+        writeln!(f, "receive_buffer = {}", l.receive_buffer)?;
+        writeln!(f, "relay_receive_buffer = {}", l.relay_receive_buffer)?;
         for b in &self.backends {
             writeln!(
                 f,

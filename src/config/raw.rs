@@ -46,6 +46,8 @@ pub(super) struct RawListen {
     pub relay_prefix: Option<String>,
     pub relay_port: Option<OneOrManyPorts>,
     pub forward_keepalives: Option<bool>,
+    pub receive_buffer: Option<usize>,
+    pub relay_receive_buffer: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -932,3 +932,38 @@ fn capture_bounds_are_admin_keys() {
         assert!(e.contains(key), "{bad}: {e}");
     }
 }
+
+#[test]
+fn receive_buffers_are_listen_keys() {
+    let c = Config::parse(GOOD, &eph()).unwrap();
+    assert_eq!(
+        (c.listen.receive_buffer, c.listen.relay_receive_buffer),
+        (8 << 20, 2 << 20)
+    );
+    let text = GOOD.replace(
+        "relay_ports = \"20000-20999\"",
+        "relay_ports = \"20000-20999\"\nreceive_buffer = 65536\nrelay_receive_buffer = 1073741824",
+    );
+    let set = Config::parse(&text, &eph()).unwrap();
+    assert_eq!(
+        (set.listen.receive_buffer, set.listen.relay_receive_buffer),
+        (65_536, 1 << 30)
+    );
+    assert_eq!(Config::parse(&set.to_string(), &eph()).unwrap(), set);
+    for (bad, want) in [
+        (
+            "receive_buffer = 65535",
+            "listen.receive_buffer: 65535 bytes is not between 65536 and 1073741824",
+        ),
+        (
+            "relay_receive_buffer = 1073741825",
+            "listen.relay_receive_buffer",
+        ),
+    ] {
+        let e = err(&GOOD.replace(
+            "relay_ports = \"20000-20999\"",
+            &format!("relay_ports = \"20000-20999\"\n{bad}"),
+        ));
+        assert!(e.contains(want), "{bad}: {e}");
+    }
+}

@@ -86,6 +86,31 @@ fn validate_listen(raw: Option<RawListen>, eph: &EphemeralPorts) -> Result<Liste
     let forward_keepalives = listen
         .forward_keepalives
         .unwrap_or(DEFAULT_FORWARD_KEEPALIVES);
+    let buffer = |key: &str, v: Option<usize>, default: usize| {
+        let n = v.unwrap_or(default);
+        if RECEIVE_BUFFER_RANGE.contains(&n) {
+            Ok(n)
+        } else {
+            Err(invalid(
+                key,
+                format!(
+                    "{n} bytes is not between {} and {}",
+                    RECEIVE_BUFFER_RANGE.start(),
+                    RECEIVE_BUFFER_RANGE.end()
+                ),
+            ))
+        }
+    };
+    let receive_buffer = buffer(
+        "listen.receive_buffer",
+        listen.receive_buffer,
+        DEFAULT_RECEIVE_BUFFER,
+    )?;
+    let relay_receive_buffer = buffer(
+        "listen.relay_receive_buffer",
+        listen.relay_receive_buffer,
+        DEFAULT_RELAY_RECEIVE_BUFFER,
+    )?;
     if let Some(text) = listen.relay_prefix.as_deref() {
         if listen.relay.is_some() || listen.relay_ports.is_some() {
             return Err(invalid(
@@ -107,6 +132,8 @@ fn validate_listen(raw: Option<RawListen>, eph: &EphemeralPorts) -> Result<Liste
             relay_ports: RangeInclusive::new(1, 0),
             relay_prefix: Some(prefix),
             forward_keepalives,
+            receive_buffer,
+            relay_receive_buffer,
         });
     }
     if listen.relay_port.is_some() {
@@ -123,6 +150,8 @@ fn validate_listen(raw: Option<RawListen>, eph: &EphemeralPorts) -> Result<Liste
         relay_ports,
         relay_prefix: None,
         forward_keepalives,
+        receive_buffer,
+        relay_receive_buffer,
     })
 }
 

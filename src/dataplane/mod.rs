@@ -51,7 +51,6 @@ use crate::sys::timer::Deadline;
 
 /// `recvmmsg` batches per public socket per turn before other sockets get a turn.
 const ROUNDS: usize = 4;
-const PUBLIC_RCVBUF: usize = 8 << 20;
 
 /// Epoll tokens. Port-mode relay sockets use their slot (below `TAG`); the others
 /// are tagged.
@@ -104,7 +103,7 @@ pub fn bind_public(cfg: &Config) -> Result<Vec<StdUdpSocket>, DataplaneError> {
         .sip
         .iter()
         .map(|&addr| {
-            bind_udp(addr, Some(PUBLIC_RCVBUF))
+            bind_udp(addr, Some(cfg.listen.receive_buffer))
                 .map_err(|source| DataplaneError::Bind { addr, source })
         })
         .collect()

@@ -48,8 +48,10 @@ impl PrefixSockets {
                 port,
             );
             let bind = |source| DataplaneError::Bind { addr: wild, source };
-            let s = pktinfo::bind_wildcard(v6, port, PREFIX_RCVBUF, Some((p.net, p.len)))
-                .map_err(bind)?;
+            // A prefix socket carries every flow of its port: as much as a public one.
+            let s =
+                pktinfo::bind_wildcard(v6, port, cfg.listen.receive_buffer, Some((p.net, p.len)))
+                    .map_err(bind)?;
             errqueue::enable(&s, v6).map_err(bind)?;
             poll.add(&s, PREFIX_TOKEN + i as u64).map_err(bind)?;
             socks.push(s);
@@ -83,17 +85,10 @@ impl PrefixSockets {
     }
 }
 
-/// A prefix socket carries every flow of its port: as much as the public sockets.
-const PREFIX_RCVBUF: usize = 8 << 20;
-
-/// A trunk's flow carries as much as a public socket; the default (~208 KB, about
-/// 150 small datagrams with their overhead) overflowed at 8000 calls/s on one flow
-/// during a few milliseconds' stall. Only queued datagrams use it.
-const RELAY_RCVBUF: usize = 2 << 20;
-
-/// Opens a flow's relay socket, with ICMP error reporting for the fast path.
-fn bind_relay(addr: SocketAddr) -> io::Result<StdUdpSocket> {
-    let s = bind_udp(addr, Some(RELAY_RCVBUF))?;
+/// Opens a flow's relay socket (`rcvbuf`: `listen.relay_receive_buffer`), with ICMP
+/// error reporting for the fast path.
+fn bind_relay(addr: SocketAddr, rcvbuf: usize) -> io::Result<StdUdpSocket> {
+    let s = bind_udp(addr, Some(rcvbuf))?;
     errqueue::enable(&s, addr.is_ipv6())?;
     Ok(s)
 }
@@ -288,7 +283,7 @@ impl Shell {
                 "open-file limit: the descriptors left are kept for admin connections and probes",
             ));
         }
-        let sock = bind_relay(addr)?;
+        let sock = bind_relay(addr, self.cfg.listen.relay_receive_buffer)?;
         self.poll.add(&sock, idx as u64)?;
         self.relays[idx] = Some(sock);
         self.relays_open += 1;

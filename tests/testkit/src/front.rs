@@ -28,6 +28,8 @@ pub struct SipfrontConfig {
     pub admin: SocketAddr,
     /// Extra TOML appended verbatim (e.g. `[timeouts]` or `[limits]` sections).
     pub extra: String,
+    /// Extra `[listen]` keys.
+    pub listen_extra: String,
     /// The open-file limit (soft and hard) sipfront starts with; else the test's.
     pub open_files: Option<u64>,
 }
@@ -43,6 +45,7 @@ impl SipfrontConfig {
             backends: Vec::new(),
             admin: admin.parse().expect("admin addr"),
             extra: String::new(),
+            listen_extra: String::new(),
             open_files: None,
         }
     }
@@ -63,6 +66,13 @@ impl SipfrontConfig {
     /// Prefix mode: `relay_prefix = PREFIX`, `relay_port = PORTS` (TOML: `5062`, `[5062, 5064]`).
     pub fn prefix(mut self, prefix: &str, ports: &str) -> SipfrontConfig {
         self.relay_prefix = Some((prefix.to_string(), ports.to_string()));
+        self
+    }
+
+    /// Adds `[listen]` keys.
+    pub fn listen(mut self, toml: &str) -> SipfrontConfig {
+        self.listen_extra.push_str(toml);
+        self.listen_extra.push('\n');
         self
     }
 
@@ -87,6 +97,7 @@ impl SipfrontConfig {
             writeln!(s, "relay = [{}]", relay.join(", ")).unwrap();
             writeln!(s, "relay_ports = \"{}\"", self.relay_ports).unwrap();
         }
+        s.push_str(&self.listen_extra);
         for (name, addr) in &self.backends {
             writeln!(s, "\n[[backend]]\nname = \"{name}\"\naddr = \"{addr}\"").unwrap();
         }
