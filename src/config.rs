@@ -264,6 +264,8 @@ pub struct SyncConfig {
     pub max_turn_changes: usize,
     /// Changes waiting for the link to send them; beyond it, likewise.
     pub max_pending_changes: usize,
+    /// The sync socket's receive buffer, in bytes.
+    pub receive_buffer: usize,
 }
 
 /// Key material read from a file; never printed.

@@ -447,6 +447,12 @@ fn rotating_the_sync_key_on_both_hosts_keeps_the_link_and_the_mirror() {
                 .find(|s| s.name == name && s.labels.get(label).map(String::as_str) == Some(v))
                 .map(|s| s.value)
         };
+        assert_eq!(
+            value("sipfront_socket_drops_total", "socket", "sync"),
+            Some(0.0),
+            "{}: the sync socket dropped datagrams",
+            h.name
+        );
         for q in ["turn", "pending"] {
             assert_eq!(
                 value("sipfront_sync_queue_overflows_total", "queue", q),

@@ -68,6 +68,10 @@ pub const MAX_PREVIOUS_KEY_GRACE: Duration = Duration::from_secs(86_400);
 pub const DEFAULT_SYNC_TURN_CHANGES: usize = 8192;
 /// `sync.max_pending_changes`: changes the link holds until paced out (~2,700 datagrams).
 pub const DEFAULT_SYNC_PENDING_CHANGES: usize = 1 << 16;
+/// `sync.receive_buffer`: a full table arrives paced (384 datagrams per 20 ms, ~540 KB),
+/// but a peer busy elsewhere must not lose a chunk of it (a lost chunk costs a whole
+/// new table).
+pub const DEFAULT_SYNC_RECEIVE_BUFFER: usize = 8 << 20;
 
 /// `admin.max_captures`, `admin.capture_queue` (frames), `admin.capture_queue_bytes`:
 /// a stalled reader of each capture holds 4 MiB at most (16 MiB in all).

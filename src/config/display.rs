@@ -157,13 +157,14 @@ impl fmt::Display for Config {
         if let Some(s) = &self.sync {
             write!(
                 f,
-                "\n[sync]\nlisten = \"{}\"\npeer = \"{}\"\nkey_file = \"{}\"\nprevious_key_grace = \"{}\"\nmax_turn_changes = {}\nmax_pending_changes = {}",
+                "\n[sync]\nlisten = \"{}\"\npeer = \"{}\"\nkey_file = \"{}\"\nprevious_key_grace = \"{}\"\nmax_turn_changes = {}\nmax_pending_changes = {}\nreceive_buffer = {}",
                 s.listen,
                 s.peer,
                 s.key_file,
                 format_duration(s.previous_key_grace),
                 s.max_turn_changes,
-                s.max_pending_changes
+                s.max_pending_changes,
+                s.receive_buffer
             )?;
         }
         if let Some(h) = &self.hep {

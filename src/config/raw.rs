@@ -141,6 +141,7 @@ pub(super) struct RawSync {
     pub previous_key_grace: Option<String>,
     pub max_turn_changes: Option<usize>,
     pub max_pending_changes: Option<usize>,
+    pub receive_buffer: Option<usize>,
 }
 
 /// `5062` or `[5062, 5064]` (a string the same: `"5062"`, `"5062,5064"`).

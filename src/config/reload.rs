@@ -101,14 +101,15 @@ pub fn keep_sync(new: &mut Option<SyncConfig>, running: &Option<SyncConfig>) -> 
                 ));
                 (n.listen, n.peer) = (old.listen, old.peer);
             }
-            let sizes = |c: &SyncConfig| (c.max_turn_changes, c.max_pending_changes);
+            let sizes =
+                |c: &SyncConfig| (c.max_turn_changes, c.max_pending_changes, c.receive_buffer);
             if sizes(n) != sizes(old) {
                 notes.push(format!(
-                    "sync.max_turn_changes/max_pending_changes changed: restart to apply; \
-                     still {} / {}",
-                    old.max_turn_changes, old.max_pending_changes
+                    "sync.max_turn_changes/max_pending_changes/receive_buffer changed: \
+                     restart to apply; still {} / {} / {}",
+                    old.max_turn_changes, old.max_pending_changes, old.receive_buffer
                 ));
-                (n.max_turn_changes, n.max_pending_changes) = sizes(old);
+                (n.max_turn_changes, n.max_pending_changes, n.receive_buffer) = sizes(old);
             }
         }
         _ => {

@@ -502,10 +502,17 @@ fn sync_section() {
         "{e}"
     );
     assert_eq!(
-        (s.max_turn_changes, s.max_pending_changes),
-        (8192, 65_536),
+        (s.max_turn_changes, s.max_pending_changes, s.receive_buffer),
+        (8192, 65_536, 8 << 20),
         "the queue bounds' defaults"
     );
+    let e = err(&format!("{text}receive_buffer = 1000\n"));
+    assert!(
+        e.contains("sync.receive_buffer: 1000 bytes is not between"),
+        "{e}"
+    );
+    let c4 = Config::parse(&format!("{text}receive_buffer = 65536\n"), &eph()).unwrap();
+    assert_eq!(c4.sync.as_ref().unwrap().receive_buffer, 65_536);
     let c3 = Config::parse(&format!("{text}max_turn_changes = 100000\n"), &eph()).unwrap();
     let s3 = c3.sync.as_ref().unwrap();
     assert_eq!(

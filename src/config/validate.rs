@@ -679,6 +679,17 @@ fn validate_sync(r: RawSync, mode: SecretFiles) -> Result<SyncConfig, ConfigErro
             "must be at least sync.max_turn_changes and at most 16777216",
         ));
     }
+    let receive_buffer = r.receive_buffer.unwrap_or(DEFAULT_SYNC_RECEIVE_BUFFER);
+    if !RECEIVE_BUFFER_RANGE.contains(&receive_buffer) {
+        return Err(invalid(
+            "sync.receive_buffer",
+            format!(
+                "{receive_buffer} bytes is not between {} and {}",
+                RECEIVE_BUFFER_RANGE.start(),
+                RECEIVE_BUFFER_RANGE.end()
+            ),
+        ));
+    }
     let (key, key_error) = match (read_sync_key(&key_file), mode) {
         (Ok(k), _) => (k, None),
         (Err(e), SecretFiles::Required) => return Err(e),
@@ -693,6 +704,7 @@ fn validate_sync(r: RawSync, mode: SecretFiles) -> Result<SyncConfig, ConfigErro
         previous_key_grace,
         max_turn_changes,
         max_pending_changes,
+        receive_buffer,
     })
 }
 

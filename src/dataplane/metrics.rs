@@ -72,12 +72,13 @@ struct HepHandles {
     drop_lines: LogThrottle,
 }
 
-/// `sipfront_socket_drops_total{socket}`: what the kernel dropped at the public and
-/// prefix-mode relay sockets, from each socket's own count (read every housekeeping).
+/// `sipfront_socket_drops_total{socket}`: what the kernel dropped at the public,
+/// prefix-mode relay and sync sockets, from each socket's own count (read every
+/// housekeeping).
 pub struct SocketDrops {
-    counters: [Counter; 2],
+    counters: [Counter; 3],
     /// Each socket's count at the last read, by kind and position.
-    last: [Vec<u32>; 2],
+    last: [Vec<u32>; 3],
 }
 
 /// Which sockets a [`SocketDrops`] count is of.
@@ -85,14 +86,15 @@ pub struct SocketDrops {
 pub enum SocketKind {
     Public = 0,
     Relay = 1,
+    Sync = 2,
 }
 
 impl SocketDrops {
-    pub fn register(public: usize, relay: usize) -> SocketDrops {
+    pub fn register(public: usize, relay: usize, sync: usize) -> SocketDrops {
         SocketDrops {
-            counters: ["public", "relay"]
+            counters: ["public", "relay", "sync"]
                 .map(|k| counter!("sipfront_socket_drops_total", "socket" => k)),
-            last: [vec![0; public], vec![0; relay]],
+            last: [vec![0; public], vec![0; relay], vec![0; sync]],
         }
     }
 

@@ -275,7 +275,11 @@ pub fn run(
     );
     poll.add(prober.poll(), PROBE_TOKEN)
         .map_err(DataplaneError::Probe)?;
-    let socket_drops = metrics::SocketDrops::register(public.len(), prefix.socks().len());
+    let socket_drops = metrics::SocketDrops::register(
+        public.len(),
+        prefix.socks().len(),
+        usize::from(cfg.sync.is_some()),
+    );
     let mut shell = Shell {
         router,
         prober,
@@ -439,7 +443,7 @@ impl Shell {
                 l.turn(self, now, status);
             }
             if housekeeping_at <= now {
-                self.housekeeping(now, status);
+                self.housekeeping(now, status, sync.as_deref().map(|l| l.socket()));
                 housekeeping_at = now + HOUSEKEEPING_EVERY;
                 // A dropped sender (no wake-up) ends the loop too.
                 if shutdown.has_changed().is_err() || *shutdown.borrow() {

@@ -23,9 +23,6 @@ use crate::throttle::LogThrottle;
 const TAKE_EVERY: Duration = Duration::from_millis(20);
 /// How often the backend set is hashed again for the hello (config reload).
 const BACKENDS_EVERY: Duration = Duration::from_secs(1);
-/// A full table arrives paced, but a peer busy elsewhere must not lose a chunk of it
-/// (a lost chunk costs a whole new table).
-const SYNC_RCVBUF: usize = 8 << 20;
 /// A 20 ms burst of table traffic (384 datagrams, ~540 KB) while the NIC sends it:
 /// with the default (~208 KiB) the rest of the burst would be refused.
 const SYNC_SNDBUF: usize = 4 << 20;
@@ -122,7 +119,7 @@ fn random_epoch() -> u64 {
 pub fn open(sc: &SyncConfig, cfg: &Config) -> io::Result<SyncShell> {
     let sock = UdpSocket::bind(sc.listen)?;
     sock.set_nonblocking(true)?;
-    crate::sys::socket::set_recv_buffer(&sock, SYNC_RCVBUF);
+    crate::sys::socket::set_recv_buffer(&sock, sc.receive_buffer);
     crate::sys::socket::set_send_buffer(&sock, SYNC_SNDBUF);
     let names: Vec<&str> = cfg.backends.iter().map(|b| b.name.as_str()).collect();
     let mut link = Link::new(
@@ -761,6 +758,7 @@ mod tests {
             previous_key_grace: Duration::from_secs(300),
             max_turn_changes: crate::config::DEFAULT_SYNC_TURN_CHANGES,
             max_pending_changes: crate::config::DEFAULT_SYNC_PENDING_CHANGES,
+            receive_buffer: crate::config::DEFAULT_SYNC_RECEIVE_BUFFER,
         }
     }
 

@@ -91,7 +91,12 @@ impl Shell {
     }
 
     /// Expiry, metrics and the status snapshot, every `HOUSEKEEPING_EVERY`.
-    pub(super) fn housekeeping(&mut self, now: Instant, status: &Mutex<Status>) {
+    pub(super) fn housekeeping(
+        &mut self,
+        now: Instant,
+        status: &Mutex<Status>,
+        sync: Option<&std::net::UdpSocket>,
+    ) {
         self.sweep(now);
         let s = self;
         s.metrics.publish(
@@ -109,6 +114,10 @@ impl Shell {
         for (i, sock) in s.prefix.socks().iter().enumerate() {
             s.socket_drops
                 .update(SocketKind::Relay, i, socket::drops(sock));
+        }
+        if let Some(sock) = sync {
+            s.socket_drops
+                .update(SocketKind::Sync, 0, socket::drops(sock));
         }
         if let Ok(mut st) = status.lock() {
             st.update(&s.router, &s.prober.checker, s.relays_open, &s.relay_addrs);
