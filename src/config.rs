@@ -259,8 +259,8 @@ pub struct SyncConfig {
     /// After a key rotation (reload with a new key), the previous key is still accepted
     /// until the peer seals with the new one, and never longer than this.
     pub previous_key_grace: Duration,
-    /// Changes one dataplane turn queues for the peer; beyond it the peer gets a full
-    /// table instead.
+    /// Changes queued for the peer between two sync turns (at most 20 ms apart);
+    /// beyond it the peer gets a full table instead.
     pub max_turn_changes: usize,
     /// Changes waiting for the link to send them; beyond it, likewise.
     pub max_pending_changes: usize,

@@ -63,8 +63,9 @@ pub const DEFAULT_MAX_LINGERING_RECORDS: usize = 1 << 16;
 pub const DEFAULT_PREVIOUS_KEY_GRACE: Duration = Duration::from_secs(300);
 /// The longest `sync.previous_key_grace`: a retired key must not stay trusted for good.
 pub const MAX_PREVIOUS_KEY_GRACE: Duration = Duration::from_secs(86_400);
-/// `sync.max_turn_changes`: a dataplane turn's table changes for the peer (a turn of
-/// 64 datagrams makes a few hundred; a sweep slice removes at most 2,048 flows).
+/// `sync.max_turn_changes`: the table changes queued for the peer between two sync
+/// turns (at most 20 ms apart; a sweep slice removes at most 2,048 flows, and dialog
+/// re-sends leave a quarter free for decisions).
 pub const DEFAULT_SYNC_TURN_CHANGES: usize = 8192;
 /// `sync.max_pending_changes`: changes the link holds until paced out (~2,700 datagrams).
 pub const DEFAULT_SYNC_PENDING_CHANGES: usize = 1 << 16;

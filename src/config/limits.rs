@@ -227,10 +227,11 @@ pub(super) fn validate_limits(l: RawLimits, listen: &Listen) -> Result<Limits, C
     let max_lingering_records = l
         .max_lingering_records
         .unwrap_or(max_dialogs.min(DEFAULT_MAX_LINGERING_RECORDS));
-    if max_lingering_records == 0 || max_lingering_records > max_dialogs {
+    if max_lingering_records == 0 || max_lingering_records > max_dialogs.min(1 << 20) {
         return Err(invalid(
             "limits.max_lingering_records",
-            "must be between 1 and limits.max_dialogs (each record holds a dialog entry)",
+            "must be between 1 and limits.max_dialogs (each record holds a dialog entry), \
+             at most 1048576",
         ));
     }
     let global = SourceLimits {

@@ -523,19 +523,19 @@ fn sync_section() {
     assert_eq!(Config::parse(&c3.to_string(), &eph()).unwrap(), c3);
     for (extra, want) in [
         (
-            "max_turn_changes = 4095",
-            "sync.max_turn_changes: must be between 4096",
+            "max_turn_changes = 8191",
+            "sync.max_turn_changes: must be between 8192",
         ),
         (
             "max_turn_changes = 1048577",
-            "sync.max_turn_changes: must be between 4096",
+            "sync.max_turn_changes: must be between 8192",
         ),
         (
             "max_pending_changes = 8191",
             "sync.max_pending_changes: must be at least sync.max_turn_changes",
         ),
         (
-            "max_pending_changes = 16777217",
+            "max_pending_changes = 4194305",
             "sync.max_pending_changes: must be at least",
         ),
     ] {
@@ -872,6 +872,7 @@ fn lingering_records_default_to_the_dialog_table_capped() {
     for bad in [
         "max_lingering_records = 0",
         "max_dialogs = 500\nmax_lingering_records = 501",
+        "max_dialogs = 2000000\nmax_lingering_records = 1048577",
     ] {
         let e = err(&format!("{GOOD}[limits]\n{bad}\n"));
         assert!(
@@ -933,6 +934,10 @@ fn capture_bounds_are_admin_keys() {
         (
             "capture_queue_bytes = 1073741825",
             "admin.capture_queue_bytes",
+        ),
+        (
+            "max_captures = 5\ncapture_queue_bytes = 268435456",
+            "admin.capture_queue_bytes: 268435456 × admin.max_captures (5) is more than 1 GiB",
         ),
     ] {
         let e = err(&format!("{GOOD}[admin]\n{bad}\n"));

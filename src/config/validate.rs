@@ -462,6 +462,15 @@ fn validate_admin(raw: Option<RawAdmin>, mode: SecretFiles) -> Result<Admin, Con
             1 << 17..=1 << 30,
         )?,
     };
+    if capture.sessions.saturating_mul(capture.bytes) > 1 << 30 {
+        return Err(invalid(
+            "admin.capture_queue_bytes",
+            format!(
+                "{} × admin.max_captures ({}) is more than 1 GiB of queued captures",
+                capture.bytes, capture.sessions
+            ),
+        ));
+    }
     let token_file = a.token_file;
     let (token, token_error) = match (token_file.as_deref().map(read_token), mode) {
         (None, _) => (None, None),
@@ -664,19 +673,20 @@ fn validate_sync(r: RawSync, mode: SecretFiles) -> Result<SyncConfig, ConfigErro
         ));
     }
     let max_turn_changes = r.max_turn_changes.unwrap_or(DEFAULT_SYNC_TURN_CHANGES);
-    if !(4096..=1 << 20).contains(&max_turn_changes) {
+    if !(8192..=1 << 20).contains(&max_turn_changes) {
         return Err(invalid(
             "sync.max_turn_changes",
-            "must be between 4096 and 1048576 (a sweep slice alone removes up to 2048 flows)",
+            "must be between 8192 and 1048576 (a sweep slice alone removes up to 2048 flows, \
+             and dialog re-sends leave a quarter free)",
         ));
     }
     let max_pending_changes = r
         .max_pending_changes
         .unwrap_or(DEFAULT_SYNC_PENDING_CHANGES.max(max_turn_changes));
-    if max_pending_changes < max_turn_changes || max_pending_changes > 1 << 24 {
+    if max_pending_changes < max_turn_changes || max_pending_changes > 1 << 22 {
         return Err(invalid(
             "sync.max_pending_changes",
-            "must be at least sync.max_turn_changes and at most 16777216",
+            "must be at least sync.max_turn_changes and at most 4194304",
         ));
     }
     let receive_buffer = r.receive_buffer.unwrap_or(DEFAULT_SYNC_RECEIVE_BUFFER);

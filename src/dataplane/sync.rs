@@ -71,7 +71,7 @@ pub struct SyncShell {
 /// The queue a change found full (`sipfront_sync_queue_overflows_total{queue}`).
 #[derive(Debug, Clone, Copy)]
 enum Overflow {
-    /// The router's, for one dataplane turn (`sync.max_turn_changes`).
+    /// The router's, between two sync turns (`sync.max_turn_changes`).
     Turn = 0,
     /// The link's changes waiting to be sent, or made while a full table is built
     /// (`sync.max_pending_changes`).

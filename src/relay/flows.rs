@@ -254,8 +254,21 @@ fn linger_secs(transaction: Duration) -> u32 {
 }
 
 impl FlowTable {
-    /// Room for `max` flows; `max_dialogs` bounds the sources with unanswered entries.
+    /// Room for `max` flows; `max_dialogs` bounds the sources with unanswered entries,
+    /// and the lingering records (at most 65,536; see [`FlowTable::with_lingering`]).
     pub fn new(space: RelaySpace, max: usize, max_dialogs: usize) -> Self {
+        let records = max_dialogs.clamp(1, crate::config::DEFAULT_MAX_LINGERING_RECORDS);
+        Self::with_lingering(space, max, max_dialogs, records)
+    }
+
+    /// [`FlowTable::new`] with room for `records` lingering records
+    /// (`limits.max_lingering_records`), allocated once.
+    pub fn with_lingering(
+        space: RelaySpace,
+        max: usize,
+        max_dialogs: usize,
+        records: usize,
+    ) -> Self {
         let n_ports = space.len();
         let max = max.min(n_ports);
         // Every per-flow table is sized once for `max`: growth by doubling rehashes
@@ -292,9 +305,7 @@ impl FlowTable {
             // once, nothing grows on the forwarding path.
             pins_per_source: SourceCounts::with_capacity(max.min(max_dialogs)),
             // Each record holds a dialog entry at least when it is made.
-            lingering: Lingering::with_capacity(
-                max_dialogs.clamp(1, crate::config::DEFAULT_MAX_LINGERING_RECORDS),
-            ),
+            lingering: Lingering::with_capacity(records.max(1)),
             pin_linger: linger_secs(crate::config::DEFAULT_TRANSACTION),
             mirrored: 0,
         }
@@ -317,13 +328,6 @@ impl FlowTable {
     /// Flows with [`Flow::mirrored`] set.
     pub fn mirrored_count(&self) -> usize {
         self.mirrored
-    }
-
-    /// Room for `n` lingering records (`limits.max_lingering_records`; the default:
-    /// `max_dialogs`, at most 65,536). Set at start, before any flow is removed.
-    pub fn lingering_records(mut self, n: usize) -> Self {
-        self.lingering = Lingering::with_capacity(n.max(1));
-        self
     }
 
     /// See [`FlowTable::set_pin_linger`].

@@ -186,15 +186,15 @@ impl Router {
             counters: Counters::new(backends.len(), rc.peers.len()),
             backends,
             // Static peers' flows come on top of `max_flows`.
-            flows: FlowTable::new(
+            flows: FlowTable::with_lingering(
                 rc.space.clone(),
                 limits.max_flows + rc.peers.len(),
                 limits.max_dialogs,
+                limits.max_lingering_records,
             )
             .starting_at(rc.port_start)
             .preferring_half(rc.half)
-            .lingering_for(rc.settings.transaction)
-            .lingering_records(limits.max_lingering_records),
+            .lingering_for(rc.settings.transaction),
             peers: rc
                 .peers
                 .iter()

@@ -51,7 +51,7 @@ pub struct RouterConfig {
     pub limits: Limits,
     /// Shared dialog-key secrets (with `[sync]`); random per process without.
     pub dialog_keys: Option<[u64; 2]>,
-    /// With a sync peer: the table changes one dataplane turn may queue for it
+    /// With a sync peer: the table changes queued for it between two sync turns
     /// (`sync.max_turn_changes`).
     pub sync_queue: Option<usize>,
     /// Trunks with fixed relay endpoints.

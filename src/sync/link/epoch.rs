@@ -126,6 +126,14 @@ impl Epochs {
             if seq <= *last {
                 return Err(SyncDrop::Replay);
             }
+            // A hello's challenge counts only from the newest datagram seen: one that
+            // was overtaken must not put back the older challenge.
+            let newest = if self.early == 0 {
+                *last
+            } else {
+                *last + u64::from(64 - self.early.leading_zeros())
+            };
+            let newest_yet = seq > newest;
             let ahead = seq - *last - 1;
             let verdict = if ahead == 0 {
                 *last = seq;
@@ -146,7 +154,9 @@ impl Epochs {
                 self.early = 0;
                 Verdict::Gap
             };
-            if let Some(h) = hello {
+            if let Some(h) = hello
+                && newest_yet
+            {
                 self.take_challenge(h.challenge);
             }
             return Ok(verdict);
@@ -269,10 +279,17 @@ mod tests {
         assert_eq!(e.hello().challenge, 0, "answered");
         assert_eq!(e.check(7, 4, None), Ok(Verdict::InOrder));
         assert_eq!(e.check(7, 4, None), Err(SyncDrop::Replay));
-        // 6 before 5: held early; once 5 comes, 6 is next.
-        assert_eq!(e.check(7, 6, None), Ok(Verdict::Early));
+        // 6 before 5: held early; once 5 comes, 6 is next. 5's challenge is older
+        // than 6's: 6's stays the one echoed.
+        assert_eq!(e.check(7, 6, hello(66, 0)), Ok(Verdict::Early));
+        assert_eq!(e.hello().echo, 66);
         assert_eq!(e.check(7, 6, None), Err(SyncDrop::Replay), "held already");
-        assert_eq!(e.check(7, 5, None), Ok(Verdict::InOrder));
+        assert_eq!(e.check(7, 5, hello(55, 0)), Ok(Verdict::InOrder));
+        assert_eq!(
+            e.hello().echo,
+            66,
+            "an overtaken hello's challenge is not taken"
+        );
         assert!(e.next_held());
         assert!(!e.next_held());
         assert_eq!(e.acked(), (7, 6));
@@ -284,7 +301,6 @@ mod tests {
         assert_eq!(e.check(7, 9, None), Ok(Verdict::InOrder));
         assert!(e.next_held());
         assert_eq!((e.acked(), e.skip_to_held()), ((7, 10), None));
-        // Beyond the window: a gap at once.
         // The last place in the window waits; one further is a gap at once, and
         // what was held counts as taken.
         assert_eq!(e.check(7, 10 + REORDER_WINDOW, None), Ok(Verdict::Early));

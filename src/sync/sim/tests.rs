@@ -64,7 +64,7 @@ fn lossy_reordering_duplicating_wire_converges_once_healed() {
 
 /// A wire that reorders (and duplicates) but loses nothing: the datagrams that come
 /// ahead wait for the late ones, so no side asks for a second whole table, and the
-/// mirrors stay in step all along.
+/// mirrors match once the churn stops.
 #[test]
 fn reordering_without_loss_costs_no_full_table() {
     for seed in 0..4 {

@@ -1003,3 +1003,26 @@ fn the_turn_queue_holds_the_configured_changes() {
     assert!(r.take_sync(&mut items), "the 4097th change overflowed");
     assert_eq!(items.len(), 4096);
 }
+
+/// The router's queue is `sync.max_turn_changes` with a `[sync]` section, none without.
+#[test]
+fn the_turn_queue_comes_from_the_sync_section() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let kf = dir.path().join("key");
+    std::fs::write(&kf, "a-shared-secret-of-32-bytes-long\n").unwrap();
+    std::fs::set_permissions(&kf, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let base = format!(
+        "[listen]\nsip = [\"192.0.2.10:5060\"]\nrelay = \"10.0.0.10\"\nrelay_ports = \"20000-29999\"\n\
+         [[backend]]\nname = \"a\"\naddr = \"{A}\"\n"
+    );
+    assert_eq!(RouterConfig::new(&parse(&base), None).sync_queue, None);
+    let with_sync = format!(
+        "{base}[sync]\nlisten = \"10.0.0.1:7400\"\npeer = \"10.0.0.2:7400\"\nkey_file = \"{}\"\nmax_turn_changes = 20000\n",
+        kf.display()
+    );
+    assert_eq!(
+        RouterConfig::new(&parse(&with_sync), None).sync_queue,
+        Some(20_000)
+    );
+}
