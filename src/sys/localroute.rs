@@ -8,11 +8,18 @@
 //! dies, however it dies, so a route of ours whose name is free is a killed run's
 //! leftover, and one whose name is held belongs to a running instance (another sipfront
 //! on this host or namespace), which a second start must neither take nor remove.
+//!
+//! Any local user can bind an abstract name, so a held name is checked: ours is a
+//! listening stream socket, whose holder a connection names (`SO_PEERCRED`). A name held
+//! by another user, or by a socket that does not take connections, is squatted: the start
+//! goes on without the lock (warning), adds the route if it is missing and then removes
+//! it on exit, but leaves an existing route (a running instance's, perhaps) and other
+//! prefixes' leftovers alone.
 
 use std::io;
 use std::net::IpAddr;
 use std::os::linux::net::SocketAddrExt;
-use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram};
+use std::os::unix::net::{SocketAddr as UnixAddr, UnixListener};
 
 use futures_util::TryStreamExt;
 use rtnetlink::RouteMessageBuilder;
@@ -104,18 +111,59 @@ pub fn plan(want: Net, found: &[Found]) -> Plan {
 
 /// The running owner's claim on a prefix's route (see the module's text).
 #[derive(Debug)]
-pub struct Lock(#[allow(dead_code)] UnixDatagram);
+pub struct Lock(#[allow(dead_code)] UnixListener);
+
+/// What taking a prefix's lock found.
+#[derive(Debug)]
+enum Claim {
+    Ours(Lock),
+    /// A sipfront of this user holds it: it runs.
+    Running,
+    /// Held by something else (who, as far as known).
+    Squatted(String),
+}
 
 impl Lock {
-    /// `Ok(None)`: a running process holds it.
-    fn take(net: Net) -> io::Result<Option<Lock>> {
-        let name = format!("sipfront-relay-prefix {net}");
+    fn name(net: Net) -> String {
+        format!("sipfront-relay-prefix {net}")
+    }
+
+    fn take(net: Net) -> io::Result<Claim> {
+        let name = Self::name(net);
         let addr = UnixAddr::from_abstract_name(name.as_bytes())?;
-        match UnixDatagram::bind_addr(&addr) {
-            Ok(s) => Ok(Some(Lock(s))),
-            Err(e) if e.kind() == io::ErrorKind::AddrInUse => Ok(None),
+        match UnixListener::bind_addr(&addr) {
+            Ok(s) => Ok(Claim::Ours(Lock(s))),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => Ok(holder(&name)),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// Who holds the lock name `name`: a connection to it names the listener's user.
+fn holder(name: &str) -> Claim {
+    use nix::sys::socket::{
+        AddressFamily, SockFlag, SockType, UnixAddr as NixUnixAddr, connect, getsockopt, socket,
+        sockopt,
+    };
+    let probe = || -> nix::Result<nix::sys::socket::UnixCredentials> {
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        connect(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            &NixUnixAddr::new_abstract(name.as_bytes())?,
+        )?;
+        getsockopt(&fd, sockopt::PeerCredentials)
+    };
+    match probe() {
+        Ok(c) if c.uid() == nix::unistd::geteuid().as_raw() => Claim::Running,
+        Ok(c) => Claim::Squatted(format!("pid {}, uid {}", c.pid(), c.uid())),
+        // Its queue of connections is full: a listener, as ours are.
+        Err(nix::errno::Errno::EAGAIN) => Claim::Running,
+        Err(e) => Claim::Squatted(format!("a socket that takes no connection ({e})")),
     }
 }
 
@@ -136,7 +184,8 @@ fn message(net: Net) -> io::Result<RouteMessage> {
 #[derive(Debug)]
 pub struct LocalRoute {
     net: Net,
-    _lock: Lock,
+    /// `None` when the lock name was squatted (see the module's text).
+    _lock: Option<Lock>,
 }
 
 /// Makes `net` local. `Ok(None)`: a route not ours makes it local already (nothing
@@ -173,11 +222,24 @@ async fn ensure_with(handle: &rtnetlink::Handle, net: Net) -> io::Result<Option<
         tracing::debug!(prefix = %net, route = %by, "relay prefix already local");
         return Ok(None);
     }
-    let Some(lock) = Lock::take(net)? else {
-        return Err(io::Error::new(
-            io::ErrorKind::AddrInUse,
-            format!("another running sipfront on this host owns the route of {net}"),
-        ));
+    let lock = match Lock::take(net)? {
+        Claim::Ours(l) => Some(l),
+        Claim::Running => {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("another running sipfront on this host owns the route of {net}"),
+            ));
+        }
+        Claim::Squatted(who) => {
+            tracing::warn!(
+                prefix = %net,
+                name = %Lock::name(net),
+                holder = %who,
+                "the relay prefix's lock name is held by another user's process: going on \
+                 without it (an existing route is used and left in place)"
+            );
+            None
+        }
     };
     // Looked at again with the lock held: an owner that exited between the first look
     // and the lock took its route away.
@@ -185,11 +247,20 @@ async fn ensure_with(handle: &rtnetlink::Handle, net: Net) -> io::Result<Option<
         Plan::Covered(_) => return Ok(None),
         Plan::Own { exact, stale } => (exact, stale),
     };
+    let Some(lock) = lock else {
+        // Squatted: whose the routes are cannot be told. One already there stays as
+        // it is (nothing to undo); a missing one is added and ours.
+        if exact {
+            return Ok(None);
+        }
+        set_route(handle, net, true).await?;
+        return Ok(Some(LocalRoute { net, _lock: None }));
+    };
     for old in stale {
         // A leftover of a killed run for another prefix: its name is free, and held
         // until the route is gone. (Held by another: a running instance's, left alone;
         // both routes make their addresses local.)
-        if let Some(_old_lock) = Lock::take(old)? {
+        if let Claim::Ours(_old_lock) = Lock::take(old)? {
             tracing::info!(route = %old, "removing a killed run's relay prefix route");
             set_route(handle, old, false).await?;
         }
@@ -197,7 +268,10 @@ async fn ensure_with(handle: &rtnetlink::Handle, net: Net) -> io::Result<Option<
     if !exact {
         set_route(handle, net, true).await?;
     }
-    Ok(Some(LocalRoute { net, _lock: lock }))
+    Ok(Some(LocalRoute {
+        net,
+        _lock: Some(lock),
+    }))
 }
 
 /// The tables whose `local` routes make addresses local for every lookup: `local`
@@ -356,9 +430,95 @@ mod tests {
     #[test]
     fn the_lock_is_held_until_dropped() {
         let net = n("198.51.100.0/24");
-        let held = Lock::take(net).unwrap().expect("free");
-        assert!(Lock::take(net).unwrap().is_none(), "held by the first");
+        let Claim::Ours(held) = Lock::take(net).unwrap() else {
+            panic!("free");
+        };
+        assert!(
+            matches!(Lock::take(net).unwrap(), Claim::Running),
+            "held by the first, of this user"
+        );
         drop(held);
-        assert!(Lock::take(net).unwrap().is_some(), "free again");
+        assert!(
+            matches!(Lock::take(net).unwrap(), Claim::Ours(_)),
+            "free again"
+        );
+    }
+
+    /// A name bound by a stream socket that takes no connection (any local user can
+    /// bind one) is not taken for a running sipfront.
+    #[test]
+    fn a_squatted_lock_name_is_told_from_a_running_instance() {
+        use nix::sys::socket::{
+            AddressFamily, SockFlag, SockType, UnixAddr as NixUnixAddr, bind, socket,
+        };
+        let net = n("198.51.100.0/25");
+        let squatter = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let addr = NixUnixAddr::new_abstract(Lock::name(net).as_bytes()).unwrap();
+        bind(std::os::fd::AsRawFd::as_raw_fd(&squatter), &addr).unwrap();
+        let claim = Lock::take(net).unwrap();
+        assert!(
+            matches!(&claim, Claim::Squatted(who) if who.contains("takes no connection")),
+            "{claim:?}"
+        );
+        drop(squatter);
+        assert!(matches!(Lock::take(net).unwrap(), Claim::Ours(_)));
+    }
+
+    /// A listener of another user on the name (as ours would be) is squatted too: a
+    /// copy of this test binary runs as `nobody` and holds it.
+    #[test]
+    fn a_lock_name_held_by_another_user_is_squatted() {
+        use std::io::BufRead;
+        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::process::CommandExt;
+        const TEST: &str = "sys::localroute::tests::a_lock_name_held_by_another_user_is_squatted";
+        if let Ok(name) = std::env::var("SIPFRONT_TEST_SQUAT") {
+            // The child: holds the name until its parent kills it (30 s at most).
+            let addr = UnixAddr::from_abstract_name(name.as_bytes()).unwrap();
+            let _held = UnixListener::bind_addr(&addr).unwrap();
+            println!("squatting");
+            std::thread::sleep(std::time::Duration::from_secs(30));
+            return;
+        }
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIPPED: running a child as another user needs root");
+            return;
+        }
+        // Where `nobody` may run it from.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let exe = dir.path().join("squatter");
+        std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let net = n("198.51.100.128/25");
+        let mut child = std::process::Command::new(&exe)
+            .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
+            .env("SIPFRONT_TEST_SQUAT", Lock::name(net))
+            .uid(65534)
+            .gid(65534)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let ready = std::io::BufReader::new(out)
+            .lines()
+            .map_while(Result::ok)
+            .any(|l| l.contains("squatting"));
+        let claim = Lock::take(net);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(ready, "the child did not start");
+        let claim = claim.unwrap();
+        assert!(
+            matches!(&claim, Claim::Squatted(who) if who.contains("uid 65534")),
+            "{claim:?}"
+        );
     }
 }
