@@ -835,10 +835,12 @@ fn sipfront_backup_takes_over_from_keepalived(tag: &str, exit: KeepalivedExit) {
     eprintln!("test took {:?}", t0.elapsed());
 }
 
-/// Unicast mode, sipfront as the sender: sipfront master (150, `peers = [B]`) and keepalived
-/// backup (100, `unicast_peer { A }`, checksum auto-detection as shipped). keepalived accepts
-/// sipfront's unicast adverts (RFC 5798 checksum over the unicast destination) and stays
-/// BACKUP; kill -9 sipfront: keepalived takes over.
+/// Unicast mode, sipfront as the sender: sipfront master (150, `peers = [B, beA]`: two
+/// peers) and keepalived backup (100, `unicast_peer { A }`, checksum auto-detection as
+/// shipped). keepalived accepts sipfront's unicast adverts (RFC 5798 checksum over the
+/// unicast destination: each peer gets one advert per interval, checksummed for itself,
+/// none meant for the other peer) and stays BACKUP; kill -9 sipfront: keepalived takes
+/// over.
 #[test]
 fn unicast_keepalived_backup_accepts_sipfront_adverts() {
     let _serial = serial();
@@ -846,7 +848,14 @@ fn unicast_keepalived_backup_accepts_sipfront_adverts() {
     let dir = TestDir::new("vrrp-ka-unicast");
     let lan = keepalived_lan();
     let _uas = NsSipp::uas(&dir, lan.host("beA"), "uas-a");
-    let mut a = start_sf(&dir, &lan, "sfA", "sfA", 150, "peers = [\"10.77.0.12\"]");
+    let mut a = start_sf(
+        &dir,
+        &lan,
+        "sfA",
+        "sfA",
+        150,
+        "peers = [\"10.77.0.12\", \"10.77.0.21\"]",
+    );
     a.expect_state(VrrpState::Master, Duration::from_secs(10));
     let mut k = Keepalived::start_with(
         &dir,

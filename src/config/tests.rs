@@ -438,6 +438,10 @@ fn vrrp_section() {
             "vrrp.peers[0]",
         ),
         (
+            "[vrrp]\ninterface = \"e\"\nvrid = 1\nvips = [\"10.0.0.1/24\"]\npeers = [\"10.0.0.2\", \"10.0.0.2\"]\n",
+            "vrrp.peers[1]: 10.0.0.2 is listed twice",
+        ),
+        (
             "[vrrp]\ninterface = \"e\"\nvrid = 1\nvips = [\"10.0.0.1/24\"]\nprio = 3\n",
             "vrrp.prio",
         ),

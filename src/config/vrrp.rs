@@ -179,7 +179,12 @@ pub(super) fn validate_vrrp(r: RawVrrp) -> Result<Vrrp, ConfigError> {
     }
     let mut peers = Vec::new();
     for (i, s) in r.peers.iter().enumerate() {
-        peers.push(parse_addr::<Ipv4Addr>(&format!("vrrp.peers[{i}]"), s)?);
+        let key = format!("vrrp.peers[{i}]");
+        let p = parse_addr::<Ipv4Addr>(&key, s)?;
+        if peers.contains(&p) {
+            return Err(invalid(key, format!("{p} is listed twice")));
+        }
+        peers.push(p);
     }
     let garp_refresh = match &r.garp_refresh {
         Some(s) => {

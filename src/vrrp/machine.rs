@@ -449,7 +449,10 @@ impl Machine {
                 self.events.push_back(Event::ZeroFromNonMaster { src });
                 return;
             }
-            self.master_down_timer = Some(now + self.skew_time());
+            // A later one never pushes the takeover out: a stream of them (forged with
+            // the master's address) must not keep the backup waiting.
+            let due = now + self.skew_time();
+            self.master_down_timer = Some(self.master_down_timer.map_or(due, |t| t.min(due)));
             self.down_cause = Cause::PriorityZero;
             return;
         }

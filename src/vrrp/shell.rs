@@ -571,8 +571,9 @@ impl VrrpInstance {
         let mut buf = [0u8; 1100];
         while let Some(repr) = self.machine.poll_transmit() {
             for dst in self.speaker.dests().to_vec() {
+                // One send per destination, its checksum over that destination.
                 let n = repr.emit(&mut buf, self.iface.primary, dst);
-                if self.speaker.send(&buf[..n]) > 0 {
+                if self.speaker.send_to(&buf[..n], dst, self.iface.primary) {
                     self.metrics.sent.increment(1);
                 }
             }

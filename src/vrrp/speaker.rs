@@ -64,8 +64,8 @@ impl Speaker {
         s.set_nonblocking(true)?;
         s.bind_device(Some(iface.name.as_bytes()))?;
         // Not bound to an address: a raw socket bound to one only receives datagrams
-        // sent to it, and adverts go to 224.0.0.18. IP_MULTICAST_IF picks the source
-        // of multicast adverts; unicast ones take the route's (primary) source.
+        // sent to it, and adverts go to 224.0.0.18. Each send names its source
+        // (`send_to`), the primary address its checksum covers.
         s.set_ttl_v4(u32::from(TTL))?;
         s.set_multicast_ttl_v4(u32::from(TTL))?;
         s.set_multicast_loop_v4(false)?;
@@ -87,17 +87,16 @@ impl Speaker {
         &self.dests
     }
 
-    /// Sends one VRRP message to every destination; returns how many went out.
-    pub fn send(&self, payload: &[u8]) -> usize {
-        self.dests
-            .iter()
-            .filter(|d| {
-                self.sock
-                    .get_ref()
-                    .send_to(payload, &SocketAddr::V4(SocketAddrV4::new(**d, 0)).into())
-                    .is_ok()
-            })
-            .count()
+    /// Sends one VRRP message to `dst` from `src` (`IP_PKTINFO`): the address its
+    /// checksum covers, whichever source the route to a unicast peer would pick.
+    pub fn send_to(&self, payload: &[u8], dst: Ipv4Addr, src: Ipv4Addr) -> bool {
+        crate::sys::pktinfo::send_from(
+            self.sock.get_ref(),
+            payload,
+            SocketAddr::V4(SocketAddrV4::new(dst, 0)),
+            src.into(),
+        )
+        .is_ok()
     }
 
     pub async fn readable(&self) -> io::Result<()> {

@@ -214,6 +214,26 @@ fn backup_priority_zero_sets_skew_time() {
     );
 }
 
+/// Priority-0 adverts that keep coming (forged with the master's address, say) do not
+/// push the takeover out: the first one's Skew_Time holds.
+#[test]
+fn repeated_priority_zero_does_not_postpone_the_takeover() {
+    let t = Instant::now();
+    let mut m = started(settings(100, 1), t);
+    for k in 0..5 {
+        m.handle_input(
+            t + ms(10 + 100 * k),
+            Input::Advert {
+                src: ip(2),
+                repr: &advert(0, 100),
+            },
+        );
+    }
+    assert_eq!(m.poll_timeout(), Some(t + ms(10) + ms(600)));
+    m.handle_timeout(t + ms(610));
+    assert_eq!(m.state(), State::Master);
+}
+
 #[test]
 fn backup_takes_priority_zero_only_from_the_master_it_follows() {
     let t = Instant::now();
