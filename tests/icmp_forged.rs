@@ -35,10 +35,16 @@ fn checksum(b: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-/// An ICMP port unreachable (type 3 code 3) that quotes a UDP datagram from `from` to
+/// An ICMP destination unreachable with code `code` (1: host unreachable, 3: port
+/// unreachable) that quotes a UDP datagram from `from` to
 /// `to` whose payload starts with `payload` (empty: the RFC 792 minimum, IP header and
 /// 8 bytes). The quoted lengths claim a 300-byte payload, as if it were cut short.
-fn forged_unreachable(from: SocketAddrV4, to: SocketAddrV4, payload: &[u8]) -> Vec<u8> {
+fn unreachable_with_code(
+    code: u8,
+    from: SocketAddrV4,
+    to: SocketAddrV4,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut ip = [0u8; 20];
     ip[0] = 0x45;
     ip[2..4].copy_from_slice(&(20u16 + 8 + 300).to_be_bytes());
@@ -52,7 +58,7 @@ fn forged_unreachable(from: SocketAddrV4, to: SocketAddrV4, payload: &[u8]) -> V
     udp[0..2].copy_from_slice(&from.port().to_be_bytes());
     udp[2..4].copy_from_slice(&to.port().to_be_bytes());
     udp[4..6].copy_from_slice(&(8u16 + 300).to_be_bytes());
-    let mut icmp = vec![3, 3, 0, 0, 0, 0, 0, 0];
+    let mut icmp = vec![3, code, 0, 0, 0, 0, 0, 0];
     icmp.extend_from_slice(&ip);
     icmp.extend_from_slice(&udp);
     icmp.extend_from_slice(payload);
@@ -70,9 +76,21 @@ impl Forger {
     }
 
     fn send(&self, from: SocketAddrV4, to: SocketAddrV4, payload: &[u8]) {
-        let pkt = forged_unreachable(from, to, payload);
+        self.send_code(3, from, to, payload);
+    }
+
+    fn send_code(&self, code: u8, from: SocketAddrV4, to: SocketAddrV4, payload: &[u8]) {
+        let pkt = unreachable_with_code(code, from, to, payload);
         let dst = SocketAddr::V4(SocketAddrV4::new(*from.ip(), 0));
         self.0.send_to(&pkt, &dst.into()).expect("send forged ICMP");
+    }
+
+    /// A forger whose errors come from `src` (a router on the path, say).
+    fn from(src: Ipv4Addr) -> Forger {
+        let f = Forger::new();
+        f.0.bind(&SocketAddr::V4(SocketAddrV4::new(src, 0)).into())
+            .expect("bind the forger");
+        f
     }
 }
 
@@ -138,6 +156,8 @@ struct Responder {
     stop: Arc<AtomicBool>,
     probe_port: Arc<AtomicU16>,
     relay_port: Arc<AtomicU16>,
+    /// The latest probe's bytes, and how many probes came.
+    last_probe: Arc<std::sync::Mutex<(u64, Vec<u8>)>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -148,7 +168,13 @@ impl Responder {
         let stop = Arc::new(AtomicBool::new(false));
         let probe_port = Arc::new(AtomicU16::new(0));
         let relay_port = Arc::new(AtomicU16::new(0));
-        let (s, p, r) = (stop.clone(), probe_port.clone(), relay_port.clone());
+        let last_probe = Arc::new(std::sync::Mutex::new((0u64, Vec::new())));
+        let (s, p, r, lp) = (
+            stop.clone(),
+            probe_port.clone(),
+            relay_port.clone(),
+            last_probe.clone(),
+        );
         let thread = std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             // The socket closes when the thread ends: a crashed backend.
@@ -159,6 +185,9 @@ impl Responder {
                 let d = &buf[..n];
                 if d.starts_with(b"OPTIONS ") && String::from_utf8_lossy(d).contains("sfp-") {
                     p.store(from.port(), Ordering::Relaxed);
+                    if let Ok(mut g) = lp.lock() {
+                        *g = (g.0 + 1, d.to_vec());
+                    }
                     std::thread::sleep(PROBE_DELAY);
                 } else {
                     r.store(from.port(), Ordering::Relaxed);
@@ -170,6 +199,7 @@ impl Responder {
             stop,
             probe_port,
             relay_port,
+            last_probe,
             thread: Some(thread),
         }
     }
@@ -336,4 +366,86 @@ fn forged_icmp_never_downs_a_healthy_backend_and_a_real_crash_still_does() {
     // How soon is the benches' business; `reason="icmp"` says the fast path did it.
     eprintln!("crash detected in {took:?}");
     assert_eq!(icmp_downs, 1.0, "{text}");
+}
+
+/// A router's unreachable (host unreachable, or a port unreachable not sent by the
+/// backend itself) that quotes the real outstanding probe (an on-path router, or a
+/// route change for a moment) does not take the backend down at once: it only brings
+/// the next probe forward (`not_port_closed`), and the backend, which answers, stays up.
+#[test]
+fn a_routers_unreachable_quoting_the_probe_does_not_down_the_backend() {
+    require(&[]);
+    let ns = Netns::unique("icmpr");
+    let dir = TestDir::new("icmp_router");
+    let backend = SocketAddrV4::new(LO, BACKEND);
+    let router = Ipv4Addr::new(127, 0, 0, 50);
+    let (bsock, forger) = ns.enter(|| (UdpSocket::bind(backend).unwrap(), Forger::from(router)));
+    let responder = Responder::start(bsock);
+    let cfg = SipfrontConfig::new(&format!("127.0.0.1:{SIP}"), "20000-20009", ADMIN)
+        .backend("b", &backend.to_string())
+        .extra("[health]\ninterval = \"100ms\"\ntimeout = \"100ms\"\nrise = 2\nfall = 3\n");
+    let config = dir.join("sipfront.toml");
+    std::fs::write(&config, cfg.toml()).unwrap();
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &ns.name])
+        .arg(bin())
+        .args(["run", "-c"])
+        .arg(&config)
+        .env("RUST_LOG", "info");
+    let mut front = Proc::spawn("sipfront", &mut cmd, &dir.join("sipfront.log"));
+    let admin: SocketAddr = ADMIN.parse().unwrap();
+    let metrics = |front: &mut Proc| -> String {
+        front.assert_running();
+        ns.enter(|| http_get(admin, "/metrics"))
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    };
+    let up = |text: &str| find_metric(text, "sipfront_backend_up", &[("backend", "b")]);
+    assert!(
+        wait_until(Duration::from_secs(15), || up(&metrics(&mut front))
+            == Some(1.0)),
+        "backend not up; log:\n{}",
+        front.log_tail(30)
+    );
+    // For 3 s: each new probe, while it waits for its answer, draws a host unreachable
+    // and a port unreachable from the router, both quoting it exactly.
+    let (mut seen, mut forged) = (0u64, 0u32);
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(3) {
+        let (n, probe) = responder.last_probe.lock().unwrap().clone();
+        if n != seen && !probe.is_empty() {
+            seen = n;
+            let from = SocketAddrV4::new(LO, responder.probe_port.load(Ordering::Relaxed));
+            forger.send_code(1, from, backend, &probe);
+            forger.send_code(3, from, backend, &probe);
+            forged += 2;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let text = metrics(&mut front);
+    let downs = metric(
+        &text,
+        "sipfront_backend_transitions_total",
+        &[("backend", "b"), ("to", "down")],
+    );
+    let not_closed = find_metric(
+        &text,
+        "sipfront_icmp_ignored_total",
+        &[("reason", "not_port_closed")],
+    )
+    .unwrap_or(0.0);
+    eprintln!("{forged} forged, not_port_closed {not_closed}, downs {downs}");
+    assert!(forged >= 20, "too few probes met: {forged}");
+    assert_eq!(
+        downs,
+        0.0,
+        "a router's unreachable downed the backend; log:\n{}",
+        front.log_tail(30)
+    );
+    assert!(
+        not_closed >= 10.0,
+        "{not_closed} of {forged} counted as not_port_closed"
+    );
+    assert_eq!(up(&text), Some(1.0));
 }

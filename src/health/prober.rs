@@ -41,14 +41,19 @@ pub enum IcmpIgnored {
     QuoteMismatch,
     /// It quoted no payload to check: the backend is only probed early.
     NoQuote,
+    /// It quoted the outstanding probe, but is not a port unreachable from the
+    /// backend itself (a router's net or host unreachable, say, which a route change
+    /// may cause for a moment): the backend is only probed early.
+    NotPortClosed,
 }
 
 impl IcmpIgnored {
-    pub const ALL: [IcmpIgnored; 4] = [
+    pub const ALL: [IcmpIgnored; 5] = [
         IcmpIgnored::NotBackend,
         IcmpIgnored::NoProbeOutstanding,
         IcmpIgnored::QuoteMismatch,
         IcmpIgnored::NoQuote,
+        IcmpIgnored::NotPortClosed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -57,6 +62,7 @@ impl IcmpIgnored {
             IcmpIgnored::NoProbeOutstanding => "no_probe_outstanding",
             IcmpIgnored::QuoteMismatch => "quote_mismatch",
             IcmpIgnored::NoQuote => "no_quote",
+            IcmpIgnored::NotPortClosed => "not_port_closed",
         }
     }
 }
@@ -71,8 +77,8 @@ enum Verdict {
 
 /// The ignored-ICMP counters (registered once) and their rate-limited log line.
 struct IgnoredLog {
-    counters: [Counter; 4],
-    counts: [u64; 4],
+    counters: [Counter; 5],
+    counts: [u64; 5],
     lines: LogThrottle,
 }
 
@@ -83,7 +89,7 @@ impl IgnoredLog {
         IgnoredLog {
             counters: IcmpIgnored::ALL
                 .map(|r| counter!("sipfront_icmp_ignored_total", "reason" => r.as_str())),
-            counts: [0; 4],
+            counts: [0; 5],
             lines: LogThrottle::new(IGNORED_LOG_EVERY),
         }
     }
@@ -306,8 +312,8 @@ impl Prober {
         more
     }
 
-    /// Reads backend `i`'s probe socket's ICMP error queue: only an error that quotes
-    /// the outstanding probe fails it.
+    /// Reads backend `i`'s probe socket's ICMP error queue: only a port unreachable
+    /// from the backend that quotes the outstanding probe fails it.
     fn drain_errors(&mut self, now: Instant, i: usize) {
         let Some(s) = self.socks.get(i).and_then(Option::as_ref) else {
             return;
@@ -322,12 +328,15 @@ impl Prober {
             } else {
                 match (outstanding, &s.sent) {
                     (Some(seq), Some((sent_seq, sent))) if seq == *sent_seq => {
-                        if self.ids.quote_proves(sent, i, seq, u.quote) {
-                            Verdict::Down
-                        } else if u.quote.is_empty() {
+                        if u.quote.is_empty() {
                             Verdict::Ignored(IcmpIgnored::NoQuote)
-                        } else {
+                        } else if !self.ids.quote_proves(sent, i, seq, u.quote) {
                             Verdict::Ignored(IcmpIgnored::QuoteMismatch)
+                        } else if !u.is_port_closed_at_dest() {
+                            // Our probe, but a router's word, not the backend's.
+                            Verdict::Ignored(IcmpIgnored::NotPortClosed)
+                        } else {
+                            Verdict::Down
                         }
                     }
                     _ => Verdict::Ignored(IcmpIgnored::NoProbeOutstanding),
@@ -339,7 +348,7 @@ impl Prober {
             match v {
                 Verdict::Down => self.checker.handle_icmp(now, b, true),
                 Verdict::Ignored(why) => {
-                    if why == IcmpIgnored::NoQuote {
+                    if matches!(why, IcmpIgnored::NoQuote | IcmpIgnored::NotPortClosed) {
                         // Unproven: the probe in flight decides, at its first failure.
                         self.checker.handle_icmp(now, b, false);
                     }

@@ -39,6 +39,19 @@ pub struct Unreachable<'a> {
     pub quote: &'a [u8],
 }
 
+impl Unreachable<'_> {
+    /// A port unreachable (ICMP type 3 code 3, ICMPv6 type 1 code 4) sent by the
+    /// destination host itself: its port is closed. Other unreachables (net, host,
+    /// administratively prohibited) come from routers and may pass with a route change.
+    pub fn is_port_closed_at_dest(&self) -> bool {
+        let port = match self.dest {
+            SocketAddr::V4(_) => (self.icmp_type, self.icmp_code) == (3, 3),
+            SocketAddr::V6(_) => (self.icmp_type, self.icmp_code) == (1, 4),
+        };
+        port && self.offender == Some(self.dest.ip())
+    }
+}
+
 /// Room for the quoted payload: all an ICMPv6 error can carry (1280-byte minimum MTU).
 pub const QUOTE_MAX: usize = 1280;
 
@@ -217,6 +230,21 @@ mod tests {
             "the closed port's host sent it"
         );
         assert_eq!((*t, *c), (3, 3));
+        let u = Unreachable {
+            dest: *dest,
+            offender: *offender,
+            icmp_type: *t,
+            icmp_code: *c,
+            quote,
+        };
+        assert!(u.is_port_closed_at_dest());
+        let router = Unreachable {
+            offender: Some("192.0.2.1".parse().unwrap()),
+            ..u
+        };
+        assert!(!router.is_port_closed_at_dest(), "not from the host itself");
+        let host = Unreachable { icmp_code: 1, ..u };
+        assert!(!host.is_port_closed_at_dest(), "host unreachable");
         // Measured: Linux quotes the whole (short) datagram; the kernel hands back its
         // UDP payload, headers stripped.
         assert_eq!(quote.as_slice(), b"OPTIONS");
