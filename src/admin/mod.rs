@@ -242,17 +242,29 @@ pub(crate) fn error(code: StatusCode, msg: &str) -> Response {
     (code, axum::Json(serde_json::json!({ "error": msg }))).into_response()
 }
 
-/// Constant-time comparison, so response timing does not leak the token.
+/// Whether `Authorization: Bearer <token>` names `expected` (the scheme in any case,
+/// RFC 7235). The two are compared as SHA-256 digests in constant time, so response
+/// timing leaks neither the token's bytes nor its length.
 fn token_ok(expected: &str, headers: &HeaderMap) -> bool {
-    let Some(given) = headers
+    use sha2::{Digest, Sha256};
+    let Some((scheme, given)) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| v.split_once(' '))
     else {
         return false;
     };
-    let (a, b) = (expected.as_bytes(), given.trim().as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return false;
+    }
+    let (a, b) = (
+        Sha256::digest(expected.as_bytes()),
+        Sha256::digest(given.trim().as_bytes()),
+    );
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 /// The request names a loopback host (or none: not a browser). Without a token this is
@@ -474,6 +486,36 @@ mod tests {
         let mut m = HeaderMap::new();
         m.insert(header::HOST, h.parse().unwrap());
         m
+    }
+
+    fn with_auth(v: &str) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        m.insert(header::AUTHORIZATION, v.parse().unwrap());
+        m
+    }
+
+    #[test]
+    fn token_check_takes_the_exact_token_under_any_case_of_the_scheme() {
+        let t = "the-admin-token-0123456789";
+        for ok in [
+            "Bearer the-admin-token-0123456789",
+            "bearer the-admin-token-0123456789",
+            "BEARER the-admin-token-0123456789 ",
+        ] {
+            assert!(token_ok(t, &with_auth(ok)), "{ok}");
+        }
+        for bad in [
+            // Same length, last byte off.
+            "Bearer the-admin-token-0123456788",
+            "Bearer the-admin-token-012345678",
+            "Bearer the-admin-token-01234567890",
+            "Basic the-admin-token-0123456789",
+            "Bearer",
+            "Bearerthe-admin-token-0123456789",
+        ] {
+            assert!(!token_ok(t, &with_auth(bad)), "{bad}");
+        }
+        assert!(!token_ok(t, &HeaderMap::new()));
     }
 
     #[test]

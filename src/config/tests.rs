@@ -285,9 +285,15 @@ fn secret_files_must_be_small_regular_files_and_lists_are_bounded() {
     );
     let big = dir.path().join("big");
     write_secret(&big, &"k".repeat(5000));
+    let spaced = dir.path().join("spaced");
+    write_secret(&spaced, "a token with spaces in it");
+    let accented = dir.path().join("accented");
+    write_secret(&accented, "jeton-d'accès-0123456789");
     for (file, want) in [
         (&fifo, "is not a regular file"),
         (&big, "is larger than 4096 bytes"),
+        (&spaced, "must hold printable ASCII without spaces"),
+        (&accented, "must hold printable ASCII without spaces"),
     ] {
         let text = format!(
             "{GOOD}\n[admin]\nlisten = \"0.0.0.0:9090\"\ntoken_file = \"{}\"\n",

@@ -511,6 +511,16 @@ fn read_token(path: &str) -> Result<String, ConfigError> {
             format!("`{path}` must hold a token of at least 16 characters"),
         ));
     }
+    // It travels in an HTTP header: anything else could never match.
+    if !t.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid(
+            "admin.token_file",
+            format!(
+                "`{path}` must hold printable ASCII without spaces (it travels in the \
+                 Authorization header)"
+            ),
+        ));
+    }
     Ok(t)
 }
 
