@@ -245,6 +245,7 @@ pub async fn start(cfg: Config, prom: PrometheusHandle) -> Result<Running, Serve
         control: ctl_tx.clone(),
         token: admin_token.clone(),
         capture: admin_cfg.capture,
+        listing: Arc::new(tokio::sync::Semaphore::new(1)),
     };
     let limits = ConnLimits::from_config(&admin_cfg);
     tokio::spawn(async move {

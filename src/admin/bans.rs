@@ -111,6 +111,10 @@ pub(super) async fn list(State(s): State<ApiState>) -> Response {
 
 pub(super) async fn top(State(s): State<ApiState>, Query(q): Query<TopQuery>) -> Response {
     let limit = q.limit.unwrap_or(10).clamp(1, crate::relay::top::TOP_SLOTS);
+    // One listing at a time on the dataplane (see `ApiState::listing`).
+    let Ok(_one) = s.listing.acquire().await else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "dataplane not running");
+    };
     let (reply, rx) = oneshot::channel();
     match ask(&s, Control::Top { limit, reply }, rx).await {
         Ok(t) => Json(t).into_response(),

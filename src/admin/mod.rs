@@ -72,6 +72,8 @@ pub struct ApiState {
     pub token: Token,
     /// `admin.max_captures` and the captures' queue bounds.
     pub capture: crate::config::CaptureLimits,
+    /// One listing (flows, top) at a time: each is built on the dataplane thread.
+    pub listing: Arc<tokio::sync::Semaphore>,
 }
 
 pub fn routes(state: ApiState) -> HttpRouter {
@@ -223,6 +225,10 @@ struct FlowsBody {
 }
 
 async fn flows(State(s): State<ApiState>, Query(q): Query<FlowQuery>) -> Response {
+    // Held until the answer is back: listings reach the dataplane one by one.
+    let Ok(_one) = s.listing.acquire().await else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "dataplane not running");
+    };
     let (reply, rx) = oneshot::channel();
     let msg = Control::Flows {
         client: q.client,

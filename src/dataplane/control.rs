@@ -144,16 +144,25 @@ pub fn channel(capacity: usize) -> io::Result<(ControlTx, ControlRx)> {
     ))
 }
 
-/// Applies every waiting request; false once every sender is gone.
+/// Requests applied per wake at most: the rest wait for the next turn of the loop,
+/// so a burst of them (a flows listing takes milliseconds) never holds forwarding for
+/// all of them at once.
+const SERVE_PER_WAKE: usize = 4;
+
+/// Applies waiting requests, at most [`SERVE_PER_WAKE`]; false once every sender is
+/// gone.
 pub(super) fn serve(s: &mut Shell, rx: &mut ControlRx) -> bool {
     rx.wake.clear();
-    loop {
+    for _ in 0..SERVE_PER_WAKE {
         match rx.rx.try_recv() {
             Ok(msg) => s.control(msg),
             Err(TryRecvError::Empty) => return true,
             Err(TryRecvError::Disconnected) => return false,
         }
     }
+    // More may wait: the next turn comes back for them.
+    rx.wake.wake();
+    true
 }
 
 impl Shell {
@@ -176,6 +185,9 @@ impl Shell {
                 let notes = s.reload(*config);
                 let _ = reply.send(notes);
             }
+            // Its asker gave up (a closed connection): the listing is not built.
+            Control::Flows { reply, .. } if reply.is_closed() => {}
+            Control::Top { reply, .. } if reply.is_closed() => {}
             Control::Flows {
                 client,
                 limit,

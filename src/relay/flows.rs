@@ -509,11 +509,20 @@ impl FlowTable {
     /// The `n` sources holding the most flows, most first (a pass over the sources:
     /// for the admin API, not the forwarding path).
     pub fn top_sources(&self, n: usize) -> Vec<(SourceKey, u32)> {
-        let mut v: Vec<(SourceKey, u32)> = self.per_source.iter().collect();
-        if v.len() > n {
-            v.select_nth_unstable_by(n, |a, b| b.1.cmp(&a.1));
-            v.truncate(n);
+        use std::cmp::Reverse;
+        // The `n` largest in a heap of `n` (smallest on top): one walk, no copy of
+        // every source (a million of them behind an admin request).
+        let mut heap = std::collections::BinaryHeap::with_capacity(n + 1);
+        for (k, c) in self.per_source.iter() {
+            heap.push(Reverse((c, Reverse(k))));
+            if heap.len() > n {
+                heap.pop();
+            }
         }
+        let mut v: Vec<(SourceKey, u32)> = heap
+            .into_iter()
+            .map(|Reverse((c, Reverse(k)))| (k, c))
+            .collect();
         v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         v
     }
