@@ -172,6 +172,12 @@ fn with_peers_a_rogue_at_any_priority_is_dropped_and_the_master_keeps_the_vip() 
         !a.log_text().contains("without `peers`"),
         "the multicast warning with peers set"
     );
+    // Said in the log too, at most once per 10 s: 3,000 drops, one or two lines.
+    let lines = a.log_lines("vrrp packet dropped");
+    assert!(
+        (1..=2).contains(&lines.len()) && lines[0].contains("not_peer"),
+        "{lines:?}"
+    );
 }
 
 #[test]

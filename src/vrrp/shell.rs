@@ -281,6 +281,8 @@ struct VrrpInstance {
     metrics: Metrics,
     warn_other_master: LogThrottle,
     warn_stray_zero: LogThrottle,
+    /// Adverts dropped by the receive checks: one line per `WARN_EVERY`.
+    warn_dropped: LogThrottle,
     warn_garp_failed: LogThrottle,
     /// Transitions: 10 lines at once, then at most one per second (adverts can flip
     /// the machine as fast as they arrive); the metric counts every one.
@@ -348,6 +350,7 @@ impl VrrpInstance {
             metrics: Metrics::register(),
             warn_other_master: LogThrottle::new(WARN_EVERY),
             warn_stray_zero: LogThrottle::new(WARN_EVERY),
+            warn_dropped: LogThrottle::new(WARN_EVERY),
             warn_garp_failed: LogThrottle::new(WARN_EVERY),
             warn_transition: LogThrottle::with_burst(Duration::from_secs(1), 10),
         })
@@ -422,6 +425,21 @@ impl VrrpInstance {
         tracing::info!("vrrp speaker stopped");
     }
 
+    /// A received datagram dropped for `reason` (from `src`): counted, and a warning at
+    /// most every `WARN_EVERY` (RFC 5798 §7.1: a mismatched address list SHOULD be
+    /// logged; other reasons say why two hosts may both be master).
+    fn dropped(&mut self, reason: &'static str, src: Option<Ipv4Addr>) {
+        self.metrics.drop(reason);
+        if let Some(more) = self.warn_dropped.allow(Instant::now()) {
+            tracing::warn!(
+                reason,
+                src = ?src,
+                not_logged_before = more,
+                "vrrp packet dropped: see sipfront_vrrp_adverts_dropped_total{{reason}}"
+            );
+        }
+    }
+
     /// Reads up to [`RX_BATCH`] datagrams; true if there may be more.
     fn receive(&mut self, buf: &mut [u8]) -> bool {
         for _ in 0..RX_BATCH {
@@ -434,15 +452,17 @@ impl VrrpInstance {
                 }
             };
             let Some(ip) = parse_ipv4(data) else {
-                self.metrics.drop("bad_ip");
+                self.dropped("bad_ip", None);
                 continue;
             };
             if ip.src == self.iface.primary {
+                // Ours back (multicast loop is off), or another's forged with our source.
+                self.dropped(Discard::OwnAdvert.as_str(), Some(ip.src));
                 continue;
             }
             // The source filter: with `peers`, nobody else takes part.
             if !self.cfg.peers.is_empty() && !self.cfg.peers.contains(&ip.src) {
-                self.metrics.drop("not_peer");
+                self.dropped("not_peer", Some(ip.src));
                 continue;
             }
             let parsed =
@@ -450,12 +470,12 @@ impl VrrpInstance {
             let repr = match parsed {
                 Ok((repr, _kind)) => repr,
                 Err(e) => {
-                    self.metrics.drop(e.as_str());
+                    self.dropped(e.as_str(), Some(ip.src));
                     continue;
                 }
             };
             if let Err(d) = check_advert(self.machine.settings(), ip.src, ip.ttl, &repr) {
-                self.metrics.drop(d.as_str());
+                self.dropped(d.as_str(), Some(ip.src));
                 continue;
             }
             // A stray priority 0 is counted as dropped (by the machine's event).
