@@ -247,6 +247,26 @@ fn tokenless_loopback_admin_is_read_only() {
             assert!(body.contains("loopback"), "a clear error: {body}");
         }
     }
+    // A web page on a loopback name cannot start costly reads it cannot even read
+    // (a no-cors fetch of a capture or a listing): the browser names the page.
+    let host = format!("127.0.0.1:{port}");
+    for extra in [
+        ("Origin", "http://evil.example"),
+        ("Sec-Fetch-Site", "cross-site"),
+    ] {
+        let (code, body) = http_request(
+            admin,
+            "GET",
+            "/api/v1/flows",
+            &[("Host", host.as_str()), extra],
+        )
+        .unwrap();
+        assert_eq!(code, 403, "{extra:?}: {body}");
+        assert!(body.contains("web pages"), "{body}");
+    }
+    // /metrics stays open (Prometheus).
+    let (code, _) = http_request(admin, "GET", "/metrics", &[("Origin", "http://x")]).unwrap();
+    assert_eq!(code, 200);
     // Reads work; nothing was changed.
     let st = get_json(admin, "/api/v1/status");
     assert_eq!(st["backends"][0]["admin"], "enabled", "{st}");

@@ -115,6 +115,12 @@ async fn authorize(State(s): State<ApiState>, req: Request, next: Next) -> Respo
             axum::Json(serde_json::json!({ "error": "missing or wrong bearer token" })),
         )
             .into_response(),
+        None if from_a_web_page(req.headers()) => error(
+            StatusCode::FORBIDDEN,
+            "without admin.token_file the API does not answer web pages (the request \
+             carries Origin or Sec-Fetch-Site): a page could start captures and listings \
+             it cannot even read",
+        ),
         None if !host_is_loopback(req.headers()) => error(
             StatusCode::FORBIDDEN,
             "without admin.token_file the API answers only requests addressed to the \
@@ -271,6 +277,16 @@ fn token_ok(expected: &str, headers: &HeaderMap) -> bool {
         .zip(b.iter())
         .fold(0u8, |acc, (x, y)| acc | (x ^ y))
         == 0
+}
+
+/// A browser sent it on a web page's behalf: it says where from (`Origin`), or that it
+/// was not typed by the user (`Sec-Fetch-Site` other than `none`). ctl, curl and
+/// Prometheus send neither.
+fn from_a_web_page(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::ORIGIN)
+        || headers
+            .get("sec-fetch-site")
+            .is_some_and(|v| v.as_bytes() != b"none")
 }
 
 /// The request names a loopback host (or none: not a browser). Without a token this is
@@ -522,6 +538,19 @@ mod tests {
             assert!(!token_ok(t, &with_auth(bad)), "{bad}");
         }
         assert!(!token_ok(t, &HeaderMap::new()));
+    }
+
+    #[test]
+    fn requests_from_web_pages_are_told_apart() {
+        let mut h = HeaderMap::new();
+        assert!(!from_a_web_page(&h), "curl, ctl");
+        h.insert("sec-fetch-site", "none".parse().unwrap());
+        assert!(!from_a_web_page(&h), "typed into the address bar");
+        h.insert("sec-fetch-site", "cross-site".parse().unwrap());
+        assert!(from_a_web_page(&h));
+        let mut o = HeaderMap::new();
+        o.insert(header::ORIGIN, "http://evil.example".parse().unwrap());
+        assert!(from_a_web_page(&o));
     }
 
     #[test]
