@@ -13,6 +13,10 @@ pub struct Target {
     pub token: Option<String>,
 }
 
+/// An answer's body at most (100,000 listed flows are ~25 MB of JSON): whatever
+/// listens on the admin address cannot make ctl read without end.
+const MAX_ANSWER: u64 = 256 << 20;
+
 /// Sends one HTTP/1.1 request, with an optional JSON body; returns (status, body).
 fn http_body(
     t: &Target,
@@ -25,7 +29,7 @@ fn http_body(
     let body = res
         .body_mut()
         .with_config()
-        .limit(u64::MAX)
+        .limit(MAX_ANSWER)
         .read_to_vec()
         .context("reading the admin API's answer")?;
     Ok((code, String::from_utf8_lossy(&body).into_owned()))
