@@ -187,11 +187,11 @@ async fn run(cfg: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<()
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            () = &mut ended => {
+            what = &mut ended => {
                 sipfront::notify::notify("STOPPING=1");
                 // The VRRP speaker hands the address over first (priority 0).
                 running.shutdown().await?;
-                anyhow::bail!("the dataplane stopped");
+                anyhow::bail!("{what} stopped");
             }
             _ = hup.recv() => {
                 let Some(p) = &path else { continue };

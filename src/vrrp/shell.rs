@@ -65,9 +65,26 @@ pub enum VrrpError {
 pub struct VrrpHandle {
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Closed when the speaker's thread ends, asked to or not.
+    ended: Option<oneshot::Receiver<()>>,
 }
 
 impl VrrpHandle {
+    /// Resolves when the speaker has ended without being asked ([`VrrpHandle::stop`]
+    /// does not resolve it first): a socket error, say. The host then takes no part in
+    /// the election any more, and must not go on as if it did.
+    pub fn take_ended(&mut self) -> impl std::future::Future<Output = ()> + use<> {
+        let rx = self.ended.take();
+        async move {
+            match rx {
+                Some(rx) => {
+                    let _ = rx.await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+    }
+
     pub async fn stop(mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
@@ -135,9 +152,12 @@ pub async fn start(cfg: Vrrp, track: TrackFn) -> Result<VrrpHandle, VrrpError> {
     }
     let (ready_tx, ready_rx) = oneshot::channel();
     let (stop_tx, stop_rx) = oneshot::channel();
+    let (ended_tx, ended_rx) = oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
         .name("sipfront-vrrp".into())
         .spawn(move || {
+            // Dropped when the thread ends, however it ends.
+            let _ended = ended_tx;
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -166,6 +186,7 @@ pub async fn start(cfg: Vrrp, track: TrackFn) -> Result<VrrpHandle, VrrpError> {
         Ok(Ok(())) => Ok(VrrpHandle {
             stop: Some(stop_tx),
             thread: Some(thread),
+            ended: Some(ended_rx),
         }),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(VrrpError::Runtime(std::io::Error::other(
