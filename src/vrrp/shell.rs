@@ -25,7 +25,7 @@ use super::machine::{Cause, Event, Input, Machine, Settings, State};
 use super::packet::{Packet, PacketError, Repr};
 use super::speaker::{Speaker, parse_ipv4};
 use super::throttle::GarpSchedule;
-use super::vip::{VipError, VipOp, VipRequests, Vips, worker};
+use super::vip::{VipDone, VipError, VipOp, VipRequests, Vips, worker};
 use super::{Discard, PRIORITY_OWNER, check_advert};
 use crate::config::Vrrp;
 use crate::throttle::LogThrottle;
@@ -285,6 +285,13 @@ struct VrrpInstance {
     /// (the latest request wins).
     vip_ops: VipRequests,
     vip_worker: tokio::task::JoinHandle<()>,
+    vip_done: VipDone,
+    /// Mastership asked the worker to add the VIPs, and its round has not come back:
+    /// the takeover's ARP waits for it (announcing an address before it is on the
+    /// interface sends the clients' traffic to a host that drops it).
+    awaiting_add: bool,
+    /// The takeover's ARP burst, held until the add is done.
+    garp_held: bool,
     cfg: Vrrp,
     iface: Iface,
     track: TrackFn,
@@ -343,7 +350,14 @@ impl VrrpInstance {
             }
         }
         let (vip_ops, rx) = tokio::sync::watch::channel(VipOp::Remove);
-        let vip_worker = tokio::spawn(worker(vips, cfg.vips.clone(), VIP_LIFETIME_SECS, rx));
+        let (done_tx, vip_done) = tokio::sync::watch::channel((0, VipOp::Remove));
+        let vip_worker = tokio::spawn(worker(
+            vips,
+            cfg.vips.clone(),
+            VIP_LIFETIME_SECS,
+            rx,
+            done_tx,
+        ));
         tracing::info!(
             interface = %iface.name,
             primary = %iface.primary,
@@ -358,6 +372,9 @@ impl VrrpInstance {
             garp,
             vip_ops,
             vip_worker,
+            vip_done,
+            awaiting_add: false,
+            garp_held: false,
             cfg,
             iface,
             track,
@@ -408,6 +425,15 @@ impl VrrpInstance {
                 _ = &mut stop => break,
                 _ = sleep => {}
                 _ = track.tick() => self.track(),
+                r = self.vip_done.changed(), if self.awaiting_add => {
+                    // The add's round (or the worker is gone: announce anyway).
+                    if r.is_err() || self.vip_done.borrow_and_update().1 == VipOp::Add {
+                        self.awaiting_add = false;
+                        if std::mem::take(&mut self.garp_held) {
+                            self.takeover_garp(Instant::now());
+                        }
+                    }
+                }
                 _ = tokio::task::yield_now(), if backlog => {
                     backlog = self.receive(&mut buf);
                 }
@@ -444,6 +470,14 @@ impl VrrpInstance {
         let _ = self.vip_worker.await;
         self.metrics.state.set(0.0);
         tracing::info!("vrrp speaker stopped");
+    }
+
+    /// The takeover's ARP: a burst now, the next after `garp_delay`.
+    fn takeover_garp(&mut self, now: Instant) {
+        if self.garp_schedule.takeover(now, self.cfg.garp_delay) {
+            self.send_garp();
+        }
+        self.next_refresh = self.cfg.garp_refresh.map(|r| now + r);
     }
 
     /// A received datagram dropped for `reason` (from `src`): counted, and a warning at
@@ -641,11 +675,16 @@ impl VrrpInstance {
         match ev {
             Event::BecameMaster { .. } => self.takeover = true,
             Event::AddVips => {
+                // Rounds done before this one are not its answer.
+                self.vip_done.borrow_and_update();
                 self.vip_ops.send_replace(VipOp::Add);
+                self.awaiting_add = true;
                 self.next_renew = Some(Instant::now() + VIP_RENEW);
             }
             Event::RemoveVips => {
                 self.vip_ops.send_replace(VipOp::Remove);
+                self.awaiting_add = false;
+                self.garp_held = false;
                 self.garp_schedule.clear();
                 self.takeover = false;
                 self.next_refresh = None;
@@ -654,10 +693,11 @@ impl VrrpInstance {
             Event::SendGarp => {
                 let now = Instant::now();
                 if std::mem::take(&mut self.takeover) {
-                    if self.garp_schedule.takeover(now, self.cfg.garp_delay) {
-                        self.send_garp();
+                    if self.awaiting_add {
+                        self.garp_held = true;
+                    } else {
+                        self.takeover_garp(now);
                     }
-                    self.next_refresh = self.cfg.garp_refresh.map(|r| now + r);
                 } else if self.garp_schedule.request(now) {
                     // Asked for by a received advert: at most one burst per
                     // GARP_MIN_GAP, the rest folded into one pending burst.

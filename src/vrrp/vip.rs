@@ -36,6 +36,10 @@ pub enum VipOp {
 /// one netlink round per VIP at a time, never a queue that grows with them.
 pub type VipRequests = tokio::sync::watch::Sender<VipOp>;
 
+/// The worker's rounds done: how many, and the last one's op (its failures are
+/// logged; a takeover's ARP waits for the add's round, done either way).
+pub type VipDone = tokio::sync::watch::Receiver<(u64, VipOp)>;
+
 /// Runs VIP changes off the advert loop: a netlink round trip on a busy host can
 /// take longer than three 10 ms advert intervals, and an advert that waits for it
 /// makes the backup take over. The latest request wins, so a removal asked after an
@@ -46,6 +50,7 @@ pub async fn worker(
     list: Vec<Vip>,
     lifetime_secs: u32,
     mut ops: tokio::sync::watch::Receiver<VipOp>,
+    done: tokio::sync::watch::Sender<(u64, VipOp)>,
 ) {
     let mut failed = crate::throttle::LogThrottle::new(std::time::Duration::from_secs(10));
     while ops.changed().await.is_ok() {
@@ -61,6 +66,10 @@ pub async fn worker(
                 tracing::error!(vip = %v, op = ?op, error = %e, failed_since_last_line = more, "VIP change failed");
             }
         }
+        done.send_modify(|(n, last)| {
+            *n += 1;
+            *last = op;
+        });
     }
 }
 
