@@ -237,7 +237,7 @@ impl<'a> Run<'a> {
         );
         let cfg = self.dir.join(format!("{tag}.toml"));
         std::fs::write(&cfg, sipfront_toml(i, self.case, self.hc)).expect("write config");
-        let mut cmd = ns.command(env!("CARGO_BIN_EXE_sipfront"));
+        let mut cmd = ns.command(testkit::bench_bin(env!("CARGO_BIN_EXE_sipfront")));
         cmd.arg("run")
             .arg("-c")
             .arg(&cfg)
