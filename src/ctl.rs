@@ -100,14 +100,38 @@ fn json_body(t: &Target, method: &str, path: &str, send: Option<&Value>) -> anyh
     check(code, body)
 }
 
-/// The body as JSON when `code` is 2xx; else the API's error as a message.
+/// Control characters written as `\x{..}`: what the admin address answers goes to
+/// a terminal, and whatever listens there (not necessarily sipfront) must not drive it.
+fn defang(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && c != '\n' {
+            out.push_str(&format!("\\x{{{:02x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Every string in `v`, defanged (see [`defang`]).
+fn defang_json(v: &mut Value) {
+    match v {
+        Value::String(s) => *s = defang(s),
+        Value::Array(a) => a.iter_mut().for_each(defang_json),
+        Value::Object(o) => o.values_mut().for_each(defang_json),
+        _ => {}
+    }
+}
+
+/// The body as JSON when `code` is 2xx; else the API's error as a message. Strings are
+/// defanged for the terminal.
 fn check(code: u16, body: String) -> anyhow::Result<Value> {
-    let v: Value = serde_json::from_str(&body).unwrap_or(Value::String(body.clone()));
+    let mut v: Value = serde_json::from_str(&body).unwrap_or(Value::String(body.clone()));
+    defang_json(&mut v);
+    let body = defang(body.trim());
     if !(200..300).contains(&code) {
-        let msg = v
-            .get("error")
-            .and_then(Value::as_str)
-            .unwrap_or(body.trim());
+        let msg = v.get("error").and_then(Value::as_str).unwrap_or(&body);
         if code == 401 {
             bail!("HTTP 401: {msg} (pass --token-file or -c with the config that names it)");
         }
@@ -421,4 +445,20 @@ pub fn capture(t: &Target, a: &CaptureArgs, pcap: Option<&std::path::Path>) -> a
         eprintln!("{n} datagrams written to {}", p.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod defang_tests {
+    use super::*;
+
+    #[test]
+    fn server_strings_reach_the_terminal_without_control_characters() {
+        let body = r#"{"backends":[{"name":"a\u001b]52;c;aGk=\u0007b"}],"n":1}"#.to_string();
+        let v = check(200, body).unwrap();
+        assert_eq!(v["backends"][0]["name"], "a\\x{1b}]52;c;aGk=\\x{07}b");
+        let e = check(500, r#"{"error":"bad\u001b[2Jthing"}"#.to_string()).unwrap_err();
+        assert_eq!(e.to_string(), "HTTP 500: bad\\x{1b}[2Jthing");
+        let e = check(502, "not json \u{1b}[31m".to_string()).unwrap_err();
+        assert_eq!(e.to_string(), "HTTP 502: not json \\x{1b}[31m");
+    }
 }
