@@ -260,6 +260,7 @@ pub async fn start(cfg: Config, prom: PrometheusHandle) -> Result<Running, Serve
         token: admin_token.clone(),
         capture: admin_cfg.capture,
         listing: Arc::new(tokio::sync::Semaphore::new(1)),
+        refused: Arc::default(),
     };
     let limits = ConnLimits::from_config(&admin_cfg);
     tokio::spawn(async move {

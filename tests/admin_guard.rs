@@ -160,6 +160,12 @@ fn token_guards_the_api_and_sighup_rotates_it() {
     assert_eq!(get("/api/v1/status", None), 401);
     assert_eq!(get("/api/v1/flows", Some("wrong-token-0123456789")), 401);
     assert_eq!(get("/api/v1/flows", Some(old)), 200);
+    // Counted, and said in the log (once per 10 s).
+    assert_eq!(
+        front.metric("sipfront_admin_refused_total", &[("reason", "token")]),
+        3.0
+    );
+    wait_log(&mut front, &["admin API requests refused", "token=1"], 1);
     for path in ["/metrics", "/live", "/ready"] {
         assert_eq!(get(path, None), 200, "{path} stays open");
     }
@@ -267,6 +273,13 @@ fn tokenless_loopback_admin_is_read_only() {
     // /metrics stays open (Prometheus).
     let (code, _) = http_request(admin, "GET", "/metrics", &[("Origin", "http://x")]).unwrap();
     assert_eq!(code, 200);
+    for (reason, n) in [("host", 2.0), ("web_page", 2.0), ("read_only", 4.0)] {
+        assert_eq!(
+            front.metric("sipfront_admin_refused_total", &[("reason", reason)]),
+            n,
+            "{reason}"
+        );
+    }
     // Reads work; nothing was changed.
     let st = get_json(admin, "/api/v1/status");
     assert_eq!(st["backends"][0]["admin"], "enabled", "{st}");

@@ -16,6 +16,9 @@
 
 mod bans;
 pub mod conn;
+pub mod refused;
+
+use refused::Refusal;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
@@ -74,6 +77,7 @@ pub struct ApiState {
     pub capture: crate::config::CaptureLimits,
     /// One listing (flows, top) at a time: each is built on the dataplane thread.
     pub listing: Arc<tokio::sync::Semaphore>,
+    pub refused: Arc<refused::Refusals>,
 }
 
 pub fn routes(state: ApiState) -> HttpRouter {
@@ -109,30 +113,42 @@ async fn authorize(State(s): State<ApiState>, req: Request, next: Next) -> Respo
     let changing = !matches!(*req.method(), Method::GET | Method::HEAD);
     match s.token.get() {
         Some(t) if token_ok(&t, req.headers()) => next.run(req).await,
-        Some(_) => (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            axum::Json(serde_json::json!({ "error": "missing or wrong bearer token" })),
-        )
-            .into_response(),
-        None if from_a_web_page(req.headers()) => error(
-            StatusCode::FORBIDDEN,
-            "without admin.token_file the API does not answer web pages (the request \
-             carries Origin or Sec-Fetch-Site): a page could start captures and listings \
-             it cannot even read",
-        ),
-        None if !host_is_loopback(req.headers()) => error(
-            StatusCode::FORBIDDEN,
-            "without admin.token_file the API answers only requests addressed to the \
-             loopback by name or address (Host: localhost, 127.0.0.1, [::1]); set a token \
-             to reach it by another name",
-        ),
-        None if changing => error(
-            StatusCode::FORBIDDEN,
-            "the admin API is read-only: no admin.token_file is configured; set one \
-             (and run `sipfront ctl -c CONFIG`, which reads it) to drain, enable or \
-             disable backends",
-        ),
+        Some(_) => {
+            s.refused.note(Refusal::Token);
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                axum::Json(serde_json::json!({ "error": "missing or wrong bearer token" })),
+            )
+                .into_response()
+        }
+        None if from_a_web_page(req.headers()) => {
+            s.refused.note(Refusal::WebPage);
+            error(
+                StatusCode::FORBIDDEN,
+                "without admin.token_file the API does not answer web pages (the request \
+                 carries Origin or Sec-Fetch-Site): a page could start captures and listings \
+                 it cannot even read",
+            )
+        }
+        None if !host_is_loopback(req.headers()) => {
+            s.refused.note(Refusal::Host);
+            error(
+                StatusCode::FORBIDDEN,
+                "without admin.token_file the API answers only requests addressed to the \
+                 loopback by name or address (Host: localhost, 127.0.0.1, [::1]); set a token \
+                 to reach it by another name",
+            )
+        }
+        None if changing => {
+            s.refused.note(Refusal::ReadOnly);
+            error(
+                StatusCode::FORBIDDEN,
+                "the admin API is read-only: no admin.token_file is configured; set one \
+                 (and run `sipfront ctl -c CONFIG`, which reads it) to drain, enable or \
+                 disable backends",
+            )
+        }
         None => next.run(req).await,
     }
 }
@@ -416,6 +432,7 @@ async fn capture(State(s): State<ApiState>, Query(q): Query<CaptureQuery>) -> Re
     match answer.await {
         Ok(Ok(())) => {}
         Ok(Err(Refused::Busy)) => {
+            s.refused.note(Refusal::CapturesBusy);
             return error(
                 StatusCode::TOO_MANY_REQUESTS,
                 &format!(

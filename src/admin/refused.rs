@@ -1,0 +1,85 @@
+//! API requests refused, by reason: `sipfront_admin_refused_total{reason}` and one log
+//! line per [`LOG_EVERY`] with the counts since the last (a token guessed, a page
+//! that tries the API, would otherwise leave no trace).
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use super::conn::LOG_EVERY;
+use crate::throttle::LogThrottle;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// 401: no or a wrong bearer token.
+    Token,
+    /// 403: without a token, a Host that is not a loopback name.
+    Host,
+    /// 403: without a token, a request a browser sent for a web page.
+    WebPage,
+    /// 403: without a token, a changing call.
+    ReadOnly,
+    /// 429: `admin.max_captures` captures run already.
+    CapturesBusy,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 5] = [
+        Refusal::Token,
+        Refusal::Host,
+        Refusal::WebPage,
+        Refusal::ReadOnly,
+        Refusal::CapturesBusy,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Token => "token",
+            Refusal::Host => "host",
+            Refusal::WebPage => "web_page",
+            Refusal::ReadOnly => "read_only",
+            Refusal::CapturesBusy => "captures_busy",
+        }
+    }
+}
+
+pub struct Refusals {
+    counters: [metrics::Counter; 5],
+    /// Refusals since the last log line, by [`Refusal::ALL`] index, and its limit.
+    pending: Mutex<([u64; 5], LogThrottle)>,
+}
+
+impl Default for Refusals {
+    fn default() -> Self {
+        Refusals {
+            counters: Refusal::ALL
+                .map(|r| metrics::counter!("sipfront_admin_refused_total", "reason" => r.as_str())),
+            pending: Mutex::new(([0; 5], LogThrottle::new(LOG_EVERY))),
+        }
+    }
+}
+
+impl Refusals {
+    pub fn note(&self, why: Refusal) {
+        let i = why as usize;
+        self.counters[i].increment(1);
+        let Ok(mut p) = self.pending.lock() else {
+            return;
+        };
+        p.0[i] += 1;
+        if p.1.allow(Instant::now()).is_none() {
+            return;
+        }
+        let counts: Vec<String> = Refusal::ALL
+            .iter()
+            .zip(p.0)
+            .filter(|(_, n)| *n > 0)
+            .map(|(r, n)| format!("{}={n}", r.as_str()))
+            .collect();
+        tracing::warn!(
+            refused = %counts.join(" "),
+            "admin API requests refused; next report in {}s at the earliest",
+            LOG_EVERY.as_secs()
+        );
+        p.0 = [0; 5];
+    }
+}
