@@ -43,7 +43,7 @@ pub enum IcmpIgnored {
     NoQuote,
     /// It quoted the outstanding probe, but is not a port unreachable from the
     /// backend itself (a router's net or host unreachable, say, which a route change
-    /// may cause for a moment): the backend is only probed early.
+    /// may cause for a moment): the probe in flight decides.
     NotPortClosed,
 }
 

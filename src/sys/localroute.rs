@@ -11,7 +11,8 @@
 //!
 //! Any local user can bind an abstract name, so a held name is checked: ours is a
 //! listening stream socket, whose holder a connection names (`SO_PEERCRED`). A name held
-//! by another user, or by a socket that does not take connections, is squatted: the start
+//! by another user, by a socket that does not take connections, or by a listener whose
+//! queue is full (its holder unknown) is squatted: the start
 //! goes on without the lock (warning), adds the route if it is missing and then removes
 //! it on exit, but leaves an existing route (a running instance's, perhaps) and other
 //! prefixes' leftovers alone.
@@ -161,8 +162,13 @@ fn holder(name: &str) -> Claim {
     match probe() {
         Ok(c) if c.uid() == nix::unistd::geteuid().as_raw() => Claim::Running,
         Ok(c) => Claim::Squatted(format!("pid {}, uid {}", c.pid(), c.uid())),
-        // Its queue of connections is full: a listener, as ours are.
-        Err(nix::errno::Errno::EAGAIN) => Claim::Running,
+        // Its queue of connections is full: whose it is cannot be told, and anyone
+        // can fill a queue of their own (listen(0), connect once). Squatted is the
+        // safe reading: that path removes no route it did not add, and a second
+        // sipfront fails on its relay port anyway.
+        Err(nix::errno::Errno::EAGAIN) => {
+            Claim::Squatted("a listener whose queue is full (holder unknown)".into())
+        }
         Err(e) => Claim::Squatted(format!("a socket that takes no connection ({e})")),
     }
 }
@@ -468,6 +474,27 @@ mod tests {
         );
         drop(squatter);
         assert!(matches!(Lock::take(net).unwrap(), Claim::Ours(_)));
+
+        // A listener of this user whose queue is full (listen(0), one connection
+        // waiting): its holder cannot be asked, so it is not taken for sipfront.
+        let full = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        bind(std::os::fd::AsRawFd::as_raw_fd(&full), &addr).unwrap();
+        nix::sys::socket::listen(&full, nix::sys::socket::Backlog::new(0).unwrap()).unwrap();
+        let _waiting = std::os::unix::net::UnixStream::connect_addr(
+            &UnixAddr::from_abstract_name(Lock::name(net).as_bytes()).unwrap(),
+        )
+        .unwrap();
+        let claim = Lock::take(net).unwrap();
+        assert!(
+            matches!(&claim, Claim::Squatted(who) if who.contains("queue is full")),
+            "{claim:?}"
+        );
     }
 
     /// A listener of another user on the name (as ours would be) is squatted too: a
@@ -490,27 +517,44 @@ mod tests {
             eprintln!("SKIPPED: running a child as another user needs root");
             return;
         }
-        // Where `nobody` may run it from.
+        // Where `nobody` may run it from (a noexec /tmp, or a user namespace without
+        // uid 65534, makes that impossible: the test is skipped then, saying so).
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let exe = dir.path().join("squatter");
         std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
         std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
         let net = n("198.51.100.128/25");
-        let mut child = std::process::Command::new(&exe)
+        let spawned = std::process::Command::new(&exe)
             .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
             .env("SIPFRONT_TEST_SQUAT", Lock::name(net))
             .uid(65534)
             .gid(65534)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+            .spawn();
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!(
+                    "SKIPPED: cannot run a child as uid 65534 from {}: {e}",
+                    exe.display()
+                );
+                return;
+            }
+        };
         let out = child.stdout.take().unwrap();
-        let ready = std::io::BufReader::new(out)
-            .lines()
-            .map_while(Result::ok)
-            .any(|l| l.contains("squatting"));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let seen = std::io::BufReader::new(out)
+                .lines()
+                .map_while(Result::ok)
+                .any(|l| l.contains("squatting"));
+            let _ = tx.send(seen);
+        });
+        let ready = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .unwrap_or(false);
         let claim = Lock::take(net);
         let _ = child.kill();
         let _ = child.wait();
