@@ -209,7 +209,7 @@ struct Metrics {
     transitions: Vec<((State, Cause), Counter)>,
 }
 
-const DROP_REASONS: &[&str] = &["bad_ip", "not_peer", "zero_not_master"];
+const DROP_REASONS: &[&str] = &["bad_ip", "not_peer", "zero_not_master", "send_failed"];
 
 impl Metrics {
     fn register() -> Metrics {
@@ -311,6 +311,7 @@ struct VrrpInstance {
     warn_stray_zero: LogThrottle,
     /// Adverts dropped by the receive checks: one line per `WARN_EVERY`.
     warn_dropped: LogThrottle,
+    warn_send_failed: LogThrottle,
     warn_garp_failed: LogThrottle,
     /// Transitions: 10 lines at once, then at most one per second (adverts can flip
     /// the machine as fast as they arrive); the metric counts every one.
@@ -389,6 +390,7 @@ impl VrrpInstance {
             warn_other_master: LogThrottle::new(WARN_EVERY),
             warn_stray_zero: LogThrottle::new(WARN_EVERY),
             warn_dropped: LogThrottle::new(WARN_EVERY),
+            warn_send_failed: LogThrottle::new(WARN_EVERY),
             warn_garp_failed: LogThrottle::new(WARN_EVERY),
             warn_transition: LogThrottle::with_burst(Duration::from_secs(1), 10),
         })
@@ -426,8 +428,13 @@ impl VrrpInstance {
                 _ = sleep => {}
                 _ = track.tick() => self.track(),
                 r = self.vip_done.changed(), if self.awaiting_add => {
-                    // The add's round (or the worker is gone: announce anyway).
-                    if r.is_err() || self.vip_done.borrow_and_update().1 == VipOp::Add {
+                    if r.is_err() {
+                        // The VIP worker is gone: no address would be added or
+                        // removed any more. The speaker ends, and so the process.
+                        tracing::error!("vrrp VIP worker ended; stopping the speaker");
+                        break;
+                    }
+                    if self.vip_done.borrow_and_update().1 == VipOp::Add {
                         self.awaiting_add = false;
                         if std::mem::take(&mut self.garp_held) {
                             self.takeover_garp(Instant::now());
@@ -485,6 +492,12 @@ impl VrrpInstance {
     /// logged; other reasons say why two hosts may both be master).
     fn dropped(&mut self, reason: &'static str, src: Option<Ipv4Addr>) {
         self.metrics.drop(reason);
+        // Another group's adverts on the segment, or ours reflected by a switch, are
+        // normal: counted only, so the lines that explain two masters stand out.
+        let routine = [Discard::OtherVrid.as_str(), Discard::OwnAdvert.as_str()];
+        if routine.contains(&reason) {
+            return;
+        }
         if let Some(more) = self.warn_dropped.allow(Instant::now()) {
             tracing::warn!(
                 reason,
@@ -613,7 +626,9 @@ impl VrrpInstance {
             fire = true;
             self.next_refresh = self.cfg.garp_refresh.map(|r| now + r);
         }
-        if fire && self.machine.state() == State::Master {
+        // Not before the addresses are on the interface (the takeover's burst follows
+        // the add).
+        if fire && self.machine.state() == State::Master && !self.awaiting_add {
             self.send_garp();
         }
     }
@@ -648,8 +663,22 @@ impl VrrpInstance {
             for dst in self.speaker.dests().to_vec() {
                 // One send per destination, its checksum over that destination.
                 let n = repr.emit(&mut buf, self.iface.primary, dst);
-                if self.speaker.send_to(&buf[..n], dst, self.iface.primary) {
-                    self.metrics.sent.increment(1);
+                match self.speaker.send_to(&buf[..n], dst, self.iface.primary) {
+                    Ok(()) => self.metrics.sent.increment(1),
+                    // A master whose adverts do not leave loses the VIP to its peer
+                    // while it still holds it: say so.
+                    Err(e) => {
+                        self.metrics.drop("send_failed");
+                        if let Some(more) = self.warn_send_failed.allow(Instant::now()) {
+                            tracing::warn!(
+                                %dst,
+                                src = %self.iface.primary,
+                                error = %e,
+                                not_logged_before = more,
+                                "vrrp advert not sent"
+                            );
+                        }
+                    }
                 }
             }
         }
@@ -698,6 +727,8 @@ impl VrrpInstance {
                     } else {
                         self.takeover_garp(now);
                     }
+                } else if self.awaiting_add {
+                    // The takeover's burst, after the add, answers it.
                 } else if self.garp_schedule.request(now) {
                     // Asked for by a received advert: at most one burst per
                     // GARP_MIN_GAP, the rest folded into one pending burst.

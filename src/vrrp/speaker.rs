@@ -89,14 +89,14 @@ impl Speaker {
 
     /// Sends one VRRP message to `dst` from `src` (`IP_PKTINFO`): the address its
     /// checksum covers, whichever source the route to a unicast peer would pick.
-    pub fn send_to(&self, payload: &[u8], dst: Ipv4Addr, src: Ipv4Addr) -> bool {
+    pub fn send_to(&self, payload: &[u8], dst: Ipv4Addr, src: Ipv4Addr) -> io::Result<()> {
         crate::sys::pktinfo::send_from(
             self.sock.get_ref(),
             payload,
             SocketAddr::V4(SocketAddrV4::new(dst, 0)),
             src.into(),
         )
-        .is_ok()
+        .map(drop)
     }
 
     pub async fn readable(&self) -> io::Result<()> {

@@ -36,6 +36,9 @@ pub enum VipOp {
 /// one netlink round per VIP at a time, never a queue that grows with them.
 pub type VipRequests = tokio::sync::watch::Sender<VipOp>;
 
+/// One VIP change waits this long for the kernel's answer at most.
+const NETLINK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The worker's rounds done: how many, and the last one's op (its failures are
 /// logged; a takeover's ARP waits for the add's round, done either way).
 pub type VipDone = tokio::sync::watch::Receiver<(u64, VipOp)>;
@@ -56,9 +59,20 @@ pub async fn worker(
     while ops.changed().await.is_ok() {
         let op = *ops.borrow_and_update();
         for v in &list {
-            let r = match op {
-                VipOp::Add => vips.add(v, lifetime_secs).await,
-                VipOp::Remove => vips.remove(v).await,
+            // A netlink answer that never comes must not stall every later change
+            // (renewals, removal) and the takeover's ARP behind it.
+            let change = async {
+                match op {
+                    VipOp::Add => vips.add(v, lifetime_secs).await,
+                    VipOp::Remove => vips.remove(v).await,
+                }
+            };
+            let r = match tokio::time::timeout(NETLINK_TIMEOUT, change).await {
+                Ok(r) => r,
+                Err(_) => Err(VipError::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no netlink answer within {NETLINK_TIMEOUT:?}"),
+                ))),
             };
             if let Err(e) = r
                 && let Some(more) = failed.allow(std::time::Instant::now())
