@@ -218,6 +218,43 @@ impl Drop for Responder {
     }
 }
 
+/// `sipfront_backend_up` of backend "b" in a scrape.
+fn up(text: &str) -> Option<f64> {
+    find_metric(text, "sipfront_backend_up", &[("backend", "b")])
+}
+
+/// `/metrics` of the sipfront in `ns` (which must still run).
+fn metrics_of(ns: &Netns, front: &mut Proc) -> String {
+    front.assert_running();
+    let admin: SocketAddr = ADMIN.parse().unwrap();
+    ns.enter(|| http_get(admin, "/metrics"))
+        .map(|(_, body)| body)
+        .unwrap_or_default()
+}
+
+/// sipfront in `ns` with one backend, probed every 100 ms (fall 3), once it is up.
+fn start_front(ns: &Netns, dir: &TestDir, backend: SocketAddrV4) -> Proc {
+    let cfg = SipfrontConfig::new(&format!("127.0.0.1:{SIP}"), "20000-20009", ADMIN)
+        .backend("b", &backend.to_string())
+        .extra("[health]\ninterval = \"100ms\"\ntimeout = \"100ms\"\nrise = 2\nfall = 3\n");
+    let config = dir.join("sipfront.toml");
+    std::fs::write(&config, cfg.toml()).unwrap();
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &ns.name])
+        .arg(bin())
+        .args(["run", "-c"])
+        .arg(&config)
+        .env("RUST_LOG", "info");
+    let mut front = Proc::spawn("sipfront", &mut cmd, &dir.join("sipfront.log"));
+    assert!(
+        wait_until(Duration::from_secs(15), || up(&metrics_of(ns, &mut front))
+            == Some(1.0)),
+        "backend not up; log:\n{}",
+        front.log_tail(30)
+    );
+    front
+}
+
 #[test]
 fn forged_icmp_never_downs_a_healthy_backend_and_a_real_crash_still_does() {
     require(&[]);
@@ -233,32 +270,8 @@ fn forged_icmp_never_downs_a_healthy_backend_and_a_real_crash_still_does() {
     });
     let mut responder = Responder::start(bsock);
 
-    let cfg = SipfrontConfig::new(&format!("127.0.0.1:{SIP}"), "20000-20009", ADMIN)
-        .backend("b", &backend.to_string())
-        .extra("[health]\ninterval = \"100ms\"\ntimeout = \"100ms\"\nrise = 2\nfall = 3\n");
-    let config = dir.join("sipfront.toml");
-    std::fs::write(&config, cfg.toml()).unwrap();
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &ns.name])
-        .arg(bin())
-        .args(["run", "-c"])
-        .arg(&config)
-        .env("RUST_LOG", "info");
-    let mut front = Proc::spawn("sipfront", &mut cmd, &dir.join("sipfront.log"));
-    let admin: SocketAddr = ADMIN.parse().unwrap();
-    let metrics = |front: &mut Proc| -> String {
-        front.assert_running();
-        ns.enter(|| http_get(admin, "/metrics"))
-            .map(|(_, body)| body)
-            .unwrap_or_default()
-    };
-    let up = |text: &str| find_metric(text, "sipfront_backend_up", &[("backend", "b")]);
-    assert!(
-        wait_until(Duration::from_secs(15), || up(&metrics(&mut front))
-            == Some(1.0)),
-        "backend not up; log:\n{}",
-        front.log_tail(30)
-    );
+    let mut front = start_front(&ns, &dir, backend);
+    let metrics = |front: &mut Proc| metrics_of(&ns, front);
 
     // A flow, so a relay socket sends to the backend.
     client
@@ -381,32 +394,8 @@ fn a_routers_unreachable_quoting_the_probe_does_not_down_the_backend() {
     let router = Ipv4Addr::new(127, 0, 0, 50);
     let (bsock, forger) = ns.enter(|| (UdpSocket::bind(backend).unwrap(), Forger::from(router)));
     let responder = Responder::start(bsock);
-    let cfg = SipfrontConfig::new(&format!("127.0.0.1:{SIP}"), "20000-20009", ADMIN)
-        .backend("b", &backend.to_string())
-        .extra("[health]\ninterval = \"100ms\"\ntimeout = \"100ms\"\nrise = 2\nfall = 3\n");
-    let config = dir.join("sipfront.toml");
-    std::fs::write(&config, cfg.toml()).unwrap();
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &ns.name])
-        .arg(bin())
-        .args(["run", "-c"])
-        .arg(&config)
-        .env("RUST_LOG", "info");
-    let mut front = Proc::spawn("sipfront", &mut cmd, &dir.join("sipfront.log"));
-    let admin: SocketAddr = ADMIN.parse().unwrap();
-    let metrics = |front: &mut Proc| -> String {
-        front.assert_running();
-        ns.enter(|| http_get(admin, "/metrics"))
-            .map(|(_, body)| body)
-            .unwrap_or_default()
-    };
-    let up = |text: &str| find_metric(text, "sipfront_backend_up", &[("backend", "b")]);
-    assert!(
-        wait_until(Duration::from_secs(15), || up(&metrics(&mut front))
-            == Some(1.0)),
-        "backend not up; log:\n{}",
-        front.log_tail(30)
-    );
+    let mut front = start_front(&ns, &dir, backend);
+    let metrics = |front: &mut Proc| metrics_of(&ns, front);
     // For 3 s: each new probe, while it waits for its answer, draws a host unreachable
     // and a port unreachable from the router, both quoting it exactly.
     let (mut seen, mut forged) = (0u64, 0u32);

@@ -518,7 +518,7 @@ fn sync_section() {
     );
     let e = err(&format!("{text}receive_buffer = 1000\n"));
     assert!(
-        e.contains("sync.receive_buffer: 1000 bytes is not between"),
+        e.contains("sync.receive_buffer: 1000 is not between"),
         "{e}"
     );
     let c4 = Config::parse(&format!("{text}receive_buffer = 65536\n"), &eph()).unwrap();
@@ -975,7 +975,7 @@ fn receive_buffers_are_listen_keys() {
     for (bad, want) in [
         (
             "receive_buffer = 65535",
-            "listen.receive_buffer: 65535 bytes is not between 65536 and 1073741824",
+            "listen.receive_buffer: 65535 is not between 65536 and 1073741824",
         ),
         (
             "relay_receive_buffer = 1073741825",

@@ -86,27 +86,12 @@ fn validate_listen(raw: Option<RawListen>, eph: &EphemeralPorts) -> Result<Liste
     let forward_keepalives = listen
         .forward_keepalives
         .unwrap_or(DEFAULT_FORWARD_KEEPALIVES);
-    let buffer = |key: &str, v: Option<usize>, default: usize| {
-        let n = v.unwrap_or(default);
-        if RECEIVE_BUFFER_RANGE.contains(&n) {
-            Ok(n)
-        } else {
-            Err(invalid(
-                key,
-                format!(
-                    "{n} bytes is not between {} and {}",
-                    RECEIVE_BUFFER_RANGE.start(),
-                    RECEIVE_BUFFER_RANGE.end()
-                ),
-            ))
-        }
-    };
-    let receive_buffer = buffer(
+    let receive_buffer = bytes(
         "listen.receive_buffer",
         listen.receive_buffer,
         DEFAULT_RECEIVE_BUFFER,
     )?;
-    let relay_receive_buffer = buffer(
+    let relay_receive_buffer = bytes(
         "listen.relay_receive_buffer",
         listen.relay_receive_buffer,
         DEFAULT_RELAY_RECEIVE_BUFFER,
@@ -153,6 +138,28 @@ fn validate_listen(raw: Option<RawListen>, eph: &EphemeralPorts) -> Result<Liste
         receive_buffer,
         relay_receive_buffer,
     })
+}
+
+/// The count in `key`: `default` when absent, and within `range`.
+fn in_range(
+    key: &str,
+    v: Option<usize>,
+    default: usize,
+    range: RangeInclusive<usize>,
+) -> Result<usize, ConfigError> {
+    let n = v.unwrap_or(default);
+    if range.contains(&n) {
+        return Ok(n);
+    }
+    Err(invalid(
+        key,
+        format!("{n} is not between {} and {}", range.start(), range.end()),
+    ))
+}
+
+/// A socket receive buffer in `key`, in bytes ([`RECEIVE_BUFFER_RANGE`]).
+fn bytes(key: &str, v: Option<usize>, default: usize) -> Result<usize, ConfigError> {
+    in_range(key, v, default, RECEIVE_BUFFER_RANGE)
 }
 
 /// Relay addresses default to the first SIP address; a flow's endpoint stores the
@@ -430,17 +437,6 @@ fn validate_admin(raw: Option<RawAdmin>, mode: SecretFiles) -> Result<Admin, Con
         DEFAULT_ADMIN_IDLE_TIMEOUT,
         Duration::from_millis(100),
     )?;
-    let in_range = |key: &str, v: Option<usize>, default: usize, range: RangeInclusive<usize>| {
-        let n = v.unwrap_or(default);
-        if range.contains(&n) {
-            Ok(n)
-        } else {
-            Err(invalid(
-                key,
-                format!("{n} is not between {} and {}", range.start(), range.end()),
-            ))
-        }
-    };
     let capture = CaptureLimits {
         sessions: in_range(
             "admin.max_captures",
@@ -699,17 +695,11 @@ fn validate_sync(r: RawSync, mode: SecretFiles) -> Result<SyncConfig, ConfigErro
             "must be at least sync.max_turn_changes and at most 4194304",
         ));
     }
-    let receive_buffer = r.receive_buffer.unwrap_or(DEFAULT_SYNC_RECEIVE_BUFFER);
-    if !RECEIVE_BUFFER_RANGE.contains(&receive_buffer) {
-        return Err(invalid(
-            "sync.receive_buffer",
-            format!(
-                "{receive_buffer} bytes is not between {} and {}",
-                RECEIVE_BUFFER_RANGE.start(),
-                RECEIVE_BUFFER_RANGE.end()
-            ),
-        ));
-    }
+    let receive_buffer = bytes(
+        "sync.receive_buffer",
+        r.receive_buffer,
+        DEFAULT_SYNC_RECEIVE_BUFFER,
+    )?;
     let (key, key_error) = match (read_sync_key(&key_file), mode) {
         (Ok(k), _) => (k, None),
         (Err(e), SecretFiles::Required) => return Err(e),
