@@ -73,9 +73,59 @@ impl LogThrottle {
     }
 }
 
+/// Counts by reason between two log lines: [`ReasonTally::note`] returns the counts
+/// since the last line (`a=1 b=2`, reasons with none left out) when a line is due, at
+/// most one per `every`.
+pub struct ReasonTally<const N: usize> {
+    names: [&'static str; N],
+    counts: [u64; N],
+    log: LogThrottle,
+}
+
+impl<const N: usize> ReasonTally<N> {
+    pub fn new(names: [&'static str; N], every: Duration) -> Self {
+        ReasonTally {
+            names,
+            counts: [0; N],
+            log: LogThrottle::new(every),
+        }
+    }
+
+    /// One more of reason `i` (its index in `names`).
+    pub fn note(&mut self, i: usize, now: Instant) -> Option<String> {
+        if let Some(c) = self.counts.get_mut(i) {
+            *c += 1;
+        }
+        self.log.allow(now)?;
+        let line: Vec<String> = self
+            .names
+            .iter()
+            .zip(self.counts)
+            .filter(|(_, n)| *n > 0)
+            .map(|(r, n)| format!("{r}={n}"))
+            .collect();
+        self.counts = [0; N];
+        Some(line.join(" "))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tally_gives_the_counts_since_the_last_line() {
+        let t0 = Instant::now();
+        let mut t = ReasonTally::new(["a", "b", "c"], Duration::from_secs(10));
+        assert_eq!(t.note(1, t0).as_deref(), Some("b=1"));
+        assert_eq!(t.note(0, t0), None);
+        assert_eq!(t.note(0, t0), None);
+        assert_eq!(t.note(2, t0 + Duration::from_secs(1)), None);
+        assert_eq!(
+            t.note(1, t0 + Duration::from_secs(10)).as_deref(),
+            Some("a=2 b=1 c=1")
+        );
+    }
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)

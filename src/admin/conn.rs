@@ -275,8 +275,8 @@ struct Table {
 struct Report {
     counters: [metrics::Counter; 4],
     open: metrics::Gauge,
-    /// Closings since the last log line, by [`Closed::ALL`] index, and the lines' limit.
-    pending: Mutex<([u64; 4], LogThrottle)>,
+    /// Closings since the last log line.
+    pending: Mutex<crate::throttle::ReasonTally<4>>,
 }
 
 impl Report {
@@ -286,7 +286,10 @@ impl Report {
                 |r| metrics::counter!("sipfront_admin_rejected_total", "reason" => r.as_str()),
             ),
             open: metrics::gauge!("sipfront_admin_connections"),
-            pending: Mutex::new(([0; 4], LogThrottle::new(LOG_EVERY))),
+            pending: Mutex::new(crate::throttle::ReasonTally::new(
+                Closed::ALL.map(Closed::as_str),
+                LOG_EVERY,
+            )),
         }
     }
 
@@ -296,24 +299,16 @@ impl Report {
         let Ok(mut p) = self.pending.lock() else {
             return;
         };
-        p.0[i] += 1;
-        if p.1.allow(Instant::now().into_std()).is_none() {
+        let Some(counts) = p.note(i, Instant::now().into_std()) else {
             return;
-        }
-        let counts: Vec<String> = Closed::ALL
-            .iter()
-            .zip(p.0)
-            .filter(|(_, n)| *n > 0)
-            .map(|(r, n)| format!("{}={n}", r.as_str()))
-            .collect();
+        };
         tracing::warn!(
-            closed = %counts.join(" "),
+            closed = %counts,
             max_connections = limits.max_connections,
             "admin endpoint closed connections (slow or too many clients?); \
              next report in {}s at the earliest",
             LOG_EVERY.as_secs()
         );
-        p.0 = [0; 4];
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use super::conn::LOG_EVERY;
-use crate::throttle::LogThrottle;
+use crate::throttle::ReasonTally;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -44,8 +44,8 @@ impl Refusal {
 
 pub struct Refusals {
     counters: [metrics::Counter; 5],
-    /// Refusals since the last log line, by [`Refusal::ALL`] index, and its limit.
-    pending: Mutex<([u64; 5], LogThrottle)>,
+    /// Refusals since the last log line.
+    pending: Mutex<ReasonTally<5>>,
 }
 
 impl Default for Refusals {
@@ -53,7 +53,10 @@ impl Default for Refusals {
         Refusals {
             counters: Refusal::ALL
                 .map(|r| metrics::counter!("sipfront_admin_refused_total", "reason" => r.as_str())),
-            pending: Mutex::new(([0; 5], LogThrottle::new(LOG_EVERY))),
+            pending: Mutex::new(ReasonTally::new(
+                Refusal::ALL.map(Refusal::as_str),
+                LOG_EVERY,
+            )),
         }
     }
 }
@@ -65,21 +68,12 @@ impl Refusals {
         let Ok(mut p) = self.pending.lock() else {
             return;
         };
-        p.0[i] += 1;
-        if p.1.allow(Instant::now()).is_none() {
-            return;
+        if let Some(counts) = p.note(i, Instant::now()) {
+            tracing::warn!(
+                refused = %counts,
+                "admin API requests refused; next report in {}s at the earliest",
+                LOG_EVERY.as_secs()
+            );
         }
-        let counts: Vec<String> = Refusal::ALL
-            .iter()
-            .zip(p.0)
-            .filter(|(_, n)| *n > 0)
-            .map(|(r, n)| format!("{}={n}", r.as_str()))
-            .collect();
-        tracing::warn!(
-            refused = %counts.join(" "),
-            "admin API requests refused; next report in {}s at the earliest",
-            LOG_EVERY.as_secs()
-        );
-        p.0 = [0; 5];
     }
 }
