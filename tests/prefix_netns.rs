@@ -330,6 +330,55 @@ fn prefix_route_ownership(nonlocal_bind: bool) {
         routes.contains(&format!("local {PREFIX} dev lo")) && !routes.contains("proto 245"),
         "the operator's route must stay as it was: {routes:?}"
     );
+
+    // Another user's socket holds the lock name (any local user can bind it): sipfront
+    // starts anyway, adds the missing route and removes it on exit; a route of ours that
+    // is there already (whose owner cannot be told now) is used and left in place.
+    host.ns
+        .ip(&["route", "del", "local", PREFIX, "table", "local"]);
+    let squatter = host.ns.enter(|| {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, bind, socket};
+        let s = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let name = format!("sipfront-relay-prefix {PREFIX}");
+        bind(
+            std::os::fd::AsRawFd::as_raw_fd(&s),
+            &UnixAddr::new_abstract(name.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        s
+    });
+    let mut sf = start("sf5");
+    assert_eq!(added(&sf), "true", "squatted: the missing route is added");
+    assert_eq!(sf.log_lines("lock name is held by another user").len(), 1);
+    assert!(local_routes(host).contains(&ours));
+    assert!(sf.terminate(Duration::from_secs(10)).success());
+    assert!(
+        !all_local().contains("proto 245"),
+        "the route it added goes on exit: {}",
+        all_local()
+    );
+    host.ns.ip(&[
+        "route", "add", "local", PREFIX, "dev", "lo", "table", "local", "proto", "245",
+    ]);
+    let mut sf = start("sf6");
+    assert_eq!(
+        added(&sf),
+        "false",
+        "squatted: an existing route is not taken over"
+    );
+    assert!(sf.terminate(Duration::from_secs(10)).success());
+    assert!(
+        local_routes(host).contains(&ours),
+        "the existing route stays: {}",
+        all_local()
+    );
+    drop(squatter);
 }
 
 #[test]
