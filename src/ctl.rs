@@ -193,7 +193,7 @@ pub fn status(t: &Target) -> anyhow::Result<()> {
 }
 
 pub fn set_admin(t: &Target, name: &str, action: &str) -> anyhow::Result<()> {
-    let path = format!("/api/v1/backends/{name}/{action}");
+    let path = format!("/api/v1/backends/{}/{action}", query_value(name));
     let v = json(t, "POST", &path)?;
     println!(
         "{}: {}",
@@ -296,8 +296,8 @@ pub fn ban(t: &Target, cidr: &str, seconds: u64) -> anyhow::Result<()> {
 }
 
 pub fn unban(t: &Target, cidr: &str) -> anyhow::Result<()> {
-    // A prefix's `/` goes in the path percent-encoded.
-    let path = format!("/api/v1/bans/{}", cidr.trim().replace('/', "%2F"));
+    // One path segment: a prefix's `/` (and an IPv6 `:`) percent-encoded.
+    let path = format!("/api/v1/bans/{}", query_value(cidr.trim()));
     let v = json(t, "DELETE", &path)?;
     println!(
         "unbanned {}",
@@ -366,7 +366,8 @@ pub struct CaptureArgs {
     pub max: u64,
 }
 
-/// Percent-encodes a query value (Call-IDs hold `@`, `+`, `%`, `&`...).
+/// Percent-encodes a query value or path segment (Call-IDs hold `@`, `+`, `%`, `&`...;
+/// a backend name or a CIDR goes in the path as one segment).
 fn query_value(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
     for b in v.bytes() {
