@@ -103,9 +103,15 @@ fn json_body(t: &Target, method: &str, path: &str, send: Option<&Value>) -> anyh
 /// Control characters written as `\x{..}`: what the admin address answers goes to
 /// a terminal, and whatever listens there (not necessarily sipfront) must not drive it.
 fn defang(text: &str) -> String {
+    defang_but(text, '\n')
+}
+
+/// [`defang`], keeping `keep` raw (a line break of a plain-text error; none in a JSON
+/// string, where one would fake table rows).
+fn defang_but(text: &str, keep: char) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
-        if c.is_control() && c != '\n' {
+        if c.is_control() && c != keep {
             out.push_str(&format!("\\x{{{:02x}}}", u32::from(c)));
         } else {
             out.push(c);
@@ -114,12 +120,20 @@ fn defang(text: &str) -> String {
     out
 }
 
-/// Every string in `v`, defanged (see [`defang`]).
+/// Every string in `v`, keys included, defanged with its line breaks too.
 fn defang_json(v: &mut Value) {
     match v {
-        Value::String(s) => *s = defang(s),
+        Value::String(s) => *s = defang_but(s, '\0'),
         Value::Array(a) => a.iter_mut().for_each(defang_json),
-        Value::Object(o) => o.values_mut().for_each(defang_json),
+        Value::Object(o) => {
+            *o = std::mem::take(o)
+                .into_iter()
+                .map(|(k, mut v)| {
+                    defang_json(&mut v);
+                    (defang_but(&k, '\0'), v)
+                })
+                .collect();
+        }
         _ => {}
     }
 }
@@ -432,7 +446,7 @@ pub fn capture(t: &Target, a: &CaptureArgs, pcap: Option<&std::path::Path>) -> a
                 out.flush()?;
             }
             Some(Item::Note(text)) => {
-                eprintln!("{text}");
+                eprintln!("{}", defang(text));
                 ended = true;
             }
             None => bail!("the capture stream is malformed (a different sipfront version?)"),
@@ -454,9 +468,14 @@ mod defang_tests {
 
     #[test]
     fn server_strings_reach_the_terminal_without_control_characters() {
-        let body = r#"{"backends":[{"name":"a\u001b]52;c;aGk=\u0007b"}],"n":1}"#.to_string();
+        let body = r#"{"backends":[{"name":"a\u001b]52;c;aGk=\u0007b\nready: x"}],"drops":{"k\u001b[2J":1},"n":1}"#.to_string();
         let v = check(200, body).unwrap();
-        assert_eq!(v["backends"][0]["name"], "a\\x{1b}]52;c;aGk=\\x{07}b");
+        assert_eq!(
+            v["backends"][0]["name"],
+            "a\\x{1b}]52;c;aGk=\\x{07}b\\x{0a}ready: x"
+        );
+        assert_eq!(v["drops"]["k\\x{1b}[2J"], 1, "keys too: {v}");
+        assert_eq!(v["n"], 1);
         let e = check(500, r#"{"error":"bad\u001b[2Jthing"}"#.to_string()).unwrap_err();
         assert_eq!(e.to_string(), "HTTP 500: bad\\x{1b}[2Jthing");
         let e = check(502, "not json \u{1b}[31m".to_string()).unwrap_err();

@@ -241,7 +241,8 @@ async fn ensure_with(handle: &rtnetlink::Handle, net: Net) -> io::Result<Option<
                 prefix = %net,
                 name = %Lock::name(net),
                 holder = %who,
-                "the relay prefix's lock name is held by another user's process: going on \
+                "the relay prefix's lock name is held by something that is not a running \
+                 sipfront of this user: going on \
                  without it (an existing route is used and left in place)"
             );
             None

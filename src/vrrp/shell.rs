@@ -346,8 +346,10 @@ impl VrrpInstance {
         let vips = Vips::open(&cfg.interface)?;
         // A crash as master may have left the VIPs behind: start clean, as a backup.
         for v in &cfg.vips {
-            if let Err(e) = vips.remove(v).await {
-                tracing::warn!(vip = %v, error = %e, "could not remove a stale VIP");
+            match tokio::time::timeout(super::vip::NETLINK_TIMEOUT, vips.remove(v)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(vip = %v, error = %e, "could not remove a stale VIP"),
+                Err(_) => tracing::warn!(vip = %v, "no netlink answer removing a stale VIP"),
             }
         }
         let (vip_ops, rx) = tokio::sync::watch::channel(VipOp::Remove);
@@ -427,10 +429,15 @@ impl VrrpInstance {
                 _ = &mut stop => break,
                 _ = sleep => {}
                 _ = track.tick() => self.track(),
+                // The VIP worker is gone (whatever the state): no address would be
+                // added, renewed or removed any more. The speaker ends, and so the
+                // process.
+                () = self.vip_ops.closed() => {
+                    tracing::error!("vrrp VIP worker ended; stopping the speaker");
+                    break;
+                }
                 r = self.vip_done.changed(), if self.awaiting_add => {
                     if r.is_err() {
-                        // The VIP worker is gone: no address would be added or
-                        // removed any more. The speaker ends, and so the process.
                         tracing::error!("vrrp VIP worker ended; stopping the speaker");
                         break;
                     }
@@ -493,9 +500,12 @@ impl VrrpInstance {
     fn dropped(&mut self, reason: &'static str, src: Option<Ipv4Addr>) {
         self.metrics.drop(reason);
         // Another group's adverts on the segment, or ours reflected by a switch, are
-        // normal: counted only, so the lines that explain two masters stand out.
-        let routine = [Discard::OtherVrid.as_str(), Discard::OwnAdvert.as_str()];
-        if routine.contains(&reason) {
+        // normal: counted only, so the lines that explain two masters stand out. Not
+        // another VRID from a listed peer: that is a misconfigured pair.
+        let from_peer = src.is_some_and(|s| self.cfg.peers.contains(&s));
+        let routine = reason == Discard::OwnAdvert.as_str()
+            || (reason == Discard::OtherVrid.as_str() && !from_peer);
+        if routine {
             return;
         }
         if let Some(more) = self.warn_dropped.allow(Instant::now()) {

@@ -36,8 +36,10 @@ pub enum VipOp {
 /// one netlink round per VIP at a time, never a queue that grows with them.
 pub type VipRequests = tokio::sync::watch::Sender<VipOp>;
 
-/// One VIP change waits this long for the kernel's answer at most.
-const NETLINK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// One VIP change waits this long for the kernel's answer at most: the VIPs live 3 s
+/// and are renewed every second, one after another, so a lost answer must not hold
+/// the rest of the list past their lifetime.
+pub const NETLINK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The worker's rounds done: how many, and the last one's op (its failures are
 /// logged; a takeover's ARP waits for the add's round, done either way).
