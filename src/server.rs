@@ -55,29 +55,25 @@ pub struct Running {
     started: Config,
 }
 
+/// Resolves when `rx`'s sender is gone (or has sent); never without one.
+async fn closed(rx: Option<tokio::sync::oneshot::Receiver<()>>) {
+    match rx {
+        Some(rx) => {
+            let _ = rx.await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 impl Running {
     /// A future that resolves when the dataplane thread or the VRRP speaker has ended
     /// on its own, naming which: that is a fatal error, and the process must exit rather
     /// than answer on its admin endpoint without forwarding, or hold (or wait for) the
     /// addresses without taking part in the election.
     pub fn take_ended(&mut self) -> impl std::future::Future<Output = &'static str> + use<> {
-        let rx = self.ended.take();
-        let vrrp = self.vrrp.as_mut().map(VrrpHandle::take_ended);
+        let dataplane = closed(self.ended.take());
+        let vrrp = closed(self.vrrp.as_mut().and_then(VrrpHandle::take_ended));
         async move {
-            let dataplane = async {
-                match rx {
-                    Some(rx) => {
-                        let _ = rx.await;
-                    }
-                    None => std::future::pending().await,
-                }
-            };
-            let vrrp = async {
-                match vrrp {
-                    Some(f) => f.await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
                 () = dataplane => "the dataplane",
                 () = vrrp => "the VRRP speaker",

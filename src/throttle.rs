@@ -97,16 +97,20 @@ impl<const N: usize> ReasonTally<N> {
             *c += 1;
         }
         self.log.allow(now)?;
-        let line: Vec<String> = self
-            .names
-            .iter()
-            .zip(self.counts)
-            .filter(|(_, n)| *n > 0)
-            .map(|(r, n)| format!("{r}={n}"))
-            .collect();
+        let line = by_reason(self.names.into_iter(), &self.counts);
         self.counts = [0; N];
-        Some(line.join(" "))
+        Some(line)
     }
+}
+
+/// `reason=count` for each reason counted, in the counters' order (a log line's).
+pub fn by_reason(names: impl Iterator<Item = &'static str>, counts: &[u64]) -> String {
+    let parts: Vec<String> = names
+        .zip(counts)
+        .filter(|(_, n)| **n > 0)
+        .map(|(r, n)| format!("{r}={n}"))
+        .collect();
+    parts.join(" ")
 }
 
 #[cfg(test)]

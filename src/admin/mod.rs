@@ -122,33 +122,30 @@ async fn authorize(State(s): State<ApiState>, req: Request, next: Next) -> Respo
             )
                 .into_response()
         }
-        None if from_a_web_page(req.headers()) => {
-            s.refused.note(Refusal::WebPage);
-            error(
-                StatusCode::FORBIDDEN,
-                "without admin.token_file the API does not answer web pages (the request \
-                 carries Origin or Sec-Fetch-Site): a page could start captures and listings \
-                 it cannot even read",
-            )
-        }
-        None if !host_is_loopback(req.headers()) => {
-            s.refused.note(Refusal::Host);
-            error(
-                StatusCode::FORBIDDEN,
-                "without admin.token_file the API answers only requests addressed to the \
-                 loopback by name or address (Host: localhost, 127.0.0.1, [::1]); set a token \
-                 to reach it by another name",
-            )
-        }
-        None if changing => {
-            s.refused.note(Refusal::ReadOnly);
-            error(
-                StatusCode::FORBIDDEN,
-                "the admin API is read-only: no admin.token_file is configured; set one \
-                 (and run `sipfront ctl -c CONFIG`, which reads it) to drain, enable or \
-                 disable backends",
-            )
-        }
+        None if from_a_web_page(req.headers()) => refuse(
+            &s,
+            Refusal::WebPage,
+            StatusCode::FORBIDDEN,
+            "without admin.token_file the API does not answer web pages (the request \
+             carries Origin or Sec-Fetch-Site): a page could start captures and listings \
+             it cannot even read",
+        ),
+        None if !host_is_loopback(req.headers()) => refuse(
+            &s,
+            Refusal::Host,
+            StatusCode::FORBIDDEN,
+            "without admin.token_file the API answers only requests addressed to the \
+             loopback by name or address (Host: localhost, 127.0.0.1, [::1]); set a token \
+             to reach it by another name",
+        ),
+        None if changing => refuse(
+            &s,
+            Refusal::ReadOnly,
+            StatusCode::FORBIDDEN,
+            "the admin API is read-only: no admin.token_file is configured; set one \
+             (and run `sipfront ctl -c CONFIG`, which reads it) to drain, enable or \
+             disable backends",
+        ),
         None => next.run(req).await,
     }
 }
@@ -264,6 +261,12 @@ async fn flows(State(s): State<ApiState>, Query(q): Query<FlowQuery>) -> Respons
         Ok((total, flows)) => axum::Json(FlowsBody { total, flows }).into_response(),
         Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "dataplane not running"),
     }
+}
+
+/// A refused request: counted by `why`, answered `code` with `msg`.
+fn refuse(s: &ApiState, why: Refusal, code: StatusCode, msg: &str) -> Response {
+    s.refused.note(why);
+    error(code, msg)
 }
 
 pub(crate) fn error(code: StatusCode, msg: &str) -> Response {
@@ -432,8 +435,9 @@ async fn capture(State(s): State<ApiState>, Query(q): Query<CaptureQuery>) -> Re
     match answer.await {
         Ok(Ok(())) => {}
         Ok(Err(Refused::Busy)) => {
-            s.refused.note(Refusal::CapturesBusy);
-            return error(
+            return refuse(
+                &s,
+                Refusal::CapturesBusy,
                 StatusCode::TOO_MANY_REQUESTS,
                 &format!(
                     "{} captures are running already (admin.max_captures); try again later",

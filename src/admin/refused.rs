@@ -43,9 +43,9 @@ impl Refusal {
 }
 
 pub struct Refusals {
-    counters: [metrics::Counter; 5],
+    counters: [metrics::Counter; Refusal::ALL.len()],
     /// Refusals since the last log line.
-    pending: Mutex<ReasonTally<5>>,
+    pending: Mutex<ReasonTally<{ Refusal::ALL.len() }>>,
 }
 
 impl Default for Refusals {

@@ -17,7 +17,7 @@ use crate::relay::router::SyncReject;
 use crate::sync::link::{Link, LinkEvent, Stats, Transmit, backends_hash};
 use crate::sync::message::MAX_DATAGRAM;
 use crate::sync::{Item, Key, SyncDrop};
-use crate::throttle::LogThrottle;
+use crate::throttle::{LogThrottle, by_reason};
 
 /// The router's changes are taken this often (they are batched into datagrams).
 const TAKE_EVERY: Duration = Duration::from_millis(20);
@@ -63,10 +63,15 @@ pub struct SyncShell {
     conflicts_logged: u64,
     /// Changes that found a queue full, by [`Overflow`] (the link counts its own
     /// pending queue's): each costs the peer a full table.
-    overflows: [u64; 2],
+    overflows: [u64; Overflow::NAMES.len()],
     overflow_log: LogThrottle,
     overflows_logged: u64,
 }
+
+// The link's own bound (for links the shell does not size: tests, the simulation) is
+// the config's default: one value, kept in the two layers that may not import each other.
+const _: () =
+    assert!(crate::sync::link::MAX_PENDING == crate::config::DEFAULT_SYNC_PENDING_CHANGES);
 
 /// The queue a change found full (`sipfront_sync_queue_overflows_total{queue}`).
 #[derive(Debug, Clone, Copy)]
@@ -90,16 +95,6 @@ fn grew(total: u64, logged: &mut u64, log: &mut LogThrottle, now: Instant) -> Op
     }
     let new = total - std::mem::replace(logged, total);
     Some(new)
-}
-
-/// `reason=count` for each reason counted, in the counters' order (a log line's).
-fn by_reason(names: impl Iterator<Item = &'static str>, counts: &[u64]) -> String {
-    let parts: Vec<String> = names
-        .zip(counts)
-        .filter(|(_, n)| **n > 0)
-        .map(|(r, n)| format!("{r}={n}"))
-        .collect();
-    parts.join(" ")
 }
 
 /// The wall clock in ms since the Unix epoch (0 before it: not announced).
@@ -161,7 +156,7 @@ pub fn open(sc: &SyncConfig, cfg: &Config) -> io::Result<SyncShell> {
         drop_log: LogThrottle::new(Duration::from_secs(10)),
         dropped_logged: 0,
         conflicts_logged: 0,
-        overflows: [0; 2],
+        overflows: [0; Overflow::NAMES.len()],
         overflow_log: LogThrottle::new(Duration::from_secs(10)),
         overflows_logged: 0,
     })
@@ -220,7 +215,7 @@ struct Metrics {
     peer_up: Gauge,
     last_full: Gauge,
     /// By [`Overflow`].
-    overflows: [Counter; 2],
+    overflows: [Counter; Overflow::NAMES.len()],
     full_sent: Counter,
     full_received: Counter,
 }
@@ -258,7 +253,7 @@ impl Metrics {
         st: &Stats,
         rejected: &[u64; SyncReject::ALL.len()],
         (conflicts, client_conflicts): (u64, u64),
-        overflows: &[u64; 2],
+        overflows: &[u64; Overflow::NAMES.len()],
     ) {
         for (c, n) in self.overflows.iter().zip(overflows) {
             c.absolute(*n);

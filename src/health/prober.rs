@@ -77,8 +77,8 @@ enum Verdict {
 
 /// The ignored-ICMP counters (registered once) and their rate-limited log line.
 struct IgnoredLog {
-    counters: [Counter; 5],
-    counts: [u64; 5],
+    counters: [Counter; IcmpIgnored::ALL.len()],
+    counts: [u64; IcmpIgnored::ALL.len()],
     lines: LogThrottle,
 }
 
@@ -89,7 +89,7 @@ impl IgnoredLog {
         IgnoredLog {
             counters: IcmpIgnored::ALL
                 .map(|r| counter!("sipfront_icmp_ignored_total", "reason" => r.as_str())),
-            counts: [0; 5],
+            counts: [0; IcmpIgnored::ALL.len()],
             lines: LogThrottle::new(IGNORED_LOG_EVERY),
         }
     }

@@ -506,12 +506,21 @@ impl Link {
         }
     }
 
+    /// The held datagram with sequence number `seq`, taken out.
+    fn take_held(&mut self, seq: u64) -> Option<Envelope> {
+        let i = self.early.iter().position(|(_, e)| e.seq == seq)?;
+        Some(self.early.swap_remove(i).1)
+    }
+
+    /// When the oldest held datagram came.
+    fn oldest_held(&self) -> Option<Instant> {
+        self.early.iter().map(|(t, _)| *t).min()
+    }
+
     /// Delivers the held datagrams that are next in order now.
     fn deliver_held(&mut self) {
         while self.epochs.next_held() {
-            let seq = self.epochs.acked().1;
-            if let Some(i) = self.early.iter().position(|(_, e)| e.seq == seq) {
-                let (_, env) = self.early.swap_remove(i);
+            if let Some(env) = self.take_held(self.epochs.acked().1) {
                 self.deliver(env, Verdict::InOrder);
             }
         }
@@ -521,18 +530,14 @@ impl Link {
     /// [`REORDER_WAIT`]: a gap (the peer's full table follows), then what is in order.
     fn give_up_missing(&mut self, now: Instant) {
         while self
-            .early
-            .iter()
-            .map(|(t, _)| *t)
-            .min()
+            .oldest_held()
             .is_some_and(|t| now.saturating_duration_since(t) >= REORDER_WAIT)
         {
             let Some(seq) = self.epochs.skip_to_held() else {
                 self.early.clear();
                 return;
             };
-            if let Some(i) = self.early.iter().position(|(_, e)| e.seq == seq) {
-                let (_, env) = self.early.swap_remove(i);
+            if let Some(env) = self.take_held(seq) {
                 self.deliver(env, Verdict::Gap);
             }
             self.deliver_held();
@@ -685,7 +690,7 @@ impl Link {
         if let Some(k) = self.keys.poll_timeout() {
             t = t.min(k);
         }
-        if let Some(e) = self.early.iter().map(|(t, _)| *t).min() {
+        if let Some(e) = self.oldest_held() {
             t = t.min(e + REORDER_WAIT);
         }
         Some(t)

@@ -451,23 +451,28 @@ mod tests {
         );
     }
 
-    /// A name bound by a stream socket that takes no connection (any local user can
-    /// bind one) is not taken for a running sipfront.
-    #[test]
-    fn a_squatted_lock_name_is_told_from_a_running_instance() {
-        use nix::sys::socket::{
-            AddressFamily, SockFlag, SockType, UnixAddr as NixUnixAddr, bind, socket,
-        };
-        let net = n("198.51.100.0/25");
-        let squatter = socket(
+    /// A stream socket bound to `net`'s lock name, not listening (any local user can
+    /// make one).
+    fn bound_stream(net: Net) -> std::os::fd::OwnedFd {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, bind, socket};
+        let s = socket(
             AddressFamily::Unix,
             SockType::Stream,
             SockFlag::SOCK_CLOEXEC,
             None,
         )
         .unwrap();
-        let addr = NixUnixAddr::new_abstract(Lock::name(net).as_bytes()).unwrap();
-        bind(std::os::fd::AsRawFd::as_raw_fd(&squatter), &addr).unwrap();
+        let addr = UnixAddr::new_abstract(Lock::name(net).as_bytes()).unwrap();
+        bind(std::os::fd::AsRawFd::as_raw_fd(&s), &addr).unwrap();
+        s
+    }
+
+    /// A name bound by a stream socket that takes no connection (any local user can
+    /// bind one) is not taken for a running sipfront.
+    #[test]
+    fn a_squatted_lock_name_is_told_from_a_running_instance() {
+        let net = n("198.51.100.0/25");
+        let squatter = bound_stream(net);
         let claim = Lock::take(net).unwrap();
         assert!(
             matches!(&claim, Claim::Squatted(who) if who.contains("takes no connection")),
@@ -478,14 +483,7 @@ mod tests {
 
         // A listener of this user whose queue is full (listen(0), one connection
         // waiting): its holder cannot be asked, so it is not taken for sipfront.
-        let full = socket(
-            AddressFamily::Unix,
-            SockType::Stream,
-            SockFlag::SOCK_CLOEXEC,
-            None,
-        )
-        .unwrap();
-        bind(std::os::fd::AsRawFd::as_raw_fd(&full), &addr).unwrap();
+        let full = bound_stream(net);
         nix::sys::socket::listen(&full, nix::sys::socket::Backlog::new(0).unwrap()).unwrap();
         let _waiting = std::os::unix::net::UnixStream::connect_addr(
             &UnixAddr::from_abstract_name(Lock::name(net).as_bytes()).unwrap(),

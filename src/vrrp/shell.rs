@@ -70,19 +70,11 @@ pub struct VrrpHandle {
 }
 
 impl VrrpHandle {
-    /// Resolves when the speaker has ended without being asked ([`VrrpHandle::stop`]
-    /// does not resolve it first): a socket error, say. The host then takes no part in
-    /// the election any more, and must not go on as if it did.
-    pub fn take_ended(&mut self) -> impl std::future::Future<Output = ()> + use<> {
-        let rx = self.ended.take();
-        async move {
-            match rx {
-                Some(rx) => {
-                    let _ = rx.await;
-                }
-                None => std::future::pending().await,
-            }
-        }
+    /// Closed when the speaker has ended: on its own (a socket error, say) unless
+    /// [`VrrpHandle::stop`] came first. The host then takes no part in the election any
+    /// more, and must not go on as if it did.
+    pub fn take_ended(&mut self) -> Option<oneshot::Receiver<()>> {
+        self.ended.take()
     }
 
     pub async fn stop(mut self) {
@@ -353,7 +345,7 @@ impl VrrpInstance {
             }
         }
         let (vip_ops, rx) = tokio::sync::watch::channel(VipOp::Remove);
-        let (done_tx, vip_done) = tokio::sync::watch::channel((0, VipOp::Remove));
+        let (done_tx, vip_done) = tokio::sync::watch::channel(VipOp::Remove);
         let vip_worker = tokio::spawn(worker(
             vips,
             cfg.vips.clone(),
@@ -436,12 +428,9 @@ impl VrrpInstance {
                     tracing::error!("vrrp VIP worker ended; stopping the speaker");
                     break;
                 }
+                // (An error: the worker ended, which the branch above acts on.)
                 r = self.vip_done.changed(), if self.awaiting_add => {
-                    if r.is_err() {
-                        tracing::error!("vrrp VIP worker ended; stopping the speaker");
-                        break;
-                    }
-                    if self.vip_done.borrow_and_update().1 == VipOp::Add {
+                    if r.is_ok() && *self.vip_done.borrow_and_update() == VipOp::Add {
                         self.awaiting_add = false;
                         if std::mem::take(&mut self.garp_held) {
                             self.takeover_garp(Instant::now());

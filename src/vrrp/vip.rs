@@ -41,9 +41,9 @@ pub type VipRequests = tokio::sync::watch::Sender<VipOp>;
 /// the rest of the list past their lifetime.
 pub const NETLINK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// The worker's rounds done: how many, and the last one's op (its failures are
-/// logged; a takeover's ARP waits for the add's round, done either way).
-pub type VipDone = tokio::sync::watch::Receiver<(u64, VipOp)>;
+/// The op of the worker's last round done, announced after each round (its failures
+/// are logged; a takeover's ARP waits for the add's round, done either way).
+pub type VipDone = tokio::sync::watch::Receiver<VipOp>;
 
 /// Runs VIP changes off the advert loop: a netlink round trip on a busy host can
 /// take longer than three 10 ms advert intervals, and an advert that waits for it
@@ -55,7 +55,7 @@ pub async fn worker(
     list: Vec<Vip>,
     lifetime_secs: u32,
     mut ops: tokio::sync::watch::Receiver<VipOp>,
-    done: tokio::sync::watch::Sender<(u64, VipOp)>,
+    done: tokio::sync::watch::Sender<VipOp>,
 ) {
     let mut failed = crate::throttle::LogThrottle::new(std::time::Duration::from_secs(10));
     while ops.changed().await.is_ok() {
@@ -82,10 +82,8 @@ pub async fn worker(
                 tracing::error!(vip = %v, op = ?op, error = %e, failed_since_last_line = more, "VIP change failed");
             }
         }
-        done.send_modify(|(n, last)| {
-            *n += 1;
-            *last = op;
-        });
+        // Announced even when the op is the last one's again (a new round).
+        done.send_replace(op);
     }
 }
 
