@@ -101,6 +101,12 @@ fn shard_count(max_entries: usize) -> usize {
 /// each limited for 0.1 s now and then filled a shard between two growth steps.
 const SHARD_ROOM: usize = 16;
 
+/// New sources a shard must have room for between two growth steps (10 ms apart).
+/// With 4, 5,000 new sources/s (50 a step over 256 shards) put the four into one
+/// small shard in about one run in 30 of `tests/table_growth.rs` (a shard gets 4 of
+/// 50 with p ~ 5e-5, and 512 shards pass through that size); 8 of 50 has p ~ 3e-11.
+const SHARD_MARGIN: usize = 8;
+
 /// A prune step stops once it has walked this many slots (32 bytes each: ~0.1 ms;
 /// one large shard may take it past), so the step that comes with a sweep slice
 /// adds little to its stall.
@@ -413,11 +419,11 @@ impl SourceLimiter {
     }
 }
 
-/// A shard past three quarters of its room: the timer prunes it, or grows it, before
-/// a new source finds it full.
+/// A shard past three quarters of its room, or with room for fewer than
+/// [`SHARD_MARGIN`]: the timer prunes it, or grows it, before a new source finds it
+/// full.
 fn filling(t: &OpenTable<Bucket>) -> bool {
-    // A small shard is filling with room for fewer than four.
-    t.len() * 4 > t.capacity() * 3 || t.len() + 4 > t.capacity()
+    t.len() * 4 > t.capacity() * 3 || t.len() + SHARD_MARGIN > t.capacity()
 }
 
 /// A class's (rate, burst); an unknown class gets class 0's (never happens: classes
