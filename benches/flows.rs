@@ -20,7 +20,9 @@
 //! `relay = ["a", "b"]`, and a sipfront that rejects the config has its error printed
 //! and that run skipped), `--prefix P` a sipfront run in prefix mode
 //! (`relay_prefix = P`, `relay_port = 16384`: no socket per flow, so no open-file cap;
-//! repeatable, after the `--relays` runs), `--keep` (keep the work directory).
+//! repeatable, after the `--relays` runs), `--listing` (through each rate, a thread
+//! asks sipfront's admin API for 100,000-flow listings back to back; see
+//! `flows/listing.rs`), `--keep` (keep the work directory).
 //!
 //! Clients are impersonated by source address: four sockets on `0.0.0.0:31370-31373`
 //! send with `IP_PKTINFO` as `127.10.x.y` and up, so N flows need no N sockets here
@@ -58,6 +60,8 @@ mod bare;
 mod clients;
 #[path = "flows/latency.rs"]
 mod latency;
+#[path = "flows/listing.rs"]
+mod listing;
 #[path = "flows/pktinfo.rs"]
 mod pktinfo;
 #[path = "flows/procfs.rs"]
@@ -125,6 +129,8 @@ pub struct Args {
     runs: Vec<Vec<Ipv4Addr>>,
     /// Prefix-mode runs, after `runs`.
     prefixes: Vec<String>,
+    /// Flow listings through each rate (`--listing`).
+    pub listing: bool,
     keep: bool,
     /// Positional name filters matched nothing here.
     skip: bool,
@@ -142,6 +148,7 @@ impl Args {
             latency_flows: None,
             runs: Vec::new(),
             prefixes: Vec::new(),
+            listing: false,
             keep: false,
             skip: false,
         };
@@ -153,6 +160,7 @@ impl Args {
             match flag.as_str() {
                 "--bench" => {}
                 "--keep" => a.keep = true,
+                "--listing" => a.listing = true,
                 "--flows" => a.flows = Some(num(value()?)? as usize),
                 "--rate" => {
                     for r in value()?.split(',') {
@@ -259,6 +267,8 @@ pub struct Side {
 
 pub struct AtRate {
     pub rate: u64,
+    /// Flow listings made through this rate (`--listing`, sipfront's runs).
+    pub listed: Option<listing::Listed>,
     /// In the order of `Side::targets`.
     pub loads: Vec<Load>,
 }
@@ -321,7 +331,9 @@ fn latency_phase(socks: &[Sock], targets: &[Target], sf: Option<&Sipfront>, args
             names.join(", "),
             (2 * targets.len()) as f64 * args.seconds as f64
         );
+        let lister = (args.listing && sf.is_some()).then(|| listing::Lister::start(ADMIN));
         let paths = latency::rotate(socks, &pairs, rate, args.seconds, i * PER_RATE as usize);
+        let listed = lister.map(listing::Lister::stop);
         let d1 = forwarded();
         let loads = targets
             .iter()
@@ -338,7 +350,11 @@ fn latency_phase(socks: &[Sock], targets: &[Target], sf: Option<&Sipfront>, args
                 procs: t.pids.len(),
             })
             .collect();
-        rates.push(AtRate { rate, loads });
+        rates.push(AtRate {
+            rate,
+            listed,
+            loads,
+        });
     }
     Side {
         flows,

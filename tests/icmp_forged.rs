@@ -35,11 +35,12 @@ fn checksum(b: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-/// An ICMP destination unreachable with code `code` (1: host unreachable, 3: port
-/// unreachable) that quotes a UDP datagram from `from` to
-/// `to` whose payload starts with `payload` (empty: the RFC 792 minimum, IP header and
-/// 8 bytes). The quoted lengths claim a 300-byte payload, as if it were cut short.
-fn unreachable_with_code(
+/// An ICMP error of `icmp_type` and `code` (3 and 1: host unreachable; 3 and 3: port
+/// unreachable; 11: time exceeded) that quotes a UDP datagram from `from` to `to`
+/// whose payload starts with `payload` (empty: the RFC 792 minimum, IP header and 8
+/// bytes). The quoted lengths claim a 300-byte payload, as if it were cut short.
+fn icmp_error(
+    icmp_type: u8,
     code: u8,
     from: SocketAddrV4,
     to: SocketAddrV4,
@@ -58,7 +59,7 @@ fn unreachable_with_code(
     udp[0..2].copy_from_slice(&from.port().to_be_bytes());
     udp[2..4].copy_from_slice(&to.port().to_be_bytes());
     udp[4..6].copy_from_slice(&(8u16 + 300).to_be_bytes());
-    let mut icmp = vec![3, code, 0, 0, 0, 0, 0, 0];
+    let mut icmp = vec![icmp_type, code, 0, 0, 0, 0, 0, 0];
     icmp.extend_from_slice(&ip);
     icmp.extend_from_slice(&udp);
     icmp.extend_from_slice(payload);
@@ -80,7 +81,11 @@ impl Forger {
     }
 
     fn send_code(&self, code: u8, from: SocketAddrV4, to: SocketAddrV4, payload: &[u8]) {
-        let pkt = unreachable_with_code(code, from, to, payload);
+        self.send_type(3, code, from, to, payload);
+    }
+
+    fn send_type(&self, t: u8, code: u8, from: SocketAddrV4, to: SocketAddrV4, payload: &[u8]) {
+        let pkt = icmp_error(t, code, from, to, payload);
         let dst = SocketAddr::V4(SocketAddrV4::new(*from.ip(), 0));
         self.0.send_to(&pkt, &dst.into()).expect("send forged ICMP");
     }
@@ -385,6 +390,7 @@ fn forged_icmp_never_downs_a_healthy_backend_and_a_real_crash_still_does() {
 /// backend itself) that quotes the real outstanding probe (an on-path router, or a
 /// route change for a moment) does not take the backend down at once: it only brings
 /// the next probe forward (`not_port_closed`), and the backend, which answers, stays up.
+/// A time exceeded quoting it is read and counted (`not_unreachable`), nothing more.
 #[test]
 fn a_routers_unreachable_quoting_the_probe_does_not_down_the_backend() {
     require(&[]);
@@ -398,7 +404,7 @@ fn a_routers_unreachable_quoting_the_probe_does_not_down_the_backend() {
     let metrics = |front: &mut Proc| metrics_of(&ns, front);
     // For 3 s: each new probe, while it waits for its answer, draws a host unreachable
     // and a port unreachable from the router, both quoting it exactly.
-    let (mut seen, mut forged) = (0u64, 0u32);
+    let (mut seen, mut forged, mut exceeded) = (0u64, 0u32, 0u32);
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_secs(3) {
         let (n, probe) = responder.last_probe.lock().unwrap().clone();
@@ -407,7 +413,9 @@ fn a_routers_unreachable_quoting_the_probe_does_not_down_the_backend() {
             let from = SocketAddrV4::new(LO, responder.probe_port.load(Ordering::Relaxed));
             forger.send_code(1, from, backend, &probe);
             forger.send_code(3, from, backend, &probe);
+            forger.send_type(11, 0, from, backend, &probe);
             forged += 2;
+            exceeded += 1;
         }
         std::thread::sleep(Duration::from_millis(2));
     }
@@ -424,7 +432,21 @@ fn a_routers_unreachable_quoting_the_probe_does_not_down_the_backend() {
         &[("reason", "not_port_closed")],
     )
     .unwrap_or(0.0);
-    eprintln!("{forged} forged, not_port_closed {not_closed}, downs {downs}");
+    let other = find_metric(
+        &text,
+        "sipfront_icmp_ignored_total",
+        &[("reason", "not_unreachable")],
+    )
+    .unwrap_or(0.0);
+    eprintln!(
+        "{forged} unreachables forged, not_port_closed {not_closed}, downs {downs}; \
+         {exceeded} time exceeded, not_unreachable {other}"
+    );
+    assert_eq!(
+        other,
+        f64::from(exceeded),
+        "every time exceeded counted as not_unreachable"
+    );
     assert!(forged >= 20, "too few probes met: {forged}");
     assert_eq!(
         downs,

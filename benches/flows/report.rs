@@ -221,6 +221,17 @@ fn side_tables(t: &mut String, side: &Side, what: &str, args: &Args) {
         );
         let (labels, cols) = latency_rows(side, at);
         grid(t, &labels, &cols);
+        if let Some(l) = at.listed {
+            let _ = writeln!(
+                t,
+                "\nflow listings through this rate (--listing): {} answered ({} rows \
+                 the last), {} failed, longest answer {:.1} ms",
+                l.answered,
+                l.rows,
+                l.failed,
+                l.longest.as_secs_f64() * 1e3
+            );
+        }
     }
     let _ = writeln!(
         t,

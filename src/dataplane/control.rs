@@ -32,6 +32,22 @@ pub struct FlowInfo {
     pub age_secs: f64,
 }
 
+/// A part of the flows listing.
+#[derive(Debug)]
+pub struct FlowsPart {
+    /// Flows held now.
+    pub total: usize,
+    pub flows: Vec<FlowInfo>,
+    /// Where the next part starts, if the table goes on.
+    pub next: Option<usize>,
+}
+
+/// Flows one part of a listing lists at most, and table slots it looks at at most:
+/// each part is built on the dataplane thread between two turns of forwarding (a
+/// listing of 100,000 flows in one go held it for tens of ms).
+pub const LIST_PART_ROWS: usize = 1024;
+pub const LIST_PART_SLOTS: usize = 16_384;
+
 pub enum Control {
     SetAdmin {
         backend: String,
@@ -42,10 +58,13 @@ pub enum Control {
         config: Box<Config>,
         reply: oneshot::Sender<Vec<String>>,
     },
+    /// A part of the flows listing: up to `limit` flows from slot `from` on, at most
+    /// [`LIST_PART_ROWS`] of them from [`LIST_PART_SLOTS`] slots (or `client`'s flow).
     Flows {
         client: Option<SocketAddr>,
+        from: usize,
         limit: usize,
-        reply: oneshot::Sender<(usize, Vec<FlowInfo>)>,
+        reply: oneshot::Sender<FlowsPart>,
     },
     /// Starts a live capture; `backend` (a name) narrows `sub.filter` to its address.
     Capture {
@@ -190,20 +209,28 @@ impl Shell {
             Control::Top { reply, .. } if reply.is_closed() => {}
             Control::Flows {
                 client,
+                from,
                 limit,
                 reply,
             } => {
                 let now = Instant::now();
                 let r = &s.router;
                 let total = r.flow_count();
-                // One client: its flow from the index, not a walk of the table.
-                // (A static peer's other addresses find its flow too: not listed.)
-                let one = client.map(|c| r.flow_of(&c).filter(|f| f.client == c));
-                let all = one.is_none().then(|| r.flows());
-                let list = one
+                let limit = limit.min(LIST_PART_ROWS);
+                let (rows, next) = match client {
+                    // One client: its flow from the index, not a walk of the table.
+                    // (A static peer's other addresses find its flow too: not listed.)
+                    Some(c) => (
+                        r.flow_of(&c)
+                            .filter(|f| f.client == c)
+                            .into_iter()
+                            .collect(),
+                        None,
+                    ),
+                    None => r.flows_part(from, limit, LIST_PART_SLOTS),
+                };
+                let list = rows
                     .into_iter()
-                    .flatten()
-                    .chain(all.into_iter().flatten())
                     .take(limit)
                     .map(|f| FlowInfo {
                         client: f.client,
@@ -223,7 +250,11 @@ impl Shell {
                         age_secs: now.saturating_duration_since(f.created).as_secs_f64(),
                     })
                     .collect();
-                let _ = reply.send((total, list));
+                let _ = reply.send(FlowsPart {
+                    total,
+                    flows: list,
+                    next,
+                });
             }
             Control::Ban {
                 cidr,

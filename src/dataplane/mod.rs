@@ -28,7 +28,7 @@ mod status;
 mod sync;
 mod tasks;
 
-pub use control::{BanInfo, Control, ControlRx, ControlTx, FlowInfo, TopInfo, channel};
+pub use control::{BanInfo, Control, ControlRx, ControlTx, FlowInfo, FlowsPart, TopInfo, channel};
 pub use metrics::MetricsHandles;
 pub use status::{BackendInfo, PeerInfo, Readiness, STALE, Status};
 

@@ -243,10 +243,12 @@ impl Shell {
     /// Returns how many of the queued errors came from ICMP (see `errqueue::drain`).
     pub(super) fn on_relay_error(&mut self, now: Instant, sock: &impl AsRawFd) -> usize {
         let prober = &mut self.prober;
-        let mut woke = false;
+        let (mut woke, mut unreachable) = (false, 0);
         let n = errqueue::drain(sock, |u| {
+            unreachable += 1;
             woke |= prober.relay_icmp(now, &u.dest, u.offender);
         });
+        prober.relay_icmp_other(now, n.saturating_sub(unreachable));
         if woke {
             self.probe_now = true;
         }

@@ -45,15 +45,19 @@ pub enum IcmpIgnored {
     /// backend itself (a router's net or host unreachable, say, which a route change
     /// may cause for a moment): the probe in flight decides.
     NotPortClosed,
+    /// An ICMP error that says nothing of reachability (time exceeded, parameter
+    /// problem, fragmentation needed; on a probe or a relay socket): read and dropped.
+    NotUnreachable,
 }
 
 impl IcmpIgnored {
-    pub const ALL: [IcmpIgnored; 5] = [
+    pub const ALL: [IcmpIgnored; 6] = [
         IcmpIgnored::NotBackend,
         IcmpIgnored::NoProbeOutstanding,
         IcmpIgnored::QuoteMismatch,
         IcmpIgnored::NoQuote,
         IcmpIgnored::NotPortClosed,
+        IcmpIgnored::NotUnreachable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -63,6 +67,7 @@ impl IcmpIgnored {
             IcmpIgnored::QuoteMismatch => "quote_mismatch",
             IcmpIgnored::NoQuote => "no_quote",
             IcmpIgnored::NotPortClosed => "not_port_closed",
+            IcmpIgnored::NotUnreachable => "not_unreachable",
         }
     }
 }
@@ -94,16 +99,28 @@ impl IgnoredLog {
         }
     }
 
-    fn note(&mut self, now: Instant, why: IcmpIgnored, dest: SocketAddr, from: Option<IpAddr>) {
+    /// `n` errors ignored for `why`; `dest` and `from` (the quoted destination and
+    /// the ICMP sender, where known) go into the log line.
+    fn note(
+        &mut self,
+        now: Instant,
+        why: IcmpIgnored,
+        n: usize,
+        dest: Option<SocketAddr>,
+        from: Option<IpAddr>,
+    ) {
+        if n == 0 {
+            return;
+        }
         let i = why as usize;
-        self.counters[i].increment(1);
-        self.counts[i] += 1;
+        self.counters[i].increment(n as u64);
+        self.counts[i] += n as u64;
         let Some(not_logged_before) = self.lines.allow(now) else {
             return;
         };
         tracing::warn!(
             reason = why.as_str(),
-            %dest,
+            dest = ?dest,
             from = ?from,
             not_logged_before,
             "ICMP error ignored (one line per 10 s; see sipfront_icmp_ignored_total)"
@@ -321,7 +338,7 @@ impl Prober {
         let b = BackendId::from_index(i);
         let outstanding = self.checker.outstanding(b);
         let mut verdicts = Vec::new();
-        errqueue::drain(&s.sock, |u| {
+        let icmp = errqueue::drain(&s.sock, |u| {
             let v = if u.dest != s.addr {
                 // The kernel matched it to this connected socket, so it cannot be.
                 Verdict::Ignored(IcmpIgnored::NotBackend)
@@ -344,6 +361,9 @@ impl Prober {
             };
             verdicts.push((v, u.dest, u.offender));
         });
+        let other = icmp.saturating_sub(verdicts.len());
+        self.ignored
+            .note(now, IcmpIgnored::NotUnreachable, other, Some(s.addr), None);
         for (v, dest, from) in verdicts {
             match v {
                 Verdict::Down => self.checker.handle_icmp(now, b, true),
@@ -352,10 +372,16 @@ impl Prober {
                         // Unproven: the probe in flight decides, at its first failure.
                         self.checker.handle_icmp(now, b, false);
                     }
-                    self.ignored.note(now, why, dest, from);
+                    self.ignored.note(now, why, 1, Some(dest), from);
                 }
             }
         }
+    }
+
+    /// `n` ICMP errors on a relay socket said nothing of reachability: counted.
+    pub fn relay_icmp_other(&mut self, now: Instant, n: usize) {
+        self.ignored
+            .note(now, IcmpIgnored::NotUnreachable, n, None, None);
     }
 
     /// Relayed traffic to `dest` bounced: probe that backend now (never a verdict by
@@ -367,7 +393,8 @@ impl Prober {
                 true
             }
             None => {
-                self.ignored.note(now, IcmpIgnored::NotBackend, *dest, from);
+                self.ignored
+                    .note(now, IcmpIgnored::NotBackend, 1, Some(*dest), from);
                 false
             }
         }

@@ -973,9 +973,36 @@ impl FlowTable {
 
     /// The flows in slots `range` (clamped to the slots in use).
     pub fn iter_slots(&self, range: std::ops::Range<usize>) -> impl Iterator<Item = &Flow> {
+        self.numbered_slots(range).map(|(_, f)| f)
+    }
+
+    /// One part of a listing that goes through the table a part at a time: up to
+    /// `limit` flows from slot `from` on, looking at `max_slots` slots at most, and
+    /// the slot the next part starts at if the table goes on. A flow keeps its slot
+    /// for life, so no part lists one an earlier part listed.
+    pub fn part(&self, from: usize, limit: usize, max_slots: usize) -> (Vec<&Flow>, Option<usize>) {
+        let end = from.saturating_add(max_slots).min(self.slots.len());
+        let mut rows = Vec::with_capacity(limit.min(max_slots));
+        for (slot, f) in self.numbered_slots(from..end) {
+            if rows.len() == limit {
+                return (rows, Some(slot));
+            }
+            rows.push(f);
+        }
+        (rows, (end < self.slots.len()).then_some(end))
+    }
+
+    /// The flows in slots `range` (clamped to the slots in use) with their slots.
+    pub fn numbered_slots(
+        &self,
+        range: std::ops::Range<usize>,
+    ) -> impl Iterator<Item = (usize, &Flow)> {
         let end = range.end.min(self.slots.len());
         let start = range.start.min(end);
-        self.slots[start..end].iter().filter_map(|s| s.as_ref())
+        self.slots[start..end]
+            .iter()
+            .enumerate()
+            .filter_map(move |(i, s)| s.as_ref().map(|f| (start + i, f)))
     }
 
     /// Mirrored flows not confirmed by generation `gen`: the peer no longer has them.
@@ -1097,6 +1124,42 @@ mod tests {
             port(&mut t, 6, t20 + PORT_QUARANTINE + s1()).unwrap(),
             rp(100)
         );
+    }
+
+    /// A listing in parts names every flow once, over a sparse table, whatever the
+    /// part's bounds, and a limit ends it where it says.
+    #[test]
+    fn a_listing_in_parts_names_every_flow_once() {
+        let now = Instant::now();
+        let mut t = table(100..=1099, 1000);
+        let ids: Vec<FlowId> = (0..1000)
+            .map(|c| t.insert(addr(c), 0, BackendId::new(0), now).unwrap())
+            .collect();
+        // Left: every seventh, and a run at the end.
+        for (i, id) in ids.iter().enumerate() {
+            if i % 7 != 0 && i < 990 {
+                t.remove(*id).unwrap();
+            }
+        }
+        let want: Vec<SocketAddr> = t.iter().map(|f| f.client).collect();
+        assert_eq!(want.len(), 142 + 10);
+        for (limit, max_slots) in [(1, 1), (5, 3), (10, 64), (1000, 7), (3, 1000)] {
+            let (mut got, mut from, mut parts) = (Vec::new(), Some(0), 0);
+            while let Some(at) = from {
+                let (rows, next) = t.part(at, limit, max_slots);
+                assert!(rows.len() <= limit);
+                got.extend(rows.iter().map(|f| f.client));
+                from = next;
+                parts += 1;
+            }
+            assert_eq!(got, want, "limit {limit}, {max_slots} slots a part");
+            assert!(parts >= want.len() / limit, "{parts} parts");
+        }
+        // A limit that ends inside a part: the next part starts at the flow left out.
+        let (rows, next) = t.part(0, 2, 1000);
+        assert_eq!(rows.len(), 2);
+        let (rest, _) = t.part(next.unwrap(), 1, 1000);
+        assert_eq!(rest[0].client, want[2]);
     }
 
     /// A flow undone before it relayed anything gives its endpoint back at once.

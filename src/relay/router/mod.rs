@@ -367,6 +367,17 @@ impl Router {
         self.flows.iter()
     }
 
+    /// One part of a listing that goes through the table a part at a time (see
+    /// `FlowTable::part`).
+    pub fn flows_part(
+        &self,
+        from: usize,
+        limit: usize,
+        max_slots: usize,
+    ) -> (Vec<&Flow>, Option<usize>) {
+        self.flows.part(from, limit, max_slots)
+    }
+
     /// The flow of `client`, by the index (not a walk of the table).
     pub fn flow_of(&self, client: &SocketAddr) -> Option<&Flow> {
         self.flows
