@@ -8,12 +8,12 @@
 //! The same over HEP's TCP transport (Kamailio `tcp_accept_hep3`), including a collector
 //! that goes away and comes back.
 //!
-//! Ports: 127.0.46.1:46060 (SIP), 127.0.46.2 relay ports 15000-15099, 127.0.0.1:46070
-//! (UAS), 127.0.46.3:46080 (UAC), 127.0.46.9:46090 (collector), admin 127.0.46.1:46091;
-//! the collector-down test: 46160/46170/46180/46191, relay ports 15100-15199; the TCP
-//! test: 46260/46270/46280/46290/46291, relay ports 15200-15299; the include_local test:
-//! 46360/46370/46380/46390/46391, relay ports 15300-15399; the prefix-mode test:
-//! 46460/46470/46480/46490/46491, 127.46.0.0/16 port 15400.
+//! Ports: 127.0.46.1:30060 (SIP), 127.0.46.2 relay ports 15000-15099, 127.0.0.1:30070
+//! (UAS), 127.0.46.3:30080 (UAC), 127.0.46.9:30090 (collector), admin 127.0.46.1:30091;
+//! the collector-down test: 30160/30170/30180/30191, relay ports 15100-15199; the TCP
+//! test: 30260/30270/30280/30290/30291, relay ports 15200-15299; the include_local test:
+//! 30360/30370/30380/30390/30391, relay ports 15300-15399; the prefix-mode test:
+//! 30460/30470/30480/30490/30491, 127.46.0.0/16 port 15400.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -167,24 +167,24 @@ fn uac(dir: &TestDir, ip: &str, port: &str, target: &str) -> Sipp {
 
 #[test]
 fn both_legs_reach_a_kamailio_sipcapture_collector() {
-    both_legs_reach(Transport::Udp, 46000, "15000-15099");
+    both_legs_reach(Transport::Udp, 30000, "15000-15099");
 }
 
 #[test]
 fn both_legs_are_captured_in_relay_prefix_mode() {
-    both_legs_reach(Transport::UdpPrefix, 46400, "15400");
+    both_legs_reach(Transport::UdpPrefix, 30400, "15400");
 }
 
 #[test]
 fn both_legs_reach_a_collector_over_tcp_and_a_lost_collector_is_reconnected() {
-    let (dir, mut front) = both_legs_reach(Transport::Tcp, 46200, "15200-15299");
+    let (dir, mut front) = both_legs_reach(Transport::Tcp, 30200, "15200-15299");
     // The collector is gone (stopped by `both_legs_reach`): calls go on, packets are
     // dropped and counted.
-    let mut uas = sipp_uas(&dir, "uas2", 46270);
+    let mut uas = sipp_uas(&dir, "uas2", 30270);
     front.wait_backends_up(Duration::from_secs(10));
     // CALLS calls through sipfront, none failed.
     let calls_ok = || {
-        let mut phone = uac(&dir, "127.0.46.3", "46280", "127.0.46.1:46260");
+        let mut phone = uac(&dir, "127.0.46.3", "30280", "127.0.46.1:30260");
         let r = phone.expect_all_ok(CALLS, Duration::from_secs(30));
         assert_eq!(r.stats.failed(), 0);
     };
@@ -205,7 +205,7 @@ fn both_legs_reach_a_collector_over_tcp_and_a_lost_collector_is_reconnected() {
     );
     // A collector is back: the sender reconnects (at most once a second) by itself.
     let (mut again, table) =
-        start_collector(&dir, "collector2", "127.0.46.9:46290", Transport::Tcp);
+        start_collector(&dir, "collector2", "127.0.46.9:30290", Transport::Tcp);
     std::thread::sleep(Duration::from_millis(1500));
     calls_ok();
     uas.stop(Duration::from_secs(5));
@@ -333,18 +333,18 @@ fn both_legs_reach(transport: Transport, base: u16, relay_ports: &str) -> (TestD
 #[test]
 fn relaying_goes_on_with_the_collector_gone() {
     let dir = TestDir::new("hep-down");
-    let mut uas = sipp_uas(&dir, "uas", 46170);
+    let mut uas = sipp_uas(&dir, "uas", 30170);
     let mut front = Sipfront::start(
         &dir,
         SipfrontConfig {
             relay: "127.0.46.2".into(),
-            ..SipfrontConfig::new("127.0.46.1:46160", "15100-15199", "127.0.46.1:46191")
+            ..SipfrontConfig::new("127.0.46.1:30160", "15100-15199", "127.0.46.1:30191")
         }
-        .backend("a", "127.0.0.1:46170")
+        .backend("a", "127.0.0.1:30170")
         // Nothing listens there: ICMP port unreachable.
-        .extra("[hep]\ncollector = \"127.0.46.9:46195\"\n"),
+        .extra("[hep]\ncollector = \"127.0.46.9:30195\"\n"),
     );
-    let mut phone = uac(&dir, "127.0.46.3", "46180", "127.0.46.1:46160");
+    let mut phone = uac(&dir, "127.0.46.3", "30180", "127.0.46.1:30160");
     let r = phone.expect_all_ok(CALLS, Duration::from_secs(30));
     assert_eq!(r.stats.failed(), 0);
     uas.stop(Duration::from_secs(5));
@@ -368,20 +368,20 @@ fn relaying_goes_on_with_the_collector_gone() {
 fn probes_and_local_503s_are_exported_with_include_local() {
     let dir = TestDir::new("hep-local");
     let (mut collector, table) =
-        start_collector(&dir, "collector", "127.0.46.9:46390", Transport::Udp);
-    let mut uas = sipp_uas(&dir, "uas", 46370);
-    let public = "127.0.46.1:46360";
-    let backend = "127.0.0.1:46370";
+        start_collector(&dir, "collector", "127.0.46.9:30390", Transport::Udp);
+    let mut uas = sipp_uas(&dir, "uas", 30370);
+    let public = "127.0.46.1:30360";
+    let backend = "127.0.0.1:30370";
     let mut front = Sipfront::start(
         &dir,
         SipfrontConfig {
             relay: "127.0.46.2".into(),
-            ..SipfrontConfig::new(public, "15300-15399", "127.0.46.1:46391")
+            ..SipfrontConfig::new(public, "15300-15399", "127.0.46.1:30391")
         }
         .backend("a", backend)
         .extra(
             "[health]\ninterval = \"200ms\"\ntimeout = \"150ms\"\n\n\
-             [hep]\ncollector = \"127.0.46.9:46390\"\ninclude_local = true\n",
+             [hep]\ncollector = \"127.0.46.9:30390\"\ninclude_local = true\n",
         ),
     );
     front.wait_backends_up(Duration::from_secs(10));
@@ -394,12 +394,12 @@ fn probes_and_local_503s_are_exported_with_include_local() {
         Duration::from_secs(10),
         |v| v == 0.0,
     );
-    let phone = std::net::UdpSocket::bind("127.0.46.3:46380").unwrap();
+    let phone = std::net::UdpSocket::bind("127.0.46.3:30380").unwrap();
     phone
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     phone
-        .send_to(&sip_request("INVITE", "local-503", 46380, b""), public)
+        .send_to(&sip_request("INVITE", "local-503", 30380, b""), public)
         .unwrap();
     let mut buf = [0u8; 4096];
     let (n, _) = phone.recv_from(&mut buf).expect("a reply from sipfront");
@@ -430,6 +430,6 @@ fn probes_and_local_503s_are_exported_with_include_local() {
     assert!(local.what.starts_with("503"), "{local:?}");
     assert_eq!(
         (local.src.as_str(), local.dst.as_str()),
-        (public, "127.0.46.3:46380")
+        (public, "127.0.46.3:30380")
     );
 }

@@ -419,7 +419,18 @@ fn a_routers_unreachable_quoting_the_probe_does_not_down_the_backend() {
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // Every forged error read (the time exceeded ones counted last of each probe's).
+    let counted = |front: &mut Proc| {
+        find_metric(
+            &metrics(front),
+            "sipfront_icmp_ignored_total",
+            &[("reason", "not_unreachable")],
+        )
+        .unwrap_or(0.0)
+    };
+    wait_until(Duration::from_secs(5), || {
+        counted(&mut front) >= f64::from(exceeded)
+    });
     let text = metrics(&mut front);
     let downs = metric(
         &text,

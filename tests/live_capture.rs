@@ -3,8 +3,8 @@
 //! a text capture by client; no token -> 401; with `admin.max_captures = 2`, a third
 //! concurrent capture -> 429, and a reader that goes away frees its place.
 //!
-//! Ports: SIP 127.0.47.1:47060, relay 127.0.47.2 ports 19500-19539, backend
-//! 127.0.0.1:47070, clients 127.0.47.3:47080 and 127.0.47.4:47081, admin 127.0.47.1:47091.
+//! Ports: SIP 127.0.47.1:31060, relay 127.0.47.2 ports 19500-19539, backend
+//! 127.0.0.1:31070, clients 127.0.47.3:31080 and 127.0.47.4:31081, admin 127.0.47.1:31091.
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use testkit::*;
 
-const SIP: &str = "127.0.47.1:47060";
-const ADMIN: &str = "127.0.47.1:47091";
-const BACKEND: &str = "127.0.0.1:47070";
+const SIP: &str = "127.0.47.1:31060";
+const ADMIN: &str = "127.0.47.1:31091";
+const BACKEND: &str = "127.0.0.1:31070";
 
 fn write_private(path: &std::path::Path, text: &str) {
     use std::os::unix::fs::PermissionsExt;
@@ -76,7 +76,7 @@ fn live_capture_pcap_text_token_and_limit() {
     write_private(&token_file, &format!("{token}\n"));
     let wrong = dir.join("wrong.token");
     write_private(&wrong, "not-the-token-at-all-0123456789\n");
-    let backend = FakeBackend::start(47070, 19500..=19539);
+    let backend = FakeBackend::start(31070, 19500..=19539);
     let cfg = SipfrontConfig {
         relay: "127.0.47.2".into(),
         ..SipfrontConfig::new(SIP, "19500-19539", ADMIN)
@@ -109,7 +109,7 @@ fn live_capture_pcap_text_token_and_limit() {
     assert!(r.stderr.contains("401"), "{r:?}");
 
     // A call captured by Call-ID into a pcap file; another call alongside is not in it.
-    let alice = SipClient::bind("127.0.47.3:47080".parse().unwrap(), server, "alice");
+    let alice = SipClient::bind("127.0.47.3:31080".parse().unwrap(), server, "alice");
     let pcap = dir.join("call.pcap");
     let mut cap = start_capture(
         &dir,
@@ -166,7 +166,7 @@ fn live_capture_pcap_text_token_and_limit() {
     assert_eq!(rows, want, "tshark's view of {}", pcap.display());
 
     // A text capture by client (IP only: any port), sngrep-like.
-    let bob = SipClient::bind("127.0.47.4:47081".parse().unwrap(), server, "bob");
+    let bob = SipClient::bind("127.0.47.4:31081".parse().unwrap(), server, "bob");
     let mut text = start_capture(
         &dir,
         "ctl-text",
@@ -186,11 +186,11 @@ fn live_capture_pcap_text_token_and_limit() {
     let out = text.log_text();
     assert!(status.success(), "{out}");
     assert!(
-        out.contains("client  127.0.47.4:47081 -> 127.0.47.1:47060"),
+        out.contains("client  127.0.47.4:31081 -> 127.0.47.1:31060"),
         "{out}"
     );
     assert!(
-        out.contains("backend 127.0.0.1:47070 -> 127.0.47.2:"),
+        out.contains("backend 127.0.0.1:31070 -> 127.0.47.2:"),
         "{out}"
     );
     assert!(out.contains("Call-ID: bob-options@test"), "{out}");

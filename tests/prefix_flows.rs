@@ -47,7 +47,12 @@ fn thirty_thousand_flows_without_a_socket_each() {
     let cfg = SipfrontConfig::new(SIP, "1-1", ADMIN)
         .prefix("127.16.0.0/16", &RELAY_PORT.to_string())
         .backend("only", &format!("127.0.0.1:{BACKEND}"))
-        .extra("[limits]\nmax_flows_per_ip = 10\n\n[health]\ninterval = \"1s\"\n")
+        // A 200 to OPTIONS does not make a flow answered: without the longer
+        // unanswered_idle the first flows could expire before the counts are read.
+        .extra(
+            "[limits]\nmax_flows_per_ip = 10\n\n[health]\ninterval = \"1s\"\n\n\
+             [timeouts]\nunanswered_idle = \"10m\"\n",
+        )
         // Fewer open files than flows, on any machine (this one's hard limit is 20,000;
         // a stock Debian login's 524,288).
         .open_files(20_000);

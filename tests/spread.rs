@@ -236,7 +236,7 @@ fn one_backend_down_moves_only_its_flows_evenly_to_the_other_five() {
     .extra(
         "[health]\ninterval = \"300ms\"\ntimeout = \"250ms\"\nrise = 2\nfall = 2\n\n\
          [limits]\nmax_flows = 20000\nnew_flows_per_ip = 100000\nnew_flows_burst = 100000\nmax_flows_per_ip = 20000\ndatagrams_per_ip = 1000000\ndatagrams_burst = 1000000\n\n\
-         [timeouts]\nflow_idle = \"10m\"\n",
+         [timeouts]\nflow_idle = \"10m\"\nunanswered_idle = \"10m\"\n",
     );
     for i in 0..BACKENDS {
         cfg = cfg.backend(&format!("b{i}"), &backend_addr(i).to_string());
