@@ -9,7 +9,7 @@ use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 
 use crate::capture::{HepDrop, HepStats};
 use crate::health::Reason;
-use crate::relay::{BackendId, Counters, Direction, DropReason, PerDirection};
+use crate::relay::{BackendId, Counters, Direction, DropReason, PerDirection, Suppressed};
 use crate::throttle::LogThrottle;
 
 struct BackendHandles {
@@ -46,7 +46,7 @@ pub struct MetricsHandles {
     dialogs: Gauge,
     ports_in_use: Gauge,
     replies_503: Counter,
-    replies_503_suppressed: Counter,
+    replies_503_suppressed: [Counter; Suppressed::ALL.len()],
     unpinned: Counter,
     grown_in_decisions: Counter,
     lingering_dropped: Counter,
@@ -133,7 +133,9 @@ impl MetricsHandles {
             dialogs: gauge!("sipfront_dialogs"),
             ports_in_use: gauge!("sipfront_relay_ports_in_use"),
             replies_503: counter!("sipfront_local_replies_total", "code" => "503"),
-            replies_503_suppressed: counter!("sipfront_local_replies_suppressed_total", "code" => "503"),
+            replies_503_suppressed: Suppressed::ALL.map(|r| {
+                counter!("sipfront_local_replies_suppressed_total", "code" => "503", "reason" => r.as_str())
+            }),
             unpinned: counter!("sipfront_backend_requests_unpinned_total"),
             grown_in_decisions: counter!("sipfront_table_grown_in_decisions_total"),
             lingering_dropped: counter!("sipfront_lingering_pins_dropped_total"),
@@ -282,10 +284,11 @@ impl MetricsHandles {
         }
         self.replies_503
             .increment(c.replies_503.saturating_sub(self.last.replies_503));
-        self.replies_503_suppressed.increment(
-            c.replies_503_suppressed
-                .saturating_sub(self.last.replies_503_suppressed),
-        );
+        for (i, counter) in self.replies_503_suppressed.iter().enumerate() {
+            counter.increment(
+                c.replies_503_suppressed[i].saturating_sub(self.last.replies_503_suppressed[i]),
+            );
+        }
         self.unpinned
             .increment(c.unpinned.saturating_sub(self.last.unpinned));
         self.flows_created

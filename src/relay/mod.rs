@@ -27,4 +27,4 @@ pub use dialogs::{Side, Span};
 pub use item::Item;
 pub use port::{RelayPort, RelaySpace};
 pub use router::{BackendAction, ClientAction, Prepared, Router, RouterEvent};
-pub use stats::{Counters, Direction, DropReason, PerDirection};
+pub use stats::{Counters, Direction, DropReason, PerDirection, Suppressed};

@@ -110,6 +110,34 @@ impl From<ScanError> for DropReason {
 }
 
 /// Which way a datagram went.
+/// Why a stateless 503 was not sent; `as_str` values are the `reason` labels of
+/// `sipfront_local_replies_suppressed_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Suppressed {
+    /// Over `reply_503_rate`.
+    Rate,
+    /// It would be larger than the request (never an amplifier).
+    LargerThanRequest,
+    /// It would not fit the send buffer.
+    TooLarge,
+}
+
+impl Suppressed {
+    pub const ALL: [Suppressed; 3] = [
+        Suppressed::Rate,
+        Suppressed::LargerThanRequest,
+        Suppressed::TooLarge,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Suppressed::Rate => "rate",
+            Suppressed::LargerThanRequest => "larger_than_request",
+            Suppressed::TooLarge => "too_large",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
     ToBackend = 0,
@@ -162,8 +190,8 @@ pub struct Counters {
     pub flows_expired: u64,
     /// Stateless 503s sent because no backend was up.
     pub replies_503: u64,
-    /// 503s not sent: over `reply_503_rate`, or larger than the request.
-    pub replies_503_suppressed: u64,
+    /// 503s not sent, by [`Suppressed`] reason.
+    pub replies_503_suppressed: [u64; Suppressed::ALL.len()],
     /// Datagrams of each static peer, by config index.
     pub peers: Vec<PerDirection<u64>>,
     /// Backend requests relayed without the dialog entry that sends their answers
@@ -188,6 +216,15 @@ impl Counters {
 
     pub fn dropped(&self, r: DropReason) -> u64 {
         self.drops[r.index()]
+    }
+
+    #[inline]
+    pub fn suppress(&mut self, why: Suppressed) {
+        self.replies_503_suppressed[why as usize] += 1;
+    }
+
+    pub fn suppressed(&self, why: Suppressed) -> u64 {
+        self.replies_503_suppressed[why as usize]
     }
 
     #[inline]

@@ -14,7 +14,7 @@ use super::item::Item;
 use super::port::RelayPort;
 use super::ratelimit::{Budget, SourceLimiter, source_key};
 use super::source_limits::SourceClasses;
-use super::stats::{Counters, Direction, DropReason};
+use super::stats::{Counters, Direction, DropReason, Suppressed};
 use super::top::TopSketch;
 use crate::config::{Backend, Failback};
 use crate::sip::{Scan, SipView, scan};
@@ -1064,7 +1064,7 @@ impl Router {
         // Only a peek: the token is taken when the 503 is written ([`Router::write_503`]),
         // so requests whose 503 would be too large to send do not use up the budget.
         if !self.reply_budget.available(now) {
-            self.counters.replies_503_suppressed += 1;
+            self.counters.suppress(Suppressed::Rate);
             return ClientAction::Drop(DropReason::NoBackend);
         }
         ClientAction::Reject503

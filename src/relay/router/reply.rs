@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use super::Router;
+use crate::relay::stats::Suppressed;
 use crate::sip::response::{Unwritable, write_response};
 
 impl Router {
@@ -33,12 +34,13 @@ impl Router {
         match written {
             // Never an amplifier: a reply larger than the request is not sent, and
             // takes no token.
-            Ok(n) if n > request.len() => self.counters.replies_503_suppressed += 1,
+            Ok(n) if n > request.len() => self.counters.suppress(Suppressed::LargerThanRequest),
             Ok(n) if self.reply_budget.take(now) => {
                 self.counters.replies_503 += 1;
                 return Some(&buf[..n]);
             }
-            Ok(_) | Err(Unwritable::TooLarge) => self.counters.replies_503_suppressed += 1,
+            Ok(_) => self.counters.suppress(Suppressed::Rate),
+            Err(Unwritable::TooLarge) => self.counters.suppress(Suppressed::TooLarge),
             // Not a request line to answer (the router refused it already).
             Err(Unwritable::NoStartLine) => {}
         }

@@ -490,7 +490,8 @@ fn the_503_budget_is_spent_only_on_replies_sent() {
         assert_eq!(got, ClientAction::Reject503);
         assert_eq!(r.write_503(t0, tiny, 30, &mut buf), None);
     }
-    assert_eq!(r.counters().replies_503_suppressed, 10);
+    assert_eq!(r.counters().suppressed(Suppressed::LargerThanRequest), 10);
+    assert_eq!(r.counters().suppressed(Suppressed::Rate), 0);
     // Sent ones take it: 3 per second.
     // (Headers a 503 does not copy make room for its Retry-After and To-tag.)
     let request = |call_id: &str| {
@@ -514,8 +515,10 @@ fn the_503_budget_is_spent_only_on_replies_sent() {
         r.from_client(t0, sa(phone), 0, &req("OPTIONS", "over")),
         ClientAction::Drop(DropReason::NoBackend)
     );
+    assert_eq!(r.counters().suppressed(Suppressed::Rate), 1);
     // A 503 the router granted but the budget spent meanwhile: not written.
     assert_eq!(r.write_503(t0, &request("x"), 30, &mut buf), None);
+    assert_eq!(r.counters().suppressed(Suppressed::Rate), 2);
     let later = t0 + Duration::from_millis(400);
     assert_eq!(
         r.from_client(later, sa(phone), 0, &req("OPTIONS", "later")),
@@ -527,6 +530,8 @@ fn the_503_budget_is_spent_only_on_replies_sent() {
     let n = request.len() / 2;
     assert_eq!(r.write_503(later, &request, 30, &mut buf[..n]), None);
     assert_eq!(r.counters().replies_503, 3);
+    assert_eq!(r.counters().suppressed(Suppressed::TooLarge), 1);
+    assert_eq!(r.counters().suppressed(Suppressed::LargerThanRequest), 10);
 }
 
 #[test]
