@@ -420,16 +420,10 @@ fn a_routers_unreachable_quoting_the_probe_does_not_down_the_backend() {
         std::thread::sleep(Duration::from_millis(2));
     }
     // Every forged error read (the time exceeded ones counted last of each probe's).
-    let counted = |front: &mut Proc| {
-        find_metric(
-            &metrics(front),
-            "sipfront_icmp_ignored_total",
-            &[("reason", "not_unreachable")],
-        )
-        .unwrap_or(0.0)
-    };
+    let ignored =
+        |text: &str, r: &str| metric(text, "sipfront_icmp_ignored_total", &[("reason", r)]);
     wait_until(Duration::from_secs(5), || {
-        counted(&mut front) >= f64::from(exceeded)
+        ignored(&metrics(&mut front), "not_unreachable") >= f64::from(exceeded)
     });
     let text = metrics(&mut front);
     let downs = metric(
@@ -437,18 +431,10 @@ fn a_routers_unreachable_quoting_the_probe_does_not_down_the_backend() {
         "sipfront_backend_transitions_total",
         &[("backend", "b"), ("to", "down")],
     );
-    let not_closed = find_metric(
-        &text,
-        "sipfront_icmp_ignored_total",
-        &[("reason", "not_port_closed")],
-    )
-    .unwrap_or(0.0);
-    let other = find_metric(
-        &text,
-        "sipfront_icmp_ignored_total",
-        &[("reason", "not_unreachable")],
-    )
-    .unwrap_or(0.0);
+    let (not_closed, other) = (
+        ignored(&text, "not_port_closed"),
+        ignored(&text, "not_unreachable"),
+    );
     eprintln!(
         "{forged} unreachables forged, not_port_closed {not_closed}, downs {downs}; \
          {exceeded} time exceeded, not_unreachable {other}"

@@ -4,8 +4,7 @@
 //! sipfront's via latency (its direct paths and the other proxies' are timed in other
 //! slices, with the same listings going on).
 
-use std::io::{Read, Write};
-use std::net::{SocketAddrV4, TcpStream};
+use std::net::SocketAddrV4;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -58,13 +57,8 @@ impl Lister {
 
 /// One listing; the rows it had (its `"client"` fields).
 fn list(admin: SocketAddrV4) -> std::io::Result<usize> {
-    let mut s = TcpStream::connect_timeout(&admin.into(), Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    s.write_all(b"GET /api/v1/flows?limit=100000 HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-    let mut body = Vec::new();
-    s.read_to_end(&mut body)?;
-    if !body.starts_with(b"HTTP/1.1 200") && !body.starts_with(b"HTTP/1.0 200") {
-        return Err(std::io::Error::other("not 200"));
+    match testkit::http_get(admin.into(), "/api/v1/flows?limit=100000")? {
+        (200, body) => Ok(body.matches("\"client\":").count()),
+        (code, _) => Err(std::io::Error::other(format!("answered {code}"))),
     }
-    Ok(body.windows(9).filter(|w| w == b"\"client\":").count())
 }
